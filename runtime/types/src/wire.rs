@@ -1,0 +1,233 @@
+//! The JSON wire format of events (JSON lines in files, bodies over HTTP):
+//!
+//! ```json
+//! {"key": "user-1", "value": {"amount": 3}, "timestamp": 1700000000000, "headers": {"source": "web"}}
+//! ```
+//!
+//! - `key`: text, optional; binary keys travel as `key_b64` (base64).
+//! - `value`: any JSON; an operator sees its compact JSON text (whitespace
+//!   outside strings removed, nothing else changed). Binary values travel as
+//!   `value_b64`, and an operator sees the decoded bytes.
+//! - `timestamp`: event time in milliseconds since the Unix epoch; when
+//!   absent the reader's default applies (ingestion time).
+//! - `headers`: text values by name; binary ones as `headers_b64`.
+//!
+//! Writing is the inverse: a value that is JSON is written as JSON, anything
+//! else as `value_b64`; the same for keys and headers.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{Event, EventRef};
+
+/// Why a line is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("not an event object: {0} (expected {{\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}})")]
+    Json(String),
+    #[error("an event needs `value` (any JSON) or `value_b64`")]
+    MissingValue,
+    #[error("an event has both `{0}` and `{0}_b64`; give one")]
+    Both(&'static str),
+    #[error("`{field}` is not valid base64: {reason}")]
+    Base64 { field: String, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireIn<'a> {
+    key: Option<String>,
+    key_b64: Option<String>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+    value_b64: Option<String>,
+    timestamp: Option<i64>,
+    headers: Option<BTreeMap<String, String>>,
+    headers_b64: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers_b64: BTreeMap<&'a str, String>,
+}
+
+fn decode_b64(field: &str, text: &str) -> Result<Vec<u8>, WireError> {
+    BASE64.decode(text).map_err(|e| WireError::Base64 {
+        field: field.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// `raw` (valid JSON) without whitespace outside strings.
+pub fn compact_json(raw: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in raw.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Parses one event; `default_timestamp` applies when it has none.
+pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireError> {
+    let wire: WireIn<'_> = serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
+    let key = match (wire.key, wire.key_b64) {
+        (Some(_), Some(_)) => return Err(WireError::Both("key")),
+        (Some(k), None) => Some(k.into_bytes()),
+        (None, Some(b)) => Some(decode_b64("key_b64", &b)?),
+        (None, None) => None,
+    };
+    let value = match (wire.value, wire.value_b64) {
+        (Some(_), Some(_)) => return Err(WireError::Both("value")),
+        (Some(raw), None) => compact_json(raw.get()),
+        (None, Some(b)) => decode_b64("value_b64", &b)?,
+        (None, None) => return Err(WireError::MissingValue),
+    };
+    let mut headers: Vec<(String, Vec<u8>)> = wire
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, v)| (n, v.into_bytes()))
+        .collect();
+    for (name, b64) in wire.headers_b64.unwrap_or_default() {
+        let value = decode_b64(&format!("headers_b64.{name}"), &b64)?;
+        headers.push((name, value));
+    }
+    Ok(Event {
+        key,
+        value,
+        timestamp: wire.timestamp.unwrap_or(default_timestamp),
+        headers,
+    })
+}
+
+/// Parses JSON lines (blank lines skipped); errors carry the 1-based line.
+pub fn parse_lines(
+    text: &str,
+    default_timestamp: i64,
+) -> Result<Vec<Event>, (usize, WireError)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_event(line, default_timestamp).map_err(|e| (i + 1, e)))
+        .collect()
+}
+
+/// Writes one event as a line of compact JSON (no newline).
+pub fn format_event(event: &EventRef<'_>) -> String {
+    let key_text = event.key.map(std::str::from_utf8);
+    let value_json = serde_json::from_slice::<&RawValue>(event.value).ok();
+    let mut headers = BTreeMap::new();
+    let mut headers_b64 = BTreeMap::new();
+    for (_, name, value) in event.headers {
+        match std::str::from_utf8(value) {
+            Ok(text) => {
+                headers.insert(name.as_str(), text);
+            }
+            Err(_) => {
+                headers_b64.insert(name.as_str(), BASE64.encode(value));
+            }
+        }
+    }
+    let out = WireOut {
+        key: match key_text {
+            Some(Ok(k)) => Some(k),
+            _ => None,
+        },
+        key_b64: match (key_text, event.key) {
+            (Some(Err(_)), Some(k)) => Some(BASE64.encode(k)),
+            _ => None,
+        },
+        value: value_json,
+        value_b64: match value_json {
+            Some(_) => None,
+            None => Some(BASE64.encode(event.value)),
+        },
+        timestamp: event.timestamp,
+        headers,
+        headers_b64,
+    };
+    serde_json::to_string(&out).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Batch;
+
+    #[test]
+    fn value_is_compact_json_text() {
+        let e = parse_event(r#"{"key":"k","value":{ "a" : [1, 2], "s": "x y\" z" },"timestamp":5}"#, 0).unwrap();
+        assert_eq!(e.value, br#"{"a":[1,2],"s":"x y\" z"}"#);
+        assert_eq!(e.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(e.timestamp, 5);
+    }
+
+    #[test]
+    fn defaults_and_binary_fields() {
+        let e = parse_event(r#"{"value_b64":"AAEC","key_b64":"/w=="}"#, 42).unwrap();
+        assert_eq!(e.value, vec![0, 1, 2]);
+        assert_eq!(e.key, Some(vec![0xff]));
+        assert_eq!(e.timestamp, 42);
+        let batch: Batch = vec![e].into_iter().collect();
+        let line = format_event(&batch.iter().next().unwrap());
+        assert_eq!(line, r#"{"key_b64":"/w==","value_b64":"AAEC","timestamp":42}"#);
+    }
+
+    #[test]
+    fn round_trips_headers() {
+        let line = r#"{"key":"k","value":"v","timestamp":1,"headers":{"a":"b"}}"#;
+        let e = parse_event(line, 0).unwrap();
+        let batch: Batch = vec![e].into_iter().collect();
+        assert_eq!(format_event(&batch.iter().next().unwrap()), line);
+    }
+
+    #[test]
+    fn rejects_bad_events() {
+        assert_eq!(parse_event(r#"{"key":"k"}"#, 0), Err(WireError::MissingValue));
+        assert!(matches!(parse_event("[1]", 0), Err(WireError::Json(_))));
+        assert!(matches!(parse_event(r#"{"value":1,"vaule":2}"#, 0), Err(WireError::Json(_))));
+        assert_eq!(
+            parse_event(r#"{"value":1,"value_b64":"AA=="}"#, 0),
+            Err(WireError::Both("value"))
+        );
+        assert!(matches!(
+            parse_event(r#"{"value_b64":"***"}"#, 0),
+            Err(WireError::Base64 { .. })
+        ));
+        let err = parse_lines("{\"value\":1}\n\nnot json\n", 0).unwrap_err();
+        assert_eq!(err.0, 3);
+    }
+}

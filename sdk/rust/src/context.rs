@@ -1,0 +1,355 @@
+//! What an operator works with: [`Setup`] while it starts, [`Context`] for
+//! each event: emitting, value state of the current key, timers.
+
+use serde::Serialize;
+
+use crate::bindings::weir::operator::timers;
+use crate::bindings::weir::operator::types::{
+    CallContext, CallOutput, EventBatch, EventError, Header, StateChanges,
+};
+use crate::state::{ListState, MapState, ValueState};
+use crate::{Error, Event, TimeDomain};
+
+/// Declares an operator's state while it starts ([`crate::Operator::init`]).
+#[derive(Debug, Default)]
+pub struct Setup {
+    pub(crate) value_states: Vec<String>,
+}
+
+impl Setup {
+    /// Declares value state `name`: one value of `T` per key. Its values for
+    /// the keys of a batch travel with the batch, so reading and writing it
+    /// costs no host call.
+    pub fn value_state<T>(&mut self, name: &str) -> ValueState<T> {
+        let index = match self.value_states.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.value_states.push(name.to_string());
+                self.value_states.len() - 1
+            }
+        };
+        ValueState::new(index)
+    }
+
+    /// Declares map state `name`: many `K → V` entries per key, read and
+    /// written through host calls.
+    pub fn map_state<K, V>(&mut self, name: &str) -> MapState<K, V> {
+        MapState::new(name)
+    }
+
+    /// Declares list state `name`: a list of `T` per key, read and written
+    /// through host calls.
+    pub fn list_state<T>(&mut self, name: &str) -> ListState<T> {
+        ListState::new(name)
+    }
+
+    /// The operator's name in its topology.
+    pub fn operator_name(&self) -> String {
+        crate::bindings::weir::operator::context::operator_name()
+    }
+}
+
+/// A declared value state of one key during a call.
+#[derive(Debug)]
+pub(crate) enum Cell {
+    /// Unchanged since the call started: `len` bytes at `start` of the
+    /// input's state bytes.
+    Original { start: usize, len: usize },
+    /// Absent when the call started and not written since.
+    Absent,
+    /// Written during this call.
+    Written(Vec<u8>),
+    /// Cleared during this call.
+    Cleared,
+}
+
+/// Where the output stood before the current event, to drop what a failing
+/// event emitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputMark {
+    events: usize,
+    keys: usize,
+    values: usize,
+    headers: usize,
+}
+
+/// The events a call emits, built column by column.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    timestamps: Vec<i64>,
+    key_lens: Vec<i32>,
+    keys: Vec<u8>,
+    value_lens: Vec<u32>,
+    values: Vec<u8>,
+    headers: Vec<Header>,
+}
+
+impl Output {
+    fn with_capacity(events: usize, bytes: usize) -> Self {
+        Output {
+            timestamps: Vec::with_capacity(events),
+            key_lens: Vec::with_capacity(events),
+            keys: Vec::new(),
+            value_lens: Vec::with_capacity(events),
+            values: Vec::with_capacity(bytes),
+            headers: Vec::new(),
+        }
+    }
+
+    fn push_key(&mut self, key: Option<&[u8]>) {
+        match key {
+            Some(k) => {
+                self.key_lens.push(k.len() as i32);
+                self.keys.extend_from_slice(k);
+            }
+            None => self.key_lens.push(-1),
+        }
+    }
+
+    pub(crate) fn mark(&self) -> OutputMark {
+        OutputMark {
+            events: self.timestamps.len(),
+            keys: self.keys.len(),
+            values: self.values.len(),
+            headers: self.headers.len(),
+        }
+    }
+
+    pub(crate) fn truncate(&mut self, mark: OutputMark) {
+        self.timestamps.truncate(mark.events);
+        self.key_lens.truncate(mark.events);
+        self.value_lens.truncate(mark.events);
+        self.keys.truncate(mark.keys);
+        self.values.truncate(mark.values);
+        self.headers.truncate(mark.headers);
+    }
+
+    fn into_batch(self) -> EventBatch {
+        EventBatch {
+            timestamps: self.timestamps,
+            key_lens: self.key_lens,
+            keys: self.keys,
+            value_lens: self.value_lens,
+            values: self.values,
+            headers: self.headers,
+        }
+    }
+}
+
+/// Everything an operator can do while it handles one event or timer:
+/// emit events, use the current key's state, register timers.
+#[derive(Debug)]
+pub struct Context<'a> {
+    call: CallContext,
+    key: Option<&'a [u8]>,
+    /// Slot of the current key among the call's distinct keys; `None` for
+    /// an event without a key.
+    slot: Option<usize>,
+    timestamp: i64,
+    state_count: usize,
+    state_bytes: &'a [u8],
+    cells: Vec<Cell>,
+    /// Cells written by the current event with their previous contents, to
+    /// put back if the event fails.
+    undo: Vec<(usize, Cell)>,
+    pub(crate) output: Output,
+    pub(crate) errors: Vec<EventError>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        call: CallContext,
+        state_count: usize,
+        cells: Vec<Cell>,
+        state_bytes: &'a [u8],
+        expected_events: usize,
+    ) -> Self {
+        Context {
+            call,
+            key: None,
+            slot: None,
+            timestamp: 0,
+            state_count,
+            state_bytes,
+            cells,
+            undo: Vec::new(),
+            output: Output::with_capacity(expected_events, expected_events * 64),
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn begin(&mut self, key: Option<&'a [u8]>, slot: Option<usize>, timestamp: i64) {
+        self.key = key;
+        self.slot = slot;
+        self.timestamp = timestamp;
+        self.undo.clear();
+    }
+
+    /// Drops what the current event emitted and wrote.
+    pub(crate) fn roll_back(&mut self, mark: OutputMark) {
+        self.output.truncate(mark);
+        while let Some((cell, previous)) = self.undo.pop() {
+            self.cells[cell] = previous;
+        }
+    }
+
+    pub(crate) fn finish(self) -> CallOutput {
+        let mut changes = StateChanges {
+            cells: Vec::new(),
+            lens: Vec::new(),
+            bytes: Vec::new(),
+        };
+        for (index, cell) in self.cells.into_iter().enumerate() {
+            match cell {
+                Cell::Written(bytes) => {
+                    changes.cells.push(index as u32);
+                    changes.lens.push(bytes.len() as i32);
+                    changes.bytes.extend_from_slice(&bytes);
+                }
+                Cell::Cleared => {
+                    changes.cells.push(index as u32);
+                    changes.lens.push(-1);
+                }
+                Cell::Original { .. } | Cell::Absent => {}
+            }
+        }
+        CallOutput {
+            events: self.output.into_batch(),
+            errors: self.errors,
+            state: changes,
+        }
+    }
+
+    /// The key of the current event or timer, if it has one.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// Event time of the current event (or the fired timer's time).
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The current event-time watermark (milliseconds since the Unix epoch;
+    /// `i64::MIN` before the first one).
+    pub fn watermark(&self) -> i64 {
+        self.call.watermark
+    }
+
+    /// The host's wall clock when this call started, in milliseconds since
+    /// the Unix epoch.
+    pub fn processing_time(&self) -> i64 {
+        self.call.processing_time
+    }
+
+    /// Emits an event.
+    pub fn emit(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64) {
+        self.output.push_key(key);
+        self.output.timestamps.push(timestamp);
+        self.output.value_lens.push(value.len() as u32);
+        self.output.values.extend_from_slice(value);
+    }
+
+    /// Emits an event whose value is `value` serialised as JSON.
+    pub fn emit_json<T: Serialize + ?Sized>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &T,
+        timestamp: i64,
+    ) -> Result<(), Error> {
+        let start = self.output.values.len();
+        if let Err(err) = serde_json::to_writer(&mut self.output.values, value) {
+            self.output.values.truncate(start);
+            return Err(err.into());
+        }
+        let len = self.output.values.len() - start;
+        self.output.push_key(key);
+        self.output.timestamps.push(timestamp);
+        self.output.value_lens.push(len as u32);
+        Ok(())
+    }
+
+    /// Emits an event with headers.
+    pub fn emit_with_headers(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) {
+        let index = self.output.timestamps.len() as u32;
+        self.output.headers.extend(headers.iter().map(|(name, value)| Header {
+            event: index,
+            name: name.to_string(),
+            value: value.to_vec(),
+        }));
+        self.emit(key, value, timestamp);
+    }
+
+    /// Emits `event` unchanged, headers included.
+    pub fn forward(&mut self, event: &Event<'_>) {
+        let index = self.output.timestamps.len() as u32;
+        self.output.headers.extend(event.headers.iter().map(|h| Header {
+            event: index,
+            name: h.name.clone(),
+            value: h.value.clone(),
+        }));
+        self.emit(event.key, event.value, event.timestamp);
+    }
+
+    /// Registers a timer for the current key: `on_timer` is called once the
+    /// watermark (event time) or the wall clock (processing time) passes
+    /// `time`.
+    pub fn register_timer(&mut self, domain: TimeDomain, time: i64) -> Result<(), Error> {
+        let key = self.require_key("timers")?;
+        Ok(timers::register(domain, key, time)?)
+    }
+
+    /// Deletes a timer of the current key registered earlier.
+    pub fn delete_timer(&mut self, domain: TimeDomain, time: i64) -> Result<(), Error> {
+        let key = self.require_key("timers")?;
+        Ok(timers::delete(domain, key, time)?)
+    }
+
+    pub(crate) fn require_key(&self, what: &str) -> Result<&'a [u8], Error> {
+        self.key.ok_or_else(|| {
+            Error::new(format!(
+                "{what} need a keyed event, and this one has no key: key the operator's input (key_by)"
+            ))
+        })
+    }
+
+    fn cell_index(&self, state: usize) -> Result<usize, Error> {
+        match self.slot {
+            Some(slot) => Ok(slot * self.state_count + state),
+            None => Err(self.require_key("value state").unwrap_err()),
+        }
+    }
+
+    /// The current bytes of declared value state `state` for the current key.
+    pub(crate) fn value_bytes(&self, state: usize) -> Result<Option<&[u8]>, Error> {
+        let index = self.cell_index(state)?;
+        Ok(match &self.cells[index] {
+            Cell::Original { start, len } => Some(&self.state_bytes[*start..*start + *len]),
+            Cell::Written(bytes) => Some(bytes.as_slice()),
+            Cell::Absent | Cell::Cleared => None,
+        })
+    }
+
+    /// Replaces declared value state `state` of the current key (`None`
+    /// clears it).
+    pub(crate) fn set_value_bytes(
+        &mut self,
+        state: usize,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let index = self.cell_index(state)?;
+        let new = match bytes {
+            Some(b) => Cell::Written(b),
+            None => Cell::Cleared,
+        };
+        let previous = std::mem::replace(&mut self.cells[index], new);
+        self.undo.push((index, previous));
+        Ok(())
+    }
+}
