@@ -1,1 +1,52 @@
-//! placeholder
+//! weir-wasm: Weir's Wasm host. It runs operator components of the
+//! `weir:operator` world (`wit/`) in wasmtime, each instance sandboxed.
+//!
+//! - [`WasmHost`] owns the one wasmtime `Engine` of the process (Cranelift,
+//!   epoch interruption, unused proposals off), the `Linker` with the
+//!   contract's imports, and the epoch ticker that enforces time budgets.
+//! - [`WasmHost::load`] validates bytes as an operator component (Wasm, a
+//!   component not a core module, within size, importing only what the
+//!   world offers, exporting its handler) and compiles it once, through an
+//!   on-disk cache of precompiled artifacts keyed by digest and engine.
+//! - [`OperatorInstance`] is one running instance in its own `Store`: memory
+//!   and table caps, a time budget per call, no ambient capabilities. It
+//!   turns a [`weir_types::Batch`] into one `process` call, passing the value
+//!   state of the batch's keys in and applying the state changes that come
+//!   out only if the call succeeds. A trap or budget overrun is a typed
+//!   [`InstanceError`] naming the operator; the next call re-instantiates.
+//! - [`OperatorState`] is how the host reaches keyed state; the engine
+//!   implements it, [`MemoryState`] is the in-memory one.
+//!
+//! Not here: routing events to instances, watermarks, checkpoints, durable
+//! state (the engine and state crates).
+
+mod cache;
+mod error;
+mod host;
+mod instance;
+mod limits;
+mod loader;
+mod state;
+
+pub use error::{InstanceError, ModuleError};
+pub use host::HostState;
+pub use instance::{CallOutcome, EventFailure, FiredTimer, OperatorInstance};
+pub use limits::{
+    DEFAULT_CALL_BUDGET, DEFAULT_INIT_BUDGET, DEFAULT_MAX_MODULE_BYTES, DEFAULT_MEMORY_BYTES,
+    EPOCH_TICK, SandboxLimits,
+};
+pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
+pub use state::{MemoryState, OperatorState, StateOp, StateStoreError};
+
+/// Version of the `weir:operator` package this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// The contract's bindings, generated from `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "operator",
+        path: "../../wit",
+    });
+}
+
+pub use bindings::weir::operator::types::TimeDomain;

@@ -1,0 +1,80 @@
+//! On-disk cache of precompiled components, keyed by the module's digest
+//! and the engine's compatibility hash. Only artifacts this process wrote
+//! are read back, and each carries a SHA-256 of itself that is checked
+//! before loading, so a torn or altered file is recompiled, never loaded.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::ModuleError;
+
+const CHECKSUM_BYTES: usize = 32;
+
+/// The precompile cache in one directory.
+#[derive(Debug, Clone)]
+pub(crate) struct PrecompileCache {
+    dir: PathBuf,
+    engine_tag: String,
+}
+
+impl PrecompileCache {
+    pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Self, ModuleError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            ModuleError::Cache(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(PrecompileCache {
+            dir: dir.to_path_buf(),
+            engine_tag: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_tag))
+    }
+
+    /// The cached component of `digest`, if a sound artifact is there.
+    pub(crate) fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.path(digest);
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() < CHECKSUM_BYTES
+            || Sha256::digest(&bytes[CHECKSUM_BYTES..]).as_slice() != &bytes[..CHECKSUM_BYTES]
+        {
+            tracing::warn!(path = %path.display(), "precompiled artifact fails its checksum; recompiling");
+            return None;
+        }
+        // SAFETY: the artifact was produced by `Engine::precompile_component`
+        // of an engine with the same compatibility hash (it is in the file
+        // name), written by this cache, and its checksum matches, so it is
+        // the bytes wasmtime produced. Users can never supply artifacts.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, &bytes[CHECKSUM_BYTES..]) };
+        match component {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "precompiled artifact unusable; recompiling");
+                None
+            }
+        }
+    }
+
+    /// Stores `artifact` for `digest` (atomically: a reader sees the whole
+    /// file or none).
+    pub(crate) fn put(&self, digest: &str, artifact: &[u8]) -> Result<(), ModuleError> {
+        let path = self.path(digest);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut bytes = Vec::with_capacity(CHECKSUM_BYTES + artifact.len());
+        bytes.extend_from_slice(&Sha256::digest(artifact));
+        bytes.extend_from_slice(artifact);
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| ModuleError::Cache(format!("cannot write {}: {e}", path.display())))
+    }
+}

@@ -1,0 +1,88 @@
+//! Errors of loading modules and running instances. Each says whose fault
+//! it is through its variant and how to fix it in its message.
+
+use std::time::Duration;
+
+/// A module could not be loaded. Every variant but `Cache` is the
+/// uploader's fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModuleError {
+    #[error("module is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("module is empty: send the bytes of a WebAssembly component")]
+    Empty,
+    #[error(
+        "not a WebAssembly binary (it starts with {prefix}, not the magic bytes \\0asm): send a compiled component, e.g. target/wasm32-wasip2/release/<name>.wasm"
+    )]
+    NotWasm { prefix: String },
+    #[error(
+        "this is a core WebAssembly module, not a component: build it as a component (cargo build --target wasm32-wasip2, or `wasm-tools component new`) against the weir:operator world"
+    )]
+    CoreModule,
+    #[error("unsupported WebAssembly version or layer {found}: Weir loads components (layer 1)")]
+    UnknownLayer { found: String },
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component imports `{import}`, which Weir does not offer: operators may import only weir:operator/{{state,timers,context}} (and WASI, granted nothing); rebuild against Weir's wit/"
+    )]
+    ForbiddenImport { import: String },
+    #[error("the component's imports do not match the weir:operator@{wit} world: {reason}")]
+    ImportMismatch { wit: &'static str, reason: String },
+    #[error(
+        "the component does not export `weir:operator/handler@{wit}` (it exports: {found}); implement the `operator` world of Weir's wit/"
+    )]
+    MissingExport { wit: &'static str, found: String },
+    #[error("precompile cache: {0}")]
+    Cache(String),
+    #[error("engine setup failed: {0}")]
+    Engine(String),
+}
+
+/// An operator instance failed to start or to handle a call. The instance
+/// stays usable: after a trap or an overrun the next call starts a fresh
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstanceError {
+    #[error("operator `{operator}` rejected its config: {message}")]
+    Init { operator: String, message: String },
+    #[error("operator `{operator}` could not be instantiated: {reason}")]
+    Instantiate { operator: String, reason: String },
+    #[error(
+        "operator `{operator}` ran longer than its call budget of {budget:?} and was stopped (an endless loop?)"
+    )]
+    Budget { operator: String, budget: Duration },
+    #[error(
+        "operator `{operator}` tried to grow its memory to {requested} bytes, over its limit of {limit} bytes, and was stopped"
+    )]
+    MemoryLimit {
+        operator: String,
+        requested: usize,
+        limit: usize,
+    },
+    #[error(
+        "operator `{operator}` tried to grow a table to {requested} elements, over its limit of {limit}, and was stopped"
+    )]
+    TableLimit {
+        operator: String,
+        requested: usize,
+        limit: usize,
+    },
+    #[error("operator `{operator}` trapped: {message}")]
+    Trap { operator: String, message: String },
+    #[error("operator `{operator}` failed the batch: {message}")]
+    Failed { operator: String, message: String },
+    #[error("operator `{operator}` returned an invalid result: {reason}")]
+    InvalidOutput { operator: String, reason: String },
+    #[error("operator `{operator}`: state store failed: {message}")]
+    State { operator: String, message: String },
+}
+
+impl InstanceError {
+    /// Whether the guest is at fault (as opposed to the host's store).
+    pub fn is_guest_fault(&self) -> bool {
+        !matches!(self, InstanceError::State { .. })
+    }
+}

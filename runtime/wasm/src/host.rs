@@ -1,0 +1,324 @@
+//! The store data of one operator instance ([`HostState`]) and the host
+//! side of the contract's imports: state, timers, context. It also holds
+//! the resource limiter that enforces the instance's memory and table caps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use weir_types::KeyGroupRange;
+
+use crate::bindings::weir::operator::{context, state, timers, types};
+use crate::limits::SandboxLimits;
+use crate::state::{OperatorState, PendingWrites, StateOp};
+
+/// Why the limiter stopped a guest; read back after the trap to say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    Memory { requested: usize, limit: usize },
+    Table { requested: usize, limit: usize },
+}
+
+/// Error value the limiter returns to trap the guest.
+#[derive(Debug)]
+pub(crate) struct LimitExceeded;
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sandbox limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// Store data of one operator instance.
+pub struct HostState {
+    pub(crate) operator: Arc<str>,
+    pub(crate) limits: SandboxLimits,
+    pub(crate) limit_hit: Option<LimitHit>,
+    pub(crate) state: Box<dyn OperatorState>,
+    pub(crate) pending: PendingWrites,
+    /// Key groups this instance owns; state and timers of other keys are
+    /// refused.
+    pub(crate) owned: KeyGroupRange,
+    /// Counters the guest added to since they were last taken.
+    pub(crate) counters: BTreeMap<String, u64>,
+    /// WASI with nothing granted: no files, network, environment or args.
+    /// Served only because toolchains import it (Rust's std, Python, JS).
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        operator: Arc<str>,
+        limits: SandboxLimits,
+        state: Box<dyn OperatorState>,
+        owned: KeyGroupRange,
+    ) -> Self {
+        HostState {
+            operator,
+            limits,
+            limit_hit: None,
+            state,
+            pending: PendingWrites::default(),
+            owned,
+            counters: BTreeMap::new(),
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), state::StateError> {
+        let limit = self.limits.max_state_key_bytes;
+        if key.len() > limit {
+            return Err(state::StateError::TooLarge(limit as u32));
+        }
+        if !self.owned.owns(key) {
+            return Err(state::StateError::KeyNotOwned);
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, name: &str, bytes: usize) -> Result<(), state::StateError> {
+        let limit = self.limits.max_state_value_bytes;
+        if bytes > limit || name.len() > limit {
+            return Err(state::StateError::TooLarge(limit as u32));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, op: StateOp) -> Result<(), state::StateError> {
+        let limit = self.limits.max_pending_writes;
+        if self.pending.ops.len() >= limit {
+            return Err(state::StateError::Unavailable(format!(
+                "more than {limit} state writes in one call; split the work over more events"
+            )));
+        }
+        self.pending.ops.push(op);
+        Ok(())
+    }
+}
+
+fn unavailable(err: crate::state::StateStoreError) -> state::StateError {
+    state::StateError::Unavailable(err.0)
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self.limits.memory_bytes;
+        if desired > limit {
+            self.limit_hit = Some(LimitHit::Memory {
+                requested: desired,
+                limit,
+            });
+            return Err(LimitExceeded.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let limit = self.limits.table_elements;
+        if desired > limit {
+            self.limit_hit = Some(LimitHit::Table {
+                requested: desired,
+                limit,
+            });
+            return Err(LimitExceeded.into());
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories
+    }
+}
+
+impl types::Host for HostState {}
+
+impl state::Host for HostState {
+    fn value_get(&mut self, name: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, state::StateError> {
+        self.check_key(&key)?;
+        self.pending
+            .value(self.state.as_mut(), &name, &key)
+            .map_err(unavailable)
+    }
+
+    fn value_set(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.check_value(&name, value.as_ref().map_or(0, Vec::len))?;
+        self.record(StateOp::SetValue { name, key, value })
+    }
+
+    fn map_get(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, state::StateError> {
+        self.check_key(&key)?;
+        self.pending
+            .map_entry(self.state.as_mut(), &name, &key, &map_key)
+            .map_err(unavailable)
+    }
+
+    fn map_put(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.check_value(&name, value.len() + map_key.len())?;
+        self.record(StateOp::MapPut {
+            name,
+            key,
+            map_key,
+            value,
+        })
+    }
+
+    fn map_remove(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.record(StateOp::MapRemove { name, key, map_key })
+    }
+
+    fn map_entries(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
+        self.check_key(&key)?;
+        let map = self
+            .pending
+            .map(self.state.as_mut(), &name, &key)
+            .map_err(unavailable)?;
+        Ok(map.into_iter().collect())
+    }
+
+    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.record(StateOp::MapClear { name, key })
+    }
+
+    fn list_get(&mut self, name: String, key: Vec<u8>) -> Result<Vec<Vec<u8>>, state::StateError> {
+        self.check_key(&key)?;
+        self.pending
+            .list(self.state.as_mut(), &name, &key)
+            .map_err(unavailable)
+    }
+
+    fn list_append(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        item: Vec<u8>,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.check_value(&name, item.len())?;
+        self.record(StateOp::ListAppend { name, key, item })
+    }
+
+    fn list_replace(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.check_value(&name, items.iter().map(Vec::len).sum())?;
+        self.record(StateOp::ListReplace { name, key, items })
+    }
+}
+
+impl timers::Host for HostState {
+    fn register(
+        &mut self,
+        domain: types::TimeDomain,
+        key: Vec<u8>,
+        time: i64,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.record(StateOp::RegisterTimer { domain, key, time })
+    }
+
+    fn delete(
+        &mut self,
+        domain: types::TimeDomain,
+        key: Vec<u8>,
+        time: i64,
+    ) -> Result<(), state::StateError> {
+        self.check_key(&key)?;
+        self.record(StateOp::DeleteTimer { domain, key, time })
+    }
+}
+
+impl context::Host for HostState {
+    fn log(&mut self, level: context::LogLevel, message: String) {
+        let limit = self.limits.max_log_bytes;
+        let mut end = message.len().min(limit);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &message[..end];
+        let operator = &*self.operator;
+        match level {
+            context::LogLevel::Trace => tracing::trace!(target: "weir::guest", operator, "{text}"),
+            context::LogLevel::Debug => tracing::debug!(target: "weir::guest", operator, "{text}"),
+            context::LogLevel::Info => tracing::info!(target: "weir::guest", operator, "{text}"),
+            context::LogLevel::Warn => tracing::warn!(target: "weir::guest", operator, "{text}"),
+            context::LogLevel::Error => tracing::error!(target: "weir::guest", operator, "{text}"),
+        }
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        if name.len() <= 128 && (self.counters.len() < 256 || self.counters.contains_key(&name)) {
+            let c = self.counters.entry(name).or_default();
+            *c = c.saturating_add(delta);
+        }
+    }
+
+    fn operator_name(&mut self) -> String {
+        self.operator.to_string()
+    }
+}

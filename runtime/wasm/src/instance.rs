@@ -1,0 +1,548 @@
+//! [`OperatorInstance`]: one sandboxed instance of an operator module, and
+//! the translation between Weir batches and the contract's calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap};
+use weir_types::{Batch, KeyGroupRange};
+
+use crate::bindings::Operator;
+use crate::bindings::weir::operator::types::{
+    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
+    TimeDomain, TimerInput,
+};
+use crate::host::{HostState, LimitHit};
+use crate::limits::{EPOCH_TICK, SandboxLimits};
+use crate::loader::OperatorModule;
+use crate::state::{OperatorState, StateOp};
+use crate::InstanceError;
+
+/// One input of a call that the operator reported as failed; the caller
+/// applies the error policy to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFailure {
+    /// Index of the event (or timer) in the call's input.
+    pub index: usize,
+    pub message: String,
+}
+
+/// The result of a successful call.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CallOutcome {
+    pub events: Batch,
+    pub failures: Vec<EventFailure>,
+}
+
+/// A timer that fired, to hand to `on-timer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredTimer {
+    pub domain: TimeDomain,
+    pub time: i64,
+    pub key: Vec<u8>,
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Operator,
+}
+
+/// A running operator instance. Calls are synchronous; run them off async
+/// I/O threads.
+pub struct OperatorInstance {
+    name: Arc<str>,
+    module: OperatorModule,
+    config: String,
+    owned: KeyGroupRange,
+    /// Declared value states, in cell order (from `init`).
+    value_states: Vec<String>,
+    live: Option<Live>,
+    /// The state store while no instance is live (after a trap).
+    parked: Option<Box<dyn OperatorState>>,
+    restarts: u64,
+}
+
+impl std::fmt::Debug for OperatorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorInstance")
+            .field("name", &self.name)
+            .field("value_states", &self.value_states)
+            .field("restarts", &self.restarts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+}
+
+impl OperatorInstance {
+    /// Instantiates `module` as operator `name` with its `config` (JSON
+    /// text) and calls its `init`.
+    pub fn new(
+        module: &OperatorModule,
+        name: &str,
+        config: &str,
+        state: Box<dyn OperatorState>,
+        owned: KeyGroupRange,
+    ) -> Result<Self, InstanceError> {
+        let mut instance = OperatorInstance {
+            name: Arc::from(name),
+            module: module.clone(),
+            config: if config.trim().is_empty() {
+                "{}".to_string()
+            } else {
+                config.to_string()
+            },
+            owned,
+            value_states: Vec::new(),
+            live: None,
+            parked: Some(state),
+            restarts: 0,
+        };
+        instance.start()?;
+        Ok(instance)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Names of the value states the operator declared at `init`.
+    pub fn value_states(&self) -> &[String] {
+        &self.value_states
+    }
+
+    /// How many times the instance was re-created after a failure.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    fn limits(&self) -> SandboxLimits {
+        self.module.limits
+    }
+
+    fn operator(&self) -> String {
+        self.name.to_string()
+    }
+
+    /// The state store (taken out of the store data, or parked).
+    pub fn state_mut(&mut self) -> &mut dyn OperatorState {
+        match (&mut self.live, &mut self.parked) {
+            (Some(live), _) => live.store.data_mut().state.as_mut(),
+            (None, Some(parked)) => parked.as_mut(),
+            (None, None) => unreachable!("an instance always holds its state store"),
+        }
+    }
+
+    /// Counters the guest added to since the last take.
+    pub fn take_counters(&mut self) -> Vec<(String, u64)> {
+        match &mut self.live {
+            Some(live) => std::mem::take(&mut live.store.data_mut().counters)
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Creates the store and instance and runs `init`.
+    fn start(&mut self) -> Result<(), InstanceError> {
+        let Some(state) = self.parked.take() else {
+            return Ok(());
+        };
+        let limits = self.limits();
+        let mut store = Store::new(
+            &self.module.engine,
+            HostState::new(self.name.clone(), limits, state, self.owned),
+        );
+        store.limiter(|s| s);
+        store.set_epoch_deadline(ticks(limits.init_budget));
+        let bindings = match self.module.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(err) => {
+                let error = self.classify(&err, &store, limits.init_budget);
+                self.parked = Some(store.into_data().state);
+                return Err(match error {
+                    InstanceError::Trap { operator, message } => InstanceError::Instantiate {
+                        operator,
+                        reason: message,
+                    },
+                    other => other,
+                });
+            }
+        };
+        let init = bindings
+            .weir_operator_handler()
+            .call_init(&mut store, &self.config);
+        match init {
+            Ok(Ok(spec)) => {
+                self.value_states = spec.value_states;
+                self.live = Some(Live { store, bindings });
+                Ok(())
+            }
+            Ok(Err(message)) => {
+                self.parked = Some(store.into_data().state);
+                Err(InstanceError::Init {
+                    operator: self.operator(),
+                    message,
+                })
+            }
+            Err(err) => {
+                let error = self.classify(&err, &store, limits.init_budget);
+                self.parked = Some(store.into_data().state);
+                Err(error)
+            }
+        }
+    }
+
+    fn classify(&self, err: &wasmtime::Error, store: &Store<HostState>, budget: Duration) -> InstanceError {
+        let operator = self.operator();
+        match store.data().limit_hit {
+            Some(LimitHit::Memory { requested, limit }) => {
+                return InstanceError::MemoryLimit {
+                    operator,
+                    requested,
+                    limit,
+                };
+            }
+            Some(LimitHit::Table { requested, limit }) => {
+                return InstanceError::TableLimit {
+                    operator,
+                    requested,
+                    limit,
+                };
+            }
+            None => {}
+        }
+        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return InstanceError::Budget { operator, budget };
+        }
+        InstanceError::Trap {
+            operator,
+            message: format!("{err:?}"),
+        }
+    }
+
+    /// Throws the live instance away after a failure; the next call starts
+    /// a fresh one from the same state.
+    fn poison(&mut self) {
+        if let Some(live) = self.live.take() {
+            let mut data = live.store.into_data();
+            data.pending.clear();
+            self.parked = Some(data.state);
+            self.restarts += 1;
+        }
+    }
+
+    fn live(&mut self) -> Result<&mut Live, InstanceError> {
+        if self.live.is_none() {
+            self.start()?;
+        }
+        self.live.as_mut().ok_or_else(|| InstanceError::Instantiate {
+            operator: self.name.to_string(),
+            reason: "instance unavailable".into(),
+        })
+    }
+
+    /// Processes `batch` in one `process` call. The batch's buffers are
+    /// lent to the call and given back unchanged.
+    #[tracing::instrument(skip_all, fields(operator = %self.name, events = batch.len()))]
+    pub fn process(
+        &mut self,
+        batch: &mut Batch,
+        watermark: i64,
+        processing_time: i64,
+    ) -> Result<CallOutcome, InstanceError> {
+        let n = batch.len();
+        let (key_slots, slot_keys) = slot_keys(batch);
+        let state = self.prefetch(&slot_keys)?;
+        let input = ProcessInput {
+            context: CallContext {
+                watermark,
+                processing_time,
+            },
+            events: lend(batch),
+            key_slots,
+            slot_count: slot_keys.len() as u32,
+            state,
+        };
+        let live = self.live()?;
+        live.store.set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        let result = live
+            .bindings
+            .weir_operator_handler()
+            .call_process(&mut live.store, &input);
+        give_back(batch, input.events);
+        self.finish_call(result, &slot_keys, n)
+    }
+
+    /// Hands fired timers to `on-timer` in one call.
+    #[tracing::instrument(skip_all, fields(operator = %self.name, timers = timers.len()))]
+    pub fn on_timer(
+        &mut self,
+        timers: &[FiredTimer],
+        watermark: i64,
+        processing_time: i64,
+    ) -> Result<CallOutcome, InstanceError> {
+        let mut slots: HashMap<&[u8], u32> = HashMap::new();
+        let mut slot_keys: Vec<&[u8]> = Vec::new();
+        let mut fired = FiredTimers {
+            times: Vec::with_capacity(timers.len()),
+            domains: Vec::with_capacity(timers.len()),
+            key_slots: Vec::with_capacity(timers.len()),
+        };
+        for t in timers {
+            let slot = *slots.entry(&t.key).or_insert_with(|| {
+                slot_keys.push(&t.key);
+                (slot_keys.len() - 1) as u32
+            });
+            fired.times.push(t.time);
+            fired.domains.push(t.domain);
+            fired.key_slots.push(slot);
+        }
+        let owned_keys: Vec<Vec<u8>> = slot_keys.iter().map(|k| k.to_vec()).collect();
+        let state = self.prefetch(&owned_keys)?;
+        let input = TimerInput {
+            context: CallContext {
+                watermark,
+                processing_time,
+            },
+            timers: fired,
+            key_lens: owned_keys.iter().map(|k| k.len() as i32).collect(),
+            keys: owned_keys.concat(),
+            state,
+        };
+        let live = self.live()?;
+        live.store.set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        let result = live
+            .bindings
+            .weir_operator_handler()
+            .call_on_timer(&mut live.store, &input);
+        self.finish_call(result, &owned_keys, timers.len())
+    }
+
+    /// The declared value states of `keys`, as the call's state cells.
+    fn prefetch(&mut self, keys: &[Vec<u8>]) -> Result<StateCells, InstanceError> {
+        let names = self.value_states.clone();
+        let mut cells = StateCells {
+            lens: Vec::with_capacity(keys.len() * names.len()),
+            bytes: Vec::new(),
+        };
+        if names.is_empty() {
+            return Ok(cells);
+        }
+        let operator = self.operator();
+        let owned = self.owned;
+        let state = self.state_mut();
+        for key in keys {
+            if !owned.owns(key) {
+                return Err(InstanceError::State {
+                    operator,
+                    message: format!(
+                        "a batch holds key {:?} of a key group this instance does not own",
+                        String::from_utf8_lossy(key)
+                    ),
+                });
+            }
+            for name in &names {
+                match state.value(name, key) {
+                    Ok(Some(v)) => {
+                        cells.lens.push(v.len() as i32);
+                        cells.bytes.extend_from_slice(&v);
+                    }
+                    Ok(None) => cells.lens.push(-1),
+                    Err(e) => {
+                        return Err(InstanceError::State {
+                            operator,
+                            message: e.0,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(cells)
+    }
+
+    /// Applies a finished call: state changes and pending writes on
+    /// success, nothing (and a fresh instance next time) on a trap.
+    fn finish_call(
+        &mut self,
+        result: wasmtime::Result<Result<CallOutput, String>>,
+        slot_keys: &[Vec<u8>],
+        inputs: usize,
+    ) -> Result<CallOutcome, InstanceError> {
+        let operator = self.operator();
+        let output = match result {
+            Ok(Ok(output)) => output,
+            Ok(Err(message)) => {
+                if let Some(live) = &mut self.live {
+                    live.store.data_mut().pending.clear();
+                }
+                return Err(InstanceError::Failed { operator, message });
+            }
+            Err(err) => {
+                let budget = self.limits().call_budget;
+                let error = match &self.live {
+                    Some(live) => self.classify(&err, &live.store, budget),
+                    None => InstanceError::Trap {
+                        operator,
+                        message: format!("{err:?}"),
+                    },
+                };
+                tracing::warn!(error = %error, "operator instance failed; it will be re-created");
+                self.poison();
+                return Err(error);
+            }
+        };
+        let invalid = |reason: String| InstanceError::InvalidOutput {
+            operator: operator.clone(),
+            reason,
+        };
+        let CallOutput {
+            events,
+            errors,
+            state,
+        } = output;
+        let mut ops = match &mut self.live {
+            Some(live) => live.store.data_mut().pending.take(),
+            None => Vec::new(),
+        };
+        let events = take_batch(events);
+        if let Err(e) = events.validate() {
+            return Err(invalid(e.to_string()));
+        }
+        let mut failures = Vec::with_capacity(errors.len());
+        for e in errors {
+            if e.index as usize >= inputs {
+                return Err(invalid(format!(
+                    "error for input {} of a call with {inputs} inputs",
+                    e.index
+                )));
+            }
+            failures.push(EventFailure {
+                index: e.index as usize,
+                message: e.message,
+            });
+        }
+        self.state_changes(state, slot_keys, &mut ops)
+            .map_err(invalid)?;
+        if !ops.is_empty() {
+            self.state_mut()
+                .apply(ops)
+                .map_err(|e| InstanceError::State {
+                    operator: self.name.to_string(),
+                    message: e.0,
+                })?;
+        }
+        Ok(CallOutcome { events, failures })
+    }
+
+    /// Turns the call's value-state changes into writes, checking them.
+    fn state_changes(
+        &self,
+        changes: crate::bindings::weir::operator::types::StateChanges,
+        slot_keys: &[Vec<u8>],
+        ops: &mut Vec<StateOp>,
+    ) -> Result<(), String> {
+        let s = self.value_states.len();
+        let cells = slot_keys.len() * s;
+        if changes.cells.len() != changes.lens.len() {
+            return Err("state changes: cells and lengths differ in count".into());
+        }
+        let limit = self.limits().max_state_value_bytes;
+        let mut at = 0usize;
+        for (&cell, &len) in changes.cells.iter().zip(&changes.lens) {
+            let cell = cell as usize;
+            if cell >= cells {
+                return Err(format!(
+                    "state change for cell {cell}, but the call had {cells} cells"
+                ));
+            }
+            let name = &self.value_states[cell % s];
+            let key = slot_keys[cell / s].clone();
+            let value = if len < 0 {
+                None
+            } else {
+                let len = len as usize;
+                if len > limit {
+                    return Err(format!(
+                        "value state `{name}` would be {len} bytes, over the limit of {limit} bytes per value; keep large state in map or list state"
+                    ));
+                }
+                let Some(bytes) = changes.bytes.get(at..at + len) else {
+                    return Err("state changes: lengths exceed the bytes sent".into());
+                };
+                at += len;
+                Some(bytes.to_vec())
+            };
+            ops.push(StateOp::SetValue {
+                name: name.clone(),
+                key,
+                value,
+            });
+        }
+        if at != changes.bytes.len() {
+            return Err("state changes: bytes left over after the last change".into());
+        }
+        Ok(())
+    }
+}
+
+/// For each event the slot of its key among the batch's distinct keys
+/// (`u32::MAX` for none), and the distinct keys in slot order.
+fn slot_keys(batch: &Batch) -> (Vec<u32>, Vec<Vec<u8>>) {
+    let mut slots: HashMap<&[u8], u32> = HashMap::with_capacity(batch.len());
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut key_slots = Vec::with_capacity(batch.len());
+    let mut at = 0usize;
+    for &len in &batch.key_lens {
+        if len < 0 {
+            key_slots.push(u32::MAX);
+            continue;
+        }
+        let key = &batch.keys[at..at + len as usize];
+        at += len as usize;
+        let slot = *slots.entry(key).or_insert_with(|| {
+            keys.push(key.to_vec());
+            (keys.len() - 1) as u32
+        });
+        key_slots.push(slot);
+    }
+    (key_slots, keys)
+}
+
+/// Moves a batch's buffers into the contract's record (no copy).
+fn lend(batch: &mut Batch) -> EventBatch {
+    EventBatch {
+        timestamps: std::mem::take(&mut batch.timestamps),
+        key_lens: std::mem::take(&mut batch.key_lens),
+        keys: std::mem::take(&mut batch.keys),
+        value_lens: std::mem::take(&mut batch.value_lens),
+        values: std::mem::take(&mut batch.values),
+        headers: std::mem::take(&mut batch.headers)
+            .into_iter()
+            .map(|(event, name, value)| Header { event, name, value })
+            .collect(),
+    }
+}
+
+/// Puts lent buffers back.
+fn give_back(batch: &mut Batch, events: EventBatch) {
+    *batch = take_batch(events);
+}
+
+fn take_batch(events: EventBatch) -> Batch {
+    Batch {
+        timestamps: events.timestamps,
+        key_lens: events.key_lens,
+        keys: events.keys,
+        value_lens: events.value_lens,
+        values: events.values,
+        headers: events
+            .headers
+            .into_iter()
+            .map(|h| (h.event, h.name, h.value))
+            .collect(),
+    }
+}

@@ -1,0 +1,278 @@
+//! [`WasmHost`]: the engine, the linker, the epoch ticker; and loading bytes
+//! into an [`OperatorModule`] after checking they are an operator.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::OperatorPre;
+use crate::cache::PrecompileCache;
+use crate::host::HostState;
+use crate::limits::{DEFAULT_MAX_MODULE_BYTES, EPOCH_TICK, SandboxLimits};
+use crate::{ModuleError, WIT_VERSION};
+
+/// Settings of a [`WasmHost`].
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub limits: SandboxLimits,
+    pub max_module_bytes: usize,
+    /// Where precompiled artifacts are kept; `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            limits: SandboxLimits::default(),
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] so that a call past its
+/// deadline traps; stops when dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The Wasm host of a process: one per process, shared by every operator.
+pub struct WasmHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: HostConfig,
+    cache: Option<PrecompileCache>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for WasmHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmHost")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a loaded module is, for listings and inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// `sha256:<hex>` of the module's bytes.
+    pub digest: String,
+    pub size: usize,
+    pub world: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// A validated, compiled operator component, ready to instantiate cheaply.
+#[derive(Clone)]
+pub struct OperatorModule {
+    pub(crate) pre: OperatorPre<HostState>,
+    pub(crate) engine: Engine,
+    pub(crate) limits: SandboxLimits,
+    info: Arc<ModuleInfo>,
+}
+
+impl std::fmt::Debug for OperatorModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorModule")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperatorModule {
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+}
+
+/// Imports an operator may have: the contract's own, and WASI (served with
+/// nothing granted, since toolchains import it).
+fn import_allowed(name: &str) -> bool {
+    ["weir:operator/state@", "weir:operator/timers@", "weir:operator/context@", "weir:operator/types@", "wasi:"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+impl WasmHost {
+    pub fn new(config: HostConfig) -> Result<Self, ModuleError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .wasm_component_model(true)
+            .wasm_memory64(false)
+            .wasm_multi_memory(false)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        crate::bindings::Operator::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| ModuleError::Engine(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(PrecompileCache::new(dir, &engine)?),
+            None => None,
+        };
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(WasmHost {
+            engine,
+            linker,
+            config,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Checks the bytes' framing before any parsing: size, magic, layer.
+    fn check_framing(&self, bytes: &[u8]) -> Result<(), ModuleError> {
+        let limit = self.config.max_module_bytes;
+        if bytes.len() > limit {
+            return Err(ModuleError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        if bytes.is_empty() {
+            return Err(ModuleError::Empty);
+        }
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            let prefix: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            return Err(ModuleError::NotWasm {
+                prefix: prefix.join(" "),
+            });
+        }
+        match bytes[4..8] {
+            [0x01, 0x00, 0x00, 0x00] => Err(ModuleError::CoreModule),
+            [_, _, 0x01, 0x00] => Ok(()),
+            _ => Err(ModuleError::UnknownLayer {
+                found: bytes[4..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }),
+        }
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, ModuleError> {
+        if let Some(cache) = &self.cache {
+            if let Some(component) = cache.get(&self.engine, digest) {
+                return Ok(component);
+            }
+            let artifact = self
+                .engine
+                .precompile_component(bytes)
+                .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+            cache.put(digest, &artifact)?;
+            if let Some(component) = cache.get(&self.engine, digest) {
+                return Ok(component);
+            }
+        }
+        Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+    }
+
+    /// Validates `bytes` as a Weir operator component and compiles it (or
+    /// takes it from the precompile cache).
+    pub fn load(&self, bytes: &[u8]) -> Result<OperatorModule, ModuleError> {
+        self.check_framing(bytes)?;
+        let digest = digest_of(bytes);
+        let _span = tracing::info_span!("load_module", module.digest = %digest, module.size = bytes.len()).entered();
+        let component = self.compile(bytes, &digest)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
+            return Err(ModuleError::ForbiddenImport {
+                import: bad.clone(),
+            });
+        }
+        let handler = format!("weir:operator/handler@{WIT_VERSION}");
+        let has_handler = ty
+            .exports(&self.engine)
+            .any(|(n, item)| n == handler && matches!(item.ty, ComponentItem::ComponentInstance(_)));
+        if !has_handler {
+            return Err(ModuleError::MissingExport {
+                wit: WIT_VERSION,
+                found: if exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::ImportMismatch {
+                wit: WIT_VERSION,
+                reason: format!("{e:#}"),
+            })?;
+        let pre = OperatorPre::new(instance_pre).map_err(|e| ModuleError::MissingExport {
+            wit: WIT_VERSION,
+            found: format!("{} ({e:#})", exports.join(", ")),
+        })?;
+        Ok(OperatorModule {
+            pre,
+            engine: self.engine.clone(),
+            limits: self.config.limits,
+            info: Arc::new(ModuleInfo {
+                digest,
+                size: bytes.len(),
+                world: format!("weir:operator/operator@{WIT_VERSION}"),
+                imports,
+                exports,
+            }),
+        })
+    }
+}

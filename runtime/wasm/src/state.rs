@@ -1,0 +1,358 @@
+//! How the Wasm host reaches keyed state: the [`OperatorState`] trait (the
+//! engine implements it over its state backend; [`MemoryState`] is the
+//! in-memory one used by local runs and tests), and [`PendingWrites`], the
+//! writes and timer changes a call makes, applied only when it succeeds.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::bindings::weir::operator::types::TimeDomain;
+
+/// The state store could not serve a read or write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state store failed: {0}")]
+pub struct StateStoreError(pub String);
+
+/// One write a call made, in call order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateOp {
+    SetValue {
+        name: String,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
+    MapPut {
+        name: String,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    MapRemove {
+        name: String,
+        key: Vec<u8>,
+        map_key: Vec<u8>,
+    },
+    MapClear {
+        name: String,
+        key: Vec<u8>,
+    },
+    ListAppend {
+        name: String,
+        key: Vec<u8>,
+        item: Vec<u8>,
+    },
+    ListReplace {
+        name: String,
+        key: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    },
+    RegisterTimer {
+        domain: TimeDomain,
+        key: Vec<u8>,
+        time: i64,
+    },
+    DeleteTimer {
+        domain: TimeDomain,
+        key: Vec<u8>,
+        time: i64,
+    },
+}
+
+/// Keyed state of one operator instance, as the Wasm host needs it. Reads
+/// see only applied writes; [`PendingWrites`] layers a call's own writes on
+/// top.
+pub trait OperatorState: Send + 'static {
+    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError>;
+    fn map(&mut self, name: &str, key: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError>;
+    fn map_entry(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError>;
+    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError>;
+    /// Applies a successful call's writes, in order, all or nothing.
+    fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError>;
+}
+
+/// A call's writes, kept aside until the call succeeds, and the reads that
+/// must see them.
+#[derive(Debug, Default)]
+pub struct PendingWrites {
+    pub(crate) ops: Vec<StateOp>,
+}
+
+impl PendingWrites {
+    pub fn take(&mut self) -> Vec<StateOp> {
+        std::mem::take(&mut self.ops)
+    }
+
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    pub fn value(
+        &self,
+        store: &mut dyn OperatorState,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError> {
+        let latest = self.ops.iter().rev().find_map(|op| match op {
+            StateOp::SetValue { name: n, key: k, value } if n == name && k == key => {
+                Some(value.clone())
+            }
+            _ => None,
+        });
+        match latest {
+            Some(v) => Ok(v),
+            None => store.value(name, key),
+        }
+    }
+
+    fn touches_map(&self, name: &str, key: &[u8]) -> bool {
+        self.ops.iter().any(|op| match op {
+            StateOp::MapPut { name: n, key: k, .. }
+            | StateOp::MapRemove { name: n, key: k, .. }
+            | StateOp::MapClear { name: n, key: k } => n == name && k == key,
+            _ => false,
+        })
+    }
+
+    pub fn map(
+        &self,
+        store: &mut dyn OperatorState,
+        name: &str,
+        key: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
+        let mut map = store.map(name, key)?;
+        for op in &self.ops {
+            apply_map_op(&mut map, op, name, key);
+        }
+        Ok(map)
+    }
+
+    pub fn map_entry(
+        &self,
+        store: &mut dyn OperatorState,
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError> {
+        if self.touches_map(name, key) {
+            return Ok(self.map(store, name, key)?.remove(map_key));
+        }
+        store.map_entry(name, key, map_key)
+    }
+
+    pub fn list(
+        &self,
+        store: &mut dyn OperatorState,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StateStoreError> {
+        let mut list = store.list(name, key)?;
+        for op in &self.ops {
+            apply_list_op(&mut list, op, name, key);
+        }
+        Ok(list)
+    }
+}
+
+fn apply_map_op(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) {
+    match op {
+        StateOp::MapPut { name: n, key: k, map_key, value } if n == name && k == key => {
+            map.insert(map_key.clone(), value.clone());
+        }
+        StateOp::MapRemove { name: n, key: k, map_key } if n == name && k == key => {
+            map.remove(map_key);
+        }
+        StateOp::MapClear { name: n, key: k } if n == name && k == key => map.clear(),
+        _ => {}
+    }
+}
+
+fn apply_list_op(list: &mut Vec<Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) {
+    match op {
+        StateOp::ListAppend { name: n, key: k, item } if n == name && k == key => {
+            list.push(item.clone())
+        }
+        StateOp::ListReplace { name: n, key: k, items } if n == name && k == key => {
+            *list = items.clone()
+        }
+        _ => {}
+    }
+}
+
+/// Timers registered in a [`MemoryState`], by domain, time then key.
+pub type TimerSet = std::collections::BTreeSet<(i64, Vec<u8>)>;
+
+/// Keyed state and timers in memory: what local runs (`weir run`) and tests
+/// use. Nothing is durable.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryState {
+    values: HashMap<(String, Vec<u8>), Vec<u8>>,
+    maps: HashMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+    lists: HashMap<(String, Vec<u8>), Vec<Vec<u8>>>,
+    event_timers: TimerSet,
+    processing_timers: TimerSet,
+}
+
+impl MemoryState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Removes and returns the timers of `domain` due at `time` or before,
+    /// earliest first.
+    pub fn take_due_timers(&mut self, domain: TimeDomain, time: i64) -> Vec<(i64, Vec<u8>)> {
+        let set = match domain {
+            TimeDomain::EventTime => &mut self.event_timers,
+            TimeDomain::ProcessingTime => &mut self.processing_timers,
+        };
+        let later = set.split_off(&(time.saturating_add(1), Vec::new()));
+        std::mem::replace(set, later).into_iter().collect()
+    }
+
+    /// Number of keys with a value in value state `name`.
+    pub fn value_count(&self, name: &str) -> usize {
+        self.values.keys().filter(|(n, _)| n == name).count()
+    }
+}
+
+impl OperatorState for MemoryState {
+    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
+        Ok(self.values.get(&(name.to_string(), key.to_vec())).cloned())
+    }
+
+    fn map(&mut self, name: &str, key: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
+        Ok(self
+            .maps
+            .get(&(name.to_string(), key.to_vec()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn map_entry(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError> {
+        Ok(self
+            .maps
+            .get(&(name.to_string(), key.to_vec()))
+            .and_then(|m| m.get(map_key).cloned()))
+    }
+
+    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
+        Ok(self
+            .lists
+            .get(&(name.to_string(), key.to_vec()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError> {
+        for op in ops {
+            match op {
+                StateOp::SetValue { name, key, value: Some(v) } => {
+                    self.values.insert((name, key), v);
+                }
+                StateOp::SetValue { name, key, value: None } => {
+                    self.values.remove(&(name, key));
+                }
+                StateOp::MapPut { ref name, ref key, .. }
+                | StateOp::MapRemove { ref name, ref key, .. }
+                | StateOp::MapClear { ref name, ref key } => {
+                    let id = (name.clone(), key.clone());
+                    let map = self.maps.entry(id.clone()).or_default();
+                    apply_map_op(map, &op, name, key);
+                    if map.is_empty() {
+                        self.maps.remove(&id);
+                    }
+                }
+                StateOp::ListAppend { ref name, ref key, .. }
+                | StateOp::ListReplace { ref name, ref key, .. } => {
+                    let id = (name.clone(), key.clone());
+                    let list = self.lists.entry(id.clone()).or_default();
+                    apply_list_op(list, &op, name, key);
+                    if list.is_empty() {
+                        self.lists.remove(&id);
+                    }
+                }
+                StateOp::RegisterTimer { domain, key, time } => {
+                    let set = match domain {
+                        TimeDomain::EventTime => &mut self.event_timers,
+                        TimeDomain::ProcessingTime => &mut self.processing_timers,
+                    };
+                    set.insert((time, key));
+                }
+                StateOp::DeleteTimer { domain, key, time } => {
+                    let set = match domain {
+                        TimeDomain::EventTime => &mut self.event_timers,
+                        TimeDomain::ProcessingTime => &mut self.processing_timers,
+                    };
+                    set.remove(&(time, key));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(name: &str, key: &str, mk: &str, v: &str) -> StateOp {
+        StateOp::MapPut {
+            name: name.into(),
+            key: key.into(),
+            map_key: mk.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn pending_writes_are_seen_before_they_apply() {
+        let mut store = MemoryState::new();
+        store.apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")]).unwrap();
+        let mut pending = PendingWrites::default();
+        pending.ops.push(StateOp::MapRemove {
+            name: "m".into(),
+            key: "k".into(),
+            map_key: "a".into(),
+        });
+        pending.ops.push(put("m", "k", "c", "3"));
+        pending.ops.push(StateOp::SetValue {
+            name: "v".into(),
+            key: "k".into(),
+            value: Some(b"9".to_vec()),
+        });
+        let map = pending.map(&mut store, "m", b"k").unwrap();
+        assert_eq!(map.keys().cloned().collect::<Vec<_>>(), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(pending.map_entry(&mut store, "m", b"k", b"a").unwrap(), None);
+        assert_eq!(pending.value(&mut store, "v", b"k").unwrap(), Some(b"9".to_vec()));
+        // The store itself is untouched until the call succeeds.
+        assert_eq!(store.map_entry("m", b"k", b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(store.value("v", b"k").unwrap(), None);
+        store.apply(pending.take()).unwrap();
+        assert_eq!(store.map_entry("m", b"k", b"a").unwrap(), None);
+        assert_eq!(store.value("v", b"k").unwrap(), Some(b"9".to_vec()));
+    }
+
+    #[test]
+    fn due_timers_come_out_in_time_order_once() {
+        let mut store = MemoryState::new();
+        let reg = |t: i64, k: &str| StateOp::RegisterTimer {
+            domain: TimeDomain::EventTime,
+            key: k.into(),
+            time: t,
+        };
+        store.apply(vec![reg(30, "a"), reg(10, "b"), reg(20, "c"), reg(10, "b")]).unwrap();
+        let due = store.take_due_timers(TimeDomain::EventTime, 20);
+        assert_eq!(due, vec![(10, b"b".to_vec()), (20, b"c".to_vec())]);
+        assert!(store.take_due_timers(TimeDomain::EventTime, 20).is_empty());
+        assert!(store.take_due_timers(TimeDomain::ProcessingTime, 100).is_empty());
+        assert_eq!(store.take_due_timers(TimeDomain::EventTime, i64::MAX).len(), 1);
+    }
+}
