@@ -55,7 +55,9 @@ impl EventRef<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
-    #[error("batch columns differ in length: {events} timestamps, {keys} key lengths, {values} value lengths")]
+    #[error(
+        "batch columns differ in length: {events} timestamps, {keys} key lengths, {values} value lengths"
+    )]
     Columns {
         events: usize,
         keys: usize,

@@ -80,7 +80,10 @@ mod tests {
     fn hash_is_stable() {
         // Pinned: these values are stored in checkpoints.
         assert_eq!(key_hash(b""), 0xefd0_1f60_ba99_2926);
-        assert_eq!(key_group_of(b"hello", 128), KeyGroup((key_hash(b"hello") % 128) as u16));
+        assert_eq!(
+            key_group_of(b"hello", 128),
+            KeyGroup((key_hash(b"hello") % 128) as u16)
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ use crate::{Event, EventRef};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
-    #[error("not an event object: {0} (expected {{\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}})")]
+    #[error(
+        "not an event object: {0} (expected {{\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}})"
+    )]
     Json(String),
     #[error("an event needs `value` (any JSON) or `value_b64`")]
     MissingValue,
@@ -102,7 +104,8 @@ pub fn compact_json(raw: &str) -> Vec<u8> {
 
 /// Parses one event; `default_timestamp` applies when it has none.
 pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireError> {
-    let wire: WireIn<'_> = serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
+    let wire: WireIn<'_> =
+        serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
     let key = match (wire.key, wire.key_b64) {
         (Some(_), Some(_)) => return Err(WireError::Both("key")),
         (Some(k), None) => Some(k.into_bytes()),
@@ -134,10 +137,7 @@ pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireErro
 }
 
 /// Parses JSON lines (blank lines skipped); errors carry the 1-based line.
-pub fn parse_lines(
-    text: &str,
-    default_timestamp: i64,
-) -> Result<Vec<Event>, (usize, WireError)> {
+pub fn parse_lines(text: &str, default_timestamp: i64) -> Result<Vec<Event>, (usize, WireError)> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -189,7 +189,11 @@ mod tests {
 
     #[test]
     fn value_is_compact_json_text() {
-        let e = parse_event(r#"{"key":"k","value":{ "a" : [1, 2], "s": "x y\" z" },"timestamp":5}"#, 0).unwrap();
+        let e = parse_event(
+            r#"{"key":"k","value":{ "a" : [1, 2], "s": "x y\" z" },"timestamp":5}"#,
+            0,
+        )
+        .unwrap();
         assert_eq!(e.value, br#"{"a":[1,2],"s":"x y\" z"}"#);
         assert_eq!(e.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(e.timestamp, 5);
@@ -203,7 +207,10 @@ mod tests {
         assert_eq!(e.timestamp, 42);
         let batch: Batch = vec![e].into_iter().collect();
         let line = format_event(&batch.iter().next().unwrap());
-        assert_eq!(line, r#"{"key_b64":"/w==","value_b64":"AAEC","timestamp":42}"#);
+        assert_eq!(
+            line,
+            r#"{"key_b64":"/w==","value_b64":"AAEC","timestamp":42}"#
+        );
     }
 
     #[test]
@@ -216,9 +223,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_events() {
-        assert_eq!(parse_event(r#"{"key":"k"}"#, 0), Err(WireError::MissingValue));
+        assert_eq!(
+            parse_event(r#"{"key":"k"}"#, 0),
+            Err(WireError::MissingValue)
+        );
         assert!(matches!(parse_event("[1]", 0), Err(WireError::Json(_))));
-        assert!(matches!(parse_event(r#"{"value":1,"vaule":2}"#, 0), Err(WireError::Json(_))));
+        assert!(matches!(
+            parse_event(r#"{"value":1,"vaule":2}"#, 0),
+            Err(WireError::Json(_))
+        ));
         assert_eq!(
             parse_event(r#"{"value":1,"value_b64":"AA=="}"#, 0),
             Err(WireError::Both("value"))

@@ -24,9 +24,8 @@ pub(crate) struct PrecompileCache {
 
 impl PrecompileCache {
     pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Self, ModuleError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            ModuleError::Cache(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ModuleError::Cache(format!("cannot create {}: {e}", dir.display())))?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(PrecompileCache {
@@ -36,8 +35,7 @@ impl PrecompileCache {
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_tag))
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_tag))
     }
 
     /// The cached component of `digest`, if a sound artifact is there.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weir_types::KeyGroupRange;
 
@@ -166,7 +166,11 @@ impl ResourceLimiter for HostState {
 impl types::Host for HostState {}
 
 impl state::Host for HostState {
-    fn value_get(&mut self, name: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, state::StateError> {
+    fn value_get(
+        &mut self,
+        name: String,
+        key: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, state::StateError> {
         self.check_key(&key)?;
         self.pending
             .value(self.state.as_mut(), &name, &key)

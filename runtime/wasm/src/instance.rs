@@ -8,16 +8,16 @@ use std::time::Duration;
 use wasmtime::{Store, Trap};
 use weir_types::{Batch, KeyGroupRange};
 
+use crate::InstanceError;
 use crate::bindings::Operator;
 use crate::bindings::weir::operator::types::{
-    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
-    TimeDomain, TimerInput,
+    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells, TimeDomain,
+    TimerInput,
 };
 use crate::host::{HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::OperatorModule;
 use crate::state::{OperatorState, StateOp};
-use crate::InstanceError;
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -196,7 +196,12 @@ impl OperatorInstance {
         }
     }
 
-    fn classify(&self, err: &wasmtime::Error, store: &Store<HostState>, budget: Duration) -> InstanceError {
+    fn classify(
+        &self,
+        err: &wasmtime::Error,
+        store: &Store<HostState>,
+        budget: Duration,
+    ) -> InstanceError {
         let operator = self.operator();
         match store.data().limit_hit {
             Some(LimitHit::Memory { requested, limit }) => {
@@ -239,10 +244,12 @@ impl OperatorInstance {
         if self.live.is_none() {
             self.start()?;
         }
-        self.live.as_mut().ok_or_else(|| InstanceError::Instantiate {
-            operator: self.name.to_string(),
-            reason: "instance unavailable".into(),
-        })
+        self.live
+            .as_mut()
+            .ok_or_else(|| InstanceError::Instantiate {
+                operator: self.name.to_string(),
+                reason: "instance unavailable".into(),
+            })
     }
 
     /// Processes `batch` in one `process` call. The batch's buffers are
@@ -268,7 +275,8 @@ impl OperatorInstance {
             state,
         };
         let live = self.live()?;
-        live.store.set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        live.store
+            .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
         let result = live
             .bindings
             .weir_operator_handler()
@@ -314,7 +322,8 @@ impl OperatorInstance {
             state,
         };
         let live = self.live()?;
-        live.store.set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        live.store
+            .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
         let result = live
             .bindings
             .weir_operator_handler()

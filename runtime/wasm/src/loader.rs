@@ -123,9 +123,15 @@ impl OperatorModule {
 /// Imports an operator may have: the contract's own, and WASI (served with
 /// nothing granted, since toolchains import it).
 fn import_allowed(name: &str) -> bool {
-    ["weir:operator/state@", "weir:operator/timers@", "weir:operator/context@", "weir:operator/types@", "wasi:"]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
+    [
+        "weir:operator/state@",
+        "weir:operator/timers@",
+        "weir:operator/context@",
+        "weir:operator/types@",
+        "wasi:",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -227,20 +233,28 @@ impl WasmHost {
     pub fn load(&self, bytes: &[u8]) -> Result<OperatorModule, ModuleError> {
         self.check_framing(bytes)?;
         let digest = digest_of(bytes);
-        let _span = tracing::info_span!("load_module", module.digest = %digest, module.size = bytes.len()).entered();
+        let _span =
+            tracing::info_span!("load_module", module.digest = %digest, module.size = bytes.len())
+                .entered();
         let component = self.compile(bytes, &digest)?;
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
             return Err(ModuleError::ForbiddenImport {
                 import: bad.clone(),
             });
         }
         let handler = format!("weir:operator/handler@{WIT_VERSION}");
-        let has_handler = ty
-            .exports(&self.engine)
-            .any(|(n, item)| n == handler && matches!(item.ty, ComponentItem::ComponentInstance(_)));
+        let has_handler = ty.exports(&self.engine).any(|(n, item)| {
+            n == handler && matches!(item.ty, ComponentItem::ComponentInstance(_))
+        });
         if !has_handler {
             return Err(ModuleError::MissingExport {
                 wit: WIT_VERSION,
@@ -251,13 +265,13 @@ impl WasmHost {
                 },
             });
         }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| ModuleError::ImportMismatch {
-                wit: WIT_VERSION,
-                reason: format!("{e:#}"),
-            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| ModuleError::ImportMismatch {
+                    wit: WIT_VERSION,
+                    reason: format!("{e:#}"),
+                })?;
         let pre = OperatorPre::new(instance_pre).map_err(|e| ModuleError::MissingExport {
             wit: WIT_VERSION,
             found: format!("{} ({e:#})", exports.join(", ")),

@@ -62,7 +62,11 @@ pub enum StateOp {
 /// top.
 pub trait OperatorState: Send + 'static {
     fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError>;
-    fn map(&mut self, name: &str, key: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError>;
+    fn map(
+        &mut self,
+        name: &str,
+        key: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError>;
     fn map_entry(
         &mut self,
         name: &str,
@@ -72,6 +76,13 @@ pub trait OperatorState: Send + 'static {
     fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError>;
     /// Applies a successful call's writes, in order, all or nothing.
     fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError>;
+    /// Removes and returns the timers of `domain` due at `time` or before,
+    /// earliest first.
+    fn take_due_timers(
+        &mut self,
+        domain: TimeDomain,
+        time: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError>;
 }
 
 /// A call's writes, kept aside until the call succeeds, and the reads that
@@ -97,9 +108,11 @@ impl PendingWrites {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError> {
         let latest = self.ops.iter().rev().find_map(|op| match op {
-            StateOp::SetValue { name: n, key: k, value } if n == name && k == key => {
-                Some(value.clone())
-            }
+            StateOp::SetValue {
+                name: n,
+                key: k,
+                value,
+            } if n == name && k == key => Some(value.clone()),
             _ => None,
         });
         match latest {
@@ -110,8 +123,12 @@ impl PendingWrites {
 
     fn touches_map(&self, name: &str, key: &[u8]) -> bool {
         self.ops.iter().any(|op| match op {
-            StateOp::MapPut { name: n, key: k, .. }
-            | StateOp::MapRemove { name: n, key: k, .. }
+            StateOp::MapPut {
+                name: n, key: k, ..
+            }
+            | StateOp::MapRemove {
+                name: n, key: k, ..
+            }
             | StateOp::MapClear { name: n, key: k } => n == name && k == key,
             _ => false,
         })
@@ -159,10 +176,19 @@ impl PendingWrites {
 
 fn apply_map_op(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) {
     match op {
-        StateOp::MapPut { name: n, key: k, map_key, value } if n == name && k == key => {
+        StateOp::MapPut {
+            name: n,
+            key: k,
+            map_key,
+            value,
+        } if n == name && k == key => {
             map.insert(map_key.clone(), value.clone());
         }
-        StateOp::MapRemove { name: n, key: k, map_key } if n == name && k == key => {
+        StateOp::MapRemove {
+            name: n,
+            key: k,
+            map_key,
+        } if n == name && k == key => {
             map.remove(map_key);
         }
         StateOp::MapClear { name: n, key: k } if n == name && k == key => map.clear(),
@@ -172,12 +198,16 @@ fn apply_map_op(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &StateOp, name: &str, 
 
 fn apply_list_op(list: &mut Vec<Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) {
     match op {
-        StateOp::ListAppend { name: n, key: k, item } if n == name && k == key => {
-            list.push(item.clone())
-        }
-        StateOp::ListReplace { name: n, key: k, items } if n == name && k == key => {
-            *list = items.clone()
-        }
+        StateOp::ListAppend {
+            name: n,
+            key: k,
+            item,
+        } if n == name && k == key => list.push(item.clone()),
+        StateOp::ListReplace {
+            name: n,
+            key: k,
+            items,
+        } if n == name && k == key => *list = items.clone(),
         _ => {}
     }
 }
@@ -201,17 +231,6 @@ impl MemoryState {
         Self::default()
     }
 
-    /// Removes and returns the timers of `domain` due at `time` or before,
-    /// earliest first.
-    pub fn take_due_timers(&mut self, domain: TimeDomain, time: i64) -> Vec<(i64, Vec<u8>)> {
-        let set = match domain {
-            TimeDomain::EventTime => &mut self.event_timers,
-            TimeDomain::ProcessingTime => &mut self.processing_timers,
-        };
-        let later = set.split_off(&(time.saturating_add(1), Vec::new()));
-        std::mem::replace(set, later).into_iter().collect()
-    }
-
     /// Number of keys with a value in value state `name`.
     pub fn value_count(&self, name: &str) -> usize {
         self.values.keys().filter(|(n, _)| n == name).count()
@@ -223,7 +242,11 @@ impl OperatorState for MemoryState {
         Ok(self.values.get(&(name.to_string(), key.to_vec())).cloned())
     }
 
-    fn map(&mut self, name: &str, key: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
+    fn map(
+        &mut self,
+        name: &str,
+        key: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
         Ok(self
             .maps
             .get(&(name.to_string(), key.to_vec()))
@@ -254,14 +277,26 @@ impl OperatorState for MemoryState {
     fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError> {
         for op in ops {
             match op {
-                StateOp::SetValue { name, key, value: Some(v) } => {
+                StateOp::SetValue {
+                    name,
+                    key,
+                    value: Some(v),
+                } => {
                     self.values.insert((name, key), v);
                 }
-                StateOp::SetValue { name, key, value: None } => {
+                StateOp::SetValue {
+                    name,
+                    key,
+                    value: None,
+                } => {
                     self.values.remove(&(name, key));
                 }
-                StateOp::MapPut { ref name, ref key, .. }
-                | StateOp::MapRemove { ref name, ref key, .. }
+                StateOp::MapPut {
+                    ref name, ref key, ..
+                }
+                | StateOp::MapRemove {
+                    ref name, ref key, ..
+                }
                 | StateOp::MapClear { ref name, ref key } => {
                     let id = (name.clone(), key.clone());
                     let map = self.maps.entry(id.clone()).or_default();
@@ -270,8 +305,12 @@ impl OperatorState for MemoryState {
                         self.maps.remove(&id);
                     }
                 }
-                StateOp::ListAppend { ref name, ref key, .. }
-                | StateOp::ListReplace { ref name, ref key, .. } => {
+                StateOp::ListAppend {
+                    ref name, ref key, ..
+                }
+                | StateOp::ListReplace {
+                    ref name, ref key, ..
+                } => {
                     let id = (name.clone(), key.clone());
                     let list = self.lists.entry(id.clone()).or_default();
                     apply_list_op(list, &op, name, key);
@@ -297,6 +336,19 @@ impl OperatorState for MemoryState {
         }
         Ok(())
     }
+
+    fn take_due_timers(
+        &mut self,
+        domain: TimeDomain,
+        time: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError> {
+        let set = match domain {
+            TimeDomain::EventTime => &mut self.event_timers,
+            TimeDomain::ProcessingTime => &mut self.processing_timers,
+        };
+        let later = set.split_off(&(time.saturating_add(1), Vec::new()));
+        Ok(std::mem::replace(set, later).into_iter().collect())
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +367,9 @@ mod tests {
     #[test]
     fn pending_writes_are_seen_before_they_apply() {
         let mut store = MemoryState::new();
-        store.apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")]).unwrap();
+        store
+            .apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")])
+            .unwrap();
         let mut pending = PendingWrites::default();
         pending.ops.push(StateOp::MapRemove {
             name: "m".into(),
@@ -329,11 +383,23 @@ mod tests {
             value: Some(b"9".to_vec()),
         });
         let map = pending.map(&mut store, "m", b"k").unwrap();
-        assert_eq!(map.keys().cloned().collect::<Vec<_>>(), vec![b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(pending.map_entry(&mut store, "m", b"k", b"a").unwrap(), None);
-        assert_eq!(pending.value(&mut store, "v", b"k").unwrap(), Some(b"9".to_vec()));
+        assert_eq!(
+            map.keys().cloned().collect::<Vec<_>>(),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(
+            pending.map_entry(&mut store, "m", b"k", b"a").unwrap(),
+            None
+        );
+        assert_eq!(
+            pending.value(&mut store, "v", b"k").unwrap(),
+            Some(b"9".to_vec())
+        );
         // The store itself is untouched until the call succeeds.
-        assert_eq!(store.map_entry("m", b"k", b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            store.map_entry("m", b"k", b"a").unwrap(),
+            Some(b"1".to_vec())
+        );
         assert_eq!(store.value("v", b"k").unwrap(), None);
         store.apply(pending.take()).unwrap();
         assert_eq!(store.map_entry("m", b"k", b"a").unwrap(), None);
@@ -348,11 +414,29 @@ mod tests {
             key: k.into(),
             time: t,
         };
-        store.apply(vec![reg(30, "a"), reg(10, "b"), reg(20, "c"), reg(10, "b")]).unwrap();
-        let due = store.take_due_timers(TimeDomain::EventTime, 20);
+        store
+            .apply(vec![reg(30, "a"), reg(10, "b"), reg(20, "c"), reg(10, "b")])
+            .unwrap();
+        let due = store.take_due_timers(TimeDomain::EventTime, 20).unwrap();
         assert_eq!(due, vec![(10, b"b".to_vec()), (20, b"c".to_vec())]);
-        assert!(store.take_due_timers(TimeDomain::EventTime, 20).is_empty());
-        assert!(store.take_due_timers(TimeDomain::ProcessingTime, 100).is_empty());
-        assert_eq!(store.take_due_timers(TimeDomain::EventTime, i64::MAX).len(), 1);
+        assert!(
+            store
+                .take_due_timers(TimeDomain::EventTime, 20)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .take_due_timers(TimeDomain::ProcessingTime, 100)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .take_due_timers(TimeDomain::EventTime, i64::MAX)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

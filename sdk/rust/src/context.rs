@@ -278,22 +278,26 @@ impl<'a> Context<'a> {
         headers: &[(&str, &[u8])],
     ) {
         let index = self.output.timestamps.len() as u32;
-        self.output.headers.extend(headers.iter().map(|(name, value)| Header {
-            event: index,
-            name: name.to_string(),
-            value: value.to_vec(),
-        }));
+        self.output
+            .headers
+            .extend(headers.iter().map(|(name, value)| Header {
+                event: index,
+                name: name.to_string(),
+                value: value.to_vec(),
+            }));
         self.emit(key, value, timestamp);
     }
 
     /// Emits `event` unchanged, headers included.
     pub fn forward(&mut self, event: &Event<'_>) {
         let index = self.output.timestamps.len() as u32;
-        self.output.headers.extend(event.headers.iter().map(|h| Header {
-            event: index,
-            name: h.name.clone(),
-            value: h.value.clone(),
-        }));
+        self.output
+            .headers
+            .extend(event.headers.iter().map(|h| Header {
+                event: index,
+                name: h.name.clone(),
+                value: h.value.clone(),
+            }));
         self.emit(event.key, event.value, event.timestamp);
     }
 

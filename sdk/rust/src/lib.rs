@@ -113,13 +113,22 @@ macro_rules! export_operator {
             }
 
             impl $crate::__private::Guest for WeirExport {
-                fn init(config: ::std::string::String) -> ::core::result::Result<$crate::__private::OperatorSpec, ::std::string::String> {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<$crate::__private::OperatorSpec, ::std::string::String>
+                {
                     RUNTIME.with_borrow_mut(|rt| rt.init(config))
                 }
-                fn process(input: $crate::__private::ProcessInput) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String> {
+                fn process(
+                    input: $crate::__private::ProcessInput,
+                ) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String>
+                {
                     RUNTIME.with_borrow_mut(|rt| rt.process(input))
-                }
-                fn on_timer(input: $crate::__private::TimerInput) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String> {
+        }
+                fn on_timer(
+                    input: $crate::__private::TimerInput,
+                ) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String>
+                {
                     RUNTIME.with_borrow_mut(|rt| rt.on_timer(input))
                 }
             }

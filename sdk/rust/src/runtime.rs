@@ -120,7 +120,11 @@ impl<T: Operator> Runtime<T> {
             let slot = match input.key_slots[i] {
                 u32::MAX => None,
                 s if (s as usize) < slot_count => Some(s as usize),
-                s => return Err(format!("malformed input from the host: key slot {s} of event {i} is out of range")),
+                s => {
+                    return Err(format!(
+                        "malformed input from the host: key slot {s} of event {i} is out of range"
+                    ));
+                }
             };
             let event = Event {
                 key,

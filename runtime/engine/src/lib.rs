@@ -1,0 +1,17 @@
+//! weir-engine: runs Wasm operator instances over streams of events.
+//!
+//! Today it holds the single-operator runner behind `weir run`
+//! ([`run_operator`]): events in batches through one [`OperatorInstance`],
+//! a bounded-out-of-orderness watermark, event- and processing-time timers,
+//! and the error policy (fail, or skip and report) with poison events
+//! isolated by retrying a failed batch one event at a time. Topologies
+//! (DAGs, partitioning, channels) build on it.
+//!
+//! It knows nothing of HTTP or files: events come from an iterator and go to
+//! a sink closure.
+//!
+//! [`OperatorInstance`]: weir_wasm::OperatorInstance
+
+mod runner;
+
+pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
