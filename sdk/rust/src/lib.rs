@@ -124,7 +124,7 @@ macro_rules! export_operator {
                 ) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String>
                 {
                     RUNTIME.with_borrow_mut(|rt| rt.process(input))
-        }
+                }
                 fn on_timer(
                     input: $crate::__private::TimerInput,
                 ) -> ::core::result::Result<$crate::__private::CallOutput, ::std::string::String>
@@ -133,7 +133,7 @@ macro_rules! export_operator {
                 }
             }
 
-            $crate::bindings::__export_weir_bindings!(WeirExport with_types_in $crate::bindings);
+    $crate::bindings::__export_weir_bindings!(WeirExport with_types_in $crate::bindings);
         };
     };
 }

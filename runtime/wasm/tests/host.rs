@@ -1,0 +1,511 @@
+//! The Wasm host against real guests built from source (`cargo xtask
+//! guests`): every example's exact output, and every hostile guest's clear
+//! error with the host still serving.
+
+use std::time::Duration;
+
+use weir_tests::guest_bytes;
+use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
+use weir_wasm::{
+    HostConfig, InstanceError, MemoryState, ModuleError, OperatorInstance, OperatorModule,
+    SandboxLimits, WasmHost,
+};
+
+fn host_with(limits: SandboxLimits) -> WasmHost {
+    WasmHost::new(HostConfig {
+        limits,
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+fn host() -> WasmHost {
+    host_with(SandboxLimits::default())
+}
+
+fn load(host: &WasmHost, guest: &str) -> OperatorModule {
+    host.load(&guest_bytes(guest))
+        .unwrap_or_else(|e| panic!("{guest}: {e}"))
+}
+
+fn instance(module: &OperatorModule, config: &str) -> OperatorInstance {
+    OperatorInstance::new(
+        module,
+        "op",
+        config,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .unwrap()
+}
+
+/// A batch from `(key, value JSON)` pairs, timestamps 1, 2, 3, …
+fn batch(events: &[(Option<&str>, &str)]) -> Batch {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Event {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.as_bytes().to_vec(),
+            timestamp: i as i64 + 1,
+            headers: vec![],
+        })
+        .collect()
+}
+
+fn lines(batch: &Batch) -> Vec<String> {
+    batch.iter().map(|e| wire::format_event(&e)).collect()
+}
+
+#[test]
+fn split_words_splits_lowercases_and_trims() {
+    let host = host();
+    let mut op = instance(&load(&host, "split-words"), "");
+    let mut input = batch(&[
+        (None, r#""Hello, World!  hello\tTHE end.""#),
+        (Some("k"), r#""  ...  ""#),
+        (None, r#""Ünïcode—dash ’quote’""#),
+    ]);
+    let out = op.process(&mut input, i64::MIN, 0).unwrap();
+    assert!(out.failures.is_empty());
+    assert_eq!(
+        lines(&out.events),
+        vec![
+            r#"{"key":"hello","value":"hello","timestamp":1}"#,
+            r#"{"key":"world","value":"world","timestamp":1}"#,
+            r#"{"key":"hello","value":"hello","timestamp":1}"#,
+            r#"{"key":"the","value":"the","timestamp":1}"#,
+            r#"{"key":"end","value":"end","timestamp":1}"#,
+            r#"{"key":"ünïcode—dash","value":"ünïcode—dash","timestamp":3}"#,
+            r#"{"key":"’quote’","value":"’quote’","timestamp":3}"#,
+        ]
+    );
+    // The input batch is given back unchanged.
+    assert_eq!(input.len(), 3);
+    // A value that is not a JSON string fails that event alone.
+    let out = op
+        .process(&mut batch(&[(None, "42"), (None, r#""ok""#)]), i64::MIN, 0)
+        .unwrap();
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].index, 0);
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"key":"ok","value":"ok","timestamp":2}"#]
+    );
+}
+
+#[test]
+fn word_count_keeps_counts_across_calls() {
+    let host = host();
+    let mut op = instance(&load(&host, "word-count"), "");
+    assert_eq!(op.value_states(), ["count"]);
+    let out = op
+        .process(
+            &mut batch(&[
+                (Some("a"), r#""a""#),
+                (Some("b"), r#""b""#),
+                (Some("a"), r#""a""#),
+            ]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![
+            r#"{"key":"a","value":{"word":"a","count":1},"timestamp":1}"#,
+            r#"{"key":"b","value":{"word":"b","count":1},"timestamp":2}"#,
+            r#"{"key":"a","value":{"word":"a","count":2},"timestamp":3}"#,
+        ]
+    );
+    let out = op
+        .process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"key":"a","value":{"word":"a","count":3},"timestamp":1}"#]
+    );
+    assert_eq!(
+        op.state_mut().value("count", b"a").unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        op.state_mut().value("count", b"b").unwrap(),
+        Some(b"1".to_vec())
+    );
+    // An unkeyed event is an error for that event only.
+    let out = op
+        .process(
+            &mut batch(&[(None, r#""x""#), (Some("b"), r#""b""#)]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.failures.len(), 1);
+    assert!(
+        out.failures[0].message.contains("keyed"),
+        "{}",
+        out.failures[0].message
+    );
+    assert_eq!(out.events.len(), 1);
+}
+
+#[test]
+fn filter_compares_as_configured() {
+    let host = host();
+    let module = load(&host, "filter");
+    let events = [
+        (None, r#"{"amount":60,"user":"a"}"#),
+        (None, r#"{"amount":50}"#),
+        (None, r#"{"amount":"70"}"#),
+        (None, r#"{"user":"b"}"#),
+        (None, r#"[1,2]"#),
+        (None, r#"{"amount":50.0}"#),
+    ];
+    let run = |config: &str| -> Vec<usize> {
+        let mut op = instance(&module, config);
+        let out = op.process(&mut batch(&events), i64::MIN, 0).unwrap();
+        assert!(out.failures.is_empty());
+        // Timestamps are 1-based positions in `events`.
+        out.events
+            .timestamps
+            .iter()
+            .map(|t| *t as usize - 1)
+            .collect()
+    };
+    assert_eq!(run(r#"{"field":"amount","op":"gt","value":50}"#), vec![0]);
+    assert_eq!(
+        run(r#"{"field":"amount","op":"lt","value":60}"#),
+        vec![1, 5]
+    );
+    assert_eq!(
+        run(r#"{"field":"amount","op":"eq","value":50}"#),
+        vec![1, 5]
+    );
+    assert_eq!(
+        run(r#"{"field":"amount","op":"ne","value":50}"#),
+        vec![0, 2]
+    );
+    assert_eq!(run(r#"{"field":"user","op":"gt","value":"a"}"#), vec![3]);
+    // Not JSON: that event fails.
+    let mut op = instance(&module, r#"{"field":"amount","op":"gt","value":1}"#);
+    let out = op
+        .process(&mut batch(&[(None, "{oops")]), i64::MIN, 0)
+        .unwrap();
+    assert_eq!(out.failures.len(), 1);
+    // A config it cannot read is refused at init with the reason.
+    let err = OperatorInstance::new(
+        &module,
+        "bad-filter",
+        r#"{"field":"amount","op":"between"}"#,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::Init { operator, message } if operator == "bad-filter" && message.contains("between")),
+        "{err}"
+    );
+}
+
+#[test]
+fn map_uppercases_one_field_and_keeps_the_rest() {
+    let host = host();
+    let mut op = instance(&load(&host, "map"), r#"{"uppercase":"user"}"#);
+    let mut input = batch(&[
+        (Some("k"), r#"{"z":1.50,"user":"ann é","a":[1,{"b":null}]}"#),
+        (None, r#"{"user":7}"#),
+        (None, r#"{"name":"x"}"#),
+        (None, r#""not an object""#),
+    ]);
+    let out = op.process(&mut input, i64::MIN, 0).unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![
+            r#"{"key":"k","value":{"z":1.50,"user":"ANN É","a":[1,{"b":null}]},"timestamp":1}"#,
+            r#"{"value":{"user":7},"timestamp":2}"#,
+            r#"{"value":{"name":"x"},"timestamp":3}"#,
+        ]
+    );
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].index, 3);
+}
+
+#[test]
+fn headers_travel_with_events() {
+    let host = host();
+    let mut op = instance(&load(&host, "identity"), "");
+    let event = |h: &[(&str, &str)], v: &str| Event {
+        key: None,
+        value: v.as_bytes().to_vec(),
+        timestamp: 9,
+        headers: h
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    };
+    let events = vec![
+        event(&[("a", "1")], "1"),
+        event(&[], "2"),
+        event(&[("b", "2"), ("c", "")], "3"),
+    ];
+    let mut input: Batch = events.iter().cloned().collect();
+    let out = op.process(&mut input, i64::MIN, 0).unwrap();
+    assert_eq!(out.events, input);
+}
+
+#[test]
+fn endless_loop_is_stopped_and_the_host_goes_on() {
+    let host = host_with(SandboxLimits {
+        call_budget: Duration::from_millis(200),
+        ..SandboxLimits::default()
+    });
+    let mut op = instance(&load(&host, "endless-loop"), "");
+    let mut other = instance(&load(&host, "word-count"), "");
+    let err = op
+        .process(&mut batch(&[(None, "1"), (None, r#""loop""#)]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(matches!(err, InstanceError::Budget { .. }), "{err}");
+    assert!(err.to_string().contains("call budget"), "{err}");
+    // Other instances are unaffected; this one is re-created on next use.
+    assert_eq!(
+        other
+            .process(&mut batch(&[(Some("w"), r#""w""#)]), i64::MIN, 0)
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    let out = op.process(&mut batch(&[(None, "2")]), i64::MIN, 0).unwrap();
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(op.restarts(), 1);
+}
+
+#[test]
+fn memory_grower_is_trapped_at_its_cap() {
+    let limit = 32 << 20;
+    let host = host_with(SandboxLimits {
+        memory_bytes: limit,
+        ..SandboxLimits::default()
+    });
+    let mut op = instance(&load(&host, "memory-grower"), "");
+    let err = op
+        .process(&mut batch(&[(None, r#""grow""#)]), i64::MIN, 0)
+        .unwrap_err();
+    match &err {
+        InstanceError::MemoryLimit {
+            requested,
+            limit: l,
+            ..
+        } => {
+            assert_eq!(*l, limit);
+            assert!(*requested > limit);
+        }
+        other => panic!("expected a memory limit error, got {other}"),
+    }
+    assert!(err.to_string().contains("limit"), "{err}");
+    let out = op.process(&mut batch(&[(None, "1")]), i64::MIN, 0).unwrap();
+    assert_eq!(out.events.len(), 1);
+}
+
+#[test]
+fn a_trap_changes_no_state_and_an_event_error_rolls_back_its_own() {
+    let host = host();
+    let mut op = instance(&load(&host, "poison-trap"), "");
+    op.process(&mut batch(&[(Some("k"), "1")]), i64::MIN, 0)
+        .unwrap();
+    assert_eq!(
+        op.state_mut().value("seen", b"k").unwrap(),
+        Some(b"1".to_vec())
+    );
+    // The whole call traps: `seen` stays as it was.
+    let err = op
+        .process(
+            &mut batch(&[(Some("k"), "2"), (Some("k"), r#""poison""#)]),
+            i64::MIN,
+            0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::Trap { operator, .. } if operator == "op"),
+        "{err}"
+    );
+    assert_eq!(
+        op.state_mut().value("seen", b"k").unwrap(),
+        Some(b"1".to_vec())
+    );
+    // A returned error drops that event's write only.
+    let out = op
+        .process(
+            &mut batch(&[(Some("k"), r#""bad""#), (Some("k"), "3")]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].message, "bad event");
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(
+        op.state_mut().value("seen", b"k").unwrap(),
+        Some(b"2".to_vec())
+    );
+}
+
+#[test]
+fn oversized_state_is_refused() {
+    let host = host();
+    let mut op = instance(&load(&host, "big-state"), "");
+    let err = op
+        .process(&mut batch(&[(Some("k"), r#""value""#)]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("over the limit of 1048576 bytes")),
+        "{err}"
+    );
+    assert_eq!(op.state_mut().value("blob", b"k").unwrap(), None);
+    // Through map state the host call itself refuses, and the SDK turns it
+    // into an error of that event.
+    let out = op
+        .process(
+            &mut batch(&[(Some("k"), r#""map""#), (Some("k"), "1")]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(out.failures.len(), 1);
+    assert!(
+        out.failures[0].message.contains("1048576"),
+        "{}",
+        out.failures[0].message
+    );
+    assert_eq!(out.events.len(), 1);
+    // Below the limit it is stored.
+    let mut small = instance(&load(&host, "big-state"), r#"{"size":1000}"#);
+    small
+        .process(&mut batch(&[(Some("k"), r#""value""#)]), i64::MIN, 0)
+        .unwrap();
+    assert_eq!(
+        small
+            .state_mut()
+            .value("blob", b"k")
+            .unwrap()
+            .map(|v| v.len()),
+        Some(1002)
+    );
+}
+
+#[test]
+fn malformed_output_is_rejected() {
+    let host = host();
+    let mut op = instance(&load(&host, "bad-output"), "");
+    let err = op
+        .process(&mut batch(&[(Some("k"), "1")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("value lengths")),
+        "{err}"
+    );
+    let err = op
+        .process(&mut batch(&[(Some("k"), "2")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("cell 9999")),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_of_other_instances_are_refused() {
+    let host = host();
+    let module = load(&host, "word-count");
+    let owned = KeyGroupRange::for_instance(0, 2, DEFAULT_KEY_GROUPS);
+    let mut op =
+        OperatorInstance::new(&module, "half", "", Box::new(MemoryState::new()), owned).unwrap();
+    let foreign = (0..100)
+        .map(|i| format!("w{i}"))
+        .find(|k| !owned.owns(k.as_bytes()))
+        .unwrap();
+    let err = op
+        .process(
+            &mut batch(&[(Some(foreign.as_str()), r#""x""#)]),
+            i64::MIN,
+            0,
+        )
+        .unwrap_err();
+    assert!(matches!(err, InstanceError::State { .. }), "{err}");
+}
+
+#[test]
+fn loading_rejects_what_is_not_an_operator() {
+    let host = host();
+    let check = |bytes: &[u8], expect: fn(&ModuleError) -> bool| {
+        let err = host.load(bytes).unwrap_err();
+        assert!(expect(&err), "unexpected error: {err}");
+        err.to_string()
+    };
+    check(b"", |e| matches!(e, ModuleError::Empty));
+    let msg = check(b"hello, not wasm", |e| {
+        matches!(e, ModuleError::NotWasm { .. })
+    });
+    assert!(msg.contains("68 65 6c 6c"), "{msg}");
+    let core = b"\0asm\x01\0\0\0";
+    let msg = check(core, |e| matches!(e, ModuleError::CoreModule));
+    assert!(msg.contains("component"), "{msg}");
+    let empty_component = b"\0asm\x0d\0\x01\0";
+    let msg = check(empty_component, |e| {
+        matches!(e, ModuleError::MissingExport { .. })
+    });
+    assert!(msg.contains("weir:operator/handler@0.1.0"), "{msg}");
+    let real = guest_bytes("word-count");
+    check(&real[..real.len() / 2], |e| {
+        matches!(e, ModuleError::Invalid(_))
+    });
+    let msg = check(
+        &guest_bytes("forbidden-import"),
+        |e| matches!(e, ModuleError::ForbiddenImport { import } if import == "weir-test:evil/net@0.1.0"),
+    );
+    assert!(msg.contains("weir-test:evil/net"), "{msg}");
+    let small = WasmHost::new(HostConfig {
+        max_module_bytes: 1000,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let err = small.load(&real).unwrap_err();
+    assert!(
+        matches!(err, ModuleError::TooLarge { limit: 1000, .. }),
+        "{err}"
+    );
+    // After all that the host still loads and runs a real operator.
+    let mut op = instance(&load(&host, "word-count"), "");
+    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+}
+
+#[test]
+fn precompile_cache_is_used_and_survives_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = WasmHost::new(HostConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let bytes = guest_bytes("word-count");
+    let first = host.load(&bytes).unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let path = files[0].as_ref().unwrap().path();
+    assert!(
+        path.to_string_lossy()
+            .contains(&first.info().digest["sha256:".len()..])
+    );
+    // Flip a byte: the checksum catches it and the module is recompiled.
+    let mut artifact = std::fs::read(&path).unwrap();
+    let mid = artifact.len() / 2;
+    artifact[mid] ^= 0xff;
+    std::fs::write(&path, &artifact).unwrap();
+    let again = host.load(&bytes).unwrap();
+    assert_eq!(again.info().digest, first.info().digest);
+    let mut op = instance(&again, "");
+    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+}
