@@ -125,9 +125,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map_while(|(i, line)| {
             let parsed = line
                 .with_context(|| format!("cannot read {input_name}"))
-                .and_then(|line| Ok((line.trim().is_empty(), line)))
-                .and_then(|(blank, line)| {
-                    if blank {
+                .and_then(|line| {
+                    if line.trim().is_empty() {
                         return Ok(None);
                     }
                     wire::parse_event(&line, now_ms())

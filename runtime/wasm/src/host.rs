@@ -13,6 +13,7 @@ use weir_types::KeyGroupRange;
 use crate::bindings::weir::operator::{context, state, timers, types};
 use crate::limits::SandboxLimits;
 use crate::state::{OperatorState, PendingWrites, StateOp};
+use crate::stderr::StderrTail;
 
 /// Why the limiter stopped a guest; read back after the trap to say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct HostState {
     /// Served only because toolchains import it (Rust's std, Python, JS).
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The last of what the guest wrote to stderr, for trap messages.
+    pub(crate) stderr: StderrTail,
 }
 
 impl HostState {
@@ -58,6 +61,7 @@ impl HostState {
         state: Box<dyn OperatorState>,
         owned: KeyGroupRange,
     ) -> Self {
+        let stderr = StderrTail::default();
         HostState {
             operator,
             limits,
@@ -66,8 +70,9 @@ impl HostState {
             pending: PendingWrites::default(),
             owned,
             counters: BTreeMap::new(),
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
+            stderr,
         }
     }
 

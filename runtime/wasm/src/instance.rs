@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, WasmBacktrace};
 use weir_types::{Batch, KeyGroupRange};
 
 use crate::InstanceError;
@@ -223,10 +223,31 @@ impl OperatorInstance {
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return InstanceError::Budget { operator, budget };
         }
-        InstanceError::Trap {
-            operator,
-            message: format!("{err:?}"),
+        // What the guest printed last (a panic message) says more than the
+        // trap code; keep both, and the innermost guest frames.
+        let mut message = match err.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => err.to_string(),
+        };
+        if let Some(trace) = err.downcast_ref::<WasmBacktrace>() {
+            let frames: Vec<String> = trace
+                .frames()
+                .iter()
+                .take(3)
+                .map(|f| match f.func_name() {
+                    Some(name) => name.to_string(),
+                    None => format!("func #{}", f.func_index()),
+                })
+                .collect();
+            if !frames.is_empty() {
+                message.push_str(&format!(" (in {})", frames.join(" < ")));
+            }
         }
+        let printed = store.data().stderr.take();
+        if !printed.is_empty() {
+            message.push_str(&format!("; guest stderr: {printed}"));
+        }
+        InstanceError::Trap { operator, message }
     }
 
     /// Throws the live instance away after a failure; the next call starts
@@ -399,7 +420,7 @@ impl OperatorInstance {
                         message: format!("{err:?}"),
                     },
                 };
-                tracing::warn!(error = %error, "operator instance failed; it will be re-created");
+                tracing::debug!(error = %error, "operator instance failed; it will be re-created");
                 self.poison();
                 return Err(error);
             }

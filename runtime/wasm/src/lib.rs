@@ -27,6 +27,7 @@ mod instance;
 mod limits;
 mod loader;
 mod state;
+mod stderr;
 
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;

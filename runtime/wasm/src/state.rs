@@ -212,16 +212,18 @@ fn apply_list_op(list: &mut Vec<Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) 
     }
 }
 
-/// Timers registered in a [`MemoryState`], by domain, time then key.
-pub type TimerSet = std::collections::BTreeSet<(i64, Vec<u8>)>;
+/// Timers registered in a [`MemoryState`], ordered by time then key.
+type TimerSet = std::collections::BTreeSet<(i64, Vec<u8>)>;
+/// State of one (state name, key).
+type StateId = (String, Vec<u8>);
 
 /// Keyed state and timers in memory: what local runs (`weir run`) and tests
 /// use. Nothing is durable.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryState {
-    values: HashMap<(String, Vec<u8>), Vec<u8>>,
-    maps: HashMap<(String, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
-    lists: HashMap<(String, Vec<u8>), Vec<Vec<u8>>>,
+    values: HashMap<StateId, Vec<u8>>,
+    maps: HashMap<StateId, BTreeMap<Vec<u8>, Vec<u8>>>,
+    lists: HashMap<StateId, Vec<Vec<u8>>>,
     event_timers: TimerSet,
     processing_timers: TimerSet,
 }

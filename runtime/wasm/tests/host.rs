@@ -244,7 +244,7 @@ fn headers_travel_with_events() {
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
     };
-    let events = vec![
+    let events = [
         event(&[("a", "1")], "1"),
         event(&[], "2"),
         event(&[("b", "2"), ("c", "")], "3"),

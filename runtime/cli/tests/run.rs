@@ -1,0 +1,189 @@
+//! `weir run` end to end: the real binary, real guests, files and pipes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use weir_tests::{guest_path, repo_root};
+
+fn weir(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env_remove("WEIR_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn module(name: &str) -> String {
+    guest_path(name).display().to_string()
+}
+
+#[test]
+fn split_then_count_over_the_sample_file() {
+    let sample = repo_root().join("guest-examples/data/lines.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let words = dir.path().join("words.jsonl");
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("split-words"),
+            "--input",
+            sample.to_str().unwrap(),
+            "--output",
+            words.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let words_text = std::fs::read_to_string(&words).unwrap();
+    assert!(words_text.starts_with(
+        "{\"key\":\"the\",\"value\":\"the\",\"timestamp\":1700000000000}\n{\"key\":\"river\",\"value\":\"river\",\"timestamp\":1700000000000}\n"
+    ));
+    let out = weir(&["run", "--module", &module("word-count")], &words_text);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = stdout(&out);
+    assert_eq!(counts.lines().count(), words_text.lines().count());
+    // "the" occurs 12 times in the sample (as "The" too): its last count says so.
+    let last_the = counts
+        .lines()
+        .filter(|l| l.starts_with("{\"key\":\"the\","))
+        .last()
+        .unwrap();
+    assert!(last_the.contains("\"count\":12"), "{last_the}");
+}
+
+#[test]
+fn config_entries_reach_the_operator() {
+    let input = "{\"value\":{\"amount\":60,\"user\":\"ann\"}}\n{\"value\":{\"amount\":10,\"user\":\"bob\"}}\n";
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("filter"),
+            "--config",
+            "field=amount",
+            "--config",
+            "op=gt",
+            "--config",
+            "value=50",
+        ],
+        input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let filtered = stdout(&out);
+    assert_eq!(filtered.lines().count(), 1);
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("map"),
+            "--config-json",
+            "{\"uppercase\":\"user\"}",
+        ],
+        &filtered,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("{\"value\":{\"amount\":60,\"user\":\"ANN\"},\"timestamp\":"));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_exit_codes() {
+    // A module that does not exist.
+    let out = weir(&["run", "--module", "/nonexistent.wasm"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read module /nonexistent.wasm"),
+        "{}",
+        stderr(&out)
+    );
+    // A file that is not Wasm.
+    let toml = repo_root().join("Cargo.toml");
+    let out = weir(&["run", "--module", toml.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a WebAssembly binary"),
+        "{}",
+        stderr(&out)
+    );
+    // A config the operator refuses.
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("filter"),
+            "--config",
+            "op=between",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("rejected its config"),
+        "{}",
+        stderr(&out)
+    );
+    // A line that is not an event: events before it are processed, the
+    // error names the line.
+    let out = weir(
+        &["run", "--module", &module("identity")],
+        "{\"value\":1}\nnot json\n{\"value\":2}\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("-:2: not an event object"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).lines().count(), 1);
+    // An event the operator fails on: fail stops, skip reports and goes on.
+    let input = "{\"key\":\"a\",\"value\":1}\n{\"key\":\"a\",\"value\":\"poison\"}\n{\"key\":\"b\",\"value\":2}\n";
+    let out = weir(&["run", "--module", &module("poison-trap")], input);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("poison event"), "{}", stderr(&out));
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("poison-trap"),
+            "--on-error",
+            "skip",
+        ],
+        input,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out).lines().count(), 2);
+    assert!(
+        stderr(&out).contains("skipped event 1:"),
+        "{}",
+        stderr(&out)
+    );
+    // A malformed --config.
+    let out = weir(
+        &["run", "--module", &module("filter"), "--config", "novalue"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not KEY=VALUE"),
+        "{}",
+        stderr(&out)
+    );
+}
