@@ -214,18 +214,40 @@ fn apply_list_op(list: &mut Vec<Vec<u8>>, op: &StateOp, name: &str, key: &[u8]) 
 
 /// Timers registered in a [`MemoryState`], ordered by time then key.
 type TimerSet = std::collections::BTreeSet<(i64, Vec<u8>)>;
-/// State of one (state name, key).
-type StateId = (String, Vec<u8>);
+/// One kind of state: by state name, then by key. Nested so that lookups
+/// borrow the name and key instead of allocating a compound key.
+type ByNameAndKey<V> = HashMap<String, HashMap<Vec<u8>, V>>;
 
 /// Keyed state and timers in memory: what local runs (`weir run`) and tests
 /// use. Nothing is durable.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryState {
-    values: HashMap<StateId, Vec<u8>>,
-    maps: HashMap<StateId, BTreeMap<Vec<u8>, Vec<u8>>>,
-    lists: HashMap<StateId, Vec<Vec<u8>>>,
+    values: ByNameAndKey<Vec<u8>>,
+    maps: ByNameAndKey<BTreeMap<Vec<u8>, Vec<u8>>>,
+    lists: ByNameAndKey<Vec<Vec<u8>>>,
     event_timers: TimerSet,
     processing_timers: TimerSet,
+}
+
+fn lookup<'a, V>(by: &'a ByNameAndKey<V>, name: &str, key: &[u8]) -> Option<&'a V> {
+    by.get(name).and_then(|keys| keys.get(key))
+}
+
+fn entry<'a, V: Default>(by: &'a mut ByNameAndKey<V>, name: &str, key: &[u8]) -> &'a mut V {
+    if !by.contains_key(name) {
+        by.insert(name.to_string(), HashMap::new());
+    }
+    let keys = by.get_mut(name).expect("inserted above");
+    if !keys.contains_key(key) {
+        keys.insert(key.to_vec(), V::default());
+    }
+    keys.get_mut(key).expect("inserted above")
+}
+
+fn remove<V>(by: &mut ByNameAndKey<V>, name: &str, key: &[u8]) {
+    if let Some(keys) = by.get_mut(name) {
+        keys.remove(key);
+    }
 }
 
 impl MemoryState {
@@ -235,13 +257,20 @@ impl MemoryState {
 
     /// Number of keys with a value in value state `name`.
     pub fn value_count(&self, name: &str) -> usize {
-        self.values.keys().filter(|(n, _)| n == name).count()
+        self.values.get(name).map_or(0, HashMap::len)
+    }
+
+    fn timers(&mut self, domain: TimeDomain) -> &mut TimerSet {
+        match domain {
+            TimeDomain::EventTime => &mut self.event_timers,
+            TimeDomain::ProcessingTime => &mut self.processing_timers,
+        }
     }
 }
 
 impl OperatorState for MemoryState {
     fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
-        Ok(self.values.get(&(name.to_string(), key.to_vec())).cloned())
+        Ok(lookup(&self.values, name, key).cloned())
     }
 
     fn map(
@@ -249,11 +278,7 @@ impl OperatorState for MemoryState {
         name: &str,
         key: &[u8],
     ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
-        Ok(self
-            .maps
-            .get(&(name.to_string(), key.to_vec()))
-            .cloned()
-            .unwrap_or_default())
+        Ok(lookup(&self.maps, name, key).cloned().unwrap_or_default())
     }
 
     fn map_entry(
@@ -262,18 +287,11 @@ impl OperatorState for MemoryState {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError> {
-        Ok(self
-            .maps
-            .get(&(name.to_string(), key.to_vec()))
-            .and_then(|m| m.get(map_key).cloned()))
+        Ok(lookup(&self.maps, name, key).and_then(|m| m.get(map_key).cloned()))
     }
 
     fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
-        Ok(self
-            .lists
-            .get(&(name.to_string(), key.to_vec()))
-            .cloned()
-            .unwrap_or_default())
+        Ok(lookup(&self.lists, name, key).cloned().unwrap_or_default())
     }
 
     fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError> {
@@ -283,16 +301,19 @@ impl OperatorState for MemoryState {
                     name,
                     key,
                     value: Some(v),
-                } => {
-                    self.values.insert((name, key), v);
-                }
+                } => match self.values.get_mut(&name) {
+                    Some(keys) => {
+                        keys.insert(key, v);
+                    }
+                    None => {
+                        self.values.insert(name, HashMap::from([(key, v)]));
+                    }
+                },
                 StateOp::SetValue {
                     name,
                     key,
                     value: None,
-                } => {
-                    self.values.remove(&(name, key));
-                }
+                } => remove(&mut self.values, &name, &key),
                 StateOp::MapPut {
                     ref name, ref key, ..
                 }
@@ -300,11 +321,10 @@ impl OperatorState for MemoryState {
                     ref name, ref key, ..
                 }
                 | StateOp::MapClear { ref name, ref key } => {
-                    let id = (name.clone(), key.clone());
-                    let map = self.maps.entry(id.clone()).or_default();
+                    let map = entry(&mut self.maps, name, key);
                     apply_map_op(map, &op, name, key);
                     if map.is_empty() {
-                        self.maps.remove(&id);
+                        remove(&mut self.maps, name, key);
                     }
                 }
                 StateOp::ListAppend {
@@ -313,26 +333,17 @@ impl OperatorState for MemoryState {
                 | StateOp::ListReplace {
                     ref name, ref key, ..
                 } => {
-                    let id = (name.clone(), key.clone());
-                    let list = self.lists.entry(id.clone()).or_default();
+                    let list = entry(&mut self.lists, name, key);
                     apply_list_op(list, &op, name, key);
                     if list.is_empty() {
-                        self.lists.remove(&id);
+                        remove(&mut self.lists, name, key);
                     }
                 }
                 StateOp::RegisterTimer { domain, key, time } => {
-                    let set = match domain {
-                        TimeDomain::EventTime => &mut self.event_timers,
-                        TimeDomain::ProcessingTime => &mut self.processing_timers,
-                    };
-                    set.insert((time, key));
+                    self.timers(domain).insert((time, key));
                 }
                 StateOp::DeleteTimer { domain, key, time } => {
-                    let set = match domain {
-                        TimeDomain::EventTime => &mut self.event_timers,
-                        TimeDomain::ProcessingTime => &mut self.processing_timers,
-                    };
-                    set.remove(&(time, key));
+                    self.timers(domain).remove(&(time, key));
                 }
             }
         }
@@ -344,10 +355,7 @@ impl OperatorState for MemoryState {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError> {
-        let set = match domain {
-            TimeDomain::EventTime => &mut self.event_timers,
-            TimeDomain::ProcessingTime => &mut self.processing_timers,
-        };
+        let set = self.timers(domain);
         let later = set.split_off(&(time.saturating_add(1), Vec::new()));
         Ok(std::mem::replace(set, later).into_iter().collect())
     }

@@ -1,0 +1,351 @@
+//! `weir-bench`: measures Wasm operators against native Rust closures doing
+//! the same work, in the same run, and prints the figures and their ratios.
+//!
+//! ```sh
+//! cargo xtask guests
+//! cargo run --release -p weir-bench -- host [--events N] [--rounds R]
+//! ```
+//!
+//! `host` measures the Wasm host alone (no engine, no I/O): for batches of
+//! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
+//! - `identity` (the guest forwards every event: the pure cost of crossing
+//!   into Wasm and back),
+//! - `map` (uppercase one field of the JSON object, keep the rest),
+//! - `keyed-count` (the `word-count` guest: a count per key in value state,
+//!   10,000 keys, one JSON update emitted per event),
+//!
+//! each against a native closure producing the same output batch; plus the
+//! time to instantiate an operator (fresh `Store`, instantiate, `init`).
+
+#![allow(clippy::print_stdout)]
+
+mod native;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weir_tests::guest_bytes;
+use weir_types::{Batch, DEFAULT_KEY_GROUPS, KeyGroupRange};
+use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
+
+const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
+
+/// Event `i` of the benchmark input: ~100 bytes of JSON keyed by its user
+/// (10,000 users).
+fn event(i: u64) -> (String, String) {
+    let user = format!("u{}", (i * 7919) % 10_000);
+    let value = format!(
+        r#"{{"user":"{user}","amount":{},"ts":{},"region":"eu-west-1","note":"lorem-ipsum-dolor"}}"#,
+        (i * 13) % 101,
+        1_700_000_000_000u64 + i / 100
+    );
+    (user, value)
+}
+
+fn batches(events: u64, size: usize) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut batch = Batch::with_capacity(size, size * 110);
+    for i in 0..events {
+        let (key, value) = event(i);
+        batch.push(
+            Some(key.as_bytes()),
+            value.as_bytes(),
+            1_700_000_000_000 + i as i64,
+        );
+        if batch.len() == size {
+            out.push(std::mem::replace(
+                &mut batch,
+                Batch::with_capacity(size, size * 110),
+            ));
+        }
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn spread(xs: &[Duration]) -> f64 {
+    let min = xs.iter().min().copied().unwrap_or_default().as_secs_f64();
+    let max = xs.iter().max().copied().unwrap_or_default().as_secs_f64();
+    if min > 0.0 {
+        (max - min) / min * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Median time of `rounds` rounds of `round` (after one warm-up round),
+/// and the rounds' spread in percent.
+fn measure(rounds: usize, mut round: impl FnMut() -> Result<u64>) -> Result<(Duration, f64, u64)> {
+    let out = round()?;
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let n = round()?;
+        times.push(start.elapsed());
+        if n != out {
+            bail!("a round emitted {n} events, the warm-up {out}");
+        }
+    }
+    let s = spread(&times);
+    Ok((median(times), s, out))
+}
+
+fn instance(module: &OperatorModule, config: &str) -> Result<OperatorInstance> {
+    Ok(OperatorInstance::new(
+        module,
+        "bench",
+        config,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )?)
+}
+
+struct Row {
+    workload: &'static str,
+    batch: usize,
+    events: u64,
+    out: u64,
+    wasm: Duration,
+    wasm_spread: f64,
+    native: Duration,
+    native_spread: f64,
+}
+
+impl Row {
+    fn per_sec(&self, d: Duration) -> f64 {
+        self.events as f64 / d.as_secs_f64()
+    }
+    fn ns(&self, d: Duration) -> f64 {
+        d.as_nanos() as f64 / self.events as f64
+    }
+    fn ratio(&self) -> f64 {
+        self.native.as_secs_f64() / self.wasm.as_secs_f64()
+    }
+}
+
+fn host(events: u64, rounds: usize) -> Result<()> {
+    let host = WasmHost::new(HostConfig::default())?;
+    let load = |name: &str| -> Result<OperatorModule> {
+        host.load(&guest_bytes(name))
+            .with_context(|| format!("loading {name}"))
+    };
+    let identity = load("identity")?;
+    let map = load("map")?;
+    let count = load("word-count")?;
+    let mut rows = Vec::new();
+    for &size in &BATCH_SIZES {
+        let mut input = batches(events, size);
+
+        // identity
+        let mut op = instance(&identity, "")?;
+        let (wasm, ws, out) = measure(rounds, || {
+            let mut n = 0;
+            for b in input.iter_mut() {
+                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
+            }
+            Ok(n)
+        })?;
+        let (nat, ns, nout) = measure(rounds, || {
+            Ok(input.iter().map(|b| native::identity(b).len() as u64).sum())
+        })?;
+        check("identity", out, nout)?;
+        rows.push(Row {
+            workload: "identity",
+            batch: size,
+            events,
+            out,
+            wasm,
+            wasm_spread: ws,
+            native: nat,
+            native_spread: ns,
+        });
+
+        // map
+        let mut op = instance(&map, r#"{"uppercase":"user"}"#)?;
+        let (wasm, ws, out) = measure(rounds, || {
+            let mut n = 0;
+            for b in input.iter_mut() {
+                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
+            }
+            Ok(n)
+        })?;
+        let (nat, ns, nout) = measure(rounds, || {
+            let mut n = 0;
+            for b in &input {
+                n += native::map(b, "user")?.len() as u64;
+            }
+            Ok(n)
+        })?;
+        check("map", out, nout)?;
+        rows.push(Row {
+            workload: "map",
+            batch: size,
+            events,
+            out,
+            wasm,
+            wasm_spread: ws,
+            native: nat,
+            native_spread: ns,
+        });
+
+        // keyed count: state persists over rounds in both, as it would in a
+        // running job.
+        let mut op = instance(&count, "")?;
+        let (wasm, ws, out) = measure(rounds, || {
+            let mut n = 0;
+            for b in input.iter_mut() {
+                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
+            }
+            Ok(n)
+        })?;
+        let mut counts = native::KeyedCount::default();
+        let (nat, ns, nout) = measure(rounds, || {
+            let mut n = 0;
+            for b in &input {
+                n += counts.process(b)?.len() as u64;
+            }
+            Ok(n)
+        })?;
+        check("keyed-count", out, nout)?;
+        rows.push(Row {
+            workload: "keyed-count",
+            batch: size,
+            events,
+            out,
+            wasm,
+            wasm_spread: ws,
+            native: nat,
+            native_spread: ns,
+        });
+    }
+
+    // Same output, checked once on a sample: Wasm and native agree.
+    let mut sample = batches(2000, 1000);
+    let mut op = instance(&map, r#"{"uppercase":"user"}"#)?;
+    let wasm_out = op.process(&mut sample[0], i64::MIN, 0)?.events;
+    if wasm_out != native::map(&sample[0], "user")? {
+        bail!("map: Wasm and native outputs differ");
+    }
+    let mut op = instance(&count, "")?;
+    let mut counts = native::KeyedCount::default();
+    for b in sample.iter_mut() {
+        if op.process(b, i64::MIN, 0)?.events != counts.process(b)? {
+            bail!("keyed-count: Wasm and native outputs differ");
+        }
+    }
+
+    println!(
+        "Wasm host vs native Rust, one core, {events} events of ~100-byte JSON per round, median of {rounds} rounds"
+    );
+    println!(
+        "{:<12} {:>6} {:>14} {:>14} {:>9} {:>10} {:>10} {:>8}",
+        "workload",
+        "batch",
+        "wasm ev/s",
+        "native ev/s",
+        "ratio",
+        "wasm ns/ev",
+        "nat ns/ev",
+        "spread"
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>6} {:>14.0} {:>14.0} {:>8.1}% {:>10.0} {:>10.0} {:>3.0}%/{:<3.0}%",
+            r.workload,
+            r.batch,
+            r.per_sec(r.wasm),
+            r.per_sec(r.native),
+            r.ratio() * 100.0,
+            r.ns(r.wasm),
+            r.ns(r.native),
+            r.wasm_spread,
+            r.native_spread,
+        );
+    }
+    println!();
+    for r in &rows {
+        if r.workload == "identity" {
+            println!(
+                "crossing cost (identity, batch {}): {:.0} ns/event over native",
+                r.batch,
+                r.ns(r.wasm) - r.ns(r.native)
+            );
+        }
+    }
+
+    // Instantiation: fresh Store + instantiate from InstancePre + init.
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let op = instance(&identity, "")?;
+        times.push(start.elapsed());
+        drop(op);
+    }
+    let inst = median(times);
+    println!(
+        "instantiate + init (identity guest): {:.1} µs median of 200",
+        inst.as_secs_f64() * 1e6
+    );
+    println!();
+    for r in &rows {
+        println!(
+            "RESULT workload={} batch={} events={} out={} wasm_events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3}",
+            r.workload,
+            r.batch,
+            r.events,
+            r.out,
+            r.per_sec(r.wasm),
+            r.per_sec(r.native),
+            r.ratio()
+        );
+    }
+    println!(
+        "RESULT workload=instantiate micros={:.1}",
+        inst.as_secs_f64() * 1e6
+    );
+    Ok(())
+}
+
+fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
+    if wasm != native {
+        bail!("{workload}: Wasm emitted {wasm} events, native {native}");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut events = 200_000u64;
+    let mut rounds = 5usize;
+    let mut workload = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--events" => {
+                events = args.get(i + 1).context("--events N")?.parse()?;
+                i += 1;
+            }
+            "--rounds" => {
+                rounds = args.get(i + 1).context("--rounds N")?.parse()?;
+                i += 1;
+            }
+            w if workload.is_none() => workload = Some(w.to_string()),
+            other => bail!("unexpected argument {other}"),
+        }
+        i += 1;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for real figures");
+    }
+    match workload.as_deref() {
+        Some("host") | None => host(events, rounds.max(1)),
+        Some(other) => bail!("unknown workload {other}; known: host"),
+    }
+}
