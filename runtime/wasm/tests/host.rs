@@ -509,3 +509,93 @@ fn precompile_cache_is_used_and_survives_corruption() {
     op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
         .unwrap();
 }
+
+#[test]
+fn map_and_list_state_and_timers_go_through_the_host() {
+    let host = host();
+    let mut op = instance(&load(&host, "state-kinds"), "");
+    let values = |b: &Batch| -> Vec<String> {
+        b.iter()
+            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+            .collect()
+    };
+    // Writes are visible to later events of the same call.
+    let out = op
+        .process(
+            &mut batch(&[
+                (Some("k"), r#"{"list":"append","item":1}"#),
+                (Some("k"), r#"{"list":"append","item":"two"}"#),
+                (Some("k"), r#"{"map":"put","k":"b","v":2}"#),
+                (Some("k"), r#"{"map":"put","k":"a","v":1}"#),
+                (Some("j"), r#"{"map":"put","k":"z","v":9}"#),
+                (Some("k"), r#"{"map":"remove","k":"b"}"#),
+            ]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        values(&out.events),
+        vec![
+            "[1]",
+            r#"[1,"two"]"#,
+            r#"[["b",2]]"#,
+            r#"[["a",1],["b",2]]"#,
+            r#"[["z",9]]"#,
+            r#"[["a",1]]"#,
+        ]
+    );
+    // A call that traps leaves map and list state as they were.
+    let err = op
+        .process(
+            &mut batch(&[
+                (Some("k"), r#"{"list":"clear"}"#),
+                (Some("k"), r#"{"map":"clear"}"#),
+                (Some("k"), r#"{"trap":true}"#),
+            ]),
+            i64::MIN,
+            0,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("trap requested"), "{err}");
+    let out = op
+        .process(
+            &mut batch(&[
+                (Some("k"), r#"{"list":"replace","items":[3,4]}"#),
+                (Some("k"), r#"{"map":"put","k":"c","v":3}"#),
+            ]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(values(&out.events), vec!["[3,4]", r#"[["a",1],["c",3]]"#]);
+    // Timers: registered, one deleted, the other fires through on-timer.
+    op.process(
+        &mut batch(&[
+            (Some("k"), r#"{"timer":"set","at":100}"#),
+            (Some("k"), r#"{"timer":"set","at":200}"#),
+            (Some("k"), r#"{"timer":"delete","at":100}"#),
+        ]),
+        i64::MIN,
+        0,
+    )
+    .unwrap();
+    let due = op
+        .state_mut()
+        .take_due_timers(weir_wasm::TimeDomain::EventTime, 1000)
+        .unwrap();
+    assert_eq!(due, vec![(200, b"k".to_vec())]);
+    let fired: Vec<weir_wasm::FiredTimer> = due
+        .into_iter()
+        .map(|(time, key)| weir_wasm::FiredTimer {
+            domain: weir_wasm::TimeDomain::EventTime,
+            time,
+            key,
+        })
+        .collect();
+    let out = op.on_timer(&fired, 1000, 0).unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"key":"k","value":{"fired":200},"timestamp":200}"#]
+    );
+}
