@@ -6,6 +6,8 @@
 //! cargo run --release -p weir-bench -- host [--events N] [--rounds R]
 //! ```
 //!
+//! Options: `--only identity|map|keyed-count`, `--batch N` (one size).
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -130,7 +132,7 @@ impl Row {
     }
 }
 
-fn host(events: u64, rounds: usize) -> Result<()> {
+fn host(events: u64, rounds: usize, only: Option<&str>, sizes: &[usize]) -> Result<()> {
     let host = WasmHost::new(HostConfig::default())?;
     let load = |name: &str| -> Result<OperatorModule> {
         host.load(&guest_bytes(name))
@@ -140,90 +142,47 @@ fn host(events: u64, rounds: usize) -> Result<()> {
     let map = load("map")?;
     let count = load("word-count")?;
     let mut rows = Vec::new();
-    for &size in &BATCH_SIZES {
+    let wanted = |w: &str| only.is_none_or(|o| o == w);
+    for &size in sizes {
         let mut input = batches(events, size);
-
-        // identity
-        let mut op = instance(&identity, "")?;
-        let (wasm, ws, out) = measure(rounds, || {
-            let mut n = 0;
-            for b in input.iter_mut() {
-                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
-            }
-            Ok(n)
-        })?;
-        let (nat, ns, nout) = measure(rounds, || {
-            Ok(input.iter().map(|b| native::identity(b).len() as u64).sum())
-        })?;
-        check("identity", out, nout)?;
-        rows.push(Row {
-            workload: "identity",
-            batch: size,
-            events,
-            out,
-            wasm,
-            wasm_spread: ws,
-            native: nat,
-            native_spread: ns,
-        });
-
-        // map
-        let mut op = instance(&map, r#"{"uppercase":"user"}"#)?;
-        let (wasm, ws, out) = measure(rounds, || {
-            let mut n = 0;
-            for b in input.iter_mut() {
-                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
-            }
-            Ok(n)
-        })?;
-        let (nat, ns, nout) = measure(rounds, || {
-            let mut n = 0;
-            for b in &input {
-                n += native::map(b, "user")?.len() as u64;
-            }
-            Ok(n)
-        })?;
-        check("map", out, nout)?;
-        rows.push(Row {
-            workload: "map",
-            batch: size,
-            events,
-            out,
-            wasm,
-            wasm_spread: ws,
-            native: nat,
-            native_spread: ns,
-        });
-
-        // keyed count: state persists over rounds in both, as it would in a
-        // running job.
-        let mut op = instance(&count, "")?;
-        let (wasm, ws, out) = measure(rounds, || {
-            let mut n = 0;
-            for b in input.iter_mut() {
-                n += op.process(b, i64::MIN, 0)?.events.len() as u64;
-            }
-            Ok(n)
-        })?;
-        let mut counts = native::KeyedCount::default();
-        let (nat, ns, nout) = measure(rounds, || {
-            let mut n = 0;
-            for b in &input {
-                n += counts.process(b)?.len() as u64;
-            }
-            Ok(n)
-        })?;
-        check("keyed-count", out, nout)?;
-        rows.push(Row {
-            workload: "keyed-count",
-            batch: size,
-            events,
-            out,
-            wasm,
-            wasm_spread: ws,
-            native: nat,
-            native_spread: ns,
-        });
+        if wanted("identity") {
+            let mut op = instance(&identity, "")?;
+            rows.push(compare(
+                "identity",
+                size,
+                events,
+                rounds,
+                &mut input,
+                &mut op,
+                |b| Ok(native::identity(b)),
+            )?);
+        }
+        if wanted("map") {
+            let mut op = instance(&map, r#"{"uppercase":"user"}"#)?;
+            rows.push(compare(
+                "map",
+                size,
+                events,
+                rounds,
+                &mut input,
+                &mut op,
+                |b| native::map(b, "user"),
+            )?);
+        }
+        if wanted("keyed-count") {
+            // State persists over rounds in both, as in a running job.
+            let mut op = instance(&count, "")?;
+            let mut counts = native::KeyedCount::default();
+            rows.push(compare(
+                "keyed-count",
+                size,
+                events,
+                rounds,
+                &mut input,
+                &mut op,
+                |b| counts.process(b),
+            )?);
+        }
     }
 
     // Same output, checked once on a sample: Wasm and native agree.
@@ -313,6 +272,44 @@ fn host(events: u64, rounds: usize) -> Result<()> {
     Ok(())
 }
 
+/// Runs `input` through the Wasm instance and through `native`, each for
+/// `rounds` measured rounds, and checks they emit as many events.
+fn compare(
+    workload: &'static str,
+    batch: usize,
+    events: u64,
+    rounds: usize,
+    input: &mut [Batch],
+    op: &mut OperatorInstance,
+    mut native: impl FnMut(&Batch) -> Result<Batch>,
+) -> Result<Row> {
+    let (wasm, wasm_spread, out) = measure(rounds, || {
+        let mut n = 0;
+        for b in input.iter_mut() {
+            n += op.process(b, i64::MIN, 0)?.events.len() as u64;
+        }
+        Ok(n)
+    })?;
+    let (nat, native_spread, nout) = measure(rounds, || {
+        let mut n = 0;
+        for b in input.iter() {
+            n += native(b)?.len() as u64;
+        }
+        Ok(n)
+    })?;
+    check(workload, out, nout)?;
+    Ok(Row {
+        workload,
+        batch,
+        events,
+        out,
+        wasm,
+        wasm_spread,
+        native: nat,
+        native_spread,
+    })
+}
+
 fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
     if wasm != native {
         bail!("{workload}: Wasm emitted {wasm} events, native {native}");
@@ -325,6 +322,8 @@ fn main() -> Result<()> {
     let mut events = 200_000u64;
     let mut rounds = 5usize;
     let mut workload = None;
+    let mut only = None;
+    let mut sizes = BATCH_SIZES.to_vec();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -336,6 +335,14 @@ fn main() -> Result<()> {
                 rounds = args.get(i + 1).context("--rounds N")?.parse()?;
                 i += 1;
             }
+            "--only" => {
+                only = Some(args.get(i + 1).context("--only WORKLOAD")?.clone());
+                i += 1;
+            }
+            "--batch" => {
+                sizes = vec![args.get(i + 1).context("--batch N")?.parse()?];
+                i += 1;
+            }
             w if workload.is_none() => workload = Some(w.to_string()),
             other => bail!("unexpected argument {other}"),
         }
@@ -345,7 +352,7 @@ fn main() -> Result<()> {
         eprintln!("warning: a debug build; run with --release for real figures");
     }
     match workload.as_deref() {
-        Some("host") | None => host(events, rounds.max(1)),
+        Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some(other) => bail!("unknown workload {other}; known: host"),
     }
 }

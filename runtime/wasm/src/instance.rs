@@ -1,7 +1,7 @@
 //! [`OperatorInstance`]: one sandboxed instance of an operator module, and
 //! the translation between Weir batches and the contract's calls.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,13 +11,13 @@ use weir_types::{Batch, KeyGroupRange};
 use crate::InstanceError;
 use crate::bindings::Operator;
 use crate::bindings::weir::operator::types::{
-    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells, TimeDomain,
-    TimerInput,
+    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
+    StateChanges, TimeDomain, TimerInput,
 };
 use crate::host::{HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::OperatorModule;
-use crate::state::{OperatorState, StateOp};
+use crate::state::{OperatorState, ValueWrite};
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -129,11 +129,7 @@ impl OperatorInstance {
 
     /// The state store (taken out of the store data, or parked).
     pub fn state_mut(&mut self) -> &mut dyn OperatorState {
-        match (&mut self.live, &mut self.parked) {
-            (Some(live), _) => live.store.data_mut().state.as_mut(),
-            (None, Some(parked)) => parked.as_mut(),
-            (None, None) => unreachable!("an instance always holds its state store"),
-        }
+        state_of(&mut self.live, &mut self.parked)
     }
 
     /// Counters the guest added to since the last take.
@@ -283,8 +279,13 @@ impl OperatorInstance {
         processing_time: i64,
     ) -> Result<CallOutcome, InstanceError> {
         let n = batch.len();
-        let (key_slots, slot_keys) = slot_keys(batch);
-        let state = self.prefetch(&slot_keys)?;
+        // Slots exist for value state; an operator without any gets none.
+        let (key_slots, slots) = if self.value_states.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            slot_keys(batch)
+        };
+        let state = self.prefetch(&batch.keys, &slots)?;
         let input = ProcessInput {
             context: CallContext {
                 watermark,
@@ -292,7 +293,7 @@ impl OperatorInstance {
             },
             events: lend(batch),
             key_slots,
-            slot_count: slot_keys.len() as u32,
+            slot_count: slots.len() as u32,
             state,
         };
         let live = self.live()?;
@@ -303,7 +304,7 @@ impl OperatorInstance {
             .weir_operator_handler()
             .call_process(&mut live.store, &input);
         give_back(batch, input.events);
-        self.finish_call(result, &slot_keys, n)
+        self.finish_call(result, &batch.keys, &slots, n)
     }
 
     /// Hands fired timers to `on-timer` in one call.
@@ -314,32 +315,33 @@ impl OperatorInstance {
         watermark: i64,
         processing_time: i64,
     ) -> Result<CallOutcome, InstanceError> {
-        let mut slots: HashMap<&[u8], u32> = HashMap::new();
-        let mut slot_keys: Vec<&[u8]> = Vec::new();
+        let mut index: HashMap<&[u8], u32> = HashMap::default();
+        let mut keys: Vec<u8> = Vec::new();
+        let mut slots: Vec<(usize, usize)> = Vec::new();
         let mut fired = FiredTimers {
             times: Vec::with_capacity(timers.len()),
             domains: Vec::with_capacity(timers.len()),
             key_slots: Vec::with_capacity(timers.len()),
         };
         for t in timers {
-            let slot = *slots.entry(&t.key).or_insert_with(|| {
-                slot_keys.push(&t.key);
-                (slot_keys.len() - 1) as u32
+            let slot = *index.entry(&t.key).or_insert_with(|| {
+                slots.push((keys.len(), t.key.len()));
+                keys.extend_from_slice(&t.key);
+                (slots.len() - 1) as u32
             });
             fired.times.push(t.time);
             fired.domains.push(t.domain);
             fired.key_slots.push(slot);
         }
-        let owned_keys: Vec<Vec<u8>> = slot_keys.iter().map(|k| k.to_vec()).collect();
-        let state = self.prefetch(&owned_keys)?;
+        let state = self.prefetch(&keys, &slots)?;
         let input = TimerInput {
             context: CallContext {
                 watermark,
                 processing_time,
             },
             timers: fired,
-            key_lens: owned_keys.iter().map(|k| k.len() as i32).collect(),
-            keys: owned_keys.concat(),
+            key_lens: slots.iter().map(|&(_, len)| len as i32).collect(),
+            keys,
             state,
         };
         let live = self.live()?;
@@ -349,42 +351,52 @@ impl OperatorInstance {
             .bindings
             .weir_operator_handler()
             .call_on_timer(&mut live.store, &input);
-        self.finish_call(result, &owned_keys, timers.len())
+        self.finish_call(result, &input.keys, &slots, timers.len())
     }
 
-    /// The declared value states of `keys`, as the call's state cells.
-    fn prefetch(&mut self, keys: &[Vec<u8>]) -> Result<StateCells, InstanceError> {
-        let names = self.value_states.clone();
+    /// The declared value states of the keys in `slots` (ranges of
+    /// `keys`), as the call's state cells.
+    fn prefetch(
+        &mut self,
+        keys: &[u8],
+        slots: &[(usize, usize)],
+    ) -> Result<StateCells, InstanceError> {
         let mut cells = StateCells {
-            lens: Vec::with_capacity(keys.len() * names.len()),
+            lens: Vec::with_capacity(slots.len() * self.value_states.len()),
             bytes: Vec::new(),
         };
-        if names.is_empty() {
+        if self.value_states.is_empty() {
             return Ok(cells);
         }
-        let operator = self.operator();
-        let owned = self.owned;
-        let state = self.state_mut();
-        for key in keys {
-            if !owned.owns(key) {
+        let Self {
+            name,
+            value_states,
+            owned,
+            live,
+            parked,
+            ..
+        } = self;
+        let state = state_of(live, parked);
+        let check_owner = owned.start != 0 || owned.end != owned.groups;
+        for &(start, len) in slots {
+            let key = &keys[start..start + len];
+            if check_owner && !owned.owns(key) {
                 return Err(InstanceError::State {
-                    operator,
+                    operator: name.to_string(),
                     message: format!(
                         "a batch holds key {:?} of a key group this instance does not own",
                         String::from_utf8_lossy(key)
                     ),
                 });
             }
-            for name in &names {
-                match state.value(name, key) {
-                    Ok(Some(v)) => {
-                        cells.lens.push(v.len() as i32);
-                        cells.bytes.extend_from_slice(&v);
-                    }
-                    Ok(None) => cells.lens.push(-1),
+            for state_name in value_states.iter() {
+                let before = cells.bytes.len();
+                match state.append_value(state_name, key, &mut cells.bytes) {
+                    Ok(true) => cells.lens.push((cells.bytes.len() - before) as i32),
+                    Ok(false) => cells.lens.push(-1),
                     Err(e) => {
                         return Err(InstanceError::State {
-                            operator,
+                            operator: name.to_string(),
                             message: e.0,
                         });
                     }
@@ -399,7 +411,8 @@ impl OperatorInstance {
     fn finish_call(
         &mut self,
         result: wasmtime::Result<Result<CallOutput, String>>,
-        slot_keys: &[Vec<u8>],
+        keys: &[u8],
+        slots: &[(usize, usize)],
         inputs: usize,
     ) -> Result<CallOutcome, InstanceError> {
         let operator = self.operator();
@@ -434,7 +447,7 @@ impl OperatorInstance {
             errors,
             state,
         } = output;
-        let mut ops = match &mut self.live {
+        let ops = match &mut self.live {
             Some(live) => live.store.data_mut().pending.take(),
             None => Vec::new(),
         };
@@ -455,75 +468,96 @@ impl OperatorInstance {
                 message: e.message,
             });
         }
-        self.state_changes(state, slot_keys, &mut ops)
-            .map_err(invalid)?;
-        if !ops.is_empty() {
-            self.state_mut()
-                .apply(ops)
+        let limit = self.limits().max_state_value_bytes;
+        let Self {
+            value_states,
+            live,
+            parked,
+            ..
+        } = self;
+        let writes = value_writes(&state, value_states, keys, slots, limit).map_err(invalid)?;
+        if !ops.is_empty() || !writes.is_empty() {
+            state_of(live, parked)
+                .apply(ops, &writes)
                 .map_err(|e| InstanceError::State {
-                    operator: self.name.to_string(),
+                    operator: operator.clone(),
                     message: e.0,
                 })?;
         }
         Ok(CallOutcome { events, failures })
     }
+}
 
-    /// Turns the call's value-state changes into writes, checking them.
-    fn state_changes(
-        &self,
-        changes: crate::bindings::weir::operator::types::StateChanges,
-        slot_keys: &[Vec<u8>],
-        ops: &mut Vec<StateOp>,
-    ) -> Result<(), String> {
-        let s = self.value_states.len();
-        let cells = slot_keys.len() * s;
-        if changes.cells.len() != changes.lens.len() {
-            return Err("state changes: cells and lengths differ in count".into());
-        }
-        let limit = self.limits().max_state_value_bytes;
-        let mut at = 0usize;
-        for (&cell, &len) in changes.cells.iter().zip(&changes.lens) {
-            let cell = cell as usize;
-            if cell >= cells {
-                return Err(format!(
-                    "state change for cell {cell}, but the call had {cells} cells"
-                ));
-            }
-            let name = &self.value_states[cell % s];
-            let key = slot_keys[cell / s].clone();
-            let value = if len < 0 {
-                None
-            } else {
-                let len = len as usize;
-                if len > limit {
-                    return Err(format!(
-                        "value state `{name}` would be {len} bytes, over the limit of {limit} bytes per value; keep large state in map or list state"
-                    ));
-                }
-                let Some(bytes) = changes.bytes.get(at..at + len) else {
-                    return Err("state changes: lengths exceed the bytes sent".into());
-                };
-                at += len;
-                Some(bytes.to_vec())
-            };
-            ops.push(StateOp::SetValue {
-                name: name.clone(),
-                key,
-                value,
-            });
-        }
-        if at != changes.bytes.len() {
-            return Err("state changes: bytes left over after the last change".into());
-        }
-        Ok(())
+/// The state store, wherever it is: in the live store's data or parked.
+fn state_of<'a>(
+    live: &'a mut Option<Live>,
+    parked: &'a mut Option<Box<dyn OperatorState>>,
+) -> &'a mut dyn OperatorState {
+    match (live, parked) {
+        (Some(live), _) => live.store.data_mut().state.as_mut(),
+        (None, Some(parked)) => parked.as_mut(),
+        (None, None) => unreachable!("an instance always holds its state store"),
     }
 }
 
+/// Checks a call's value-state changes and turns them into writes that
+/// borrow the names, the keys and the returned bytes.
+fn value_writes<'a>(
+    changes: &'a StateChanges,
+    names: &'a [String],
+    keys: &'a [u8],
+    slots: &[(usize, usize)],
+    limit: usize,
+) -> Result<Vec<ValueWrite<'a>>, String> {
+    let s = names.len();
+    let cells = slots.len() * s;
+    if changes.cells.len() != changes.lens.len() {
+        return Err("state changes: cells and lengths differ in count".into());
+    }
+    let mut writes = Vec::with_capacity(changes.cells.len());
+    let mut at = 0usize;
+    for (&cell, &len) in changes.cells.iter().zip(&changes.lens) {
+        let cell = cell as usize;
+        if cell >= cells {
+            return Err(format!(
+                "state change for cell {cell}, but the call had {cells} cells"
+            ));
+        }
+        let name = &names[cell % s];
+        let (start, key_len) = slots[cell / s];
+        let value = if len < 0 {
+            None
+        } else {
+            let len = len as usize;
+            if len > limit {
+                return Err(format!(
+                    "value state `{name}` would be {len} bytes, over the limit of {limit} bytes per value; keep large state in map or list state"
+                ));
+            }
+            let Some(bytes) = changes.bytes.get(at..at + len) else {
+                return Err("state changes: lengths exceed the bytes sent".into());
+            };
+            at += len;
+            Some(bytes)
+        };
+        writes.push(ValueWrite {
+            name,
+            key: &keys[start..start + key_len],
+            value,
+        });
+    }
+    if at != changes.bytes.len() {
+        return Err("state changes: bytes left over after the last change".into());
+    }
+    Ok(writes)
+}
+
 /// For each event the slot of its key among the batch's distinct keys
-/// (`u32::MAX` for none), and the distinct keys in slot order.
-fn slot_keys(batch: &Batch) -> (Vec<u32>, Vec<Vec<u8>>) {
-    let mut slots: HashMap<&[u8], u32> = HashMap::with_capacity(batch.len());
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+/// (`u32::MAX` for none), and each slot's key as a range of `batch.keys`.
+fn slot_keys(batch: &Batch) -> (Vec<u32>, Vec<(usize, usize)>) {
+    let mut index: HashMap<&[u8], u32> = HashMap::default();
+    index.reserve(batch.len());
+    let mut slots: Vec<(usize, usize)> = Vec::new();
     let mut key_slots = Vec::with_capacity(batch.len());
     let mut at = 0usize;
     for &len in &batch.key_lens {
@@ -532,14 +566,15 @@ fn slot_keys(batch: &Batch) -> (Vec<u32>, Vec<Vec<u8>>) {
             continue;
         }
         let key = &batch.keys[at..at + len as usize];
+        let start = at;
         at += len as usize;
-        let slot = *slots.entry(key).or_insert_with(|| {
-            keys.push(key.to_vec());
-            (keys.len() - 1) as u32
+        let slot = *index.entry(key).or_insert_with(|| {
+            slots.push((start, key.len()));
+            (slots.len() - 1) as u32
         });
         key_slots.push(slot);
     }
-    (key_slots, keys)
+    (key_slots, slots)
 }
 
 /// Moves a batch's buffers into the contract's record (no copy).

@@ -37,7 +37,7 @@ pub use limits::{
     EPOCH_TICK, SandboxLimits,
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
-pub use state::{MemoryState, OperatorState, StateOp, StateStoreError};
+pub use state::{MemoryState, OperatorState, StateOp, StateStoreError, ValueWrite};
 
 /// Version of the `weir:operator` package this host implements.
 pub const WIT_VERSION: &str = "0.1.0";

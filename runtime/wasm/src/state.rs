@@ -3,7 +3,9 @@
 //! in-memory one used by local runs and tests), and [`PendingWrites`], the
 //! writes and timer changes a call makes, applied only when it succeeds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::bindings::weir::operator::types::TimeDomain;
 
@@ -57,11 +59,37 @@ pub enum StateOp {
     },
 }
 
+/// A value-state write that came back from a call, borrowed from the call's
+/// output so that a store can update in place without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueWrite<'a> {
+    pub name: &'a str,
+    pub key: &'a [u8],
+    /// `None` clears the value.
+    pub value: Option<&'a [u8]>,
+}
+
 /// Keyed state of one operator instance, as the Wasm host needs it. Reads
 /// see only applied writes; [`PendingWrites`] layers a call's own writes on
 /// top.
 pub trait OperatorState: Send + 'static {
     fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError>;
+    /// Appends the value of `name` for `key` to `out`, returning whether it
+    /// has one. The hot path of every call; override it to avoid the copy.
+    fn append_value(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateStoreError> {
+        Ok(match self.value(name, key)? {
+            Some(v) => {
+                out.extend_from_slice(&v);
+                true
+            }
+            None => false,
+        })
+    }
     fn map(
         &mut self,
         name: &str,
@@ -74,8 +102,14 @@ pub trait OperatorState: Send + 'static {
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError>;
     fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError>;
-    /// Applies a successful call's writes, in order, all or nothing.
-    fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError>;
+    /// Applies a successful call's writes, all or nothing: first `ops` (the
+    /// writes made through imports, in call order), then `values` (the
+    /// call's final value-state changes).
+    fn apply(
+        &mut self,
+        ops: Vec<StateOp>,
+        values: &[ValueWrite<'_>],
+    ) -> Result<(), StateStoreError>;
     /// Removes and returns the timers of `domain` due at `time` or before,
     /// earliest first.
     fn take_due_timers(
@@ -235,7 +269,7 @@ fn lookup<'a, V>(by: &'a ByNameAndKey<V>, name: &str, key: &[u8]) -> Option<&'a 
 
 fn entry<'a, V: Default>(by: &'a mut ByNameAndKey<V>, name: &str, key: &[u8]) -> &'a mut V {
     if !by.contains_key(name) {
-        by.insert(name.to_string(), HashMap::new());
+        by.insert(name.to_string(), HashMap::default());
     }
     let keys = by.get_mut(name).expect("inserted above");
     if !keys.contains_key(key) {
@@ -260,41 +294,7 @@ impl MemoryState {
         self.values.get(name).map_or(0, HashMap::len)
     }
 
-    fn timers(&mut self, domain: TimeDomain) -> &mut TimerSet {
-        match domain {
-            TimeDomain::EventTime => &mut self.event_timers,
-            TimeDomain::ProcessingTime => &mut self.processing_timers,
-        }
-    }
-}
-
-impl OperatorState for MemoryState {
-    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
-        Ok(lookup(&self.values, name, key).cloned())
-    }
-
-    fn map(
-        &mut self,
-        name: &str,
-        key: &[u8],
-    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
-        Ok(lookup(&self.maps, name, key).cloned().unwrap_or_default())
-    }
-
-    fn map_entry(
-        &mut self,
-        name: &str,
-        key: &[u8],
-        map_key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StateStoreError> {
-        Ok(lookup(&self.maps, name, key).and_then(|m| m.get(map_key).cloned()))
-    }
-
-    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
-        Ok(lookup(&self.lists, name, key).cloned().unwrap_or_default())
-    }
-
-    fn apply(&mut self, ops: Vec<StateOp>) -> Result<(), StateStoreError> {
+    fn apply_ops(&mut self, ops: Vec<StateOp>) {
         for op in ops {
             match op {
                 StateOp::SetValue {
@@ -306,7 +306,9 @@ impl OperatorState for MemoryState {
                         keys.insert(key, v);
                     }
                     None => {
-                        self.values.insert(name, HashMap::from([(key, v)]));
+                        let mut keys = HashMap::default();
+                        keys.insert(key, v);
+                        self.values.insert(name, keys);
                     }
                 },
                 StateOp::SetValue {
@@ -347,6 +349,73 @@ impl OperatorState for MemoryState {
                 }
             }
         }
+    }
+
+    fn timers(&mut self, domain: TimeDomain) -> &mut TimerSet {
+        match domain {
+            TimeDomain::EventTime => &mut self.event_timers,
+            TimeDomain::ProcessingTime => &mut self.processing_timers,
+        }
+    }
+}
+
+impl OperatorState for MemoryState {
+    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
+        Ok(lookup(&self.values, name, key).cloned())
+    }
+
+    fn append_value(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateStoreError> {
+        Ok(match lookup(&self.values, name, key) {
+            Some(v) => {
+                out.extend_from_slice(v);
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn map(
+        &mut self,
+        name: &str,
+        key: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
+        Ok(lookup(&self.maps, name, key).cloned().unwrap_or_default())
+    }
+
+    fn map_entry(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError> {
+        Ok(lookup(&self.maps, name, key).and_then(|m| m.get(map_key).cloned()))
+    }
+
+    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
+        Ok(lookup(&self.lists, name, key).cloned().unwrap_or_default())
+    }
+
+    fn apply(
+        &mut self,
+        ops: Vec<StateOp>,
+        values: &[ValueWrite<'_>],
+    ) -> Result<(), StateStoreError> {
+        self.apply_ops(ops);
+        for w in values {
+            match w.value {
+                Some(v) => {
+                    let slot = entry(&mut self.values, w.name, w.key);
+                    slot.clear();
+                    slot.extend_from_slice(v);
+                }
+                None => remove(&mut self.values, w.name, w.key),
+            }
+        }
         Ok(())
     }
 
@@ -378,7 +447,7 @@ mod tests {
     fn pending_writes_are_seen_before_they_apply() {
         let mut store = MemoryState::new();
         store
-            .apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")])
+            .apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")], &[])
             .unwrap();
         let mut pending = PendingWrites::default();
         pending.ops.push(StateOp::MapRemove {
@@ -411,7 +480,7 @@ mod tests {
             Some(b"1".to_vec())
         );
         assert_eq!(store.value("v", b"k").unwrap(), None);
-        store.apply(pending.take()).unwrap();
+        store.apply(pending.take(), &[]).unwrap();
         assert_eq!(store.map_entry("m", b"k", b"a").unwrap(), None);
         assert_eq!(store.value("v", b"k").unwrap(), Some(b"9".to_vec()));
     }
@@ -425,7 +494,10 @@ mod tests {
             time: t,
         };
         store
-            .apply(vec![reg(30, "a"), reg(10, "b"), reg(20, "c"), reg(10, "b")])
+            .apply(
+                vec![reg(30, "a"), reg(10, "b"), reg(20, "c"), reg(10, "b")],
+                &[],
+            )
             .unwrap();
         let due = store.take_due_timers(TimeDomain::EventTime, 20).unwrap();
         assert_eq!(due, vec![(10, b"b".to_vec()), (20, b"c".to_vec())]);

@@ -45,6 +45,17 @@ fn ranges(lens: &[i32], total: usize, what: &str) -> Result<Vec<Option<(usize, u
     Ok(out)
 }
 
+/// Checks that lengths add up to the bytes sent.
+fn check_total(lens: impl Iterator<Item = usize>, total: usize, what: &str) -> Result<(), String> {
+    let sum: usize = lens.sum();
+    if sum != total {
+        return Err(format!(
+            "malformed input from the host: {what} lengths add up to {sum} bytes but {total} were sent"
+        ));
+    }
+    Ok(())
+}
+
 fn cells(state: &StateCells, expected: usize) -> Result<Vec<Cell>, String> {
     if state.lens.len() != expected {
         return Err(format!(
@@ -92,13 +103,23 @@ impl<T: Operator> Runtime<T> {
         let operator = self.operator.as_mut().ok_or_else(not_initialised)?;
         let events = &input.events;
         let n = events.timestamps.len();
-        if events.key_lens.len() != n || events.value_lens.len() != n || input.key_slots.len() != n
+        let slotted = !input.key_slots.is_empty();
+        if events.key_lens.len() != n
+            || events.value_lens.len() != n
+            || (slotted && input.key_slots.len() != n)
         {
             return Err("malformed input from the host: batch columns differ in length".into());
         }
-        let keys = ranges(&events.key_lens, events.keys.len(), "key")?;
-        let value_lens: Vec<i32> = events.value_lens.iter().map(|&l| l as i32).collect();
-        let values = ranges(&value_lens, events.values.len(), "value")?;
+        check_total(
+            events.key_lens.iter().map(|&l| l.max(0) as usize),
+            events.keys.len(),
+            "key",
+        )?;
+        check_total(
+            events.value_lens.iter().map(|&l| l as usize),
+            events.values.len(),
+            "value",
+        )?;
         let slot_count = input.slot_count as usize;
         let cells = cells(&input.state, slot_count * self.state_count)?;
         let mut ctx = Context::new(
@@ -110,14 +131,25 @@ impl<T: Operator> Runtime<T> {
         );
         let headers: &[Header] = &events.headers;
         let mut next_header = 0;
+        let mut key_at = 0usize;
+        let mut value_at = 0usize;
         for i in 0..n {
-            let key = keys[i].map(|(s, l)| &events.keys[s..s + l]);
-            let (vs, vl) = values[i].unwrap_or((0, 0));
+            let key = match events.key_lens[i] {
+                l if l < 0 => None,
+                l => {
+                    let k = &events.keys[key_at..key_at + l as usize];
+                    key_at += l as usize;
+                    Some(k)
+                }
+            };
+            let value_len = events.value_lens[i] as usize;
+            let value = &events.values[value_at..value_at + value_len];
+            value_at += value_len;
             let first_header = next_header;
             while next_header < headers.len() && headers[next_header].event as usize == i {
                 next_header += 1;
             }
-            let slot = match input.key_slots[i] {
+            let slot = match input.key_slots.get(i).copied().unwrap_or(u32::MAX) {
                 u32::MAX => None,
                 s if (s as usize) < slot_count => Some(s as usize),
                 s => {
@@ -128,7 +160,7 @@ impl<T: Operator> Runtime<T> {
             };
             let event = Event {
                 key,
-                value: &events.values[vs..vs + vl],
+                value,
                 timestamp: events.timestamps[i],
                 headers: &headers[first_header..next_header],
             };
