@@ -272,10 +272,16 @@ fn entry<'a, V: Default>(by: &'a mut ByNameAndKey<V>, name: &str, key: &[u8]) ->
         by.insert(name.to_string(), HashMap::default());
     }
     let keys = by.get_mut(name).expect("inserted above");
-    if !keys.contains_key(key) {
-        keys.insert(key.to_vec(), V::default());
+    entry_in(keys, key)
+}
+
+/// The entry of `key`, created empty if missing; one lookup when present
+/// (`entry()` would need an owned key on every call).
+fn entry_in<'a, V: Default>(keys: &'a mut HashMap<Vec<u8>, V>, key: &[u8]) -> &'a mut V {
+    if keys.contains_key(key) {
+        return keys.get_mut(key).expect("present");
     }
-    keys.get_mut(key).expect("inserted above")
+    keys.entry(key.to_vec()).or_default()
 }
 
 fn remove<V>(by: &mut ByNameAndKey<V>, name: &str, key: &[u8]) {
@@ -406,15 +412,29 @@ impl OperatorState for MemoryState {
         values: &[ValueWrite<'_>],
     ) -> Result<(), StateStoreError> {
         self.apply_ops(ops);
-        for w in values {
-            match w.value {
-                Some(v) => {
-                    let slot = entry(&mut self.values, w.name, w.key);
-                    slot.clear();
-                    slot.extend_from_slice(v);
-                }
-                None => remove(&mut self.values, w.name, w.key),
+        // Look a state name's map up once per run of writes to it (with one
+        // value state, once per call).
+        let mut rest = values;
+        while let Some(first) = rest.first() {
+            let name = first.name;
+            let run = rest.iter().take_while(|w| w.name == name).count();
+            if !self.values.contains_key(name) {
+                self.values.insert(name.to_string(), HashMap::default());
             }
+            let keys = self.values.get_mut(name).expect("inserted above");
+            for w in &rest[..run] {
+                match w.value {
+                    Some(v) => {
+                        let slot = entry_in(keys, w.key);
+                        slot.clear();
+                        slot.extend_from_slice(v);
+                    }
+                    None => {
+                        keys.remove(w.key);
+                    }
+                }
+            }
+            rest = &rest[run..];
         }
         Ok(())
     }

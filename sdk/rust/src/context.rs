@@ -57,8 +57,9 @@ pub(crate) enum Cell {
     Original { start: usize, len: usize },
     /// Absent when the call started and not written since.
     Absent,
-    /// Written during this call.
-    Written(Vec<u8>),
+    /// Written during this call: `len` bytes at `start` of the context's
+    /// scratch buffer (one buffer per call, so writes allocate nothing).
+    Written { start: usize, len: usize },
     /// Cleared during this call.
     Cleared,
 }
@@ -149,6 +150,8 @@ pub struct Context<'a> {
     state_count: usize,
     state_bytes: &'a [u8],
     cells: Vec<Cell>,
+    /// Bytes of the values written during this call; append-only.
+    scratch: Vec<u8>,
     /// Cells written by the current event with their previous contents, to
     /// put back if the event fails.
     undo: Vec<(usize, Cell)>,
@@ -172,6 +175,7 @@ impl<'a> Context<'a> {
             state_count,
             state_bytes,
             cells,
+            scratch: Vec::new(),
             undo: Vec::new(),
             output: Output::with_capacity(expected_events, expected_events * 64),
             errors: Vec::new(),
@@ -201,10 +205,12 @@ impl<'a> Context<'a> {
         };
         for (index, cell) in self.cells.into_iter().enumerate() {
             match cell {
-                Cell::Written(bytes) => {
+                Cell::Written { start, len } => {
                     changes.cells.push(index as u32);
-                    changes.lens.push(bytes.len() as i32);
-                    changes.bytes.extend_from_slice(&bytes);
+                    changes.lens.push(len as i32);
+                    changes
+                        .bytes
+                        .extend_from_slice(&self.scratch[start..start + len]);
                 }
                 Cell::Cleared => {
                     changes.cells.push(index as u32);
@@ -335,21 +341,31 @@ impl<'a> Context<'a> {
         let index = self.cell_index(state)?;
         Ok(match &self.cells[index] {
             Cell::Original { start, len } => Some(&self.state_bytes[*start..*start + *len]),
-            Cell::Written(bytes) => Some(bytes.as_slice()),
+            Cell::Written { start, len } => Some(&self.scratch[*start..*start + *len]),
             Cell::Absent | Cell::Cleared => None,
         })
     }
 
-    /// Replaces declared value state `state` of the current key (`None`
-    /// clears it).
-    pub(crate) fn set_value_bytes(
+    /// Replaces declared value state `state` of the current key with what
+    /// `write` appends to the scratch buffer, or clears it (`write` = None).
+    pub(crate) fn set_value_with(
         &mut self,
         state: usize,
-        bytes: Option<Vec<u8>>,
+        write: Option<&dyn Fn(&mut Vec<u8>) -> Result<(), Error>>,
     ) -> Result<(), Error> {
         let index = self.cell_index(state)?;
-        let new = match bytes {
-            Some(b) => Cell::Written(b),
+        let new = match write {
+            Some(write) => {
+                let start = self.scratch.len();
+                if let Err(e) = write(&mut self.scratch) {
+                    self.scratch.truncate(start);
+                    return Err(e);
+                }
+                Cell::Written {
+                    start,
+                    len: self.scratch.len() - start,
+                }
+            }
             None => Cell::Cleared,
         };
         let previous = std::mem::replace(&mut self.cells[index], new);

@@ -47,12 +47,15 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
     /// Sets the current key's value.
     pub fn set(&self, ctx: &mut Context<'_>, value: &T) -> Result<(), Error> {
-        ctx.set_value_bytes(self.index, Some(encode(value)?))
+        ctx.set_value_with(
+            self.index,
+            Some(&|out: &mut Vec<u8>| Ok(serde_json::to_writer(out, value)?)),
+        )
     }
 
     /// Removes the current key's value.
     pub fn clear(&self, ctx: &mut Context<'_>) -> Result<(), Error> {
-        ctx.set_value_bytes(self.index, None)
+        ctx.set_value_with(self.index, None)
     }
 }
 
