@@ -49,6 +49,9 @@ impl Setup {
     }
 }
 
+/// Appends a value's bytes to a buffer.
+pub(crate) type WriteValue<'a> = dyn Fn(&mut Vec<u8>) -> Result<(), Error> + 'a;
+
 /// A declared value state of one key during a call.
 #[derive(Debug)]
 pub(crate) enum Cell {
@@ -351,7 +354,7 @@ impl<'a> Context<'a> {
     pub(crate) fn set_value_with(
         &mut self,
         state: usize,
-        write: Option<&dyn Fn(&mut Vec<u8>) -> Result<(), Error>>,
+        write: Option<&WriteValue<'_>>,
     ) -> Result<(), Error> {
         let index = self.cell_index(state)?;
         let new = match write {
