@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// The whole config as a JSON object (entries of --config are added).
     #[arg(long, value_name = "JSON")]
     config_json: Option<String>,
+    /// Where compiled modules are cached (by digest and engine), so a module
+    /// is compiled once; `none` disables the cache.
+    #[arg(long, default_value = "weir-data/cache")]
+    cache_dir: PathBuf,
     /// Operator name (in logs and errors).
     #[arg(long, default_value = "operator")]
     name: String,
@@ -86,7 +90,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = build_config(&args)?;
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("cannot read module {}", args.module.display()))?;
-    let host = WasmHost::new(HostConfig::default())?;
+    let host = WasmHost::new(HostConfig {
+        cache_dir: (args.cache_dir.as_os_str() != "none").then(|| args.cache_dir.clone()),
+        ..HostConfig::default()
+    })?;
     let module = host
         .load(&bytes)
         .with_context(|| format!("cannot load {}", args.module.display()))?;

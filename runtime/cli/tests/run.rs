@@ -6,8 +6,11 @@ use std::process::{Command, Output, Stdio};
 use weir_tests::{guest_path, repo_root};
 
 fn weir(args: &[&str], stdin: &str) -> Output {
+    let cache = std::env::temp_dir().join("weir-cli-test-cache");
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
+        .arg("--cache-dir")
+        .arg(&cache)
         .env_remove("WEIR_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
