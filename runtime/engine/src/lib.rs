@@ -12,6 +12,7 @@
 //!
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
+mod call;
 mod runner;
 
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

@@ -3,7 +3,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_types::{Batch, Event};
-use weir_wasm::{CallOutcome, FiredTimer, InstanceError, OperatorInstance, TimeDomain};
+use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, TimeDomain};
+
+use crate::call::process_isolated;
 
 /// What happens to an input the operator fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,12 +88,12 @@ struct Runner<'a, S> {
 }
 
 impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
-    fn emit(&mut self, outcome: &CallOutcome) -> Result<(), RunError> {
-        self.report.events_out += outcome.events.len() as u64;
-        if outcome.events.is_empty() {
+    fn emit(&mut self, events: &Batch) -> Result<(), RunError> {
+        self.report.events_out += events.len() as u64;
+        if events.is_empty() {
             return Ok(());
         }
-        (self.sink)(&outcome.events).map_err(RunError::Sink)
+        (self.sink)(events).map_err(RunError::Sink)
     }
 
     fn fail_event(&mut self, index: u64, message: String) -> Result<(), RunError> {
@@ -127,36 +129,16 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
         }
     }
 
-    /// Processes one batch whose first event has input index `first`. A
-    /// batch that fails as a whole is retried one event at a time, so only
-    /// the events that fail on their own are subject to the policy (a
-    /// failed call changed no state, so the retry is exact).
+    /// Processes one batch whose first event has input index `first`;
+    /// failing events are isolated ([`process_isolated`]) and subject to
+    /// the policy one by one.
     fn process(&mut self, batch: &mut Batch, first: u64) -> Result<(), RunError> {
-        let result = self.instance.process(batch, self.watermark, now_ms());
-        match result {
-            Ok(outcome) => {
-                self.emit(&outcome)?;
-                for f in outcome.failures {
-                    self.fail_event(first + f.index as u64, f.message)?;
-                }
-                Ok(())
-            }
-            Err(e) if !e.is_guest_fault() => Err(e.into()),
-            Err(e) if batch.len() == 1 => match self.options.on_error {
-                ErrorPolicy::Fail => Err(e.into()),
-                ErrorPolicy::Skip => self.fail_event(first, e.to_string()),
-            },
-            Err(e) => {
-                tracing::info!(error = %e, events = batch.len(), "batch failed; retrying its events one by one");
-                let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
-                for (i, event) in events.iter().enumerate() {
-                    let mut one = Batch::with_capacity(1, event.value.len());
-                    one.push_event(event);
-                    self.process(&mut one, first + i as u64)?;
-                }
-                Ok(())
-            }
+        let isolated = process_isolated(self.instance, batch, self.watermark, now_ms())?;
+        self.emit(&isolated.events)?;
+        for f in isolated.failed {
+            self.fail_event(first + f.index as u64, f.message)?;
         }
+        Ok(())
     }
 
     fn fire(&mut self, timers: &[FiredTimer]) -> Result<(), RunError> {
@@ -166,7 +148,7 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
         self.report.timers_fired += timers.len() as u64;
         match self.instance.on_timer(timers, self.watermark, now_ms()) {
             Ok(outcome) => {
-                self.emit(&outcome)?;
+                self.emit(&outcome.events)?;
                 for f in outcome.failures {
                     let timer = timers[f.index].clone();
                     self.fail_timer(&timer, f.message)?;

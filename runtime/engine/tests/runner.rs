@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use weir_engine::{ErrorPolicy, RunError, RunOptions, run_operator};
 use weir_tests::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
-use weir_wasm::{HostConfig, InstanceError, MemoryState, OperatorInstance, WasmHost};
+use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
 
 fn instance(host: &WasmHost, guest: &str, config: &str) -> OperatorInstance {
     let module = host.load(&guest_bytes(guest)).unwrap();
@@ -210,7 +210,7 @@ fn fail_stops_at_the_first_failure() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, RunError::Operator(InstanceError::Trap { .. })),
+        matches!(&err, RunError::EventFailed { index: 150, message } if message.contains("trapped") && message.contains("poison event")),
         "{err}"
     );
 }

@@ -1,0 +1,86 @@
+//! One operator call with poison isolation: a call that fails as a whole
+//! is retried one event at a time (a failed call changed no state, so the
+//! retry is exact), so that only the events that fail on their own are
+//! reported.
+
+use weir_types::{Batch, Event};
+use weir_wasm::{InstanceError, OperatorInstance};
+
+/// An input event the operator failed on, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEvent {
+    /// Index in the call's input batch.
+    pub index: usize,
+    pub event: Event,
+    pub message: String,
+}
+
+/// What a call produced once failures are isolated.
+#[derive(Debug, Default)]
+pub struct Isolated {
+    pub events: Batch,
+    pub failed: Vec<FailedEvent>,
+}
+
+/// Processes `batch`, isolating failing events. Only an error that is not
+/// the guest's fault (the state store) is returned as an error.
+pub fn process_isolated(
+    instance: &mut OperatorInstance,
+    batch: &mut Batch,
+    watermark: i64,
+    now: i64,
+) -> Result<Isolated, InstanceError> {
+    match instance.process(batch, watermark, now) {
+        Ok(outcome) => {
+            let failed = if outcome.failures.is_empty() {
+                Vec::new()
+            } else {
+                let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
+                outcome
+                    .failures
+                    .into_iter()
+                    .map(|f| FailedEvent {
+                        index: f.index,
+                        event: events[f.index].clone(),
+                        message: f.message,
+                    })
+                    .collect()
+            };
+            Ok(Isolated {
+                events: outcome.events,
+                failed,
+            })
+        }
+        Err(e) if !e.is_guest_fault() => Err(e),
+        Err(e) if batch.len() == 1 => Ok(Isolated {
+            events: Batch::default(),
+            failed: vec![FailedEvent {
+                index: 0,
+                event: batch
+                    .iter()
+                    .next()
+                    .map(|e| e.to_event())
+                    .unwrap_or_default(),
+                message: e.to_string(),
+            }],
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, events = batch.len(), "batch failed; retrying its events one by one");
+            let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
+            let mut out = Isolated::default();
+            for (i, event) in events.iter().enumerate() {
+                let mut one = Batch::with_capacity(1, event.value.len());
+                one.push_event(event);
+                let result = process_isolated(instance, &mut one, watermark, now)?;
+                for ev in result.events.iter() {
+                    out.events.push_ref(&ev);
+                }
+                out.failed.extend(result.failed.into_iter().map(|mut f| {
+                    f.index = i;
+                    f
+                }));
+            }
+            Ok(out)
+        }
+    }
+}
