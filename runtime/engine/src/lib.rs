@@ -13,6 +13,14 @@
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
 mod call;
+mod executor;
+mod metrics;
 mod runner;
 
+pub use call::{FailedEvent, Isolated, process_isolated};
+pub use executor::{
+    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, SinkFn, SourceIter,
+    TopologyReport, run_topology,
+};
+pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsSnapshot};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

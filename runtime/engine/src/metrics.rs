@@ -1,0 +1,89 @@
+//! Per-instance metrics of a running topology: plain atomics that tasks
+//! bump and anyone may snapshot while the topology runs.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (µs) of the batch-latency histogram buckets; the last
+/// bucket counts everything slower.
+pub const LATENCY_BUCKETS_MICROS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+];
+
+/// Counters of one operator instance.
+#[derive(Debug)]
+pub struct InstanceMetrics {
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+    /// Events the operator failed on (whatever the policy did with them).
+    pub errors: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    /// Events that arrived behind the instance's watermark.
+    pub late: AtomicU64,
+    /// Time spent blocked sending downstream (backpressure), in ns.
+    pub blocked_nanos: AtomicU64,
+    pub watermark: AtomicI64,
+    latency: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+}
+
+impl Default for InstanceMetrics {
+    fn default() -> Self {
+        InstanceMetrics {
+            events_in: AtomicU64::new(0),
+            events_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            blocked_nanos: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            latency: Default::default(),
+        }
+    }
+}
+
+/// A copy of an instance's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub events_in: u64,
+    pub events_out: u64,
+    pub errors: u64,
+    pub dead_lettered: u64,
+    pub late: u64,
+    pub blocked: Duration,
+    pub watermark: i64,
+    /// Batches by processing latency, bucket `i` counting those up to
+    /// `LATENCY_BUCKETS_MICROS[i]` µs (the last: slower than every bound).
+    pub latency_buckets: Vec<u64>,
+}
+
+impl InstanceMetrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_batch(&self, took: Duration) {
+        let micros = took.as_micros() as u64;
+        let bucket = LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BUCKETS_MICROS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            events_in: self.events_in.load(Ordering::Relaxed),
+            events_out: self.events_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            blocked: Duration::from_nanos(self.blocked_nanos.load(Ordering::Relaxed)),
+            watermark: self.watermark.load(Ordering::Relaxed),
+            latency_buckets: self
+                .latency
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}

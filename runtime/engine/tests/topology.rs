@@ -1,0 +1,352 @@
+//! The topology executor against real guests and plain-Rust oracles.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use weir_engine::{
+    Bindings, DeadLetter, EngineError, ExecOptions, Modules, SinkFn, SourceIter, run_topology,
+};
+use weir_tests::guest_bytes;
+use weir_topology::parse_topology;
+use weir_types::{Batch, Event, wire};
+use weir_wasm::{HostConfig, WasmHost};
+
+fn modules(names: &[&str]) -> Modules {
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    names
+        .iter()
+        .map(|n| (n.to_string(), host.load(&guest_bytes(n)).unwrap()))
+        .collect()
+}
+
+fn source(events: Vec<Event>) -> SourceIter {
+    Box::new(events.into_iter().map(Ok))
+}
+
+/// A sink collecting wire lines, and the lines.
+fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    let sink: SinkFn = Box::new(move |b: &Batch| {
+        out.lock()
+            .unwrap()
+            .extend(b.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    });
+    (sink, lines)
+}
+
+fn text_lines(lines: usize, words_per_line: usize) -> (Vec<Event>, BTreeMap<String, u64>) {
+    let mut seed: u64 = 42;
+    let mut oracle = BTreeMap::new();
+    let events = (0..lines)
+        .map(|i| {
+            let words: Vec<String> = (0..words_per_line)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let w = format!("w{}", (seed >> 33) % 10_000);
+                    *oracle.entry(w.clone()).or_default() += 1;
+                    w
+                })
+                .collect();
+            Event {
+                key: None,
+                value: serde_json::to_vec(&words.join(" ")).unwrap(),
+                timestamp: i as i64,
+                headers: vec![],
+            }
+        })
+        .collect();
+    (events, oracle)
+}
+
+fn word_count_topology(parallelism: u16) -> String {
+    format!(
+        r#"
+name: word-count
+sources: [{{ name: lines, stream: lines }}]
+operators:
+  - {{ name: split, module: split-words, input: lines }}
+  - {{ name: count, module: word-count, input: split, key_by: key, parallelism: {parallelism} }}
+sinks: [{{ name: out, stream: counts, input: count }}]
+"#
+    )
+}
+
+/// The highest count per word seen in the output.
+fn final_counts(lines: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let word = v["value"]["word"].as_str().unwrap().to_string();
+        let n = v["value"]["count"].as_u64().unwrap();
+        let c = counts.entry(word).or_insert(0);
+        *c = n.max(*c);
+    }
+    counts
+}
+
+#[test]
+fn word_count_over_a_million_words_matches_the_oracle_at_parallelism_1_and_2() {
+    let modules = modules(&["split-words", "word-count"]);
+    let (events, oracle) = text_lines(100_000, 10);
+    let total: u64 = oracle.values().sum();
+    assert_eq!(total, 1_000_000);
+    for parallelism in [1, 2] {
+        let doc = parse_topology(&word_count_topology(parallelism)).unwrap();
+        let (sink, lines) = collector();
+        let report = run_topology(
+            &doc,
+            &modules,
+            Bindings {
+                sources: HashMap::from([("lines".to_string(), source(events.clone()))]),
+                sinks: HashMap::from([("out".to_string(), sink)]),
+                dead_letter: None,
+            },
+            ExecOptions::default(),
+        )
+        .unwrap();
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len() as u64, total, "parallelism {parallelism}");
+        assert_eq!(final_counts(&lines), oracle, "parallelism {parallelism}");
+        let count_instances: Vec<_> = report
+            .operators
+            .iter()
+            .filter(|(n, _, _)| n == "count")
+            .collect();
+        assert_eq!(count_instances.len(), parallelism as usize);
+        let counted: u64 = count_instances.iter().map(|(_, _, m)| m.events_in).sum();
+        assert_eq!(counted, total);
+        if parallelism == 2 {
+            // Both instances got a share of the keys.
+            assert!(
+                count_instances
+                    .iter()
+                    .all(|(_, _, m)| m.events_in > total / 4)
+            );
+        }
+        assert_eq!(report.sources, vec![("lines".to_string(), 100_000)]);
+    }
+}
+
+#[test]
+fn keyed_by_a_field_and_chained_through_a_filter() {
+    let modules = modules(&["filter", "word-count"]);
+    let doc = parse_topology(
+        r#"
+name: per-user
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: big, module: filter, input: in, config: { field: amount, op: gt, value: 10 } }
+  - { name: count, module: word-count, input: big, key_by: { field: user }, parallelism: 3 }
+sinks: [{ name: out, stream: out, input: count }]
+"#,
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..3000)
+        .map(|i| Event {
+            key: None,
+            value: format!(r#"{{"user":"u{}","amount":{}}}"#, i % 7, i % 20).into_bytes(),
+            timestamp: i,
+            headers: vec![],
+        })
+        .collect();
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..3000 {
+        if i % 20 > 10 {
+            *oracle.entry(format!("u{}", i % 7)).or_default() += 1;
+        }
+    }
+    let (sink, lines) = collector();
+    run_topology(
+        &doc,
+        &modules,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), source(events))]),
+            sinks: HashMap::from([("out".to_string(), sink)]),
+            dead_letter: None,
+        },
+        ExecOptions {
+            batch_size: 100,
+            channel_capacity: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(final_counts(&lines.lock().unwrap()), oracle);
+}
+
+#[test]
+fn one_poison_event_in_100k_is_dead_lettered_and_the_rest_processed() {
+    let modules = modules(&["identity", "poison-trap"]);
+    let doc = parse_topology(
+        r#"
+name: poison
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: pass, module: identity, input: in }
+  - { name: risky, module: poison-trap, input: pass, key_by: key, parallelism: 2, on_error: dead-letter }
+sinks: [{ name: out, stream: out, input: risky }]
+"#,
+    )
+    .unwrap();
+    let events: Vec<Event> = (0..100_000)
+        .map(|i| Event {
+            key: Some(format!("k{}", i % 100).into_bytes()),
+            value: if i == 54_321 {
+                br#""poison""#.to_vec()
+            } else {
+                i.to_string().into_bytes()
+            },
+            timestamp: i,
+            headers: vec![],
+        })
+        .collect();
+    let (sink, lines) = collector();
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let dead = letters.clone();
+    let report = run_topology(
+        &doc,
+        &modules,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), source(events))]),
+            sinks: HashMap::from([("out".to_string(), sink)]),
+            dead_letter: Some(Box::new(move |l: &DeadLetter| {
+                dead.lock().unwrap().push(l.clone());
+                Ok(())
+            })),
+        },
+        ExecOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(lines.lock().unwrap().len(), 99_999);
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].operator, "risky");
+    assert_eq!(letters[0].event.value, br#""poison""#);
+    assert_eq!(letters[0].event.timestamp, 54_321);
+    assert!(
+        letters[0].error.contains("poison event"),
+        "{}",
+        letters[0].error
+    );
+    let dead_lettered: u64 = report
+        .operators
+        .iter()
+        .filter(|(n, _, _)| n == "risky")
+        .map(|(_, _, m)| m.dead_lettered)
+        .sum();
+    assert_eq!(dead_lettered, 1);
+}
+
+#[test]
+fn a_slow_sink_bounds_what_the_source_reads() {
+    let modules = modules(&["identity"]);
+    let doc = parse_topology(
+        r#"
+name: slow
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: a, module: identity, input: in }
+  - { name: b, module: identity, input: a, key_by: key }
+sinks: [{ name: out, stream: out, input: b }]
+"#,
+    )
+    .unwrap();
+    // An endless source that counts what it hands out.
+    let read = Arc::new(AtomicU64::new(0));
+    let counter = read.clone();
+    let endless: SourceIter = Box::new((0..).map(move |i: i64| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(Event {
+            key: Some(b"k".to_vec()),
+            value: b"1".to_vec(),
+            timestamp: i,
+            headers: vec![],
+        })
+    }));
+    // The sink takes one batch, then waits until the source has stopped
+    // advancing (everything in between is full), records how far it got,
+    // and stops the topology.
+    let seen = read.clone();
+    let high_water = Arc::new(AtomicU64::new(0));
+    let mark = high_water.clone();
+    let sink: SinkFn = Box::new(move |_b: &Batch| {
+        let mut last = u64::MAX;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let now = seen.load(Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        mark.store(last, Ordering::SeqCst);
+        Err("stop".into())
+    });
+    let options = ExecOptions {
+        batch_size: 100,
+        channel_capacity: 4,
+    };
+    let err = run_topology(
+        &doc,
+        &modules,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), endless)]),
+            sinks: HashMap::from([("out".to_string(), sink)]),
+            dead_letter: None,
+        },
+        options,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Sink { message, .. } if message == "stop"),
+        "{err}"
+    );
+    // Two channels (into b, into the sink) of 4 batches each, plus one
+    // batch held by each of the four tasks, plus the one being read.
+    let bound = (2 * 4 + 4 + 1) * 100;
+    let got = high_water.load(Ordering::SeqCst);
+    assert!(
+        got > 0 && got <= bound,
+        "source read {got} events, bound {bound}"
+    );
+}
+
+#[test]
+fn bad_topologies_and_bindings_are_refused_before_running() {
+    let modules = modules(&["identity"]);
+    let doc = parse_topology(
+        r#"
+name: bad
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: a, module: nope, input: in }
+  - { name: b, module: identity, input: [a, c] }
+  - { name: c, module: identity, input: b }
+sinks: [{ name: out, stream: out, input: c }]
+"#,
+    )
+    .unwrap();
+    let err =
+        run_topology(&doc, &modules, Bindings::default(), ExecOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, EngineError::Invalid(_)));
+    assert!(
+        text.contains("operators[0].module: unknown module \"nope\""),
+        "{text}"
+    );
+    assert!(text.contains("cycle: b → c → b"), "{text}");
+    let doc = parse_topology(
+        "name: t\nsources: [{ name: in, stream: in }]\noperators: [{ name: a, module: identity, input: in }]\nsinks: [{ name: out, stream: out, input: a }]\n",
+    )
+    .unwrap();
+    let err =
+        run_topology(&doc, &modules, Bindings::default(), ExecOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Unbound { what: "source", name } if name == "in"),
+        "{err}"
+    );
+}
