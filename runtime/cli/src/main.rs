@@ -1,7 +1,9 @@
 //! `weir`: the command-line entry point. Today: `weir run`, which runs one
-//! operator module over a JSON-lines file locally, with no server.
+//! operator module or a whole topology over JSON-lines files locally, with
+//! no server.
 
 mod run;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -29,11 +31,13 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one operator module over a file of events (JSON lines) and print
-    /// the events it emits, as JSON lines.
+    /// Run one operator module, or a topology, over files of events (JSON
+    /// lines) and write the events they emit, as JSON lines.
     #[command(after_help = "Examples:\n  \
         weir run --module target/guests/wasm32-wasip2/release/split_words.wasm --input guest-examples/data/lines.jsonl\n  \
-        weir run --module filter.wasm --input events.jsonl --config field=amount --config op=gt --config value=50\n\n\
+        weir run --module filter.wasm --input events.jsonl --config field=amount --config op=gt --config value=50\n  \
+        weir run --topology guest-examples/topologies/word-count.yaml --module-dir target/guests/wasm32-wasip2/release \\\n      \
+        --input lines=guest-examples/data/lines.jsonl --output out=-\n\n\
         Event lines: {\"key\": \"k\"?, \"value\": <any JSON>, \"timestamp\": <ms>?, \"headers\": {..}?}")]
     Run(run::RunArgs),
 }

@@ -1,5 +1,5 @@
-//! `weir run`: one operator module over a JSON-lines file, locally, with
-//! in-memory state.
+//! `weir run`: one operator module, or a whole topology, over JSON-lines
+//! files, locally, with in-memory state. No server involved.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -15,43 +15,62 @@ use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The operator component (.wasm).
+    /// One operator component (.wasm) to run.
+    #[arg(
+        long,
+        conflicts_with = "topology",
+        required_unless_present = "topology"
+    )]
+    pub(crate) module: Option<PathBuf>,
+    /// A topology document (YAML or JSON) to run. Its `module:` entries may
+    /// be paths to .wasm files (relative to the document) or names looked
+    /// up in --module-dir.
     #[arg(long)]
-    module: PathBuf,
-    /// Events as JSON lines; `-` reads stdin.
-    #[arg(long, default_value = "-")]
-    input: PathBuf,
-    /// Where emitted events go, as JSON lines; `-` is stdout.
-    #[arg(long, default_value = "-")]
-    output: PathBuf,
+    pub(crate) topology: Option<PathBuf>,
+    /// With --module: the events file (JSON lines; `-` is stdin, the
+    /// default). With --topology: `SOURCE=FILE` for a source, repeatable.
+    #[arg(long)]
+    pub(crate) input: Vec<String>,
+    /// With --module: where emitted events go (`-` is stdout, the default).
+    /// With --topology: `SINK=FILE` (or `SINK=-`) for a sink, repeatable.
+    #[arg(long)]
+    pub(crate) output: Vec<String>,
+    /// Where a topology's modules named without a path are found, as
+    /// `<name>.wasm` (dashes may be underscores). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) module_dir: Vec<PathBuf>,
+    /// With --topology: where dead letters go (JSON lines), for operators
+    /// with `on_error: dead-letter`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) dead_letter: Option<PathBuf>,
     /// A config entry `key=value`; the value is read as JSON when it parses
     /// (`50`, `true`, `"x"`), as text otherwise. Repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE")]
-    config: Vec<String>,
+    pub(crate) config: Vec<String>,
     /// The whole config as a JSON object (entries of --config are added).
     #[arg(long, value_name = "JSON")]
-    config_json: Option<String>,
+    pub(crate) config_json: Option<String>,
     /// Where compiled modules are cached (by digest and engine), so a module
     /// is compiled once; `none` disables the cache.
     #[arg(long, default_value = "weir-data/cache")]
-    cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     /// Operator name (in logs and errors).
     #[arg(long, default_value = "operator")]
-    name: String,
+    pub(crate) name: String,
     /// Events per call into the operator.
     #[arg(long, default_value_t = 1024)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// What to do with an event the operator fails on.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
-    on_error: OnError,
+    pub(crate) on_error: OnError,
     /// How late (ms) an event may arrive behind the highest timestamp seen
     /// before event-time timers pass it by.
     #[arg(long, default_value_t = 0)]
-    max_out_of_orderness_ms: i64,
+    pub(crate) max_out_of_orderness_ms: i64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum OnError {
+pub(crate) enum OnError {
     /// Stop at the first failed event, exit code 1.
     Fail,
     /// Report failed events on stderr and go on; exit code 3 if any failed.
@@ -79,24 +98,43 @@ fn build_config(args: &RunArgs) -> Result<String> {
     Ok(serde_json::Value::Object(config).to_string())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let config = build_config(&args)?;
-    let bytes = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read module {}", args.module.display()))?;
-    let host = WasmHost::new(HostConfig {
+fn host(args: &RunArgs) -> Result<WasmHost> {
+    Ok(WasmHost::new(HostConfig {
         cache_dir: (args.cache_dir.as_os_str() != "none").then(|| args.cache_dir.clone()),
         ..HostConfig::default()
-    })?;
+    })?)
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    match (&args.module, &args.topology) {
+        (Some(module), _) => run_module(&args, module.clone()),
+        (None, Some(topology)) => crate::topology::run(&args, &host(&args)?, topology),
+        (None, None) => bail!("give --module FILE or --topology FILE"),
+    }
+}
+
+fn run_module(args: &RunArgs, module_path: PathBuf) -> Result<ExitCode> {
+    if args.input.len() > 1 || args.output.len() > 1 {
+        bail!(
+            "with --module, give at most one --input and one --output (paths, or - for stdin/stdout)"
+        );
+    }
+    let input = PathBuf::from(args.input.first().map_or("-", String::as_str));
+    let output = PathBuf::from(args.output.first().map_or("-", String::as_str));
+    let config = build_config(args)?;
+    let bytes = std::fs::read(&module_path)
+        .with_context(|| format!("cannot read module {}", module_path.display()))?;
+    let host = host(args)?;
     let module = host
         .load(&bytes)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
+        .with_context(|| format!("cannot load {}", module_path.display()))?;
     let mut instance = OperatorInstance::new(
         &module,
         &args.name,
@@ -105,19 +143,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
     )?;
 
-    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        Box::new(BufReader::new(File::open(&args.input).with_context(
-            || format!("cannot open input {}", args.input.display()),
-        )?))
+        Box::new(BufReader::new(File::open(&input).with_context(|| {
+            format!("cannot open input {}", input.display())
+        })?))
     };
-    let writer: Box<dyn Write> = if args.output.as_os_str() == "-" {
+    let writer: Box<dyn Write> = if output.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(
-            File::create(&args.output)
-                .with_context(|| format!("cannot create output {}", args.output.display()))?,
+            File::create(&output)
+                .with_context(|| format!("cannot create output {}", output.display()))?,
         )
     };
     let mut out = BufWriter::new(writer);
@@ -125,7 +163,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // Events are parsed lazily; a bad line stops the run after the events
     // before it were processed.
     let mut bad_line: Option<anyhow::Error> = None;
-    let input_name = args.input.display().to_string();
+    let input_name = input.display().to_string();
     let events = reader
         .lines()
         .enumerate()

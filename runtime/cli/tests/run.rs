@@ -189,3 +189,118 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_topology_runs_over_files_with_modules_found_by_name() {
+    let root = repo_root();
+    let guests = weir_tests::guest_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("counts.jsonl");
+    let out = weir(
+        &[
+            "run",
+            "--topology",
+            root.join("guest-examples/topologies/word-count.yaml")
+                .to_str()
+                .unwrap(),
+            "--module-dir",
+            guests.to_str().unwrap(),
+            "--input",
+            &format!(
+                "lines={}",
+                root.join("guest-examples/data/lines.jsonl").display()
+            ),
+            "--output",
+            &format!("out={}", out_file.display()),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = std::fs::read_to_string(&out_file).unwrap();
+    // Same total and the same final count as the single-module runs.
+    assert_eq!(counts.lines().count(), 88);
+    assert!(
+        counts.contains("{\"word\":\"the\",\"count\":12}"),
+        "{counts}"
+    );
+}
+
+#[test]
+fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
+    let dir = tempfile::tempdir().unwrap();
+    let guests = weir_tests::guest_dir();
+    let topo = dir.path().join("t.yaml");
+    let events = dir.path().join("in.jsonl");
+    let dead = dir.path().join("dead.jsonl");
+    std::fs::write(
+        &topo,
+        format!(
+            "name: t\nsources: [{{ name: in, file: in.jsonl }}]\noperators:\n  - {{ name: risky, module: {}, input: in, key_by: key, on_error: dead-letter }}\nsinks: [{{ name: out, file: out.jsonl, input: risky }}]\n",
+            guests.join("poison_trap.wasm").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &events,
+        "{\"key\":\"a\",\"value\":1,\"timestamp\":1}\n{\"key\":\"a\",\"value\":\"poison\",\"timestamp\":2}\n{\"key\":\"b\",\"value\":3,\"timestamp\":3}\n",
+    )
+    .unwrap();
+    let out = weir(
+        &[
+            "run",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 2);
+    let letters = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(letters.lines().count(), 1);
+    assert!(letters.contains("\"value\":\"poison\""), "{letters}");
+    assert!(letters.contains("\"weir.operator\":\"risky\""), "{letters}");
+    assert!(letters.contains("poison event"), "{letters}");
+
+    // Without a dead-letter file the run refuses to start.
+    let out = weir(&["run", "--topology", topo.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no dead-letter output is bound"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Every validation problem is listed, exit code 2, nothing runs.
+    std::fs::write(
+        &topo,
+        "name: t\nsources: [{ name: in, file: in.jsonl }]\noperators: [{ name: o, module: m.wasm, input: [in, o], parallelism: 0 }]\nsinks: [{ name: s, file: out.jsonl, input: zz }]\n",
+    )
+    .unwrap();
+    let out = weir(&["run", "--topology", topo.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for expected in [
+        "operators[0].parallelism: must be between 1 and",
+        "sinks[0].input: unknown input \"zz\"",
+        "cycle: o → o",
+        "3 error(s); nothing was run",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+    // A module that cannot be found says where it looked.
+    std::fs::write(
+        &topo,
+        "name: t\nsources: [{ name: in, file: in.jsonl }]\noperators: [{ name: o, module: nowhere, input: in }]\nsinks: [{ name: s, file: out.jsonl, input: o }]\n",
+    )
+    .unwrap();
+    let out = weir(&["run", "--topology", topo.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("module \"nowhere\" not found"),
+        "{}",
+        stderr(&out)
+    );
+}

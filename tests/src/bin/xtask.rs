@@ -6,10 +6,10 @@
 //! - `guests`: builds every Rust guest (examples and test fixtures) for
 //!   wasm32-wasip2 into `target/guests`, adding the target if missing.
 //! - `test`: `guests`, then every workspace test (nextest when installed).
-//! - `demo`: `guests`, then runs the example operators over a sample text
-//!   with `weir run` and prints the top word counts.
+//! - `demo`: `guests`, then runs the word-count topology
+//!   (`guest-examples/topologies/word-count.yaml`) over a sample text with
+//!   `weir run` and prints the top word counts.
 
-use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -90,13 +90,19 @@ fn demo() -> Result<()> {
         .current_dir(&root)
         .args(["build", "--quiet", "--release", "-p", "weir"]))?;
     let weir = root.join("target/release/weir");
-    let guests = guest_dir();
+    let topology = root.join("guest-examples/topologies/word-count.yaml");
     let input = root.join("guest-examples/data/lines.jsonl");
-    let out = tempdir()?;
-    let words = out.join("words.jsonl");
-    let counts = out.join("counts.jsonl");
-    weir_run(&weir, &guests.join("split_words.wasm"), &input, &words)?;
-    weir_run(&weir, &guests.join("word_count.wasm"), &words, &counts)?;
+    let counts = tempdir()?.join("counts.jsonl");
+    run(Command::new(&weir)
+        .arg("run")
+        .arg("--topology")
+        .arg(&topology)
+        .arg("--module-dir")
+        .arg(guest_dir())
+        .arg("--input")
+        .arg(format!("lines={}", input.display()))
+        .arg("--output")
+        .arg(format!("out={}", counts.display())))?;
     let text = std::fs::read_to_string(&counts)?;
     let mut last = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -105,33 +111,27 @@ fn demo() -> Result<()> {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        last.insert(word, event["value"]["count"].as_u64().unwrap_or(0));
+        let count = event["value"]["count"].as_u64().unwrap_or(0);
+        let best = last.entry(word).or_insert(0);
+        *best = count.max(*best);
     }
     let mut top: Vec<_> = last.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     println!(
-        "weir run: split-words then word-count over {} ({} words, {} distinct)",
-        input.display(),
+        "weir run --topology {}: split-words → word-count (parallelism 2) over {}",
+        topology.display(),
+        input.display()
+    );
+    println!(
+        "{} words, {} distinct; top words:",
         text.lines().count(),
         top.len()
     );
-    println!("top words:");
     for (word, count) in top.iter().take(10) {
         println!("  {count:>5}  {word}");
     }
     println!("every count event: {}", counts.display());
     Ok(())
-}
-
-fn weir_run(weir: &Path, module: &Path, input: &Path, output: &Path) -> Result<()> {
-    run(Command::new(weir)
-        .arg("run")
-        .arg("--module")
-        .arg(module)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output))
 }
 
 fn tempdir() -> Result<std::path::PathBuf> {

@@ -1,0 +1,235 @@
+//! `weir run --topology`: a whole topology over JSON-lines files.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use weir_engine::{
+    Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, run_topology,
+};
+use weir_topology::{Severity, parse_topology, validate_topology};
+use weir_types::{Batch, Event, wire};
+use weir_wasm::WasmHost;
+
+use crate::run::{RunArgs, now_ms};
+
+/// `NAME=VALUE` pairs of --input/--output.
+fn pairs(flag: &str, entries: &[String]) -> Result<HashMap<String, String>> {
+    entries
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((name, path)) => Ok((name.to_string(), path.to_string())),
+            None => bail!("--{flag} {e:?}: with --topology, give NAME=FILE"),
+        })
+        .collect()
+}
+
+/// Where a module reference points: a path ending in `.wasm` (relative
+/// to the topology), or `<name>.wasm` in one of the module directories.
+fn module_path(reference: &str, base: &Path, dirs: &[PathBuf]) -> Result<PathBuf> {
+    if reference.ends_with(".wasm") {
+        return Ok(base.join(reference));
+    }
+    let name = reference.split('@').next().unwrap_or(reference);
+    for dir in dirs {
+        for candidate in [
+            format!("{name}.wasm"),
+            format!("{}.wasm", name.replace('-', "_")),
+        ] {
+            let path = dir.join(candidate);
+            if path.exists() {
+                return Ok(path);
+            }
+        }
+    }
+    bail!(
+        "module {reference:?} not found: give a path to a .wasm file, or a --module-dir holding {name}.wasm (searched: {})",
+        if dirs.is_empty() {
+            "no --module-dir given".to_string()
+        } else {
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )
+}
+
+fn file_source(path: PathBuf) -> Result<SourceIter> {
+    let name = path.display().to_string();
+    let reader =
+        BufReader::new(File::open(&path).with_context(|| format!("cannot open input {name}"))?);
+    Ok(Box::new(reader.lines().enumerate().filter_map(
+        move |(i, line)| match line {
+            Err(e) => Some(Err(format!("cannot read {name}: {e}"))),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => {
+                Some(wire::parse_event(&l, now_ms()).map_err(|e| format!("{name}:{}: {e}", i + 1)))
+            }
+        },
+    )))
+}
+
+fn file_sink(path: &str) -> Result<SinkFn> {
+    let writer: Box<dyn Write + Send> = if path == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(File::create(path).with_context(|| format!("cannot create output {path}"))?)
+    };
+    let mut out = BufWriter::new(writer);
+    Ok(Box::new(move |batch: &Batch| {
+        for e in batch.iter() {
+            writeln!(out, "{}", wire::format_event(&e)).map_err(|e| e.to_string())?;
+        }
+        out.flush().map_err(|e| e.to_string())
+    }))
+}
+
+/// Dead letters as wire events carrying the failure in headers
+/// (`weir.operator`, `weir.error`, `weir.failed_at`).
+fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let out = Arc::new(Mutex::new(BufWriter::new(file)));
+    Ok(Box::new(move |letter: &DeadLetter| {
+        let mut event: Event = letter.event.clone();
+        event
+            .headers
+            .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
+        event
+            .headers
+            .push(("weir.error".into(), letter.error.clone().into_bytes()));
+        event.headers.push((
+            "weir.failed_at".into(),
+            letter.failed_at.to_string().into_bytes(),
+        ));
+        let mut batch = Batch::default();
+        batch.push_event(&event);
+        let line = batch
+            .iter()
+            .next()
+            .map(|e| wire::format_event(&e))
+            .unwrap_or_default();
+        let mut out = out
+            .lock()
+            .map_err(|_| "dead-letter file lock poisoned".to_string())?;
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())
+    }))
+}
+
+pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read topology {}", path.display()))?;
+    let mut doc = parse_topology(&text).with_context(|| format!("{}", path.display()))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let inputs = pairs("input", &args.input)?;
+    let outputs = pairs("output", &args.output)?;
+    for name in inputs.keys() {
+        if !doc.sources.iter().any(|s| &s.name == name) {
+            bail!("--input {name}=…: the topology has no source {name:?}");
+        }
+    }
+    for name in outputs.keys() {
+        if !doc.sinks.iter().any(|s| &s.name == name) {
+            bail!("--output {name}=…: the topology has no sink {name:?}");
+        }
+    }
+
+    // Check the document's shape before loading anything.
+    let problems = validate_topology(&doc, &());
+    for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
+        eprintln!("{p}");
+    }
+    let errors: Vec<_> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        for p in &errors {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "{}: {} error(s); nothing was run",
+            path.display(),
+            errors.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+
+    let mut modules = HashMap::new();
+    for op in &doc.operators {
+        if modules.contains_key(&op.module) {
+            continue;
+        }
+        let file = module_path(&op.module, &base, &args.module_dir)
+            .with_context(|| format!("operator `{}`", op.name))?;
+        let bytes =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let module = host
+            .load(&bytes)
+            .with_context(|| format!("operator `{}`: cannot load {}", op.name, file.display()))?;
+        modules.insert(op.module.clone(), module);
+    }
+
+    let mut bindings = Bindings::default();
+    for source in &mut doc.sources {
+        let file = match (inputs.get(&source.name), &source.file) {
+            (Some(f), _) => PathBuf::from(f),
+            (None, Some(f)) => base.join(f),
+            (None, None) => bail!(
+                "source `{}` reads stream {:?}; locally, bind it to a file with --input {}=FILE",
+                source.name,
+                source.stream.as_deref().unwrap_or_default(),
+                source.name
+            ),
+        };
+        bindings
+            .sources
+            .insert(source.name.clone(), file_source(file)?);
+    }
+    for sink in &doc.sinks {
+        let target = match (outputs.get(&sink.name), &sink.file) {
+            (Some(f), _) => f.clone(),
+            (None, Some(f)) => base.join(f).display().to_string(),
+            (None, None) => bail!(
+                "sink `{}` writes stream {:?}; locally, bind it with --output {}=FILE (or =- for stdout)",
+                sink.name,
+                sink.stream.as_deref().unwrap_or_default(),
+                sink.name
+            ),
+        };
+        bindings
+            .sinks
+            .insert(sink.name.clone(), file_sink(&target)?);
+    }
+    if let Some(dead) = &args.dead_letter {
+        bindings.dead_letter = Some(dead_letter_file(dead)?);
+    }
+    let report = run_topology(
+        &doc,
+        &modules,
+        bindings,
+        ExecOptions {
+            batch_size: args.batch_size,
+            ..ExecOptions::default()
+        },
+    )?;
+    for (name, instance, m) in &report.operators {
+        tracing::info!(
+            operator = %name,
+            instance,
+            events_in = m.events_in,
+            events_out = m.events_out,
+            errors = m.errors,
+            dead_lettered = m.dead_lettered,
+            late = m.late,
+            "operator finished"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
