@@ -214,3 +214,49 @@ fn fail_stops_at_the_first_failure() {
         "{err}"
     );
 }
+
+#[test]
+fn window_sum_fires_updates_late_events_and_drops_later_ones() {
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let mut op = instance(&host, "window-sum", r#"{"allowed_lateness_ms":1000}"#);
+    let e = |t: i64, amount: i64| Event {
+        key: Some(b"k".to_vec()),
+        value: format!(r#"{{"amount":{amount}}}"#).into_bytes(),
+        timestamp: t,
+        headers: vec![],
+    };
+    let mut out = Vec::new();
+    run_operator(
+        &mut op,
+        vec![
+            e(100, 1),
+            e(900, 2),
+            e(1500, 4),  // watermark 1499: [0, 1000) fires with 3
+            e(200, 8),   // late but within lateness: [0, 1000) again, 11
+            e(2600, 16), // watermark 2599: [1000, 2000) fires; [0, 1000) cleaned up
+            e(300, 32),  // past the lateness: dropped
+        ],
+        collect(&mut out),
+        RunOptions {
+            batch_size: 1,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap();
+    let window = |start: i64, sum: &str, count: u64| {
+        format!(
+            r#"{{"key":"k","value":{{"key":"k","start":{start},"end":{},"sum":{sum},"count":{count}}},"timestamp":{}}}"#,
+            start + 1000,
+            start + 999
+        )
+    };
+    assert_eq!(
+        out,
+        vec![
+            window(0, "3.0", 2),
+            window(0, "11.0", 3),
+            window(1000, "4.0", 1),
+            window(2000, "16.0", 1),
+        ]
+    );
+}

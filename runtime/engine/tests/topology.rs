@@ -350,3 +350,104 @@ sinks: [{ name: out, stream: out, input: c }]
         "{err}"
     );
 }
+
+/// Events keyed `u0..u9` with amounts, timestamps jittered up to `jitter`
+/// ms out of order.
+fn amounts(n: i64, jitter: i64) -> Vec<Event> {
+    let mut seed: u64 = 7;
+    (0..n)
+        .map(|i| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = seed >> 33;
+            Event {
+                key: Some(format!("u{}", r % 10).into_bytes()),
+                value: format!(r#"{{"amount":{},"card":"c{}"}}"#, r % 100, r % 3).into_bytes(),
+                timestamp: 1_000_000 + i * 7 - (r as i64 % (jitter + 1)),
+                headers: vec![],
+            }
+        })
+        .collect()
+}
+
+fn run_sorted(doc_text: &str, modules: &Modules, events: Vec<Event>) -> Vec<String> {
+    let doc = parse_topology(doc_text).unwrap();
+    let (sink, lines) = collector();
+    run_topology(
+        &doc,
+        modules,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), source(events))]),
+            sinks: HashMap::from([("out".to_string(), sink)]),
+            dead_letter: None,
+        },
+        ExecOptions {
+            batch_size: 256,
+            channel_capacity: 4,
+        },
+    )
+    .unwrap();
+    let mut lines = lines.lock().unwrap().clone();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn window_sum_matches_its_oracle_with_out_of_order_events() {
+    let modules = modules(&["window-sum"]);
+    let events = amounts(20_000, 300);
+    // Oracle: tumbling 1 s windows per key; nothing is late, since the
+    // watermark allows 300 ms of disorder.
+    let mut windows: BTreeMap<(String, i64), (f64, u64)> = BTreeMap::new();
+    for e in &events {
+        let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+        let start = e.timestamp - e.timestamp.rem_euclid(1000);
+        let w = windows
+            .entry((String::from_utf8(e.key.clone().unwrap()).unwrap(), start))
+            .or_default();
+        w.0 += v["amount"].as_f64().unwrap();
+        w.1 += 1;
+    }
+    let mut expected: Vec<String> = windows
+        .iter()
+        .map(|((key, start), (sum, count))| {
+            format!(
+                r#"{{"key":"{key}","value":{{"key":"{key}","start":{start},"end":{},"sum":{},"count":{count}}},"timestamp":{}}}"#,
+                start + 1000,
+                serde_json::to_string(sum).unwrap(),
+                start + 999
+            )
+        })
+        .collect();
+    expected.sort();
+    for parallelism in [1, 2] {
+        let got = run_sorted(
+            &format!(
+                "name: w\nsources: [{{ name: in, stream: in, watermark: {{ max_out_of_orderness_ms: 300 }} }}]\noperators:\n  - {{ name: sum, module: window-sum, input: in, key_by: key, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: sum }}]\n"
+            ),
+            &modules,
+            events.clone(),
+        );
+        assert_eq!(got, expected, "parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn fraud_detector_in_a_topology_matches_at_parallelism_1_and_3() {
+    let modules = modules(&["fraud-detector"]);
+    let events = amounts(6000, 40);
+    let topology = |p: u16| {
+        format!(
+            "name: f\nsources: [{{ name: in, stream: in, watermark: {{ max_out_of_orderness_ms: 40 }} }}]\noperators:\n  - {{ name: fraud, module: fraud-detector, input: in, key_by: {{ field: card }}, parallelism: {p}, config: {{ max_count: 5, min_amount: 60, window_ms: 300 }} }}\nsinks: [{{ name: out, stream: out, input: fraud }}]\n"
+        )
+    };
+    let one = run_sorted(&topology(1), &modules, events.clone());
+    assert!(
+        one.len() > 100,
+        "the data should raise alerts: {}",
+        one.len()
+    );
+    let three = run_sorted(&topology(3), &modules, events);
+    assert_eq!(one, three);
+}

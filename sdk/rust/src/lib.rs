@@ -33,13 +33,15 @@
 //!
 //! Key types: [`Operator`], [`Setup`] (declare state in `init`), [`Context`]
 //! (per call), [`Event`] and [`Timer`] (inputs), [`ValueState`],
-//! [`MapState`], [`ListState`] (typed state), [`Error`].
+//! [`MapState`], [`ListState`] (typed state), [`Error`]; event-time windows
+//! in [`window`].
 
 mod context;
 mod error;
 mod event;
 mod runtime;
 mod state;
+pub mod window;
 
 /// Bindings generated from `wit/` (the `weir:operator` package). Authors do
 /// not need them; they are public for the export macro and for the rare
