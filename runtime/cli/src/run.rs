@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// `<name>.wasm` (dashes may be underscores). Repeatable.
     #[arg(long, value_name = "DIR")]
     pub(crate) module_dir: Vec<PathBuf>,
+    /// Where embedded streams live: a topology's `stream:` sources and
+    /// sinks that no --input/--output binds read and append there.
+    #[arg(long, default_value = "weir-data", value_name = "DIR")]
+    pub(crate) data_dir: PathBuf,
     /// With --topology: where dead letters go (JSON lines), for operators
     /// with `on_error: dead-letter`.
     #[arg(long, value_name = "FILE")]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+use weir_connectors::{StreamConfig, StreamStore};
 use weir_engine::{
     Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, run_topology,
 };
@@ -122,10 +123,21 @@ fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
     }))
 }
 
+/// The data directory's streams, opened on first use.
+fn open_store<'a>(slot: &'a mut Option<StreamStore>, dir: &Path) -> Result<&'a StreamStore> {
+    if slot.is_none() {
+        *slot = Some(
+            StreamStore::open(dir, StreamConfig::default())
+                .with_context(|| format!("data directory {}", dir.display()))?,
+        );
+    }
+    Ok(slot.as_ref().expect("opened above"))
+}
+
 pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read topology {}", path.display()))?;
-    let mut doc = parse_topology(&text).with_context(|| format!("{}", path.display()))?;
+    let doc = parse_topology(&text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let inputs = pairs("input", &args.input)?;
     let outputs = pairs("output", &args.output)?;
@@ -177,35 +189,33 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     }
 
     let mut bindings = Bindings::default();
-    for source in &mut doc.sources {
-        let file = match (inputs.get(&source.name), &source.file) {
-            (Some(f), _) => PathBuf::from(f),
-            (None, Some(f)) => base.join(f),
-            (None, None) => bail!(
-                "source `{}` reads stream {:?}; locally, bind it to a file with --input {}=FILE",
-                source.name,
-                source.stream.as_deref().unwrap_or_default(),
-                source.name
-            ),
+    let mut streams: Option<StreamStore> = None;
+    for source in &doc.sources {
+        let events: SourceIter = match (inputs.get(&source.name), &source.file, &source.stream) {
+            (Some(f), _, _) => file_source(PathBuf::from(f))?,
+            (None, Some(f), _) => file_source(base.join(f))?,
+            (None, None, Some(name)) => {
+                // A bounded read: what the stream holds when the run starts.
+                let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
+                Box::new(stream.read_to_end(0, args.batch_size))
+            }
+            (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
-        bindings
-            .sources
-            .insert(source.name.clone(), file_source(file)?);
+        bindings.sources.insert(source.name.clone(), events);
     }
     for sink in &doc.sinks {
-        let target = match (outputs.get(&sink.name), &sink.file) {
-            (Some(f), _) => f.clone(),
-            (None, Some(f)) => base.join(f).display().to_string(),
-            (None, None) => bail!(
-                "sink `{}` writes stream {:?}; locally, bind it with --output {}=FILE (or =- for stdout)",
-                sink.name,
-                sink.stream.as_deref().unwrap_or_default(),
-                sink.name
-            ),
+        let write: SinkFn = match (outputs.get(&sink.name), &sink.file, &sink.stream) {
+            (Some(f), _, _) => file_sink(f)?,
+            (None, Some(f), _) => file_sink(&base.join(f).display().to_string())?,
+            (None, None, Some(name)) => {
+                let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
+                Box::new(move |batch: &Batch| {
+                    stream.append(batch).map(|_| ()).map_err(|e| e.to_string())
+                })
+            }
+            (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
-        bindings
-            .sinks
-            .insert(sink.name.clone(), file_sink(&target)?);
+        bindings.sinks.insert(sink.name.clone(), write);
     }
     if let Some(dead) = &args.dead_letter {
         bindings.dead_letter = Some(dead_letter_file(dead)?);

@@ -304,3 +304,48 @@ fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
         stderr(&out)
     );
 }
+
+#[test]
+fn topologies_share_embedded_streams_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let guests = weir_tests::guest_dir();
+    let words = dir.path().join("words.yaml");
+    let counts = dir.path().join("counts.yaml");
+    std::fs::write(
+        &words,
+        format!(
+            "name: words\nsources: [{{ name: lines, file: {} }}]\noperators: [{{ name: split, module: split-words, input: lines }}]\nsinks: [{{ name: out, stream: words, input: split }}]\n",
+            repo_root().join("guest-examples/data/lines.jsonl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &counts,
+        "name: counts\nsources: [{ name: words, stream: words }]\noperators: [{ name: count, module: word-count, input: words, key_by: key }]\nsinks: [{ name: out, file: counts.jsonl, input: count }]\n",
+    )
+    .unwrap();
+    let run = |topology: &std::path::Path| {
+        let out = weir(
+            &[
+                "run",
+                "--topology",
+                topology.to_str().unwrap(),
+                "--module-dir",
+                guests.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // Twice into the stream: it is append-only and keeps both runs.
+    run(&words);
+    run(&words);
+    assert!(data.join("streams/words").is_dir());
+    run(&counts);
+    let text = std::fs::read_to_string(dir.path().join("counts.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2 * 88);
+    assert!(text.contains("{\"word\":\"the\",\"count\":24}"), "{text}");
+}

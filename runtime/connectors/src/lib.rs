@@ -1,0 +1,18 @@
+//! weir-connectors: where events come from and go to.
+//!
+//! Today: **embedded streams** ([`StreamStore`], [`Stream`]): named,
+//! append-only, durable logs of events in the data directory, the default
+//! source and sink, needing no other service. An append is acknowledged
+//! only once it is on disk (`fsync`); events are read by offset, and a
+//! reader can wait for the tail to grow. Retention drops whole old
+//! segments by size or age.
+//!
+//! Delivery: appends are durable when acknowledged; a torn tail left by a
+//! crash is detected by checksum and cut off at open.
+//!
+//! Not here: files (the CLI reads and writes JSON lines), Kafka.
+
+mod record;
+mod stream;
+
+pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
