@@ -198,7 +198,7 @@ impl Stream {
             while at < bytes.len() {
                 match record::decode(&bytes[at..]) {
                     Ok((decoded, size)) => {
-                        if segment.records % INDEX_EVERY == 0 {
+                        if segment.records.is_multiple_of(INDEX_EVERY) {
                             segment.index.push((segment.end(), at as u64));
                         }
                         segment.records += 1;
@@ -301,7 +301,7 @@ impl Stream {
             });
         }
         for (i, pos) in positions.into_iter().enumerate() {
-            if (segment.records + i as u64) % INDEX_EVERY == 0 {
+            if (segment.records + i as u64).is_multiple_of(INDEX_EVERY) {
                 segment
                     .index
                     .push((segment.end() + i as u64, segment.bytes + pos));
