@@ -8,6 +8,12 @@
 //!
 //! Options: `--only identity|map|keyed-count`, `--batch N` (one size).
 //!
+//! `topology` runs whole topologies through the engine (stateless
+//! `filter → map`, keyed `split-words → word-count` over 10,000 words)
+//! against native closures; `latency [--rate N] [--seconds S]` measures
+//! p50/p99/p999 from source to sink through three operators at a steady
+//! rate (default 50,000 events/s for 4 s).
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -22,6 +28,7 @@
 #![allow(clippy::print_stdout)]
 
 mod native;
+mod topology;
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +41,7 @@ const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
 
 /// Event `i` of the benchmark input: ~100 bytes of JSON keyed by its user
 /// (10,000 users).
-fn event(i: u64) -> (String, String) {
+pub(crate) fn event(i: u64) -> (String, String) {
     let user = format!("u{}", (i * 7919) % 10_000);
     let value = format!(
         r#"{{"user":"{user}","amount":{},"ts":{},"region":"eu-west-1","note":"lorem-ipsum-dolor"}}"#,
@@ -323,6 +330,8 @@ fn main() -> Result<()> {
     let mut rounds = 5usize;
     let mut workload = None;
     let mut only = None;
+    let mut rate = 50_000u64;
+    let mut seconds = 4u64;
     let mut sizes = BATCH_SIZES.to_vec();
     let mut i = 0;
     while i < args.len() {
@@ -333,6 +342,14 @@ fn main() -> Result<()> {
             }
             "--rounds" => {
                 rounds = args.get(i + 1).context("--rounds N")?.parse()?;
+                i += 1;
+            }
+            "--rate" => {
+                rate = args.get(i + 1).context("--rate N")?.parse()?;
+                i += 1;
+            }
+            "--seconds" => {
+                seconds = args.get(i + 1).context("--seconds N")?.parse()?;
                 i += 1;
             }
             "--only" => {
@@ -353,6 +370,8 @@ fn main() -> Result<()> {
     }
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
-        Some(other) => bail!("unknown workload {other}; known: host"),
+        Some("topology") => topology::throughput(events, rounds.max(1)),
+        Some("latency") => topology::latency(rate, seconds),
+        Some(other) => bail!("unknown workload {other}; known: host, topology, latency"),
     }
 }

@@ -113,3 +113,40 @@ impl KeyedCount {
         Ok(out)
     }
 }
+
+/// The events whose JSON object value has a number `field` above `limit`
+/// (`filter` with `op: gt`).
+pub fn filter_gt(input: &Batch, field: &str, limit: f64) -> Result<Batch> {
+    let mut out = Batch::with_capacity(input.len(), input.values.len());
+    for e in input.iter() {
+        let value: serde_json::Value = serde_json::from_slice(e.value)?;
+        if value
+            .get(field)
+            .and_then(serde_json::Value::as_f64)
+            .is_some_and(|x| x > limit)
+        {
+            out.push_ref(&e);
+        }
+    }
+    Ok(out)
+}
+
+/// One event per word of each JSON string value, keyed by the word
+/// (`split-words`).
+pub fn split_words(input: &Batch) -> Result<Batch> {
+    let mut out = Batch::with_capacity(input.len() * 10, input.values.len());
+    let mut value = Vec::with_capacity(32);
+    for e in input.iter() {
+        let text: String = serde_json::from_slice(e.value)?;
+        for piece in text.split_whitespace() {
+            let lower = piece.to_lowercase();
+            let word = lower.trim_matches(|c: char| c.is_ascii_punctuation());
+            if !word.is_empty() {
+                value.clear();
+                serde_json::to_writer(&mut value, word)?;
+                out.push(Some(word.as_bytes()), &value, e.timestamp);
+            }
+        }
+    }
+    Ok(out)
+}

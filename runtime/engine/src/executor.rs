@@ -69,6 +69,9 @@ pub struct ExecOptions {
     pub batch_size: usize,
     /// Most batches waiting in one channel.
     pub channel_capacity: usize,
+    /// Longest a source holds a partial batch before sending it, so that a
+    /// trickle of events still sees low latency.
+    pub linger: Duration,
 }
 
 impl Default for ExecOptions {
@@ -76,6 +79,7 @@ impl Default for ExecOptions {
         ExecOptions {
             batch_size: 1024,
             channel_capacity: 8,
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -525,11 +529,13 @@ fn source_task(
     name: String,
     mut events: SourceIter,
     max_out_of_orderness_ms: i64,
-    batch_size: usize,
+    options: ExecOptions,
     mut outputs: Outputs,
     read: Arc<AtomicU64>,
     abort: Arc<Abort>,
 ) -> Result<(), EngineError> {
+    let batch_size = options.batch_size.max(1);
+    let linger = options.linger;
     let mut max_ts = i64::MIN;
     let mut watermark = i64::MIN;
     loop {
@@ -538,7 +544,8 @@ fn source_task(
         }
         let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
         let mut done = false;
-        while batch.len() < batch_size {
+        let started = Instant::now();
+        while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < linger) {
             match events.next() {
                 Some(Ok(event)) => {
                     max_ts = max_ts.max(event.timestamp);
@@ -951,13 +958,12 @@ pub fn run_topology(
                 .unwrap_or(0);
             let (abort, read) = (abort.clone(), source_counts[s].clone());
             let name = source.name.clone();
-            let batch_size = options.batch_size.max(1);
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("source-{name}"))
                     .spawn_scoped(scope, move || {
                         if let Err(e) =
-                            source_task(name, events, ooo, batch_size, out, read, abort.clone())
+                            source_task(name, events, ooo, options, out, read, abort.clone())
                         {
                             abort.fail(e);
                         }

@@ -172,6 +172,7 @@ sinks: [{ name: out, stream: out, input: count }]
         ExecOptions {
             batch_size: 100,
             channel_capacity: 2,
+            ..ExecOptions::default()
         },
     )
     .unwrap();
@@ -289,6 +290,7 @@ sinks: [{ name: out, stream: out, input: b }]
     let options = ExecOptions {
         batch_size: 100,
         channel_capacity: 4,
+        ..ExecOptions::default()
     };
     let err = run_topology(
         &doc,
@@ -385,6 +387,7 @@ fn run_sorted(doc_text: &str, modules: &Modules, events: Vec<Event>) -> Vec<Stri
         ExecOptions {
             batch_size: 256,
             channel_capacity: 4,
+            ..ExecOptions::default()
         },
     )
     .unwrap();

@@ -297,6 +297,20 @@ impl<'a> Context<'a> {
         self.emit(key, value, timestamp);
     }
 
+    /// Emits `value` in place of `event`'s value, keeping its key,
+    /// timestamp and headers (a map over values).
+    pub fn emit_like(&mut self, event: &Event<'_>, value: &[u8]) {
+        let index = self.output.timestamps.len() as u32;
+        self.output
+            .headers
+            .extend(event.headers.iter().map(|h| Header {
+                event: index,
+                name: h.name.clone(),
+                value: h.value.clone(),
+            }));
+        self.emit(event.key, value, event.timestamp);
+    }
+
     /// Emits `event` unchanged, headers included.
     pub fn forward(&mut self, event: &Event<'_>) {
         let index = self.output.timestamps.len() as u32;

@@ -1,7 +1,8 @@
 //! `map`: uppercases one string field of a JSON object value (config
 //! `uppercase` = the field's name) and keeps the rest of the object exactly
 //! as it was, in its order. A value whose field is missing or not a string
-//! passes unchanged; a value that is not a JSON object is an error.
+//! passes unchanged; a value that is not a JSON object is an error. Key,
+//! timestamp and headers are kept.
 
 use std::fmt;
 
@@ -72,7 +73,7 @@ impl Operator for Map {
             out.extend_from_slice(raw.get().as_bytes());
         }
         out.push(b'}');
-        ctx.emit(event.key, &out, event.timestamp);
+        ctx.emit_like(&event, &out);
         Ok(())
     }
 }
