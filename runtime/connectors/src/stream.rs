@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weir_types::{Batch, Event};
+use weir_types::{Batch, Event, is_safe_name};
 
 use crate::record::{self, Bad, FRAME_BYTES};
 
@@ -127,15 +127,6 @@ fn now_ms() -> i64 {
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
-}
-
-fn is_safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !name.starts_with(['.', '-'])
 }
 
 impl Stream {

@@ -638,6 +638,18 @@ enum Consumer {
     Sink(usize),
 }
 
+/// Takes what `name` is bound to, or says it is unbound.
+fn take_binding<T>(
+    bound: &mut HashMap<String, T>,
+    name: &str,
+    what: &'static str,
+) -> Result<T, EngineError> {
+    bound.remove(name).ok_or_else(|| EngineError::Unbound {
+        what,
+        name: name.to_string(),
+    })
+}
+
 /// Runs `doc` to the end of its sources (bounded inputs), blocking.
 pub fn run_topology(
     doc: &TopologyDoc,
@@ -838,28 +850,16 @@ pub fn run_topology(
     drop(sink_tx);
 
     // Bindings.
-    let mut source_iters = Vec::new();
-    for s in &doc.sources {
-        let events = bindings
-            .sources
-            .remove(&s.name)
-            .ok_or_else(|| EngineError::Unbound {
-                what: "source",
-                name: s.name.clone(),
-            })?;
-        source_iters.push(events);
-    }
-    let mut sink_fns = Vec::new();
-    for s in &doc.sinks {
-        let f = bindings
-            .sinks
-            .remove(&s.name)
-            .ok_or_else(|| EngineError::Unbound {
-                what: "sink",
-                name: s.name.clone(),
-            })?;
-        sink_fns.push(f);
-    }
+    let source_iters = doc
+        .sources
+        .iter()
+        .map(|s| take_binding(&mut bindings.sources, &s.name, "source"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sink_fns = doc
+        .sinks
+        .iter()
+        .map(|s| take_binding(&mut bindings.sinks, &s.name, "sink"))
+        .collect::<Result<Vec<_>, _>>()?;
     let wants_dead_letter = doc
         .operators
         .iter()

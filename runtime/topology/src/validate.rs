@@ -64,16 +64,7 @@ impl ModuleCheck for () {
     }
 }
 
-/// Whether `name` is safe as a name (and as a file name in the data
-/// directory): 1–128 of `A-Z a-z 0-9 _ . -`, not starting with `.` or `-`.
-pub fn is_safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !name.starts_with(['.', '-'])
-}
+use weir_types::is_safe_name;
 
 struct Report(Vec<Problem>);
 

@@ -14,5 +14,17 @@ mod batch;
 mod keys;
 pub mod wire;
 
+/// Whether `name` is safe as a name of a topology, operator or stream,
+/// and so as a file name in the data directory: 1-128 of
+/// `A-Z a-z 0-9 _ . -`, not starting with `.` or `-` (no path traversal).
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !name.starts_with(['.', '-'])
+}
+
 pub use batch::{Batch, BatchError, Event, EventRef};
 pub use keys::{DEFAULT_KEY_GROUPS, KeyGroup, KeyGroupRange, key_group_of, key_hash};
