@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use weir_topology::{
-    ErrorPolicyDoc, KeyBy, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
+    ErrorPolicyDoc, KeyBy, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc,
+    validate_topology,
 };
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, key_group_of};
 use weir_wasm::{
@@ -92,7 +93,7 @@ pub enum EngineError {
     Invalid(Vec<Problem>),
     #[error("{what} `{name}` is not bound: give it an input or output")]
     Unbound { what: &'static str, name: String },
-    #[error("operators use on_error: dead-letter but no dead-letter output is bound")]
+    #[error("operators use on_error or on_late: dead-letter but no dead-letter output is bound")]
     NoDeadLetter,
     #[error(transparent)]
     Instance(#[from] InstanceError),
@@ -299,6 +300,7 @@ struct ChainOp {
     name: String,
     instance: OperatorInstance,
     policy: ErrorPolicyDoc,
+    late: LatePolicyDoc,
     metrics: Arc<InstanceMetrics>,
 }
 
@@ -364,6 +366,29 @@ fn run_chain(
         InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
         let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
         InstanceMetrics::add(&op.metrics.late, late as u64);
+        if late > 0 && op.late != LatePolicyDoc::Keep {
+            let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
+            for e in batch.iter() {
+                if e.timestamp >= watermark {
+                    on_time.push_ref(&e);
+                } else if op.late == LatePolicyDoc::DeadLetter {
+                    InstanceMetrics::add(&op.metrics.dead_lettered, 1);
+                    dead.send(DeadLetter {
+                        operator: op.name.clone(),
+                        error: format!(
+                            "late event: timestamp {} is behind the watermark {watermark}",
+                            e.timestamp
+                        ),
+                        failed_at: now_ms(),
+                        event: e.to_event(),
+                    })?;
+                }
+            }
+            batch = on_time;
+            if batch.is_empty() {
+                continue;
+            }
+        }
         let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
         InstanceMetrics::add(&op.metrics.errors, isolated.failed.len() as u64);
@@ -397,14 +422,20 @@ fn run_chain(
 
 /// Fires the due timers of every operator of the chain, in chain order
 /// (what a timer emits goes through the operators after it); returns the
-/// chain's output.
+/// chain's output. Timers see the new watermark `upto` (event time); what
+/// they emit travels ahead of it, so the operators after them still see
+/// `before`, as a downstream task would.
 fn fire_timers(
     ops: &mut [ChainOp],
     domain: TimeDomain,
     upto: i64,
-    watermark: i64,
+    before: i64,
     dead: &DeadLetters,
 ) -> Result<Batch, EngineError> {
+    let watermark = match domain {
+        TimeDomain::EventTime => upto,
+        TimeDomain::ProcessingTime => before,
+    };
     let mut out = Batch::default();
     for k in 0..ops.len() {
         // Timers may register timers that are already due: bounded rounds.
@@ -438,7 +469,7 @@ fn fire_timers(
                 Err(e) => return Err(e.into()),
             };
             InstanceMetrics::add(&ops[k].metrics.events_out, emitted.len() as u64);
-            let rest = run_chain(ops, k + 1, emitted, watermark, dead)?;
+            let rest = run_chain(ops, k + 1, emitted, before, dead)?;
             for e in rest.iter() {
                 out.push_ref(&e);
             }
@@ -487,11 +518,11 @@ fn chain_task(
                 inputs.advance(envelope.from, wm);
                 let new = inputs.watermark();
                 if new > watermark {
-                    watermark = new;
+                    let before = std::mem::replace(&mut watermark, new);
                     for op in &ops {
                         op.metrics.watermark.store(new, Ordering::Relaxed);
                     }
-                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, new, &dead)?;
+                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, before, &dead)?;
                     outputs
                         .batch(out)
                         .and_then(|()| outputs.broadcast(|| Msg::Watermark(new)))
@@ -502,15 +533,15 @@ fn chain_task(
             Msg::End => {
                 if inputs.end(envelope.from) {
                     let out =
-                        fire_timers(&mut ops, TimeDomain::EventTime, i64::MAX, i64::MAX, &dead)?;
+                        fire_timers(&mut ops, TimeDomain::EventTime, i64::MAX, watermark, &dead)?;
                     let _ = outputs.batch(out);
                     let _ = outputs.broadcast(|| Msg::End);
                     return Ok(());
                 }
                 let new = inputs.watermark();
                 if new > watermark {
-                    watermark = new;
-                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, new, &dead)?;
+                    let before = std::mem::replace(&mut watermark, new);
+                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, before, &dead)?;
                     outputs
                         .batch(out)
                         .and_then(|()| outputs.broadcast(|| Msg::Watermark(new)))
@@ -860,10 +891,10 @@ pub fn run_topology(
         .iter()
         .map(|s| take_binding(&mut bindings.sinks, &s.name, "sink"))
         .collect::<Result<Vec<_>, _>>()?;
-    let wants_dead_letter = doc
-        .operators
-        .iter()
-        .any(|o| o.on_error == Some(ErrorPolicyDoc::DeadLetter));
+    let wants_dead_letter = doc.operators.iter().any(|o| {
+        o.on_error == Some(ErrorPolicyDoc::DeadLetter)
+            || o.on_late == Some(LatePolicyDoc::DeadLetter)
+    });
     if wants_dead_letter && bindings.dead_letter.is_none() {
         return Err(EngineError::NoDeadLetter);
     }
@@ -899,6 +930,7 @@ pub fn run_topology(
                     name: o.name.clone(),
                     instance,
                     policy: o.on_error.unwrap_or_default(),
+                    late: o.on_late.unwrap_or_default(),
                     metrics,
                 });
             }

@@ -454,3 +454,62 @@ fn fraud_detector_in_a_topology_matches_at_parallelism_1_and_3() {
     let three = run_sorted(&topology(3), &modules, events);
     assert_eq!(one, three);
 }
+
+#[test]
+fn late_events_are_counted_and_handled_by_policy() {
+    let modules = modules(&["identity"]);
+    // Timestamps 0..100 in order, then 5 again: behind the watermark.
+    let mut events: Vec<Event> = (0..100)
+        .map(|t| Event {
+            key: Some(b"k".to_vec()),
+            value: t.to_string().into_bytes(),
+            timestamp: t,
+            headers: vec![],
+        })
+        .collect();
+    events.push(Event {
+        key: Some(b"k".to_vec()),
+        value: b"\"late\"".to_vec(),
+        timestamp: 5,
+        headers: vec![],
+    });
+    for (policy, delivered, lettered) in
+        [("keep", 101, 0), ("drop", 100, 0), ("dead-letter", 100, 1)]
+    {
+        let doc = parse_topology(&format!(
+            "name: late\nsources: [{{ name: in, stream: in }}]\noperators: [{{ name: id, module: identity, input: in, on_late: {policy} }}]\nsinks: [{{ name: out, stream: out, input: id }}]\n"
+        ))
+        .unwrap();
+        let (sink, lines) = collector();
+        let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+        let dead = letters.clone();
+        let report = run_topology(
+            &doc,
+            &modules,
+            Bindings {
+                sources: HashMap::from([("in".to_string(), source(events.clone()))]),
+                sinks: HashMap::from([("out".to_string(), sink)]),
+                dead_letter: Some(Box::new(move |l: &DeadLetter| {
+                    dead.lock().unwrap().push(l.clone());
+                    Ok(())
+                })),
+            },
+            ExecOptions {
+                batch_size: 10,
+                ..ExecOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(lines.lock().unwrap().len(), delivered, "{policy}");
+        let letters = letters.lock().unwrap();
+        assert_eq!(letters.len(), lettered, "{policy}");
+        if lettered == 1 {
+            assert!(
+                letters[0].error.contains("behind the watermark"),
+                "{}",
+                letters[0].error
+            );
+        }
+        assert_eq!(report.operators[0].2.late, 1, "{policy}");
+    }
+}

@@ -61,6 +61,23 @@ pub struct OperatorDoc {
     pub input: Inputs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<ErrorPolicyDoc>,
+    /// What happens to an event that arrives behind the operator's
+    /// watermark (it is counted as late in every case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_late: Option<LatePolicyDoc>,
+}
+
+/// What happens to a late event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LatePolicyDoc {
+    /// Process it like any other (windows decide with their lateness).
+    #[default]
+    Keep,
+    /// Drop it.
+    Drop,
+    /// Send it to the dead-letter output instead of processing it.
+    DeadLetter,
 }
 
 /// What to partition an operator's input by.
