@@ -96,11 +96,11 @@ fn to_batches(events: &[Event], size: usize) -> Vec<Batch> {
         .collect()
 }
 
-fn print_row(name: &str, n: u64, out: u64, wasm: Duration, native: Duration) {
+fn print_row(name: &str, label: &str, n: u64, out: u64, wasm: Duration, native: Duration) {
     let w = n as f64 / wasm.as_secs_f64();
     let nat = n as f64 / native.as_secs_f64();
     println!(
-        "{name:<22} {:>12.0} {:>12.0} {:>8.1}%",
+        "{label:<22} {:>12.0} {:>12.0} {:>8.1}%",
         w,
         nat,
         w / nat * 100.0
@@ -146,7 +146,14 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
     if out != nout {
         bail!("stateless: weir emitted {out} events, native {nout}");
     }
-    print_row("stateless filter→map", n, out, median(wasm), median(nat));
+    print_row(
+        "stateless",
+        "stateless filter→map",
+        n,
+        out,
+        median(wasm),
+        median(nat),
+    );
 
     // Keyed: split-words → word-count over 10,000 words.
     let keyed = "name: k\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: split, module: split-words, input: in }\n  - { name: count, module: word-count, input: split, key_by: key }\nsinks: [{ name: out, stream: out, input: count }]\n";
@@ -172,7 +179,14 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
     if out != nout {
         bail!("keyed: weir emitted {out} events, native {nout}");
     }
-    print_row("keyed split→count", out, out, median(wasm), median(nat));
+    print_row(
+        "keyed",
+        "keyed split→count",
+        out,
+        out,
+        median(wasm),
+        median(nat),
+    );
     Ok(())
 }
 
