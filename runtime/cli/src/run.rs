@@ -43,8 +43,9 @@ pub struct RunArgs {
     /// sinks that no --input/--output binds read and append there.
     #[arg(long, default_value = "weir-data", value_name = "DIR")]
     pub(crate) data_dir: PathBuf,
-    /// With --topology: where dead letters go (JSON lines), for operators
-    /// with `on_error: dead-letter`.
+    /// With --topology: a file for dead letters (JSON lines) instead of the
+    /// topology's dead-letter stream (`dead_letter_stream`, default
+    /// `<name>-dead-letter`, in --data-dir).
     #[arg(long, value_name = "FILE")]
     pub(crate) dead_letter: Option<PathBuf>,
     /// A config entry `key=value`; the value is read as JSON when it parses

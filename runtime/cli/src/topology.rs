@@ -12,7 +12,7 @@ use weir_connectors::{StreamConfig, StreamStore};
 use weir_engine::{
     Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, run_topology,
 };
-use weir_topology::{Severity, parse_topology, validate_topology};
+use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
 use weir_types::{Batch, Event, wire};
 use weir_wasm::WasmHost;
 
@@ -90,25 +90,31 @@ fn file_sink(path: &str) -> Result<SinkFn> {
     }))
 }
 
-/// Dead letters as wire events carrying the failure in headers
+/// A dead letter as an event carrying the failure in headers
 /// (`weir.operator`, `weir.error`, `weir.failed_at`).
+fn dead_letter_batch(letter: &DeadLetter) -> Batch {
+    let mut event: Event = letter.event.clone();
+    event
+        .headers
+        .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
+    event
+        .headers
+        .push(("weir.error".into(), letter.error.clone().into_bytes()));
+    event.headers.push((
+        "weir.failed_at".into(),
+        letter.failed_at.to_string().into_bytes(),
+    ));
+    let mut batch = Batch::default();
+    batch.push_event(&event);
+    batch
+}
+
+/// Dead letters to a JSON-lines file.
 fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let out = Arc::new(Mutex::new(BufWriter::new(file)));
     Ok(Box::new(move |letter: &DeadLetter| {
-        let mut event: Event = letter.event.clone();
-        event
-            .headers
-            .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
-        event
-            .headers
-            .push(("weir.error".into(), letter.error.clone().into_bytes()));
-        event.headers.push((
-            "weir.failed_at".into(),
-            letter.failed_at.to_string().into_bytes(),
-        ));
-        let mut batch = Batch::default();
-        batch.push_event(&event);
+        let batch = dead_letter_batch(letter);
         let line = batch
             .iter()
             .next()
@@ -217,9 +223,27 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         };
         bindings.sinks.insert(sink.name.clone(), write);
     }
-    if let Some(dead) = &args.dead_letter {
-        bindings.dead_letter = Some(dead_letter_file(dead)?);
-    }
+    let letters = doc.operators.iter().any(|o| {
+        o.on_error == Some(ErrorPolicyDoc::DeadLetter)
+            || o.on_late == Some(LatePolicyDoc::DeadLetter)
+    });
+    bindings.dead_letter = match &args.dead_letter {
+        Some(file) => Some(dead_letter_file(file)?),
+        None if !letters => None,
+        None => Some({
+            let name = doc
+                .dead_letter_stream
+                .clone()
+                .unwrap_or_else(|| format!("{}-dead-letter", doc.name));
+            let stream = open_store(&mut streams, &args.data_dir)?.stream(&name)?;
+            Box::new(move |letter: &DeadLetter| {
+                stream
+                    .append(&dead_letter_batch(letter))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    };
     let report = run_topology(
         &doc,
         &modules,

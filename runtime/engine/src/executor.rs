@@ -36,7 +36,7 @@ use weir_wasm::{
 };
 
 use crate::call::process_isolated;
-use crate::metrics::{InstanceMetrics, MetricsSnapshot};
+use crate::metrics::{InstanceMetrics, MetricsRegistry, MetricsSnapshot};
 
 /// Events of a source, in order; an `Err` stops the topology.
 pub type SourceIter = Box<dyn Iterator<Item = Result<Event, String>> + Send>;
@@ -685,8 +685,20 @@ fn take_binding<T>(
 pub fn run_topology(
     doc: &TopologyDoc,
     modules: &Modules,
+    bindings: Bindings,
+    options: ExecOptions,
+) -> Result<TopologyReport, EngineError> {
+    run_topology_observed(doc, modules, bindings, options, &MetricsRegistry::default())
+}
+
+/// [`run_topology`], registering every operator instance's metrics in
+/// `metrics` so they can be read while the topology runs.
+pub fn run_topology_observed(
+    doc: &TopologyDoc,
+    modules: &Modules,
     mut bindings: Bindings,
     options: ExecOptions,
+    metrics: &MetricsRegistry,
 ) -> Result<TopologyReport, EngineError> {
     let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
         .into_iter()
@@ -902,7 +914,6 @@ pub fn run_topology(
 
     // Operator instances (instantiated before any thread starts, so a bad
     // config fails the run cleanly).
-    let mut report_metrics = Vec::new();
     let mut chain_ops: Vec<Vec<Vec<ChainOp>>> = Vec::new();
     for chain in &chains {
         let p = parallelism(chain[0]);
@@ -924,8 +935,7 @@ pub fn run_topology(
                     Box::new(MemoryState::new()),
                     range,
                 )?;
-                let metrics = Arc::new(InstanceMetrics::default());
-                report_metrics.push((o.name.clone(), inst, metrics.clone()));
+                let metrics = metrics.register(&o.name, inst);
                 ops.push(ChainOp {
                     name: o.name.clone(),
                     instance,
@@ -1017,10 +1027,7 @@ pub fn run_topology(
         return Err(error);
     }
     Ok(TopologyReport {
-        operators: report_metrics
-            .into_iter()
-            .map(|(n, i, m)| (n, i, m.snapshot()))
-            .collect(),
+        operators: metrics.snapshot(),
         sources: doc
             .sources
             .iter()

@@ -1,11 +1,13 @@
 //! weir-engine: runs Wasm operator instances over streams of events.
 //!
-//! Today it holds the single-operator runner behind `weir run`
-//! ([`run_operator`]): events in batches through one [`OperatorInstance`],
-//! a bounded-out-of-orderness watermark, event- and processing-time timers,
-//! and the error policy (fail, or skip and report) with poison events
-//! isolated by retrying a failed batch one event at a time. Topologies
-//! (DAGs, partitioning, channels) build on it.
+//! - [`run_topology`]: the topology executor (see `executor.rs`): sources,
+//!   chains of operator instances and sinks as threads joined by bounded
+//!   channels, key-group partitioning, watermarks and timers, error and
+//!   lateness policies with dead letters, per-instance metrics
+//!   ([`MetricsRegistry`] to read them live).
+//! - [`run_operator`]: one [`OperatorInstance`] over a stream of events
+//!   (`weir run --module`).
+//! - [`process_isolated`]: one call with poison isolation, shared by both.
 //!
 //! It knows nothing of HTTP or files: events come from an iterator and go to
 //! a sink closure.
@@ -20,7 +22,7 @@ mod runner;
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use executor::{
     Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, SinkFn, SourceIter,
-    TopologyReport, run_topology,
+    TopologyReport, run_topology, run_topology_observed,
 };
-pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsSnapshot};
+pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

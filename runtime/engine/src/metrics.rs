@@ -2,6 +2,7 @@
 //! bump and anyone may snapshot while the topology runs.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds (µs) of the batch-latency histogram buckets; the last
@@ -85,5 +86,35 @@ impl InstanceMetrics {
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
         }
+    }
+}
+
+/// The live metrics of a running topology: the executor registers every
+/// operator instance here before it starts, and anyone holding the
+/// registry can snapshot them while it runs.
+#[derive(Debug, Default)]
+pub struct MetricsRegistry {
+    instances: Mutex<Vec<(String, usize, Arc<InstanceMetrics>)>>,
+}
+
+impl MetricsRegistry {
+    pub(crate) fn register(&self, operator: &str, instance: usize) -> Arc<InstanceMetrics> {
+        let metrics = Arc::new(InstanceMetrics::default());
+        if let Ok(mut all) = self.instances.lock() {
+            all.push((operator.to_string(), instance, metrics.clone()));
+        }
+        metrics
+    }
+
+    /// `(operator, instance index, metrics)` of every instance, now.
+    pub fn snapshot(&self) -> Vec<(String, usize, MetricsSnapshot)> {
+        self.instances
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .map(|(o, i, m)| (o.clone(), *i, m.snapshot()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }

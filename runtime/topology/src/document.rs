@@ -21,6 +21,10 @@ pub struct TopologyDoc {
     pub key_groups: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointDoc>,
+    /// The stream dead letters (and late events under `on_late:
+    /// dead-letter`) go to; default `<name>-dead-letter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_stream: Option<String>,
 }
 
 /// Where events come from: an embedded stream or a JSON-lines file.

@@ -120,6 +120,14 @@ pub fn validate_topology(doc: &TopologyDoc, modules: &dyn ModuleCheck) -> Vec<Pr
             ),
         );
     }
+    if let Some(stream) = &doc.dead_letter_stream
+        && !is_safe_name(stream)
+    {
+        report.error(
+            "dead_letter_stream".into(),
+            format!("{stream:?} is not a valid stream name: use 1-128 of A-Z a-z 0-9 _ . -"),
+        );
+    }
     if doc.sources.is_empty() {
         report.error("sources".into(), "a topology needs at least one source");
     }
