@@ -391,6 +391,7 @@ fn run_chain(
         }
         let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
+        op.metrics.add_guest(op.instance.take_counters());
         InstanceMetrics::add(&op.metrics.errors, isolated.failed.len() as u64);
         for failed in isolated.failed {
             match op.policy {
@@ -469,6 +470,8 @@ fn fire_timers(
                 Err(e) => return Err(e.into()),
             };
             InstanceMetrics::add(&ops[k].metrics.events_out, emitted.len() as u64);
+            let counted = ops[k].instance.take_counters();
+            ops[k].metrics.add_guest(counted);
             let rest = run_chain(ops, k + 1, emitted, before, dead)?;
             for e in rest.iter() {
                 out.push_ref(&e);

@@ -1,6 +1,7 @@
 //! Per-instance metrics of a running topology: plain atomics that tasks
 //! bump and anyone may snapshot while the topology runs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct InstanceMetrics {
     pub blocked_nanos: AtomicU64,
     pub watermark: AtomicI64,
     latency: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    /// Counters the operator itself keeps (`context.counter-add`).
+    guest: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for InstanceMetrics {
@@ -38,6 +41,7 @@ impl Default for InstanceMetrics {
             blocked_nanos: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             latency: Default::default(),
+            guest: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct MetricsSnapshot {
     /// Batches by processing latency, bucket `i` counting those up to
     /// `LATENCY_BUCKETS_MICROS[i]` µs (the last: slower than every bound).
     pub latency_buckets: Vec<u64>,
+    /// The operator's own counters, by name.
+    pub guest_counters: BTreeMap<String, u64>,
 }
 
 impl InstanceMetrics {
@@ -71,6 +77,18 @@ impl InstanceMetrics {
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds what the guest counted.
+    pub(crate) fn add_guest(&self, counters: Vec<(String, u64)>) {
+        if counters.is_empty() {
+            return;
+        }
+        if let Ok(mut guest) = self.guest.lock() {
+            for (name, n) in counters {
+                *guest.entry(name).or_default() += n;
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             events_in: self.events_in.load(Ordering::Relaxed),
@@ -85,6 +103,7 @@ impl InstanceMetrics {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            guest_counters: self.guest.lock().map(|g| g.clone()).unwrap_or_default(),
         }
     }
 }

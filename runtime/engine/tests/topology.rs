@@ -513,3 +513,45 @@ fn late_events_are_counted_and_handled_by_policy() {
         assert_eq!(report.operators[0].2.late, 1, "{policy}");
     }
 }
+
+#[test]
+fn guest_counters_reach_the_metrics() {
+    let modules = modules(&["window-sum"]);
+    let doc = parse_topology(
+        "name: c\nsources: [{ name: in, stream: in }]\noperators: [{ name: w, module: window-sum, input: in, key_by: key }]\nsinks: [{ name: out, stream: out, input: w }]\n",
+    )
+    .unwrap();
+    // 5000 is far past the window [0, 1000) once the watermark reached
+    // 4998: the event at 10 is dropped and counted by the guest.
+    let events: Vec<Event> = [0, 5000, 10]
+        .iter()
+        .map(|&t| Event {
+            key: Some(b"k".to_vec()),
+            value: b"{\"amount\":1}".to_vec(),
+            timestamp: t,
+            headers: vec![],
+        })
+        .collect();
+    let (sink, _lines) = collector();
+    let report = run_topology(
+        &doc,
+        &modules,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), source(events))]),
+            sinks: HashMap::from([("out".to_string(), sink)]),
+            dead_letter: None,
+        },
+        ExecOptions {
+            batch_size: 1,
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
+    let metrics = &report.operators[0].2;
+    assert_eq!(
+        metrics.guest_counters.get("late_dropped"),
+        Some(&1),
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.late, 1);
+}
