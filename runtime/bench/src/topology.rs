@@ -45,6 +45,7 @@ fn run(
             sources: HashMap::from([("in".to_string(), source)]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         options,
     )?;
@@ -235,6 +236,7 @@ pub fn latency(rate: u64, seconds: u64) -> Result<()> {
             sources: HashMap::from([("in".to_string(), source)]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         ExecOptions {
             linger: Duration::from_millis(1),

@@ -43,6 +43,11 @@ pub struct RunArgs {
     /// sinks that no --input/--output binds read and append there.
     #[arg(long, default_value = "weir-data", value_name = "DIR")]
     pub(crate) data_dir: PathBuf,
+    /// With --topology: keep operator state in the data directory
+    /// (`state.redb`), written at the end of the run, so the next run of the
+    /// topology continues from it. Without it, state lives in memory.
+    #[arg(long)]
+    pub(crate) keep_state: bool,
     /// With --topology: a file for dead letters (JSON lines) instead of the
     /// topology's dead-letter stream (`dead_letter_stream`, default
     /// `<name>-dead-letter`, in --data-dir).

@@ -10,10 +10,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use weir_connectors::{StreamConfig, StreamStore};
 use weir_engine::{
-    Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, run_topology,
+    Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, StateProvider,
+    run_topology,
 };
+use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
-use weir_types::{Batch, Event, wire};
+use weir_types::{Batch, Event, KeyGroupRange, wire};
+use weir_wasm::OperatorState;
 use weir_wasm::WasmHost;
 
 use crate::run::{RunArgs, now_ms};
@@ -127,6 +130,22 @@ fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
             .and_then(|()| out.flush())
             .map_err(|e| e.to_string())
     }))
+}
+
+/// Operator state in the data directory's redb database.
+struct DurableState(StateDb);
+
+impl StateProvider for DurableState {
+    fn open(
+        &self,
+        topology: &str,
+        operator: &str,
+        owned: KeyGroupRange,
+    ) -> std::result::Result<Box<dyn OperatorState>, String> {
+        KeyedState::open(&self.0, topology, operator, owned, StateBudget::default())
+            .map(|s| Box::new(s) as Box<dyn OperatorState>)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The data directory's streams, opened on first use.
@@ -244,6 +263,10 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             })
         }),
     };
+    if args.keep_state {
+        let db = StateDb::open(&args.data_dir)?;
+        bindings.state = Some(Box::new(DurableState(db)));
+    }
     let report = run_topology(
         &doc,
         &modules,

@@ -362,3 +362,46 @@ fn topologies_share_embedded_streams_in_the_data_directory() {
     assert_eq!(text.lines().count(), 2 * 88);
     assert!(text.contains("{\"word\":\"the\",\"count\":24}"), "{text}");
 }
+
+#[test]
+fn keep_state_continues_counts_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let guests = weir_tests::guest_dir();
+    let root = repo_root();
+    let run = |out: &std::path::Path| {
+        let result = weir(
+            &[
+                "run",
+                "--topology",
+                root.join("guest-examples/topologies/word-count.yaml")
+                    .to_str()
+                    .unwrap(),
+                "--module-dir",
+                guests.to_str().unwrap(),
+                "--input",
+                &format!(
+                    "lines={}",
+                    root.join("guest-examples/data/lines.jsonl").display()
+                ),
+                "--output",
+                &format!("out={}", out.display()),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--keep-state",
+            ],
+            "",
+        );
+        assert!(result.status.success(), "{}", stderr(&result));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let first = run(&dir.path().join("first.jsonl"));
+    assert!(first.contains("{\"word\":\"the\",\"count\":12}"));
+    assert!(data.join("state.redb").exists());
+    let second = run(&dir.path().join("second.jsonl"));
+    assert!(
+        second.contains("{\"word\":\"the\",\"count\":24}"),
+        "{second}"
+    );
+    assert!(!second.contains("{\"word\":\"the\",\"count\":12}"));
+}

@@ -32,7 +32,8 @@ use weir_topology::{
 };
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, key_group_of};
 use weir_wasm::{
-    FiredTimer, InstanceError, MemoryState, OperatorInstance, OperatorModule, TimeDomain,
+    FiredTimer, InstanceError, MemoryState, OperatorInstance, OperatorModule, OperatorState,
+    TimeDomain,
 };
 
 use crate::call::process_isolated;
@@ -55,12 +56,24 @@ pub struct DeadLetter {
     pub event: Event,
 }
 
-/// What the topology's sources read and its sinks write.
+/// Opens the keyed state of one operator instance.
+pub trait StateProvider: Send + Sync {
+    fn open(
+        &self,
+        topology: &str,
+        operator: &str,
+        owned: KeyGroupRange,
+    ) -> Result<Box<dyn OperatorState>, String>;
+}
+
+/// What the topology's sources read and its sinks write, and where its
+/// state lives (in memory when `state` is `None`).
 #[derive(Default)]
 pub struct Bindings {
     pub sources: HashMap<String, SourceIter>,
     pub sinks: HashMap<String, SinkFn>,
     pub dead_letter: Option<DeadLetterFn>,
+    pub state: Option<Box<dyn StateProvider>>,
 }
 
 /// Sizes of batches and channels.
@@ -537,6 +550,16 @@ fn chain_task(
                 if inputs.end(envelope.from) {
                     let out =
                         fire_timers(&mut ops, TimeDomain::EventTime, i64::MAX, watermark, &dead)?;
+                    // Bounded input done: make the state durable.
+                    for op in ops.iter_mut() {
+                        op.instance
+                            .state_mut()
+                            .flush()
+                            .map_err(|e| InstanceError::State {
+                                operator: op.name.clone(),
+                                message: e.0,
+                            })?;
+                    }
                     let _ = outputs.batch(out);
                     let _ = outputs.broadcast(|| Msg::End);
                     return Ok(());
@@ -931,13 +954,21 @@ pub fn run_topology_observed(
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "{}".into());
                 let range = KeyGroupRange::for_instance(inst as u16, p as u16, groups);
-                let instance = OperatorInstance::new(
-                    &modules[&o.module],
-                    &o.name,
-                    &config,
-                    Box::new(MemoryState::new()),
-                    range,
-                )?;
+                let state: Box<dyn OperatorState> = match &bindings.state {
+                    Some(provider) => {
+                        provider
+                            .open(&doc.name, &o.name, range)
+                            .map_err(|message| {
+                                EngineError::Instance(InstanceError::State {
+                                    operator: o.name.clone(),
+                                    message,
+                                })
+                            })?
+                    }
+                    None => Box::new(MemoryState::new()),
+                };
+                let instance =
+                    OperatorInstance::new(&modules[&o.module], &o.name, &config, state, range)?;
                 let metrics = metrics.register(&o.name, inst);
                 ops.push(ChainOp {
                     name: o.name.clone(),

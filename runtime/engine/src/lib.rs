@@ -22,7 +22,7 @@ mod runner;
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use executor::{
     Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, SinkFn, SourceIter,
-    TopologyReport, run_topology, run_topology_observed,
+    StateProvider, TopologyReport, run_topology, run_topology_observed,
 };
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

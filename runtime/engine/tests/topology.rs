@@ -105,6 +105,7 @@ fn word_count_over_a_million_words_matches_the_oracle_at_parallelism_1_and_2() {
                 sources: HashMap::from([("lines".to_string(), source(events.clone()))]),
                 sinks: HashMap::from([("out".to_string(), sink)]),
                 dead_letter: None,
+                state: None,
             },
             ExecOptions::default(),
         )
@@ -168,6 +169,7 @@ sinks: [{ name: out, stream: out, input: count }]
             sources: HashMap::from([("in".to_string(), source(events))]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         ExecOptions {
             batch_size: 100,
@@ -218,6 +220,7 @@ sinks: [{ name: out, stream: out, input: risky }]
                 dead.lock().unwrap().push(l.clone());
                 Ok(())
             })),
+            state: None,
         },
         ExecOptions::default(),
     )
@@ -299,6 +302,7 @@ sinks: [{ name: out, stream: out, input: b }]
             sources: HashMap::from([("in".to_string(), endless)]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         options,
     )
@@ -383,6 +387,7 @@ fn run_sorted(doc_text: &str, modules: &Modules, events: Vec<Event>) -> Vec<Stri
             sources: HashMap::from([("in".to_string(), source(events))]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         ExecOptions {
             batch_size: 256,
@@ -493,6 +498,7 @@ fn late_events_are_counted_and_handled_by_policy() {
                     dead.lock().unwrap().push(l.clone());
                     Ok(())
                 })),
+                state: None,
             },
             ExecOptions {
                 batch_size: 10,
@@ -540,6 +546,7 @@ fn guest_counters_reach_the_metrics() {
             sources: HashMap::from([("in".to_string(), source(events))]),
             sinks: HashMap::from([("out".to_string(), sink)]),
             dead_letter: None,
+            state: None,
         },
         ExecOptions {
             batch_size: 1,

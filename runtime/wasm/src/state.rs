@@ -117,6 +117,11 @@ pub trait OperatorState: Send + 'static {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError>;
+    /// Makes everything applied so far durable, where the store can (the
+    /// in-memory one has nothing to do).
+    fn flush(&mut self) -> Result<(), StateStoreError> {
+        Ok(())
+    }
 }
 
 /// A call's writes, kept aside until the call succeeds, and the reads that

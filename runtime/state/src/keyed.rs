@@ -1,0 +1,668 @@
+//! [`KeyedState`]: the state of one operator instance, a working set in
+//! memory over rows in redb.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use redb::{Durability, ReadOnlyTable, ReadableDatabase};
+use weir_types::{KeyGroupRange, key_group_of};
+use weir_wasm::{OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
+
+use crate::keys::{self, Kind};
+use crate::{STATE, StateDb, StateError, TIMERS, db_err};
+
+/// Memory the working set of one instance may use before clean entries are
+/// evicted, and dirty ones call for a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateBudget {
+    pub bytes: usize,
+}
+
+impl Default for StateBudget {
+    fn default() -> Self {
+        StateBudget { bytes: 64 << 20 }
+    }
+}
+
+/// A cached item: its data, whether it differs from redb, and its size.
+#[derive(Debug)]
+struct Entry<T> {
+    data: T,
+    dirty: bool,
+    bytes: usize,
+}
+
+type Id = (String, Vec<u8>);
+/// The entries of one key's map state.
+type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn domain_code(d: TimeDomain) -> u8 {
+    match d {
+        TimeDomain::EventTime => 0,
+        TimeDomain::ProcessingTime => 1,
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> StateStoreError {
+    StateStoreError(e.to_string())
+}
+
+/// The keyed state of one operator instance.
+pub struct KeyedState {
+    db: StateDb,
+    scope: Vec<u8>,
+    owned: KeyGroupRange,
+    budget: StateBudget,
+    values: HashMap<Id, Entry<Option<Vec<u8>>>>,
+    maps: HashMap<Id, Entry<MapEntries>>,
+    lists: HashMap<Id, Entry<Vec<Vec<u8>>>>,
+    /// Timers of the owned key groups, by domain code.
+    timers: [BTreeSet<(i64, Vec<u8>)>; 2],
+    /// Timer changes since the last flush: (added, domain, time, key).
+    timer_changes: Vec<(bool, u8, i64, Vec<u8>)>,
+    cached_bytes: usize,
+    dirty_bytes: usize,
+    /// A snapshot to read misses from, renewed after each flush (rows this
+    /// instance wrote since the snapshot are still in the working set).
+    reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+}
+
+impl std::fmt::Debug for KeyedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedState")
+            .field("owned", &self.owned)
+            .field("cached_bytes", &self.cached_bytes)
+            .field("dirty_bytes", &self.dirty_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyedState {
+    /// The state of operator `operator` of `topology` for the key groups
+    /// in `owned`; loads the timers of those groups.
+    pub fn open(
+        db: &StateDb,
+        topology: &str,
+        operator: &str,
+        owned: KeyGroupRange,
+        budget: StateBudget,
+    ) -> Result<KeyedState, StateError> {
+        let scope = keys::scope(topology, operator);
+        let mut timers: [BTreeSet<(i64, Vec<u8>)>; 2] = Default::default();
+        let txn = db.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TIMERS).map_err(db_err)?;
+        for group in owned.start..owned.end {
+            let (start, end) = keys::group_range(&scope, group);
+            for row in table
+                .range::<&[u8]>(start.as_slice()..end.as_slice())
+                .map_err(db_err)?
+            {
+                let (k, _) = row.map_err(db_err)?;
+                if let Some((domain, time, key)) = keys::parse_timer_row(scope.len(), k.value()) {
+                    timers[usize::from(domain.min(1))].insert((time, key));
+                }
+            }
+        }
+        Ok(KeyedState {
+            db: db.clone(),
+            scope,
+            owned,
+            budget,
+            values: HashMap::new(),
+            maps: HashMap::new(),
+            lists: HashMap::new(),
+            timers,
+            timer_changes: Vec::new(),
+            cached_bytes: 0,
+            dirty_bytes: 0,
+            reader: None,
+        })
+    }
+
+    fn group(&self, key: &[u8]) -> u16 {
+        key_group_of(key, self.owned.groups).0
+    }
+
+    fn reader(&mut self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>, StateStoreError> {
+        if self.reader.is_none() {
+            let txn = self.db.db.begin_read().map_err(store_err)?;
+            self.reader = Some(txn.open_table(STATE).map_err(store_err)?);
+        }
+        Ok(self.reader.as_ref().expect("opened above"))
+    }
+
+    fn load_value(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        let id = (name.to_string(), key.to_vec());
+        if self.values.contains_key(&id) {
+            return Ok(());
+        }
+        let row = keys::state_row(&self.scope, self.group(key), Kind::Value, name, key);
+        let data = self
+            .reader()?
+            .get(row.as_slice())
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec());
+        let bytes = name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
+        self.cached_bytes += bytes;
+        self.values.insert(
+            id,
+            Entry {
+                data,
+                dirty: false,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    fn load_map(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        let id = (name.to_string(), key.to_vec());
+        if self.maps.contains_key(&id) {
+            return Ok(());
+        }
+        let prefix = keys::state_row(&self.scope, self.group(key), Kind::MapEntry, name, key);
+        let end = keys::prefix_end(&prefix);
+        let mut data = BTreeMap::new();
+        for row in self
+            .reader()?
+            .range::<&[u8]>(prefix.as_slice()..end.as_slice())
+            .map_err(store_err)?
+        {
+            let (k, v) = row.map_err(store_err)?;
+            data.insert(k.value()[prefix.len()..].to_vec(), v.value().to_vec());
+        }
+        let bytes =
+            name.len() + key.len() + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        self.cached_bytes += bytes;
+        self.maps.insert(
+            id,
+            Entry {
+                data,
+                dirty: false,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    fn load_list(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        let id = (name.to_string(), key.to_vec());
+        if self.lists.contains_key(&id) {
+            return Ok(());
+        }
+        let row = keys::state_row(&self.scope, self.group(key), Kind::List, name, key);
+        let data = match self.reader()?.get(row.as_slice()).map_err(store_err)? {
+            Some(v) => keys::decode_list(v.value())
+                .ok_or_else(|| StateStoreError(format!("list state `{name}` is damaged")))?,
+            None => Vec::new(),
+        };
+        let bytes = name.len() + key.len() + data.iter().map(|i| i.len() + 4).sum::<usize>();
+        self.cached_bytes += bytes;
+        self.lists.insert(
+            id,
+            Entry {
+                data,
+                dirty: false,
+                bytes,
+            },
+        );
+        Ok(())
+    }
+
+    /// Accounts for an entry re-measured from `old` to `new` bytes that is
+    /// now dirty.
+    fn touched(cached: &mut usize, dirty: &mut usize, was_dirty: bool, old: usize, new: usize) {
+        *cached = (*cached + new).saturating_sub(old);
+        *dirty = if was_dirty {
+            (*dirty + new).saturating_sub(old)
+        } else {
+            *dirty + new
+        };
+    }
+
+    /// Evicts clean entries while the working set is over budget.
+    fn evict(&mut self) {
+        if self.cached_bytes <= self.budget.bytes {
+            return;
+        }
+        let target = self.budget.bytes / 10 * 8;
+        let mut freed = 0usize;
+        let over = self.cached_bytes - target.min(self.cached_bytes);
+        let mut keep = |dirty: bool, bytes: usize| {
+            if !dirty && freed < over {
+                freed += bytes;
+                false
+            } else {
+                true
+            }
+        };
+        self.values.retain(|_, e| keep(e.dirty, e.bytes));
+        self.maps.retain(|_, e| keep(e.dirty, e.bytes));
+        self.lists.retain(|_, e| keep(e.dirty, e.bytes));
+        self.cached_bytes -= freed.min(self.cached_bytes);
+    }
+
+    /// Whether dirty entries alone exceed the budget: the caller should
+    /// flush (they cannot be evicted before they are durable).
+    pub fn needs_flush(&self) -> bool {
+        self.dirty_bytes > self.budget.bytes
+    }
+
+    /// Bytes the working set holds (approximately).
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes
+    }
+
+    fn set_value(&mut self, name: &str, key: &[u8], value: Option<&[u8]>) {
+        let id = (name.to_string(), key.to_vec());
+        let bytes = name.len() + key.len() + value.map_or(0, <[u8]>::len);
+        match self.values.get_mut(&id) {
+            Some(e) => {
+                Self::touched(
+                    &mut self.cached_bytes,
+                    &mut self.dirty_bytes,
+                    e.dirty,
+                    e.bytes,
+                    bytes,
+                );
+                match (&mut e.data, value) {
+                    (Some(d), Some(v)) => {
+                        d.clear();
+                        d.extend_from_slice(v);
+                    }
+                    (data, v) => *data = v.map(<[u8]>::to_vec),
+                }
+                e.dirty = true;
+                e.bytes = bytes;
+            }
+            None => {
+                self.cached_bytes += bytes;
+                self.dirty_bytes += bytes;
+                self.values.insert(
+                    id,
+                    Entry {
+                        data: value.map(<[u8]>::to_vec),
+                        dirty: true,
+                        bytes,
+                    },
+                );
+            }
+        }
+    }
+
+    fn apply_op(&mut self, op: StateOp) -> Result<(), StateStoreError> {
+        match op {
+            StateOp::SetValue { name, key, value } => self.set_value(&name, &key, value.as_deref()),
+            StateOp::MapPut {
+                ref name, ref key, ..
+            }
+            | StateOp::MapRemove {
+                ref name, ref key, ..
+            }
+            | StateOp::MapClear { ref name, ref key } => {
+                self.load_map(name, key)?;
+                let id = (name.clone(), key.clone());
+                let e = self.maps.get_mut(&id).expect("loaded above");
+                match &op {
+                    StateOp::MapPut { map_key, value, .. } => {
+                        e.data.insert(map_key.clone(), value.clone());
+                    }
+                    StateOp::MapRemove { map_key, .. } => {
+                        e.data.remove(map_key);
+                    }
+                    _ => e.data.clear(),
+                }
+                let bytes = id.0.len()
+                    + id.1.len()
+                    + e.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                Self::touched(
+                    &mut self.cached_bytes,
+                    &mut self.dirty_bytes,
+                    e.dirty,
+                    e.bytes,
+                    bytes,
+                );
+                e.dirty = true;
+                e.bytes = bytes;
+            }
+            StateOp::ListAppend {
+                ref name, ref key, ..
+            }
+            | StateOp::ListReplace {
+                ref name, ref key, ..
+            } => {
+                self.load_list(name, key)?;
+                let id = (name.clone(), key.clone());
+                let e = self.lists.get_mut(&id).expect("loaded above");
+                match op {
+                    StateOp::ListAppend { item, .. } => e.data.push(item),
+                    StateOp::ListReplace { items, .. } => e.data = items,
+                    _ => {}
+                }
+                let bytes =
+                    id.0.len() + id.1.len() + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
+                Self::touched(
+                    &mut self.cached_bytes,
+                    &mut self.dirty_bytes,
+                    e.dirty,
+                    e.bytes,
+                    bytes,
+                );
+                e.dirty = true;
+                e.bytes = bytes;
+            }
+            StateOp::RegisterTimer { domain, key, time } => {
+                let d = domain_code(domain);
+                if self.timers[usize::from(d)].insert((time, key.clone())) {
+                    self.timer_changes.push((true, d, time, key));
+                }
+            }
+            StateOp::DeleteTimer { domain, key, time } => {
+                let d = domain_code(domain);
+                if self.timers[usize::from(d)].remove(&(time, key.clone())) {
+                    self.timer_changes.push((false, d, time, key));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every dirty entry and timer change in one durable commit.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        let dirty_values = self.values.values().any(|e| e.dirty);
+        let dirty_maps = self.maps.values().any(|e| e.dirty);
+        let dirty_lists = self.lists.values().any(|e| e.dirty);
+        if !dirty_values && !dirty_maps && !dirty_lists && self.timer_changes.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut table = txn.open_table(STATE).map_err(db_err)?;
+            for ((name, key), e) in self.values.iter().filter(|(_, e)| e.dirty) {
+                let row = keys::state_row(
+                    &self.scope,
+                    key_group_of(key, self.owned.groups).0,
+                    Kind::Value,
+                    name,
+                    key,
+                );
+                match &e.data {
+                    Some(v) => {
+                        table.insert(row.as_slice(), v.as_slice()).map_err(db_err)?;
+                    }
+                    None => {
+                        table.remove(row.as_slice()).map_err(db_err)?;
+                    }
+                }
+            }
+            for ((name, key), e) in self.maps.iter().filter(|(_, e)| e.dirty) {
+                let prefix = keys::state_row(
+                    &self.scope,
+                    key_group_of(key, self.owned.groups).0,
+                    Kind::MapEntry,
+                    name,
+                    key,
+                );
+                let end = keys::prefix_end(&prefix);
+                table
+                    .retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)
+                    .map_err(db_err)?;
+                for (map_key, value) in &e.data {
+                    let mut row = prefix.clone();
+                    row.extend_from_slice(map_key);
+                    table
+                        .insert(row.as_slice(), value.as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            for ((name, key), e) in self.lists.iter().filter(|(_, e)| e.dirty) {
+                let row = keys::state_row(
+                    &self.scope,
+                    key_group_of(key, self.owned.groups).0,
+                    Kind::List,
+                    name,
+                    key,
+                );
+                if e.data.is_empty() {
+                    table.remove(row.as_slice()).map_err(db_err)?;
+                } else {
+                    table
+                        .insert(row.as_slice(), keys::encode_list(&e.data).as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            let mut timers = txn.open_table(TIMERS).map_err(db_err)?;
+            for (added, domain, time, key) in &self.timer_changes {
+                let row = keys::timer_row(
+                    &self.scope,
+                    key_group_of(key, self.owned.groups).0,
+                    *domain,
+                    *time,
+                    key,
+                );
+                if *added {
+                    timers.insert(row.as_slice(), &[][..]).map_err(db_err)?;
+                } else {
+                    timers.remove(row.as_slice()).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        for e in self.values.values_mut() {
+            e.dirty = false;
+        }
+        for e in self.maps.values_mut() {
+            e.dirty = false;
+        }
+        for e in self.lists.values_mut() {
+            e.dirty = false;
+        }
+        self.timer_changes.clear();
+        self.dirty_bytes = 0;
+        self.reader = None;
+        self.evict();
+        Ok(())
+    }
+}
+
+impl OperatorState for KeyedState {
+    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
+        self.load_value(name, key)?;
+        Ok(self.values[&(name.to_string(), key.to_vec())].data.clone())
+    }
+
+    fn map(
+        &mut self,
+        name: &str,
+        key: &[u8],
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
+        self.load_map(name, key)?;
+        Ok(self.maps[&(name.to_string(), key.to_vec())].data.clone())
+    }
+
+    fn map_entry(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateStoreError> {
+        self.load_map(name, key)?;
+        Ok(self.maps[&(name.to_string(), key.to_vec())]
+            .data
+            .get(map_key)
+            .cloned())
+    }
+
+    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
+        self.load_list(name, key)?;
+        Ok(self.lists[&(name.to_string(), key.to_vec())].data.clone())
+    }
+
+    fn apply(
+        &mut self,
+        ops: Vec<StateOp>,
+        values: &[ValueWrite<'_>],
+    ) -> Result<(), StateStoreError> {
+        for op in ops {
+            self.apply_op(op)?;
+        }
+        for w in values {
+            self.set_value(w.name, w.key, w.value);
+        }
+        if self.needs_flush() {
+            // Dirty state past the budget spills to redb.
+            self.flush().map_err(store_err)?;
+        } else {
+            self.evict();
+        }
+        Ok(())
+    }
+
+    fn take_due_timers(
+        &mut self,
+        domain: TimeDomain,
+        time: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError> {
+        let d = domain_code(domain);
+        let set = &mut self.timers[usize::from(d)];
+        let later = set.split_off(&(time.saturating_add(1), Vec::new()));
+        let due: Vec<(i64, Vec<u8>)> = std::mem::replace(set, later).into_iter().collect();
+        for (t, key) in &due {
+            self.timer_changes.push((false, d, *t, key.clone()));
+        }
+        Ok(due)
+    }
+
+    fn flush(&mut self) -> Result<(), StateStoreError> {
+        KeyedState::flush(self).map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(db: &StateDb, range: KeyGroupRange) -> KeyedState {
+        KeyedState::open(db, "topo", "count", range, StateBudget::default()).unwrap()
+    }
+
+    fn set(name: &str, key: &[u8], value: &[u8]) -> ValueWrite<'static> {
+        ValueWrite {
+            name: Box::leak(name.to_string().into_boxed_str()),
+            key: Box::leak(key.to_vec().into_boxed_slice()),
+            value: Some(Box::leak(value.to_vec().into_boxed_slice())),
+        }
+    }
+
+    #[test]
+    fn state_survives_reopening_after_a_flush_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = KeyGroupRange::all(128);
+        {
+            let db = StateDb::open(dir.path()).unwrap();
+            let mut s = open(&db, all);
+            s.apply(
+                vec![
+                    StateOp::MapPut {
+                        name: "m".into(),
+                        key: b"k".to_vec(),
+                        map_key: b"a".to_vec(),
+                        value: b"1".to_vec(),
+                    },
+                    StateOp::ListAppend {
+                        name: "l".into(),
+                        key: b"k".to_vec(),
+                        item: b"x".to_vec(),
+                    },
+                    StateOp::RegisterTimer {
+                        domain: TimeDomain::EventTime,
+                        key: b"k".to_vec(),
+                        time: 42,
+                    },
+                ],
+                &[set("count", b"k", b"7")],
+            )
+            .unwrap();
+            s.flush().unwrap();
+            // Written after the flush: lost with the process.
+            s.apply(vec![], &[set("count", b"k", b"8")]).unwrap();
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db, all);
+        assert_eq!(s.value("count", b"k").unwrap(), Some(b"7".to_vec()));
+        assert_eq!(s.map_entry("m", b"k", b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(s.list("l", b"k").unwrap(), vec![b"x".to_vec()]);
+        assert_eq!(
+            s.take_due_timers(TimeDomain::EventTime, 100).unwrap(),
+            vec![(42, b"k".to_vec())]
+        );
+        // Another operator's state is separate.
+        let mut other =
+            KeyedState::open(&db, "topo", "other", all, StateBudget::default()).unwrap();
+        assert_eq!(other.value("count", b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn instances_load_only_their_key_groups_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db, KeyGroupRange::all(128));
+        let ops = (0..200)
+            .map(|i| StateOp::RegisterTimer {
+                domain: TimeDomain::EventTime,
+                key: format!("k{i}").into_bytes(),
+                time: i,
+            })
+            .collect();
+        s.apply(ops, &[]).unwrap();
+        s.flush().unwrap();
+        let halves = [
+            KeyGroupRange::for_instance(0, 2, 128),
+            KeyGroupRange::for_instance(1, 2, 128),
+        ];
+        let mut total = 0;
+        for r in halves {
+            let mut part = open(&db, r);
+            let due = part
+                .take_due_timers(TimeDomain::EventTime, i64::MAX)
+                .unwrap();
+            assert!(due.iter().all(|(_, k)| r.owns(k)));
+            total += due.len();
+        }
+        assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn a_small_budget_spills_and_stays_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "topo",
+            "count",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: 64 << 10 },
+        )
+        .unwrap();
+        for round in 0..3u64 {
+            for chunk in 0..20 {
+                let writes: Vec<ValueWrite<'static>> = (0..1000)
+                    .map(|i| {
+                        let k = format!("key-{}", chunk * 1000 + i);
+                        set("count", k.as_bytes(), (round + 1).to_string().as_bytes())
+                    })
+                    .collect();
+                s.apply(vec![], &writes).unwrap();
+                assert!(s.cached_bytes() < (64 << 10) * 3, "{}", s.cached_bytes());
+            }
+        }
+        s.flush().unwrap();
+        for i in [0, 12_345, 19_999] {
+            assert_eq!(
+                s.value("count", format!("key-{i}").as_bytes()).unwrap(),
+                Some(b"3".to_vec())
+            );
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! weir-state: keyed state on redb.
+//!
+//! [`StateDb`] is the one redb database of a data directory
+//! (`state.redb`). [`KeyedState`] is the state of one operator instance: it
+//! implements the Wasm host's `OperatorState` over an in-memory working set
+//! (reads that miss load from redb; writes stay dirty in memory) and
+//! [`KeyedState::flush`] writes every dirty entry and timer change in **one
+//! durable redb commit** (`Durability::Immediate`, two-phase commit, since
+//! keys and values come from untrusted guests). A memory budget evicts clean
+//! entries, so state larger than memory works.
+//!
+//! Rows are keyed by topology, operator, **key group**, state kind and
+//! name, then key (see `keys.rs`), so the state of a key group is one
+//! contiguous range: an instance reads only the groups it owns, and
+//! rescaling moves ranges.
+//!
+//! Not here: when to flush (the checkpoint protocol decides).
+
+mod keyed;
+mod keys;
+
+pub use keyed::{KeyedState, StateBudget};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+/// Values, map entries and lists, by the row keys of `keys.rs`.
+pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keyed_state_v1");
+/// Registered timers, by scope, key group, domain, time and key.
+pub(crate) const TIMERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("timers_v1");
+
+/// The state store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("cannot open the state database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("state database: {0}")]
+    Db(String),
+}
+
+pub(crate) fn db_err(e: impl std::fmt::Display) -> StateError {
+    StateError::Db(e.to_string())
+}
+
+/// The state database of a data directory.
+#[derive(Debug, Clone)]
+pub struct StateDb {
+    pub(crate) db: Arc<Database>,
+}
+
+impl StateDb {
+    /// Opens (or creates) `<data_dir>/state.redb`.
+    pub fn open(data_dir: &Path) -> Result<StateDb, StateError> {
+        let path = data_dir.join("state.redb");
+        let open_err = |reason: String| StateError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(STATE).map_err(db_err)?;
+        txn.open_table(TIMERS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(StateDb { db: Arc::new(db) })
+    }
+}
