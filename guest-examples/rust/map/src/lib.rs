@@ -64,11 +64,11 @@ impl Operator for Map {
             }
             serde_json::to_writer(&mut out, name)?;
             out.push(b':');
-            if *name == self.field {
-                if let Ok(text) = serde_json::from_str::<String>(raw.get()) {
-                    serde_json::to_writer(&mut out, &text.to_uppercase())?;
-                    continue;
-                }
+            if *name == self.field
+                && let Ok(text) = serde_json::from_str::<String>(raw.get())
+            {
+                serde_json::to_writer(&mut out, &text.to_uppercase())?;
+                continue;
             }
             out.extend_from_slice(raw.get().as_bytes());
         }

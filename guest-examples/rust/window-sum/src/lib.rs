@@ -61,7 +61,11 @@ struct WindowSum {
     windows: Windows<Sum>,
 }
 
-fn emit(ctx: &mut Context, key: &[u8], results: Vec<WindowResult<(f64, u64)>>) -> Result<(), Error> {
+fn emit(
+    ctx: &mut Context,
+    key: &[u8],
+    results: Vec<WindowResult<(f64, u64)>>,
+) -> Result<(), Error> {
     let text = std::str::from_utf8(key).map_err(|_| Error::new("window-sum needs UTF-8 keys"))?;
     for r in results {
         let (sum, count) = r.value;
@@ -102,7 +106,9 @@ impl Operator for WindowSum {
         let x = value
             .get(&self.field)
             .and_then(Value::as_f64)
-            .ok_or_else(|| Error::new(format!("field `{}` is missing or not a number", self.field)))?;
+            .ok_or_else(|| {
+                Error::new(format!("field `{}` is missing or not a number", self.field))
+            })?;
         let late = self.windows.add(ctx, event.timestamp, x)?;
         emit(ctx, key, late)
     }
