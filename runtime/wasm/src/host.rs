@@ -4,10 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use weir_types::KeyGroupRange;
 
 use crate::bindings::weir::operator::{context, state, timers, types};
@@ -46,12 +51,51 @@ pub struct HostState {
     pub(crate) owned: KeyGroupRange,
     /// Counters the guest added to since they were last taken.
     pub(crate) counters: BTreeMap<String, u64>,
-    /// WASI with nothing granted: no files, network, environment or args.
+    /// WASI with nothing granted: no files, network, environment or args;
+    /// clocks pinned to the call's processing time, randomness seeded.
     /// Served only because toolchains import it (Rust's std, Python, JS).
     wasi: WasiCtx,
     table: ResourceTable,
     /// The last of what the guest wrote to stderr, for trap messages.
     pub(crate) stderr: StderrTail,
+    /// The host's clock as the guest may see it: the current call's
+    /// processing time (ms), so that a replayed call reads the same time.
+    pub(crate) clock: CallClock,
+}
+
+/// WASI's wall and monotonic clocks, pinned to the processing time the host
+/// passes with each call (guests get no clock of their own).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallClock(Arc<AtomicI64>);
+
+impl CallClock {
+    pub(crate) fn set(&self, processing_time_ms: i64) {
+        self.0.fetch_max(processing_time_ms, Ordering::Relaxed);
+    }
+
+    fn millis(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).max(0) as u64
+    }
+}
+
+impl HostWallClock for CallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.millis())
+    }
+}
+
+impl HostMonotonicClock for CallClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.millis().saturating_mul(1_000_000)
+    }
 }
 
 impl HostState {
@@ -62,6 +106,20 @@ impl HostState {
         owned: KeyGroupRange,
     ) -> Self {
         let stderr = StderrTail::default();
+        let clock = CallClock::default();
+        // Randomness is seeded from the operator's name: an instance draws
+        // the same numbers each time it starts, so runs replay alike.
+        let seed = operator.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let wasi = WasiCtx::builder()
+            .stderr(stderr.clone())
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone())
+            .secure_random(StdRng::seed_from_u64(seed))
+            .insecure_random(StdRng::seed_from_u64(seed.rotate_left(17)))
+            .insecure_random_seed(u128::from(seed))
+            .build();
         HostState {
             operator,
             limits,
@@ -70,9 +128,10 @@ impl HostState {
             pending: PendingWrites::default(),
             owned,
             counters: BTreeMap::new(),
-            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
+            wasi,
             table: ResourceTable::new(),
             stderr,
+            clock,
         }
     }
 

@@ -153,6 +153,11 @@ impl OperatorInstance {
             HostState::new(self.name.clone(), limits, state, self.owned),
         );
         store.limiter(|s| s);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        store.data().clock.set(now);
         store.set_epoch_deadline(ticks(limits.init_budget));
         let bindings = match self.module.pre.instantiate(&mut store) {
             Ok(b) => b,
@@ -297,6 +302,7 @@ impl OperatorInstance {
             state,
         };
         let live = self.live()?;
+        live.store.data().clock.set(processing_time);
         live.store
             .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
         let result = live
@@ -345,6 +351,7 @@ impl OperatorInstance {
             state,
         };
         let live = self.live()?;
+        live.store.data().clock.set(processing_time);
         live.store
             .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
         let result = live

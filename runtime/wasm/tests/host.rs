@@ -599,3 +599,15 @@ fn map_and_list_state_and_timers_go_through_the_host() {
         vec![r#"{"key":"k","value":{"fired":200},"timestamp":200}"#]
     );
 }
+
+#[test]
+fn the_guest_clock_is_the_call_processing_time() {
+    let host = host();
+    let mut op = instance(&load(&host, "state-kinds"), "");
+    let mut input = batch(&[(Some("k"), r#"{"clock":true}"#)]);
+    let out = op.process(&mut input, i64::MIN, 1_800_000_000_123).unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"key":"k","value":1800000000123,"timestamp":1}"#]
+    );
+}
