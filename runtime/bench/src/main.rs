@@ -14,6 +14,9 @@
 //! p50/p99/p999 from source to sink through three operators at a steady
 //! rate (default 50,000 events/s for 4 s).
 //!
+//! `fixed [--events N] [--rounds R] [--json FILE]` runs the fixed
+//! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -29,6 +32,7 @@
 
 mod native;
 mod topology;
+mod workloads;
 
 use std::time::{Duration, Instant};
 
@@ -331,6 +335,7 @@ fn main() -> Result<()> {
     let mut workload = None;
     let mut only = None;
     let mut rate = 50_000u64;
+    let mut json: Option<String> = None;
     let mut seconds = 4u64;
     let mut sizes = BATCH_SIZES.to_vec();
     let mut i = 0;
@@ -352,6 +357,10 @@ fn main() -> Result<()> {
                 seconds = args.get(i + 1).context("--seconds N")?.parse()?;
                 i += 1;
             }
+            "--json" => {
+                json = Some(args.get(i + 1).context("--json FILE")?.clone());
+                i += 1;
+            }
             "--only" => {
                 only = Some(args.get(i + 1).context("--only WORKLOAD")?.clone());
                 i += 1;
@@ -371,7 +380,15 @@ fn main() -> Result<()> {
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some("topology") => topology::throughput(events, rounds.max(1)),
+        Some("fixed") => {
+            let figures = workloads::run(events, rounds.max(1))?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+                println!("figures written to {path}");
+            }
+            Ok(())
+        }
         Some("latency") => topology::latency(rate, seconds),
-        Some(other) => bail!("unknown workload {other}; known: host, topology, latency"),
+        Some(other) => bail!("unknown workload {other}; known: host, topology, fixed, latency"),
     }
 }

@@ -156,12 +156,12 @@ impl HostState {
 
     fn record(&mut self, op: StateOp) -> Result<(), state::StateError> {
         let limit = self.limits.max_pending_writes;
-        if self.pending.ops.len() >= limit {
+        if self.pending.count() >= limit {
             return Err(state::StateError::Unavailable(format!(
                 "more than {limit} state writes in one call; split the work over more events"
             )));
         }
-        self.pending.ops.push(op);
+        self.pending.push(op);
         Ok(())
     }
 }

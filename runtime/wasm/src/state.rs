@@ -125,19 +125,67 @@ pub trait OperatorState: Send + 'static {
 }
 
 /// A call's writes, kept aside until the call succeeds, and the reads that
-/// must see them.
+/// must see them. Writes are indexed by state name and key, so a read looks
+/// only at the writes to what it reads.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    pub(crate) ops: Vec<StateOp>,
+    ops: Vec<StateOp>,
+    /// Indexes into `ops` of the writes to each (name, key).
+    by_target: HashMap<String, HashMap<Vec<u8>, Vec<usize>>>,
+}
+
+fn target(op: &StateOp) -> Option<(&str, &[u8])> {
+    match op {
+        StateOp::SetValue { name, key, .. }
+        | StateOp::MapPut { name, key, .. }
+        | StateOp::MapRemove { name, key, .. }
+        | StateOp::MapClear { name, key }
+        | StateOp::ListAppend { name, key, .. }
+        | StateOp::ListReplace { name, key, .. } => Some((name, key)),
+        StateOp::RegisterTimer { .. } | StateOp::DeleteTimer { .. } => None,
+    }
 }
 
 impl PendingWrites {
+    pub fn push(&mut self, op: StateOp) {
+        if let Some((name, key)) = target(&op) {
+            let keys = match self.by_target.get_mut(name) {
+                Some(keys) => keys,
+                None => self.by_target.entry(name.to_string()).or_default(),
+            };
+            match keys.get_mut(key) {
+                Some(list) => list.push(self.ops.len()),
+                None => {
+                    keys.insert(key.to_vec(), vec![self.ops.len()]);
+                }
+            }
+        }
+        self.ops.push(op);
+    }
+
+    /// How many writes the call made.
+    pub fn count(&self) -> usize {
+        self.ops.len()
+    }
+
     pub fn take(&mut self) -> Vec<StateOp> {
+        self.by_target.clear();
         std::mem::take(&mut self.ops)
     }
 
     pub fn clear(&mut self) {
+        self.by_target.clear();
         self.ops.clear();
+    }
+
+    /// The writes to (name, key), in call order.
+    fn writes_to<'a>(&'a self, name: &str, key: &[u8]) -> impl Iterator<Item = &'a StateOp> + 'a {
+        self.by_target
+            .get(name)
+            .and_then(|keys| keys.get(key))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.ops[i])
     }
 
     pub fn value(
@@ -146,31 +194,14 @@ impl PendingWrites {
         name: &str,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError> {
-        let latest = self.ops.iter().rev().find_map(|op| match op {
-            StateOp::SetValue {
-                name: n,
-                key: k,
-                value,
-            } if n == name && k == key => Some(value.clone()),
-            _ => None,
+        let latest = self.writes_to(name, key).fold(None, |latest, op| match op {
+            StateOp::SetValue { value, .. } => Some(value.clone()),
+            _ => latest,
         });
         match latest {
             Some(v) => Ok(v),
             None => store.value(name, key),
         }
-    }
-
-    fn touches_map(&self, name: &str, key: &[u8]) -> bool {
-        self.ops.iter().any(|op| match op {
-            StateOp::MapPut {
-                name: n, key: k, ..
-            }
-            | StateOp::MapRemove {
-                name: n, key: k, ..
-            }
-            | StateOp::MapClear { name: n, key: k } => n == name && k == key,
-            _ => false,
-        })
     }
 
     pub fn map(
@@ -180,7 +211,7 @@ impl PendingWrites {
         key: &[u8],
     ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
         let mut map = store.map(name, key)?;
-        for op in &self.ops {
+        for op in self.writes_to(name, key) {
             apply_map_op(&mut map, op, name, key);
         }
         Ok(map)
@@ -193,10 +224,18 @@ impl PendingWrites {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError> {
-        if self.touches_map(name, key) {
-            return Ok(self.map(store, name, key)?.remove(map_key));
+        let mut entry = store.map_entry(name, key, map_key)?;
+        for op in self.writes_to(name, key) {
+            match op {
+                StateOp::MapPut {
+                    map_key: k, value, ..
+                } if k == map_key => entry = Some(value.clone()),
+                StateOp::MapRemove { map_key: k, .. } if k == map_key => entry = None,
+                StateOp::MapClear { .. } => entry = None,
+                _ => {}
+            }
         }
-        store.map_entry(name, key, map_key)
+        Ok(entry)
     }
 
     pub fn list(
@@ -206,7 +245,7 @@ impl PendingWrites {
         key: &[u8],
     ) -> Result<Vec<Vec<u8>>, StateStoreError> {
         let mut list = store.list(name, key)?;
-        for op in &self.ops {
+        for op in self.writes_to(name, key) {
             apply_list_op(&mut list, op, name, key);
         }
         Ok(list)
@@ -475,13 +514,13 @@ mod tests {
             .apply(vec![put("m", "k", "a", "1"), put("m", "k", "b", "2")], &[])
             .unwrap();
         let mut pending = PendingWrites::default();
-        pending.ops.push(StateOp::MapRemove {
+        pending.push(StateOp::MapRemove {
             name: "m".into(),
             key: "k".into(),
             map_key: "a".into(),
         });
-        pending.ops.push(put("m", "k", "c", "3"));
-        pending.ops.push(StateOp::SetValue {
+        pending.push(put("m", "k", "c", "3"));
+        pending.push(StateOp::SetValue {
             name: "v".into(),
             key: "k".into(),
             value: Some(b"9".to_vec()),

@@ -167,6 +167,8 @@ impl<A: Aggregate> Windows<A> {
                 continue;
             }
             let mut acc = A::Acc::default();
+            // Timers are registered once per window, when it is created.
+            let mut new_window = true;
             if let WindowKind::Session { .. } = self.kind {
                 // Merge every session this one overlaps.
                 for (s, slot) in self.slots.entries(ctx)? {
@@ -180,6 +182,7 @@ impl<A: Aggregate> Windows<A> {
                 }
             } else if let Some(slot) = self.slots.get(ctx, &start)? {
                 acc = slot.acc;
+                new_window = false;
             }
             self.aggregate.add(&mut acc, input.clone());
             if watermark >= end - 1 {
@@ -190,7 +193,9 @@ impl<A: Aggregate> Windows<A> {
                 });
             }
             self.slots.put(ctx, &start, &Slot { end, acc })?;
-            self.schedule(ctx, end)?;
+            if new_window {
+                self.schedule(ctx, end)?;
+            }
         }
         if dropped {
             crate::counter_add("late_dropped", 1);

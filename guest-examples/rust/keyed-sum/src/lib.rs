@@ -1,0 +1,68 @@
+//! `keyed-sum`: per key, a running count and sum of a numeric field
+//! (config `field`, default `amount`) in the value state `agg`; after each
+//! event emits `{"key": <key>, "count": n, "sum": s}` keyed like the input.
+//! A value without the field as a number is an error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_sdk::{Context, Error, Event, Operator, Setup, ValueState, export_operator};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    field: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Agg {
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Serialize)]
+struct Update<'a> {
+    key: &'a str,
+    count: u64,
+    sum: f64,
+}
+
+struct KeyedSum {
+    field: String,
+    agg: ValueState<Agg>,
+}
+
+impl Operator for KeyedSum {
+    type Config = Config;
+
+    fn init(config: Config, setup: &mut Setup) -> Result<Self, String> {
+        Ok(KeyedSum {
+            field: config.field.unwrap_or_else(|| "amount".into()),
+            agg: setup.value_state("agg"),
+        })
+    }
+
+    fn process(&mut self, ctx: &mut Context, event: Event) -> Result<(), Error> {
+        let key = event
+            .key_str()
+            .ok_or_else(|| Error::new("keyed-sum needs events keyed by UTF-8 text (key_by)"))?;
+        let value: Value = event.json()?;
+        let x = value
+            .get(&self.field)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| {
+                Error::new(format!("field `{}` is missing or not a number", self.field))
+            })?;
+        let mut agg = self.agg.get(ctx)?.unwrap_or_default();
+        agg.count += 1;
+        agg.sum += x;
+        self.agg.set(ctx, &agg)?;
+        let update = Update {
+            key,
+            count: agg.count,
+            sum: agg.sum,
+        };
+        ctx.emit_json(event.key, &update, event.timestamp)
+    }
+}
+
+export_operator!(KeyedSum);
