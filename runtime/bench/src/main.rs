@@ -330,7 +330,7 @@ fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut events = 200_000u64;
+    let mut events: Option<u64> = None;
     let mut rounds = 5usize;
     let mut workload = None;
     let mut only = None;
@@ -342,7 +342,7 @@ fn main() -> Result<()> {
     while i < args.len() {
         match args[i].as_str() {
             "--events" => {
-                events = args.get(i + 1).context("--events N")?.parse()?;
+                events = Some(args.get(i + 1).context("--events N")?.parse()?);
                 i += 1;
             }
             "--rounds" => {
@@ -377,6 +377,13 @@ fn main() -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run with --release for real figures");
     }
+    // The fixed workloads are defined over 5M events; the others default
+    // to sizes that finish in seconds.
+    let events = events.unwrap_or(if workload.as_deref() == Some("fixed") {
+        5_000_000
+    } else {
+        200_000
+    });
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some("topology") => topology::throughput(events, rounds.max(1)),

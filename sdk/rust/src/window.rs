@@ -9,13 +9,16 @@
 //! event for a window already past that is dropped and counted in the
 //! counter `late_dropped`.
 //!
-//! Window contents live in map state (window start → accumulator), so they
-//! survive restarts like any state; timers drive firing and clean-up.
+//! A key's open windows live in one value state (window start →
+//! accumulator), which travels with each batch, so adding an event costs
+//! no host call; timers drive firing and clean-up.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Context, Error, MapState, Setup, TimeDomain, Timer};
+use std::collections::BTreeMap;
+
+use crate::{Context, Error, Setup, TimeDomain, Timer, ValueState};
 
 /// How events are grouped into windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +62,9 @@ pub struct Windows<A: Aggregate> {
     kind: WindowKind,
     allowed_lateness_ms: i64,
     aggregate: A,
-    slots: MapState<i64, Slot<A::Acc>>,
+    /// The key's open windows by start: a value state, so they travel
+    /// with each batch (no host call per event).
+    slots: ValueState<BTreeMap<i64, Slot<A::Acc>>>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for Windows<A> {
@@ -72,7 +77,7 @@ impl<A: Aggregate> std::fmt::Debug for Windows<A> {
 }
 
 impl<A: Aggregate> Windows<A> {
-    /// Declares windows kept in map state `name`. Sizes, slides and gaps
+    /// Declares windows kept in value state `name`. Sizes, slides and gaps
     /// must be positive, and a slide must divide its size.
     pub fn new(
         setup: &mut Setup,
@@ -104,7 +109,7 @@ impl<A: Aggregate> Windows<A> {
             kind,
             allowed_lateness_ms,
             aggregate,
-            slots: setup.map_state(name),
+            slots: setup.value_state(name),
         })
     }
 
@@ -161,6 +166,7 @@ impl<A: Aggregate> Windows<A> {
         let watermark = ctx.watermark();
         let mut updated = Vec::new();
         let mut dropped = false;
+        let mut slots = self.slots.get(ctx)?.unwrap_or_default();
         for (mut start, mut end) in self.assign(t) {
             if watermark >= end - 1 + self.allowed_lateness_ms {
                 dropped = true;
@@ -171,16 +177,20 @@ impl<A: Aggregate> Windows<A> {
             let mut new_window = true;
             if let WindowKind::Session { .. } = self.kind {
                 // Merge every session this one overlaps.
-                for (s, slot) in self.slots.entries(ctx)? {
-                    if s < end && start < slot.end {
-                        self.slots.remove(ctx, &s)?;
+                let overlapping: Vec<i64> = slots
+                    .iter()
+                    .filter(|(s, slot)| **s < end && start < slot.end)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for s in overlapping {
+                    if let Some(slot) = slots.remove(&s) {
                         self.unschedule(ctx, slot.end)?;
                         self.aggregate.merge(&mut acc, slot.acc);
                         start = start.min(s);
                         end = end.max(slot.end);
                     }
                 }
-            } else if let Some(slot) = self.slots.get(ctx, &start)? {
+            } else if let Some(slot) = slots.remove(&start) {
                 acc = slot.acc;
                 new_window = false;
             }
@@ -192,11 +202,12 @@ impl<A: Aggregate> Windows<A> {
                     value: self.aggregate.result(&acc),
                 });
             }
-            self.slots.put(ctx, &start, &Slot { end, acc })?;
+            slots.insert(start, Slot { end, acc });
             if new_window {
                 self.schedule(ctx, end)?;
             }
         }
+        self.slots.set(ctx, &slots)?;
         if dropped {
             crate::counter_add("late_dropped", 1);
         }
@@ -210,20 +221,23 @@ impl<A: Aggregate> Windows<A> {
         ctx: &mut Context<'_>,
         timer: &Timer<'_>,
     ) -> Result<Vec<WindowResult<A::Output>>, Error> {
+        let mut slots = self.slots.get(ctx)?.unwrap_or_default();
         let mut fired = Vec::new();
-        for (start, slot) in self.slots.entries(ctx)? {
+        for (start, slot) in &slots {
             if slot.end - 1 == timer.time {
                 fired.push(WindowResult {
-                    start,
+                    start: *start,
                     end: slot.end,
                     value: self.aggregate.result(&slot.acc),
                 });
             }
-            if slot.end - 1 + self.allowed_lateness_ms <= timer.time {
-                self.slots.remove(ctx, &start)?;
-            }
         }
-        fired.sort_by_key(|w| w.start);
+        slots.retain(|_, slot| slot.end - 1 + self.allowed_lateness_ms > timer.time);
+        if slots.is_empty() {
+            self.slots.clear(ctx)?;
+        } else {
+            self.slots.set(ctx, &slots)?;
+        }
         Ok(fired)
     }
 }
