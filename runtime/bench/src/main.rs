@@ -15,7 +15,8 @@
 //! rate (default 50,000 events/s for 4 s).
 //!
 //! `fixed [--events N] [--rounds R] [--json FILE]` runs the fixed
-//! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`.
+//! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`
+//! (`--only stateless|keyed|window` for one).
 //!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
@@ -388,7 +389,7 @@ fn main() -> Result<()> {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some("topology") => topology::throughput(events, rounds.max(1)),
         Some("fixed") => {
-            let figures = workloads::run(events, rounds.max(1))?;
+            let figures = workloads::run(events, rounds.max(1), only.as_deref())?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
                 println!("figures written to {path}");

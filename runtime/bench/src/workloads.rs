@@ -247,7 +247,8 @@ impl NativeWindows {
 }
 
 /// Runs W1–W3 with `n` events and `rounds` measured rounds.
-pub fn run(n: u64, rounds: usize) -> Result<Vec<Figures>> {
+pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
+    let wanted = |w: &str| only.is_none_or(|o| o == w);
     let host = WasmHost::new(HostConfig::default())?;
     let mut modules = Modules::new();
     for name in ["filter", "map", "keyed-sum", "window-sum"] {
@@ -263,108 +264,112 @@ pub fn run(n: u64, rounds: usize) -> Result<Vec<Figures>> {
     let mut all = Vec::new();
 
     // W1 stateless.
-    let w1 = "name: w1\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: out, input: m }]\n";
-    let expected_w1 = (0..n).filter(|i| (i * 13) % 101 > 50).count() as u64;
-    all.push(measure(
-        "stateless",
-        n,
-        rounds,
-        Some(expected_w1),
-        || run_weir(w1, &modules, n),
-        || {
-            run_native(n, |b| {
-                let kept = native::filter_gt(b, "amount", 50.0)?;
-                Ok(native::map(&kept, "user")?.len() as u64)
-            })
-        },
-    )?);
-
+    if wanted("stateless") {
+        let w1 = "name: w1\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: out, input: m }]\n";
+        let expected_w1 = (0..n).filter(|i| (i * 13) % 101 > 50).count() as u64;
+        all.push(measure(
+            "stateless",
+            n,
+            rounds,
+            Some(expected_w1),
+            || run_weir(w1, &modules, n),
+            || {
+                run_native(n, |b| {
+                    let kept = native::filter_gt(b, "amount", 50.0)?;
+                    Ok(native::map(&kept, "user")?.len() as u64)
+                })
+            },
+        )?);
+    }
     // W2 keyed: running (count, sum) per user.
-    let w2 = "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n";
-    all.push(measure(
-        "keyed",
-        n,
-        rounds,
-        Some(n),
-        || run_weir(w2, &modules, n),
-        || {
-            let mut state: HashMap<Vec<u8>, (u64, f64)> = HashMap::new();
-            run_native(n, |b| {
-                let mut out = Batch::with_capacity(b.len(), b.len() * 48);
-                let mut value = Vec::with_capacity(64);
-                for e in b.iter() {
-                    let v: serde_json::Value = serde_json::from_slice(e.value)?;
-                    let user = v["user"].as_str().unwrap_or_default();
-                    let amount = v["amount"].as_f64().unwrap_or_default();
-                    let agg = state.entry(user.as_bytes().to_vec()).or_default();
-                    agg.0 += 1;
-                    agg.1 += amount;
-                    value.clear();
-                    serde_json::to_writer(
-                        &mut value,
-                        &Update {
-                            key: user,
-                            count: agg.0,
-                            sum: agg.1,
-                        },
-                    )?;
-                    out.push(Some(user.as_bytes()), &value, e.timestamp);
-                }
-                Ok(out.len() as u64)
-            })
-        },
-    )?);
-
+    if wanted("keyed") {
+        let w2 = "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n";
+        all.push(measure(
+            "keyed",
+            n,
+            rounds,
+            Some(n),
+            || run_weir(w2, &modules, n),
+            || {
+                let mut state: HashMap<Vec<u8>, (u64, f64)> = HashMap::new();
+                run_native(n, |b| {
+                    let mut out = Batch::with_capacity(b.len(), b.len() * 48);
+                    let mut value = Vec::with_capacity(64);
+                    for e in b.iter() {
+                        let v: serde_json::Value = serde_json::from_slice(e.value)?;
+                        let user = v["user"].as_str().unwrap_or_default();
+                        let amount = v["amount"].as_f64().unwrap_or_default();
+                        let agg = state.entry(user.as_bytes().to_vec()).or_default();
+                        agg.0 += 1;
+                        agg.1 += amount;
+                        value.clear();
+                        serde_json::to_writer(
+                            &mut value,
+                            &Update {
+                                key: user,
+                                count: agg.0,
+                                sum: agg.1,
+                            },
+                        )?;
+                        out.push(Some(user.as_bytes()), &value, e.timestamp);
+                    }
+                    Ok(out.len() as u64)
+                })
+            },
+        )?);
+    }
     // W3 window: 1 s tumbling sums and counts per user, watermark = max
     // event time − 200 ms.
-    let w3 = "name: w3\nsources: [{ name: in, stream: in, watermark: { max_out_of_orderness_ms: 199 } }]\noperators:\n  - { name: win, module: window-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: win }]\n";
-    let expected_w3 = {
-        let span_ms = if n == 0 { 0 } else { (n - 1) / 100 + 1 };
-        let windows = span_ms.div_ceil(1000);
-        // Each 1 s window holds 100,000 events: all 10,000 users when full.
-        (0..windows)
-            .map(|w| {
-                let first = w * 100_000;
-                let last = ((w + 1) * 100_000).min(n);
-                let mut users = std::collections::HashSet::new();
-                for i in first..last {
-                    users.insert((i * 7919) % 10_000);
-                    if users.len() == 10_000 {
-                        break;
+    if wanted("window") {
+        let w3 = "name: w3\nsources: [{ name: in, stream: in, watermark: { max_out_of_orderness_ms: 199 } }]\noperators:\n  - { name: win, module: window-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: win }]\n";
+        let expected_w3 = {
+            let span_ms = if n == 0 { 0 } else { (n - 1) / 100 + 1 };
+            let windows = span_ms.div_ceil(1000);
+            // Each 1 s window holds 100,000 events: all 10,000 users when full.
+            (0..windows)
+                .map(|w| {
+                    let first = w * 100_000;
+                    let last = ((w + 1) * 100_000).min(n);
+                    let mut users = std::collections::HashSet::new();
+                    for i in first..last {
+                        users.insert((i * 7919) % 10_000);
+                        if users.len() == 10_000 {
+                            break;
+                        }
                     }
-                }
-                users.len() as u64
-            })
-            .sum()
-    };
-    all.push(measure(
-        "window",
-        n,
-        rounds,
-        Some(expected_w3),
-        || run_weir(w3, &modules, n),
-        || {
-            let mut windows = NativeWindows::default();
-            let mut fired = 0;
-            let (took, _) = run_native(n, |b| {
-                for e in b.iter() {
-                    let v: serde_json::Value = serde_json::from_slice(e.value)?;
-                    windows.add(
-                        v["user"].as_str().unwrap_or_default(),
-                        e.timestamp,
-                        v["amount"].as_f64().unwrap_or_default(),
-                    );
-                }
+                    users.len() as u64
+                })
+                .sum()
+        };
+        all.push(measure(
+            "window",
+            n,
+            rounds,
+            Some(expected_w3),
+            || run_weir(w3, &modules, n),
+            || {
+                let mut windows = NativeWindows::default();
+                let mut fired = 0;
+                let (took, _) = run_native(n, |b| {
+                    for e in b.iter() {
+                        let v: serde_json::Value = serde_json::from_slice(e.value)?;
+                        windows.add(
+                            v["user"].as_str().unwrap_or_default(),
+                            e.timestamp,
+                            v["amount"].as_f64().unwrap_or_default(),
+                        );
+                    }
+                    let mut out = Batch::default();
+                    let watermark = windows.max_ts - 200;
+                    fired += windows.fire(watermark, &mut out)?;
+                    Ok(0)
+                })?;
                 let mut out = Batch::default();
-                let watermark = windows.max_ts - 200;
-                fired += windows.fire(watermark, &mut out)?;
-                Ok(0)
-            })?;
-            let mut out = Batch::default();
-            fired += windows.fire(i64::MAX - 1, &mut out)?;
-            Ok((took, fired))
-        },
-    )?);
+                fired += windows.fire(i64::MAX - 1, &mut out)?;
+                Ok((took, fired))
+            },
+        )?);
+    }
     for f in &all {
         println!(
             "RESULT workload={} events={} out={} events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3} peak_rss_mib={:.0}",
