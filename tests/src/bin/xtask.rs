@@ -3,8 +3,10 @@
 
 #![allow(clippy::print_stdout)]
 //!
-//! - `guests`: builds every Rust guest (examples and test fixtures) for
-//!   wasm32-wasip2 into `target/guests`, adding the target if missing.
+//! - `guests`: builds every guest from source into `target/guests`: the
+//!   Rust ones (examples and test fixtures) for wasm32-wasip2, adding the
+//!   target if missing, and the Python ones with componentize-py (installed
+//!   into `target/py-venv` from PyPI on first use).
 //! - `test`: `guests`, then every workspace test (nextest when installed).
 //! - `demo`: `guests`, then runs the word-count topology
 //!   (`guest-examples/topologies/word-count.yaml`) over a sample text with
@@ -17,6 +19,8 @@ use weir_tests::{guest_dir, repo_root};
 
 const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_WORKSPACES: &[&str] = &["guest-examples/rust", "tests/fixtures"];
+/// componentize-py, pinned: it turns Python guests into components.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -58,6 +62,77 @@ fn build_guests() -> Result<()> {
             .args(["build", "--release", "--locked", "--target", GUEST_TARGET])
             .arg("--target-dir")
             .arg(&target_dir))?;
+    }
+    build_python_guests()
+}
+
+/// The newest modification time of the files under `dirs`.
+fn newest(dirs: &[std::path::PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<std::path::PathBuf> = dirs.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if let Ok(modified) = meta.modified() {
+            newest = newest.max(Some(modified));
+        }
+    }
+    newest
+}
+
+/// Builds the Python guests (`guest-examples/python/*`) with
+/// componentize-py from a virtualenv in `target/py-venv`, into the guest
+/// directory as `python_<name>.wasm`. Skips guests whose component is newer
+/// than their sources, the SDK and the WIT.
+fn build_python_guests() -> Result<()> {
+    let root = repo_root();
+    let venv = root.join("target/py-venv");
+    let tool = venv.join("bin/componentize-py");
+    if !tool.exists() {
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_PY} into {}",
+            venv.display()
+        );
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", COMPONENTIZE_PY]))?;
+    }
+    let out_dir = guest_dir();
+    std::fs::create_dir_all(&out_dir)?;
+    let sdk = root.join("sdk/python");
+    let wit = root.join("wit");
+    let mut guests: Vec<_> = std::fs::read_dir(root.join("guest-examples/python"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("app.py").exists())
+        .collect();
+    guests.sort();
+    for guest in guests {
+        let name = guest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .replace('-', "_");
+        let out = out_dir.join(format!("python_{name}.wasm"));
+        let built = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
+        let sources = newest(&[guest.clone(), sdk.clone(), wit.clone()]);
+        if built.is_some() && sources.is_some() && built > sources {
+            continue;
+        }
+        eprintln!("xtask: building Python guest {}", guest.display());
+        run(Command::new(&tool)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "operator", "componentize", "app", "-p"])
+            .arg(&guest)
+            .arg("-p")
+            .arg(&sdk)
+            .arg("-o")
+            .arg(&out))?;
     }
     Ok(())
 }

@@ -1,0 +1,335 @@
+"""Write Weir stream operators in Python.
+
+Subclass `Operator`, implement `process(self, ctx, event)` (and `on_timer`
+if you register timers), and end your module with
+`Handler = weir_sdk.handler(MyOperator)`. The SDK hides the batch layout of
+the `weir:operator` contract (events and the value state of the batch's keys
+travel column by column): you see one event at a time, typed state stored as
+JSON (readable by operators in any language), and a `Context` to emit events.
+
+Build: `componentize-py -d <weir>/wit -w operator componentize app -p . -p <weir>/sdk/python -o op.wasm`
+"""
+
+import json
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import context as host_context
+from wit_world.imports import state as host_state
+from wit_world.imports import timers as host_timers
+from wit_world.imports import types
+
+__all__ = [
+    "Context", "Event", "EventError", "ListState", "MapState", "Operator",
+    "Setup", "Timer", "ValueState", "dumps", "handler", "log",
+]
+
+NO_SLOT = 0xFFFFFFFF
+
+
+def dumps(value):
+    """Compact JSON text, as Weir's Rust SDK writes it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class EventError(Exception):
+    """Raise it for an event you cannot handle: that event's output and
+    value-state writes are dropped and the host applies the operator's error
+    policy (fail, skip, dead-letter) to it alone."""
+
+
+class Event:
+    __slots__ = ("key", "value", "timestamp", "headers")
+
+    def __init__(self, key, value, timestamp, headers):
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+        self.headers = headers
+
+    def json(self):
+        try:
+            return json.loads(self.value)
+        except ValueError as e:
+            raise EventError(f"invalid JSON: {e}") from None
+
+    def key_str(self):
+        return None if self.key is None else self.key.decode("utf-8", "strict")
+
+
+class Timer:
+    __slots__ = ("key", "time", "domain")
+
+    def __init__(self, key, time, domain):
+        self.key = key
+        self.time = time
+        self.domain = domain
+
+
+class ValueState:
+    """One JSON value per key; travels with each batch (no host call)."""
+
+    def __init__(self, index):
+        self._index = index
+
+    def get(self, ctx, default=None):
+        raw = ctx._cell_get(self._index)
+        return default if raw is None else json.loads(raw)
+
+    def set(self, ctx, value):
+        ctx._cell_set(self._index, dumps(value))
+
+    def clear(self, ctx):
+        ctx._cell_set(self._index, None)
+
+
+class MapState:
+    """Many `key -> value` entries (JSON) per key, through host calls."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def get(self, ctx, map_key, default=None):
+        raw = host_state.map_get(self._name, ctx._require_key(), dumps(map_key))
+        return default if raw is None else json.loads(raw)
+
+    def put(self, ctx, map_key, value):
+        host_state.map_put(self._name, ctx._require_key(), dumps(map_key), dumps(value))
+
+    def remove(self, ctx, map_key):
+        host_state.map_remove(self._name, ctx._require_key(), dumps(map_key))
+
+    def entries(self, ctx):
+        return [(json.loads(k), json.loads(v))
+                for k, v in host_state.map_entries(self._name, ctx._require_key())]
+
+
+class ListState:
+    """A list of JSON values per key, through host calls."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def get(self, ctx):
+        return [json.loads(i) for i in host_state.list_get(self._name, ctx._require_key())]
+
+    def append(self, ctx, item):
+        host_state.list_append(self._name, ctx._require_key(), dumps(item))
+
+
+class Setup:
+    """Declares an operator's state in `Operator.__init__`."""
+
+    def __init__(self):
+        self.value_states = []
+
+    def value_state(self, name):
+        if name not in self.value_states:
+            self.value_states.append(name)
+        return ValueState(self.value_states.index(name))
+
+    def map_state(self, name):
+        return MapState(name)
+
+    def list_state(self, name):
+        return ListState(name)
+
+
+class Context:
+    """What an operator can do while it handles one event or timer."""
+
+    def __init__(self, call, state_count, cells):
+        self._call = call
+        self._state_count = state_count
+        self._cells = cells  # list of bytes | None, slot-major
+        self._written = {}
+        self._undo = []
+        self.key = None
+        self.timestamp = 0
+        self._slot = None
+        self._timestamps = []
+        self._key_lens = []
+        self._keys = bytearray()
+        self._value_lens = []
+        self._values = bytearray()
+        self._headers = []
+
+    @property
+    def watermark(self):
+        return self._call.watermark
+
+    @property
+    def processing_time(self):
+        return self._call.processing_time
+
+    def emit(self, key, value, timestamp=None, headers=()):
+        index = len(self._timestamps)
+        for name, hv in headers:
+            self._headers.append(types.Header(event=index, name=name, value=bytes(hv)))
+        self._timestamps.append(self.timestamp if timestamp is None else timestamp)
+        if key is None:
+            self._key_lens.append(-1)
+        else:
+            self._key_lens.append(len(key))
+            self._keys += key
+        self._value_lens.append(len(value))
+        self._values += value
+
+    def emit_json(self, key, value, timestamp=None):
+        self.emit(key, dumps(value), timestamp)
+
+    def forward(self, event):
+        self.emit(event.key, event.value, event.timestamp, event.headers)
+
+    def register_timer(self, time, domain=types.TimeDomain.EVENT_TIME):
+        host_timers.register(domain, self._require_key(), time)
+
+    def delete_timer(self, time, domain=types.TimeDomain.EVENT_TIME):
+        host_timers.delete(domain, self._require_key(), time)
+
+    def _require_key(self):
+        if self.key is None:
+            raise EventError("state needs a keyed event, and this one has no key: key the operator's input (key_by)")
+        return self.key
+
+    def _cell(self, index):
+        if self._slot is None:
+            self._require_key()
+        return self._slot * self._state_count + index
+
+    def _cell_get(self, index):
+        cell = self._cell(index)
+        if cell in self._written:
+            return self._written[cell]
+        return self._cells[cell]
+
+    def _cell_set(self, index, raw):
+        cell = self._cell(index)
+        self._undo.append((cell, cell in self._written, self._written.get(cell)))
+        self._written[cell] = raw
+
+    def _mark(self):
+        self._undo = []
+        return (len(self._timestamps), len(self._keys), len(self._values), len(self._headers))
+
+    def _roll_back(self, mark):
+        events, keys, values, headers = mark
+        del self._timestamps[events:]
+        del self._key_lens[events:]
+        del self._value_lens[events:]
+        del self._keys[keys:]
+        del self._values[values:]
+        del self._headers[headers:]
+        for cell, existed, old in reversed(self._undo):
+            if existed:
+                self._written[cell] = old
+            else:
+                del self._written[cell]
+        self._undo = []
+
+    def _output(self, errors):
+        cells, lens, data = [], [], bytearray()
+        for cell in sorted(self._written):
+            raw = self._written[cell]
+            cells.append(cell)
+            if raw is None:
+                lens.append(-1)
+            else:
+                lens.append(len(raw))
+                data += raw
+        return types.CallOutput(
+            events=types.EventBatch(
+                timestamps=self._timestamps, key_lens=self._key_lens, keys=bytes(self._keys),
+                value_lens=self._value_lens, values=bytes(self._values), headers=self._headers),
+            errors=errors,
+            state=types.StateChanges(cells=cells, lens=lens, bytes=bytes(data)),
+        )
+
+
+def _split(lens, data):
+    out, at = [], 0
+    for n in lens:
+        if n < 0:
+            out.append(None)
+        else:
+            out.append(data[at:at + n])
+            at += n
+    return out
+
+
+class Operator:
+    """Base class of an operator. `__init__(self, config, setup)` gets the
+    topology's config (a dict) and declares state through `setup`."""
+
+    def __init__(self, config, setup):
+        pass
+
+    def process(self, ctx, event):
+        raise NotImplementedError
+
+    def on_timer(self, ctx, timer):
+        pass
+
+
+def log(level, message):
+    """Writes to the host's log; `level` is one of trace, debug, info, warn, error."""
+    host_context.log(getattr(host_context.LogLevel, level.upper()), message)
+
+
+def handler(operator_class):
+    """The `Handler` class componentize-py exports for `operator_class`."""
+
+    class Handler(exports.Handler):
+        operator = None
+        state_count = 0
+
+        def init(self, config):
+            setup = Setup()
+            try:
+                parsed = json.loads(config) if config.strip() else {}
+                Handler.operator = operator_class(parsed, setup)
+            except Exception as e:  # the operator refused its config
+                raise Err(f"invalid config: {e}")
+            Handler.state_count = len(setup.value_states)
+            return types.OperatorSpec(value_states=setup.value_states)
+
+        def _run(self, ctx, items, call):
+            errors = []
+            for i, (key, slot, timestamp, arg) in enumerate(items):
+                ctx.key, ctx._slot, ctx.timestamp = key, slot, timestamp
+                mark = ctx._mark()
+                try:
+                    call(ctx, arg)
+                except Exception as e:
+                    ctx._roll_back(mark)
+                    errors.append(types.EventError(index=i, message=str(e) or type(e).__name__))
+            return ctx._output(errors)
+
+        def process(self, input):
+            ev = input.events
+            keys = _split(ev.key_lens, ev.keys)
+            values = _split(ev.value_lens, ev.values)
+            headers = [[] for _ in ev.timestamps]
+            for h in ev.headers:
+                headers[h.event].append((h.name, h.value))
+            slots = input.key_slots or [NO_SLOT] * len(ev.timestamps)
+            ctx = Context(input.context, Handler.state_count, _split(input.state.lens, input.state.bytes))
+            items = [
+                (keys[i], None if slots[i] == NO_SLOT else slots[i], ev.timestamps[i],
+                 Event(keys[i], values[i], ev.timestamps[i], headers[i]))
+                for i in range(len(ev.timestamps))
+            ]
+            return self._run(ctx, items, Handler.operator.process)
+
+        def on_timer(self, input):
+            slot_keys = _split(input.key_lens, input.keys)
+            ctx = Context(input.context, Handler.state_count, _split(input.state.lens, input.state.bytes))
+            t = input.timers
+            items = [
+                (slot_keys[t.key_slots[i]], t.key_slots[i], t.times[i],
+                 Timer(slot_keys[t.key_slots[i]], t.times[i], t.domains[i]))
+                for i in range(len(t.times))
+            ]
+            return self._run(ctx, items, Handler.operator.on_timer)
+
+    return Handler
