@@ -49,8 +49,7 @@ fn run(split: &str, count: &str) -> Vec<String> {
         ExecOptions::default(),
     )
     .unwrap();
-    let lines = lines.lock().unwrap().clone();
-    lines
+    lines.lock().unwrap().clone()
 }
 
 #[test]
