@@ -274,6 +274,16 @@ impl OperatorInstance {
             })
     }
 
+    /// The live instance, its clock set to the call's processing time and
+    /// its deadline one call budget away.
+    fn prepare_call(&mut self, processing_time: i64) -> Result<&mut Live, InstanceError> {
+        let live = self.live()?;
+        live.store.data().clock.set(processing_time);
+        live.store
+            .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        Ok(live)
+    }
+
     /// Processes `batch` in one `process` call. The batch's buffers are
     /// lent to the call and given back unchanged.
     #[tracing::instrument(skip_all, fields(operator = %self.name, events = batch.len()))]
@@ -301,10 +311,7 @@ impl OperatorInstance {
             slot_count: slots.len() as u32,
             state,
         };
-        let live = self.live()?;
-        live.store.data().clock.set(processing_time);
-        live.store
-            .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        let live = self.prepare_call(processing_time)?;
         let result = live
             .bindings
             .weir_operator_handler()
@@ -350,10 +357,7 @@ impl OperatorInstance {
             keys,
             state,
         };
-        let live = self.live()?;
-        live.store.data().clock.set(processing_time);
-        live.store
-            .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
+        let live = self.prepare_call(processing_time)?;
         let result = live
             .bindings
             .weir_operator_handler()
