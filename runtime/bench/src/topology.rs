@@ -23,10 +23,12 @@ fn modules(names: &[&str]) -> Result<Modules> {
         .collect()
 }
 
-fn run(
+/// Runs `doc` with `source` bound to its source `in` and a counting sink
+/// bound to `out`: wall time and events out.
+pub(crate) fn run_counted(
     doc: &str,
     modules: &Modules,
-    events: Vec<Event>,
+    source: SourceIter,
     options: ExecOptions,
 ) -> Result<(Duration, u64)> {
     let doc = parse_topology(doc)?;
@@ -36,7 +38,6 @@ fn run(
         *c.lock().map_err(|_| "lock")? += b.len() as u64;
         Ok(())
     });
-    let source: SourceIter = Box::new(events.into_iter().map(Ok));
     let start = Instant::now();
     run_topology(
         &doc,
@@ -44,8 +45,7 @@ fn run(
         Bindings {
             sources: HashMap::from([("in".to_string(), source)]),
             sinks: HashMap::from([("out".to_string(), sink)]),
-            dead_letter: None,
-            state: None,
+            ..Bindings::default()
         },
         options,
     )?;
@@ -128,7 +128,12 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
     let mut wasm = Vec::new();
     let mut out = 0;
     for _ in 0..rounds {
-        let (t, o) = run(stateless, &modules, input.clone(), ExecOptions::default())?;
+        let (t, o) = run_counted(
+            stateless,
+            &modules,
+            Box::new(input.clone().into_iter().map(Ok)),
+            ExecOptions::default(),
+        )?;
         wasm.push(t);
         out = o;
     }
@@ -161,7 +166,12 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
     let input = lines(n);
     let mut wasm = Vec::new();
     for _ in 0..rounds {
-        let (t, o) = run(keyed, &modules, input.clone(), ExecOptions::default())?;
+        let (t, o) = run_counted(
+            keyed,
+            &modules,
+            Box::new(input.clone().into_iter().map(Ok)),
+            ExecOptions::default(),
+        )?;
         wasm.push(t);
         out = o;
     }

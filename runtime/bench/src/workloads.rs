@@ -7,14 +7,12 @@
 //! every workload starts from this JSON text.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
-use weir_engine::{Bindings, ExecOptions, Modules, SinkFn, SourceIter, run_topology};
+use weir_engine::{ExecOptions, Modules, SourceIter};
 use weir_tests::guest_bytes;
-use weir_topology::parse_topology;
 use weir_types::{Batch, Event};
 use weir_wasm::{HostConfig, WasmHost};
 
@@ -79,28 +77,8 @@ fn stats(times: &mut [Duration]) -> (Duration, f64) {
 }
 
 fn run_weir(doc: &str, modules: &Modules, n: u64) -> Result<(Duration, u64)> {
-    let doc = parse_topology(doc)?;
-    let count = Arc::new(Mutex::new(0u64));
-    let c = count.clone();
-    let sink: SinkFn = Box::new(move |b: &Batch| {
-        *c.lock().map_err(|_| "lock")? += b.len() as u64;
-        Ok(())
-    });
     let source: SourceIter = Box::new((0..n).map(|i| Ok(generate(i))));
-    let start = Instant::now();
-    run_topology(
-        &doc,
-        modules,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), source)]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
-            ..Bindings::default()
-        },
-        ExecOptions::default(),
-    )?;
-    let took = start.elapsed();
-    let out = *count.lock().map_err(|_| anyhow::anyhow!("lock"))?;
-    Ok((took, out))
+    crate::topology::run_counted(doc, modules, source, ExecOptions::default())
 }
 
 /// Native: generate, batch by 1024, and hand each batch to `work`, which

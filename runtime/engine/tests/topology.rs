@@ -24,6 +24,15 @@ fn source(events: Vec<Event>) -> SourceIter {
     Box::new(events.into_iter().map(Ok))
 }
 
+/// Bindings of the source `in` and the sink `out`, nothing else.
+fn bind(source: SourceIter, sink: SinkFn) -> Bindings {
+    Bindings {
+        sources: HashMap::from([("in".to_string(), source)]),
+        sinks: HashMap::from([("out".to_string(), sink)]),
+        ..Bindings::default()
+    }
+}
+
 /// A sink collecting wire lines, and the lines.
 fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -165,12 +174,7 @@ sinks: [{ name: out, stream: out, input: count }]
     run_topology(
         &doc,
         &modules,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), source(events))]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
-            dead_letter: None,
-            state: None,
-        },
+        bind(source(events), sink),
         ExecOptions {
             batch_size: 100,
             channel_capacity: 2,
@@ -295,18 +299,7 @@ sinks: [{ name: out, stream: out, input: b }]
         channel_capacity: 4,
         ..ExecOptions::default()
     };
-    let err = run_topology(
-        &doc,
-        &modules,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), endless)]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
-            dead_letter: None,
-            state: None,
-        },
-        options,
-    )
-    .unwrap_err();
+    let err = run_topology(&doc, &modules, bind(endless, sink), options).unwrap_err();
     assert!(
         matches!(&err, EngineError::Sink { message, .. } if message == "stop"),
         "{err}"
@@ -383,12 +376,7 @@ fn run_sorted(doc_text: &str, modules: &Modules, events: Vec<Event>) -> Vec<Stri
     run_topology(
         &doc,
         modules,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), source(events))]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
-            dead_letter: None,
-            state: None,
-        },
+        bind(source(events), sink),
         ExecOptions {
             batch_size: 256,
             channel_capacity: 4,
@@ -542,12 +530,7 @@ fn guest_counters_reach_the_metrics() {
     let report = run_topology(
         &doc,
         &modules,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), source(events))]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
-            dead_letter: None,
-            state: None,
-        },
+        bind(source(events), sink),
         ExecOptions {
             batch_size: 1,
             ..ExecOptions::default()

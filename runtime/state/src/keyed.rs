@@ -42,6 +42,25 @@ fn domain_code(d: TimeDomain) -> u8 {
     }
 }
 
+/// Caches an entry just read from redb (clean), counting its bytes.
+fn cache_clean<T>(
+    cached: &mut usize,
+    entries: &mut HashMap<Id, Entry<T>>,
+    id: Id,
+    data: T,
+    bytes: usize,
+) {
+    *cached += bytes;
+    entries.insert(
+        id,
+        Entry {
+            data,
+            dirty: false,
+            bytes,
+        },
+    );
+}
+
 fn store_err(e: impl std::fmt::Display) -> StateStoreError {
     StateStoreError(e.to_string())
 }
@@ -142,15 +161,7 @@ impl KeyedState {
             .map_err(store_err)?
             .map(|v| v.value().to_vec());
         let bytes = name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
-        self.cached_bytes += bytes;
-        self.values.insert(
-            id,
-            Entry {
-                data,
-                dirty: false,
-                bytes,
-            },
-        );
+        cache_clean(&mut self.cached_bytes, &mut self.values, id, data, bytes);
         Ok(())
     }
 
@@ -172,15 +183,7 @@ impl KeyedState {
         }
         let bytes =
             name.len() + key.len() + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        self.cached_bytes += bytes;
-        self.maps.insert(
-            id,
-            Entry {
-                data,
-                dirty: false,
-                bytes,
-            },
-        );
+        cache_clean(&mut self.cached_bytes, &mut self.maps, id, data, bytes);
         Ok(())
     }
 
@@ -196,15 +199,7 @@ impl KeyedState {
             None => Vec::new(),
         };
         let bytes = name.len() + key.len() + data.iter().map(|i| i.len() + 4).sum::<usize>();
-        self.cached_bytes += bytes;
-        self.lists.insert(
-            id,
-            Entry {
-                data,
-                dirty: false,
-                bytes,
-            },
-        );
+        cache_clean(&mut self.cached_bytes, &mut self.lists, id, data, bytes);
         Ok(())
     }
 
