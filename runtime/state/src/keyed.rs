@@ -7,6 +7,7 @@ use redb::{Durability, ReadOnlyTable, ReadableDatabase};
 use weir_types::{KeyGroupRange, key_group_of};
 use weir_wasm::{OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
 
+use crate::checkpoint::{RowOp, StateSnapshot, Table};
 use crate::keys::{self, Kind};
 use crate::{STATE, StateDb, StateError, TIMERS, db_err};
 
@@ -29,6 +30,9 @@ struct Entry<T> {
     data: T,
     dirty: bool,
     bytes: usize,
+    /// The checkpoint whose commit this entry's last change waits for (0:
+    /// none). It stays in memory until then: redb does not have it yet.
+    pin: u64,
 }
 
 type Id = (String, Vec<u8>);
@@ -57,6 +61,7 @@ fn cache_clean<T>(
             data,
             dirty: false,
             bytes,
+            pin: 0,
         },
     );
 }
@@ -80,9 +85,15 @@ pub struct KeyedState {
     timer_changes: Vec<(bool, u8, i64, Vec<u8>)>,
     cached_bytes: usize,
     dirty_bytes: usize,
-    /// A snapshot to read misses from, renewed after each flush (rows this
-    /// instance wrote since the snapshot are still in the working set).
+    /// A snapshot to read misses from, renewed after each flush or
+    /// checkpoint commit (rows this instance wrote since the snapshot are
+    /// still in the working set).
     reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    /// The last committed checkpoint when `reader` was opened.
+    reader_at: u64,
+    /// Whether changes reach redb only through checkpoints
+    /// ([`KeyedState::snapshot`]) rather than [`KeyedState::flush`].
+    checkpointed: bool,
 }
 
 impl std::fmt::Debug for KeyedState {
@@ -134,7 +145,18 @@ impl KeyedState {
             cached_bytes: 0,
             dirty_bytes: 0,
             reader: None,
+            reader_at: 0,
+            checkpointed: false,
         })
+    }
+
+    /// From now on changes reach redb only in checkpoints: a flush writes
+    /// nothing, [`KeyedState::snapshot`] hands them to the checkpoint, and
+    /// dirty state past the budget asks for an early checkpoint instead of
+    /// spilling (a spill would put uncheckpointed state into redb).
+    pub fn checkpointed(mut self) -> Self {
+        self.checkpointed = true;
+        self
     }
 
     fn group(&self, key: &[u8]) -> u16 {
@@ -142,7 +164,13 @@ impl KeyedState {
     }
 
     fn reader(&mut self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>, StateStoreError> {
+        let committed = self.db.committed_checkpoint();
+        if self.reader_at < committed {
+            // Entries evicted since were committed after this snapshot.
+            self.reader = None;
+        }
         if self.reader.is_none() {
+            self.reader_at = committed;
             let txn = self.db.db.begin_read().map_err(store_err)?;
             self.reader = Some(txn.open_table(STATE).map_err(store_err)?);
         }
@@ -222,17 +250,18 @@ impl KeyedState {
         let target = self.budget.bytes / 10 * 8;
         let mut freed = 0usize;
         let over = self.cached_bytes - target.min(self.cached_bytes);
-        let mut keep = |dirty: bool, bytes: usize| {
-            if !dirty && freed < over {
+        let committed = self.db.committed_checkpoint();
+        let mut keep = |dirty: bool, pin: u64, bytes: usize| {
+            if !dirty && pin <= committed && freed < over {
                 freed += bytes;
                 false
             } else {
                 true
             }
         };
-        self.values.retain(|_, e| keep(e.dirty, e.bytes));
-        self.maps.retain(|_, e| keep(e.dirty, e.bytes));
-        self.lists.retain(|_, e| keep(e.dirty, e.bytes));
+        self.values.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
+        self.maps.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
+        self.lists.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
         self.cached_bytes -= freed.min(self.cached_bytes);
     }
 
@@ -278,6 +307,7 @@ impl KeyedState {
                         data: value.map(<[u8]>::to_vec),
                         dirty: true,
                         bytes,
+                        pin: 0,
                     },
                 );
             }
@@ -361,103 +391,83 @@ impl KeyedState {
         Ok(())
     }
 
-    /// Writes every dirty entry and timer change in one durable commit.
+    /// The row writes of every dirty entry and timer change, marking them
+    /// clean and pinned to checkpoint `pin` (0 when written directly).
+    fn take_changes(&mut self, pin: u64) -> Vec<RowOp> {
+        let groups = self.owned.groups;
+        let scope = &self.scope;
+        let row = |kind: Kind, name: &str, key: &[u8]| {
+            keys::state_row(scope, key_group_of(key, groups).0, kind, name, key)
+        };
+        let mut ops = Vec::new();
+        for ((name, key), e) in self.values.iter_mut().filter(|(_, e)| e.dirty) {
+            let row = row(Kind::Value, name, key);
+            ops.push(match &e.data {
+                Some(v) => RowOp::Put(Table::State, row, v.clone()),
+                None => RowOp::Delete(Table::State, row),
+            });
+            e.dirty = false;
+            e.pin = pin;
+        }
+        for ((name, key), e) in self.maps.iter_mut().filter(|(_, e)| e.dirty) {
+            let prefix = row(Kind::MapEntry, name, key);
+            ops.push(RowOp::DeletePrefix(prefix.clone()));
+            for (map_key, value) in &e.data {
+                let mut row = prefix.clone();
+                row.extend_from_slice(map_key);
+                ops.push(RowOp::Put(Table::State, row, value.clone()));
+            }
+            e.dirty = false;
+            e.pin = pin;
+        }
+        for ((name, key), e) in self.lists.iter_mut().filter(|(_, e)| e.dirty) {
+            let row = row(Kind::List, name, key);
+            ops.push(if e.data.is_empty() {
+                RowOp::Delete(Table::State, row)
+            } else {
+                RowOp::Put(Table::State, row, keys::encode_list(&e.data))
+            });
+            e.dirty = false;
+            e.pin = pin;
+        }
+        for (added, domain, time, key) in self.timer_changes.drain(..) {
+            let row = keys::timer_row(scope, key_group_of(&key, groups).0, domain, time, &key);
+            ops.push(if added {
+                RowOp::Put(Table::Timers, row, Vec::new())
+            } else {
+                RowOp::Delete(Table::Timers, row)
+            });
+        }
+        self.dirty_bytes = 0;
+        ops
+    }
+
+    /// Writes every dirty entry and timer change in one durable commit (a
+    /// state that is [`checkpointed`](Self::checkpointed) leaves that to
+    /// checkpoints and writes nothing here).
     pub fn flush(&mut self) -> Result<(), StateError> {
-        let dirty_values = self.values.values().any(|e| e.dirty);
-        let dirty_maps = self.maps.values().any(|e| e.dirty);
-        let dirty_lists = self.lists.values().any(|e| e.dirty);
-        if !dirty_values && !dirty_maps && !dirty_lists && self.timer_changes.is_empty() {
+        if self.checkpointed {
+            return Ok(());
+        }
+        let ops = self.take_changes(0);
+        if ops.is_empty() {
             return Ok(());
         }
         let mut txn = self.db.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.set_two_phase_commit(true);
-        {
-            let mut table = txn.open_table(STATE).map_err(db_err)?;
-            for ((name, key), e) in self.values.iter().filter(|(_, e)| e.dirty) {
-                let row = keys::state_row(
-                    &self.scope,
-                    key_group_of(key, self.owned.groups).0,
-                    Kind::Value,
-                    name,
-                    key,
-                );
-                match &e.data {
-                    Some(v) => {
-                        table.insert(row.as_slice(), v.as_slice()).map_err(db_err)?;
-                    }
-                    None => {
-                        table.remove(row.as_slice()).map_err(db_err)?;
-                    }
-                }
-            }
-            for ((name, key), e) in self.maps.iter().filter(|(_, e)| e.dirty) {
-                let prefix = keys::state_row(
-                    &self.scope,
-                    key_group_of(key, self.owned.groups).0,
-                    Kind::MapEntry,
-                    name,
-                    key,
-                );
-                let end = keys::prefix_end(&prefix);
-                table
-                    .retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)
-                    .map_err(db_err)?;
-                for (map_key, value) in &e.data {
-                    let mut row = prefix.clone();
-                    row.extend_from_slice(map_key);
-                    table
-                        .insert(row.as_slice(), value.as_slice())
-                        .map_err(db_err)?;
-                }
-            }
-            for ((name, key), e) in self.lists.iter().filter(|(_, e)| e.dirty) {
-                let row = keys::state_row(
-                    &self.scope,
-                    key_group_of(key, self.owned.groups).0,
-                    Kind::List,
-                    name,
-                    key,
-                );
-                if e.data.is_empty() {
-                    table.remove(row.as_slice()).map_err(db_err)?;
-                } else {
-                    table
-                        .insert(row.as_slice(), keys::encode_list(&e.data).as_slice())
-                        .map_err(db_err)?;
-                }
-            }
-            let mut timers = txn.open_table(TIMERS).map_err(db_err)?;
-            for (added, domain, time, key) in &self.timer_changes {
-                let row = keys::timer_row(
-                    &self.scope,
-                    key_group_of(key, self.owned.groups).0,
-                    *domain,
-                    *time,
-                    key,
-                );
-                if *added {
-                    timers.insert(row.as_slice(), &[][..]).map_err(db_err)?;
-                } else {
-                    timers.remove(row.as_slice()).map_err(db_err)?;
-                }
-            }
-        }
+        crate::checkpoint::write_rows(&txn, &ops)?;
         txn.commit().map_err(db_err)?;
-        for e in self.values.values_mut() {
-            e.dirty = false;
-        }
-        for e in self.maps.values_mut() {
-            e.dirty = false;
-        }
-        for e in self.lists.values_mut() {
-            e.dirty = false;
-        }
-        self.timer_changes.clear();
-        self.dirty_bytes = 0;
         self.reader = None;
         self.evict();
         Ok(())
+    }
+
+    /// Takes every change since the last snapshot, for checkpoint
+    /// `checkpoint`; the changed entries stay in memory until that
+    /// checkpoint commits.
+    pub fn snapshot(&mut self, checkpoint: u64) -> StateSnapshot {
+        StateSnapshot::new(self.take_changes(checkpoint))
     }
 }
 
@@ -506,11 +516,15 @@ impl OperatorState for KeyedState {
             self.set_value(w.name, w.key, w.value);
         }
         if self.needs_flush() {
-            // Dirty state past the budget spills to redb.
-            self.flush().map_err(store_err)?;
-        } else {
-            self.evict();
+            if self.checkpointed {
+                // Cannot spill uncheckpointed state: ask for a checkpoint.
+                self.db.request_checkpoint();
+            } else {
+                // Dirty state past the budget spills to redb.
+                self.flush().map_err(store_err)?;
+            }
         }
+        self.evict();
         Ok(())
     }
 
@@ -531,6 +545,13 @@ impl OperatorState for KeyedState {
 
     fn flush(&mut self) -> Result<(), StateStoreError> {
         KeyedState::flush(self).map_err(store_err)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+    ) -> Result<Box<dyn std::any::Any + Send>, StateStoreError> {
+        Ok(Box::new(KeyedState::snapshot(self, checkpoint)))
     }
 }
 

@@ -14,15 +14,25 @@
 //! contiguous range: an instance reads only the groups it owns, and
 //! rescaling moves ranges.
 //!
-//! Not here: when to flush (the checkpoint protocol decides).
+//! [`StateDb::commit_checkpoint`] writes a checkpoint: the snapshots of
+//! every instance ([`KeyedState::snapshot`], taken when the barrier passes
+//! it), the engine's metadata and the sinks' pending output, in one durable
+//! commit; [`StateDb::latest_checkpoint`] reads it back at recovery, falling
+//! back past a damaged record (`checkpoint.rs`). One database per topology.
+//!
+//! Not here: when to snapshot and commit (the engine's checkpoint
+//! coordinator decides).
 
+mod checkpoint;
 mod keyed;
 mod keys;
 
+pub use checkpoint::{Checkpoint, CommitStats, StateSnapshot};
 pub use keyed::{KeyedState, StateBudget};
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use redb::{Database, TableDefinition};
 
@@ -39,16 +49,28 @@ pub enum StateError {
     Open { path: String, reason: String },
     #[error("state database: {0}")]
     Db(String),
+    #[error(
+        "checkpoint {id} is damaged ({reason}) and no earlier checkpoint is kept to fall back to: start from a savepoint, or remove the state to start afresh"
+    )]
+    Damaged { id: u64, reason: String },
 }
 
 pub(crate) fn db_err(e: impl std::fmt::Display) -> StateError {
     StateError::Db(e.to_string())
 }
 
-/// The state database of a data directory.
+/// Checkpoint progress shared by the handles of one database.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    committed: AtomicU64,
+    requested: AtomicBool,
+}
+
+/// The state database of a topology (`<dir>/state.redb`).
 #[derive(Debug, Clone)]
 pub struct StateDb {
     pub(crate) db: Arc<Database>,
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl StateDb {
@@ -65,6 +87,27 @@ impl StateDb {
         txn.open_table(STATE).map_err(db_err)?;
         txn.open_table(TIMERS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(StateDb { db: Arc::new(db) })
+        Ok(StateDb {
+            db: Arc::new(db),
+            progress: Arc::default(),
+        })
+    }
+
+    /// Replaces `<data_dir>/state.redb` by a copy of the savepoint at
+    /// `savepoint` (written by [`StateDb::export`]) and opens it.
+    pub fn open_from(data_dir: &Path, savepoint: &Path) -> Result<StateDb, StateError> {
+        let path = data_dir.join("state.redb");
+        let copy_err = |reason: String| StateError::Open {
+            path: savepoint.display().to_string(),
+            reason,
+        };
+        if !savepoint.is_file() {
+            return Err(copy_err("no such savepoint".into()));
+        }
+        std::fs::create_dir_all(data_dir).map_err(|e| copy_err(e.to_string()))?;
+        let partial = data_dir.join("state.redb.partial");
+        std::fs::copy(savepoint, &partial).map_err(|e| copy_err(e.to_string()))?;
+        std::fs::rename(&partial, &path).map_err(|e| copy_err(e.to_string()))?;
+        StateDb::open(data_dir)
     }
 }

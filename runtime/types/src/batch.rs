@@ -220,6 +220,91 @@ impl Batch {
     }
 }
 
+/// Reads a little-endian integer of `N` bytes at `*at`, moving past it.
+fn take<const N: usize>(bytes: &[u8], at: &mut usize) -> Option<[u8; N]> {
+    let end = at.checked_add(N)?;
+    let out = bytes.get(*at..end)?.try_into().ok()?;
+    *at = end;
+    Some(out)
+}
+
+fn take_slice<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
+    let end = at.checked_add(len)?;
+    let out = bytes.get(*at..end)?;
+    *at = end;
+    Some(out)
+}
+
+impl Batch {
+    /// Appends the batch to `out` in a compact binary form (column counts
+    /// and the columns, little-endian), read back by [`Batch::decode`].
+    /// Used to keep pending sink output inside a checkpoint.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.keys.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.headers.len() as u32).to_le_bytes());
+        for t in &self.timestamps {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        for l in &self.key_lens {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        for l in &self.value_lens {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out.extend_from_slice(&self.keys);
+        out.extend_from_slice(&self.values);
+        for (event, name, value) in &self.headers {
+            out.extend_from_slice(&event.to_le_bytes());
+            out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+
+    /// Reads a batch written by [`Batch::encode`]; `None` when the bytes are
+    /// not one (truncated, inconsistent or followed by extra bytes).
+    pub fn decode(bytes: &[u8]) -> Option<Batch> {
+        let at = &mut 0usize;
+        let u32_at = |at: &mut usize| take::<4>(bytes, at).map(u32::from_le_bytes);
+        let events = u32_at(at)? as usize;
+        let key_bytes = u32_at(at)? as usize;
+        let value_bytes = u32_at(at)? as usize;
+        let headers = u32_at(at)? as usize;
+        // Every event needs 16 bytes: refuse counts the input cannot hold.
+        if events > bytes.len() / 16 + 1 || headers > bytes.len() / 12 + 1 {
+            return None;
+        }
+        let mut batch = Batch::with_capacity(events, value_bytes);
+        for _ in 0..events {
+            batch
+                .timestamps
+                .push(i64::from_le_bytes(take::<8>(bytes, at)?));
+        }
+        for _ in 0..events {
+            batch
+                .key_lens
+                .push(i32::from_le_bytes(take::<4>(bytes, at)?));
+        }
+        for _ in 0..events {
+            batch.value_lens.push(u32_at(at)?);
+        }
+        batch.keys = take_slice(bytes, at, key_bytes)?.to_vec();
+        batch.values = take_slice(bytes, at, value_bytes)?.to_vec();
+        for _ in 0..headers {
+            let event = u32_at(at)?;
+            let len = u32_at(at)? as usize;
+            let name = String::from_utf8(take_slice(bytes, at, len)?.to_vec()).ok()?;
+            let len = u32_at(at)? as usize;
+            let value = take_slice(bytes, at, len)?.to_vec();
+            batch.headers.push((event, name, value));
+        }
+        (*at == bytes.len() && batch.validate().is_ok()).then_some(batch)
+    }
+}
+
 impl FromIterator<Event> for Batch {
     fn from_iter<I: IntoIterator<Item = Event>>(events: I) -> Self {
         let mut batch = Batch::default();
@@ -258,6 +343,26 @@ mod tests {
         batch.validate().unwrap();
         let back: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
         assert_eq!(back, events);
+    }
+
+    #[test]
+    fn encodes_and_decodes() {
+        let batch: Batch = vec![
+            event(Some("a"), "1", -10, &[("h", "x")]),
+            event(None, "\"two\"", 20, &[]),
+            event(Some("dd"), "{}", 40, &[("z", ""), ("y", "v")]),
+        ]
+        .into_iter()
+        .collect();
+        let mut bytes = Vec::new();
+        batch.encode(&mut bytes);
+        assert_eq!(Batch::decode(&bytes), Some(batch));
+        for cut in 0..bytes.len() {
+            assert_eq!(Batch::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut empty = Vec::new();
+        Batch::default().encode(&mut empty);
+        assert_eq!(Batch::decode(&empty), Some(Batch::default()));
     }
 
     #[test]

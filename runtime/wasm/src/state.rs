@@ -122,6 +122,18 @@ pub trait OperatorState: Send + 'static {
     fn flush(&mut self) -> Result<(), StateStoreError> {
         Ok(())
     }
+    /// Takes what changed since the last snapshot, for checkpoint
+    /// `checkpoint`, in the store's own form (the checkpoint writer knows
+    /// it). Stores that cannot be checkpointed (the in-memory one) say so.
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+    ) -> Result<Box<dyn std::any::Any + Send>, StateStoreError> {
+        let _ = checkpoint;
+        Err(StateStoreError(
+            "this operator's state is kept in memory only and cannot be checkpointed: give the topology a data directory".into(),
+        ))
+    }
 }
 
 /// A call's writes, kept aside until the call succeeds, and the reads that

@@ -1,0 +1,494 @@
+//! Checkpoints on redb: one durable commit per checkpoint, holding the
+//! state changes of every operator instance, the checkpoint's record (the
+//! engine's metadata: source positions, sink bases, watermarks) and the
+//! sinks' pending output; recovery that falls back past a damaged record.
+//!
+//! Each commit first takes a redb *persistent savepoint*: the database as
+//! the previous checkpoint left it. If the newest record turns out damaged,
+//! that savepoint is restored and the previous checkpoint is used instead.
+//! The last `retain` checkpoints keep their records and fallbacks.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use crate::{STATE, StateDb, StateError, TIMERS, db_err, keys};
+
+/// Checkpoint records: id → CRC-32 of the metadata (u32 LE) | metadata.
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints_v1");
+/// Output of a checkpoint that sinks publish once it commits: (id, sink)
+/// → encoded batch.
+const PENDING: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sink_pending_v1");
+/// The redb persistent savepoint taken by each checkpoint's commit (the
+/// database before it): id → savepoint id.
+const FALLBACKS: TableDefinition<u64, u64> = TableDefinition::new("checkpoint_fallbacks_v1");
+
+/// Which table a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    State,
+    Timers,
+}
+
+/// One row write of a state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RowOp {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+    /// Removes every state row starting with the prefix (a map's entries).
+    DeletePrefix(Vec<u8>),
+}
+
+/// The changes of one operator instance's state since its last snapshot,
+/// waiting to be written by a checkpoint commit.
+#[derive(Debug, Default)]
+pub struct StateSnapshot {
+    ops: Vec<RowOp>,
+    bytes: usize,
+}
+
+impl StateSnapshot {
+    pub(crate) fn new(ops: Vec<RowOp>) -> Self {
+        let bytes = ops
+            .iter()
+            .map(|op| match op {
+                RowOp::Put(_, k, v) => k.len() + v.len(),
+                RowOp::Delete(_, k) | RowOp::DeletePrefix(k) => k.len(),
+            })
+            .sum();
+        StateSnapshot { ops, bytes }
+    }
+    /// Bytes of keys and values it writes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// Rows it writes or removes.
+    pub fn rows(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+/// Applies row writes inside `txn`.
+pub(crate) fn write_rows(txn: &WriteTransaction, ops: &[RowOp]) -> Result<(), StateError> {
+    let mut state = txn.open_table(STATE).map_err(db_err)?;
+    let mut timers = txn.open_table(TIMERS).map_err(db_err)?;
+    for op in ops {
+        match op {
+            RowOp::Put(Table::State, k, v) => {
+                state.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            RowOp::Put(Table::Timers, k, v) => {
+                timers.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            RowOp::Delete(Table::State, k) => {
+                state.remove(k.as_slice()).map_err(db_err)?;
+            }
+            RowOp::Delete(Table::Timers, k) => {
+                timers.remove(k.as_slice()).map_err(db_err)?;
+            }
+            RowOp::DeletePrefix(prefix) => {
+                let end = keys::prefix_end(prefix);
+                state
+                    .retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false)
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A complete checkpoint as recovery reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub id: u64,
+    /// The engine's metadata, as it was committed.
+    pub meta: Vec<u8>,
+    /// `(sink, encoded output)` the checkpoint committed for its sinks.
+    pub pending: Vec<(String, Vec<u8>)>,
+}
+
+/// What one commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// State rows written or removed.
+    pub rows: usize,
+    /// Bytes of state, metadata and pending output written.
+    pub bytes: u64,
+    pub duration: std::time::Duration,
+}
+
+fn record(meta: &[u8]) -> Vec<u8> {
+    let mut out = crc32fast::hash(meta).to_le_bytes().to_vec();
+    out.extend_from_slice(meta);
+    out
+}
+
+/// The metadata of a record, or why it is damaged.
+fn parse_record(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.len() < 4 {
+        return Err(format!("record of {} bytes is truncated", bytes.len()));
+    }
+    let (crc, meta) = bytes.split_at(4);
+    let expected = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    let actual = crc32fast::hash(meta);
+    if expected != actual {
+        return Err(format!(
+            "checksum mismatch (stored {expected:08x}, computed {actual:08x})"
+        ));
+    }
+    Ok(meta.to_vec())
+}
+
+impl StateDb {
+    /// The id of the last checkpoint committed through this handle (0 when
+    /// none).
+    pub fn committed_checkpoint(&self) -> u64 {
+        self.progress.committed.load(Ordering::Acquire)
+    }
+
+    /// Asks the checkpoint coordinator for a checkpoint soon (dirty state
+    /// is past an instance's memory budget).
+    pub fn request_checkpoint(&self) {
+        self.progress.requested.store(true, Ordering::Release);
+    }
+
+    /// Whether a checkpoint was asked for since the last call.
+    pub fn take_checkpoint_request(&self) -> bool {
+        self.progress.requested.swap(false, Ordering::AcqRel)
+    }
+
+    /// Commits checkpoint `id` durably in one redb transaction: every
+    /// instance's state changes, the metadata and the sinks' pending
+    /// output. Keeps the newest `retain` checkpoints (at least one).
+    pub fn commit_checkpoint(
+        &self,
+        id: u64,
+        snapshots: Vec<StateSnapshot>,
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
+        retain: usize,
+    ) -> Result<CommitStats, StateError> {
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        txn.set_two_phase_commit(true);
+        // Before any table is opened: the database as the last checkpoint
+        // left it, to fall back to if this one's record is damaged.
+        let fallback = txn.persistent_savepoint().map_err(db_err)?;
+        let mut rows = 0;
+        let mut bytes = meta.len() as u64;
+        for snapshot in &snapshots {
+            rows += snapshot.rows();
+            bytes += snapshot.bytes() as u64;
+            write_rows(&txn, &snapshot.ops)?;
+        }
+        let mut stale_fallbacks = Vec::new();
+        {
+            let mut records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
+            records
+                .insert(id, record(meta).as_slice())
+                .map_err(db_err)?;
+            let mut outputs = txn.open_table(PENDING).map_err(db_err)?;
+            for (sink, output) in pending {
+                bytes += output.len() as u64;
+                outputs
+                    .insert((id, sink.as_str()), output.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut fallbacks = txn.open_table(FALLBACKS).map_err(db_err)?;
+            fallbacks.insert(id, fallback).map_err(db_err)?;
+
+            let ids: Vec<u64> = records
+                .iter()
+                .map_err(db_err)?
+                .map(|r| r.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()
+                .map_err(db_err)?;
+            let keep_from = ids[ids.len().saturating_sub(retain.max(1))];
+            for old in ids.iter().copied().filter(|&i| i < keep_from) {
+                records.remove(old).map_err(db_err)?;
+            }
+            outputs
+                .retain_in((0, "")..(keep_from, ""), |_, _| false)
+                .map_err(db_err)?;
+            // A fallback of the oldest kept checkpoint leads to one that is
+            // gone: drop it with the older ones.
+            for row in fallbacks.range(..=keep_from).map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                stale_fallbacks.push((k.value(), v.value()));
+            }
+            for (k, _) in &stale_fallbacks {
+                fallbacks.remove(*k).map_err(db_err)?;
+            }
+        }
+        for (_, savepoint) in stale_fallbacks {
+            txn.delete_persistent_savepoint(savepoint).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.progress.committed.store(id, Ordering::Release);
+        Ok(CommitStats {
+            rows,
+            bytes,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// The newest complete checkpoint. A damaged record (checksum or
+    /// length wrong) is logged and the database is rolled back to the
+    /// checkpoint before it, as often as needed.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        loop {
+            // The newest record: its id and metadata, or why it is damaged.
+            let (id, parsed, fallback) = {
+                let txn = self.db.begin_read().map_err(db_err)?;
+                let records = match txn.open_table(CHECKPOINTS) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                    Err(e) => return Err(db_err(e)),
+                };
+                let Some((k, v)) = records.last().map_err(db_err)? else {
+                    return Ok(None);
+                };
+                let id = k.value();
+                let parsed = parse_record(v.value());
+                let fallback = match &parsed {
+                    Ok(_) => None,
+                    Err(_) => txn
+                        .open_table(FALLBACKS)
+                        .map_err(db_err)?
+                        .get(id)
+                        .map_err(db_err)?
+                        .map(|v| v.value()),
+                };
+                (id, parsed, fallback)
+            };
+            match parsed {
+                Ok(meta) => {
+                    let txn = self.db.begin_read().map_err(db_err)?;
+                    let outputs = txn.open_table(PENDING).map_err(db_err)?;
+                    let mut pending = Vec::new();
+                    for row in outputs.range((id, "")..(id + 1, "")).map_err(db_err)? {
+                        let (k, v) = row.map_err(db_err)?;
+                        pending.push((k.value().1.to_string(), v.value().to_vec()));
+                    }
+                    self.progress.committed.store(id, Ordering::Release);
+                    return Ok(Some(Checkpoint { id, meta, pending }));
+                }
+                Err(reason) => {
+                    let Some(fallback) = fallback else {
+                        return Err(StateError::Damaged { id, reason });
+                    };
+                    tracing::warn!(
+                        checkpoint = id,
+                        %reason,
+                        "checkpoint record is damaged; falling back to the checkpoint before it"
+                    );
+                    let mut txn = self.db.begin_write().map_err(db_err)?;
+                    txn.set_durability(Durability::Immediate).map_err(db_err)?;
+                    let savepoint = txn.get_persistent_savepoint(fallback).map_err(db_err)?;
+                    txn.restore_savepoint(&savepoint).map_err(db_err)?;
+                    txn.delete_persistent_savepoint(fallback).map_err(db_err)?;
+                    txn.commit().map_err(db_err)?;
+                }
+            }
+        }
+    }
+
+    /// Every kept checkpoint, oldest first: its id and metadata, or why its
+    /// record is damaged.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Result<Vec<u8>, String>)>, StateError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let records = match txn.open_table(CHECKPOINTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        records
+            .iter()
+            .map_err(db_err)?
+            .map(|r| {
+                let (k, v) = r.map_err(db_err)?;
+                Ok((k.value(), parse_record(v.value())))
+            })
+            .collect()
+    }
+
+    /// Writes the newest checkpoint, the state it holds and its pending
+    /// output into a new database at `path` (a savepoint), which
+    /// [`StateDb::open_from`] can start another run from. Returns its size.
+    pub fn export(&self, path: &Path) -> Result<u64, StateError> {
+        let err = |e: String| StateError::Open {
+            path: path.display().to_string(),
+            reason: e,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let partial = path.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let out = Database::create(&partial).map_err(|e| err(e.to_string()))?;
+        let src = self.db.begin_read().map_err(db_err)?;
+        let mut txn = out.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            for def in [STATE, TIMERS] {
+                let from = src.open_table(def).map_err(db_err)?;
+                let mut to = txn.open_table(def).map_err(db_err)?;
+                for row in from.iter().map_err(db_err)? {
+                    let (k, v) = row.map_err(db_err)?;
+                    to.insert(k.value(), v.value()).map_err(db_err)?;
+                }
+            }
+            let records = src.open_table(CHECKPOINTS).map_err(db_err)?;
+            let mut to = txn.open_table(CHECKPOINTS).map_err(db_err)?;
+            if let Some((k, v)) = records.last().map_err(db_err)? {
+                let id = k.value();
+                to.insert(id, v.value()).map_err(db_err)?;
+                let outputs = src.open_table(PENDING).map_err(db_err)?;
+                let mut to = txn.open_table(PENDING).map_err(db_err)?;
+                for row in outputs.range((id, "")..(id + 1, "")).map_err(db_err)? {
+                    let (k, v) = row.map_err(db_err)?;
+                    to.insert(k.value(), v.value()).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        drop(out);
+        std::fs::rename(&partial, path).map_err(|e| err(e.to_string()))?;
+        Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_types::KeyGroupRange;
+    use weir_wasm::{OperatorState, ValueWrite};
+
+    use super::*;
+    use crate::{KeyedState, StateBudget};
+
+    fn write(state: &mut KeyedState, key: &str, value: &str) {
+        state
+            .apply(
+                vec![],
+                &[ValueWrite {
+                    name: "count",
+                    key: key.as_bytes(),
+                    value: Some(value.as_bytes()),
+                }],
+            )
+            .unwrap();
+    }
+
+    fn open(db: &StateDb) -> KeyedState {
+        KeyedState::open(
+            db,
+            "t",
+            "op",
+            KeyGroupRange::all(128),
+            StateBudget::default(),
+        )
+        .unwrap()
+        .checkpointed()
+    }
+
+    #[test]
+    fn commits_keep_the_newest_and_fall_back_past_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = StateDb::open(dir.path()).unwrap();
+            let mut s = open(&db);
+            for id in 1..=4u64 {
+                write(&mut s, "k", &id.to_string());
+                // Flushing a checkpointed state writes nothing.
+                s.flush().unwrap();
+                let snap = s.snapshot(id);
+                let out = vec![("out".to_string(), format!("o{id}").into_bytes())];
+                db.commit_checkpoint(id, vec![snap], format!("m{id}").as_bytes(), &out, 3)
+                    .unwrap();
+            }
+            write(&mut s, "k", "uncommitted");
+            let ids: Vec<u64> = db.checkpoints().unwrap().iter().map(|c| c.0).collect();
+            assert_eq!(ids, vec![2, 3, 4]);
+        }
+        let db = StateDb::open(dir.path()).unwrap();
+        let latest = db.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(latest.id, 4);
+        assert_eq!(latest.meta, b"m4");
+        assert_eq!(latest.pending, vec![("out".to_string(), b"o4".to_vec())]);
+        assert_eq!(open(&db).value("count", b"k").unwrap(), Some(b"4".to_vec()));
+
+        // Damage the newest record: recovery rolls back to checkpoint 3,
+        // state included.
+        {
+            let txn = db.db.begin_write().unwrap();
+            txn.open_table(CHECKPOINTS)
+                .unwrap()
+                .insert(4, b"\x00\x00\x00\x00m4".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let latest = db.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(latest.id, 3);
+        assert_eq!(latest.pending, vec![("out".to_string(), b"o3".to_vec())]);
+        assert_eq!(open(&db).value("count", b"k").unwrap(), Some(b"3".to_vec()));
+        assert!(db.checkpoints().unwrap().iter().all(|c| c.0 < 4));
+    }
+
+    #[test]
+    fn a_savepoint_export_starts_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db);
+        write(&mut s, "a", "1");
+        db.commit_checkpoint(1, vec![s.snapshot(1)], b"m1", &[], 3)
+            .unwrap();
+        let path = dir.path().join("sp/first.redb");
+        assert!(db.export(&path).unwrap() > 0);
+        write(&mut s, "a", "2");
+        db.commit_checkpoint(2, vec![s.snapshot(2)], b"m2", &[], 3)
+            .unwrap();
+
+        let other = tempfile::tempdir().unwrap();
+        let restored = StateDb::open_from(other.path(), &path).unwrap();
+        let latest = restored.latest_checkpoint().unwrap().unwrap();
+        assert_eq!((latest.id, latest.meta.as_slice()), (1, &b"m1"[..]));
+        assert_eq!(
+            open(&restored).value("count", b"a").unwrap(),
+            Some(b"1".to_vec())
+        );
+    }
+
+    #[test]
+    fn pinned_entries_stay_until_their_checkpoint_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "t",
+            "op",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: 1 << 10 },
+        )
+        .unwrap()
+        .checkpointed();
+        for i in 0..200 {
+            write(&mut s, &format!("k{i}"), "1");
+        }
+        // Over budget: a checkpoint is asked for, nothing is spilled.
+        assert!(db.take_checkpoint_request());
+        let snap = s.snapshot(1);
+        assert_eq!(snap.rows(), 200);
+        // Not committed yet: reads still see every value.
+        write(&mut s, "other", "x");
+        assert_eq!(s.value("count", b"k7").unwrap(), Some(b"1".to_vec()));
+        db.commit_checkpoint(1, vec![snap], b"m", &[], 2).unwrap();
+        write(&mut s, "other", "y");
+        assert!(s.cached_bytes() < 2 << 10, "{}", s.cached_bytes());
+        assert_eq!(s.value("count", b"k199").unwrap(), Some(b"1".to_vec()));
+    }
+}
