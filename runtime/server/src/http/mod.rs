@@ -1,0 +1,274 @@
+//! The REST API: [`router`] builds the axum router over a [`ControlPlane`].
+//!
+//! - `error.rs`: [`ApiError`], the one place domain errors become statuses
+//!   and codes; responses that reach the client without a handler (no
+//!   route, a rejected body) are rewritten into the same JSON shape.
+//! - `modules.rs`, `topologies.rs`, `streams.rs` (with server-sent events),
+//!   `observe.rs` (`/healthz`, `/metrics`): the handlers. Each parses the
+//!   request, calls the control plane (on the blocking pool when it does
+//!   I/O or compiles) and shapes the JSON answer.
+//! - `openapi.rs`: the OpenAPI document, checked against [`routes`].
+//! - Auth: with a token configured, every `/v1` call needs
+//!   `Authorization: Bearer <token>`.
+
+mod error;
+mod modules;
+mod observe;
+pub mod openapi;
+mod streams;
+mod topologies;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::ControlPlane;
+
+type Plane = Arc<ControlPlane>;
+
+/// The router and the table of its routes, built together so the table
+/// cannot drift from what is served.
+struct Routes {
+    router: Router<Plane>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add(mut self, method: Method, path: &'static str, route: MethodRouter<Plane>) -> Self {
+        self.table.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+}
+
+fn build(max_module_bytes: usize) -> Routes {
+    let routes = Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    };
+    routes
+        .add(Method::GET, "/v1/openapi.json", get(openapi::handler))
+        .add(Method::GET, "/v1/modules", get(modules::list))
+        .add(
+            Method::POST,
+            "/v1/modules/{name}",
+            post(modules::push).layer(DefaultBodyLimit::max(max_module_bytes)),
+        )
+        .add(Method::GET, "/v1/modules/{name}", get(modules::inspect))
+        .add(
+            Method::GET,
+            "/v1/modules/{name}/versions/{version}",
+            get(modules::version),
+        )
+        .add(
+            Method::DELETE,
+            "/v1/modules/{name}/versions/{version}",
+            delete(modules::delete_version),
+        )
+        .add(Method::GET, "/v1/topologies", get(topologies::list))
+        .add(
+            Method::POST,
+            "/v1/topologies/validate",
+            post(topologies::validate),
+        )
+        .add(Method::PUT, "/v1/topologies/{name}", put(topologies::apply))
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}",
+            get(topologies::status),
+        )
+        .add(
+            Method::DELETE,
+            "/v1/topologies/{name}",
+            delete(topologies::remove),
+        )
+        .add(
+            Method::POST,
+            "/v1/topologies/{name}/start",
+            post(topologies::start),
+        )
+        .add(
+            Method::POST,
+            "/v1/topologies/{name}/stop",
+            post(topologies::stop),
+        )
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}/checkpoints",
+            get(topologies::checkpoints),
+        )
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}/savepoints",
+            get(topologies::savepoints),
+        )
+        .add(
+            Method::POST,
+            "/v1/topologies/{name}/savepoints",
+            post(topologies::savepoint),
+        )
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}/operators/{operator}/state/{state}",
+            get(topologies::state),
+        )
+        .add(Method::GET, "/v1/streams", get(streams::list))
+        .add(
+            Method::POST,
+            "/v1/streams/{name}/events",
+            post(streams::produce),
+        )
+        .add(
+            Method::GET,
+            "/v1/streams/{name}/events",
+            get(streams::consume),
+        )
+}
+
+/// Every `(method, path)` the API serves (paths in OpenAPI's `{param}`
+/// form), `/v1` and the unauthenticated ones alike.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    let mut table = build(0).table;
+    table.push((Method::GET, "/healthz"));
+    table.push((Method::GET, "/metrics"));
+    table
+}
+
+/// The API over `plane`.
+pub fn router(plane: Plane) -> Router {
+    let config = &plane.config;
+    let v1 = build(config.max_module_bytes)
+        .router
+        .layer(middleware::from_fn_with_state(plane.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(observe::healthz))
+        .route("/metrics", get(observe::metrics))
+        .merge(v1)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::map_response(errors_as_json))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            tracing::info_span!(
+                "http",
+                http.method = %req.method(),
+                http.route = route,
+                http.path = %req.uri().path(),
+            )
+        }))
+        .with_state(plane)
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such endpoint: {method} {}; see GET /v1/openapi.json for the API",
+            uri.path()
+        ),
+    )
+}
+
+/// With a token configured, `/v1` calls need `Authorization: Bearer <token>`.
+async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> Response {
+    let Some(token) = &plane.config.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let message = if given.is_some() {
+                "the bearer token is wrong: use the server's WEIR_TOKEN"
+            } else {
+                "this server needs a token: send `Authorization: Bearer <token>` (weir --token, or WEIR_TOKEN)"
+            };
+            let mut res =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            res
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Rewrites error responses that are not already JSON (framework
+/// rejections: a body over the limit, a bad query string, a wrong method)
+/// into the API's error shape.
+async fn errors_as_json(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = match (status, text.trim()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            "the request body is over this server's limit (modules: --max-module-bytes, other bodies: --max-body-bytes)".to_string()
+        }
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "this endpoint does not take that method; see GET /v1/openapi.json".to_string()
+        }
+        (_, "") => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+        (_, t) => t.to_string(),
+    };
+    let mut out = ApiError::new(status, ApiError::code_for_status(status), message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Runs blocking control-plane work (file I/O, compiling) off the async
+/// workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a request task failed: {e}")))?
+}
+
+/// How long a follow (SSE) waits for the tail before it checks whether the
+/// server is shutting down.
+const FOLLOW_WAIT: Duration = Duration::from_millis(500);
+
+/// An empty body, for handlers that answer with a status alone.
+fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}

@@ -1,0 +1,252 @@
+//! The OpenAPI 3.1 document of the API, served at `/v1/openapi.json`. A
+//! test checks that it lists exactly the routes of [`super::routes`].
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+fn error_ref() -> Value {
+    json!({ "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({ "content": { "application/json": { "schema": schema } } })
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn query_param(name: &str, ty: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": ty } })
+}
+
+/// One operation: its summary, parameters, request body, and answers as
+/// `(status, description, body schema)`; the error answers share the
+/// `Error` schema.
+fn op(
+    id: &str,
+    summary: &str,
+    params: Vec<Value>,
+    body: Option<Value>,
+    ok: &[(&str, &str, Option<Value>)],
+    errors: &[(&str, &str)],
+) -> Value {
+    let mut responses = Map::new();
+    for (status, description, schema) in ok {
+        let mut r = json!({ "description": description });
+        if let Some(s) = schema {
+            r["content"] = json_body(s.clone())["content"].clone();
+        }
+        responses.insert((*status).to_string(), r);
+    }
+    for (status, description) in errors {
+        let mut r = error_ref();
+        r["description"] = json!(description);
+        responses.insert((*status).to_string(), r);
+    }
+    let mut out = json!({ "operationId": id, "summary": summary, "responses": responses });
+    if !params.is_empty() {
+        out["parameters"] = Value::Array(params);
+    }
+    if let Some(b) = body {
+        out["requestBody"] = b;
+    }
+    out
+}
+
+const AUTH: (&str, &str) = (
+    "401",
+    "A token is configured and the request has none, or a wrong one",
+);
+
+/// The document.
+pub fn document() -> Value {
+    let name = || {
+        path_param(
+            "name",
+            "A name: 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+        )
+    };
+    let topology_body = json!({
+        "required": true,
+        "description": "The topology document, JSON or YAML",
+        "content": {
+            "application/json": { "schema": schema_ref("TopologyDocument") },
+            "application/yaml": { "schema": { "type": "string" } }
+        }
+    });
+    let savepoint_arg = json!({
+        "required": false,
+        "content": { "application/json": { "schema": {
+            "type": "object", "properties": { "savepoint": { "type": "string" } }, "additionalProperties": false
+        } } }
+    });
+    let paths = json!({
+        "/healthz": { "get": op("healthz", "Liveness: the server answers", vec![], None,
+            &[("200", "Up", Some(json!({ "type": "object" })))], &[]) },
+        "/metrics": { "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics: operator counters and batch-latency histograms, source offsets, stream sizes",
+            "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+        } },
+        "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
+            &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
+        "/v1/modules": { "get": op("listModules", "Every module with its latest version", vec![], None,
+            &[("200", "Modules", Some(json!({ "type": "object", "properties": { "modules": { "type": "array", "items": schema_ref("ModuleVersion") } } })))],
+            &[AUTH]) },
+        "/v1/modules/{name}": {
+            "post": op("pushModule", "Upload a component as the next version of a module; identical bytes return the existing version",
+                vec![name()],
+                Some(json!({ "required": true, "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } })),
+                &[("201", "Stored as a new version", Some(schema_ref("ModuleVersion"))),
+                  ("200", "The same bytes were already stored", Some(schema_ref("ModuleVersion")))],
+                &[("400", "Bad name or empty body"), AUTH, ("413", "Over the module size limit"),
+                  ("415", "Not application/wasm"), ("422", "Not Wasm, a core module, or not the weir:operator world")]),
+            "get": op("inspectModule", "Every version of a module", vec![name()], None,
+                &[("200", "Versions", Some(json!({ "type": "object", "properties": {
+                    "name": { "type": "string" }, "versions": { "type": "array", "items": schema_ref("ModuleVersion") } } })))],
+                &[("400", "Bad name"), AUTH, ("404", "No such module")]),
+        },
+        "/v1/modules/{name}/versions/{version}": {
+            "get": op("getModuleVersion", "One version of a module", vec![name(), path_param("version", "1, 2, ...")], None,
+                &[("200", "The version", Some(schema_ref("ModuleVersion")))],
+                &[("400", "Bad name or version"), AUTH, ("404", "No such module or version")]),
+            "delete": op("deleteModuleVersion", "Delete a version no topology uses", vec![name(), path_param("version", "1, 2, ...")], None,
+                &[("204", "Deleted", None)],
+                &[("400", "Bad name or version"), AUTH, ("404", "No such module or version"), ("409", "A topology uses it")]),
+        },
+        "/v1/topologies": { "get": op("listTopologies", "Every topology and its state", vec![], None,
+            &[("200", "Topologies", Some(json!({ "type": "object" })))], &[AUTH]) },
+        "/v1/topologies/validate": { "post": op("validateTopology", "Check a document without storing it", vec![], Some(topology_body.clone()),
+            &[("200", "Every problem found (valid: false when any is an error)", Some(json!({ "type": "object", "properties": {
+                "valid": { "type": "boolean" }, "problems": { "type": "array", "items": schema_ref("Problem") } } })))],
+            &[("400", "Not JSON or YAML of a topology"), AUTH]) },
+        "/v1/topologies/{name}": {
+            "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions)", vec![name()], Some(topology_body),
+                &[("201", "Created", Some(schema_ref("TopologyStatus"))), ("200", "Replaced", Some(schema_ref("TopologyStatus")))],
+                &[("400", "Not JSON or YAML, or the document's name differs"), AUTH, ("409", "It is running"), ("422", "Not valid: details.problems lists every problem")]),
+            "get": op("getTopology", "Document, state, per-operator metrics, source positions", vec![name()], None,
+                &[("200", "The topology", Some(schema_ref("TopologyStatus")))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
+            "delete": op("deleteTopology", "Delete a stopped topology with its state and savepoints", vec![name()], None,
+                &[("204", "Deleted", None)], &[("400", "Bad name"), AUTH, ("404", "No such topology"), ("409", "It is running")]),
+        },
+        "/v1/topologies/{name}/start": { "post": op("startTopology", "Start a topology, optionally from a savepoint", vec![name()], Some(savepoint_arg.clone()),
+            &[("200", "Running", Some(schema_ref("TopologyStatus")))],
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running"), ("422", "A binding failed"), ("500", "The engine failed")]) },
+        "/v1/topologies/{name}/stop": { "post": op("stopTopology", "Stop a topology (it drains, state and positions made durable), optionally writing a savepoint", vec![name()], Some(savepoint_arg),
+            &[("200", "Stopped", Some(schema_ref("TopologyStatus")))],
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, or the savepoint exists")]) },
+        "/v1/topologies/{name}/checkpoints": { "get": op("listCheckpoints", "Checkpoints and savepoints of a topology", vec![name()], None,
+            &[("200", "Checkpoints and savepoints", Some(json!({ "type": "object" })))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]) },
+        "/v1/topologies/{name}/savepoints": {
+            "get": op("listSavepoints", "Savepoints of a topology", vec![name()], None,
+                &[("200", "Savepoints", Some(json!({ "type": "object", "properties": { "savepoints": { "type": "array", "items": schema_ref("Savepoint") } } })))],
+                &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
+            "post": op("createSavepoint", "Write a named savepoint of a stopped topology", vec![name()],
+                Some(json_body(json!({ "type": "object", "required": ["name"], "properties": { "name": { "type": "string" } } }))),
+                &[("201", "Written", Some(schema_ref("Savepoint")))],
+                &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Running, or the savepoint exists")]),
+        },
+        "/v1/topologies/{name}/operators/{operator}/state/{state}": { "get": op("getState",
+            "The value of one keyed value state of a running operator",
+            vec![name(), path_param("operator", "Operator name"), path_param("state", "State name, as the operator declares it"),
+                 query_param("key", "string", "The key as text"), query_param("key_b64", "string", "The key as base64")], None,
+            &[("200", "The value (JSON when it is JSON, else value_b64)", Some(json!({ "type": "object" })))],
+            &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology, operator, or no value for the key"), ("409", "Not running")]) },
+        "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
+            &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
+        "/v1/streams/{name}/events": {
+            "post": op("produce", "Append events (a JSON array or JSON lines); answered once they are on disk", vec![name()],
+                Some(json!({ "required": true, "content": {
+                    "application/json": { "schema": { "type": "array", "items": schema_ref("Event") } },
+                    "application/x-ndjson": { "schema": { "type": "string" } } } })),
+                &[("200", "Appended", Some(json!({ "type": "object", "properties": {
+                    "stream": { "type": "string" }, "count": { "type": "integer" },
+                    "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" } } })))],
+                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit")]),
+            "get": op("consume", "Read events from an offset; with Accept: text/event-stream, follow the tail (one SSE event per event, id = offset; Last-Event-ID resumes)",
+                vec![name(), query_param("offset", "integer", "First offset (default: the stream's start)"),
+                     query_param("limit", "integer", "Most events (default 100, at most 10000; with SSE: stop after this many)")], None,
+                &[("200", "Events", Some(json!({ "type": "object", "properties": {
+                    "stream": { "type": "string" }, "next_offset": { "type": "integer" }, "end_offset": { "type": "integer" },
+                    "events": { "type": "array", "items": schema_ref("Event") } } })))],
+                &[("400", "Bad name, limit, or an offset out of range"), AUTH]),
+        },
+    });
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Weir",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Stream processing with WebAssembly operators. With a token configured, every /v1 call needs `Authorization: Bearer <token>`. Errors are {\"error\": {\"code\", \"message\", \"details\"}}."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+                    "type": "object", "required": ["code", "message"], "properties": {
+                        "code": { "type": "string" }, "message": { "type": "string" }, "details": {} } } } },
+                "ModuleVersion": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "version": { "type": "integer" }, "reference": { "type": "string" },
+                    "digest": { "type": "string" }, "size": { "type": "integer" }, "world": { "type": "string" },
+                    "imports": { "type": "array", "items": { "type": "string" } },
+                    "exports": { "type": "array", "items": { "type": "string" } }, "created_at": { "type": "integer" } } },
+                "Problem": { "type": "object", "properties": {
+                    "path": { "type": "string" }, "message": { "type": "string" }, "severity": { "enum": ["error", "warning"] } } },
+                "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
+                    "name": { "type": "string" }, "sources": { "type": "array" }, "operators": { "type": "array" },
+                    "sinks": { "type": "array" }, "key_groups": { "type": "integer" }, "checkpoint": { "type": "object" },
+                    "dead_letter_stream": { "type": "string" } } },
+                "TopologyStatus": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
+                    "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
+                    "modules": { "type": "object" }, "operators": { "type": "array" }, "sources": { "type": "array" },
+                    "last_error": { "type": ["string", "null"] }, "last_checkpoint": {} } },
+                "Savepoint": { "type": "object", "properties": {
+                    "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
+                "StreamInfo": { "type": "object", "properties": {
+                    "name": { "type": "string" }, "start_offset": { "type": "integer" }, "end_offset": { "type": "integer" },
+                    "bytes": { "type": "integer" }, "segments": { "type": "integer" } } },
+                "Event": { "type": "object", "properties": {
+                    "offset": { "type": "integer", "description": "In reads only" },
+                    "key": { "type": "string" }, "key_b64": { "type": "string" }, "value": {},
+                    "value_b64": { "type": "string" }, "timestamp": { "type": "integer" },
+                    "headers": { "type": "object" }, "headers_b64": { "type": "object" } } }
+            }
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+    })
+}
+
+/// `GET /v1/openapi.json`.
+pub(super) async fn handler() -> Json<Value> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn documents_exactly_the_routes_served() {
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: BTreeSet<(String, String)> = crate::http::routes()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,266 @@
+//! `/v1/streams`: produce events into embedded streams, read them by
+//! offset, or follow the tail as server-sent events.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use weir_connectors::Stream;
+use weir_types::{Batch, Event, EventRef, wire};
+
+use super::{ApiError, FOLLOW_WAIT, Plane, blocking};
+use crate::{MAX_READ_EVENTS, now_ms};
+
+/// Events a read returns when no `limit` is given.
+const DEFAULT_READ_EVENTS: usize = 100;
+
+/// The events of a produce body: a JSON array, or JSON lines.
+fn parse_body(body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| {
+        ApiError::bad_request("invalid_event", "the body is not UTF-8: send JSON events")
+    })?;
+    let now = now_ms();
+    let bad = |at: String, e: wire::WireError| {
+        ApiError::bad_request("invalid_event", format!("{at}: {e}"))
+            .with_details(json!({ "at": at }))
+    };
+    if text.trim_start().starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_event",
+                format!("the body is not a JSON array of events: {e}"),
+            )
+        })?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| wire::parse_event(raw.get(), now).map_err(|e| bad(format!("[{i}]"), e)))
+            .collect()
+    } else {
+        wire::parse_lines(text, now).map_err(|(line, e)| bad(format!("line {line}"), e))
+    }
+}
+
+/// `POST /v1/streams/{name}/events`: answered once the events are on disk.
+pub(super) async fn produce(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    blocking(move || {
+        let events = parse_body(&body)?;
+        if events.is_empty() {
+            return Err(ApiError::bad_request(
+                "no_events",
+                "the body holds no events: send a JSON array or JSON lines of {\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}",
+            ));
+        }
+        let stream = plane.streams.stream(&name)?;
+        let batch = batch_of(&events);
+        let range = stream.append(&batch)?;
+        Ok((
+            StatusCode::OK,
+            Json(json!({
+                "stream": name,
+                "count": events.len(),
+                "first_offset": range.start,
+                "next_offset": range.end,
+            })),
+        )
+            .into_response())
+    })
+    .await
+}
+
+/// `GET /v1/streams`.
+pub(super) async fn list(State(plane): State<Plane>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let streams: Vec<Value> = plane
+            .streams
+            .list()?
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name,
+                    "start_offset": s.start_offset,
+                    "end_offset": s.end_offset,
+                    "bytes": s.bytes,
+                    "segments": s.segments,
+                })
+            })
+            .collect();
+        Ok(Json(json!({ "streams": streams })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReadQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Events in a batch, to format them.
+fn batch_of(events: &[Event]) -> Batch {
+    let mut batch = Batch::default();
+    for e in events {
+        batch.push_event(e);
+    }
+    batch
+}
+
+/// One event as JSON with its offset first.
+fn event_json(offset: u64, e: &EventRef<'_>) -> String {
+    let text = wire::format_event(e);
+    format!("{{\"offset\":{offset},{}", &text[1..])
+}
+
+fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_READ_EVENTS),
+        Some(0) => Err(ApiError::bad_request(
+            "bad_limit",
+            "limit must be at least 1",
+        )),
+        Some(n) if n > MAX_READ_EVENTS => Err(ApiError::bad_request(
+            "bad_limit",
+            format!(
+                "limit {n} is over the cap of {MAX_READ_EVENTS}: page with offset=<next_offset>"
+            ),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `GET /v1/streams/{name}/events?offset=&limit=`; with `Accept:
+/// text/event-stream`, follows the tail from `offset` (or `Last-Event-ID`
+/// + 1) as server-sent events, one per event, `id` its offset.
+pub(super) async fn consume(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    Query(query): Query<ReadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = check_limit(query.limit)?;
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|id| id + 1);
+    let lookup = plane.clone();
+    let stream = blocking(move || Ok(lookup.streams.stream(&name)?)).await?;
+    let info = stream.info();
+    let from = resume.or(query.offset).unwrap_or(info.start_offset);
+    if from < info.start_offset || from > info.end_offset {
+        return Err(weir_connectors::StreamError::OffsetOutOfRange {
+            stream: info.name,
+            offset: from,
+            start: info.start_offset,
+            end: info.end_offset,
+        }
+        .into());
+    }
+    if sse {
+        return Ok(follow(plane, stream, from, query.limit).into_response());
+    }
+    blocking(move || {
+        let (events, next) = stream.read(from, limit)?;
+        let mut body = String::with_capacity(64 + events.len() * 64);
+        body.push_str(&format!(
+            "{{\"stream\":{},\"next_offset\":{next},\"end_offset\":{},\"events\":[",
+            serde_json::to_string(stream.name()).unwrap_or_default(),
+            stream.end_offset()
+        ));
+        for (i, e) in batch_of(&events).iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&event_json(from + i as u64, &e));
+        }
+        body.push_str("]}");
+        let mut res = body.into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(res)
+    })
+    .await
+}
+
+/// State of a follow: where it is, what it read ahead, how many it may
+/// still send.
+struct Follow {
+    plane: Plane,
+    stream: Arc<Stream>,
+    next: u64,
+    pending: VecDeque<(u64, String)>,
+    remaining: Option<usize>,
+}
+
+fn follow(
+    plane: Plane,
+    stream: Arc<Stream>,
+    from: u64,
+    limit: Option<usize>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let state = Follow {
+        plane,
+        stream,
+        next: from,
+        pending: VecDeque::new(),
+        remaining: limit,
+    };
+    let events = futures_util::stream::unfold(state, |mut f| async move {
+        loop {
+            if f.remaining == Some(0) {
+                return None;
+            }
+            if let Some((offset, data)) = f.pending.pop_front() {
+                if let Some(r) = f.remaining.as_mut() {
+                    *r -= 1;
+                }
+                let event = SseEvent::default().id(offset.to_string()).data(data);
+                return Some((Ok(event), f));
+            }
+            if f.plane.closing.load(Ordering::Relaxed) {
+                return None;
+            }
+            let stream = f.stream.clone();
+            let next = f.next;
+            let read = tokio::task::spawn_blocking(move || {
+                if stream.wait_for(next, FOLLOW_WAIT) {
+                    stream.read(next, 1000).ok()
+                } else {
+                    None
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some((events, after)) = read {
+                for (i, e) in batch_of(&events).iter().enumerate() {
+                    let offset = f.next + i as u64;
+                    f.pending.push_back((offset, event_json(offset, &e)));
+                }
+                f.next = after;
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,309 @@
+//! `/v1/topologies`: apply, validate, inspect, start, stop and delete
+//! topologies; their savepoints and keyed state.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_topology::Severity;
+
+use super::{ApiError, Plane, blocking, empty};
+use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
+
+fn text_of(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_document",
+            "the topology is not UTF-8 text: send JSON or YAML",
+        )
+    })
+}
+
+fn problems_json(problems: &[weir_topology::Problem]) -> Vec<Value> {
+    problems
+        .iter()
+        .map(|p| {
+            json!({
+                "path": p.path,
+                "message": p.message,
+                "severity": match p.severity { Severity::Error => "error", Severity::Warning => "warning" },
+            })
+        })
+        .collect()
+}
+
+fn status_json(s: &TopologyStatus) -> Value {
+    let operators: Vec<Value> = s
+        .operators
+        .iter()
+        .map(|(name, instance, m)| {
+            json!({
+                "name": name,
+                "instance": instance,
+                "events_in": m.events_in,
+                "events_out": m.events_out,
+                "errors": m.errors,
+                "dead_lettered": m.dead_lettered,
+                "late": m.late,
+                "watermark": m.watermark,
+                "blocked_ms": m.blocked.as_millis() as u64,
+                "counters": m.guest_counters,
+            })
+        })
+        .collect();
+    let sources: Vec<Value> = s
+        .sources
+        .iter()
+        .map(|(name, offset)| json!({ "name": name, "offset": offset }))
+        .collect();
+    json!({
+        "name": s.record.doc.name,
+        "state": s.state,
+        "desired": s.record.desired,
+        "document": s.record.doc,
+        "modules": s.record.modules,
+        "updated_at": s.record.updated_at,
+        "last_error": s.record.last_error,
+        "operators": operators,
+        "sources": sources,
+        "last_checkpoint": Value::Null,
+    })
+}
+
+fn savepoint_json(s: &SavepointInfo) -> Value {
+    json!({ "topology": s.topology, "name": s.name, "bytes": s.bytes, "created_at": s.created_at })
+}
+
+/// `PUT /v1/topologies/{name}`: JSON or YAML.
+pub(super) async fn apply(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let doc = Topologies::parse(text_of(&body)?)?;
+    blocking(move || {
+        let (record, created) = plane.topologies.apply(&name, doc)?;
+        let status = plane.topologies.status(&record.doc.name)?;
+        let code = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((code, Json(status_json(&status))).into_response())
+    })
+    .await
+}
+
+/// `POST /v1/topologies/validate`: every problem, nothing stored.
+pub(super) async fn validate(
+    State(plane): State<Plane>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let doc = Topologies::parse(text_of(&body)?)?;
+    blocking(move || {
+        let problems = plane.topologies.validate(&doc);
+        let valid = !problems.iter().any(|p| p.severity == Severity::Error);
+        Ok(Json(
+            json!({ "valid": valid, "problems": problems_json(&problems) }),
+        ))
+    })
+    .await
+}
+
+/// `GET /v1/topologies`.
+pub(super) async fn list(State(plane): State<Plane>) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let mut out = Vec::new();
+        for name in plane.topologies.names()? {
+            let s = plane.topologies.status(&name)?;
+            let events_in: u64 = s.operators.iter().map(|(_, _, m)| m.events_in).sum();
+            out.push(json!({
+                "name": name,
+                "state": s.state,
+                "desired": s.record.desired,
+                "operators": s.record.doc.operators.len(),
+                "events_in": events_in,
+                "updated_at": s.record.updated_at,
+                "last_error": s.record.last_error,
+            }));
+        }
+        Ok(Json(json!({ "topologies": out })))
+    })
+    .await
+}
+
+/// `GET /v1/topologies/{name}`.
+pub(super) async fn status(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || Ok(Json(status_json(&plane.topologies.status(&name)?)))).await
+}
+
+/// `DELETE /v1/topologies/{name}`.
+pub(super) async fn remove(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    blocking(move || {
+        plane.topologies.delete(&name)?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    })
+    .await
+}
+
+/// Body of start and stop: an optional savepoint name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavepointArg {
+    savepoint: Option<String>,
+}
+
+fn optional_json<T: Default + for<'a> Deserialize<'a>>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid: {e}")))
+}
+
+/// `POST /v1/topologies/{name}/start`, optionally `{"savepoint": NAME}`.
+pub(super) async fn start(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let arg: SavepointArg = optional_json(&body)?;
+    blocking(move || {
+        plane.topologies.start(&name, arg.savepoint.as_deref())?;
+        Ok(Json(status_json(&plane.topologies.status(&name)?)))
+    })
+    .await
+}
+
+/// `POST /v1/topologies/{name}/stop`, optionally `{"savepoint": NAME}`.
+pub(super) async fn stop(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let arg: SavepointArg = optional_json(&body)?;
+    blocking(move || {
+        let savepoint = plane.topologies.stop(&name, arg.savepoint.as_deref())?;
+        let mut out = status_json(&plane.topologies.status(&name)?);
+        out["savepoint"] = savepoint
+            .as_ref()
+            .map(savepoint_json)
+            .unwrap_or(Value::Null);
+        Ok(Json(out))
+    })
+    .await
+}
+
+/// `GET /v1/topologies/{name}/checkpoints`.
+pub(super) async fn checkpoints(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let savepoints = plane.topologies.savepoints(&name)?;
+        let list: Vec<Value> = savepoints.iter().map(savepoint_json).collect();
+        Ok(Json(json!({ "checkpoints": [], "savepoints": list })))
+    })
+    .await
+}
+
+/// `GET /v1/topologies/{name}/savepoints`.
+pub(super) async fn savepoints(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let list: Vec<Value> = plane
+            .topologies
+            .savepoints(&name)?
+            .iter()
+            .map(savepoint_json)
+            .collect();
+        Ok(Json(json!({ "savepoints": list })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSavepoint {
+    name: String,
+}
+
+/// `POST /v1/topologies/{name}/savepoints` with `{"name": NAME}`.
+pub(super) async fn savepoint(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let arg: NewSavepoint = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("send {{\"name\": \"<savepoint name>\"}}: {e}"),
+        )
+    })?;
+    blocking(move || {
+        let info = plane.topologies.savepoint(&name, &arg.name)?;
+        Ok((StatusCode::CREATED, Json(savepoint_json(&info))).into_response())
+    })
+    .await
+}
+
+/// `GET /v1/topologies/{name}/operators/{operator}/state/{state}?key=` (or
+/// `key_b64=`).
+pub(super) async fn state(
+    State(plane): State<Plane>,
+    Path((name, operator, state)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let key = match (query.get("key"), query.get("key_b64")) {
+        (Some(k), None) => k.clone().into_bytes(),
+        (None, Some(b)) => BASE64.decode(b).map_err(|e| {
+            ApiError::bad_request("bad_key", format!("key_b64 is not valid base64: {e}"))
+        })?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_key",
+                "give the key as ?key=TEXT or ?key_b64=BASE64 (one of them)",
+            ));
+        }
+    };
+    blocking(move || {
+        let value = plane
+            .topologies
+            .query_state(&name, &operator, &state, &key)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "state_not_found",
+                    format!(
+                        "operator `{operator}` of topology `{name}` has no value in state `{state}` for this key"
+                    ),
+                )
+            })?;
+        let mut out = json!({ "topology": name, "operator": operator, "state": state });
+        match String::from_utf8(key) {
+            Ok(k) => out["key"] = json!(k),
+            Err(e) => out["key_b64"] = json!(BASE64.encode(e.as_bytes())),
+        }
+        match serde_json::from_slice::<Value>(&value) {
+            Ok(v) => out["value"] = v,
+            Err(_) => out["value_b64"] = json!(BASE64.encode(&value)),
+        }
+        Ok(Json(out))
+    })
+    .await
+}

@@ -1,0 +1,195 @@
+//! weir-server: Weir's control plane and its REST API (`weir serve`).
+//!
+//! - [`ModuleRegistry`] (`registry.rs`): uploaded operator components on
+//!   disk, validated by the Wasm host before anything is stored, versioned
+//!   per name, content-addressed by SHA-256.
+//! - [`Topologies`] (`topologies.rs`): topology documents and their desired
+//!   state on disk; start/stop through a [`job::Job`], with `stream:`
+//!   sources and sinks bound to the embedded streams.
+//! - [`http`]: the axum router: handlers, the error type and its JSON, bearer
+//!   auth, body limits, server-sent events, Prometheus metrics and the
+//!   OpenAPI document. It holds no engine logic: every handler calls
+//!   [`ControlPlane`].
+//! - [`serve`]: binds, resumes topologies that were running, serves until
+//!   the shutdown future resolves, then stops every topology cleanly.
+//!
+//! Not here: running operators (weir-engine), storing events (weir-connectors),
+//! the command line (the `weir` binary).
+
+pub mod http;
+pub mod job;
+pub mod registry;
+pub mod topologies;
+
+mod fsutil;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weir_connectors::{StreamConfig, StreamStore};
+use weir_engine::ExecOptions;
+use weir_wasm::{HostConfig, WasmHost};
+
+pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
+pub use topologies::{DesiredState, RunState, Topologies, TopologiesError, TopologyRecord};
+
+/// Largest module upload by default.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
+/// Largest body of any other request by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Most events one read returns.
+pub const MAX_READ_EVENTS: usize = 10_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Settings of the server (the binary fills them from flags, env and file).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Bearer token every `/v1` call must carry; `None`: no auth.
+    pub token: Option<String>,
+    /// Allow binding a non-loopback address without a token.
+    pub insecure_bind: bool,
+    pub max_module_bytes: usize,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("weir-data"),
+            token: None,
+            insecure_bind: false,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The server could not start or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(
+        "refusing to listen on {0} without a token: set WEIR_TOKEN (or --token), listen on 127.0.0.1, or pass --insecure-bind"
+    )]
+    InsecureBind(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the Wasm host: {0}")]
+    Host(#[from] weir_wasm::ModuleError),
+    #[error("cannot open the streams in the data directory: {0}")]
+    Streams(#[from] weir_connectors::StreamError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Topologies(#[from] TopologiesError),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Everything the API acts on: the one Wasm host, the registry, the
+/// topologies and the streams of a data directory.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub config: ServerConfig,
+    pub registry: Arc<ModuleRegistry>,
+    pub topologies: Topologies,
+    pub streams: Arc<StreamStore>,
+    pub started_at: std::time::Instant,
+    /// Set at shutdown: followers (SSE) end so connections can close.
+    pub closing: AtomicBool,
+}
+
+impl ControlPlane {
+    /// Opens (or creates) the data directory. Starts nothing.
+    pub fn open(config: ServerConfig) -> Result<Arc<ControlPlane>, ServerError> {
+        let host = Arc::new(WasmHost::new(HostConfig {
+            max_module_bytes: config.max_module_bytes,
+            cache_dir: Some(config.data_dir.join("cache")),
+            ..HostConfig::default()
+        })?);
+        let streams = Arc::new(StreamStore::open(
+            &config.data_dir,
+            StreamConfig::default(),
+        )?);
+        let registry = Arc::new(ModuleRegistry::open(&config.data_dir, host)?);
+        let topologies = Topologies::open(
+            &config.data_dir,
+            registry.clone(),
+            streams.clone(),
+            ExecOptions::default(),
+        )?;
+        Ok(Arc::new(ControlPlane {
+            config,
+            registry,
+            topologies,
+            streams,
+            started_at: std::time::Instant::now(),
+            closing: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// Serves the API on `config.listen` until `shutdown` resolves: resumes the
+/// topologies that were running, then, at shutdown, stops accepting,
+/// finishes requests in flight and stops every topology cleanly (their
+/// state and positions made durable, their desired state kept). Calls
+/// `on_bound` with the address actually bound (port 0 picks one).
+pub async fn serve(
+    config: ServerConfig,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if config.token.is_none() && !config.listen.ip().is_loopback() && !config.insecure_bind {
+        return Err(ServerError::InsecureBind(config.listen));
+    }
+    let listen = config.listen;
+    let plane = tokio::task::spawn_blocking(move || ControlPlane::open(config))
+        .await
+        .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(ServerError::Serve)?;
+    let resumer = plane.clone();
+    let resumed = tokio::task::spawn_blocking(move || resumer.topologies.resume())
+        .await
+        .unwrap_or(0);
+    tracing::info!(listen = %bound, data_dir = %plane.config.data_dir.display(), resumed, "weir serve ready");
+    on_bound(bound);
+    let app = http::router(plane.clone());
+    let closing = plane.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: no longer accepting connections");
+            closing.closing.store(true, Ordering::Relaxed);
+        })
+        .await
+        .map_err(ServerError::Serve);
+    tracing::info!("shutting down: stopping topologies");
+    let stopper = plane.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || stopper.topologies.shutdown()),
+    )
+    .await;
+    result
+}

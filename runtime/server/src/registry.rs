@@ -1,0 +1,465 @@
+//! The module registry: uploaded operator components on disk, versioned by
+//! name.
+//!
+//! Layout: `<data>/modules/<name>/<version>.wasm` holds the bytes and
+//! `<version>.json` what they are ([`ModuleVersion`]); `next` holds the
+//! version the next upload of that name gets, so a deleted version number
+//! is never reused. Bytes are validated and compiled by the [`WasmHost`]
+//! before anything is written, and written through a temporary file and a
+//! rename, so a listed version is always a loadable one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use weir_types::is_safe_name;
+use weir_wasm::{ModuleError, OperatorModule, WasmHost};
+
+use crate::now_ms;
+
+/// One stored version of a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleVersion {
+    pub name: String,
+    pub version: u32,
+    /// `sha256:<hex>` of the bytes.
+    pub digest: String,
+    pub size: usize,
+    pub world: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Upload time, ms since the Unix epoch.
+    pub created_at: i64,
+}
+
+impl ModuleVersion {
+    /// `name@version`: how topologies pin it.
+    pub fn reference(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// A registry operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error(
+        "module name {0:?} is not valid: use 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
+    )]
+    BadName(String),
+    #[error("the upload is not a valid operator module: {0}")]
+    Invalid(#[source] ModuleError),
+    #[error("no module named `{0}`: upload it with `weir module push FILE --name {0}`")]
+    NoSuchModule(String),
+    #[error("module `{name}` has no version {version} (it has: {have})")]
+    NoSuchVersion {
+        name: String,
+        version: u32,
+        have: String,
+    },
+    #[error(
+        "module reference {0:?} is not valid: use `name`, `name@version` or `sha256:<hex digest>`"
+    )]
+    BadReference(String),
+    #[error("no uploaded module has digest {0}")]
+    NoSuchDigest(String),
+    #[error(
+        "module `{module}` is used by topology `{topology}`: delete that topology, or apply it with another module version, first"
+    )]
+    InUse { module: String, topology: String },
+    #[error("module registry: {what}: {reason}")]
+    Io { what: String, reason: String },
+}
+
+impl RegistryError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryError {
+        let what = what.into();
+        move |e| RegistryError::Io {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes` (the same digest the Wasm host reports).
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The modules of one data directory.
+pub struct ModuleRegistry {
+    dir: PathBuf,
+    host: Arc<WasmHost>,
+    /// Serializes uploads and deletes (version numbering, in-use checks).
+    write: Mutex<()>,
+    /// Compiled modules by digest, so a topology starts without compiling.
+    loaded: Mutex<HashMap<String, OperatorModule>>,
+}
+
+impl std::fmt::Debug for ModuleRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleRegistry")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// A new version was stored.
+    Created(ModuleVersion),
+    /// The same bytes were already stored under this name.
+    Existing(ModuleVersion),
+}
+
+impl ModuleRegistry {
+    /// The registry under `<data_dir>/modules`.
+    pub fn open(data_dir: &Path, host: Arc<WasmHost>) -> Result<Self, RegistryError> {
+        let dir = data_dir.join("modules");
+        std::fs::create_dir_all(&dir).map_err(RegistryError::io(format!(
+            "cannot create {}",
+            dir.display()
+        )))?;
+        Ok(ModuleRegistry {
+            dir,
+            host,
+            write: Mutex::new(()),
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn host(&self) -> &WasmHost {
+        &self.host
+    }
+
+    fn check_name(name: &str) -> Result<(), RegistryError> {
+        if is_safe_name(name) {
+            Ok(())
+        } else {
+            Err(RegistryError::BadName(name.to_string()))
+        }
+    }
+
+    /// Validates `bytes` as an operator component and stores it as the
+    /// next version of `name`, unless the same bytes already are a version
+    /// of it.
+    pub fn push(&self, name: &str, bytes: &[u8]) -> Result<Pushed, RegistryError> {
+        Self::check_name(name)?;
+        let digest = digest_of(bytes);
+        if let Some(existing) = self
+            .versions(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.digest == digest)
+        {
+            return Ok(Pushed::Existing(existing));
+        }
+        // Validate and compile outside the write lock: it is the slow part.
+        let module = self.host.load(bytes).map_err(RegistryError::Invalid)?;
+        let info = module.info().clone();
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        // Another upload of the same bytes may have won the race.
+        if let Some(existing) = self
+            .versions(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.digest == digest)
+        {
+            return Ok(Pushed::Existing(existing));
+        }
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(RegistryError::io(format!(
+            "cannot create {}",
+            dir.display()
+        )))?;
+        let version = self.next_version(&dir)?;
+        let meta = ModuleVersion {
+            name: name.to_string(),
+            version,
+            digest: info.digest.clone(),
+            size: info.size,
+            world: info.world.clone(),
+            imports: info.imports.clone(),
+            exports: info.exports.clone(),
+            created_at: now_ms(),
+        };
+        write_atomically(&dir.join(format!("{version}.wasm")), bytes)?;
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| RegistryError::Io {
+            what: "cannot encode module metadata".into(),
+            reason: e.to_string(),
+        })?;
+        // The metadata is written last: it is what makes the version exist.
+        write_atomically(&dir.join(format!("{version}.json")), &json)?;
+        write_atomically(&dir.join("next"), (version + 1).to_string().as_bytes())?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, module);
+        tracing::info!(module.name = name, module.version = version, module.digest = %meta.digest, "module stored");
+        Ok(Pushed::Created(meta))
+    }
+
+    fn next_version(&self, dir: &Path) -> Result<u32, RegistryError> {
+        let from_file = std::fs::read_to_string(dir.join("next"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(1);
+        let from_files = self
+            .versions(dir.file_name().and_then(|n| n.to_str()).unwrap_or_default())?
+            .last()
+            .map(|v| v.version + 1)
+            .unwrap_or(1);
+        Ok(from_file.max(from_files))
+    }
+
+    /// Names of every module with at least one version, sorted.
+    pub fn names(&self) -> Result<Vec<String>, RegistryError> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .map_err(RegistryError::io(format!(
+                "cannot list {}",
+                self.dir.display()
+            )))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| is_safe_name(n))
+            .collect();
+        names.sort();
+        names.retain(|n| self.versions(n).is_ok_and(|v| !v.is_empty()));
+        Ok(names)
+    }
+
+    /// Every version of `name`, oldest first (empty when there is none).
+    pub fn versions(&self, name: &str) -> Result<Vec<ModuleVersion>, RegistryError> {
+        Self::check_name(name)?;
+        let dir = self.dir.join(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let file = entry.file_name();
+            let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            if stem.parse::<u32>().is_err() {
+                continue;
+            }
+            let text = std::fs::read(entry.path()).map_err(RegistryError::io(format!(
+                "cannot read {}",
+                entry.path().display()
+            )))?;
+            let meta: ModuleVersion =
+                serde_json::from_slice(&text).map_err(|e| RegistryError::Io {
+                    what: format!("cannot read {}", entry.path().display()),
+                    reason: e.to_string(),
+                })?;
+            out.push(meta);
+        }
+        out.sort_by_key(|v| v.version);
+        Ok(out)
+    }
+
+    /// Every version of `name`; an error when there is none.
+    pub fn module(&self, name: &str) -> Result<Vec<ModuleVersion>, RegistryError> {
+        let versions = self.versions(name)?;
+        if versions.is_empty() {
+            return Err(RegistryError::NoSuchModule(name.to_string()));
+        }
+        Ok(versions)
+    }
+
+    /// Version `version` of `name`.
+    pub fn version(&self, name: &str, version: u32) -> Result<ModuleVersion, RegistryError> {
+        let versions = self.module(name)?;
+        let have = versions
+            .iter()
+            .map(|v| v.version.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        versions
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or(RegistryError::NoSuchVersion {
+                name: name.to_string(),
+                version,
+                have,
+            })
+    }
+
+    /// The version a topology's module reference names: `name` (the
+    /// latest), `name@version`, or `sha256:<hex>`.
+    pub fn resolve(&self, reference: &str) -> Result<ModuleVersion, RegistryError> {
+        if let Some(hex) = reference.strip_prefix("sha256:") {
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(RegistryError::BadReference(reference.to_string()));
+            }
+            let wanted = reference.to_ascii_lowercase();
+            for name in self.names()? {
+                if let Some(v) = self
+                    .versions(&name)?
+                    .into_iter()
+                    .rev()
+                    .find(|v| v.digest == wanted)
+                {
+                    return Ok(v);
+                }
+            }
+            return Err(RegistryError::NoSuchDigest(reference.to_string()));
+        }
+        match reference.split_once('@') {
+            Some((name, version)) => {
+                let version = version
+                    .parse::<u32>()
+                    .map_err(|_| RegistryError::BadReference(reference.to_string()))?;
+                self.version(name, version)
+            }
+            None => Ok(self
+                .module(reference)?
+                .pop()
+                .expect("module() returns at least one version")),
+        }
+    }
+
+    /// The compiled module of a stored version (compiled once, or taken
+    /// from the precompile cache).
+    pub fn load(&self, version: &ModuleVersion) -> Result<OperatorModule, RegistryError> {
+        if let Some(m) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&version.digest)
+        {
+            return Ok(m.clone());
+        }
+        let path = self
+            .dir
+            .join(&version.name)
+            .join(format!("{}.wasm", version.version));
+        let bytes = std::fs::read(&path)
+            .map_err(RegistryError::io(format!("cannot read {}", path.display())))?;
+        let module = self.host.load(&bytes).map_err(RegistryError::Invalid)?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(version.digest.clone(), module.clone());
+        Ok(module)
+    }
+
+    /// Deletes version `version` of `name`, unless `user_of` names a
+    /// topology that uses it.
+    pub fn delete(
+        &self,
+        name: &str,
+        version: u32,
+        user_of: impl Fn(&ModuleVersion) -> Option<String>,
+    ) -> Result<ModuleVersion, RegistryError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = self.version(name, version)?;
+        if let Some(topology) = user_of(&meta) {
+            return Err(RegistryError::InUse {
+                module: meta.reference(),
+                topology,
+            });
+        }
+        let dir = self.dir.join(name);
+        // Metadata first: without it the version no longer exists.
+        for file in [format!("{version}.json"), format!("{version}.wasm")] {
+            let path = dir.join(file);
+            std::fs::remove_file(&path).map_err(RegistryError::io(format!(
+                "cannot remove {}",
+                path.display()
+            )))?;
+        }
+        tracing::info!(
+            module.name = name,
+            module.version = version,
+            "module version deleted"
+        );
+        Ok(meta)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, synced, then renamed.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
+    crate::fsutil::write_atomically(path, bytes).map_err(RegistryError::io(format!(
+        "cannot write {}",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_wasm::HostConfig;
+
+    fn registry(dir: &Path) -> ModuleRegistry {
+        let host = Arc::new(WasmHost::new(HostConfig::default()).unwrap());
+        ModuleRegistry::open(dir, host).unwrap()
+    }
+
+    #[test]
+    fn versions_count_up_and_identical_bytes_return_the_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        let split = weir_tests::guest_bytes("split-words");
+        let count = weir_tests::guest_bytes("word-count");
+        let Pushed::Created(v1) = reg.push("ops", &split).unwrap() else {
+            panic!("first push creates")
+        };
+        assert_eq!(v1.version, 1);
+        assert_eq!(v1.digest, digest_of(&split));
+        assert_eq!(
+            reg.push("ops", &split).unwrap(),
+            Pushed::Existing(v1.clone())
+        );
+        let Pushed::Created(v2) = reg.push("ops", &count).unwrap() else {
+            panic!("new bytes create")
+        };
+        assert_eq!(v2.version, 2);
+        assert_eq!(reg.resolve("ops").unwrap(), v2);
+        assert_eq!(reg.resolve("ops@1").unwrap(), v1);
+        assert_eq!(reg.resolve(&v1.digest).unwrap(), v1);
+        assert_eq!(reg.names().unwrap(), vec!["ops".to_string()]);
+
+        // In use: refused; unused: gone, and its number is not reused.
+        let err = reg
+            .delete("ops", 2, |_| Some("wc".to_string()))
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::InUse { .. }), "{err}");
+        reg.delete("ops", 2, |_| None).unwrap();
+        assert!(matches!(
+            reg.resolve("ops@2"),
+            Err(RegistryError::NoSuchVersion { .. })
+        ));
+        let Pushed::Created(v3) = reg.push("ops", &count).unwrap() else {
+            panic!("re-push creates")
+        };
+        assert_eq!(v3.version, 3);
+        // A fresh registry over the same directory sees the same.
+        let again = registry(dir.path());
+        assert_eq!(again.versions("ops").unwrap(), vec![v1, v3]);
+    }
+
+    #[test]
+    fn bad_uploads_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        assert!(matches!(
+            reg.push("x", b"not wasm at all"),
+            Err(RegistryError::Invalid(ModuleError::NotWasm { .. }))
+        ));
+        assert!(matches!(
+            reg.push("../x", &weir_tests::guest_bytes("word-count")),
+            Err(RegistryError::BadName(_))
+        ));
+        assert!(reg.names().unwrap().is_empty());
+    }
+}
