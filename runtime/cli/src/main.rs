@@ -1,8 +1,14 @@
-//! `weir`: the command-line entry point. Today: `weir run`, which runs one
-//! operator module or a whole topology over JSON-lines files locally, with
-//! no server.
+//! `weir`: the command-line entry point.
+//!
+//! - `weir run` (`run.rs`, `topology.rs`): one operator module or a whole
+//!   topology over JSON-lines files, locally, with no server;
+//! - `weir serve` (`serve.rs`): the REST API server (weir-server);
+//! - `weir module | topology | savepoint | produce | consume | state`
+//!   (`client/`): a client of that API.
 
+mod client;
 mod run;
+mod serve;
 mod topology;
 
 use std::process::ExitCode;
@@ -19,6 +25,8 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    #[command(flatten)]
+    client: client::ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,7 +48,67 @@ enum Command {
         --input lines=guest-examples/data/lines.jsonl --output out=-\n\n\
         Event lines: {\"key\": \"k\"?, \"value\": <any JSON>, \"timestamp\": <ms>?, \"headers\": {..}?}")]
     Run(run::RunArgs),
+    /// Serve the REST API: modules, topologies, streams (see /v1/openapi.json).
+    #[command(after_help = "Examples:\n  \
+        weir serve                                   # 127.0.0.1:7070, data in ./weir-data\n  \
+        weir serve --listen 127.0.0.1:0 --data-dir /var/lib/weir\n  \
+        WEIR_TOKEN=secret weir serve --listen 0.0.0.0:7070\n  \
+        weir serve --config weir.toml                # listen, data_dir, token, insecure_bind, max_*_bytes\n\n\
+        Prints `weir serve: listening on http://ADDR` on stdout once ready. SIGINT/SIGTERM stop it \
+        cleanly: topologies drain and resume at the next start.")]
+    Serve(serve::ServeArgs),
+    /// Upload, list, inspect and delete operator modules.
+    #[command(subcommand, after_help = CLIENT_HELP_MODULE)]
+    Module(client::modules::ModuleCommand),
+    /// Apply, validate, list, inspect, start, stop and delete topologies.
+    #[command(subcommand, after_help = CLIENT_HELP_TOPOLOGY)]
+    Topology(client::topologies::TopologyCommand),
+    /// Write a named savepoint of a stopped topology.
+    #[command(after_help = CLIENT_HELP)]
+    Savepoint {
+        topology: String,
+        /// Savepoint name [default: sp-<time>].
+        name: Option<String>,
+    },
+    /// Append events (JSON lines) to a stream from a file or stdin.
+    #[command(after_help = CLIENT_HELP_PRODUCE)]
+    Produce(client::streams::ProduceArgs),
+    /// Print a stream's events as JSON lines; --follow keeps reading.
+    #[command(after_help = CLIENT_HELP_CONSUME)]
+    Consume(client::streams::ConsumeArgs),
+    /// Read an operator's keyed state.
+    #[command(subcommand, after_help = CLIENT_HELP_STATE)]
+    State(client::state::StateCommand),
 }
+
+const CLIENT_HELP: &str = "The server is --server URL (WEIR_SERVER, default http://127.0.0.1:7070), with \
+    --token (WEIR_TOKEN) when it needs one; --json prints the server's JSON.\n\n\
+    Exit codes: 0 ok, 1 other failure, 2 invalid request (bad file, name, document or event), \
+    3 not found, 4 conflict (running, in use, exists), 5 unauthorized, 6 server unreachable, 7 server error.";
+const CLIENT_HELP_MODULE: &str = "Examples:\n  \
+    weir module push target/guests/wasm32-wasip2/release/word_count.wasm --name word-count\n  \
+    weir module ls\n  weir module inspect word-count\n  weir module rm word-count@1\n\n\
+    The server is --server URL (WEIR_SERVER), --token (WEIR_TOKEN); --json for scripts. \
+    Exit codes: 0 ok, 1 other, 2 invalid, 3 not found, 4 conflict, 5 unauthorized, 6 unreachable, 7 server error.";
+const CLIENT_HELP_TOPOLOGY: &str = "Examples:\n  \
+    weir topology apply guest-examples/topologies/word-count.yaml --start\n  \
+    weir topology status word-count\n  weir topology stop word-count --savepoint before-upgrade\n  \
+    weir topology start word-count --savepoint before-upgrade\n\n\
+    The server is --server URL (WEIR_SERVER), --token (WEIR_TOKEN); --json for scripts. \
+    Exit codes: 0 ok, 1 other, 2 invalid, 3 not found, 4 conflict, 5 unauthorized, 6 unreachable, 7 server error.";
+const CLIENT_HELP_PRODUCE: &str = "Examples:\n  \
+    weir produce lines guest-examples/data/lines.jsonl\n  \
+    echo '{\"key\": \"k\", \"value\": {\"n\": 1}}' | weir produce events\n\n\
+    Each request is acknowledged once its events are on disk. Exit codes: 0 ok, 1 other, \
+    2 invalid event, 5 unauthorized, 6 unreachable, 7 server error.";
+const CLIENT_HELP_CONSUME: &str = "Examples:\n  \
+    weir consume counts\n  weir consume counts --from 100 --limit 10\n  weir consume counts --follow\n\n\
+    Events print in the wire format `weir produce` reads (with their offset under --json). \
+    Exit codes: 0 ok, 1 other, 2 offset out of range, 5 unauthorized, 6 unreachable, 7 server error.";
+const CLIENT_HELP_STATE: &str = "Examples:\n  \
+    weir state get word-count count count the\n  weir state get t op s AAEC --b64\n\n\
+    Exit codes: 0 ok, 1 other, 2 invalid, 3 no such topology, operator or value, 4 not running, \
+    5 unauthorized, 6 unreachable, 7 server error.";
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
@@ -54,12 +122,34 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// A client command's outcome as an exit code, its failure on stderr.
+fn finish(outcome: client::Outcome) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message());
+            failure.exit_code()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let result = match cli.command {
+    let client = client::Client::new(&cli.client);
+    let outcome = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args, cli.client.token.clone()),
+        Command::Module(c) => Ok(finish(client::modules::run(&client, c))),
+        Command::Topology(c) => Ok(finish(client::topologies::run(&client, c))),
+        Command::Savepoint { topology, name } => Ok(finish(client::topologies::savepoint(
+            &client, &topology, name,
+        ))),
+        Command::Produce(args) => Ok(finish(client::streams::produce(&client, args))),
+        Command::Consume(args) => Ok(finish(client::streams::consume(&client, args))),
+        Command::State(c) => Ok(finish(client::state::run(&client, c))),
     };
+    let result = outcome;
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,0 +1,696 @@
+//! The REST API end to end: the real `weir serve` on an ephemeral port,
+//! real guests, real HTTP.
+
+mod server;
+
+use serde_json::{Value, json};
+use server::{Server, counts_of, eventually, expected_counts, lines_jsonl, word_count_yaml};
+use weir_tests::guest_bytes;
+
+/// Pushes both modules, applies and starts the word-count topology.
+fn deploy(http: &server::Http) {
+    let a = http.push("split-words", &guest_bytes("split-words"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["version"], 1);
+    let a = http.push("word-count", &guest_bytes("word-count"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let a = http.put_topology("word-count", &word_count_yaml());
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["state"], "stopped");
+    let a = http.post_json("/v1/topologies/word-count/start", &json!({}));
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["state"], "running");
+}
+
+/// Waits until the counts stream shows `expected`.
+fn wait_for_counts(
+    http: &server::Http,
+    expected: &std::collections::BTreeMap<String, u64>,
+) -> Vec<Value> {
+    eventually("the counts", || {
+        let events = http.events("counts");
+        (counts_of(&events) == *expected).then_some(events)
+    })
+}
+
+#[test]
+fn quickstart_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    assert_eq!(http.get("/healthz").status, 200);
+    deploy(&http);
+
+    // Identical bytes give back the existing version.
+    let again = http.push("word-count", &guest_bytes("word-count"));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["version"], 1);
+    let listed = http.get("/v1/modules");
+    assert_eq!(listed.body["modules"].as_array().unwrap().len(), 2);
+    let inspected = http.get("/v1/modules/word-count/versions/1");
+    assert_eq!(inspected.status, 200);
+    assert!(
+        inspected.body["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("weir:operator/handler")),
+        "{}",
+        inspected.text
+    );
+
+    let text = lines_jsonl();
+    let produced = http.produce("lines", &text);
+    assert_eq!(produced.status, 200, "{}", produced.text);
+    assert_eq!(produced.body["first_offset"], 0);
+    assert_eq!(produced.body["count"], text.lines().count());
+    let expected = expected_counts(&text);
+    wait_for_counts(&http, &expected);
+
+    // A count's state is what the stream says.
+    let state = http.get("/v1/topologies/word-count/operators/count/state/count?key=the");
+    assert_eq!(state.status, 200, "{}", state.text);
+    assert_eq!(state.body["value"], json!(expected["the"]));
+    let b64 = http.get("/v1/topologies/word-count/operators/count/state/count?key_b64=d2Vpcg==");
+    assert_eq!(b64.body["value"], json!(expected["weir"]), "{}", b64.text);
+
+    // Status shows per-operator metrics; /metrics has them too.
+    let status = http.get("/v1/topologies/word-count");
+    let words: u64 = expected.values().sum();
+    let count_in: u64 = status.body["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["name"] == "count")
+        .map(|o| o["events_in"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count_in, words, "{}", status.text);
+    let metrics = http.get("/metrics").text;
+    assert!(
+        metrics
+            .contains("weir_operator_events_in_total{topology=\"word-count\",operator=\"count\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_stream_end_offset{stream=\"lines\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_operator_batch_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // Following the counts stream over SSE gives the same events.
+    let sse = http.request(
+        "GET",
+        "/v1/streams/counts/events?offset=0&limit=3",
+        None,
+        &[("Accept", "text/event-stream")],
+    );
+    assert_eq!(sse.status, 200);
+    let data: Vec<&str> = sse
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .collect();
+    assert_eq!(data.len(), 3, "{}", sse.text);
+    assert!(
+        sse.text.contains("id: 0") || sse.text.contains("id:0"),
+        "{}",
+        sse.text
+    );
+
+    // Stop with a savepoint, then start from it.
+    let stopped = http.post_json(
+        "/v1/topologies/word-count/stop",
+        &json!({ "savepoint": "sp1" }),
+    );
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    assert_eq!(stopped.body["state"], "stopped");
+    assert_eq!(stopped.body["savepoint"]["name"], "sp1");
+    let listed = http.get("/v1/topologies/word-count/savepoints");
+    assert_eq!(listed.body["savepoints"][0]["name"], "sp1");
+    let started = http.post_json(
+        "/v1/topologies/word-count/start",
+        &json!({ "savepoint": "sp1" }),
+    );
+    assert_eq!(started.status, 200, "{}", started.text);
+    http.produce("lines", &text);
+    let doubled = expected.iter().map(|(w, n)| (w.clone(), n * 2)).collect();
+    wait_for_counts(&http, &doubled);
+    srv.stop();
+}
+
+/// Every bad request gets its status and code, and the server still serves
+/// the happy path afterwards.
+#[test]
+fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--max-module-bytes", "4000000"], &[]);
+    let http = srv.client();
+    deploy(&http);
+    let wasm = "application/wasm";
+    let split = guest_bytes("split-words");
+    let long = "a".repeat(300);
+    let core_module: &[u8] = b"\0asm\x01\0\0\0";
+    let oversized = vec![0u8; 4_100_000];
+    let cycle = "name: cyc\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: a, module: split-words, input: b }\n  - { name: b, module: split-words, input: a }\nsinks: [{ name: o, stream: o, input: a }]\n";
+    let unknown_input = "name: ui\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: a, module: split-words, input: nowhere }\nsinks: [{ name: o, stream: o, input: a }]\n";
+    let unknown_module = "name: um\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: a, module: no-such-module, input: s }\nsinks: [{ name: o, stream: o, input: a }]\n";
+    let file_source = "name: fs\nsources: [{ name: s, file: /etc/passwd }]\noperators:\n  - { name: a, module: split-words, input: s }\nsinks: [{ name: o, stream: o, input: a }]\n";
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        String,
+        Option<(Vec<u8>, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "not wasm",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((b"hello, not wasm".to_vec(), wasm)),
+            422,
+            "not_wasm",
+        ),
+        (
+            "a core module",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((core_module.to_vec(), wasm)),
+            422,
+            "core_module",
+        ),
+        (
+            "wrong world",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((guest_bytes("forbidden-import"), wasm)),
+            422,
+            "wrong_world",
+        ),
+        (
+            "empty body",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((Vec::new(), wasm)),
+            400,
+            "empty_body",
+        ),
+        (
+            "oversized module",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((oversized, wasm)),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "wrong content type",
+            "POST",
+            "/v1/modules/m".into(),
+            Some((split.clone(), "text/plain")),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "module name ../x",
+            "POST",
+            "/v1/modules/..%2Fx".into(),
+            Some((split.clone(), wasm)),
+            400,
+            "bad_name",
+        ),
+        (
+            "module name 300 chars",
+            "POST",
+            format!("/v1/modules/{long}"),
+            Some((split.clone(), wasm)),
+            400,
+            "bad_name",
+        ),
+        (
+            "module name empty",
+            "POST",
+            "/v1/modules/".into(),
+            Some((split.clone(), wasm)),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown module",
+            "GET",
+            "/v1/modules/nope".into(),
+            None,
+            404,
+            "module_not_found",
+        ),
+        (
+            "unknown module version",
+            "GET",
+            "/v1/modules/split-words/versions/9".into(),
+            None,
+            404,
+            "version_not_found",
+        ),
+        (
+            "version not a number",
+            "GET",
+            "/v1/modules/split-words/versions/one".into(),
+            None,
+            400,
+            "bad_version",
+        ),
+        (
+            "delete a module in use",
+            "DELETE",
+            "/v1/modules/split-words/versions/1".into(),
+            None,
+            409,
+            "module_in_use",
+        ),
+        (
+            "topology JSON that does not parse",
+            "PUT",
+            "/v1/topologies/t".into(),
+            Some((b"{\"name\": \"t\", ".to_vec(), "application/json")),
+            400,
+            "invalid_document",
+        ),
+        (
+            "topology YAML with a cycle",
+            "PUT",
+            "/v1/topologies/cyc".into(),
+            Some((cycle.into(), "application/yaml")),
+            422,
+            "invalid_topology",
+        ),
+        (
+            "unknown operator input",
+            "PUT",
+            "/v1/topologies/ui".into(),
+            Some((unknown_input.into(), "application/yaml")),
+            422,
+            "invalid_topology",
+        ),
+        (
+            "unknown module in a topology",
+            "PUT",
+            "/v1/topologies/um".into(),
+            Some((unknown_module.into(), "application/yaml")),
+            422,
+            "invalid_topology",
+        ),
+        (
+            "file source on the server",
+            "PUT",
+            "/v1/topologies/fs".into(),
+            Some((file_source.into(), "application/yaml")),
+            422,
+            "invalid_topology",
+        ),
+        (
+            "document name differs from the path",
+            "PUT",
+            "/v1/topologies/other".into(),
+            Some((word_count_yaml().into_bytes(), "application/yaml")),
+            400,
+            "name_mismatch",
+        ),
+        (
+            "replace a running topology",
+            "PUT",
+            "/v1/topologies/word-count".into(),
+            Some((word_count_yaml().into_bytes(), "application/yaml")),
+            409,
+            "topology_running",
+        ),
+        (
+            "start a running topology",
+            "POST",
+            "/v1/topologies/word-count/start".into(),
+            None,
+            409,
+            "topology_running",
+        ),
+        (
+            "delete a running topology",
+            "DELETE",
+            "/v1/topologies/word-count".into(),
+            None,
+            409,
+            "topology_running",
+        ),
+        (
+            "stop an unknown topology",
+            "POST",
+            "/v1/topologies/nope/stop".into(),
+            None,
+            404,
+            "topology_not_found",
+        ),
+        (
+            "start from an unknown savepoint",
+            "POST",
+            "/v1/topologies/word-count/start".into(),
+            Some((b"{\"savepoint\": \"nope\"}".to_vec(), "application/json")),
+            409,
+            "topology_running",
+        ),
+        (
+            "state of an unknown operator",
+            "GET",
+            "/v1/topologies/word-count/operators/nope/state/count?key=a".into(),
+            None,
+            404,
+            "operator_not_found",
+        ),
+        (
+            "state without a key",
+            "GET",
+            "/v1/topologies/word-count/operators/count/state/count".into(),
+            None,
+            400,
+            "bad_key",
+        ),
+        (
+            "state key_b64 not base64",
+            "GET",
+            "/v1/topologies/word-count/operators/count/state/count?key_b64=***".into(),
+            None,
+            400,
+            "bad_key",
+        ),
+        (
+            "state of a key with no value",
+            "GET",
+            "/v1/topologies/word-count/operators/count/state/count?key=zzz-never".into(),
+            None,
+            404,
+            "state_not_found",
+        ),
+        (
+            "malformed event JSON",
+            "POST",
+            "/v1/streams/lines/events".into(),
+            Some((b"{\"value\": ".to_vec(), "application/x-ndjson")),
+            400,
+            "invalid_event",
+        ),
+        (
+            "event without a value",
+            "POST",
+            "/v1/streams/lines/events".into(),
+            Some((b"[{\"key\": \"k\"}]".to_vec(), "application/json")),
+            400,
+            "invalid_event",
+        ),
+        (
+            "event value_b64 not base64",
+            "POST",
+            "/v1/streams/lines/events".into(),
+            Some((b"{\"value_b64\": \"!!\"}".to_vec(), "application/x-ndjson")),
+            400,
+            "invalid_event",
+        ),
+        (
+            "no events",
+            "POST",
+            "/v1/streams/lines/events".into(),
+            Some((b"[]".to_vec(), "application/json")),
+            400,
+            "no_events",
+        ),
+        (
+            "bad stream name",
+            "POST",
+            "/v1/streams/.hidden/events".into(),
+            Some((b"{\"value\": 1}".to_vec(), "application/x-ndjson")),
+            400,
+            "bad_name",
+        ),
+        (
+            "offset past the end",
+            "GET",
+            "/v1/streams/lines/events?offset=999999".into(),
+            None,
+            400,
+            "offset_out_of_range",
+        ),
+        (
+            "limit over the cap",
+            "GET",
+            "/v1/streams/lines/events?limit=100000".into(),
+            None,
+            400,
+            "bad_limit",
+        ),
+        (
+            "offset not a number",
+            "GET",
+            "/v1/streams/lines/events?offset=x".into(),
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown endpoint",
+            "GET",
+            "/v1/nothing".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            "PATCH",
+            "/v1/modules".into(),
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "savepoint body not JSON",
+            "POST",
+            "/v1/topologies/word-count/savepoints".into(),
+            Some((b"sp".to_vec(), "application/json")),
+            400,
+            "invalid_json",
+        ),
+        (
+            "savepoint of a running topology",
+            "POST",
+            "/v1/topologies/word-count/savepoints".into(),
+            Some((b"{\"name\": \"x\"}".to_vec(), "application/json")),
+            409,
+            "topology_running",
+        ),
+    ];
+    assert!(cases.len() >= 25);
+    for (what, method, path, body, status, code) in &cases {
+        let a = http.request(
+            method,
+            path,
+            body.as_ref().map(|(b, ct)| (b.as_slice(), *ct)),
+            &[],
+        );
+        assert_eq!(a.status, *status, "{what}: {}", a.text);
+        assert_eq!(a.code(), *code, "{what}: {}", a.text);
+        assert!(
+            !a.body["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{what}: no message: {}",
+            a.text
+        );
+    }
+    // The 422 of a topology lists every problem with its path.
+    let a = http.put_topology("ui", unknown_input);
+    let problems = a.body["error"]["details"]["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["path"] == "operators[0].input"),
+        "{}",
+        a.text
+    );
+    // Validate answers the same problems without storing anything.
+    let v = http.request(
+        "POST",
+        "/v1/topologies/validate",
+        Some((cycle.as_bytes(), "application/yaml")),
+        &[],
+    );
+    assert_eq!(v.status, 200);
+    assert_eq!(v.body["valid"], false);
+    assert_eq!(http.get("/v1/topologies/cyc").status, 404);
+    // Nothing bad was stored.
+    assert_eq!(
+        http.get("/v1/modules").body["modules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        http.get("/v1/topologies").body["topologies"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The happy path still works.
+    let text = lines_jsonl();
+    assert_eq!(http.produce("lines", &text).status, 200);
+    wait_for_counts(&http, &expected_counts(&text));
+    srv.stop();
+}
+
+#[test]
+fn auth_and_binding_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[("WEIR_TOKEN", "s3cret")]);
+    let mut http = srv.client();
+    assert_eq!(http.get("/v1/modules").status, 200);
+    assert_eq!(http.get("/healthz").status, 200);
+    http.token = None;
+    let a = http.get("/v1/modules");
+    assert_eq!((a.status, a.code()), (401, "unauthorized"), "{}", a.text);
+    let a = http.push("m", &guest_bytes("split-words"));
+    assert_eq!((a.status, a.code()), (401, "unauthorized"));
+    http.token = Some("wrong".into());
+    let a = http.get("/v1/streams");
+    assert_eq!((a.status, a.code()), (401, "unauthorized"));
+    // /healthz and /metrics stay open for probes and scrapers.
+    assert_eq!(http.get("/healthz").status, 200);
+    drop(srv);
+
+    // Without a token, only loopback.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-bind"), "{err}");
+}
+
+#[test]
+fn a_running_topology_comes_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    deploy(&http);
+    let text = lines_jsonl();
+    http.produce("lines", &text);
+    let expected = expected_counts(&text);
+    wait_for_counts(&http, &expected);
+    srv.stop();
+
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    let status = http.get("/v1/topologies/word-count");
+    assert_eq!(status.body["state"], "running", "{}", status.text);
+    assert_eq!(
+        http.get("/v1/modules").body["modules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // It continues where it was: state kept, the old lines not read again.
+    http.produce("lines", &text);
+    let doubled = expected.iter().map(|(w, n)| (w.clone(), n * 2)).collect();
+    let events = wait_for_counts(&http, &doubled);
+    let words: u64 = expected.values().sum();
+    assert_eq!(events.len() as u64, words * 2);
+    let state = http.get("/v1/topologies/word-count/operators/count/state/count?key=the");
+    assert_eq!(state.body["value"], json!(expected["the"] * 2));
+
+    // A stopped topology stays stopped across a restart.
+    let a = http.post_json("/v1/topologies/word-count/stop", &json!({}));
+    assert_eq!(a.status, 200);
+    srv.stop();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let status = srv.client().get("/v1/topologies/word-count");
+    assert_eq!(status.body["state"], "stopped", "{}", status.text);
+    srv.stop();
+}
+
+/// Every documented operation answers (no 404/405 from the router), and
+/// the document lists what the router serves (checked in weir-server's
+/// unit test against the route table).
+#[test]
+fn the_openapi_document_matches_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    deploy(&http);
+    let text = lines_jsonl();
+    http.produce("lines", &text);
+    wait_for_counts(&http, &expected_counts(&text));
+    let doc = http.get("/v1/openapi.json");
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15);
+    let mut checked = 0;
+    // Deletes last, so the other calls see the resources.
+    let mut ops: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(p, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(|m| (m.to_uppercase(), p.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ops.sort_by_key(|(m, _)| m == "DELETE");
+    for (method, path) in ops {
+        let concrete = path
+            .replace("/v1/modules/{name}", "/v1/modules/split-words")
+            .replace("/v1/topologies/{name}", "/v1/topologies/word-count")
+            .replace("/v1/streams/{name}", "/v1/streams/lines")
+            .replace("{version}", "1")
+            .replace("{operator}", "count")
+            .replace("{state}", "count");
+        let concrete = if concrete.contains("/state/") {
+            format!("{concrete}?key=the")
+        } else {
+            concrete
+        };
+        let body: Option<(&[u8], &str)> = match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/modules/{name}") => None,
+            ("PUT", _) | ("POST", "/v1/topologies/validate") => {
+                Some((b"name: word-count\n", "application/yaml"))
+            }
+            ("POST", "/v1/streams/{name}/events") => {
+                Some((b"{\"value\": \"one more line\"}", "application/x-ndjson"))
+            }
+            ("POST", "/v1/topologies/{name}/savepoints") => {
+                Some((b"{\"name\": \"doc\"}", "application/json"))
+            }
+            _ => None,
+        };
+        let a = http.request(&method, &concrete, body, &[]);
+        assert!(
+            a.status != 404 && a.status != 405,
+            "{method} {concrete} (documented as {path}) answered {}: {}",
+            a.status,
+            a.text
+        );
+        // Documented statuses include the one given.
+        let documented = &paths[&path][method.to_lowercase()]["responses"];
+        assert!(
+            documented.get(a.status.to_string()).is_some(),
+            "{method} {path} answered {} which is not documented: {}",
+            a.status,
+            a.text
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked}");
+    srv.stop();
+}

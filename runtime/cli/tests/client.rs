@@ -1,0 +1,180 @@
+//! The README quickstart through the `weir` CLI: `serve`, `module push`,
+//! `topology apply`, `produce`, `consume`, `state get`, and the exit codes
+//! scripts rely on.
+
+mod server;
+
+use std::process::Output;
+
+use serde_json::Value;
+use server::{Server, counts_of, eventually, expected_counts, lines_jsonl, repo};
+use weir_tests::guest_path;
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn quickstart_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let split = guest_path("split-words").display().to_string();
+    let count = guest_path("word-count").display().to_string();
+
+    let pushed = ok(srv.cli(&["module", "push", &split, "--name", "split-words"], None));
+    assert!(pushed.contains("split-words@1 stored"), "{pushed}");
+    // The name defaults to the file stem: word_count.wasm -> word-count.
+    let pushed = ok(srv.cli(&["module", "push", &count, "--json"], None));
+    let v: Value = serde_json::from_str(&pushed).unwrap();
+    assert_eq!(v["reference"], "word-count@1");
+    let again = ok(srv.cli(&["module", "push", &count], None));
+    assert!(again.contains("already stored"), "{again}");
+    let ls = ok(srv.cli(&["module", "ls"], None));
+    assert!(ls.starts_with("NAME"), "{ls}");
+    assert!(
+        ls.contains("split-words") && ls.contains("word-count"),
+        "{ls}"
+    );
+    let inspect = ok(srv.cli(&["module", "inspect", "word-count"], None));
+    assert!(inspect.contains("weir:operator/handler"), "{inspect}");
+
+    let topology = repo().join("guest-examples/topologies/word-count.yaml");
+    let topology = topology.display().to_string();
+    let valid = ok(srv.cli(&["topology", "validate", &topology], None));
+    assert!(valid.contains("valid"), "{valid}");
+    let applied = ok(srv.cli(&["topology", "apply", &topology, "--start"], None));
+    assert!(applied.contains("created"), "{applied}");
+    assert!(applied.contains("running"), "{applied}");
+    let ls = ok(srv.cli(&["topology", "ls"], None));
+    assert!(ls.contains("word-count") && ls.contains("running"), "{ls}");
+
+    let lines = repo().join("guest-examples/data/lines.jsonl");
+    let produced = ok(srv.cli(&["produce", "lines"], Some(&lines)));
+    assert!(produced.contains("produced 8 events"), "{produced}");
+
+    let expected = expected_counts(&lines_jsonl());
+    let events = eventually("the counts through the CLI", || {
+        let out = ok(srv.cli(&["consume", "counts"], None));
+        let events: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (counts_of(&events) == expected).then_some(events)
+    });
+    // --from/--limit page; --json adds offsets.
+    let page = ok(srv.cli(
+        &["consume", "counts", "--from", "2", "--limit", "3", "--json"],
+        None,
+    ));
+    let page: Vec<Value> = page
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0]["offset"], 2);
+    assert_eq!(page[0]["value"], events[2]["value"]);
+    // --follow with --limit ends after that many.
+    let followed = ok(srv.cli(&["consume", "counts", "--follow", "--limit", "5"], None));
+    assert_eq!(followed.lines().count(), 5, "{followed}");
+
+    let the = ok(srv.cli(
+        &["state", "get", "word-count", "count", "count", "the"],
+        None,
+    ));
+    assert_eq!(the.trim(), expected["the"].to_string());
+    let status = ok(srv.cli(&["topology", "status", "word-count"], None));
+    assert!(
+        status.contains("OPERATOR") && status.contains("count"),
+        "{status}"
+    );
+
+    // Exit codes.
+    let bad = srv.cli(&["module", "push", topology.as_str(), "--name", "x"], None);
+    assert_eq!(code(&bad), 2, "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not_wasm"));
+    assert_eq!(code(&srv.cli(&["topology", "status", "nope"], None)), 3);
+    assert_eq!(
+        code(&srv.cli(&["topology", "start", "word-count"], None)),
+        4
+    );
+    assert_eq!(code(&srv.cli(&["module", "rm", "word-count@1"], None)), 4);
+    assert_eq!(
+        code(&srv.cli(&["consume", "counts", "--from", "100000"], None)),
+        2
+    );
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["module", "ls", "--server", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&unreachable), 6);
+
+    let stopped = ok(srv.cli(
+        &["topology", "stop", "word-count", "--savepoint", "sp1"],
+        None,
+    ));
+    assert!(stopped.contains("savepoint sp1 written"), "{stopped}");
+    ok(srv.cli(&["savepoint", "word-count", "sp2"], None));
+    ok(srv.cli(&["topology", "rm", "word-count"], None));
+    ok(srv.cli(&["module", "rm", "word-count@1"], None));
+    srv.stop();
+}
+
+#[test]
+fn a_token_is_needed_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[("WEIR_TOKEN", "t0k")]);
+    ok(srv.cli(&["module", "ls"], None));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["module", "ls", "--server", &srv.url])
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 5);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["module", "ls", "--server", &srv.url, "--token", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 5);
+    srv.stop();
+}
+
+#[test]
+fn serve_reads_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(&config, "token = \"from-file\"\nmax_body_bytes = 1000\n").unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &["--config", config.to_str().unwrap()], &[]);
+    let mut http = srv.client();
+    assert_eq!(http.get("/v1/streams").status, 401);
+    http.token = Some("from-file".into());
+    assert_eq!(http.get("/v1/streams").status, 200);
+    let big = format!("{{\"value\": \"{}\"}}", "x".repeat(2000));
+    let a = http.produce("s", &big);
+    assert_eq!(
+        (a.status, a.code()),
+        (413, "payload_too_large"),
+        "{}",
+        a.text
+    );
+    srv.stop();
+
+    std::fs::write(&config, "tokn = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokn"));
+}
