@@ -172,11 +172,15 @@ pub(crate) struct TaskInfo {
     pub(crate) parallelism: u32,
 }
 
-/// What one participant contributed to a checkpoint.
+/// A chain instance's part of a checkpoint: its watermark and the state
+/// changes of each of its operators.
+type TaskPart = (i64, Vec<(String, StateSnapshot)>);
+
+/// What each participant contributed to a checkpoint.
 #[derive(Default)]
 struct Collected {
     sources: Vec<Option<SourceMeta>>,
-    tasks: Vec<Option<(i64, Vec<(String, StateSnapshot)>)>>,
+    tasks: Vec<Option<TaskPart>>,
     sinks: Vec<Option<Batch>>,
     alignment: Duration,
 }
@@ -429,7 +433,7 @@ impl Coordinator {
                 if id == FINAL {
                     ended_sinks[sink] = true;
                 }
-                match flight.as_deref_mut() {
+                match flight {
                     Some(f) if (f.id == id || id == FINAL) && f.collected.sinks[sink].is_none() => {
                         f.collected.sinks[sink] = Some(pending);
                     }
@@ -502,6 +506,7 @@ impl Coordinator {
         }
         let meta_bytes = serde_json::to_vec(&meta)
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
+        tracing::info!(topology = %self.topology, checkpoint = id, "checkpoint committing");
         let stats = self
             .db
             .commit_checkpoint(
