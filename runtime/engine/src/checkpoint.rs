@@ -547,6 +547,7 @@ impl Coordinator {
             checkpoint = id,
             duration_ms = info.duration_ms,
             alignment_ms = info.alignment_ms,
+            commit_ms = info.commit_ms,
             bytes = info.bytes,
             rows = info.rows,
             "checkpoint complete"

@@ -227,7 +227,8 @@ pub(crate) struct Launched {
 impl Launched {
     /// Waits for every thread; the first error of the run, or its report.
     pub(crate) fn join(mut self) -> Result<TopologyReport, EngineError> {
-        for h in self.handles.drain(..) {
+        let handles = std::mem::take(&mut self.handles);
+        for h in handles {
             if h.join().is_err() {
                 self.abort
                     .fail(EngineError::Internal("a task panicked".into()));
@@ -245,6 +246,18 @@ impl Launched {
                 .collect(),
             checkpoints: self.history.lock().map(|h| h.clone()).unwrap_or_default(),
         })
+    }
+}
+
+impl Drop for Launched {
+    /// A run nobody waits for any more stops (without a last checkpoint).
+    fn drop(&mut self) {
+        if !self.handles.is_empty() {
+            self.control
+                .stop_now
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.abort.stop();
+        }
     }
 }
 

@@ -173,9 +173,11 @@ impl Job {
                 self.launched.abort.fail(e);
             }
         } else if savepoint.is_some() {
+            let topology = self.launched.topology.clone();
+            self.launched.control.stop_now.store(true, Ordering::SeqCst);
+            self.launched.join()?;
             return Err(EngineError::NotRunning(format!(
-                "topology `{}` has no checkpoints to write a savepoint from",
-                self.launched.topology
+                "topology `{topology}` has no checkpoints to write a savepoint from: it was stopped without one"
             )));
         } else {
             self.launched.control.stop_now.store(true, Ordering::SeqCst);

@@ -107,6 +107,10 @@ impl Abort {
         }
         self.stopped.store(true, Ordering::SeqCst);
     }
+    /// Stops every task without an error (the run was abandoned).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
     pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
