@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use weir_engine::{Bindings, ExecOptions, Modules, SinkFn, SourceIter, run_topology};
+use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, run_topology};
 use weir_tests::guest_bytes;
 use weir_topology::parse_topology;
 use weir_types::{Batch, Event};
@@ -43,8 +43,8 @@ pub(crate) fn run_counted(
         &doc,
         modules,
         Bindings {
-            sources: HashMap::from([("in".to_string(), source)]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             ..Bindings::default()
         },
         options,
@@ -243,10 +243,9 @@ pub fn latency(rate: u64, seconds: u64) -> Result<()> {
         &parse_topology(doc)?,
         &modules,
         Bindings {
-            sources: HashMap::from([("in".to_string(), source)]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             dead_letter: None,
-            state: None,
         },
         ExecOptions {
             linger: Duration::from_millis(1),

@@ -44,10 +44,31 @@ pub struct RunArgs {
     #[arg(long, default_value = "weir-data", value_name = "DIR")]
     pub(crate) data_dir: PathBuf,
     /// With --topology: keep operator state in the data directory
-    /// (`state.redb`), written at the end of the run, so the next run of the
-    /// topology continues from it. Without it, state lives in memory.
+    /// (`topologies/<name>/state.redb`), written at the end of the run, so
+    /// the next run of the topology continues from it. Without it (and
+    /// without checkpoints), state lives in memory.
     #[arg(long)]
     pub(crate) keep_state: bool,
+    /// With --topology: take a checkpoint every this many ms (overrides the
+    /// document's `checkpoint.interval_ms`). With checkpoints, state lives
+    /// in the data directory, file and stream outputs are exactly-once, and
+    /// a run after a crash (or a stop) resumes from the last checkpoint.
+    #[arg(long, value_name = "MS")]
+    pub(crate) checkpoint_interval_ms: Option<u64>,
+    /// With --topology and checkpoints: forget the topology's state and
+    /// checkpoints in the data directory and start from the beginning.
+    #[arg(long)]
+    pub(crate) fresh: bool,
+    /// With --topology: start from this savepoint file (written by a
+    /// stop-with-savepoint), replacing the topology's state; the topology
+    /// may have other module versions and parallelisms than when it was
+    /// taken, but the same operator and state names.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from_savepoint: Option<PathBuf>,
+    /// With --topology and checkpoints: when the input is over, export the
+    /// final checkpoint as a savepoint to this file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) savepoint_to: Option<PathBuf>,
     /// With --topology: a file for dead letters (JSON lines) instead of the
     /// topology's dead-letter stream (`dead_letter_stream`, default
     /// `<name>-dead-letter`, in --data-dir).

@@ -2,21 +2,20 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use weir_connectors::{StreamConfig, StreamStore};
+use weir_connectors::{FileSink, FileSource, StreamConfig, StreamSink, StreamSource, StreamStore};
 use weir_engine::{
-    Bindings, DeadLetter, DeadLetterFn, ExecOptions, SinkFn, SourceIter, StateProvider,
-    run_topology,
+    Bindings, CheckpointConfig, DeadLetter, DeadLetterFn, ExecOptions, Job, Sink, Source,
+    StateConfig,
 };
-use weir_state::{KeyedState, StateBudget, StateDb};
+use weir_state::{StateBudget, StateDb};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
-use weir_types::{Batch, Event, KeyGroupRange, wire};
-use weir_wasm::OperatorState;
+use weir_types::{Batch, Event, wire};
 use weir_wasm::WasmHost;
 
 use crate::run::{RunArgs, now_ms};
@@ -63,36 +62,6 @@ fn module_path(reference: &str, base: &Path, dirs: &[PathBuf]) -> Result<PathBuf
     )
 }
 
-fn file_source(path: PathBuf) -> Result<SourceIter> {
-    let name = path.display().to_string();
-    let reader =
-        BufReader::new(File::open(&path).with_context(|| format!("cannot open input {name}"))?);
-    Ok(Box::new(reader.lines().enumerate().filter_map(
-        move |(i, line)| match line {
-            Err(e) => Some(Err(format!("cannot read {name}: {e}"))),
-            Ok(l) if l.trim().is_empty() => None,
-            Ok(l) => {
-                Some(wire::parse_event(&l, now_ms()).map_err(|e| format!("{name}:{}: {e}", i + 1)))
-            }
-        },
-    )))
-}
-
-fn file_sink(path: &str) -> Result<SinkFn> {
-    let writer: Box<dyn Write + Send> = if path == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(File::create(path).with_context(|| format!("cannot create output {path}"))?)
-    };
-    let mut out = BufWriter::new(writer);
-    Ok(Box::new(move |batch: &Batch| {
-        for e in batch.iter() {
-            writeln!(out, "{}", wire::format_event(&e)).map_err(|e| e.to_string())?;
-        }
-        out.flush().map_err(|e| e.to_string())
-    }))
-}
-
 /// A dead letter as an event carrying the failure in headers
 /// (`weir.operator`, `weir.error`, `weir.failed_at`).
 fn dead_letter_batch(letter: &DeadLetter) -> Batch {
@@ -130,22 +99,6 @@ fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
             .and_then(|()| out.flush())
             .map_err(|e| e.to_string())
     }))
-}
-
-/// Operator state in the data directory's redb database.
-struct DurableState(StateDb);
-
-impl StateProvider for DurableState {
-    fn open(
-        &self,
-        topology: &str,
-        operator: &str,
-        owned: KeyGroupRange,
-    ) -> std::result::Result<Box<dyn OperatorState>, String> {
-        KeyedState::open(&self.0, topology, operator, owned, StateBudget::default())
-            .map(|s| Box::new(s) as Box<dyn OperatorState>)
-            .map_err(|e| e.to_string())
-    }
 }
 
 /// The data directory's streams, opened on first use.
@@ -213,30 +166,73 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         modules.insert(op.module.clone(), module);
     }
 
+    let interval = args
+        .checkpoint_interval_ms
+        .or(doc.checkpoint.map(|c| c.interval_ms));
+    let checkpointed = interval.is_some() || args.from_savepoint.is_some();
+    if (args.fresh || args.savepoint_to.is_some()) && !checkpointed {
+        bail!("--fresh and --savepoint-to need checkpoints: give --checkpoint-interval-ms");
+    }
+    // The topology's state: in the data directory when kept or checkpointed.
+    let state_dir = args.data_dir.join("topologies").join(&doc.name);
+    let state = if checkpointed || args.keep_state {
+        if args.fresh {
+            let _ = std::fs::remove_file(state_dir.join("state.redb"));
+        }
+        let db = match &args.from_savepoint {
+            Some(savepoint) => StateDb::open_from(&state_dir, savepoint)?,
+            None => StateDb::open(&state_dir)?,
+        };
+        Some(StateConfig {
+            db,
+            budget: StateBudget::default(),
+            checkpoints: checkpointed.then(|| CheckpointConfig {
+                interval: interval.map(std::time::Duration::from_millis),
+                ..CheckpointConfig::default()
+            }),
+        })
+    } else {
+        None
+    };
+    // A run that resumes keeps its file outputs (recovery cuts them back
+    // to the checkpoint); a fresh one empties them.
+    let resuming = match &state {
+        Some(s) if checkpointed => !s.db.checkpoints()?.is_empty(),
+        _ => false,
+    };
+
     let mut bindings = Bindings::default();
     let mut streams: Option<StreamStore> = None;
     for source in &doc.sources {
-        let events: SourceIter = match (inputs.get(&source.name), &source.file, &source.stream) {
-            (Some(f), _, _) => file_source(PathBuf::from(f))?,
-            (None, Some(f), _) => file_source(base.join(f))?,
+        let events: Box<dyn Source> = match (inputs.get(&source.name), &source.file, &source.stream)
+        {
+            (Some(f), _, _) => {
+                Box::new(FileSource::open(Path::new(f), now_ms).map_err(anyhow::Error::msg)?)
+            }
+            (None, Some(f), _) => {
+                Box::new(FileSource::open(&base.join(f), now_ms).map_err(anyhow::Error::msg)?)
+            }
             (None, None, Some(name)) => {
                 // A bounded read: what the stream holds when the run starts.
                 let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
-                Box::new(stream.read_to_end(0, args.batch_size))
+                Box::new(StreamSource::bounded(stream))
             }
             (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
         bindings.sources.insert(source.name.clone(), events);
     }
     for sink in &doc.sinks {
-        let write: SinkFn = match (outputs.get(&sink.name), &sink.file, &sink.stream) {
-            (Some(f), _, _) => file_sink(f)?,
-            (None, Some(f), _) => file_sink(&base.join(f).display().to_string())?,
+        let write: Box<dyn Sink> = match (outputs.get(&sink.name), &sink.file, &sink.stream) {
+            (Some(f), _, _) if f == "-" => Box::new(FileSink::stdout()),
+            (Some(f), _, _) => {
+                Box::new(FileSink::open(Path::new(f), !resuming).map_err(anyhow::Error::msg)?)
+            }
+            (None, Some(f), _) => {
+                Box::new(FileSink::open(&base.join(f), !resuming).map_err(anyhow::Error::msg)?)
+            }
             (None, None, Some(name)) => {
                 let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
-                Box::new(move |batch: &Batch| {
-                    stream.append(batch).map(|_| ()).map_err(|e| e.to_string())
-                })
+                Box::new(StreamSink::new(stream))
             }
             (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
@@ -263,11 +259,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             })
         }),
     };
-    if args.keep_state {
-        let db = StateDb::open(&args.data_dir)?;
-        bindings.state = Some(Box::new(DurableState(db)));
-    }
-    let report = run_topology(
+    let job = Job::start(
         &doc,
         &modules,
         bindings,
@@ -275,7 +267,9 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             batch_size: args.batch_size,
             ..ExecOptions::default()
         },
+        state.clone(),
     )?;
+    let report = job.wait()?;
     for (name, instance, m) in &report.operators {
         tracing::info!(
             operator = %name,
@@ -287,6 +281,17 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             late = m.late,
             "operator finished"
         );
+    }
+    if let Some(last) = report.checkpoints.last() {
+        tracing::info!(
+            checkpoints = report.checkpoints.len(),
+            last = last.id,
+            "checkpoints taken"
+        );
+    }
+    if let (Some(path), Some(s)) = (&args.savepoint_to, &state) {
+        let size = s.db.export(path)?;
+        eprintln!("savepoint written to {} ({size} bytes)", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -397,7 +397,7 @@ fn keep_state_continues_counts_across_runs() {
     };
     let first = run(&dir.path().join("first.jsonl"));
     assert!(first.contains("{\"word\":\"the\",\"count\":12}"));
-    assert!(data.join("state.redb").exists());
+    assert!(data.join("topologies/word-count/state.redb").exists());
     let second = run(&dir.path().join("second.jsonl"));
     assert!(
         second.contains("{\"word\":\"the\",\"count\":24}"),

@@ -10,9 +10,18 @@
 //! Delivery: appends are durable when acknowledged; a torn tail left by a
 //! crash is detected by checksum and cut off at open.
 //!
-//! Not here: files (the CLI reads and writes JSON lines), Kafka.
+//! Bindings of a topology (the engine's `Source` and `Sink`):
+//! [`StreamSource`] / [`StreamSink`] for embedded streams (`bind.rs`) and
+//! [`FileSource`] / [`FileSink`] for JSON-lines files (`files.rs`); both
+//! sinks are exactly-once under checkpoints.
+//!
+//! Not here: Kafka.
 
+mod bind;
+mod files;
 mod record;
 mod stream;
 
+pub use bind::{StreamSink, StreamSource};
+pub use files::{FileSink, FileSource};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};

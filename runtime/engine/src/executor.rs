@@ -1,5 +1,5 @@
-//! The topology executor: sources, chains of operator instances and sinks,
-//! each a thread, joined by bounded channels.
+//! The topology executor: plans a topology (chains, routes) and starts
+//! its tasks.
 //!
 //! - Operators connected one-to-one (single input, its producer's only
 //!   consumer, same parallelism, no `key_by`) are **chained** into one task:
@@ -7,42 +7,49 @@
 //! - An edge into a keyed operator **partitions** events by key group
 //!   (re-keying by a JSON field first when `key_by: {field}`); an unkeyed
 //!   edge between equal parallelisms forwards instance i to instance i, and
-//!   otherwise spreads batches round-robin.
+//!   otherwise spreads batches round-robin (`routes.rs`).
 //! - Channels hold at most `channel_capacity` batches, so a slow sink slows
 //!   the sources (**backpressure**) and memory stays bounded.
 //! - Sources emit **watermarks** (highest timestamp − allowed
 //!   out-of-orderness − 1); a task's watermark is the minimum over its
 //!   inputs; event-time timers fire as it passes them, and processing-time
 //!   timers on the wall clock. At the end of the input every event-time
-//!   timer fires.
+//!   timer fires (`tasks.rs`).
 //! - An event an operator fails on is handled by the operator's `on_error`:
 //!   `fail` stops the topology, `skip` counts it, `dead-letter` hands it,
 //!   with the operator and error, to the dead-letter binding. A trapped
 //!   instance is re-created and processing goes on.
+//! - With durable state and checkpoints ([`StateConfig`]), a run first
+//!   restores the newest checkpoint (state, source positions, watermarks,
+//!   sink output) and a coordinator thread takes checkpoints
+//!   (`checkpoint.rs`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
+use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
     ErrorPolicyDoc, KeyBy, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc,
     validate_topology,
 };
-use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, key_group_of};
-use weir_wasm::{
-    FiredTimer, InstanceError, MemoryState, OperatorInstance, OperatorModule, OperatorState,
-    TimeDomain,
+use weir_types::{DEFAULT_KEY_GROUPS, Event, KeyGroupRange};
+use weir_wasm::{InstanceError, MemoryState, OperatorInstance, OperatorModule, OperatorState};
+
+use crate::checkpoint::{
+    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, restore,
+};
+use crate::io::{Sink, Source};
+use crate::metrics::MetricsRegistry;
+use crate::routes::{Outputs, Route, RouteKind};
+use crate::tasks::{
+    Abort, AckLink, ChainOp, ChainTask, Control, DeadLetters, Envelope, InputTracker, SinkTask,
+    SourceTask,
 };
 
-use crate::call::process_isolated;
-use crate::metrics::{InstanceMetrics, MetricsRegistry, MetricsSnapshot};
-
-/// Events of a source, in order; an `Err` stops the topology.
-pub type SourceIter = Box<dyn Iterator<Item = Result<Event, String>> + Send>;
-/// Where a sink's batches go.
-pub type SinkFn = Box<dyn FnMut(&Batch) -> Result<(), String> + Send>;
 /// Where dead letters go.
 pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
 
@@ -56,24 +63,26 @@ pub struct DeadLetter {
     pub event: Event,
 }
 
-/// Opens the keyed state of one operator instance.
-pub trait StateProvider: Send + Sync {
-    fn open(
-        &self,
-        topology: &str,
-        operator: &str,
-        owned: KeyGroupRange,
-    ) -> Result<Box<dyn OperatorState>, String>;
-}
-
-/// What the topology's sources read and its sinks write, and where its
-/// state lives (in memory when `state` is `None`).
+/// What the topology's sources read and its sinks write.
 #[derive(Default)]
 pub struct Bindings {
-    pub sources: HashMap<String, SourceIter>,
-    pub sinks: HashMap<String, SinkFn>,
+    pub sources: HashMap<String, Box<dyn Source>>,
+    pub sinks: HashMap<String, Box<dyn Sink>>,
+    /// Dead letters are written as they come (at-least-once).
     pub dead_letter: Option<DeadLetterFn>,
-    pub state: Option<Box<dyn StateProvider>>,
+}
+
+/// Where operator state lives when it is durable, and how it is
+/// checkpointed.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// The topology's state database.
+    pub db: StateDb,
+    /// Memory each instance's working set may use.
+    pub budget: StateBudget,
+    /// `None`: state is flushed to `db` at the end of a bounded run only
+    /// (no recovery); `Some`: checkpoints, recovery, exactly-once sinks.
+    pub checkpoints: Option<CheckpointConfig>,
 }
 
 /// Sizes of batches and channels.
@@ -121,6 +130,12 @@ pub enum EngineError {
     Sink { sink: String, message: String },
     #[error("dead-letter output failed: {0}")]
     DeadLetter(String),
+    #[error("state store: {0}")]
+    State(#[from] weir_state::StateError),
+    #[error("cannot restore the checkpoint: {0}")]
+    Restore(String),
+    #[error("{0}")]
+    NotRunning(String),
     #[error("a task stopped unexpectedly: {0}")]
     Internal(String),
 }
@@ -129,546 +144,11 @@ pub enum EngineError {
 #[derive(Debug, Clone, Default)]
 pub struct TopologyReport {
     /// `(operator, instance index, metrics)`.
-    pub operators: Vec<(String, usize, MetricsSnapshot)>,
+    pub operators: Vec<(String, usize, crate::MetricsSnapshot)>,
     /// `(source, events read)`.
     pub sources: Vec<(String, u64)>,
-}
-
-enum Msg {
-    Batch(Batch),
-    Watermark(i64),
-    End,
-}
-
-/// A message and the id of the task instance that sent it.
-struct Envelope {
-    from: usize,
-    msg: Msg,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// How a producer's output reaches one consumer.
-#[derive(Clone)]
-enum RouteKind {
-    /// To the consumer instance with the producer's index.
-    Forward,
-    /// Batches round-robin over the consumer's instances.
-    Rebalance,
-    /// By key group of the key (or of a JSON field, which becomes the key).
-    Keyed {
-        field: Option<String>,
-        groups: u16,
-        /// Consumer instance of each key group.
-        owner: Arc<Vec<u16>>,
-    },
-}
-
-#[derive(Clone)]
-struct Route {
-    kind: RouteKind,
-    targets: Vec<SyncSender<Envelope>>,
-}
-
-/// The outputs of one producing task instance.
-struct Outputs {
-    id: usize,
-    index: usize,
-    routes: Vec<Route>,
-    next: usize,
-    metrics: Option<Arc<InstanceMetrics>>,
-}
-
-/// The key of `field` in a JSON object value: a string's text, any other
-/// value's JSON text; `None` when the value is not an object with it.
-fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
-    Some(match map.get(field)? {
-        serde_json::Value::String(s) => s.clone().into_bytes(),
-        other => other.to_string().into_bytes(),
-    })
-}
-
-impl Outputs {
-    fn send(&self, target: &SyncSender<Envelope>, msg: Msg) -> Result<(), ()> {
-        let start = Instant::now();
-        let result = target.send(Envelope { from: self.id, msg }).map_err(|_| ());
-        if let Some(m) = &self.metrics {
-            InstanceMetrics::add(&m.blocked_nanos, start.elapsed().as_nanos() as u64);
-        }
-        result
-    }
-
-    /// Sends a batch along every route. `Err` means a consumer is gone (the
-    /// topology is stopping).
-    fn batch(&mut self, batch: Batch) -> Result<(), ()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let routes = self.routes.clone();
-        let last = routes.len().saturating_sub(1);
-        let mut batch = Some(batch);
-        for (r, route) in routes.iter().enumerate() {
-            // The last route takes the batch itself; the others a copy.
-            let b = if r == last {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
-            match &route.kind {
-                RouteKind::Forward => {
-                    let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], Msg::Batch(b))?;
-                }
-                RouteKind::Rebalance => {
-                    let t = self.next % route.targets.len();
-                    self.next += 1;
-                    self.send(&route.targets[t], Msg::Batch(b))?;
-                }
-                RouteKind::Keyed {
-                    field,
-                    groups,
-                    owner,
-                } => {
-                    let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                    for e in b.iter() {
-                        let rekeyed = field.as_ref().map(|f| field_key(e.value, f));
-                        let key: Option<&[u8]> = match &rekeyed {
-                            Some(k) => k.as_deref(),
-                            None => e.key,
-                        };
-                        let t = match key {
-                            Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
-                            None => 0,
-                        };
-                        let part = &mut parts[t];
-                        let index = part.len() as u32;
-                        part.headers.extend(
-                            e.headers
-                                .iter()
-                                .map(|(_, n, v)| (index, n.clone(), v.clone())),
-                        );
-                        part.push(key, e.value, e.timestamp);
-                    }
-                    for (t, part) in parts.into_iter().enumerate() {
-                        if !part.is_empty() {
-                            self.send(&route.targets[t], Msg::Batch(part))?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends a watermark or the end to every consumer instance this
-    /// producer feeds.
-    fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), ()> {
-        for route in &self.routes {
-            match route.kind {
-                RouteKind::Forward => {
-                    let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], make())?;
-                }
-                _ => {
-                    for target in &route.targets {
-                        self.send(target, make())?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Shared stop flag and first error of a run.
-#[derive(Default)]
-struct Abort {
-    stopped: AtomicBool,
-    error: Mutex<Option<EngineError>>,
-}
-
-impl Abort {
-    fn fail(&self, error: EngineError) {
-        if let Ok(mut slot) = self.error.lock()
-            && slot.is_none()
-        {
-            tracing::error!(error = %error, "topology stopping");
-            *slot = Some(error);
-        }
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-    fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-}
-
-/// One operator of a chain in one task instance.
-struct ChainOp {
-    name: String,
-    instance: OperatorInstance,
-    policy: ErrorPolicyDoc,
-    late: LatePolicyDoc,
-    metrics: Arc<InstanceMetrics>,
-}
-
-/// The inputs a task instance waits on, for watermarks and the end.
-struct InputTracker {
-    watermarks: BTreeMap<usize, i64>,
-    ended: usize,
-}
-
-impl InputTracker {
-    fn new(senders: &[usize]) -> Self {
-        InputTracker {
-            watermarks: senders.iter().map(|&s| (s, i64::MIN)).collect(),
-            ended: 0,
-        }
-    }
-    fn watermark(&self) -> i64 {
-        self.watermarks.values().copied().min().unwrap_or(i64::MAX)
-    }
-    fn advance(&mut self, from: usize, wm: i64) {
-        if let Some(w) = self.watermarks.get_mut(&from) {
-            *w = (*w).max(wm);
-        }
-    }
-    /// Marks an input ended; true when all have.
-    fn end(&mut self, from: usize) -> bool {
-        self.advance(from, i64::MAX);
-        self.ended += 1;
-        self.ended >= self.watermarks.len()
-    }
-}
-
-struct DeadLetters(Option<Mutex<DeadLetterFn>>);
-
-impl DeadLetters {
-    fn send(&self, letter: DeadLetter) -> Result<(), EngineError> {
-        match &self.0 {
-            Some(f) => {
-                let mut f = f
-                    .lock()
-                    .map_err(|_| EngineError::Internal("dead-letter lock poisoned".into()))?;
-                f(&letter).map_err(EngineError::DeadLetter)
-            }
-            None => Err(EngineError::NoDeadLetter),
-        }
-    }
-}
-
-/// Runs `batch` through `ops` from operator `from` on, applying each
-/// operator's error policy; returns the last operator's output.
-fn run_chain(
-    ops: &mut [ChainOp],
-    from: usize,
-    mut batch: Batch,
-    watermark: i64,
-    dead: &DeadLetters,
-) -> Result<Batch, EngineError> {
-    for op in ops.iter_mut().skip(from) {
-        if batch.is_empty() {
-            break;
-        }
-        let start = Instant::now();
-        InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
-        let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
-        InstanceMetrics::add(&op.metrics.late, late as u64);
-        if late > 0 && op.late != LatePolicyDoc::Keep {
-            let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
-            for e in batch.iter() {
-                if e.timestamp >= watermark {
-                    on_time.push_ref(&e);
-                } else if op.late == LatePolicyDoc::DeadLetter {
-                    InstanceMetrics::add(&op.metrics.dead_lettered, 1);
-                    dead.send(DeadLetter {
-                        operator: op.name.clone(),
-                        error: format!(
-                            "late event: timestamp {} is behind the watermark {watermark}",
-                            e.timestamp
-                        ),
-                        failed_at: now_ms(),
-                        event: e.to_event(),
-                    })?;
-                }
-            }
-            batch = on_time;
-            if batch.is_empty() {
-                continue;
-            }
-        }
-        let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
-        op.metrics.record_batch(start.elapsed());
-        op.metrics.add_guest(op.instance.take_counters());
-        InstanceMetrics::add(&op.metrics.errors, isolated.failed.len() as u64);
-        for failed in isolated.failed {
-            match op.policy {
-                ErrorPolicyDoc::Fail => {
-                    return Err(EngineError::EventFailed {
-                        operator: op.name.clone(),
-                        message: failed.message,
-                    });
-                }
-                ErrorPolicyDoc::Skip => {
-                    tracing::warn!(operator = %op.name, error = %failed.message, "event skipped");
-                }
-                ErrorPolicyDoc::DeadLetter => {
-                    InstanceMetrics::add(&op.metrics.dead_lettered, 1);
-                    dead.send(DeadLetter {
-                        operator: op.name.clone(),
-                        error: failed.message,
-                        failed_at: now_ms(),
-                        event: failed.event,
-                    })?;
-                }
-            }
-        }
-        InstanceMetrics::add(&op.metrics.events_out, isolated.events.len() as u64);
-        batch = isolated.events;
-    }
-    Ok(batch)
-}
-
-/// Fires the due timers of every operator of the chain, in chain order
-/// (what a timer emits goes through the operators after it); returns the
-/// chain's output. Timers see the new watermark `upto` (event time); what
-/// they emit travels ahead of it, so the operators after them still see
-/// `before`, as a downstream task would.
-fn fire_timers(
-    ops: &mut [ChainOp],
-    domain: TimeDomain,
-    upto: i64,
-    before: i64,
-    dead: &DeadLetters,
-) -> Result<Batch, EngineError> {
-    let watermark = match domain {
-        TimeDomain::EventTime => upto,
-        TimeDomain::ProcessingTime => before,
-    };
-    let mut out = Batch::default();
-    for k in 0..ops.len() {
-        // Timers may register timers that are already due: bounded rounds.
-        for _ in 0..1000 {
-            let due = ops[k]
-                .instance
-                .state_mut()
-                .take_due_timers(domain, upto)
-                .map_err(|e| InstanceError::State {
-                    operator: ops[k].name.clone(),
-                    message: e.0,
-                })?;
-            if due.is_empty() {
-                break;
-            }
-            let timers: Vec<FiredTimer> = due
-                .into_iter()
-                .map(|(time, key)| FiredTimer { domain, time, key })
-                .collect();
-            let emitted = match ops[k].instance.on_timer(&timers, watermark, now_ms()) {
-                Ok(outcome) => {
-                    for f in &outcome.failures {
-                        tracing::warn!(operator = %ops[k].name, error = %f.message, "timer failed");
-                    }
-                    outcome.events
-                }
-                Err(e) if e.is_guest_fault() && ops[k].policy != ErrorPolicyDoc::Fail => {
-                    tracing::warn!(operator = %ops[k].name, error = %e, "timers failed and were dropped");
-                    Batch::default()
-                }
-                Err(e) => return Err(e.into()),
-            };
-            InstanceMetrics::add(&ops[k].metrics.events_out, emitted.len() as u64);
-            let counted = ops[k].instance.take_counters();
-            ops[k].metrics.add_guest(counted);
-            let rest = run_chain(ops, k + 1, emitted, before, dead)?;
-            for e in rest.iter() {
-                out.push_ref(&e);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Body of one chain instance's thread.
-fn chain_task(
-    mut ops: Vec<ChainOp>,
-    rx: Receiver<Envelope>,
-    mut inputs: InputTracker,
-    mut outputs: Outputs,
-    dead: Arc<DeadLetters>,
-    abort: Arc<Abort>,
-) -> Result<(), EngineError> {
-    let mut watermark = i64::MIN;
-    loop {
-        if abort.stopped() {
-            return Ok(());
-        }
-        let envelope = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => {
-                let out = fire_timers(
-                    &mut ops,
-                    TimeDomain::ProcessingTime,
-                    now_ms(),
-                    watermark,
-                    &dead,
-                )?;
-                if outputs.batch(out).is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        };
-        let sent = match envelope.msg {
-            Msg::Batch(batch) => {
-                let out = run_chain(&mut ops, 0, batch, watermark, &dead)?;
-                outputs.batch(out)
-            }
-            Msg::Watermark(wm) => {
-                inputs.advance(envelope.from, wm);
-                let new = inputs.watermark();
-                if new > watermark {
-                    let before = std::mem::replace(&mut watermark, new);
-                    for op in &ops {
-                        op.metrics.watermark.store(new, Ordering::Relaxed);
-                    }
-                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, before, &dead)?;
-                    outputs
-                        .batch(out)
-                        .and_then(|()| outputs.broadcast(|| Msg::Watermark(new)))
-                } else {
-                    Ok(())
-                }
-            }
-            Msg::End => {
-                if inputs.end(envelope.from) {
-                    let out =
-                        fire_timers(&mut ops, TimeDomain::EventTime, i64::MAX, watermark, &dead)?;
-                    // Bounded input done: make the state durable.
-                    for op in ops.iter_mut() {
-                        op.instance
-                            .state_mut()
-                            .flush()
-                            .map_err(|e| InstanceError::State {
-                                operator: op.name.clone(),
-                                message: e.0,
-                            })?;
-                    }
-                    let _ = outputs.batch(out);
-                    let _ = outputs.broadcast(|| Msg::End);
-                    return Ok(());
-                }
-                let new = inputs.watermark();
-                if new > watermark {
-                    let before = std::mem::replace(&mut watermark, new);
-                    let out = fire_timers(&mut ops, TimeDomain::EventTime, new, before, &dead)?;
-                    outputs
-                        .batch(out)
-                        .and_then(|()| outputs.broadcast(|| Msg::Watermark(new)))
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        if sent.is_err() {
-            return Ok(());
-        }
-    }
-}
-
-fn source_task(
-    name: String,
-    mut events: SourceIter,
-    max_out_of_orderness_ms: i64,
-    options: ExecOptions,
-    mut outputs: Outputs,
-    read: Arc<AtomicU64>,
-    abort: Arc<Abort>,
-) -> Result<(), EngineError> {
-    let batch_size = options.batch_size.max(1);
-    let linger = options.linger;
-    let mut max_ts = i64::MIN;
-    let mut watermark = i64::MIN;
-    loop {
-        if abort.stopped() {
-            return Ok(());
-        }
-        let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
-        let mut done = false;
-        let started = Instant::now();
-        while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < linger) {
-            match events.next() {
-                Some(Ok(event)) => {
-                    max_ts = max_ts.max(event.timestamp);
-                    batch.push_event(&event);
-                }
-                Some(Err(message)) => {
-                    return Err(EngineError::Source {
-                        source_name: name,
-                        message,
-                    });
-                }
-                None => {
-                    done = true;
-                    break;
-                }
-            }
-        }
-        read.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if outputs.batch(batch).is_err() {
-            return Ok(());
-        }
-        let wm = max_ts
-            .saturating_sub(max_out_of_orderness_ms)
-            .saturating_sub(1);
-        if wm > watermark {
-            watermark = wm;
-            if outputs.broadcast(|| Msg::Watermark(wm)).is_err() {
-                return Ok(());
-            }
-        }
-        if done {
-            let _ = outputs.broadcast(|| Msg::End);
-            return Ok(());
-        }
-    }
-}
-
-fn sink_task(
-    name: String,
-    mut sink: SinkFn,
-    rx: Receiver<Envelope>,
-    mut inputs: InputTracker,
-    abort: Arc<Abort>,
-) -> Result<(), EngineError> {
-    loop {
-        if abort.stopped() {
-            return Ok(());
-        }
-        let envelope = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        };
-        match envelope.msg {
-            Msg::Batch(batch) => sink(&batch).map_err(|message| EngineError::Sink {
-                sink: name.clone(),
-                message,
-            })?,
-            Msg::Watermark(wm) => inputs.advance(envelope.from, wm),
-            Msg::End => {
-                if inputs.end(envelope.from) {
-                    return Ok(());
-                }
-            }
-        }
-    }
+    /// The checkpoints the run took.
+    pub checkpoints: Vec<CheckpointInfo>,
 }
 
 /// The modules of a topology, by the references its operators use.
@@ -707,25 +187,144 @@ fn take_binding<T>(
     })
 }
 
-/// Runs `doc` to the end of its sources (bounded inputs), blocking.
+/// Runs `doc` to the end of its sources (bounded inputs), blocking, with
+/// state in memory.
 pub fn run_topology(
     doc: &TopologyDoc,
     modules: &Modules,
     bindings: Bindings,
     options: ExecOptions,
 ) -> Result<TopologyReport, EngineError> {
-    run_topology_observed(doc, modules, bindings, options, &MetricsRegistry::default())
+    launch(
+        doc,
+        modules,
+        bindings,
+        options,
+        None,
+        Arc::new(MetricsRegistry::default()),
+    )?
+    .join()
 }
 
-/// [`run_topology`], registering every operator instance's metrics in
-/// `metrics` so they can be read while the topology runs.
-pub fn run_topology_observed(
+/// A started topology: its threads and how to reach them.
+pub(crate) struct Launched {
+    pub(crate) topology: String,
+    pub(crate) key_groups: u16,
+    pub(crate) handles: Vec<JoinHandle<()>>,
+    pub(crate) abort: Arc<Abort>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) metrics: Arc<MetricsRegistry>,
+    pub(crate) source_counts: Vec<(String, Arc<AtomicU64>)>,
+    /// Requests to the checkpoint coordinator (when checkpointing).
+    pub(crate) requests: Option<Sender<Request>>,
+    pub(crate) history: Arc<Mutex<Vec<CheckpointInfo>>>,
+    /// Operator → (parallelism, input channel of each instance of its
+    /// chain), for state queries.
+    pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
+    pub(crate) state: Option<StateConfig>,
+}
+
+impl Launched {
+    /// Waits for every thread; the first error of the run, or its report.
+    pub(crate) fn join(mut self) -> Result<TopologyReport, EngineError> {
+        let handles = std::mem::take(&mut self.handles);
+        for h in handles {
+            if h.join().is_err() {
+                self.abort
+                    .fail(EngineError::Internal("a task panicked".into()));
+            }
+        }
+        if let Some(error) = self.abort.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(error);
+        }
+        Ok(TopologyReport {
+            operators: self.metrics.snapshot(),
+            sources: self
+                .source_counts
+                .iter()
+                .map(|(s, c)| (s.clone(), c.load(std::sync::atomic::Ordering::Relaxed)))
+                .collect(),
+            checkpoints: self.history.lock().map(|h| h.clone()).unwrap_or_default(),
+        })
+    }
+}
+
+impl Drop for Launched {
+    /// A run nobody waits for any more stops (without a last checkpoint).
+    fn drop(&mut self) {
+        if !self.handles.is_empty() {
+            self.control
+                .stop_now
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.abort.stop();
+        }
+    }
+}
+
+fn spawn(
+    name: String,
+    abort: &Arc<Abort>,
+    body: impl FnOnce() -> Result<(), EngineError> + Send + 'static,
+) -> Result<JoinHandle<()>, EngineError> {
+    let abort = abort.clone();
+    let span_name = name.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let _span = tracing::info_span!("task", task = %span_name).entered();
+            if let Err(e) = body() {
+                abort.fail(e);
+            }
+        })
+        .map_err(|e| EngineError::Internal(format!("cannot start a task: {e}")))
+}
+
+/// Checks that a checkpoint fits the topology about to start from it:
+/// same key groups, every checkpointed operator still there, and each
+/// keeping the value states it had.
+fn check_restore(
+    restored: &Restored,
+    groups: u16,
+    declared: &HashMap<String, Vec<String>>,
+) -> Result<(), EngineError> {
+    let meta = &restored.meta;
+    if meta.key_groups != groups {
+        return Err(EngineError::Restore(format!(
+            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
+            meta.id, meta.key_groups
+        )));
+    }
+    for (op, saved) in &meta.operators {
+        let Some(now) = declared.get(op) else {
+            return Err(EngineError::Restore(format!(
+                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
+                meta.id
+            )));
+        };
+        let missing: Vec<&String> = saved
+            .value_states
+            .iter()
+            .filter(|s| !now.contains(s))
+            .collect();
+        if !missing.is_empty() {
+            return Err(EngineError::Restore(format!(
+                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans `doc`, restores its newest checkpoint (with checkpoints), and
+/// starts its threads.
+pub(crate) fn launch(
     doc: &TopologyDoc,
     modules: &Modules,
     mut bindings: Bindings,
     options: ExecOptions,
-    metrics: &MetricsRegistry,
-) -> Result<TopologyReport, EngineError> {
+    state: Option<StateConfig>,
+    metrics: Arc<MetricsRegistry>,
+) -> Result<Launched, EngineError> {
     let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
         .into_iter()
         .filter(|p| p.severity == Severity::Error)
@@ -915,16 +514,15 @@ pub fn run_topology_observed(
             make_outputs(&last.name, parallelism(c[0]))
         })
         .collect();
-    drop(chain_tx);
     drop(sink_tx);
 
     // Bindings.
-    let source_iters = doc
+    let mut source_binds: Vec<Box<dyn Source>> = doc
         .sources
         .iter()
         .map(|s| take_binding(&mut bindings.sources, &s.name, "source"))
         .collect::<Result<Vec<_>, _>>()?;
-    let sink_fns = doc
+    let mut sink_binds: Vec<Box<dyn Sink>> = doc
         .sinks
         .iter()
         .map(|s| take_binding(&mut bindings.sinks, &s.name, "sink"))
@@ -938,9 +536,19 @@ pub fn run_topology_observed(
     }
     let dead = Arc::new(DeadLetters(bindings.dead_letter.take().map(Mutex::new)));
 
+    let checkpoints = state.as_ref().and_then(|s| s.checkpoints);
+    let restored = match (&state, checkpoints) {
+        (Some(s), Some(_)) => restore(&s.db)?,
+        _ => None,
+    };
+    if let Some(r) = &restored {
+        tracing::info!(topology = %doc.name, checkpoint = r.meta.id, "restoring from checkpoint");
+    }
+
     // Operator instances (instantiated before any thread starts, so a bad
     // config fails the run cleanly).
     let mut chain_ops: Vec<Vec<Vec<ChainOp>>> = Vec::new();
+    let mut declared: HashMap<String, Vec<String>> = HashMap::new();
     for chain in &chains {
         let p = parallelism(chain[0]);
         let mut instances = Vec::new();
@@ -954,21 +562,20 @@ pub fn run_topology_observed(
                     .map(|c| c.to_string())
                     .unwrap_or_else(|| "{}".into());
                 let range = KeyGroupRange::for_instance(inst as u16, p as u16, groups);
-                let state: Box<dyn OperatorState> = match &bindings.state {
-                    Some(provider) => {
-                        provider
-                            .open(&doc.name, &o.name, range)
-                            .map_err(|message| {
-                                EngineError::Instance(InstanceError::State {
-                                    operator: o.name.clone(),
-                                    message,
-                                })
-                            })?
+                let op_state: Box<dyn OperatorState> = match &state {
+                    Some(s) => {
+                        let keyed = KeyedState::open(&s.db, &doc.name, &o.name, range, s.budget)?;
+                        if s.checkpoints.is_some() {
+                            Box::new(keyed.checkpointed())
+                        } else {
+                            Box::new(keyed)
+                        }
                     }
                     None => Box::new(MemoryState::new()),
                 };
                 let instance =
-                    OperatorInstance::new(&modules[&o.module], &o.name, &config, state, range)?;
+                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
+                declared.insert(o.name.clone(), instance.value_states().to_vec());
                 let metrics = metrics.register(&o.name, inst);
                 ops.push(ChainOp {
                     name: o.name.clone(),
@@ -982,91 +589,185 @@ pub fn run_topology_observed(
         }
         chain_ops.push(instances);
     }
+    if let Some(r) = &restored {
+        check_restore(r, groups, &declared)?;
+    }
+    let restored_meta = restored.as_ref().map(|r| &r.meta);
+
+    // Exactly-once sinks: back to the restored checkpoint, its output
+    // published again; under checkpoints the coordinator publishes to them.
+    let mut coordinator_sinks: Vec<(String, Option<Box<dyn Sink>>)> = Vec::new();
+    let mut task_sinks: Vec<Option<Box<dyn Sink>>> = Vec::new();
+    for (s, sink) in doc.sinks.iter().zip(sink_binds.drain(..)) {
+        let mut sink = sink;
+        if checkpoints.is_some() && sink.exactly_once() {
+            if let Some(r) = &restored {
+                let base = r.meta.sinks.get(&s.name).copied().unwrap_or(0);
+                let empty = weir_types::Batch::default();
+                let pending = r.pending.get(&s.name).unwrap_or(&empty);
+                sink.recover(base, pending)
+                    .map_err(|message| EngineError::Sink {
+                        sink: s.name.clone(),
+                        message: format!("recovering to checkpoint {}: {message}", r.meta.id),
+                    })?;
+            }
+            coordinator_sinks.push((s.name.clone(), Some(sink)));
+            task_sinks.push(None);
+        } else {
+            coordinator_sinks.push((s.name.clone(), None));
+            task_sinks.push(Some(sink));
+        }
+    }
 
     let abort = Arc::new(Abort::default());
-    let source_counts: Vec<Arc<AtomicU64>> = doc
-        .sources
-        .iter()
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
-    std::thread::scope(|scope| {
-        let mut handles = Vec::new();
-        for (c, (instances, outputs)) in chain_ops.into_iter().zip(chain_outputs).enumerate() {
-            for (inst, (ops, mut out)) in instances.into_iter().zip(outputs).enumerate() {
-                out.metrics = ops.last().map(|o| o.metrics.clone());
-                let rx = chain_rx[c][inst].take();
-                let inputs = InputTracker::new(&chain_senders[c][inst]);
-                let (dead, abort) = (dead.clone(), abort.clone());
-                let name = format!("{}#{inst}", doc.operators[chains[c][0]].name);
-                handles.push(std::thread::Builder::new().name(name.clone()).spawn_scoped(
-                    scope,
-                    move || {
-                        let _span = tracing::info_span!("operator_task", task = %name).entered();
-                        let Some(rx) = rx else { return };
-                        if let Err(e) = chain_task(ops, rx, inputs, out, dead, abort.clone()) {
-                            abort.fail(e);
-                        }
-                    },
-                ));
-            }
-        }
-        for (s, (sink, rx)) in sink_fns.into_iter().zip(sink_rx.iter_mut()).enumerate() {
-            let rx = rx.take();
-            let inputs = InputTracker::new(&sink_senders[s]);
-            let abort = abort.clone();
-            let name = doc.sinks[s].name.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("sink-{name}"))
-                    .spawn_scoped(scope, move || {
-                        let Some(rx) = rx else { return };
-                        if let Err(e) = sink_task(name, sink, rx, inputs, abort.clone()) {
-                            abort.fail(e);
-                        }
-                    }),
+    let control = Arc::new(Control::default());
+    let last_id = restored_meta.map_or(0, |m| m.id);
+    control
+        .requested
+        .store(last_id, std::sync::atomic::Ordering::SeqCst);
+    let (ack_tx, ack_rx) = channel();
+    let link = |index: usize| {
+        checkpoints.map(|_| AckLink {
+            index,
+            acks: ack_tx.clone(),
+        })
+    };
+    let mut handles = Vec::new();
+    let mut task_infos = Vec::new();
+    let mut query_routes = HashMap::new();
+    for (c, (instances, outputs)) in chain_ops.into_iter().zip(chain_outputs).enumerate() {
+        let head = &doc.operators[chains[c][0]];
+        let p = instances.len();
+        for &op in &chains[c] {
+            query_routes.insert(
+                doc.operators[op].name.clone(),
+                (p as u16, chain_tx[c].clone()),
             );
         }
-        for (s, (events, out)) in source_iters.into_iter().zip(source_outputs).enumerate() {
-            let source = &doc.sources[s];
-            let ooo = source
+        let watermark = restored_meta
+            .and_then(|m| m.operators.get(&head.name))
+            .map_or(i64::MIN, |o| o.watermark);
+        for (inst, (ops, mut out)) in instances.into_iter().zip(outputs).enumerate() {
+            out.metrics = ops.last().map(|o| o.metrics.clone());
+            let Some(rx) = chain_rx[c][inst].take() else {
+                continue;
+            };
+            task_infos.push(TaskInfo {
+                operators: ops
+                    .iter()
+                    .map(|o| (o.name.clone(), o.instance.value_states().to_vec()))
+                    .collect(),
+                parallelism: p as u32,
+            });
+            let task = ChainTask {
+                ops,
+                rx,
+                inputs: InputTracker::new(&chain_senders[c][inst]),
+                outputs: out,
+                dead: dead.clone(),
+                abort: abort.clone(),
+                watermark,
+                checkpoints: link(task_infos.len() - 1),
+            };
+            handles.push(spawn(format!("{}#{inst}", head.name), &abort, move || {
+                task.run()
+            })?);
+        }
+    }
+    drop(chain_tx);
+    for (s, (sink, rx)) in task_sinks.into_iter().zip(sink_rx.iter_mut()).enumerate() {
+        let Some(rx) = rx.take() else { continue };
+        let task = SinkTask {
+            name: doc.sinks[s].name.clone(),
+            sink,
+            rx,
+            inputs: InputTracker::new(&sink_senders[s]),
+            abort: abort.clone(),
+            checkpoints: link(s),
+        };
+        handles.push(spawn(
+            format!("sink-{}", doc.sinks[s].name),
+            &abort,
+            move || task.run(),
+        )?);
+    }
+    let mut source_counts = Vec::new();
+    for (s, (source, out)) in source_binds.drain(..).zip(source_outputs).enumerate() {
+        let doc_source = &doc.sources[s];
+        let start = restored_meta
+            .and_then(|m| m.sources.get(&doc_source.name))
+            .copied()
+            .unwrap_or(crate::checkpoint::SourceMeta {
+                position: 0,
+                max_ts: i64::MIN,
+            });
+        let read = Arc::new(AtomicU64::new(0));
+        source_counts.push((doc_source.name.clone(), read.clone()));
+        let task = SourceTask {
+            name: doc_source.name.clone(),
+            source,
+            position: start.position,
+            max_ts: start.max_ts,
+            max_out_of_orderness_ms: doc_source
                 .watermark
                 .map(|w| w.max_out_of_orderness_ms)
-                .unwrap_or(0);
-            let (abort, read) = (abort.clone(), source_counts[s].clone());
-            let name = source.name.clone();
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("source-{name}"))
-                    .spawn_scoped(scope, move || {
-                        if let Err(e) =
-                            source_task(name, events, ooo, options, out, read, abort.clone())
-                        {
-                            abort.fail(e);
-                        }
-                    }),
-            );
-        }
-        for h in handles {
-            match h {
-                Ok(h) => {
-                    if h.join().is_err() {
-                        abort.fail(EngineError::Internal("a task panicked".into()));
-                    }
-                }
-                Err(e) => abort.fail(EngineError::Internal(format!("cannot start a task: {e}"))),
-            }
-        }
-    });
-    if let Some(error) = abort.error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(error);
+                .unwrap_or(0),
+            options,
+            outputs: out,
+            read,
+            abort: abort.clone(),
+            control: control.clone(),
+            injected: last_id,
+            checkpoints: link(s),
+        };
+        handles.push(spawn(
+            format!("source-{}", doc_source.name),
+            &abort,
+            move || task.run(),
+        )?);
     }
-    Ok(TopologyReport {
-        operators: metrics.snapshot(),
-        sources: doc
-            .sources
-            .iter()
-            .zip(&source_counts)
-            .map(|(s, c)| (s.name.clone(), c.load(Ordering::Relaxed)))
-            .collect(),
+    drop(ack_tx);
+
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let mut requests = None;
+    if let (Some(s), Some(config)) = (&state, checkpoints) {
+        let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
+        requests = Some(tx);
+        let coordinator = Coordinator {
+            topology: doc.name.clone(),
+            key_groups: groups,
+            db: s.db.clone(),
+            config,
+            control: control.clone(),
+            abort: abort.clone(),
+            acks: ack_rx,
+            requests: rx,
+            history: history.clone(),
+            source_names: doc.sources.iter().map(|s| s.name.clone()).collect(),
+            tasks: task_infos,
+            sinks: coordinator_sinks,
+            last_id,
+        };
+        handles.push(spawn(
+            format!("checkpoints-{}", doc.name),
+            &abort,
+            move || {
+                coordinator.run();
+                Ok(())
+            },
+        )?);
+    }
+    Ok(Launched {
+        topology: doc.name.clone(),
+        key_groups: groups,
+        handles,
+        abort,
+        control,
+        metrics,
+        source_counts,
+        requests,
+        history,
+        query_routes,
+        state,
     })
 }

@@ -1,28 +1,38 @@
 //! weir-engine: runs Wasm operator instances over streams of events.
 //!
-//! - [`run_topology`]: the topology executor (see `executor.rs`): sources,
-//!   chains of operator instances and sinks as threads joined by bounded
-//!   channels, key-group partitioning, watermarks and timers, error and
-//!   lateness policies with dead letters, per-instance metrics
-//!   ([`MetricsRegistry`] to read them live).
+//! - [`Job`]: a topology running in the background (`executor.rs` plans it
+//!   and starts its tasks, `tasks.rs` holds the source, chain and sink
+//!   threads, `routes.rs` how output reaches consumers): metrics, state
+//!   queries, checkpoints and savepoints on demand, stop.
+//! - [`run_topology`]: a bounded run with state in memory, blocking.
+//! - Checkpoints (`checkpoint.rs`): aligned barriers, one durable commit
+//!   per checkpoint, recovery to the newest one, exactly-once sinks.
+//! - [`Source`] and [`Sink`] (`io.rs`): what connectors implement.
 //! - [`run_operator`]: one [`OperatorInstance`] over a stream of events
-//!   (`weir run --module`).
-//! - [`process_isolated`]: one call with poison isolation, shared by both.
+//!   (`weir run --module`); [`process_isolated`]: one call with poison
+//!   isolation, shared by both.
 //!
-//! It knows nothing of HTTP or files: events come from an iterator and go to
-//! a sink closure.
+//! It knows nothing of HTTP or files.
 //!
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
 mod call;
+mod checkpoint;
 mod executor;
+mod io;
+mod job;
 mod metrics;
+mod routes;
 mod runner;
+mod tasks;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo};
 pub use executor::{
-    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, SinkFn, SourceIter,
-    StateProvider, TopologyReport, run_topology, run_topology_observed,
+    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, StateConfig,
+    TopologyReport, run_topology,
 };
+pub use io::{Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source};
+pub use job::{Job, StateValue};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

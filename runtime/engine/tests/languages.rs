@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use weir_engine::{Bindings, ExecOptions, Modules, SinkFn, SourceIter, run_topology};
+use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, run_topology};
 use weir_tests::{guest_bytes, repo_root};
 use weir_topology::parse_topology;
 use weir_types::{Batch, wire};
@@ -42,8 +42,8 @@ fn run(split: &str, count: &str) -> Vec<String> {
         &doc,
         &modules,
         Bindings {
-            sources: HashMap::from([("in".to_string(), source)]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             ..Bindings::default()
         },
         ExecOptions::default(),

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{
-    Bindings, DeadLetter, EngineError, ExecOptions, Modules, SinkFn, SourceIter, run_topology,
+    Bindings, DeadLetter, EngineError, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter,
+    run_topology,
 };
 use weir_tests::guest_bytes;
 use weir_topology::parse_topology;
@@ -27,8 +28,8 @@ fn source(events: Vec<Event>) -> SourceIter {
 /// Bindings of the source `in` and the sink `out`, nothing else.
 fn bind(source: SourceIter, sink: SinkFn) -> Bindings {
     Bindings {
-        sources: HashMap::from([("in".to_string(), source)]),
-        sinks: HashMap::from([("out".to_string(), sink)]),
+        sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+        sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
         ..Bindings::default()
     }
 }
@@ -111,10 +112,12 @@ fn word_count_over_a_million_words_matches_the_oracle_at_parallelism_1_and_2() {
             &doc,
             &modules,
             Bindings {
-                sources: HashMap::from([("lines".to_string(), source(events.clone()))]),
-                sinks: HashMap::from([("out".to_string(), sink)]),
+                sources: HashMap::from([(
+                    "lines".to_string(),
+                    Box::new(source(events.clone())) as Box<dyn Source>,
+                )]),
+                sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
                 dead_letter: None,
-                state: None,
             },
             ExecOptions::default(),
         )
@@ -218,13 +221,15 @@ sinks: [{ name: out, stream: out, input: risky }]
         &doc,
         &modules,
         Bindings {
-            sources: HashMap::from([("in".to_string(), source(events))]),
-            sinks: HashMap::from([("out".to_string(), sink)]),
+            sources: HashMap::from([(
+                "in".to_string(),
+                Box::new(source(events)) as Box<dyn Source>,
+            )]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             dead_letter: Some(Box::new(move |l: &DeadLetter| {
                 dead.lock().unwrap().push(l.clone());
                 Ok(())
             })),
-            state: None,
         },
         ExecOptions::default(),
     )
@@ -480,13 +485,15 @@ fn late_events_are_counted_and_handled_by_policy() {
             &doc,
             &modules,
             Bindings {
-                sources: HashMap::from([("in".to_string(), source(events.clone()))]),
-                sinks: HashMap::from([("out".to_string(), sink)]),
+                sources: HashMap::from([(
+                    "in".to_string(),
+                    Box::new(source(events.clone())) as Box<dyn Source>,
+                )]),
+                sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
                 dead_letter: Some(Box::new(move |l: &DeadLetter| {
                     dead.lock().unwrap().push(l.clone());
                     Ok(())
                 })),
-                state: None,
             },
             ExecOptions {
                 batch_size: 10,

@@ -111,6 +111,9 @@ pub struct Checkpoint {
     pub pending: Vec<(String, Vec<u8>)>,
 }
 
+/// A kept checkpoint: its id and metadata, or why its record is damaged.
+pub type KeptCheckpoint = (u64, Result<Vec<u8>, String>);
+
 /// What one commit wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitStats {
@@ -300,7 +303,7 @@ impl StateDb {
 
     /// Every kept checkpoint, oldest first: its id and metadata, or why its
     /// record is damaged.
-    pub fn checkpoints(&self) -> Result<Vec<(u64, Result<Vec<u8>, String>)>, StateError> {
+    pub fn checkpoints(&self) -> Result<Vec<KeptCheckpoint>, StateError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let records = match txn.open_table(CHECKPOINTS) {
             Ok(t) => t,

@@ -27,7 +27,7 @@ mod checkpoint;
 mod keyed;
 mod keys;
 
-pub use checkpoint::{Checkpoint, CommitStats, StateSnapshot};
+pub use checkpoint::{Checkpoint, CommitStats, KeptCheckpoint, StateSnapshot};
 pub use keyed::{KeyedState, StateBudget};
 
 use std::path::Path;

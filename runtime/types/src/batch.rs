@@ -209,6 +209,22 @@ impl Batch {
         })
     }
 
+    /// Appends every event of `other`, headers included.
+    pub fn extend_from(&mut self, other: &Batch) {
+        let base = self.len() as u32;
+        self.timestamps.extend_from_slice(&other.timestamps);
+        self.key_lens.extend_from_slice(&other.key_lens);
+        self.keys.extend_from_slice(&other.keys);
+        self.value_lens.extend_from_slice(&other.value_lens);
+        self.values.extend_from_slice(&other.values);
+        self.headers.extend(
+            other
+                .headers
+                .iter()
+                .map(|(i, n, v)| (base + i, n.clone(), v.clone())),
+        );
+    }
+
     /// Empties the batch, keeping its buffers.
     pub fn clear(&mut self) {
         self.timestamps.clear();
@@ -356,10 +372,16 @@ mod tests {
         .collect();
         let mut bytes = Vec::new();
         batch.encode(&mut bytes);
-        assert_eq!(Batch::decode(&bytes), Some(batch));
+        assert_eq!(Batch::decode(&bytes), Some(batch.clone()));
         for cut in 0..bytes.len() {
             assert_eq!(Batch::decode(&bytes[..cut]), None, "cut at {cut}");
         }
+        let mut twice = batch.clone();
+        twice.extend_from(&batch);
+        let events: Vec<Event> = twice.iter().map(|e| e.to_event()).collect();
+        assert_eq!(events.len(), 6);
+        assert_eq!(events[3], batch.iter().next().unwrap().to_event());
+        assert_eq!(twice.validate(), Ok(()));
         let mut empty = Vec::new();
         Batch::default().encode(&mut empty);
         assert_eq!(Batch::decode(&empty), Some(Batch::default()));

@@ -1,0 +1,241 @@
+//! [`Job`]: a topology running in the background, and what can be asked of
+//! it while it runs: metrics, a checkpoint or savepoint now, the current
+//! state of a key, stop (always with a last checkpoint when it has
+//! checkpoints, optionally exported as a savepoint).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use weir_state::KeyedState;
+use weir_topology::TopologyDoc;
+use weir_types::KeyGroupRange;
+use weir_wasm::OperatorState;
+
+use crate::checkpoint::{CheckpointInfo, Request};
+use crate::executor::{
+    Bindings, EngineError, ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch,
+};
+use crate::metrics::{MetricsRegistry, MetricsSnapshot};
+use crate::tasks::{Envelope, Msg, OUTSIDE, Query};
+
+/// The state an operator keeps for one key under one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateValue {
+    Value(Vec<u8>),
+    /// Map entries, by map key.
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+    List(Vec<Vec<u8>>),
+}
+
+/// Reads state `name` of `key` from an instance's state: its value, else
+/// its map entries, else its list; `None` when it has none of them.
+pub(crate) fn read_state(
+    state: &mut dyn OperatorState,
+    name: &str,
+    key: &[u8],
+) -> Result<Option<StateValue>, String> {
+    if let Some(v) = state.value(name, key).map_err(|e| e.0)? {
+        return Ok(Some(StateValue::Value(v)));
+    }
+    let map = state.map(name, key).map_err(|e| e.0)?;
+    if !map.is_empty() {
+        return Ok(Some(StateValue::Map(map)));
+    }
+    let list = state.list(name, key).map_err(|e| e.0)?;
+    Ok((!list.is_empty()).then_some(StateValue::List(list)))
+}
+
+/// How long a caller waits for a checkpoint before giving up.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
+
+/// A running topology.
+pub struct Job {
+    launched: Launched,
+}
+
+impl Job {
+    /// Validates `doc`, restores its newest checkpoint when `state` has
+    /// checkpoints, and starts it in the background.
+    pub fn start(
+        doc: &TopologyDoc,
+        modules: &Modules,
+        bindings: Bindings,
+        options: ExecOptions,
+        state: Option<StateConfig>,
+    ) -> Result<Job, EngineError> {
+        let launched = launch(
+            doc,
+            modules,
+            bindings,
+            options,
+            state,
+            Arc::new(MetricsRegistry::default()),
+        )?;
+        Ok(Job { launched })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.launched.topology
+    }
+
+    /// `(operator, instance, metrics)` of every instance, now.
+    pub fn metrics(&self) -> Vec<(String, usize, MetricsSnapshot)> {
+        self.launched.metrics.snapshot()
+    }
+
+    /// Whether every task has finished (input over, stopped or failed).
+    pub fn is_finished(&self) -> bool {
+        self.launched.handles.iter().all(|h| h.is_finished())
+    }
+
+    /// The first error of the run so far.
+    pub fn error(&self) -> Option<String> {
+        self.launched
+            .abort
+            .error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|e| e.to_string()))
+    }
+
+    /// Checkpoints completed by this run, oldest first (the last 100).
+    pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
+        self.launched
+            .history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    fn request(
+        &self,
+        savepoint: Option<(String, std::path::PathBuf)>,
+        stop: bool,
+    ) -> Result<CheckpointInfo, EngineError> {
+        let Some(requests) = &self.launched.requests else {
+            return Err(EngineError::NotRunning(format!(
+                "topology `{}` runs without checkpoints: give it a checkpoint interval",
+                self.launched.topology
+            )));
+        };
+        let (tx, rx) = channel();
+        requests
+            .send(Request {
+                savepoint,
+                stop,
+                reply: tx,
+            })
+            .map_err(|_| self.not_running())?;
+        rx.recv_timeout(CHECKPOINT_WAIT)
+            .map_err(|_| {
+                EngineError::NotRunning(format!(
+                    "topology `{}` stopped before the checkpoint completed{}",
+                    self.launched.topology,
+                    self.error().map(|e| format!(": {e}")).unwrap_or_default()
+                ))
+            })?
+            .map_err(EngineError::NotRunning)
+    }
+
+    fn not_running(&self) -> EngineError {
+        EngineError::NotRunning(format!(
+            "topology `{}` is not running{}",
+            self.launched.topology,
+            self.error().map(|e| format!(": {e}")).unwrap_or_default()
+        ))
+    }
+
+    /// Takes a checkpoint now and waits until it is durable.
+    pub fn checkpoint(&self) -> Result<CheckpointInfo, EngineError> {
+        self.request(None, false)
+    }
+
+    /// Takes a checkpoint now and exports it as savepoint `name` to `path`.
+    pub fn savepoint(&self, name: &str, path: &Path) -> Result<CheckpointInfo, EngineError> {
+        self.request(Some((name.to_string(), path.to_path_buf())), false)
+    }
+
+    /// Stops the run: with checkpoints, after a last checkpoint (exported as
+    /// a savepoint when `savepoint` is given), otherwise at once. Returns
+    /// the run's report.
+    pub fn stop(self, savepoint: Option<(&str, &Path)>) -> Result<TopologyReport, EngineError> {
+        if self.launched.requests.is_some() && !self.is_finished() {
+            let last = self.request(
+                savepoint.map(|(n, p)| (n.to_string(), p.to_path_buf())),
+                true,
+            );
+            if let Err(e) = last {
+                self.launched.control.stop_now.store(true, Ordering::SeqCst);
+                self.launched.abort.fail(e);
+            }
+        } else if savepoint.is_some() {
+            let topology = self.launched.topology.clone();
+            self.launched.control.stop_now.store(true, Ordering::SeqCst);
+            self.launched.join()?;
+            return Err(EngineError::NotRunning(format!(
+                "topology `{topology}` has no checkpoints to write a savepoint from: it was stopped without one"
+            )));
+        } else {
+            self.launched.control.stop_now.store(true, Ordering::SeqCst);
+        }
+        self.launched.join()
+    }
+
+    /// Waits until the input is over (bounded sources) or the run fails.
+    pub fn wait(self) -> Result<TopologyReport, EngineError> {
+        self.launched.join()
+    }
+
+    /// The current state `name` of `key` in operator `operator`: asked of
+    /// the instance that owns the key while the run goes on, read from the
+    /// state database once it is over.
+    pub fn query_state(
+        &self,
+        operator: &str,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Option<StateValue>, EngineError> {
+        let Some((parallelism, inputs)) = self.launched.query_routes.get(operator) else {
+            return Err(EngineError::NotRunning(format!(
+                "topology `{}` has no operator `{operator}`",
+                self.launched.topology
+            )));
+        };
+        let groups = self.launched.key_groups;
+        let instance = (0..*parallelism)
+            .find(|&i| KeyGroupRange::for_instance(i, *parallelism, groups).owns(key))
+            .unwrap_or(0) as usize;
+        if !self.is_finished() {
+            let (tx, rx) = channel();
+            let query = Query {
+                operator: operator.to_string(),
+                state: name.to_string(),
+                key: key.to_vec(),
+                reply: tx,
+            };
+            let sent = inputs[instance].send(Envelope {
+                from: OUTSIDE,
+                msg: Msg::Query(query),
+            });
+            if sent.is_ok()
+                && let Ok(answer) = rx.recv_timeout(Duration::from_secs(30))
+            {
+                return answer.map_err(EngineError::NotRunning);
+            }
+        }
+        // The run is over: what the state database holds.
+        match &self.launched.state {
+            Some(s) => {
+                let range = KeyGroupRange::for_instance(instance as u16, *parallelism, groups);
+                let mut state =
+                    KeyedState::open(&s.db, &self.launched.topology, operator, range, s.budget)?;
+                read_state(&mut state, name, key).map_err(EngineError::NotRunning)
+            }
+            None => Err(self.not_running()),
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Checkpoints, savepoints, upgrades, rescaling and state queries, through
+//! the engine's `Job` with real guests and state in redb.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weir_engine::{
+    Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, Pull, Sink, Source,
+    StateConfig, StateValue, run_topology,
+};
+use weir_state::{StateBudget, StateDb};
+use weir_tests::guest_bytes;
+use weir_topology::parse_topology;
+use weir_types::{Batch, Event, wire};
+use weir_wasm::{HostConfig, WasmHost};
+
+/// Modules by reference: `(reference, guest)`.
+fn modules(refs: &[(&str, &str)]) -> Modules {
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    refs.iter()
+        .map(|(r, g)| (r.to_string(), host.load(&guest_bytes(g)).unwrap()))
+        .collect()
+}
+
+/// `n` lines of three words from 300.
+fn lines(n: usize) -> Vec<Event> {
+    let mut seed: u64 = 7;
+    (0..n)
+        .map(|i| {
+            let words: Vec<String> = (0..3)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    format!("w{}", (seed >> 33) % 300)
+                })
+                .collect();
+            Event {
+                key: None,
+                value: serde_json::to_vec(&words.join(" ")).unwrap(),
+                timestamp: i as i64,
+                headers: vec![],
+            }
+        })
+        .collect()
+}
+
+/// The events of `all` from a position on, up to `limit`; then idle (an
+/// unbounded source that has caught up) or, when `ends`, the end.
+struct Gated {
+    all: Arc<Vec<Event>>,
+    next: usize,
+    limit: usize,
+    ends: bool,
+}
+
+impl Source for Gated {
+    fn seek(&mut self, position: u64) -> Result<(), String> {
+        self.next = position as usize;
+        Ok(())
+    }
+    fn pull(&mut self) -> Result<Pull, String> {
+        if self.next < self.limit.min(self.all.len()) {
+            self.next += 1;
+            return Ok(Pull::Event(self.all[self.next - 1].clone()));
+        }
+        if self.ends {
+            return Ok(Pull::End);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(Pull::Idle)
+    }
+}
+
+/// An exactly-once sink over shared lines: position is the line count.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Sink for Lines {
+    fn write(&mut self, batch: &Batch) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    }
+    fn exactly_once(&self) -> bool {
+        true
+    }
+    fn position(&mut self) -> Result<u64, String> {
+        Ok(self.0.lock().unwrap().len() as u64)
+    }
+    fn recover(&mut self, position: u64, pending: &Batch) -> Result<(), String> {
+        self.0.lock().unwrap().truncate(position as usize);
+        self.write(pending)
+    }
+}
+
+fn topology(module: &str, parallelism: u16) -> weir_topology::TopologyDoc {
+    parse_topology(&format!(
+        "name: wc\nsources: [{{ name: in, stream: in }}]\noperators:\n  - {{ name: split, module: split-words, input: in }}\n  - {{ name: count, module: {module}, input: split, key_by: key, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: count }}]\n"
+    ))
+    .unwrap()
+}
+
+fn durable(dir: &Path) -> StateConfig {
+    with_db(StateDb::open(dir).unwrap())
+}
+
+/// Checkpoints every 50 ms into `db`.
+fn with_db(db: StateDb) -> StateConfig {
+    StateConfig {
+        db,
+        budget: StateBudget::default(),
+        checkpoints: Some(CheckpointConfig {
+            interval: Some(Duration::from_millis(50)),
+            retain: 3,
+        }),
+    }
+}
+
+/// State in `dir`, started from the savepoint at `savepoint`.
+fn from_savepoint(dir: &Path, savepoint: &Path) -> StateConfig {
+    with_db(StateDb::open_from(dir, savepoint).unwrap())
+}
+
+fn bindings(events: &Arc<Vec<Event>>, limit: usize, ends: bool, out: &Lines) -> Bindings {
+    Bindings {
+        sources: HashMap::from([(
+            "in".to_string(),
+            Box::new(Gated {
+                all: events.clone(),
+                next: 0,
+                limit,
+                ends,
+            }) as Box<dyn Source>,
+        )]),
+        sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+        ..Bindings::default()
+    }
+}
+
+/// Waits until `split` has read `n` events and `count` has counted every
+/// word `split` emitted.
+fn wait_for_input(job: &Job, n: u64) {
+    let start = Instant::now();
+    loop {
+        let metrics = job.metrics();
+        let sum = |op: &str, f: fn(&weir_engine::MetricsSnapshot) -> u64| -> u64 {
+            metrics
+                .iter()
+                .filter(|(o, _, _)| o == op)
+                .map(|(_, _, m)| f(m))
+                .sum()
+        };
+        let read = sum("split", |m| m.events_in);
+        let words = sum("split", |m| m.events_out);
+        if read >= n && sum("count", |m| m.events_in) >= words {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {read} of {n} events arrived"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The lines of an uninterrupted in-memory run over all `events`.
+fn oracle(events: &[Event]) -> Vec<String> {
+    let out = Lines::default();
+    run_topology(
+        &topology("word-count", 1),
+        &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
+        bindings(&Arc::new(events.to_vec()), usize::MAX, true, &out),
+        ExecOptions::default(),
+    )
+    .unwrap();
+    let mut lines = out.0.lock().unwrap().clone();
+    lines.sort();
+    lines
+}
+
+fn count_of(value: &Option<StateValue>) -> u64 {
+    match value {
+        Some(StateValue::Value(v)) => std::str::from_utf8(v).unwrap().parse().unwrap(),
+        other => panic!("no count: {other:?}"),
+    }
+}
+
+#[test]
+fn rescale_one_to_three_and_back_keeps_every_count() {
+    let events = Arc::new(lines(3000));
+    let expected = oracle(&events);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let savepoint = |name: &str| dir.path().join(format!("savepoints/{name}.redb"));
+
+    // Parallelism 1 over the first third, stopped with a savepoint.
+    let job = Job::start(
+        &topology("word-count", 1),
+        &mods,
+        bindings(&events, 1000, false, &out),
+        ExecOptions::default(),
+        Some(durable(&dir.path().join("a"))),
+    )
+    .unwrap();
+    wait_for_input(&job, 1000);
+    let report = job.stop(Some(("first", &savepoint("first")))).unwrap();
+    let last = report.checkpoints.last().unwrap();
+    assert_eq!(last.savepoint.as_deref(), Some("first"));
+
+    // Parallelism 3 over the second third, from that savepoint.
+    let state = from_savepoint(&dir.path().join("b"), &savepoint("first"));
+    let job = Job::start(
+        &topology("word-count", 3),
+        &mods,
+        bindings(&events, 2000, false, &out),
+        ExecOptions::default(),
+        Some(state),
+    )
+    .unwrap();
+    wait_for_input(&job, 1000);
+    job.stop(Some(("second", &savepoint("second")))).unwrap();
+
+    // Back to 1 for the rest, to the end.
+    let state = from_savepoint(&dir.path().join("c"), &savepoint("second"));
+    let job = Job::start(
+        &topology("word-count", 1),
+        &mods,
+        bindings(&events, usize::MAX, true, &out),
+        ExecOptions::default(),
+        Some(state),
+    )
+    .unwrap();
+    job.wait().unwrap();
+
+    let mut got = out.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "lost or duplicated output");
+    assert!(got == expected, "output differs from the uninterrupted run");
+}
+
+#[test]
+fn an_upgrade_keeps_state_and_a_renamed_state_is_refused() {
+    let events = Arc::new(lines(1000));
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("sp.redb");
+    let out = Lines::default();
+    let v1 = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let job = Job::start(
+        &topology("word-count", 2),
+        &v1,
+        bindings(&events, 500, false, &out),
+        ExecOptions::default(),
+        Some(durable(&dir.path().join("v1"))),
+    )
+    .unwrap();
+    wait_for_input(&job, 500);
+    // A query while it runs sees the live count.
+    let live = count_of(&job.query_state("count", "count", b"w1").unwrap());
+    assert!(live > 0);
+    assert!(matches!(
+        job.query_state("nope", "count", b"w1"),
+        Err(EngineError::NotRunning(m)) if m.contains("no operator `nope`")
+    ));
+    job.stop(Some(("v1", &sp))).unwrap();
+
+    // A module that keeps its state under another name is refused before
+    // anything runs.
+    let renamed = modules(&[("split-words", "split-words"), ("keyed-sum", "keyed-sum")]);
+    let state = from_savepoint(&dir.path().join("bad"), &sp);
+    let err = Job::start(
+        &topology("keyed-sum", 2),
+        &renamed,
+        bindings(&events, usize::MAX, true, &Lines::default()),
+        ExecOptions::default(),
+        Some(state),
+    )
+    .err()
+    .expect("a renamed state must be refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("operator `count`") && message.contains("\"count\""),
+        "{message}"
+    );
+
+    // Version 2 of word-count (another reference, same state names)
+    // continues the counts.
+    let v2 = modules(&[
+        ("split-words", "split-words"),
+        ("word-count@2", "word-count"),
+    ]);
+    let state = from_savepoint(&dir.path().join("v2"), &sp);
+    let job = Job::start(
+        &topology("word-count@2", 2),
+        &v2,
+        bindings(&events, usize::MAX, true, &out),
+        ExecOptions::default(),
+        Some(state),
+    )
+    .unwrap();
+    let report = job.wait().unwrap();
+    assert!(report.checkpoints.iter().any(|c| c.final_));
+    let mut got = out.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, oracle(&events));
+}
+
+#[test]
+fn a_restart_resumes_from_the_last_checkpoint_and_queries_read_finished_state() {
+    let events = Arc::new(lines(2000));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let job = Job::start(
+        &topology("word-count", 2),
+        &mods,
+        bindings(&events, 1200, false, &out),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    wait_for_input(&job, 1200);
+    let taken = job.checkpoint().unwrap();
+    assert!(taken.rows > 0 && taken.bytes > 0, "{taken:?}");
+    // A plain stop: a last checkpoint, no savepoint.
+    job.stop(None).unwrap();
+    let committed = out.0.lock().unwrap().len();
+    assert!(committed > 0);
+
+    let job = Job::start(
+        &topology("word-count", 2),
+        &mods,
+        bindings(&events, usize::MAX, true, &out),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    let (job_done, report) = {
+        let r = loop {
+            if job.is_finished() {
+                break job.query_state("count", "count", b"w7").unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        (r, job.wait().unwrap())
+    };
+    let expected = oracle(&events);
+    let mut got = out.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, expected);
+    // After the run the query reads the state database.
+    let total = events
+        .iter()
+        .map(|e| {
+            String::from_utf8_lossy(&e.value)
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| *w == "w7")
+                .count() as u64
+        })
+        .sum::<u64>();
+    assert_eq!(count_of(&job_done), total);
+    assert!(!report.checkpoints.is_empty());
+}
+
+#[test]
+fn checkpoints_need_durable_state_and_savepoints_need_checkpoints() {
+    let events = Arc::new(lines(10));
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let job = Job::start(
+        &topology("word-count", 1),
+        &mods,
+        bindings(&events, 10, false, &Lines::default()),
+        ExecOptions::default(),
+        None,
+    )
+    .unwrap();
+    assert!(
+        matches!(job.checkpoint(), Err(EngineError::NotRunning(m)) if m.contains("without checkpoints"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = job
+        .stop(Some(("x", &dir.path().join("x.redb"))))
+        .unwrap_err();
+    assert!(err.to_string().contains("no checkpoints"), "{err}");
+}
