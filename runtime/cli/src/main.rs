@@ -63,7 +63,7 @@ enum Command {
     /// Apply, validate, list, inspect, start, stop and delete topologies.
     #[command(subcommand, after_help = CLIENT_HELP_TOPOLOGY)]
     Topology(client::topologies::TopologyCommand),
-    /// Write a named savepoint of a stopped topology.
+    /// Write a named savepoint of a topology (running: a checkpoint now; stopped: its last one).
     #[command(after_help = CLIENT_HELP)]
     Savepoint {
         topology: String,

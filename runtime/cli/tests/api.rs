@@ -489,6 +489,12 @@ fn bad_requests_get_clear_errors() {
         ),
     ];
     assert!(cases.len() >= 25);
+    // A savepoint of the running topology, so that its name is taken.
+    let a = http.post_json(
+        "/v1/topologies/word-count/savepoints",
+        &json!({ "name": "taken" }),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
     for (what, method, path, body, status, code) in &cases {
         let a = http.request(
             method,

@@ -124,7 +124,9 @@ fn quickstart_through_the_cli() {
         None,
     ));
     assert!(stopped.contains("savepoint sp1 written"), "{stopped}");
+    // A stopped topology's savepoint comes from its last checkpoint.
     ok(srv.cli(&["savepoint", "word-count", "sp2"], None));
+    assert_eq!(code(&srv.cli(&["savepoint", "word-count", "sp2"], None)), 4);
     ok(srv.cli(&["topology", "rm", "word-count"], None));
     ok(srv.cli(&["module", "rm", "word-count@1"], None));
     srv.stop();

@@ -4,8 +4,9 @@
 //!   disk, validated by the Wasm host before anything is stored, versioned
 //!   per name, content-addressed by SHA-256.
 //! - [`Topologies`] (`topologies.rs`): topology documents and their desired
-//!   state on disk; start/stop through a [`job::Job`], with `stream:`
-//!   sources and sinks bound to the embedded streams.
+//!   state on disk; start/stop through the engine's [`weir_engine::Job`]
+//!   (checkpointed, exactly-once stream sinks), with `stream:` sources and
+//!   sinks bound to the embedded streams.
 //! - [`http`]: the axum router: handlers, the error type and its JSON, bearer
 //!   auth, body limits, server-sent events, Prometheus metrics and the
 //!   OpenAPI document. It holds no engine logic: every handler calls
@@ -17,7 +18,6 @@
 //! the command line (the `weir` binary).
 
 pub mod http;
-pub mod job;
 pub mod registry;
 pub mod topologies;
 
@@ -146,8 +146,8 @@ impl ControlPlane {
 
 /// Serves the API on `config.listen` until `shutdown` resolves: resumes the
 /// topologies that were running, then, at shutdown, stops accepting,
-/// finishes requests in flight and stops every topology cleanly (their
-/// state and positions made durable, their desired state kept). Calls
+/// finishes requests in flight and stops every topology after a final
+/// checkpoint (their desired state kept, so they resume at the next boot). Calls
 /// `on_bound` with the address actually bound (port 0 picks one).
 pub async fn serve(
     config: ServerConfig,

@@ -15,17 +15,27 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_connectors::StreamStore;
-use weir_engine::{ExecOptions, MetricsSnapshot, Modules};
-use weir_topology::{ModuleCheck, Problem, Severity, TopologyDoc, validate_topology};
-use weir_types::is_safe_name;
+use weir_connectors::{StreamSink, StreamSource, StreamStore};
+use weir_engine::{
+    Bindings, CheckpointConfig, CheckpointInfo, DeadLetter, EngineError, ExecOptions, Job,
+    MetricsSnapshot, Modules, StateConfig, StateValue,
+};
+use weir_state::{StateBudget, StateDb};
+use weir_topology::{
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
+};
+use weir_types::{Batch, is_safe_name};
 
-use crate::job::{Job, JobError, restore_savepoint};
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
 use crate::{fsutil, now_ms};
+
+/// Checkpoint interval of a topology whose document sets none.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Complete checkpoints kept per topology (for fallback past a damaged one).
+const RETAINED_CHECKPOINTS: usize = 3;
 
 /// Whether a topology should be running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +76,8 @@ pub struct TopologyStatus {
     pub state: RunState,
     /// `(operator, instance, metrics)` while it runs.
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
-    /// `(source, offset read up to)` while it runs.
-    pub sources: Vec<(String, u64)>,
+    /// The newest checkpoint of its last or current run.
+    pub last_checkpoint: Option<CheckpointInfo>,
 }
 
 /// A stored savepoint.
@@ -114,17 +124,21 @@ pub enum TopologiesError {
     NoSuchSavepoint { topology: String, name: String },
     #[error("topology `{topology}` already has a savepoint `{name}`: pick another name")]
     SavepointExists { topology: String, name: String },
-    #[error(
-        "savepoints of a running topology need periodic checkpoints, which this server does not take yet: stop it with a savepoint instead (`weir topology stop {0} --savepoint NAME`)"
-    )]
-    SavepointWhileRunning(String),
+    #[error("topology `{0}` has no checkpoint to write a savepoint from: start it first")]
+    NoCheckpoint(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("topology `{topology}`: {source}")]
-    Job {
+    Engine {
         topology: String,
         #[source]
-        source: JobError,
+        source: EngineError,
+    },
+    #[error("topology `{topology}`: cannot bind {what}: {reason}")]
+    Binding {
+        topology: String,
+        what: String,
+        reason: String,
     },
     #[error("topology store: {what}: {reason}")]
     Io { what: String, reason: String },
@@ -159,6 +173,8 @@ pub struct Topologies {
     options: ExecOptions,
     /// Serializes changes of records and the jobs map.
     jobs: Mutex<HashMap<String, Job>>,
+    /// Checkpoints of each topology's last finished run (this process).
+    history: Mutex<HashMap<String, Vec<CheckpointInfo>>>,
 }
 
 impl std::fmt::Debug for Topologies {
@@ -186,6 +202,7 @@ impl Topologies {
             streams,
             options,
             jobs: Mutex::new(HashMap::new()),
+            history: Mutex::new(HashMap::new()),
         })
     }
 
@@ -329,6 +346,31 @@ impl Topologies {
         Ok(names)
     }
 
+    fn remember(&self, name: &str, checkpoints: Vec<CheckpointInfo>) {
+        if !checkpoints.is_empty() {
+            self.history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string(), checkpoints);
+        }
+    }
+
+    /// Checkpoints of `name`: of the current run while it runs, else of
+    /// its last run in this process.
+    pub fn checkpoints(&self, name: &str) -> Result<Vec<CheckpointInfo>, TopologiesError> {
+        self.read_record(name)?;
+        if let Some(job) = self.jobs().get(name) {
+            return Ok(job.checkpoints());
+        }
+        Ok(self
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The topology `name`, its run state and live metrics.
     pub fn status(&self, name: &str) -> Result<TopologyStatus, TopologiesError> {
         let mut record = self.read_record(name)?;
@@ -337,19 +379,23 @@ impl Topologies {
             // It stopped by itself: keep why, and note it is not running.
             let job = jobs.remove(name).expect("checked above");
             let error = match job.wait() {
-                Ok(_) => "all its sources ended".to_string(),
+                Ok(report) => {
+                    self.remember(name, report.checkpoints);
+                    "all its sources ended".to_string()
+                }
                 Err(e) => e.to_string(),
             };
             tracing::warn!(topology.name = name, error = %error, "topology stopped by itself");
             record.last_error = Some(error);
             self.write_record(&record)?;
         }
+        let last = |list: Vec<CheckpointInfo>| list.into_iter().last();
         Ok(match jobs.get(name) {
             Some(job) => TopologyStatus {
                 record,
                 state: RunState::Running,
                 operators: job.metrics(),
-                sources: job.positions(),
+                last_checkpoint: last(job.checkpoints()),
             },
             None => TopologyStatus {
                 state: if record.desired == DesiredState::Running {
@@ -357,9 +403,14 @@ impl Topologies {
                 } else {
                     RunState::Stopped
                 },
+                last_checkpoint: self
+                    .history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .and_then(|h| h.last().cloned()),
                 record,
                 operators: Vec::new(),
-                sources: Vec::new(),
             },
         })
     }
@@ -373,21 +424,20 @@ impl Topologies {
             return Err(TopologiesError::Running(name.to_string()));
         }
         jobs.remove(name);
-        let dir = self.dir.join(name);
-        if let Some(sp) = savepoint {
-            let path = self.savepoint_path(name, sp)?;
-            if !path.is_file() {
-                return Err(TopologiesError::NoSuchSavepoint {
-                    topology: name.to_string(),
-                    name: sp.to_string(),
-                });
+        let from = match savepoint {
+            Some(sp) => {
+                let path = self.savepoint_path(name, sp)?;
+                if !path.is_file() {
+                    return Err(TopologiesError::NoSuchSavepoint {
+                        topology: name.to_string(),
+                        name: sp.to_string(),
+                    });
+                }
+                Some(path)
             }
-            restore_savepoint(&dir, &path).map_err(|source| TopologiesError::Job {
-                topology: name.to_string(),
-                source,
-            })?;
-        }
-        let job = self.start_job(&record, &dir).inspect_err(|e| {
+            None => None,
+        };
+        let job = self.start_job(&record, from.as_deref()).inspect_err(|e| {
             record.last_error = Some(e.to_string());
             let _ = self.write_record(&record);
         })?;
@@ -404,26 +454,96 @@ impl Topologies {
         Ok(())
     }
 
-    fn start_job(&self, record: &TopologyRecord, dir: &Path) -> Result<Job, TopologiesError> {
+    /// Loads the pinned modules, binds the streams, opens the state (from
+    /// a savepoint when given) and starts the job; it restores its newest
+    /// checkpoint itself.
+    fn start_job(
+        &self,
+        record: &TopologyRecord,
+        savepoint: Option<&Path>,
+    ) -> Result<Job, TopologiesError> {
+        let doc = &record.doc;
+        let topology = doc.name.clone();
         let mut modules = Modules::new();
         for (reference, pinned) in &record.modules {
             let version = self.registry.resolve(pinned)?;
             modules.insert(reference.clone(), self.registry.load(&version)?);
         }
-        Job::start(
-            record.doc.clone(),
-            modules,
-            dir,
-            &self.streams,
-            self.options,
-        )
-        .map_err(|source| TopologiesError::Job {
-            topology: record.doc.name.clone(),
+        let bind_err = |what: String| {
+            let topology = topology.clone();
+            move |e: weir_connectors::StreamError| TopologiesError::Binding {
+                topology,
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let mut bindings = Bindings::default();
+        for source in &doc.sources {
+            let name = source.stream.as_deref().unwrap_or_default();
+            let stream = self
+                .streams
+                .stream(name)
+                .map_err(bind_err(format!("source `{}`", source.name)))?;
+            bindings
+                .sources
+                .insert(source.name.clone(), Box::new(StreamSource::follow(stream)));
+        }
+        for sink in &doc.sinks {
+            let name = sink.stream.as_deref().unwrap_or_default();
+            let stream = self
+                .streams
+                .stream(name)
+                .map_err(bind_err(format!("sink `{}`", sink.name)))?;
+            bindings
+                .sinks
+                .insert(sink.name.clone(), Box::new(StreamSink::new(stream)));
+        }
+        if doc.operators.iter().any(|o| {
+            o.on_error == Some(ErrorPolicyDoc::DeadLetter)
+                || o.on_late == Some(LatePolicyDoc::DeadLetter)
+        }) {
+            let name = doc
+                .dead_letter_stream
+                .clone()
+                .unwrap_or_else(|| format!("{}-dead-letter", doc.name));
+            let stream = self
+                .streams
+                .stream(&name)
+                .map_err(bind_err("the dead-letter stream".into()))?;
+            bindings.dead_letter = Some(Box::new(move |letter: &DeadLetter| {
+                stream
+                    .append(&dead_letter_batch(letter))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }));
+        }
+        let dir = self.dir.join(&topology);
+        let engine_err = |source: EngineError| TopologiesError::Engine {
+            topology: topology.clone(),
             source,
-        })
+        };
+        let db = match savepoint {
+            Some(path) => StateDb::open_from(&dir, path),
+            None => StateDb::open(&dir),
+        }
+        .map_err(|e| engine_err(e.into()))?;
+        let interval = doc
+            .checkpoint
+            .map(|c| Duration::from_millis(c.interval_ms))
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+        let state = StateConfig {
+            db,
+            budget: StateBudget::default(),
+            checkpoints: Some(CheckpointConfig {
+                interval: Some(interval),
+                retain: RETAINED_CHECKPOINTS,
+            }),
+        };
+        Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)
     }
 
-    /// Stops `name`, writing savepoint `savepoint` when given.
+    /// Stops `name` after a last checkpoint, exported as savepoint
+    /// `savepoint` when given.
     pub fn stop(
         &self,
         name: &str,
@@ -436,25 +556,24 @@ impl Topologies {
         };
         let job = self.jobs().remove(name);
         let Some(job) = job else {
-            if record.desired == DesiredState::Running {
+            if record.desired == DesiredState::Running && path.is_none() {
                 // It had failed: stopping it records that it should stay stopped.
                 record.desired = DesiredState::Stopped;
                 record.updated_at = now_ms();
                 self.write_record(&record)?;
-                if path.is_none() {
-                    return Ok(None);
-                }
+                return Ok(None);
             }
             return Err(TopologiesError::NotRunning(name.to_string()));
         };
         record.desired = DesiredState::Stopped;
         record.updated_at = now_ms();
-        let outcome = job.stop(path.as_deref());
-        if let Err(e) = &outcome {
-            record.last_error = Some(e.to_string());
+        let outcome = job.stop(savepoint.zip(path.as_deref()));
+        match &outcome {
+            Ok(report) => self.remember(name, report.checkpoints.clone()),
+            Err(e) => record.last_error = Some(e.to_string()),
         }
         self.write_record(&record)?;
-        outcome.map_err(|source| TopologiesError::Job {
+        outcome.map_err(|source| TopologiesError::Engine {
             topology: name.to_string(),
             source,
         })?;
@@ -483,20 +602,24 @@ impl Topologies {
             std::fs::remove_dir_all(&sp)
                 .map_err(io_err(format!("cannot remove {}", sp.display())))?;
         }
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         drop(jobs);
         tracing::info!(topology.name = name, "topology deleted");
         Ok(())
     }
 
-    /// The value of value state `state` of `operator` for `key`, read from
-    /// the running topology.
+    /// State `state` of `key` in `operator`, read from the running
+    /// topology.
     pub fn query_state(
         &self,
         name: &str,
         operator: &str,
         state: &str,
         key: &[u8],
-    ) -> Result<Option<Vec<u8>>, TopologiesError> {
+    ) -> Result<Option<StateValue>, TopologiesError> {
         let record = self.read_record(name)?;
         if !record.doc.operators.iter().any(|o| o.name == operator) {
             return Err(TopologiesError::NoSuchOperator {
@@ -516,7 +639,7 @@ impl Topologies {
             .get(name)
             .ok_or_else(|| TopologiesError::NotRunning(name.to_string()))?;
         job.query_state(operator, state, key)
-            .map_err(|source| TopologiesError::Job {
+            .map_err(|source| TopologiesError::Engine {
                 topology: name.to_string(),
                 source,
             })
@@ -584,26 +707,32 @@ impl Topologies {
         Ok(out)
     }
 
-    /// Writes savepoint `savepoint` of `name`: a stopped topology's state is
-    /// exported as it is; a running one is refused (see the error).
+    /// Writes savepoint `savepoint` of `name`: of a running topology
+    /// through a checkpoint taken now; of a stopped one, its last
+    /// checkpoint.
     pub fn savepoint(&self, name: &str, savepoint: &str) -> Result<SavepointInfo, TopologiesError> {
         self.read_record(name)?;
         let jobs = self.jobs();
-        if jobs.contains_key(name) {
-            return Err(TopologiesError::SavepointWhileRunning(name.to_string()));
-        }
         let path = self.new_savepoint_path(name, savepoint)?;
-        let dir = self.dir.join(name);
-        let job_err = |source: JobError| TopologiesError::Job {
+        let engine_err = |source: EngineError| TopologiesError::Engine {
             topology: name.to_string(),
             source,
         };
-        let db = weir_state::StateDb::open(&dir).map_err(|e| job_err(e.into()))?;
-        db.export(&path).map_err(|e| job_err(e.into()))?;
-        let positions = dir.join("positions.json");
-        if positions.is_file() {
-            std::fs::copy(&positions, path.with_extension("positions.json"))
-                .map_err(io_err(format!("cannot write {}", path.display())))?;
+        match jobs.get(name) {
+            Some(job) => {
+                job.savepoint(savepoint, &path).map_err(engine_err)?;
+            }
+            None => {
+                let db = StateDb::open(&self.dir.join(name)).map_err(|e| engine_err(e.into()))?;
+                if db
+                    .latest_checkpoint()
+                    .map_err(|e| engine_err(e.into()))?
+                    .is_none()
+                {
+                    return Err(TopologiesError::NoCheckpoint(name.to_string()));
+                }
+                db.export(&path).map_err(|e| engine_err(e.into()))?;
+            }
         }
         drop(jobs);
         Ok(self.savepoint_info(name, savepoint, &path))
@@ -635,7 +764,11 @@ impl Topologies {
         let jobs: Vec<(String, Job)> = self.jobs().drain().collect();
         for (name, job) in jobs {
             match job.stop(None) {
-                Ok(_) => tracing::info!(topology.name = %name, "topology stopped for shutdown"),
+                Ok(report) => tracing::info!(
+                    topology.name = %name,
+                    checkpoint = report.checkpoints.last().map(|c| c.id),
+                    "topology stopped for shutdown after a final checkpoint"
+                ),
                 Err(e) => {
                     tracing::error!(topology.name = %name, error = %e, "topology failed while stopping")
                 }
@@ -649,4 +782,22 @@ impl Topologies {
         names.sort();
         names
     }
+}
+
+/// A dead letter as an event carrying the failure in `weir.*` headers.
+fn dead_letter_batch(letter: &DeadLetter) -> Batch {
+    let mut event = letter.event.clone();
+    event
+        .headers
+        .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
+    event
+        .headers
+        .push(("weir.error".into(), letter.error.clone().into_bytes()));
+    event.headers.push((
+        "weir.failed_at".into(),
+        letter.failed_at.to_string().into_bytes(),
+    ));
+    let mut batch = Batch::default();
+    batch.push_event(&event);
+    batch
 }

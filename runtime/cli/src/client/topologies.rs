@@ -74,14 +74,17 @@ fn print_status(v: &Value) {
             .collect();
         text.push_str(&format!("modules: {}\n", pinned.join(", ")));
     }
-    let sources: Vec<String> = v["sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| format!("{} at offset {}", cell(&s["name"]), cell(&s["offset"])))
-        .collect();
-    if !sources.is_empty() {
-        text.push_str(&format!("sources: {}\n", sources.join(", ")));
+    let c = &v["last_checkpoint"];
+    if !c.is_null() {
+        text.push_str(&format!(
+            "last checkpoint: {} ({} ms, {} bytes)\n",
+            cell(&c["id"]),
+            c["duration_ms"]
+                .as_f64()
+                .map(|d| format!("{d:.1}"))
+                .unwrap_or_default(),
+            cell(&c["bytes"])
+        ));
     }
     let rows: Vec<Vec<String>> = v["operators"]
         .as_array()

@@ -10,9 +10,9 @@ use weir_connectors::StreamError;
 use weir_topology::Severity;
 use weir_wasm::ModuleError;
 
-use crate::job::JobError;
 use crate::registry::RegistryError;
 use crate::topologies::TopologiesError;
+use weir_engine::EngineError;
 
 /// An error as the API answers it.
 #[derive(Debug)]
@@ -156,15 +156,24 @@ impl From<TopologiesError> for ApiError {
             T::SavepointExists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "savepoint_exists", message)
             }
-            T::SavepointWhileRunning(_) => {
-                ApiError::new(StatusCode::CONFLICT, "topology_running", message)
-            }
+            T::NoCheckpoint(_) => ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message),
             T::Registry(inner) => inner.into(),
-            T::Job {
-                source: JobError::Binding(_),
+            T::Binding { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "binding_failed", message)
+            }
+            T::Engine {
+                source: EngineError::Invalid(_),
                 ..
-            } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "binding_failed", message),
-            T::Job { .. } => ApiError::internal(message).with_code("engine_error"),
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_topology",
+                message,
+            ),
+            T::Engine {
+                source: EngineError::NotRunning(_),
+                ..
+            } => ApiError::new(StatusCode::CONFLICT, "topology_not_running", message),
+            T::Engine { .. } => ApiError::internal(message).with_code("engine_error"),
             _ => ApiError::internal(message),
         }
     }

@@ -30,7 +30,8 @@ fn label(value: &str) -> String {
 }
 
 /// `GET /metrics`: per-operator-instance counters and batch-latency
-/// histograms of running topologies, and the size of every stream.
+/// histograms of running topologies, their newest checkpoint, and the size
+/// of every stream.
 pub(super) async fn metrics(State(plane): State<Plane>) -> Result<Response, ApiError> {
     let text = blocking(move || {
         let mut out = String::new();
@@ -59,7 +60,8 @@ pub(super) async fn metrics(State(plane): State<Plane>) -> Result<Response, ApiE
         let mut running = Vec::new();
         for name in plane.topologies.running() {
             if let Ok(status) = plane.topologies.status(&name) {
-                running.push((name, status.operators, status.sources));
+                let checkpoint = status.last_checkpoint;
+                running.push((name, status.operators, checkpoint));
             }
         }
         let _ = writeln!(
@@ -115,19 +117,41 @@ pub(super) async fn metrics(State(plane): State<Plane>) -> Result<Response, ApiE
                 let _ = writeln!(out, "{metric}_count{{{labels}}} {total}");
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP weir_source_offset Offset a topology's source has read up to."
-        );
-        let _ = writeln!(out, "# TYPE weir_source_offset gauge");
-        for (topology, _, sources) in &running {
-            for (source, offset) in sources {
-                let _ = writeln!(
-                    out,
-                    "weir_source_offset{{topology=\"{}\",source=\"{}\"}} {offset}",
-                    label(topology),
-                    label(source)
-                );
+        for (metric, help) in [
+            (
+                "weir_checkpoint_last_id",
+                "Id of the newest completed checkpoint.",
+            ),
+            (
+                "weir_checkpoint_last_duration_seconds",
+                "Newest checkpoint, from request to durable commit.",
+            ),
+            (
+                "weir_checkpoint_last_alignment_seconds",
+                "Newest checkpoint's longest barrier alignment.",
+            ),
+            (
+                "weir_checkpoint_last_commit_seconds",
+                "Newest checkpoint's commit alone.",
+            ),
+            (
+                "weir_checkpoint_last_bytes",
+                "Bytes the newest checkpoint wrote.",
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}");
+            let _ = writeln!(out, "# TYPE {metric} gauge");
+            for (topology, _, checkpoint) in &running {
+                if let Some(c) = checkpoint {
+                    let v = match metric {
+                        "weir_checkpoint_last_id" => c.id as f64,
+                        "weir_checkpoint_last_duration_seconds" => c.duration_ms / 1e3,
+                        "weir_checkpoint_last_alignment_seconds" => c.alignment_ms / 1e3,
+                        "weir_checkpoint_last_commit_seconds" => c.commit_ms / 1e3,
+                        _ => c.bytes as f64,
+                    };
+                    let _ = writeln!(out, "{metric}{{topology=\"{}\"}} {v}", label(topology));
+                }
             }
         }
         let streams = plane.streams.list()?;

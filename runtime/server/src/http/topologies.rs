@@ -16,6 +16,7 @@ use weir_topology::Severity;
 
 use super::{ApiError, Plane, blocking, empty};
 use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
+use weir_engine::{CheckpointInfo, StateValue};
 
 fn text_of(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
@@ -58,11 +59,6 @@ fn status_json(s: &TopologyStatus) -> Value {
             })
         })
         .collect();
-    let sources: Vec<Value> = s
-        .sources
-        .iter()
-        .map(|(name, offset)| json!({ "name": name, "offset": offset }))
-        .collect();
     json!({
         "name": s.record.doc.name,
         "state": s.state,
@@ -72,8 +68,21 @@ fn status_json(s: &TopologyStatus) -> Value {
         "updated_at": s.record.updated_at,
         "last_error": s.record.last_error,
         "operators": operators,
-        "sources": sources,
-        "last_checkpoint": Value::Null,
+        "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
+    })
+}
+
+fn checkpoint_json(c: &CheckpointInfo) -> Value {
+    json!({
+        "id": c.id,
+        "savepoint": c.savepoint,
+        "started_at": c.started_at,
+        "duration_ms": c.duration_ms,
+        "alignment_ms": c.alignment_ms,
+        "commit_ms": c.commit_ms,
+        "rows": c.rows,
+        "bytes": c.bytes,
+        "final": c.final_,
     })
 }
 
@@ -213,9 +222,21 @@ pub(super) async fn checkpoints(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let savepoints = plane.topologies.savepoints(&name)?;
-        let list: Vec<Value> = savepoints.iter().map(savepoint_json).collect();
-        Ok(Json(json!({ "checkpoints": [], "savepoints": list })))
+        let checkpoints: Vec<Value> = plane
+            .topologies
+            .checkpoints(&name)?
+            .iter()
+            .map(checkpoint_json)
+            .collect();
+        let savepoints: Vec<Value> = plane
+            .topologies
+            .savepoints(&name)?
+            .iter()
+            .map(savepoint_json)
+            .collect();
+        Ok(Json(
+            json!({ "checkpoints": checkpoints, "savepoints": savepoints }),
+        ))
     })
     .await
 }
@@ -262,6 +283,12 @@ pub(super) async fn savepoint(
     .await
 }
 
+/// Stored bytes as JSON when they are JSON, else as `{"b64": ...}`.
+fn bytes_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(bytes)
+        .unwrap_or_else(|_| json!({ "b64": BASE64.encode(bytes) }))
+}
+
 /// `GET /v1/topologies/{name}/operators/{operator}/state/{state}?key=` (or
 /// `key_b64=`).
 pub(super) async fn state(
@@ -299,9 +326,26 @@ pub(super) async fn state(
             Ok(k) => out["key"] = json!(k),
             Err(e) => out["key_b64"] = json!(BASE64.encode(e.as_bytes())),
         }
-        match serde_json::from_slice::<Value>(&value) {
-            Ok(v) => out["value"] = v,
-            Err(_) => out["value_b64"] = json!(BASE64.encode(&value)),
+        match value {
+            StateValue::Value(bytes) => {
+                out["kind"] = json!("value");
+                match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) => out["value"] = v,
+                    Err(_) => out["value_b64"] = json!(BASE64.encode(&bytes)),
+                }
+            }
+            StateValue::Map(entries) => {
+                out["kind"] = json!("map");
+                let entries: Vec<Value> = entries
+                    .iter()
+                    .map(|(k, v)| json!({ "key": bytes_json(k), "value": bytes_json(v) }))
+                    .collect();
+                out["entries"] = json!(entries);
+            }
+            StateValue::List(items) => {
+                out["kind"] = json!("list");
+                out["items"] = json!(items.iter().map(|i| bytes_json(i)).collect::<Vec<_>>());
+            }
         }
         Ok(Json(out))
     })
