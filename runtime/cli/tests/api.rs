@@ -480,12 +480,20 @@ fn bad_requests_get_clear_errors() {
             "invalid_json",
         ),
         (
-            "savepoint of a running topology",
+            "savepoint name that exists",
             "POST",
             "/v1/topologies/word-count/savepoints".into(),
-            Some((b"{\"name\": \"x\"}".to_vec(), "application/json")),
+            Some((b"{\"name\": \"taken\"}".to_vec(), "application/json")),
             409,
-            "topology_running",
+            "savepoint_exists",
+        ),
+        (
+            "savepoint name ../x",
+            "POST",
+            "/v1/topologies/word-count/savepoints".into(),
+            Some((b"{\"name\": \"../x\"}".to_vec(), "application/json")),
+            400,
+            "bad_name",
         ),
     ];
     assert!(cases.len() >= 25);
