@@ -47,7 +47,7 @@ enum Command {
         weir run --topology guest-examples/topologies/word-count.yaml --module-dir target/guests/wasm32-wasip2/release \\\n      \
         --input lines=guest-examples/data/lines.jsonl --output out=-\n\n\
         Event lines: {\"key\": \"k\"?, \"value\": <any JSON>, \"timestamp\": <ms>?, \"headers\": {..}?}")]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Serve the REST API: modules, topologies, streams (see /v1/openapi.json).
     #[command(after_help = "Examples:\n  \
         weir serve                                   # 127.0.0.1:7070, data in ./weir-data\n  \
@@ -139,7 +139,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let client = client::Client::new(&cli.client);
     let outcome = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Serve(args) => serve::run(args, cli.client.token.clone()),
         Command::Module(c) => Ok(finish(client::modules::run(&client, c))),
         Command::Topology(c) => Ok(finish(client::topologies::run(&client, c))),
