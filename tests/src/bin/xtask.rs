@@ -8,9 +8,12 @@
 //!   target if missing, and the Python ones with componentize-py (installed
 //!   into `target/py-venv` from PyPI on first use).
 //! - `test`: `guests`, then every workspace test (nextest when installed).
-//! - `demo`: `guests`, then runs the word-count topology
-//!   (`guest-examples/topologies/word-count.yaml`) over a sample text with
-//!   `weir run` and prints the top word counts.
+//! - `demo`: the Rust guests, then a running Weir doing its job: starts
+//!   `weir serve` (data in `target/demo/weir-data`), uploads `split-words`
+//!   and `word-count`, applies and starts the word-count topology
+//!   (`guest-examples/topologies/word-count.yaml`), produces the sample
+//!   text, prints the top counts and the URLs to look at, and keeps serving
+//!   until Ctrl-C (when stdin is not a terminal it stops at once).
 
 use std::process::{Command, ExitCode};
 
@@ -164,7 +167,50 @@ fn test(extra: &[String]) -> Result<()> {
     run(cmd.args(extra))
 }
 
+/// Runs the `weir` CLI against `server`, returning its stdout.
+fn weir_cli(weir: &std::path::Path, server: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(weir)
+        .args(args)
+        .env("WEIR_SERVER", server)
+        .env_remove("WEIR_TOKEN")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", weir.display()))?;
+    if !out.status.success() {
+        bail!("weir {} failed with {}", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts `weir serve` on `listen`; returns the child and its URL, or
+/// `None` when it could not bind.
+fn start_server(
+    weir: &std::path::Path,
+    data: &std::path::Path,
+    listen: &str,
+) -> Result<Option<(std::process::Child, String)>> {
+    use std::io::BufRead;
+    let mut child = Command::new(weir)
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .env_remove("WEIR_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start weir serve")?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().context("weir serve has no stdout")?;
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim().strip_prefix("weir serve: listening on ") {
+        Some(url) => Ok(Some((child, url.to_string()))),
+        None => {
+            let _ = child.wait();
+            Ok(None)
+        }
+    }
+}
+
 fn demo() -> Result<()> {
+    use std::io::IsTerminal;
     // The demo runs Rust operators only: no Python toolchain needed.
     build_rust_guests()?;
     let root = repo_root();
@@ -174,46 +220,91 @@ fn demo() -> Result<()> {
     let weir = root.join("target/release/weir");
     let topology = root.join("guest-examples/topologies/word-count.yaml");
     let input = root.join("guest-examples/data/lines.jsonl");
-    let counts = tempdir()?.join("counts.jsonl");
-    run(Command::new(&weir)
-        .arg("run")
-        .arg("--topology")
-        .arg(&topology)
-        .arg("--module-dir")
-        .arg(guest_dir())
-        .arg("--input")
-        .arg(format!("lines={}", input.display()))
-        .arg("--output")
-        .arg(format!("out={}", counts.display())))?;
-    let text = std::fs::read_to_string(&counts)?;
-    let mut last = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let event: serde_json::Value = serde_json::from_str(line)?;
-        let word = event["value"]["word"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let count = event["value"]["count"].as_u64().unwrap_or(0);
-        let best = last.entry(word).or_insert(0);
-        *best = count.max(*best);
+    let data = tempdir()?.join("weir-data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("cannot clear {}", data.display()))?;
     }
-    let mut top: Vec<_> = last.into_iter().collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    println!(
-        "weir run --topology {}: split-words → word-count (parallelism 2) over {}",
-        topology.display(),
-        input.display()
-    );
-    println!(
-        "{} words, {} distinct; top words:",
-        text.lines().count(),
-        top.len()
-    );
-    for (word, count) in top.iter().take(10) {
-        println!("  {count:>5}  {word}");
+    // The documented port, or any free one when it is taken.
+    let (mut server, url) = match start_server(&weir, &data, "127.0.0.1:7070")? {
+        Some(s) => s,
+        None => start_server(&weir, &data, "127.0.0.1:0")?
+            .context("weir serve could not start (see its error above)")?,
+    };
+    let result = (|| -> Result<()> {
+        let guests = guest_dir();
+        let cli = |args: &[&str]| weir_cli(&weir, &url, args);
+        eprint!("{}", cli(&["module", "push", &guests.join("split_words.wasm").display().to_string(), "--name", "split-words"])?);
+        eprint!("{}", cli(&["module", "push", &guests.join("word_count.wasm").display().to_string(), "--name", "word-count"])?);
+        eprint!("{}", cli(&["topology", "apply", &topology.display().to_string(), "--start"])?);
+        eprint!("{}", cli(&["produce", "lines", &input.display().to_string()])?);
+        // Output is published when its checkpoint commits (every second):
+        // wait until every count the operator emitted is in the stream.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let events: Vec<serde_json::Value> = loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&cli(&["topology", "status", "word-count", "--json"])?)?;
+            let emitted: u64 = status["operators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| o["name"] == "count")
+                .filter_map(|o| o["events_out"].as_u64())
+                .sum();
+            let events: Vec<serde_json::Value> = cli(&["consume", "counts"])?
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if emitted > 0 && events.len() as u64 == emitted {
+                break events;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the counts did not arrive within a minute ({} of {emitted})", events.len());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        let mut last = std::collections::BTreeMap::new();
+        for event in &events {
+            let word = event["value"]["word"].as_str().unwrap_or_default().to_string();
+            let count = event["value"]["count"].as_u64().unwrap_or(0);
+            let best = last.entry(word).or_insert(0);
+            *best = count.max(*best);
+        }
+        let mut top: Vec<_> = last.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        println!(
+            "\nWeir is running at {url}: topology word-count (split-words -> word-count, parallelism 2)\n\
+             read stream `lines` ({}) and wrote {} counts, {} distinct words, to stream `counts`. Top words:",
+            input.display(),
+            events.len(),
+            top.len()
+        );
+        for (word, count) in top.iter().take(10) {
+            println!("  {count:>5}  {word}");
+        }
+        let the = cli(&["state", "get", "word-count", "count", "count", "the"])?;
+        println!("state of `the` in operator count: {}", the.trim());
+        println!("\nLook at:");
+        println!("  {url}/v1/topologies/word-count          status, per-operator metrics, last checkpoint");
+        println!("  {url}/v1/streams/counts/events?limit=20  the counts (Accept: text/event-stream follows them)");
+        println!("  {url}/v1/topologies/word-count/operators/count/state/count?key=weir");
+        println!("  {url}/metrics                            Prometheus metrics");
+        println!("  {url}/v1/openapi.json                    the API");
+        println!("or: WEIR_SERVER={url} target/release/weir consume counts --follow");
+        println!("    WEIR_SERVER={url} target/release/weir produce lines < more-lines.jsonl");
+        Ok(())
+    })();
+    if result.is_ok() && std::io::stdin().is_terminal() {
+        println!("\nweir serve keeps running (data in {}); Ctrl-C stops it.", data.display());
+        // Ctrl-C reaches the server too (same process group): it stops cleanly.
+        let _ = server.wait();
+    } else {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let _ = server.wait();
     }
-    println!("every count event: {}", counts.display());
-    Ok(())
+    result
 }
 
 fn tempdir() -> Result<std::path::PathBuf> {

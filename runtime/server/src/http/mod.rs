@@ -272,3 +272,83 @@ const FOLLOW_WAIT: Duration = Duration::from_millis(500);
 fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::ServerConfig;
+
+    fn app(dir: &std::path::Path, token: Option<&str>) -> Router {
+        let plane = ControlPlane::open(ServerConfig {
+            data_dir: dir.to_path_buf(),
+            token: token.map(String::from),
+            max_body_bytes: 1024,
+            ..ServerConfig::default()
+        })
+        .unwrap();
+        router(plane)
+    }
+
+    async fn call(app: Router, req: Request<Body>) -> (StatusCode, Value) {
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rejections_come_out_as_json_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, body) = call(app(dir.path(), None), get("/v1/nothing")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+        let big = Request::put("/v1/topologies/t")
+            .body(Body::from(vec![b'x'; 4096]))
+            .unwrap();
+        let (status, body) = call(app(dir.path(), None), big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        let (status, body) = call(
+            app(dir.path(), None),
+            get("/v1/streams/s/events?offset=nope"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("offset"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_guards_v1_but_not_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let res = app(dir.path(), Some("t"))
+            .oneshot(get("/v1/modules"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let ok = Request::get("/v1/modules")
+            .header(header::AUTHORIZATION, "Bearer t")
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(app(dir.path(), Some("t")), ok).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["modules"], serde_json::json!([]));
+        let (status, _) = call(app(dir.path(), Some("t")), get("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
