@@ -110,9 +110,10 @@ const CLIENT_HELP_STATE: &str = "Examples:\n  \
     Exit codes: 0 ok, 1 other, 2 invalid, 3 no such topology, operator or value, 4 not running, \
     5 unauthorized, 6 unreachable, 7 server error.";
 
-fn init_tracing(format: LogFormat) {
+/// `default` applies when `WEIR_LOG` is not set.
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -136,7 +137,12 @@ fn finish(outcome: client::Outcome) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // A server says what it does (requests, topologies); commands only warn.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,weir_server=info,weir_engine=info,tower_http=info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_format, default_filter);
     let client = client::Client::new(&cli.client);
     let outcome = match cli.command {
         Command::Run(args) => run::run(*args),

@@ -234,10 +234,39 @@ fn demo() -> Result<()> {
     let result = (|| -> Result<()> {
         let guests = guest_dir();
         let cli = |args: &[&str]| weir_cli(&weir, &url, args);
-        eprint!("{}", cli(&["module", "push", &guests.join("split_words.wasm").display().to_string(), "--name", "split-words"])?);
-        eprint!("{}", cli(&["module", "push", &guests.join("word_count.wasm").display().to_string(), "--name", "word-count"])?);
-        eprint!("{}", cli(&["topology", "apply", &topology.display().to_string(), "--start"])?);
-        eprint!("{}", cli(&["produce", "lines", &input.display().to_string()])?);
+        eprint!(
+            "{}",
+            cli(&[
+                "module",
+                "push",
+                &guests.join("split_words.wasm").display().to_string(),
+                "--name",
+                "split-words"
+            ])?
+        );
+        eprint!(
+            "{}",
+            cli(&[
+                "module",
+                "push",
+                &guests.join("word_count.wasm").display().to_string(),
+                "--name",
+                "word-count"
+            ])?
+        );
+        eprint!(
+            "{}",
+            cli(&[
+                "topology",
+                "apply",
+                &topology.display().to_string(),
+                "--start"
+            ])?
+        );
+        eprint!(
+            "{}",
+            cli(&["produce", "lines", &input.display().to_string()])?
+        );
         // Output is published when its checkpoint commits (every second):
         // wait until every count the operator emitted is in the stream.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -259,13 +288,19 @@ fn demo() -> Result<()> {
                 break events;
             }
             if std::time::Instant::now() > deadline {
-                bail!("the counts did not arrive within a minute ({} of {emitted})", events.len());
+                bail!(
+                    "the counts did not arrive within a minute ({} of {emitted})",
+                    events.len()
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         };
         let mut last = std::collections::BTreeMap::new();
         for event in &events {
-            let word = event["value"]["word"].as_str().unwrap_or_default().to_string();
+            let word = event["value"]["word"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let count = event["value"]["count"].as_u64().unwrap_or(0);
             let best = last.entry(word).or_insert(0);
             *best = count.max(*best);
@@ -285,8 +320,12 @@ fn demo() -> Result<()> {
         let the = cli(&["state", "get", "word-count", "count", "count", "the"])?;
         println!("state of `the` in operator count: {}", the.trim());
         println!("\nLook at:");
-        println!("  {url}/v1/topologies/word-count          status, per-operator metrics, last checkpoint");
-        println!("  {url}/v1/streams/counts/events?limit=20  the counts (Accept: text/event-stream follows them)");
+        println!(
+            "  {url}/v1/topologies/word-count          status, per-operator metrics, last checkpoint"
+        );
+        println!(
+            "  {url}/v1/streams/counts/events?limit=20  the counts (Accept: text/event-stream follows them)"
+        );
         println!("  {url}/v1/topologies/word-count/operators/count/state/count?key=weir");
         println!("  {url}/metrics                            Prometheus metrics");
         println!("  {url}/v1/openapi.json                    the API");
@@ -295,7 +334,10 @@ fn demo() -> Result<()> {
         Ok(())
     })();
     if result.is_ok() && std::io::stdin().is_terminal() {
-        println!("\nweir serve keeps running (data in {}); Ctrl-C stops it.", data.display());
+        println!(
+            "\nweir serve keeps running (data in {}); Ctrl-C stops it.",
+            data.display()
+        );
         // Ctrl-C reaches the server too (same process group): it stops cleanly.
         let _ = server.wait();
     } else {

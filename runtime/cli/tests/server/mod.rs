@@ -28,6 +28,7 @@ impl Server {
             .env_remove("WEIR_TOKEN")
             .env_remove("WEIR_LISTEN")
             .env_remove("WEIR_DATA_DIR")
+            .env("WEIR_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -28,7 +28,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use error::ApiError;
 
@@ -157,19 +157,23 @@ pub fn router(plane: Plane) -> Router {
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::map_response(errors_as_json))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str)
-                .unwrap_or("unmatched");
-            tracing::info_span!(
-                "http",
-                http.method = %req.method(),
-                http.route = route,
-                http.path = %req.uri().path(),
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or("unmatched");
+                    tracing::info_span!(
+                        "http",
+                        http.method = %req.method(),
+                        http.route = route,
+                        http.path = %req.uri().path(),
+                    )
+                }),
+        )
         .with_state(plane)
 }
 
@@ -298,7 +302,10 @@ mod tests {
         let res = app.oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn get(path: &str) -> Request<Body> {
