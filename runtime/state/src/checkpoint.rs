@@ -495,3 +495,94 @@ mod tests {
         assert_eq!(s.value("count", b"k199").unwrap(), Some(b"1".to_vec()));
     }
 }
+
+#[cfg(test)]
+mod budget_tests {
+    use weir_types::KeyGroupRange;
+    use weir_wasm::{OperatorState, ValueWrite};
+
+    use crate::{KeyedState, StateBudget, StateDb};
+
+    /// 5,000,000 keys through a 64 MiB working set, checkpointed whenever
+    /// the dirty part outgrows the budget, as the coordinator does.
+    #[test]
+    fn five_million_keys_fit_a_64_mib_budget() {
+        const KEYS: u64 = 5_000_000;
+        let budget = 64 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "t",
+            "count",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: budget },
+        )
+        .unwrap()
+        .checkpointed();
+        let mut id = 0;
+        let mut peak = 0;
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(1000);
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(1000);
+        for chunk in 0..KEYS / 1000 {
+            keys.clear();
+            values.clear();
+            for i in 0..1000 {
+                let k = chunk * 1000 + i;
+                keys.push(format!("user-{k:08}").into_bytes());
+                values.push(format!("{{\"count\":1,\"sum\":{}}}", k % 101).into_bytes());
+            }
+            let writes: Vec<ValueWrite<'_>> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| ValueWrite {
+                    name: "agg",
+                    key: k,
+                    value: Some(v),
+                })
+                .collect();
+            s.apply(vec![], &writes).unwrap();
+            peak = peak.max(s.cached_bytes());
+            if db.take_checkpoint_request() {
+                id += 1;
+                let snap = s.snapshot(id);
+                db.commit_checkpoint(id, vec![snap], b"m", &[], 2).unwrap();
+            }
+        }
+        id += 1;
+        db.commit_checkpoint(id, vec![s.snapshot(id)], b"m", &[], 2)
+            .unwrap();
+        assert!(id > 2, "the budget never asked for a checkpoint");
+        // Dirty state waits for its checkpoint, so the working set may
+        // pass the budget by what one chunk adds, not more.
+        assert!(
+            peak < budget + (1 << 20),
+            "working set peaked at {peak} bytes"
+        );
+        for k in [0u64, 1_234_567, 4_999_999] {
+            let key = format!("user-{k:08}");
+            let expected = format!("{{\"count\":1,\"sum\":{}}}", k % 101);
+            assert_eq!(
+                s.value("agg", key.as_bytes()).unwrap(),
+                Some(expected.into_bytes()),
+                "{key}"
+            );
+        }
+        drop(s);
+        drop(db);
+        // Everything is in redb after the last commit.
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "t",
+            "count",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: budget },
+        )
+        .unwrap();
+        assert_eq!(
+            s.value("agg", b"user-03333333").unwrap(),
+            Some(b"{\"count\":1,\"sum\":30}".to_vec())
+        );
+    }
+}
