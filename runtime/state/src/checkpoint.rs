@@ -26,6 +26,9 @@ const PENDING: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sink_
 /// The redb persistent savepoint taken by each checkpoint's commit (the
 /// database before it): id → savepoint id.
 const FALLBACKS: TableDefinition<u64, u64> = TableDefinition::new("checkpoint_fallbacks_v1");
+/// Checkpoints imported from a savepoint ([`StateDb::open_from`]): their
+/// output was published by the run that took them, to its own sinks.
+const IMPORTED: TableDefinition<u64, ()> = TableDefinition::new("imported_checkpoints_v1");
 
 /// Which table a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,9 @@ pub struct Checkpoint {
     pub meta: Vec<u8>,
     /// `(sink, encoded output)` the checkpoint committed for its sinks.
     pub pending: Vec<(String, Vec<u8>)>,
+    /// Whether it came from a savepoint: then its sink positions belong to
+    /// the run that took it, and this run's sinks start afresh.
+    pub from_savepoint: bool,
 }
 
 /// A kept checkpoint: its id and metadata, or why its record is damaged.
@@ -147,6 +153,28 @@ fn parse_record(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 impl StateDb {
+    /// Marks the newest checkpoint as imported from a savepoint and drops
+    /// its pending output (published already, by the run that took it).
+    pub(crate) fn mark_imported(&self) -> Result<(), StateError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
+            let newest = records.last().map_err(db_err)?.map(|(k, _)| k.value());
+            if let Some(id) = newest {
+                txn.open_table(IMPORTED)
+                    .map_err(db_err)?
+                    .insert(id, ())
+                    .map_err(db_err)?;
+                txn.open_table(PENDING)
+                    .map_err(db_err)?
+                    .retain_in((id, "")..(id + 1, ""), |_, _| false)
+                    .map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
     /// The id of the last checkpoint committed through this handle (0 when
     /// none).
     pub fn committed_checkpoint(&self) -> u64 {
@@ -278,8 +306,18 @@ impl StateDb {
                         let (k, v) = row.map_err(db_err)?;
                         pending.push((k.value().1.to_string(), v.value().to_vec()));
                     }
+                    let from_savepoint = match txn.open_table(IMPORTED) {
+                        Ok(t) => t.get(id).map_err(db_err)?.is_some(),
+                        Err(redb::TableError::TableDoesNotExist(_)) => false,
+                        Err(e) => return Err(db_err(e)),
+                    };
                     self.progress.committed.store(id, Ordering::Release);
-                    return Ok(Some(Checkpoint { id, meta, pending }));
+                    return Ok(Some(Checkpoint {
+                        id,
+                        meta,
+                        pending,
+                        from_savepoint,
+                    }));
                 }
                 Err(reason) => {
                     let Some(fallback) = fallback else {
@@ -448,8 +486,14 @@ mod tests {
         let db = StateDb::open(dir.path()).unwrap();
         let mut s = open(&db);
         write(&mut s, "a", "1");
-        db.commit_checkpoint(1, vec![s.snapshot(1)], b"m1", &[], 3)
-            .unwrap();
+        db.commit_checkpoint(
+            1,
+            vec![s.snapshot(1)],
+            b"m1",
+            &[("o".into(), b"x".to_vec())],
+            3,
+        )
+        .unwrap();
         let path = dir.path().join("sp/first.redb");
         assert!(db.export(&path).unwrap() > 0);
         write(&mut s, "a", "2");
@@ -460,6 +504,18 @@ mod tests {
         let restored = StateDb::open_from(other.path(), &path).unwrap();
         let latest = restored.latest_checkpoint().unwrap().unwrap();
         assert_eq!((latest.id, latest.meta.as_slice()), (1, &b"m1"[..]));
+        assert!(latest.from_savepoint && latest.pending.is_empty());
+        // A run from the savepoint checkpoints on its own: not imported.
+        restored
+            .commit_checkpoint(2, vec![], b"m2", &[("o".into(), b"x".to_vec())], 3)
+            .unwrap();
+        assert!(
+            !restored
+                .latest_checkpoint()
+                .unwrap()
+                .unwrap()
+                .from_savepoint
+        );
         assert_eq!(
             open(&restored).value("count", b"a").unwrap(),
             Some(b"1".to_vec())
