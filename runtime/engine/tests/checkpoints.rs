@@ -329,7 +329,10 @@ fn a_restart_resumes_from_the_last_checkpoint_and_queries_read_finished_state() 
     assert!(taken.bytes > 0 && !taken.final_, "{taken:?}");
     let history = job.checkpoints();
     assert_eq!(history.last().map(|c| c.id), Some(taken.id));
-    assert!(history.iter().map(|c| c.rows).sum::<u64>() > 0, "{history:?}");
+    assert!(
+        history.iter().map(|c| c.rows).sum::<u64>() > 0,
+        "{history:?}"
+    );
     // A plain stop: a last checkpoint, no savepoint.
     job.stop(None).unwrap();
     let committed = out.0.lock().unwrap().len();
