@@ -75,6 +75,16 @@ impl StateSnapshot {
     }
 }
 
+/// The order in which a commit applies row writes: by table, then row key,
+/// a prefix delete before anything under its prefix.
+fn op_order(op: &RowOp) -> (u8, &[u8], u8) {
+    match op {
+        RowOp::DeletePrefix(k) => (0, k, 0),
+        RowOp::Put(Table::State, k, _) | RowOp::Delete(Table::State, k) => (0, k, 1),
+        RowOp::Put(Table::Timers, k, _) | RowOp::Delete(Table::Timers, k) => (1, k, 1),
+    }
+}
+
 /// Applies row writes inside `txn`.
 pub(crate) fn write_rows(txn: &WriteTransaction, ops: &[RowOp]) -> Result<(), StateError> {
     let mut state = txn.open_table(STATE).map_err(db_err)?;
@@ -212,11 +222,17 @@ impl StateDb {
         let fallback = txn.persistent_savepoint().map_err(db_err)?;
         let mut rows = 0;
         let mut bytes = meta.len() as u64;
-        for snapshot in &snapshots {
+        let mut ops = Vec::with_capacity(snapshots.iter().map(StateSnapshot::rows).sum());
+        for snapshot in snapshots {
             rows += snapshot.rows();
             bytes += snapshot.bytes() as u64;
-            write_rows(&txn, &snapshot.ops)?;
+            ops.extend(snapshot.ops);
         }
+        // In key order, B-tree inserts touch each page once. Puts and
+        // deletes of one row never meet in a snapshot (one op per row);
+        // a map's prefix delete sorts before the puts of its entries.
+        ops.sort_by(|a, b| op_order(a).cmp(&op_order(b)));
+        write_rows(&txn, &ops)?;
         let mut stale_fallbacks = Vec::new();
         {
             let mut records = txn.open_table(CHECKPOINTS).map_err(db_err)?;

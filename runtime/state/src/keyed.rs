@@ -36,6 +36,11 @@ struct Entry<T> {
 }
 
 type Id = (String, Vec<u8>);
+
+/// What an entry of the working set costs beyond its bytes of name, key
+/// and data: the hash map slot, the `Id`'s and the data's heap blocks.
+/// Counted so that the budget bounds real memory, not just payload.
+const ENTRY_OVERHEAD: usize = 128;
 /// The entries of one key's map state.
 type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -188,7 +193,7 @@ impl KeyedState {
             .get(row.as_slice())
             .map_err(store_err)?
             .map(|v| v.value().to_vec());
-        let bytes = name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
+        let bytes = ENTRY_OVERHEAD + name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
         cache_clean(&mut self.cached_bytes, &mut self.values, id, data, bytes);
         Ok(())
     }
@@ -209,8 +214,10 @@ impl KeyedState {
             let (k, v) = row.map_err(store_err)?;
             data.insert(k.value()[prefix.len()..].to_vec(), v.value().to_vec());
         }
-        let bytes =
-            name.len() + key.len() + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let bytes = ENTRY_OVERHEAD
+            + name.len()
+            + key.len()
+            + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         cache_clean(&mut self.cached_bytes, &mut self.maps, id, data, bytes);
         Ok(())
     }
@@ -226,7 +233,10 @@ impl KeyedState {
                 .ok_or_else(|| StateStoreError(format!("list state `{name}` is damaged")))?,
             None => Vec::new(),
         };
-        let bytes = name.len() + key.len() + data.iter().map(|i| i.len() + 4).sum::<usize>();
+        let bytes = ENTRY_OVERHEAD
+            + name.len()
+            + key.len()
+            + data.iter().map(|i| i.len() + 4).sum::<usize>();
         cache_clean(&mut self.cached_bytes, &mut self.lists, id, data, bytes);
         Ok(())
     }
@@ -278,7 +288,7 @@ impl KeyedState {
 
     fn set_value(&mut self, name: &str, key: &[u8], value: Option<&[u8]>) {
         let id = (name.to_string(), key.to_vec());
-        let bytes = name.len() + key.len() + value.map_or(0, <[u8]>::len);
+        let bytes = ENTRY_OVERHEAD + name.len() + key.len() + value.map_or(0, <[u8]>::len);
         match self.values.get_mut(&id) {
             Some(e) => {
                 Self::touched(
@@ -336,7 +346,8 @@ impl KeyedState {
                     }
                     _ => e.data.clear(),
                 }
-                let bytes = id.0.len()
+                let bytes = ENTRY_OVERHEAD
+                    + id.0.len()
                     + id.1.len()
                     + e.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
                 Self::touched(
@@ -363,8 +374,10 @@ impl KeyedState {
                     StateOp::ListReplace { items, .. } => e.data = items,
                     _ => {}
                 }
-                let bytes =
-                    id.0.len() + id.1.len() + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
+                let bytes = ENTRY_OVERHEAD
+                    + id.0.len()
+                    + id.1.len()
+                    + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
                 Self::touched(
                     &mut self.cached_bytes,
                     &mut self.dirty_bytes,
