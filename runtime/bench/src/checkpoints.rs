@@ -240,8 +240,13 @@ pub fn recovery(keys: u64) -> Result<()> {
         let to_first = first.get().map_or(took, |t| t.duration_since(start));
         Ok((took, to_first, report.checkpoints))
     };
-    // One event per key, then the final checkpoint holds every key dirty.
-    let (fill, _, checkpoints) = run_to(keys, checkpointed_state(dir.path(), None)?)?;
+    // One event per key, then the final checkpoint holds every key dirty
+    // (a budget large enough that none is asked for earlier).
+    let fill_state = StateConfig {
+        budget: StateBudget { bytes: 4 << 30 },
+        ..checkpointed_state(dir.path(), None)?
+    };
+    let (fill, _, checkpoints) = run_to(keys, fill_state)?;
     let Some(last) = checkpoints.last() else {
         bail!("no checkpoint was taken");
     };
