@@ -18,6 +18,11 @@
 //! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`
 //! (`--only stateless|keyed|window` for one).
 //!
+//! `checkpointed [--events N] [--rounds R]` is W4: W2 with state in redb
+//! and a checkpoint every second vs W2 without, in the same run.
+//! `recovery [--keys N]`: the checkpoint of N dirty keys (1M by default)
+//! and the time to restore it and read every key back.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -31,6 +36,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod checkpoints;
 mod native;
 mod topology;
 mod workloads;
@@ -339,6 +345,7 @@ fn main() -> Result<()> {
     let mut json: Option<String> = None;
     let mut seconds = 4u64;
     let mut sizes = BATCH_SIZES.to_vec();
+    let mut keys = 1_000_000u64;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -366,6 +373,10 @@ fn main() -> Result<()> {
                 only = Some(args.get(i + 1).context("--only WORKLOAD")?.clone());
                 i += 1;
             }
+            "--keys" => {
+                keys = args.get(i + 1).context("--keys N")?.parse()?;
+                i += 1;
+            }
             "--batch" => {
                 sizes = vec![args.get(i + 1).context("--batch N")?.parse()?];
                 i += 1;
@@ -380,11 +391,13 @@ fn main() -> Result<()> {
     }
     // The fixed workloads are defined over 5M events; the others default
     // to sizes that finish in seconds.
-    let events = events.unwrap_or(if workload.as_deref() == Some("fixed") {
-        5_000_000
-    } else {
-        200_000
-    });
+    let events = events.unwrap_or(
+        if matches!(workload.as_deref(), Some("fixed" | "checkpointed")) {
+            5_000_000
+        } else {
+            200_000
+        },
+    );
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some("topology") => topology::throughput(events, rounds.max(1)),
@@ -397,6 +410,17 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("latency") => topology::latency(rate, seconds),
-        Some(other) => bail!("unknown workload {other}; known: host, topology, fixed, latency"),
+        Some("checkpointed") => {
+            let figures = checkpoints::checkpointed(events, rounds.max(1))?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+                println!("figures written to {path}");
+            }
+            Ok(())
+        }
+        Some("recovery") => checkpoints::recovery(keys),
+        Some(other) => bail!(
+            "unknown workload {other}; known: host, topology, fixed, latency, checkpointed, recovery"
+        ),
     }
 }

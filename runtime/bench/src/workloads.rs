@@ -20,7 +20,7 @@ use crate::native;
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
-fn generate(i: u64) -> Event {
+pub(crate) fn generate(i: u64) -> Event {
     let user = format!("u{}", (i * 7919) % 10_000);
     let ts = BASE_TS + (i / 100) as i64;
     let value = format!(

@@ -197,7 +197,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     // A run that resumes keeps its file outputs (recovery cuts them back
     // to the checkpoint); a fresh one empties them.
     let resuming = match &state {
-        Some(s) if checkpointed => !s.db.checkpoints()?.is_empty(),
+        Some(s) if checkpointed => s.db.latest_checkpoint()?.is_some_and(|c| !c.from_savepoint),
         _ => false,
     };
 

@@ -405,3 +405,87 @@ fn keep_state_continues_counts_across_runs() {
     );
     assert!(!second.contains("{\"word\":\"the\",\"count\":12}"));
 }
+
+#[test]
+fn a_damaged_checkpoint_record_falls_back_to_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("lines.jsonl");
+    let text: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "{{\"value\":\"w{} w{} w{}\",\"timestamp\":{i}}}\n",
+                i % 97,
+                i % 13,
+                i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("counts.jsonl");
+    let run = || {
+        weir(
+            &[
+                "run",
+                "--topology",
+                repo_root()
+                    .join("guest-examples/topologies/word-count.yaml")
+                    .to_str()
+                    .unwrap(),
+                "--module-dir",
+                weir_tests::guest_dir().to_str().unwrap(),
+                "--input",
+                &format!("lines={}", input.display()),
+                "--output",
+                &format!("out={}", out.display()),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--checkpoint-interval-ms",
+                "20",
+            ],
+            "",
+        )
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let expected = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(expected.lines().count(), 60_000);
+
+    // Overwrite the newest checkpoint record with garbage.
+    let db_path = data.join("topologies/word-count/state.redb");
+    let newest = {
+        let db = redb::Database::open(&db_path).unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("checkpoints_v1");
+        let txn = db.begin_write().unwrap();
+        let newest = {
+            let mut records = txn.open_table(table).unwrap();
+            let ids: Vec<u64> = redb::ReadableTable::iter(&records)
+                .unwrap()
+                .map(|r| r.unwrap().0.value())
+                .collect();
+            assert!(ids.len() >= 2, "only checkpoints {ids:?}");
+            let newest = *ids.last().unwrap();
+            records.insert(newest, b"garbage".as_slice()).unwrap();
+            newest
+        };
+        txn.commit().unwrap();
+        newest
+    };
+    let again = run();
+    let log = stderr(&again);
+    assert!(again.status.success(), "{log}");
+    assert!(
+        log.contains("checkpoint record is damaged")
+            && log.contains(&format!("checkpoint={newest}")),
+        "{log}"
+    );
+    let mut got: Vec<&str> = std::fs::read_to_string(&out)
+        .unwrap()
+        .leak()
+        .lines()
+        .collect();
+    let mut want: Vec<&str> = expected.lines().collect();
+    got.sort();
+    want.sort();
+    assert!(got == want, "output after the fallback differs");
+}

@@ -106,6 +106,8 @@ pub(crate) struct Restored {
     pub(crate) meta: Meta,
     /// Sink name → output committed with the checkpoint.
     pub(crate) pending: BTreeMap<String, Batch>,
+    /// Imported from a savepoint: this run's sinks start afresh.
+    pub(crate) from_savepoint: bool,
 }
 
 /// Reads the newest complete checkpoint of `db` (falling back past damaged
@@ -130,7 +132,11 @@ pub(crate) fn restore(db: &StateDb) -> Result<Option<Restored>, EngineError> {
         })?;
         pending.insert(sink, batch);
     }
-    Ok(Some(Restored { meta, pending }))
+    Ok(Some(Restored {
+        meta,
+        pending,
+        from_savepoint: checkpoint.from_savepoint,
+    }))
 }
 
 /// A task's acknowledgement of a checkpoint (`FINAL`: its input ended).

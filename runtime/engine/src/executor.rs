@@ -601,7 +601,7 @@ pub(crate) fn launch(
     for (s, sink) in doc.sinks.iter().zip(sink_binds.drain(..)) {
         let mut sink = sink;
         if checkpoints.is_some() && sink.exactly_once() {
-            if let Some(r) = &restored {
+            if let Some(r) = restored.as_ref().filter(|r| !r.from_savepoint) {
                 let base = r.meta.sinks.get(&s.name).copied().unwrap_or(0);
                 let empty = weir_types::Batch::default();
                 let pending = r.pending.get(&s.name).unwrap_or(&empty);

@@ -26,6 +26,9 @@ const PENDING: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sink_
 /// The redb persistent savepoint taken by each checkpoint's commit (the
 /// database before it): id → savepoint id.
 const FALLBACKS: TableDefinition<u64, u64> = TableDefinition::new("checkpoint_fallbacks_v1");
+/// Checkpoints imported from a savepoint ([`StateDb::open_from`]): their
+/// output was published by the run that took them, to its own sinks.
+const IMPORTED: TableDefinition<u64, ()> = TableDefinition::new("imported_checkpoints_v1");
 
 /// Which table a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,16 @@ impl StateSnapshot {
     }
 }
 
+/// The order in which a commit applies row writes: by table, then row key,
+/// a prefix delete before anything under its prefix.
+fn op_order(op: &RowOp) -> (u8, &[u8], u8) {
+    match op {
+        RowOp::DeletePrefix(k) => (0, k, 0),
+        RowOp::Put(Table::State, k, _) | RowOp::Delete(Table::State, k) => (0, k, 1),
+        RowOp::Put(Table::Timers, k, _) | RowOp::Delete(Table::Timers, k) => (1, k, 1),
+    }
+}
+
 /// Applies row writes inside `txn`.
 pub(crate) fn write_rows(txn: &WriteTransaction, ops: &[RowOp]) -> Result<(), StateError> {
     let mut state = txn.open_table(STATE).map_err(db_err)?;
@@ -109,6 +122,9 @@ pub struct Checkpoint {
     pub meta: Vec<u8>,
     /// `(sink, encoded output)` the checkpoint committed for its sinks.
     pub pending: Vec<(String, Vec<u8>)>,
+    /// Whether it came from a savepoint: then its sink positions belong to
+    /// the run that took it, and this run's sinks start afresh.
+    pub from_savepoint: bool,
 }
 
 /// A kept checkpoint: its id and metadata, or why its record is damaged.
@@ -147,6 +163,28 @@ fn parse_record(bytes: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 impl StateDb {
+    /// Marks the newest checkpoint as imported from a savepoint and drops
+    /// its pending output (published already, by the run that took it).
+    pub(crate) fn mark_imported(&self) -> Result<(), StateError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        {
+            let records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
+            let newest = records.last().map_err(db_err)?.map(|(k, _)| k.value());
+            if let Some(id) = newest {
+                txn.open_table(IMPORTED)
+                    .map_err(db_err)?
+                    .insert(id, ())
+                    .map_err(db_err)?;
+                txn.open_table(PENDING)
+                    .map_err(db_err)?
+                    .retain_in((id, "")..(id + 1, ""), |_, _| false)
+                    .map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
     /// The id of the last checkpoint committed through this handle (0 when
     /// none).
     pub fn committed_checkpoint(&self) -> u64 {
@@ -184,11 +222,17 @@ impl StateDb {
         let fallback = txn.persistent_savepoint().map_err(db_err)?;
         let mut rows = 0;
         let mut bytes = meta.len() as u64;
-        for snapshot in &snapshots {
+        let mut ops = Vec::with_capacity(snapshots.iter().map(StateSnapshot::rows).sum());
+        for snapshot in snapshots {
             rows += snapshot.rows();
             bytes += snapshot.bytes() as u64;
-            write_rows(&txn, &snapshot.ops)?;
+            ops.extend(snapshot.ops);
         }
+        // In key order, B-tree inserts touch each page once. Puts and
+        // deletes of one row never meet in a snapshot (one op per row);
+        // a map's prefix delete sorts before the puts of its entries.
+        ops.sort_by(|a, b| op_order(a).cmp(&op_order(b)));
+        write_rows(&txn, &ops)?;
         let mut stale_fallbacks = Vec::new();
         {
             let mut records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
@@ -278,8 +322,18 @@ impl StateDb {
                         let (k, v) = row.map_err(db_err)?;
                         pending.push((k.value().1.to_string(), v.value().to_vec()));
                     }
+                    let from_savepoint = match txn.open_table(IMPORTED) {
+                        Ok(t) => t.get(id).map_err(db_err)?.is_some(),
+                        Err(redb::TableError::TableDoesNotExist(_)) => false,
+                        Err(e) => return Err(db_err(e)),
+                    };
                     self.progress.committed.store(id, Ordering::Release);
-                    return Ok(Some(Checkpoint { id, meta, pending }));
+                    return Ok(Some(Checkpoint {
+                        id,
+                        meta,
+                        pending,
+                        from_savepoint,
+                    }));
                 }
                 Err(reason) => {
                     let Some(fallback) = fallback else {
@@ -448,8 +502,14 @@ mod tests {
         let db = StateDb::open(dir.path()).unwrap();
         let mut s = open(&db);
         write(&mut s, "a", "1");
-        db.commit_checkpoint(1, vec![s.snapshot(1)], b"m1", &[], 3)
-            .unwrap();
+        db.commit_checkpoint(
+            1,
+            vec![s.snapshot(1)],
+            b"m1",
+            &[("o".into(), b"x".to_vec())],
+            3,
+        )
+        .unwrap();
         let path = dir.path().join("sp/first.redb");
         assert!(db.export(&path).unwrap() > 0);
         write(&mut s, "a", "2");
@@ -460,6 +520,18 @@ mod tests {
         let restored = StateDb::open_from(other.path(), &path).unwrap();
         let latest = restored.latest_checkpoint().unwrap().unwrap();
         assert_eq!((latest.id, latest.meta.as_slice()), (1, &b"m1"[..]));
+        assert!(latest.from_savepoint && latest.pending.is_empty());
+        // A run from the savepoint checkpoints on its own: not imported.
+        restored
+            .commit_checkpoint(2, vec![], b"m2", &[("o".into(), b"x".to_vec())], 3)
+            .unwrap();
+        assert!(
+            !restored
+                .latest_checkpoint()
+                .unwrap()
+                .unwrap()
+                .from_savepoint
+        );
         assert_eq!(
             open(&restored).value("count", b"a").unwrap(),
             Some(b"1".to_vec())
@@ -493,5 +565,96 @@ mod tests {
         write(&mut s, "other", "y");
         assert!(s.cached_bytes() < 2 << 10, "{}", s.cached_bytes());
         assert_eq!(s.value("count", b"k199").unwrap(), Some(b"1".to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use weir_types::KeyGroupRange;
+    use weir_wasm::{OperatorState, ValueWrite};
+
+    use crate::{KeyedState, StateBudget, StateDb};
+
+    /// 5,000,000 keys through a 64 MiB working set, checkpointed whenever
+    /// the dirty part outgrows the budget, as the coordinator does.
+    #[test]
+    fn five_million_keys_fit_a_64_mib_budget() {
+        const KEYS: u64 = 5_000_000;
+        let budget = 64 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "t",
+            "count",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: budget },
+        )
+        .unwrap()
+        .checkpointed();
+        let mut id = 0;
+        let mut peak = 0;
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(1000);
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(1000);
+        for chunk in 0..KEYS / 1000 {
+            keys.clear();
+            values.clear();
+            for i in 0..1000 {
+                let k = chunk * 1000 + i;
+                keys.push(format!("user-{k:08}").into_bytes());
+                values.push(format!("{{\"count\":1,\"sum\":{}}}", k % 101).into_bytes());
+            }
+            let writes: Vec<ValueWrite<'_>> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| ValueWrite {
+                    name: "agg",
+                    key: k,
+                    value: Some(v),
+                })
+                .collect();
+            s.apply(vec![], &writes).unwrap();
+            peak = peak.max(s.cached_bytes());
+            if db.take_checkpoint_request() {
+                id += 1;
+                let snap = s.snapshot(id);
+                db.commit_checkpoint(id, vec![snap], b"m", &[], 2).unwrap();
+            }
+        }
+        id += 1;
+        db.commit_checkpoint(id, vec![s.snapshot(id)], b"m", &[], 2)
+            .unwrap();
+        assert!(id > 2, "the budget never asked for a checkpoint");
+        // Dirty state waits for its checkpoint, so the working set may
+        // pass the budget by what one chunk adds, not more.
+        assert!(
+            peak < budget + (1 << 20),
+            "working set peaked at {peak} bytes"
+        );
+        for k in [0u64, 1_234_567, 4_999_999] {
+            let key = format!("user-{k:08}");
+            let expected = format!("{{\"count\":1,\"sum\":{}}}", k % 101);
+            assert_eq!(
+                s.value("agg", key.as_bytes()).unwrap(),
+                Some(expected.into_bytes()),
+                "{key}"
+            );
+        }
+        drop(s);
+        drop(db);
+        // Everything is in redb after the last commit.
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = KeyedState::open(
+            &db,
+            "t",
+            "count",
+            KeyGroupRange::all(128),
+            StateBudget { bytes: budget },
+        )
+        .unwrap();
+        assert_eq!(
+            s.value("agg", b"user-03333333").unwrap(),
+            Some(b"{\"count\":1,\"sum\":30}".to_vec())
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! [`KeyedState`]: the state of one operator instance, a working set in
 //! memory over rows in redb.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use redb::{Durability, ReadOnlyTable, ReadableDatabase};
 use weir_types::{KeyGroupRange, key_group_of};
@@ -35,7 +37,10 @@ struct Entry<T> {
     pin: u64,
 }
 
-type Id = (String, Vec<u8>);
+/// What an entry of the working set costs beyond its bytes of name, key
+/// and data: the hash map slot, the `Id`'s and the data's heap blocks.
+/// Counted so that the budget bounds real memory, not just payload.
+const ENTRY_OVERHEAD: usize = 128;
 /// The entries of one key's map state.
 type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -46,24 +51,63 @@ fn domain_code(d: TimeDomain) -> u8 {
     }
 }
 
-/// Caches an entry just read from redb (clean), counting its bytes.
-fn cache_clean<T>(
-    cached: &mut usize,
-    entries: &mut HashMap<Id, Entry<T>>,
-    id: Id,
-    data: T,
-    bytes: usize,
-) {
-    *cached += bytes;
-    entries.insert(
-        id,
-        Entry {
-            data,
-            dirty: false,
-            bytes,
-            pin: 0,
-        },
-    );
+/// Cached entries by state name, then key; looked up with borrowed names
+/// and keys, so a hit allocates nothing.
+struct Cache<T>(HashMap<String, HashMap<Vec<u8>, Entry<T>>>);
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Cache(HashMap::default())
+    }
+}
+
+impl<T> Cache<T> {
+    fn get(&self, name: &str, key: &[u8]) -> Option<&Entry<T>> {
+        self.0.get(name)?.get(key)
+    }
+    fn get_mut(&mut self, name: &str, key: &[u8]) -> Option<&mut Entry<T>> {
+        self.0.get_mut(name)?.get_mut(key)
+    }
+    fn insert(&mut self, name: &str, key: &[u8], entry: Entry<T>) {
+        match self.0.get_mut(name) {
+            Some(by_key) => {
+                by_key.insert(key.to_vec(), entry);
+            }
+            None => {
+                let mut by_key = HashMap::default();
+                by_key.insert(key.to_vec(), entry);
+                self.0.insert(name.to_string(), by_key);
+            }
+        }
+    }
+    /// Caches an entry just read from redb (clean), counting its bytes.
+    fn insert_clean(&mut self, cached: &mut usize, name: &str, key: &[u8], data: T, bytes: usize) {
+        *cached += bytes;
+        self.insert(
+            name,
+            key,
+            Entry {
+                data,
+                dirty: false,
+                bytes,
+                pin: 0,
+            },
+        );
+    }
+    fn retain(&mut self, mut keep: impl FnMut(&Entry<T>) -> bool) {
+        for by_key in self.0.values_mut() {
+            by_key.retain(|_, e| keep(e));
+        }
+    }
+    /// Every dirty entry, with its name and key.
+    fn dirty_mut(&mut self) -> impl Iterator<Item = (&str, &[u8], &mut Entry<T>)> {
+        self.0.iter_mut().flat_map(|(name, by_key)| {
+            by_key
+                .iter_mut()
+                .filter(|(_, e)| e.dirty)
+                .map(move |(key, e)| (name.as_str(), key.as_slice(), e))
+        })
+    }
 }
 
 fn store_err(e: impl std::fmt::Display) -> StateStoreError {
@@ -76,9 +120,9 @@ pub struct KeyedState {
     scope: Vec<u8>,
     owned: KeyGroupRange,
     budget: StateBudget,
-    values: HashMap<Id, Entry<Option<Vec<u8>>>>,
-    maps: HashMap<Id, Entry<MapEntries>>,
-    lists: HashMap<Id, Entry<Vec<Vec<u8>>>>,
+    values: Cache<Option<Vec<u8>>>,
+    maps: Cache<MapEntries>,
+    lists: Cache<Vec<Vec<u8>>>,
     /// Timers of the owned key groups, by domain code.
     timers: [BTreeSet<(i64, Vec<u8>)>; 2],
     /// Timer changes since the last flush: (added, domain, time, key).
@@ -91,6 +135,9 @@ pub struct KeyedState {
     reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     /// The last committed checkpoint when `reader` was opened.
     reader_at: u64,
+    /// `(committed checkpoint, working set bytes)` after the last eviction
+    /// pass that fell short of its target.
+    evict_stalled: Option<(u64, usize)>,
     /// Whether changes reach redb only through checkpoints
     /// ([`KeyedState::snapshot`]) rather than [`KeyedState::flush`].
     checkpointed: bool,
@@ -137,15 +184,16 @@ impl KeyedState {
             scope,
             owned,
             budget,
-            values: HashMap::new(),
-            maps: HashMap::new(),
-            lists: HashMap::new(),
+            values: Cache::default(),
+            maps: Cache::default(),
+            lists: Cache::default(),
             timers,
             timer_changes: Vec::new(),
             cached_bytes: 0,
             dirty_bytes: 0,
             reader: None,
             reader_at: 0,
+            evict_stalled: None,
             checkpointed: false,
         })
     }
@@ -178,8 +226,7 @@ impl KeyedState {
     }
 
     fn load_value(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
-        let id = (name.to_string(), key.to_vec());
-        if self.values.contains_key(&id) {
+        if self.values.get(name, key).is_some() {
             return Ok(());
         }
         let row = keys::state_row(&self.scope, self.group(key), Kind::Value, name, key);
@@ -188,14 +235,14 @@ impl KeyedState {
             .get(row.as_slice())
             .map_err(store_err)?
             .map(|v| v.value().to_vec());
-        let bytes = name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
-        cache_clean(&mut self.cached_bytes, &mut self.values, id, data, bytes);
+        let bytes = ENTRY_OVERHEAD + name.len() + key.len() + data.as_ref().map_or(0, Vec::len);
+        self.values
+            .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
         Ok(())
     }
 
     fn load_map(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
-        let id = (name.to_string(), key.to_vec());
-        if self.maps.contains_key(&id) {
+        if self.maps.get(name, key).is_some() {
             return Ok(());
         }
         let prefix = keys::state_row(&self.scope, self.group(key), Kind::MapEntry, name, key);
@@ -209,15 +256,17 @@ impl KeyedState {
             let (k, v) = row.map_err(store_err)?;
             data.insert(k.value()[prefix.len()..].to_vec(), v.value().to_vec());
         }
-        let bytes =
-            name.len() + key.len() + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        cache_clean(&mut self.cached_bytes, &mut self.maps, id, data, bytes);
+        let bytes = ENTRY_OVERHEAD
+            + name.len()
+            + key.len()
+            + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        self.maps
+            .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
         Ok(())
     }
 
     fn load_list(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
-        let id = (name.to_string(), key.to_vec());
-        if self.lists.contains_key(&id) {
+        if self.lists.get(name, key).is_some() {
             return Ok(());
         }
         let row = keys::state_row(&self.scope, self.group(key), Kind::List, name, key);
@@ -226,8 +275,12 @@ impl KeyedState {
                 .ok_or_else(|| StateStoreError(format!("list state `{name}` is damaged")))?,
             None => Vec::new(),
         };
-        let bytes = name.len() + key.len() + data.iter().map(|i| i.len() + 4).sum::<usize>();
-        cache_clean(&mut self.cached_bytes, &mut self.lists, id, data, bytes);
+        let bytes = ENTRY_OVERHEAD
+            + name.len()
+            + key.len()
+            + data.iter().map(|i| i.len() + 4).sum::<usize>();
+        self.lists
+            .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
         Ok(())
     }
 
@@ -247,10 +300,20 @@ impl KeyedState {
         if self.cached_bytes <= self.budget.bytes {
             return;
         }
+        let committed = self.db.committed_checkpoint();
+        // A pass that could not reach the target (entries waiting for their
+        // checkpoint) is not repeated until a checkpoint commits or the
+        // working set grows by another tenth of the budget: a pass visits
+        // every entry.
+        if let Some((at, cached)) = self.evict_stalled
+            && at == committed
+            && self.cached_bytes < cached + self.budget.bytes / 10
+        {
+            return;
+        }
         let target = self.budget.bytes / 10 * 8;
         let mut freed = 0usize;
         let over = self.cached_bytes - target.min(self.cached_bytes);
-        let committed = self.db.committed_checkpoint();
         let mut keep = |dirty: bool, pin: u64, bytes: usize| {
             if !dirty && pin <= committed && freed < over {
                 freed += bytes;
@@ -259,10 +322,11 @@ impl KeyedState {
                 true
             }
         };
-        self.values.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
-        self.maps.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
-        self.lists.retain(|_, e| keep(e.dirty, e.pin, e.bytes));
+        self.values.retain(|e| keep(e.dirty, e.pin, e.bytes));
+        self.maps.retain(|e| keep(e.dirty, e.pin, e.bytes));
+        self.lists.retain(|e| keep(e.dirty, e.pin, e.bytes));
         self.cached_bytes -= freed.min(self.cached_bytes);
+        self.evict_stalled = (freed < over).then_some((committed, self.cached_bytes));
     }
 
     /// Whether dirty entries alone exceed the budget: the caller should
@@ -277,9 +341,8 @@ impl KeyedState {
     }
 
     fn set_value(&mut self, name: &str, key: &[u8], value: Option<&[u8]>) {
-        let id = (name.to_string(), key.to_vec());
-        let bytes = name.len() + key.len() + value.map_or(0, <[u8]>::len);
-        match self.values.get_mut(&id) {
+        let bytes = ENTRY_OVERHEAD + name.len() + key.len() + value.map_or(0, <[u8]>::len);
+        match self.values.get_mut(name, key) {
             Some(e) => {
                 Self::touched(
                     &mut self.cached_bytes,
@@ -302,7 +365,8 @@ impl KeyedState {
                 self.cached_bytes += bytes;
                 self.dirty_bytes += bytes;
                 self.values.insert(
-                    id,
+                    name,
+                    key,
                     Entry {
                         data: value.map(<[u8]>::to_vec),
                         dirty: true,
@@ -325,8 +389,7 @@ impl KeyedState {
             }
             | StateOp::MapClear { ref name, ref key } => {
                 self.load_map(name, key)?;
-                let id = (name.clone(), key.clone());
-                let e = self.maps.get_mut(&id).expect("loaded above");
+                let e = self.maps.get_mut(name, key).expect("loaded above");
                 match &op {
                     StateOp::MapPut { map_key, value, .. } => {
                         e.data.insert(map_key.clone(), value.clone());
@@ -336,8 +399,9 @@ impl KeyedState {
                     }
                     _ => e.data.clear(),
                 }
-                let bytes = id.0.len()
-                    + id.1.len()
+                let bytes = ENTRY_OVERHEAD
+                    + name.len()
+                    + key.len()
                     + e.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
                 Self::touched(
                     &mut self.cached_bytes,
@@ -356,15 +420,17 @@ impl KeyedState {
                 ref name, ref key, ..
             } => {
                 self.load_list(name, key)?;
-                let id = (name.clone(), key.clone());
-                let e = self.lists.get_mut(&id).expect("loaded above");
+                let (name_len, key_len) = (name.len(), key.len());
+                let e = self.lists.get_mut(name, key).expect("loaded above");
                 match op {
                     StateOp::ListAppend { item, .. } => e.data.push(item),
                     StateOp::ListReplace { items, .. } => e.data = items,
                     _ => {}
                 }
-                let bytes =
-                    id.0.len() + id.1.len() + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
+                let bytes = ENTRY_OVERHEAD
+                    + name_len
+                    + key_len
+                    + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
                 Self::touched(
                     &mut self.cached_bytes,
                     &mut self.dirty_bytes,
@@ -400,7 +466,7 @@ impl KeyedState {
             keys::state_row(scope, key_group_of(key, groups).0, kind, name, key)
         };
         let mut ops = Vec::new();
-        for ((name, key), e) in self.values.iter_mut().filter(|(_, e)| e.dirty) {
+        for (name, key, e) in self.values.dirty_mut() {
             let row = row(Kind::Value, name, key);
             ops.push(match &e.data {
                 Some(v) => RowOp::Put(Table::State, row, v.clone()),
@@ -409,7 +475,7 @@ impl KeyedState {
             e.dirty = false;
             e.pin = pin;
         }
-        for ((name, key), e) in self.maps.iter_mut().filter(|(_, e)| e.dirty) {
+        for (name, key, e) in self.maps.dirty_mut() {
             let prefix = row(Kind::MapEntry, name, key);
             ops.push(RowOp::DeletePrefix(prefix.clone()));
             for (map_key, value) in &e.data {
@@ -420,7 +486,7 @@ impl KeyedState {
             e.dirty = false;
             e.pin = pin;
         }
-        for ((name, key), e) in self.lists.iter_mut().filter(|(_, e)| e.dirty) {
+        for (name, key, e) in self.lists.dirty_mut() {
             let row = row(Kind::List, name, key);
             ops.push(if e.data.is_empty() {
                 RowOp::Delete(Table::State, row)
@@ -474,7 +540,25 @@ impl KeyedState {
 impl OperatorState for KeyedState {
     fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError> {
         self.load_value(name, key)?;
-        Ok(self.values[&(name.to_string(), key.to_vec())].data.clone())
+        Ok(self.values.get(name, key).and_then(|e| e.data.clone()))
+    }
+
+    fn append_value(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateStoreError> {
+        self.load_value(name, key)?;
+        Ok(
+            match self.values.get(name, key).and_then(|e| e.data.as_ref()) {
+                Some(v) => {
+                    out.extend_from_slice(v);
+                    true
+                }
+                None => false,
+            },
+        )
     }
 
     fn map(
@@ -483,7 +567,11 @@ impl OperatorState for KeyedState {
         key: &[u8],
     ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError> {
         self.load_map(name, key)?;
-        Ok(self.maps[&(name.to_string(), key.to_vec())].data.clone())
+        Ok(self
+            .maps
+            .get(name, key)
+            .map(|e| e.data.clone())
+            .unwrap_or_default())
     }
 
     fn map_entry(
@@ -493,15 +581,19 @@ impl OperatorState for KeyedState {
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateStoreError> {
         self.load_map(name, key)?;
-        Ok(self.maps[&(name.to_string(), key.to_vec())]
-            .data
-            .get(map_key)
-            .cloned())
+        Ok(self
+            .maps
+            .get(name, key)
+            .and_then(|e| e.data.get(map_key).cloned()))
     }
 
     fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError> {
         self.load_list(name, key)?;
-        Ok(self.lists[&(name.to_string(), key.to_vec())].data.clone())
+        Ok(self
+            .lists
+            .get(name, key)
+            .map(|e| e.data.clone())
+            .unwrap_or_default())
     }
 
     fn apply(

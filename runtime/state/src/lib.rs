@@ -108,6 +108,8 @@ impl StateDb {
         let partial = data_dir.join("state.redb.partial");
         std::fs::copy(savepoint, &partial).map_err(|e| copy_err(e.to_string()))?;
         std::fs::rename(&partial, &path).map_err(|e| copy_err(e.to_string()))?;
-        StateDb::open(data_dir)
+        let db = StateDb::open(data_dir)?;
+        db.mark_imported()?;
+        Ok(db)
     }
 }
