@@ -201,7 +201,12 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
-            let message = if given.is_some() {
+            let wrong = given.is_some();
+            // Read (and drop) what the client is sending, up to the body
+            // limit, so it sees the 401 instead of a connection reset
+            // halfway through an upload.
+            let _ = axum::body::to_bytes(req.into_body(), plane.config.max_body_bytes).await;
+            let message = if wrong {
                 "the bearer token is wrong: use the server's WEIR_TOKEN"
             } else {
                 "this server needs a token: send `Authorization: Bearer <token>` (weir --token, or WEIR_TOKEN)"
