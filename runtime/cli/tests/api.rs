@@ -235,7 +235,7 @@ fn bad_requests_get_clear_errors() {
             "module name empty",
             "POST",
             "/v1/modules/".into(),
-            Some((split.clone(), wasm)),
+            Some((core_module.to_vec(), wasm)),
             404,
             "not_found",
         ),

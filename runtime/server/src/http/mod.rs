@@ -177,7 +177,15 @@ pub fn router(plane: Plane) -> Router {
         .with_state(plane)
 }
 
-async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+async fn no_route(
+    State(plane): State<Plane>,
+    method: Method,
+    uri: axum::http::Uri,
+    body: Body,
+) -> ApiError {
+    // Read what the client sends (up to the body limit) so it sees the
+    // 404 rather than a reset.
+    let _ = axum::body::to_bytes(body, plane.config.max_body_bytes).await;
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
