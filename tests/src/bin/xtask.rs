@@ -374,9 +374,16 @@ fn wrong_wit(name: &str, from: &str, to: &str) -> Result<PathBuf> {
 /// The WIT changes of the wrong-WIT fixtures: the package version moved
 /// on, and the `event` field of a header widened to u64 (so `process`
 /// has another signature).
-const WRONG_WITS: &[(&str, &str, &str)] = &[
-    ("version", "weir:operator@0.1.0", "weir:operator@0.2.0"),
-    ("signature", "event: u32,", "event: u64,"),
+/// Each: name, WIT text replaced, its replacement, and the same change in
+/// the JavaScript sources (which name the version in their imports).
+const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
+    (
+        "version",
+        "weir:operator@0.1.0",
+        "weir:operator@0.2.0",
+        ("@0.1.0'", "@0.2.0'"),
+    ),
+    ("signature", "event: u32,", "event: u64,", ("", "")),
 ];
 
 /// Guests built against a wrong WIT, which the host must refuse:
@@ -386,7 +393,7 @@ fn build_polyglot_fixtures() -> Result<()> {
     let root = repo_root();
     let c_guest = root.join("guest-examples/c/word-count");
     let js_guest = root.join("guest-examples/js/word-count");
-    for (name, from, to) in WRONG_WITS {
+    for (name, from, to, (js_from, js_to)) in WRONG_WITS {
         let wit = wrong_wit(name, from, to)?;
         let c_out = guest_dir().join(format!("c_wrong_{name}.wasm"));
         if !up_to_date(&c_out, &[c_guest.clone(), root.join("sdk/c"), wit.clone()]) {
@@ -403,7 +410,12 @@ fn build_polyglot_fixtures() -> Result<()> {
                 let text = std::fs::read_to_string(dir.join(file))?;
                 let sub = if file == "weir.js" { copy.join("sdk/js") } else { copy.join("guest-examples/js/word-count") };
                 std::fs::create_dir_all(&sub)?;
-                std::fs::write(sub.join(file), text.replace(from, to))?;
+                let text = if js_from.is_empty() {
+                    text
+                } else {
+                    text.replace(js_from, js_to)
+                };
+                std::fs::write(sub.join(file), text)?;
             }
             build_js_component(
                 &js_tools()?,
