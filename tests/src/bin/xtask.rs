@@ -371,11 +371,11 @@ fn wrong_wit(name: &str, from: &str, to: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The WIT changes of the wrong-WIT fixtures: the package version moved
-/// on, and the `event` field of a header widened to u64 (so `process`
-/// has another signature).
-/// Each: name, WIT text replaced, its replacement, and the same change in
-/// the JavaScript sources (which name the version in their imports).
+/// The WIT changes of the wrong-WIT fixtures, each: name, WIT text
+/// replaced, its replacement, and the same change in the JavaScript
+/// sources (which name the version in their imports). `version` moves the
+/// package on (the handler export then has another name); `signature`
+/// narrows `counter-add`'s delta (an import the host serves differently).
 const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
     (
         "version",
@@ -383,47 +383,63 @@ const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
         "weir:operator@0.2.0",
         ("@0.1.0'", "@0.2.0'"),
     ),
-    ("signature", "event: u32,", "event: u64,", ("", "")),
+    (
+        "signature",
+        "counter-add: func(name: string, delta: u64);",
+        "counter-add: func(name: string, delta: u32);",
+        ("", ""),
+    ),
 ];
 
-/// Guests built against a wrong WIT, which the host must refuse:
-/// `c_wrong_<change>.wasm` and `js_wrong_<change>.wasm`, from the
-/// `word-count` examples compiled against each WIT of [`WRONG_WITS`].
+/// The polyglot fixtures of `tests/fixtures-polyglot/counter` (an operator
+/// that counts its events through the host's `counter-add` and forwards
+/// them, in C and JavaScript): `c_counter.wasm` and `js_counter.wasm`
+/// against `wit/`, and `c_wrong_<change>.wasm`, `js_wrong_<change>.wasm`
+/// against each WIT of [`WRONG_WITS`], which the host must refuse.
 fn build_polyglot_fixtures() -> Result<()> {
     let root = repo_root();
-    let c_guest = root.join("guest-examples/c/word-count");
-    let js_guest = root.join("guest-examples/js/word-count");
-    for (name, from, to, (js_from, js_to)) in WRONG_WITS {
-        let wit = wrong_wit(name, from, to)?;
-        let c_out = guest_dir().join(format!("c_wrong_{name}.wasm"));
-        if !up_to_date(&c_out, &[c_guest.clone(), root.join("sdk/c"), wit.clone()]) {
+    let rel = "tests/fixtures-polyglot/counter";
+    let guest = root.join(rel);
+    let c_sdk = root.join("sdk/c");
+    let js_sdk = root.join("sdk/js");
+    let mut builds = vec![("counter".to_string(), root.join("wit"), ("", ""))];
+    for (name, from, to, js_change) in WRONG_WITS {
+        builds.push((format!("wrong_{name}"), wrong_wit(name, from, to)?, *js_change));
+    }
+    for (name, wit, (js_from, js_to)) in builds {
+        let c_out = guest_dir().join(format!("c_{name}.wasm"));
+        if !up_to_date(&c_out, &[guest.clone(), c_sdk.clone(), wit.clone()]) {
             eprintln!("xtask: building fixture {}", c_out.display());
-            build_c_component(&wit, &c_sources(&c_guest)?, &c_out)?;
+            build_c_component(&wit, &c_sources(&guest)?, &c_out)?;
         }
-        let js_out = guest_dir().join(format!("js_wrong_{name}.wasm"));
-        if !up_to_date(&js_out, &[js_guest.clone(), root.join("sdk/js"), wit.clone()]) {
-            eprintln!("xtask: building fixture {}", js_out.display());
-            // The JS sources name the package version in their imports:
-            // build a copy whose imports follow the wrong WIT.
-            let copy = root.join("target/wrong-wit").join(format!("js-{name}"));
-            for (dir, file) in [(&js_guest, "operator.js"), (&root.join("sdk/js"), "weir.js")] {
-                let text = std::fs::read_to_string(dir.join(file))?;
-                let sub = if file == "weir.js" { copy.join("sdk/js") } else { copy.join("guest-examples/js/word-count") };
-                std::fs::create_dir_all(&sub)?;
-                let text = if js_from.is_empty() {
-                    text
-                } else {
-                    text.replace(js_from, js_to)
-                };
-                std::fs::write(sub.join(file), text)?;
+        let js_out = guest_dir().join(format!("js_{name}.wasm"));
+        if up_to_date(&js_out, &[guest.clone(), js_sdk.clone(), wit.clone()]) {
+            continue;
+        }
+        eprintln!("xtask: building fixture {}", js_out.display());
+        // A copy of the sources with the JavaScript side of the change,
+        // laid out as in the repository so relative imports still resolve.
+        let copy = root.join("target/fixtures-polyglot").join(&name);
+        for (dir, sub) in [(&guest, rel), (&js_sdk, "sdk/js")] {
+            std::fs::create_dir_all(copy.join(sub))?;
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.extension().is_none_or(|x| x != "js") {
+                    continue;
+                }
+                let mut text = std::fs::read_to_string(&path)?;
+                if !js_from.is_empty() {
+                    text = text.replace(js_from, js_to);
+                }
+                std::fs::write(copy.join(sub).join(path.file_name().unwrap_or_default()), text)?;
             }
-            build_js_component(
-                &js_tools()?,
-                &wit,
-                &copy.join("guest-examples/js/word-count/operator.js"),
-                &js_out,
-            )?;
         }
+        build_js_component(
+            &js_tools()?,
+            &wit,
+            &copy.join(rel).join("operator.js"),
+            &js_out,
+        )?;
     }
     Ok(())
 }
