@@ -14,6 +14,8 @@ import * as hostContext from 'weir:operator/context@0.1.0';
 import * as hostState from 'weir:operator/state@0.1.0';
 import * as hostTimers from 'weir:operator/timers@0.1.0';
 
+import { CASED, CASE_IGNORABLE } from './weir_unicode.js';
+
 const NO_SLOT = 0xffffffff;
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder('utf-8', { fatal: true });
@@ -54,6 +56,44 @@ const ASCII_PUNCT = /^[!-/:-@[-`{-~]+|[!-/:-@[-`{-~]+$/g;
  * `str::split_whitespace`). */
 export function words(s) {
   return s.split(WHITE_SPACE).filter((w) => w.length > 0);
+}
+
+function inRanges(ranges, c) {
+  let lo = 0;
+  let hi = ranges.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (c < ranges[2 * mid]) hi = mid;
+    else if (c > ranges[2 * mid + 1]) lo = mid + 1;
+    else return true;
+  }
+  return false;
+}
+
+/** Whether the first code point of `points` (from `i`, going `step`) that
+ * is not case-ignorable is cased: the test of the final-sigma rule. */
+function ignorableThenCased(points, i, step) {
+  for (; i >= 0 && i < points.length; i += step) {
+    if (!inRanges(CASE_IGNORABLE, points[i])) return inRanges(CASED, points[i]);
+  }
+  return false;
+}
+
+/** The lowercase of `s` as Rust's `str::to_lowercase` makes it: the full
+ * mapping, and Σ as ς at the end of a word. */
+export function lowercase(s) {
+  if (!s.includes('\u03a3')) return s.toLowerCase();
+  const points = Array.from(s, (c) => c.codePointAt(0));
+  let out = '';
+  for (let i = 0; i < points.length; i++) {
+    if (points[i] === 0x3a3) {
+      const final = ignorableThenCased(points, i - 1, -1) && !ignorableThenCased(points, i + 1, 1);
+      out += final ? '\u03c2' : '\u03c3';
+    } else {
+      out += String.fromCodePoint(points[i]).toLowerCase();
+    }
+  }
+  return out;
 }
 
 /** `s` without ASCII punctuation at either end. */

@@ -4,7 +4,7 @@
 // pieces are dropped. The same semantics as guest-examples/rust/split-words.
 
 import * as weir from '../../../sdk/js/weir.js';
-import { EventError, Operator, json, trimAsciiPunct, words } from '../../../sdk/js/weir.js';
+import { EventError, Operator, json, lowercase, trimAsciiPunct, words } from '../../../sdk/js/weir.js';
 
 class SplitWords extends Operator {
   process(ctx, event) {
@@ -16,7 +16,7 @@ class SplitWords extends Operator {
     }
     if (typeof text !== 'string') throw new EventError('split-words expects the value to be a JSON string');
     for (const piece of words(text)) {
-      const word = trimAsciiPunct(piece.toLowerCase());
+      const word = trimAsciiPunct(lowercase(piece));
       if (word !== '') ctx.emitJson(word, word, event.timestamp);
     }
   }
