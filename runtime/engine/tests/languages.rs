@@ -102,11 +102,7 @@ fn run(split: &str, count: &str) -> Vec<String> {
 
 /// Runs one batch through a fresh instance of `module`: the events it
 /// emitted (wire lines) and the indexes of the events that failed.
-fn process_once(
-    module: &OperatorModule,
-    config: &str,
-    batch: &Batch,
-) -> (Vec<String>, Vec<usize>) {
+fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
     let mut op = OperatorInstance::new(
         module,
         "op",
@@ -180,7 +176,12 @@ fn a_js_filter_feeding_a_c_word_count_matches_rust() {
         rust
     );
     assert_eq!(
-        chain("c-split-words", "js-word-count", "c-filter", "python-word-count"),
+        chain(
+            "c-split-words",
+            "js-word-count",
+            "c-filter",
+            "python-word-count"
+        ),
         rust
     );
 }

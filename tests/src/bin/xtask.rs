@@ -209,11 +209,9 @@ fn generate_c_bindings(wit: &Path, out: &Path) -> Result<()> {
 /// the WASI preview1 reactor adapter (wasi-libc speaks preview1).
 fn build_c_component(wit: &Path, sources: &[PathBuf], out: &Path) -> Result<()> {
     let root = repo_root();
-    let scratch = root.join("target/c-build").join(
-        out.file_stem()
-            .and_then(|n| n.to_str())
-            .unwrap_or("guest"),
-    );
+    let scratch = root
+        .join("target/c-build")
+        .join(out.file_stem().and_then(|n| n.to_str()).unwrap_or("guest"));
     let bindings = scratch.join("bindings");
     generate_c_bindings(wit, &bindings)?;
     let core = scratch.join("core.wasm");
@@ -294,15 +292,25 @@ fn js_tools() -> Result<PathBuf> {
     let tool = tools.join("node_modules/.bin/componentize-js");
     let manifest = root.join("guest-examples/js/package.json");
     let lock = root.join("guest-examples/js/package-lock.json");
-    if !tool.exists() || !up_to_date(&tools.join("package-lock.json"), &[manifest.clone(), lock.clone()]) {
+    if !tool.exists()
+        || !up_to_date(
+            &tools.join("package-lock.json"),
+            &[manifest.clone(), lock.clone()],
+        )
+    {
         eprintln!("xtask: installing componentize-js into {}", tools.display());
         std::fs::create_dir_all(&tools)?;
         std::fs::copy(&manifest, tools.join("package.json"))?;
         std::fs::copy(&lock, tools.join("package-lock.json"))?;
-        run(Command::new("npm")
-            .current_dir(&tools)
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]))
-        .context("installing componentize-js needs Node.js and npm: see the README's prerequisites")?;
+        run(Command::new("npm").current_dir(&tools).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]))
+        .context(
+            "installing componentize-js needs Node.js and npm: see the README's prerequisites",
+        )?;
     }
     Ok(tool)
 }
@@ -315,7 +323,14 @@ fn build_js_component(tool: &Path, wit: &Path, source: &Path, out: &Path) -> Res
         .arg(source)
         .arg("--wit")
         .arg(wit)
-        .args(["--world-name", "operator", "--disable", "http", "fetch-event", "-o"])
+        .args([
+            "--world-name",
+            "operator",
+            "--disable",
+            "http",
+            "fetch-event",
+            "-o",
+        ])
         .arg(out))
 }
 
@@ -404,7 +419,11 @@ fn build_polyglot_fixtures() -> Result<()> {
     let js_sdk = root.join("sdk/js");
     let mut builds = vec![("counter".to_string(), root.join("wit"), ("", ""))];
     for (name, from, to, js_change) in WRONG_WITS {
-        builds.push((format!("wrong_{name}"), wrong_wit(name, from, to)?, *js_change));
+        builds.push((
+            format!("wrong_{name}"),
+            wrong_wit(name, from, to)?,
+            *js_change,
+        ));
     }
     for (name, wit, (js_from, js_to)) in builds {
         let c_out = guest_dir().join(format!("c_{name}.wasm"));
@@ -431,7 +450,10 @@ fn build_polyglot_fixtures() -> Result<()> {
                 if !js_from.is_empty() {
                     text = text.replace(js_from, js_to);
                 }
-                std::fs::write(copy.join(sub).join(path.file_name().unwrap_or_default()), text)?;
+                std::fs::write(
+                    copy.join(sub).join(path.file_name().unwrap_or_default()),
+                    text,
+                )?;
             }
         }
         build_js_component(
@@ -455,7 +477,11 @@ fn build_c_cli(args: &[String]) -> Result<()> {
     if sources.is_empty() {
         bail!("no .c file in {}", dir.display());
     }
-    build_c_component(&repo_root().join("wit"), &sources, &std::path::absolute(out)?)
+    build_c_component(
+        &repo_root().join("wit"),
+        &sources,
+        &std::path::absolute(out)?,
+    )
 }
 
 /// `cargo xtask build-js FILE OUT`: one JavaScript operator module into
@@ -480,7 +506,10 @@ const UNICODE_TABLES: &str = "sdk/c/weir_unicode.c";
 /// Ranges `[start, end]` of the chars for which `pred` holds.
 fn char_ranges(pred: impl Fn(char) -> bool) -> Vec<(u32, u32)> {
     let mut ranges: Vec<(u32, u32)> = Vec::new();
-    for c in (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|&c| pred(c)) {
+    for c in (0..=0x10FFFFu32)
+        .filter_map(char::from_u32)
+        .filter(|&c| pred(c))
+    {
         let c = c as u32;
         match ranges.last_mut() {
             Some((_, end)) if *end + 1 == c => *end = c,
@@ -507,7 +536,11 @@ fn unicode_tables() -> String {
         for (a, b) in &ranges {
             let _ = writeln!(out, "    {{0x{a:X}, 0x{b:X}}},");
         }
-        let _ = writeln!(out, "}};\nconst size_t weir_{name}_len = {};\n", ranges.len());
+        let _ = writeln!(
+            out,
+            "}};\nconst size_t weir_{name}_len = {};\n",
+            ranges.len()
+        );
     };
     table("white_space", char_ranges(char::is_whitespace));
     table("case_ignorable", ignorable);
@@ -539,13 +572,21 @@ fn unicode_tables() -> String {
     for (start, end, stride, delta) in &runs {
         let _ = writeln!(out, "    {{0x{start:X}, 0x{end:X}, {stride}, {delta}}},");
     }
-    let _ = writeln!(out, "}};\nconst size_t weir_lower_runs_len = {};\n", runs.len());
+    let _ = writeln!(
+        out,
+        "}};\nconst size_t weir_lower_runs_len = {};\n",
+        runs.len()
+    );
     let _ = writeln!(out, "const weir_lower_special weir_lower_specials[] = {{");
     for (c, text) in &multi {
         let bytes: String = text.bytes().map(|b| format!("\\x{b:02X}")).collect();
         let _ = writeln!(out, "    {{0x{c:X}, \"{bytes}\", {}}},", text.len());
     }
-    let _ = writeln!(out, "}};\nconst size_t weir_lower_specials_len = {};", multi.len());
+    let _ = writeln!(
+        out,
+        "}};\nconst size_t weir_lower_specials_len = {};",
+        multi.len()
+    );
     out
 }
 
@@ -556,9 +597,8 @@ fn unicode_tables() -> String {
 fn sigma_context() -> (Vec<(u32, u32)>, Vec<(u32, u32)>) {
     let last = |s: String| s.chars().last().unwrap_or_default();
     let cased_not_ignorable = |c: char| last(format!("{c}Σ").to_lowercase()) == 'ς';
-    let ignorable = |c: char| {
-        last(format!("A{c}Σ").to_lowercase()) == 'ς' && !cased_not_ignorable(c)
-    };
+    let ignorable =
+        |c: char| last(format!("A{c}Σ").to_lowercase()) == 'ς' && !cased_not_ignorable(c);
     (char_ranges(ignorable), char_ranges(cased_not_ignorable))
 }
 
