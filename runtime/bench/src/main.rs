@@ -23,6 +23,10 @@
 //! `recovery [--keys N]`: the checkpoint of N dirty keys (1M by default)
 //! and the time to restore it and read every key back.
 //!
+//! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
+//! JavaScript and Python: size, compile and instantiate time, events/s and
+//! the ratio to the Rust guest.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -37,6 +41,7 @@
 #![allow(clippy::print_stdout)]
 
 mod checkpoints;
+mod languages;
 mod native;
 mod topology;
 mod workloads;
@@ -419,8 +424,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("recovery") => checkpoints::recovery(keys),
+        Some("languages") => languages::run(events, rounds.max(1)),
         Some(other) => bail!(
-            "unknown workload {other}; known: host, topology, fixed, latency, checkpointed, recovery"
+            "unknown workload {other}; known: host, topology, fixed, latency, checkpointed, recovery, languages"
         ),
     }
 }

@@ -1,5 +1,7 @@
-//! The same operators written in other languages give byte-identical
-//! output to the Rust ones, alone and mixed in one topology.
+//! The same operators written in other languages (Python, C, JavaScript)
+//! give byte-identical output to the Rust ones, alone and mixed in one
+//! topology; and guests built against a wrong WIT are refused at load,
+//! naming what does not match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,23 +9,64 @@ use std::sync::{Arc, Mutex};
 use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, run_topology};
 use weir_tests::{guest_bytes, repo_root};
 use weir_topology::parse_topology;
-use weir_types::{Batch, wire};
-use weir_wasm::{HostConfig, WasmHost};
+use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
+use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
 
-fn run(split: &str, count: &str) -> Vec<String> {
-    // Compiled components are cached across tests (an 18 MB Python
-    // component takes a while to compile).
-    let host = WasmHost::new(HostConfig {
+fn host() -> WasmHost {
+    // Compiled components are cached across tests (an 18 MB Python or
+    // 12 MB JavaScript component takes seconds to compile).
+    WasmHost::new(HostConfig {
         cache_dir: Some(repo_root().join("target/test-cache")),
         ..HostConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// One operator of a chain: its module, its config (JSON) and whether
+/// its input is keyed by the event key.
+struct Stage<'a> {
+    module: &'a str,
+    config: &'a str,
+    keyed: bool,
+}
+
+fn stage(module: &str) -> Stage<'_> {
+    Stage {
+        module,
+        config: "{}",
+        keyed: false,
+    }
+}
+
+fn keyed(module: &str) -> Stage<'_> {
+    Stage {
+        module,
+        config: "{}",
+        keyed: true,
+    }
+}
+
+/// Runs `guest-examples/data/lines.jsonl` through the chain of `stages`
+/// and returns the sink's events as wire lines.
+fn run_chain(stages: &[Stage]) -> Vec<String> {
+    let host = host();
     let mut modules = Modules::new();
-    for name in [split, count] {
-        modules.insert(name.to_string(), host.load(&guest_bytes(name)).unwrap());
+    let mut operators = String::new();
+    let mut input = "in".to_string();
+    for (i, st) in stages.iter().enumerate() {
+        if !modules.contains_key(st.module) {
+            let module = host.load(&guest_bytes(st.module)).unwrap();
+            modules.insert(st.module.to_string(), module);
+        }
+        let key_by = if st.keyed { ", key_by: key" } else { "" };
+        operators.push_str(&format!(
+            "  - {{ name: s{i}, module: {}, input: {input}, config: {}{key_by} }}\n",
+            st.module, st.config
+        ));
+        input = format!("s{i}");
     }
     let doc = parse_topology(&format!(
-        "name: wc\nsources: [{{ name: in, stream: in }}]\noperators:\n  - {{ name: split, module: {split}, input: in }}\n  - {{ name: count, module: {count}, input: split, key_by: key }}\nsinks: [{{ name: out, stream: out, input: count }}]\n"
+        "name: chain\nsources: [{{ name: in, stream: in }}]\noperators:\n{operators}sinks: [{{ name: out, stream: out, input: {input} }}]\n"
     ))
     .unwrap();
     let text =
@@ -52,6 +95,42 @@ fn run(split: &str, count: &str) -> Vec<String> {
     lines.lock().unwrap().clone()
 }
 
+/// `split-words → word-count` (keyed) with the given modules.
+fn run(split: &str, count: &str) -> Vec<String> {
+    run_chain(&[stage(split), keyed(count)])
+}
+
+/// Runs one batch through a fresh instance of `module`: the events it
+/// emitted (wire lines) and the indexes of the events that failed.
+fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
+    let mut op = OperatorInstance::new(
+        module,
+        "op",
+        config,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .unwrap();
+    let out = op.process(&mut batch.clone(), i64::MIN, 0).unwrap();
+    (
+        out.events.iter().map(|e| wire::format_event(&e)).collect(),
+        out.failures.iter().map(|f| f.index).collect(),
+    )
+}
+
+fn batch_of(values: &[&str]) -> Batch {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Event {
+            key: None,
+            value: v.as_bytes().to_vec(),
+            timestamp: i as i64,
+            headers: vec![],
+        })
+        .collect()
+}
+
 #[test]
 fn python_word_count_matches_rust_byte_for_byte_alone_and_mixed() {
     let rust = run("split-words", "word-count");
@@ -62,17 +141,90 @@ fn python_word_count_matches_rust_byte_for_byte_alone_and_mixed() {
 }
 
 #[test]
-fn python_filter_matches_rust_on_every_op() {
-    use weir_types::{DEFAULT_KEY_GROUPS, Event, KeyGroupRange};
-    use weir_wasm::{MemoryState, OperatorInstance};
-    let host = WasmHost::new(HostConfig {
-        cache_dir: Some(repo_root().join("target/test-cache")),
-        ..HostConfig::default()
-    })
-    .unwrap();
+fn c_and_js_word_count_match_rust_byte_for_byte_alone_and_mixed() {
+    let rust = run("split-words", "word-count");
+    assert_eq!(rust.len(), 88);
+    assert_eq!(run("c-split-words", "c-word-count"), rust);
+    assert_eq!(run("js-split-words", "js-word-count"), rust);
+    assert_eq!(run("c-split-words", "js-word-count"), rust);
+    assert_eq!(run("js-split-words", "c-word-count"), rust);
+    assert_eq!(run("python-split-words", "c-word-count"), rust);
+}
+
+#[test]
+fn a_js_filter_feeding_a_c_word_count_matches_rust() {
+    // Words counted, the counts above one kept, and those counted again
+    // per word: split → count → filter → count.
+    let filter = r#"{"field": "count", "op": "gt", "value": 1}"#;
+    let chain = |split, count, filter_module, recount| {
+        run_chain(&[
+            stage(split),
+            keyed(count),
+            Stage {
+                module: filter_module,
+                config: filter,
+                keyed: false,
+            },
+            keyed(recount),
+        ])
+    };
+    let rust = chain("split-words", "word-count", "filter", "word-count");
+    assert!(!rust.is_empty() && rust.len() < 88, "{}", rust.len());
+    assert!(rust[0].contains(r#""count":1"#), "{}", rust[0]);
+    assert_eq!(
+        chain("split-words", "word-count", "js-filter", "c-word-count"),
+        rust
+    );
+    assert_eq!(
+        chain(
+            "c-split-words",
+            "js-word-count",
+            "c-filter",
+            "python-word-count"
+        ),
+        rust
+    );
+}
+
+#[test]
+fn c_and_js_split_words_treat_unicode_and_bad_input_as_rust_does() {
+    let host = host();
+    let batch = batch_of(&[
+        // Final sigma (also before case-ignorable punctuation), İ's
+        // two-code-point lowercase, Unicode spaces (NBSP, ideographic,
+        // NEL), titlecase Ǆ, astral letters.
+        r#""ΟΔΟΣ. ὈΔΥΣΣΕΎΣ Σ aΣ' İstanbul\u00a0ŞEHİR\u3000Ǆemal\u0085𐐀BC 𝒜""#,
+        r#""--- ... 'quoted' \"x\" tab\there\nnew""#,
+        r#""\ud83d\ude00 Smile \u00C9T\u00C9""#,
+        // Not a string, not JSON, a lone surrogate, a BOM (not space).
+        r#"{"a":1}"#,
+        "not json",
+        r#""lone \ud800 surrogate""#,
+        "\"a\u{feff}b\"",
+        r#""""#,
+    ]);
+    let rust = process_once(
+        &host.load(&guest_bytes("split-words")).unwrap(),
+        "{}",
+        &batch,
+    );
+    assert!(rust.0.len() > 10, "{:?}", rust.0);
+    assert_eq!(rust.1, vec![3, 4, 5]);
+    for name in ["c-split-words", "js-split-words"] {
+        let module = host.load(&guest_bytes(name)).unwrap();
+        assert_eq!(process_once(&module, "{}", &batch), rust, "{name}");
+    }
+}
+
+#[test]
+fn filters_in_every_language_match_rust_on_every_op() {
+    let host = host();
     let rust = host.load(&guest_bytes("filter")).unwrap();
-    let python = host.load(&guest_bytes("python-filter")).unwrap();
-    let values = [
+    let others: Vec<(&str, OperatorModule)> = ["python-filter", "c-filter", "js-filter"]
+        .into_iter()
+        .map(|name| (name, host.load(&guest_bytes(name)).unwrap()))
+        .collect();
+    let batch = batch_of(&[
         r#"{"amount":60,"user":"a"}"#,
         r#"{"amount":50}"#,
         r#"{"amount":50.0}"#,
@@ -82,17 +234,12 @@ fn python_filter_matches_rust_on_every_op() {
         r#"[1,2]"#,
         r#""text""#,
         r#"{"amount":[1,{"x":null}]}"#,
-    ];
-    let batch: Batch = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Event {
-            key: None,
-            value: v.as_bytes().to_vec(),
-            timestamp: i as i64,
-            headers: vec![],
-        })
-        .collect();
+        r#"{"amount":[50.0]}"#,
+        r#"{"amount":-0}"#,
+        r#"{"amount":18446744073709551615,"user":"\ud83d\ude00"}"#,
+        r#"{"amount":{"b":1,"a":2},"user":"\uffff"}"#,
+        r#"{"amount":1,"amount":99}"#,
+    ]);
     for config in [
         r#"{"field":"amount","op":"gt","value":50}"#,
         r#"{"field":"amount","op":"lt","value":60}"#,
@@ -100,34 +247,66 @@ fn python_filter_matches_rust_on_every_op() {
         r#"{"field":"amount","op":"ne","value":50}"#,
         r#"{"field":"amount","op":"eq","value":true}"#,
         r#"{"field":"amount","op":"eq","value":[1,{"x":null}]}"#,
+        r#"{"field":"amount","op":"eq","value":[50]}"#,
+        r#"{"field":"amount","op":"eq","value":0}"#,
+        r#"{"field":"amount","op":"eq","value":{"a":2,"b":1}}"#,
+        r#"{"field":"amount","op":"gt","value":1.8446744073709552e19}"#,
         r#"{"field":"user","op":"gt","value":"a"}"#,
+        r#"{"field":"user","op":"gt","value":"\uffff"}"#,
     ] {
-        let outputs: Vec<Vec<String>> = [&rust, &python]
-            .iter()
-            .map(|module| {
-                let mut op = OperatorInstance::new(
-                    module,
-                    "filter",
-                    config,
-                    Box::new(MemoryState::new()),
-                    KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-                )
-                .unwrap();
-                let out = op.process(&mut batch.clone(), i64::MIN, 0).unwrap();
-                assert!(out.failures.is_empty());
-                out.events.iter().map(|e| wire::format_event(&e)).collect()
-            })
-            .collect();
-        assert_eq!(outputs[0], outputs[1], "config {config}");
+        let expected = process_once(&rust, config, &batch);
+        assert!(expected.1.is_empty(), "config {config}");
+        for (name, module) in &others {
+            assert_eq!(
+                process_once(module, config, &batch),
+                expected,
+                "{name}, config {config}"
+            );
+        }
     }
     // A config it cannot read is refused at init, with the reason.
-    let err = OperatorInstance::new(
-        &python,
-        "filter",
-        r#"{"field":"amount","op":"between","value":1}"#,
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("between"), "{err}");
+    for (name, module) in &others {
+        let err = OperatorInstance::new(
+            module,
+            "filter",
+            r#"{"field":"amount","op":"between","value":1}"#,
+            Box::new(MemoryState::new()),
+            KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("between"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn c_and_js_guests_built_against_a_wrong_wit_are_refused_at_load() {
+    let host = host();
+    for lang in ["c", "js"] {
+        // The same source against the right WIT loads and runs.
+        let module = host.load(&guest_bytes(&format!("{lang}-counter"))).unwrap();
+        let (events, failures) = process_once(&module, "{}", &batch_of(&[r#"{"a":1}"#, "2"]));
+        assert_eq!(events.len(), 2, "{lang}: {events:?}");
+        assert!(failures.is_empty(), "{lang}: {failures:?}");
+
+        let err = host
+            .load(&guest_bytes(&format!("{lang}-wrong-version")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not export `weir:operator/handler@0.1.0`")
+                && err.contains("weir:operator/handler@0.2.0"),
+            "{lang}: {err}"
+        );
+
+        let err = host
+            .load(&guest_bytes(&format!("{lang}-wrong-signature")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("weir:operator/context@0.1.0")
+                && err.contains("counter-add")
+                && err.contains("expected `u64` found `u32`"),
+            "{lang}: {err}"
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //!   text, prints the top counts and the URLs to look at, and keeps serving
 //!   until Ctrl-C (when stdin is not a terminal it stops at once).
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -54,10 +55,13 @@ fn ensure_target() -> Result<()> {
     Ok(())
 }
 
-/// Every guest: Rust and Python.
+/// Every guest: Rust, Python, C and JavaScript, and the polyglot fixtures.
 fn build_guests() -> Result<()> {
     build_rust_guests()?;
-    build_python_guests()
+    build_python_guests()?;
+    build_c_guests()?;
+    build_js_guests()?;
+    build_polyglot_fixtures()
 }
 
 fn build_rust_guests() -> Result<()> {
@@ -143,6 +147,496 @@ fn build_python_guests() -> Result<()> {
             .arg("-o")
             .arg(&out))?;
     }
+    Ok(())
+}
+
+/// Whether `out` exists and is newer than every file under `sources`.
+fn up_to_date(out: &Path, sources: &[PathBuf]) -> bool {
+    let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();
+    let newest = newest(sources);
+    built.is_some() && newest.is_some() && built > newest
+}
+
+/// The example directories under `dir` that hold a `file`, sorted.
+fn guests_in(dir: &Path, file: &str) -> Result<Vec<PathBuf>> {
+    let mut guests: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join(file).exists())
+        .collect();
+    guests.sort();
+    Ok(guests)
+}
+
+/// `<prefix>_<dir name with '-' → '_'>.wasm` in the guest directory.
+fn guest_output(prefix: &str, guest: &Path) -> PathBuf {
+    let name = guest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .replace('-', "_");
+    guest_dir().join(format!("{prefix}_{name}.wasm"))
+}
+
+/// Debian's clang that targets wasm32-wasi (see the README's prerequisites).
+const CLANG: &str = "clang-14";
+
+/// Writes the C bindings of `wit`'s `operator` world (`operator.h`,
+/// `operator.c`, `operator_component_type.o`) into `out` with the
+/// `wit-bindgen-c` library, as `wit-bindgen c` would; files are rewritten
+/// only when their bytes change, so timestamps stay meaningful.
+fn generate_c_bindings(wit: &Path, out: &Path) -> Result<()> {
+    use wit_bindgen_core::wit_parser::Resolve;
+    let mut resolve = Resolve::default();
+    let (pkg, _) = resolve
+        .push_dir(wit)
+        .with_context(|| format!("cannot read the WIT in {}", wit.display()))?;
+    let world = resolve.select_world(&[pkg], Some("operator"))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)?;
+    std::fs::create_dir_all(out)?;
+    for (name, bytes) in files.iter() {
+        let path = out.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(bytes) {
+            std::fs::write(&path, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compiles C `sources` against the bindings of `wit` into a core module
+/// with clang, then wraps it into a component with `wit-component` and
+/// the WASI preview1 reactor adapter (wasi-libc speaks preview1).
+fn build_c_component(wit: &Path, sources: &[PathBuf], out: &Path) -> Result<()> {
+    let root = repo_root();
+    let scratch = root
+        .join("target/c-build")
+        .join(out.file_stem().and_then(|n| n.to_str()).unwrap_or("guest"));
+    let bindings = scratch.join("bindings");
+    generate_c_bindings(wit, &bindings)?;
+    let core = scratch.join("core.wasm");
+    let sdk = root.join("sdk/c");
+    run(Command::new(CLANG)
+        .args([
+            "--target=wasm32-wasi",
+            "-mexec-model=reactor",
+            "-Os",
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-Wl,--strip-debug",
+        ])
+        .arg("-I")
+        .arg(&bindings)
+        .arg("-I")
+        .arg(&sdk)
+        .arg("-o")
+        .arg(&core)
+        .arg(bindings.join("operator.c"))
+        .arg(bindings.join("operator_component_type.o"))
+        .arg(sdk.join("weir.c"))
+        .arg(sdk.join("weir_unicode.c"))
+        .args(sources))
+    .with_context(|| {
+        format!("building a C guest needs {CLANG} with the wasm32-wasi sysroot: see the README's prerequisites")
+    })?;
+    let module = std::fs::read(&core)?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)?
+        .adapter(
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("cannot make a component of {}", core.display()))?;
+    std::fs::write(out, component)?;
+    Ok(())
+}
+
+/// The C sources of a guest directory, sorted.
+fn c_sources(guest: &Path) -> Result<Vec<PathBuf>> {
+    let mut sources: Vec<_> = std::fs::read_dir(guest)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    Ok(sources)
+}
+
+/// Builds the C guests (`guest-examples/c/*`, each an `operator.c`) into
+/// the guest directory as `c_<name>.wasm`. Skips guests whose component is
+/// newer than their sources, the SDK and the WIT.
+fn build_c_guests() -> Result<()> {
+    let root = repo_root();
+    let wit = root.join("wit");
+    std::fs::create_dir_all(guest_dir())?;
+    for guest in guests_in(&root.join("guest-examples/c"), "operator.c")? {
+        let out = guest_output("c", &guest);
+        if up_to_date(&out, &[guest.clone(), root.join("sdk/c"), wit.clone()]) {
+            continue;
+        }
+        eprintln!("xtask: building C guest {}", guest.display());
+        build_c_component(&wit, &c_sources(&guest)?, &out)?;
+    }
+    Ok(())
+}
+
+/// componentize-js and its lock live in `guest-examples/js`; they are
+/// installed (`npm ci`) into `target/js-tools` when the lock changes.
+fn js_tools() -> Result<PathBuf> {
+    let root = repo_root();
+    let tools = root.join("target/js-tools");
+    let tool = tools.join("node_modules/.bin/componentize-js");
+    let manifest = root.join("guest-examples/js/package.json");
+    let lock = root.join("guest-examples/js/package-lock.json");
+    if !tool.exists()
+        || !up_to_date(
+            &tools.join("package-lock.json"),
+            &[manifest.clone(), lock.clone()],
+        )
+    {
+        eprintln!("xtask: installing componentize-js into {}", tools.display());
+        std::fs::create_dir_all(&tools)?;
+        std::fs::copy(&manifest, tools.join("package.json"))?;
+        std::fs::copy(&lock, tools.join("package-lock.json"))?;
+        run(Command::new("npm").current_dir(&tools).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]))
+        .context(
+            "installing componentize-js needs Node.js and npm: see the README's prerequisites",
+        )?;
+    }
+    Ok(tool)
+}
+
+/// Turns the JavaScript module `source` into a component for `wit`'s
+/// `operator` world with componentize-js (StarlingMonkey), leaving out
+/// the `wasi:http` imports a Weir host does not serve.
+fn build_js_component(tool: &Path, wit: &Path, source: &Path, out: &Path) -> Result<()> {
+    run(Command::new(tool)
+        .arg(source)
+        .arg("--wit")
+        .arg(wit)
+        .args([
+            "--world-name",
+            "operator",
+            "--disable",
+            "http",
+            "fetch-event",
+            "-o",
+        ])
+        .arg(out))
+}
+
+/// Builds the JavaScript guests (`guest-examples/js/*`, each an
+/// `operator.js` importing `sdk/js/weir.js`) into the guest directory as
+/// `js_<name>.wasm`. Skips guests whose component is newer than their
+/// sources, the SDK and the WIT.
+fn build_js_guests() -> Result<()> {
+    let root = repo_root();
+    let wit = root.join("wit");
+    std::fs::create_dir_all(guest_dir())?;
+    let guests = guests_in(&root.join("guest-examples/js"), "operator.js")?;
+    let mut tool = None;
+    for guest in guests {
+        let out = guest_output("js", &guest);
+        if up_to_date(&out, &[guest.clone(), root.join("sdk/js"), wit.clone()]) {
+            continue;
+        }
+        let tool = match &tool {
+            Some(t) => t,
+            None => tool.insert(js_tools()?),
+        };
+        eprintln!("xtask: building JavaScript guest {}", guest.display());
+        build_js_component(tool, &wit, &guest.join("operator.js"), &out)?;
+    }
+    Ok(())
+}
+
+/// The contract with one deliberate change, for fixtures that must be
+/// refused: `wit/` copied into `target/wrong-wit/<name>` with `from`
+/// replaced by `to` (which must occur), rewritten only when it changes.
+fn wrong_wit(name: &str, from: &str, to: &str) -> Result<PathBuf> {
+    let root = repo_root();
+    let out = root.join("target/wrong-wit").join(name);
+    std::fs::create_dir_all(&out)?;
+    let mut replaced = false;
+    for entry in std::fs::read_dir(root.join("wit"))? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|x| x != "wit") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        replaced |= text.contains(from);
+        let text = text.replace(from, to);
+        let dest = out.join(path.file_name().unwrap_or_default());
+        if std::fs::read_to_string(&dest).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&dest, text)?;
+        }
+    }
+    if !replaced {
+        bail!("wrong-WIT fixture {name}: `{from}` no longer occurs in wit/; update xtask");
+    }
+    Ok(out)
+}
+
+/// The WIT changes of the wrong-WIT fixtures, each: name, WIT text
+/// replaced, its replacement, and the same change in the JavaScript
+/// sources (which name the version in their imports). `version` moves the
+/// package on (the handler export then has another name); `signature`
+/// narrows `counter-add`'s delta (an import the host serves differently).
+const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
+    (
+        "version",
+        "weir:operator@0.1.0",
+        "weir:operator@0.2.0",
+        ("@0.1.0'", "@0.2.0'"),
+    ),
+    (
+        "signature",
+        "counter-add: func(name: string, delta: u64);",
+        "counter-add: func(name: string, delta: u32);",
+        ("", ""),
+    ),
+];
+
+/// The polyglot fixtures of `tests/fixtures-polyglot/counter` (an operator
+/// that counts its events through the host's `counter-add` and forwards
+/// them, in C and JavaScript): `c_counter.wasm` and `js_counter.wasm`
+/// against `wit/`, and `c_wrong_<change>.wasm`, `js_wrong_<change>.wasm`
+/// against each WIT of [`WRONG_WITS`], which the host must refuse.
+fn build_polyglot_fixtures() -> Result<()> {
+    let root = repo_root();
+    let rel = "tests/fixtures-polyglot/counter";
+    let guest = root.join(rel);
+    let c_sdk = root.join("sdk/c");
+    let js_sdk = root.join("sdk/js");
+    let mut builds = vec![("counter".to_string(), root.join("wit"), ("", ""))];
+    for (name, from, to, js_change) in WRONG_WITS {
+        builds.push((
+            format!("wrong_{name}"),
+            wrong_wit(name, from, to)?,
+            *js_change,
+        ));
+    }
+    for (name, wit, (js_from, js_to)) in builds {
+        let c_out = guest_dir().join(format!("c_{name}.wasm"));
+        if !up_to_date(&c_out, &[guest.clone(), c_sdk.clone(), wit.clone()]) {
+            eprintln!("xtask: building fixture {}", c_out.display());
+            build_c_component(&wit, &c_sources(&guest)?, &c_out)?;
+        }
+        let js_out = guest_dir().join(format!("js_{name}.wasm"));
+        if up_to_date(&js_out, &[guest.clone(), js_sdk.clone(), wit.clone()]) {
+            continue;
+        }
+        eprintln!("xtask: building fixture {}", js_out.display());
+        // A copy of the sources with the JavaScript side of the change,
+        // laid out as in the repository so relative imports still resolve.
+        let copy = root.join("target/fixtures-polyglot").join(&name);
+        for (dir, sub) in [(&guest, rel), (&js_sdk, "sdk/js")] {
+            std::fs::create_dir_all(copy.join(sub))?;
+            for entry in std::fs::read_dir(dir)? {
+                let path = entry?.path();
+                if path.extension().is_none_or(|x| x != "js") {
+                    continue;
+                }
+                let mut text = std::fs::read_to_string(&path)?;
+                if !js_from.is_empty() {
+                    text = text.replace(js_from, js_to);
+                }
+                std::fs::write(
+                    copy.join(sub).join(path.file_name().unwrap_or_default()),
+                    text,
+                )?;
+            }
+        }
+        build_js_component(
+            &js_tools()?,
+            &wit,
+            &copy.join(rel).join("operator.js"),
+            &js_out,
+        )?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask build-c DIR OUT`: one C operator (every `.c` in DIR)
+/// into the component OUT, against this checkout's `wit/` and `sdk/c`.
+fn build_c_cli(args: &[String]) -> Result<()> {
+    let [dir, out] = args else {
+        bail!("usage: cargo xtask build-c <dir with .c files> <out.wasm>");
+    };
+    let dir = std::path::absolute(dir)?;
+    let sources = c_sources(&dir)?;
+    if sources.is_empty() {
+        bail!("no .c file in {}", dir.display());
+    }
+    build_c_component(
+        &repo_root().join("wit"),
+        &sources,
+        &std::path::absolute(out)?,
+    )
+}
+
+/// `cargo xtask build-js FILE OUT`: one JavaScript operator module into
+/// the component OUT, against this checkout's `wit/`.
+fn build_js_cli(args: &[String]) -> Result<()> {
+    let [file, out] = args else {
+        bail!("usage: cargo xtask build-js <operator.js> <out.wasm>");
+    };
+    build_js_component(
+        &js_tools()?,
+        &repo_root().join("wit"),
+        &std::path::absolute(file)?,
+        &std::path::absolute(out)?,
+    )
+}
+
+/// `sdk/c/weir_unicode.c`, generated from Rust's own `char` methods by
+/// [`unicode_tables`] so that C operators split and lowercase text exactly
+/// as Rust operators do (`cargo xtask unicode-tables` rewrites it).
+const UNICODE_TABLES: &str = "sdk/c/weir_unicode.c";
+
+/// Inclusive ranges `[first, last]` of code points.
+type Ranges = Vec<(u32, u32)>;
+
+/// Ranges `[start, end]` of the chars for which `pred` holds.
+fn char_ranges(pred: impl Fn(char) -> bool) -> Ranges {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for c in (0..=0x10FFFFu32)
+        .filter_map(char::from_u32)
+        .filter(|&c| pred(c))
+    {
+        let c = c as u32;
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    ranges
+}
+
+/// The text of [`UNICODE_TABLES`]: white space, one-char lowercase
+/// mappings (as runs of `start, end, stride, delta`), the chars whose
+/// lowercase is longer, and the two properties Rust's final-sigma rule
+/// reads (Case_Ignorable, and Cased among the rest), found by asking
+/// `str::to_lowercase` where `Σ` becomes `ς`.
+fn unicode_tables() -> String {
+    use std::fmt::Write;
+    let (ignorable, cased) = sigma_context();
+    let mut out = String::from(
+        "/* Generated by `cargo xtask unicode-tables` from Rust's char methods; do not edit. */\n\
+         #include \"weir_unicode.h\"\n\n",
+    );
+    let mut table = |name: &str, ranges: Ranges| {
+        let _ = writeln!(out, "const weir_range weir_{name}[] = {{");
+        for (a, b) in &ranges {
+            let _ = writeln!(out, "    {{0x{a:X}, 0x{b:X}}},");
+        }
+        let _ = writeln!(
+            out,
+            "}};\nconst size_t weir_{name}_len = {};\n",
+            ranges.len()
+        );
+    };
+    table("white_space", char_ranges(char::is_whitespace));
+    table("case_ignorable", ignorable);
+    table("cased", cased);
+    // One-char mappings, as runs with a constant stride (1 or 2) and delta.
+    let mut runs: Vec<(u32, u32, u32, i64)> = Vec::new();
+    let mut multi = Vec::new();
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let lower: Vec<char> = c.to_lowercase().collect();
+        if c == 'Σ' || lower == [c] {
+            continue;
+        }
+        if lower.len() != 1 {
+            multi.push((c as u32, lower.iter().collect::<String>()));
+            continue;
+        }
+        let (c, delta) = (c as u32, lower[0] as i64 - c as i64);
+        match runs.last_mut() {
+            Some((start, end, stride, d))
+                if *d == delta && (c - *end == *stride || (*start == *end && c - *end <= 2)) =>
+            {
+                *stride = c - *end;
+                *end = c;
+            }
+            _ => runs.push((c, c, 1, delta)),
+        }
+    }
+    let _ = writeln!(out, "const weir_lower_run weir_lower_runs[] = {{");
+    for (start, end, stride, delta) in &runs {
+        let _ = writeln!(out, "    {{0x{start:X}, 0x{end:X}, {stride}, {delta}}},");
+    }
+    let _ = writeln!(
+        out,
+        "}};\nconst size_t weir_lower_runs_len = {};\n",
+        runs.len()
+    );
+    let _ = writeln!(out, "const weir_lower_special weir_lower_specials[] = {{");
+    for (c, text) in &multi {
+        let bytes: String = text.bytes().map(|b| format!("\\x{b:02X}")).collect();
+        let _ = writeln!(out, "    {{0x{c:X}, \"{bytes}\", {}}},", text.len());
+    }
+    let _ = writeln!(
+        out,
+        "}};\nconst size_t weir_lower_specials_len = {};",
+        multi.len()
+    );
+    out
+}
+
+/// What Rust's final-sigma rule reads: the ranges of Case_Ignorable, and
+/// of Cased minus Case_Ignorable. Rust does not expose either, so they are
+/// found by asking `str::to_lowercase`: "cΣ" ends in ς iff c is cased and
+/// not case-ignorable; "AcΣ" iff c is case-ignorable or cased.
+fn sigma_context() -> (Ranges, Ranges) {
+    let last = |s: String| s.chars().last().unwrap_or_default();
+    let cased_not_ignorable = |c: char| last(format!("{c}Σ").to_lowercase()) == 'ς';
+    let ignorable =
+        |c: char| last(format!("A{c}Σ").to_lowercase()) == 'ς' && !cased_not_ignorable(c);
+    (char_ranges(ignorable), char_ranges(cased_not_ignorable))
+}
+
+/// `sdk/js/weir_unicode.js`: the final-sigma tables for the JavaScript
+/// SDK (StarlingMonkey's `toLowerCase` maps Σ to σ everywhere).
+const UNICODE_TABLES_JS: &str = "sdk/js/weir_unicode.js";
+
+fn unicode_tables_js() -> String {
+    let (ignorable, cased) = sigma_context();
+    let list = |ranges: Ranges| {
+        ranges
+            .iter()
+            .map(|(a, b)| format!("0x{a:x},0x{b:x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "// Generated by `cargo xtask unicode-tables` from Rust's char methods; do not edit.\n\
+         // Ranges as flat [first, last, first, last, ...] lists.\n\n\
+         /** Case_Ignorable. */\n\
+         export const CASE_IGNORABLE = [{}];\n\n\
+         /** Cased, minus Case_Ignorable. */\n\
+         export const CASED = [{}];\n",
+        list(ignorable),
+        list(cased)
+    )
+}
+
+fn write_unicode_tables() -> Result<()> {
+    let root = repo_root();
+    std::fs::write(root.join(UNICODE_TABLES), unicode_tables())?;
+    std::fs::write(root.join(UNICODE_TABLES_JS), unicode_tables_js())?;
     Ok(())
 }
 
@@ -361,8 +855,13 @@ fn main() -> ExitCode {
         Some("guests") => build_guests(),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("build-c") => build_c_cli(&args[1..]),
+        Some("unicode-tables") => write_unicode_tables(),
+        Some("build-js") => build_js_cli(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <guests | test [nextest/test args] | demo>");
+            eprintln!(
+                "usage: cargo xtask <guests | test [nextest/test args] | demo | build-c DIR OUT | build-js FILE OUT>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -371,6 +870,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("xtask: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unicode_tables_match_this_rust() {
+        for (path, text) in [
+            (UNICODE_TABLES, unicode_tables()),
+            (UNICODE_TABLES_JS, unicode_tables_js()),
+        ] {
+            let committed = std::fs::read_to_string(repo_root().join(path)).unwrap();
+            assert!(
+                committed == text,
+                "{path} is stale: run `cargo xtask unicode-tables`"
+            );
         }
     }
 }

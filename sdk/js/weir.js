@@ -1,0 +1,717 @@
+// Write Weir stream operators in JavaScript.
+//
+// Subclass `Operator`, implement `process(ctx, event)` (and `onTimer` if
+// you register timers), and end your module with
+// `export const handler = weir.handler(MyOperator);`. The SDK hides the
+// batch layout of the `weir:operator` contract (events and the value state
+// of the batch's keys travel column by column): you see one event at a
+// time, typed state stored as JSON (readable by operators in any
+// language), and a `Context` to emit events.
+//
+// Build with componentize-js: see README.md beside this file.
+
+import * as hostContext from 'weir:operator/context@0.1.0';
+import * as hostState from 'weir:operator/state@0.1.0';
+import * as hostTimers from 'weir:operator/timers@0.1.0';
+
+import { CASED, CASE_IGNORABLE } from './weir_unicode.js';
+
+const NO_SLOT = 0xffffffff;
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder('utf-8', { fatal: true });
+
+/** Throw it for an event you cannot handle: that event's output and
+ * value-state writes are dropped and the host applies the operator's error
+ * policy (fail, skip, dead-letter) to it alone. Any other exception does
+ * the same; this one just says it is meant. */
+export class EventError extends Error {}
+
+/** Bytes of a string (UTF-8) or of a Uint8Array as it is. */
+export function bytes(value) {
+  return typeof value === 'string' ? encoder.encode(value) : value;
+}
+
+/** Text of UTF-8 bytes; throws EventError when they are not UTF-8. */
+export function text(data) {
+  try {
+    return strictDecoder.decode(data);
+  } catch {
+    throw new EventError('invalid UTF-8');
+  }
+}
+
+/** Compact JSON bytes of a value (JSON.stringify's text). */
+export function dumps(value) {
+  return encoder.encode(JSON.stringify(value));
+}
+
+// ---- Text, as Rust operators see it --------------------------------------
+
+// Unicode White_Space, the set Rust's `char::is_whitespace` uses (JS's `\s`
+// differs: it has U+FEFF and lacks U+0085).
+const WHITE_SPACE = /[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+/u;
+const ASCII_PUNCT = /^[!-/:-@[-`{-~]+|[!-/:-@[-`{-~]+$/g;
+
+/** The pieces of `s` between Unicode white space, none empty (as Rust's
+ * `str::split_whitespace`). */
+export function words(s) {
+  return s.split(WHITE_SPACE).filter((w) => w.length > 0);
+}
+
+function inRanges(ranges, c) {
+  let lo = 0;
+  let hi = ranges.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (c < ranges[2 * mid]) hi = mid;
+    else if (c > ranges[2 * mid + 1]) lo = mid + 1;
+    else return true;
+  }
+  return false;
+}
+
+/** Whether the first code point of `points` (from `i`, going `step`) that
+ * is not case-ignorable is cased: the test of the final-sigma rule. */
+function ignorableThenCased(points, i, step) {
+  for (; i >= 0 && i < points.length; i += step) {
+    if (!inRanges(CASE_IGNORABLE, points[i])) return inRanges(CASED, points[i]);
+  }
+  return false;
+}
+
+/** The lowercase of `s` as Rust's `str::to_lowercase` makes it: the full
+ * mapping, and Σ as ς at the end of a word. */
+export function lowercase(s) {
+  if (!s.includes('\u03a3')) return s.toLowerCase();
+  const points = Array.from(s, (c) => c.codePointAt(0));
+  let out = '';
+  for (let i = 0; i < points.length; i++) {
+    if (points[i] === 0x3a3) {
+      const final = ignorableThenCased(points, i - 1, -1) && !ignorableThenCased(points, i + 1, 1);
+      out += final ? '\u03c2' : '\u03c3';
+    } else {
+      out += String.fromCodePoint(points[i]).toLowerCase();
+    }
+  }
+  return out;
+}
+
+/** `s` without ASCII punctuation at either end. */
+export function trimAsciiPunct(s) {
+  return s.replace(ASCII_PUNCT, '');
+}
+
+/** Compares strings by code point (as Rust does), not by UTF-16 unit. */
+export function compareCodePoints(a, b) {
+  const x = a[Symbol.iterator]();
+  const y = b[Symbol.iterator]();
+  for (;;) {
+    const p = x.next();
+    const q = y.next();
+    if (p.done || q.done) return p.done === q.done ? 0 : p.done ? -1 : 1;
+    const d = p.value.codePointAt(0) - q.value.codePointAt(0);
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+}
+
+// ---- JSON with serde_json's number kinds ----------------------------------
+
+/** A JSON number as serde_json keeps it: an unsigned integer (`'u'`, a
+ * BigInt), a negative integer (`'i'`, a BigInt) or a double (`'f'`). */
+export class JsonNumber {
+  constructor(kind, value) {
+    this.kind = kind;
+    this.value = value;
+  }
+
+  /** As a double (serde_json's `as_f64`). */
+  toNumber() {
+    return Number(this.value);
+  }
+}
+
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+
+class ExactParser {
+  constructor(s) {
+    this.s = s;
+    this.i = 0;
+  }
+
+  fail(what) {
+    throw new EventError(`invalid JSON: ${what} at ${this.i}`);
+  }
+
+  ws() {
+    while (this.i < this.s.length && ' \t\n\r'.includes(this.s[this.i])) this.i++;
+  }
+
+  value(depth) {
+    if (depth > 128) this.fail('recursion limit exceeded');
+    this.ws();
+    const c = this.s[this.i];
+    if (c === '{') return this.object(depth);
+    if (c === '[') return this.array(depth);
+    if (c === '"') return this.string();
+    if (c === '-' || (c >= '0' && c <= '9')) return this.number();
+    for (const [word, v] of [['null', null], ['true', true], ['false', false]]) {
+      if (this.s.startsWith(word, this.i)) {
+        this.i += word.length;
+        return v;
+      }
+    }
+    return this.fail(c === undefined ? 'EOF while parsing a value' : 'expected value');
+  }
+
+  object(depth) {
+    const out = new Map();
+    this.i++;
+    this.ws();
+    if (this.s[this.i] === '}') {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      this.ws();
+      if (this.s[this.i] !== '"') this.fail('key must be a string');
+      const key = this.string();
+      this.ws();
+      if (this.s[this.i++] !== ':') this.fail('expected `:`');
+      out.set(key, this.value(depth + 1));
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === '}') return out;
+      if (c !== ',') this.fail('expected `,` or `}`');
+    }
+  }
+
+  array(depth) {
+    const out = [];
+    this.i++;
+    this.ws();
+    if (this.s[this.i] === ']') {
+      this.i++;
+      return out;
+    }
+    for (;;) {
+      out.push(this.value(depth + 1));
+      this.ws();
+      const c = this.s[this.i++];
+      if (c === ']') return out;
+      if (c !== ',') this.fail('expected `,` or `]`');
+    }
+  }
+
+  string() {
+    const m = /^"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/.exec(this.s.slice(this.i));
+    if (!m) this.fail('invalid string');
+    this.i += m[0].length;
+    const out = JSON.parse(m[0]);
+    // serde_json refuses escaped lone surrogates.
+    if (!out.isWellFormed()) this.fail('lone surrogate in hex escape');
+    return out;
+  }
+
+  number() {
+    const m = /^-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(this.s.slice(this.i));
+    if (!m) this.fail('invalid number');
+    this.i += m[0].length;
+    if (m[1] === undefined && m[2] === undefined) {
+      const n = BigInt(m[0]);
+      if (n >= 0n && n <= U64_MAX && m[0][0] !== '-') return new JsonNumber('u', n);
+      if (n < 0n && n >= I64_MIN) return new JsonNumber('i', n);
+    }
+    const f = Number(m[0]);
+    if (!Number.isFinite(f)) this.fail('number out of range');
+    return new JsonNumber('f', f);
+  }
+}
+
+/** JSON helpers that keep what `JSON.parse` loses: objects are `Map`s,
+ * numbers `JsonNumber`s, so `json.equal` is serde_json's `==`. */
+export const json = {
+  /** Parses JSON text (a string or UTF-8 bytes); throws EventError. */
+  parseExact(source) {
+    const p = new ExactParser(typeof source === 'string' ? source : text(source));
+    const v = p.value(1);
+    p.ws();
+    if (p.i !== p.s.length) p.fail('trailing characters');
+    return v;
+  },
+
+  isNumber(v) {
+    return v instanceof JsonNumber;
+  },
+
+  /** serde_json's `Value == Value`: numbers equal only within one kind
+   * (so 50 != 50.0), objects as maps. */
+  equal(a, b) {
+    if (a instanceof JsonNumber || b instanceof JsonNumber) {
+      return a instanceof JsonNumber && b instanceof JsonNumber && a.kind === b.kind && a.value === b.value;
+    }
+    if (a instanceof Map || b instanceof Map) {
+      if (!(a instanceof Map && b instanceof Map) || a.size !== b.size) return false;
+      for (const [k, v] of a) if (!b.has(k) || !json.equal(v, b.get(k))) return false;
+      return true;
+    }
+    if (Array.isArray(a) || Array.isArray(b)) {
+      if (!(Array.isArray(a) && Array.isArray(b)) || a.length !== b.length) return false;
+      return a.every((v, i) => json.equal(v, b[i]));
+    }
+    return a === b;
+  },
+};
+
+// ---- Events, timers, state -------------------------------------------------
+
+export class Event {
+  constructor(key, value, timestamp, headers, rawTimestamp) {
+    /** Uint8Array, or undefined for an event without a key. */
+    this.key = key;
+    /** Uint8Array: compact JSON on the wire, but any bytes may travel. */
+    this.value = value;
+    /** Event time, milliseconds since the Unix epoch (a Number). */
+    this.timestamp = timestamp;
+    /** [name, Uint8Array] pairs. */
+    this.headers = headers;
+    this._raw = rawTimestamp;
+  }
+
+  /** The value parsed with JSON.parse; throws EventError when it is not JSON. */
+  json() {
+    try {
+      return JSON.parse(text(this.value));
+    } catch (e) {
+      throw new EventError(`invalid JSON: ${e.message}`);
+    }
+  }
+
+  /** The key as text, or undefined without a key or when it is not UTF-8. */
+  keyStr() {
+    if (this.key === undefined) return undefined;
+    try {
+      return strictDecoder.decode(this.key);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The value as text; throws EventError when it is not UTF-8. */
+  valueStr() {
+    return text(this.value);
+  }
+}
+
+export class Timer {
+  constructor(key, time, domain) {
+    this.key = key;
+    this.time = time;
+    /** 'event-time' or 'processing-time'. */
+    this.domain = domain;
+  }
+}
+
+function parseState(raw) {
+  return JSON.parse(text(raw));
+}
+
+/** One JSON value per key; travels with each batch (no host call). */
+export class ValueState {
+  constructor(index) {
+    this._index = index;
+  }
+
+  get(ctx, fallback = undefined) {
+    const raw = ctx._cellGet(this._index);
+    return raw === null ? fallback : parseState(raw);
+  }
+
+  set(ctx, value) {
+    ctx._cellSet(this._index, dumps(value));
+  }
+
+  clear(ctx) {
+    ctx._cellSet(this._index, null);
+  }
+}
+
+function hostCall(f) {
+  try {
+    return f();
+  } catch (e) {
+    const err = e && e.payload !== undefined ? e.payload : e;
+    const detail = err && err.tag ? `${err.tag}${err.val !== undefined ? `: ${err.val}` : ''}` : String(err);
+    throw new EventError(`state call refused: ${detail}`);
+  }
+}
+
+/** Many `key -> value` entries (JSON) per key, through host calls. */
+export class MapState {
+  constructor(name) {
+    this._name = name;
+  }
+
+  get(ctx, mapKey, fallback = undefined) {
+    const raw = hostCall(() => hostState.mapGet(this._name, ctx._requireKey(), dumps(mapKey)));
+    return raw === undefined ? fallback : parseState(raw);
+  }
+
+  put(ctx, mapKey, value) {
+    hostCall(() => hostState.mapPut(this._name, ctx._requireKey(), dumps(mapKey), dumps(value)));
+  }
+
+  remove(ctx, mapKey) {
+    hostCall(() => hostState.mapRemove(this._name, ctx._requireKey(), dumps(mapKey)));
+  }
+
+  entries(ctx) {
+    return hostCall(() => hostState.mapEntries(this._name, ctx._requireKey())).map(([k, v]) => [
+      parseState(k),
+      parseState(v),
+    ]);
+  }
+}
+
+/** A list of JSON values per key, through host calls. */
+export class ListState {
+  constructor(name) {
+    this._name = name;
+  }
+
+  get(ctx) {
+    return hostCall(() => hostState.listGet(this._name, ctx._requireKey())).map(parseState);
+  }
+
+  append(ctx, item) {
+    hostCall(() => hostState.listAppend(this._name, ctx._requireKey(), dumps(item)));
+  }
+}
+
+/** Declares an operator's state in its constructor. */
+export class Setup {
+  constructor(configText) {
+    /** The config exactly as the topology gave it (JSON text). */
+    this.configText = configText;
+    this.valueStates = [];
+  }
+
+  valueState(name) {
+    if (!this.valueStates.includes(name)) this.valueStates.push(name);
+    return new ValueState(this.valueStates.indexOf(name));
+  }
+
+  mapState(name) {
+    return new MapState(name);
+  }
+
+  listState(name) {
+    return new ListState(name);
+  }
+}
+
+// ---- The context ------------------------------------------------------------
+
+/** Splits packed bytes by lengths (negative: absent) into views. */
+function split(lens, data, what) {
+  const out = [];
+  let at = 0;
+  for (const n of lens) {
+    if (n < 0) {
+      out.push(undefined);
+    } else {
+      out.push(data.subarray(at, at + n));
+      at += n;
+    }
+  }
+  if (at !== data.length) {
+    throw new Error(`malformed input from the host: ${what} lengths add up to ${at} bytes but ${data.length} were sent`);
+  }
+  return out;
+}
+
+function concat(chunks, total) {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** What an operator can do while it handles one event or timer. */
+export class Context {
+  constructor(call, stateCount, cells) {
+    this._call = call;
+    this._stateCount = stateCount;
+    this._cells = cells;
+    this._written = new Map();
+    this._undo = [];
+    this._key = undefined;
+    this._slot = NO_SLOT;
+    this._timestamp = 0n;
+    this._timestamps = [];
+    this._keyLens = [];
+    this._keys = [];
+    this._keysLen = 0;
+    this._valueLens = [];
+    this._values = [];
+    this._valuesLen = 0;
+    this._headers = [];
+  }
+
+  /** The key of the event or timer being handled (Uint8Array or undefined). */
+  get key() {
+    return this._key;
+  }
+
+  get watermark() {
+    return Number(this._call.watermark);
+  }
+
+  get processingTime() {
+    return Number(this._call.processingTime);
+  }
+
+  /** Emits an event. `key`, `value`: Uint8Array or string (UTF-8);
+   * `timestamp` defaults to the current event's; headers: [name, bytes]. */
+  emit(key, value, timestamp = undefined, headers = []) {
+    const index = this._timestamps.length;
+    for (const [name, v] of headers) this._headers.push({ event: index, name, value: bytes(v) });
+    this._timestamps.push(timestamp === undefined ? this._timestamp : BigInt(Math.trunc(Number(timestamp))));
+    if (key === undefined || key === null) {
+      this._keyLens.push(-1);
+    } else {
+      const k = bytes(key);
+      this._keyLens.push(k.length);
+      this._keys.push(k);
+      this._keysLen += k.length;
+    }
+    const v = bytes(value);
+    this._valueLens.push(v.length);
+    this._values.push(v);
+    this._valuesLen += v.length;
+  }
+
+  /** Emits `value` as JSON text (JSON.stringify). */
+  emitJson(key, value, timestamp = undefined) {
+    this.emit(key, dumps(value), timestamp);
+  }
+
+  /** Emits the event as it came: key, value, timestamp, headers. */
+  forward(event) {
+    const saved = this._timestamp;
+    this._timestamp = event._raw;
+    this.emit(event.key, event.value, undefined, event.headers);
+    this._timestamp = saved;
+  }
+
+  registerTimer(time, domain = 'event-time') {
+    hostCall(() => hostTimers.register(domain, this._requireKey(), BigInt(time)));
+  }
+
+  deleteTimer(time, domain = 'event-time') {
+    hostCall(() => hostTimers.delete(domain, this._requireKey(), BigInt(time)));
+  }
+
+  _requireKey() {
+    if (this._key === undefined) {
+      throw new EventError(
+        "state needs a keyed event, and this one has no key: key the operator's input (key_by)",
+      );
+    }
+    return this._key;
+  }
+
+  _cell(index) {
+    this._requireKey();
+    if (this._slot === NO_SLOT) throw new EventError('this event has no key slot for value state');
+    return this._slot * this._stateCount + index;
+  }
+
+  _cellGet(index) {
+    const cell = this._cell(index);
+    if (this._written.has(cell)) return this._written.get(cell);
+    return this._cells[cell] ?? null;
+  }
+
+  _cellSet(index, raw) {
+    const cell = this._cell(index);
+    this._undo.push([cell, this._written.has(cell), this._written.get(cell)]);
+    this._written.set(cell, raw);
+  }
+
+  _begin(key, slot, timestamp) {
+    this._key = key;
+    this._slot = slot;
+    this._timestamp = timestamp;
+    this._undo = [];
+    return [this._timestamps.length, this._keys.length, this._keysLen, this._values.length, this._valuesLen, this._headers.length];
+  }
+
+  _rollBack([events, keys, keysLen, values, valuesLen, headers]) {
+    this._timestamps.length = events;
+    this._keyLens.length = events;
+    this._valueLens.length = events;
+    this._keys.length = keys;
+    this._keysLen = keysLen;
+    this._values.length = values;
+    this._valuesLen = valuesLen;
+    this._headers.length = headers;
+    for (const [cell, existed, old] of this._undo.reverse()) {
+      if (existed) this._written.set(cell, old);
+      else this._written.delete(cell);
+    }
+    this._undo = [];
+  }
+
+  _output(errors) {
+    const cells = [...this._written.keys()].sort((a, b) => a - b);
+    const lens = [];
+    const chunks = [];
+    let total = 0;
+    for (const cell of cells) {
+      const raw = this._written.get(cell);
+      if (raw === null) {
+        lens.push(-1);
+      } else {
+        lens.push(raw.length);
+        chunks.push(raw);
+        total += raw.length;
+      }
+    }
+    return {
+      events: {
+        timestamps: BigInt64Array.from(this._timestamps),
+        keyLens: Int32Array.from(this._keyLens),
+        keys: concat(this._keys, this._keysLen),
+        valueLens: Uint32Array.from(this._valueLens),
+        values: concat(this._values, this._valuesLen),
+        headers: this._headers,
+      },
+      errors,
+      state: { cells: Uint32Array.from(cells), lens: Int32Array.from(lens), bytes: concat(chunks, total) },
+    };
+  }
+}
+
+// ---- The operator and its handler ------------------------------------------
+
+/** Base class of an operator: `constructor(config, setup)` gets the
+ * topology's config (JSON.parse'd; `setup.configText` has the text) and
+ * declares state through `setup`. */
+export class Operator {
+  process(_ctx, _event) {
+    throw new Error('implement process(ctx, event)');
+  }
+
+  onTimer(_ctx, _timer) {}
+}
+
+/** Writes to the host's log: level is trace, debug, info, warn or error. */
+export function log(level, message) {
+  hostContext.log(level, String(message));
+}
+
+/** Adds to the operator's counter `name` in the host's metrics. */
+export function counterAdd(name, delta = 1) {
+  hostContext.counterAdd(name, BigInt(delta));
+}
+
+function messageOf(e) {
+  if (e instanceof Error) return e.message || e.name;
+  return String(e);
+}
+
+/** The `handler` export componentize-js expects, for `OperatorClass`. */
+export function handler(OperatorClass) {
+  let operator;
+  let stateCount = 0;
+
+  function run(ctx, n, item, call) {
+    const errors = [];
+    for (let i = 0; i < n; i++) {
+      const [key, slot, timestamp, arg] = item(i);
+      const mark = ctx._begin(key, slot, timestamp);
+      try {
+        call(ctx, arg);
+      } catch (e) {
+        ctx._rollBack(mark);
+        errors.push({ index: i, message: messageOf(e) });
+      }
+    }
+    return ctx._output(errors);
+  }
+
+  function check(cond, message) {
+    if (!cond) throw `malformed input from the host: ${message}`;
+  }
+
+  return {
+    init(configText) {
+      const setup = new Setup(configText.trim() === '' ? '{}' : configText);
+      try {
+        operator = new OperatorClass(JSON.parse(setup.configText), setup);
+      } catch (e) {
+        throw `invalid config: ${messageOf(e)}`;
+      }
+      stateCount = setup.valueStates.length;
+      return { valueStates: setup.valueStates };
+    },
+
+    process(input) {
+      check(operator !== undefined, 'the operator was called before init');
+      const ev = input.events;
+      const n = ev.timestamps.length;
+      const slots = input.keySlots;
+      check(ev.keyLens.length === n && ev.valueLens.length === n, 'batch columns differ in length');
+      check(slots.length === 0 || slots.length === n, 'key slots differ in length from the batch');
+      let keys, values, cells;
+      try {
+        keys = split(ev.keyLens, ev.keys, 'key');
+        values = split(Int32Array.from(ev.valueLens), ev.values, 'value');
+        cells = split(input.state.lens, input.state.bytes, 'state');
+      } catch (e) {
+        throw messageOf(e);
+      }
+      check(cells.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
+      const headers = Array.from({ length: n }, () => []);
+      for (const h of ev.headers) headers[h.event].push([h.name, h.value]);
+      const ctx = new Context(input.context, stateCount, cells);
+      return run(
+        ctx,
+        n,
+        (i) => {
+          const raw = ev.timestamps[i];
+          const slot = slots.length === 0 ? NO_SLOT : slots[i];
+          return [keys[i], slot, raw, new Event(keys[i], values[i], Number(raw), headers[i], raw)];
+        },
+        (c, event) => operator.process(c, event),
+      );
+    },
+
+    onTimer(input) {
+      check(operator !== undefined, 'the operator was called before init');
+      const t = input.timers;
+      let slotKeys, cells;
+      try {
+        slotKeys = split(input.keyLens, input.keys, 'key');
+        cells = split(input.state.lens, input.state.bytes, 'state');
+      } catch (e) {
+        throw messageOf(e);
+      }
+      const ctx = new Context(input.context, stateCount, cells);
+      return run(
+        ctx,
+        t.times.length,
+        (i) => {
+          const slot = t.keySlots[i];
+          check(slotKeys[slot] !== undefined, `timer ${i} has no key in slot ${slot}`);
+          return [slotKeys[slot], slot, t.times[i], new Timer(slotKeys[slot], Number(t.times[i]), t.domains[i])];
+        },
+        (c, timer) => operator.onTimer(c, timer),
+      );
+    },
+  };
+}
