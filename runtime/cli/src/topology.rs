@@ -15,7 +15,7 @@ use weir_engine::{
 };
 use weir_state::{StateBudget, StateDb};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
-use weir_types::{Batch, Event, wire};
+use weir_types::wire;
 use weir_wasm::WasmHost;
 
 use crate::run::{RunArgs, now_ms};
@@ -62,31 +62,12 @@ fn module_path(reference: &str, base: &Path, dirs: &[PathBuf]) -> Result<PathBuf
     )
 }
 
-/// A dead letter as an event carrying the failure in headers
-/// (`weir.operator`, `weir.error`, `weir.failed_at`).
-fn dead_letter_batch(letter: &DeadLetter) -> Batch {
-    let mut event: Event = letter.event.clone();
-    event
-        .headers
-        .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
-    event
-        .headers
-        .push(("weir.error".into(), letter.error.clone().into_bytes()));
-    event.headers.push((
-        "weir.failed_at".into(),
-        letter.failed_at.to_string().into_bytes(),
-    ));
-    let mut batch = Batch::default();
-    batch.push_event(&event);
-    batch
-}
-
 /// Dead letters to a JSON-lines file.
 fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let out = Arc::new(Mutex::new(BufWriter::new(file)));
     Ok(Box::new(move |letter: &DeadLetter| {
-        let batch = dead_letter_batch(letter);
+        let batch = letter.to_batch();
         let line = batch
             .iter()
             .next()
@@ -253,7 +234,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             let stream = open_store(&mut streams, &args.data_dir)?.stream(&name)?;
             Box::new(move |letter: &DeadLetter| {
                 stream
-                    .append(&dead_letter_batch(letter))
+                    .append(&letter.to_batch())
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             })

@@ -63,6 +63,28 @@ pub struct DeadLetter {
     pub event: Event,
 }
 
+impl DeadLetter {
+    /// The failed event as a one-event batch, carrying the failure in
+    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
+    /// letters are written to streams and files.
+    pub fn to_batch(&self) -> weir_types::Batch {
+        let mut event = self.event.clone();
+        event
+            .headers
+            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
+        event
+            .headers
+            .push(("weir.error".into(), self.error.clone().into_bytes()));
+        event.headers.push((
+            "weir.failed_at".into(),
+            self.failed_at.to_string().into_bytes(),
+        ));
+        let mut batch = weir_types::Batch::default();
+        batch.push_event(&event);
+        batch
+    }
+}
+
 /// What the topology's sources read and its sinks write.
 #[derive(Default)]
 pub struct Bindings {

@@ -27,7 +27,7 @@ use weir_state::{StateBudget, StateDb};
 use weir_topology::{
     ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
 };
-use weir_types::{Batch, is_safe_name};
+use weir_types::is_safe_name;
 
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
 use crate::{fsutil, now_ms};
@@ -512,7 +512,7 @@ impl Topologies {
                 .map_err(bind_err("the dead-letter stream".into()))?;
             bindings.dead_letter = Some(Box::new(move |letter: &DeadLetter| {
                 stream
-                    .append(&dead_letter_batch(letter))
+                    .append(&letter.to_batch())
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             }));
@@ -782,22 +782,4 @@ impl Topologies {
         names.sort();
         names
     }
-}
-
-/// A dead letter as an event carrying the failure in `weir.*` headers.
-fn dead_letter_batch(letter: &DeadLetter) -> Batch {
-    let mut event = letter.event.clone();
-    event
-        .headers
-        .push(("weir.operator".into(), letter.operator.clone().into_bytes()));
-    event
-        .headers
-        .push(("weir.error".into(), letter.error.clone().into_bytes()));
-    event.headers.push((
-        "weir.failed_at".into(),
-        letter.failed_at.to_string().into_bytes(),
-    ));
-    let mut batch = Batch::default();
-    batch.push_event(&event);
-    batch
 }
