@@ -142,8 +142,8 @@ fn bindings(events: &Arc<Vec<Event>>, limit: usize, ends: bool, out: &Lines) -> 
     }
 }
 
-/// Waits until `split` has read `n` events and `count` has counted every
-/// word `split` emitted.
+/// Waits until `split` has read `n` events and `count` has counted (and
+/// stored) every word `split` emitted.
 fn wait_for_input(job: &Job, n: u64) {
     let start = Instant::now();
     loop {
@@ -157,7 +157,9 @@ fn wait_for_input(job: &Job, n: u64) {
         };
         let read = sum("split", |m| m.events_in);
         let words = sum("split", |m| m.events_out);
-        if read >= n && sum("count", |m| m.events_in) >= words {
+        // `events_out` moves after a batch is processed (word-count emits
+        // one update per word); `events_in` moves before.
+        if read >= n && sum("count", |m| m.events_out) >= words {
             return;
         }
         assert!(
