@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use weir_engine::{
     Bindings, CheckpointConfig, CheckpointInfo, ExecOptions, Job, Modules, Sink, Source,
@@ -38,7 +38,7 @@ pub struct CheckpointFigures {
     /// State in redb, a checkpoint every second.
     pub checkpointed_events_per_sec: f64,
     /// Throughput lost to checkpoints against the same state backend
-    /// without them, percent.
+    /// without them, percent: the median over rounds of each round's pair.
     pub overhead_pct: f64,
     /// Throughput lost against W2 in memory, percent.
     pub overhead_vs_memory_pct: f64,
@@ -117,33 +117,50 @@ fn median(mut xs: Vec<f64>) -> f64 {
 pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
     let modules = modules()?;
     println!(
-        "W4: keyed (W2) over {n} events: state in memory, state in redb without checkpoints, state in redb with a checkpoint every 1 s; warm-up + median of {rounds} rounds, alternating"
+        "W4: keyed (W2) over {n} events: state in memory, state in redb without checkpoints, state in redb with a checkpoint every 1 s; warm-up + median of {rounds} rounds, alternating (order rotated each round)"
     );
     let mut plain = Vec::new();
     let mut durable = Vec::new();
     let mut with = Vec::new();
     let mut infos = Vec::new();
+    // Checkpointed over durable throughput, per round: the rounds' shared
+    // noise cancels in each pair.
+    let mut ratios = Vec::new();
     for round in 0..=rounds {
-        let (t, out, _) = run(&modules, n, generate, None)?;
-        if out != n {
-            bail!("keyed emitted {out} of {n}");
-        }
-        let dir = tempfile::tempdir()?;
-        let (td, outd, _) = run(&modules, n, generate, Some(durable_state(dir.path())?))?;
-        if outd != n {
-            bail!("durable keyed emitted {outd} of {n}");
-        }
-        let dir = tempfile::tempdir()?;
-        let state = checkpointed_state(dir.path(), Some(Duration::from_secs(1)))?;
-        let (tc, outc, checkpoints) = run(&modules, n, generate, Some(state))?;
-        if outc != n {
-            bail!("checkpointed keyed emitted {outc} of {n}");
+        // The order rotates each round, so that no variant always runs
+        // right after the same other one (page cache, allocator, clocks).
+        let mut times = [Duration::ZERO; 3];
+        for k in 0..3 {
+            let variant = (round + k) % 3;
+            let dir = tempfile::tempdir()?;
+            let state = match variant {
+                0 => None,
+                1 => Some(durable_state(dir.path())?),
+                _ => Some(checkpointed_state(
+                    dir.path(),
+                    Some(Duration::from_secs(1)),
+                )?),
+            };
+            let (t, out, checkpoints) = run(&modules, n, generate, state)?;
+            if out != n {
+                bail!("keyed (variant {variant}) emitted {out} of {n}");
+            }
+            times[variant] = t;
+            if round > 0 && variant == 2 {
+                infos.extend(checkpoints.into_iter().filter(|c| !c.final_));
+            }
         }
         if round > 0 {
-            plain.push(n as f64 / t.as_secs_f64());
-            durable.push(n as f64 / td.as_secs_f64());
-            with.push(n as f64 / tc.as_secs_f64());
-            infos.extend(checkpoints.into_iter().filter(|c| !c.final_));
+            println!(
+                "  round {round}: in memory {:.0}, redb {:.0}, redb + checkpoints {:.0} ev/s",
+                n as f64 / times[0].as_secs_f64(),
+                n as f64 / times[1].as_secs_f64(),
+                n as f64 / times[2].as_secs_f64()
+            );
+            ratios.push(times[1].as_secs_f64() / times[2].as_secs_f64());
+            plain.push(n as f64 / times[0].as_secs_f64());
+            durable.push(n as f64 / times[1].as_secs_f64());
+            with.push(n as f64 / times[2].as_secs_f64());
         }
     }
     let (keyed, on_redb, checked) = (median(plain), median(durable), median(with));
@@ -159,7 +176,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
         keyed_events_per_sec: keyed,
         durable_events_per_sec: on_redb,
         checkpointed_events_per_sec: checked,
-        overhead_pct: (1.0 - checked / on_redb) * 100.0,
+        overhead_pct: (1.0 - median(ratios)) * 100.0,
         overhead_vs_memory_pct: (1.0 - checked / keyed) * 100.0,
         checkpoints: infos.len(),
         mean_duration_ms: mean(|c| c.duration_ms),
@@ -205,74 +222,144 @@ fn keyed_event(i: u64, keys: u64) -> Event {
     }
 }
 
-/// `recovery`: a checkpoint of `keys` dirty keys, then a restore.
-pub fn recovery(keys: u64) -> Result<()> {
+/// The recovery input: events `next..end` of [`keyed_event`], with a
+/// seek that jumps (as a log with offsets does) instead of generating
+/// and dropping the events before the restored position.
+struct Generated {
+    next: u64,
+    end: u64,
+    keys: u64,
+}
+
+impl Source for Generated {
+    fn seek(&mut self, position: u64) -> Result<(), String> {
+        if position > self.end {
+            return Err(format!(
+                "the input has {} events, the checkpoint read {position}",
+                self.end
+            ));
+        }
+        self.next = position;
+        Ok(())
+    }
+
+    fn pull(&mut self) -> Result<weir_engine::Pull, String> {
+        if self.next == self.end {
+            return Ok(weir_engine::Pull::End);
+        }
+        self.next += 1;
+        Ok(weir_engine::Pull::Event(keyed_event(
+            self.next - 1,
+            self.keys,
+        )))
+    }
+}
+
+/// Runs W2 over `events` recovery events with `state`: the run's time,
+/// the time to its first output, and its checkpoints.
+fn run_recovery(
+    keys: u64,
+    events: u64,
+    state: StateConfig,
+) -> Result<(Duration, Duration, Vec<CheckpointInfo>)> {
     let modules = modules()?;
-    let dir = tempfile::tempdir()?;
     let doc = parse_topology(W2)?;
-    let run_to = |events: u64,
-                  state: StateConfig|
-     -> Result<(Duration, Duration, Vec<CheckpointInfo>)> {
-        let first = std::sync::Arc::new(std::sync::OnceLock::new());
-        let f = first.clone();
-        let start = Instant::now();
-        let sink = fn_sink(move |_b: &Batch| {
-            f.get_or_init(Instant::now);
-            Ok(())
-        });
-        let bindings = Bindings {
-            sources: HashMap::from([(
-                "in".to_string(),
-                iter_source((0..events).map(move |i| Ok(keyed_event(i, keys)))) as Box<dyn Source>,
-            )]),
-            sinks: HashMap::from([("out".to_string(), sink as Box<dyn Sink>)]),
-            ..Bindings::default()
-        };
-        let report = Job::start(
-            &doc,
-            &modules,
-            bindings,
-            ExecOptions::default(),
-            Some(state),
-        )?
-        .wait()?;
-        let took = start.elapsed();
-        let to_first = first.get().map_or(took, |t| t.duration_since(start));
-        Ok((took, to_first, report.checkpoints))
+    let first = std::sync::Arc::new(std::sync::OnceLock::new());
+    let f = first.clone();
+    let sink = fn_sink(move |_b: &Batch| {
+        f.get_or_init(Instant::now);
+        Ok(())
+    });
+    let bindings = Bindings {
+        sources: HashMap::from([(
+            "in".to_string(),
+            Box::new(Generated {
+                next: 0,
+                end: events,
+                keys,
+            }) as Box<dyn Source>,
+        )]),
+        sinks: HashMap::from([("out".to_string(), sink as Box<dyn Sink>)]),
+        ..Bindings::default()
     };
+    let start = Instant::now();
+    let report = Job::start(
+        &doc,
+        &modules,
+        bindings,
+        ExecOptions::default(),
+        Some(state),
+    )?
+    .wait()?;
+    let took = start.elapsed();
+    let to_first = first.get().map_or(took, |t| t.duration_since(start));
+    Ok((took, to_first, report.checkpoints))
+}
+
+/// `recovery`: a checkpoint of `keys` dirty keys, then a restore of it in
+/// a new process, as after a restart (in this one, the first run's freed
+/// memory would be handed back to the allocator on the restore's time).
+pub fn recovery(keys: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
     // One event per key, then the final checkpoint holds every key dirty
     // (a budget large enough that none is asked for earlier).
     let fill_state = StateConfig {
         budget: StateBudget { bytes: 4 << 30 },
         ..checkpointed_state(dir.path(), None)?
     };
-    let (fill, _, checkpoints) = run_to(keys, fill_state)?;
+    let (fill, _, checkpoints) = run_recovery(keys, keys, fill_state)?;
     let Some(last) = checkpoints.last() else {
         bail!("no checkpoint was taken");
     };
     let db_size = std::fs::metadata(dir.path().join("state.redb"))?.len();
     println!(
-        "recovery: {keys} keys written in {:.2} s; the checkpoint holding them all took {:.0} ms ({:.0} ms commit), {} rows, {} bytes; state.redb {} MiB",
+        "recovery: {keys} keys written in {:.2} s; the checkpoint holding them all took {:.0} ms ({:.0} ms commit), {} rows, {} bytes; state.redb {} MiB; peak RSS {:.0} MiB",
         fill.as_secs_f64(),
         last.duration_ms,
         last.commit_ms,
         last.rows,
         last.bytes,
-        db_size >> 20
+        db_size >> 20,
+        peak_rss_mib()
     );
-    // A new run restores it (source position = keys) and reads every key
-    // back with one more event per key.
-    let (took, to_first, _) = run_to(2 * keys, checkpointed_state(dir.path(), None)?)?;
-    println!(
-        "restore: first output {:.0} ms after start; every key read back and updated in {:.2} s ({:.0} keys/s)",
-        to_first.as_secs_f64() * 1e3,
-        took.as_secs_f64(),
-        keys as f64 / took.as_secs_f64()
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["restore", "--keys", &keys.to_string(), "--dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("the restore process failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<f64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("the restore process printed no {name}: {text}"))
+    };
+    let (first_ms, all_s, rss) = (
+        field("first_output_ms")?,
+        field("all_keys_s")?,
+        field("peak_rss_mib")?,
     );
     println!(
-        "RESULT workload=recovery keys={keys} checkpoint_ms={:.0} checkpoint_bytes={} restore_first_output_ms={:.0} restore_all_keys_s={:.2} peak_rss_mib={:.0}",
-        last.duration_ms,
-        last.bytes,
+        "restore (new process): first output {first_ms:.0} ms after start; every key read back and updated in {all_s:.2} s ({:.0} keys/s); peak RSS {rss:.0} MiB",
+        keys as f64 / all_s
+    );
+    println!(
+        "RESULT workload=recovery keys={keys} checkpoint_ms={:.0} checkpoint_bytes={} restore_first_output_ms={first_ms:.0} restore_all_keys_s={all_s:.2} restore_peak_rss_mib={rss:.0}",
+        last.duration_ms, last.bytes,
+    );
+    Ok(())
+}
+
+/// The restore half of `recovery`, in its own process: restores the
+/// checkpoint in `dir` (source position = `keys`) and reads every key back
+/// with one more event per key; prints its figures on one line.
+pub fn restore(keys: u64, dir: &std::path::Path) -> Result<()> {
+    let state = checkpointed_state(dir, None)?;
+    let (took, to_first, _) = run_recovery(keys, 2 * keys, state)?;
+    println!(
+        "first_output_ms={:.1} all_keys_s={:.3} peak_rss_mib={:.0}",
         to_first.as_secs_f64() * 1e3,
         took.as_secs_f64(),
         peak_rss_mib()

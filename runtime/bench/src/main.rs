@@ -23,6 +23,11 @@
 //! `recovery [--keys N]`: the checkpoint of N dirty keys (1M by default)
 //! and the time to restore it and read every key back.
 //!
+//! `compare [--events N] [--rounds R] [--only stateless|keyed] [--json
+//! FILE]` (also `fixed --compare`): W1 and W2 natively, in-process and
+//! through a real `weir serve` process over HTTP (produce → topology →
+//! consume); needs `cargo build --release -p weir` first.
+//!
 //! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
 //! JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
@@ -41,6 +46,7 @@
 #![allow(clippy::print_stdout)]
 
 mod checkpoints;
+mod compare;
 mod languages;
 mod native;
 mod topology;
@@ -340,6 +346,15 @@ fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
     Ok(())
 }
 
+/// Writes `figures` as pretty JSON to `path`, when one was given.
+fn write_json(path: Option<&str>, figures: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(figures)?)?;
+        println!("figures written to {path}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut events: Option<u64> = None;
@@ -351,6 +366,8 @@ fn main() -> Result<()> {
     let mut seconds = 4u64;
     let mut sizes = BATCH_SIZES.to_vec();
     let mut keys = 1_000_000u64;
+    let mut api = false;
+    let mut dir: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -382,6 +399,11 @@ fn main() -> Result<()> {
                 keys = args.get(i + 1).context("--keys N")?.parse()?;
                 i += 1;
             }
+            "--compare" => api = true,
+            "--dir" => {
+                dir = Some(args.get(i + 1).context("--dir PATH")?.clone());
+                i += 1;
+            }
             "--batch" => {
                 sizes = vec![args.get(i + 1).context("--batch N")?.parse()?];
                 i += 1;
@@ -396,37 +418,40 @@ fn main() -> Result<()> {
     }
     // The fixed workloads are defined over 5M events; the others default
     // to sizes that finish in seconds.
-    let events = events.unwrap_or(
-        if matches!(workload.as_deref(), Some("fixed" | "checkpointed")) {
-            5_000_000
-        } else {
-            200_000
-        },
-    );
+    if api && workload.as_deref() == Some("fixed") {
+        workload = Some("compare".to_string());
+    }
+    let events = events.unwrap_or(match workload.as_deref() {
+        Some("fixed" | "checkpointed") => 5_000_000,
+        Some("compare") => 1_000_000,
+        _ => 200_000,
+    });
+
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
         Some("topology") => topology::throughput(events, rounds.max(1)),
-        Some("fixed") => {
-            let figures = workloads::run(events, rounds.max(1), only.as_deref())?;
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
-                println!("figures written to {path}");
-            }
-            Ok(())
-        }
+        Some("fixed") => write_json(
+            json.as_deref(),
+            &workloads::run(events, rounds.max(1), only.as_deref())?,
+        ),
+        Some("compare") => write_json(
+            json.as_deref(),
+            &compare::run(events, rounds.max(1), only.as_deref())?,
+        ),
         Some("latency") => topology::latency(rate, seconds),
-        Some("checkpointed") => {
-            let figures = checkpoints::checkpointed(events, rounds.max(1))?;
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
-                println!("figures written to {path}");
-            }
-            Ok(())
-        }
+        Some("checkpointed") => write_json(
+            json.as_deref(),
+            &checkpoints::checkpointed(events, rounds.max(1))?,
+        ),
         Some("recovery") => checkpoints::recovery(keys),
+        // The second half of `recovery`, run by it in a new process.
+        Some("restore") => checkpoints::restore(
+            keys,
+            std::path::Path::new(&dir.context("restore needs --dir")?),
+        ),
         Some("languages") => languages::run(events, rounds.max(1)),
         Some(other) => bail!(
-            "unknown workload {other}; known: host, topology, fixed, latency, checkpointed, recovery, languages"
+            "unknown workload {other}; known: host, topology, fixed, compare, latency, checkpointed, recovery, languages"
         ),
     }
 }

@@ -41,6 +41,13 @@ pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ke
 /// Registered timers, by scope, key group, domain, time and key.
 pub(crate) const TIMERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("timers_v1");
 
+/// redb's page cache per database. redb's default (1 GiB) would let one
+/// topology's cache grow far past its state budget; pages it drops are
+/// still in the operating system's page cache, so misses stay cheap
+/// (`weir-bench recovery --keys 3000000`: restore 10.4 s against 10.2 s
+/// with the default, peak RSS 480 MiB against 713 MiB).
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
 /// The state store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,7 +89,10 @@ impl StateDb {
             reason,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(STATE).map_err(db_err)?;
         txn.open_table(TIMERS).map_err(db_err)?;

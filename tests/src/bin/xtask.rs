@@ -14,6 +14,11 @@
 //!   (`guest-examples/topologies/word-count.yaml`), produces the sample
 //!   text, prints the top counts and the URLs to look at, and keeps serving
 //!   until Ctrl-C (when stdin is not a terminal it stops at once).
+//! - `bench`: every guest and a release build, then every workload of
+//!   `weir-bench` in turn with the sizes of `docs/benchmarks.md`; the
+//!   output goes to the terminal and to `target/bench/<workload>.txt`
+//!   (JSON beside it where the workload writes some), and the `RESULT`
+//!   lines of all of them are printed again at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -843,6 +848,81 @@ fn demo() -> Result<()> {
     result
 }
 
+/// The full benchmark run of `docs/benchmarks.md`: each workload with
+/// the arguments its table was made with.
+const BENCH_RUNS: &[(&str, &[&str])] = &[
+    ("fixed", &["--rounds", "3", "--json"]),
+    ("compare", &["--rounds", "3", "--json"]),
+    ("checkpointed", &["--rounds", "5", "--json"]),
+    ("latency", &["--rate", "50000", "--seconds", "4"]),
+    ("recovery", &["--keys", "1000000"]),
+    ("languages", &["--events", "200000", "--rounds", "3"]),
+    ("host", &["--events", "200000", "--rounds", "5"]),
+];
+
+fn bench() -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    build_guests()?;
+    let root = repo_root();
+    run(cargo().current_dir(&root).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--locked",
+        "-p",
+        "weir",
+        "-p",
+        "weir-bench",
+    ]))?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let started = std::time::Instant::now();
+    let mut results = Vec::new();
+    for (workload, args) in BENCH_RUNS {
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if args.last().is_some_and(|a| a == "--json") {
+            args.push(
+                out_dir
+                    .join(format!("{workload}.json"))
+                    .display()
+                    .to_string(),
+            );
+        }
+        println!("== weir-bench {workload} {}", args.join(" "));
+        let mut child = Command::new(root.join("target/release/weir-bench"))
+            .arg(workload)
+            .args(&args)
+            .env("WEIR_GUEST_DIR", guest_dir())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start weir-bench")?;
+        let mut log = std::fs::File::create(out_dir.join(format!("{workload}.txt")))?;
+        let stdout = child.stdout.take().context("weir-bench has no stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            writeln!(log, "{line}")?;
+            if line.starts_with("RESULT ") {
+                results.push(line);
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("weir-bench {workload} failed with {status}");
+        }
+    }
+    println!(
+        "== every workload in {:.0} s; outputs in {}",
+        started.elapsed().as_secs_f64(),
+        out_dir.display()
+    );
+    for line in &results {
+        println!("{line}");
+    }
+    std::fs::write(out_dir.join("results.txt"), results.join("\n") + "\n")?;
+    Ok(())
+}
+
 fn tempdir() -> Result<std::path::PathBuf> {
     let dir = repo_root().join("target/demo");
     std::fs::create_dir_all(&dir)?;
@@ -855,12 +935,13 @@ fn main() -> ExitCode {
         Some("guests") => build_guests(),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("bench") => bench(),
         Some("build-c") => build_c_cli(&args[1..]),
         Some("unicode-tables") => write_unicode_tables(),
         Some("build-js") => build_js_cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <guests | test [nextest/test args] | demo | build-c DIR OUT | build-js FILE OUT>"
+                "usage: cargo xtask <guests | test [nextest/test args] | demo | bench | build-c DIR OUT | build-js FILE OUT>"
             );
             return ExitCode::from(2);
         }

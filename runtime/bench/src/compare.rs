@@ -1,0 +1,420 @@
+//! `compare`: the fixed workloads W1 (stateless) and W2 (keyed) three
+//! ways in one run: native Rust, the engine in-process, and a real
+//! `weir serve` process driven over its HTTP API (produce → topology →
+//! consume), so that the cost of the API path is visible.
+//!
+//! Through the API a round is: apply and start a topology reading stream
+//! `<w>-in-<round>` and writing the exactly-once stream `<w>-out-<round>`
+//! (checkpoints every second, the server's default); then one thread
+//! produces the N events as JSON lines in batches of 5,000 while the main
+//! thread pages through the output stream (10,000 events per read) until
+//! it has every expected event. The round's time runs from the first
+//! produce call to the last event read, so it holds the HTTP parsing on
+//! both ends, the disk writes of both streams, the engine, and the wait
+//! for the checkpoint that publishes the last output (up to one interval).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use weir_tests::guest_bytes;
+
+use crate::workloads::{self, generate, peak_rss_mib};
+
+/// Events per produce call.
+const PRODUCE_BATCH: u64 = 5_000;
+/// Events per read of the output stream (the server's cap).
+const READ_LIMIT: usize = 10_000;
+/// A round that makes no progress for this long is an error.
+const STALL: Duration = Duration::from_secs(60);
+
+/// One workload's figures, three ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub workload: &'static str,
+    pub events: u64,
+    pub out: u64,
+    /// End to end through `weir serve`: first produce to last event read.
+    pub api_events_per_sec: f64,
+    pub api_spread_pct: f64,
+    /// How fast the producer got its events accepted (on disk) meanwhile.
+    pub api_produce_events_per_sec: f64,
+    pub in_process_events_per_sec: f64,
+    pub native_events_per_sec: f64,
+    pub api_vs_native: f64,
+    pub api_vs_in_process: f64,
+    /// Peak resident set of the `weir serve` process, in MiB.
+    pub server_peak_rss_mib: f64,
+    /// Peak resident set of this bench process (client and in-process runs).
+    pub bench_peak_rss_mib: f64,
+}
+
+/// The `weir` binary next to this one (`target/release/weir`).
+fn weir_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating weir-bench")?;
+    let dir = exe.parent().context("weir-bench has no parent directory")?;
+    let weir = dir.join("weir");
+    if !weir.is_file() {
+        bail!(
+            "{} does not exist: `compare` drives the real server; build it first with \
+             `cargo build --release -p weir`",
+            weir.display()
+        );
+    }
+    Ok(weir)
+}
+
+/// A `weir serve` child on an ephemeral loopback port over a temporary
+/// data directory; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Result<Server> {
+        let data = tempfile::tempdir()?;
+        let mut child = Command::new(weir_binary()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env_remove("WEIR_TOKEN")
+            .env("WEIR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting weir serve")?;
+        let stdout = child.stdout.take().context("weir serve stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("weir serve: listening on ")
+            .with_context(|| format!("weir serve printed {line:?} instead of its address"))?
+            .to_string();
+        Ok(Server {
+            child,
+            url,
+            _data: data,
+        })
+    }
+
+    /// `VmHWM` (peak) or `VmRSS` (now) of the server, in MiB.
+    fn rss_mib(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking client that turns every non-2xx answer into an error
+/// naming the request and the server's message.
+#[derive(Clone)]
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &[u8], content_type: &str) -> Result<String> {
+        let url = format!("{}{path}", self.base);
+        let res = match method {
+            "GET" => self.agent.get(&url).call(),
+            "PUT" => self
+                .agent
+                .put(&url)
+                .header("Content-Type", content_type)
+                .send(body),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("Content-Type", content_type)
+                .send(body),
+        };
+        let mut res = res.with_context(|| format!("{method} {path}"))?;
+        let status = res.status().as_u16();
+        let text = res
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .with_context(|| format!("{method} {path}: reading the answer"))?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status} {text}");
+        }
+        Ok(text)
+    }
+}
+
+/// A read of a stream: only what the bench needs.
+#[derive(Deserialize)]
+struct Read<'a> {
+    next_offset: u64,
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+/// The produce bodies of one round: events `0..n` as JSON lines.
+fn bodies(n: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let end = (i + PRODUCE_BATCH).min(n);
+        let mut body = Vec::with_capacity(((end - i) * 150) as usize);
+        for j in i..end {
+            let e = generate(j);
+            body.extend_from_slice(br#"{"value":"#);
+            body.extend_from_slice(&e.value);
+            body.extend_from_slice(format!(",\"timestamp\":{}}}\n", e.timestamp).as_bytes());
+        }
+        out.push(body);
+        i = end;
+    }
+    out
+}
+
+/// One round through the API; returns (end-to-end, produce) times and
+/// the events read.
+fn api_round(
+    client: &Client,
+    workload: &str,
+    doc: &str,
+    round: usize,
+    n: u64,
+    expected: u64,
+) -> Result<(Duration, Duration, u64)> {
+    let name = format!("{workload}-{round}");
+    let input = format!("{name}-in");
+    let output = format!("{name}-out");
+    let doc = doc
+        .replace("@NAME@", &name)
+        .replace("@IN@", &input)
+        .replace("@OUT@", &output);
+    client.send(
+        "PUT",
+        &format!("/v1/topologies/{name}"),
+        doc.as_bytes(),
+        "application/yaml",
+    )?;
+    client.send(
+        "POST",
+        &format!("/v1/topologies/{name}/start"),
+        b"",
+        "application/json",
+    )?;
+    // Generated before the clock starts: the client's own JSON writing is
+    // not the server's cost.
+    let bodies = bodies(n);
+    let started = Instant::now();
+    let producer = {
+        let client = client.clone();
+        let path = format!("/v1/streams/{input}/events");
+        std::thread::spawn(move || -> Result<Duration> {
+            for body in &bodies {
+                client.send("POST", &path, body, "application/x-ndjson")?;
+            }
+            Ok(started.elapsed())
+        })
+    };
+    let mut offset = 0;
+    let mut read = 0u64;
+    let mut progress = Instant::now();
+    while read < expected {
+        let path = format!("/v1/streams/{output}/events?offset={offset}&limit={READ_LIMIT}");
+        let text = client.send("GET", &path, b"", "")?;
+        let page: Read<'_> = serde_json::from_str(&text)
+            .with_context(|| format!("GET {path}: not a stream read"))?;
+        if page.events.is_empty() {
+            if progress.elapsed() > STALL {
+                bail!(
+                    "{name}: no output for {} s after {read} of {expected} events",
+                    STALL.as_secs()
+                );
+            }
+            if producer.is_finished() {
+                std::thread::sleep(Duration::from_millis(5));
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        }
+        read += page.events.len() as u64;
+        offset = page.next_offset;
+        progress = Instant::now();
+    }
+    let total = started.elapsed();
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    client.send(
+        "POST",
+        &format!("/v1/topologies/{name}/stop"),
+        b"",
+        "application/json",
+    )?;
+    client.send("DELETE", &format!("/v1/topologies/{name}"), b"", "")?;
+    if read != expected {
+        bail!("{name}: read {read} events, expected {expected}");
+    }
+    Ok((total, produced, read))
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn spread_pct(xs: &[Duration]) -> f64 {
+    let min = xs.iter().min().copied().unwrap_or_default().as_secs_f64();
+    let max = xs.iter().max().copied().unwrap_or_default().as_secs_f64();
+    if min > 0.0 {
+        (max - min) / min * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Runs W1 and W2 (`only` picks one) with `n` events: native and
+/// in-process as `fixed` does, then through a fresh `weir serve`.
+pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
+    let wanted = |w: &str| only.is_none_or(|o| o == w);
+    let server = Server::start()?;
+    let client = Client::new(&server.url);
+    for module in ["filter", "map", "keyed-sum"] {
+        client.send(
+            "POST",
+            &format!("/v1/modules/{module}"),
+            &guest_bytes(module),
+            "application/wasm",
+        )?;
+    }
+    let docs = [
+        (
+            "stateless",
+            "name: @NAME@\nsources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: @OUT@, input: m }]\n",
+        ),
+        (
+            "keyed",
+            "name: @NAME@\nsources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: @OUT@, input: agg }]\n",
+        ),
+    ];
+    let mut all = Vec::new();
+    for (workload, doc) in docs {
+        if !wanted(workload) {
+            continue;
+        }
+        // Native and in-process, as `fixed` measures them, in this run.
+        let base = workloads::run(n, rounds, Some(workload))?
+            .pop()
+            .context("fixed workload gave no figures")?;
+        let expected = base.out;
+        println!("{workload} through weir serve ({}):", server.url);
+        let mut round = 0;
+        api_round(&client, workload, doc, round, n, expected)?;
+        let mut totals = Vec::new();
+        let mut produces = Vec::new();
+        for _ in 0..rounds {
+            round += 1;
+            let (total, produced, _) = api_round(&client, workload, doc, round, n, expected)?;
+            println!(
+                "  round {round}: {:.0} ev/s end to end, produce done after {:.2} s of {:.2} s; server RSS {:.0} MiB",
+                n as f64 / total.as_secs_f64(),
+                produced.as_secs_f64(),
+                total.as_secs_f64(),
+                server.rss_mib("VmRSS:")
+            );
+            totals.push(total);
+            produces.push(produced);
+        }
+        let spread = spread_pct(&totals);
+        let api = n as f64 / median(totals).as_secs_f64();
+        all.push(Figures {
+            workload,
+            events: n,
+            out: expected,
+            api_events_per_sec: api,
+            api_spread_pct: spread,
+            api_produce_events_per_sec: n as f64 / median(produces).as_secs_f64(),
+            in_process_events_per_sec: base.weir_events_per_sec,
+            native_events_per_sec: base.native_events_per_sec,
+            api_vs_native: api / base.native_events_per_sec,
+            api_vs_in_process: api / base.weir_events_per_sec,
+            server_peak_rss_mib: server.rss_mib("VmHWM:"),
+            bench_peak_rss_mib: peak_rss_mib(),
+        });
+    }
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>16} {:>14} {:>14} {:>12} {:>9} {:>9} {:>10}",
+        "workload",
+        "events",
+        "out",
+        "API ev/s",
+        "produce ev/s",
+        "in-proc ev/s",
+        "native ev/s",
+        "/native",
+        "/in-proc",
+        "server MiB"
+    );
+    for f in &all {
+        println!(
+            "{:<10} {:>9} {:>9} {:>9.0} ±{:>4.1}% {:>14.0} {:>14.0} {:>12.0} {:>8.1}% {:>8.1}% {:>10.0}",
+            f.workload,
+            f.events,
+            f.out,
+            f.api_events_per_sec,
+            f.api_spread_pct,
+            f.api_produce_events_per_sec,
+            f.in_process_events_per_sec,
+            f.native_events_per_sec,
+            f.api_vs_native * 100.0,
+            f.api_vs_in_process * 100.0,
+            f.server_peak_rss_mib
+        );
+    }
+    for f in &all {
+        println!(
+            "RESULT workload={}-api events={} out={} events_per_sec={:.0} produce_events_per_sec={:.0} in_process_events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3} ratio_in_process={:.3} server_peak_rss_mib={:.0}",
+            f.workload,
+            f.events,
+            f.out,
+            f.api_events_per_sec,
+            f.api_produce_events_per_sec,
+            f.in_process_events_per_sec,
+            f.native_events_per_sec,
+            f.api_vs_native,
+            f.api_vs_in_process,
+            f.server_peak_rss_mib
+        );
+    }
+    Ok(all)
+}
