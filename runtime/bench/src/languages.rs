@@ -27,7 +27,7 @@ pub fn run(events: u64, rounds: usize) -> Result<()> {
         ..HostConfig::default()
     })?;
     println!(
-        "word-count per guest language: {events} events in batches of 1024 over 10,000 keys, median of {rounds} rounds, one core, state in memory"
+        "word-count per guest language: {events} events in batches of 1024 over 10,000 keys, median of {rounds} rounds (each repeats the pass to last 0.5 s at least), one core, state in memory"
     );
     println!(
         "{:<8} {:>10} {:>12} {:>14} {:>12} {:>10}",

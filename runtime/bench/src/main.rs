@@ -111,18 +111,29 @@ fn spread(xs: &[Duration]) -> f64 {
     }
 }
 
-/// Median time of `rounds` rounds of `round` (after one warm-up round),
-/// and the rounds' spread in percent.
+/// The shortest measured round: a round repeats its work until it lasts
+/// this long, so fast work is not timed over a few milliseconds.
+const MIN_ROUND: Duration = Duration::from_millis(500);
+
+/// Median time of one `round`, over `rounds` measured rounds after one
+/// warm-up; each measured round runs `round` as many times as fill
+/// [`MIN_ROUND`]. Returns that time, the rounds' spread in percent, and
+/// the events one `round` emitted (every run must emit as many).
 fn measure(rounds: usize, mut round: impl FnMut() -> Result<u64>) -> Result<(Duration, f64, u64)> {
+    let start = Instant::now();
     let out = round()?;
+    let passes = (MIN_ROUND.as_secs_f64() / start.elapsed().as_secs_f64().max(1e-9)).ceil();
+    let passes = (passes as u32).max(1);
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let start = Instant::now();
-        let n = round()?;
-        times.push(start.elapsed());
-        if n != out {
-            bail!("a round emitted {n} events, the warm-up {out}");
+        for _ in 0..passes {
+            let n = round()?;
+            if n != out {
+                bail!("a round emitted {n} events, the warm-up {out}");
+            }
         }
+        times.push(start.elapsed() / passes);
     }
     let s = spread(&times);
     Ok((median(times), s, out))
@@ -230,7 +241,7 @@ fn host(events: u64, rounds: usize, only: Option<&str>, sizes: &[usize]) -> Resu
     }
 
     println!(
-        "Wasm host vs native Rust, one core, {events} events of ~100-byte JSON per round, median of {rounds} rounds"
+        "Wasm host vs native Rust, one core, {events} events of ~100-byte JSON per round, median of {rounds} rounds (a round repeats the pass to last 0.5 s at least)"
     );
     println!(
         "{:<12} {:>6} {:>14} {:>14} {:>9} {:>10} {:>10} {:>8}",
