@@ -153,6 +153,11 @@ impl WasmHost {
             .wasm_memory64(false)
             .wasm_multi_memory(false)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `WEIR_PERF_MAP=1` writes /tmp/perf-<pid>.map so that `perf report`
+        // names the guests' compiled functions instead of `[JIT]` addresses.
+        if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| ModuleError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         crate::bindings::Operator::add_to_linker::<HostState, HasSelf<HostState>>(
