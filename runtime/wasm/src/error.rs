@@ -34,6 +34,18 @@ pub enum ModuleError {
         "the component does not export `weir:operator/handler@{wit}` (it exports: {found}); implement the `operator` world of Weir's wit/"
     )]
     MissingExport { wit: &'static str, found: String },
+    #[error(
+        "the component's `weir:operator/handler@{wit}` export `{function}` does not have the contract's type ({reason}); rebuild it against Weir's wit/ (weir:operator@{wit})"
+    )]
+    ExportMismatch {
+        wit: &'static str,
+        function: &'static str,
+        reason: String,
+    },
+    #[error(
+        "the component cannot be instantiated ({reason}): its start-up code trapped, ran past the init budget, or outgrew the memory cap"
+    )]
+    Instantiate { reason: String },
     #[error("precompile cache: {0}")]
     Cache(String),
     #[error("engine setup failed: {0}")]

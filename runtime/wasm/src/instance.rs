@@ -73,7 +73,7 @@ impl std::fmt::Debug for OperatorInstance {
     }
 }
 
-fn ticks(budget: Duration) -> u64 {
+pub(crate) fn ticks(budget: Duration) -> u64 {
     (budget.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
 }
 

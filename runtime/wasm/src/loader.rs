@@ -8,13 +8,17 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine, Store};
+use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange};
 
 use crate::bindings::OperatorPre;
+use crate::bindings::weir::operator::types::{CallOutput, OperatorSpec, ProcessInput, TimerInput};
 use crate::cache::PrecompileCache;
 use crate::host::HostState;
+use crate::instance::ticks;
 use crate::limits::{DEFAULT_MAX_MODULE_BYTES, EPOCH_TICK, SandboxLimits};
+use crate::state::MemoryState;
 use crate::{ModuleError, WIT_VERSION};
 
 /// Settings of a [`WasmHost`].
@@ -233,6 +237,56 @@ impl WasmHost {
         Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))
     }
 
+    /// Instantiates the component once in a throwaway store (under the
+    /// init budget and the memory cap, with nothing granted) and checks
+    /// each handler function against the contract's types: a component
+    /// whose exports have the right names and the wrong types is refused
+    /// here, naming the function, rather than when a topology starts.
+    fn check_exports(&self, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
+        let limits = self.config.limits;
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(
+                Arc::from("load-check"),
+                limits,
+                Box::new(MemoryState::new()),
+                KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+            ),
+        );
+        store.limiter(|s| s);
+        store.set_epoch_deadline(ticks(limits.init_budget));
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| ModuleError::Instantiate {
+                reason: format!("{e:#}"),
+            })?;
+        let handler_name = format!("weir:operator/handler@{WIT_VERSION}");
+        let handler = instance.get_export_index(&mut store, None, &handler_name);
+        let mismatch = |function: &'static str, reason: String| ModuleError::ExportMismatch {
+            wit: WIT_VERSION,
+            function,
+            reason,
+        };
+        let index = |store: &mut Store<HostState>, function: &'static str| {
+            instance
+                .get_export_index(&mut *store, handler.as_ref(), function)
+                .ok_or_else(|| mismatch(function, "it is missing".into()))
+        };
+        let init = index(&mut store, "init")?;
+        let process = index(&mut store, "process")?;
+        let on_timer = index(&mut store, "on-timer")?;
+        instance
+            .get_typed_func::<(&str,), (Result<OperatorSpec, String>,)>(&mut store, &init)
+            .map_err(|e| mismatch("init", format!("{e:#}")))?;
+        instance
+            .get_typed_func::<(ProcessInput,), (Result<CallOutput, String>,)>(&mut store, &process)
+            .map_err(|e| mismatch("process", format!("{e:#}")))?;
+        instance
+            .get_typed_func::<(TimerInput,), (Result<CallOutput, String>,)>(&mut store, &on_timer)
+            .map_err(|e| mismatch("on-timer", format!("{e:#}")))?;
+        Ok(())
+    }
+
     /// Validates `bytes` as a Weir operator component and compiles it (or
     /// takes it from the precompile cache).
     pub fn load(&self, bytes: &[u8]) -> Result<OperatorModule, ModuleError> {
@@ -277,6 +331,7 @@ impl WasmHost {
                     wit: WIT_VERSION,
                     reason: format!("{e:#}"),
                 })?;
+        self.check_exports(&instance_pre)?;
         let pre = OperatorPre::new(instance_pre).map_err(|e| ModuleError::MissingExport {
             wit: WIT_VERSION,
             found: format!("{} ({e:#})", exports.join(", ")),

@@ -481,6 +481,78 @@ fn loading_rejects_what_is_not_an_operator() {
         .unwrap();
 }
 
+/// A component exporting `weir:operator/handler@0.1.0` with the right
+/// function names and the wrong types: `init` takes a `u32` and returns
+/// one, `process` and `on-timer` take nothing.
+const WRONG_EXPORT_TYPES: &str = r#"
+(component
+  (core module $m
+    (func (export "init") (param i32) (result i32) i32.const 0)
+    (func (export "nothing")))
+  (core instance $i (instantiate $m))
+  (func $init (param "config" u32) (result u32) (canon lift (core func $i "init")))
+  (func $nothing (canon lift (core func $i "nothing")))
+  (instance $handler
+    (export "init" (func $init))
+    (export "process" (func $nothing))
+    (export "on-timer" (func $nothing)))
+  (export "weir:operator/handler@0.1.0" (instance $handler)))
+"#;
+
+#[test]
+fn loading_rejects_exports_of_the_wrong_types() {
+    let host = host();
+    let bytes = wat::parse_str(WRONG_EXPORT_TYPES).unwrap();
+    let err = host.load(&bytes).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ModuleError::ExportMismatch { .. }),
+        "unexpected error: {msg}"
+    );
+    assert!(msg.contains("`init`"), "{msg}");
+    assert!(msg.contains("weir:operator/handler@0.1.0"), "{msg}");
+    assert!(msg.contains("expected `string` found `u32`"), "{msg}");
+}
+
+/// A handler-shaped component whose core module runs `body` as its start
+/// function when instantiated.
+fn starting_with(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+          (core module $m
+            (func $start {body})
+            (start $start)
+            (func (export "nothing")))
+          (core instance $i (instantiate $m))
+          (func $nothing (canon lift (core func $i "nothing")))
+          (instance $handler
+            (export "init" (func $nothing))
+            (export "process" (func $nothing))
+            (export "on-timer" (func $nothing)))
+          (export "weir:operator/handler@0.1.0" (instance $handler)))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn loading_stops_start_up_code_that_traps_or_never_ends() {
+    let host = host_with(SandboxLimits {
+        init_budget: std::time::Duration::from_millis(200),
+        ..SandboxLimits::default()
+    });
+    for (body, says) in [("unreachable", "unreachable"), ("(loop br 0)", "interrupt")] {
+        let err = host.load(&starting_with(body)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ModuleError::Instantiate { .. }),
+            "unexpected error: {msg}"
+        );
+        assert!(msg.contains(says), "{msg}");
+    }
+    // The host goes on loading real operators.
+    load(&host, "word-count");
+}
+
 #[test]
 fn precompile_cache_is_used_and_survives_corruption() {
     let dir = tempfile::tempdir().unwrap();

@@ -85,9 +85,11 @@ impl From<ModuleError> for ApiError {
             }
             ModuleError::ForbiddenImport { .. }
             | ModuleError::ImportMismatch { .. }
-            | ModuleError::MissingExport { .. } => {
+            | ModuleError::MissingExport { .. }
+            | ModuleError::ExportMismatch { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world")
             }
+            ModuleError::Instantiate { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
