@@ -7,10 +7,16 @@
 //! is never reused. Bytes are validated and compiled by the [`WasmHost`]
 //! before anything is written, and written through a temporary file and a
 //! rename, so a listed version is always a loadable one.
+//!
+//! Compiling is the one costly thing an upload makes the server do, and
+//! wasmtime cannot interrupt a compile once started: its size is bounded by
+//! the body limit, and here the number of uploads compiling at once (half
+//! the cores, at least one) and waiting for a turn ([`CompileGate`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -69,8 +75,97 @@ pub enum RegistryError {
         "module `{module}` is used by topology `{topology}`: delete that topology, or apply it with another module version, first"
     )]
     InUse { module: String, topology: String },
+    #[error(
+        "the server is busy compiling other uploads ({compiling} compiling, {waiting} waiting): retry the upload in a few seconds"
+    )]
+    Busy { compiling: usize, waiting: usize },
     #[error("module registry: {what}: {reason}")]
     Io { what: String, reason: String },
+}
+
+/// How many uploads may compile at once, and how many may wait for a turn
+/// (and for how long) before an upload is refused as [`RegistryError::Busy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    pub concurrent: usize,
+    pub waiting: usize,
+    pub wait: Duration,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CompileLimits {
+            concurrent: (cores / 2).max(1),
+            waiting: 8,
+            wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Admission to compiling: at most `limits.concurrent` at once, at most
+/// `limits.waiting` in line for `limits.wait` each.
+struct CompileGate {
+    limits: CompileLimits,
+    /// (compiling, waiting)
+    counts: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+/// A turn to compile; the next upload in line gets it when dropped.
+struct CompileTurn<'a>(&'a CompileGate);
+
+impl Drop for CompileTurn<'_> {
+    fn drop(&mut self) {
+        self.0.counts().0 -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+impl CompileGate {
+    fn new(limits: CompileLimits) -> Self {
+        CompileGate {
+            limits,
+            counts: Mutex::new((0, 0)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn counts(&self) -> MutexGuard<'_, (usize, usize)> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self) -> Result<CompileTurn<'_>, RegistryError> {
+        let mut counts = self.counts();
+        if counts.0 >= self.limits.concurrent {
+            if counts.1 >= self.limits.waiting {
+                return Err(RegistryError::Busy {
+                    compiling: counts.0,
+                    waiting: counts.1,
+                });
+            }
+            counts.1 += 1;
+            let deadline = Instant::now() + self.limits.wait;
+            while counts.0 >= self.limits.concurrent {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    counts.1 -= 1;
+                    return Err(RegistryError::Busy {
+                        compiling: counts.0,
+                        waiting: counts.1,
+                    });
+                }
+                counts = self
+                    .freed
+                    .wait_timeout(counts, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            counts.1 -= 1;
+        }
+        counts.0 += 1;
+        Ok(CompileTurn(self))
+    }
 }
 
 impl RegistryError {
@@ -102,6 +197,7 @@ pub struct ModuleRegistry {
     write: Mutex<()>,
     /// Compiled modules by digest, so a topology starts without compiling.
     loaded: Mutex<HashMap<String, OperatorModule>>,
+    compiles: CompileGate,
 }
 
 impl std::fmt::Debug for ModuleRegistry {
@@ -122,8 +218,18 @@ pub enum Pushed {
 }
 
 impl ModuleRegistry {
-    /// The registry under `<data_dir>/modules`.
+    /// The registry under `<data_dir>/modules`, with the default
+    /// [`CompileLimits`].
     pub fn open(data_dir: &Path, host: Arc<WasmHost>) -> Result<Self, RegistryError> {
+        Self::open_with(data_dir, host, CompileLimits::default())
+    }
+
+    /// The registry under `<data_dir>/modules`.
+    pub fn open_with(
+        data_dir: &Path,
+        host: Arc<WasmHost>,
+        compile: CompileLimits,
+    ) -> Result<Self, RegistryError> {
         let dir = data_dir.join("modules");
         std::fs::create_dir_all(&dir).map_err(RegistryError::io(format!(
             "cannot create {}",
@@ -134,6 +240,7 @@ impl ModuleRegistry {
             host,
             write: Mutex::new(()),
             loaded: Mutex::new(HashMap::new()),
+            compiles: CompileGate::new(compile),
         })
     }
 
@@ -164,7 +271,15 @@ impl ModuleRegistry {
             return Ok(Pushed::Existing(existing));
         }
         // Validate and compile outside the write lock: it is the slow part.
+        let turn = self.compiles.enter()?;
+        let started = Instant::now();
         let module = self.host.load(bytes).map_err(RegistryError::Invalid)?;
+        drop(turn);
+        tracing::debug!(
+            module.name = name,
+            compile_ms = started.elapsed().as_millis() as u64,
+            "module compiled"
+        );
         let info = module.info().clone();
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         // Another upload of the same bytes may have won the race.
@@ -403,6 +518,57 @@ mod tests {
     fn registry(dir: &Path) -> ModuleRegistry {
         let host = Arc::new(WasmHost::new(HostConfig::default()).unwrap());
         ModuleRegistry::open(dir, host).unwrap()
+    }
+
+    #[test]
+    fn uploads_wait_for_a_compile_turn_and_are_refused_when_the_line_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(WasmHost::new(HostConfig::default()).unwrap());
+        let limits = CompileLimits {
+            concurrent: 1,
+            waiting: 1,
+            wait: Duration::from_millis(300),
+        };
+        let reg = ModuleRegistry::open_with(dir.path(), host, limits).unwrap();
+        let split = weir_tests::guest_bytes("split-words");
+        // Another upload holds the one turn: this one waits, then is refused.
+        let turn = reg.compiles.enter().unwrap();
+        let err = reg.push("ops", &split).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::Busy {
+                    compiling: 1,
+                    waiting: 0
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("retry"), "{err}");
+        // With one upload already waiting, the next is refused at once.
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| reg.push("waits", &split));
+            while reg.compiles.counts().1 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let started = Instant::now();
+            let err = reg.push("ops", &split).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RegistryError::Busy {
+                        compiling: 1,
+                        waiting: 1
+                    }
+                ),
+                "{err}"
+            );
+            assert!(started.elapsed() < limits.wait);
+            // Freeing the turn lets the waiting upload compile.
+            drop(turn);
+            assert!(matches!(waiting.join().unwrap(), Ok(Pushed::Created(_))));
+        });
+        assert!(matches!(reg.push("ops", &split), Ok(Pushed::Created(_))));
     }
 
     #[test]

@@ -113,6 +113,9 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "module_in_use", e.to_string())
                     .with_details(details)
             }
+            RegistryError::Busy { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }

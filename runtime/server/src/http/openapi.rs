@@ -105,7 +105,8 @@ pub fn document() -> Value {
                 &[("201", "Stored as a new version", Some(schema_ref("ModuleVersion"))),
                   ("200", "The same bytes were already stored", Some(schema_ref("ModuleVersion")))],
                 &[("400", "Bad name or empty body"), AUTH, ("413", "Over the module size limit"),
-                  ("415", "Not application/wasm"), ("422", "Not Wasm, a core module, or not the weir:operator world")]),
+                  ("415", "Not application/wasm"), ("422", "Not Wasm, a core module, not the weir:operator world, or its start-up code fails"),
+                  ("503", "Other uploads are compiling and the line is full: retry")]),
             "get": op("inspectModule", "Every version of a module", vec![name()], None,
                 &[("200", "Versions", Some(json!({ "type": "object", "properties": {
                     "name": { "type": "string" }, "versions": { "type": "array", "items": schema_ref("ModuleVersion") } } })))],
