@@ -197,7 +197,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
         figures.mean_bytes,
         figures.peak_rss_mib
     );
-    println!(
+    crate::report::result(format!(
         "RESULT workload=checkpointed events={n} events_per_sec={:.0} durable_events_per_sec={:.0} keyed_events_per_sec={:.0} overhead_pct={:.1} overhead_vs_memory_pct={:.1} checkpoints={} mean_checkpoint_ms={:.1} mean_checkpoint_bytes={:.0}",
         figures.checkpointed_events_per_sec,
         figures.durable_events_per_sec,
@@ -207,7 +207,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
         figures.checkpoints,
         figures.mean_duration_ms,
         figures.mean_bytes
-    );
+    ));
     Ok(figures)
 }
 
@@ -345,10 +345,10 @@ pub fn recovery(keys: u64) -> Result<()> {
         "restore (new process): first output {first_ms:.0} ms after start; every key read back and updated in {all_s:.2} s ({:.0} keys/s); peak RSS {rss:.0} MiB",
         keys as f64 / all_s
     );
-    println!(
+    crate::report::result(format!(
         "RESULT workload=recovery keys={keys} checkpoint_ms={:.0} checkpoint_bytes={} restore_first_output_ms={first_ms:.0} restore_all_keys_s={all_s:.2} restore_peak_rss_mib={rss:.0}",
         last.duration_ms, last.bytes,
-    );
+    ));
     Ok(())
 }
 

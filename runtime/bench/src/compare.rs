@@ -402,19 +402,20 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         );
     }
     for f in &all {
-        println!(
-            "RESULT workload={}-api events={} out={} events_per_sec={:.0} produce_events_per_sec={:.0} in_process_events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3} ratio_in_process={:.3} server_peak_rss_mib={:.0}",
+        crate::report::result(format!(
+            "RESULT workload={}-api events={} out={} events_per_sec={:.0} spread_pct={:.1} produce_events_per_sec={:.0} in_process_events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3} ratio_in_process={:.3} server_peak_rss_mib={:.0}",
             f.workload,
             f.events,
             f.out,
             f.api_events_per_sec,
+            f.api_spread_pct,
             f.api_produce_events_per_sec,
             f.in_process_events_per_sec,
             f.native_events_per_sec,
             f.api_vs_native,
             f.api_vs_in_process,
             f.server_peak_rss_mib
-        );
+        ));
     }
     Ok(all)
 }

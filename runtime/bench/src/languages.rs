@@ -72,13 +72,13 @@ pub fn run(events: u64, rounds: usize) -> Result<()> {
             rate,
             rate / base * 100.0
         );
-        println!(
+        crate::report::result(format!(
             "RESULT workload=languages language={language} size_bytes={} compile_ms={:.1} instantiate_us={:.0} events_per_sec={rate:.0} ratio_to_rust={:.3}",
             bytes.len(),
             compile.as_secs_f64() * 1e3,
             instantiate.as_secs_f64() * 1e6,
             rate / base
-        );
+        ));
     }
     Ok(())
 }

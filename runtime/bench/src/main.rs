@@ -14,7 +14,7 @@
 //! p50/p99/p999 from source to sink through three operators at a steady
 //! rate (default 50,000 events/s for 4 s).
 //!
-//! `fixed [--events N] [--rounds R] [--json FILE]` runs the fixed
+//! `fixed [--events N] [--rounds R]` runs the fixed
 //! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`
 //! (`--only stateless|keyed|window` for one).
 //!
@@ -23,8 +23,8 @@
 //! `recovery [--keys N]`: the checkpoint of N dirty keys (1M by default)
 //! and the time to restore it and read every key back.
 //!
-//! `compare [--events N] [--rounds R] [--only stateless|keyed] [--json
-//! FILE]` (also `fixed --compare`): W1 and W2 natively, in-process and
+//! `compare [--events N] [--rounds R] [--only stateless|keyed]` (also
+//! `fixed --compare`): W1 and W2 natively, in-process and
 //! through a real `weir serve` process over HTTP (produce → topology →
 //! consume); needs `cargo build --release -p weir` first.
 //!
@@ -42,6 +42,9 @@
 //!
 //! each against a native closure producing the same output batch; plus the
 //! time to instantiate an operator (fresh `Store`, instantiate, `init`).
+//!
+//! Every workload prints `RESULT key=value …` lines; `--json FILE` writes
+//! them as a JSON array of objects (`report.rs`).
 
 #![allow(clippy::print_stdout)]
 
@@ -49,6 +52,7 @@ mod checkpoints;
 mod compare;
 mod languages;
 mod native;
+mod report;
 mod topology;
 mod workloads;
 
@@ -294,7 +298,7 @@ fn host(events: u64, rounds: usize, only: Option<&str>, sizes: &[usize]) -> Resu
     );
     println!();
     for r in &rows {
-        println!(
+        crate::report::result(format!(
             "RESULT workload={} batch={} events={} out={} wasm_events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3}",
             r.workload,
             r.batch,
@@ -303,12 +307,12 @@ fn host(events: u64, rounds: usize, only: Option<&str>, sizes: &[usize]) -> Resu
             r.per_sec(r.wasm),
             r.per_sec(r.native),
             r.ratio()
-        );
+        ));
     }
-    println!(
+    crate::report::result(format!(
         "RESULT workload=instantiate micros={:.1}",
         inst.as_secs_f64() * 1e6
-    );
+    ));
     Ok(())
 }
 
@@ -353,15 +357,6 @@ fn compare(
 fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
     if wasm != native {
         bail!("{workload}: Wasm emitted {wasm} events, native {native}");
-    }
-    Ok(())
-}
-
-/// Writes `figures` as pretty JSON to `path`, when one was given.
-fn write_json(path: Option<&str>, figures: &impl serde::Serialize) -> Result<()> {
-    if let Some(path) = path {
-        std::fs::write(path, serde_json::to_string_pretty(figures)?)?;
-        println!("figures written to {path}");
     }
     Ok(())
 }
@@ -439,30 +434,22 @@ fn main() -> Result<()> {
     });
 
     match workload.as_deref() {
-        Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes),
-        Some("topology") => topology::throughput(events, rounds.max(1)),
-        Some("fixed") => write_json(
-            json.as_deref(),
-            &workloads::run(events, rounds.max(1), only.as_deref())?,
-        ),
-        Some("compare") => write_json(
-            json.as_deref(),
-            &compare::run(events, rounds.max(1), only.as_deref())?,
-        ),
-        Some("latency") => topology::latency(rate, seconds),
-        Some("checkpointed") => write_json(
-            json.as_deref(),
-            &checkpoints::checkpointed(events, rounds.max(1))?,
-        ),
-        Some("recovery") => checkpoints::recovery(keys),
+        Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes)?,
+        Some("topology") => topology::throughput(events, rounds.max(1))?,
+        Some("fixed") => drop(workloads::run(events, rounds.max(1), only.as_deref())?),
+        Some("compare") => drop(compare::run(events, rounds.max(1), only.as_deref())?),
+        Some("latency") => topology::latency(rate, seconds)?,
+        Some("checkpointed") => drop(checkpoints::checkpointed(events, rounds.max(1))?),
+        Some("recovery") => checkpoints::recovery(keys)?,
         // The second half of `recovery`, run by it in a new process.
         Some("restore") => checkpoints::restore(
             keys,
             std::path::Path::new(&dir.context("restore needs --dir")?),
-        ),
-        Some("languages") => languages::run(events, rounds.max(1)),
+        )?,
+        Some("languages") => languages::run(events, rounds.max(1))?,
         Some(other) => bail!(
             "unknown workload {other}; known: host, topology, fixed, compare, latency, checkpointed, recovery, languages"
         ),
     }
+    report::write_json(json.as_deref())
 }

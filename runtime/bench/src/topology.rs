@@ -106,10 +106,10 @@ fn print_row(name: &str, label: &str, n: u64, out: u64, wasm: Duration, native: 
         nat,
         w / nat * 100.0
     );
-    println!(
+    crate::report::result(format!(
         "RESULT workload={name} events={n} out={out} wasm_events_per_sec={w:.0} native_events_per_sec={nat:.0} ratio={:.3}",
         w / nat
-    );
+    ));
 }
 
 pub fn throughput(n: u64, rounds: usize) -> Result<()> {
@@ -270,11 +270,11 @@ pub fn latency(rate: u64, seconds: u64) -> Result<()> {
         pct(0.99),
         pct(0.999)
     );
-    println!(
+    crate::report::result(format!(
         "RESULT workload=latency rate={rate} events={n} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3}",
         pct(0.5),
         pct(0.99),
         pct(0.999)
-    );
+    ));
     Ok(())
 }

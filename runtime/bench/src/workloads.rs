@@ -349,16 +349,18 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         )?);
     }
     for f in &all {
-        println!(
-            "RESULT workload={} events={} out={} events_per_sec={:.0} native_events_per_sec={:.0} ratio={:.3} peak_rss_mib={:.0}",
+        crate::report::result(format!(
+            "RESULT workload={} events={} out={} events_per_sec={:.0} spread_pct={:.1} native_events_per_sec={:.0} native_spread_pct={:.1} ratio={:.3} peak_rss_mib={:.0}",
             f.workload,
             f.events,
             f.out,
             f.weir_events_per_sec,
+            f.weir_spread_pct,
             f.native_events_per_sec,
+            f.native_spread_pct,
             f.ratio,
             f.peak_rss_mib
-        );
+        ));
     }
     Ok(all)
 }

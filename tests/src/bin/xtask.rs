@@ -17,8 +17,8 @@
 //! - `bench`: every guest and a release build, then every workload of
 //!   `weir-bench` in turn with the sizes of `docs/benchmarks.md`; the
 //!   output goes to the terminal and to `target/bench/<workload>.txt`
-//!   (JSON beside it where the workload writes some), and the `RESULT`
-//!   lines of all of them are printed again at the end.
+//!   (its `RESULT` records as JSON beside it), and the `RESULT` lines of
+//!   all of them are printed again at the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -851,9 +851,9 @@ fn demo() -> Result<()> {
 /// The full benchmark run of `docs/benchmarks.md`: each workload with
 /// the arguments its table was made with.
 const BENCH_RUNS: &[(&str, &[&str])] = &[
-    ("fixed", &["--rounds", "3", "--json"]),
-    ("compare", &["--rounds", "3", "--json"]),
-    ("checkpointed", &["--rounds", "5", "--json"]),
+    ("fixed", &["--rounds", "3"]),
+    ("compare", &["--rounds", "3"]),
+    ("checkpointed", &["--rounds", "5"]),
     ("latency", &["--rate", "50000", "--seconds", "4"]),
     ("recovery", &["--keys", "1000000"]),
     ("languages", &["--events", "200000", "--rounds", "3"]),
