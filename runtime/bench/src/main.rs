@@ -436,10 +436,16 @@ fn main() -> Result<()> {
     match workload.as_deref() {
         Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes)?,
         Some("topology") => topology::throughput(events, rounds.max(1))?,
-        Some("fixed") => drop(workloads::run(events, rounds.max(1), only.as_deref())?),
-        Some("compare") => drop(compare::run(events, rounds.max(1), only.as_deref())?),
+        Some("fixed") => {
+            workloads::run(events, rounds.max(1), only.as_deref())?;
+        }
+        Some("compare") => {
+            compare::run(events, rounds.max(1), only.as_deref())?;
+        }
         Some("latency") => topology::latency(rate, seconds)?,
-        Some("checkpointed") => drop(checkpoints::checkpointed(events, rounds.max(1))?),
+        Some("checkpointed") => {
+            checkpoints::checkpointed(events, rounds.max(1))?;
+        }
         Some("recovery") => checkpoints::recovery(keys)?,
         // The second half of `recovery`, run by it in a new process.
         Some("restore") => checkpoints::restore(
