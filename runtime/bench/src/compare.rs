@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use weir_tests::guest_bytes;
 
-use crate::workloads::{self, generate, peak_rss_mib};
+use crate::workloads::{self, generate, peak_rss_mib, status_mib};
+use crate::{median, spread};
 
 /// Events per produce call.
 const PRODUCE_BATCH: u64 = 5_000;
@@ -105,15 +106,7 @@ impl Server {
 
     /// `VmHWM` (peak) or `VmRSS` (now) of the server, in MiB.
     fn rss_mib(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
+        status_mib(&format!("/proc/{}/status", self.child.id()), field)
     }
 }
 
@@ -287,21 +280,6 @@ fn api_round(
     Ok((total, produced, read))
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn spread_pct(xs: &[Duration]) -> f64 {
-    let min = xs.iter().min().copied().unwrap_or_default().as_secs_f64();
-    let max = xs.iter().max().copied().unwrap_or_default().as_secs_f64();
-    if min > 0.0 {
-        (max - min) / min * 100.0
-    } else {
-        0.0
-    }
-}
-
 /// Runs W1 and W2 (`only` picks one) with `n` events: native and
 /// in-process as `fixed` does, then through a fresh `weir serve`.
 pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
@@ -354,7 +332,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             totals.push(total);
             produces.push(produced);
         }
-        let spread = spread_pct(&totals);
+        let spread = spread(&totals);
         let api = n as f64 / median(totals).as_secs_f64();
         all.push(Figures {
             workload,

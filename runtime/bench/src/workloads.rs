@@ -51,11 +51,17 @@ pub struct Figures {
 }
 
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_mib("/proc/self/status", "VmHWM:")
+}
+
+/// A `kB` line (`field`, e.g. `VmHWM:`) of a `/proc/<pid>/status` file, in
+/// MiB; 0 when it cannot be read.
+pub fn status_mib(status: &str, field: &str) -> f64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
