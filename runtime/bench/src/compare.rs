@@ -12,6 +12,10 @@
 //! produce call to the last event read, so it holds the HTTP parsing on
 //! both ends, the disk writes of both streams, the engine, and the wait
 //! for the checkpoint that publishes the last output (up to one interval).
+//!
+//! Without `--only`, it also measures the control plane on the same server:
+//! upload-to-running of a three-operator topology and the latency of one
+//! produce call.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -395,5 +399,85 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             f.server_peak_rss_mib
         ));
     }
+    if only.is_none() {
+        control_plane(&client, rounds.max(5))?;
+    }
     Ok(all)
+}
+
+/// The `p` quantile of sorted `xs`.
+fn quantile(xs: &[Duration], p: f64) -> Duration {
+    xs[(((xs.len() - 1) as f64) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The control plane's own figures on the same server: upload-to-running
+/// (three modules pushed under new names with the compile cache warm, a
+/// three-operator topology applied and started, until `start` answers),
+/// and the latency of one produce call of 1,000 events (200 calls, each
+/// answered once the events are on disk).
+fn control_plane(client: &Client, rounds: usize) -> Result<()> {
+    let modules = ["filter", "map", "keyed-sum"].map(|m| (m, guest_bytes(m)));
+    let mut deploys = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        for (module, bytes) in &modules {
+            client.send(
+                "POST",
+                &format!("/v1/modules/{module}-r{round}"),
+                bytes,
+                "application/wasm",
+            )?;
+        }
+        let doc = format!(
+            "name: deploy-{round}\nsources: [{{ name: in, stream: deploy-{round}-in }}]\noperators:\n  \
+             - {{ name: f, module: filter-r{round}, input: in, config: {{ field: amount, op: gt, value: 50 }} }}\n  \
+             - {{ name: m, module: map-r{round}, input: f, config: {{ uppercase: user }} }}\n  \
+             - {{ name: agg, module: keyed-sum-r{round}, input: m, key_by: {{ field: user }} }}\n\
+             sinks: [{{ name: out, stream: deploy-{round}-out, input: agg }}]\n"
+        );
+        let name = format!("/v1/topologies/deploy-{round}");
+        client.send("PUT", &name, doc.as_bytes(), "application/yaml")?;
+        client.send("POST", &format!("{name}/start"), b"", "application/json")?;
+        deploys.push(started.elapsed());
+        client.send("POST", &format!("{name}/stop"), b"", "application/json")?;
+        client.send("DELETE", &name, b"", "")?;
+    }
+    deploys.sort();
+    let body = bodies(1000).pop().context("no produce body")?;
+    let mut calls = Vec::with_capacity(200);
+    let started = Instant::now();
+    for _ in 0..200 {
+        let t = Instant::now();
+        client.send(
+            "POST",
+            "/v1/streams/produce-latency/events",
+            &body,
+            "application/x-ndjson",
+        )?;
+        calls.push(t.elapsed());
+    }
+    let produce_rate = 200_000.0 / started.elapsed().as_secs_f64();
+    calls.sort();
+    println!(
+        "control plane: upload-to-running (3 modules, warm compile cache) median {:.1} ms, worst {:.1} ms over {rounds}; produce call of 1000 events p50 {:.1} ms, p99 {:.1} ms ({produce_rate:.0} events/s, one client)",
+        ms(quantile(&deploys, 0.5)),
+        ms(quantile(&deploys, 1.0)),
+        ms(quantile(&calls, 0.5)),
+        ms(quantile(&calls, 0.99)),
+    );
+    crate::report::result(format!(
+        "RESULT workload=api-deploy rounds={rounds} median_ms={:.1} worst_ms={:.1}",
+        ms(quantile(&deploys, 0.5)),
+        ms(quantile(&deploys, 1.0))
+    ));
+    crate::report::result(format!(
+        "RESULT workload=api-produce calls=200 batch=1000 events_per_sec={produce_rate:.0} p50_ms={:.2} p99_ms={:.2}",
+        ms(quantile(&calls, 0.5)),
+        ms(quantile(&calls, 0.99))
+    ));
+    Ok(())
 }
