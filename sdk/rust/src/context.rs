@@ -7,7 +7,7 @@ use crate::bindings::weir::operator::timers;
 use crate::bindings::weir::operator::types::{
     CallContext, CallOutput, EventBatch, EventError, Header, StateChanges,
 };
-use crate::state::{ListState, MapState, ValueState};
+use crate::state::{Encoding, ListState, MapState, ValueState};
 use crate::{Error, Event, TimeDomain};
 
 /// Declares an operator's state while it starts ([`crate::Operator::init`]).
@@ -21,6 +21,15 @@ impl Setup {
     /// the keys of a batch travel with the batch, so reading and writing it
     /// costs no host call.
     pub fn value_state<T>(&mut self, name: &str) -> ValueState<T> {
+        self.value_state_encoded(name, Encoding::Json)
+    }
+
+    /// Declares value state `name` stored in `encoding`
+    /// ([`Encoding::Compact`] for fewer bytes and less work, when only
+    /// this Rust operator reads the state). Values written before in the
+    /// other encoding still read, so the encoding can change between
+    /// versions of an operator.
+    pub fn value_state_encoded<T>(&mut self, name: &str, encoding: Encoding) -> ValueState<T> {
         let index = match self.value_states.iter().position(|n| n == name) {
             Some(i) => i,
             None => {
@@ -28,7 +37,7 @@ impl Setup {
                 self.value_states.len() - 1
             }
         };
-        ValueState::new(index)
+        ValueState::new(index, encoding)
     }
 
     /// Declares map state `name`: many `K → V` entries per key, read and
@@ -259,17 +268,29 @@ impl<'a> Context<'a> {
         self.output.values.extend_from_slice(value);
     }
 
-    /// Emits an event whose value is `value` serialised as JSON.
+    /// Emits an event whose value is `value` serialised as JSON, written
+    /// straight into the call's output buffer.
     pub fn emit_json<T: Serialize + ?Sized>(
         &mut self,
         key: Option<&[u8]>,
         value: &T,
         timestamp: i64,
     ) -> Result<(), Error> {
+        self.emit_written(key, timestamp, |out| Ok(serde_json::to_writer(out, value)?))
+    }
+
+    /// Emits an event whose value `write` appends to the output buffer;
+    /// when it fails, nothing is emitted.
+    fn emit_written(
+        &mut self,
+        key: Option<&[u8]>,
+        timestamp: i64,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let start = self.output.values.len();
-        if let Err(err) = serde_json::to_writer(&mut self.output.values, value) {
+        if let Err(err) = write(&mut self.output.values) {
             self.output.values.truncate(start);
-            return Err(err.into());
+            return Err(err);
         }
         let len = self.output.values.len() - start;
         self.output.push_key(key);
@@ -300,20 +321,34 @@ impl<'a> Context<'a> {
     /// Emits `value` in place of `event`'s value, keeping its key,
     /// timestamp and headers (a map over values).
     pub fn emit_like(&mut self, event: &Event<'_>, value: &[u8]) {
-        let index = self.output.timestamps.len() as u32;
-        self.output
-            .headers
-            .extend(event.headers.iter().map(|h| Header {
-                event: index,
-                name: h.name.clone(),
-                value: h.value.clone(),
-            }));
+        self.copy_headers(event, self.output.timestamps.len() as u32);
         self.emit(event.key, value, event.timestamp);
+    }
+
+    /// Like [`Context::emit_like`], with the new value written by `write`
+    /// straight into the call's output buffer (it appends the value's bytes
+    /// to the `Vec` it is given, and must leave what is already there
+    /// alone): no buffer of the operator's own, no copy. When `write`
+    /// fails, nothing is emitted.
+    pub fn emit_like_with(
+        &mut self,
+        event: &Event<'_>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let index = self.output.timestamps.len() as u32;
+        self.emit_written(event.key, event.timestamp, write)?;
+        self.copy_headers(event, index);
+        Ok(())
     }
 
     /// Emits `event` unchanged, headers included.
     pub fn forward(&mut self, event: &Event<'_>) {
-        let index = self.output.timestamps.len() as u32;
+        self.copy_headers(event, self.output.timestamps.len() as u32);
+        self.emit(event.key, event.value, event.timestamp);
+    }
+
+    /// Gives emitted event `index` `event`'s headers.
+    fn copy_headers(&mut self, event: &Event<'_>, index: u32) {
         self.output
             .headers
             .extend(event.headers.iter().map(|h| Header {
@@ -321,7 +356,6 @@ impl<'a> Context<'a> {
                 name: h.name.clone(),
                 value: h.value.clone(),
             }));
-        self.emit(event.key, event.value, event.timestamp);
     }
 
     /// Registers a timer for the current key: `on_timer` is called once the

@@ -31,6 +31,12 @@
 //! config and typed state. It does not hide that map and list state go
 //! through host calls: prefer [`ValueState`] on hot paths.
 //!
+//! The fast way to read and write events, which the example guests follow:
+//! [`Event::json`] into a struct that borrows from the batch (or
+//! [`Event::json_field`] for one field named in the config), and output
+//! written straight into the call's buffer with [`Context::emit_json`] or
+//! [`Context::emit_like_with`]; no `serde_json::Value` per event.
+//!
 //! Key types: [`Operator`], [`Setup`] (declare state in `init`), [`Context`]
 //! (per call), [`Event`] and [`Timer`] (inputs), [`ValueState`],
 //! [`MapState`], [`ListState`] (typed state), [`Error`]; event-time windows
@@ -39,6 +45,7 @@
 mod context;
 mod error;
 mod event;
+mod json;
 mod runtime;
 mod state;
 pub mod window;
@@ -60,10 +67,14 @@ pub mod bindings {
 pub use context::{Context, Setup};
 pub use error::Error;
 pub use event::{Event, Timer};
-pub use state::{ListState, MapState, ValueState};
+pub use state::{Encoding, ListState, MapState, ValueState};
 
 pub use bindings::weir::operator::context::LogLevel;
 pub use bindings::weir::operator::types::TimeDomain;
+
+/// The serde_json this SDK reads and writes events and state with, so that
+/// an operator's `Value`, `RawValue` and errors are the same types.
+pub use serde_json;
 
 /// A stream operator. One value of the type lives in each operator instance
 /// for the instance's whole life; Weir calls it one event at a time.

@@ -10,13 +10,17 @@
 //! counter `late_dropped`.
 //!
 //! A key's open windows live in one value state (window start →
-//! accumulator), which travels with each batch, so adding an event costs
-//! no host call; timers drive firing and clean-up.
+//! accumulator, a JSON object keyed by the start), which travels with each
+//! batch, so adding an event costs no host call; timers drive firing and
+//! clean-up. In memory they are a short list sorted by start (a key rarely
+//! has more than a few windows open), read and written in one pass each.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
 
-use std::collections::BTreeMap;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Context, Error, Setup, TimeDomain, Timer, ValueState};
 
@@ -57,6 +61,60 @@ struct Slot<A> {
     acc: A,
 }
 
+/// A key's open windows, sorted by start, each start once. Stored as the
+/// JSON object `{"<start>": {"end": …, "acc": …}, …}` that a
+/// `BTreeMap<i64, Slot>` gives (so state written by earlier versions reads
+/// back unchanged).
+struct Open<A>(Vec<(i64, Slot<A>)>);
+
+impl<A> Open<A> {
+    fn position(&self, start: i64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(s, _)| *s)
+    }
+
+    fn remove(&mut self, start: i64) -> Option<Slot<A>> {
+        self.position(start).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Inserts or replaces the window at `start`.
+    fn insert(&mut self, start: i64, slot: Slot<A>) {
+        match self.position(start) {
+            Ok(i) => self.0[i].1 = slot,
+            Err(i) => self.0.insert(i, (start, slot)),
+        }
+    }
+}
+
+impl<A: Serialize> Serialize for Open<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (start, slot) in &self.0 {
+            map.serialize_entry(start, slot)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, A: Deserialize<'de>> Deserialize<'de> for Open<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OpenVisitor<A>(PhantomData<fn() -> A>);
+        impl<'de, A: Deserialize<'de>> Visitor<'de> for OpenVisitor<A> {
+            type Value = Open<A>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of open windows by start")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Open<A>, M::Error> {
+                let mut open = Open(Vec::with_capacity(map.size_hint().unwrap_or(2)));
+                while let Some((start, slot)) = map.next_entry()? {
+                    open.insert(start, slot);
+                }
+                Ok(open)
+            }
+        }
+        deserializer.deserialize_map(OpenVisitor(PhantomData))
+    }
+}
+
 /// Keyed windows of one operator, declared in `init`.
 pub struct Windows<A: Aggregate> {
     kind: WindowKind,
@@ -64,7 +122,7 @@ pub struct Windows<A: Aggregate> {
     aggregate: A,
     /// The key's open windows by start: a value state, so they travel
     /// with each batch (no host call per event).
-    slots: ValueState<BTreeMap<i64, Slot<A::Acc>>>,
+    slots: ValueState<Open<A::Acc>>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for Windows<A> {
@@ -113,22 +171,23 @@ impl<A: Aggregate> Windows<A> {
         })
     }
 
-    /// The windows an event at `t` belongs to, as `(start, end)`.
-    fn assign(&self, t: i64) -> Vec<(i64, i64)> {
-        match self.kind {
-            WindowKind::Tumbling { size_ms } => {
-                let start = t - t.rem_euclid(size_ms);
-                vec![(start, start + size_ms)]
-            }
-            WindowKind::Sliding { size_ms, slide_ms } => {
-                let last = t - t.rem_euclid(slide_ms);
-                (0..size_ms / slide_ms)
-                    .map(|i| last - i * slide_ms)
-                    .map(|start| (start, start + size_ms))
-                    .collect()
-            }
-            WindowKind::Session { gap_ms } => vec![(t, t + gap_ms)],
-        }
+    /// The windows an event at `t` belongs to, as `(start, end)`, latest
+    /// start first.
+    fn assign(&self, t: i64) -> impl Iterator<Item = (i64, i64)> + use<A> {
+        let (latest, count, step, size) = match self.kind {
+            WindowKind::Tumbling { size_ms } => (t - t.rem_euclid(size_ms), 1, 0, size_ms),
+            WindowKind::Sliding { size_ms, slide_ms } => (
+                t - t.rem_euclid(slide_ms),
+                size_ms / slide_ms,
+                slide_ms,
+                size_ms,
+            ),
+            WindowKind::Session { gap_ms } => (t, 1, 0, gap_ms),
+        };
+        (0..count).map(move |i| {
+            let start = latest - i * step;
+            (start, start + size)
+        })
     }
 
     /// Registers the window's timers: firing (unless the watermark is past
@@ -166,7 +225,7 @@ impl<A: Aggregate> Windows<A> {
         let watermark = ctx.watermark();
         let mut updated = Vec::new();
         let mut dropped = false;
-        let mut slots = self.slots.get(ctx)?.unwrap_or_default();
+        let mut slots = self.slots.get(ctx)?.unwrap_or(Open(Vec::new()));
         for (mut start, mut end) in self.assign(t) {
             if watermark >= end - 1 + self.allowed_lateness_ms {
                 dropped = true;
@@ -178,19 +237,20 @@ impl<A: Aggregate> Windows<A> {
             if let WindowKind::Session { .. } = self.kind {
                 // Merge every session this one overlaps.
                 let overlapping: Vec<i64> = slots
+                    .0
                     .iter()
-                    .filter(|(s, slot)| **s < end && start < slot.end)
+                    .filter(|(s, slot)| *s < end && start < slot.end)
                     .map(|(s, _)| *s)
                     .collect();
                 for s in overlapping {
-                    if let Some(slot) = slots.remove(&s) {
+                    if let Some(slot) = slots.remove(s) {
                         self.unschedule(ctx, slot.end)?;
                         self.aggregate.merge(&mut acc, slot.acc);
                         start = start.min(s);
                         end = end.max(slot.end);
                     }
                 }
-            } else if let Some(slot) = slots.remove(&start) {
+            } else if let Some(slot) = slots.remove(start) {
                 acc = slot.acc;
                 new_window = false;
             }
@@ -221,9 +281,9 @@ impl<A: Aggregate> Windows<A> {
         ctx: &mut Context<'_>,
         timer: &Timer<'_>,
     ) -> Result<Vec<WindowResult<A::Output>>, Error> {
-        let mut slots = self.slots.get(ctx)?.unwrap_or_default();
+        let mut slots = self.slots.get(ctx)?.unwrap_or(Open(Vec::new()));
         let mut fired = Vec::new();
-        for (start, slot) in &slots {
+        for (start, slot) in &slots.0 {
             if slot.end - 1 == timer.time {
                 fired.push(WindowResult {
                     start: *start,
@@ -232,8 +292,10 @@ impl<A: Aggregate> Windows<A> {
                 });
             }
         }
-        slots.retain(|_, slot| slot.end - 1 + self.allowed_lateness_ms > timer.time);
-        if slots.is_empty() {
+        slots
+            .0
+            .retain(|(_, slot)| slot.end - 1 + self.allowed_lateness_ms > timer.time);
+        if slots.0.is_empty() {
             self.slots.clear(ctx)?;
         } else {
             self.slots.set(ctx, &slots)?;
@@ -269,16 +331,70 @@ mod tests {
     #[test]
     fn tumbling_and_sliding_assignment() {
         let w = windows(WindowKind::Tumbling { size_ms: 1000 });
-        assert_eq!(w.assign(0), vec![(0, 1000)]);
-        assert_eq!(w.assign(1999), vec![(1000, 2000)]);
-        assert_eq!(w.assign(-1), vec![(-1000, 0)]);
+        assert_eq!(w.assign(0).collect::<Vec<_>>(), vec![(0, 1000)]);
+        assert_eq!(w.assign(1999).collect::<Vec<_>>(), vec![(1000, 2000)]);
+        assert_eq!(w.assign(-1).collect::<Vec<_>>(), vec![(-1000, 0)]);
         let w = windows(WindowKind::Sliding {
             size_ms: 1000,
             slide_ms: 250,
         });
         assert_eq!(
-            w.assign(1100),
+            w.assign(1100).collect::<Vec<_>>(),
             vec![(1000, 2000), (750, 1750), (500, 1500), (250, 1250)]
+        );
+    }
+
+    #[test]
+    fn open_windows_are_stored_as_the_map_earlier_versions_wrote() {
+        use std::collections::BTreeMap;
+        // State written before the list: a BTreeMap by start.
+        let mut before: BTreeMap<i64, Slot<i64>> = BTreeMap::new();
+        before.insert(2000, Slot { end: 3000, acc: 5 });
+        before.insert(-1000, Slot { end: 0, acc: 1 });
+        before.insert(1000, Slot { end: 2000, acc: 7 });
+        let stored = serde_json::to_string(&before).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"-1000":{"end":0,"acc":1},"1000":{"end":2000,"acc":7},"2000":{"end":3000,"acc":5}}"#
+        );
+        let open: Open<i64> = serde_json::from_str(&stored).unwrap();
+        let starts: Vec<i64> = open.0.iter().map(|(s, _)| *s).collect();
+        assert_eq!(starts, vec![-1000, 1000, 2000]);
+        assert_eq!(serde_json::to_string(&open).unwrap(), stored);
+        // Out of order or repeated starts (not written by the SDK) still
+        // read as the map would read them: sorted, the last one kept.
+        let odd: Open<i64> = serde_json::from_str(
+            r#"{"5":{"end":6,"acc":1},"1":{"end":2,"acc":2},"5":{"end":6,"acc":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&odd).unwrap(),
+            r#"{"1":{"end":2,"acc":2},"5":{"end":6,"acc":3}}"#
+        );
+        assert!(serde_json::from_str::<Open<i64>>(r#"{"x":{"end":1,"acc":1}}"#).is_err());
+    }
+
+    #[test]
+    fn open_windows_insert_and_remove_keep_the_order() {
+        let mut open: Open<i64> = Open(Vec::new());
+        for start in [30, 10, 20, 10] {
+            open.insert(
+                start,
+                Slot {
+                    end: start + 10,
+                    acc: start,
+                },
+            );
+        }
+        assert_eq!(
+            open.0.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![10, 20, 30]
+        );
+        assert_eq!(open.remove(20).map(|s| s.acc), Some(20));
+        assert!(open.remove(20).is_none());
+        assert_eq!(
+            open.0.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![10, 30]
         );
     }
 

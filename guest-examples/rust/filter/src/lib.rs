@@ -56,16 +56,17 @@ impl Operator for Filter {
     }
 
     fn process(&mut self, ctx: &mut Context, event: Event) -> Result<(), Error> {
-        let value: Value = event.json()?;
-        let Some(field) = value.as_object().and_then(|o| o.get(&self.config.field)) else {
+        // Only the field is built (a number costs no allocation); the rest
+        // of the object is read past.
+        let Some(field) = event.json_field::<Value>(&self.config.field)? else {
             return Ok(());
         };
         let wanted = &self.config.value;
         let pass = match self.config.op {
-            Op::Gt => compare(field, wanted) == Some(Ordering::Greater),
-            Op::Lt => compare(field, wanted) == Some(Ordering::Less),
-            Op::Eq => equal(field, wanted),
-            Op::Ne => !equal(field, wanted),
+            Op::Gt => compare(&field, wanted) == Some(Ordering::Greater),
+            Op::Lt => compare(&field, wanted) == Some(Ordering::Less),
+            Op::Eq => equal(&field, wanted),
+            Op::Ne => !equal(&field, wanted),
         };
         if pass {
             ctx.forward(&event);

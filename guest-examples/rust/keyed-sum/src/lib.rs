@@ -45,9 +45,9 @@ impl Operator for KeyedSum {
         let key = event
             .key_str()
             .ok_or_else(|| Error::new("keyed-sum needs events keyed by UTF-8 text (key_by)"))?;
-        let value: Value = event.json()?;
-        let x = value
-            .get(&self.field)
+        let x = event
+            .json_field::<Value>(&self.field)?
+            .as_ref()
             .and_then(Value::as_f64)
             .ok_or_else(|| {
                 Error::new(format!("field `{}` is missing or not a number", self.field))

@@ -102,9 +102,9 @@ impl Operator for WindowSum {
         let key = event
             .key
             .ok_or_else(|| Error::new("window-sum needs keyed events (key_by)"))?;
-        let value: Value = event.json()?;
-        let x = value
-            .get(&self.field)
+        let x = event
+            .json_field::<Value>(&self.field)?
+            .as_ref()
             .and_then(Value::as_f64)
             .ok_or_else(|| {
                 Error::new(format!("field `{}` is missing or not a number", self.field))
