@@ -264,3 +264,31 @@ fn a_local_run_is_refused_on_a_live_servers_data_dir() {
     );
     srv.stop();
 }
+
+#[test]
+fn start_reports_a_topology_that_fails_on_its_first_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &[], &[]);
+    let poison = guest_path("poison-trap").display().to_string();
+    ok(srv.cli(&["module", "push", &poison, "--name", "poison-trap"], None));
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "{\"key\":\"k\",\"value\":\"poison\"}\n").unwrap();
+    ok(srv.cli(&["produce", "in", events.to_str().unwrap()], None));
+    let doc = dir.path().join("t.yaml");
+    std::fs::write(
+        &doc,
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out, input: p }]\n",
+    )
+    .unwrap();
+    let out = srv.cli(
+        &["topology", "apply", doc.to_str().unwrap(), "--start"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("failed right after it started") && err.contains("poison event"),
+        "{err}"
+    );
+    srv.stop();
+}
