@@ -28,6 +28,7 @@ mod limits;
 mod loader;
 mod state;
 mod stderr;
+mod trap;
 
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;
