@@ -23,6 +23,7 @@ use weir_topology::parse_topology;
 use weir_types::{Batch, Event};
 use weir_wasm::{HostConfig, WasmHost};
 
+use crate::stats::median;
 use crate::workloads::{generate, peak_rss_mib};
 
 const W2: &str = "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n";
@@ -109,11 +110,6 @@ fn durable_state(dir: &std::path::Path) -> Result<StateConfig> {
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 /// W4: W2 with checkpoints every second vs without, `rounds` of each.
 pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
     let modules = modules()?;
@@ -164,7 +160,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
             with.push(n as f64 / times[2].as_secs_f64());
         }
     }
-    let (keyed, on_redb, checked) = (median(plain), median(durable), median(with));
+    let (keyed, on_redb, checked) = (median(&plain), median(&durable), median(&with));
     let mean = |f: fn(&CheckpointInfo) -> f64| {
         if infos.is_empty() {
             0.0
@@ -177,7 +173,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
         keyed_events_per_sec: keyed,
         durable_events_per_sec: on_redb,
         checkpointed_events_per_sec: checked,
-        overhead_pct: (1.0 - median(ratios)) * 100.0,
+        overhead_pct: (1.0 - median(&ratios)) * 100.0,
         overhead_vs_memory_pct: (1.0 - checked / keyed) * 100.0,
         checkpoints: infos.len(),
         mean_duration_ms: mean(|c| c.duration_ms),

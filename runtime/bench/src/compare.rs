@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use weir_tests::guest_bytes;
 
+use crate::stats::{median, spread};
 use crate::workloads::{self, generate, peak_rss_mib, status_mib};
-use crate::{median, spread};
 
 /// Events per produce call.
 const PRODUCE_BATCH: u64 = 5_000;
@@ -337,14 +337,14 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             produces.push(produced);
         }
         let spread = spread(&totals);
-        let api = n as f64 / median(totals).as_secs_f64();
+        let api = n as f64 / median(&totals).as_secs_f64();
         all.push(Figures {
             workload,
             events: n,
             out: expected,
             api_events_per_sec: api,
             api_spread_pct: spread,
-            api_produce_events_per_sec: n as f64 / median(produces).as_secs_f64(),
+            api_produce_events_per_sec: n as f64 / median(&produces).as_secs_f64(),
             in_process_events_per_sec: base.weir_events_per_sec,
             native_events_per_sec: base.native_events_per_sec,
             api_vs_native: api / base.native_events_per_sec,

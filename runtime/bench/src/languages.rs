@@ -10,7 +10,8 @@ use anyhow::{Result, bail};
 use weir_tests::guest_bytes;
 use weir_wasm::{HostConfig, WasmHost};
 
-use crate::{batches, instance, measure, median};
+use crate::stats::median;
+use crate::{batches, instance, measure};
 
 /// `(language, guest)`: Rust first, the baseline.
 const GUESTS: [(&str, &str); 4] = [
@@ -46,7 +47,7 @@ pub fn run(events: u64, rounds: usize) -> Result<()> {
             drop(instance(&module, "")?);
             inst_times.push(start.elapsed());
         }
-        let instantiate: Duration = median(inst_times);
+        let instantiate: Duration = median(&inst_times);
         let mut op = instance(&module, "")?;
         let mut input = batches(events, 1024);
         let (took, _, out) = measure(rounds, || {

@@ -53,12 +53,15 @@ mod compare;
 mod languages;
 mod native;
 mod report;
+mod stats;
 mod topology;
 mod workloads;
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use stats::{median, spread};
 use weir_tests::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, KeyGroupRange};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
@@ -100,21 +103,6 @@ fn batches(events: u64, size: usize) -> Vec<Batch> {
     out
 }
 
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
-}
-
-fn spread(xs: &[Duration]) -> f64 {
-    let min = xs.iter().min().copied().unwrap_or_default().as_secs_f64();
-    let max = xs.iter().max().copied().unwrap_or_default().as_secs_f64();
-    if min > 0.0 {
-        (max - min) / min * 100.0
-    } else {
-        0.0
-    }
-}
-
 /// The shortest measured round: a round repeats its work until it lasts
 /// this long, so fast work is not timed over a few milliseconds.
 const MIN_ROUND: Duration = Duration::from_millis(500);
@@ -140,7 +128,7 @@ fn measure(rounds: usize, mut round: impl FnMut() -> Result<u64>) -> Result<(Dur
         times.push(start.elapsed() / passes);
     }
     let s = spread(&times);
-    Ok((median(times), s, out))
+    Ok((median(&times), s, out))
 }
 
 fn instance(module: &OperatorModule, config: &str) -> Result<OperatorInstance> {
@@ -291,7 +279,7 @@ fn host(events: u64, rounds: usize, only: Option<&str>, sizes: &[usize]) -> Resu
         times.push(start.elapsed());
         drop(op);
     }
-    let inst = median(times);
+    let inst = median(&times);
     println!(
         "instantiate + init (identity guest): {:.1} µs median of 200",
         inst.as_secs_f64() * 1e6
@@ -361,101 +349,111 @@ fn check(workload: &str, wasm: u64, native: u64) -> Result<()> {
     Ok(())
 }
 
+/// The workloads `weir-bench` runs (see the crate's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// The Wasm host alone against native closures.
+    Host,
+    /// Whole topologies through the engine.
+    Topology,
+    /// W1–W3 of docs/benchmarks.md.
+    Fixed,
+    /// W1 and W2 natively, in-process and through `weir serve`.
+    Compare,
+    /// p50/p99/p999 from source to sink at a steady rate.
+    Latency,
+    /// W4: W2 with checkpoints against without.
+    Checkpointed,
+    /// The checkpoint of N dirty keys and the time to restore it.
+    Recovery,
+    /// The second half of `recovery`, run by it in a new process.
+    #[value(hide = true)]
+    Restore,
+    /// `word-count` in every guest language.
+    Languages,
+}
+
+/// Measures Weir's Wasm operators against native Rust doing the same
+/// work, in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum, default_value = "host")]
+    workload: Workload,
+    /// Events per round (default: 5,000,000 for fixed and checkpointed,
+    /// 1,000,000 for compare, 200,000 otherwise).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Measured rounds after the warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: u64,
+    /// One workload of the set (host: identity|map|keyed-count; fixed:
+    /// stateless|keyed|window; compare: stateless|keyed).
+    #[arg(long)]
+    only: Option<String>,
+    /// `latency`: events per second.
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// `latency`: seconds to run.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// `recovery`: distinct keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// `host`: one batch size instead of 1, 64 and 1024.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// `fixed`: run `compare` instead.
+    #[arg(long)]
+    compare: bool,
+    /// `restore`: the directory `recovery` checkpointed into.
+    #[arg(long, hide = true)]
+    dir: Option<std::path::PathBuf>,
+    /// Also write the RESULT lines to this file as a JSON array.
+    #[arg(long)]
+    json: Option<String>,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut events: Option<u64> = None;
-    let mut rounds = 5usize;
-    let mut workload = None;
-    let mut only = None;
-    let mut rate = 50_000u64;
-    let mut json: Option<String> = None;
-    let mut seconds = 4u64;
-    let mut sizes = BATCH_SIZES.to_vec();
-    let mut keys = 1_000_000u64;
-    let mut api = false;
-    let mut dir: Option<String> = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--events" => {
-                events = Some(args.get(i + 1).context("--events N")?.parse()?);
-                i += 1;
-            }
-            "--rounds" => {
-                rounds = args.get(i + 1).context("--rounds N")?.parse()?;
-                i += 1;
-            }
-            "--rate" => {
-                rate = args.get(i + 1).context("--rate N")?.parse()?;
-                i += 1;
-            }
-            "--seconds" => {
-                seconds = args.get(i + 1).context("--seconds N")?.parse()?;
-                i += 1;
-            }
-            "--json" => {
-                json = Some(args.get(i + 1).context("--json FILE")?.clone());
-                i += 1;
-            }
-            "--only" => {
-                only = Some(args.get(i + 1).context("--only WORKLOAD")?.clone());
-                i += 1;
-            }
-            "--keys" => {
-                keys = args.get(i + 1).context("--keys N")?.parse()?;
-                i += 1;
-            }
-            "--compare" => api = true,
-            "--dir" => {
-                dir = Some(args.get(i + 1).context("--dir PATH")?.clone());
-                i += 1;
-            }
-            "--batch" => {
-                sizes = vec![args.get(i + 1).context("--batch N")?.parse()?];
-                i += 1;
-            }
-            w if workload.is_none() => workload = Some(w.to_string()),
-            other => bail!("unexpected argument {other}"),
-        }
-        i += 1;
-    }
+    let args = Args::parse();
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run with --release for real figures");
     }
+    let workload = match args.workload {
+        Workload::Fixed if args.compare => Workload::Compare,
+        w => w,
+    };
     // The fixed workloads are defined over 5M events; the others default
     // to sizes that finish in seconds.
-    if api && workload.as_deref() == Some("fixed") {
-        workload = Some("compare".to_string());
-    }
-    let events = events.unwrap_or(match workload.as_deref() {
-        Some("fixed" | "checkpointed") => 5_000_000,
-        Some("compare") => 1_000_000,
+    let events = args.events.unwrap_or(match workload {
+        Workload::Fixed | Workload::Checkpointed => 5_000_000,
+        Workload::Compare => 1_000_000,
         _ => 200_000,
     });
-
-    match workload.as_deref() {
-        Some("host") | None => host(events, rounds.max(1), only.as_deref(), &sizes)?,
-        Some("topology") => topology::throughput(events, rounds.max(1))?,
-        Some("fixed") => {
-            workloads::run(events, rounds.max(1), only.as_deref())?;
+    let rounds = args.rounds as usize;
+    let only = args.only.as_deref();
+    match workload {
+        Workload::Host => {
+            let sizes = args.batch.map_or(BATCH_SIZES.to_vec(), |b| vec![b]);
+            host(events, rounds, only, &sizes)?;
         }
-        Some("compare") => {
-            compare::run(events, rounds.max(1), only.as_deref())?;
+        Workload::Topology => topology::throughput(events, rounds)?,
+        Workload::Fixed => {
+            workloads::run(events, rounds, only)?;
         }
-        Some("latency") => topology::latency(rate, seconds)?,
-        Some("checkpointed") => {
-            checkpoints::checkpointed(events, rounds.max(1))?;
+        Workload::Compare => {
+            compare::run(events, rounds, only)?;
         }
-        Some("recovery") => checkpoints::recovery(keys)?,
-        // The second half of `recovery`, run by it in a new process.
-        Some("restore") => checkpoints::restore(
-            keys,
-            std::path::Path::new(&dir.context("restore needs --dir")?),
-        )?,
-        Some("languages") => languages::run(events, rounds.max(1))?,
-        Some(other) => bail!(
-            "unknown workload {other}; known: host, topology, fixed, compare, latency, checkpointed, recovery, languages"
-        ),
+        Workload::Latency => topology::latency(args.rate, args.seconds)?,
+        Workload::Checkpointed => {
+            checkpoints::checkpointed(events, rounds)?;
+        }
+        Workload::Recovery => checkpoints::recovery(args.keys)?,
+        Workload::Restore => {
+            checkpoints::restore(args.keys, &args.dir.context("restore needs --dir")?)?
+        }
+        Workload::Languages => languages::run(events, rounds)?,
     }
-    report::write_json(json.as_deref())
+    report::write_json(args.json.as_deref())
 }

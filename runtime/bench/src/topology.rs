@@ -14,6 +14,7 @@ use weir_types::{Batch, Event};
 use weir_wasm::{HostConfig, WasmHost};
 
 use crate::native;
+use crate::stats::median;
 
 fn modules(names: &[&str]) -> Result<Modules> {
     let host = WasmHost::new(HostConfig::default())?;
@@ -52,11 +53,6 @@ pub(crate) fn run_counted(
     let took = start.elapsed();
     let n = *count.lock().map_err(|_| anyhow::anyhow!("lock"))?;
     Ok((took, n))
-}
-
-fn median(mut xs: Vec<Duration>) -> Duration {
-    xs.sort();
-    xs[xs.len() / 2]
 }
 
 /// Lines of 10 words over 10,000 distinct words.
@@ -157,8 +153,8 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
         "stateless filter→map",
         n,
         out,
-        median(wasm),
-        median(nat),
+        median(&wasm),
+        median(&nat),
     );
 
     // Keyed: split-words → word-count over 10,000 words.
@@ -195,8 +191,8 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
         "keyed split→count",
         out,
         out,
-        median(wasm),
-        median(nat),
+        median(&wasm),
+        median(&nat),
     );
     Ok(())
 }

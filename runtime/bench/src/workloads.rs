@@ -6,7 +6,6 @@
 //! "region":"eu-west-1","note":"lorem-ipsum-dolor"}` with that timestamp;
 //! every workload starts from this JSON text.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -17,6 +16,7 @@ use weir_types::{Batch, Event};
 use weir_wasm::{HostConfig, WasmHost};
 
 use crate::native;
+use crate::stats::{median, spread};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -43,9 +43,16 @@ pub struct Figures {
     pub out: u64,
     pub weir_events_per_sec: f64,
     pub weir_spread_pct: f64,
+    /// The fastest plain Rust (typed serde, borrowed strings, one pass).
     pub native_events_per_sec: f64,
     pub native_spread_pct: f64,
+    /// Weir against that.
     pub ratio: f64,
+    /// Plain Rust doing the generic work (a `serde_json::Value` per event).
+    pub generic_events_per_sec: f64,
+    pub generic_spread_pct: f64,
+    /// Weir against that.
+    pub generic_ratio: f64,
     /// Peak resident set of the whole bench process so far, in MiB.
     pub peak_rss_mib: f64,
 }
@@ -66,20 +73,6 @@ pub fn status_mib(status: &str, field: &str) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn stats(times: &mut [Duration]) -> (Duration, f64) {
-    times.sort();
-    let median = times[times.len() / 2];
-    let (min, max) = (times[0].as_secs_f64(), times[times.len() - 1].as_secs_f64());
-    (
-        median,
-        if min > 0.0 {
-            (max - min) / min * 100.0
-        } else {
-            0.0
-        },
-    )
 }
 
 fn run_weir(doc: &str, modules: &Modules, n: u64) -> Result<(Duration, u64)> {
@@ -103,131 +96,74 @@ fn run_native(n: u64, mut work: impl FnMut(&Batch) -> Result<u64>) -> Result<(Du
     Ok((start.elapsed(), out))
 }
 
-fn measure(
+/// A way to run a workload once: its time and the events it emitted.
+type Side<'a> = &'a mut (dyn FnMut() -> Result<(Duration, u64)> + 'a);
+
+/// Warm-up, then `rounds` rounds of Weir, typed native and generic native
+/// in turn; all three must emit the same count (and `expected`, if given).
+fn measure<'a>(
     workload: &'static str,
     n: u64,
     rounds: usize,
     expected: Option<u64>,
-    mut weir: impl FnMut() -> Result<(Duration, u64)>,
-    mut native: impl FnMut() -> Result<(Duration, u64)>,
+    weir: Side<'a>,
+    native: Side<'a>,
+    generic: Side<'a>,
 ) -> Result<Figures> {
-    // Warm-up, then measured rounds, each side.
-    let (_, warm) = weir()?;
-    let (_, nwarm) = native()?;
-    if warm != nwarm {
-        bail!("{workload}: weir emitted {warm} events, native {nwarm}");
+    let mut sides = [("weir", weir), ("native", native), ("generic", generic)];
+    let mut counts = Vec::new();
+    for (name, side) in sides.iter_mut() {
+        counts.push((*name, side()?.1));
+    }
+    let out = counts[0].1;
+    for (name, count) in &counts {
+        if *count != out {
+            bail!("{workload}: weir emitted {out} events, {name} {count}");
+        }
     }
     if let Some(e) = expected
-        && warm != e
+        && out != e
     {
-        bail!("{workload}: emitted {warm} events, the definition says {e}");
+        bail!("{workload}: emitted {out} events, the definition says {e}");
     }
-    let mut wt = Vec::new();
-    let mut nt = Vec::new();
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        wt.push(weir()?.0);
-        nt.push(native()?.0);
+        for (i, (_, side)) in sides.iter_mut().enumerate() {
+            times[i].push(side()?.0);
+        }
     }
-    let (w, ws) = stats(&mut wt);
-    let (nat, ns) = stats(&mut nt);
+    let rate = |t: &[Duration]| n as f64 / median(t).as_secs_f64();
+    let [w, nat, gen_] = &times;
     let figures = Figures {
         workload,
         events: n,
-        out: warm,
-        weir_events_per_sec: n as f64 / w.as_secs_f64(),
-        weir_spread_pct: ws,
-        native_events_per_sec: n as f64 / nat.as_secs_f64(),
-        native_spread_pct: ns,
-        ratio: nat.as_secs_f64() / w.as_secs_f64(),
+        out,
+        weir_events_per_sec: rate(w),
+        weir_spread_pct: spread(w),
+        native_events_per_sec: rate(nat),
+        native_spread_pct: spread(nat),
+        ratio: median(nat).as_secs_f64() / median(w).as_secs_f64(),
+        generic_events_per_sec: rate(gen_),
+        generic_spread_pct: spread(gen_),
+        generic_ratio: median(gen_).as_secs_f64() / median(w).as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
     };
     println!(
-        "{:<10} {:>9} {:>9} {:>12.0} ±{:>4.1}% {:>12.0} ±{:>4.1}% {:>7.1}% {:>8.0}",
+        "{:<10} {:>9} {:>9} {:>12.0} ±{:>4.1}% {:>12.0} ±{:>4.1}% {:>7.1}% {:>12.0} ±{:>4.1}% {:>7.1}% {:>8.0}",
         workload,
         n,
-        warm,
+        out,
         figures.weir_events_per_sec,
-        ws,
+        figures.weir_spread_pct,
         figures.native_events_per_sec,
-        ns,
+        figures.native_spread_pct,
         figures.ratio * 100.0,
+        figures.generic_events_per_sec,
+        figures.generic_spread_pct,
+        figures.generic_ratio * 100.0,
         figures.peak_rss_mib
     );
     Ok(figures)
-}
-
-/// Native W2 state: running (count, sum) per user.
-#[derive(Serialize)]
-struct Update<'a> {
-    key: &'a str,
-    count: u64,
-    sum: f64,
-}
-
-/// Native W3: open windows per key, closed as the watermark passes them.
-#[derive(Default)]
-struct NativeWindows {
-    open: HashMap<(String, i64), (f64, u64)>,
-    by_end: BTreeMap<i64, Vec<String>>,
-    max_ts: i64,
-}
-
-#[derive(Serialize)]
-struct WindowOut<'a> {
-    key: &'a str,
-    start: i64,
-    end: i64,
-    sum: f64,
-    count: u64,
-}
-
-impl NativeWindows {
-    fn add(&mut self, key: &str, ts: i64, amount: f64) {
-        let start = ts - ts.rem_euclid(1000);
-        let entry = self
-            .open
-            .entry((key.to_string(), start))
-            .or_insert_with(|| {
-                self.by_end
-                    .entry(start + 1000)
-                    .or_default()
-                    .push(key.to_string());
-                (0.0, 0)
-            });
-        entry.0 += amount;
-        entry.1 += 1;
-        self.max_ts = self.max_ts.max(ts);
-    }
-
-    /// Emits windows whose end − 1 the watermark has reached.
-    fn fire(&mut self, watermark: i64, out: &mut Batch) -> Result<u64> {
-        let mut n = 0;
-        let mut value = Vec::new();
-        while let Some((&end, _)) = self.by_end.first_key_value() {
-            if end - 1 > watermark {
-                break;
-            }
-            let keys = self.by_end.remove(&end).unwrap_or_default();
-            for key in keys {
-                if let Some((sum, count)) = self.open.remove(&(key.clone(), end - 1000)) {
-                    value.clear();
-                    serde_json::to_writer(
-                        &mut value,
-                        &WindowOut {
-                            key: &key,
-                            start: end - 1000,
-                            end,
-                            sum,
-                            count,
-                        },
-                    )?;
-                    out.push(Some(key.as_bytes()), &value, end - 1);
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
-    }
 }
 
 /// Runs W1–W3 with `n` events and `rounds` measured rounds.
@@ -239,11 +175,19 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         modules.insert(name.to_string(), host.load(&guest_bytes(name))?);
     }
     println!(
-        "W1–W3: {n} events, warm-up + median of {rounds} rounds; native Rust in the same run (single thread); weir uses a thread per task"
+        "W1–W3: {n} events, warm-up + median of {rounds} rounds; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir uses a thread per task"
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>20} {:>20} {:>8} {:>8}",
-        "workload", "events", "out", "weir ev/s", "native ev/s", "ratio", "RSS MiB"
+        "{:<10} {:>9} {:>9} {:>20} {:>20} {:>8} {:>20} {:>8} {:>8}",
+        "workload",
+        "events",
+        "out",
+        "weir ev/s",
+        "typed ev/s",
+        "ratio",
+        "generic ev/s",
+        "ratio",
+        "RSS MiB"
     );
     let mut all = Vec::new();
 
@@ -251,13 +195,15 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     if wanted("stateless") {
         let w1 = "name: w1\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: out, input: m }]\n";
         let expected_w1 = (0..n).filter(|i| (i * 13) % 101 > 50).count() as u64;
+        let mut out = Batch::with_capacity(1024, 1024 * 128);
         all.push(measure(
             "stateless",
             n,
             rounds,
             Some(expected_w1),
-            || run_weir(w1, &modules, n),
-            || {
+            &mut || run_weir(w1, &modules, n),
+            &mut || run_native(n, |b| native::w1_typed(b, &mut out)),
+            &mut || {
                 run_native(n, |b| {
                     let kept = native::filter_gt(b, "amount", 50.0)?;
                     Ok(native::map(&kept, "user")?.len() as u64)
@@ -268,37 +214,20 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     // W2 keyed: running (count, sum) per user.
     if wanted("keyed") {
         let w2 = "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n";
+        let mut out = Batch::with_capacity(1024, 1024 * 64);
         all.push(measure(
             "keyed",
             n,
             rounds,
             Some(n),
-            || run_weir(w2, &modules, n),
-            || {
-                let mut state: HashMap<Vec<u8>, (u64, f64)> = HashMap::new();
-                run_native(n, |b| {
-                    let mut out = Batch::with_capacity(b.len(), b.len() * 48);
-                    let mut value = Vec::with_capacity(64);
-                    for e in b.iter() {
-                        let v: serde_json::Value = serde_json::from_slice(e.value)?;
-                        let user = v["user"].as_str().unwrap_or_default();
-                        let amount = v["amount"].as_f64().unwrap_or_default();
-                        let agg = state.entry(user.as_bytes().to_vec()).or_default();
-                        agg.0 += 1;
-                        agg.1 += amount;
-                        value.clear();
-                        serde_json::to_writer(
-                            &mut value,
-                            &Update {
-                                key: user,
-                                count: agg.0,
-                                sum: agg.1,
-                            },
-                        )?;
-                        out.push(Some(user.as_bytes()), &value, e.timestamp);
-                    }
-                    Ok(out.len() as u64)
-                })
+            &mut || run_weir(w2, &modules, n),
+            &mut || {
+                let mut w2 = native::W2Typed::default();
+                run_native(n, |b| w2.process(b, &mut out))
+            },
+            &mut || {
+                let mut w2 = native::W2Generic::default();
+                run_native(n, |b| w2.process(b))
             },
         )?);
     }
@@ -325,38 +254,38 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
                 })
                 .sum()
         };
+        let mut out = Batch::with_capacity(1024, 1024 * 64);
         all.push(measure(
             "window",
             n,
             rounds,
             Some(expected_w3),
-            || run_weir(w3, &modules, n),
-            || {
-                let mut windows = NativeWindows::default();
+            &mut || run_weir(w3, &modules, n),
+            &mut || {
+                let mut windows = native::W3Typed::default();
                 let mut fired = 0;
                 let (took, _) = run_native(n, |b| {
-                    for e in b.iter() {
-                        let v: serde_json::Value = serde_json::from_slice(e.value)?;
-                        windows.add(
-                            v["user"].as_str().unwrap_or_default(),
-                            e.timestamp,
-                            v["amount"].as_f64().unwrap_or_default(),
-                        );
-                    }
-                    let mut out = Batch::default();
-                    let watermark = windows.max_ts - 200;
-                    fired += windows.fire(watermark, &mut out)?;
+                    fired += windows.process(b, &mut out)?;
                     Ok(0)
                 })?;
-                let mut out = Batch::default();
                 fired += windows.fire(i64::MAX - 1, &mut out)?;
+                Ok((took, fired))
+            },
+            &mut || {
+                let mut windows = native::W3Generic::default();
+                let mut fired = 0;
+                let (took, _) = run_native(n, |b| {
+                    fired += windows.process(b)?;
+                    Ok(0)
+                })?;
+                fired += windows.fire(i64::MAX - 1)?;
                 Ok((took, fired))
             },
         )?);
     }
     for f in &all {
         crate::report::result(format!(
-            "RESULT workload={} events={} out={} events_per_sec={:.0} spread_pct={:.1} native_events_per_sec={:.0} native_spread_pct={:.1} ratio={:.3} peak_rss_mib={:.0}",
+            "RESULT workload={} events={} out={} events_per_sec={:.0} spread_pct={:.1} native_events_per_sec={:.0} native_spread_pct={:.1} ratio={:.3} generic_events_per_sec={:.0} generic_spread_pct={:.1} generic_ratio={:.3} peak_rss_mib={:.0}",
             f.workload,
             f.events,
             f.out,
@@ -365,6 +294,9 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             f.native_events_per_sec,
             f.native_spread_pct,
             f.ratio,
+            f.generic_events_per_sec,
+            f.generic_spread_pct,
+            f.generic_ratio,
             f.peak_rss_mib
         ));
     }
