@@ -427,6 +427,19 @@ impl OperatorInstance {
         inputs: usize,
     ) -> Result<CallOutcome, InstanceError> {
         let operator = self.operator();
+        let over = self
+            .live
+            .as_mut()
+            .is_some_and(|live| std::mem::take(&mut live.store.data_mut().host_bytes_over));
+        if over && result.is_ok() {
+            if let Some(live) = &mut self.live {
+                live.store.data_mut().pending.clear();
+            }
+            return Err(InstanceError::HostBytes {
+                operator,
+                limit: self.limits().max_call_host_bytes,
+            });
+        }
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => {

@@ -26,6 +26,7 @@ mod host;
 mod instance;
 mod limits;
 mod loader;
+mod shape;
 mod state;
 mod stderr;
 
@@ -37,6 +38,10 @@ pub use limits::{
     EPOCH_TICK, SandboxLimits,
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
+pub use shape::{
+    DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_FUNCTION_BODY_BYTES, DEFAULT_MAX_FUNCTION_LOCALS,
+    DEFAULT_MAX_FUNCTIONS, ShapeLimits,
+};
 pub use state::{MemoryState, OperatorState, StateOp, StateStoreError, ValueWrite};
 
 /// Version of the `weir:operator` package this host implements.

@@ -142,11 +142,13 @@ pub trait OperatorState: Send + 'static {
 #[derive(Debug, Default)]
 pub struct PendingWrites {
     ops: Vec<StateOp>,
+    /// Bytes the ops hold (names, keys, values).
+    bytes: usize,
     /// Indexes into `ops` of the writes to each (name, key).
     by_target: HashMap<String, HashMap<Vec<u8>, Vec<usize>>>,
 }
 
-fn target(op: &StateOp) -> Option<(&str, &[u8])> {
+pub(crate) fn target(op: &StateOp) -> Option<(&str, &[u8])> {
     match op {
         StateOp::SetValue { name, key, .. }
         | StateOp::MapPut { name, key, .. }
@@ -158,8 +160,38 @@ fn target(op: &StateOp) -> Option<(&str, &[u8])> {
     }
 }
 
+/// Bytes an op holds in host memory (names, keys, values), roughly.
+pub(crate) fn op_bytes(op: &StateOp) -> usize {
+    const OVERHEAD: usize = 64;
+    OVERHEAD
+        + match op {
+            StateOp::SetValue { name, key, value } => {
+                name.len() + key.len() + value.as_ref().map_or(0, Vec::len)
+            }
+            StateOp::MapPut {
+                name,
+                key,
+                map_key,
+                value,
+            } => name.len() + key.len() + map_key.len() + value.len(),
+            StateOp::MapRemove { name, key, map_key } => name.len() + key.len() + map_key.len(),
+            StateOp::MapClear { name, key } => name.len() + key.len(),
+            StateOp::ListAppend { name, key, item } => name.len() + key.len() + item.len(),
+            StateOp::ListReplace { name, key, items } => {
+                name.len() + key.len() + items.iter().map(|i| i.len() + 24).sum::<usize>()
+            }
+            StateOp::RegisterTimer { key, .. } | StateOp::DeleteTimer { key, .. } => key.len(),
+        }
+}
+
 impl PendingWrites {
+    /// Bytes the call's writes hold so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn push(&mut self, op: StateOp) {
+        self.bytes += op_bytes(&op);
         if let Some((name, key)) = target(&op) {
             let keys = match self.by_target.get_mut(name) {
                 Some(keys) => keys,
@@ -182,11 +214,13 @@ impl PendingWrites {
 
     pub fn take(&mut self) -> Vec<StateOp> {
         self.by_target.clear();
+        self.bytes = 0;
         std::mem::take(&mut self.ops)
     }
 
     pub fn clear(&mut self) {
         self.by_target.clear();
+        self.bytes = 0;
         self.ops.clear();
     }
 
