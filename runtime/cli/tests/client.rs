@@ -290,5 +290,28 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         err.contains("failed right after it started") && err.contains("poison event"),
         "{err}"
     );
+
+    // A healthy start prints its status, guest counters included.
+    std::fs::write(
+        &events,
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+    )
+    .unwrap();
+    ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
+    let doc2 = dir.path().join("t2.yaml");
+    std::fs::write(
+        &doc2,
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+    )
+    .unwrap();
+    ok(srv.cli(
+        &["topology", "apply", doc2.to_str().unwrap(), "--start"],
+        None,
+    ));
+    let status = eventually("the guest's counter in the status table", || {
+        let status = ok(srv.cli(&["topology", "status", "t2"], None));
+        status.contains("forwarded=2").then_some(status)
+    });
+    assert!(status.contains("COUNTERS"), "{status}");
     srv.stop();
 }

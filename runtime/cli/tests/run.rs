@@ -187,11 +187,23 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out).lines().count(), 2);
-    assert!(
-        stderr(&out).contains("skipped event 1:"),
-        "{}",
-        stderr(&out)
+    let err = stderr(&out);
+    assert!(err.contains("skipped event 1:"), "{err}");
+    // Each skipped event is reported once, not also as a log line.
+    assert_eq!(err.matches("poison event").count(), 1, "{err}");
+    // What the operator logs at info shows without WEIR_LOG.
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("poison-trap"),
+            "--on-error",
+            "skip",
+        ],
+        "{\"key\":\"a\",\"value\":\"bad\"}\n",
     );
+    let err = stderr(&out);
+    assert!(err.contains("refusing a bad event"), "{err}");
     // A malformed --config.
     let out = weir(
         &["run", "--module", &module("filter"), "--config", "novalue"],

@@ -58,6 +58,20 @@ fn content_type(text: &str) -> &'static str {
     }
 }
 
+/// An operator's guest counters (`weir_sdk::counter_add`) as
+/// `name=value` pairs, in name order.
+fn counters_cell(counters: &Value) -> String {
+    let Some(map) = counters.as_object() else {
+        return String::new();
+    };
+    let mut pairs: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{k}={}", cell(v)))
+        .collect();
+    pairs.sort();
+    pairs.join(" ")
+}
+
 fn print_status(v: &Value) {
     let mut text = format!(
         "topology {}: {} (desired: {})\n",
@@ -100,6 +114,7 @@ fn print_status(v: &Value) {
                 cell(&o["errors"]),
                 cell(&o["dead_lettered"]),
                 cell(&o["late"]),
+                counters_cell(&o["counters"]),
             ]
         })
         .collect();
@@ -107,7 +122,7 @@ fn print_status(v: &Value) {
         text.push('\n');
         text.push_str(&table(
             &[
-                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE",
+                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE", "COUNTERS",
             ],
             &rows,
         ));
