@@ -159,7 +159,22 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     let input = "{\"key\":\"a\",\"value\":1}\n{\"key\":\"a\",\"value\":\"poison\"}\n{\"key\":\"b\",\"value\":2}\n";
     let out = weir(&["run", "--module", &module("poison-trap")], input);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("poison event"), "{}", stderr(&out));
+    // The guest's panic first, demangled frames of its own code, none of
+    // std's and no hint to set RUST_BACKTRACE inside a sandbox.
+    let err = stderr(&out);
+    assert!(
+        err.contains("trapped: panicked at poison-trap/src/lib.rs:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("operator `poison_trap` trapped: panicked at"),
+        "{err}"
+    );
+    assert!(err.contains(": poison event (wasm"), "{err}");
+    assert!(
+        !err.contains("RUST_BACKTRACE") && !err.contains("_RNv"),
+        "{err}"
+    );
     let out = weir(
         &[
             "run",
@@ -172,11 +187,23 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out).lines().count(), 2);
-    assert!(
-        stderr(&out).contains("skipped event 1:"),
-        "{}",
-        stderr(&out)
+    let err = stderr(&out);
+    assert!(err.contains("skipped event 1:"), "{err}");
+    // Each skipped event is reported once, not also as a log line.
+    assert_eq!(err.matches("poison event").count(), 1, "{err}");
+    // What the operator logs at info shows without WEIR_LOG.
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("poison-trap"),
+            "--on-error",
+            "skip",
+        ],
+        "{\"key\":\"a\",\"value\":\"bad\"}\n",
     );
+    let err = stderr(&out);
+    assert!(err.contains("refusing a bad event"), "{err}");
     // A malformed --config.
     let out = weir(
         &["run", "--module", &module("filter"), "--config", "novalue"],
@@ -488,4 +515,188 @@ fn a_damaged_checkpoint_record_falls_back_to_the_one_before() {
     got.sort();
     want.sort();
     assert!(got == want, "output after the fallback differs");
+}
+
+/// `split → count` where `count` drops late events: what a resumed run
+/// would silently lose if it restored the end of input's watermark.
+const DROP_LATE_TOPOLOGY: &str = "name: grow
+sources:
+  - { name: lines, stream: lines }
+operators:
+  - { name: split, module: split-words, input: lines }
+  - { name: count, module: word-count, input: split, key_by: key, on_late: drop }
+sinks:
+  - { name: out, stream: counts, input: count }
+";
+
+/// Lines `from..to` with timestamps that grow with the line number.
+fn growing_lines(from: u32, to: u32) -> String {
+    (from..to)
+        .map(|i| {
+            format!(
+                "{{\"value\":\"w{} w{}\",\"timestamp\":{}}}\n",
+                i % 31,
+                i % 7,
+                1_700_000_000_000u64 + u64::from(i) * 10
+            )
+        })
+        .collect()
+}
+
+/// Runs the drop-late topology over `input` into `out` with checkpoints and
+/// `extra` arguments; returns stderr.
+fn run_grow(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> String {
+    let doc = dir.join("grow.yaml");
+    std::fs::write(&doc, DROP_LATE_TOPOLOGY).unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        "--topology".into(),
+        doc.display().to_string(),
+        "--module-dir".into(),
+        weir_tests::guest_dir().display().to_string(),
+        "--input".into(),
+        format!("lines={}", input.display()),
+        "--output".into(),
+        format!("out={}", out.display()),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--checkpoint-interval-ms".into(),
+        "200".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = weir(&args, "");
+    assert!(result.status.success(), "{}", stderr(&result));
+    stderr(&result)
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The counts of one uninterrupted run over `lines`, sorted.
+fn oracle_counts(lines: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("all.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let out = dir.path().join("all-out.jsonl");
+    run_grow(dir.path(), &input, &out, &[]);
+    sorted_lines(&std::fs::read_to_string(&out).unwrap())
+}
+
+#[test]
+fn a_resumed_run_counts_input_appended_since_its_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lines.jsonl");
+    let out = dir.path().join("counts.jsonl");
+    std::fs::write(&input, growing_lines(0, 1000)).unwrap();
+    let first = run_grow(dir.path(), &input, &out, &[]);
+    assert!(!first.contains("warning"), "{first}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2000);
+
+    // The same command after the file grew: the new lines are counted,
+    // none of them late, and the output equals one run over all lines.
+    let mut all = growing_lines(0, 1000);
+    all.push_str(&growing_lines(1000, 2000));
+    std::fs::write(&input, &all).unwrap();
+    let second = run_grow(dir.path(), &input, &out, &[]);
+    assert!(!second.contains("late"), "{second}");
+    let got = sorted_lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(got.len(), 4000);
+    assert!(
+        got == oracle_counts(&all),
+        "the resumed run's counts differ from one run's"
+    );
+}
+
+#[test]
+fn a_savepoint_carries_state_to_a_new_input_with_reset_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_in = dir.path().join("first.jsonl");
+    let second_in = dir.path().join("second.jsonl");
+    std::fs::write(&first_in, growing_lines(0, 1000)).unwrap();
+    std::fs::write(&second_in, growing_lines(1000, 2000)).unwrap();
+    let sp = dir.path().join("sp.redb");
+    let first_out = dir.path().join("first-out.jsonl");
+    run_grow(
+        dir.path(),
+        &first_in,
+        &first_out,
+        &["--savepoint-to", sp.to_str().unwrap()],
+    );
+
+    // Without --reset-sources the new file (as long as the old one) is read
+    // from the restored position: nothing, and the run says so.
+    let skipped_out = dir.path().join("skipped-out.jsonl");
+    let log = run_grow(
+        dir.path(),
+        &second_in,
+        &skipped_out,
+        &["--from-savepoint", sp.to_str().unwrap(), "--fresh"],
+    );
+    assert!(
+        log.contains("source `lines` had nothing to read") && log.contains("--reset-sources"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&skipped_out).unwrap(), "");
+
+    // With it: the state goes on over the whole new file, none of it late.
+    let second_out = dir.path().join("second-out.jsonl");
+    let log = run_grow(
+        dir.path(),
+        &second_in,
+        &second_out,
+        &[
+            "--from-savepoint",
+            sp.to_str().unwrap(),
+            "--fresh",
+            "--reset-sources",
+        ],
+    );
+    assert!(!log.contains("warning"), "{log}");
+    let mut both = std::fs::read_to_string(&first_out).unwrap();
+    both.push_str(&std::fs::read_to_string(&second_out).unwrap());
+    let mut all = growing_lines(0, 1000);
+    all.push_str(&growing_lines(1000, 2000));
+    assert!(
+        sorted_lines(&both) == oracle_counts(&all),
+        "counts through the savepoint differ from one run's"
+    );
+}
+
+#[test]
+fn key_by_keys_a_single_operator_run_by_a_field() {
+    let input = "{\"value\":{\"user\":\"ann\",\"n\":1}}\n{\"value\":{\"user\":\"bob\",\"n\":2}}\n{\"value\":{\"user\":\"ann\",\"n\":3}}\n";
+    let out = weir(
+        &["run", "--module", &module("word-count"), "--key-by", "user"],
+        input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = stdout(&out);
+    assert!(
+        counts.contains("{\"word\":\"bob\",\"count\":1}"),
+        "{counts}"
+    );
+    assert!(
+        counts.contains("{\"word\":\"ann\",\"count\":2}"),
+        "{counts}"
+    );
+    // A value without the field: a clear error naming the line.
+    let out = weir(
+        &["run", "--module", &module("word-count"), "--key-by", "user"],
+        "{\"value\":{\"name\":\"x\"}}\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("-:1: --key-by user"),
+        "{}",
+        stderr(&out)
+    );
 }

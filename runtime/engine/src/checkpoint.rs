@@ -34,6 +34,10 @@ pub struct CheckpointConfig {
     pub interval: Option<Duration>,
     /// Complete checkpoints kept (for fallback), at least 1.
     pub retain: usize,
+    /// On a restore, start every source from its beginning (position 0, no
+    /// highest timestamp) while operator state, timers and watermarks of
+    /// the checkpoint are kept: "the same state, new input".
+    pub reset_sources: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -41,6 +45,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             interval: Some(Duration::from_secs(1)),
             retain: 3,
+            reset_sources: false,
         }
     }
 }
@@ -512,7 +517,7 @@ impl Coordinator {
         }
         let meta_bytes = serde_json::to_vec(&meta)
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
-        tracing::info!(topology = %self.topology, checkpoint = id, "checkpoint committing");
+        tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
         let stats = self
             .db
             .commit_checkpoint(
@@ -548,7 +553,8 @@ impl Coordinator {
             bytes: stats.bytes,
             final_,
         };
-        tracing::info!(
+        // Routine, every interval: debug (status and /metrics have them).
+        tracing::debug!(
             topology = %self.topology,
             checkpoint = id,
             duration_ms = info.duration_ms,

@@ -666,9 +666,18 @@ pub(crate) fn launch(
                 (p as u16, chain_tx[c].clone()),
             );
         }
+        // Checkpoints written before the end of input stopped being
+        // recorded as i64::MAX hold it still: it is no position to resume
+        // from (every new event would be late); the sources' restored
+        // watermarks raise the task's again at start.
         let watermark = restored_meta
             .and_then(|m| m.operators.get(&head.name))
             .map_or(i64::MIN, |o| o.watermark);
+        let watermark = if watermark == i64::MAX {
+            i64::MIN
+        } else {
+            watermark
+        };
         for (inst, (ops, mut out)) in instances.into_iter().zip(outputs).enumerate() {
             out.metrics = ops.last().map(|o| o.metrics.clone());
             let Some(rx) = chain_rx[c][inst].take() else {
@@ -717,6 +726,7 @@ pub(crate) fn launch(
     for (s, (source, out)) in source_binds.drain(..).zip(source_outputs).enumerate() {
         let doc_source = &doc.sources[s];
         let start = restored_meta
+            .filter(|_| !checkpoints.is_some_and(|c| c.reset_sources))
             .and_then(|m| m.sources.get(&doc_source.name))
             .copied()
             .unwrap_or(crate::checkpoint::SourceMeta {

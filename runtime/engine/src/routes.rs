@@ -44,16 +44,6 @@ pub(crate) struct Outputs {
     pub(crate) metrics: Option<Arc<InstanceMetrics>>,
 }
 
-/// The key of `field` in a JSON object value: a string's text, any other
-/// value's JSON text; `None` when the value is not an object with it.
-fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
-    Some(match map.get(field)? {
-        serde_json::Value::String(s) => s.clone().into_bytes(),
-        other => other.to_string().into_bytes(),
-    })
-}
-
 impl Outputs {
     fn send(&self, target: &SyncSender<Envelope>, msg: Msg) -> Result<(), ()> {
         let start = Instant::now();
@@ -97,7 +87,9 @@ impl Outputs {
                 } => {
                     let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
                     for e in b.iter() {
-                        let rekeyed = field.as_ref().map(|f| field_key(e.value, f));
+                        let rekeyed = field
+                            .as_ref()
+                            .map(|f| weir_types::wire::field_key(e.value, f));
                         let key: Option<&[u8]> = match &rekeyed {
                             Some(k) => k.as_deref(),
                             None => e.key,

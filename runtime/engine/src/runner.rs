@@ -100,7 +100,7 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
         match self.options.on_error {
             ErrorPolicy::Fail => Err(RunError::EventFailed { index, message }),
             ErrorPolicy::Skip => {
-                tracing::warn!(event.index = index, error = %message, "event skipped");
+                tracing::debug!(event.index = index, error = %message, "event skipped");
                 self.report.skipped.push(SkippedInput {
                     index: Some(index),
                     timer: None,
@@ -118,7 +118,7 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
                 message,
             }),
             ErrorPolicy::Skip => {
-                tracing::warn!(timer.time = timer.time, error = %message, "timer skipped");
+                tracing::debug!(timer.time = timer.time, error = %message, "timer skipped");
                 self.report.skipped.push(SkippedInput {
                     index: None,
                     timer: Some(timer.clone()),

@@ -560,10 +560,13 @@ impl ChainTask {
         match &self.checkpoints {
             Some(link) => {
                 let states = snapshot_ops(&mut self.ops, FINAL)?;
+                // The watermark the inputs reached, not the end of input's
+                // i64::MAX: a later run over grown input goes on from it
+                // instead of finding every new event late.
                 link.send(Ack::Task {
                     id: FINAL,
                     task: link.index,
-                    watermark: i64::MAX,
+                    watermark,
                     states,
                     alignment: Duration::ZERO,
                 });

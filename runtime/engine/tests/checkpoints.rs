@@ -117,6 +117,7 @@ fn with_db(db: StateDb) -> StateConfig {
         checkpoints: Some(CheckpointConfig {
             interval: Some(Duration::from_millis(50)),
             retain: 3,
+            ..CheckpointConfig::default()
         }),
     }
 }

@@ -98,7 +98,7 @@ pub enum TopologiesError {
         "{what} name {name:?} is not valid: use 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
     )]
     BadName { what: &'static str, name: String },
-    #[error("the topology is not valid {format}: {message}")]
+    #[error("the topology document ({format}) is not valid: {message}")]
     Parse {
         format: &'static str,
         message: String,
@@ -541,6 +541,7 @@ impl Topologies {
             checkpoints: Some(CheckpointConfig {
                 interval: Some(interval),
                 retain: RETAINED_CHECKPOINTS,
+                ..CheckpointConfig::default()
             }),
         };
         Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)

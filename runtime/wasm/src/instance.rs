@@ -224,30 +224,24 @@ impl OperatorInstance {
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return InstanceError::Budget { operator, budget };
         }
-        // What the guest printed last (a panic message) says more than the
-        // trap code; keep both, and the innermost guest frames.
-        let mut message = match err.downcast_ref::<Trap>() {
+        let trap = match err.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => err.to_string(),
         };
-        if let Some(trace) = err.downcast_ref::<WasmBacktrace>() {
-            let frames: Vec<String> = trace
-                .frames()
-                .iter()
-                .take(3)
-                .map(|f| match f.func_name() {
-                    Some(name) => name.to_string(),
-                    None => format!("func #{}", f.func_index()),
-                })
-                .collect();
-            if !frames.is_empty() {
-                message.push_str(&format!(" (in {})", frames.join(" < ")));
-            }
-        }
+        let frames: Vec<String> = err
+            .downcast_ref::<WasmBacktrace>()
+            .map(|trace| {
+                trace
+                    .frames()
+                    .iter()
+                    // Nameless frames (a stripped module) say nothing to
+                    // a user.
+                    .filter_map(|f| f.func_name().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         let printed = store.data().stderr.take();
-        if !printed.is_empty() {
-            message.push_str(&format!("; guest stderr: {printed}"));
-        }
+        let message = crate::trap::trap_message(&trap, &frames, &printed);
         InstanceError::Trap { operator, message }
     }
 

@@ -29,6 +29,7 @@ mod loader;
 mod shape;
 mod state;
 mod stderr;
+mod trap;
 
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;
