@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use server::{Http, Server, eventually};
-use weir_tests::guest_bytes;
+use weir_fixtures::guest_bytes;
 
 /// A topology of `operators` operators in a chain (each reading the one
 /// before), each with `parallelism`, as JSON.

@@ -309,7 +309,7 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
 
 /// `weir savepoint TOPOLOGY [NAME]`.
 pub fn savepoint(client: &Client, topology: &str, name: Option<String>) -> Outcome {
-    let name = name.unwrap_or_else(|| format!("sp-{}", crate::run::now_ms()));
+    let name = name.unwrap_or_else(|| format!("sp-{}", weir_types::now_ms()));
     let body = json!({ "name": name });
     let _p = Progress::start(format!("writing savepoint {name} of {topology}"));
     let (_, v) = client.call(
