@@ -96,8 +96,8 @@ impl<R> Tracker<R> {
     /// Whether a new checkpoint can start: none in flight and some chain
     /// still running (once every chain ended, only the last one is left).
     pub(crate) fn can_trigger(&self) -> bool {
-        self.in_flight.is_none()
-            && !(self.ended_tasks.iter().all(|&e| e) && !self.ended_tasks.is_empty())
+        let every_chain_ended = !self.ended_tasks.is_empty() && self.ended_tasks.iter().all(|&e| e);
+        self.in_flight.is_none() && !every_chain_ended
     }
 
     /// Starts the next checkpoint and returns its id. Participants whose
@@ -462,10 +462,9 @@ mod tests {
             sink: 0,
             pending: sink_batch(77),
         });
-        let last = tracker
-            .take_final(Some("stop"))
-            .ok()
-            .expect("everything ended");
+        let Ok(last) = tracker.take_final(Some("stop")) else {
+            panic!("everything ended, yet no final checkpoint");
+        };
         assert_eq!(last.id, 4);
         assert_eq!(last.request, Some("stop"));
         assert_eq!(last.collected.sources[0].map(|s| s.position), Some(12));
