@@ -145,16 +145,7 @@ mod tests {
     use super::*;
     use crate::protocol::Msg;
 
-    /// A small deterministic generator (xorshift), so failures replay.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     /// What a task saw, in the order it handled it.
     #[derive(Debug, PartialEq, Eq, Clone, Copy)]

@@ -31,6 +31,8 @@ mod protocol;
 mod routes;
 mod runner;
 mod tasks;
+#[cfg(test)]
+mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};

@@ -257,15 +257,7 @@ impl<R> Tracker<R> {
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
+    use crate::testing::Rng;
 
     fn sink_batch(n: i64) -> Batch {
         let mut b = Batch::default();
