@@ -5,12 +5,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use weir_engine::{ErrorPolicy, RunOptions, run_operator};
-use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange, wire};
+use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange, now_ms, wire};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
 
 #[derive(Args)]
@@ -139,13 +138,6 @@ fn build_config(args: &RunArgs) -> Result<String> {
         config.insert(key.to_string(), value);
     }
     Ok(serde_json::Value::Object(config).to_string())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn host(args: &RunArgs) -> Result<WasmHost> {

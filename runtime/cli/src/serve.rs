@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use weir_server::ServerConfig;
+use weir_topology::TopologyLimits;
+use weir_wasm::ShapeLimits;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -19,19 +21,65 @@ pub struct ServeArgs {
     /// Where modules, topologies, state and streams live [default: weir-data].
     #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A TOML file with any of: listen, data_dir, token, insecure_bind,
-    /// max_module_bytes, max_body_bytes.
+    /// A TOML file with any of: listen, data_dir, token, token_file,
+    /// insecure_bind, metrics_public,
+    /// max_module_bytes, max_body_bytes, max_document_bytes, max_operators,
+    /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
+    /// max_function_body_bytes, max_function_locals, max_functions,
+    /// max_code_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
     #[arg(long)]
     insecure_bind: bool,
+    /// Read the token from this file (its first line), so it shows in
+    /// neither `ps` nor the environment; it wins over --token / WEIR_TOKEN.
+    #[arg(long, env = "WEIR_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve /metrics without the token (it names topologies, operators and
+    /// streams; closed by default when a token is set).
+    #[arg(long)]
+    metrics_public: bool,
     /// Largest module upload, bytes [default: 64 MiB].
     #[arg(long, env = "WEIR_MAX_MODULE_BYTES")]
     max_module_bytes: Option<usize>,
     /// Largest body of other requests, bytes [default: 16 MiB].
     #[arg(long, env = "WEIR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Largest topology document, bytes [default: 4 MiB].
+    #[arg(long, env = "WEIR_MAX_DOCUMENT_BYTES")]
+    max_document_bytes: Option<usize>,
+    /// Most operators in one topology (and most sources, and most sinks)
+    /// [default: 256].
+    #[arg(long, env = "WEIR_MAX_OPERATORS")]
+    max_operators: Option<usize>,
+    /// Most operator instances of one topology (the sum of its operators'
+    /// parallelism; each is a thread) [default: 1024].
+    #[arg(long, env = "WEIR_MAX_INSTANCES")]
+    max_instances: Option<usize>,
+    /// Most bytes one read of a stream returns (at least one event)
+    /// [default: 8 MiB].
+    #[arg(long, env = "WEIR_MAX_READ_BYTES")]
+    max_read_bytes: Option<usize>,
+    /// Most followers (SSE) of one stream [default: 64].
+    #[arg(long, env = "WEIR_MAX_FOLLOWERS_PER_STREAM")]
+    max_followers_per_stream: Option<usize>,
+    /// Most followers (SSE) in all [default: 512].
+    #[arg(long, env = "WEIR_MAX_FOLLOWERS")]
+    max_followers: Option<usize>,
+    /// Largest body of one function in an uploaded module, bytes (checked
+    /// before compiling) [default: 1 MiB].
+    #[arg(long, env = "WEIR_MAX_FUNCTION_BODY_BYTES")]
+    max_function_body_bytes: Option<usize>,
+    /// Most locals of one function in an uploaded module [default: 500].
+    #[arg(long, env = "WEIR_MAX_FUNCTION_LOCALS")]
+    max_function_locals: Option<u64>,
+    /// Most functions in an uploaded module [default: 100000].
+    #[arg(long, env = "WEIR_MAX_FUNCTIONS")]
+    max_functions: Option<usize>,
+    /// Most bytes of code in an uploaded module [default: 32 MiB].
+    #[arg(long, env = "WEIR_MAX_CODE_BYTES")]
+    max_code_bytes: Option<usize>,
 }
 
 /// The config file.
@@ -42,14 +90,39 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     token: Option<String>,
     insecure_bind: Option<bool>,
+    token_file: Option<PathBuf>,
+    metrics_public: Option<bool>,
     max_module_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
+    max_document_bytes: Option<usize>,
+    max_operators: Option<usize>,
+    max_instances: Option<usize>,
+    max_read_bytes: Option<usize>,
+    max_followers_per_stream: Option<usize>,
+    max_followers: Option<usize>,
+    max_function_body_bytes: Option<usize>,
+    max_function_locals: Option<u64>,
+    max_functions: Option<usize>,
+    max_code_bytes: Option<usize>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// The token in `path`: its first line, without the line end.
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty: put the token on its first line",
+        path.display()
+    );
+    Ok(token)
 }
 
 /// Flags and env (clap merged them) over the file over defaults.
@@ -59,19 +132,41 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
         None => FileConfig::default(),
     };
     let d = ServerConfig::default();
+    let token = match args.token_file.as_ref().or(file.token_file.as_ref()) {
+        Some(path) => Some(read_token(path)?),
+        None => token.or(file.token),
+    };
+    // A flag (or its env) over the file's key over the default.
+    macro_rules! pick {
+        ($field:ident, $default:expr) => {
+            args.$field.or(file.$field).unwrap_or($default)
+        };
+    }
     Ok(ServerConfig {
-        listen: args.listen.or(file.listen).unwrap_or(d.listen),
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-        token: token.or(file.token).filter(|t| !t.is_empty()),
+        listen: pick!(listen, d.listen),
+        data_dir: pick!(data_dir, d.data_dir),
+        token: token.filter(|t| !t.is_empty()),
         insecure_bind: args.insecure_bind || file.insecure_bind.unwrap_or(false),
-        max_module_bytes: args
-            .max_module_bytes
-            .or(file.max_module_bytes)
-            .unwrap_or(d.max_module_bytes),
-        max_body_bytes: args
-            .max_body_bytes
-            .or(file.max_body_bytes)
-            .unwrap_or(d.max_body_bytes),
+        metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+        max_module_bytes: pick!(max_module_bytes, d.max_module_bytes),
+        max_body_bytes: pick!(max_body_bytes, d.max_body_bytes),
+        max_document_bytes: pick!(max_document_bytes, d.max_document_bytes),
+        topology_limits: TopologyLimits {
+            max_operators: pick!(max_operators, d.topology_limits.max_operators),
+            max_instances: pick!(max_instances, d.topology_limits.max_instances),
+        },
+        max_read_bytes: pick!(max_read_bytes, d.max_read_bytes),
+        max_followers_per_stream: pick!(max_followers_per_stream, d.max_followers_per_stream),
+        max_followers: pick!(max_followers, d.max_followers),
+        shape: ShapeLimits {
+            max_function_body_bytes: pick!(
+                max_function_body_bytes,
+                d.shape.max_function_body_bytes
+            ),
+            max_function_locals: pick!(max_function_locals, d.shape.max_function_locals),
+            max_functions: pick!(max_functions, d.shape.max_functions),
+            max_code_bytes: pick!(max_code_bytes, d.shape.max_code_bytes),
+        },
     })
 }
 

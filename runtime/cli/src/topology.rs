@@ -15,10 +15,10 @@ use weir_engine::{
 };
 use weir_state::{StateBudget, StateDb};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
-use weir_types::wire;
+use weir_types::{now_ms, wire};
 use weir_wasm::WasmHost;
 
-use crate::run::{RunArgs, now_ms};
+use crate::run::RunArgs;
 
 /// `NAME=VALUE` pairs of --input/--output.
 fn pairs(flag: &str, entries: &[String]) -> Result<HashMap<String, String>> {

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use server::{Server, counts_of, eventually, expected_counts, lines_jsonl, repo};
-use weir_tests::guest_path;
+use weir_fixtures::guest_path;
 
 fn ok(out: Output) -> String {
     assert!(
@@ -61,7 +61,14 @@ fn quickstart_through_the_cli() {
 
     let lines = repo().join("guest-examples/data/lines.jsonl");
     let produced = ok(srv.cli(&["produce", "lines"], Some(&lines)));
-    assert!(produced.contains("produced 8 events"), "{produced}");
+    let sent = lines_jsonl()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert!(
+        produced.contains(&format!("produced {sent} events")),
+        "{produced}"
+    );
 
     let expected = expected_counts(&lines_jsonl());
     let events = eventually("the counts through the CLI", || {
@@ -247,7 +254,7 @@ fn a_local_run_is_refused_on_a_live_servers_data_dir() {
             topology.to_str().unwrap(),
             "--module-dir",
         ])
-        .arg(weir_tests::guest_dir())
+        .arg(weir_fixtures::guest_dir())
         .arg("--data-dir")
         .arg(&data)
         .output()
@@ -290,5 +297,28 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         err.contains("failed right after it started") && err.contains("poison event"),
         "{err}"
     );
+
+    // A healthy start prints its status, guest counters included.
+    std::fs::write(
+        &events,
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+    )
+    .unwrap();
+    ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
+    let doc2 = dir.path().join("t2.yaml");
+    std::fs::write(
+        &doc2,
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+    )
+    .unwrap();
+    ok(srv.cli(
+        &["topology", "apply", doc2.to_str().unwrap(), "--start"],
+        None,
+    ));
+    let status = eventually("the guest's counter in the status table", || {
+        let status = ok(srv.cli(&["topology", "status", "t2"], None));
+        status.contains("forwarded=2").then_some(status)
+    });
+    assert!(status.contains("COUNTERS"), "{status}");
     srv.stop();
 }

@@ -75,7 +75,7 @@ fn start(dir: &Path, data: &Path, fresh: bool) -> Child {
     cmd.args(["run", "--topology"])
         .arg(dir.join("crash.yaml"))
         .arg("--module-dir")
-        .arg(weir_tests::guest_dir())
+        .arg(weir_fixtures::guest_dir())
         .arg("--data-dir")
         .arg(data)
         .arg("--cache-dir")

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use weir_tests::{guest_path, repo_root};
+use weir_fixtures::{guest_path, repo_root, sample_lines, word_counts};
 
 fn weir(args: &[&str], stdin: &str) -> Output {
     let cache = std::env::temp_dir().join("weir-cli-test-cache");
@@ -64,12 +64,13 @@ fn split_then_count_over_the_sample_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     let counts = stdout(&out);
     assert_eq!(counts.lines().count(), words_text.lines().count());
-    // "the" occurs 12 times in the sample (as "The" too): its last count says so.
+    // The last count of "the" (written "The" too) is its count in the sample.
+    let the = word_counts(&sample_lines())["the"];
     let last_the = counts
         .lines()
         .rfind(|l| l.starts_with("{\"key\":\"the\","))
         .unwrap();
-    assert!(last_the.contains("\"count\":12"), "{last_the}");
+    assert!(last_the.contains(&format!("\"count\":{the}")), "{last_the}");
 }
 
 #[test]
@@ -187,11 +188,23 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out).lines().count(), 2);
-    assert!(
-        stderr(&out).contains("skipped event 1:"),
-        "{}",
-        stderr(&out)
+    let err = stderr(&out);
+    assert!(err.contains("skipped event 1:"), "{err}");
+    // Each skipped event is reported once, not also as a log line.
+    assert_eq!(err.matches("poison event").count(), 1, "{err}");
+    // What the operator logs at info shows without WEIR_LOG.
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("poison-trap"),
+            "--on-error",
+            "skip",
+        ],
+        "{\"key\":\"a\",\"value\":\"bad\"}\n",
     );
+    let err = stderr(&out);
+    assert!(err.contains("refusing a bad event"), "{err}");
     // A malformed --config.
     let out = weir(
         &["run", "--module", &module("filter"), "--config", "novalue"],
@@ -208,7 +221,7 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
 #[test]
 fn a_topology_runs_over_files_with_modules_found_by_name() {
     let root = repo_root();
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("counts.jsonl");
     let out = weir(
@@ -232,10 +245,11 @@ fn a_topology_runs_over_files_with_modules_found_by_name() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let counts = std::fs::read_to_string(&out_file).unwrap();
-    // Same total and the same final count as the single-module runs.
-    assert_eq!(counts.lines().count(), 88);
+    // One count per word of the sample, and the final count of "the".
+    let oracle = word_counts(&sample_lines());
+    assert_eq!(counts.lines().count() as u64, oracle.values().sum::<u64>());
     assert!(
-        counts.contains("{\"word\":\"the\",\"count\":12}"),
+        counts.contains(&format!("{{\"word\":\"the\",\"count\":{}}}", oracle["the"])),
         "{counts}"
     );
 }
@@ -243,7 +257,7 @@ fn a_topology_runs_over_files_with_modules_found_by_name() {
 #[test]
 fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
     let dir = tempfile::tempdir().unwrap();
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let topo = dir.path().join("t.yaml");
     let events = dir.path().join("in.jsonl");
     let dead = dir.path().join("dead.jsonl");
@@ -337,7 +351,7 @@ fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
 fn topologies_share_embedded_streams_in_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let words = dir.path().join("words.yaml");
     let counts = dir.path().join("counts.yaml");
     std::fs::write(
@@ -382,7 +396,7 @@ fn topologies_share_embedded_streams_in_the_data_directory() {
 fn keep_state_continues_counts_across_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let root = repo_root();
     let run = |out: &std::path::Path| {
         let result = weir(
@@ -410,15 +424,15 @@ fn keep_state_continues_counts_across_runs() {
         assert!(result.status.success(), "{}", stderr(&result));
         std::fs::read_to_string(out).unwrap()
     };
+    let the = word_counts(&sample_lines())["the"];
+    let count_of_the = |n: u64| format!("{{\"word\":\"the\",\"count\":{n}}}");
     let first = run(&dir.path().join("first.jsonl"));
-    assert!(first.contains("{\"word\":\"the\",\"count\":12}"));
+    assert!(first.contains(&count_of_the(the)));
     assert!(data.join("topologies/word-count/state.redb").exists());
+    // The kept state goes on counting from where the first run ended.
     let second = run(&dir.path().join("second.jsonl"));
-    assert!(
-        second.contains("{\"word\":\"the\",\"count\":24}"),
-        "{second}"
-    );
-    assert!(!second.contains("{\"word\":\"the\",\"count\":12}"));
+    assert!(second.contains(&count_of_the(2 * the)), "{second}");
+    assert!(!second.contains(&count_of_the(the)));
 }
 
 #[test]
@@ -448,7 +462,7 @@ fn a_damaged_checkpoint_record_falls_back_to_the_one_before() {
                     .to_str()
                     .unwrap(),
                 "--module-dir",
-                weir_tests::guest_dir().to_str().unwrap(),
+                weir_fixtures::guest_dir().to_str().unwrap(),
                 "--input",
                 &format!("lines={}", input.display()),
                 "--output",
@@ -546,7 +560,7 @@ fn run_grow(
         "--topology".into(),
         doc.display().to_string(),
         "--module-dir".into(),
-        weir_tests::guest_dir().display().to_string(),
+        weir_fixtures::guest_dir().display().to_string(),
         "--input".into(),
         format!("lines={}", input.display()),
         "--output".into(),

@@ -8,7 +8,9 @@
 //! segments by size or age.
 //!
 //! Delivery: appends are durable when acknowledged; a torn tail left by a
-//! crash is detected by checksum and cut off at open.
+//! crash is detected by checksum and cut off at open; an event the record
+//! format cannot hold is refused before the append, so what was acknowledged
+//! reads back.
 //!
 //! Bindings of a topology (the engine's `Source` and `Sink`):
 //! [`StreamSource`] / [`StreamSink`] for embedded streams (`bind.rs`) and
@@ -24,4 +26,5 @@ mod stream;
 
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
+pub use record::{MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_RECORD_BYTES, RecordLimit};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};

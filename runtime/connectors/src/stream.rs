@@ -14,12 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use weir_types::{Batch, Event, is_safe_name};
 
-use crate::record::{self, Bad, FRAME_BYTES};
+use crate::record::{self, Bad, FRAME_BYTES, MAX_RECORD_BYTES, RecordLimit};
 
 /// Records between two sparse index entries.
 const INDEX_EVERY: u64 = 256;
-/// Largest record accepted (a guard against a corrupt length on read).
-const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Sizes and retention of streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +60,14 @@ pub enum StreamError {
         stream: String,
         what: String,
         source: std::io::Error,
+    },
+    #[error(
+        "event {index} of the batch cannot be stored in stream `{stream}`: {limit}; nothing of the batch was written"
+    )]
+    Unstorable {
+        stream: String,
+        index: usize,
+        limit: RecordLimit,
     },
     #[error(
         "stream `{stream}` is damaged in {file} at byte {position}; move the file away to recover the rest"
@@ -123,6 +129,16 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Whether the damaged record at the start of `rest` is the last thing in
+/// the file (its declared length reaches the end, or the frame is cut).
+fn reaches_the_end(rest: &[u8]) -> bool {
+    let Some(frame) = rest.get(..FRAME_BYTES) else {
+        return true;
+    };
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    FRAME_BYTES.saturating_add(len) >= rest.len()
 }
 
 fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -196,7 +212,10 @@ impl Stream {
                         segment.max_timestamp = segment.max_timestamp.max(decoded.timestamp);
                         at += size;
                     }
-                    Err(bad) if i == last => {
+                    // Only a record that runs to the end of the file is a
+                    // torn append; one with records after it was
+                    // acknowledged, and is never cut.
+                    Err(bad) if i == last && reaches_the_end(&bytes[at..]) => {
                         tracing::warn!(
                             stream = name,
                             file = %path.display(),
@@ -266,7 +285,12 @@ impl Stream {
         let mut buf = Vec::with_capacity(batch.values.len() + batch.keys.len() + batch.len() * 24);
         let mut positions = Vec::with_capacity(batch.len());
         let mut max_ts = i64::MIN;
-        for e in batch.iter() {
+        for (index, e) in batch.iter().enumerate() {
+            record::check(&e).map_err(|limit| StreamError::Unstorable {
+                stream: self.name.clone(),
+                index,
+                limit,
+            })?;
             positions.push(buf.len() as u64);
             max_ts = max_ts.max(e.timestamp);
             record::encode(&e, &mut buf);
@@ -351,6 +375,18 @@ impl Stream {
     /// Reading at the end gives nothing; before the start or past the end
     /// is an error.
     pub fn read(&self, from: u64, max: usize) -> Result<(Vec<Event>, u64), StreamError> {
+        self.read_capped(from, max, usize::MAX)
+    }
+
+    /// [`Stream::read`] that also stops once the events read take
+    /// `max_bytes` stored (always at least one event, so a reader moves on).
+    pub fn read_capped(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, u64), StreamError> {
+        let mut bytes_read = 0usize;
         let inner = self.lock();
         let start = inner.segments[0].base;
         let end = inner.segments[inner.segments.len() - 1].end();
@@ -365,7 +401,7 @@ impl Stream {
         let mut events = Vec::new();
         let mut offset = from;
         for segment in inner.segments.iter().filter(|s| s.end() > from) {
-            if events.len() >= max {
+            if events.len() >= max || bytes_read >= max_bytes {
                 break;
             }
             let (mut at_offset, pos) = segment
@@ -383,7 +419,7 @@ impl Stream {
                 .map_err(self.io("cannot seek"))?;
             let mut buf = Vec::new();
             let mut position = pos;
-            while at_offset < segment.end() && events.len() < max {
+            while at_offset < segment.end() && events.len() < max && bytes_read < max_bytes {
                 let record_at = position;
                 let corrupt = || StreamError::Corrupt {
                     stream: self.name.clone(),
@@ -404,6 +440,7 @@ impl Stream {
                     .map_err(self.io(format!("cannot read {}", segment.path.display())))?;
                 position += buf.len() as u64;
                 if at_offset >= offset {
+                    bytes_read += buf.len();
                     let (d, _) = record::decode(&buf).map_err(|_: Bad| corrupt())?;
                     events.push(Event {
                         key: d.key.map(<[u8]>::to_vec),
@@ -505,6 +542,24 @@ impl StreamStore {
         Ok(stream)
     }
 
+    /// The stream `name` if it exists; never creates one (a read of a
+    /// missing stream must leave nothing behind).
+    pub fn existing(&self, name: &str) -> Result<Option<Arc<Stream>>, StreamError> {
+        if !is_safe_name(name) {
+            return Err(StreamError::BadName(name.to_string()));
+        }
+        let known = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name);
+        if known || self.dir.join(name).is_dir() {
+            self.stream(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Every stream there is, by name.
     pub fn list(&self) -> Result<Vec<StreamInfo>, StreamError> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
@@ -599,6 +654,78 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, whole);
         assert_eq!(s.append(&batch(10, 1)).unwrap(), 10..11);
         assert_eq!(s.read(10, 1).unwrap().0[0].value, b"10");
+    }
+
+    #[test]
+    fn an_event_the_format_cannot_hold_is_refused_before_the_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let s = store.stream("t").unwrap();
+        s.append(&batch(0, 2)).unwrap();
+        let mut bad = batch(2, 2);
+        bad.headers.push((1, "h".repeat(65_536), vec![1]));
+        let err = s.append(&bad).unwrap_err();
+        assert!(
+            matches!(err, StreamError::Unstorable { index: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("65535 bytes"), "{err}");
+        assert_eq!(s.end_offset(), 2);
+        assert_eq!(s.append(&batch(2, 2)).unwrap(), 2..4);
+        drop((s, store));
+        // Everything acknowledged reads back after a reopen.
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let (events, next) = store.stream("t").unwrap().read(0, 10).unwrap();
+        assert_eq!(next, 4);
+        assert_eq!(events[3].value, b"3");
+    }
+
+    #[test]
+    fn a_damaged_record_with_records_after_it_is_never_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(&dir.path().join("streams/t"), 0);
+        {
+            let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+            store.stream("t").unwrap().append(&batch(0, 3)).unwrap();
+        }
+        // Damage the middle record's payload: the third was acknowledged.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first = record::decode(&bytes).unwrap().1;
+        bytes[first + FRAME_BYTES + 1] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let err = store.stream("t").unwrap_err();
+        assert!(matches!(err, StreamError::Corrupt { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was cut");
+    }
+
+    #[test]
+    fn a_read_stops_at_its_byte_cap_but_always_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let s = store.stream("t").unwrap();
+        let mut b = Batch::default();
+        for i in 0..10u8 {
+            b.push(None, &vec![i; 1000], 0);
+        }
+        s.append(&b).unwrap();
+        let (events, next) = s.read_capped(0, 10, 2500).unwrap();
+        assert_eq!((events.len(), next), (3, 3));
+        let (events, next) = s.read_capped(3, 10, 1).unwrap();
+        assert_eq!((events.len(), next), (1, 4));
+        assert_eq!(events[0].value, vec![3u8; 1000]);
+        assert_eq!(s.read(0, 10).unwrap().0.len(), 10);
+    }
+
+    #[test]
+    fn looking_up_a_missing_stream_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        assert!(store.existing("nope").unwrap().is_none());
+        assert!(!dir.path().join("streams/nope").exists());
+        assert!(store.list().unwrap().is_empty());
+        store.stream("yes").unwrap();
+        assert!(store.existing("yes").unwrap().is_some());
     }
 
     #[test]

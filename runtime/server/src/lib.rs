@@ -23,15 +23,17 @@ pub mod topologies;
 
 mod fsutil;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use weir_connectors::{StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
-use weir_wasm::{HostConfig, WasmHost};
+use weir_topology::TopologyLimits;
+use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
 
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
 pub use topologies::{DesiredState, RunState, Topologies, TopologiesError, TopologyRecord};
@@ -40,8 +42,17 @@ pub use topologies::{DesiredState, RunState, Topologies, TopologiesError, Topolo
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
 /// Largest body of any other request by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Largest topology document by default.
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 4 << 20;
 /// Most events one read returns.
 pub const MAX_READ_EVENTS: usize = 10_000;
+/// Most bytes (as stored) one read returns by default; a read always
+/// returns at least one event.
+pub const DEFAULT_MAX_READ_BYTES: usize = 8 << 20;
+/// Most followers (SSE) of one stream by default.
+pub const DEFAULT_MAX_FOLLOWERS_PER_STREAM: usize = 64;
+/// Most followers (SSE) in all by default.
+pub const DEFAULT_MAX_FOLLOWERS: usize = 512;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -59,8 +70,21 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Allow binding a non-loopback address without a token.
     pub insecure_bind: bool,
+    /// Serve `/metrics` without the token (it names topologies, operators
+    /// and streams, so it is closed by default when a token is set).
+    pub metrics_public: bool,
     pub max_module_bytes: usize,
     pub max_body_bytes: usize,
+    /// Largest topology document (`PUT`, `validate`).
+    pub max_document_bytes: usize,
+    /// How big a topology may be (operators, instances).
+    pub topology_limits: TopologyLimits,
+    /// Most bytes one read (or one step of a follow) returns.
+    pub max_read_bytes: usize,
+    pub max_followers_per_stream: usize,
+    pub max_followers: usize,
+    /// What an uploaded module's code may hold (checked before compiling).
+    pub shape: ShapeLimits,
 }
 
 impl Default for ServerConfig {
@@ -70,8 +94,15 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("weir-data"),
             token: None,
             insecure_bind: false,
+            metrics_public: false,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            topology_limits: TopologyLimits::default(),
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
+            max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
+            max_followers: DEFAULT_MAX_FOLLOWERS,
+            shape: ShapeLimits::default(),
         }
     }
 }
@@ -112,6 +143,8 @@ pub struct ControlPlane {
     pub started_at: std::time::Instant,
     /// Set at shutdown: followers (SSE) end so connections can close.
     pub closing: AtomicBool,
+    /// Followers (SSE) per stream now, against the caps.
+    pub followers: Mutex<HashMap<String, usize>>,
 }
 
 impl ControlPlane {
@@ -119,6 +152,7 @@ impl ControlPlane {
     pub fn open(config: ServerConfig) -> Result<Arc<ControlPlane>, ServerError> {
         let host = Arc::new(WasmHost::new(HostConfig {
             max_module_bytes: config.max_module_bytes,
+            shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
             ..HostConfig::default()
         })?);
@@ -132,6 +166,7 @@ impl ControlPlane {
             registry.clone(),
             streams.clone(),
             ExecOptions::default(),
+            config.topology_limits,
         )?;
         Ok(Arc::new(ControlPlane {
             config,
@@ -140,6 +175,7 @@ impl ControlPlane {
             streams,
             started_at: std::time::Instant::now(),
             closing: AtomicBool::new(false),
+            followers: Mutex::new(HashMap::new()),
         }))
     }
 }

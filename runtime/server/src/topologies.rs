@@ -25,7 +25,8 @@ use weir_engine::{
 };
 use weir_state::{StateBudget, StateDb};
 use weir_topology::{
-    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, TopologyLimits,
+    ValidateOptions, validate_topology_with,
 };
 use weir_types::is_safe_name;
 
@@ -114,11 +115,12 @@ pub enum TopologiesError {
     Running(String),
     #[error("topology `{0}` is not running: start it first (`weir topology start {0}`)")]
     NotRunning(String),
-    #[error("topology `{topology}` has no operator `{operator}` (it has: {have})")]
+    #[error("topology `{topology}` has no operator `{operator}` ({hint})")]
     NoSuchOperator {
         topology: String,
         operator: String,
-        have: String,
+        /// The nearest few names it has.
+        hint: String,
     },
     #[error("topology `{topology}` has no savepoint `{name}`")]
     NoSuchSavepoint { topology: String, name: String },
@@ -152,6 +154,18 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TopologiesE
     }
 }
 
+/// Removes a savepoint folder that a refused or failed savepoint left
+/// empty (a folder holding a savepoint is left alone).
+struct RemoveIfEmpty(Option<PathBuf>);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Checks a document's module references against the registry.
 struct RegistryCheck<'a>(&'a ModuleRegistry);
 
@@ -171,6 +185,8 @@ pub struct Topologies {
     registry: Arc<ModuleRegistry>,
     streams: Arc<StreamStore>,
     options: ExecOptions,
+    /// How big a topology may be.
+    limits: TopologyLimits,
     /// Serializes changes of records and the jobs map.
     jobs: Mutex<HashMap<String, Job>>,
     /// Checkpoints of each topology's last finished run (this process).
@@ -191,6 +207,7 @@ impl Topologies {
         registry: Arc<ModuleRegistry>,
         streams: Arc<StreamStore>,
         options: ExecOptions,
+        limits: TopologyLimits,
     ) -> Result<Self, TopologiesError> {
         let dir = data_dir.join("topologies");
         std::fs::create_dir_all(&dir)
@@ -201,6 +218,7 @@ impl Topologies {
             registry,
             streams,
             options,
+            limits,
             jobs: Mutex::new(HashMap::new()),
             history: Mutex::new(HashMap::new()),
         })
@@ -234,30 +252,16 @@ impl Topologies {
         })
     }
 
-    /// Every problem of `doc` on this server: the document's own, its
-    /// module references against the registry, and bindings the server
-    /// cannot make (files).
+    /// Every problem of `doc` on this server (the first hundred, then a
+    /// count): the document's own, its size against the server's limits,
+    /// its module references against the registry, and bindings the
+    /// server cannot make (files).
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        let mut problems = validate_topology(doc, &RegistryCheck(&self.registry));
-        let file = |path: String| {
-            Problem {
-            path,
-            message: "the server reads and writes only embedded streams: use `stream: NAME` (files are for `weir run`)".into(),
-            severity: Severity::Error,
-        }
+        let options = ValidateOptions {
+            limits: Some(self.limits),
+            streams_only: true,
         };
-        for (i, s) in doc.sources.iter().enumerate() {
-            if s.file.is_some() {
-                problems.push(file(format!("sources[{i}].file")));
-            }
-        }
-        for (i, s) in doc.sinks.iter().enumerate() {
-            if s.file.is_some() {
-                problems.push(file(format!("sinks[{i}].file")));
-            }
-        }
-        problems.sort_by_key(|p| p.severity);
-        problems
+        validate_topology_with(doc, &RegistryCheck(&self.registry), options)
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
@@ -555,6 +559,11 @@ impl Topologies {
             Some(sp) => Some(self.new_savepoint_path(name, sp)?),
             None => None,
         };
+        let _tidy = RemoveIfEmpty(
+            path.as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
+        );
         let job = self.jobs().remove(name);
         let Some(job) = job else {
             if record.desired == DesiredState::Running && path.is_none() {
@@ -626,13 +635,10 @@ impl Topologies {
             return Err(TopologiesError::NoSuchOperator {
                 topology: name.to_string(),
                 operator: operator.to_string(),
-                have: record
-                    .doc
-                    .operators
-                    .iter()
-                    .map(|o| o.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                hint: weir_topology::suggest_name(
+                    operator,
+                    record.doc.operators.iter().map(|o| o.name.as_str()),
+                ),
             });
         }
         let jobs = self.jobs();
@@ -715,6 +721,7 @@ impl Topologies {
         self.read_record(name)?;
         let jobs = self.jobs();
         let path = self.new_savepoint_path(name, savepoint)?;
+        let _tidy = RemoveIfEmpty(path.parent().map(Path::to_path_buf));
         let engine_err = |source: EngineError| TopologiesError::Engine {
             topology: name.to_string(),
             source,

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::TopologyError;
+use crate::depth::{MAX_DOCUMENT_DEPTH, json_depth, yaml_depth};
 
 /// A topology: sources → operators → sinks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,9 +180,23 @@ pub struct CheckpointDoc {
 }
 
 /// Reads a topology from JSON or YAML text (JSON is tried first when the
-/// text starts with `{`).
+/// text starts with `{`). Text that nests deeper than
+/// [`MAX_DOCUMENT_DEPTH`] is refused before it is parsed. Parsing takes
+/// time linear in the text: callers on an async runtime run it on the
+/// blocking pool.
 pub fn parse_topology(text: &str) -> Result<TopologyDoc, TopologyError> {
-    if text.trim_start().starts_with('{') {
+    let json = text.trim_start().starts_with('{');
+    let depth = if json {
+        json_depth(text, MAX_DOCUMENT_DEPTH)
+    } else {
+        yaml_depth(text, MAX_DOCUMENT_DEPTH)
+    };
+    if depth > MAX_DOCUMENT_DEPTH {
+        return Err(TopologyError::TooDeep {
+            limit: MAX_DOCUMENT_DEPTH,
+        });
+    }
+    if json {
         serde_json::from_str(text).map_err(|e| TopologyError::Parse {
             format: "JSON",
             message: e.to_string(),
@@ -257,5 +272,30 @@ sinks: [{ name: out, stream: counts, input: count }]
         let err =
             parse_topology("name: x\noperators: [{ name: a, modul: b, input: c }]\n").unwrap_err();
         assert!(err.to_string().contains("modul"), "{err}");
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        // 100,000 levels in 200 KB of YAML took the parser tens of seconds.
+        let yaml = format!("name: x\nsinks: {}", "[".repeat(200_000));
+        let err = parse_topology(&yaml).unwrap_err();
+        assert!(matches!(err, TopologyError::TooDeep { limit: 64 }), "{err}");
+        assert!(err.to_string().contains("64 levels"), "{err}");
+        let compact = format!("name: x\nsinks:\n{}x\n", "- ".repeat(100_000));
+        assert!(matches!(
+            parse_topology(&compact),
+            Err(TopologyError::TooDeep { .. })
+        ));
+        let json = format!(
+            "{{\"name\": \"x\", \"operators\": [{{\"name\": \"a\", \"module\": \"m\", \"input\": \"s\", \"config\": {}}}]}}",
+            "[".repeat(100_000)
+        );
+        assert!(matches!(
+            parse_topology(&json),
+            Err(TopologyError::TooDeep { .. })
+        ));
+        // A config nested a few levels is fine.
+        let ok = "name: x\noperators:\n  - { name: a, module: m, input: s, config: { a: { b: [[1]] } } }\n";
+        assert!(parse_topology(ok).is_ok());
     }
 }

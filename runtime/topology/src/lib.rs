@@ -9,13 +9,17 @@
 //! Not here: loading modules (validation asks a [`ModuleCheck`]), running
 //! anything (the engine).
 
+mod depth;
 mod document;
 mod validate;
 
+pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
     CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, SinkDoc, SourceDoc,
     TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use validate::{
-    MAX_PARALLELISM, ModuleCheck, Problem, Severity, TopologyError, validate_topology,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OPERATORS, MAX_PARALLELISM, MAX_PROBLEMS, ModuleCheck,
+    Problem, Severity, TopologyError, TopologyLimits, ValidateOptions, suggest_name,
+    validate_topology, validate_topology_with,
 };

@@ -11,6 +11,47 @@ use crate::document::{Inputs, KeyBy, TopologyDoc};
 pub const MAX_PARALLELISM: u16 = 256;
 const MAX_KEY_GROUPS: u16 = 32_768;
 const MIN_CHECKPOINT_INTERVAL_MS: u64 = 10;
+/// Most problems one validation lists; the rest are counted in a last
+/// summary problem, so the answer stays small whatever the input.
+pub const MAX_PROBLEMS: usize = 100;
+/// Most candidate names one message suggests.
+const MAX_SUGGESTIONS: usize = 3;
+/// Most operator names a cycle message spells out.
+const MAX_CYCLE_NAMES: usize = 8;
+/// Default of [`TopologyLimits::max_operators`].
+pub const DEFAULT_MAX_OPERATORS: usize = 256;
+/// Default of [`TopologyLimits::max_instances`].
+pub const DEFAULT_MAX_INSTANCES: usize = 1024;
+
+/// How big a topology a server accepts (the README's limits table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopologyLimits {
+    /// Most operators of one topology; sources and sinks are each bounded
+    /// by the same number.
+    pub max_operators: usize,
+    /// Most operator instances (the sum of every operator's parallelism):
+    /// each instance is a thread.
+    pub max_instances: usize,
+}
+
+impl Default for TopologyLimits {
+    fn default() -> Self {
+        TopologyLimits {
+            max_operators: DEFAULT_MAX_OPERATORS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+/// What a validation checks beyond the document itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidateOptions {
+    /// Size bounds; `None` checks none (a local `weir run`).
+    pub limits: Option<TopologyLimits>,
+    /// Refuse `file:` sources and sinks (the server binds only embedded
+    /// streams).
+    pub streams_only: bool,
+}
 
 /// How bad a problem is: errors stop the topology from running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +88,10 @@ pub enum TopologyError {
         format: &'static str,
         message: String,
     },
+    #[error(
+        "the document nests deeper than {limit} levels: flatten its operator configs (a topology needs fewer than ten)"
+    )]
+    TooDeep { limit: usize },
     #[error("the topology has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
@@ -66,22 +111,68 @@ impl ModuleCheck for () {
 
 use weir_types::is_safe_name;
 
-struct Report(Vec<Problem>);
+/// The problems found so far: at most [`MAX_PROBLEMS`] of each severity
+/// kept, every one counted.
+#[derive(Default)]
+struct Report {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+    error_count: usize,
+    warning_count: usize,
+}
 
 impl Report {
     fn error(&mut self, path: String, message: impl Into<String>) {
-        self.0.push(Problem {
-            path,
-            message: message.into(),
-            severity: Severity::Error,
-        });
+        self.error_count += 1;
+        if self.errors.len() < MAX_PROBLEMS {
+            self.errors.push(Problem {
+                path,
+                message: message.into(),
+                severity: Severity::Error,
+            });
+        }
     }
     fn warn(&mut self, path: String, message: impl Into<String>) {
-        self.0.push(Problem {
-            path,
-            message: message.into(),
-            severity: Severity::Warning,
-        });
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_PROBLEMS {
+            self.warnings.push(Problem {
+                path,
+                message: message.into(),
+                severity: Severity::Warning,
+            });
+        }
+    }
+    /// Whether another error would still be listed (work on a message that
+    /// would be dropped can be skipped).
+    fn lists_more_errors(&self) -> bool {
+        self.errors.len() < MAX_PROBLEMS
+    }
+    /// Errors first, then warnings, at most [`MAX_PROBLEMS`] in all, plus
+    /// one summary problem counting the ones left out.
+    fn finish(self) -> Vec<Problem> {
+        let total = self.error_count + self.warning_count;
+        let has_errors = self.error_count > 0;
+        let mut list = self.errors;
+        list.extend(self.warnings);
+        list.truncate(MAX_PROBLEMS);
+        let left_out = total - list.len();
+        if left_out > 0 {
+            list.push(Problem {
+                path: "(document)".into(),
+                message: format!(
+                    "{total} problems in all ({} errors, {} warnings); only the first {} are listed: fix them and validate again",
+                    self.error_count,
+                    self.warning_count,
+                    list.len()
+                ),
+                severity: if has_errors {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+            });
+        }
+        list
     }
 }
 
@@ -93,9 +184,27 @@ enum Node {
     Sink,
 }
 
-/// Every problem of `doc`, errors first. Empty means it can run.
+/// Every problem of `doc`, errors first (at most [`MAX_PROBLEMS`], then a
+/// count of the rest). Empty means it can run. Checks no size limits: see
+/// [`validate_topology_with`].
 pub fn validate_topology(doc: &TopologyDoc, modules: &dyn ModuleCheck) -> Vec<Problem> {
-    let mut report = Report(Vec::new());
+    validate_topology_with(doc, modules, ValidateOptions::default())
+}
+
+/// [`validate_topology`] with size limits and the server's binding rule.
+/// A document over the limits gets those problems alone: nothing else of
+/// it is looked at.
+pub fn validate_topology_with(
+    doc: &TopologyDoc,
+    modules: &dyn ModuleCheck,
+    options: ValidateOptions,
+) -> Vec<Problem> {
+    let mut report = Report::default();
+    if let Some(limits) = options.limits
+        && !within_limits(&mut report, doc, limits)
+    {
+        return report.finish();
+    }
     if !is_safe_name(&doc.name) {
         report.error(
             "name".into(),
@@ -202,13 +311,23 @@ pub fn validate_topology(doc: &TopologyDoc, modules: &dyn ModuleCheck) -> Vec<Pr
                 report.error(at.clone(), format!("input {input:?} is listed twice"));
             }
             match names.get(input) {
-                None => report.error(
-                    at,
-                    format!(
-                        "unknown input {input:?}: name a source or an operator (known: {})",
-                        known(&names, |n| n != Node::Sink)
-                    ),
-                ),
+                None => {
+                    let hint = if report.lists_more_errors() {
+                        suggest_name(
+                            input,
+                            names
+                                .iter()
+                                .filter(|(_, (n, _))| *n != Node::Sink)
+                                .map(|(name, _)| *name),
+                        )
+                    } else {
+                        String::new()
+                    };
+                    report.error(
+                        at,
+                        format!("unknown input {input:?}: name a source or an operator ({hint})"),
+                    )
+                }
                 Some((Node::Sink, _)) => report.error(
                     at,
                     format!("input {input:?} is a sink; sinks cannot be read from"),
@@ -257,12 +376,24 @@ pub fn validate_topology(doc: &TopologyDoc, modules: &dyn ModuleCheck) -> Vec<Pr
         let first = cycle[0];
         let mut names: Vec<&str> = cycle
             .iter()
+            .take(MAX_CYCLE_NAMES)
             .map(|&i| doc.operators[i].name.as_str())
             .collect();
+        if cycle.len() > MAX_CYCLE_NAMES {
+            names.push("…");
+        }
         names.push(&doc.operators[first].name);
+        let length = if cycle.len() > MAX_CYCLE_NAMES {
+            format!(" ({} operators)", cycle.len())
+        } else {
+            String::new()
+        };
         report.error(
             format!("operators[{first}].input"),
-            format!("cycle: {}; a topology must be a DAG", names.join(" → ")),
+            format!(
+                "cycle: {}{length}; a topology must be a DAG",
+                names.join(" → ")
+            ),
         );
     }
 
@@ -282,21 +413,113 @@ pub fn validate_topology(doc: &TopologyDoc, modules: &dyn ModuleCheck) -> Vec<Pr
             );
         }
     }
-    report.0.sort_by_key(|p| p.severity);
-    report.0
+    if options.streams_only {
+        let endpoints = doc
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sources[{i}].file"), s.file.is_some()))
+            .chain(
+                doc.sinks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("sinks[{i}].file"), s.file.is_some())),
+            );
+        for (path, is_file) in endpoints {
+            if is_file {
+                report.error(
+                    path,
+                    "the server reads and writes only embedded streams: use `stream: NAME` (files are for `weir run`)",
+                );
+            }
+        }
+    }
+    report.finish()
 }
 
-fn known(names: &BTreeMap<&str, (Node, String)>, keep: impl Fn(Node) -> bool) -> String {
-    let list: Vec<&str> = names
-        .iter()
-        .filter(|(_, (n, _))| keep(*n))
-        .map(|(name, _)| *name)
-        .collect();
-    if list.is_empty() {
-        "none".into()
-    } else {
-        list.join(", ")
+/// Checks the counts `limits` bound; false when the document is over one.
+fn within_limits(report: &mut Report, doc: &TopologyDoc, limits: TopologyLimits) -> bool {
+    let max = limits.max_operators;
+    for (what, count) in [
+        ("operators", doc.operators.len()),
+        ("sources", doc.sources.len()),
+        ("sinks", doc.sinks.len()),
+    ] {
+        if count > max {
+            report.error(
+                what.into(),
+                format!("{count} {what} is over this server's limit of {max}: split the topology, or raise --max-operators"),
+            );
+        }
     }
+    let instances: usize = doc
+        .operators
+        .iter()
+        .map(|o| usize::from(o.parallelism.unwrap_or(1)))
+        .sum();
+    if instances > limits.max_instances {
+        report.error(
+            "operators".into(),
+            format!(
+                "the operators' parallelism adds up to {instances} instances, over this server's limit of {}: lower some parallelism, or raise --max-instances",
+                limits.max_instances
+            ),
+        );
+    }
+    report.error_count == 0
+}
+
+/// A short hint for a name that is not among `candidates`: the few nearest
+/// ones (by edit distance), or else the first few, with the count. Its
+/// length does not grow with the number of candidates.
+pub fn suggest_name<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mut near: Vec<(usize, &str)> = candidates
+        .clone()
+        .filter_map(|c| close_enough(wanted, c).map(|d| (d, c)))
+        .collect();
+    near.sort_unstable();
+    near.truncate(MAX_SUGGESTIONS);
+    if !near.is_empty() {
+        let list: Vec<String> = near.iter().map(|(_, c)| format!("{c:?}")).collect();
+        return format!("did you mean {}?", list.join(" or "));
+    }
+    let count = candidates.clone().count();
+    let first: Vec<&str> = candidates.take(MAX_SUGGESTIONS).collect();
+    match count {
+        0 => "there are none".into(),
+        n if n <= MAX_SUGGESTIONS => format!("known: {}", first.join(", ")),
+        n => format!("known: {}, … ({n} in all)", first.join(", ")),
+    }
+}
+
+/// The edit distance of `a` and `b` when it is small for their length,
+/// computed in a band so its cost stays linear in the name's length.
+fn close_enough(a: &str, b: &str) -> Option<usize> {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let limit = a.len().max(b.len()).div_ceil(3).clamp(1, 3);
+    if a.len().abs_diff(b.len()) > limit || a.len() > 256 || b.len() > 256 {
+        return None;
+    }
+    // Levenshtein over rows of b, cells outside the band count as too far.
+    let far = limit + 1;
+    let mut prev: Vec<usize> = (0..=b.len()).map(|j| j.min(far)).collect();
+    let mut row = vec![far; b.len() + 1];
+    for i in 1..=a.len() {
+        row.fill(far);
+        row[0] = i.min(far);
+        let lo = i.saturating_sub(limit).max(1);
+        let hi = (i + limit).min(b.len());
+        for j in lo..=hi {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j - 1] + cost)
+                .min(prev[j] + 1)
+                .min(row[j - 1] + 1)
+                .min(far);
+        }
+        std::mem::swap(&mut prev, &mut row);
+    }
+    let d = prev[b.len()];
+    (d <= limit).then_some(d)
 }
 
 fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file: &Option<String>) {
@@ -312,7 +535,8 @@ fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file
 }
 
 /// The cycles among operators, each as operator indexes in order, found by
-/// depth-first search; each cycle once.
+/// an iterative depth-first search (a user's chain may be any length);
+/// each cycle once, at most [`MAX_PROBLEMS`] of them.
 fn cycles(doc: &TopologyDoc) -> Vec<Vec<usize>> {
     // A duplicated name refers to its first use, as the duplicate error says.
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
@@ -331,50 +555,47 @@ fn cycles(doc: &TopologyDoc) -> Vec<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
-        Open,
+        /// On the current path, at this depth.
+        Open(usize),
         Done,
     }
-    fn visit(
-        node: usize,
-        feeds: &[Vec<usize>],
-        marks: &mut [Mark],
-        stack: &mut Vec<usize>,
-        found: &mut Vec<Vec<usize>>,
-        seen: &mut BTreeSet<Vec<usize>>,
-    ) {
-        marks[node] = Mark::Open;
-        stack.push(node);
-        for &next in &feeds[node] {
+    let mut marks = vec![Mark::New; doc.operators.len()];
+    let mut found = Vec::new();
+    let mut seen = BTreeSet::new();
+    // The current path, and for each node on it the next edge to follow.
+    let mut path: Vec<usize> = Vec::new();
+    let mut next_edge: Vec<usize> = Vec::new();
+    for start in 0..doc.operators.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        marks[start] = Mark::Open(0);
+        path.push(start);
+        next_edge.push(0);
+        while let (Some(&node), Some(edge)) = (path.last(), next_edge.last_mut()) {
+            let Some(&next) = feeds[node].get(*edge) else {
+                marks[node] = Mark::Done;
+                path.pop();
+                next_edge.pop();
+                continue;
+            };
+            *edge += 1;
             match marks[next] {
-                Mark::New => visit(next, feeds, marks, stack, found, seen),
-                Mark::Open => {
-                    let at = stack.iter().position(|&n| n == next).unwrap_or(0);
-                    let cycle = stack[at..].to_vec();
+                Mark::New => {
+                    marks[next] = Mark::Open(path.len());
+                    path.push(next);
+                    next_edge.push(0);
+                }
+                Mark::Open(at) if found.len() < MAX_PROBLEMS => {
+                    let cycle = path[at..].to_vec();
                     let mut key = cycle.clone();
                     key.sort_unstable();
                     if seen.insert(key) {
                         found.push(cycle);
                     }
                 }
-                Mark::Done => {}
+                Mark::Open(_) | Mark::Done => {}
             }
-        }
-        stack.pop();
-        marks[node] = Mark::Done;
-    }
-    let mut marks = vec![Mark::New; doc.operators.len()];
-    let mut found = Vec::new();
-    let mut seen = BTreeSet::new();
-    for start in 0..doc.operators.len() {
-        if marks[start] == Mark::New {
-            visit(
-                start,
-                &feeds,
-                &mut marks,
-                &mut Vec::new(),
-                &mut found,
-                &mut seen,
-            );
         }
     }
     found
@@ -504,5 +725,149 @@ sinks: [{ name: out, stream: o, input: x }]
                 "missing {e:?} in {found:#?}"
             );
         }
+    }
+
+    /// A chain of `n` operators as JSON, each reading the one before; with
+    /// `back_edge`, the first also reads the last (one cycle of `n`).
+    fn chain(n: usize, back_edge: bool) -> TopologyDoc {
+        let mut ops = Vec::with_capacity(n);
+        for i in 0..n {
+            let input = match i {
+                0 if back_edge => format!("[\"s\", \"o{}\"]", n - 1),
+                0 => "\"s\"".into(),
+                _ => format!("\"o{}\"", i - 1),
+            };
+            ops.push(format!(
+                "{{\"name\": \"o{i}\", \"module\": \"filter\", \"input\": {input}}}"
+            ));
+        }
+        let text = format!(
+            "{{\"name\": \"t\", \"sources\": [{{\"name\": \"s\", \"stream\": \"s\"}}], \"operators\": [{}], \"sinks\": [{{\"name\": \"out\", \"stream\": \"o\", \"input\": \"o{}\"}}]}}",
+            ops.join(","),
+            n - 1
+        );
+        parse_topology(&text).unwrap()
+    }
+
+    #[test]
+    fn a_long_chain_is_walked_without_recursion() {
+        // 100,000 nested calls of the old recursive walk overflow a 2 MiB
+        // test thread's stack; the iterative one needs none.
+        let doc = chain(100_000, true);
+        let found = validate_topology(&doc, &());
+        assert!(
+            found.iter().any(|p| p.message.contains("cycle: o0 → o1")
+                && p.message.contains("(100000 operators)")),
+            "{found:?}"
+        );
+        // The cycle message names a few operators, not all of them.
+        assert!(found.iter().all(|p| p.message.len() < 500), "{found:?}");
+    }
+
+    #[test]
+    fn limits_refuse_too_many_operators_and_instances() {
+        let limits = TopologyLimits {
+            max_operators: 10,
+            max_instances: 20,
+        };
+        let options = ValidateOptions {
+            limits: Some(limits),
+            streams_only: false,
+        };
+        let found = validate_topology_with(&chain(11, false), &(), options);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .message
+                .contains("11 operators is over this server's limit of 10")
+                && found[0].message.contains("--max-operators"),
+            "{found:?}"
+        );
+        let mut doc = chain(5, false);
+        for o in &mut doc.operators {
+            o.parallelism = Some(5);
+        }
+        let found = validate_topology_with(&doc, &(), options);
+        assert!(
+            found.iter().any(|p| p.message.contains("25 instances")
+                && p.message.contains("limit of 20")
+                && p.message.contains("--max-instances")),
+            "{found:?}"
+        );
+        doc.operators[0].parallelism = Some(1);
+        doc.operators[1].parallelism = Some(1);
+        let found = validate_topology_with(&doc, &(), options);
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn problems_are_capped_and_counted_and_name_few_candidates() {
+        // 5,000 operators, each reading an unknown input: every message
+        // used to list every name.
+        let mut doc = chain(5_000, false);
+        for (i, o) in doc.operators.iter_mut().enumerate() {
+            o.input = Inputs::One(format!("ghost{i}"));
+        }
+        let found = validate_topology(&doc, &());
+        assert_eq!(found.len(), MAX_PROBLEMS + 1, "{}", found.len());
+        let summary = found.last().unwrap();
+        assert_eq!(summary.severity, Severity::Error);
+        assert!(
+            summary.message.contains("problems in all (5000 errors, "),
+            "{summary:?}"
+        );
+        let bytes: usize = found.iter().map(|p| p.message.len() + p.path.len()).sum();
+        assert!(bytes < 64 * 1024, "{bytes} bytes of problems");
+        assert!(
+            found[0]
+                .message
+                .contains("(known: o0, o1, o10, … (5001 in all))"),
+            "{:?}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_suggests_the_nearest() {
+        let found = problems(
+            r#"
+name: t
+sources: [{ name: lines, stream: s }]
+operators:
+  - { name: split, module: filter, input: lines }
+  - { name: count, module: filter, input: splt }
+sinks: [{ name: out, stream: o, input: count }]
+"#,
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.contains("unknown input \"splt\"")
+                    && f.contains("did you mean \"split\"?")),
+            "{found:?}"
+        );
+        assert_eq!(close_enough("split", "split"), Some(0));
+        assert_eq!(close_enough("count", "cuont"), Some(2));
+        assert_eq!(close_enough("a", "zzzzzz"), None);
+    }
+
+    #[test]
+    fn the_server_refuses_file_endpoints() {
+        let doc = parse_topology(
+            "name: t\nsources: [{ name: s, file: in.jsonl }]\nsinks: [{ name: o, stream: o, input: s }]\n",
+        )
+        .unwrap();
+        let options = ValidateOptions {
+            limits: None,
+            streams_only: true,
+        };
+        let found = validate_topology_with(&doc, &(), options);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.path == "sources[0].file" && p.message.contains("embedded streams")),
+            "{found:?}"
+        );
+        assert!(validate_topology(&doc, &()).is_empty());
     }
 }

@@ -25,6 +25,10 @@ pub enum ModuleError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
+        "the component is too costly to compile: {what}; split the operator, or raise the server's limit"
+    )]
+    TooComplex { what: String },
+    #[error(
         "the component imports `{import}`, which Weir does not offer: operators may import only weir:operator/{{state,timers,context}} (and WASI, granted nothing); rebuild against Weir's wit/"
     )]
     ForbiddenImport { import: String },
@@ -84,6 +88,10 @@ pub enum InstanceError {
     },
     #[error("operator `{operator}` trapped: {message}")]
     Trap { operator: String, message: String },
+    #[error(
+        "operator `{operator}` handed the host over {limit} bytes of state writes in one call, and the call failed: write less per event, or give it fewer events per call"
+    )]
+    HostBytes { operator: String, limit: usize },
     #[error("operator `{operator}` failed the batch: {message}")]
     Failed { operator: String, message: String },
     #[error("operator `{operator}` returned an invalid result: {reason}")]

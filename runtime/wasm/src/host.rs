@@ -16,7 +16,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use weir_types::KeyGroupRange;
 
 use crate::bindings::weir::operator::{context, state, timers, types};
-use crate::limits::SandboxLimits;
+use crate::limits::{MAX_STATE_NAME_BYTES, SandboxLimits};
 use crate::state::{OperatorState, PendingWrites, StateOp};
 use crate::stderr::StderrTail;
 
@@ -46,6 +46,9 @@ pub struct HostState {
     pub(crate) limit_hit: Option<LimitHit>,
     pub(crate) state: Box<dyn OperatorState>,
     pub(crate) pending: PendingWrites,
+    /// Set when a write was refused for going over
+    /// [`SandboxLimits::max_call_host_bytes`]: the call then fails.
+    pub(crate) host_bytes_over: bool,
     /// Key groups this instance owns; state and timers of other keys are
     /// refused.
     pub(crate) owned: KeyGroupRange,
@@ -126,6 +129,7 @@ impl HostState {
             limit_hit: None,
             state,
             pending: PendingWrites::default(),
+            host_bytes_over: false,
             owned,
             counters: BTreeMap::new(),
             wasi,
@@ -159,6 +163,25 @@ impl HostState {
         if self.pending.count() >= limit {
             return Err(state::StateError::Unavailable(format!(
                 "more than {limit} state writes in one call; split the work over more events"
+            )));
+        }
+        if let Some((name, _)) = crate::state::target(&op)
+            && name.len() > MAX_STATE_NAME_BYTES
+        {
+            return Err(state::StateError::Unavailable(format!(
+                "state name of {} bytes: a state name is at most {MAX_STATE_NAME_BYTES} bytes",
+                name.len()
+            )));
+        }
+        let limit = self.limits.max_call_host_bytes;
+        let bytes = self.pending.bytes() + crate::state::op_bytes(&op);
+        if bytes > limit {
+            // The call fails as a whole once it returns (see
+            // `OperatorInstance::finish_call`); until then each write is
+            // refused, so host memory stays under the cap.
+            self.host_bytes_over = true;
+            return Err(state::StateError::Unavailable(format!(
+                "this call's state writes would hold {bytes} bytes, over the limit of {limit} bytes per call; the call fails"
             )));
         }
         self.pending.push(op);
@@ -347,7 +370,11 @@ impl timers::Host for HostState {
         time: i64,
     ) -> Result<(), state::StateError> {
         self.check_key(&key)?;
-        self.record(StateOp::RegisterTimer { domain, key, time })
+        self.record(StateOp::RegisterTimer {
+            domain: crate::contract_domain(domain),
+            key,
+            time,
+        })
     }
 
     fn delete(
@@ -357,7 +384,11 @@ impl timers::Host for HostState {
         time: i64,
     ) -> Result<(), state::StateError> {
         self.check_key(&key)?;
-        self.record(StateOp::DeleteTimer { domain, key, time })
+        self.record(StateOp::DeleteTimer {
+            domain: crate::contract_domain(domain),
+            key,
+            time,
+        })
     }
 }
 

@@ -12,12 +12,12 @@ use crate::InstanceError;
 use crate::bindings::Operator;
 use crate::bindings::weir::operator::types::{
     CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
-    StateChanges, TimeDomain, TimerInput,
+    StateChanges, TimerInput,
 };
 use crate::host::{HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::OperatorModule;
-use crate::state::{OperatorState, ValueWrite};
+use crate::state::{OperatorState, TimeDomain, ValueWrite};
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -153,11 +153,7 @@ impl OperatorInstance {
             HostState::new(self.name.clone(), limits, state, self.owned),
         );
         store.limiter(|s| s);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        store.data().clock.set(now);
+        store.data().clock.set(weir_types::now_ms());
         store.set_epoch_deadline(ticks(limits.init_budget));
         let bindings = match self.module.pre.instantiate(&mut store) {
             Ok(b) => b,
@@ -337,7 +333,7 @@ impl OperatorInstance {
                 (slots.len() - 1) as u32
             });
             fired.times.push(t.time);
-            fired.domains.push(t.domain);
+            fired.domains.push(crate::wit_domain(t.domain));
             fired.key_slots.push(slot);
         }
         let state = self.prefetch(&keys, &slots)?;
@@ -421,6 +417,19 @@ impl OperatorInstance {
         inputs: usize,
     ) -> Result<CallOutcome, InstanceError> {
         let operator = self.operator();
+        let over = self
+            .live
+            .as_mut()
+            .is_some_and(|live| std::mem::take(&mut live.store.data_mut().host_bytes_over));
+        if over && result.is_ok() {
+            if let Some(live) = &mut self.live {
+                live.store.data_mut().pending.clear();
+            }
+            return Err(InstanceError::HostBytes {
+                operator,
+                limit: self.limits().max_call_host_bytes,
+            });
+        }
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => {

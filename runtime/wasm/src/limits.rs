@@ -6,6 +6,10 @@ use std::time::Duration;
 /// languages are large (Python ~18 MB, JavaScript ~12 MB).
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
 /// Linear memory an instance may grow to.
+/// Default of [`SandboxLimits::max_call_host_bytes`].
+pub const DEFAULT_MAX_CALL_HOST_BYTES: usize = 64 << 20;
+/// Longest state name (stored with a 16-bit length; kept short).
+pub const MAX_STATE_NAME_BYTES: usize = 1024;
 pub const DEFAULT_MEMORY_BYTES: usize = 256 << 20;
 /// Wall-clock time one `process` or `on-timer` call may run.
 pub const DEFAULT_CALL_BUDGET: Duration = Duration::from_secs(2);
@@ -36,6 +40,11 @@ pub struct SandboxLimits {
     pub max_state_key_bytes: usize,
     /// State writes and timer changes one call may make through imports.
     pub max_pending_writes: usize,
+    /// Bytes (names, keys, values) of the state writes and timer changes
+    /// one call may hand the host: they are held in host memory until the
+    /// call ends, which the guest's memory cap does not cover. Over it,
+    /// the call fails.
+    pub max_call_host_bytes: usize,
     /// Longest log line kept; the rest is cut.
     pub max_log_bytes: usize,
 }
@@ -53,6 +62,7 @@ impl Default for SandboxLimits {
             max_state_value_bytes: 1 << 20,
             max_state_key_bytes: 64 << 10,
             max_pending_writes: 1_000_000,
+            max_call_host_bytes: DEFAULT_MAX_CALL_HOST_BYTES,
             max_log_bytes: 4096,
         }
     }

@@ -18,6 +18,7 @@ use crate::cache::PrecompileCache;
 use crate::host::HostState;
 use crate::instance::ticks;
 use crate::limits::{DEFAULT_MAX_MODULE_BYTES, EPOCH_TICK, SandboxLimits};
+use crate::shape::{ShapeLimits, check_shape};
 use crate::state::MemoryState;
 use crate::{ModuleError, WIT_VERSION};
 
@@ -26,6 +27,8 @@ use crate::{ModuleError, WIT_VERSION};
 pub struct HostConfig {
     pub limits: SandboxLimits,
     pub max_module_bytes: usize,
+    /// What a module's code may hold, checked before it is compiled.
+    pub shape: ShapeLimits,
     /// Where precompiled artifacts are kept; `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
 }
@@ -35,6 +38,7 @@ impl Default for HostConfig {
         HostConfig {
             limits: SandboxLimits::default(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            shape: ShapeLimits::default(),
             cache_dir: None,
         }
     }
@@ -220,21 +224,19 @@ impl WasmHost {
         }
     }
 
-    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, ModuleError> {
-        if let Some(cache) = &self.cache {
-            if let Some(component) = cache.get(&self.engine, digest) {
-                return Ok(component);
-            }
-            let artifact = self
-                .engine
-                .precompile_component(bytes)
-                .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-            cache.put(digest, &artifact)?;
-            if let Some(component) = cache.get(&self.engine, digest) {
-                return Ok(component);
-            }
+    /// The compiled component, from the cache when it holds one; the flag
+    /// says it was compiled now (to be cached once every check passed).
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<(Component, bool), ModuleError> {
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, digest))
+        {
+            return Ok((component, false));
         }
-        Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        Ok((component, true))
     }
 
     /// Instantiates the component once in a throwaway store (under the
@@ -291,11 +293,12 @@ impl WasmHost {
     /// takes it from the precompile cache).
     pub fn load(&self, bytes: &[u8]) -> Result<OperatorModule, ModuleError> {
         self.check_framing(bytes)?;
+        check_shape(bytes, &self.config.shape)?;
         let digest = digest_of(bytes);
         let _span =
             tracing::info_span!("load_module", module.digest = %digest, module.size = bytes.len())
                 .entered();
-        let component = self.compile(bytes, &digest)?;
+        let (component, fresh) = self.compile(bytes, &digest)?;
         let ty = component.component_type();
         let imports: Vec<String> = ty
             .imports(&self.engine)
@@ -336,6 +339,13 @@ impl WasmHost {
             wit: WIT_VERSION,
             found: format!("{} ({e:#})", exports.join(", ")),
         })?;
+        // Only a module that passed every check is cached.
+        if let Some(cache) = self.cache.as_ref().filter(|_| fresh) {
+            let artifact = component.serialize().map_err(|e| {
+                ModuleError::Cache(format!("cannot serialize the compiled module: {e:#}"))
+            })?;
+            cache.put(&digest, &artifact)?;
+        }
         Ok(OperatorModule {
             pre,
             engine: self.engine.clone(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use weir_tests::guest_bytes;
+use weir_fixtures::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
 use weir_wasm::{
     HostConfig, InstanceError, MemoryState, ModuleError, OperatorInstance, OperatorModule,
@@ -395,6 +395,36 @@ fn oversized_state_is_refused() {
 }
 
 #[test]
+fn a_call_handing_the_host_too_many_bytes_fails() {
+    // 40 map writes of 100 kB each: 4 MB held by the host until the call
+    // ends (with 1,000 writes of 1 MB the host grew by a gigabyte).
+    let host = host_with(SandboxLimits {
+        max_call_host_bytes: 1 << 20,
+        ..SandboxLimits::default()
+    });
+    let module = load(&host, "big-state");
+    let mut op = instance(&module, r#"{"size":100000}"#);
+    let events: Vec<(Option<&str>, &str)> = vec![(Some("k"), r#""map""#); 40];
+    let err = op.process(&mut batch(&events), i64::MIN, 0).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            InstanceError::HostBytes {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1048576 bytes"), "{err}");
+    assert!(op.state_mut().map("blobs", b"k").unwrap().is_empty());
+    // Under the cap the same instance goes on and stores its writes.
+    let out = op.process(&mut batch(&events[..5]), i64::MIN, 0).unwrap();
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    assert_eq!(op.state_mut().map("blobs", b"k").unwrap().len(), 1);
+}
+
+#[test]
 fn malformed_output_is_rejected() {
     let host = host();
     let mut op = instance(&load(&host, "bad-output"), "");
@@ -553,33 +583,129 @@ fn loading_stops_start_up_code_that_traps_or_never_ends() {
     load(&host, "word-count");
 }
 
+/// The inode of the cache's one artifact and its bytes. The cache writes
+/// through a temporary file and a rename, so a write shows as a new inode;
+/// a hit leaves the file alone.
+fn cached_artifact(dir: &std::path::Path) -> (std::path::PathBuf, u64, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = files[0].clone();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, inode, bytes)
+}
+
+/// Whether `artifact` starts with the SHA-256 of the rest, as the cache
+/// writes it.
+fn checksum_holds(artifact: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    artifact.len() > 32 && Sha256::digest(&artifact[32..]).as_slice() == &artifact[..32]
+}
+
 #[test]
-fn precompile_cache_is_used_and_survives_corruption() {
+fn precompile_cache_is_hit_and_a_corrupted_artifact_is_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..HostConfig::default()
+    };
+    let bytes = guest_bytes("word-count");
+    let first = WasmHost::new(config.clone()).unwrap().load(&bytes).unwrap();
+    let (path, written, artifact) = cached_artifact(dir.path());
+    assert!(
+        path.to_string_lossy()
+            .contains(&first.info().digest["sha256:".len()..])
+    );
+    assert!(checksum_holds(&artifact));
+
+    // A new host (a restarted server) loads from the cache: the file is
+    // neither rewritten nor changed.
+    let host = WasmHost::new(config).unwrap();
+    let hit = host.load(&bytes).unwrap();
+    let (_, inode, now) = cached_artifact(dir.path());
+    assert_eq!(inode, written, "a hit must not write the artifact again");
+    assert_eq!(now, artifact);
+    let mut op = instance(&hit, "");
+    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+
+    // Flip a byte in place: the checksum catches it, the module is
+    // recompiled and the artifact written afresh.
+    let mut damaged = artifact.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let again = host.load(&bytes).unwrap();
+    assert_eq!(again.info().digest, first.info().digest);
+    let (_, rewritten, repaired) = cached_artifact(dir.path());
+    assert_ne!(rewritten, written, "the damaged artifact must be replaced");
+    assert_ne!(repaired, damaged);
+    assert!(checksum_holds(&repaired));
+    let mut op = instance(&again, "");
+    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+}
+
+#[test]
+fn only_modules_that_pass_every_check_are_cached() {
     let dir = tempfile::tempdir().unwrap();
     let host = WasmHost::new(HostConfig {
         cache_dir: Some(dir.path().to_path_buf()),
         ..HostConfig::default()
     })
     .unwrap();
-    let bytes = guest_bytes("word-count");
-    let first = host.load(&bytes).unwrap();
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(files.len(), 1);
-    let path = files[0].as_ref().unwrap().path();
+    // These compile, then fail a later check (imports, exports).
+    host.load(&guest_bytes("forbidden-import")).unwrap_err();
+    host.load(&wat::parse_str(WRONG_EXPORT_TYPES).unwrap())
+        .unwrap_err();
+    host.load(b"\0asm\x0d\0\x01\0").unwrap_err();
+    let cached = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(cached, 0, "a refused module left a compiled artifact");
+    host.load(&guest_bytes("word-count")).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// A component with one function of `locals` locals and a body of about
+/// `body_bytes` bytes: cheap to send, costly to compile.
+fn compile_bomb(locals: usize, body_bytes: usize) -> Vec<u8> {
+    let mut wat = String::from("(component (core module (func");
+    wat.push_str(&format!(" (local {})", "i64 ".repeat(locals)));
+    for i in 0..body_bytes / 6 {
+        let (a, b) = (i % locals, (i * 7 + 3) % locals);
+        wat.push_str(&format!(" local.get {a} local.set {b}"));
+    }
+    wat.push_str(")))");
+    wat::parse_str(&wat).unwrap()
+}
+
+#[test]
+fn a_compile_bomb_is_refused_before_compiling() {
+    // 2,000 locals in a 1 MB function took 48 s and 0.9 GB to compile
+    // before it was refused; the shape check refuses it from a parse.
+    let dir = tempfile::tempdir().unwrap();
+    let host = WasmHost::new(HostConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let bomb = compile_bomb(2_000, 1 << 20);
+    assert!(bomb.len() > 1_000_000, "{}", bomb.len());
+    let err = host.load(&bomb).unwrap_err();
     assert!(
-        path.to_string_lossy()
-            .contains(&first.info().digest["sha256:".len()..])
+        matches!(&err, ModuleError::TooComplex { what } if what.contains("locals")),
+        "{err}"
     );
-    // Flip a byte: the checksum catches it and the module is recompiled.
-    let mut artifact = std::fs::read(&path).unwrap();
-    let mid = artifact.len() / 2;
-    artifact[mid] ^= 0xff;
-    std::fs::write(&path, &artifact).unwrap();
-    let again = host.load(&bytes).unwrap();
-    assert_eq!(again.info().digest, first.info().digest);
-    let mut op = instance(&again, "");
-    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
-        .unwrap();
+    // Few locals but a 2 MB body: refused by its size.
+    let err = host.load(&compile_bomb(4, 2 << 20)).unwrap_err();
+    assert!(
+        matches!(&err, ModuleError::TooComplex { what } if what.contains("body")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]

@@ -58,6 +58,20 @@ fn content_type(text: &str) -> &'static str {
     }
 }
 
+/// An operator's guest counters (`weir_sdk::counter_add`) as
+/// `name=value` pairs, in name order.
+fn counters_cell(counters: &Value) -> String {
+    let Some(map) = counters.as_object() else {
+        return String::new();
+    };
+    let mut pairs: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{k}={}", cell(v)))
+        .collect();
+    pairs.sort();
+    pairs.join(" ")
+}
+
 fn print_status(v: &Value) {
     let mut text = format!(
         "topology {}: {} (desired: {})\n",
@@ -100,6 +114,7 @@ fn print_status(v: &Value) {
                 cell(&o["errors"]),
                 cell(&o["dead_lettered"]),
                 cell(&o["late"]),
+                counters_cell(&o["counters"]),
             ]
         })
         .collect();
@@ -107,7 +122,7 @@ fn print_status(v: &Value) {
         text.push('\n');
         text.push_str(&table(
             &[
-                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE",
+                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE", "COUNTERS",
             ],
             &rows,
         ));
@@ -294,7 +309,7 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
 
 /// `weir savepoint TOPOLOGY [NAME]`.
 pub fn savepoint(client: &Client, topology: &str, name: Option<String>) -> Outcome {
-    let name = name.unwrap_or_else(|| format!("sp-{}", crate::run::now_ms()));
+    let name = name.unwrap_or_else(|| format!("sp-{}", weir_types::now_ms()));
     let body = json!({ "name": name });
     let _p = Progress::start(format!("writing savepoint {name} of {topology}"));
     let (_, v) = client.call(

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use weir_connectors::StreamError;
 use weir_topology::Severity;
-use weir_wasm::ModuleError;
+use weir_wasm::{InstanceError, ModuleError};
 
 use crate::registry::RegistryError;
 use crate::topologies::TopologiesError;
@@ -90,6 +90,9 @@ impl From<ModuleError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "wrong_world")
             }
             ModuleError::Instantiate { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+            ModuleError::TooComplex { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "module_too_complex")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -175,6 +178,15 @@ impl From<TopologiesError> for ApiError {
                 message,
             ),
             T::Engine {
+                source: EngineError::Instance(InstanceError::Init { operator, .. }),
+                ..
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "operator_config_rejected",
+                message,
+            )
+            .with_details(json!({ "operator": operator })),
+            T::Engine {
                 source: EngineError::NotRunning(_),
                 ..
             } => ApiError::new(StatusCode::CONFLICT, "topology_not_running", message),
@@ -199,6 +211,12 @@ impl From<StreamError> for ApiError {
                 let details = json!({ "start_offset": start, "end_offset": end });
                 ApiError::bad_request("offset_out_of_range", e.to_string()).with_details(details)
             }
+            StreamError::Unstorable { index, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "event_too_large",
+                e.to_string(),
+            )
+            .with_details(json!({ "index": index })),
             _ => ApiError::internal(e.to_string()),
         }
     }

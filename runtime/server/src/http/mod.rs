@@ -8,8 +8,9 @@
 //!   request, calls the control plane (on the blocking pool when it does
 //!   I/O or compiles) and shapes the JSON answer.
 //! - `openapi.rs`: the OpenAPI document, checked against [`routes`].
-//! - Auth: with a token configured, every `/v1` call needs
-//!   `Authorization: Bearer <token>`.
+//! - Auth: with a token configured, every `/v1` call (and `/metrics`
+//!   unless `--metrics-public`) needs `Authorization: Bearer <token>`; a
+//!   refused call is answered at once, its body mostly unread.
 
 mod error;
 mod modules;
@@ -51,7 +52,7 @@ impl Routes {
     }
 }
 
-fn build(max_module_bytes: usize) -> Routes {
+fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
     let routes = Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -79,9 +80,13 @@ fn build(max_module_bytes: usize) -> Routes {
         .add(
             Method::POST,
             "/v1/topologies/validate",
-            post(topologies::validate),
+            post(topologies::validate).layer(DefaultBodyLimit::max(max_document_bytes)),
         )
-        .add(Method::PUT, "/v1/topologies/{name}", put(topologies::apply))
+        .add(
+            Method::PUT,
+            "/v1/topologies/{name}",
+            put(topologies::apply).layer(DefaultBodyLimit::max(max_document_bytes)),
+        )
         .add(
             Method::GET,
             "/v1/topologies/{name}",
@@ -138,7 +143,7 @@ fn build(max_module_bytes: usize) -> Routes {
 /// Every `(method, path)` the API serves (paths in OpenAPI's `{param}`
 /// form), `/v1` and the unauthenticated ones alike.
 pub fn routes() -> Vec<(Method, &'static str)> {
-    let mut table = build(0).table;
+    let mut table = build(0, 0).table;
     table.push((Method::GET, "/healthz"));
     table.push((Method::GET, "/metrics"));
     table
@@ -147,12 +152,15 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 /// The API over `plane`.
 pub fn router(plane: Plane) -> Router {
     let config = &plane.config;
-    let v1 = build(config.max_module_bytes)
+    let v1 = build(config.max_module_bytes, config.max_document_bytes)
         .router
+        .layer(middleware::from_fn_with_state(plane.clone(), require_token));
+    let metrics = Router::new()
+        .route("/metrics", get(observe::metrics))
         .layer(middleware::from_fn_with_state(plane.clone(), require_token));
     Router::new()
         .route("/healthz", get(observe::healthz))
-        .route("/metrics", get(observe::metrics))
+        .merge(metrics)
         .merge(v1)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -196,24 +204,31 @@ async fn no_route(
     )
 }
 
-/// With a token configured, `/v1` calls need `Authorization: Bearer <token>`.
+/// Most bytes of a refused request's body read (and dropped) before the
+/// 401, so a client mid-upload sees the answer rather than a reset; the
+/// connection is closed after it.
+const UNAUTHORIZED_DRAIN_BYTES: usize = 64 << 10;
+
+/// With a token configured, `/v1` calls (and `/metrics`, unless it is
+/// public) need `Authorization: Bearer <token>`. A refused request costs
+/// at most [`UNAUTHORIZED_DRAIN_BYTES`] of reading and nothing stored.
 async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> Response {
     let Some(token) = &plane.config.token else {
         return next.run(req).await;
     };
+    if req.uri().path() == "/metrics" && plane.config.metrics_public {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(g) if tokens_match(g, token) => next.run(req).await,
         _ => {
             let wrong = given.is_some();
-            // Read (and drop) what the client is sending, up to the body
-            // limit, so it sees the 401 instead of a connection reset
-            // halfway through an upload.
-            let _ = axum::body::to_bytes(req.into_body(), plane.config.max_body_bytes).await;
+            drain(req.into_body(), UNAUTHORIZED_DRAIN_BYTES).await;
             let message = if wrong {
                 "the bearer token is wrong: use the server's WEIR_TOKEN"
             } else {
@@ -221,15 +236,36 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
             };
             let mut res =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let headers = res.headers_mut();
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             res
         }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Reads and drops up to `max` bytes of `body`, keeping none of it.
+async fn drain(body: Body, max: usize) {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut read = 0usize;
+    while read < max {
+        match data.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
+/// Compares a given token with the server's in time that depends on
+/// neither's content nor length: both are hashed, the digests compared in
+/// constant time.
+fn tokens_match(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(token.as_bytes());
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// Rewrites error responses that are not already JSON (framework
@@ -251,7 +287,7 @@ async fn errors_as_json(res: Response) -> Response {
         .unwrap_or_default();
     let message = match (status, text.trim()) {
         (StatusCode::PAYLOAD_TOO_LARGE, _) => {
-            "the request body is over this server's limit (modules: --max-module-bytes, other bodies: --max-body-bytes)".to_string()
+            "the request body is over this server's limit (modules: --max-module-bytes, topology documents: --max-document-bytes, other bodies: --max-body-bytes)".to_string()
         }
         (StatusCode::METHOD_NOT_ALLOWED, _) => {
             "this endpoint does not take that method; see GET /v1/openapi.json".to_string()
@@ -305,6 +341,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             token: token.map(String::from),
             max_body_bytes: 1024,
+            max_document_bytes: 1024,
             ..ServerConfig::default()
         })
         .unwrap();

@@ -129,7 +129,7 @@ pub fn document() -> Value {
         "/v1/topologies/{name}": {
             "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions)", vec![name()], Some(topology_body),
                 &[("201", "Created", Some(schema_ref("TopologyStatus"))), ("200", "Replaced", Some(schema_ref("TopologyStatus")))],
-                &[("400", "Not JSON or YAML, or the document's name differs"), AUTH, ("409", "It is running"), ("422", "Not valid: details.problems lists every problem")]),
+                &[("400", "Not JSON or YAML, nested deeper than 64 levels, or the document's name differs"), AUTH, ("409", "It is running"), ("413", "Document over --max-document-bytes"), ("422", "Not valid: details.problems lists the first 100 problems (then one counting the rest)")]),
             "get": op("getTopology", "Document, state, per-operator metrics, last checkpoint", vec![name()], None,
                 &[("200", "The topology", Some(schema_ref("TopologyStatus")))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
             "delete": op("deleteTopology", "Delete a stopped topology with its state and savepoints", vec![name()], None,
@@ -168,14 +168,15 @@ pub fn document() -> Value {
                 &[("200", "Appended", Some(json!({ "type": "object", "properties": {
                     "stream": { "type": "string" }, "count": { "type": "integer" },
                     "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" } } })))],
-                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit")]),
+                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit"),
+                  ("422", "An event the stream cannot store (a header name over 65535 bytes, over 65535 headers, over 64 MiB): details.index says which; nothing was written")]),
             "get": op("consume", "Read events from an offset; with Accept: text/event-stream, follow the tail (one SSE event per event, id = offset; Last-Event-ID resumes)",
                 vec![name(), query_param("offset", "integer", "First offset (default: the stream's start)"),
                      query_param("limit", "integer", "Most events (default 100, at most 10000; with SSE: stop after this many)")], None,
                 &[("200", "Events", Some(json!({ "type": "object", "properties": {
                     "stream": { "type": "string" }, "next_offset": { "type": "integer" }, "end_offset": { "type": "integer" },
                     "events": { "type": "array", "items": schema_ref("Event") } } })))],
-                &[("400", "Bad name, limit, or an offset out of range"), AUTH]),
+                &[("400", "Bad name, limit, or an offset out of range"), AUTH, ("404", "No such stream (a read never creates one)")]),
         },
     });
     json!({

@@ -157,13 +157,20 @@ pub(super) async fn consume(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|id| id + 1);
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(resume_offset(v.to_str().ok())?),
+    };
     let lookup = plane.clone();
-    let stream = blocking(move || Ok(lookup.streams.stream(&name)?)).await?;
+    let stream = blocking(move || match lookup.streams.existing(&name)? {
+        Some(stream) => Ok(stream),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "stream_not_found",
+            format!("no stream named `{name}`: a stream is made by its first produce (POST /v1/streams/{name}/events) or by a topology's sink"),
+        )),
+    })
+    .await?;
     let info = stream.info();
     let from = resume.or(query.offset).unwrap_or(info.start_offset);
     if from < info.start_offset || from > info.end_offset {
@@ -176,10 +183,12 @@ pub(super) async fn consume(
         .into());
     }
     if sse {
-        return Ok(follow(plane, stream, from, query.limit).into_response());
+        let slot = FollowerSlot::take(&plane, stream.name())?;
+        return Ok(follow(plane, stream, from, query.limit, slot).into_response());
     }
+    let max_bytes = plane.config.max_read_bytes;
     blocking(move || {
-        let (events, next) = stream.read(from, limit)?;
+        let (events, next) = stream.read_capped(from, limit, max_bytes)?;
         let mut body = String::with_capacity(64 + events.len() * 64);
         body.push_str(&format!(
             "{{\"stream\":{},\"next_offset\":{next},\"end_offset\":{},\"events\":[",
@@ -203,6 +212,74 @@ pub(super) async fn consume(
     .await
 }
 
+/// The offset after a `Last-Event-ID`: a decimal offset the stream
+/// handed out, so one below `u64::MAX`.
+fn resume_offset(id: Option<&str>) -> Result<u64, ApiError> {
+    id.and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|id| id.checked_add(1))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_last_event_id",
+                "Last-Event-ID must be the id (offset) of an event this stream sent",
+            )
+        })
+}
+
+/// One follower counted against the caps; freed when the follow ends.
+struct FollowerSlot {
+    plane: Plane,
+    stream: String,
+}
+
+impl FollowerSlot {
+    /// A slot for a follower of `stream`, or why there is none.
+    fn take(plane: &Plane, stream: &str) -> Result<FollowerSlot, ApiError> {
+        let config = &plane.config;
+        let mut followers = plane.followers.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = followers.values().sum();
+        let here = followers.get(stream).copied().unwrap_or(0);
+        let refused = if total >= config.max_followers {
+            Some(format!(
+                "the server already has {total} followers, its limit (--max-followers)"
+            ))
+        } else if here >= config.max_followers_per_stream {
+            Some(format!(
+                "stream `{stream}` already has {here} followers, the limit per stream (--max-followers-per-stream)"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_followers",
+                format!("{why}: read with offset and limit instead, or try again later"),
+            ));
+        }
+        *followers.entry(stream.to_string()).or_insert(0) += 1;
+        Ok(FollowerSlot {
+            plane: plane.clone(),
+            stream: stream.to_string(),
+        })
+    }
+}
+
+impl Drop for FollowerSlot {
+    fn drop(&mut self) {
+        let mut followers = self
+            .plane
+            .followers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = followers.get_mut(&self.stream) {
+            *n -= 1;
+            if *n == 0 {
+                followers.remove(&self.stream);
+            }
+        }
+    }
+}
+
 /// State of a follow: where it is, what it read ahead, how many it may
 /// still send.
 struct Follow {
@@ -211,6 +288,8 @@ struct Follow {
     next: u64,
     pending: VecDeque<(u64, String)>,
     remaining: Option<usize>,
+    /// Held for the follow's life.
+    _slot: FollowerSlot,
 }
 
 fn follow(
@@ -218,6 +297,7 @@ fn follow(
     stream: Arc<Stream>,
     from: u64,
     limit: Option<usize>,
+    slot: FollowerSlot,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let state = Follow {
         plane,
@@ -225,6 +305,7 @@ fn follow(
         next: from,
         pending: VecDeque::new(),
         remaining: limit,
+        _slot: slot,
     };
     let events = futures_util::stream::unfold(state, |mut f| async move {
         loop {
@@ -243,16 +324,28 @@ fn follow(
             }
             let stream = f.stream.clone();
             let next = f.next;
+            let max_bytes = f.plane.config.max_read_bytes;
             let read = tokio::task::spawn_blocking(move || {
                 if stream.wait_for(next, FOLLOW_WAIT) {
-                    stream.read(next, 1000).ok()
+                    stream.read_capped(next, 1000, max_bytes).map(Some)
                 } else {
-                    None
+                    Ok(None)
                 }
             })
-            .await
-            .ok()
-            .flatten();
+            .await;
+            let read = match read {
+                Ok(Ok(read)) => read,
+                // A failed read ends the follow (the client may resume
+                // with Last-Event-ID) rather than retrying in a loop.
+                Ok(Err(e)) => {
+                    tracing::warn!(stream = f.stream.name(), error = %e, "a follow ended on a read error");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = f.stream.name(), error = %e, "a follow's read task failed");
+                    return None;
+                }
+            };
             if let Some((events, after)) = read {
                 for (i, e) in batch_of(&events).iter().enumerate() {
                     let offset = f.next + i as u64;

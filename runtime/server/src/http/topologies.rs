@@ -90,14 +90,15 @@ fn savepoint_json(s: &SavepointInfo) -> Value {
     json!({ "topology": s.topology, "name": s.name, "bytes": s.bytes, "created_at": s.created_at })
 }
 
-/// `PUT /v1/topologies/{name}`: JSON or YAML.
+/// `PUT /v1/topologies/{name}`: JSON or YAML, parsed (like everything
+/// whose cost grows with the document) on the blocking pool.
 pub(super) async fn apply(
     State(plane): State<Plane>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let doc = Topologies::parse(text_of(&body)?)?;
     blocking(move || {
+        let doc = Topologies::parse(text_of(&body)?)?;
         let (record, created) = plane.topologies.apply(&name, doc)?;
         let status = plane.topologies.status(&record.doc.name)?;
         let code = if created {
@@ -115,8 +116,8 @@ pub(super) async fn validate(
     State(plane): State<Plane>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let doc = Topologies::parse(text_of(&body)?)?;
     blocking(move || {
+        let doc = Topologies::parse(text_of(&body)?)?;
         let problems = plane.topologies.validate(&doc);
         let valid = !problems.iter().any(|p| p.severity == Severity::Error);
         Ok(Json(
