@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use weir_server::ServerConfig;
+use weir_topology::RestartDoc;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -20,7 +21,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// A TOML file with any of: listen, data_dir, token, insecure_bind,
-    /// max_module_bytes, max_body_bytes.
+    /// max_module_bytes, max_body_bytes, restart_attempts,
+    /// restart_backoff_ms, restart_max_backoff_ms, min_free_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -32,6 +34,21 @@ pub struct ServeArgs {
     /// Largest body of other requests, bytes [default: 16 MiB].
     #[arg(long, env = "WEIR_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
+    /// Restarts in a row of a failed topology before it is `failed`, for
+    /// topologies whose document sets no `restart:` [default: 10].
+    #[arg(long, env = "WEIR_RESTART_ATTEMPTS")]
+    restart_attempts: Option<u32>,
+    /// Wait before the first restart, ms; it doubles per attempt [default: 500].
+    #[arg(long, env = "WEIR_RESTART_BACKOFF_MS")]
+    restart_backoff_ms: Option<u64>,
+    /// Longest wait between restarts, ms [default: 60000].
+    #[arg(long, env = "WEIR_RESTART_MAX_BACKOFF_MS")]
+    restart_max_backoff_ms: Option<u64>,
+    /// Produce is refused (507) while the data directory's disk has fewer
+    /// free bytes, so checkpoints keep room; 0: only a full disk refuses
+    /// [default: 64 MiB].
+    #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
 }
 
 /// The config file.
@@ -44,6 +61,10 @@ struct FileConfig {
     insecure_bind: Option<bool>,
     max_module_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
+    restart_attempts: Option<u32>,
+    restart_backoff_ms: Option<u64>,
+    restart_max_backoff_ms: Option<u64>,
+    min_free_bytes: Option<u64>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -72,6 +93,16 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(d.max_body_bytes),
+        restart: d.restart.with(Some(&RestartDoc {
+            max_attempts: args.restart_attempts.or(file.restart_attempts),
+            initial_backoff_ms: args.restart_backoff_ms.or(file.restart_backoff_ms),
+            max_backoff_ms: args.restart_max_backoff_ms.or(file.restart_max_backoff_ms),
+            reset_after_ms: None,
+        })),
+        min_free_bytes: args
+            .min_free_bytes
+            .or(file.min_free_bytes)
+            .unwrap_or(d.min_free_bytes),
     })
 }
 

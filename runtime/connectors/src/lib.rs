@@ -13,7 +13,9 @@
 //! Bindings of a topology (the engine's `Source` and `Sink`):
 //! [`StreamSource`] / [`StreamSink`] for embedded streams (`bind.rs`) and
 //! [`FileSource`] / [`FileSink`] for JSON-lines files (`files.rs`); both
-//! sinks are exactly-once under checkpoints.
+//! sinks are exactly-once under checkpoints. [`bind_streams`]
+//! (`topology.rs`) binds a topology document's `stream:` sources, sinks and
+//! dead-letter stream, for `weir run` and the server alike.
 //!
 //! Not here: Kafka.
 
@@ -21,7 +23,9 @@ mod bind;
 mod files;
 mod record;
 mod stream;
+mod topology;
 
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
+pub use topology::{BindError, SourceMode, bind_streams, dead_letter_stream, needs_streams};

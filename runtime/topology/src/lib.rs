@@ -13,8 +13,8 @@ mod document;
 mod validate;
 
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, SinkDoc, SourceDoc,
-    TopologyDoc, WatermarkDoc, parse_topology,
+    CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc, SinkDoc,
+    SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use validate::{
     MAX_PARALLELISM, ModuleCheck, Problem, Severity, TopologyError, validate_topology,

@@ -158,6 +158,7 @@ impl From<TopologiesError> for ApiError {
             T::NotRunning(_) => {
                 ApiError::new(StatusCode::CONFLICT, "topology_not_running", message)
             }
+            T::Busy { .. } => ApiError::new(StatusCode::CONFLICT, "topology_busy", message),
             T::SavepointExists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "savepoint_exists", message)
             }
@@ -178,6 +179,14 @@ impl From<TopologiesError> for ApiError {
                 source: EngineError::NotRunning(_),
                 ..
             } => ApiError::new(StatusCode::CONFLICT, "topology_not_running", message),
+            T::Engine {
+                source: EngineError::Instance(weir_wasm::InstanceError::Init { .. }),
+                ..
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "operator_config_rejected",
+                message,
+            ),
             T::Engine { .. } => ApiError::internal(message).with_code("engine_error"),
             _ => ApiError::internal(message),
         }
@@ -199,7 +208,19 @@ impl From<StreamError> for ApiError {
                 let details = json!({ "start_offset": start, "end_offset": end });
                 ApiError::bad_request("offset_out_of_range", e.to_string()).with_details(details)
             }
+            StreamError::Io { source, .. } if crate::disk::is_disk_full(source) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!("{e}: free some space in the data directory; produce resumes by itself"),
+            ),
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::disk::DiskFull> for ApiError {
+    fn from(e: crate::disk::DiskFull) -> Self {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+            .with_details(json!({ "free_bytes": e.free, "min_free_bytes": e.min }))
     }
 }

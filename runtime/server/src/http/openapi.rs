@@ -129,7 +129,7 @@ pub fn document() -> Value {
         "/v1/topologies/{name}": {
             "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions)", vec![name()], Some(topology_body),
                 &[("201", "Created", Some(schema_ref("TopologyStatus"))), ("200", "Replaced", Some(schema_ref("TopologyStatus")))],
-                &[("400", "Not JSON or YAML, or the document's name differs"), AUTH, ("409", "It is running"), ("422", "Not valid: details.problems lists every problem")]),
+                &[("400", "Not JSON or YAML, or the document's name differs"), AUTH, ("409", "It is running or busy"), ("422", "Not valid: details.problems lists every problem")]),
             "get": op("getTopology", "Document, state, per-operator metrics, last checkpoint", vec![name()], None,
                 &[("200", "The topology", Some(schema_ref("TopologyStatus")))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
             "delete": op("deleteTopology", "Delete a stopped topology with its state and savepoints", vec![name()], None,
@@ -137,10 +137,10 @@ pub fn document() -> Value {
         },
         "/v1/topologies/{name}/start": { "post": op("startTopology", "Start a topology, optionally from a savepoint", vec![name()], Some(savepoint_arg.clone()),
             &[("200", "Running", Some(schema_ref("TopologyStatus")))],
-            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running"), ("422", "A binding failed"), ("500", "The engine failed")]) },
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running, or busy"), ("422", "A binding failed or an operator rejected its config"), ("500", "The engine failed")]) },
         "/v1/topologies/{name}/stop": { "post": op("stopTopology", "Stop a topology after a last checkpoint, optionally exported as a savepoint", vec![name()], Some(savepoint_arg),
             &[("200", "Stopped", Some(schema_ref("TopologyStatus")))],
-            &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, or the savepoint exists"), ("500", "The engine failed")]) },
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, busy, or the savepoint exists"), ("500", "The engine failed")]) },
         "/v1/topologies/{name}/checkpoints": { "get": op("listCheckpoints", "Checkpoints and savepoints of a topology", vec![name()], None,
             &[("200", "Checkpoints and savepoints", Some(json!({ "type": "object" })))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]) },
         "/v1/topologies/{name}/savepoints": {
@@ -168,7 +168,7 @@ pub fn document() -> Value {
                 &[("200", "Appended", Some(json!({ "type": "object", "properties": {
                     "stream": { "type": "string" }, "count": { "type": "integer" },
                     "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" } } })))],
-                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit")]),
+                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit"), ("507", "The disk is full or under --min-free-bytes: nothing was stored")]),
             "get": op("consume", "Read events from an offset; with Accept: text/event-stream, follow the tail (one SSE event per event, id = offset; Last-Event-ID resumes)",
                 vec![name(), query_param("offset", "integer", "First offset (default: the stream's start)"),
                      query_param("limit", "integer", "Most events (default 100, at most 10000; with SSE: stop after this many)")], None,
