@@ -95,6 +95,7 @@ fn checkpointed_state(dir: &std::path::Path, interval: Option<Duration>) -> Resu
         checkpoints: Some(CheckpointConfig {
             interval,
             retain: 3,
+            ..CheckpointConfig::default()
         }),
     })
 }

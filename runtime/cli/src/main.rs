@@ -7,6 +7,7 @@
 //!   (`client/`): a client of that API.
 
 mod client;
+mod datadir;
 mod run;
 mod serve;
 mod topology;
@@ -138,9 +139,12 @@ fn finish(outcome: client::Outcome) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server says what it does (requests, topologies); commands only warn.
+    // What operators log at info (`weir::guest`) is shown by both.
     let default_filter = match cli.command {
-        Command::Serve(_) => "warn,weir_server=info,weir_engine=info,tower_http=info",
-        _ => "warn",
+        Command::Serve(_) => {
+            "warn,weir_server=info,weir_engine=info,tower_http=info,weir::guest=info"
+        }
+        _ => "warn,weir::guest=info",
     };
     init_tracing(cli.log_format, default_filter);
     let client = client::Client::new(&cli.client);

@@ -5,12 +5,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use weir_engine::{ErrorPolicy, RunOptions, run_operator};
-use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange, wire};
+use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange, now_ms, wire};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
 
 #[derive(Args)]
@@ -65,6 +64,12 @@ pub struct RunArgs {
     /// taken, but the same operator and state names.
     #[arg(long, value_name = "FILE")]
     pub(crate) from_savepoint: Option<PathBuf>,
+    /// With --topology and a checkpoint or savepoint to start from: read
+    /// every source from its beginning while keeping operator state (a
+    /// restore otherwise resumes each source at the position it had, so a
+    /// new file no longer than the old one gives nothing).
+    #[arg(long)]
+    pub(crate) reset_sources: bool,
     /// With --topology and checkpoints: when the input is over, export the
     /// final checkpoint as a savepoint to this file.
     #[arg(long, value_name = "FILE")]
@@ -85,12 +90,18 @@ pub struct RunArgs {
     /// is compiled once; `none` disables the cache.
     #[arg(long, default_value = "weir-data/cache")]
     pub(crate) cache_dir: PathBuf,
-    /// Operator name (in logs and errors).
-    #[arg(long, default_value = "operator")]
-    pub(crate) name: String,
+    /// With --module: the operator's name in logs and errors (default: the
+    /// module file's name, `word_count` for word_count.wasm).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
     /// Events per call into the operator.
     #[arg(long, default_value_t = 1024)]
     pub(crate) batch_size: usize,
+    /// With --module: key each event by this top-level field of its JSON
+    /// value (as `key_by: {field: F}` does in a topology), so a stateful
+    /// operator can be tried on events that carry no key.
+    #[arg(long, value_name = "FIELD", conflicts_with = "topology")]
+    pub(crate) key_by: Option<String>,
     /// What to do with an event the operator fails on.
     #[arg(long, value_enum, default_value_t = OnError::Fail)]
     pub(crate) on_error: OnError,
@@ -129,13 +140,6 @@ fn build_config(args: &RunArgs) -> Result<String> {
     Ok(serde_json::Value::Object(config).to_string())
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn host(args: &RunArgs) -> Result<WasmHost> {
     Ok(WasmHost::new(HostConfig {
         cache_dir: (args.cache_dir.as_os_str() != "none").then(|| args.cache_dir.clone()),
@@ -166,9 +170,15 @@ fn run_module(args: &RunArgs, module_path: PathBuf) -> Result<ExitCode> {
     let module = host
         .load(&bytes)
         .with_context(|| format!("cannot load {}", module_path.display()))?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => module_path
+            .file_stem()
+            .map_or("operator".into(), |s| s.to_string_lossy().into_owned()),
+    };
     let mut instance = OperatorInstance::new(
         &module,
-        &args.name,
+        &name,
         &config,
         Box::new(MemoryState::new()),
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
@@ -205,9 +215,19 @@ fn run_module(args: &RunArgs, module_path: PathBuf) -> Result<ExitCode> {
                     if line.trim().is_empty() {
                         return Ok(None);
                     }
-                    wire::parse_event(&line, now_ms())
-                        .map(Some)
-                        .with_context(|| format!("{input_name}:{}", i + 1))
+                    let mut event = wire::parse_event(&line, now_ms())
+                        .with_context(|| format!("{input_name}:{}", i + 1))?;
+                    if let Some(field) = &args.key_by {
+                        event.key =
+                            Some(wire::field_key(&event.value, field).with_context(|| {
+                                format!(
+                                    "{input_name}:{}: --key-by {field}: the value is not a JSON \
+                                     object with a field `{field}`",
+                                    i + 1
+                                )
+                            })?);
+                    }
+                    Ok(Some(event))
                 });
             match parsed {
                 Ok(event) => Some(event),

@@ -131,6 +131,7 @@ async fn shutdown_signal() {
 
 pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
     let config = config(args, token)?;
+    let _lock = crate::datadir::lock(&config.data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir-http")

@@ -1,6 +1,6 @@
 //! `weir run --topology`: a whole topology over JSON-lines files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,14 +13,14 @@ use weir_connectors::{
 };
 use weir_engine::{
     Bindings, CheckpointConfig, DeadLetter, DeadLetterFn, ExecOptions, Job, Sink, Source,
-    StateConfig,
+    StateConfig, TopologyReport,
 };
 use weir_state::{StateBudget, StateDb};
-use weir_topology::{Severity, parse_topology, validate_topology};
-use weir_types::wire;
+use weir_topology::{LatePolicyDoc, Severity, parse_topology, validate_topology};
+use weir_types::{now_ms, wire};
 use weir_wasm::WasmHost;
 
-use crate::run::{RunArgs, now_ms};
+use crate::run::RunArgs;
 
 /// `NAME=VALUE` pairs of --input/--output.
 fn pairs(flag: &str, entries: &[String]) -> Result<HashMap<String, String>> {
@@ -148,6 +148,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     // The topology's state: in the data directory when kept or checkpointed.
     let state_dir = args.data_dir.join("topologies").join(&doc.name);
     let state = if checkpointed || args.keep_state {
+        crate::datadir::hold(&args.data_dir)?;
         if args.fresh {
             let _ = std::fs::remove_file(state_dir.join("state.redb"));
         }
@@ -160,6 +161,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             budget: StateBudget::default(),
             checkpoints: checkpointed.then(|| CheckpointConfig {
                 interval: interval.map(std::time::Duration::from_millis),
+                reset_sources: args.reset_sources,
                 ..CheckpointConfig::default()
             }),
         })
@@ -206,6 +208,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         bindings.dead_letter = Some(dead_letter_file(file)?);
     }
     if needs_streams(&doc, &bindings) {
+        crate::datadir::hold(&args.data_dir)?;
         let store = StreamStore::open(&args.data_dir, StreamConfig::default())
             .with_context(|| format!("data directory {}", args.data_dir.display()))?;
         bind_streams(&doc, &store, SourceMode::Bounded, &mut bindings)?;
@@ -233,6 +236,19 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             "operator finished"
         );
     }
+    let refusing_late: BTreeMap<&str, &'static str> = doc
+        .operators
+        .iter()
+        .filter_map(|o| match o.on_late {
+            Some(LatePolicyDoc::Drop) => Some((o.name.as_str(), "dropped")),
+            Some(LatePolicyDoc::DeadLetter) => Some((o.name.as_str(), "dead-lettered")),
+            _ => None,
+        })
+        .collect();
+    let restored = resuming || args.from_savepoint.is_some();
+    for warning in run_warnings(&report, &refusing_late, restored) {
+        eprintln!("warning: {warning}");
+    }
     if let Some(last) = report.checkpoints.last() {
         tracing::info!(
             checkpoints = report.checkpoints.len(),
@@ -245,4 +261,49 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         eprintln!("savepoint written to {} ({size} bytes)", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Share of an operator's input that may arrive late before a run says so.
+const LATE_WARNING_SHARE: f64 = 0.01;
+
+/// What a finished run should say loudly: operators of `refusing_late`
+/// (name → what their `on_late` does to a late event) that found more than
+/// 1% of their input late, and sources that read nothing (with `restored`:
+/// a restore resumed them at the end of their input).
+fn run_warnings(
+    report: &TopologyReport,
+    refusing_late: &BTreeMap<&str, &str>,
+    restored: bool,
+) -> Vec<String> {
+    let mut per_operator: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (name, _, m) in &report.operators {
+        let e = per_operator.entry(name.as_str()).or_default();
+        e.0 += m.events_in;
+        e.1 += m.late;
+    }
+    let mut warnings = Vec::new();
+    for (name, (events_in, late)) in per_operator {
+        let Some(what) = refusing_late.get(name) else {
+            continue;
+        };
+        if late > 0 && late as f64 > events_in as f64 * LATE_WARNING_SHARE {
+            warnings.push(format!(
+                "operator `{name}` {what} {late} of its {events_in} events as late (behind its \
+                 watermark); check the sources' timestamps and `watermark: \
+                 {{max_out_of_orderness_ms}}`, or set `on_late: keep`"
+            ));
+        }
+    }
+    for (name, read) in &report.sources {
+        if *read == 0 {
+            let why = if restored {
+                "; it resumed where the checkpoint or savepoint left it: give \
+                 --reset-sources to read the input from its beginning and keep the state"
+            } else {
+                ""
+            };
+            warnings.push(format!("source `{name}` had nothing to read{why}"));
+        }
+    }
+    warnings
 }

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use server::{Server, counts_of, eventually, expected_counts, lines_jsonl, repo};
-use weir_tests::guest_path;
+use weir_fixtures::guest_path;
 
 fn ok(out: Output) -> String {
     assert!(
@@ -61,7 +61,14 @@ fn quickstart_through_the_cli() {
 
     let lines = repo().join("guest-examples/data/lines.jsonl");
     let produced = ok(srv.cli(&["produce", "lines"], Some(&lines)));
-    assert!(produced.contains("produced 8 events"), "{produced}");
+    let sent = lines_jsonl()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert!(
+        produced.contains(&format!("produced {sent} events")),
+        "{produced}"
+    );
 
     let expected = expected_counts(&lines_jsonl());
     let events = eventually("the counts through the CLI", || {
@@ -70,8 +77,15 @@ fn quickstart_through_the_cli() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (counts_of(&events) == expected).then_some(events)
+        (counts_of(&events) == expected).then_some((events, out))
     });
+    let (events, consumed) = events;
+    // Lines come out as the operator wrote them: `word` before `count`,
+    // not in the alphabetical order a re-serialised JSON map would give.
+    for line in consumed.lines() {
+        assert!(line.starts_with("{\"key\":"), "{line}");
+        assert!(line.contains("\"value\":{\"word\":"), "{line}");
+    }
     // --from/--limit page; --json adds offsets.
     let page = ok(srv.cli(
         &["consume", "counts", "--from", "2", "--limit", "3", "--json"],
@@ -179,4 +193,132 @@ fn serve_reads_a_config_file() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokn"));
+}
+
+#[test]
+fn produce_checks_a_file_before_sending_and_names_its_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &[], &[]);
+    let good = |i: usize| format!("{{\"key\":\"k{i}\",\"value\":{i}}}\n");
+    // A file whose line 1201 is bad: nothing of it is stored.
+    let mut text: String = (1..=1300).map(good).collect();
+    let at = text.match_indices('\n').nth(1199).unwrap().0 + 1;
+    text.insert_str(at, "not an event\n");
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, &text).unwrap();
+    let out = srv.cli(&["produce", "s", file.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("events.jsonl:1201:") && err.contains("nothing was sent"),
+        "{err}"
+    );
+    let read = srv.client().get("/v1/streams/s/events");
+    assert!(
+        read.status == 404 || !read.text.contains("\"offset\""),
+        "a refused file stored events: {}",
+        read.text
+    );
+
+    // On stdin (read once), batches before the bad line are stored and the
+    // message says which lines those were, by their line in the input.
+    let text: String = (1..=5).map(good).chain(["{\"key\":7\n".into()]).collect();
+    let stdin = dir.path().join("stdin.jsonl");
+    std::fs::write(&stdin, &text).unwrap();
+    let out = srv.cli(&["produce", "t", "--batch", "2"], Some(&stdin));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("stdin:6:") && err.contains("lines 1–5 were stored"),
+        "{err}"
+    );
+    let stored = ok(srv.cli(&["consume", "t"], None));
+    assert_eq!(stored.lines().count(), 5, "{stored}");
+    let one = dir.path().join("one.jsonl");
+    std::fs::write(&one, good(1)).unwrap();
+    let said = ok(srv.cli(&["produce", "u", one.to_str().unwrap()], None));
+    assert!(said.contains("produced 1 event to u"), "{said}");
+    srv.stop();
+}
+
+#[test]
+fn a_local_run_is_refused_on_a_live_servers_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::start(&data, &[], &[]);
+    let topology = repo().join("guest-examples/topologies/word-count.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "run",
+            "--topology",
+            topology.to_str().unwrap(),
+            "--module-dir",
+        ])
+        .arg(weir_fixtures::guest_dir())
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("in use by another weir process"), "{err}");
+    // Nothing was appended to the server's streams.
+    let read = srv.client().get("/v1/streams/counts/events");
+    assert!(
+        read.status == 404 || !read.text.contains("\"offset\""),
+        "{}",
+        read.text
+    );
+    srv.stop();
+}
+
+#[test]
+fn start_reports_a_topology_that_fails_on_its_first_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &[], &[]);
+    let poison = guest_path("poison-trap").display().to_string();
+    ok(srv.cli(&["module", "push", &poison, "--name", "poison-trap"], None));
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "{\"key\":\"k\",\"value\":\"poison\"}\n").unwrap();
+    ok(srv.cli(&["produce", "in", events.to_str().unwrap()], None));
+    let doc = dir.path().join("t.yaml");
+    std::fs::write(
+        &doc,
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out, input: p }]\n",
+    )
+    .unwrap();
+    let out = srv.cli(
+        &["topology", "apply", doc.to_str().unwrap(), "--start"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("failed right after it started") && err.contains("poison event"),
+        "{err}"
+    );
+
+    // A healthy start prints its status, guest counters included.
+    std::fs::write(
+        &events,
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+    )
+    .unwrap();
+    ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
+    let doc2 = dir.path().join("t2.yaml");
+    std::fs::write(
+        &doc2,
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+    )
+    .unwrap();
+    ok(srv.cli(
+        &["topology", "apply", doc2.to_str().unwrap(), "--start"],
+        None,
+    ));
+    let status = eventually("the guest's counter in the status table", || {
+        let status = ok(srv.cli(&["topology", "status", "t2"], None));
+        status.contains("forwarded=2").then_some(status)
+    });
+    assert!(status.contains("COUNTERS"), "{status}");
+    srv.stop();
 }

@@ -1,6 +1,6 @@
 //! Crash test: the real `weir` binary runs a stateful topology with
-//! checkpoints every 200 ms over 1,000,000 input events and is killed with
-//! SIGKILL at 20 moments (a fixed seed picks them: some at a random time,
+//! checkpoints every 200 ms over 250,000 input events and is killed with
+//! SIGKILL at 12 moments (a fixed seed picks them: some at a random time,
 //! some right as a checkpoint starts committing), restarted each time. At
 //! the end each sink's output must equal the output of a run that was
 //! never killed: nothing lost, nothing duplicated.
@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-const LINES: usize = 600_000;
-const TRANSACTIONS: usize = 400_000;
-const KILLS: usize = 20;
+const LINES: usize = 150_000;
+const TRANSACTIONS: usize = 100_000;
+const KILLS: usize = 12;
 
 const TOPOLOGY: &str = "\
 name: crash
@@ -75,12 +75,12 @@ fn start(dir: &Path, data: &Path, fresh: bool) -> Child {
     cmd.args(["run", "--topology"])
         .arg(dir.join("crash.yaml"))
         .arg("--module-dir")
-        .arg(weir_tests::guest_dir())
+        .arg(weir_fixtures::guest_dir())
         .arg("--data-dir")
         .arg(data)
         .arg("--cache-dir")
         .arg(cache)
-        .env("WEIR_LOG", "weir_engine=info")
+        .env("WEIR_LOG", "weir_engine=info,weir_engine::checkpoint=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -153,7 +153,7 @@ fn killed_runs_resume_with_exactly_once_output() {
     assert!(expected_counts.len() > LINES, "{}", expected_counts.len());
     assert!(!expected_alerts.is_empty());
 
-    // The same, killed 20 times.
+    // The same, killed KILLS times.
     let data = dir.path().join("data");
     let mut rng = StdRng::seed_from_u64(42);
     let mut during_commit = 0;

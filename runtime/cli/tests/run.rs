@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use weir_tests::{guest_path, repo_root};
+use weir_fixtures::{guest_path, repo_root, sample_lines, word_counts};
 
 fn weir(args: &[&str], stdin: &str) -> Output {
     let cache = std::env::temp_dir().join("weir-cli-test-cache");
@@ -64,12 +64,13 @@ fn split_then_count_over_the_sample_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     let counts = stdout(&out);
     assert_eq!(counts.lines().count(), words_text.lines().count());
-    // "the" occurs 12 times in the sample (as "The" too): its last count says so.
+    // The last count of "the" (written "The" too) is its count in the sample.
+    let the = word_counts(&sample_lines())["the"];
     let last_the = counts
         .lines()
         .rfind(|l| l.starts_with("{\"key\":\"the\","))
         .unwrap();
-    assert!(last_the.contains("\"count\":12"), "{last_the}");
+    assert!(last_the.contains(&format!("\"count\":{the}")), "{last_the}");
 }
 
 #[test]
@@ -159,7 +160,22 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     let input = "{\"key\":\"a\",\"value\":1}\n{\"key\":\"a\",\"value\":\"poison\"}\n{\"key\":\"b\",\"value\":2}\n";
     let out = weir(&["run", "--module", &module("poison-trap")], input);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("poison event"), "{}", stderr(&out));
+    // The guest's panic first, demangled frames of its own code, none of
+    // std's and no hint to set RUST_BACKTRACE inside a sandbox.
+    let err = stderr(&out);
+    assert!(
+        err.contains("trapped: panicked at poison-trap/src/lib.rs:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("operator `poison_trap` trapped: panicked at"),
+        "{err}"
+    );
+    assert!(err.contains(": poison event (wasm"), "{err}");
+    assert!(
+        !err.contains("RUST_BACKTRACE") && !err.contains("_RNv"),
+        "{err}"
+    );
     let out = weir(
         &[
             "run",
@@ -172,11 +188,23 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out).lines().count(), 2);
-    assert!(
-        stderr(&out).contains("skipped event 1:"),
-        "{}",
-        stderr(&out)
+    let err = stderr(&out);
+    assert!(err.contains("skipped event 1:"), "{err}");
+    // Each skipped event is reported once, not also as a log line.
+    assert_eq!(err.matches("poison event").count(), 1, "{err}");
+    // What the operator logs at info shows without WEIR_LOG.
+    let out = weir(
+        &[
+            "run",
+            "--module",
+            &module("poison-trap"),
+            "--on-error",
+            "skip",
+        ],
+        "{\"key\":\"a\",\"value\":\"bad\"}\n",
     );
+    let err = stderr(&out);
+    assert!(err.contains("refusing a bad event"), "{err}");
     // A malformed --config.
     let out = weir(
         &["run", "--module", &module("filter"), "--config", "novalue"],
@@ -193,7 +221,7 @@ fn bad_inputs_get_clear_errors_and_exit_codes() {
 #[test]
 fn a_topology_runs_over_files_with_modules_found_by_name() {
     let root = repo_root();
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("counts.jsonl");
     let out = weir(
@@ -217,10 +245,11 @@ fn a_topology_runs_over_files_with_modules_found_by_name() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let counts = std::fs::read_to_string(&out_file).unwrap();
-    // Same total and the same final count as the single-module runs.
-    assert_eq!(counts.lines().count(), 88);
+    // One count per word of the sample, and the final count of "the".
+    let oracle = word_counts(&sample_lines());
+    assert_eq!(counts.lines().count() as u64, oracle.values().sum::<u64>());
     assert!(
-        counts.contains("{\"word\":\"the\",\"count\":12}"),
+        counts.contains(&format!("{{\"word\":\"the\",\"count\":{}}}", oracle["the"])),
         "{counts}"
     );
 }
@@ -228,7 +257,7 @@ fn a_topology_runs_over_files_with_modules_found_by_name() {
 #[test]
 fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
     let dir = tempfile::tempdir().unwrap();
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let topo = dir.path().join("t.yaml");
     let events = dir.path().join("in.jsonl");
     let dead = dir.path().join("dead.jsonl");
@@ -322,7 +351,7 @@ fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
 fn topologies_share_embedded_streams_in_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let words = dir.path().join("words.yaml");
     let counts = dir.path().join("counts.yaml");
     std::fs::write(
@@ -367,7 +396,7 @@ fn topologies_share_embedded_streams_in_the_data_directory() {
 fn keep_state_continues_counts_across_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let guests = weir_tests::guest_dir();
+    let guests = weir_fixtures::guest_dir();
     let root = repo_root();
     let run = |out: &std::path::Path| {
         let result = weir(
@@ -395,15 +424,15 @@ fn keep_state_continues_counts_across_runs() {
         assert!(result.status.success(), "{}", stderr(&result));
         std::fs::read_to_string(out).unwrap()
     };
+    let the = word_counts(&sample_lines())["the"];
+    let count_of_the = |n: u64| format!("{{\"word\":\"the\",\"count\":{n}}}");
     let first = run(&dir.path().join("first.jsonl"));
-    assert!(first.contains("{\"word\":\"the\",\"count\":12}"));
+    assert!(first.contains(&count_of_the(the)));
     assert!(data.join("topologies/word-count/state.redb").exists());
+    // The kept state goes on counting from where the first run ended.
     let second = run(&dir.path().join("second.jsonl"));
-    assert!(
-        second.contains("{\"word\":\"the\",\"count\":24}"),
-        "{second}"
-    );
-    assert!(!second.contains("{\"word\":\"the\",\"count\":12}"));
+    assert!(second.contains(&count_of_the(2 * the)), "{second}");
+    assert!(!second.contains(&count_of_the(the)));
 }
 
 #[test]
@@ -433,7 +462,7 @@ fn a_damaged_checkpoint_record_falls_back_to_the_one_before() {
                     .to_str()
                     .unwrap(),
                 "--module-dir",
-                weir_tests::guest_dir().to_str().unwrap(),
+                weir_fixtures::guest_dir().to_str().unwrap(),
                 "--input",
                 &format!("lines={}", input.display()),
                 "--output",
@@ -488,4 +517,188 @@ fn a_damaged_checkpoint_record_falls_back_to_the_one_before() {
     got.sort();
     want.sort();
     assert!(got == want, "output after the fallback differs");
+}
+
+/// `split → count` where `count` drops late events: what a resumed run
+/// would silently lose if it restored the end of input's watermark.
+const DROP_LATE_TOPOLOGY: &str = "name: grow
+sources:
+  - { name: lines, stream: lines }
+operators:
+  - { name: split, module: split-words, input: lines }
+  - { name: count, module: word-count, input: split, key_by: key, on_late: drop }
+sinks:
+  - { name: out, stream: counts, input: count }
+";
+
+/// Lines `from..to` with timestamps that grow with the line number.
+fn growing_lines(from: u32, to: u32) -> String {
+    (from..to)
+        .map(|i| {
+            format!(
+                "{{\"value\":\"w{} w{}\",\"timestamp\":{}}}\n",
+                i % 31,
+                i % 7,
+                1_700_000_000_000u64 + u64::from(i) * 10
+            )
+        })
+        .collect()
+}
+
+/// Runs the drop-late topology over `input` into `out` with checkpoints and
+/// `extra` arguments; returns stderr.
+fn run_grow(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> String {
+    let doc = dir.join("grow.yaml");
+    std::fs::write(&doc, DROP_LATE_TOPOLOGY).unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        "--topology".into(),
+        doc.display().to_string(),
+        "--module-dir".into(),
+        weir_fixtures::guest_dir().display().to_string(),
+        "--input".into(),
+        format!("lines={}", input.display()),
+        "--output".into(),
+        format!("out={}", out.display()),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--checkpoint-interval-ms".into(),
+        "200".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = weir(&args, "");
+    assert!(result.status.success(), "{}", stderr(&result));
+    stderr(&result)
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The counts of one uninterrupted run over `lines`, sorted.
+fn oracle_counts(lines: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("all.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let out = dir.path().join("all-out.jsonl");
+    run_grow(dir.path(), &input, &out, &[]);
+    sorted_lines(&std::fs::read_to_string(&out).unwrap())
+}
+
+#[test]
+fn a_resumed_run_counts_input_appended_since_its_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lines.jsonl");
+    let out = dir.path().join("counts.jsonl");
+    std::fs::write(&input, growing_lines(0, 1000)).unwrap();
+    let first = run_grow(dir.path(), &input, &out, &[]);
+    assert!(!first.contains("warning"), "{first}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2000);
+
+    // The same command after the file grew: the new lines are counted,
+    // none of them late, and the output equals one run over all lines.
+    let mut all = growing_lines(0, 1000);
+    all.push_str(&growing_lines(1000, 2000));
+    std::fs::write(&input, &all).unwrap();
+    let second = run_grow(dir.path(), &input, &out, &[]);
+    assert!(!second.contains("late"), "{second}");
+    let got = sorted_lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(got.len(), 4000);
+    assert!(
+        got == oracle_counts(&all),
+        "the resumed run's counts differ from one run's"
+    );
+}
+
+#[test]
+fn a_savepoint_carries_state_to_a_new_input_with_reset_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_in = dir.path().join("first.jsonl");
+    let second_in = dir.path().join("second.jsonl");
+    std::fs::write(&first_in, growing_lines(0, 1000)).unwrap();
+    std::fs::write(&second_in, growing_lines(1000, 2000)).unwrap();
+    let sp = dir.path().join("sp.redb");
+    let first_out = dir.path().join("first-out.jsonl");
+    run_grow(
+        dir.path(),
+        &first_in,
+        &first_out,
+        &["--savepoint-to", sp.to_str().unwrap()],
+    );
+
+    // Without --reset-sources the new file (as long as the old one) is read
+    // from the restored position: nothing, and the run says so.
+    let skipped_out = dir.path().join("skipped-out.jsonl");
+    let log = run_grow(
+        dir.path(),
+        &second_in,
+        &skipped_out,
+        &["--from-savepoint", sp.to_str().unwrap(), "--fresh"],
+    );
+    assert!(
+        log.contains("source `lines` had nothing to read") && log.contains("--reset-sources"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&skipped_out).unwrap(), "");
+
+    // With it: the state goes on over the whole new file, none of it late.
+    let second_out = dir.path().join("second-out.jsonl");
+    let log = run_grow(
+        dir.path(),
+        &second_in,
+        &second_out,
+        &[
+            "--from-savepoint",
+            sp.to_str().unwrap(),
+            "--fresh",
+            "--reset-sources",
+        ],
+    );
+    assert!(!log.contains("warning"), "{log}");
+    let mut both = std::fs::read_to_string(&first_out).unwrap();
+    both.push_str(&std::fs::read_to_string(&second_out).unwrap());
+    let mut all = growing_lines(0, 1000);
+    all.push_str(&growing_lines(1000, 2000));
+    assert!(
+        sorted_lines(&both) == oracle_counts(&all),
+        "counts through the savepoint differ from one run's"
+    );
+}
+
+#[test]
+fn key_by_keys_a_single_operator_run_by_a_field() {
+    let input = "{\"value\":{\"user\":\"ann\",\"n\":1}}\n{\"value\":{\"user\":\"bob\",\"n\":2}}\n{\"value\":{\"user\":\"ann\",\"n\":3}}\n";
+    let out = weir(
+        &["run", "--module", &module("word-count"), "--key-by", "user"],
+        input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = stdout(&out);
+    assert!(
+        counts.contains("{\"word\":\"bob\",\"count\":1}"),
+        "{counts}"
+    );
+    assert!(
+        counts.contains("{\"word\":\"ann\",\"count\":2}"),
+        "{counts}"
+    );
+    // A value without the field: a clear error naming the line.
+    let out = weir(
+        &["run", "--module", &module("word-count"), "--key-by", "user"],
+        "{\"value\":{\"name\":\"x\"}}\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("-:1: --key-by user"),
+        "{}",
+        stderr(&out)
+    );
 }

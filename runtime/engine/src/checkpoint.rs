@@ -6,10 +6,11 @@
 //! publishes the pending output to exactly-once sinks. Tasks go on
 //! processing while it commits. One checkpoint is in flight at a time.
 //!
-//! Also here: the checkpoint's metadata ([`Meta`]) and reading it back at
-//! recovery.
+//! Which participant acknowledged what is the tracker's (`tracker.rs`, no
+//! thread); this module is the I/O around it: the coordinator thread, the
+//! checkpoint's metadata ([`Meta`]) and reading it back at recovery.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -17,15 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_state::{StateDb, StateSnapshot};
-use weir_types::Batch;
+use weir_state::StateDb;
+use weir_types::{Batch, now_ms};
 
-use crate::executor::EngineError;
+use crate::error::EngineError;
 use crate::io::Sink;
-use crate::tasks::{Abort, Control, now_ms};
-
-/// The checkpoint id of acknowledgements sent at the end of the input.
-pub(crate) const FINAL: u64 = u64::MAX;
+use crate::protocol::{Abort, Ack, Control};
+use crate::tracker::{InFlight, SourceMeta, Tracker};
 
 /// When to checkpoint and how many to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +33,10 @@ pub struct CheckpointConfig {
     pub interval: Option<Duration>,
     /// Complete checkpoints kept (for fallback), at least 1.
     pub retain: usize,
+    /// On a restore, start every source from its beginning (position 0, no
+    /// highest timestamp) while operator state, timers and watermarks of
+    /// the checkpoint are kept: "the same state, new input".
+    pub reset_sources: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -41,6 +44,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             interval: Some(Duration::from_secs(1)),
             retain: 3,
+            reset_sources: false,
         }
     }
 }
@@ -83,12 +87,6 @@ pub(crate) struct Meta {
     pub(crate) operators: BTreeMap<String, OperatorMeta>,
     #[serde(rename = "final")]
     pub(crate) final_: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SourceMeta {
-    pub(crate) position: u64,
-    pub(crate) max_ts: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,27 +137,40 @@ pub(crate) fn restore(db: &StateDb) -> Result<Option<Restored>, EngineError> {
     }))
 }
 
-/// A task's acknowledgement of a checkpoint (`FINAL`: its input ended).
-pub(crate) enum Ack {
-    Source {
-        id: u64,
-        source: usize,
-        position: u64,
-        max_ts: i64,
-    },
-    Task {
-        id: u64,
-        task: usize,
-        watermark: i64,
-        /// `(operator, changes)` of each operator of the chain.
-        states: Vec<(String, StateSnapshot)>,
-        alignment: Duration,
-    },
-    Sink {
-        id: u64,
-        sink: usize,
-        pending: Batch,
-    },
+/// Checks that a checkpoint fits the topology about to start from it:
+/// same key groups, every checkpointed operator still there, and each
+/// keeping the value states it had.
+pub(crate) fn check_restore(
+    restored: &Restored,
+    groups: u16,
+    declared: &HashMap<String, Vec<String>>,
+) -> Result<(), EngineError> {
+    let meta = &restored.meta;
+    if meta.key_groups != groups {
+        return Err(EngineError::Restore(format!(
+            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
+            meta.id, meta.key_groups
+        )));
+    }
+    for (op, saved) in &meta.operators {
+        let Some(now) = declared.get(op) else {
+            return Err(EngineError::Restore(format!(
+                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
+                meta.id
+            )));
+        };
+        let missing: Vec<&String> = saved
+            .value_states
+            .iter()
+            .filter(|s| !now.contains(s))
+            .collect();
+        if !missing.is_empty() {
+            return Err(EngineError::Restore(format!(
+                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A request to the coordinator.
@@ -176,44 +187,6 @@ pub(crate) struct TaskInfo {
     /// Operators of the chain, with their declared value states.
     pub(crate) operators: Vec<(String, Vec<String>)>,
     pub(crate) parallelism: u32,
-}
-
-/// A chain instance's part of a checkpoint: its watermark and the state
-/// changes of each of its operators.
-type TaskPart = (i64, Vec<(String, StateSnapshot)>);
-
-/// What each participant contributed to a checkpoint.
-#[derive(Default)]
-struct Collected {
-    sources: Vec<Option<SourceMeta>>,
-    tasks: Vec<Option<TaskPart>>,
-    sinks: Vec<Option<Batch>>,
-    alignment: Duration,
-}
-
-impl Collected {
-    fn new(sources: usize, tasks: usize, sinks: usize) -> Self {
-        Collected {
-            sources: vec![None; sources],
-            tasks: (0..tasks).map(|_| None).collect(),
-            sinks: vec![None; sinks],
-            alignment: Duration::ZERO,
-        }
-    }
-    fn complete(&self) -> bool {
-        self.sources.iter().all(Option::is_some)
-            && self.tasks.iter().all(Option::is_some)
-            && self.sinks.iter().all(Option::is_some)
-    }
-}
-
-/// A checkpoint asked for and not yet committed.
-struct InFlight {
-    id: u64,
-    started: Instant,
-    started_at: i64,
-    collected: Collected,
-    request: Option<Request>,
 }
 
 /// Everything the coordinator thread owns.
@@ -246,23 +219,17 @@ impl Coordinator {
     }
 
     fn run_inner(&mut self) -> Result<(), EngineError> {
-        let (n_sources, n_tasks, n_sinks) =
-            (self.source_names.len(), self.tasks.len(), self.sinks.len());
-        // What each participant sent at the end of its input.
-        let mut ended = Collected::new(n_sources, n_tasks, n_sinks);
-        // Positions of ended sources stay valid for every later checkpoint.
-        let mut ended_sources: Vec<Option<SourceMeta>> = vec![None; n_sources];
-        let mut ended_tasks = vec![false; n_tasks];
-        let mut ended_sinks = vec![false; n_sinks];
-        let mut in_flight: Option<InFlight> = None;
+        let mut tracker: Tracker<Request> = Tracker::new(
+            self.source_names.len(),
+            self.tasks.len(),
+            self.sinks.len(),
+            self.last_id,
+        );
         let mut queue: VecDeque<Request> = VecDeque::new();
         let mut next_due = self.config.interval.map(|i| Instant::now() + i);
         loop {
             if self.abort.stopped() {
-                for r in queue
-                    .drain(..)
-                    .chain(in_flight.take().and_then(|f| f.request))
-                {
+                for r in queue.drain(..).chain(tracker.abandon()) {
                     let _ = r.reply.send(Err("the topology stopped".into()));
                 }
                 return Ok(());
@@ -271,20 +238,19 @@ impl Coordinator {
                 queue.push_back(r);
             }
             // Start a checkpoint when none is in flight and one is due.
-            if in_flight.is_none() {
+            if !tracker.in_flight() {
                 let due = next_due.is_some_and(|t| Instant::now() >= t);
                 let asked = self.db.take_checkpoint_request();
                 let request = queue.pop_front();
                 if request.is_some() || due || asked {
-                    let all_ended = ended_tasks.iter().all(|&e| e) && n_tasks > 0;
-                    if !all_ended {
-                        in_flight = Some(self.trigger(
-                            request,
-                            &mut ended,
-                            &ended_sources,
-                            &ended_tasks,
-                            &ended_sinks,
-                        ));
+                    if tracker.can_trigger() {
+                        let stop = request.as_ref().is_some_and(|r| r.stop);
+                        let id = tracker.trigger(request);
+                        if stop {
+                            self.control.stop_at.store(id, Ordering::SeqCst);
+                        }
+                        self.control.requested.store(id, Ordering::SeqCst);
+                        tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint triggered");
                     } else if let Some(r) = request {
                         queue.push_front(r);
                     }
@@ -292,159 +258,40 @@ impl Coordinator {
                 }
             }
             match self.acks.recv_timeout(Duration::from_millis(20)) {
-                Ok(ack) => self.record(
-                    ack,
-                    in_flight.as_mut(),
-                    &mut ended,
-                    &mut ended_sources,
-                    &mut ended_tasks,
-                    &mut ended_sinks,
-                ),
+                Ok(ack) => {
+                    let (id, who) = match &ack {
+                        Ack::Source { id, source, .. } => (*id, format!("source {source}")),
+                        Ack::Task { id, task, .. } => (*id, format!("task {task}")),
+                        Ack::Sink { id, sink, .. } => (*id, format!("sink {sink}")),
+                    };
+                    if !tracker.record(ack) {
+                        tracing::warn!(checkpoint = id, from = %who, "stray checkpoint acknowledgement");
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
-            if in_flight.as_ref().is_some_and(|f| f.collected.complete()) {
-                let flight = in_flight.take().expect("checked above");
+            if let Some(flight) = tracker.take_complete() {
                 let stop = flight.request.as_ref().is_some_and(|r| r.stop);
+                let id = flight.id;
                 self.commit(flight, false)?;
+                tracker.committed(id);
                 if stop {
                     return Ok(());
                 }
             }
-            let everything_ended = ended_sources.iter().all(Option::is_some)
-                && ended_tasks.iter().all(|&e| e)
-                && ended_sinks.iter().all(|&e| e);
-            if everything_ended && in_flight.is_none() {
-                let id = self.last_id + 1;
-                let mut collected =
-                    std::mem::replace(&mut ended, Collected::new(n_sources, n_tasks, n_sinks));
-                for (s, slot) in collected.sources.iter_mut().enumerate() {
-                    *slot = ended_sources[s];
-                }
-                for slot in collected.tasks.iter_mut() {
-                    slot.get_or_insert_with(|| (i64::MAX, Vec::new()));
-                }
-                for slot in collected.sinks.iter_mut() {
-                    slot.get_or_insert_with(Batch::default);
-                }
-                let flight = InFlight {
-                    id,
-                    started: Instant::now(),
-                    started_at: now_ms(),
-                    collected,
-                    request: queue.pop_front(),
-                };
-                self.commit(flight, true)?;
-                for r in queue.drain(..) {
-                    let _ = r.reply.send(Err("the input ended; the run is over".into()));
-                }
-                return Ok(());
-            }
-        }
-    }
-
-    /// Asks sources for the next checkpoint's barriers. Participants whose
-    /// input already ended count as acknowledged, with what they sent at
-    /// their end if no checkpoint committed it yet.
-    fn trigger(
-        &mut self,
-        request: Option<Request>,
-        ended: &mut Collected,
-        ended_sources: &[Option<SourceMeta>],
-        ended_tasks: &[bool],
-        ended_sinks: &[bool],
-    ) -> InFlight {
-        let id = self.last_id + 1;
-        self.last_id = id;
-        let mut collected =
-            Collected::new(ended_sources.len(), ended_tasks.len(), ended_sinks.len());
-        for (s, e) in ended_sources.iter().enumerate() {
-            collected.sources[s] = *e;
-        }
-        for (t, &e) in ended_tasks.iter().enumerate() {
-            if e {
-                collected.tasks[t] = Some(ended.tasks[t].take().unwrap_or((i64::MAX, Vec::new())));
-            }
-        }
-        for (k, &e) in ended_sinks.iter().enumerate() {
-            if e {
-                collected.sinks[k] = Some(ended.sinks[k].take().unwrap_or_default());
-            }
-        }
-        if request.as_ref().is_some_and(|r| r.stop) {
-            self.control.stop_at.store(id, Ordering::SeqCst);
-        }
-        self.control.requested.store(id, Ordering::SeqCst);
-        tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint triggered");
-        InFlight {
-            id,
-            started: Instant::now(),
-            started_at: now_ms(),
-            collected,
-            request,
-        }
-    }
-
-    /// Files an acknowledgement: into the checkpoint in flight, or (at the
-    /// end of a participant's input) into the one in flight if it still
-    /// lacks it, else kept for the last checkpoint.
-    fn record(
-        &mut self,
-        ack: Ack,
-        in_flight: Option<&mut InFlight>,
-        ended: &mut Collected,
-        ended_sources: &mut [Option<SourceMeta>],
-        ended_tasks: &mut [bool],
-        ended_sinks: &mut [bool],
-    ) {
-        let mut flight = in_flight;
-        match ack {
-            Ack::Source {
-                id,
-                source,
-                position,
-                max_ts,
-            } => {
-                let meta = SourceMeta { position, max_ts };
-                if id == FINAL {
-                    ended_sources[source] = Some(meta);
-                }
-                if let Some(f) = flight.as_deref_mut()
-                    && (f.id == id || id == FINAL)
-                    && f.collected.sources[source].is_none()
-                {
-                    f.collected.sources[source] = Some(meta);
-                }
-            }
-            Ack::Task {
-                id,
-                task,
-                watermark,
-                states,
-                alignment,
-            } => {
-                if id == FINAL {
-                    ended_tasks[task] = true;
-                }
-                match flight.as_deref_mut() {
-                    Some(f) if (f.id == id || id == FINAL) && f.collected.tasks[task].is_none() => {
-                        f.collected.tasks[task] = Some((watermark, states));
-                        f.collected.alignment = f.collected.alignment.max(alignment);
+            match tracker.take_final(queue.pop_front()) {
+                Ok(flight) => {
+                    self.commit(flight, true)?;
+                    for r in queue.drain(..) {
+                        let _ = r.reply.send(Err("the input ended; the run is over".into()));
                     }
-                    _ if id == FINAL => ended.tasks[task] = Some((watermark, states)),
-                    _ => tracing::warn!(checkpoint = id, task, "stray checkpoint acknowledgement"),
+                    return Ok(());
                 }
-            }
-            Ack::Sink { id, sink, pending } => {
-                if id == FINAL {
-                    ended_sinks[sink] = true;
-                }
-                match flight {
-                    Some(f) if (f.id == id || id == FINAL) && f.collected.sinks[sink].is_none() => {
-                        f.collected.sinks[sink] = Some(pending);
+                Err(request) => {
+                    if let Some(r) = request {
+                        queue.push_front(r);
                     }
-                    _ if id == FINAL => ended.sinks[sink] = Some(pending),
-                    _ => tracing::warn!(checkpoint = id, sink, "stray checkpoint acknowledgement"),
                 }
             }
         }
@@ -452,7 +299,7 @@ impl Coordinator {
 
     /// Commits a complete checkpoint, publishes its output, exports the
     /// savepoint it was asked for and answers the request.
-    fn commit(&mut self, flight: InFlight, final_: bool) -> Result<(), EngineError> {
+    fn commit(&mut self, flight: InFlight<Request>, final_: bool) -> Result<(), EngineError> {
         let InFlight {
             id,
             started,
@@ -512,7 +359,7 @@ impl Coordinator {
         }
         let meta_bytes = serde_json::to_vec(&meta)
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
-        tracing::info!(topology = %self.topology, checkpoint = id, "checkpoint committing");
+        tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
         let stats = self
             .db
             .commit_checkpoint(
@@ -523,7 +370,6 @@ impl Coordinator {
                 self.config.retain,
             )
             .map_err(EngineError::State)?;
-        self.last_id = id;
         for (k, batch) in publish {
             let (name, sink) = &mut self.sinks[k];
             if let Some(sink) = sink {
@@ -548,7 +394,8 @@ impl Coordinator {
             bytes: stats.bytes,
             final_,
         };
-        tracing::info!(
+        // Routine, every interval: debug (status and /metrics have them).
+        tracing::debug!(
             topology = %self.topology,
             checkpoint = id,
             duration_ms = info.duration_ms,
@@ -567,5 +414,102 @@ impl Coordinator {
             let _ = r.reply.send(Ok(info));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
+        Restored {
+            meta: Meta {
+                id: 7,
+                key_groups,
+                operators: operators
+                    .iter()
+                    .map(|(op, states)| {
+                        (
+                            op.to_string(),
+                            OperatorMeta {
+                                watermark: 0,
+                                parallelism: 1,
+                                value_states: states.iter().map(|s| s.to_string()).collect(),
+                            },
+                        )
+                    })
+                    .collect(),
+                ..Meta::default()
+            },
+            pending: BTreeMap::new(),
+            from_savepoint: false,
+        }
+    }
+
+    fn declared(ops: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        ops.iter()
+            .map(|(op, s)| (op.to_string(), s.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_fits_a_topology_that_keeps_its_operators_and_states() {
+        let r = restored(128, &[("count", &["n"])]);
+        let now = declared(&[("count", &["n", "added"]), ("new_op", &[])]);
+        check_restore(&r, 128, &now).expect("new states and operators are fine");
+    }
+
+    #[test]
+    fn a_checkpoint_is_refused_when_key_groups_operators_or_states_changed() {
+        let r = restored(128, &[("count", &["n"])]);
+        let err = check_restore(&r, 64, &declared(&[("count", &["n"])])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("128 key groups and the topology has 64"),
+            "{err}"
+        );
+        let err = check_restore(&r, 128, &declared(&[("other", &["n"])])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("operator `count`, which the topology no longer has"),
+            "{err}"
+        );
+        let err = check_restore(&r, 128, &declared(&[("count", &["renamed"])])).unwrap_err();
+        assert!(
+            err.to_string().contains("must keep the state names"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn checkpoint_metadata_keeps_its_json_shape() {
+        // Recovery reads metadata written by earlier versions: the field
+        // names are a file format.
+        let mut meta = Meta {
+            id: 3,
+            topology: "t".into(),
+            key_groups: 8,
+            final_: true,
+            ..Meta::default()
+        };
+        meta.sources.insert(
+            "in".into(),
+            SourceMeta {
+                position: 5,
+                max_ts: 9,
+            },
+        );
+        meta.sinks.insert("out".into(), 2);
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": 3, "topology": "t", "savepoint": null, "created_at": 0,
+                "key_groups": 8, "sources": {"in": {"position": 5, "max_ts": 9}},
+                "sinks": {"out": 2}, "operators": {}, "final": true
+            })
+        );
+        let back: Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(back, meta);
     }
 }

@@ -1,28 +1,23 @@
-//! The topology executor: plans a topology (chains, routes) and starts
-//! its tasks.
+//! The topology executor: validates a document, plans it (`plan.rs`),
+//! restores its newest checkpoint, and wires the plan into channels, task
+//! instances and threads. What each part does lives elsewhere: chains and
+//! routes in `plan.rs` and `routes.rs`, the tasks in `tasks.rs`, the error
+//! policy in `policy.rs`, checkpoints in `checkpoint.rs`.
 //!
-//! - Operators connected one-to-one (single input, its producer's only
-//!   consumer, same parallelism, no `key_by`) are **chained** into one task:
-//!   a batch goes through them with no channel in between.
-//! - An edge into a keyed operator **partitions** events by key group
-//!   (re-keying by a JSON field first when `key_by: {field}`); an unkeyed
-//!   edge between equal parallelisms forwards instance i to instance i, and
-//!   otherwise spreads batches round-robin (`routes.rs`).
 //! - Channels hold at most `channel_capacity` batches, so a slow sink slows
 //!   the sources (**backpressure**) and memory stays bounded.
 //! - Sources emit **watermarks** (highest timestamp − allowed
 //!   out-of-orderness − 1); a task's watermark is the minimum over its
 //!   inputs; event-time timers fire as it passes them, and processing-time
 //!   timers on the wall clock. At the end of the input every event-time
-//!   timer fires (`tasks.rs`).
+//!   timer fires.
 //! - An event an operator fails on is handled by the operator's `on_error`:
 //!   `fail` stops the topology, `skip` counts it, `dead-letter` hands it,
 //!   with the operator and error, to the dead-letter binding. A trapped
 //!   instance is re-created and processing goes on.
 //! - With durable state and checkpoints ([`StateConfig`]), a run first
 //!   restores the newest checkpoint (state, source positions, watermarks,
-//!   sink output) and a coordinator thread takes checkpoints
-//!   (`checkpoint.rs`).
+//!   sink output) and a coordinator thread takes checkpoints.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -33,57 +28,25 @@ use std::time::Duration;
 
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
-    ErrorPolicyDoc, KeyBy, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc,
-    validate_topology,
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
 };
-use weir_types::{DEFAULT_KEY_GROUPS, Event, KeyGroupRange};
-use weir_wasm::{InstanceError, MemoryState, OperatorInstance, OperatorModule, OperatorState};
+use weir_types::KeyGroupRange;
+use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 
+use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
-    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, restore,
+    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, check_restore,
+    restore,
 };
+use crate::error::EngineError;
 use crate::io::{Sink, Source};
 use crate::metrics::MetricsRegistry;
-use crate::routes::{Outputs, Route, RouteKind};
-use crate::tasks::{
-    Abort, AckLink, ChainOp, ChainTask, Control, DeadLetters, Envelope, InputTracker, SinkTask,
-    SourceTask,
-};
-
-/// Where dead letters go.
-pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
-
-/// An event an operator failed on, under `on_error: dead-letter`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub operator: String,
-    pub error: String,
-    /// Wall clock when it failed, ms since the Unix epoch.
-    pub failed_at: i64,
-    pub event: Event,
-}
-
-impl DeadLetter {
-    /// The failed event as a one-event batch, carrying the failure in
-    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
-    /// letters are written to streams and files.
-    pub fn to_batch(&self) -> weir_types::Batch {
-        let mut event = self.event.clone();
-        event
-            .headers
-            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
-        event
-            .headers
-            .push(("weir.error".into(), self.error.clone().into_bytes()));
-        event.headers.push((
-            "weir.failed_at".into(),
-            self.failed_at.to_string().into_bytes(),
-        ));
-        let mut batch = weir_types::Batch::default();
-        batch.push_event(&event);
-        batch
-    }
-}
+use crate::plan::{Consumer, Plan, Producer, plan_topology};
+use crate::policy::{DeadLetterFn, DeadLetters};
+use crate::protocol::{Abort, AckLink, Control, Envelope};
+use crate::routes::{Outputs, Route};
+use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask, Task, run_to_end};
+use crate::tracker::SourceMeta;
 
 /// What the topology's sources read and its sinks write.
 #[derive(Default)]
@@ -129,39 +92,6 @@ impl Default for ExecOptions {
     }
 }
 
-/// Why a topology could not run or stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    #[error("the topology has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<Problem>),
-    #[error("{what} `{name}` is not bound: give it an input or output")]
-    Unbound { what: &'static str, name: String },
-    #[error("operators use on_error or on_late: dead-letter but no dead-letter output is bound")]
-    NoDeadLetter,
-    #[error(transparent)]
-    Instance(#[from] InstanceError),
-    #[error("operator `{operator}` failed on an event (on_error: fail): {message}")]
-    EventFailed { operator: String, message: String },
-    #[error("source `{source_name}` failed: {message}")]
-    Source {
-        source_name: String,
-        message: String,
-    },
-    #[error("sink `{sink}` failed: {message}")]
-    Sink { sink: String, message: String },
-    #[error("dead-letter output failed: {0}")]
-    DeadLetter(String),
-    #[error("state store: {0}")]
-    State(#[from] weir_state::StateError),
-    #[error("cannot restore the checkpoint: {0}")]
-    Restore(String),
-    #[error("{0}")]
-    NotRunning(String),
-    #[error("a task stopped unexpectedly: {0}")]
-    Internal(String),
-}
-
 /// What a finished run did, per operator instance and source.
 #[derive(Debug, Clone, Default)]
 pub struct TopologyReport {
@@ -188,13 +118,6 @@ impl ModuleCheck for ProvidedModules<'_> {
             ))
         }
     }
-}
-
-/// A consumer of a name: an operator chain (by chain index) or a sink.
-#[derive(Clone, Copy)]
-enum Consumer {
-    Chain(usize),
-    Sink(usize),
 }
 
 /// Takes what `name` is bound to, or says it is unbound.
@@ -283,6 +206,7 @@ impl Drop for Launched {
     }
 }
 
+/// Starts a thread named `name` running `body`; its error stops the run.
 fn spawn(
     name: String,
     abort: &Arc<Abort>,
@@ -301,40 +225,175 @@ fn spawn(
         .map_err(|e| EngineError::Internal(format!("cannot start a task: {e}")))
 }
 
-/// Checks that a checkpoint fits the topology about to start from it:
-/// same key groups, every checkpointed operator still there, and each
-/// keeping the value states it had.
-fn check_restore(
-    restored: &Restored,
-    groups: u16,
-    declared: &HashMap<String, Vec<String>>,
-) -> Result<(), EngineError> {
-    let meta = &restored.meta;
-    if meta.key_groups != groups {
-        return Err(EngineError::Restore(format!(
-            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
-            meta.id, meta.key_groups
-        )));
+/// Starts a thread that drives `task` to its end.
+fn spawn_task(
+    name: String,
+    abort: &Arc<Abort>,
+    task: impl Task + Send + 'static,
+) -> Result<JoinHandle<()>, EngineError> {
+    spawn(name, abort, move || run_to_end(task))
+}
+
+/// Checks `doc` against the provided modules: every error-level problem.
+fn validate(doc: &TopologyDoc, modules: &Modules) -> Result<(), EngineError> {
+    let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(problems))
     }
-    for (op, saved) in &meta.operators {
-        let Some(now) = declared.get(op) else {
-            return Err(EngineError::Restore(format!(
-                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
-                meta.id
-            )));
-        };
-        let missing: Vec<&String> = saved
-            .value_states
-            .iter()
-            .filter(|s| !now.contains(s))
-            .collect();
-        if !missing.is_empty() {
-            return Err(EngineError::Restore(format!(
-                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
-            )));
+}
+
+/// The operator instances of every chain instance (made before any thread
+/// starts, so a bad config fails the run cleanly), and the value states
+/// each operator's module declares.
+type Instances = (Vec<Vec<Vec<ChainOp>>>, HashMap<String, Vec<String>>);
+
+fn create_instances(
+    doc: &TopologyDoc,
+    plan: &Plan,
+    modules: &Modules,
+    state: Option<&StateConfig>,
+    metrics: &MetricsRegistry,
+) -> Result<Instances, EngineError> {
+    let mut chain_ops = Vec::new();
+    let mut declared = HashMap::new();
+    for chain in &plan.chains {
+        let p = chain.parallelism;
+        let mut instances = Vec::new();
+        for inst in 0..p {
+            let range = KeyGroupRange::for_instance(inst as u16, p as u16, plan.key_groups);
+            let mut ops = Vec::new();
+            for &i in &chain.operators {
+                let o = &doc.operators[i];
+                let config = o
+                    .config
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "{}".into());
+                let op_state: Box<dyn OperatorState> = match state {
+                    Some(s) => {
+                        let keyed = KeyedState::open(&s.db, &doc.name, &o.name, range, s.budget)?;
+                        if s.checkpoints.is_some() {
+                            Box::new(keyed.checkpointed())
+                        } else {
+                            Box::new(keyed)
+                        }
+                    }
+                    None => Box::new(MemoryState::new()),
+                };
+                let instance =
+                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
+                declared.insert(o.name.clone(), instance.value_states().to_vec());
+                ops.push(ChainOp {
+                    name: o.name.clone(),
+                    instance,
+                    policy: o.on_error.unwrap_or_default(),
+                    late: o.on_late.unwrap_or_default(),
+                    metrics: metrics.register(&o.name, inst),
+                });
+            }
+            instances.push(ops);
+        }
+        chain_ops.push(instances);
+    }
+    Ok((chain_ops, declared))
+}
+
+/// Splits the sinks between the coordinator (exactly-once sinks under
+/// checkpoints, cut back to the restored checkpoint with its output
+/// published again) and the sink tasks (the rest, written as they come).
+type SplitSinks = (
+    Vec<(String, Option<Box<dyn Sink>>)>,
+    Vec<Option<Box<dyn Sink>>>,
+);
+
+fn split_sinks(
+    doc: &TopologyDoc,
+    sinks: Vec<Box<dyn Sink>>,
+    checkpointed: bool,
+    restored: Option<&Restored>,
+) -> Result<SplitSinks, EngineError> {
+    let mut coordinator_sinks = Vec::new();
+    let mut task_sinks = Vec::new();
+    for (s, mut sink) in doc.sinks.iter().zip(sinks) {
+        if checkpointed && sink.exactly_once() {
+            if let Some(r) = restored.filter(|r| !r.from_savepoint) {
+                let base = r.meta.sinks.get(&s.name).copied().unwrap_or(0);
+                let empty = weir_types::Batch::default();
+                let pending = r.pending.get(&s.name).unwrap_or(&empty);
+                sink.recover(base, pending)
+                    .map_err(|message| EngineError::Sink {
+                        sink: s.name.clone(),
+                        message: format!("recovering to checkpoint {}: {message}", r.meta.id),
+                    })?;
+            }
+            coordinator_sinks.push((s.name.clone(), Some(sink)));
+            task_sinks.push(None);
+        } else {
+            coordinator_sinks.push((s.name.clone(), None));
+            task_sinks.push(Some(sink));
         }
     }
-    Ok(())
+    Ok((coordinator_sinks, task_sinks))
+}
+
+/// The channels into every consumer instance.
+struct Channels {
+    /// Per chain, per instance.
+    chain_tx: Vec<Vec<SyncSender<Envelope>>>,
+    chain_rx: Vec<Vec<Receiver<Envelope>>>,
+    sink_tx: Vec<SyncSender<Envelope>>,
+    sink_rx: Vec<Receiver<Envelope>>,
+}
+
+impl Channels {
+    fn new(plan: &Plan, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (chain_tx, chain_rx) = plan
+            .chains
+            .iter()
+            .map(|c| (0..c.parallelism).map(|_| sync_channel(capacity)).unzip())
+            .unzip();
+        let (sink_tx, sink_rx) = plan
+            .sink_senders
+            .iter()
+            .map(|_| sync_channel(capacity))
+            .unzip();
+        Channels {
+            chain_tx,
+            chain_rx,
+            sink_tx,
+            sink_rx,
+        }
+    }
+
+    /// The outputs of each instance of `producer`.
+    fn outputs(&self, producer: &Producer) -> Vec<Outputs> {
+        let routes: Vec<Route> = producer
+            .routes
+            .iter()
+            .map(|r| Route {
+                kind: r.kind.clone(),
+                targets: match r.consumer {
+                    Consumer::Chain(c) => self.chain_tx[c].clone(),
+                    Consumer::Sink(s) => vec![self.sink_tx[s].clone()],
+                },
+            })
+            .collect();
+        (0..producer.parallelism)
+            .map(|index| Outputs {
+                id: producer.first_id + index,
+                index,
+                routes: routes.clone(),
+                next: index,
+                metrics: None,
+            })
+            .collect()
+    }
 }
 
 /// Plans `doc`, restores its newest checkpoint (with checkpoints), and
@@ -347,204 +406,34 @@ pub(crate) fn launch(
     state: Option<StateConfig>,
     metrics: Arc<MetricsRegistry>,
 ) -> Result<Launched, EngineError> {
-    let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
-        .into_iter()
-        .filter(|p| p.severity == Severity::Error)
-        .collect();
-    if !problems.is_empty() {
-        return Err(EngineError::Invalid(problems));
-    }
-    let groups = doc.key_groups.unwrap_or(DEFAULT_KEY_GROUPS);
-    let op_index: HashMap<&str, usize> = doc
-        .operators
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.name.as_str(), i))
-        .collect();
-    let parallelism = |i: usize| doc.operators[i].parallelism.unwrap_or(1) as usize;
-
-    // Who reads each name.
-    let mut readers: HashMap<&str, Vec<(bool, usize)>> = HashMap::new();
-    for (i, o) in doc.operators.iter().enumerate() {
-        for input in o.input.names() {
-            readers.entry(input).or_default().push((true, i));
-        }
-    }
-    for (i, s) in doc.sinks.iter().enumerate() {
-        for input in s.input.names() {
-            readers.entry(input).or_default().push((false, i));
-        }
-    }
-    // Chains: an operator joins its input's chain when it is that
-    // operator's only reader, reads nothing else, has its parallelism and
-    // is not keyed.
-    let chained_into = |i: usize| -> Option<usize> {
-        let o = &doc.operators[i];
-        let inputs = o.input.names();
-        if inputs.len() != 1 || o.key_by.is_some() {
-            return None;
-        }
-        let &up = op_index.get(inputs[0])?;
-        let only_reader = readers.get(inputs[0]).is_some_and(|r| r.len() == 1);
-        (only_reader && parallelism(up) == parallelism(i)).then_some(up)
-    };
-    let mut chains: Vec<Vec<usize>> = Vec::new();
-    let mut chain_of = vec![usize::MAX; doc.operators.len()];
-    for i in 0..doc.operators.len() {
-        if chained_into(i).is_some() {
-            continue;
-        }
-        let mut chain = vec![i];
-        let mut last = i;
-        while let Some(&(true, next)) = readers
-            .get(doc.operators[last].name.as_str())
-            .filter(|r| r.len() == 1)
-            .and_then(|r| r.first())
-        {
-            if chained_into(next) != Some(last) {
-                break;
-            }
-            chain.push(next);
-            last = next;
-        }
-        for &op in &chain {
-            chain_of[op] = chains.len();
-        }
-        chains.push(chain);
-    }
-
-    // Channels of every consumer instance.
-    let capacity = options.channel_capacity.max(1);
-    let mut chain_tx: Vec<Vec<SyncSender<Envelope>>> = Vec::new();
-    let mut chain_rx: Vec<Vec<Option<Receiver<Envelope>>>> = Vec::new();
-    for chain in &chains {
-        let (txs, rxs): (Vec<_>, Vec<_>) = (0..parallelism(chain[0]))
-            .map(|_| {
-                let (tx, rx) = sync_channel(capacity);
-                (tx, Some(rx))
-            })
-            .unzip();
-        chain_tx.push(txs);
-        chain_rx.push(rxs);
-    }
-    let mut sink_tx = Vec::new();
-    let mut sink_rx = Vec::new();
-    for _ in &doc.sinks {
-        let (tx, rx) = sync_channel(capacity);
-        sink_tx.push(tx);
-        sink_rx.push(Some(rx));
-    }
-
-    // Producers: sources, then the last operator of each chain; each
-    // instance gets an id, and each consumer instance learns its senders.
-    let mut next_id = 0usize;
-    let mut chain_senders: Vec<Vec<Vec<usize>>> = chains
-        .iter()
-        .map(|c| vec![Vec::new(); parallelism(c[0])])
-        .collect();
-    let mut sink_senders: Vec<Vec<usize>> = vec![Vec::new(); doc.sinks.len()];
-    let mut make_outputs = |name: &str, producer_parallelism: usize| -> Vec<Outputs> {
-        let consumers: Vec<Consumer> = readers
-            .get(name)
-            .map(|r| {
-                r.iter()
-                    .filter_map(|&(is_op, i)| {
-                        if !is_op {
-                            return Some(Consumer::Sink(i));
-                        }
-                        // Operators chained behind another are fed by it.
-                        (chains[chain_of[i]][0] == i).then_some(Consumer::Chain(chain_of[i]))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let routes: Vec<Route> = consumers
-            .iter()
-            .map(|c| match *c {
-                Consumer::Sink(s) => Route {
-                    kind: RouteKind::Rebalance,
-                    targets: vec![sink_tx[s].clone()],
-                },
-                Consumer::Chain(c) => {
-                    let head = &doc.operators[chains[c][0]];
-                    let p = chain_tx[c].len();
-                    let kind = match &head.key_by {
-                        Some(key_by) => {
-                            let mut owner = vec![0u16; groups as usize];
-                            for inst in 0..p {
-                                let r = KeyGroupRange::for_instance(inst as u16, p as u16, groups);
-                                for g in r.start..r.end {
-                                    owner[g as usize] = inst as u16;
-                                }
-                            }
-                            RouteKind::Keyed {
-                                field: match key_by {
-                                    KeyBy::Field { field } => Some(field.clone()),
-                                    KeyBy::Key(_) => None,
-                                },
-                                groups,
-                                owner: Arc::new(owner),
-                            }
-                        }
-                        None if p == producer_parallelism => RouteKind::Forward,
-                        None => RouteKind::Rebalance,
-                    };
-                    Route {
-                        kind,
-                        targets: chain_tx[c].clone(),
-                    }
-                }
-            })
-            .collect();
-        (0..producer_parallelism)
-            .map(|index| {
-                let id = next_id;
-                next_id += 1;
-                for (c, route) in consumers.iter().zip(&routes) {
-                    match (*c, &route.kind) {
-                        (Consumer::Sink(s), _) => sink_senders[s].push(id),
-                        (Consumer::Chain(ch), RouteKind::Forward) => {
-                            let t = index.min(chain_senders[ch].len() - 1);
-                            chain_senders[ch][t].push(id);
-                        }
-                        (Consumer::Chain(ch), _) => {
-                            for senders in chain_senders[ch].iter_mut() {
-                                senders.push(id);
-                            }
-                        }
-                    }
-                }
-                Outputs {
-                    id,
-                    index,
-                    routes: routes.clone(),
-                    next: index,
-                    metrics: None,
-                }
-            })
-            .collect()
-    };
-    let source_outputs: Vec<Outputs> = doc
+    validate(doc, modules)?;
+    let plan = plan_topology(doc);
+    let groups = plan.key_groups;
+    let channels = Channels::new(&plan, options.channel_capacity);
+    let source_outputs: Vec<Outputs> = plan
         .sources
         .iter()
-        .map(|s| make_outputs(&s.name, 1).remove(0))
+        .flat_map(|p| channels.outputs(p))
         .collect();
-    let chain_outputs: Vec<Vec<Outputs>> = chains
+    let chain_outputs: Vec<Vec<Outputs>> = plan
+        .chains
         .iter()
-        .map(|c| {
-            let last = &doc.operators[*c.last().unwrap_or(&c[0])];
-            make_outputs(&last.name, parallelism(c[0]))
-        })
+        .map(|c| channels.outputs(&c.output))
         .collect();
+    let Channels {
+        chain_tx,
+        chain_rx,
+        sink_tx,
+        sink_rx,
+    } = channels;
     drop(sink_tx);
 
-    // Bindings.
-    let mut source_binds: Vec<Box<dyn Source>> = doc
+    let sources: Vec<Box<dyn Source>> = doc
         .sources
         .iter()
         .map(|s| take_binding(&mut bindings.sources, &s.name, "source"))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut sink_binds: Vec<Box<dyn Sink>> = doc
+    let sinks: Vec<Box<dyn Sink>> = doc
         .sinks
         .iter()
         .map(|s| take_binding(&mut bindings.sinks, &s.name, "sink"))
@@ -566,80 +455,13 @@ pub(crate) fn launch(
     if let Some(r) = &restored {
         tracing::info!(topology = %doc.name, checkpoint = r.meta.id, "restoring from checkpoint");
     }
-
-    // Operator instances (instantiated before any thread starts, so a bad
-    // config fails the run cleanly).
-    let mut chain_ops: Vec<Vec<Vec<ChainOp>>> = Vec::new();
-    let mut declared: HashMap<String, Vec<String>> = HashMap::new();
-    for chain in &chains {
-        let p = parallelism(chain[0]);
-        let mut instances = Vec::new();
-        for inst in 0..p {
-            let mut ops = Vec::new();
-            for &i in chain {
-                let o = &doc.operators[i];
-                let config = o
-                    .config
-                    .as_ref()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "{}".into());
-                let range = KeyGroupRange::for_instance(inst as u16, p as u16, groups);
-                let op_state: Box<dyn OperatorState> = match &state {
-                    Some(s) => {
-                        let keyed = KeyedState::open(&s.db, &doc.name, &o.name, range, s.budget)?;
-                        if s.checkpoints.is_some() {
-                            Box::new(keyed.checkpointed())
-                        } else {
-                            Box::new(keyed)
-                        }
-                    }
-                    None => Box::new(MemoryState::new()),
-                };
-                let instance =
-                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
-                declared.insert(o.name.clone(), instance.value_states().to_vec());
-                let metrics = metrics.register(&o.name, inst);
-                ops.push(ChainOp {
-                    name: o.name.clone(),
-                    instance,
-                    policy: o.on_error.unwrap_or_default(),
-                    late: o.on_late.unwrap_or_default(),
-                    metrics,
-                });
-            }
-            instances.push(ops);
-        }
-        chain_ops.push(instances);
-    }
+    let (chain_ops, declared) = create_instances(doc, &plan, modules, state.as_ref(), &metrics)?;
     if let Some(r) = &restored {
         check_restore(r, groups, &declared)?;
     }
     let restored_meta = restored.as_ref().map(|r| &r.meta);
-
-    // Exactly-once sinks: back to the restored checkpoint, its output
-    // published again; under checkpoints the coordinator publishes to them.
-    let mut coordinator_sinks: Vec<(String, Option<Box<dyn Sink>>)> = Vec::new();
-    let mut task_sinks: Vec<Option<Box<dyn Sink>>> = Vec::new();
-    for (s, sink) in doc.sinks.iter().zip(sink_binds.drain(..)) {
-        let mut sink = sink;
-        if checkpoints.is_some() && sink.exactly_once() {
-            if let Some(r) = restored.as_ref().filter(|r| !r.from_savepoint) {
-                let base = r.meta.sinks.get(&s.name).copied().unwrap_or(0);
-                let empty = weir_types::Batch::default();
-                let pending = r.pending.get(&s.name).unwrap_or(&empty);
-                sink.recover(base, pending)
-                    .map_err(|message| EngineError::Sink {
-                        sink: s.name.clone(),
-                        message: format!("recovering to checkpoint {}: {message}", r.meta.id),
-                    })?;
-            }
-            coordinator_sinks.push((s.name.clone(), Some(sink)));
-            task_sinks.push(None);
-        } else {
-            coordinator_sinks.push((s.name.clone(), None));
-            task_sinks.push(Some(sink));
-        }
-    }
+    let (coordinator_sinks, task_sinks) =
+        split_sinks(doc, sinks, checkpoints.is_some(), restored.as_ref())?;
 
     let abort = Arc::new(Abort::default());
     let control = Arc::new(Control::default());
@@ -657,23 +479,36 @@ pub(crate) fn launch(
     let mut handles = Vec::new();
     let mut task_infos = Vec::new();
     let mut query_routes = HashMap::new();
-    for (c, (instances, outputs)) in chain_ops.into_iter().zip(chain_outputs).enumerate() {
-        let head = &doc.operators[chains[c][0]];
-        let p = instances.len();
-        for &op in &chains[c] {
+    let chains = plan
+        .chains
+        .iter()
+        .zip(chain_ops)
+        .zip(chain_outputs)
+        .zip(chain_rx);
+    for (c, (((chain, instances), outputs), rxs)) in chains.enumerate() {
+        let head = &doc.operators[chain.operators[0]];
+        let p = chain.parallelism;
+        for &op in &chain.operators {
             query_routes.insert(
                 doc.operators[op].name.clone(),
                 (p as u16, chain_tx[c].clone()),
             );
         }
+        // Checkpoints written before the end of input stopped being
+        // recorded as i64::MAX hold it still: it is no position to resume
+        // from (every new event would be late); the sources' restored
+        // watermarks raise the task's again at start.
         let watermark = restored_meta
             .and_then(|m| m.operators.get(&head.name))
             .map_or(i64::MIN, |o| o.watermark);
-        for (inst, (ops, mut out)) in instances.into_iter().zip(outputs).enumerate() {
+        let watermark = if watermark == i64::MAX {
+            i64::MIN
+        } else {
+            watermark
+        };
+        let instances = instances.into_iter().zip(outputs).zip(rxs);
+        for (inst, ((ops, mut out), rx)) in instances.enumerate() {
             out.metrics = ops.last().map(|o| o.metrics.clone());
-            let Some(rx) = chain_rx[c][inst].take() else {
-                continue;
-            };
             task_infos.push(TaskInfo {
                 operators: ops
                     .iter()
@@ -684,42 +519,43 @@ pub(crate) fn launch(
             let task = ChainTask {
                 ops,
                 rx,
-                inputs: InputTracker::new(&chain_senders[c][inst]),
+                inputs: InputTracker::new(&chain.senders[inst]),
                 outputs: out,
                 dead: dead.clone(),
                 abort: abort.clone(),
                 watermark,
+                aligner: Aligner::new(),
                 checkpoints: link(task_infos.len() - 1),
             };
-            handles.push(spawn(format!("{}#{inst}", head.name), &abort, move || {
-                task.run()
-            })?);
+            handles.push(spawn_task(format!("{}#{inst}", head.name), &abort, task)?);
         }
     }
     drop(chain_tx);
-    for (s, (sink, rx)) in task_sinks.into_iter().zip(sink_rx.iter_mut()).enumerate() {
-        let Some(rx) = rx.take() else { continue };
+    for (s, (sink, rx)) in task_sinks.into_iter().zip(sink_rx).enumerate() {
         let task = SinkTask {
             name: doc.sinks[s].name.clone(),
             sink,
             rx,
-            inputs: InputTracker::new(&sink_senders[s]),
+            inputs: InputTracker::new(&plan.sink_senders[s]),
             abort: abort.clone(),
             checkpoints: link(s),
+            pending: weir_types::Batch::default(),
+            aligner: Aligner::new(),
         };
-        handles.push(spawn(
+        handles.push(spawn_task(
             format!("sink-{}", doc.sinks[s].name),
             &abort,
-            move || task.run(),
+            task,
         )?);
     }
     let mut source_counts = Vec::new();
-    for (s, (source, out)) in source_binds.drain(..).zip(source_outputs).enumerate() {
+    for (s, (source, out)) in sources.into_iter().zip(source_outputs).enumerate() {
         let doc_source = &doc.sources[s];
         let start = restored_meta
+            .filter(|_| !checkpoints.is_some_and(|c| c.reset_sources))
             .and_then(|m| m.sources.get(&doc_source.name))
             .copied()
-            .unwrap_or(crate::checkpoint::SourceMeta {
+            .unwrap_or(SourceMeta {
                 position: 0,
                 max_ts: i64::MIN,
             });
@@ -734,18 +570,20 @@ pub(crate) fn launch(
                 .watermark
                 .map(|w| w.max_out_of_orderness_ms)
                 .unwrap_or(0),
-            options,
+            batch_size: options.batch_size,
+            linger: options.linger,
             outputs: out,
             read,
             abort: abort.clone(),
             control: control.clone(),
             injected: last_id,
             checkpoints: link(s),
+            watermark: None,
         };
-        handles.push(spawn(
+        handles.push(spawn_task(
             format!("source-{}", doc_source.name),
             &abort,
-            move || task.run(),
+            task,
         )?);
     }
     drop(ack_tx);

@@ -3,7 +3,6 @@
 //! state of a key, stop (always with a last checkpoint when it has
 //! checkpoints, optionally exported as a savepoint).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,41 +12,14 @@ use std::time::Duration;
 use weir_state::KeyedState;
 use weir_topology::TopologyDoc;
 use weir_types::KeyGroupRange;
-use weir_wasm::OperatorState;
 
 use crate::checkpoint::{CheckpointInfo, Request};
+use crate::error::EngineError;
 use crate::executor::{
-    Bindings, EngineError, ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch,
+    Bindings, ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch,
 };
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
-use crate::tasks::{Envelope, Msg, OUTSIDE, Query};
-
-/// The state an operator keeps for one key under one name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateValue {
-    Value(Vec<u8>),
-    /// Map entries, by map key.
-    Map(BTreeMap<Vec<u8>, Vec<u8>>),
-    List(Vec<Vec<u8>>),
-}
-
-/// Reads state `name` of `key` from an instance's state: its value, else
-/// its map entries, else its list; `None` when it has none of them.
-pub(crate) fn read_state(
-    state: &mut dyn OperatorState,
-    name: &str,
-    key: &[u8],
-) -> Result<Option<StateValue>, String> {
-    if let Some(v) = state.value(name, key).map_err(|e| e.0)? {
-        return Ok(Some(StateValue::Value(v)));
-    }
-    let map = state.map(name, key).map_err(|e| e.0)?;
-    if !map.is_empty() {
-        return Ok(Some(StateValue::Map(map)));
-    }
-    let list = state.list(name, key).map_err(|e| e.0)?;
-    Ok((!list.is_empty()).then_some(StateValue::List(list)))
-}
+use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateValue, read_state};
 
 /// How long a caller waits for a checkpoint before giving up.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);

@@ -1,38 +1,45 @@
-//! weir-engine: runs Wasm operator instances over streams of events.
+//! weir-engine: runs Wasm operator instances over streams of events. It
+//! knows nothing of HTTP, files or streams (connectors implement [`Source`]
+//! and [`Sink`]).
 //!
-//! - [`Job`]: a topology running in the background (`executor.rs` plans it
-//!   and starts its tasks, `tasks.rs` holds the source, chain and sink
-//!   threads, `routes.rs` how output reaches consumers): metrics, state
+//! - [`Job`]: a topology running in the background: metrics, state
 //!   queries, checkpoints and savepoints on demand, stop.
 //! - [`run_topology`]: a bounded run with state in memory, blocking.
-//! - Checkpoints (`checkpoint.rs`): aligned barriers, one durable commit
-//!   per checkpoint, recovery to the newest one, exactly-once sinks.
-//! - [`Source`] and [`Sink`] (`io.rs`): what connectors implement.
 //! - [`run_operator`]: one [`OperatorInstance`] over a stream of events
-//!   (`weir run --module`); [`process_isolated`]: one call with poison
-//!   isolation, shared by both.
+//!   (`weir run --module`).
 //!
-//! It knows nothing of HTTP or files.
+//! Which file owns which job (leaves first, no import circle): the
+//! engine's file map in `runtime/README.md`. In short: vocabulary in
+//! `error.rs` and `protocol.rs`; decisions as plain values and state
+//! machines in `policy.rs`, `align.rs`, `plan.rs`, `tracker.rs`,
+//! `routes.rs`; tasks in `tasks.rs`; wiring and threads in `executor.rs`,
+//! `checkpoint.rs` (the coordinator) and `job.rs`.
 //!
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
+mod align;
 mod call;
 mod checkpoint;
+mod error;
 mod executor;
 mod io;
 mod job;
 mod metrics;
+mod plan;
+mod policy;
+mod protocol;
 mod routes;
 mod runner;
 mod tasks;
+mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo};
-pub use executor::{
-    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, Modules, StateConfig,
-    TopologyReport, run_topology,
-};
+pub use error::EngineError;
+pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use io::{Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source};
-pub use job::{Job, StateValue};
+pub use job::Job;
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
+pub use policy::{DeadLetter, DeadLetterFn};
+pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

@@ -11,10 +11,10 @@ use std::time::Instant;
 use weir_types::{Batch, key_group_of};
 
 use crate::metrics::InstanceMetrics;
-use crate::tasks::{Envelope, Msg};
+use crate::protocol::{Envelope, Msg};
 
 /// How a producer's output reaches one consumer.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) enum RouteKind {
     /// To the consumer instance with the producer's index.
     Forward,
@@ -42,16 +42,6 @@ pub(crate) struct Outputs {
     pub(crate) routes: Vec<Route>,
     pub(crate) next: usize,
     pub(crate) metrics: Option<Arc<InstanceMetrics>>,
-}
-
-/// The key of `field` in a JSON object value: a string's text, any other
-/// value's JSON text; `None` when the value is not an object with it.
-fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
-    Some(match map.get(field)? {
-        serde_json::Value::String(s) => s.clone().into_bytes(),
-        other => other.to_string().into_bytes(),
-    })
 }
 
 impl Outputs {
@@ -97,7 +87,9 @@ impl Outputs {
                 } => {
                     let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
                     for e in b.iter() {
-                        let rekeyed = field.as_ref().map(|f| field_key(e.value, f));
+                        let rekeyed = field
+                            .as_ref()
+                            .map(|f| weir_types::wire::field_key(e.value, f));
                         let key: Option<&[u8]> = match &rekeyed {
                             Some(k) => k.as_deref(),
                             None => e.key,
@@ -143,5 +135,138 @@ impl Outputs {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, sync_channel};
+
+    use super::*;
+
+    fn consumers(n: usize) -> (Vec<SyncSender<Envelope>>, Vec<Receiver<Envelope>>) {
+        (0..n).map(|_| sync_channel(64)).unzip()
+    }
+
+    fn outputs(index: usize, kind: RouteKind, targets: Vec<SyncSender<Envelope>>) -> Outputs {
+        Outputs {
+            id: 40 + index,
+            index,
+            routes: vec![Route { kind, targets }],
+            next: index,
+            metrics: None,
+        }
+    }
+
+    /// `(sender, keys)` of each batch waiting at `rx`.
+    fn drain(rx: &Receiver<Envelope>) -> Vec<(usize, Vec<Option<Vec<u8>>>)> {
+        rx.try_iter()
+            .map(|e| match e.msg {
+                Msg::Batch(b) => (
+                    e.from,
+                    b.iter().map(|ev| ev.key.map(<[u8]>::to_vec)).collect(),
+                ),
+                _ => (e.from, Vec::new()),
+            })
+            .collect()
+    }
+
+    fn batch(keys: &[&[u8]]) -> Batch {
+        let mut b = Batch::default();
+        for (i, &k) in keys.iter().enumerate() {
+            b.push(
+                Some(k),
+                format!("{{\"user\":\"u{i}\"}}").as_bytes(),
+                i as i64,
+            );
+        }
+        b
+    }
+
+    #[test]
+    fn keyed_routes_send_each_event_to_the_owner_of_its_key_group() {
+        let groups = 16u16;
+        let owner: Vec<u16> = (0..groups).map(|g| g % 3).collect();
+        let (txs, rxs) = consumers(3);
+        let kind = RouteKind::Keyed {
+            field: None,
+            groups,
+            owner: Arc::new(owner.clone()),
+        };
+        let mut out = outputs(0, kind, txs);
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("key-{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        out.batch(batch(&refs)).unwrap();
+        let mut delivered = 0;
+        for (t, rx) in rxs.iter().enumerate() {
+            for (from, keys) in drain(rx) {
+                assert_eq!(from, 40);
+                for k in keys {
+                    let k = k.expect("keyed");
+                    assert_eq!(owner[key_group_of(&k, groups).0 as usize] as usize, t);
+                    delivered += 1;
+                }
+            }
+        }
+        assert_eq!(delivered, 50, "every event goes exactly once");
+    }
+
+    #[test]
+    fn a_field_key_by_rekeys_events_by_that_field() {
+        let (txs, rxs) = consumers(1);
+        let kind = RouteKind::Keyed {
+            field: Some("user".into()),
+            groups: 4,
+            owner: Arc::new(vec![0; 4]),
+        };
+        let mut out = outputs(0, kind, txs);
+        out.batch(batch(&[b"ignored", b"also"])).unwrap();
+        let got = drain(&rxs[0]);
+        assert_eq!(got[0].1, vec![Some(b"u0".to_vec()), Some(b"u1".to_vec())]);
+        // The key's own cases: weir_types::wire::field_key's tests.
+    }
+
+    #[test]
+    fn forward_goes_to_the_same_index_and_rebalance_round_robin() {
+        let (txs, rxs) = consumers(3);
+        let mut forward = outputs(2, RouteKind::Forward, txs.clone());
+        forward.batch(batch(&[b"a"])).unwrap();
+        forward.batch(batch(&[b"b"])).unwrap();
+        assert_eq!(drain(&rxs[2]).len(), 2);
+        assert!(drain(&rxs[0]).is_empty() && drain(&rxs[1]).is_empty());
+        let mut spread = outputs(0, RouteKind::Rebalance, txs);
+        for _ in 0..6 {
+            spread.batch(batch(&[b"x"])).unwrap();
+        }
+        assert!(
+            rxs.iter().all(|rx| drain(rx).len() == 2),
+            "two batches each"
+        );
+    }
+
+    #[test]
+    fn broadcasts_reach_every_instance_except_across_a_forward_edge() {
+        let (txs, rxs) = consumers(2);
+        let (fwd, fwd_rx) = consumers(2);
+        let mut out = outputs(1, RouteKind::Rebalance, txs);
+        out.routes.push(Route {
+            kind: RouteKind::Forward,
+            targets: fwd,
+        });
+        out.broadcast(|| Msg::Watermark(9)).unwrap();
+        assert!(rxs.iter().all(|rx| rx.try_iter().count() == 1));
+        assert_eq!(fwd_rx[0].try_iter().count(), 0);
+        assert_eq!(fwd_rx[1].try_iter().count(), 1);
+    }
+
+    #[test]
+    fn a_gone_consumer_is_an_error_and_empty_batches_are_not_sent() {
+        let (txs, rxs) = consumers(1);
+        let mut out = outputs(0, RouteKind::Rebalance, txs);
+        out.batch(Batch::default()).unwrap();
+        assert!(drain(&rxs[0]).is_empty());
+        drop(rxs);
+        assert!(out.batch(batch(&[b"k"])).is_err());
+        assert!(out.broadcast(|| Msg::End).is_err());
     }
 }

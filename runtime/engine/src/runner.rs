@@ -1,11 +1,13 @@
-//! The single-operator runner: batches, watermark, timers, error policy.
+//! The single-operator runner (`weir run --module`): batches, watermark,
+//! timers, and the same error and timer policy as topologies
+//! (`policy.rs`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use weir_types::{Batch, Event};
+use weir_topology::ErrorPolicyDoc;
+use weir_types::{Batch, Event, now_ms};
 use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, TimeDomain};
 
 use crate::call::process_isolated;
+use crate::policy::{Failure, TimerRounds, Verdict, fire_isolated, judge};
 
 /// What happens to an input the operator fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,6 +17,15 @@ pub enum ErrorPolicy {
     Fail,
     /// Report it and go on.
     Skip,
+}
+
+impl From<ErrorPolicy> for ErrorPolicyDoc {
+    fn from(policy: ErrorPolicy) -> Self {
+        match policy {
+            ErrorPolicy::Fail => ErrorPolicyDoc::Fail,
+            ErrorPolicy::Skip => ErrorPolicyDoc::Skip,
+        }
+    }
 }
 
 /// How to run.
@@ -72,13 +83,6 @@ pub enum RunError {
     Sink(String),
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 struct Runner<'a, S> {
     instance: &'a mut OperatorInstance,
     sink: S,
@@ -96,33 +100,30 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
         (self.sink)(events).map_err(RunError::Sink)
     }
 
-    fn fail_event(&mut self, index: u64, message: String) -> Result<(), RunError> {
-        match self.options.on_error {
-            ErrorPolicy::Fail => Err(RunError::EventFailed { index, message }),
-            ErrorPolicy::Skip => {
-                tracing::warn!(event.index = index, error = %message, "event skipped");
-                self.report.skipped.push(SkippedInput {
-                    index: Some(index),
-                    timer: None,
-                    message,
-                });
-                Ok(())
-            }
-        }
-    }
-
-    fn fail_timer(&mut self, timer: &FiredTimer, message: String) -> Result<(), RunError> {
-        match self.options.on_error {
-            ErrorPolicy::Fail => Err(RunError::TimerFailed {
-                time: timer.time,
-                message,
+    /// Applies the policy to a failure. The runner has no dead-letter
+    /// output (its policy has no such choice), so only stop and skip occur.
+    fn fail(&mut self, failure: Failure) -> Result<(), RunError> {
+        match judge(self.options.on_error.into(), self.instance.name(), failure) {
+            Verdict::Stop(Failure::Event(f)) => Err(RunError::EventFailed {
+                index: f.index as u64,
+                message: f.message,
             }),
-            ErrorPolicy::Skip => {
-                tracing::warn!(timer.time = timer.time, error = %message, "timer skipped");
-                self.report.skipped.push(SkippedInput {
-                    index: None,
-                    timer: Some(timer.clone()),
-                    message,
+            Verdict::Stop(Failure::Timer(f)) => Err(RunError::TimerFailed {
+                time: f.timer.time,
+                message: f.message,
+            }),
+            Verdict::Skip(failure) | Verdict::DeadLetter(failure) => {
+                self.report.skipped.push(match failure {
+                    Failure::Event(f) => SkippedInput {
+                        index: Some(f.index as u64),
+                        timer: None,
+                        message: f.message,
+                    },
+                    Failure::Timer(f) => SkippedInput {
+                        index: None,
+                        timer: Some(f.timer),
+                        message: f.message,
+                    },
                 });
                 Ok(())
             }
@@ -135,67 +136,37 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
     fn process(&mut self, batch: &mut Batch, first: u64) -> Result<(), RunError> {
         let isolated = process_isolated(self.instance, batch, self.watermark, now_ms())?;
         self.emit(&isolated.events)?;
-        for f in isolated.failed {
-            self.fail_event(first + f.index as u64, f.message)?;
+        for mut f in isolated.failed {
+            f.index += first as usize;
+            self.fail(Failure::Event(f))?;
         }
         Ok(())
     }
 
+    /// Fires `timers`, isolating failing ones.
     fn fire(&mut self, timers: &[FiredTimer]) -> Result<(), RunError> {
-        if timers.is_empty() {
-            return Ok(());
-        }
         self.report.timers_fired += timers.len() as u64;
-        match self.instance.on_timer(timers, self.watermark, now_ms()) {
-            Ok(outcome) => {
-                self.emit(&outcome.events)?;
-                for f in outcome.failures {
-                    let timer = timers[f.index].clone();
-                    self.fail_timer(&timer, f.message)?;
-                }
-                Ok(())
-            }
-            Err(e) if !e.is_guest_fault() => Err(e.into()),
-            Err(e) if timers.len() == 1 => match self.options.on_error {
-                ErrorPolicy::Fail => Err(e.into()),
-                ErrorPolicy::Skip => self.fail_timer(&timers[0], e.to_string()),
-            },
-            Err(_) => {
-                self.report.timers_fired -= timers.len() as u64;
-                for t in timers {
-                    self.fire(std::slice::from_ref(t))?;
-                }
-                Ok(())
-            }
+        let fired = fire_isolated(self.instance, timers, self.watermark, now_ms())?;
+        self.emit(&fired.events)?;
+        for f in fired.failed {
+            self.fail(Failure::Timer(f))?;
         }
+        Ok(())
     }
 
     /// Fires the timers of `domain` due at `upto`, including ones that
-    /// firing registers, in rounds of at most a batch.
+    /// firing registers, in calls of at most a batch.
     fn fire_due(&mut self, domain: TimeDomain, upto: i64) -> Result<(), RunError> {
-        // A timer may register another that is already due; stop after a
-        // bounded number of rounds so a guest cannot spin the runner.
-        for _ in 0..10_000 {
-            let due = self
-                .instance
-                .state_mut()
-                .take_due_timers(domain, upto)
-                .map_err(|e| InstanceError::State {
-                    operator: self.instance.name().to_string(),
-                    message: e.0,
-                })?;
-            if due.is_empty() {
+        let mut rounds = TimerRounds::new(domain, upto);
+        loop {
+            let name = self.instance.name().to_string();
+            let Some(timers) = rounds.next(&name, self.instance.state_mut())? else {
                 return Ok(());
-            }
-            let timers: Vec<FiredTimer> = due
-                .into_iter()
-                .map(|(time, key)| FiredTimer { domain, time, key })
-                .collect();
+            };
             for chunk in timers.chunks(self.options.batch_size.max(1)) {
                 self.fire(chunk)?;
             }
         }
-        Ok(())
     }
 }
 

@@ -1,118 +1,71 @@
-//! The task threads of a running topology: sources, chains of operator
+//! The tasks of a running topology: sources, chains of operator
 //! instances, sinks. They talk by [`Msg`]s over bounded channels.
+//!
+//! Each task is a struct whose [`Task::run_slice`] does a bounded amount of
+//! work (a budget of messages or batches) and says whether there is more;
+//! today one thread per task drives it in a loop ([`run_to_end`]), and a
+//! worker pool could drive the same tasks without touching their logic.
 //!
 //! Checkpoint barriers ([`Msg::Barrier`]) are injected by sources when the
 //! coordinator asks (`Control::requested`). A task with several inputs
-//! **aligns** them: once an input delivered barrier n, its later messages
-//! are held back until every input has; then the task snapshots its
-//! operators' state, acknowledges to the coordinator and forwards the
-//! barrier. An input that has ended counts as aligned. The end of the
-//! input ([`Msg::End`]) fires every event-time timer and then acts as a
-//! last barrier (`FINAL`); [`Msg::Stop`] ends a run without that (stop,
-//! stop with savepoint).
+//! aligns them (`align.rs`), then snapshots its operators' state,
+//! acknowledges to the coordinator and forwards the barrier. The end of
+//! the input ([`Msg::End`]) fires every event-time timer and then acts as
+//! a last barrier (`FINAL`); [`Msg::Stop`] ends a run without that (stop,
+//! stop with savepoint). Failures follow the operator's policy
+//! (`policy.rs`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
-use weir_types::Batch;
-use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, TimeDomain};
+use weir_types::{Batch, now_ms};
+use weir_wasm::{OperatorInstance, TimeDomain};
 
+use crate::align::{Aligner, InputTracker};
 use crate::call::process_isolated;
-use crate::checkpoint::{Ack, FINAL};
-use crate::executor::{DeadLetter, DeadLetterFn, EngineError, ExecOptions};
+use crate::error::{EngineError, state_error};
 use crate::io::{Pull, Sink, Source};
-use crate::job::StateValue;
 use crate::metrics::InstanceMetrics;
+use crate::policy::{DeadLetter, DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
+use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
 use crate::routes::Outputs;
 
-pub(crate) enum Msg {
-    Batch(Batch),
-    Watermark(i64),
-    /// Checkpoint barrier n.
-    Barrier(u64),
-    End,
-    /// The run stops here (after a stop barrier): no end-of-input work.
-    Stop,
-    /// A read of an operator's state, from outside the topology.
-    Query(Query),
+/// How long a task waits for a message before it fires processing-time
+/// timers and ends its slice.
+const RECEIVE_WAIT: Duration = Duration::from_millis(50);
+
+/// Messages (chains, sinks) or batches (sources) one slice handles at most.
+pub(crate) const SLICE_BUDGET: usize = 64;
+
+/// What a slice of work left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slice {
+    /// Call again.
+    More,
+    /// The task is over.
+    Done,
 }
 
-/// A message and the id of the task instance that sent it.
-pub(crate) struct Envelope {
-    pub(crate) from: usize,
-    pub(crate) msg: Msg,
+/// A task that runs in slices.
+pub(crate) trait Task {
+    /// Does at most `budget` units of work.
+    fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError>;
 }
 
-/// The sender id of messages from outside the topology (queries).
-pub(crate) const OUTSIDE: usize = usize::MAX;
-
-pub(crate) struct Query {
-    pub(crate) operator: String,
-    pub(crate) state: String,
-    pub(crate) key: Vec<u8>,
-    pub(crate) reply: Sender<Result<Option<StateValue>, String>>,
+/// Drives `task` slice after slice until it is over: one task per thread.
+pub(crate) fn run_to_end(mut task: impl Task) -> Result<(), EngineError> {
+    while task.run_slice(SLICE_BUDGET)? == Slice::More {}
+    Ok(())
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// What the coordinator tells sources.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    /// The newest checkpoint asked for: sources inject its barrier.
-    pub(crate) requested: AtomicU64,
-    /// A checkpoint after whose barrier sources stop (0: none).
-    pub(crate) stop_at: AtomicU64,
-    /// Stop now, no checkpoint (runs without checkpoints).
-    pub(crate) stop_now: AtomicBool,
-}
-
-/// Where a task acknowledges checkpoints: the coordinator, and the task's
-/// index among its kind (sources, chain instances or sinks).
-#[derive(Clone)]
-pub(crate) struct AckLink {
-    pub(crate) index: usize,
-    pub(crate) acks: Sender<Ack>,
-}
-
-impl AckLink {
-    fn send(&self, ack: Ack) {
-        // The coordinator is gone only when the run is stopping.
-        let _ = self.acks.send(ack);
-    }
-}
-
-/// Shared stop flag and first error of a run.
-#[derive(Default)]
-pub(crate) struct Abort {
-    stopped: AtomicBool,
-    pub(crate) error: Mutex<Option<EngineError>>,
-}
-
-impl Abort {
-    pub(crate) fn fail(&self, error: EngineError) {
-        if let Ok(mut slot) = self.error.lock()
-            && slot.is_none()
-        {
-            tracing::error!(error = %error, "topology stopping");
-            *slot = Some(error);
-        }
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-    /// Stops every task without an error (the run was abandoned).
-    pub(crate) fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-    }
-    pub(crate) fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+/// `Done` when a consumer is gone (the topology is stopping).
+fn sent(result: Result<(), ()>) -> Slice {
+    match result {
+        Ok(()) => Slice::More,
+        Err(()) => Slice::Done,
     }
 }
 
@@ -125,70 +78,32 @@ pub(crate) struct ChainOp {
     pub(crate) metrics: Arc<InstanceMetrics>,
 }
 
-/// The inputs a task instance waits on, for watermarks, alignment and the
-/// end.
-pub(crate) struct InputTracker {
-    watermarks: BTreeMap<usize, i64>,
-    closed: BTreeSet<usize>,
-    /// Whether an input stopped (rather than ended).
-    stopped: bool,
-}
-
-impl InputTracker {
-    pub(crate) fn new(senders: &[usize]) -> Self {
-        InputTracker {
-            watermarks: senders.iter().map(|&s| (s, i64::MIN)).collect(),
-            closed: BTreeSet::new(),
-            stopped: false,
-        }
-    }
-    fn senders(&self) -> impl Iterator<Item = usize> + '_ {
-        self.watermarks.keys().copied()
-    }
-    fn is_closed(&self, sender: usize) -> bool {
-        self.closed.contains(&sender)
-    }
-    fn stopping(&self) -> bool {
-        self.stopped
-    }
-    fn watermark(&self) -> i64 {
-        self.watermarks.values().copied().min().unwrap_or(i64::MAX)
-    }
-    fn advance(&mut self, from: usize, wm: i64) {
-        if let Some(w) = self.watermarks.get_mut(&from) {
-            *w = (*w).max(wm);
-        }
-    }
-    /// Marks an input ended (or stopped); true when all are.
-    fn close(&mut self, from: usize, stopped: bool) -> bool {
-        if !self.watermarks.contains_key(&from) {
-            return false;
-        }
-        self.advance(from, i64::MAX);
-        self.closed.insert(from);
-        self.stopped |= stopped;
-        self.closed.len() >= self.watermarks.len()
-    }
-}
-
-pub(crate) struct DeadLetters(pub(crate) Option<Mutex<DeadLetterFn>>);
-
-impl DeadLetters {
-    fn send(&self, letter: DeadLetter) -> Result<(), EngineError> {
-        match &self.0 {
-            Some(f) => {
-                let mut f = f
-                    .lock()
-                    .map_err(|_| EngineError::Internal("dead-letter lock poisoned".into()))?;
-                f(&letter).map_err(EngineError::DeadLetter)
+impl ChainOp {
+    /// Applies the operator's policy to a failure: an error to stop the
+    /// run, else it was skipped or dead-lettered.
+    fn handle(&self, failure: Failure, dead: &DeadLetters) -> Result<(), EngineError> {
+        InstanceMetrics::add(&self.metrics.errors, 1);
+        match judge(self.policy, &self.name, failure) {
+            Verdict::Stop(Failure::Event(f)) => Err(EngineError::EventFailed {
+                operator: self.name.clone(),
+                message: f.message,
+            }),
+            Verdict::Stop(Failure::Timer(f)) => Err(EngineError::TimerFailed {
+                operator: self.name.clone(),
+                time: f.timer.time,
+                message: f.message,
+            }),
+            Verdict::Skip(_) => Ok(()),
+            Verdict::DeadLetter(failure) => {
+                InstanceMetrics::add(&self.metrics.dead_lettered, 1);
+                dead.send(failure.into_dead_letter(&self.name, now_ms()))
             }
-            None => Err(EngineError::NoDeadLetter),
         }
     }
 }
 
 /// Runs `batch` through `ops` from operator `from` on, applying each
-/// operator's error policy; returns the last operator's output.
+/// operator's late and error policies; returns the last operator's output.
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
@@ -230,28 +145,8 @@ fn run_chain(
         let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
-        InstanceMetrics::add(&op.metrics.errors, isolated.failed.len() as u64);
         for failed in isolated.failed {
-            match op.policy {
-                ErrorPolicyDoc::Fail => {
-                    return Err(EngineError::EventFailed {
-                        operator: op.name.clone(),
-                        message: failed.message,
-                    });
-                }
-                ErrorPolicyDoc::Skip => {
-                    tracing::warn!(operator = %op.name, error = %failed.message, "event skipped");
-                }
-                ErrorPolicyDoc::DeadLetter => {
-                    InstanceMetrics::add(&op.metrics.dead_lettered, 1);
-                    dead.send(DeadLetter {
-                        operator: op.name.clone(),
-                        error: failed.message,
-                        failed_at: now_ms(),
-                        event: failed.event,
-                    })?;
-                }
-            }
+            op.handle(Failure::Event(failed), dead)?;
         }
         InstanceMetrics::add(&op.metrics.events_out, isolated.events.len() as u64);
         batch = isolated.events;
@@ -277,112 +172,21 @@ fn fire_timers(
     };
     let mut out = Batch::default();
     for k in 0..ops.len() {
-        // Timers may register timers that are already due: bounded rounds.
-        for _ in 0..1000 {
-            let due = ops[k]
-                .instance
-                .state_mut()
-                .take_due_timers(domain, upto)
-                .map_err(|e| InstanceError::State {
-                    operator: ops[k].name.clone(),
-                    message: e.0,
-                })?;
-            if due.is_empty() {
-                break;
+        let (head, rest) = ops.split_at_mut(k + 1);
+        let op = &mut head[k];
+        let mut rounds = TimerRounds::new(domain, upto);
+        while let Some(timers) = rounds.next(&op.name, op.instance.state_mut())? {
+            let fired = fire_isolated(&mut op.instance, &timers, watermark, now_ms())?;
+            op.metrics.add_guest(op.instance.take_counters());
+            for failed in fired.failed {
+                op.handle(Failure::Timer(failed), dead)?;
             }
-            let timers: Vec<FiredTimer> = due
-                .into_iter()
-                .map(|(time, key)| FiredTimer { domain, time, key })
-                .collect();
-            let emitted = match ops[k].instance.on_timer(&timers, watermark, now_ms()) {
-                Ok(outcome) => {
-                    for f in &outcome.failures {
-                        tracing::warn!(operator = %ops[k].name, error = %f.message, "timer failed");
-                    }
-                    outcome.events
-                }
-                Err(e) if e.is_guest_fault() && ops[k].policy != ErrorPolicyDoc::Fail => {
-                    tracing::warn!(operator = %ops[k].name, error = %e, "timers failed and were dropped");
-                    Batch::default()
-                }
-                Err(e) => return Err(e.into()),
-            };
-            InstanceMetrics::add(&ops[k].metrics.events_out, emitted.len() as u64);
-            let counted = ops[k].instance.take_counters();
-            ops[k].metrics.add_guest(counted);
-            let rest = run_chain(ops, k + 1, emitted, before, dead)?;
-            for e in rest.iter() {
-                out.push_ref(&e);
-            }
+            InstanceMetrics::add(&op.metrics.events_out, fired.events.len() as u64);
+            let emitted = run_chain(rest, 0, fired.events, before, dead)?;
+            out.extend_from(&emitted);
         }
     }
     Ok(out)
-}
-
-/// Holds back the messages of inputs that delivered the barrier being
-/// aligned.
-struct Aligner {
-    id: Option<u64>,
-    seen: BTreeSet<usize>,
-    started: Instant,
-    held: VecDeque<Envelope>,
-}
-
-impl Aligner {
-    fn new() -> Self {
-        Aligner {
-            id: None,
-            seen: BTreeSet::new(),
-            started: Instant::now(),
-            held: VecDeque::new(),
-        }
-    }
-
-    fn blocks(&self, from: usize) -> bool {
-        self.id.is_some() && self.seen.contains(&from)
-    }
-
-    /// The next message to handle: a held one that is free again, else
-    /// the next from `rx` that is not held back.
-    fn next(&mut self, rx: &Receiver<Envelope>) -> Result<Envelope, RecvTimeoutError> {
-        if let Some(i) = self.held.iter().position(|e| !self.blocks(e.from)) {
-            return Ok(self.held.remove(i).expect("position is in range"));
-        }
-        loop {
-            let e = rx.recv_timeout(Duration::from_millis(50))?;
-            if self.blocks(e.from) {
-                self.held.push_back(e);
-            } else {
-                return Ok(e);
-            }
-        }
-    }
-
-    /// Barrier `id` arrived from `from`; `Some` when it is aligned.
-    fn barrier(&mut self, from: usize, id: u64, inputs: &InputTracker) -> Option<(u64, Duration)> {
-        if self.id != Some(id) {
-            self.id = Some(id);
-            self.seen.clear();
-            self.started = Instant::now();
-        }
-        self.seen.insert(from);
-        self.aligned(inputs)
-    }
-
-    /// Whether the barrier being aligned has come from every open input.
-    fn aligned(&mut self, inputs: &InputTracker) -> Option<(u64, Duration)> {
-        let id = self.id?;
-        if inputs
-            .senders()
-            .all(|s| self.seen.contains(&s) || inputs.is_closed(s))
-        {
-            self.id = None;
-            self.seen.clear();
-            Some((id, self.started.elapsed()))
-        } else {
-            None
-        }
-    }
 }
 
 /// The takes of every operator's state for checkpoint `id`.
@@ -392,21 +196,12 @@ fn snapshot_ops(
 ) -> Result<Vec<(String, weir_state::StateSnapshot)>, EngineError> {
     let mut out = Vec::with_capacity(ops.len());
     for op in ops.iter_mut() {
-        let taken = op
+        let snapshot = op
             .instance
             .state_mut()
             .snapshot(id)
-            .map_err(|e| InstanceError::State {
-                operator: op.name.clone(),
-                message: e.0,
-            })?;
-        let snapshot = taken.downcast::<weir_state::StateSnapshot>().map_err(|_| {
-            EngineError::Internal(format!(
-                "operator `{}`: state is not checkpointable",
-                op.name
-            ))
-        })?;
-        out.push((op.name.clone(), *snapshot));
+            .map_err(|e| state_error(&op.name, e))?;
+        out.push((op.name.clone(), snapshot));
     }
     Ok(out)
 }
@@ -415,12 +210,25 @@ fn snapshot_ops(
 fn answer(ops: &mut [ChainOp], q: Query) {
     let result = match ops.iter_mut().find(|o| o.name == q.operator) {
         None => Err(format!("operator `{}` is not in this task", q.operator)),
-        Some(op) => crate::job::read_state(op.instance.state_mut(), &q.state, &q.key),
+        Some(op) => read_state(op.instance.state_mut(), &q.state, &q.key),
     };
     let _ = q.reply.send(result);
 }
 
-/// One chain instance's thread and what it starts from.
+/// The next message for a task with inputs: a held one that is free
+/// again, else the next received that is not held back.
+fn receive(aligner: &mut Aligner, rx: &Receiver<Envelope>) -> Result<Envelope, RecvTimeoutError> {
+    if let Some(e) = aligner.release() {
+        return Ok(e);
+    }
+    loop {
+        if let Some(e) = aligner.offer(rx.recv_timeout(RECEIVE_WAIT)?) {
+            return Ok(e);
+        }
+    }
+}
+
+/// One chain instance: its operators, inputs and outputs.
 pub(crate) struct ChainTask {
     pub(crate) ops: Vec<ChainOp>,
     pub(crate) rx: Receiver<Envelope>,
@@ -428,20 +236,21 @@ pub(crate) struct ChainTask {
     pub(crate) outputs: Outputs,
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) abort: Arc<Abort>,
-    /// The watermark restored from a checkpoint (`i64::MIN` otherwise).
+    /// The task's watermark: restored from a checkpoint, else `i64::MIN`.
     pub(crate) watermark: i64,
+    pub(crate) aligner: Aligner,
     pub(crate) checkpoints: Option<AckLink>,
 }
 
 impl ChainTask {
     /// Raises the watermark to the inputs' minimum, firing the event-time
     /// timers it passes.
-    fn advance(&mut self, watermark: &mut i64) -> Result<Result<(), ()>, EngineError> {
+    fn advance(&mut self) -> Result<Slice, EngineError> {
         let new = self.inputs.watermark();
-        if new <= *watermark {
-            return Ok(Ok(()));
+        if new <= self.watermark {
+            return Ok(Slice::More);
         }
-        let before = std::mem::replace(watermark, new);
+        let before = std::mem::replace(&mut self.watermark, new);
         for op in &self.ops {
             op.metrics.watermark.store(new, Ordering::Relaxed);
         }
@@ -452,106 +261,75 @@ impl ChainTask {
             before,
             &self.dead,
         )?;
-        Ok(self
-            .outputs
-            .batch(out)
-            .and_then(|()| self.outputs.broadcast(|| Msg::Watermark(new))))
+        Ok(sent(self.outputs.batch(out).and_then(|()| {
+            self.outputs.broadcast(|| Msg::Watermark(new))
+        })))
     }
 
     /// Snapshots for checkpoint `id`, acknowledges it, forwards the barrier.
-    fn checkpoint(
-        &mut self,
-        id: u64,
-        alignment: Duration,
-        watermark: i64,
-    ) -> Result<Result<(), ()>, EngineError> {
+    fn checkpoint(&mut self, id: u64, alignment: Duration) -> Result<Slice, EngineError> {
         if let Some(link) = &self.checkpoints {
             let states = snapshot_ops(&mut self.ops, id)?;
             link.send(Ack::Task {
                 id,
                 task: link.index,
-                watermark,
+                watermark: self.watermark,
                 states,
                 alignment,
             });
         }
-        Ok(self.outputs.broadcast(|| Msg::Barrier(id)))
+        Ok(sent(self.outputs.broadcast(|| Msg::Barrier(id))))
     }
 
-    pub(crate) fn run(mut self) -> Result<(), EngineError> {
-        let mut watermark = self.watermark;
-        let mut aligner = Aligner::new();
-        loop {
-            if self.abort.stopped() {
-                return Ok(());
+    /// Handles one message.
+    fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        let from = envelope.from;
+        match envelope.msg {
+            Msg::Batch(batch) => {
+                let out = run_chain(&mut self.ops, 0, batch, self.watermark, &self.dead)?;
+                Ok(sent(self.outputs.batch(out)))
             }
-            let envelope = match aligner.next(&self.rx) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    let out = fire_timers(
-                        &mut self.ops,
-                        TimeDomain::ProcessingTime,
-                        now_ms(),
-                        watermark,
-                        &self.dead,
-                    )?;
-                    if self.outputs.batch(out).is_err() {
-                        return Ok(());
-                    }
-                    continue;
+            Msg::Watermark(wm) => {
+                self.inputs.advance(from, wm);
+                self.advance()
+            }
+            Msg::Barrier(id) => match self.aligner.barrier(from, id, &self.inputs) {
+                Some((id, took)) => self.checkpoint(id, took),
+                None => Ok(Slice::More),
+            },
+            Msg::Query(q) => {
+                answer(&mut self.ops, q);
+                Ok(Slice::More)
+            }
+            Msg::End | Msg::Stop => {
+                let stop = matches!(envelope.msg, Msg::Stop);
+                let all_closed = self.inputs.close(from, stop);
+                if let Some((id, took)) = self.aligner.aligned(&self.inputs)
+                    && self.checkpoint(id, took)? == Slice::Done
+                {
+                    return Ok(Slice::Done);
                 }
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            };
-            let from = envelope.from;
-            let sent = match envelope.msg {
-                Msg::Batch(batch) => {
-                    let out = run_chain(&mut self.ops, 0, batch, watermark, &self.dead)?;
-                    self.outputs.batch(out)
+                if all_closed && self.inputs.stopping() {
+                    let _ = self.outputs.broadcast(|| Msg::Stop);
+                    return Ok(Slice::Done);
                 }
-                Msg::Watermark(wm) => {
-                    self.inputs.advance(from, wm);
-                    self.advance(&mut watermark)?
+                if all_closed {
+                    self.finish()?;
+                    return Ok(Slice::Done);
                 }
-                Msg::Barrier(id) => match aligner.barrier(from, id, &self.inputs) {
-                    Some((id, took)) => self.checkpoint(id, took, watermark)?,
-                    None => Ok(()),
-                },
-                Msg::Query(q) => {
-                    answer(&mut self.ops, q);
-                    Ok(())
-                }
-                Msg::End | Msg::Stop => {
-                    let stop = matches!(envelope.msg, Msg::Stop);
-                    let all_closed = self.inputs.close(from, stop);
-                    if let Some((id, took)) = aligner.aligned(&self.inputs)
-                        && self.checkpoint(id, took, watermark)?.is_err()
-                    {
-                        return Ok(());
-                    }
-                    if all_closed && self.inputs.stopping() {
-                        let _ = self.outputs.broadcast(|| Msg::Stop);
-                        return Ok(());
-                    }
-                    if all_closed {
-                        return self.finish(watermark);
-                    }
-                    self.advance(&mut watermark)?
-                }
-            };
-            if sent.is_err() {
-                return Ok(());
+                self.advance()
             }
         }
     }
 
     /// Every input ended: fires every event-time timer, makes the state
     /// durable (a last checkpoint acknowledgement, or a flush), ends.
-    fn finish(mut self, watermark: i64) -> Result<(), EngineError> {
+    fn finish(&mut self) -> Result<(), EngineError> {
         let out = fire_timers(
             &mut self.ops,
             TimeDomain::EventTime,
             i64::MAX,
-            watermark,
+            self.watermark,
             &self.dead,
         )?;
         if self.outputs.batch(out).is_err() {
@@ -560,10 +338,13 @@ impl ChainTask {
         match &self.checkpoints {
             Some(link) => {
                 let states = snapshot_ops(&mut self.ops, FINAL)?;
+                // The watermark the inputs reached, not the end of input's
+                // i64::MAX: a later run over grown input goes on from it
+                // instead of finding every new event late.
                 link.send(Ack::Task {
                     id: FINAL,
                     task: link.index,
-                    watermark: i64::MAX,
+                    watermark: self.watermark,
                     states,
                     alignment: Duration::ZERO,
                 });
@@ -573,10 +354,7 @@ impl ChainTask {
                     op.instance
                         .state_mut()
                         .flush()
-                        .map_err(|e| InstanceError::State {
-                            operator: op.name.clone(),
-                            message: e.0,
-                        })?;
+                        .map_err(|e| state_error(&op.name, e))?;
                 }
             }
         }
@@ -585,7 +363,36 @@ impl ChainTask {
     }
 }
 
-/// One source's thread and where it starts.
+impl Task for ChainTask {
+    fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
+        for _ in 0..budget {
+            if self.abort.stopped() {
+                return Ok(Slice::Done);
+            }
+            let envelope = match receive(&mut self.aligner, &self.rx) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: processing-time timers, then yield.
+                    let out = fire_timers(
+                        &mut self.ops,
+                        TimeDomain::ProcessingTime,
+                        now_ms(),
+                        self.watermark,
+                        &self.dead,
+                    )?;
+                    return Ok(sent(self.outputs.batch(out)));
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(Slice::Done),
+            };
+            if self.handle(envelope)? == Slice::Done {
+                return Ok(Slice::Done);
+            }
+        }
+        Ok(Slice::More)
+    }
+}
+
+/// One source and where it starts.
 pub(crate) struct SourceTask {
     pub(crate) name: String,
     pub(crate) source: Box<dyn Source>,
@@ -594,7 +401,10 @@ pub(crate) struct SourceTask {
     /// Highest timestamp read before.
     pub(crate) max_ts: i64,
     pub(crate) max_out_of_orderness_ms: i64,
-    pub(crate) options: ExecOptions,
+    /// Most events in a batch.
+    pub(crate) batch_size: usize,
+    /// Longest a partial batch is held before it is sent.
+    pub(crate) linger: Duration,
     pub(crate) outputs: Outputs,
     pub(crate) read: Arc<AtomicU64>,
     pub(crate) abort: Arc<Abort>,
@@ -602,6 +412,9 @@ pub(crate) struct SourceTask {
     /// The last checkpoint whose barrier this source injected.
     pub(crate) injected: u64,
     pub(crate) checkpoints: Option<AckLink>,
+    /// The last watermark sent; `None` before the first slice (which seeks
+    /// to the restored position).
+    pub(crate) watermark: Option<i64>,
 }
 
 impl SourceTask {
@@ -611,19 +424,21 @@ impl SourceTask {
             .saturating_sub(1)
     }
 
-    pub(crate) fn run(mut self) -> Result<(), EngineError> {
-        let source_err = |name: &str, message: String| EngineError::Source {
-            source_name: name.to_string(),
+    fn source_error(&self, message: String) -> EngineError {
+        EngineError::Source {
+            source_name: self.name.clone(),
             message,
-        };
+        }
+    }
+
+    /// Seeks to the restored position and sends the restored watermark.
+    fn start(&mut self) -> Result<Slice, EngineError> {
         if self.position > 0 {
             let position = self.position;
             self.source
                 .seek(position)
-                .map_err(|m| source_err(&self.name, m))?;
+                .map_err(|m| self.source_error(m))?;
         }
-        let batch_size = self.options.batch_size.max(1);
-        let linger = self.options.linger;
         let mut watermark = i64::MIN;
         if self.max_ts > i64::MIN {
             watermark = self.watermark_of(self.max_ts);
@@ -632,81 +447,108 @@ impl SourceTask {
                 .broadcast(|| Msg::Watermark(watermark))
                 .is_err()
             {
-                return Ok(());
+                return Ok(Slice::Done);
             }
         }
-        loop {
-            if self.abort.stopped() {
-                return Ok(());
+        self.watermark = Some(watermark);
+        Ok(Slice::More)
+    }
+
+    /// Injects the barrier of a newly requested checkpoint.
+    fn inject(&mut self) -> Slice {
+        let Some(link) = &self.checkpoints else {
+            return Slice::More;
+        };
+        let requested = self.control.requested.load(Ordering::SeqCst);
+        if requested <= self.injected {
+            return Slice::More;
+        }
+        self.injected = requested;
+        if self.outputs.broadcast(|| Msg::Barrier(requested)).is_err() {
+            return Slice::Done;
+        }
+        link.send(Ack::Source {
+            id: requested,
+            source: link.index,
+            position: self.position,
+            max_ts: self.max_ts,
+        });
+        if self.control.stop_at.load(Ordering::SeqCst) == requested {
+            let _ = self.outputs.broadcast(|| Msg::Stop);
+            return Slice::Done;
+        }
+        Slice::More
+    }
+
+    /// Reads and sends one batch (and the watermark it raises).
+    fn step(&mut self) -> Result<Slice, EngineError> {
+        let batch_size = self.batch_size.max(1);
+        let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
+        let mut done = false;
+        let started = Instant::now();
+        while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
+            match self.source.pull().map_err(|m| self.source_error(m))? {
+                Pull::Event(event) => {
+                    self.position += 1;
+                    self.max_ts = self.max_ts.max(event.timestamp);
+                    batch.push_event(&event);
+                }
+                Pull::Idle => break,
+                Pull::End => {
+                    done = true;
+                    break;
+                }
             }
-            if self.control.stop_now.load(Ordering::SeqCst) {
-                let _ = self.outputs.broadcast(|| Msg::Stop);
-                return Ok(());
+        }
+        self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if self.outputs.batch(batch).is_err() {
+            return Ok(Slice::Done);
+        }
+        let wm = self.watermark_of(self.max_ts);
+        if self.watermark.is_none_or(|w| wm > w) {
+            self.watermark = Some(wm);
+            if self.outputs.broadcast(|| Msg::Watermark(wm)).is_err() {
+                return Ok(Slice::Done);
             }
+        }
+        if done {
             if let Some(link) = &self.checkpoints {
-                let requested = self.control.requested.load(Ordering::SeqCst);
-                if requested > self.injected {
-                    self.injected = requested;
-                    if self.outputs.broadcast(|| Msg::Barrier(requested)).is_err() {
-                        return Ok(());
-                    }
-                    link.send(Ack::Source {
-                        id: requested,
-                        source: link.index,
-                        position: self.position,
-                        max_ts: self.max_ts,
-                    });
-                    if self.control.stop_at.load(Ordering::SeqCst) == requested {
-                        let _ = self.outputs.broadcast(|| Msg::Stop);
-                        return Ok(());
-                    }
-                }
+                link.send(Ack::Source {
+                    id: FINAL,
+                    source: link.index,
+                    position: self.position,
+                    max_ts: self.max_ts,
+                });
             }
-            let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
-            let mut done = false;
-            let started = Instant::now();
-            while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < linger) {
-                match self.source.pull().map_err(|m| source_err(&self.name, m))? {
-                    Pull::Event(event) => {
-                        self.position += 1;
-                        self.max_ts = self.max_ts.max(event.timestamp);
-                        batch.push_event(&event);
-                    }
-                    Pull::Idle => break,
-                    Pull::End => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if self.outputs.batch(batch).is_err() {
-                return Ok(());
-            }
-            let wm = self.watermark_of(self.max_ts);
-            if wm > watermark {
-                watermark = wm;
-                if self.outputs.broadcast(|| Msg::Watermark(wm)).is_err() {
-                    return Ok(());
-                }
-            }
-            if done {
-                if let Some(link) = &self.checkpoints {
-                    link.send(Ack::Source {
-                        id: FINAL,
-                        source: link.index,
-                        position: self.position,
-                        max_ts: self.max_ts,
-                    });
-                }
-                let _ = self.outputs.broadcast(|| Msg::End);
-                return Ok(());
-            }
+            let _ = self.outputs.broadcast(|| Msg::End);
+            return Ok(Slice::Done);
         }
+        Ok(Slice::More)
     }
 }
 
-/// One sink's thread.
+impl Task for SourceTask {
+    fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
+        if self.watermark.is_none() && self.start()? == Slice::Done {
+            return Ok(Slice::Done);
+        }
+        for _ in 0..budget {
+            if self.abort.stopped() {
+                return Ok(Slice::Done);
+            }
+            if self.control.stop_now.load(Ordering::SeqCst) {
+                let _ = self.outputs.broadcast(|| Msg::Stop);
+                return Ok(Slice::Done);
+            }
+            if self.inject() == Slice::Done || self.step()? == Slice::Done {
+                return Ok(Slice::Done);
+            }
+        }
+        Ok(Slice::More)
+    }
+}
+
+/// One sink.
 pub(crate) struct SinkTask {
     pub(crate) name: String,
     /// Where batches go as they come; `None` when the coordinator publishes
@@ -716,62 +558,74 @@ pub(crate) struct SinkTask {
     pub(crate) inputs: InputTracker,
     pub(crate) abort: Arc<Abort>,
     pub(crate) checkpoints: Option<AckLink>,
+    /// Output since the last barrier, for the coordinator (exactly-once).
+    pub(crate) pending: Batch,
+    pub(crate) aligner: Aligner,
 }
 
 impl SinkTask {
-    fn ack(&self, id: u64, pending: &mut Batch) {
+    fn ack(&mut self, id: u64) {
         if let Some(link) = &self.checkpoints {
             link.send(Ack::Sink {
                 id,
                 sink: link.index,
-                pending: std::mem::take(pending),
+                pending: std::mem::take(&mut self.pending),
             });
         }
     }
 
-    pub(crate) fn run(mut self) -> Result<(), EngineError> {
-        let mut pending = Batch::default();
-        let mut aligner = Aligner::new();
-        loop {
-            if self.abort.stopped() {
-                return Ok(());
+    /// Handles one message.
+    fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        match envelope.msg {
+            Msg::Batch(batch) => match &mut self.sink {
+                Some(sink) => sink.write(&batch).map_err(|message| EngineError::Sink {
+                    sink: self.name.clone(),
+                    message,
+                })?,
+                None => self.pending.extend_from(&batch),
+            },
+            Msg::Watermark(wm) => self.inputs.advance(envelope.from, wm),
+            Msg::Barrier(id) => {
+                if let Some((id, _)) = self.aligner.barrier(envelope.from, id, &self.inputs) {
+                    self.ack(id);
+                }
             }
-            let envelope = match aligner.next(&self.rx) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            };
-            match envelope.msg {
-                Msg::Batch(batch) => match &mut self.sink {
-                    Some(sink) => sink.write(&batch).map_err(|message| EngineError::Sink {
-                        sink: self.name.clone(),
-                        message,
-                    })?,
-                    None => pending.extend_from(&batch),
-                },
-                Msg::Watermark(wm) => self.inputs.advance(envelope.from, wm),
-                Msg::Barrier(id) => {
-                    if let Some((id, _)) = aligner.barrier(envelope.from, id, &self.inputs) {
-                        self.ack(id, &mut pending);
-                    }
+            Msg::Query(q) => {
+                let _ = q.reply.send(Err("a sink holds no state".into()));
+            }
+            Msg::End | Msg::Stop => {
+                let stop = matches!(envelope.msg, Msg::Stop);
+                let all_closed = self.inputs.close(envelope.from, stop);
+                if let Some((id, _)) = self.aligner.aligned(&self.inputs) {
+                    self.ack(id);
                 }
-                Msg::Query(q) => {
-                    let _ = q.reply.send(Err("a sink holds no state".into()));
-                }
-                Msg::End | Msg::Stop => {
-                    let stop = matches!(envelope.msg, Msg::Stop);
-                    let all_closed = self.inputs.close(envelope.from, stop);
-                    if let Some((id, _)) = aligner.aligned(&self.inputs) {
-                        self.ack(id, &mut pending);
+                if all_closed {
+                    if !self.inputs.stopping() {
+                        self.ack(FINAL);
                     }
-                    if all_closed {
-                        if !self.inputs.stopping() {
-                            self.ack(FINAL, &mut pending);
-                        }
-                        return Ok(());
-                    }
+                    return Ok(Slice::Done);
                 }
             }
         }
+        Ok(Slice::More)
+    }
+}
+
+impl Task for SinkTask {
+    fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
+        for _ in 0..budget {
+            if self.abort.stopped() {
+                return Ok(Slice::Done);
+            }
+            let envelope = match receive(&mut self.aligner, &self.rx) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => return Ok(Slice::More),
+                Err(RecvTimeoutError::Disconnected) => return Ok(Slice::Done),
+            };
+            if self.handle(envelope)? == Slice::Done {
+                return Ok(Slice::Done);
+            }
+        }
+        Ok(Slice::More)
     }
 }

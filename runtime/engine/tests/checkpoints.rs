@@ -10,8 +10,8 @@ use weir_engine::{
     Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, Pull, Sink, Source,
     StateConfig, StateValue, run_topology,
 };
+use weir_fixtures::guest_bytes;
 use weir_state::{StateBudget, StateDb};
-use weir_tests::guest_bytes;
 use weir_topology::parse_topology;
 use weir_types::{Batch, Event, wire};
 use weir_wasm::{HostConfig, WasmHost};
@@ -117,6 +117,7 @@ fn with_db(db: StateDb) -> StateConfig {
         checkpoints: Some(CheckpointConfig {
             interval: Some(Duration::from_millis(50)),
             retain: 3,
+            ..CheckpointConfig::default()
         }),
     }
 }
@@ -457,10 +458,17 @@ fn barriers_align_across_two_sources_and_parallel_producers() {
         Some(durable(&dir.path().join("a"))),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // A checkpoint while both sources are mid-input, then the savepoint.
+    let mid = job.checkpoint().unwrap();
     let sp = dir.path().join("sp.redb");
     let report = job.stop(Some(("mid", &sp))).unwrap();
-    assert!(report.checkpoints.len() >= 2, "{:?}", report.checkpoints);
+    let ids: Vec<u64> = report.checkpoints.iter().map(|c| c.id).collect();
+    assert!(ids.contains(&mid.id), "{ids:?}");
+    let last = report.checkpoints.last().unwrap();
+    assert!(
+        last.id > mid.id && last.savepoint.as_deref() == Some("mid"),
+        "{last:?}"
+    );
     let job = Job::start(
         &doc(2),
         &mods,

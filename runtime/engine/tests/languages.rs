@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, run_topology};
-use weir_tests::{guest_bytes, repo_root};
+use weir_fixtures::{guest_bytes, repo_root};
 use weir_topology::parse_topology;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use weir_engine::{ErrorPolicy, RunError, RunOptions, run_operator};
-use weir_tests::guest_bytes;
+use weir_fixtures::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
 

@@ -8,7 +8,7 @@ use weir_engine::{
     Bindings, DeadLetter, EngineError, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter,
     run_topology,
 };
-use weir_tests::guest_bytes;
+use weir_fixtures::guest_bytes;
 use weir_topology::parse_topology;
 use weir_types::{Batch, Event, wire};
 use weir_wasm::{HostConfig, WasmHost};

@@ -530,7 +530,7 @@ mod tests {
             wait: Duration::from_millis(300),
         };
         let reg = ModuleRegistry::open_with(dir.path(), host, limits).unwrap();
-        let split = weir_tests::guest_bytes("split-words");
+        let split = weir_fixtures::guest_bytes("split-words");
         // Another upload holds the one turn: this one waits, then is refused.
         let turn = reg.compiles.enter().unwrap();
         let err = reg.push("ops", &split).unwrap_err();
@@ -575,8 +575,8 @@ mod tests {
     fn versions_count_up_and_identical_bytes_return_the_existing_one() {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry(dir.path());
-        let split = weir_tests::guest_bytes("split-words");
-        let count = weir_tests::guest_bytes("word-count");
+        let split = weir_fixtures::guest_bytes("split-words");
+        let count = weir_fixtures::guest_bytes("word-count");
         let Pushed::Created(v1) = reg.push("ops", &split).unwrap() else {
             panic!("first push creates")
         };
@@ -623,7 +623,7 @@ mod tests {
             Err(RegistryError::Invalid(ModuleError::NotWasm { .. }))
         ));
         assert!(matches!(
-            reg.push("../x", &weir_tests::guest_bytes("word-count")),
+            reg.push("../x", &weir_fixtures::guest_bytes("word-count")),
             Err(RegistryError::BadName(_))
         ));
         assert!(reg.names().unwrap().is_empty());

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use foldhash::HashMap;
 
 use redb::{Durability, ReadOnlyTable, ReadableDatabase};
+use weir_state_contract::{OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
 use weir_types::{KeyGroupRange, key_group_of};
-use weir_wasm::{OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
 
 use crate::checkpoint::{RowOp, StateSnapshot, Table};
 use crate::keys::{self, Kind};
@@ -639,11 +639,8 @@ impl OperatorState for KeyedState {
         KeyedState::flush(self).map_err(store_err)
     }
 
-    fn snapshot(
-        &mut self,
-        checkpoint: u64,
-    ) -> Result<Box<dyn std::any::Any + Send>, StateStoreError> {
-        Ok(Box::new(KeyedState::snapshot(self, checkpoint)))
+    fn snapshot(&mut self, checkpoint: u64) -> Result<StateSnapshot, StateStoreError> {
+        Ok(KeyedState::snapshot(self, checkpoint))
     }
 }
 

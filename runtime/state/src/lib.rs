@@ -2,7 +2,8 @@
 //!
 //! [`StateDb`] is the one redb database of a data directory
 //! (`state.redb`). [`KeyedState`] is the state of one operator instance: it
-//! implements the Wasm host's `OperatorState` over an in-memory working set
+//! implements `OperatorState` (of `weir-state-contract`, the contract it
+//! shares with the Wasm host) over an in-memory working set
 //! (reads that miss load from redb; writes stay dirty in memory) and
 //! [`KeyedState::flush`] writes every dirty entry and timer change in **one
 //! durable redb commit** (`Durability::Immediate`, two-phase commit, since

@@ -90,13 +90,43 @@ pub enum LatePolicyDoc {
 
 /// What to partition an operator's input by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "KeyByDoc")]
 pub enum KeyBy {
     /// `key`: the event's key as it is.
     Key(KeyByKey),
     /// `{field: user}`: the text of a top-level field of the JSON value,
     /// which also becomes the event's key.
     Field { field: String },
+}
+
+/// `key_by` as written, before it is checked (so that a mistake gets a
+/// message saying what to write, not serde's "did not match any variant").
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyByDoc {
+    Word(String),
+    Field { field: String },
+    Other(serde::de::IgnoredAny),
+}
+
+impl TryFrom<KeyByDoc> for KeyBy {
+    type Error = String;
+
+    fn try_from(doc: KeyByDoc) -> Result<Self, String> {
+        match doc {
+            KeyByDoc::Word(w) if w == "key" => Ok(KeyBy::Key(KeyByKey::Key)),
+            KeyByDoc::Word(w) => Err(format!(
+                "key_by `{w}` is neither `key` (the event's key) nor a field: to key by the \
+                 value's field `{w}`, write `key_by: {{field: {w}}}`"
+            )),
+            KeyByDoc::Field { field } => Ok(KeyBy::Field { field }),
+            KeyByDoc::Other(_) => Err(
+                "key_by must be `key` (the event's key) or `{field: NAME}` (a top-level field \
+                 of the JSON value)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// The word `key`.
@@ -190,6 +220,23 @@ pub fn parse_topology(text: &str) -> Result<TopologyDoc, TopologyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_by_word_other_than_key_says_how_to_key_by_a_field() {
+        let err = parse_topology(
+            "name: t\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: c, module: m, input: s, key_by: user }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("write `key_by: {field: user}`"), "{err}");
+        assert!(!err.contains("untagged enum"), "{err}");
+        let err = parse_topology(
+            r#"{"name":"t","sources":[],"operators":[{"name":"c","module":"m","input":"s","key_by":3}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("key_by must be `key`"), "{err}");
+    }
 
     #[test]
     fn reads_the_documented_yaml_shape() {

@@ -42,7 +42,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopologyError {
-    #[error("the topology is not valid {format}: {message}")]
+    #[error("the topology document ({format}) is not valid: {message}")]
     Parse {
         format: &'static str,
         message: String,

@@ -77,13 +77,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_is_stable() {
-        // Pinned: these values are stored in checkpoints.
-        assert_eq!(key_hash(b""), 0xefd0_1f60_ba99_2926);
-        assert_eq!(
-            key_group_of(b"hello", 128),
-            KeyGroup((key_hash(b"hello") % 128) as u16)
-        );
+    fn hash_and_key_groups_are_pinned() {
+        // Computed once and pinned: key groups are stored in checkpoints,
+        // so a change here moves checkpointed keys to other instances.
+        let pinned: [(&[u8], u64, u16); 7] = [
+            (b"", 0xefd0_1f60_ba99_2926, 38),
+            (b"a", 0x82a2_a958_a9be_ce5b, 91),
+            (b"hello", 0xe9c5_62c0_fdb2_3244, 68),
+            (b"user-42", 0xa395_32c7_ab05_1e8d, 13),
+            (b"\x00\xff", 0xacb6_4f88_d28b_68b8, 56),
+            ("ключ".as_bytes(), 0x5905_20d7_1827_5ed5, 85),
+            (
+                b"a much longer key that spans several words",
+                0x3d5d_854c_0751_f402,
+                2,
+            ),
+        ];
+        for (key, hash, group) in pinned {
+            assert_eq!(key_hash(key), hash, "hash of {key:?}");
+            assert_eq!(key_group_of(key, 128), KeyGroup(group), "group of {key:?}");
+        }
     }
 
     #[test]

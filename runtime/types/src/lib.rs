@@ -6,11 +6,13 @@
 //! - [`Event`]: one owned event, for edges (input files, HTTP) and tests;
 //! - [`KeyGroup`], [`KeyGroupRange`], [`key_group_of`]: how keys map to the
 //!   fixed set of key groups that state is partitioned by;
-//! - [`wire`]: the JSON-lines wire format of events.
+//! - [`wire`]: the JSON-lines wire format of events;
+//! - [`now_ms`]: the wall clock in the unit of timestamps.
 //!
-//! No I/O happens here.
+//! No I/O happens here (reading the clock aside).
 
 mod batch;
+mod clock;
 mod keys;
 pub mod wire;
 
@@ -27,4 +29,5 @@ pub fn is_safe_name(name: &str) -> bool {
 }
 
 pub use batch::{Batch, BatchError, Event, EventRef};
+pub use clock::now_ms;
 pub use keys::{DEFAULT_KEY_GROUPS, KeyGroup, KeyGroupRange, key_group_of, key_hash};

@@ -182,10 +182,39 @@ pub fn format_event(event: &EventRef<'_>) -> String {
     serde_json::to_string(&out).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// The key `key_by: {field: F}` gives an event: the text of field `F` of
+/// a JSON object value when it is a string, its JSON text otherwise;
+/// `None` when the value is not an object with that field.
+pub fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
+    Some(match map.get(field)? {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Batch;
+
+    #[test]
+    fn field_keys_are_a_strings_text_or_the_json_text() {
+        assert_eq!(
+            field_key(br#"{"user":"ann","n":1}"#, "user"),
+            Some(b"ann".to_vec())
+        );
+        assert_eq!(
+            field_key(br#"{"user":"ann","n":1}"#, "n"),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            field_key(br#"{"user":{"id":2}}"#, "user"),
+            Some(br#"{"id":2}"#.to_vec())
+        );
+        assert_eq!(field_key(br#"{"user":"ann"}"#, "missing"), None);
+        assert_eq!(field_key(b"[1,2]", "user"), None);
+    }
 
     #[test]
     fn value_is_compact_json_text() {

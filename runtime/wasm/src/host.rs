@@ -347,7 +347,11 @@ impl timers::Host for HostState {
         time: i64,
     ) -> Result<(), state::StateError> {
         self.check_key(&key)?;
-        self.record(StateOp::RegisterTimer { domain, key, time })
+        self.record(StateOp::RegisterTimer {
+            domain: crate::contract_domain(domain),
+            key,
+            time,
+        })
     }
 
     fn delete(
@@ -357,7 +361,11 @@ impl timers::Host for HostState {
         time: i64,
     ) -> Result<(), state::StateError> {
         self.check_key(&key)?;
-        self.record(StateOp::DeleteTimer { domain, key, time })
+        self.record(StateOp::DeleteTimer {
+            domain: crate::contract_domain(domain),
+            key,
+            time,
+        })
     }
 }
 

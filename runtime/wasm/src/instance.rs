@@ -12,12 +12,12 @@ use crate::InstanceError;
 use crate::bindings::Operator;
 use crate::bindings::weir::operator::types::{
     CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
-    StateChanges, TimeDomain, TimerInput,
+    StateChanges, TimerInput,
 };
 use crate::host::{HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::OperatorModule;
-use crate::state::{OperatorState, ValueWrite};
+use crate::state::{OperatorState, TimeDomain, ValueWrite};
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -153,11 +153,7 @@ impl OperatorInstance {
             HostState::new(self.name.clone(), limits, state, self.owned),
         );
         store.limiter(|s| s);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        store.data().clock.set(now);
+        store.data().clock.set(weir_types::now_ms());
         store.set_epoch_deadline(ticks(limits.init_budget));
         let bindings = match self.module.pre.instantiate(&mut store) {
             Ok(b) => b,
@@ -224,30 +220,24 @@ impl OperatorInstance {
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return InstanceError::Budget { operator, budget };
         }
-        // What the guest printed last (a panic message) says more than the
-        // trap code; keep both, and the innermost guest frames.
-        let mut message = match err.downcast_ref::<Trap>() {
+        let trap = match err.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => err.to_string(),
         };
-        if let Some(trace) = err.downcast_ref::<WasmBacktrace>() {
-            let frames: Vec<String> = trace
-                .frames()
-                .iter()
-                .take(3)
-                .map(|f| match f.func_name() {
-                    Some(name) => name.to_string(),
-                    None => format!("func #{}", f.func_index()),
-                })
-                .collect();
-            if !frames.is_empty() {
-                message.push_str(&format!(" (in {})", frames.join(" < ")));
-            }
-        }
+        let frames: Vec<String> = err
+            .downcast_ref::<WasmBacktrace>()
+            .map(|trace| {
+                trace
+                    .frames()
+                    .iter()
+                    // Nameless frames (a stripped module) say nothing to
+                    // a user.
+                    .filter_map(|f| f.func_name().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         let printed = store.data().stderr.take();
-        if !printed.is_empty() {
-            message.push_str(&format!("; guest stderr: {printed}"));
-        }
+        let message = crate::trap::trap_message(&trap, &frames, &printed);
         InstanceError::Trap { operator, message }
     }
 
@@ -343,7 +333,7 @@ impl OperatorInstance {
                 (slots.len() - 1) as u32
             });
             fired.times.push(t.time);
-            fired.domains.push(t.domain);
+            fired.domains.push(crate::wit_domain(t.domain));
             fired.key_slots.push(slot);
         }
         let state = self.prefetch(&keys, &slots)?;

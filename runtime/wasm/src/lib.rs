@@ -14,8 +14,9 @@
 //!   state of the batch's keys in and applying the state changes that come
 //!   out only if the call succeeds. A trap or budget overrun is a typed
 //!   [`InstanceError`] naming the operator; the next call re-instantiates.
-//! - [`OperatorState`] is how the host reaches keyed state; the engine
-//!   implements it, [`MemoryState`] is the in-memory one.
+//! - [`OperatorState`] (from `weir-state-contract`, re-exported) is how the
+//!   host reaches keyed state; `weir-state` implements it,
+//!   [`MemoryState`] is the in-memory one.
 //!
 //! Not here: routing events to instances, watermarks, checkpoints, durable
 //! state (the engine and state crates).
@@ -28,6 +29,7 @@ mod limits;
 mod loader;
 mod state;
 mod stderr;
+mod trap;
 
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;
@@ -37,7 +39,8 @@ pub use limits::{
     EPOCH_TICK, SandboxLimits,
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
-pub use state::{MemoryState, OperatorState, StateOp, StateStoreError, ValueWrite};
+pub use state::{MemoryState, OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
+pub use weir_state_contract::{RowTable, SnapshotRow, StateSnapshot};
 
 /// Version of the `weir:operator` package this host implements.
 pub const WIT_VERSION: &str = "0.1.0";
@@ -50,4 +53,20 @@ pub mod bindings {
     });
 }
 
-pub use bindings::weir::operator::types::TimeDomain;
+/// The contract's time domain as the WIT bindings spell it.
+pub(crate) fn wit_domain(domain: TimeDomain) -> bindings::weir::operator::types::TimeDomain {
+    use bindings::weir::operator::types::TimeDomain as Wit;
+    match domain {
+        TimeDomain::EventTime => Wit::EventTime,
+        TimeDomain::ProcessingTime => Wit::ProcessingTime,
+    }
+}
+
+/// A time domain from the WIT bindings, as the state contract spells it.
+pub(crate) fn contract_domain(domain: bindings::weir::operator::types::TimeDomain) -> TimeDomain {
+    use bindings::weir::operator::types::TimeDomain as Wit;
+    match domain {
+        Wit::EventTime => TimeDomain::EventTime,
+        Wit::ProcessingTime => TimeDomain::ProcessingTime,
+    }
+}

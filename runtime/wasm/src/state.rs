@@ -1,140 +1,14 @@
-//! How the Wasm host reaches keyed state: the [`OperatorState`] trait (the
-//! engine implements it over its state backend; [`MemoryState`] is the
-//! in-memory one used by local runs and tests), and [`PendingWrites`], the
-//! writes and timer changes a call makes, applied only when it succeeds.
+//! How the Wasm host reaches keyed state: through the [`OperatorState`]
+//! trait of `weir-state-contract` (`weir-state` implements it on redb;
+//! [`MemoryState`] here is the in-memory one used by local runs and
+//! tests), and [`PendingWrites`], the writes and timer changes a call
+//! makes, applied only when it succeeds.
 
 use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 
-use crate::bindings::weir::operator::types::TimeDomain;
-
-/// The state store could not serve a read or write.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("state store failed: {0}")]
-pub struct StateStoreError(pub String);
-
-/// One write a call made, in call order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateOp {
-    SetValue {
-        name: String,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-    },
-    MapPut {
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    MapRemove {
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-    },
-    MapClear {
-        name: String,
-        key: Vec<u8>,
-    },
-    ListAppend {
-        name: String,
-        key: Vec<u8>,
-        item: Vec<u8>,
-    },
-    ListReplace {
-        name: String,
-        key: Vec<u8>,
-        items: Vec<Vec<u8>>,
-    },
-    RegisterTimer {
-        domain: TimeDomain,
-        key: Vec<u8>,
-        time: i64,
-    },
-    DeleteTimer {
-        domain: TimeDomain,
-        key: Vec<u8>,
-        time: i64,
-    },
-}
-
-/// A value-state write that came back from a call, borrowed from the call's
-/// output so that a store can update in place without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ValueWrite<'a> {
-    pub name: &'a str,
-    pub key: &'a [u8],
-    /// `None` clears the value.
-    pub value: Option<&'a [u8]>,
-}
-
-/// Keyed state of one operator instance, as the Wasm host needs it. Reads
-/// see only applied writes; [`PendingWrites`] layers a call's own writes on
-/// top.
-pub trait OperatorState: Send + 'static {
-    fn value(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateStoreError>;
-    /// Appends the value of `name` for `key` to `out`, returning whether it
-    /// has one. The hot path of every call; override it to avoid the copy.
-    fn append_value(
-        &mut self,
-        name: &str,
-        key: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<bool, StateStoreError> {
-        Ok(match self.value(name, key)? {
-            Some(v) => {
-                out.extend_from_slice(&v);
-                true
-            }
-            None => false,
-        })
-    }
-    fn map(
-        &mut self,
-        name: &str,
-        key: &[u8],
-    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StateStoreError>;
-    fn map_entry(
-        &mut self,
-        name: &str,
-        key: &[u8],
-        map_key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StateStoreError>;
-    fn list(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateStoreError>;
-    /// Applies a successful call's writes, all or nothing: first `ops` (the
-    /// writes made through imports, in call order), then `values` (the
-    /// call's final value-state changes).
-    fn apply(
-        &mut self,
-        ops: Vec<StateOp>,
-        values: &[ValueWrite<'_>],
-    ) -> Result<(), StateStoreError>;
-    /// Removes and returns the timers of `domain` due at `time` or before,
-    /// earliest first.
-    fn take_due_timers(
-        &mut self,
-        domain: TimeDomain,
-        time: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError>;
-    /// Makes everything applied so far durable, where the store can (the
-    /// in-memory one has nothing to do).
-    fn flush(&mut self) -> Result<(), StateStoreError> {
-        Ok(())
-    }
-    /// Takes what changed since the last snapshot, for checkpoint
-    /// `checkpoint`, in the store's own form (the checkpoint writer knows
-    /// it). Stores that cannot be checkpointed (the in-memory one) say so.
-    fn snapshot(
-        &mut self,
-        checkpoint: u64,
-    ) -> Result<Box<dyn std::any::Any + Send>, StateStoreError> {
-        let _ = checkpoint;
-        Err(StateStoreError(
-            "this operator's state is kept in memory only and cannot be checkpointed: give the topology a data directory".into(),
-        ))
-    }
-}
+pub use weir_state_contract::{OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
 
 /// A call's writes, kept aside until the call succeeds, and the reads that
 /// must see them. Writes are indexed by state name and key, so a read looks

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use weir_tests::guest_bytes;
+use weir_fixtures::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
 use weir_wasm::{
     HostConfig, InstanceError, MemoryState, ModuleError, OperatorInstance, OperatorModule,
@@ -553,30 +553,68 @@ fn loading_stops_start_up_code_that_traps_or_never_ends() {
     load(&host, "word-count");
 }
 
+/// The inode of the cache's one artifact and its bytes. The cache writes
+/// through a temporary file and a rename, so a write shows as a new inode;
+/// a hit leaves the file alone.
+fn cached_artifact(dir: &std::path::Path) -> (std::path::PathBuf, u64, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = files[0].clone();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, inode, bytes)
+}
+
+/// Whether `artifact` starts with the SHA-256 of the rest, as the cache
+/// writes it.
+fn checksum_holds(artifact: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    artifact.len() > 32 && Sha256::digest(&artifact[32..]).as_slice() == &artifact[..32]
+}
+
 #[test]
-fn precompile_cache_is_used_and_survives_corruption() {
+fn precompile_cache_is_hit_and_a_corrupted_artifact_is_rewritten() {
     let dir = tempfile::tempdir().unwrap();
-    let host = WasmHost::new(HostConfig {
+    let config = HostConfig {
         cache_dir: Some(dir.path().to_path_buf()),
         ..HostConfig::default()
-    })
-    .unwrap();
+    };
     let bytes = guest_bytes("word-count");
-    let first = host.load(&bytes).unwrap();
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(files.len(), 1);
-    let path = files[0].as_ref().unwrap().path();
+    let first = WasmHost::new(config.clone()).unwrap().load(&bytes).unwrap();
+    let (path, written, artifact) = cached_artifact(dir.path());
     assert!(
         path.to_string_lossy()
             .contains(&first.info().digest["sha256:".len()..])
     );
-    // Flip a byte: the checksum catches it and the module is recompiled.
-    let mut artifact = std::fs::read(&path).unwrap();
-    let mid = artifact.len() / 2;
-    artifact[mid] ^= 0xff;
-    std::fs::write(&path, &artifact).unwrap();
+    assert!(checksum_holds(&artifact));
+
+    // A new host (a restarted server) loads from the cache: the file is
+    // neither rewritten nor changed.
+    let host = WasmHost::new(config).unwrap();
+    let hit = host.load(&bytes).unwrap();
+    let (_, inode, now) = cached_artifact(dir.path());
+    assert_eq!(inode, written, "a hit must not write the artifact again");
+    assert_eq!(now, artifact);
+    let mut op = instance(&hit, "");
+    op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
+        .unwrap();
+
+    // Flip a byte in place: the checksum catches it, the module is
+    // recompiled and the artifact written afresh.
+    let mut damaged = artifact.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
     let again = host.load(&bytes).unwrap();
     assert_eq!(again.info().digest, first.info().digest);
+    let (_, rewritten, repaired) = cached_artifact(dir.path());
+    assert_ne!(rewritten, written, "the damaged artifact must be replaced");
+    assert_ne!(repaired, damaged);
+    assert!(checksum_holds(&repaired));
     let mut op = instance(&again, "");
     op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
         .unwrap();

@@ -59,6 +59,22 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The same failure, its message followed by `context`.
+    pub fn context(self, context: String) -> Failure {
+        let add = |m: String| format!("{m} ({context})");
+        match self {
+            Failure::Invalid(m) => Failure::Invalid(add(m)),
+            Failure::NotFound(m) => Failure::NotFound(add(m)),
+            Failure::Conflict(m) => Failure::Conflict(add(m)),
+            Failure::Unauthorized(m) => Failure::Unauthorized(add(m)),
+            Failure::Unreachable(m) => Failure::Unreachable(add(m)),
+            Failure::Server(m) => Failure::Server(add(m)),
+            Failure::Other(m) => Failure::Other(add(m)),
+        }
+    }
+}
+
+impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Failure::Other(_) => 1,
@@ -107,6 +123,18 @@ pub enum Body<'a> {
     Bytes(&'a [u8], &'static str),
 }
 
+/// The server's URL without a trailing `/`; `host:port` alone means
+/// `http://host:port` (a URL with another scheme is kept, and fails with
+/// the HTTP client's own message).
+fn server_base(server: &str) -> String {
+    let server = server.trim().trim_end_matches('/');
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
 impl Client {
     pub fn new(opts: &ClientOpts) -> Client {
         let agent = ureq::Agent::config_builder()
@@ -115,7 +143,7 @@ impl Client {
             .build()
             .into();
         Client {
-            base: opts.server.trim_end_matches('/').to_string(),
+            base: server_base(&opts.server),
             token: opts.token.clone(),
             agent,
             json: opts.json,
@@ -143,6 +171,26 @@ impl Client {
     /// Sends a request; returns the answer's JSON on success and the
     /// server's error as a [`Failure`] otherwise.
     pub fn call(&self, method: &str, path: &str, body: Body<'_>) -> Result<(u16, Value), Failure> {
+        let (status, text) = self.call_text(method, path, body)?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| {
+                Failure::Other(format!("the server's answer is not JSON ({e}): {text}"))
+            })?
+        };
+        Ok((status, value))
+    }
+
+    /// Sends a request; returns the answer's text as the server wrote it
+    /// (key order kept) on success, the server's error as a [`Failure`]
+    /// otherwise.
+    pub fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<(u16, String), Failure> {
         let url = self.url(path);
         let result = match (method, body) {
             ("GET", _) => self.auth(self.agent.get(&url)).call(),
@@ -170,16 +218,10 @@ impl Client {
             .limit(256 << 20)
             .read_to_string()
             .map_err(|e| Failure::Other(format!("cannot read the server's answer: {e}")))?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).map_err(|e| {
-                Failure::Other(format!("the server's answer is not JSON ({e}): {text}"))
-            })?
-        };
         if status < 400 {
-            return Ok((status, value));
+            return Ok((status, text));
         }
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Err(failure_of(status, &value))
     }
 
@@ -331,4 +373,16 @@ pub fn encode(segment: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_a_scheme_is_http() {
+        assert_eq!(server_base("127.0.0.1:7481"), "http://127.0.0.1:7481");
+        assert_eq!(server_base("https://w.example/"), "https://w.example");
+        assert_eq!(server_base("http://localhost:1/"), "http://localhost:1");
+    }
 }

@@ -4,7 +4,11 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+use weir_types::wire;
 
 use super::{Body, Client, Failure, Outcome, Progress, encode, out, print_json};
 
@@ -43,51 +47,150 @@ fn send(client: &Client, stream: &str, lines: &str) -> Result<Value, Failure> {
     Ok(v)
 }
 
-pub fn produce(client: &Client, args: ProduceArgs) -> Outcome {
-    let reader: Box<dyn BufRead> = match &args.file {
-        Some(f) if f.as_os_str() != "-" => {
-            Box::new(BufReader::new(std::fs::File::open(f).map_err(|e| {
-                Failure::Other(format!("cannot open {}: {e}", f.display()))
-            })?))
+/// Most bad lines a refused input lists.
+const BAD_LINES_LISTED: usize = 20;
+
+/// Checks every line of `reader` as an event; returns how many lines it has,
+/// or every bad one (the first [`BAD_LINES_LISTED`]) with its line number.
+fn validate_lines(reader: impl BufRead, source: &str) -> Result<usize, Failure> {
+    let mut bad = Vec::new();
+    let mut bad_count = 0usize;
+    let mut lines = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure::Other(format!("cannot read {source}: {e}")))?;
+        lines = i + 1;
+        if line.trim().is_empty() {
+            continue;
         }
-        _ => Box::new(BufReader::new(std::io::stdin())),
+        if let Err(e) = wire::parse_event(&line, 0) {
+            bad_count += 1;
+            if bad.len() < BAD_LINES_LISTED {
+                bad.push(format!("  {source}:{}: {e}", i + 1));
+            }
+        }
+    }
+    if bad_count == 0 {
+        return Ok(lines);
+    }
+    let more = bad_count - bad.len();
+    let more = if more > 0 {
+        format!("\n  … and {more} more")
+    } else {
+        String::new()
+    };
+    Err(Failure::Invalid(format!(
+        "{bad_count} line(s) of {source} are not events; nothing was sent. Fix them and run \
+         the command again:\n{}{more}",
+        bad.join("\n")
+    )))
+}
+
+/// What has been stored so far, for a message after a failed request.
+struct Produced {
+    count: u64,
+    first: Option<u64>,
+    next: u64,
+    /// Lines (1-based, of the input) sent and stored so far.
+    lines_stored: usize,
+}
+
+impl Produced {
+    fn stored(&self) -> String {
+        match self.first {
+            Some(first) => format!(
+                "lines 1–{} were stored ({} events, offsets {first}..{})",
+                self.lines_stored, self.count, self.next
+            ),
+            None => "nothing was stored".into(),
+        }
+    }
+}
+
+pub fn produce(client: &Client, args: ProduceArgs) -> Outcome {
+    // A file is checked whole before anything is sent, so that a bad line
+    // never leaves part of the file stored; stdin cannot be read twice, so
+    // each batch is checked before it is sent and a failure says exactly
+    // which lines were stored.
+    let file = args.file.as_ref().filter(|f| f.as_os_str() != "-");
+    let open = |f: &PathBuf| {
+        std::fs::File::open(f)
+            .map(BufReader::new)
+            .map_err(|e| Failure::Other(format!("cannot open {}: {e}", f.display())))
+    };
+    let source = match file {
+        Some(f) => {
+            validate_lines(open(f)?, &f.display().to_string())?;
+            f.display().to_string()
+        }
+        None => "stdin".to_string(),
+    };
+    let reader: Box<dyn BufRead> = match file {
+        Some(f) => Box::new(open(f)?),
+        None => Box::new(BufReader::new(std::io::stdin())),
     };
     let _p = Progress::start(format!("producing to {}", args.stream));
     let mut pending = String::new();
     let mut in_batch = 0;
-    let (mut count, mut first, mut next) = (0u64, None::<u64>, 0u64);
-    let mut flush = |pending: &mut String, in_batch: &mut usize| -> Outcome {
+    let mut done = Produced {
+        count: 0,
+        first: None,
+        next: 0,
+        lines_stored: 0,
+    };
+    let mut flush = |pending: &mut String, in_batch: &mut usize, last_line: usize| -> Outcome {
         if *in_batch == 0 {
             return Ok(());
         }
-        let v = send(client, &args.stream, pending)?;
-        count += v["count"].as_u64().unwrap_or(0);
-        first = first.or(v["first_offset"].as_u64());
-        next = v["next_offset"].as_u64().unwrap_or(next);
+        let first_line = done.lines_stored + 1;
+        let v = send(client, &args.stream, pending).map_err(|f| {
+            f.context(format!(
+                "{source} lines {first_line}–{last_line} (the server's line numbers count \
+                 from {first_line}); {}",
+                done.stored()
+            ))
+        })?;
+        done.count += v["count"].as_u64().unwrap_or(0);
+        done.first = done.first.or(v["first_offset"].as_u64());
+        done.next = v["next_offset"].as_u64().unwrap_or(done.next);
+        done.lines_stored = last_line;
         pending.clear();
         *in_batch = 0;
         Ok(())
     };
-    for line in reader.lines() {
+    let mut last_line = 0;
+    for (i, line) in reader.lines().enumerate() {
         let line = line?;
+        last_line = i + 1;
         if line.trim().is_empty() {
             continue;
+        }
+        if file.is_none()
+            && let Err(e) = wire::parse_event(&line, 0)
+        {
+            flush(&mut pending, &mut in_batch, i)?;
+            return Err(Failure::Invalid(format!(
+                "{source}:{}: {e}; {} and nothing after",
+                i + 1,
+                done.stored()
+            )));
         }
         pending.push_str(&line);
         pending.push('\n');
         in_batch += 1;
         if in_batch >= args.batch.max(1) {
-            flush(&mut pending, &mut in_batch)?;
+            flush(&mut pending, &mut in_batch, i + 1)?;
         }
     }
-    flush(&mut pending, &mut in_batch)?;
+    flush(&mut pending, &mut in_batch, last_line)?;
     drop(_p);
+    let (count, first, next) = (done.count, done.first, done.next);
     let summary = json!({ "stream": args.stream, "count": count, "first_offset": first, "next_offset": next });
     if client.json {
         print_json(&summary);
     } else {
+        let events = if count == 1 { "event" } else { "events" };
         out(&format!(
-            "produced {count} events to {} (offsets {}..{next})\n",
+            "produced {count} {events} to {} (offsets {}..{next})\n",
             args.stream,
             first.unwrap_or(next)
         ));
@@ -95,15 +198,33 @@ pub fn produce(client: &Client, args: ProduceArgs) -> Outcome {
     Ok(())
 }
 
-/// An event of the server as a line: with its offset under --json, in the
+/// An event of the server as a line, byte for byte as the server wrote it
+/// (the operator's key order kept): with its offset under --json, in the
 /// wire format `weir produce` reads otherwise.
-fn event_line(client: &Client, mut event: Value) -> String {
-    if !client.json
-        && let Some(o) = event.as_object_mut()
-    {
-        o.remove("offset");
+fn event_line(client: &Client, event: &str) -> Result<String, Failure> {
+    if client.json {
+        return Ok(format!("{event}\n"));
     }
-    format!("{event}\n")
+    without_offset(event)
+        .map(|e| format!("{e}\n"))
+        .ok_or_else(|| Failure::Other(format!("bad event from the server: {event}")))
+}
+
+/// `{"offset":N,REST` (how the server writes every event) as `{REST`.
+fn without_offset(event: &str) -> Option<String> {
+    let rest = event.strip_prefix("{\"offset\":")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = rest[digits..].strip_prefix(',')?;
+    Some(format!("{{{rest}"))
+}
+
+/// One page of `GET /v1/streams/{name}/events`, events kept as text.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    next_offset: u64,
+    end_offset: u64,
 }
 
 pub fn consume(client: &Client, args: ConsumeArgs) -> Outcome {
@@ -124,9 +245,7 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Outcome {
             let Some(data) = line.strip_prefix("data:") else {
                 continue;
             };
-            let event: Value = serde_json::from_str(data.trim())
-                .map_err(|e| Failure::Other(format!("bad event from the server: {e}")))?;
-            out(&event_line(client, event));
+            out(&event_line(client, data.trim())?);
             printed += 1;
             if done(printed) {
                 break;
@@ -141,16 +260,17 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Outcome {
         if let Some(o) = offset {
             path.push_str(&format!("&offset={o}"));
         }
-        let (_, v) = client.call("GET", &path, Body::Empty)?;
-        let events = v["events"].as_array().cloned().unwrap_or_default();
-        let mut text = String::new();
-        for e in events.iter() {
-            text.push_str(&event_line(client, e.clone()));
+        let (_, text) = client.call_text("GET", &path, Body::Empty)?;
+        let page: Page<'_> = serde_json::from_str(&text)
+            .map_err(|e| Failure::Other(format!("bad page of events from the server: {e}")))?;
+        let mut lines = String::new();
+        for e in &page.events {
+            lines.push_str(&event_line(client, e.get())?);
         }
-        out(&text);
-        printed += events.len() as u64;
-        let next = v["next_offset"].as_u64().unwrap_or(0);
-        if events.is_empty() || done(printed) || next >= v["end_offset"].as_u64().unwrap_or(0) {
+        out(&lines);
+        printed += page.events.len() as u64;
+        let next = page.next_offset;
+        if page.events.is_empty() || done(printed) || next >= page.end_offset {
             return Ok(());
         }
         offset = Some(next);

@@ -2,6 +2,7 @@
 //! `weir savepoint`.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -55,6 +56,20 @@ fn content_type(text: &str) -> &'static str {
     } else {
         "application/yaml"
     }
+}
+
+/// An operator's guest counters (`weir_sdk::counter_add`) as
+/// `name=value` pairs, in name order.
+fn counters_cell(counters: &Value) -> String {
+    let Some(map) = counters.as_object() else {
+        return String::new();
+    };
+    let mut pairs: Vec<String> = map
+        .iter()
+        .map(|(k, v)| format!("{k}={}", cell(v)))
+        .collect();
+    pairs.sort();
+    pairs.join(" ")
 }
 
 fn print_status(v: &Value) {
@@ -117,6 +132,7 @@ fn print_status(v: &Value) {
                 cell(&o["errors"]),
                 cell(&o["dead_lettered"]),
                 cell(&o["late"]),
+                counters_cell(&o["counters"]),
             ]
         })
         .collect();
@@ -124,7 +140,7 @@ fn print_status(v: &Value) {
         text.push('\n');
         text.push_str(&table(
             &[
-                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE",
+                "OPERATOR", "INSTANCE", "IN", "OUT", "ERRORS", "DEAD", "LATE", "COUNTERS",
             ],
             &rows,
         ));
@@ -138,6 +154,37 @@ fn show(client: &Client, v: &Value) {
     } else {
         print_status(v);
     }
+}
+
+/// How long `start` watches a topology it started before saying it runs:
+/// a failure on the first events it reads shows up within this.
+const START_SETTLE: Duration = Duration::from_millis(1000);
+
+/// Watches a topology that was just started for [`START_SETTLE`]; a
+/// failure in that time is the command's failure, with the server's cause.
+fn settle(client: &Client, name: &str, started: Value) -> Result<Value, Failure> {
+    let path = format!("/v1/topologies/{}", encode(name));
+    let until = Instant::now() + START_SETTLE;
+    let mut last = started;
+    while Instant::now() < until {
+        let state = last["state"].as_str().unwrap_or("");
+        if state == "failed" || state == "restarting" {
+            let cause = last["last_error"].as_str().unwrap_or("no cause recorded");
+            let restarting = if state == "restarting" {
+                " (it is restarting)"
+            } else {
+                ""
+            };
+            return Err(Failure::Other(format!(
+                "topology {name} failed right after it started{restarting}: {cause}\n(fix the \
+                 cause, then `weir topology start {name}` again; `weir topology status {name}` \
+                 shows it)"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        last = client.call("GET", &path, Body::Empty)?.1;
+    }
+    Ok(last)
 }
 
 pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
@@ -162,6 +209,7 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
                     &format!("/v1/topologies/{}/start", encode(&name)),
                     Body::Empty,
                 )?;
+                let v = settle(client, &name, v)?;
                 drop(_p);
                 show(client, &v);
             } else if client.json {
@@ -241,6 +289,7 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
                 &format!("/v1/topologies/{}/start", encode(&name)),
                 Body::Json(&body),
             )?;
+            let v = settle(client, &name, v)?;
             drop(_p);
             show(client, &v);
         }
@@ -278,7 +327,7 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
 
 /// `weir savepoint TOPOLOGY [NAME]`.
 pub fn savepoint(client: &Client, topology: &str, name: Option<String>) -> Outcome {
-    let name = name.unwrap_or_else(|| format!("sp-{}", crate::run::now_ms()));
+    let name = name.unwrap_or_else(|| format!("sp-{}", weir_types::now_ms()));
     let body = json!({ "name": name });
     let _p = Progress::start(format!("writing savepoint {name} of {topology}"));
     let (_, v) = client.call(

@@ -260,30 +260,17 @@ pub fn word_count_yaml() -> String {
 }
 
 pub fn repo() -> PathBuf {
-    weir_tests::repo_root()
+    weir_fixtures::repo_root()
 }
 
 /// The sample text, as JSON lines.
 pub fn lines_jsonl() -> String {
-    std::fs::read_to_string(repo().join("guest-examples/data/lines.jsonl")).unwrap()
+    weir_fixtures::sample_lines()
 }
 
 /// Word counts of `jsonl` lines as split-words splits them.
 pub fn expected_counts(jsonl: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut counts = std::collections::BTreeMap::new();
-    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap();
-        for piece in v["value"].as_str().unwrap().split_whitespace() {
-            let word = piece
-                .to_lowercase()
-                .trim_matches(|c: char| c.is_ascii_punctuation())
-                .to_string();
-            if !word.is_empty() {
-                *counts.entry(word).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
+    weir_fixtures::word_counts(jsonl)
 }
 
 /// The highest count per word in the `counts` stream.

@@ -13,7 +13,7 @@ pub enum TopologiesError {
         "{what} name {name:?} is not valid: use 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
     )]
     BadName { what: &'static str, name: String },
-    #[error("the topology is not valid {format}: {message}")]
+    #[error("the topology document ({format}) is not valid: {message}")]
     Parse {
         format: &'static str,
         message: String,

@@ -70,6 +70,7 @@ impl Launcher<'_> {
             checkpoints: Some(CheckpointConfig {
                 interval: Some(interval),
                 retain: RETAINED_CHECKPOINTS,
+                ..CheckpointConfig::default()
             }),
         };
         Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)

@@ -1,0 +1,153 @@
+//! The vocabulary tasks, the coordinator and the [`Job`](crate::Job) speak:
+//! messages between tasks ([`Msg`] in an [`Envelope`]), checkpoint
+//! acknowledgements ([`Ack`]), what the coordinator tells sources
+//! ([`Control`]), the shared stop flag and first error ([`Abort`]), and
+//! state queries ([`Query`], [`StateValue`]). A leaf: it holds no task
+//! logic, so every other module can use it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use weir_state::StateSnapshot;
+use weir_types::Batch;
+use weir_wasm::OperatorState;
+
+use crate::error::EngineError;
+
+/// What travels between task instances.
+pub(crate) enum Msg {
+    Batch(Batch),
+    Watermark(i64),
+    /// Checkpoint barrier n.
+    Barrier(u64),
+    End,
+    /// The run stops here (after a stop barrier): no end-of-input work.
+    Stop,
+    /// A read of an operator's state, from outside the topology.
+    Query(Query),
+}
+
+/// A message and the id of the task instance that sent it.
+pub(crate) struct Envelope {
+    pub(crate) from: usize,
+    pub(crate) msg: Msg,
+}
+
+/// The sender id of messages from outside the topology (queries).
+pub(crate) const OUTSIDE: usize = usize::MAX;
+
+/// The checkpoint id of acknowledgements sent at the end of the input.
+pub(crate) const FINAL: u64 = u64::MAX;
+
+/// A task's acknowledgement of a checkpoint (`FINAL`: its input ended).
+pub(crate) enum Ack {
+    Source {
+        id: u64,
+        source: usize,
+        position: u64,
+        max_ts: i64,
+    },
+    Task {
+        id: u64,
+        task: usize,
+        watermark: i64,
+        /// `(operator, changes)` of each operator of the chain.
+        states: Vec<(String, StateSnapshot)>,
+        alignment: Duration,
+    },
+    Sink {
+        id: u64,
+        sink: usize,
+        pending: Batch,
+    },
+}
+
+/// Where a task acknowledges checkpoints: the coordinator, and the task's
+/// index among its kind (sources, chain instances or sinks).
+#[derive(Clone)]
+pub(crate) struct AckLink {
+    pub(crate) index: usize,
+    pub(crate) acks: Sender<Ack>,
+}
+
+impl AckLink {
+    pub(crate) fn send(&self, ack: Ack) {
+        // The coordinator is gone only when the run is stopping.
+        let _ = self.acks.send(ack);
+    }
+}
+
+/// What the coordinator tells sources.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// The newest checkpoint asked for: sources inject its barrier.
+    pub(crate) requested: AtomicU64,
+    /// A checkpoint after whose barrier sources stop (0: none).
+    pub(crate) stop_at: AtomicU64,
+    /// Stop now, no checkpoint (runs without checkpoints).
+    pub(crate) stop_now: AtomicBool,
+}
+
+/// Shared stop flag and first error of a run.
+#[derive(Default)]
+pub(crate) struct Abort {
+    stopped: AtomicBool,
+    pub(crate) error: Mutex<Option<EngineError>>,
+}
+
+impl Abort {
+    pub(crate) fn fail(&self, error: EngineError) {
+        if let Ok(mut slot) = self.error.lock()
+            && slot.is_none()
+        {
+            tracing::error!(error = %error, "topology stopping");
+            *slot = Some(error);
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+    /// Stops every task without an error (the run was abandoned).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// The state an operator keeps for one key under one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateValue {
+    Value(Vec<u8>),
+    /// Map entries, by map key.
+    Map(BTreeMap<Vec<u8>, Vec<u8>>),
+    List(Vec<Vec<u8>>),
+}
+
+/// A read of state `state` of `key` in operator `operator`.
+pub(crate) struct Query {
+    pub(crate) operator: String,
+    pub(crate) state: String,
+    pub(crate) key: Vec<u8>,
+    pub(crate) reply: Sender<Result<Option<StateValue>, String>>,
+}
+
+/// Reads state `name` of `key` from an instance's state: its value, else
+/// its map entries, else its list; `None` when it has none of them.
+pub(crate) fn read_state(
+    state: &mut dyn OperatorState,
+    name: &str,
+    key: &[u8],
+) -> Result<Option<StateValue>, String> {
+    if let Some(v) = state.value(name, key).map_err(|e| e.0)? {
+        return Ok(Some(StateValue::Value(v)));
+    }
+    let map = state.map(name, key).map_err(|e| e.0)?;
+    if !map.is_empty() {
+        return Ok(Some(StateValue::Map(map)));
+    }
+    let list = state.list(name, key).map_err(|e| e.0)?;
+    Ok((!list.is_empty()).then_some(StateValue::List(list)))
+}
