@@ -57,7 +57,7 @@ enum Command {
         weir serve --config weir.toml                # listen, data_dir, token, insecure_bind, max_*_bytes\n\n\
         Prints `weir serve: listening on http://ADDR` on stdout once ready. SIGINT/SIGTERM stop it \
         cleanly: topologies drain and resume at the next start.")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload, list, inspect and delete operator modules.
     #[command(subcommand, after_help = CLIENT_HELP_MODULE)]
     Module(client::modules::ModuleCommand),
@@ -150,7 +150,7 @@ fn main() -> ExitCode {
     let client = client::Client::new(&cli.client);
     let outcome = match cli.command {
         Command::Run(args) => run::run(*args),
-        Command::Serve(args) => serve::run(args, cli.client.token.clone()),
+        Command::Serve(args) => serve::run(*args, cli.client.token.clone()),
         Command::Module(c) => Ok(finish(client::modules::run(&client, c))),
         Command::Topology(c) => Ok(finish(client::topologies::run(&client, c))),
         Command::Savepoint { topology, name } => Ok(finish(client::topologies::savepoint(

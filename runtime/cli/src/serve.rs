@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use weir_server::ServerConfig;
-use weir_topology::TopologyLimits;
+use weir_topology::{RestartDoc, TopologyLimits};
 use weir_wasm::ShapeLimits;
 
 #[derive(Args)]
@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// max_module_bytes, max_body_bytes, max_document_bytes, max_operators,
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
-    /// max_code_bytes.
+    /// max_code_bytes, restart_attempts, restart_backoff_ms,
+    /// restart_max_backoff_ms, min_free_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -80,6 +81,21 @@ pub struct ServeArgs {
     /// Most bytes of code in an uploaded module [default: 32 MiB].
     #[arg(long, env = "WEIR_MAX_CODE_BYTES")]
     max_code_bytes: Option<usize>,
+    /// Restarts in a row of a failed topology before it is `failed`, for
+    /// topologies whose document sets no `restart:` [default: 10].
+    #[arg(long, env = "WEIR_RESTART_ATTEMPTS")]
+    restart_attempts: Option<u32>,
+    /// Wait before the first restart, ms; it doubles per attempt [default: 500].
+    #[arg(long, env = "WEIR_RESTART_BACKOFF_MS")]
+    restart_backoff_ms: Option<u64>,
+    /// Longest wait between restarts, ms [default: 60000].
+    #[arg(long, env = "WEIR_RESTART_MAX_BACKOFF_MS")]
+    restart_max_backoff_ms: Option<u64>,
+    /// Produce is refused (507) while the data directory's disk has fewer
+    /// free bytes, so checkpoints keep room; 0: only a full disk refuses
+    /// [default: 64 MiB].
+    #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
+    min_free_bytes: Option<u64>,
 }
 
 /// The config file.
@@ -104,6 +120,10 @@ struct FileConfig {
     max_function_locals: Option<u64>,
     max_functions: Option<usize>,
     max_code_bytes: Option<usize>,
+    restart_attempts: Option<u32>,
+    restart_backoff_ms: Option<u64>,
+    restart_max_backoff_ms: Option<u64>,
+    min_free_bytes: Option<u64>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -167,6 +187,16 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             max_functions: pick!(max_functions, d.shape.max_functions),
             max_code_bytes: pick!(max_code_bytes, d.shape.max_code_bytes),
         },
+        restart: d.restart.with(Some(&RestartDoc {
+            max_attempts: args.restart_attempts.or(file.restart_attempts),
+            initial_backoff_ms: args.restart_backoff_ms.or(file.restart_backoff_ms),
+            max_backoff_ms: args.restart_max_backoff_ms.or(file.restart_max_backoff_ms),
+            reset_after_ms: None,
+        })),
+        min_free_bytes: args
+            .min_free_bytes
+            .or(file.min_free_bytes)
+            .unwrap_or(d.min_free_bytes),
     })
 }
 

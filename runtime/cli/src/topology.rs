@@ -8,13 +8,15 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
-use weir_connectors::{FileSink, FileSource, StreamConfig, StreamSink, StreamSource, StreamStore};
+use weir_connectors::{
+    FileSink, FileSource, SourceMode, StreamConfig, StreamStore, bind_streams, needs_streams,
+};
 use weir_engine::{
     Bindings, CheckpointConfig, DeadLetter, DeadLetterFn, ExecOptions, Job, Sink, Source,
     StateConfig, TopologyReport,
 };
 use weir_state::{StateBudget, StateDb};
-use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, Severity, parse_topology, validate_topology};
+use weir_topology::{LatePolicyDoc, Severity, parse_topology, validate_topology};
 use weir_types::{now_ms, wire};
 use weir_wasm::WasmHost;
 
@@ -80,18 +82,6 @@ fn dead_letter_file(path: &Path) -> Result<DeadLetterFn> {
             .and_then(|()| out.flush())
             .map_err(|e| e.to_string())
     }))
-}
-
-/// The data directory's streams, opened on first use.
-fn open_store<'a>(slot: &'a mut Option<StreamStore>, dir: &Path) -> Result<&'a StreamStore> {
-    if slot.is_none() {
-        crate::datadir::hold(dir)?;
-        *slot = Some(
-            StreamStore::open(dir, StreamConfig::default())
-                .with_context(|| format!("data directory {}", dir.display()))?,
-        );
-    }
-    Ok(slot.as_ref().expect("opened above"))
 }
 
 pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
@@ -185,24 +175,19 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         _ => false,
     };
 
+    // Files and overrides first; every other `stream:` falls to the
+    // data directory's streams (a bounded read: what a stream holds when
+    // the run starts).
     let mut bindings = Bindings::default();
-    let mut streams: Option<StreamStore> = None;
     for source in &doc.sources {
-        let events: Box<dyn Source> = match (inputs.get(&source.name), &source.file, &source.stream)
-        {
-            (Some(f), _, _) => {
-                Box::new(FileSource::open(Path::new(f), now_ms).map_err(anyhow::Error::msg)?)
-            }
-            (None, Some(f), _) => {
-                Box::new(FileSource::open(&base.join(f), now_ms).map_err(anyhow::Error::msg)?)
-            }
-            (None, None, Some(name)) => {
-                // A bounded read: what the stream holds when the run starts.
-                let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
-                Box::new(StreamSource::bounded(stream))
-            }
+        let file = match (inputs.get(&source.name), &source.file, &source.stream) {
+            (Some(f), _, _) => PathBuf::from(f),
+            (None, Some(f), _) => base.join(f),
+            (None, None, Some(_)) => continue,
             (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
+        let events: Box<dyn Source> =
+            Box::new(FileSource::open(&file, now_ms).map_err(anyhow::Error::msg)?);
         bindings.sources.insert(source.name.clone(), events);
     }
     for sink in &doc.sinks {
@@ -214,35 +199,20 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             (None, Some(f), _) => {
                 Box::new(FileSink::open(&base.join(f), !resuming).map_err(anyhow::Error::msg)?)
             }
-            (None, None, Some(name)) => {
-                let stream = open_store(&mut streams, &args.data_dir)?.stream(name)?;
-                Box::new(StreamSink::new(stream))
-            }
+            (None, None, Some(_)) => continue,
             (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
         bindings.sinks.insert(sink.name.clone(), write);
     }
-    let letters = doc.operators.iter().any(|o| {
-        o.on_error == Some(ErrorPolicyDoc::DeadLetter)
-            || o.on_late == Some(LatePolicyDoc::DeadLetter)
-    });
-    bindings.dead_letter = match &args.dead_letter {
-        Some(file) => Some(dead_letter_file(file)?),
-        None if !letters => None,
-        None => Some({
-            let name = doc
-                .dead_letter_stream
-                .clone()
-                .unwrap_or_else(|| format!("{}-dead-letter", doc.name));
-            let stream = open_store(&mut streams, &args.data_dir)?.stream(&name)?;
-            Box::new(move |letter: &DeadLetter| {
-                stream
-                    .append(&letter.to_batch())
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        }),
-    };
+    if let Some(file) = &args.dead_letter {
+        bindings.dead_letter = Some(dead_letter_file(file)?);
+    }
+    if needs_streams(&doc, &bindings) {
+        crate::datadir::hold(&args.data_dir)?;
+        let store = StreamStore::open(&args.data_dir, StreamConfig::default())
+            .with_context(|| format!("data directory {}", args.data_dir.display()))?;
+        bind_streams(&doc, &store, SourceMode::Bounded, &mut bindings)?;
+    }
     let job = Job::start(
         &doc,
         &modules,

@@ -15,7 +15,9 @@
 //! Bindings of a topology (the engine's `Source` and `Sink`):
 //! [`StreamSource`] / [`StreamSink`] for embedded streams (`bind.rs`) and
 //! [`FileSource`] / [`FileSink`] for JSON-lines files (`files.rs`); both
-//! sinks are exactly-once under checkpoints.
+//! sinks are exactly-once under checkpoints. [`bind_streams`]
+//! (`topology.rs`) binds a topology document's `stream:` sources, sinks and
+//! dead-letter stream, for `weir run` and the server alike.
 //!
 //! Not here: Kafka.
 
@@ -23,8 +25,10 @@ mod bind;
 mod files;
 mod record;
 mod stream;
+mod topology;
 
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
 pub use record::{MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_RECORD_BYTES, RecordLimit};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
+pub use topology::{BindError, SourceMode, bind_streams, dead_letter_stream, needs_streams};

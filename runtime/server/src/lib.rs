@@ -3,10 +3,13 @@
 //! - [`ModuleRegistry`] (`registry.rs`): uploaded operator components on
 //!   disk, validated by the Wasm host before anything is stored, versioned
 //!   per name, content-addressed by SHA-256.
-//! - [`Topologies`] (`topologies.rs`): topology documents and their desired
-//!   state on disk; start/stop through the engine's [`weir_engine::Job`]
-//!   (checkpointed, exactly-once stream sinks), with `stream:` sources and
-//!   sinks bound to the embedded streams.
+//! - [`Topologies`] (`topologies/`): topology documents and their desired
+//!   state on disk; one owner per topology with an explicit lifecycle
+//!   (stopped, starting, running, restarting, stopping, failed); start/stop
+//!   through the engine's [`weir_engine::Job`] (checkpointed, exactly-once
+//!   stream sinks), restarts after failures with backoff.
+//! - [`disk`]: the data directory's free space (produce answers 507 while
+//!   it is under `--min-free-bytes` or the disk is full).
 //! - [`http`]: the axum router: handlers, the error type and its JSON, bearer
 //!   auth, body limits, server-sent events, Prometheus metrics and the
 //!   OpenAPI document. It holds no engine logic: every handler calls
@@ -17,6 +20,7 @@
 //! Not here: running operators (weir-engine), storing events (weir-connectors),
 //! the command line (the `weir` binary).
 
+pub mod disk;
 pub mod http;
 pub mod registry;
 pub mod topologies;
@@ -36,7 +40,9 @@ use weir_topology::TopologyLimits;
 use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
 
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
-pub use topologies::{DesiredState, RunState, Topologies, TopologiesError, TopologyRecord};
+pub use topologies::{
+    DesiredState, Phase, RestartPolicy, RunState, Topologies, TopologiesError, TopologyRecord,
+};
 
 /// Largest module upload by default.
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
@@ -85,6 +91,11 @@ pub struct ServerConfig {
     pub max_followers: usize,
     /// What an uploaded module's code may hold (checked before compiling).
     pub shape: ShapeLimits,
+    /// Restart strategy of topologies whose document sets none.
+    pub restart: RestartPolicy,
+    /// Produce is refused (507) while the data directory's disk has less
+    /// free (0: only a full disk refuses).
+    pub min_free_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +114,8 @@ impl Default for ServerConfig {
             max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             shape: ShapeLimits::default(),
+            restart: RestartPolicy::default(),
+            min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -138,8 +151,10 @@ pub enum ServerError {
 pub struct ControlPlane {
     pub config: ServerConfig,
     pub registry: Arc<ModuleRegistry>,
-    pub topologies: Topologies,
+    pub topologies: Arc<Topologies>,
     pub streams: Arc<StreamStore>,
+    /// The data directory's free space, checked before produce.
+    pub disk: disk::DiskSpace,
     pub started_at: std::time::Instant,
     /// Set at shutdown: followers (SSE) end so connections can close.
     pub closing: AtomicBool,
@@ -167,8 +182,11 @@ impl ControlPlane {
             streams.clone(),
             ExecOptions::default(),
             config.topology_limits,
+            config.restart,
         )?;
+        let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
         Ok(Arc::new(ControlPlane {
+            disk,
             config,
             registry,
             topologies,

@@ -26,6 +26,10 @@ pub struct TopologyDoc {
     /// dead-letter`) go to; default `<name>-dead-letter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_stream: Option<String>,
+    /// How the server restarts the topology after a failure; unset fields
+    /// take the server's defaults (`weir run` does not restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartDoc>,
 }
 
 /// Where events come from: an embedded stream or a JSON-lines file.
@@ -177,6 +181,25 @@ pub struct SinkDoc {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointDoc {
     pub interval_ms: u64,
+}
+
+/// Restart strategy of a topology: after a task fails, the server starts it
+/// again from its last checkpoint after an exponential backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartDoc {
+    /// Restarts in a row before the topology is `failed` (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Wait before the first restart; each next wait doubles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_backoff_ms: Option<u64>,
+    /// Longest wait between two restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_ms: Option<u64>,
+    /// A run this long without a failure resets the attempts and backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_after_ms: Option<u64>,
 }
 
 /// Reads a topology from JSON or YAML text (JSON is tried first when the

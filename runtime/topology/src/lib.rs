@@ -15,8 +15,8 @@ mod validate;
 
 pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, SinkDoc, SourceDoc,
-    TopologyDoc, WatermarkDoc, parse_topology,
+    CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc, SinkDoc,
+    SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use validate::{
     DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OPERATORS, MAX_PARALLELISM, MAX_PROBLEMS, ModuleCheck,

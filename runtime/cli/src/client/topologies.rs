@@ -82,6 +82,24 @@ fn print_status(v: &Value) {
     if let Some(e) = v["last_error"].as_str() {
         text.push_str(&format!("last error: {e}\n"));
     }
+    let restart = &v["restart"];
+    if let Some(attempt) = restart["attempt"].as_u64().filter(|a| *a > 0) {
+        text.push_str(&format!(
+            "restart attempt {attempt} of {}{}\n",
+            cell(&restart["max_attempts"]),
+            restart["next_try_at"]
+                .as_i64()
+                .map(|t| format!(", next try at {t} ms"))
+                .unwrap_or_default()
+        ));
+    }
+    for f in restart["failures"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "failed at {} ms: {}\n",
+            cell(&f["at"]),
+            cell(&f["cause"])
+        ));
+    }
     if let Some(modules) = v["modules"].as_object() {
         let pinned: Vec<String> = modules
             .iter()

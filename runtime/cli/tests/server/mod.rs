@@ -128,6 +128,20 @@ impl Answer {
 }
 
 impl Http {
+    /// The same client, giving up on a call after `limit` (a liveness
+    /// deadline: a call that takes longer panics with a timeout).
+    pub fn with_deadline(&self, limit: Duration) -> Http {
+        Http {
+            base: self.base.clone(),
+            token: self.token.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(limit))
+                .build()
+                .into(),
+        }
+    }
+
     pub fn request(
         &self,
         method: &str,

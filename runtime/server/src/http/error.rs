@@ -161,6 +161,7 @@ impl From<TopologiesError> for ApiError {
             T::NotRunning(_) => {
                 ApiError::new(StatusCode::CONFLICT, "topology_not_running", message)
             }
+            T::Busy { .. } => ApiError::new(StatusCode::CONFLICT, "topology_busy", message),
             T::SavepointExists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "savepoint_exists", message)
             }
@@ -217,7 +218,19 @@ impl From<StreamError> for ApiError {
                 e.to_string(),
             )
             .with_details(json!({ "index": index })),
+            StreamError::Io { source, .. } if crate::disk::is_disk_full(source) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                format!("{e}: free some space in the data directory; produce resumes by itself"),
+            ),
             _ => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::disk::DiskFull> for ApiError {
+    fn from(e: crate::disk::DiskFull) -> Self {
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+            .with_details(json!({ "free_bytes": e.free, "min_free_bytes": e.min }))
     }
 }

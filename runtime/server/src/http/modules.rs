@@ -109,9 +109,7 @@ pub(super) async fn delete_version(
 ) -> Result<Response, ApiError> {
     let version = parse_version(&version)?;
     blocking(move || {
-        plane
-            .registry
-            .delete(&name, version, |v| plane.topologies.user_of(v))?;
+        plane.topologies.delete_module(&name, version)?;
         Ok(empty(StatusCode::NO_CONTENT))
     })
     .await

@@ -78,6 +78,33 @@ pub(super) async fn metrics(State(plane): State<Plane>) -> Result<Response, ApiE
                 u8::from(up)
             );
         }
+        let phases = plane.topologies.phases();
+        let _ = writeln!(
+            out,
+            "# HELP weir_topology_phase The phase a topology is in (1 for its current one)."
+        );
+        let _ = writeln!(out, "# TYPE weir_topology_phase gauge");
+        for (name, phase, _) in &phases {
+            let phase = serde_json::to_value(phase).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "weir_topology_phase{{topology=\"{}\",phase=\"{}\"}} 1",
+                label(name),
+                phase.as_str().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weir_topology_restarts_total Restarts of a topology after failures (this process)."
+        );
+        let _ = writeln!(out, "# TYPE weir_topology_restarts_total counter");
+        for (name, _, restarts) in &phases {
+            let _ = writeln!(
+                out,
+                "weir_topology_restarts_total{{topology=\"{}\"}} {restarts}",
+                label(name)
+            );
+        }
         for (i, (metric, help)) in counters.iter().enumerate() {
             let _ = writeln!(out, "# HELP {metric} {help}");
             let _ = writeln!(out, "# TYPE {metric} counter");

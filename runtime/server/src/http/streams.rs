@@ -65,6 +65,7 @@ pub(super) async fn produce(
                 "the body holds no events: send a JSON array or JSON lines of {\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}",
             ));
         }
+        plane.disk.check()?;
         let stream = plane.streams.stream(&name)?;
         let batch = batch_of(&events);
         let range = stream.append(&batch)?;

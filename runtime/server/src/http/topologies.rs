@@ -67,6 +67,14 @@ fn status_json(s: &TopologyStatus) -> Value {
         "modules": s.record.modules,
         "updated_at": s.record.updated_at,
         "last_error": s.record.last_error,
+        "busy": s.busy,
+        "restart": {
+            "attempt": s.restart.attempt,
+            "max_attempts": s.restart.max_attempts,
+            "next_try_at": s.restart.next_try_ms,
+            "restarts": s.restart.restarts_total,
+            "failures": s.restart.failures.iter().map(|f| json!({ "at": f.at_ms, "cause": f.cause })).collect::<Vec<_>>(),
+        },
         "operators": operators,
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
     })

@@ -1,0 +1,78 @@
+//! Starting a topology's job: its pinned modules from the registry, its
+//! streams bound (`weir_connectors::bind_streams`), its state opened (from a
+//! savepoint when given), checkpointed at its interval. The job restores
+//! its newest checkpoint itself. Slow work: called with no lock held.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weir_connectors::{SourceMode, StreamStore, bind_streams};
+use weir_engine::{
+    Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, StateConfig,
+};
+use weir_state::{StateBudget, StateDb};
+
+use super::{TopologiesError, TopologyRecord};
+use crate::registry::ModuleRegistry;
+
+/// Checkpoint interval of a topology whose document sets none.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Complete checkpoints kept per topology (for fallback past a damaged one).
+const RETAINED_CHECKPOINTS: usize = 3;
+
+/// What a job is started with.
+pub(super) struct Launcher<'a> {
+    pub registry: &'a ModuleRegistry,
+    pub streams: &'a StreamStore,
+    pub options: ExecOptions,
+}
+
+impl Launcher<'_> {
+    /// Starts the job of `record`, its state in `dir`.
+    pub fn start_job(
+        &self,
+        record: &TopologyRecord,
+        dir: &Path,
+        savepoint: Option<&Path>,
+    ) -> Result<Job, TopologiesError> {
+        let doc = &record.doc;
+        let topology = doc.name.clone();
+        let mut modules = Modules::new();
+        for (reference, pinned) in &record.modules {
+            let version = self.registry.resolve(pinned)?;
+            modules.insert(reference.clone(), self.registry.load(&version)?);
+        }
+        let mut bindings = Bindings::default();
+        bind_streams(doc, self.streams, SourceMode::Follow, &mut bindings).map_err(|e| {
+            TopologiesError::Binding {
+                topology: topology.clone(),
+                io: matches!(e.source, weir_connectors::StreamError::Io { .. }),
+                what: e.what,
+                reason: e.source.to_string(),
+            }
+        })?;
+        let engine_err = |source: EngineError| TopologiesError::Engine {
+            topology: topology.clone(),
+            source,
+        };
+        let db = match savepoint {
+            Some(path) => StateDb::open_from(dir, path),
+            None => StateDb::open(dir),
+        }
+        .map_err(|e| engine_err(e.into()))?;
+        let interval = doc
+            .checkpoint
+            .map(|c| Duration::from_millis(c.interval_ms))
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+        let state = StateConfig {
+            db,
+            budget: StateBudget::default(),
+            checkpoints: Some(CheckpointConfig {
+                interval: Some(interval),
+                retain: RETAINED_CHECKPOINTS,
+                ..CheckpointConfig::default()
+            }),
+        };
+        Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)
+    }
+}
