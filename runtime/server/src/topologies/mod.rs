@@ -458,7 +458,15 @@ impl Topologies {
             }
             let written = self.records.write(&record);
             claim.finish(Some(Step::Stopped), |slot| slot.restart.reset());
-            outcome.map_err(engine_err(name))?;
+            // A job that had failed by itself is stopped all the same: its
+            // failure is the record's last error, and only a savepoint that
+            // could not be written makes the stop itself fail.
+            if let Err(e) = outcome {
+                if reserved.is_some() {
+                    return Err(engine_err(name)(e));
+                }
+                tracing::info!(topology.name = name, error = %e, "stopped a topology that had failed");
+            }
             written?;
             tracing::info!(topology.name = name, "topology stopped");
             Ok(match (savepoint, reserved) {
