@@ -6,6 +6,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -66,13 +67,46 @@ impl PrecompileCache {
     /// Stores `artifact` for `digest` (atomically: a reader sees the whole
     /// file or none).
     pub(crate) fn put(&self, digest: &str, artifact: &[u8]) -> Result<(), ModuleError> {
+        // A temporary name of its own per write: two threads storing the
+        // same digest at once (parallel loads of one module) would
+        // otherwise share it, and the second rename would find it gone.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let path = self.path(digest);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = path.with_extension(format!(
+            "tmp{}-{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut bytes = Vec::with_capacity(CHECKSUM_BYTES + artifact.len());
         bytes.extend_from_slice(&Sha256::digest(artifact));
         bytes.extend_from_slice(artifact);
         std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| ModuleError::Cache(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_stores_of_one_digest_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PrecompileCache::new(dir.path(), &Engine::default()).unwrap();
+        let artifact = vec![7u8; 256 << 10];
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        cache.put("sha256:same", &artifact).unwrap();
+                    }
+                });
+            }
+        });
+        let stored = std::fs::read(cache.path("sha256:same")).unwrap();
+        assert_eq!(&stored[CHECKSUM_BYTES..], artifact.as_slice());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files left behind");
     }
 }
