@@ -22,7 +22,8 @@ pub(crate) fn trap_message(trap: &str, frames: &[String], stderr: &str) -> Strin
         .take(FRAMES_SHOWN)
         .collect();
     let trap = trap.lines().next().unwrap_or(trap).trim();
-    let mut message = match panic_of(stderr) {
+    let panic = panic_of(stderr);
+    let mut message = match &panic {
         Some(panic) => format!("{panic} ({trap}"),
         None => format!("{trap} ("),
     };
@@ -37,7 +38,7 @@ pub(crate) fn trap_message(trap: &str, frames: &[String], stderr: &str) -> Strin
     } else {
         message.push(')');
     }
-    if panic_of(stderr).is_none() && !stderr.trim().is_empty() {
+    if panic.is_none() && !stderr.trim().is_empty() {
         let tail = stderr.trim();
         let cut = tail.len().saturating_sub(STDERR_TAIL_BYTES);
         let cut = (cut..=tail.len())
