@@ -14,9 +14,10 @@ use crate::stats::median;
 use crate::{batches, instance, measure};
 
 /// `(language, guest)`: Rust first, the baseline.
-const GUESTS: [(&str, &str); 4] = [
+const GUESTS: [(&str, &str); 5] = [
     ("rust", "word-count"),
     ("c", "c-word-count"),
+    ("go", "go-word-count"),
     ("js", "js-word-count"),
     ("python", "python-word-count"),
 ];

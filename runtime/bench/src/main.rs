@@ -29,7 +29,7 @@
 //! consume); needs `cargo build --release -p weir` first.
 //!
 //! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
-//! JavaScript and Python: size, compile and instantiate time, events/s and
+//! Go, JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
 //!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of

@@ -3,11 +3,13 @@
 //! - `weir run` (`run.rs`, `topology.rs`): one operator module or a whole
 //!   topology over JSON-lines files, locally, with no server;
 //! - `weir serve` (`serve.rs`): the REST API server (weir-server);
+//! - `weir new` (`new.rs`): a new operator project in any guest language;
 //! - `weir module | topology | savepoint | produce | consume | state`
 //!   (`client/`): a client of that API.
 
 mod client;
 mod datadir;
+mod new;
 mod run;
 mod serve;
 mod topology;
@@ -80,6 +82,15 @@ enum Command {
     /// Read an operator's keyed state.
     #[command(subcommand, after_help = CLIENT_HELP_STATE)]
     State(client::state::StateCommand),
+    // ---- weir new (issue 23) ----
+    /// Write a new operator project (sources, build.sh, sample events, README).
+    #[command(after_help = "Examples:\n  \
+        weir new my-op --lang go && sh my-op/build.sh\n  \
+        weir run --module my-op/my-op.wasm --input my-op/events.jsonl | diff - my-op/expected.jsonl\n  \
+        weir new enrich --lang python --dir ops/enrich --weir ~/src/weir\n\n\
+        Languages: rust, c, js, python, go. The SDK is taken by path from a Weir checkout \
+        (--weir, WEIR_CHECKOUT; default: the one this weir was built from).")]
+    New(new::NewArgs),
 }
 
 const CLIENT_HELP: &str = "The server is --server URL (WEIR_SERVER, default http://127.0.0.1:7070), with \
@@ -159,6 +170,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => Ok(finish(client::streams::produce(&client, args))),
         Command::Consume(args) => Ok(finish(client::streams::consume(&client, args))),
         Command::State(c) => Ok(finish(client::state::run(&client, c))),
+        Command::New(args) => new::run(args),
     };
     let result = outcome;
     match result {

@@ -1,5 +1,5 @@
-//! The same operators written in other languages (Python, C, JavaScript)
-//! give byte-identical output to the Rust ones, alone and mixed in one
+//! The same operators written in other languages (Python, C, JavaScript,
+//! Go) give byte-identical output to the Rust ones, alone and mixed in one
 //! topology; and guests built against a wrong WIT are refused at load,
 //! naming what does not match.
 
@@ -152,6 +152,139 @@ fn c_and_js_word_count_match_rust_byte_for_byte_alone_and_mixed() {
 }
 
 #[test]
+fn go_word_count_matches_rust_byte_for_byte_alone_and_mixed() {
+    let rust = run("split-words", "word-count");
+    assert_eq!(rust.len(), 88);
+    assert_eq!(run("go-split-words", "go-word-count"), rust);
+    assert_eq!(run("go-split-words", "word-count"), rust);
+    assert_eq!(run("split-words", "go-word-count"), rust);
+}
+
+#[test]
+fn a_go_guest_reaches_every_host_call_through_its_hand_written_abi() {
+    use weir_wasm::{FiredTimer, TimeDomain};
+    let host = host();
+    let module = host.load(&guest_bytes("go-host-calls")).unwrap();
+    let mut op = OperatorInstance::new(
+        &module,
+        "op",
+        "{}",
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .unwrap();
+    let event = |key: Option<&str>, value: &str, timestamp: i64| Event {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        timestamp,
+        headers: vec![],
+    };
+    let mut with_header = event(Some("a"), r#""y""#, 2);
+    with_header.headers = vec![("h".to_string(), b"v\0".to_vec())];
+    let mut batch: Batch = [
+        event(Some("a"), r#""x""#, 1),
+        with_header.clone(),
+        event(Some("a"), r#""fail""#, 3),
+        event(Some("a"), r#""x""#, 4),
+        event(Some("b"), r#""z""#, 5),
+        event(None, r#""w""#, 6),
+    ]
+    .into_iter()
+    .collect();
+    let out = op.process(&mut batch, i64::MIN, 0).unwrap();
+    let summary = |key: &str, n: u64, list: u64, entries: u64, timestamp| {
+        event(
+            Some(key),
+            &format!(r#"{{"n":{n},"got":"{n}","list":{list},"entries":{entries},"name":"op"}}"#),
+            timestamp,
+        )
+    };
+    let events: Vec<Event> = out.events.iter().map(|e| e.to_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            event(Some("a"), r#""x""#, 1),
+            summary("a", 1, 1, 1, 1),
+            with_header,
+            summary("a", 2, 2, 2, 2),
+            // "fail" wrote n = 999 and emitted before failing: both dropped.
+            event(Some("a"), r#""x""#, 4),
+            summary("a", 3, 3, 2, 4),
+            event(Some("b"), r#""z""#, 5),
+            summary("b", 1, 1, 1, 5),
+        ]
+    );
+    let failures: Vec<(usize, &str)> = out
+        .failures
+        .iter()
+        .map(|f| (f.index, f.message.as_str()))
+        .collect();
+    assert_eq!(failures[0], (2, "failed on purpose"));
+    assert_eq!(failures[1].0, 5);
+    assert!(failures[1].1.contains("key_by"), "{}", failures[1].1);
+    assert_eq!(op.take_counters(), vec![("events".to_string(), 4)]);
+
+    let due = op
+        .state_mut()
+        .take_due_timers(TimeDomain::EventTime, 12)
+        .unwrap();
+    assert_eq!(due, vec![(11, b"a".to_vec()), (12, b"a".to_vec())]);
+    let fired: Vec<FiredTimer> = due
+        .into_iter()
+        .map(|(time, key)| FiredTimer {
+            domain: TimeDomain::EventTime,
+            time,
+            key,
+        })
+        .collect();
+    let out = op.on_timer(&fired, 12, 0).unwrap();
+    assert!(out.failures.is_empty(), "{:?}", out.failures);
+    let events: Vec<Event> = out.events.iter().map(|e| e.to_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            event(Some("a"), r#"{"timer":11,"entries":0,"list":2}"#, 11),
+            event(Some("a"), r#"{"timer":12,"entries":0,"list":2}"#, 12),
+        ]
+    );
+    // The timer at 12 deleted a's timer at 14; b's at 15 is left.
+    let left = op
+        .state_mut()
+        .take_due_timers(TimeDomain::EventTime, i64::MAX)
+        .unwrap();
+    assert_eq!(left, vec![(15, b"b".to_vec())]);
+}
+
+#[test]
+fn a_chain_of_all_five_languages_matches_rust() {
+    // split (Go) → count (C) → filter (JavaScript) → count (Python), and
+    // the same chain with a Rust split: every language on one stream.
+    let filter = r#"{"field": "count", "op": "gt", "value": 1}"#;
+    let chain = |split, count, filter_module, recount| {
+        run_chain(&[
+            stage(split),
+            keyed(count),
+            Stage {
+                module: filter_module,
+                config: filter,
+                keyed: false,
+            },
+            keyed(recount),
+        ])
+    };
+    let rust = chain("split-words", "word-count", "filter", "word-count");
+    assert!(!rust.is_empty() && rust.len() < 88, "{}", rust.len());
+    assert_eq!(
+        chain("go-split-words", "c-word-count", "js-filter", "python-word-count"),
+        rust
+    );
+    assert_eq!(
+        chain("split-words", "python-word-count", "go-filter", "go-word-count"),
+        rust
+    );
+}
+
+#[test]
 fn a_js_filter_feeding_a_c_word_count_matches_rust() {
     // Words counted, the counts above one kept, and those counted again
     // per word: split → count → filter → count.
@@ -187,7 +320,7 @@ fn a_js_filter_feeding_a_c_word_count_matches_rust() {
 }
 
 #[test]
-fn c_and_js_split_words_treat_unicode_and_bad_input_as_rust_does() {
+fn c_js_and_go_split_words_treat_unicode_and_bad_input_as_rust_does() {
     let host = host();
     let batch = batch_of(&[
         // Final sigma (also before case-ignorable punctuation), İ's
@@ -210,7 +343,7 @@ fn c_and_js_split_words_treat_unicode_and_bad_input_as_rust_does() {
     );
     assert!(rust.0.len() > 10, "{:?}", rust.0);
     assert_eq!(rust.1, vec![3, 4, 5]);
-    for name in ["c-split-words", "js-split-words"] {
+    for name in ["c-split-words", "js-split-words", "go-split-words"] {
         let module = host.load(&guest_bytes(name)).unwrap();
         assert_eq!(process_once(&module, "{}", &batch), rust, "{name}");
     }
@@ -220,7 +353,7 @@ fn c_and_js_split_words_treat_unicode_and_bad_input_as_rust_does() {
 fn filters_in_every_language_match_rust_on_every_op() {
     let host = host();
     let rust = host.load(&guest_bytes("filter")).unwrap();
-    let others: Vec<(&str, OperatorModule)> = ["python-filter", "c-filter", "js-filter"]
+    let others: Vec<(&str, OperatorModule)> = ["python-filter", "c-filter", "js-filter", "go-filter"]
         .into_iter()
         .map(|name| (name, host.load(&guest_bytes(name)).unwrap()))
         .collect();

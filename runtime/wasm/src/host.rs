@@ -96,8 +96,11 @@ impl HostMonotonicClock for CallClock {
         1_000_000
     }
 
+    /// One nanosecond past the processing time: never zero, since Go's
+    /// runtime refuses to start on a monotonic clock that reads zero (it
+    /// reads it while instantiated, before any call sets the time).
     fn now(&self) -> u64 {
-        self.millis().saturating_mul(1_000_000)
+        self.millis().saturating_mul(1_000_000).saturating_add(1)
     }
 }
 

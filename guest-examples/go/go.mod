@@ -1,0 +1,7 @@
+module weir-examples
+
+go 1.24
+
+require weir v0.0.0
+
+replace weir => ../../sdk/go
