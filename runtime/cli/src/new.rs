@@ -24,7 +24,8 @@ pub struct NewArgs {
 }
 
 fn parse_lang(s: &str) -> Result<Lang, String> {
-    s.parse().map_err(|e: weir_scaffold::ScaffoldError| e.to_string())
+    s.parse()
+        .map_err(|e: weir_scaffold::ScaffoldError| e.to_string())
 }
 
 /// The checkout this binary was built from (`runtime/cli` in it).
@@ -35,8 +36,8 @@ fn built_from() -> PathBuf {
 pub fn run(args: NewArgs) -> Result<std::process::ExitCode> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let weir = args.weir.unwrap_or_else(built_from);
-    let weir = std::path::absolute(&weir)
-        .with_context(|| format!("cannot resolve {}", weir.display()))?;
+    let weir =
+        std::path::absolute(&weir).with_context(|| format!("cannot resolve {}", weir.display()))?;
     // `a/b/../..` in a path written into Cargo.toml or go.mod reads badly.
     let weir = weir.canonicalize().unwrap_or(weir);
     let files = write_project(&dir, &args.name, args.lang, &weir)?;

@@ -34,7 +34,13 @@ fn weir_new_writes_a_project_and_never_over_another() {
         go_mod.contains(&format!("replace weir => {}", sdk.display())),
         "{go_mod}"
     );
-    for file in ["main.go", "build.sh", "README.md", "events.jsonl", "expected.jsonl"] {
+    for file in [
+        "main.go",
+        "build.sh",
+        "README.md",
+        "events.jsonl",
+        "expected.jsonl",
+    ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
 
@@ -42,16 +48,31 @@ fn weir_new_writes_a_project_and_never_over_another() {
     std::fs::write(dir.join("main.go"), "// mine").unwrap();
     let out = weir(&["new", "my-op", "--lang", "rust", "--dir", &dir_text]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read_to_string(dir.join("main.go")).unwrap(), "// mine");
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("main.go")).unwrap(),
+        "// mine"
+    );
     assert!(!dir.join("Cargo.toml").exists());
 
     let out = weir(&["new", "my-op", "--lang", "cobol"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("rust, c, js, python, go"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rust, c, js, python, go"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = weir(&["new", "../out", "--lang", "c"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("invalid operator name"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid operator name"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -60,10 +81,27 @@ fn every_scaffold_builds_and_prints_its_expected_output() {
     let input = templates.join("events.jsonl").display().to_string();
     let expected = std::fs::read_to_string(templates.join("expected.jsonl")).unwrap();
     assert_eq!(expected.lines().count(), 3);
+    // Compiled components are cached across runs (JavaScript and Python
+    // ones take seconds to compile).
+    let cache = repo_root().join("target/test-cache").display().to_string();
     for lang in weir_scaffold::Lang::ALL {
         let module = guest_path(&format!("scaffold-{}", lang.name()));
-        let out = weir(&["run", "--module", &module.display().to_string(), "--input", &input]);
-        assert!(out.status.success(), "{}: {}", lang.name(), text(&out.stderr));
+        let module = module.display().to_string();
+        let out = weir(&[
+            "run",
+            "--module",
+            &module,
+            "--input",
+            &input,
+            "--cache-dir",
+            &cache,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            lang.name(),
+            text(&out.stderr)
+        );
         assert_eq!(text(&out.stdout), expected, "{}", lang.name());
     }
 }

@@ -253,39 +253,15 @@ fn a_go_guest_reaches_every_host_call_through_its_hand_written_abi() {
         .take_due_timers(TimeDomain::EventTime, i64::MAX)
         .unwrap();
     assert_eq!(left, vec![(15, b"b".to_vec())]);
+
+    // A Go panic traps the call, and the trap says what the panic said.
+    let mut batch: Batch = [event(Some("a"), r#""panic""#, 7)].into_iter().collect();
+    let err = op.process(&mut batch, i64::MIN, 0).unwrap_err().to_string();
+    assert!(err.contains("host-calls panicked on purpose"), "{err}");
 }
 
 #[test]
-fn a_chain_of_all_five_languages_matches_rust() {
-    // split (Go) → count (C) → filter (JavaScript) → count (Python), and
-    // the same chain with a Rust split: every language on one stream.
-    let filter = r#"{"field": "count", "op": "gt", "value": 1}"#;
-    let chain = |split, count, filter_module, recount| {
-        run_chain(&[
-            stage(split),
-            keyed(count),
-            Stage {
-                module: filter_module,
-                config: filter,
-                keyed: false,
-            },
-            keyed(recount),
-        ])
-    };
-    let rust = chain("split-words", "word-count", "filter", "word-count");
-    assert!(!rust.is_empty() && rust.len() < 88, "{}", rust.len());
-    assert_eq!(
-        chain("go-split-words", "c-word-count", "js-filter", "python-word-count"),
-        rust
-    );
-    assert_eq!(
-        chain("split-words", "python-word-count", "go-filter", "go-word-count"),
-        rust
-    );
-}
-
-#[test]
-fn a_js_filter_feeding_a_c_word_count_matches_rust() {
+fn split_count_filter_count_chains_match_rust_in_every_mix_of_languages() {
     // Words counted, the counts above one kept, and those counted again
     // per word: split → count → filter → count.
     let filter = r#"{"field": "count", "op": "gt", "value": 1}"#;
@@ -315,6 +291,49 @@ fn a_js_filter_feeding_a_c_word_count_matches_rust() {
             "c-filter",
             "python-word-count"
         ),
+        rust
+    );
+    assert_eq!(
+        chain(
+            "split-words",
+            "python-word-count",
+            "go-filter",
+            "go-word-count"
+        ),
+        rust
+    );
+    // All five languages on one stream: Go → C → JavaScript → Python →
+    // Rust (the counts above one, counted again, filtered again).
+    let five = |modules: [&str; 5]| {
+        let filter_stage = |module| Stage {
+            module,
+            config: filter,
+            keyed: false,
+        };
+        run_chain(&[
+            stage(modules[0]),
+            keyed(modules[1]),
+            filter_stage(modules[2]),
+            keyed(modules[3]),
+            filter_stage(modules[4]),
+        ])
+    };
+    let rust = five([
+        "split-words",
+        "word-count",
+        "filter",
+        "word-count",
+        "filter",
+    ]);
+    assert!(!rust.is_empty(), "{}", rust.len());
+    assert_eq!(
+        five([
+            "go-split-words",
+            "c-word-count",
+            "js-filter",
+            "python-word-count",
+            "filter"
+        ]),
         rust
     );
 }
@@ -353,10 +372,11 @@ fn c_js_and_go_split_words_treat_unicode_and_bad_input_as_rust_does() {
 fn filters_in_every_language_match_rust_on_every_op() {
     let host = host();
     let rust = host.load(&guest_bytes("filter")).unwrap();
-    let others: Vec<(&str, OperatorModule)> = ["python-filter", "c-filter", "js-filter", "go-filter"]
-        .into_iter()
-        .map(|name| (name, host.load(&guest_bytes(name)).unwrap()))
-        .collect();
+    let others: Vec<(&str, OperatorModule)> =
+        ["python-filter", "c-filter", "js-filter", "go-filter"]
+            .into_iter()
+            .map(|name| (name, host.load(&guest_bytes(name)).unwrap()))
+            .collect();
     let batch = batch_of(&[
         r#"{"amount":60,"user":"a"}"#,
         r#"{"amount":50}"#,

@@ -103,8 +103,14 @@ impl std::str::FromStr for Lang {
 /// Files every project has, whatever its language.
 const COMMON: &[(&str, &str)] = &[
     ("README.md", include_str!("../templates/common/README.md")),
-    ("events.jsonl", include_str!("../templates/common/events.jsonl")),
-    ("expected.jsonl", include_str!("../templates/common/expected.jsonl")),
+    (
+        "events.jsonl",
+        include_str!("../templates/common/events.jsonl"),
+    ),
+    (
+        "expected.jsonl",
+        include_str!("../templates/common/expected.jsonl"),
+    ),
 ];
 
 /// Longest operator name accepted.
@@ -229,14 +235,24 @@ mod tests {
             let dir = tmp.path().join(lang.name());
             let files = write_project(&dir, "my-op", lang, &checkout()).unwrap();
             for common in ["README.md", "events.jsonl", "expected.jsonl", "build.sh"] {
-                assert!(files.contains(&PathBuf::from(common)), "{lang:?}: {files:?}");
+                assert!(
+                    files.contains(&PathBuf::from(common)),
+                    "{lang:?}: {files:?}"
+                );
             }
             for file in &files {
                 let text = std::fs::read_to_string(dir.join(file)).unwrap();
-                assert!(!text.contains("{{"), "{lang:?} {}: a placeholder is left", file.display());
+                assert!(
+                    !text.contains("{{"),
+                    "{lang:?} {}: a placeholder is left",
+                    file.display()
+                );
             }
             let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-            assert!(readme.contains("# my-op") && readme.contains(lang.guide()), "{readme}");
+            assert!(
+                readme.contains("# my-op") && readme.contains(lang.guide()),
+                "{readme}"
+            );
         }
         let cargo = std::fs::read_to_string(tmp.path().join("rust/Cargo.toml")).unwrap();
         assert!(cargo.contains("name = \"my-op\""), "{cargo}");
@@ -258,21 +274,34 @@ mod tests {
             ("a--b", "two in a row"),
         ] {
             let err = validate_name(name).unwrap_err().to_string();
-            assert!(err.contains(reason) && err.contains("e.g. my-operator"), "{name:?}: {err}");
+            assert!(
+                err.contains(reason) && err.contains("e.g. my-operator"),
+                "{name:?}: {err}"
+            );
         }
         let long = "a".repeat(10_000);
         let err = validate_name(&long).unwrap_err().to_string();
-        assert!(err.contains("longer than 64") && err.len() < 400, "{}", err.len());
+        assert!(
+            err.contains("longer than 64") && err.len() < 400,
+            "{}",
+            err.len()
+        );
         assert!(validate_name("word-count2").is_ok());
 
         let err = "cobol".parse::<Lang>().unwrap_err().to_string();
-        assert!(err.contains("cobol") && err.contains("rust, c, js, python, go"), "{err}");
+        assert!(
+            err.contains("cobol") && err.contains("rust, c, js, python, go"),
+            "{err}"
+        );
 
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("mine.txt"), "keep me").unwrap();
         let err = write_project(tmp.path(), "op", Lang::Go, &checkout()).unwrap_err();
         assert!(matches!(err, ScaffoldError::NotEmpty(_)), "{err}");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("mine.txt")).unwrap(), "keep me");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("mine.txt")).unwrap(),
+            "keep me"
+        );
 
         let err = write_project(&tmp.path().join("x"), "op", Lang::Go, tmp.path()).unwrap_err();
         assert!(err.to_string().contains("--weir"), "{err}");

@@ -252,9 +252,15 @@ fn build_c_component(wit: &Path, sources: &[PathBuf], out: &Path) -> Result<()> 
     .with_context(|| {
         format!("building a C guest needs {CLANG} with the wasm32-wasi sysroot: see the README's prerequisites")
     })?;
-    let module = std::fs::read(&core)?;
+    componentize(&std::fs::read(&core)?, &core, out)
+}
+
+/// Makes a component of the core `module` (read from `core`, which errors
+/// name) with `wit-component` and the WASI preview1 reactor adapter, into
+/// `out`. The module carries its world (a `component-type` section).
+fn componentize(module: &[u8], core: &Path, out: &Path) -> Result<()> {
     let component = wit_component::ComponentEncoder::default()
-        .module(&module)?
+        .module(module)?
         .adapter(
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
@@ -736,17 +742,7 @@ fn build_go_component(module: &Path, dir: &Path, wit: &Path, out: &Path) -> Resu
         wit_component::StringEncoding::UTF8,
         false,
     )?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)?
-        .adapter(
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-        )?
-        .validate(true)
-        .encode()
-        .with_context(|| format!("cannot make a component of {}", core.display()))?;
-    std::fs::write(out, component)?;
-    Ok(())
+    componentize(&module, &core, out)
 }
 
 /// Builds the Go guests (`guest-examples/go/*`, each a `package main` in
@@ -829,9 +825,10 @@ fn build_scaffolds() -> Result<()> {
         }
         weir_scaffold::write_project(&dir, &name, lang, &root)?;
         let mut build = Command::new("sh");
-        build
-            .arg(dir.join("build.sh"))
-            .env("COMPONENTIZE_PY", root.join("target/py-venv/bin/componentize-py"));
+        build.arg(dir.join("build.sh")).env(
+            "COMPONENTIZE_PY",
+            root.join("target/py-venv/bin/componentize-py"),
+        );
         if lang == Lang::Js {
             build.env("COMPONENTIZE_JS", js_tools()?);
         }

@@ -7,7 +7,8 @@
 // `n`, puts n under s in the map `seen` and reads it back, appends the
 // value to the list `log`, registers an event-time timer at timestamp+10
 // and emits {"n":…,"got":…,"list":…,"entries":…,"name":…}. The value
-// "fail" sets n to 999 and emits, then fails: neither may be seen. A timer
+// "fail" sets n to 999 and emits, then fails: neither may be seen; "panic"
+// panics (the instance traps, with the panic's text). A timer
 // at t clears the key's map, replaces its list by two items, deletes the
 // key's timer at t+2 and emits {"timer":t,"entries":…,"list":…}.
 package main
@@ -33,6 +34,9 @@ func (h *hostCalls) Process(ctx *weir.Context, event *weir.Event) error {
 	n, err := h.n.GetUint64(ctx, 0)
 	if err != nil {
 		return err
+	}
+	if v.Str == "panic" {
+		panic("host-calls panicked on purpose")
 	}
 	if v.Str == "fail" {
 		if err := h.n.SetUint64(ctx, 999); err != nil {
