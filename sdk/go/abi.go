@@ -7,7 +7,38 @@
 
 package weir
 
-import "unsafe"
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"unsafe"
+)
+
+// The canonical ABI forbids a component to call out of itself while the
+// host runs its cabi_realloc or a post-return function, and Go's collector
+// reads the clock (a WASI import) when an allocation starts a cycle. So
+// automatic collection is off, and a cycle runs at the start of an export
+// once gcEveryBytes were allocated since the last one.
+func init() { debug.SetGCPercent(-1) }
+
+const gcEveryBytes = 32 << 20
+
+var (
+	allocated     = []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	allocatedAtGC uint64
+)
+
+// collectIfDue runs a collection when enough was allocated; only from an
+// export's body, where the runtime may call WASI.
+func collectIfDue() {
+	metrics.Read(allocated)
+	if allocated[0].Value.Uint64()-allocatedAtGC < gcEveryBytes {
+		return
+	}
+	runtime.GC()
+	metrics.Read(allocated)
+	allocatedAtGC = allocated[0].Value.Uint64()
+}
 
 // held keeps every buffer the host may read or has written alive until
 // the call's post-return: Go's collector does not move objects, but it
@@ -187,6 +218,7 @@ const headerSize = 20
 
 //go:wasmexport weir:operator/handler@0.1.0#init
 func exportInit(configPtr unsafe.Pointer, configLen uint32) unsafe.Pointer {
+	collectIfDue()
 	ret := newArea(12)
 	// A copy: the operator may keep parts of its config for good.
 	config := string(unsafe.Slice((*byte)(configPtr), configLen))
@@ -209,6 +241,7 @@ func exportInit(configPtr unsafe.Pointer, configLen uint32) unsafe.Pointer {
 
 //go:wasmexport weir:operator/handler@0.1.0#process
 func exportProcess(in unsafe.Pointer) unsafe.Pointer {
+	collectIfDue()
 	headersPtr, headerCount := loadList(in, inHeaders)
 	headers := make([]inputHeader, headerCount)
 	for i := range headers {
@@ -305,7 +338,8 @@ func storeOutput(out *callOutput, err error) unsafe.Pointer {
 	return ret
 }
 
-// After the host has read a call's result: let go of everything held.
+// After the host has read a call's result: let go of everything held
+// (no allocation here: see collectIfDue).
 func release() {
 	clear(held)
 	held = held[:0]
