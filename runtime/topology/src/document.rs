@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TopologyError;
 use crate::depth::{MAX_DOCUMENT_DEPTH, json_depth, yaml_depth};
+use crate::sinks::{HttpSinkDoc, PostgresSinkDoc};
 
 /// A topology: sources → operators → sinks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,7 +165,8 @@ pub enum ErrorPolicyDoc {
     DeadLetter,
 }
 
-/// Where events go: an embedded stream or a JSON-lines file.
+/// Where events go: an embedded stream, a JSON-lines file, a PostgreSQL
+/// table or an HTTP endpoint (exactly one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkDoc {
@@ -174,6 +176,11 @@ pub struct SinkDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     pub input: Inputs,
+    // Sinks outside Weir (`sinks.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSinkDoc>,
 }
 
 /// Checkpoint settings (used once state is durable).

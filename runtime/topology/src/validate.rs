@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::document::{Inputs, KeyBy, TopologyDoc};
+use crate::document::{Inputs, KeyBy, SinkDoc, TopologyDoc};
 
 /// Highest parallelism of one operator (and never more than its key
 /// groups, since each instance owns at least one).
@@ -51,6 +51,9 @@ pub struct ValidateOptions {
     /// Refuse `file:` sources and sinks (the server binds only embedded
     /// streams).
     pub streams_only: bool,
+    /// There is a PostgreSQL URL for `postgres:` sinks that give none
+    /// (the server's `--postgres-url`).
+    pub default_postgres_url: bool,
 }
 
 /// How bad a problem is: errors stop the topology from running.
@@ -369,7 +372,7 @@ pub fn validate_topology_with(
     for (i, s) in doc.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
         check_inputs(&mut report, format!("{path}.input"), &s.input);
-        check_endpoint(&mut report, &path, &s.stream, &s.file);
+        check_sink_target(&mut report, &path, s, options);
     }
 
     for cycle in cycles(doc) {
@@ -531,6 +534,31 @@ fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file
             format!("{s:?} is not a valid stream name: use 1-128 of A-Z a-z 0-9 _ . -"),
         ),
         _ => {}
+    }
+}
+
+/// A sink's one target: a stream or file ([`check_endpoint`]), or a
+/// `postgres:` or `http:` sink with its settings checked.
+fn check_sink_target(report: &mut Report, path: &str, sink: &SinkDoc, options: ValidateOptions) {
+    match (&sink.postgres, &sink.http) {
+        (None, None) => check_endpoint(report, path, &sink.stream, &sink.file),
+        (Some(pg), None) if sink.stream.is_none() && sink.file.is_none() => {
+            crate::sinks::check_postgres(
+                pg,
+                &format!("{path}.postgres"),
+                options.default_postgres_url,
+                &mut |path, message| report.error(path, message),
+            );
+        }
+        (None, Some(http)) if sink.stream.is_none() && sink.file.is_none() => {
+            crate::sinks::check_http(http, &format!("{path}.http"), &mut |path, message| {
+                report.error(path, message)
+            });
+        }
+        _ => report.error(
+            path.to_string(),
+            "give one of `stream`, `file`, `postgres` or `http`",
+        ),
     }
 }
 
@@ -772,7 +800,7 @@ sinks: [{ name: out, stream: o, input: x }]
         };
         let options = ValidateOptions {
             limits: Some(limits),
-            streams_only: false,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&chain(11, false), &(), options);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -852,14 +880,30 @@ sinks: [{ name: out, stream: o, input: count }]
     }
 
     #[test]
+    fn a_sink_has_exactly_one_target_and_its_settings_are_checked() {
+        let doc = parse_topology(
+            "name: t\nsources: [{ name: s, stream: s }]\nsinks:\n  - { name: a, stream: o, input: s, http: { url: 'http://h/x' } }\n  - { name: b, input: s, postgres: { table: totals, key_columns: [k], columns: { k: key, n: '$.n' } } }\n",
+        )
+        .unwrap();
+        let found = validate_topology(&doc, &());
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["sinks[0]", "sinks[1].postgres.url"], "{found:#?}");
+        let served = ValidateOptions {
+            default_postgres_url: true,
+            ..ValidateOptions::default()
+        };
+        assert_eq!(validate_topology_with(&doc, &(), served).len(), 1);
+    }
+
+    #[test]
     fn the_server_refuses_file_endpoints() {
         let doc = parse_topology(
             "name: t\nsources: [{ name: s, file: in.jsonl }]\nsinks: [{ name: o, stream: o, input: s }]\n",
         )
         .unwrap();
         let options = ValidateOptions {
-            limits: None,
             streams_only: true,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&doc, &(), options);
         assert!(
