@@ -50,7 +50,7 @@ pub struct CheckpointFigures {
     pub peak_rss_mib: f64,
 }
 
-fn modules() -> Result<Modules> {
+pub(crate) fn modules() -> Result<Modules> {
     let host = WasmHost::new(HostConfig::default())?;
     Ok(Modules::from([(
         "keyed-sum".to_string(),

@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// before event-time timers pass it by.
     #[arg(long, default_value_t = 0)]
     pub(crate) max_out_of_orderness_ms: i64,
+    /// With --topology: the PostgreSQL URL of `postgres:` sinks that give
+    /// none (`postgres://user:password@host:port/database`).
+    #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
+    pub(crate) postgres_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

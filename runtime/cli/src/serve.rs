@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, restart_attempts, restart_backoff_ms,
-    /// restart_max_backoff_ms, min_free_bytes.
+    /// restart_max_backoff_ms, min_free_bytes, postgres_url.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// The PostgreSQL URL of topologies' `postgres:` sinks that give none
+    /// (`postgres://user:password@host:port/database`).
+    #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
+    postgres_url: Option<String>,
 }
 
 /// The config file.
@@ -124,6 +128,7 @@ struct FileConfig {
     restart_backoff_ms: Option<u64>,
     restart_max_backoff_ms: Option<u64>,
     min_free_bytes: Option<u64>,
+    postgres_url: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -197,6 +202,9 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             .min_free_bytes
             .or(file.min_free_bytes)
             .unwrap_or(d.min_free_bytes),
+        outside: weir_connectors::OutsideSettings {
+            postgres_url: args.postgres_url.or(file.postgres_url),
+        },
     })
 }
 

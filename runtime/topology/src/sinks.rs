@@ -127,11 +127,11 @@ fn is_sql_type(sql_type: &str) -> bool {
 }
 
 /// The problems of the `postgres:` settings at `path` (`sinks[i].postgres`).
-/// `default_url`: the server has a `--postgres-url` for sinks without one.
+/// `url_required`: there is no `--postgres-url` for sinks without one.
 pub(crate) fn check_postgres(
     doc: &PostgresSinkDoc,
     path: &str,
-    default_url: bool,
+    url_required: bool,
     error: &mut dyn FnMut(String, String),
 ) {
     match &doc.url {
@@ -141,7 +141,7 @@ pub(crate) fn check_postgres(
                 "must be a `postgres://user@host:port/database` URL".into(),
             );
         }
-        None if !default_url => error(
+        None if url_required => error(
             format!("{path}.url"),
             "no PostgreSQL URL: give `url`, or start the server with --postgres-url (WEIR_POSTGRES_URL)"
                 .into(),
@@ -276,7 +276,7 @@ mod tests {
                columns: { word: key, 'bad name': '$.', n: { from: '$.n', type: 'int; drop' } } }",
         )
         .unwrap();
-        let found = problems(|e| check_postgres(&doc, "sinks[0].postgres", true, e));
+        let found = problems(|e| check_postgres(&doc, "sinks[0].postgres", false, e));
         for expected in [
             "sinks[0].postgres.url: must be",
             "sinks[0].postgres.table: \"a.b.c\" is not a table name",
@@ -299,7 +299,7 @@ mod tests {
             serde_yaml_ng::from_str("{ table: totals, columns: { user: key, total: '$.total' } }")
                 .unwrap();
         assert_eq!(doc.mode, PostgresModeDoc::Upsert);
-        let found = problems(|e| check_postgres(&doc, "p", false, e));
+        let found = problems(|e| check_postgres(&doc, "p", true, e));
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(
             found[0].starts_with("p.url: no PostgreSQL URL"),
@@ -311,7 +311,7 @@ mod tests {
         );
         let mut append = doc.clone();
         append.mode = PostgresModeDoc::Append;
-        assert!(problems(|e| check_postgres(&append, "p", true, e)).is_empty());
+        assert!(problems(|e| check_postgres(&append, "p", false, e)).is_empty());
     }
 
     #[test]
@@ -320,13 +320,13 @@ mod tests {
             "../../../guest-examples/topologies/totals-to-postgres.yaml"
         ))
         .unwrap();
-        let served = crate::ValidateOptions {
-            default_postgres_url: true,
+        let problems = crate::validate_topology(&doc, &());
+        assert!(problems.is_empty(), "{problems:#?}");
+        let without_url = crate::ValidateOptions {
+            postgres_url_required: true,
             ..crate::ValidateOptions::default()
         };
-        let problems = crate::validate_topology_with(&doc, &(), served);
-        assert!(problems.is_empty(), "{problems:#?}");
-        let local = crate::validate_topology(&doc, &());
+        let local = crate::validate_topology_with(&doc, &(), without_url);
         assert_eq!(local.len(), 1, "{local:#?}");
         assert_eq!(local[0].path, "sinks[0].postgres.url");
     }

@@ -51,9 +51,9 @@ pub struct ValidateOptions {
     /// Refuse `file:` sources and sinks (the server binds only embedded
     /// streams).
     pub streams_only: bool,
-    /// There is a PostgreSQL URL for `postgres:` sinks that give none
-    /// (the server's `--postgres-url`).
-    pub default_postgres_url: bool,
+    /// There is no PostgreSQL URL for `postgres:` sinks that give none
+    /// (no `--postgres-url`): their `url` is required.
+    pub postgres_url_required: bool,
 }
 
 /// How bad a problem is: errors stop the topology from running.
@@ -546,7 +546,7 @@ fn check_sink_target(report: &mut Report, path: &str, sink: &SinkDoc, options: V
             crate::sinks::check_postgres(
                 pg,
                 &format!("{path}.postgres"),
-                options.default_postgres_url,
+                options.postgres_url_required,
                 &mut |path, message| report.error(path, message),
             );
         }
@@ -885,14 +885,14 @@ sinks: [{ name: out, stream: o, input: count }]
             "name: t\nsources: [{ name: s, stream: s }]\nsinks:\n  - { name: a, stream: o, input: s, http: { url: 'http://h/x' } }\n  - { name: b, input: s, postgres: { table: totals, key_columns: [k], columns: { k: key, n: '$.n' } } }\n",
         )
         .unwrap();
-        let found = validate_topology(&doc, &());
-        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["sinks[0]", "sinks[1].postgres.url"], "{found:#?}");
-        let served = ValidateOptions {
-            default_postgres_url: true,
+        let no_default_url = ValidateOptions {
+            postgres_url_required: true,
             ..ValidateOptions::default()
         };
-        assert_eq!(validate_topology_with(&doc, &(), served).len(), 1);
+        let found = validate_topology_with(&doc, &(), no_default_url);
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["sinks[0]", "sinks[1].postgres.url"], "{found:#?}");
+        assert_eq!(validate_topology(&doc, &()).len(), 1);
     }
 
     #[test]

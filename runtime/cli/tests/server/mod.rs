@@ -68,6 +68,19 @@ impl Server {
         }
     }
 
+    /// Waits up to `limit` for the server to exit by itself (an abort at a
+    /// fault point); its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub fn client(&self) -> Http {
         Http {
             base: self.url.clone(),

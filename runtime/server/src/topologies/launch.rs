@@ -6,7 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use weir_connectors::{SourceMode, StreamStore, bind_streams};
+use weir_connectors::{
+    OutsideSettings, SourceMode, StreamStore, bind_outside_sinks, bind_streams, dead_letter_stream,
+    dead_letter_writer,
+};
 use weir_engine::{
     Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, StateConfig,
 };
@@ -25,6 +28,7 @@ pub(super) struct Launcher<'a> {
     pub registry: &'a ModuleRegistry,
     pub streams: &'a StreamStore,
     pub options: ExecOptions,
+    pub outside: &'a OutsideSettings,
 }
 
 impl Launcher<'_> {
@@ -43,6 +47,22 @@ impl Launcher<'_> {
             modules.insert(reference.clone(), self.registry.load(&version)?);
         }
         let mut bindings = Bindings::default();
+        // Sinks outside Weir (PostgreSQL, HTTP), each with a writer to the
+        // dead-letter stream.
+        let mut letters = || match dead_letter_stream(doc) {
+            Some(name) => dead_letter_writer(self.streams, &name)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        };
+        bind_outside_sinks(doc, self.outside, &mut bindings, &mut letters).map_err(|e| {
+            TopologiesError::Binding {
+                topology: topology.clone(),
+                io: false,
+                what: format!("sink `{}`", e.sink),
+                reason: e.reason,
+            }
+        })?;
         bind_streams(doc, self.streams, SourceMode::Follow, &mut bindings).map_err(|e| {
             TopologiesError::Binding {
                 topology: topology.clone(),

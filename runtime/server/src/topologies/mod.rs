@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use weir_connectors::StreamStore;
+use weir_connectors::{OutsideSettings, StreamStore};
 use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
@@ -112,6 +112,8 @@ pub struct Topologies {
     limits: TopologyLimits,
     /// The server's restart strategy (a document's `restart:` overrides it).
     restart: RestartPolicy,
+    /// Settings of sinks outside Weir (`--postgres-url`).
+    outside: OutsideSettings,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -143,6 +145,7 @@ impl Topologies {
         options: ExecOptions,
         limits: TopologyLimits,
         restart: RestartPolicy,
+        outside: OutsideSettings,
     ) -> Result<Arc<Self>, TopologiesError> {
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -156,6 +159,7 @@ impl Topologies {
             options,
             limits,
             restart,
+            outside,
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -202,7 +206,7 @@ impl Topologies {
 
     /// Every problem of `doc` on this server.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(&self.registry, doc, self.limits)
+        records::validate(&self.registry, doc, self.limits, &self.outside)
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -341,6 +345,7 @@ impl Topologies {
             registry: &self.registry,
             streams: &self.streams,
             options: self.options,
+            outside: &self.outside,
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)

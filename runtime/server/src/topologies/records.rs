@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use weir_connectors::OutsideSettings;
 use weir_topology::{
     ModuleCheck, Problem, TopologyDoc, TopologyLimits, ValidateOptions, validate_topology_with,
 };
@@ -97,10 +98,12 @@ pub fn validate(
     registry: &ModuleRegistry,
     doc: &TopologyDoc,
     limits: TopologyLimits,
+    outside: &OutsideSettings,
 ) -> Vec<Problem> {
     let options = ValidateOptions {
         limits: Some(limits),
         streams_only: true,
+        postgres_url_required: outside.postgres_url.is_none(),
     };
     validate_topology_with(doc, &RegistryCheck(registry), options)
 }
