@@ -238,6 +238,6 @@ impl Sink for HttpSink {
         _position: u64,
         pending: &Batch,
     ) -> Result<(), String> {
-        self.publish(at, pending)
+        self.post_all(&format!("{}-{}", at.lineage, at.id), pending)
     }
 }
