@@ -37,7 +37,7 @@ pub fn run(n: u64, rounds: usize) -> Result<()> {
     for interval in [Duration::from_millis(200), Duration::from_secs(1)] {
         let mut events_per_sec = Vec::new();
         for round in 0..=rounds {
-            pg.execute("DROP TABLE IF EXISTS totals; DELETE FROM weir_sink_progress WHERE true");
+            pg.execute("DROP TABLE IF EXISTS totals, weir_sink_progress");
             let sink_config = PgSinkConfig::from_doc("w2pg", "out", &settings, Some(&pg.url()))?;
             let sink = PgSink::new(sink_config, None)?;
             let dir = tempfile::tempdir()?;
