@@ -306,3 +306,35 @@ fn killed_servers_keep_tables_exactly_once_and_alerts_dedupable() {
         started.elapsed()
     );
 }
+
+#[test]
+fn bad_sink_settings_are_refused_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[], &[]);
+    let http = server.client();
+    let doc = "name: bad\nsources: [{ name: s, stream: s }]\nsinks:\n  - { name: pg, input: s, postgres: { table: 'a b', columns: { n: '$.n' } } }\n  - { name: hook, input: s, http: { url: 'https://x/y', batch: 0 } }\n";
+    let a = http.put_topology("bad", doc);
+    assert_eq!(a.status, 422, "{}", a.text);
+    let problems: Vec<String> = a.body["error"]["details"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems in {}", a.text))
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p["path"].as_str().unwrap(),
+                p["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let message = problems.join("\n");
+    for field in [
+        "sinks[0].postgres.url: no PostgreSQL URL",
+        "sinks[0].postgres.table",
+        "sinks[0].postgres.key_columns: upsert needs",
+        "sinks[1].http.url: https is not supported",
+        "sinks[1].http.batch",
+    ] {
+        assert!(message.contains(field), "{field} not in {message}");
+    }
+}
