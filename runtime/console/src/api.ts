@@ -146,8 +146,10 @@ export interface TopologySummary {
   state: string;
   desired: string;
   operators: number;
-  events_in: number;
-  events_out: number;
+  /** Events the operators reading a source received. */
+  events_from_sources: number;
+  /** Events the operators feeding a sink emitted. */
+  events_to_sinks: number;
   errors: number;
   dead_lettered: number;
   last_checkpoint: Checkpoint | null;

@@ -3,7 +3,7 @@
 
 import './style.css';
 import { setToken, token, whenUnauthorized } from './api';
-import { h, fill, notify } from './ui';
+import { clearOldNotice, fill, h, notify } from './ui';
 import { overview } from './pages/overview';
 import { modules } from './pages/modules';
 import { streams } from './pages/streams';
@@ -38,6 +38,7 @@ async function route(): Promise<void> {
   current?.abort();
   const controller = new AbortController();
   current = controller;
+  clearOldNotice();
   const main = document.getElementById('main')!;
   const [path, query] = location.hash.replace(/^#\/?/, '').split('?');
   const [name, ...rest] = path.split('/').map(decodeURIComponent);
@@ -79,5 +80,10 @@ function setUpToken(): void {
 }
 
 setUpToken();
+// The skip link moves the focus without touching the hash (the router's).
+document.querySelector('.skip')?.addEventListener('click', (e) => {
+  e.preventDefault();
+  document.getElementById('main')?.focus();
+});
 window.addEventListener('hashchange', () => void route());
 void route();

@@ -93,8 +93,10 @@ export function time(ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
+/** JSON on one line when it is short, indented otherwise. */
 export function pretty(value: unknown): string {
-  return JSON.stringify(value, null, 2);
+  const line = JSON.stringify(value);
+  return line !== undefined && line.length <= 80 ? line : JSON.stringify(value, null, 2);
 }
 
 /** A state badge. */
@@ -106,7 +108,15 @@ export function badge(state: string): HTMLElement {
 export function notify(message: string, kind: 'ok' | 'error' = 'ok'): void {
   const el = document.getElementById('notice');
   if (!el) return;
+  noticeAt = Date.now();
   fill(el, h('p', { class: kind }, message));
+}
+
+let noticeAt = 0;
+
+/** Clears the message when it is older than a page change's own. */
+export function clearOldNotice(): void {
+  if (Date.now() - noticeAt > 1500) document.getElementById('notice')?.replaceChildren();
 }
 
 export function errorText(e: unknown): string {

@@ -34,6 +34,33 @@ function inline(v: unknown): string {
   return scalar(v);
 }
 
+/**
+ * Keys in the order a person writes a topology (the server's JSON has
+ * them sorted): names first, then what a node is, what it reads, how it
+ * runs; keys not listed keep their order, after these.
+ */
+const KEY_ORDER = [
+  'name',
+  'sources',
+  'operators',
+  'sinks',
+  'module',
+  'stream',
+  'file',
+  'input',
+  'key_by',
+  'parallelism',
+  'config',
+];
+
+function ordered(v: Record<string, unknown>): [string, unknown][] {
+  const rank = (k: string) => {
+    const i = KEY_ORDER.indexOf(k);
+    return i < 0 ? KEY_ORDER.length : i;
+  };
+  return Object.entries(v).sort((a, b) => rank(a[0]) - rank(b[0]));
+}
+
 /** `value` as block-style YAML (documents are at most 64 levels deep). */
 export function toYaml(value: unknown): string {
   const out: string[] = [];
@@ -60,12 +87,12 @@ function write(v: unknown, indent: number, out: string[]): void {
     return;
   }
   if (typeof v === 'object' && v !== null) {
-    for (const [k, val] of Object.entries(v)) {
+    for (const [k, val] of ordered(v as Record<string, unknown>)) {
       if (isScalar(val)) {
         out.push(`${pad}${scalar(k)}: ${inline(val)}`);
       } else {
         out.push(`${pad}${scalar(k)}:`);
-        write(val, Array.isArray(val) ? indent + 2 : indent + 2, out);
+        write(val, indent + 2, out);
       }
     }
     return;

@@ -46,7 +46,7 @@ async function serve(extraEnv = {}) {
   const data = mkdtempSync(join(tmpdir(), 'weir-console-'));
   dirs.push(data);
   const child = spawn(WEIR, ['serve', '--listen', '127.0.0.1:0', '--data-dir', data], {
-    env: { ...process.env, WEIR_TOKEN: '', RUST_LOG: 'warn', ...extraEnv },
+    env: { ...process.env, WEIR_TOKEN: '', WEIR_LOG: 'warn', ...extraEnv },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
@@ -290,7 +290,7 @@ async function main() {
 
     // ---- state of a key ----
     await page.goto(url + '/#/state?topology=word-count&operator=count&state=count&key=the');
-    await page.waitForSelector('#state-operator option[value="count"]');
+    await page.waitForSelector('#state-operator option[value="count"]', { state: 'attached' });
     await page.click('form.fields button[type="submit"]');
     const value = Number(await (await page.waitForSelector('#state-value')).textContent());
     assert.ok(value >= 2 * 5, `the count of "the" is at least ten, got ${value}`);

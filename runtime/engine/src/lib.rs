@@ -42,6 +42,7 @@ pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, 
 pub use io::{Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source};
 pub use job::Job;
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
+pub use plan::operator_chains;
 pub use policy::{DeadLetter, DeadLetterFn};
 pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

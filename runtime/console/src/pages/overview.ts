@@ -65,12 +65,12 @@ export async function overview(main: HTMLElement, _params: unknown, signal: Abor
         tl.topologies.length === 0
           ? h('p', { class: 'muted' }, 'No topologies yet: ', h('a', { href: '#/new' }, 'write one'), '.')
           : table(
-              ['Name', 'State', 'In', 'Out', 'Errors', 'Dead letters', 'Last checkpoint', 'Last error'],
+              ['Name', 'State', 'In from sources', 'Out to sinks', 'Errors', 'Dead letters', 'Last checkpoint', 'Last error'],
               tl.topologies.map((t) => [
                 h('a', { href: `#/topologies/${seg(t.name)}` }, t.name),
                 badge(t.state),
-                h('span', { 'data-rate-in': t.name }, rate(perSecond(t, (x) => x.events_in))),
-                rate(perSecond(t, (x) => x.events_out)),
+                h('span', { 'data-rate-in': t.name }, rate(perSecond(t, (x) => x.events_from_sources))),
+                rate(perSecond(t, (x) => x.events_to_sinks)),
                 num(t.errors),
                 num(t.dead_lettered),
                 t.last_checkpoint ? `#${t.last_checkpoint.id}, ${ago(t.last_checkpoint.started_at)}` : '–',

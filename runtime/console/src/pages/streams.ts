@@ -28,6 +28,7 @@ export function eventRow(e: StreamEvent): HTMLElement {
   );
 }
 
+
 export async function streams(main: HTMLElement, params: { rest: string[] }, signal: AbortSignal): Promise<void> {
   const name = params.rest[0];
   if (!name) return list(main);

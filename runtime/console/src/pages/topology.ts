@@ -348,14 +348,14 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
   });
 
   every(1000, refresh, signal);
-  every(5000, showCheckpoints, signal);
+  every(2000, showCheckpoints, signal);
 }
 
 /** The batch-latency histogram as bars, one per bucket. */
 function histogram(bounds: number[], counts: number[]): SVGElement {
   const total = counts.reduce((a, b) => a + b, 0);
   const max = Math.max(1, ...counts);
-  const w = 28;
+  const w = 36;
   const height = 90;
   const labels = [...bounds.map((b) => (b >= 1000 ? `${b / 1000}ms` : `${b}µs`)), 'more'];
   return s(
