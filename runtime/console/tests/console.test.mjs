@@ -109,10 +109,14 @@ operators:
     input: split
     key_by: key
     parallelism: ${parallelism}
+  - name: pass
+    module: identity
+    input: count
+    parallelism: ${parallelism}
 sinks:
   - name: out
     stream: counts
-    input: count
+    input: pass
 `;
 
 async function main() {
@@ -167,8 +171,10 @@ async function main() {
     await page.waitForSelector('#modules code:text("split-words@1")', { timeout: WAIT_MS });
     await page.setInputFiles('#module-file', join(GUESTS, 'word_count.wasm'));
     await page.waitForSelector('#modules code:text("word-count@1")', { timeout: WAIT_MS });
+    // A third through the API: the one chained after word-count.
+    await api(url, 'POST', '/v1/modules/identity', readFileSync(join(GUESTS, 'identity.wasm')), { 'Content-Type': 'application/wasm' });
     const stored = await api(url, 'GET', '/v1/modules');
-    assert.deepEqual(stored.modules.map((m) => m.reference).sort(), ['split-words@1', 'word-count@1']);
+    assert.deepEqual(stored.modules.map((m) => m.reference).sort(), ['identity@1', 'split-words@1', 'word-count@1']);
 
     // ---- new topology: a problem at its path first, then apply ----
     await page.click('nav a[href="#/new"]');
@@ -210,9 +216,12 @@ async function main() {
       edges: [...document.querySelectorAll('#graph [data-edge]')].map((e) => e.dataset.edge).sort(),
     }));
     assert.deepEqual(drawn, {
-      nodes: ['operator:count:2', 'operator:split:1', 'sink:out:1', 'source:lines:1'],
-      edges: ['count->out', 'lines->split', 'split->count'],
+      nodes: ['operator:count:2', 'operator:pass:2', 'operator:split:1', 'sink:out:1', 'source:lines:1'],
+      edges: ['count->pass', 'lines->split', 'pass->out', 'split->count'],
     });
+    // count and pass run as one task: drawn boxed together.
+    await page.waitForSelector('#graph [data-chain="count,pass"]');
+    assert.equal(await page.locator('#graph [data-chain]').count(), 1);
 
     // ---- modules: delete refused while pinned ----
     await page.click('nav a[href="#/modules"]');

@@ -268,7 +268,7 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
             { label: 'alignment ms', stroke: '#d97706', width: 2 },
             { label: 'bytes', stroke: '#059669', width: 1, scale: 'bytes', value: (_u, v) => (v === null ? '–' : bytes(v)) },
           ],
-          axes: [{}, { label: 'ms' }, { side: 1, scale: 'bytes', values: (_u, vals) => vals.map((v) => bytes(v)), grid: { show: false } }],
+          axes: [{}, { label: 'ms' }, { side: 1, scale: 'bytes', size: 70, values: (_u, vals) => vals.map((v) => bytes(v)), grid: { show: false } }],
         },
         data,
         chartBox,
