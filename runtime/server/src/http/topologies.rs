@@ -40,23 +40,29 @@ fn problems_json(problems: &[weir_topology::Problem]) -> Vec<Value> {
         .collect()
 }
 
+/// One instance's counters, as its topology's status and metrics give them.
+fn counters_json(m: &MetricsSnapshot) -> Value {
+    json!({
+        "events_in": m.events_in,
+        "events_out": m.events_out,
+        "errors": m.errors,
+        "dead_lettered": m.dead_lettered,
+        "late": m.late,
+        "blocked_ms": m.blocked.as_millis() as u64,
+        "counters": m.guest_counters,
+    })
+}
+
 fn status_json(s: &TopologyStatus) -> Value {
     let operators: Vec<Value> = s
         .operators
         .iter()
         .map(|(name, instance, m)| {
-            json!({
-                "name": name,
-                "instance": instance,
-                "events_in": m.events_in,
-                "events_out": m.events_out,
-                "errors": m.errors,
-                "dead_lettered": m.dead_lettered,
-                "late": m.late,
-                "watermark": m.watermark,
-                "blocked_ms": m.blocked.as_millis() as u64,
-                "counters": m.guest_counters,
-            })
+            let mut out = counters_json(m);
+            out["name"] = json!(name);
+            out["instance"] = json!(instance);
+            out["watermark"] = json!(m.watermark);
+            out
         })
         .collect();
     json!({
@@ -286,19 +292,12 @@ pub(super) async fn metrics(
             .operators
             .iter()
             .map(|(op, instance, m)| {
-                json!({
-                    "operator": op,
-                    "instance": instance,
-                    "events_in": m.events_in,
-                    "events_out": m.events_out,
-                    "errors": m.errors,
-                    "dead_lettered": m.dead_lettered,
-                    "late": m.late,
-                    "watermark": (m.watermark != i64::MIN).then_some(m.watermark),
-                    "blocked_ms": m.blocked.as_millis() as u64,
-                    "latency_counts": m.latency_buckets,
-                    "counters": m.guest_counters,
-                })
+                let mut out = counters_json(m);
+                out["operator"] = json!(op);
+                out["instance"] = json!(instance);
+                out["watermark"] = json!((m.watermark != i64::MIN).then_some(m.watermark));
+                out["latency_counts"] = json!(m.latency_buckets);
+                out
             })
             .collect();
         Ok(Json(json!({
