@@ -49,6 +49,7 @@ fn quickstart_over_http() {
     assert_eq!(listed.body["modules"].as_array().unwrap().len(), 2);
     let inspected = http.get("/v1/modules/word-count/versions/1");
     assert_eq!(inspected.status, 200);
+    assert_eq!(inspected.body["language"], "Rust", "{}", inspected.text);
     assert!(
         inspected.body["exports"]
             .as_array()

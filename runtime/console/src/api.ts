@@ -220,6 +220,8 @@ export interface ModuleVersion {
   imports: string[];
   exports: string[];
   created_at: number;
+  /** Where the component's producers sections say. */
+  language: string | null;
   versions?: number;
 }
 

@@ -175,6 +175,7 @@ async function main() {
     await api(url, 'POST', '/v1/modules/identity', readFileSync(join(GUESTS, 'identity.wasm')), { 'Content-Type': 'application/wasm' });
     const stored = await api(url, 'GET', '/v1/modules');
     assert.deepEqual(stored.modules.map((m) => m.reference).sort(), ['identity@1', 'split-words@1', 'word-count@1']);
+    assert.deepEqual(stored.modules.map((m) => m.language), ['Rust', 'Rust', 'Rust']);
 
     // ---- new topology: a problem at its path first, then apply ----
     await page.click('nav a[href="#/new"]');

@@ -96,6 +96,7 @@ export async function modules(main: HTMLElement, _params: unknown, signal: Abort
         h('code', {}, v.reference),
         h('code', { title: v.digest }, v.digest.replace(/^sha256:/, '').slice(0, 12)),
         bytes(v.size),
+        v.language ?? h('span', { class: 'muted' }, 'unknown'),
         v.world,
         users.length ? users.map((u, i) => [i ? ', ' : '', h('a', { href: `#/topologies/${seg(u)}` }, u)]).flat() : h('span', { class: 'muted' }, 'none'),
         time(v.created_at),
@@ -122,7 +123,7 @@ export async function modules(main: HTMLElement, _params: unknown, signal: Abort
       listing,
       h('h2', {}, 'Stored'),
       rows.length
-        ? table(['Module', 'Digest', 'Size', 'World', 'Pinned by', 'Uploaded', ''], rows, { id: 'modules' })
+        ? table(['Module', 'Digest', 'Size', 'Language', 'World', 'Pinned by', 'Uploaded', ''], rows, { id: 'modules' })
         : h('p', { class: 'muted' }, 'No modules yet.'),
     );
   };

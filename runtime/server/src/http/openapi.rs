@@ -202,7 +202,8 @@ pub fn document() -> Value {
                     "name": { "type": "string" }, "version": { "type": "integer" }, "reference": { "type": "string" },
                     "digest": { "type": "string" }, "size": { "type": "integer" }, "world": { "type": "string" },
                     "imports": { "type": "array", "items": { "type": "string" } },
-                    "exports": { "type": "array", "items": { "type": "string" } }, "created_at": { "type": "integer" } } },
+                    "exports": { "type": "array", "items": { "type": "string" } }, "created_at": { "type": "integer" },
+                    "language": { "type": ["string", "null"], "description": "Rust, C, JavaScript, Python or Go, where the component's producers sections say" } } },
                 "Problem": { "type": "object", "properties": {
                     "path": { "type": "string" }, "message": { "type": "string" }, "severity": { "enum": ["error", "warning"] } } },
                 "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
