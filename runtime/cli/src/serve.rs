@@ -244,6 +244,13 @@ pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
         |addr| {
             // One line on stdout, so scripts (and tests) learn the port.
             crate::client::out(&format!("weir serve: listening on http://{addr}\n"));
+            if weir_server::http::console_built() {
+                tracing::info!("web console at http://{addr}/");
+            } else {
+                tracing::info!(
+                    "this weir has no web console: `cargo xtask console`, then build weir again"
+                );
+            }
         },
         shutdown_signal(),
     ))?;

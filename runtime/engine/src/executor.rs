@@ -163,6 +163,8 @@ pub(crate) struct Launched {
     /// Requests to the checkpoint coordinator (when checkpointing).
     pub(crate) requests: Option<Sender<Request>>,
     pub(crate) history: Arc<Mutex<Vec<CheckpointInfo>>>,
+    /// Interval checkpoints skipped because nothing had changed.
+    pub(crate) skipped: Arc<AtomicU64>,
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
@@ -605,6 +607,7 @@ pub(crate) fn launch(
     drop(ack_tx);
 
     let history = Arc::new(Mutex::new(Vec::new()));
+    let skipped = Arc::new(AtomicU64::new(0));
     let mut requests = None;
     if let (Some(s), Some(config)) = (&state, checkpoints) {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
@@ -624,6 +627,8 @@ pub(crate) fn launch(
             sinks: coordinator_sinks,
             last_id,
             lineage,
+            committed_sources: restored_meta.map(|m| m.sources.clone()).unwrap_or_default(),
+            skipped: skipped.clone(),
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),
@@ -644,6 +649,7 @@ pub(crate) fn launch(
         source_counts,
         requests,
         history,
+        skipped,
         query_routes,
         state,
     })
