@@ -4,7 +4,8 @@
 //! failing its first requests) and to a stream. The server is killed with
 //! SIGKILL 5 times at random moments and made to abort once at each fault
 //! point (`WEIR_FAULT`: after the Weir commit, before the PostgreSQL
-//! commit), more input arriving after each restart. In the end the upsert
+//! commit), more input arriving after each restart; then PostgreSQL is
+//! restarted while the last input comes in. In the end the upsert
 //! table equals the oracle, the append table holds every count exactly
 //! once, and the webhook got every alert at least once and, deduplicated
 //! by idempotency key, exactly the alerts of the (exactly-once) stream.
@@ -155,7 +156,7 @@ fn start(data: &std::path::Path, pg: &PgServer, fault: Option<&str>) -> Server {
 #[test]
 fn killed_servers_keep_tables_exactly_once_and_alerts_dedupable() {
     let started = Instant::now();
-    let pg = PgServer::start_new();
+    let mut pg = PgServer::start_new();
     let hook = Webhook::start(Script {
         fail_first: Some((2, 503)),
         ..Script::default()
@@ -197,9 +198,15 @@ fn killed_servers_keep_tables_exactly_once_and_alerts_dedupable() {
         });
         server = start(&data, &pg, None);
     }
-    for _ in KILLS + FAULTS.len()..CHUNKS {
+    // PostgreSQL restarts while the rest comes in: the sinks retry.
+    for n in KILLS + FAULTS.len()..CHUNKS {
         let (lines, txns) = feed(&server.url, &mut rng);
         assert!(lines.is_ok() && txns.is_ok(), "{lines:?} {txns:?}");
+        if n == KILLS + FAULTS.len() {
+            pg.stop();
+            std::thread::sleep(Duration::from_millis(700));
+            pg.start();
+        }
     }
 
     // The upsert table reaches the oracle: word counts of what the `lines`

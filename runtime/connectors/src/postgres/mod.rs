@@ -490,7 +490,10 @@ fn database_message(e: &postgres::Error) -> String {
 /// other database error is not.
 fn classify(e: postgres::Error) -> Failure {
     match e.as_db_error() {
-        None => Failure::Lost(e.to_string()),
+        None => Failure::Lost(match e.source() {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        }),
         Some(db) => {
             let code = db.code().code();
             let transient = code.starts_with("08")
