@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use weir_engine::{
-    Bindings, CheckpointConfig, CheckpointInfo, ExecOptions, Job, Modules, Sink, Source,
+    Bindings, CheckpointConfig, CheckpointInfo, ExecOptions, Job, Modules, Position, Sink, Source,
     StateConfig, fn_sink, iter_source,
 };
 use weir_state::{StateBudget, StateDb};
@@ -229,7 +229,8 @@ struct Generated {
 }
 
 impl Source for Generated {
-    fn seek(&mut self, position: u64) -> Result<(), String> {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        let position = position.count()?;
         if position > self.end {
             return Err(format!(
                 "the input has {} events, the checkpoint read {position}",

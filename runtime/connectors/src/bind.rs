@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_engine::{Pull, Sink, Source};
+use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
 use weir_types::{Batch, Event};
 
 use crate::Stream;
@@ -53,7 +53,8 @@ impl StreamSource {
 }
 
 impl Source for StreamSource {
-    fn seek(&mut self, position: u64) -> Result<(), String> {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        let position = position.count()?;
         let end = self.stream.end_offset();
         if position > end {
             return Err(format!(
@@ -121,7 +122,12 @@ impl Sink for StreamSink {
         Ok(self.stream.end_offset())
     }
 
-    fn recover(&mut self, position: u64, pending: &Batch) -> Result<(), String> {
+    fn recover(
+        &mut self,
+        _at: &CheckpointRef,
+        position: u64,
+        pending: &Batch,
+    ) -> Result<(), String> {
         let end = self.stream.end_offset();
         let have = end.checked_sub(position).ok_or_else(|| {
             format!(
@@ -165,9 +171,13 @@ mod tests {
         let mut sink = StreamSink::new(stream.clone());
         sink.write(&batch(0..2)).unwrap();
         let base = sink.position().unwrap();
+        let at = CheckpointRef {
+            lineage: "run".into(),
+            id: 1,
+        };
         // A crash after the first event of the pending output was appended.
         sink.write(&batch(2..3)).unwrap();
-        sink.recover(base, &batch(2..5)).unwrap();
+        sink.recover(&at, base, &batch(2..5)).unwrap();
         let (events, end) = stream.read(0, 100).unwrap();
         assert_eq!(end, 5);
         let values: Vec<Vec<u8>> = events.into_iter().map(|e| e.value).collect();
@@ -178,7 +188,7 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         // More than the checkpoint published: someone else wrote.
-        assert!(sink.recover(base, &batch(0..1)).is_err());
+        assert!(sink.recover(&at, base, &batch(0..1)).is_err());
     }
 
     #[test]
@@ -188,14 +198,14 @@ mod tests {
         let stream = store.stream("in").unwrap();
         stream.append(&batch(0..3)).unwrap();
         let mut source = StreamSource::follow(stream.clone());
-        source.seek(2).unwrap();
+        source.seek(&Position::Count(2)).unwrap();
         assert!(matches!(source.pull().unwrap(), Pull::Event(e) if e.value == b"2"));
         assert_eq!(source.pull().unwrap(), Pull::Idle);
         stream.append(&batch(3..4)).unwrap();
         assert!(matches!(source.pull().unwrap(), Pull::Event(e) if e.value == b"3"));
         let mut bounded = StreamSource::bounded(stream);
-        assert!(bounded.seek(9).is_err());
-        bounded.seek(4).unwrap();
+        assert!(bounded.seek(&Position::Count(9)).is_err());
+        bounded.seek(&Position::Count(4)).unwrap();
         assert_eq!(bounded.pull().unwrap(), Pull::End);
     }
 }

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use weir_engine::{Pull, Sink, Source};
+use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
 use weir_types::{Batch, wire};
 
 /// Events from a JSON-lines file (or any reader of lines).
@@ -70,7 +70,8 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn seek(&mut self, position: u64) -> Result<(), String> {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        let position = position.count()?;
         let mut buf = String::new();
         for read in 0..position {
             if !self.next_line(&mut buf)? {
@@ -167,7 +168,12 @@ impl Sink for FileSink {
         }
     }
 
-    fn recover(&mut self, position: u64, pending: &Batch) -> Result<(), String> {
+    fn recover(
+        &mut self,
+        _at: &CheckpointRef,
+        position: u64,
+        pending: &Batch,
+    ) -> Result<(), String> {
         if let Some(file) = &self.file {
             let name = self.name();
             let len = file
@@ -192,6 +198,13 @@ mod tests {
 
     use super::*;
 
+    fn at() -> CheckpointRef {
+        CheckpointRef {
+            lineage: "run".into(),
+            id: 1,
+        }
+    }
+
     fn batch(values: &[&str]) -> Batch {
         values
             .iter()
@@ -212,7 +225,7 @@ mod tests {
         sink.write(&batch(&["3"])).unwrap();
         // After a crash: the run reopens without truncating and recovers.
         let mut sink = FileSink::open(&path, false).unwrap();
-        sink.recover(base, &batch(&["3"])).unwrap();
+        sink.recover(&at(), base, &batch(&["3"])).unwrap();
         sink.write(&batch(&["4"])).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let values: Vec<&str> = text
@@ -227,20 +240,25 @@ mod tests {
             })
             .collect();
         assert_eq!(values, ["1", "2", "3", "4"]);
-        assert!(sink.recover(1 << 20, &Batch::default()).is_err());
+        assert!(sink.recover(&at(), 1 << 20, &Batch::default()).is_err());
     }
 
     #[test]
     fn a_source_seeks_by_events_not_lines() {
         let text = "{\"value\":1}\n\n{\"value\":2}\n{\"value\":3}\n";
         let mut source = FileSource::from_reader("t".into(), Box::new(text.as_bytes()), || 0);
-        source.seek(2).unwrap();
+        source.seek(&Position::Count(2)).unwrap();
         let Pull::Event(e) = source.pull().unwrap() else {
             panic!("expected an event")
         };
         assert_eq!(e.value, b"3");
         assert_eq!(source.pull().unwrap(), Pull::End);
         let mut short = FileSource::from_reader("t".into(), Box::new(text.as_bytes()), || 0);
-        assert!(short.seek(4).unwrap_err().contains("has 3 events"));
+        assert!(
+            short
+                .seek(&Position::Count(4))
+                .unwrap_err()
+                .contains("has 3 events")
+        );
     }
 }

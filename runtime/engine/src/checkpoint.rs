@@ -22,7 +22,7 @@ use weir_state::StateDb;
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
-use crate::io::Sink;
+use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
@@ -76,6 +76,10 @@ pub struct CheckpointInfo {
 pub(crate) struct Meta {
     pub(crate) id: u64,
     pub(crate) topology: String,
+    /// The run's lineage (see [`CheckpointRef`]); empty in checkpoints
+    /// taken before lineages existed.
+    #[serde(default)]
+    pub(crate) lineage: String,
     pub(crate) savepoint: Option<String>,
     pub(crate) created_at: i64,
     pub(crate) key_groups: u16,
@@ -106,6 +110,27 @@ pub(crate) struct Restored {
     pub(crate) pending: BTreeMap<String, Batch>,
     /// Imported from a savepoint: this run's sinks start afresh.
     pub(crate) from_savepoint: bool,
+}
+
+/// The lineage a run publishes under: the restored checkpoint's, or a new
+/// one when the run starts without a checkpoint, from a savepoint (its
+/// sinks start afresh) or from a checkpoint taken before lineages.
+pub(crate) fn lineage_of(restored: Option<&Restored>) -> String {
+    match restored {
+        Some(r) if !r.from_savepoint && !r.meta.lineage.is_empty() => r.meta.lineage.clone(),
+        _ => new_lineage(),
+    }
+}
+
+/// A name no other run of this process or machine has: the wall clock in
+/// nanoseconds, the process id and a counter.
+fn new_lineage() -> String {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{run:x}", std::process::id())
 }
 
 /// Reads the newest complete checkpoint of `db` (falling back past damaged
@@ -207,6 +232,9 @@ pub(crate) struct Coordinator {
     pub(crate) sinks: Vec<(String, Option<Box<dyn Sink>>)>,
     /// The last id used (restored or committed).
     pub(crate) last_id: u64,
+    /// The run's lineage (see [`CheckpointRef`]), recorded in every
+    /// checkpoint.
+    pub(crate) lineage: String,
 }
 
 impl Coordinator {
@@ -304,13 +332,14 @@ impl Coordinator {
             id,
             started,
             started_at,
-            collected,
+            mut collected,
             request,
         } = flight;
         let savepoint = request.as_ref().and_then(|r| r.savepoint.clone());
         let mut meta = Meta {
             id,
             topology: self.topology.clone(),
+            lineage: self.lineage.clone(),
             savepoint: savepoint.as_ref().map(|(n, _)| n.clone()),
             created_at: now_ms(),
             key_groups: self.key_groups,
@@ -318,8 +347,10 @@ impl Coordinator {
             ..Meta::default()
         };
         for (s, name) in self.source_names.iter().enumerate() {
-            meta.sources
-                .insert(name.clone(), collected.sources[s].unwrap_or_default());
+            meta.sources.insert(
+                name.clone(),
+                collected.sources[s].take().unwrap_or_default(),
+            );
         }
         let mut snapshots = Vec::new();
         for (t, slot) in collected.tasks.into_iter().enumerate() {
@@ -353,8 +384,8 @@ impl Coordinator {
                     let mut bytes = Vec::new();
                     batch.encode(&mut bytes);
                     pending_bytes.push((name.clone(), bytes));
-                    publish.push((k, batch));
                 }
+                publish.push((k, batch));
             }
         }
         let meta_bytes = serde_json::to_vec(&meta)
@@ -370,13 +401,19 @@ impl Coordinator {
                 self.config.retain,
             )
             .map_err(EngineError::State)?;
+        self.control.committed.store(id, Ordering::SeqCst);
+        let at = CheckpointRef {
+            lineage: self.lineage.clone(),
+            id,
+        };
         for (k, batch) in publish {
             let (name, sink) = &mut self.sinks[k];
             if let Some(sink) = sink {
-                sink.write(&batch).map_err(|message| EngineError::Sink {
-                    sink: name.clone(),
-                    message,
-                })?;
+                sink.publish(&at, &batch)
+                    .map_err(|message| EngineError::Sink {
+                        sink: name.clone(),
+                        message,
+                    })?;
             }
         }
         if let Some((name, path)) = &savepoint {
@@ -420,6 +457,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::Position;
 
     fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
         Restored {
@@ -495,7 +533,7 @@ mod tests {
         meta.sources.insert(
             "in".into(),
             SourceMeta {
-                position: 5,
+                position: Position::Count(5),
                 max_ts: 9,
             },
         );
@@ -504,12 +542,25 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "id": 3, "topology": "t", "savepoint": null, "created_at": 0,
+                "id": 3, "topology": "t", "lineage": "", "savepoint": null, "created_at": 0,
                 "key_groups": 8, "sources": {"in": {"position": 5, "max_ts": 9}},
                 "sinks": {"out": 2}, "operators": {}, "final": true
             })
         );
-        let back: Meta = serde_json::from_value(json).unwrap();
+        let back: Meta = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, meta);
+        // Written before lineages: read with an empty one.
+        let mut older = json;
+        older.as_object_mut().unwrap().remove("lineage");
+        assert_eq!(serde_json::from_value::<Meta>(older).unwrap(), meta);
+        // Split offsets are an object.
+        meta.sources.get_mut("in").unwrap().position =
+            Position::Splits(BTreeMap::from([(0, 4), (1, 6)]));
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(
+            json["sources"]["in"]["position"],
+            serde_json::json!({"0": 4, "1": 6})
+        );
+        assert_eq!(serde_json::from_value::<Meta>(json).unwrap(), meta);
     }
 }

@@ -36,10 +36,10 @@ use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
     CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, check_restore,
-    restore,
+    lineage_of, restore,
 };
 use crate::error::EngineError;
-use crate::io::{Sink, Source};
+use crate::io::{CheckpointRef, Position, Sink, Source};
 use crate::metrics::MetricsRegistry;
 use crate::plan::{Consumer, Plan, Producer, plan_topology};
 use crate::policy::{DeadLetterFn, DeadLetters};
@@ -316,6 +316,7 @@ fn split_sinks(
     sinks: Vec<Box<dyn Sink>>,
     checkpointed: bool,
     restored: Option<&Restored>,
+    lineage: &str,
 ) -> Result<SplitSinks, EngineError> {
     let mut coordinator_sinks = Vec::new();
     let mut task_sinks = Vec::new();
@@ -325,7 +326,11 @@ fn split_sinks(
                 let base = r.meta.sinks.get(&s.name).copied().unwrap_or(0);
                 let empty = weir_types::Batch::default();
                 let pending = r.pending.get(&s.name).unwrap_or(&empty);
-                sink.recover(base, pending)
+                let at = CheckpointRef {
+                    lineage: lineage.to_owned(),
+                    id: r.meta.id,
+                };
+                sink.recover(&at, base, pending)
                     .map_err(|message| EngineError::Sink {
                         sink: s.name.clone(),
                         message: format!("recovering to checkpoint {}: {message}", r.meta.id),
@@ -460,14 +465,23 @@ pub(crate) fn launch(
         check_restore(r, groups, &declared)?;
     }
     let restored_meta = restored.as_ref().map(|r| &r.meta);
-    let (coordinator_sinks, task_sinks) =
-        split_sinks(doc, sinks, checkpoints.is_some(), restored.as_ref())?;
+    let lineage = lineage_of(restored.as_ref());
+    let (coordinator_sinks, task_sinks) = split_sinks(
+        doc,
+        sinks,
+        checkpoints.is_some(),
+        restored.as_ref(),
+        &lineage,
+    )?;
 
     let abort = Arc::new(Abort::default());
     let control = Arc::new(Control::default());
     let last_id = restored_meta.map_or(0, |m| m.id);
     control
         .requested
+        .store(last_id, std::sync::atomic::Ordering::SeqCst);
+    control
+        .committed
         .store(last_id, std::sync::atomic::Ordering::SeqCst);
     let (ack_tx, ack_rx) = channel();
     let link = |index: usize| {
@@ -554,9 +568,9 @@ pub(crate) fn launch(
         let start = restored_meta
             .filter(|_| !checkpoints.is_some_and(|c| c.reset_sources))
             .and_then(|m| m.sources.get(&doc_source.name))
-            .copied()
+            .cloned()
             .unwrap_or(SourceMeta {
-                position: 0,
+                position: Position::Count(0),
                 max_ts: i64::MIN,
             });
         let read = Arc::new(AtomicU64::new(0));
@@ -564,8 +578,10 @@ pub(crate) fn launch(
         let task = SourceTask {
             name: doc_source.name.clone(),
             source,
-            position: start.position,
+            count: start.position.count().unwrap_or(0),
+            start: start.position,
             max_ts: start.max_ts,
+            uncommitted: std::collections::VecDeque::new(),
             max_out_of_orderness_ms: doc_source
                 .watermark
                 .map(|w| w.max_out_of_orderness_ms)
@@ -607,6 +623,7 @@ pub(crate) fn launch(
             tasks: task_infos,
             sinks: coordinator_sinks,
             last_id,
+            lineage,
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),

@@ -39,7 +39,9 @@ pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo};
 pub use error::EngineError;
 pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use io::{Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source};
+pub use io::{
+    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source,
+};
 pub use job::Job;
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use policy::{DeadLetter, DeadLetterFn};

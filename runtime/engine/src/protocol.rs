@@ -16,6 +16,7 @@ use weir_types::Batch;
 use weir_wasm::OperatorState;
 
 use crate::error::EngineError;
+use crate::io::Position;
 
 /// What travels between task instances.
 pub(crate) enum Msg {
@@ -47,7 +48,7 @@ pub(crate) enum Ack {
     Source {
         id: u64,
         source: usize,
-        position: u64,
+        position: Position,
         max_ts: i64,
     },
     Task {
@@ -89,6 +90,8 @@ pub(crate) struct Control {
     pub(crate) stop_at: AtomicU64,
     /// Stop now, no checkpoint (runs without checkpoints).
     pub(crate) stop_now: AtomicBool,
+    /// The newest durable checkpoint: sources tell their connector.
+    pub(crate) committed: AtomicU64,
 }
 
 /// Shared stop flag and first error of a run.

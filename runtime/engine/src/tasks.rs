@@ -15,6 +15,7 @@
 //! stop with savepoint). Failures follow the operator's policy
 //! (`policy.rs`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -27,7 +28,7 @@ use weir_wasm::{OperatorInstance, TimeDomain};
 use crate::align::{Aligner, InputTracker};
 use crate::call::process_isolated;
 use crate::error::{EngineError, state_error};
-use crate::io::{Pull, Sink, Source};
+use crate::io::{Position, Pull, Sink, Source};
 use crate::metrics::InstanceMetrics;
 use crate::policy::{DeadLetter, DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
 use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
@@ -396,10 +397,16 @@ impl Task for ChainTask {
 pub(crate) struct SourceTask {
     pub(crate) name: String,
     pub(crate) source: Box<dyn Source>,
-    /// Events read before (restored from a checkpoint).
-    pub(crate) position: u64,
-    /// Highest timestamp read before.
+    /// Where the run starts (restored from a checkpoint).
+    pub(crate) start: Position,
+    /// Events read, counting those before the restored position (the
+    /// position of a source that does not report its own).
+    pub(crate) count: u64,
+    /// The event time reached: the highest timestamp read, or what the
+    /// source reports (never lower than the restored one).
     pub(crate) max_ts: i64,
+    /// Positions recorded at barriers of checkpoints not yet durable.
+    pub(crate) uncommitted: VecDeque<(u64, Position)>,
     pub(crate) max_out_of_orderness_ms: i64,
     /// Most events in a batch.
     pub(crate) batch_size: usize,
@@ -431,13 +438,38 @@ impl SourceTask {
         }
     }
 
+    /// Where the source is now, as a checkpoint records it.
+    fn position(&self) -> Position {
+        self.source
+            .position()
+            .unwrap_or(Position::Count(self.count))
+    }
+
+    /// Tells the source that the newest durable checkpoint it took part
+    /// in is committed (a failure to pass that on only warns: the
+    /// checkpoint itself is safe).
+    fn pass_on_commits(&mut self) {
+        let committed = self.control.committed.load(Ordering::SeqCst);
+        let mut newest = None;
+        while self
+            .uncommitted
+            .front()
+            .is_some_and(|(id, _)| *id <= committed)
+        {
+            newest = self.uncommitted.pop_front().map(|(_, p)| p);
+        }
+        if let Some(position) = newest
+            && let Err(message) = self.source.committed(&position)
+        {
+            tracing::warn!(source = %self.name, error = %message, "the source could not record a committed position");
+        }
+    }
+
     /// Seeks to the restored position and sends the restored watermark.
     fn start(&mut self) -> Result<Slice, EngineError> {
-        if self.position > 0 {
-            let position = self.position;
-            self.source
-                .seek(position)
-                .map_err(|m| self.source_error(m))?;
+        if !self.start.is_start() {
+            let start = self.start.clone();
+            self.source.seek(&start).map_err(|m| self.source_error(m))?;
         }
         let mut watermark = i64::MIN;
         if self.max_ts > i64::MIN {
@@ -467,12 +499,14 @@ impl SourceTask {
         if self.outputs.broadcast(|| Msg::Barrier(requested)).is_err() {
             return Slice::Done;
         }
+        let position = self.position();
         link.send(Ack::Source {
             id: requested,
             source: link.index,
-            position: self.position,
+            position: position.clone(),
             max_ts: self.max_ts,
         });
+        self.uncommitted.push_back((requested, position));
         if self.control.stop_at.load(Ordering::SeqCst) == requested {
             let _ = self.outputs.broadcast(|| Msg::Stop);
             return Slice::Done;
@@ -489,7 +523,7 @@ impl SourceTask {
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
             match self.source.pull().map_err(|m| self.source_error(m))? {
                 Pull::Event(event) => {
-                    self.position += 1;
+                    self.count += 1;
                     self.max_ts = self.max_ts.max(event.timestamp);
                     batch.push_event(&event);
                 }
@@ -499,6 +533,10 @@ impl SourceTask {
                     break;
                 }
             }
+        }
+        if let Some(reached) = self.source.event_time() {
+            // A source of several splits: the least of its splits.
+            self.max_ts = self.max_ts.max(reached);
         }
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if self.outputs.batch(batch).is_err() {
@@ -516,7 +554,7 @@ impl SourceTask {
                 link.send(Ack::Source {
                     id: FINAL,
                     source: link.index,
-                    position: self.position,
+                    position: self.position(),
                     max_ts: self.max_ts,
                 });
             }
@@ -540,6 +578,7 @@ impl Task for SourceTask {
                 let _ = self.outputs.broadcast(|| Msg::Stop);
                 return Ok(Slice::Done);
             }
+            self.pass_on_commits();
             if self.inject() == Slice::Done || self.step()? == Slice::Done {
                 return Ok(Slice::Done);
             }

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use weir_state::StateSnapshot;
 use weir_types::{Batch, now_ms};
 
+use crate::io::Position;
 use crate::protocol::{Ack, FINAL};
 
-/// A source's place in its input: events read and highest timestamp.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A source's place in its input and the event time it had reached (its
+/// highest timestamp, or what the source itself reports).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SourceMeta {
-    pub(crate) position: u64,
+    pub(crate) position: Position,
     pub(crate) max_ts: i64,
 }
 
@@ -148,7 +150,7 @@ impl<R> Tracker<R> {
             } => {
                 let meta = SourceMeta { position, max_ts };
                 if id == FINAL {
-                    self.ended_sources[source] = Some(meta);
+                    self.ended_sources[source] = Some(meta.clone());
                 }
                 match flight {
                     Some(f) if (f.id == id || id == FINAL) => {
@@ -273,7 +275,7 @@ mod tests {
             out.push(Ack::Source {
                 id,
                 source: s,
-                position: 100 + s as u64,
+                position: Position::Count(100 + s as u64),
                 max_ts: s as i64,
             });
         }
@@ -322,13 +324,13 @@ mod tests {
             }
             let done = tracker.take_complete().expect("complete after every ack");
             assert_eq!(done.id, 5);
-            let positions: Vec<u64> = done
+            let positions: Vec<Position> = done
                 .collected
                 .sources
                 .iter()
-                .map(|s| s.unwrap().position)
+                .map(|s| s.clone().unwrap().position)
                 .collect();
-            assert_eq!(positions, vec![100, 101]);
+            assert_eq!(positions, vec![Position::Count(100), Position::Count(101)]);
             let watermarks: Vec<i64> = done
                 .collected
                 .tasks
@@ -364,7 +366,7 @@ mod tests {
             Ack::Source {
                 id,
                 source: 0,
-                position: 7,
+                position: Position::Count(7),
                 max_ts: 3,
             },
             Ack::Task {
@@ -395,7 +397,7 @@ mod tests {
             Ack::Source {
                 id,
                 source: 0,
-                position: 9,
+                position: Position::Count(9),
                 max_ts: 3,
             },
             Ack::Task {
@@ -430,7 +432,7 @@ mod tests {
         tracker.record(Ack::Source {
             id: FINAL,
             source: 0,
-            position: 12,
+            position: Position::Count(12),
             max_ts: 8,
         });
         tracker.record(Ack::Task {
@@ -459,7 +461,12 @@ mod tests {
         };
         assert_eq!(last.id, 4);
         assert_eq!(last.request, Some("stop"));
-        assert_eq!(last.collected.sources[0].map(|s| s.position), Some(12));
+        assert_eq!(
+            last.collected.sources[0]
+                .as_ref()
+                .map(|s| s.position.clone()),
+            Some(Position::Count(12))
+        );
         assert_eq!(
             last.collected.sinks[0].as_ref().map(|b| b.timestamps[0]),
             Some(77)

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weir_engine::{
-    Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, Pull, Sink, Source,
-    StateConfig, StateValue, run_topology,
+    Bindings, CheckpointConfig, CheckpointRef, EngineError, ExecOptions, Job, Modules, Position,
+    Pull, Sink, Source, StateConfig, StateValue, run_topology,
 };
 use weir_fixtures::guest_bytes;
 use weir_state::{StateBudget, StateDb};
@@ -57,8 +57,8 @@ struct Gated {
 }
 
 impl Source for Gated {
-    fn seek(&mut self, position: u64) -> Result<(), String> {
-        self.next = position as usize;
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        self.next = position.count()? as usize;
         Ok(())
     }
     fn pull(&mut self) -> Result<Pull, String> {
@@ -92,7 +92,12 @@ impl Sink for Lines {
     fn position(&mut self) -> Result<u64, String> {
         Ok(self.0.lock().unwrap().len() as u64)
     }
-    fn recover(&mut self, position: u64, pending: &Batch) -> Result<(), String> {
+    fn recover(
+        &mut self,
+        _at: &CheckpointRef,
+        position: u64,
+        pending: &Batch,
+    ) -> Result<(), String> {
         self.0.lock().unwrap().truncate(position as usize);
         self.write(pending)
     }
@@ -497,4 +502,228 @@ fn barriers_align_across_two_sources_and_parallel_producers() {
         pairs(&got) == pairs(&expected),
         "a count is missing or repeated"
     );
+}
+
+/// A source of two splits (as a Kafka topic of two partitions): events
+/// alternate between them and its position is each split's next offset.
+struct TwoSplits {
+    splits: [Vec<Event>; 2],
+    next: [usize; 2],
+    turn: usize,
+    ends: bool,
+    /// Positions the engine said were committed.
+    committed: Arc<Mutex<Vec<Position>>>,
+}
+
+impl TwoSplits {
+    fn new(events: &[Event], ends: bool, committed: &Arc<Mutex<Vec<Position>>>) -> Self {
+        let (a, b): (Vec<_>, Vec<_>) = events
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        TwoSplits {
+            splits: [
+                a.into_iter().map(|(_, e)| e).collect(),
+                b.into_iter().map(|(_, e)| e).collect(),
+            ],
+            next: [0, 0],
+            turn: 0,
+            ends,
+            committed: committed.clone(),
+        }
+    }
+}
+
+impl Source for TwoSplits {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        let Position::Splits(offsets) = position else {
+            return Err(format!("not split offsets: {position:?}"));
+        };
+        for (split, offset) in offsets {
+            self.next[*split as usize] = *offset as usize;
+        }
+        Ok(())
+    }
+    fn pull(&mut self) -> Result<Pull, String> {
+        for _ in 0..2 {
+            let s = self.turn;
+            self.turn = 1 - self.turn;
+            if let Some(e) = self.splits[s].get(self.next[s]) {
+                self.next[s] += 1;
+                return Ok(Pull::Event(e.clone()));
+            }
+        }
+        if self.ends {
+            return Ok(Pull::End);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(Pull::Idle)
+    }
+    fn position(&self) -> Option<Position> {
+        Some(Position::Splits(
+            (0..2).map(|s| (s as u32, self.next[s] as u64)).collect(),
+        ))
+    }
+    fn committed(&mut self, position: &Position) -> Result<(), String> {
+        self.committed.lock().unwrap().push(position.clone());
+        Ok(())
+    }
+}
+
+/// What a target with a progress marker holds (as a Kafka topic with its
+/// marker record, or a table with its progress row): it cannot cut
+/// output, so it publishes a checkpoint only when its marker is older.
+#[derive(Default)]
+struct Target {
+    lines: Vec<String>,
+    marker: Option<(String, u64)>,
+    /// Fails publishing this checkpoint once: before writing anything
+    /// (`false`) or after writing it and its marker (`true`).
+    fail: Option<(u64, bool)>,
+}
+
+#[derive(Clone, Default)]
+struct Marked(Arc<Mutex<Target>>);
+
+impl Sink for Marked {
+    fn write(&mut self, _: &Batch) -> Result<(), String> {
+        Err("an exactly-once target is written only by publish".into())
+    }
+    fn exactly_once(&self) -> bool {
+        true
+    }
+    fn publish(&mut self, at: &CheckpointRef, batch: &Batch) -> Result<(), String> {
+        let mut t = self.0.lock().unwrap();
+        let fail = t.fail.filter(|(id, _)| *id == at.id);
+        if fail.is_some() {
+            t.fail = None;
+        }
+        if fail == Some((at.id, false)) {
+            return Err("crashed before publishing".into());
+        }
+        t.lines.extend(batch.iter().map(|e| wire::format_event(&e)));
+        t.marker = Some((at.lineage.clone(), at.id));
+        if fail == Some((at.id, true)) {
+            return Err("crashed after publishing".into());
+        }
+        Ok(())
+    }
+    fn recover(&mut self, at: &CheckpointRef, _: u64, pending: &Batch) -> Result<(), String> {
+        let done = self
+            .0
+            .lock()
+            .unwrap()
+            .marker
+            .as_ref()
+            .is_some_and(|(lineage, id)| *lineage == at.lineage && *id >= at.id);
+        if done {
+            Ok(())
+        } else {
+            self.publish(at, pending)
+        }
+    }
+}
+
+fn split_bindings(
+    events: &[Event],
+    ends: bool,
+    committed: &Arc<Mutex<Vec<Position>>>,
+    out: &Marked,
+) -> Bindings {
+    Bindings {
+        sources: HashMap::from([(
+            "in".to_string(),
+            Box::new(TwoSplits::new(events, ends, committed)) as Box<dyn Source>,
+        )]),
+        sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+        ..Bindings::default()
+    }
+}
+
+/// A run that fails while publishing checkpoint 3, then a run from the
+/// same state to the end: the target holds every count exactly once.
+fn crash_while_publishing(after_writing: bool) {
+    let events = lines(1500);
+    let expected = oracle(&events);
+    let dir = tempfile::tempdir().unwrap();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let out = Marked::default();
+    out.0.lock().unwrap().fail = Some((3, after_writing));
+    let job = Job::start(
+        &topology("word-count", 2),
+        &mods,
+        split_bindings(&events[..1000], false, &committed, &out),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    let err = job
+        .wait()
+        .expect_err("publishing checkpoint 3 fails the run");
+    assert!(err.to_string().contains("crashed"), "{err}");
+    let first_lineage = out.0.lock().unwrap().marker.clone().map(|(l, _)| l);
+    {
+        let seen = committed.lock().unwrap();
+        assert!(
+            seen.iter()
+                .any(|p| matches!(p, Position::Splits(s) if s.len() == 2)),
+            "the source was told of committed split offsets: {seen:?}"
+        );
+    }
+
+    let job = Job::start(
+        &topology("word-count", 2),
+        &mods,
+        split_bindings(&events, true, &committed, &out),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    job.wait().unwrap();
+    let target = out.0.lock().unwrap();
+    assert_eq!(
+        target.marker.clone().map(|(l, _)| l),
+        first_lineage,
+        "a recovery keeps the lineage"
+    );
+    let mut got = target.lines.clone();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "a count is missing or repeated");
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn split_offsets_and_a_marker_target_survive_a_crash_before_publishing() {
+    crash_while_publishing(false);
+}
+
+#[test]
+fn a_marker_target_is_not_published_twice_after_a_crash_after_publishing() {
+    crash_while_publishing(true);
+}
+
+#[test]
+fn a_fresh_start_publishes_under_a_new_lineage() {
+    let events = lines(200);
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let mut lineages = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Marked::default();
+        Job::start(
+            &topology("word-count", 1),
+            &mods,
+            split_bindings(&events, true, &committed, &out),
+            ExecOptions::default(),
+            Some(durable(dir.path())),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        lineages.push(out.0.lock().unwrap().marker.clone().unwrap().0);
+    }
+    assert_ne!(lineages[0], lineages[1]);
 }
