@@ -556,8 +556,12 @@ fn killed_servers_and_a_restarted_broker_leave_every_count_once() {
             _ => vec![],
         };
         let mut srv = Server::start(data.path(), &flags, &env);
-        produce(&brokers, "lines", &as_records(chunks[step], sent));
-        sent += chunks[step].len();
+        // In pieces, so the chunk spans several checkpoints.
+        for piece in chunks[step].chunks(250) {
+            produce(&brokers, "lines", &as_records(piece, sent));
+            sent += piece.len();
+            std::thread::sleep(Duration::from_millis(60));
+        }
         match interruption {
             Interruption::Kill => {
                 std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
@@ -569,7 +573,11 @@ fn killed_servers_and_a_restarted_broker_leave_every_count_once() {
                         assert!(!status.success(), "{point}: exited with {status}");
                         break;
                     }
-                    assert!(Instant::now() < deadline, "{point} was never reached");
+                    assert!(
+                        Instant::now() < deadline,
+                        "{point} was never reached; status: {}",
+                        srv.client().get("/v1/topologies/wc").text
+                    );
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }

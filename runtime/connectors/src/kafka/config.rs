@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use weir_topology::property_text;
 
 /// The progress topic of exactly-once sinks that name none.
@@ -69,6 +70,60 @@ impl KafkaError {
     }
 }
 
+/// The client context of Weir's consumers: librdkafka's errors go to
+/// `tracing` at warn (it retries them by itself), without the
+/// end-of-partition notices that reads ask for.
+#[derive(Debug, Default)]
+pub(crate) struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_client_line(level, facility, message);
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+/// A consumer of the connector.
+pub(crate) type WeirConsumer = BaseConsumer<QuietContext>;
+
+/// Logs an error librdkafka reports for a whole client: at warn when all
+/// brokers are down or a request failed; a single failed connection (it
+/// reconnects with backoff, every few hundred ms) and a partition's end
+/// at debug.
+pub(crate) fn log_client_error(error: &RdError, reason: &str) {
+    let code = error.rdkafka_error_code();
+    let quiet = matches!(error, RdError::PartitionEOF(_))
+        || code == Some(RDKafkaErrorCode::PartitionEOF)
+        || code == Some(RDKafkaErrorCode::BrokerTransportFailure);
+    if quiet {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+    } else {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+/// A log line of librdkafka, one level lower than it says for
+/// connection failures (the error callback reports them already).
+pub(crate) fn log_client_line(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", "{facility} {message}")
+        }
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning if facility != "FAIL" => {
+            tracing::warn!(target: "librdkafka", "{facility} {message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", "{facility} {message}")
+        }
+        _ => tracing::debug!(target: "librdkafka", "{facility} {message}"),
+    }
+}
+
 /// A client config with `brokers` and the user's `properties`.
 pub(crate) fn base_config(
     brokers: &str,
@@ -90,7 +145,7 @@ pub(crate) fn base_config(
 
 /// The partitions of `topic`, sorted, from a metadata request.
 pub(crate) fn partitions_of(
-    consumer: &BaseConsumer,
+    consumer: &WeirConsumer,
     brokers: &str,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaError> {
@@ -141,7 +196,7 @@ pub(crate) fn partitions_of(
 pub(crate) fn lookup_consumer(
     brokers: &str,
     properties: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> Result<BaseConsumer, KafkaError> {
+) -> Result<WeirConsumer, KafkaError> {
     let mut config = base_config(brokers, properties)?;
     config
         .set("group.id", "weir.lookup")
@@ -150,14 +205,14 @@ pub(crate) fn lookup_consumer(
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
     config
-        .create()
+        .create_with_context(QuietContext)
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 
 /// Creates the compacted progress topic when it is missing (one
 /// partition; the broker's default replication factor).
 pub(crate) fn ensure_progress_topic(
-    consumer: &BaseConsumer,
+    consumer: &WeirConsumer,
     brokers: &str,
     topic: &str,
 ) -> Result<(), KafkaError> {

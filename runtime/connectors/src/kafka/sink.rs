@@ -67,7 +67,15 @@ struct SinkContext {
     failed: Mutex<Option<String>>,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::config::log_client_line(level, facility, message);
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        super::config::log_client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -26,7 +26,9 @@ use weir_engine::{DeadLetter, DeadLetterFn, Position, Pull, Source};
 use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
 use weir_types::{Event, now_ms};
 
-use super::config::{KafkaError, LOOKUP_TIMEOUT, base_config, partitions_of};
+use super::config::{
+    KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
+};
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
 
 /// How long one pull waits for a record before saying `Idle`.
@@ -56,7 +58,7 @@ pub struct KafkaSource {
     what: String,
     topic: String,
     brokers: String,
-    consumer: BaseConsumer,
+    consumer: WeirConsumer,
     partitions: Vec<i32>,
     start: KafkaStart,
     format: RecordFormat,
@@ -110,8 +112,8 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: WeirConsumer = config
+            .create_with_context(QuietContext)
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let partitions = partitions_of(&consumer, brokers, &doc.topic)?;
         tracing::info!(
