@@ -610,7 +610,7 @@ fn killed_servers_and_a_restarted_broker_leave_every_count_once() {
     };
     assert_eq!(exactly_once_counts(&records).unwrap(), oracle);
     assert_eq!(records.len() as u64, expected);
-    let _ = eventually("the topology running", || {
+    eventually("the topology running", || {
         let s = srv.client().get("/v1/topologies/wc");
         (s.body["state"] == "running").then_some(())
     });

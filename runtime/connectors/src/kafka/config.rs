@@ -7,9 +7,9 @@
 //! the guarantees (the document's validation refuses them too).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -71,10 +71,12 @@ impl KafkaError {
 }
 
 /// The client context of Weir's consumers: librdkafka's errors go to
-/// `tracing` at warn (it retries them by itself), without the
-/// end-of-partition notices that reads ask for.
+/// `tracing` ([`ErrorLog`]), without the end-of-partition notices that
+/// reads ask for.
 #[derive(Debug, Default)]
-pub(crate) struct QuietContext;
+pub(crate) struct QuietContext {
+    errors: ErrorLog,
+}
 
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -82,7 +84,7 @@ impl ClientContext for QuietContext {
     }
 
     fn error(&self, error: RdError, reason: &str) {
-        log_client_error(&error, reason);
+        self.errors.report(&error, reason);
     }
 }
 
@@ -91,19 +93,44 @@ impl ConsumerContext for QuietContext {}
 /// A consumer of the connector.
 pub(crate) type WeirConsumer = BaseConsumer<QuietContext>;
 
-/// Logs an error librdkafka reports for a whole client: at warn when all
-/// brokers are down or a request failed; a single failed connection (it
-/// reconnects with backoff, every few hundred ms) and a partition's end
-/// at debug.
-pub(crate) fn log_client_error(error: &RdError, reason: &str) {
-    let code = error.rdkafka_error_code();
-    let quiet = matches!(error, RdError::PartitionEOF(_))
-        || code == Some(RDKafkaErrorCode::PartitionEOF)
-        || code == Some(RDKafkaErrorCode::BrokerTransportFailure);
-    if quiet {
-        tracing::debug!(target: "librdkafka", "{error}: {reason}");
-    } else {
-        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+/// Least time between two warnings of one client that its brokers are
+/// down (librdkafka says so at every reconnect attempt).
+const BROKERS_DOWN_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs the errors librdkafka reports for a whole client: a partition's
+/// end and a single failed connection (it reconnects with backoff) at
+/// debug; "all brokers down" at warn once per [`BROKERS_DOWN_EVERY`];
+/// the rest at warn.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorLog {
+    brokers_down_at: Mutex<Option<Instant>>,
+}
+
+impl ErrorLog {
+    pub fn report(&self, error: &RdError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let quiet = matches!(error, RdError::PartitionEOF(_))
+            || code == Some(RDKafkaErrorCode::PartitionEOF)
+            || code == Some(RDKafkaErrorCode::BrokerTransportFailure)
+            || (code == Some(RDKafkaErrorCode::AllBrokersDown) && !self.brokers_down_due());
+        if quiet {
+            tracing::debug!(target: "librdkafka", "{error}: {reason}");
+        } else {
+            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        }
+    }
+
+    /// Whether a "brokers down" warning is due now (and marks it said).
+    fn brokers_down_due(&self) -> bool {
+        let Ok(mut at) = self.brokers_down_at.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let due = at.is_none_or(|t| now.duration_since(t) >= BROKERS_DOWN_EVERY);
+        if due {
+            *at = Some(now);
+        }
+        due
     }
 }
 
@@ -205,7 +232,7 @@ pub(crate) fn lookup_consumer(
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
     config
-        .create_with_context(QuietContext)
+        .create_with_context(QuietContext::default())
         .map_err(|e| KafkaError::Config(e.to_string()))
 }
 

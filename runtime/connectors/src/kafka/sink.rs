@@ -65,6 +65,7 @@ impl Marker {
 #[derive(Default)]
 struct SinkContext {
     failed: Mutex<Option<String>>,
+    errors: super::config::ErrorLog,
 }
 
 impl ClientContext for SinkContext {
@@ -73,7 +74,7 @@ impl ClientContext for SinkContext {
     }
 
     fn error(&self, error: RdError, reason: &str) {
-        super::config::log_client_error(&error, reason);
+        self.errors.report(&error, reason);
     }
 }
 

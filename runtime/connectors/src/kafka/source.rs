@@ -113,7 +113,7 @@ impl KafkaSource {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
         let consumer: WeirConsumer = config
-            .create_with_context(QuietContext)
+            .create_with_context(QuietContext::default())
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let partitions = partitions_of(&consumer, brokers, &doc.topic)?;
         tracing::info!(
