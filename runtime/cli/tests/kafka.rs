@@ -293,6 +293,19 @@ fn a_source_resumes_from_its_offsets_and_dead_letters_unreadable_records() {
     assert_eq!(drain(&mut source), ["{\"n\":99}"]);
     // The source's event time: the least of its partitions' highest.
     assert!(source.event_time().is_some());
+    // `start: latest` resolves to the partitions' ends at once, so a
+    // checkpoint taken before any record arrives keeps them.
+    let latest = doc(
+        "name: t\nsources: [{name: in, kafka: {topic: in, start: latest}}]\nsinks: [{name: o, stream: o, input: in}]\n",
+    );
+    let mut bindings = Bindings::default();
+    bind_kafka(&latest, Some(&brokers), SourceMode::Bounded, &mut bindings).unwrap();
+    let mut source = bindings.sources.remove("in").unwrap();
+    assert!(drain(&mut source).is_empty());
+    let Some(Position::Splits(ends)) = source.position() else {
+        panic!("no offsets")
+    };
+    assert_eq!((ends.len(), ends.values().sum::<u64>()), (3, 32));
 }
 
 const WORDS: usize = 300;

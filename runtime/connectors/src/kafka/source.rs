@@ -158,7 +158,7 @@ impl KafkaSource {
             let offset = match (self.next.get(&(p as u32)), &self.start) {
                 (Some(&next), _) => Offset::Offset(next as i64),
                 (None, KafkaStart::Edge(KafkaEdge::Earliest)) => Offset::Beginning,
-                (None, KafkaStart::Edge(KafkaEdge::Latest)) => Offset::End,
+                (None, KafkaStart::Edge(KafkaEdge::Latest)) => Offset::Offset(self.end_of(p)?),
                 (None, KafkaStart::Offsets { offsets }) => offsets
                     .get(&(p as u32))
                     .map_or(Offset::Beginning, |&o| Offset::Offset(o as i64)),
@@ -186,7 +186,7 @@ impl KafkaSource {
                 // No record at or after the time: the partition's end.
                 let offset = match e.offset() {
                     Offset::Offset(o) if o >= 0 => Offset::Offset(o),
-                    _ => Offset::End,
+                    _ => Offset::Offset(self.end_of(e.partition())?),
                 };
                 list.add_partition_offset(&self.topic, e.partition(), offset)
                     .map_err(|e| e.to_string())?;
@@ -195,8 +195,28 @@ impl KafkaSource {
         Ok(list)
     }
 
+    /// The end (high watermark) of partition `p` now.
+    fn end_of(&self, p: i32) -> Result<i64, String> {
+        self.consumer
+            .fetch_watermarks(&self.topic, p, LOOKUP_TIMEOUT)
+            .map(|(_, high)| high)
+            .map_err(|e| {
+                format!(
+                    "{}: cannot find the end of partition {p} on {}: {e}",
+                    self.what, self.brokers
+                )
+            })
+    }
+
     fn assign(&mut self) -> Result<(), String> {
         let list = self.assignment()?;
+        // Where `latest` or a time resolved to is part of the position from
+        // now on, so a restore does not skip what came in meanwhile.
+        for e in list.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.next.entry(e.partition() as u32).or_insert(o as u64);
+            }
+        }
         self.consumer
             .assign(&list)
             .map_err(|e| format!("{}: cannot assign partitions: {e}", self.what))?;
