@@ -421,6 +421,32 @@ fn word_count_through_kafka_equals_the_oracle() {
     );
     let records = read_committed(&brokers, "counts");
     assert_eq!(exactly_once_counts(&records).unwrap(), oracle);
+    // The offsets of checkpoints were committed back to the source's group
+    // (for lag tools), never past what the topic holds.
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "weir.wc.lines")
+        .create()
+        .unwrap();
+    let mut asked = TopicPartitionList::new();
+    for p in 0..4 {
+        asked.add_partition("lines", p);
+    }
+    let committed = group
+        .committed_offsets(asked, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        total > 0 && total <= lines.len() as i64,
+        "committed offsets {committed:?}"
+    );
     // murmur2 partitioning: one word, one partition.
     let mut partition_of: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
     for r in &records {
