@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, restart_attempts, restart_backoff_ms,
-    /// restart_max_backoff_ms, min_free_bytes.
+    /// restart_max_backoff_ms, min_free_bytes, kafka_brokers.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// Kafka brokers (`host:port,…`) for `kafka:` sources and sinks whose
+    /// document names none.
+    #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    kafka_brokers: Option<String>,
 }
 
 /// The config file.
@@ -124,6 +128,7 @@ struct FileConfig {
     restart_backoff_ms: Option<u64>,
     restart_max_backoff_ms: Option<u64>,
     min_free_bytes: Option<u64>,
+    kafka_brokers: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -197,6 +202,7 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             .min_free_bytes
             .or(file.min_free_bytes)
             .unwrap_or(d.min_free_bytes),
+        kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
     })
 }
 

@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use weir_connectors::{
-    FileSink, FileSource, SourceMode, StreamConfig, StreamStore, bind_streams, needs_streams,
+    FileSink, FileSource, SourceMode, StreamConfig, StreamStore, bind_kafka, bind_streams,
+    needs_streams,
 };
 use weir_engine::{
     Bindings, CheckpointConfig, DeadLetter, DeadLetterFn, ExecOptions, Job, Sink, Source,
     StateConfig, TopologyReport,
 };
 use weir_state::{StateBudget, StateDb};
-use weir_topology::{LatePolicyDoc, Severity, parse_topology, validate_topology};
+use weir_topology::{
+    LatePolicyDoc, Severity, ValidateOptions, parse_topology, validate_topology_with,
+};
 use weir_types::{now_ms, wire};
 use weir_wasm::WasmHost;
 
@@ -103,7 +106,11 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     }
 
     // Check the document's shape before loading anything.
-    let problems = validate_topology(&doc, &());
+    let options = ValidateOptions {
+        kafka_brokers: args.kafka_brokers.is_some(),
+        ..ValidateOptions::default()
+    };
+    let problems = validate_topology_with(&doc, &(), options);
     for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
         eprintln!("{p}");
     }
@@ -184,6 +191,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             (Some(f), _, _) => PathBuf::from(f),
             (None, Some(f), _) => base.join(f),
             (None, None, Some(_)) => continue,
+            (None, None, None) if source.kafka.is_some() => continue,
             (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
         let events: Box<dyn Source> =
@@ -200,6 +208,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
                 Box::new(FileSink::open(&base.join(f), !resuming).map_err(anyhow::Error::msg)?)
             }
             (None, None, Some(_)) => continue,
+            (None, None, None) if sink.kafka.is_some() => continue,
             (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
         bindings.sinks.insert(sink.name.clone(), write);
@@ -213,6 +222,12 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             .with_context(|| format!("data directory {}", args.data_dir.display()))?;
         bind_streams(&doc, &store, SourceMode::Bounded, &mut bindings)?;
     }
+    bind_kafka(
+        &doc,
+        args.kafka_brokers.as_deref(),
+        SourceMode::Bounded,
+        &mut bindings,
+    )?;
     let job = Job::start(
         &doc,
         &modules,

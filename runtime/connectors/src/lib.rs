@@ -19,16 +19,25 @@
 //! (`topology.rs`) binds a topology document's `stream:` sources, sinks and
 //! dead-letter stream, for `weir run` and the server alike.
 //!
-//! Not here: Kafka.
+//! Kafka (`kafka/`): [`KafkaSource`] (every partition of a topic,
+//! `read_committed`, offsets in Weir's checkpoints) and [`KafkaSink`]
+//! (exactly-once: one transaction per checkpoint with a progress marker;
+//! or at-least-once), bound by [`bind_kafka`].
 
 mod bind;
 mod files;
+mod kafka;
 mod record;
 mod stream;
 mod topology;
 
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
+pub use kafka::{
+    DEFAULT_PROGRESS_TOPIC, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, KafkaBindError,
+    KafkaError, KafkaSink, KafkaSource, Marker, bind_kafka, create_topic, has_kafka,
+    kafka_dead_letters,
+};
 pub use record::{MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_RECORD_BYTES, RecordLimit};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
 pub use topology::{BindError, SourceMode, bind_streams, dead_letter_stream, needs_streams};

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// Produce is refused (507) while the data directory's disk has less
     /// free (0: only a full disk refuses).
     pub min_free_bytes: u64,
+    /// Kafka brokers (`host:port,…`) of `kafka:` sources and sinks whose
+    /// document names none.
+    pub kafka_brokers: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +119,7 @@ impl Default for ServerConfig {
             shape: ShapeLimits::default(),
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
+            kafka_brokers: None,
         }
     }
 }
@@ -183,6 +187,7 @@ impl ControlPlane {
             ExecOptions::default(),
             config.topology_limits,
             config.restart,
+            config.kafka_brokers.clone(),
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
         Ok(Arc::new(ControlPlane {

@@ -32,7 +32,8 @@ pub struct TopologyDoc {
     pub restart: Option<RestartDoc>,
 }
 
-/// Where events come from: an embedded stream or a JSON-lines file.
+/// Where events come from: an embedded stream, a JSON-lines file or a
+/// Kafka topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDoc {
@@ -41,6 +42,8 @@ pub struct SourceDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSourceDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<WatermarkDoc>,
 }
@@ -164,7 +167,8 @@ pub enum ErrorPolicyDoc {
     DeadLetter,
 }
 
-/// Where events go: an embedded stream or a JSON-lines file.
+/// Where events go: an embedded stream, a JSON-lines file or a Kafka
+/// topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkDoc {
@@ -173,6 +177,8 @@ pub struct SinkDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSinkDoc>,
     pub input: Inputs,
 }
 

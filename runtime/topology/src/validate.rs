@@ -51,6 +51,9 @@ pub struct ValidateOptions {
     /// Refuse `file:` sources and sinks (the server binds only embedded
     /// streams).
     pub streams_only: bool,
+    /// The caller has default Kafka brokers (`--kafka-brokers`), so a
+    /// `kafka:` endpoint may leave out `brokers`.
+    pub kafka_brokers: bool,
 }
 
 /// How bad a problem is: errors stop the topology from running.
@@ -283,7 +286,16 @@ pub fn validate_topology_with(
     }
 
     for (i, s) in doc.sources.iter().enumerate() {
-        check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        if let Some(kafka) = &s.kafka {
+            check_kafka(
+                &mut report,
+                &format!("sources[{i}]"),
+                (&s.stream, &s.file),
+                crate::kafka::source_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        }
         if let Some(w) = &s.watermark
             && w.max_out_of_orderness_ms < 0
         {
@@ -369,7 +381,16 @@ pub fn validate_topology_with(
     for (i, s) in doc.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
         check_inputs(&mut report, format!("{path}.input"), &s.input);
-        check_endpoint(&mut report, &path, &s.stream, &s.file);
+        if let Some(kafka) = &s.kafka {
+            check_kafka(
+                &mut report,
+                &path,
+                (&s.stream, &s.file),
+                crate::kafka::sink_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_endpoint(&mut report, &path, &s.stream, &s.file);
+        }
     }
 
     for cycle in cycles(doc) {
@@ -429,7 +450,7 @@ pub fn validate_topology_with(
             if is_file {
                 report.error(
                     path,
-                    "the server reads and writes only embedded streams: use `stream: NAME` (files are for `weir run`)",
+                    "the server reads and writes embedded streams and Kafka topics, not files: use `stream: NAME` or `kafka: {topic: NAME}` (files are for `weir run`)",
                 );
             }
         }
@@ -522,10 +543,29 @@ fn close_enough(a: &str, b: &str) -> Option<usize> {
     (d <= limit).then_some(d)
 }
 
+/// A `kafka:` endpoint: alone (no `stream` or `file` beside it) and its
+/// own `problems` under `<path>.kafka`.
+fn check_kafka(
+    report: &mut Report,
+    path: &str,
+    (stream, file): (&Option<String>, &Option<String>),
+    problems: Vec<(String, String)>,
+) {
+    if stream.is_some() || file.is_some() {
+        report.error(
+            path.to_string(),
+            "give one of `stream`, `file` or `kafka`, not several",
+        );
+    }
+    for (sub, message) in problems {
+        report.error(format!("{path}.kafka.{sub}"), message);
+    }
+}
+
 fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file: &Option<String>) {
     match (stream, file) {
         (Some(_), Some(_)) => report.error(path.to_string(), "give `stream` or `file`, not both"),
-        (None, None) => report.error(path.to_string(), "needs a `stream` or a `file`"),
+        (None, None) => report.error(path.to_string(), "needs a `stream`, a `file` or `kafka`"),
         (Some(s), None) if !is_safe_name(s) => report.error(
             format!("{path}.stream"),
             format!("{s:?} is not a valid stream name: use 1-128 of A-Z a-z 0-9 _ . -"),
@@ -773,6 +813,7 @@ sinks: [{ name: out, stream: o, input: x }]
         let options = ValidateOptions {
             limits: Some(limits),
             streams_only: false,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&chain(11, false), &(), options);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -860,6 +901,7 @@ sinks: [{ name: out, stream: o, input: count }]
         let options = ValidateOptions {
             limits: None,
             streams_only: true,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&doc, &(), options);
         assert!(

@@ -112,6 +112,8 @@ pub struct Topologies {
     limits: TopologyLimits,
     /// The server's restart strategy (a document's `restart:` overrides it).
     restart: RestartPolicy,
+    /// Brokers of `kafka:` endpoints that name none (`--kafka-brokers`).
+    kafka_brokers: Option<String>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -143,6 +145,7 @@ impl Topologies {
         options: ExecOptions,
         limits: TopologyLimits,
         restart: RestartPolicy,
+        kafka_brokers: Option<String>,
     ) -> Result<Arc<Self>, TopologiesError> {
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -156,6 +159,7 @@ impl Topologies {
             options,
             limits,
             restart,
+            kafka_brokers,
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -202,7 +206,12 @@ impl Topologies {
 
     /// Every problem of `doc` on this server.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(&self.registry, doc, self.limits)
+        records::validate(
+            &self.registry,
+            doc,
+            self.limits,
+            self.kafka_brokers.is_some(),
+        )
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -341,6 +350,7 @@ impl Topologies {
             registry: &self.registry,
             streams: &self.streams,
             options: self.options,
+            kafka_brokers: self.kafka_brokers.as_deref(),
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)
