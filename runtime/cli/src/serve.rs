@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, restart_attempts, restart_backoff_ms,
-    /// restart_max_backoff_ms, min_free_bytes, postgres_url.
+    /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
+    /// postgres_url.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -100,6 +101,10 @@ pub struct ServeArgs {
     /// (`postgres://user:password@host:port/database`).
     #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
     postgres_url: Option<String>,
+    /// Kafka brokers (`host:port,…`) for `kafka:` sources and sinks whose
+    /// document names none.
+    #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    kafka_brokers: Option<String>,
 }
 
 /// The config file.
@@ -129,6 +134,7 @@ struct FileConfig {
     restart_max_backoff_ms: Option<u64>,
     min_free_bytes: Option<u64>,
     postgres_url: Option<String>,
+    kafka_brokers: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -205,6 +211,7 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
         outside: weir_connectors::OutsideSettings {
             postgres_url: args.postgres_url.or(file.postgres_url),
         },
+        kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
     })
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use weir_connectors::{
-    FileSink, FileSource, OutsideSettings, SourceMode, StreamConfig, StreamStore,
+    FileSink, FileSource, OutsideSettings, SourceMode, StreamConfig, StreamStore, bind_kafka,
     bind_outside_sinks, bind_streams, has_outside_sinks, needs_streams, shared_dead_letters,
 };
 use weir_engine::{
@@ -108,6 +108,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     // Check the document's shape before loading anything.
     let options = ValidateOptions {
         postgres_url_required: args.postgres_url.is_none(),
+        kafka_brokers: args.kafka_brokers.is_some(),
         ..ValidateOptions::default()
     };
     let problems = validate_topology_with(&doc, &(), options);
@@ -191,6 +192,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             (Some(f), _, _) => PathBuf::from(f),
             (None, Some(f), _) => base.join(f),
             (None, None, Some(_)) => continue,
+            (None, None, None) if source.kafka.is_some() => continue,
             (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
         let events: Box<dyn Source> =
@@ -207,6 +209,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
                 Box::new(FileSink::open(&base.join(f), !resuming).map_err(anyhow::Error::msg)?)
             }
             (None, None, Some(_)) => continue,
+            (None, None, None) if sink.kafka.is_some() => continue,
             (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
         bindings.sinks.insert(sink.name.clone(), write);
@@ -220,6 +223,12 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             .with_context(|| format!("data directory {}", args.data_dir.display()))?;
         bind_streams(&doc, &store, SourceMode::Bounded, &mut bindings)?;
     }
+    bind_kafka(
+        &doc,
+        args.kafka_brokers.as_deref(),
+        SourceMode::Bounded,
+        &mut bindings,
+    )?;
     // Sinks outside Weir (PostgreSQL, HTTP) share the run's dead letters.
     if has_outside_sinks(&doc) {
         let mut letters = bindings.dead_letter.take().map(shared_dead_letters);

@@ -31,14 +31,16 @@ pub struct BindError {
 }
 
 /// The stream dead letters of `doc` go to, when one of its operators
-/// dead-letters (`on_error` or `on_late`) or it has a sink outside Weir
-/// (rows or events the target refuses): its `dead_letter_stream`, or
-/// `<name>-dead-letter`.
+/// dead-letters (`on_error` or `on_late`) or a Kafka source may
+/// ([`kafka_dead_letters`](crate::kafka_dead_letters)): its
+/// `dead_letter_stream`, or `<name>-dead-letter`; or it has a sink outside
+/// Weir (rows or events the target refuses).
 pub fn dead_letter_stream(doc: &TopologyDoc) -> Option<String> {
     let letters = doc.operators.iter().any(|o| {
         o.on_error == Some(ErrorPolicyDoc::DeadLetter)
             || o.on_late == Some(LatePolicyDoc::DeadLetter)
-    }) || crate::has_outside_sinks(doc);
+    }) || crate::kafka_dead_letters(doc)
+        || crate::has_outside_sinks(doc);
     letters.then(|| {
         doc.dead_letter_stream
             .clone()

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
-    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
+    validate_topology_with,
 };
 use weir_types::KeyGroupRange;
 use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
@@ -237,8 +238,14 @@ fn spawn_task(
 }
 
 /// Checks `doc` against the provided modules: every error-level problem.
+/// Kafka brokers are not checked here: whoever bound the sources and sinks
+/// resolved them (a block without `brokers` took the caller's default).
 fn validate(doc: &TopologyDoc, modules: &Modules) -> Result<(), EngineError> {
-    let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
+    let options = ValidateOptions {
+        kafka_brokers: true,
+        ..ValidateOptions::default()
+    };
+    let problems: Vec<Problem> = validate_topology_with(doc, &ProvidedModules(modules), options)
         .into_iter()
         .filter(|p| p.severity == Severity::Error)
         .collect();

@@ -99,6 +99,9 @@ pub struct ServerConfig {
     /// Sinks outside Weir: the PostgreSQL URL of `postgres:` sinks that
     /// give none (`--postgres-url`).
     pub outside: OutsideSettings,
+    /// Kafka brokers (`host:port,…`) of `kafka:` sources and sinks whose
+    /// document names none.
+    pub kafka_brokers: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +123,7 @@ impl Default for ServerConfig {
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
             outside: OutsideSettings::default(),
+            kafka_brokers: None,
         }
     }
 }
@@ -188,6 +192,7 @@ impl ControlPlane {
             config.topology_limits,
             config.restart,
             config.outside.clone(),
+            config.kafka_brokers.clone(),
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
         Ok(Arc::new(ControlPlane {

@@ -33,7 +33,8 @@ pub struct TopologyDoc {
     pub restart: Option<RestartDoc>,
 }
 
-/// Where events come from: an embedded stream or a JSON-lines file.
+/// Where events come from: an embedded stream, a JSON-lines file or a
+/// Kafka topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDoc {
@@ -42,6 +43,8 @@ pub struct SourceDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSourceDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<WatermarkDoc>,
 }
@@ -165,8 +168,8 @@ pub enum ErrorPolicyDoc {
     DeadLetter,
 }
 
-/// Where events go: an embedded stream, a JSON-lines file, a PostgreSQL
-/// table or an HTTP endpoint (exactly one of them).
+/// Where events go: an embedded stream, a JSON-lines file, a Kafka topic,
+/// a PostgreSQL table or an HTTP endpoint (exactly one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkDoc {
@@ -175,6 +178,8 @@ pub struct SinkDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSinkDoc>,
     pub input: Inputs,
     // Sinks outside Weir (`sinks.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

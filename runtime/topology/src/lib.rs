@@ -7,11 +7,15 @@
 //! [`validate_topology`] reports every problem at once, each with its path
 //! in the document (`operators[1].input`), before anything runs.
 //!
+//! `kafka:` sources and sinks ([`KafkaSourceDoc`], [`KafkaSinkDoc`]) are
+//! described and checked in `kafka.rs`.
+//!
 //! Not here: loading modules (validation asks a [`ModuleCheck`]), running
 //! anything (the engine).
 
 mod depth;
 mod document;
+mod kafka;
 mod sinks;
 mod validate;
 
@@ -19,6 +23,10 @@ pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
     CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc, SinkDoc,
     SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
+};
+pub use kafka::{
+    KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,
+    KafkaStart, MAX_KAFKA_PROPERTIES, property_text,
 };
 pub use sinks::{
     ColumnDoc, HttpSinkDoc, MAX_HTTP_BATCH, PostgresModeDoc, PostgresSinkDoc, is_column_source,

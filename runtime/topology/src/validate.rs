@@ -54,6 +54,9 @@ pub struct ValidateOptions {
     /// There is no PostgreSQL URL for `postgres:` sinks that give none
     /// (no `--postgres-url`): their `url` is required.
     pub postgres_url_required: bool,
+    /// The caller has default Kafka brokers (`--kafka-brokers`), so a
+    /// `kafka:` endpoint may leave out `brokers`.
+    pub kafka_brokers: bool,
 }
 
 /// How bad a problem is: errors stop the topology from running.
@@ -286,7 +289,16 @@ pub fn validate_topology_with(
     }
 
     for (i, s) in doc.sources.iter().enumerate() {
-        check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        if let Some(kafka) = &s.kafka {
+            check_kafka(
+                &mut report,
+                &format!("sources[{i}]"),
+                (&s.stream, &s.file),
+                crate::kafka::source_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        }
         if let Some(w) = &s.watermark
             && w.max_out_of_orderness_ms < 0
         {
@@ -372,7 +384,22 @@ pub fn validate_topology_with(
     for (i, s) in doc.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
         check_inputs(&mut report, format!("{path}.input"), &s.input);
-        check_sink_target(&mut report, &path, s, options);
+        if let Some(kafka) = &s.kafka {
+            if s.postgres.is_some() || s.http.is_some() {
+                report.error(
+                    path.clone(),
+                    "give one of `stream`, `file`, `kafka`, `postgres` or `http`",
+                );
+            }
+            check_kafka(
+                &mut report,
+                &path,
+                (&s.stream, &s.file),
+                crate::kafka::sink_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_sink_target(&mut report, &path, s, options);
+        }
     }
 
     for cycle in cycles(doc) {
@@ -432,7 +459,7 @@ pub fn validate_topology_with(
             if is_file {
                 report.error(
                     path,
-                    "the server reads and writes only embedded streams: use `stream: NAME` (files are for `weir run`)",
+                    "the server reads and writes embedded streams and Kafka topics, not files: use `stream: NAME` or `kafka: {topic: NAME}` (files are for `weir run`)",
                 );
             }
         }
@@ -525,10 +552,29 @@ fn close_enough(a: &str, b: &str) -> Option<usize> {
     (d <= limit).then_some(d)
 }
 
+/// A `kafka:` endpoint: alone (no `stream` or `file` beside it) and its
+/// own `problems` under `<path>.kafka`.
+fn check_kafka(
+    report: &mut Report,
+    path: &str,
+    (stream, file): (&Option<String>, &Option<String>),
+    problems: Vec<(String, String)>,
+) {
+    if stream.is_some() || file.is_some() {
+        report.error(
+            path.to_string(),
+            "give one of `stream`, `file` or `kafka`, not several",
+        );
+    }
+    for (sub, message) in problems {
+        report.error(format!("{path}.kafka.{sub}"), message);
+    }
+}
+
 fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file: &Option<String>) {
     match (stream, file) {
         (Some(_), Some(_)) => report.error(path.to_string(), "give `stream` or `file`, not both"),
-        (None, None) => report.error(path.to_string(), "needs a `stream` or a `file`"),
+        (None, None) => report.error(path.to_string(), "needs a `stream`, a `file` or `kafka`"),
         (Some(s), None) if !is_safe_name(s) => report.error(
             format!("{path}.stream"),
             format!("{s:?} is not a valid stream name: use 1-128 of A-Z a-z 0-9 _ . -"),
@@ -557,7 +603,7 @@ fn check_sink_target(report: &mut Report, path: &str, sink: &SinkDoc, options: V
         }
         _ => report.error(
             path.to_string(),
-            "give one of `stream`, `file`, `postgres` or `http`",
+            "give one of `stream`, `file`, `kafka`, `postgres` or `http`",
         ),
     }
 }

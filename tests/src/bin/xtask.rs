@@ -7,7 +7,11 @@
 //!   Rust ones (examples and test fixtures) for wasm32-wasip2, adding the
 //!   target if missing, and the Python ones with componentize-py (installed
 //!   into `target/py-venv` from PyPI on first use).
-//! - `test`: `guests`, then every workspace test (nextest when installed).
+//! - `test`: `guests` and `kafka`, then every workspace test (nextest
+//!   when installed).
+//! - `kafka`: copies the Apache Kafka broker the Kafka tests start
+//!   (`tests/kafka/pom.xml`) with its dependencies into `target/kafka/libs`
+//!   through Maven, once (skipped when the jars are there).
 //! - `demo`: the Rust guests, then a running Weir doing its job: starts
 //!   `weir serve` (data in `target/demo/weir-data`), uploads `split-words`
 //!   and `word-count`, applies and starts the word-count topology
@@ -650,6 +654,49 @@ fn write_unicode_tables() -> Result<()> {
     Ok(())
 }
 
+// ---- Kafka broker jars (issue 18) ----
+
+/// Copies the broker's jars into `target/kafka/libs` with Maven unless they
+/// are there; a partial copy (an interrupted run) is never taken for done.
+fn fetch_kafka() -> Result<()> {
+    let root = repo_root();
+    let libs = root.join("target/kafka/libs");
+    if libs.join(".complete").is_file() {
+        return Ok(());
+    }
+    let partial = root.join("target/kafka/libs.partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    let started = std::time::Instant::now();
+    run(Command::new("mvn")
+        .current_dir(&root)
+        .args([
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            "tests/kafka/pom.xml",
+        ])
+        .arg("dependency:copy-dependencies")
+        .arg(format!("-DoutputDirectory={}", partial.display()))
+        .arg("-DincludeScope=runtime"))
+    .context("fetching the Kafka broker's jars needs Maven (`mvn`) and Java 17")?;
+    std::fs::write(partial.join(".complete"), b"")?;
+    if libs.exists() {
+        std::fs::remove_dir_all(&libs)?;
+    }
+    std::fs::rename(&partial, &libs)?;
+    eprintln!(
+        "xtask: the Kafka broker's jars are in {} ({:.1}s)",
+        libs.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---- end Kafka ----
+
 fn has_nextest() -> bool {
     cargo()
         .args(["nextest", "--version"])
@@ -661,6 +708,7 @@ fn has_nextest() -> bool {
 fn test(extra: &[String]) -> Result<()> {
     build_guests()?;
     let console = build_console_if_npm()?;
+    fetch_kafka()?;
     let root = repo_root();
     let mut cmd = cargo();
     cmd.current_dir(&root).env("WEIR_GUEST_DIR", guest_dir());
@@ -1089,6 +1137,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("guests") => build_guests(),
         Some("test") => test(&args[1..]),
+        Some("kafka") => fetch_kafka(),
         Some("demo") => demo(),
         Some("bench") => bench(),
         Some("console") => build_console(),
@@ -1098,7 +1147,7 @@ fn main() -> ExitCode {
         Some("build-js") => build_js_cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <guests | test [nextest/test args] | demo | bench | console | console-test | build-c DIR OUT | build-js FILE OUT>"
+                "usage: cargo xtask <guests | test [nextest/test args] | kafka | demo | bench | console | console-test | build-c DIR OUT | build-js FILE OUT>"
             );
             return ExitCode::from(2);
         }

@@ -1,5 +1,6 @@
 //! Starting a topology's job: its pinned modules from the registry, its
-//! streams bound (`weir_connectors::bind_streams`), its state opened (from a
+//! streams bound (`weir_connectors::bind_streams`) and its Kafka topics
+//! (`weir_connectors::bind_kafka`), its state opened (from a
 //! savepoint when given), checkpointed at its interval. The job restores
 //! its newest checkpoint itself. Slow work: called with no lock held.
 
@@ -7,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use weir_connectors::{
-    OutsideSettings, SourceMode, StreamStore, bind_outside_sinks, bind_streams, dead_letter_stream,
-    dead_letter_writer,
+    OutsideSettings, SourceMode, StreamStore, bind_kafka, bind_outside_sinks, bind_streams,
+    dead_letter_stream, dead_letter_writer,
 };
 use weir_engine::{
     Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, StateConfig,
@@ -29,6 +30,8 @@ pub(super) struct Launcher<'a> {
     pub streams: &'a StreamStore,
     pub options: ExecOptions,
     pub outside: &'a OutsideSettings,
+    /// Brokers of `kafka:` endpoints that name none.
+    pub kafka_brokers: Option<&'a str>,
 }
 
 impl Launcher<'_> {
@@ -67,6 +70,16 @@ impl Launcher<'_> {
             TopologiesError::Binding {
                 topology: topology.clone(),
                 io: matches!(e.source, weir_connectors::StreamError::Io { .. }),
+                what: e.what,
+                reason: e.source.to_string(),
+            }
+        })?;
+        // Kafka: a topic that is missing or brokers that do not answer may
+        // come right, so the supervisor retries with backoff (`io: true`).
+        bind_kafka(doc, self.kafka_brokers, SourceMode::Follow, &mut bindings).map_err(|e| {
+            TopologiesError::Binding {
+                topology: topology.clone(),
+                io: e.source.recoverable(),
                 what: e.what,
                 reason: e.source.to_string(),
             }

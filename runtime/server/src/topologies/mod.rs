@@ -114,6 +114,8 @@ pub struct Topologies {
     restart: RestartPolicy,
     /// Settings of sinks outside Weir (`--postgres-url`).
     outside: OutsideSettings,
+    /// Brokers of `kafka:` endpoints that name none (`--kafka-brokers`).
+    kafka_brokers: Option<String>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -146,6 +148,7 @@ impl Topologies {
         limits: TopologyLimits,
         restart: RestartPolicy,
         outside: OutsideSettings,
+        kafka_brokers: Option<String>,
     ) -> Result<Arc<Self>, TopologiesError> {
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -160,6 +163,7 @@ impl Topologies {
             limits,
             restart,
             outside,
+            kafka_brokers,
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -206,7 +210,13 @@ impl Topologies {
 
     /// Every problem of `doc` on this server.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(&self.registry, doc, self.limits, &self.outside)
+        records::validate(
+            &self.registry,
+            doc,
+            self.limits,
+            &self.outside,
+            self.kafka_brokers.is_some(),
+        )
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -346,6 +356,7 @@ impl Topologies {
             streams: &self.streams,
             options: self.options,
             outside: &self.outside,
+            kafka_brokers: self.kafka_brokers.as_deref(),
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)
