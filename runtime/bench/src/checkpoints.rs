@@ -89,7 +89,10 @@ fn run(
     ))
 }
 
-fn checkpointed_state(dir: &std::path::Path, interval: Option<Duration>) -> Result<StateConfig> {
+pub(crate) fn checkpointed_state(
+    dir: &std::path::Path,
+    interval: Option<Duration>,
+) -> Result<StateConfig> {
     Ok(StateConfig {
         db: StateDb::open(dir)?,
         budget: StateBudget::default(),

@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use weir_connectors::{PgSink, PgSinkConfig};
-use weir_engine::{
-    Bindings, CheckpointConfig, ExecOptions, Job, Sink, Source, StateConfig, iter_source,
-};
+use weir_engine::{Bindings, ExecOptions, Job, Sink, Source, iter_source};
 use weir_fixtures::postgres::PgServer;
-use weir_state::{StateBudget, StateDb};
 use weir_topology::parse_topology;
 
 use crate::stats::median;
@@ -41,15 +38,7 @@ pub fn run(n: u64, rounds: usize) -> Result<()> {
             let sink_config = PgSinkConfig::from_doc("w2pg", "out", &settings, Some(&pg.url()))?;
             let sink = PgSink::new(sink_config, None)?;
             let dir = tempfile::tempdir()?;
-            let state = StateConfig {
-                db: StateDb::open(dir.path())?,
-                budget: StateBudget::default(),
-                checkpoints: Some(CheckpointConfig {
-                    interval: Some(interval),
-                    retain: 3,
-                    ..CheckpointConfig::default()
-                }),
-            };
+            let state = crate::checkpoints::checkpointed_state(dir.path(), Some(interval))?;
             let bindings = Bindings {
                 sources: HashMap::from([(
                     "in".to_string(),
