@@ -26,6 +26,9 @@ use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
+/// Longest an idle coordinator sleeps before it looks for requests.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
 /// When to checkpoint and how many to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointConfig {
@@ -302,7 +305,17 @@ impl Coordinator {
                     next_due = self.config.interval.map(|i| Instant::now() + i);
                 }
             }
-            match self.acks.recv_timeout(Duration::from_millis(20)) {
+            // Short waits while a checkpoint is in flight; an idle
+            // coordinator wakes seldom (requests wait at most IDLE_WAIT).
+            let wait = if tracker.in_flight() {
+                Duration::from_millis(20)
+            } else {
+                next_due.map_or(IDLE_WAIT, |t| {
+                    t.saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(1), IDLE_WAIT)
+                })
+            };
+            match self.acks.recv_timeout(wait) {
                 Ok(ack) => {
                     let (id, who) = match &ack {
                         Ack::Source { id, source, .. } => (*id, format!("source {source}")),

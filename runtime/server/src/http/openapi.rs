@@ -214,7 +214,8 @@ pub fn document() -> Value {
                     "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
-                    "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint") } },
+                    "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },

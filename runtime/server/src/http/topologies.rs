@@ -83,6 +83,7 @@ fn status_json(s: &TopologyStatus) -> Value {
         },
         "operators": operators,
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
+        "skipped_checkpoints": s.skipped_checkpoints,
     })
 }
 

@@ -87,6 +87,9 @@ pub struct TopologyStatus {
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
+    /// Interval checkpoints the current run skipped because nothing had
+    /// changed (an idle topology commits nothing).
+    pub skipped_checkpoints: u64,
     pub restart: RestartStatus,
 }
 
@@ -289,6 +292,7 @@ impl Topologies {
             busy: None,
             operators: Vec::new(),
             last_checkpoint: None,
+            skipped_checkpoints: 0,
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -306,14 +310,17 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner.lease().map(|job| (job.metrics(), job.checkpoints()))
+                owner
+                    .lease()
+                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints)) => {
+            Some((metrics, checkpoints, skipped)) => {
                 status.operators = metrics;
                 status.last_checkpoint = checkpoints.into_iter().last();
+                status.skipped_checkpoints = skipped;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
