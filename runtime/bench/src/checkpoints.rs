@@ -50,7 +50,7 @@ pub struct CheckpointFigures {
     pub peak_rss_mib: f64,
 }
 
-fn modules() -> Result<Modules> {
+pub(crate) fn modules() -> Result<Modules> {
     let host = WasmHost::new(HostConfig::default())?;
     Ok(Modules::from([(
         "keyed-sum".to_string(),
@@ -89,7 +89,10 @@ fn run(
     ))
 }
 
-fn checkpointed_state(dir: &std::path::Path, interval: Option<Duration>) -> Result<StateConfig> {
+pub(crate) fn checkpointed_state(
+    dir: &std::path::Path,
+    interval: Option<Duration>,
+) -> Result<StateConfig> {
     Ok(StateConfig {
         db: StateDb::open(dir)?,
         budget: StateBudget::default(),

@@ -28,6 +28,10 @@
 //! through a real `weir serve` process over HTTP (produce → topology →
 //! consume); needs `cargo build --release -p weir` first.
 //!
+//! `postgres [--events N] [--rounds R]`: W2 with its totals upserted into
+//! a throwaway PostgreSQL (Debian's `postgresql`) through the exactly-once
+//! sink, checkpoints every 200 ms and every 1 s: row updates/s.
+//!
 //! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
 //! Go, JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
@@ -52,6 +56,7 @@ mod checkpoints;
 mod compare;
 mod languages;
 mod native;
+mod postgres;
 mod report;
 mod stats;
 mod topology;
@@ -371,6 +376,8 @@ enum Workload {
     Restore,
     /// `word-count` in every guest language.
     Languages,
+    /// W2 upserting its totals into PostgreSQL.
+    Postgres,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -454,6 +461,7 @@ fn main() -> Result<()> {
             checkpoints::restore(args.keys, &args.dir.context("restore needs --dir")?)?
         }
         Workload::Languages => languages::run(events, rounds)?,
+        Workload::Postgres => postgres::run(events, rounds)?,
     }
     report::write_json(args.json.as_deref())
 }

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// final checkpoint as a savepoint to this file.
     #[arg(long, value_name = "FILE")]
     pub(crate) savepoint_to: Option<PathBuf>,
+    /// With --topology: Kafka brokers (`host:port,…`) for `kafka:` sources
+    /// and sinks whose document names none. Kafka sources read what their
+    /// partitions hold when the run starts, then the input ends.
+    #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    pub(crate) kafka_brokers: Option<String>,
     /// With --topology: a file for dead letters (JSON lines) instead of the
     /// topology's dead-letter stream (`dead_letter_stream`, default
     /// `<name>-dead-letter`, in --data-dir).
@@ -109,6 +114,10 @@ pub struct RunArgs {
     /// before event-time timers pass it by.
     #[arg(long, default_value_t = 0)]
     pub(crate) max_out_of_orderness_ms: i64,
+    /// With --topology: the PostgreSQL URL of `postgres:` sinks that give
+    /// none (`postgres://user:password@host:port/database`).
+    #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
+    pub(crate) postgres_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -27,7 +27,8 @@ pub struct ServeArgs {
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, restart_attempts, restart_backoff_ms,
-    /// restart_max_backoff_ms, min_free_bytes.
+    /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
+    /// postgres_url.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen on a non-loopback address without a token.
@@ -96,6 +97,14 @@ pub struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// The PostgreSQL URL of topologies' `postgres:` sinks that give none
+    /// (`postgres://user:password@host:port/database`).
+    #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
+    postgres_url: Option<String>,
+    /// Kafka brokers (`host:port,…`) for `kafka:` sources and sinks whose
+    /// document names none.
+    #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
+    kafka_brokers: Option<String>,
 }
 
 /// The config file.
@@ -124,6 +133,8 @@ struct FileConfig {
     restart_backoff_ms: Option<u64>,
     restart_max_backoff_ms: Option<u64>,
     min_free_bytes: Option<u64>,
+    postgres_url: Option<String>,
+    kafka_brokers: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -197,6 +208,10 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             .min_free_bytes
             .or(file.min_free_bytes)
             .unwrap_or(d.min_free_bytes),
+        outside: weir_connectors::OutsideSettings {
+            postgres_url: args.postgres_url.or(file.postgres_url),
+        },
+        kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
     })
 }
 
@@ -236,6 +251,13 @@ pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
         |addr| {
             // One line on stdout, so scripts (and tests) learn the port.
             crate::client::out(&format!("weir serve: listening on http://{addr}\n"));
+            if weir_server::http::console_built() {
+                tracing::info!("web console at http://{addr}/");
+            } else {
+                tracing::info!(
+                    "this weir has no web console: `cargo xtask console`, then build weir again"
+                );
+            }
         },
         shutdown_signal(),
     ))?;

@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use weir_connectors::{
-    FileSink, FileSource, SourceMode, StreamConfig, StreamStore, bind_streams, needs_streams,
+    FileSink, FileSource, OutsideSettings, SourceMode, StreamConfig, StreamStore, bind_kafka,
+    bind_outside_sinks, bind_streams, has_outside_sinks, needs_streams, shared_dead_letters,
 };
 use weir_engine::{
     Bindings, CheckpointConfig, DeadLetter, DeadLetterFn, ExecOptions, Job, Sink, Source,
     StateConfig, TopologyReport,
 };
 use weir_state::{StateBudget, StateDb};
-use weir_topology::{LatePolicyDoc, Severity, parse_topology, validate_topology};
+use weir_topology::{
+    LatePolicyDoc, Severity, ValidateOptions, parse_topology, validate_topology_with,
+};
 use weir_types::{now_ms, wire};
 use weir_wasm::WasmHost;
 
@@ -103,7 +106,12 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
     }
 
     // Check the document's shape before loading anything.
-    let problems = validate_topology(&doc, &());
+    let options = ValidateOptions {
+        postgres_url_required: args.postgres_url.is_none(),
+        kafka_brokers: args.kafka_brokers.is_some(),
+        ..ValidateOptions::default()
+    };
+    let problems = validate_topology_with(&doc, &(), options);
     for p in problems.iter().filter(|p| p.severity == Severity::Warning) {
         eprintln!("{p}");
     }
@@ -184,6 +192,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             (Some(f), _, _) => PathBuf::from(f),
             (None, Some(f), _) => base.join(f),
             (None, None, Some(_)) => continue,
+            (None, None, None) if source.kafka.is_some() => continue,
             (None, None, None) => bail!("source `{}` has no stream or file", source.name),
         };
         let events: Box<dyn Source> =
@@ -200,6 +209,7 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
                 Box::new(FileSink::open(&base.join(f), !resuming).map_err(anyhow::Error::msg)?)
             }
             (None, None, Some(_)) => continue,
+            (None, None, None) if sink.kafka.is_some() => continue,
             (None, None, None) => bail!("sink `{}` has no stream or file", sink.name),
         };
         bindings.sinks.insert(sink.name.clone(), write);
@@ -212,6 +222,23 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         let store = StreamStore::open(&args.data_dir, StreamConfig::default())
             .with_context(|| format!("data directory {}", args.data_dir.display()))?;
         bind_streams(&doc, &store, SourceMode::Bounded, &mut bindings)?;
+    }
+    bind_kafka(
+        &doc,
+        args.kafka_brokers.as_deref(),
+        SourceMode::Bounded,
+        &mut bindings,
+    )?;
+    // Sinks outside Weir (PostgreSQL, HTTP) share the run's dead letters.
+    if has_outside_sinks(&doc) {
+        let mut letters = bindings.dead_letter.take().map(shared_dead_letters);
+        bindings.dead_letter = letters.as_mut().map(|l| l());
+        let settings = OutsideSettings {
+            postgres_url: args.postgres_url.clone(),
+        };
+        bind_outside_sinks(&doc, &settings, &mut bindings, &mut || {
+            Ok(letters.as_mut().map(|l| l()))
+        })?;
     }
     let job = Job::start(
         &doc,

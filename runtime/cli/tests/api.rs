@@ -49,6 +49,7 @@ fn quickstart_over_http() {
     assert_eq!(listed.body["modules"].as_array().unwrap().len(), 2);
     let inspected = http.get("/v1/modules/word-count/versions/1");
     assert_eq!(inspected.status, 200);
+    assert_eq!(inspected.body["language"], "Rust", "{}", inspected.text);
     assert!(
         inspected.body["exports"]
             .as_array()
@@ -98,6 +99,46 @@ fn quickstart_over_http() {
     assert!(
         metrics.contains("weir_operator_batch_seconds_bucket"),
         "{metrics}"
+    );
+
+    // The JSON snapshot (what the web console polls): the same counts per
+    // instance, the operators' chains, a latency histogram per instance.
+    let snap = http.get("/v1/topologies/word-count/metrics");
+    assert_eq!(snap.status, 200, "{}", snap.text);
+    assert_eq!(snap.body["chains"], json!([["split"], ["count"]]));
+    let instances = snap.body["instances"].as_array().unwrap();
+    let count: Vec<&Value> = instances
+        .iter()
+        .filter(|i| i["operator"] == "count")
+        .collect();
+    assert_eq!(count.len(), 2, "{}", snap.text);
+    let summed: u64 = count.iter().map(|i| i["events_in"].as_u64().unwrap()).sum();
+    assert_eq!(summed, words, "{}", snap.text);
+    let buckets = snap.body["latency_bounds_us"].as_array().unwrap().len() + 1;
+    let batches: u64 = count
+        .iter()
+        .map(|i| i["latency_counts"].as_array().unwrap())
+        .inspect(|c| assert_eq!(c.len(), buckets))
+        .flatten()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert!(batches > 0, "{}", snap.text);
+    let later = http.get("/v1/topologies/word-count/metrics");
+    assert!(later.body["taken_at"].as_i64() >= snap.body["taken_at"].as_i64());
+    let listed = http.get("/v1/topologies");
+    let lines = text.lines().count();
+    assert_eq!(
+        listed.body["topologies"][0]["events_from_sources"],
+        json!(lines)
+    );
+    assert_eq!(
+        listed.body["topologies"][0]["events_to_sinks"],
+        json!(words)
+    );
+    assert_eq!(listed.body["topologies"][0]["errors"], json!(0));
+    assert_eq!(
+        http.get("/v1/topologies/nope/metrics").code(),
+        "topology_not_found"
     );
 
     // Following the counts stream over SSE gives the same events.

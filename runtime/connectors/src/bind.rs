@@ -75,7 +75,9 @@ impl Source for StreamSource {
             Some(end) if self.next >= end => return Ok(Pull::End),
             Some(end) => end,
             None => {
-                if !self.stream.wait_for(self.next, Duration::from_millis(20)) {
+                // Woken by an append; an idle source looks up (for
+                // barriers and stops) every 50 ms.
+                if !self.stream.wait_for(self.next, Duration::from_millis(50)) {
                     return Ok(Pull::Idle);
                 }
                 u64::MAX

@@ -19,16 +19,44 @@
 //! (`topology.rs`) binds a topology document's `stream:` sources, sinks and
 //! dead-letter stream, for `weir run` and the server alike.
 //!
-//! Not here: Kafka.
+//! Kafka (`kafka/`): [`KafkaSource`] (every partition of a topic,
+//! `read_committed`, offsets in Weir's checkpoints) and [`KafkaSink`]
+//! (exactly-once: one transaction per checkpoint with a progress marker;
+//! or at-least-once), bound by [`bind_kafka`].
+//!
+//! Sinks outside Weir ([`bind_outside_sinks`], `outside.rs`): a
+//! PostgreSQL table ([`PgSink`], `postgres/`: exactly-once through a
+//! progress table) and an HTTP endpoint ([`HttpSink`], `http.rs`:
+//! at-least-once with idempotency keys), both retrying with [`Backoff`]
+//! (`backoff.rs`) and dead-lettering what their target refuses.
 
+mod backoff;
 mod bind;
 mod files;
+mod http;
+mod kafka;
+mod outside;
+mod postgres;
 mod record;
 mod stream;
 mod topology;
 
+pub use backoff::Backoff;
+pub use http::{DEFAULT_HTTP_TIMEOUT, HttpSink, HttpSinkConfig, IDEMPOTENCY_HEADER};
+pub use outside::{
+    OutsideBindError, OutsideSettings, bind_outside_sinks, has_outside_sinks, shared_dead_letters,
+};
+pub use postgres::{PgSink, PgSinkConfig, PgSinkError};
+
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
+pub use kafka::{
+    DEFAULT_PROGRESS_TOPIC, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, KafkaBindError,
+    KafkaError, KafkaSink, KafkaSource, Marker, bind_kafka, create_topic, has_kafka,
+    kafka_dead_letters,
+};
 pub use record::{MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_RECORD_BYTES, RecordLimit};
 pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
-pub use topology::{BindError, SourceMode, bind_streams, dead_letter_stream, needs_streams};
+pub use topology::{
+    BindError, SourceMode, bind_streams, dead_letter_stream, dead_letter_writer, needs_streams,
+};

@@ -31,13 +31,16 @@ pub struct BindError {
 }
 
 /// The stream dead letters of `doc` go to, when one of its operators
-/// dead-letters (`on_error` or `on_late`): its `dead_letter_stream`, or
-/// `<name>-dead-letter`.
+/// dead-letters (`on_error` or `on_late`) or a Kafka source may
+/// ([`kafka_dead_letters`](crate::kafka_dead_letters)): its
+/// `dead_letter_stream`, or `<name>-dead-letter`; or it has a sink outside
+/// Weir (rows or events the target refuses).
 pub fn dead_letter_stream(doc: &TopologyDoc) -> Option<String> {
     let letters = doc.operators.iter().any(|o| {
         o.on_error == Some(ErrorPolicyDoc::DeadLetter)
             || o.on_late == Some(LatePolicyDoc::DeadLetter)
-    });
+    }) || crate::kafka_dead_letters(doc)
+        || crate::has_outside_sinks(doc);
     letters.then(|| {
         doc.dead_letter_stream
             .clone()
@@ -96,16 +99,23 @@ pub fn bind_streams(
     if bindings.dead_letter.is_none()
         && let Some(name) = dead_letter_stream(doc)
     {
-        let stream = open("the dead-letter stream".into(), &name)?;
-        let write: DeadLetterFn = Box::new(move |letter: &DeadLetter| {
-            stream
-                .append(&letter.to_batch())
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-        bindings.dead_letter = Some(write);
+        bindings.dead_letter = Some(dead_letter_writer(store, &name)?);
     }
     Ok(())
+}
+
+/// A writer of dead letters to the stream `name` (one event each).
+pub fn dead_letter_writer(store: &StreamStore, name: &str) -> Result<DeadLetterFn, BindError> {
+    let stream = store.stream(name).map_err(|source| BindError {
+        what: "the dead-letter stream".into(),
+        source,
+    })?;
+    Ok(Box::new(move |letter: &DeadLetter| {
+        stream
+            .append(&letter.to_batch())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }))
 }
 
 #[cfg(test)]

@@ -12,19 +12,22 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_state::StateDb;
+use weir_state::{StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
 use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
+
+/// Longest an idle coordinator sleeps before it looks for requests.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 /// When to checkpoint and how many to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +238,23 @@ pub(crate) struct Coordinator {
     /// The run's lineage (see [`CheckpointRef`]), recorded in every
     /// checkpoint.
     pub(crate) lineage: String,
+    /// Source positions of the last committed checkpoint.
+    pub(crate) committed_sources: BTreeMap<String, SourceMeta>,
+    /// Interval checkpoints skipped because nothing had changed.
+    pub(crate) skipped: Arc<AtomicU64>,
+}
+
+/// Whether a complete checkpoint would commit nothing the last one did
+/// not: the sources stand where they stood, no state changed (timers are
+/// state) and no output waits. An idle topology then costs no commit (no
+/// fsync) per interval; its last checkpoint stays the one to restore.
+pub(crate) fn nothing_changed(
+    last: &BTreeMap<String, SourceMeta>,
+    now: &BTreeMap<String, SourceMeta>,
+    state_rows: usize,
+    pending_outputs: usize,
+) -> bool {
+    state_rows == 0 && pending_outputs == 0 && last == now
 }
 
 impl Coordinator {
@@ -285,7 +305,17 @@ impl Coordinator {
                     next_due = self.config.interval.map(|i| Instant::now() + i);
                 }
             }
-            match self.acks.recv_timeout(Duration::from_millis(20)) {
+            // Short waits while a checkpoint is in flight; an idle
+            // coordinator wakes seldom (requests wait at most IDLE_WAIT).
+            let wait = if tracker.in_flight() {
+                Duration::from_millis(20)
+            } else {
+                next_due.map_or(IDLE_WAIT, |t| {
+                    t.saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(1), IDLE_WAIT)
+                })
+            };
+            match self.acks.recv_timeout(wait) {
                 Ok(ack) => {
                     let (id, who) = match &ack {
                         Ack::Source { id, source, .. } => (*id, format!("source {source}")),
@@ -388,6 +418,20 @@ impl Coordinator {
                 publish.push((k, batch));
             }
         }
+        let rows = snapshots.iter().map(StateSnapshot::rows).sum();
+        if !final_
+            && request.is_none()
+            && nothing_changed(
+                &self.committed_sources,
+                &meta.sources,
+                rows,
+                pending_bytes.len(),
+            )
+        {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(topology = %self.topology, checkpoint = id, "checkpoint skipped: nothing changed");
+            return Ok(());
+        }
         let meta_bytes = serde_json::to_vec(&meta)
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
         tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
@@ -402,6 +446,7 @@ impl Coordinator {
             )
             .map_err(EngineError::State)?;
         self.control.committed.store(id, Ordering::SeqCst);
+        self.committed_sources.clone_from(&meta.sources);
         let at = CheckpointRef {
             lineage: self.lineage.clone(),
             id,
@@ -516,6 +561,39 @@ mod tests {
         assert!(
             err.to_string().contains("must keep the state names"),
             "{err}"
+        );
+    }
+
+    fn at(position: u64, max_ts: i64) -> BTreeMap<String, SourceMeta> {
+        BTreeMap::from([(
+            "in".to_string(),
+            SourceMeta {
+                position: Position::Count(position),
+                max_ts,
+            },
+        )])
+    }
+
+    #[test]
+    fn a_checkpoint_with_nothing_new_is_skipped() {
+        assert!(nothing_changed(&at(5, 9), &at(5, 9), 0, 0));
+    }
+
+    #[test]
+    fn input_read_state_changed_or_output_waiting_make_a_checkpoint_commit() {
+        assert!(!nothing_changed(&at(5, 9), &at(6, 9), 0, 0), "input read");
+        assert!(
+            !nothing_changed(&at(5, 9), &at(5, 10), 0, 0),
+            "event time moved"
+        );
+        assert!(
+            !nothing_changed(&at(5, 9), &at(5, 9), 1, 0),
+            "state (or a timer) changed"
+        );
+        assert!(!nothing_changed(&at(5, 9), &at(5, 9), 0, 1), "output waits");
+        assert!(
+            !nothing_changed(&BTreeMap::new(), &at(0, i64::MIN), 0, 0),
+            "the first checkpoint of a run commits"
         );
     }
 

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
-    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, validate_topology,
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
+    validate_topology_with,
 };
 use weir_types::KeyGroupRange;
 use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
@@ -163,6 +164,8 @@ pub(crate) struct Launched {
     /// Requests to the checkpoint coordinator (when checkpointing).
     pub(crate) requests: Option<Sender<Request>>,
     pub(crate) history: Arc<Mutex<Vec<CheckpointInfo>>>,
+    /// Interval checkpoints skipped because nothing had changed.
+    pub(crate) skipped: Arc<AtomicU64>,
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
@@ -235,8 +238,14 @@ fn spawn_task(
 }
 
 /// Checks `doc` against the provided modules: every error-level problem.
+/// Kafka brokers are not checked here: whoever bound the sources and sinks
+/// resolved them (a block without `brokers` took the caller's default).
 fn validate(doc: &TopologyDoc, modules: &Modules) -> Result<(), EngineError> {
-    let problems: Vec<Problem> = validate_topology(doc, &ProvidedModules(modules))
+    let options = ValidateOptions {
+        kafka_brokers: true,
+        ..ValidateOptions::default()
+    };
+    let problems: Vec<Problem> = validate_topology_with(doc, &ProvidedModules(modules), options)
         .into_iter()
         .filter(|p| p.severity == Severity::Error)
         .collect();
@@ -605,6 +614,7 @@ pub(crate) fn launch(
     drop(ack_tx);
 
     let history = Arc::new(Mutex::new(Vec::new()));
+    let skipped = Arc::new(AtomicU64::new(0));
     let mut requests = None;
     if let (Some(s), Some(config)) = (&state, checkpoints) {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
@@ -624,6 +634,8 @@ pub(crate) fn launch(
             sinks: coordinator_sinks,
             last_id,
             lineage,
+            committed_sources: restored_meta.map(|m| m.sources.clone()).unwrap_or_default(),
+            skipped: skipped.clone(),
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),
@@ -644,6 +656,7 @@ pub(crate) fn launch(
         source_counts,
         requests,
         history,
+        skipped,
         query_routes,
         state,
     })

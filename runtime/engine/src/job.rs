@@ -121,6 +121,14 @@ impl Job {
         ))
     }
 
+    /// Interval checkpoints skipped so far because nothing had changed
+    /// since the last one (an idle topology commits nothing).
+    pub fn skipped_checkpoints(&self) -> u64 {
+        self.launched
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Takes a checkpoint now and waits until it is durable.
     pub fn checkpoint(&self) -> Result<CheckpointInfo, EngineError> {
         self.request(None, false)

@@ -44,6 +44,7 @@ pub use io::{
 };
 pub use job::Job;
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
+pub use plan::operator_chains;
 pub use policy::{DeadLetter, DeadLetterFn};
 pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

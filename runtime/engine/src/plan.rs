@@ -81,6 +81,21 @@ fn owners(parallelism: usize, groups: u16) -> Vec<u16> {
     owner
 }
 
+/// The operators of `doc` grouped as they run: one list of names per
+/// chain (one task), in data order. `doc` must have passed validation.
+pub fn operator_chains(doc: &TopologyDoc) -> Vec<Vec<String>> {
+    plan_topology(doc)
+        .chains
+        .iter()
+        .map(|c| {
+            c.operators
+                .iter()
+                .map(|&i| doc.operators[i].name.clone())
+                .collect()
+        })
+        .collect()
+}
+
 /// Plans `doc`, which must have passed validation (every input names a
 /// source or operator, no cycle).
 pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
@@ -249,17 +264,8 @@ mod tests {
         plan_topology(&parse_topology(yaml).expect("a valid document"))
     }
 
-    fn names(doc: &str, plan: &Plan) -> Vec<Vec<String>> {
-        let doc = parse_topology(doc).unwrap();
-        plan.chains
-            .iter()
-            .map(|c| {
-                c.operators
-                    .iter()
-                    .map(|&i| doc.operators[i].name.clone())
-                    .collect()
-            })
-            .collect()
+    fn names(doc: &str) -> Vec<Vec<String>> {
+        operator_chains(&parse_topology(doc).unwrap())
     }
 
     const LINE: &str = r#"
@@ -277,7 +283,7 @@ sinks: [{name: out, file: out.jsonl, input: format}]
     fn one_to_one_operators_chain_and_a_key_by_starts_a_new_chain() {
         let p = plan(LINE);
         assert_eq!(
-            names(LINE, &p),
+            names(LINE),
             vec![vec!["parse", "enrich"], vec!["count", "format"]]
         );
         assert_eq!(p.chains[0].parallelism, 1);
@@ -338,7 +344,7 @@ sinks:
 "#;
         let p = plan(doc);
         // `a` has two readers, so nothing chains.
-        assert_eq!(names(doc, &p), vec![vec!["a"], vec!["b"], vec!["c"]]);
+        assert_eq!(names(doc), vec![vec!["a"], vec!["b"], vec!["c"]]);
         // a: ids 1..4; b: 4..7; c: 7..9.
         assert_eq!(
             p.chains[1].senders,

@@ -578,9 +578,11 @@ impl Source for TwoSplits {
 struct Target {
     lines: Vec<String>,
     marker: Option<(String, u64)>,
-    /// Fails publishing this checkpoint once: before writing anything
-    /// (`false`) or after writing it and its marker (`true`).
-    fail: Option<(u64, bool)>,
+    /// Every lineage a publish or recovery came with.
+    lineages: std::collections::BTreeSet<String>,
+    /// Fails the first publish of some output, once: before writing
+    /// anything (`false`) or after writing it and its marker (`true`).
+    fail: Option<bool>,
 }
 
 #[derive(Clone, Default)]
@@ -595,16 +597,18 @@ impl Sink for Marked {
     }
     fn publish(&mut self, at: &CheckpointRef, batch: &Batch) -> Result<(), String> {
         let mut t = self.0.lock().unwrap();
-        let fail = t.fail.filter(|(id, _)| *id == at.id);
-        if fail.is_some() {
-            t.fail = None;
-        }
-        if fail == Some((at.id, false)) {
+        t.lineages.insert(at.lineage.clone());
+        let fail = if batch.is_empty() {
+            None
+        } else {
+            t.fail.take()
+        };
+        if fail == Some(false) {
             return Err("crashed before publishing".into());
         }
         t.lines.extend(batch.iter().map(|e| wire::format_event(&e)));
         t.marker = Some((at.lineage.clone(), at.id));
-        if fail == Some((at.id, true)) {
+        if fail == Some(true) {
             return Err("crashed after publishing".into());
         }
         Ok(())
@@ -641,8 +645,8 @@ fn split_bindings(
     }
 }
 
-/// A run that fails while publishing checkpoint 3, then a run from the
-/// same state to the end: the target holds every count exactly once.
+/// A run that fails while publishing its first output, then a run from
+/// the same state to the end: the target holds every count exactly once.
 fn crash_while_publishing(after_writing: bool) {
     let events = lines(1500);
     let expected = oracle(&events);
@@ -650,7 +654,7 @@ fn crash_while_publishing(after_writing: bool) {
     let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
     let committed = Arc::new(Mutex::new(Vec::new()));
     let out = Marked::default();
-    out.0.lock().unwrap().fail = Some((3, after_writing));
+    out.0.lock().unwrap().fail = Some(after_writing);
     let job = Job::start(
         &topology("word-count", 2),
         &mods,
@@ -659,19 +663,8 @@ fn crash_while_publishing(after_writing: bool) {
         Some(durable(dir.path())),
     )
     .unwrap();
-    let err = job
-        .wait()
-        .expect_err("publishing checkpoint 3 fails the run");
+    let err = job.wait().expect_err("the failed publish fails the run");
     assert!(err.to_string().contains("crashed"), "{err}");
-    let first_lineage = out.0.lock().unwrap().marker.clone().map(|(l, _)| l);
-    {
-        let seen = committed.lock().unwrap();
-        assert!(
-            seen.iter()
-                .any(|p| matches!(p, Position::Splits(s) if s.len() == 2)),
-            "the source was told of committed split offsets: {seen:?}"
-        );
-    }
 
     let job = Job::start(
         &topology("word-count", 2),
@@ -683,11 +676,7 @@ fn crash_while_publishing(after_writing: bool) {
     .unwrap();
     job.wait().unwrap();
     let target = out.0.lock().unwrap();
-    assert_eq!(
-        target.marker.clone().map(|(l, _)| l),
-        first_lineage,
-        "a recovery keeps the lineage"
-    );
+    assert_eq!(target.lineages.len(), 1, "a recovery keeps the lineage");
     let mut got = target.lines.clone();
     got.sort();
     assert_eq!(got.len(), expected.len(), "a count is missing or repeated");
@@ -702,6 +691,33 @@ fn split_offsets_and_a_marker_target_survive_a_crash_before_publishing() {
 #[test]
 fn a_marker_target_is_not_published_twice_after_a_crash_after_publishing() {
     crash_while_publishing(true);
+}
+
+#[test]
+fn a_split_source_hears_which_offsets_are_committed() {
+    let events = lines(200);
+    let dir = tempfile::tempdir().unwrap();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let job = Job::start(
+        &topology("word-count", 1),
+        &mods,
+        split_bindings(&events, false, &committed, &Marked::default()),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    let all_read = Position::Splits([(0, 100), (1, 100)].into_iter().collect());
+    let start = Instant::now();
+    while !committed.lock().unwrap().contains(&all_read) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never told of {all_read:?}: {:?}",
+            committed.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    job.stop(None).unwrap();
 }
 
 #[test]
@@ -726,4 +742,41 @@ fn a_fresh_start_publishes_under_a_new_lineage() {
         lineages.push(out.0.lock().unwrap().marker.clone().unwrap().0);
     }
     assert_ne!(lineages[0], lineages[1]);
+}
+
+#[test]
+fn an_idle_topology_skips_interval_checkpoints_until_input_comes() {
+    let events = Arc::new(lines(300));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let job = Job::start(
+        &topology("word-count", 1),
+        &mods,
+        bindings(&events, 200, false, &out),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    wait_for_input(&job, 200);
+    // Checkpoints every 50 ms: wait until one holds all 200 events and
+    // the next ones find nothing new.
+    let start = Instant::now();
+    while job.skipped_checkpoints() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no checkpoint was skipped while idle"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let committed = job.checkpoints().len();
+    let skipped = job.skipped_checkpoints();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(job.checkpoints().len(), committed, "an idle run committed");
+    assert!(job.skipped_checkpoints() > skipped);
+    // One asked for is taken all the same.
+    job.checkpoint().unwrap();
+    assert_eq!(job.checkpoints().len(), committed + 1);
+    job.stop(None).unwrap();
+    assert!(!out.0.lock().unwrap().is_empty());
 }

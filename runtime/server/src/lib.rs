@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weir_connectors::{StreamConfig, StreamStore};
+use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
 use weir_topology::TopologyLimits;
 use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
@@ -96,6 +96,12 @@ pub struct ServerConfig {
     /// Produce is refused (507) while the data directory's disk has less
     /// free (0: only a full disk refuses).
     pub min_free_bytes: u64,
+    /// Sinks outside Weir: the PostgreSQL URL of `postgres:` sinks that
+    /// give none (`--postgres-url`).
+    pub outside: OutsideSettings,
+    /// Kafka brokers (`host:port,…`) of `kafka:` sources and sinks whose
+    /// document names none.
+    pub kafka_brokers: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +122,8 @@ impl Default for ServerConfig {
             shape: ShapeLimits::default(),
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
+            outside: OutsideSettings::default(),
+            kafka_brokers: None,
         }
     }
 }
@@ -183,6 +191,8 @@ impl ControlPlane {
             ExecOptions::default(),
             config.topology_limits,
             config.restart,
+            config.outside.clone(),
+            config.kafka_brokers.clone(),
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
         Ok(Arc::new(ControlPlane {

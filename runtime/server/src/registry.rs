@@ -38,6 +38,10 @@ pub struct ModuleVersion {
     pub exports: Vec<String>,
     /// Upload time, ms since the Unix epoch.
     pub created_at: i64,
+    /// The language it was written in, where its producers sections say
+    /// (absent from versions stored before it was recorded).
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 impl ModuleVersion {
@@ -306,6 +310,7 @@ impl ModuleRegistry {
             imports: info.imports.clone(),
             exports: info.exports.clone(),
             created_at: now_ms(),
+            language: weir_wasm::source_language(bytes).map(String::from),
         };
         write_atomically(&dir.join(format!("{version}.wasm")), bytes)?;
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| RegistryError::Io {

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TopologyError;
 use crate::depth::{MAX_DOCUMENT_DEPTH, json_depth, yaml_depth};
+use crate::sinks::{HttpSinkDoc, PostgresSinkDoc};
 
 /// A topology: sources → operators → sinks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +33,8 @@ pub struct TopologyDoc {
     pub restart: Option<RestartDoc>,
 }
 
-/// Where events come from: an embedded stream or a JSON-lines file.
+/// Where events come from: an embedded stream, a JSON-lines file or a
+/// Kafka topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceDoc {
@@ -41,6 +43,8 @@ pub struct SourceDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSourceDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<WatermarkDoc>,
 }
@@ -164,7 +168,8 @@ pub enum ErrorPolicyDoc {
     DeadLetter,
 }
 
-/// Where events go: an embedded stream or a JSON-lines file.
+/// Where events go: an embedded stream, a JSON-lines file, a Kafka topic,
+/// a PostgreSQL table or an HTTP endpoint (exactly one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkDoc {
@@ -173,7 +178,14 @@ pub struct SinkDoc {
     pub stream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::KafkaSinkDoc>,
     pub input: Inputs,
+    // Sinks outside Weir (`sinks.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSinkDoc>,
 }
 
 /// Checkpoint settings (used once state is durable).

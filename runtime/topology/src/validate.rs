@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::document::{Inputs, KeyBy, TopologyDoc};
+use crate::document::{Inputs, KeyBy, SinkDoc, TopologyDoc};
 
 /// Highest parallelism of one operator (and never more than its key
 /// groups, since each instance owns at least one).
@@ -51,6 +51,12 @@ pub struct ValidateOptions {
     /// Refuse `file:` sources and sinks (the server binds only embedded
     /// streams).
     pub streams_only: bool,
+    /// There is no PostgreSQL URL for `postgres:` sinks that give none
+    /// (no `--postgres-url`): their `url` is required.
+    pub postgres_url_required: bool,
+    /// The caller has default Kafka brokers (`--kafka-brokers`), so a
+    /// `kafka:` endpoint may leave out `brokers`.
+    pub kafka_brokers: bool,
 }
 
 /// How bad a problem is: errors stop the topology from running.
@@ -283,7 +289,16 @@ pub fn validate_topology_with(
     }
 
     for (i, s) in doc.sources.iter().enumerate() {
-        check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        if let Some(kafka) = &s.kafka {
+            check_kafka(
+                &mut report,
+                &format!("sources[{i}]"),
+                (&s.stream, &s.file),
+                crate::kafka::source_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_endpoint(&mut report, &format!("sources[{i}]"), &s.stream, &s.file);
+        }
         if let Some(w) = &s.watermark
             && w.max_out_of_orderness_ms < 0
         {
@@ -369,7 +384,22 @@ pub fn validate_topology_with(
     for (i, s) in doc.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
         check_inputs(&mut report, format!("{path}.input"), &s.input);
-        check_endpoint(&mut report, &path, &s.stream, &s.file);
+        if let Some(kafka) = &s.kafka {
+            if s.postgres.is_some() || s.http.is_some() {
+                report.error(
+                    path.clone(),
+                    "give one of `stream`, `file`, `kafka`, `postgres` or `http`",
+                );
+            }
+            check_kafka(
+                &mut report,
+                &path,
+                (&s.stream, &s.file),
+                crate::kafka::sink_problems(kafka, options.kafka_brokers),
+            );
+        } else {
+            check_sink_target(&mut report, &path, s, options);
+        }
     }
 
     for cycle in cycles(doc) {
@@ -429,7 +459,7 @@ pub fn validate_topology_with(
             if is_file {
                 report.error(
                     path,
-                    "the server reads and writes only embedded streams: use `stream: NAME` (files are for `weir run`)",
+                    "the server reads and writes embedded streams and Kafka topics, not files: use `stream: NAME` or `kafka: {topic: NAME}` (files are for `weir run`)",
                 );
             }
         }
@@ -522,15 +552,59 @@ fn close_enough(a: &str, b: &str) -> Option<usize> {
     (d <= limit).then_some(d)
 }
 
+/// A `kafka:` endpoint: alone (no `stream` or `file` beside it) and its
+/// own `problems` under `<path>.kafka`.
+fn check_kafka(
+    report: &mut Report,
+    path: &str,
+    (stream, file): (&Option<String>, &Option<String>),
+    problems: Vec<(String, String)>,
+) {
+    if stream.is_some() || file.is_some() {
+        report.error(
+            path.to_string(),
+            "give one of `stream`, `file` or `kafka`, not several",
+        );
+    }
+    for (sub, message) in problems {
+        report.error(format!("{path}.kafka.{sub}"), message);
+    }
+}
+
 fn check_endpoint(report: &mut Report, path: &str, stream: &Option<String>, file: &Option<String>) {
     match (stream, file) {
         (Some(_), Some(_)) => report.error(path.to_string(), "give `stream` or `file`, not both"),
-        (None, None) => report.error(path.to_string(), "needs a `stream` or a `file`"),
+        (None, None) => report.error(path.to_string(), "needs a `stream`, a `file` or `kafka`"),
         (Some(s), None) if !is_safe_name(s) => report.error(
             format!("{path}.stream"),
             format!("{s:?} is not a valid stream name: use 1-128 of A-Z a-z 0-9 _ . -"),
         ),
         _ => {}
+    }
+}
+
+/// A sink's one target: a stream or file ([`check_endpoint`]), or a
+/// `postgres:` or `http:` sink with its settings checked.
+fn check_sink_target(report: &mut Report, path: &str, sink: &SinkDoc, options: ValidateOptions) {
+    match (&sink.postgres, &sink.http) {
+        (None, None) => check_endpoint(report, path, &sink.stream, &sink.file),
+        (Some(pg), None) if sink.stream.is_none() && sink.file.is_none() => {
+            crate::sinks::check_postgres(
+                pg,
+                &format!("{path}.postgres"),
+                options.postgres_url_required,
+                &mut |path, message| report.error(path, message),
+            );
+        }
+        (None, Some(http)) if sink.stream.is_none() && sink.file.is_none() => {
+            crate::sinks::check_http(http, &format!("{path}.http"), &mut |path, message| {
+                report.error(path, message)
+            });
+        }
+        _ => report.error(
+            path.to_string(),
+            "give one of `stream`, `file`, `kafka`, `postgres` or `http`",
+        ),
     }
 }
 
@@ -772,7 +846,7 @@ sinks: [{ name: out, stream: o, input: x }]
         };
         let options = ValidateOptions {
             limits: Some(limits),
-            streams_only: false,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&chain(11, false), &(), options);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -852,14 +926,30 @@ sinks: [{ name: out, stream: o, input: count }]
     }
 
     #[test]
+    fn a_sink_has_exactly_one_target_and_its_settings_are_checked() {
+        let doc = parse_topology(
+            "name: t\nsources: [{ name: s, stream: s }]\nsinks:\n  - { name: a, stream: o, input: s, http: { url: 'http://h/x' } }\n  - { name: b, input: s, postgres: { table: totals, key_columns: [k], columns: { k: key, n: '$.n' } } }\n",
+        )
+        .unwrap();
+        let no_default_url = ValidateOptions {
+            postgres_url_required: true,
+            ..ValidateOptions::default()
+        };
+        let found = validate_topology_with(&doc, &(), no_default_url);
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["sinks[0]", "sinks[1].postgres.url"], "{found:#?}");
+        assert_eq!(validate_topology(&doc, &()).len(), 1);
+    }
+
+    #[test]
     fn the_server_refuses_file_endpoints() {
         let doc = parse_topology(
             "name: t\nsources: [{ name: s, file: in.jsonl }]\nsinks: [{ name: o, stream: o, input: s }]\n",
         )
         .unwrap();
         let options = ValidateOptions {
-            limits: None,
             streams_only: true,
+            ..ValidateOptions::default()
         };
         let found = validate_topology_with(&doc, &(), options);
         assert!(

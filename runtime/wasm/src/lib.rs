@@ -27,6 +27,7 @@ mod host;
 mod instance;
 mod limits;
 mod loader;
+mod producers;
 mod shape;
 mod state;
 mod stderr;
@@ -40,6 +41,7 @@ pub use limits::{
     EPOCH_TICK, SandboxLimits,
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
+pub use producers::source_language;
 pub use shape::{
     DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_FUNCTION_BODY_BYTES, DEFAULT_MAX_FUNCTION_LOCALS,
     DEFAULT_MAX_FUNCTIONS, ShapeLimits,

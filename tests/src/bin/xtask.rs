@@ -7,13 +7,22 @@
 //!   Rust ones (examples and test fixtures) for wasm32-wasip2, adding the
 //!   target if missing, and the Python ones with componentize-py (installed
 //!   into `target/py-venv` from PyPI on first use).
-//! - `test`: `guests`, then every workspace test (nextest when installed).
+//! - `test`: `guests` and `kafka`, then every workspace test (nextest
+//!   when installed).
+//! - `kafka`: copies the Apache Kafka broker the Kafka tests start
+//!   (`tests/kafka/pom.xml`) with its dependencies into `target/kafka/libs`
+//!   through Maven, once (skipped when the jars are there).
 //! - `demo`: the Rust guests, then a running Weir doing its job: starts
 //!   `weir serve` (data in `target/demo/weir-data`), uploads `split-words`
 //!   and `word-count`, applies and starts the word-count topology
 //!   (`guest-examples/topologies/word-count.yaml`), produces the sample
 //!   text, prints the top counts and the URLs to look at, and keeps serving
 //!   until Ctrl-C (when stdin is not a terminal it stops at once).
+//! - `console`: the web console (`runtime/console`, TypeScript) built with
+//!   Vite into `target/console`, which `weir serve` embeds when it is
+//!   next built; `console-test`: its browser test (Playwright driving
+//!   Debian's Chromium) against a real `weir serve`. `test` and `demo` build
+//!   the console when npm is installed, and `test` runs its browser test.
 //! - `bench`: every guest and a release build, then every workload of
 //!   `weir-bench` in turn with the sizes of `docs/benchmarks.md`; the
 //!   output goes to the terminal and to `target/bench/<workload>.txt`
@@ -855,6 +864,49 @@ fn write_unicode_tables() -> Result<()> {
     Ok(())
 }
 
+// ---- Kafka broker jars (issue 18) ----
+
+/// Copies the broker's jars into `target/kafka/libs` with Maven unless they
+/// are there; a partial copy (an interrupted run) is never taken for done.
+fn fetch_kafka() -> Result<()> {
+    let root = repo_root();
+    let libs = root.join("target/kafka/libs");
+    if libs.join(".complete").is_file() {
+        return Ok(());
+    }
+    let partial = root.join("target/kafka/libs.partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    let started = std::time::Instant::now();
+    run(Command::new("mvn")
+        .current_dir(&root)
+        .args([
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            "tests/kafka/pom.xml",
+        ])
+        .arg("dependency:copy-dependencies")
+        .arg(format!("-DoutputDirectory={}", partial.display()))
+        .arg("-DincludeScope=runtime"))
+    .context("fetching the Kafka broker's jars needs Maven (`mvn`) and Java 17")?;
+    std::fs::write(partial.join(".complete"), b"")?;
+    if libs.exists() {
+        std::fs::remove_dir_all(&libs)?;
+    }
+    std::fs::rename(&partial, &libs)?;
+    eprintln!(
+        "xtask: the Kafka broker's jars are in {} ({:.1}s)",
+        libs.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---- end Kafka ----
+
 fn has_nextest() -> bool {
     cargo()
         .args(["nextest", "--version"])
@@ -865,6 +917,8 @@ fn has_nextest() -> bool {
 
 fn test(extra: &[String]) -> Result<()> {
     build_guests()?;
+    let console = build_console_if_npm()?;
+    fetch_kafka()?;
     let root = repo_root();
     let mut cmd = cargo();
     cmd.current_dir(&root).env("WEIR_GUEST_DIR", guest_dir());
@@ -873,7 +927,11 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    run(cmd.args(extra))
+    run(cmd.args(extra))?;
+    if console {
+        console_test()?;
+    }
+    Ok(())
 }
 
 /// Runs the `weir` CLI against `server`, returning its stdout.
@@ -922,6 +980,7 @@ fn demo() -> Result<()> {
     use std::io::IsTerminal;
     // The demo runs Rust operators only: no Python toolchain needed.
     build_rust_guests()?;
+    build_console_if_npm()?;
     let root = repo_root();
     run(cargo()
         .current_dir(&root)
@@ -1028,6 +1087,7 @@ fn demo() -> Result<()> {
         }
         let the = cli(&["state", "get", "word-count", "count", "count", "the"])?;
         println!("state of `the` in operator count: {}", the.trim());
+        println!("\nThe web console: {url}/");
         println!("\nLook at:");
         println!(
             "  {url}/v1/topologies/word-count          status, per-operator metrics, last checkpoint"
@@ -1056,6 +1116,149 @@ fn demo() -> Result<()> {
         let _ = server.wait();
     }
     result
+}
+
+// ---- the web console (issue 20) ----
+
+/// The console's sources, copied into [`CONSOLE_BUILD`] to be built there
+/// (so `node_modules` and Vite's output stay out of the source tree).
+const CONSOLE_SOURCES: &str = "runtime/console";
+/// Where the console is built: its toolchain (`npm ci`) and sources.
+const CONSOLE_BUILD: &str = "target/console-build";
+/// The built console, which `weir-server`'s build script embeds.
+const CONSOLE_OUT: &str = "target/console";
+/// Debian's Chromium, which the browser test drives.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn has_npm() -> bool {
+    Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Builds the console when npm is installed; says so and goes on (the
+/// server then serves a page saying how to build it) when not.
+fn build_console_if_npm() -> Result<bool> {
+    if !has_npm() {
+        eprintln!(
+            "xtask: npm not found: the web console is not built (weir serves a page saying how to build it)"
+        );
+        return Ok(false);
+    }
+    build_console()?;
+    Ok(true)
+}
+
+/// Copies the files under `from` into `to` (rewriting only those whose
+/// bytes differ), leaving out `node_modules`; files under `to` that `from`
+/// no longer has are removed from its `src` and `tests`.
+fn sync_console_sources(from: &Path, to: &Path) -> Result<()> {
+    for dir in ["src", "tests"] {
+        let stale = to.join(dir);
+        if stale.exists() {
+            std::fs::remove_dir_all(&stale)?;
+        }
+    }
+    let mut stack = vec![from.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.file_name().is_some_and(|n| n == "node_modules") {
+                continue;
+            }
+            let dest = to.join(path.strip_prefix(from)?);
+            if path.is_dir() {
+                std::fs::create_dir_all(&dest)?;
+                stack.push(path);
+            } else if std::fs::read(&dest).ok() != Some(std::fs::read(&path)?) {
+                std::fs::copy(&path, &dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask console`: `npm ci` (when the lock changed), a type check
+/// and `vite build` into `target/console`; skipped when that is newer than
+/// every source. Rebuild `weir` afterwards to embed it.
+fn build_console() -> Result<()> {
+    let root = repo_root();
+    let sources = root.join(CONSOLE_SOURCES);
+    let build = root.join(CONSOLE_BUILD);
+    let out = root.join(CONSOLE_OUT);
+    // The browser test runs from the build directory: its toolchain must
+    // be there too.
+    if up_to_date(&out.join("index.html"), std::slice::from_ref(&sources))
+        && build.join("node_modules/.package-lock.json").exists()
+    {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&build)?;
+    let lock = std::fs::read(sources.join("package-lock.json"))?;
+    let installed = std::fs::read(build.join("node_modules/.package-lock.json")).is_ok()
+        && std::fs::read(build.join("package-lock.json")).ok() == Some(lock);
+    sync_console_sources(&sources, &build)?;
+    if !installed {
+        eprintln!(
+            "xtask: installing the console's toolchain into {}",
+            build.display()
+        );
+        run(Command::new("npm").current_dir(&build).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ]))
+        .context("building the console needs Node.js and npm: see the README's prerequisites")?;
+    }
+    eprintln!("xtask: building the web console into {}", out.display());
+    run(Command::new(build.join("node_modules/.bin/tsc"))
+        .current_dir(&build)
+        .arg("--noEmit"))?;
+    run(Command::new(build.join("node_modules/.bin/vite"))
+        .current_dir(&build)
+        .args(["build", "--logLevel", "warn", "--outDir"])
+        .arg(&out))?;
+    eprintln!(
+        "xtask: console built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cargo xtask console-test`: the console's browser test
+/// (`runtime/console/tests/console.test.mjs`) against the `weir` of the
+/// last test build, which must embed the console; screenshots go to
+/// `target/console-screenshots`.
+fn console_test() -> Result<()> {
+    let root = repo_root();
+    if !Path::new(CHROMIUM).exists() {
+        bail!(
+            "the console's browser test drives Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+        );
+    }
+    build_console()?;
+    // The test build's `weir`, embedding the console built just now: a
+    // no-op after `cargo test` (a plain `cargo build` unifies features
+    // differently and would rebuild much of the workspace).
+    run(cargo()
+        .current_dir(&root)
+        .args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    let started = std::time::Instant::now();
+    run(Command::new("node")
+        .current_dir(root.join(CONSOLE_BUILD))
+        .arg("tests/console.test.mjs")
+        .env("WEIR_BIN", root.join("target/debug/weir"))
+        .env("WEIR_GUEST_DIR", guest_dir())
+        .env("WEIR_CONSOLE_DIR", root.join(CONSOLE_OUT))
+        .env("WEIR_SCREENSHOTS", root.join("target/console-screenshots")))?;
+    eprintln!(
+        "xtask: console browser test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The full benchmark run of `docs/benchmarks.md`: each workload with
@@ -1144,15 +1347,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("guests") => build_guests(),
         Some("test") => test(&args[1..]),
+        Some("kafka") => fetch_kafka(),
         Some("demo") => demo(),
         Some("bench") => bench(),
+        Some("console") => build_console(),
+        Some("console-test") => console_test(),
         Some("build-c") => build_c_cli(&args[1..]),
         Some("unicode-tables") => write_unicode_tables(),
         Some("build-js") => build_js_cli(&args[1..]),
         Some("build-go") => build_go_cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <guests | test [nextest/test args] | demo | bench | build-c DIR OUT | build-js FILE OUT | build-go DIR OUT>"
+                "usage: cargo xtask <guests | test [nextest/test args] | kafka | demo | bench | console | console-test | build-c DIR OUT | build-js FILE OUT | build-go DIR OUT>"
             );
             return ExitCode::from(2);
         }

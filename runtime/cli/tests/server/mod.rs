@@ -68,6 +68,11 @@ impl Server {
         }
     }
 
+    /// The exit status, when the server has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     pub fn client(&self) -> Http {
         Http {
             base: self.url.clone(),

@@ -8,10 +8,13 @@
 //!   request, calls the control plane (on the blocking pool when it does
 //!   I/O or compiles) and shapes the JSON answer.
 //! - `openapi.rs`: the OpenAPI document, checked against [`routes`].
+//! - `console.rs`: the web console's files at `/` (embedded at build
+//!   time), outside the API and its token: the page calls `/v1` itself.
 //! - Auth: with a token configured, every `/v1` call (and `/metrics`
 //!   unless `--metrics-public`) needs `Authorization: Bearer <token>`; a
 //!   refused call is answered at once, its body mostly unread.
 
+mod console;
 mod error;
 mod modules;
 mod observe;
@@ -31,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+pub use console::console_built;
 pub use error::ApiError;
 
 use crate::ControlPlane;
@@ -114,6 +118,11 @@ fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
         )
         .add(
             Method::GET,
+            "/v1/topologies/{name}/metrics",
+            get(topologies::metrics),
+        )
+        .add(
+            Method::GET,
             "/v1/topologies/{name}/savepoints",
             get(topologies::savepoints),
         )
@@ -162,6 +171,7 @@ pub fn router(plane: Plane) -> Router {
         .route("/healthz", get(observe::healthz))
         .merge(metrics)
         .merge(v1)
+        .merge(console::routes())
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::map_response(errors_as_json))

@@ -21,6 +21,7 @@ fn version_json(v: &ModuleVersion) -> Value {
         "imports": v.imports,
         "exports": v.exports,
         "created_at": v.created_at,
+        "language": v.language,
     })
 }
 

@@ -120,7 +120,7 @@ pub fn document() -> Value {
                 &[("204", "Deleted", None)],
                 &[("400", "Bad name or version"), AUTH, ("404", "No such module or version"), ("409", "A topology uses it")]),
         },
-        "/v1/topologies": { "get": op("listTopologies", "Every topology and its state", vec![], None,
+        "/v1/topologies": { "get": op("listTopologies", "Every topology: its state, events read from sources and written to sinks, errors, dead letters, last checkpoint", vec![], None,
             &[("200", "Topologies", Some(json!({ "type": "object" })))], &[AUTH]) },
         "/v1/topologies/validate": { "post": op("validateTopology", "Check a document without storing it", vec![], Some(topology_body.clone()),
             &[("200", "Every problem found (valid: false when any is an error)", Some(json!({ "type": "object", "properties": {
@@ -143,6 +143,11 @@ pub fn document() -> Value {
             &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, busy, or the savepoint exists"), ("500", "The engine failed")]) },
         "/v1/topologies/{name}/checkpoints": { "get": op("listCheckpoints", "Checkpoints and savepoints of a topology", vec![name()], None,
             &[("200", "Checkpoints and savepoints", Some(json!({ "type": "object" })))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]) },
+        "/v1/topologies/{name}/metrics": { "get": op("getTopologyMetrics",
+            "Every operator instance's counters, blocked time (backpressure) and batch-latency histogram at one moment, and the operators' chains (tasks); two snapshots give rates. No instances while it is not running",
+            vec![name()], None,
+            &[("200", "The snapshot", Some(schema_ref("MetricsSnapshot")))],
+            &[("400", "Bad name"), AUTH, ("404", "No such topology")]) },
         "/v1/topologies/{name}/savepoints": {
             "get": op("listSavepoints", "Savepoints of a topology", vec![name()], None,
                 &[("200", "Savepoints", Some(json!({ "type": "object", "properties": { "savepoints": { "type": "array", "items": schema_ref("Savepoint") } } })))],
@@ -197,7 +202,8 @@ pub fn document() -> Value {
                     "name": { "type": "string" }, "version": { "type": "integer" }, "reference": { "type": "string" },
                     "digest": { "type": "string" }, "size": { "type": "integer" }, "world": { "type": "string" },
                     "imports": { "type": "array", "items": { "type": "string" } },
-                    "exports": { "type": "array", "items": { "type": "string" } }, "created_at": { "type": "integer" } } },
+                    "exports": { "type": "array", "items": { "type": "string" } }, "created_at": { "type": "integer" },
+                    "language": { "type": ["string", "null"], "description": "Rust, C, JavaScript, Python or Go, where the component's producers sections say" } } },
                 "Problem": { "type": "object", "properties": {
                     "path": { "type": "string" }, "message": { "type": "string" }, "severity": { "enum": ["error", "warning"] } } },
                 "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
@@ -208,11 +214,26 @@ pub fn document() -> Value {
                     "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
-                    "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint") } },
+                    "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },
                     "rows": { "type": "integer" }, "bytes": { "type": "integer" }, "final": { "type": "boolean" } } },
+                "MetricsSnapshot": { "type": "object", "properties": {
+                    "topology": { "type": "string" }, "state": { "type": "string" },
+                    "taken_at": { "type": "integer", "description": "Wall clock of the snapshot, ms since the Unix epoch" },
+                    "chains": { "type": "array", "description": "Operator names per task, in data order", "items": { "type": "array", "items": { "type": "string" } } },
+                    "latency_bounds_us": { "type": "array", "description": "Upper bounds of the latency buckets, µs (a last bucket holds the rest)", "items": { "type": "integer" } },
+                    "instances": { "type": "array", "items": { "type": "object", "properties": {
+                        "operator": { "type": "string" }, "instance": { "type": "integer" },
+                        "events_in": { "type": "integer" }, "events_out": { "type": "integer" }, "errors": { "type": "integer" },
+                        "dead_lettered": { "type": "integer" }, "late": { "type": "integer" },
+                        "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
+                        "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
+                        "latency_counts": { "type": "array", "items": { "type": "integer" } },
+                        "counters": { "type": "object", "description": "The operator's own counters" } } } },
+                    "last_checkpoint": schema_ref("Checkpoint") } },
                 "Savepoint": { "type": "object", "properties": {
                     "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
                 "StreamInfo": { "type": "object", "properties": {

@@ -16,7 +16,7 @@ use weir_topology::Severity;
 
 use super::{ApiError, Plane, blocking, empty};
 use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
-use weir_engine::{CheckpointInfo, StateValue};
+use weir_engine::{CheckpointInfo, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateValue};
 
 fn text_of(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
@@ -40,23 +40,29 @@ fn problems_json(problems: &[weir_topology::Problem]) -> Vec<Value> {
         .collect()
 }
 
+/// One instance's counters, as its topology's status and metrics give them.
+fn counters_json(m: &MetricsSnapshot) -> Value {
+    json!({
+        "events_in": m.events_in,
+        "events_out": m.events_out,
+        "errors": m.errors,
+        "dead_lettered": m.dead_lettered,
+        "late": m.late,
+        "blocked_ms": m.blocked.as_millis() as u64,
+        "counters": m.guest_counters,
+    })
+}
+
 fn status_json(s: &TopologyStatus) -> Value {
     let operators: Vec<Value> = s
         .operators
         .iter()
         .map(|(name, instance, m)| {
-            json!({
-                "name": name,
-                "instance": instance,
-                "events_in": m.events_in,
-                "events_out": m.events_out,
-                "errors": m.errors,
-                "dead_lettered": m.dead_lettered,
-                "late": m.late,
-                "watermark": m.watermark,
-                "blocked_ms": m.blocked.as_millis() as u64,
-                "counters": m.guest_counters,
-            })
+            let mut out = counters_json(m);
+            out["name"] = json!(name);
+            out["instance"] = json!(instance);
+            out["watermark"] = json!(m.watermark);
+            out
         })
         .collect();
     json!({
@@ -77,6 +83,7 @@ fn status_json(s: &TopologyStatus) -> Value {
         },
         "operators": operators,
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
+        "skipped_checkpoints": s.skipped_checkpoints,
     })
 }
 
@@ -141,13 +148,36 @@ pub(super) async fn list(State(plane): State<Plane>) -> Result<Json<Value>, ApiE
         let mut out = Vec::new();
         for name in plane.topologies.names()? {
             let s = plane.topologies.status(&name)?;
-            let events_in: u64 = s.operators.iter().map(|(_, _, m)| m.events_in).sum();
+            let doc = &s.record.doc;
+            let reads_source = |op: &str| {
+                doc.operators.iter().any(|o| {
+                    o.name == op
+                        && o.input
+                            .names()
+                            .iter()
+                            .any(|i| doc.sources.iter().any(|src| src.name == *i))
+                })
+            };
+            let feeds_sink = |op: &str| doc.sinks.iter().any(|k| k.input.names().contains(&op));
+            let sum = |pick: &dyn Fn(&str) -> bool, f: fn(&MetricsSnapshot) -> u64| -> u64 {
+                s.operators
+                    .iter()
+                    .filter(|(op, _, _)| pick(op))
+                    .map(|(_, _, m)| f(m))
+                    .sum()
+            };
+            let all = |_: &str| true;
             out.push(json!({
                 "name": name,
                 "state": s.state,
                 "desired": s.record.desired,
                 "operators": s.record.doc.operators.len(),
-                "events_in": events_in,
+                "events_in": sum(&all, |m| m.events_in),
+                "events_from_sources": sum(&reads_source, |m| m.events_in),
+                "events_to_sinks": sum(&feeds_sink, |m| m.events_out),
+                "errors": sum(&all, |m| m.errors),
+                "dead_lettered": sum(&all, |m| m.dead_lettered),
+                "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
                 "updated_at": s.record.updated_at,
                 "last_error": s.record.last_error,
             }));
@@ -246,6 +276,40 @@ pub(super) async fn checkpoints(
         Ok(Json(
             json!({ "checkpoints": checkpoints, "savepoints": savepoints }),
         ))
+    })
+    .await
+}
+
+/// `GET /v1/topologies/{name}/metrics`: every instance's counters, blocked
+/// time and batch-latency histogram at one moment (`taken_at`), with how
+/// the operators are chained into tasks: two snapshots give rates.
+pub(super) async fn metrics(
+    State(plane): State<Plane>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || {
+        let s = plane.topologies.status(&name)?;
+        let instances: Vec<Value> = s
+            .operators
+            .iter()
+            .map(|(op, instance, m)| {
+                let mut out = counters_json(m);
+                out["operator"] = json!(op);
+                out["instance"] = json!(instance);
+                out["watermark"] = json!((m.watermark != i64::MIN).then_some(m.watermark));
+                out["latency_counts"] = json!(m.latency_buckets);
+                out
+            })
+            .collect();
+        Ok(Json(json!({
+            "topology": name,
+            "state": s.state,
+            "taken_at": crate::now_ms(),
+            "chains": weir_engine::operator_chains(&s.record.doc),
+            "latency_bounds_us": LATENCY_BUCKETS_MICROS,
+            "instances": instances,
+            "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
+        })))
     })
     .await
 }

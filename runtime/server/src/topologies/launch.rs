@@ -1,12 +1,16 @@
 //! Starting a topology's job: its pinned modules from the registry, its
-//! streams bound (`weir_connectors::bind_streams`), its state opened (from a
+//! streams bound (`weir_connectors::bind_streams`) and its Kafka topics
+//! (`weir_connectors::bind_kafka`), its state opened (from a
 //! savepoint when given), checkpointed at its interval. The job restores
 //! its newest checkpoint itself. Slow work: called with no lock held.
 
 use std::path::Path;
 use std::time::Duration;
 
-use weir_connectors::{SourceMode, StreamStore, bind_streams};
+use weir_connectors::{
+    OutsideSettings, SourceMode, StreamStore, bind_kafka, bind_outside_sinks, bind_streams,
+    dead_letter_stream, dead_letter_writer,
+};
 use weir_engine::{
     Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, StateConfig,
 };
@@ -25,6 +29,9 @@ pub(super) struct Launcher<'a> {
     pub registry: &'a ModuleRegistry,
     pub streams: &'a StreamStore,
     pub options: ExecOptions,
+    pub outside: &'a OutsideSettings,
+    /// Brokers of `kafka:` endpoints that name none.
+    pub kafka_brokers: Option<&'a str>,
 }
 
 impl Launcher<'_> {
@@ -43,10 +50,36 @@ impl Launcher<'_> {
             modules.insert(reference.clone(), self.registry.load(&version)?);
         }
         let mut bindings = Bindings::default();
+        // Sinks outside Weir (PostgreSQL, HTTP), each with a writer to the
+        // dead-letter stream.
+        let mut letters = || match dead_letter_stream(doc) {
+            Some(name) => dead_letter_writer(self.streams, &name)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        };
+        bind_outside_sinks(doc, self.outside, &mut bindings, &mut letters).map_err(|e| {
+            TopologiesError::Binding {
+                topology: topology.clone(),
+                io: false,
+                what: format!("sink `{}`", e.sink),
+                reason: e.reason,
+            }
+        })?;
         bind_streams(doc, self.streams, SourceMode::Follow, &mut bindings).map_err(|e| {
             TopologiesError::Binding {
                 topology: topology.clone(),
                 io: matches!(e.source, weir_connectors::StreamError::Io { .. }),
+                what: e.what,
+                reason: e.source.to_string(),
+            }
+        })?;
+        // Kafka: a topic that is missing or brokers that do not answer may
+        // come right, so the supervisor retries with backoff (`io: true`).
+        bind_kafka(doc, self.kafka_brokers, SourceMode::Follow, &mut bindings).map_err(|e| {
+            TopologiesError::Binding {
+                topology: topology.clone(),
+                io: e.source.recoverable(),
                 what: e.what,
                 reason: e.source.to_string(),
             }

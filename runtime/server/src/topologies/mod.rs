@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use weir_connectors::StreamStore;
+use weir_connectors::{OutsideSettings, StreamStore};
 use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
@@ -87,6 +87,9 @@ pub struct TopologyStatus {
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
+    /// Interval checkpoints the current run skipped because nothing had
+    /// changed (an idle topology commits nothing).
+    pub skipped_checkpoints: u64,
     pub restart: RestartStatus,
 }
 
@@ -112,6 +115,10 @@ pub struct Topologies {
     limits: TopologyLimits,
     /// The server's restart strategy (a document's `restart:` overrides it).
     restart: RestartPolicy,
+    /// Settings of sinks outside Weir (`--postgres-url`).
+    outside: OutsideSettings,
+    /// Brokers of `kafka:` endpoints that name none (`--kafka-brokers`).
+    kafka_brokers: Option<String>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -136,6 +143,9 @@ fn engine_err(topology: &str) -> impl Fn(EngineError) -> TopologiesError + '_ {
 impl Topologies {
     /// Opens the topologies of `data_dir` and starts their supervisor
     /// (which acts only on topologies started later).
+    // One argument per server setting it needs (limits, restart, Kafka,
+    // PostgreSQL); folding them into a struct is left to one change.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         data_dir: &Path,
         registry: Arc<ModuleRegistry>,
@@ -143,6 +153,8 @@ impl Topologies {
         options: ExecOptions,
         limits: TopologyLimits,
         restart: RestartPolicy,
+        outside: OutsideSettings,
+        kafka_brokers: Option<String>,
     ) -> Result<Arc<Self>, TopologiesError> {
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -156,6 +168,8 @@ impl Topologies {
             options,
             limits,
             restart,
+            outside,
+            kafka_brokers,
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -202,7 +216,13 @@ impl Topologies {
 
     /// Every problem of `doc` on this server.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(&self.registry, doc, self.limits)
+        records::validate(
+            &self.registry,
+            doc,
+            self.limits,
+            &self.outside,
+            self.kafka_brokers.is_some(),
+        )
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -272,6 +292,7 @@ impl Topologies {
             busy: None,
             operators: Vec::new(),
             last_checkpoint: None,
+            skipped_checkpoints: 0,
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -289,14 +310,17 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner.lease().map(|job| (job.metrics(), job.checkpoints()))
+                owner
+                    .lease()
+                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints)) => {
+            Some((metrics, checkpoints, skipped)) => {
                 status.operators = metrics;
                 status.last_checkpoint = checkpoints.into_iter().last();
+                status.skipped_checkpoints = skipped;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
@@ -341,6 +365,8 @@ impl Topologies {
             registry: &self.registry,
             streams: &self.streams,
             options: self.options,
+            outside: &self.outside,
+            kafka_brokers: self.kafka_brokers.as_deref(),
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+use weir_connectors::OutsideSettings;
 use weir_topology::{
     ModuleCheck, Problem, TopologyDoc, TopologyLimits, ValidateOptions, validate_topology_with,
 };
@@ -92,15 +93,19 @@ impl ModuleCheck for RegistryCheck<'_> {
 /// Every problem of `doc` on this server (the first hundred, then a
 /// count): the document's own, its size against the server's `limits`, its
 /// module references against the registry, and bindings the server cannot
-/// make (files).
+/// make (files). `kafka_brokers`: the server has default Kafka brokers.
 pub fn validate(
     registry: &ModuleRegistry,
     doc: &TopologyDoc,
     limits: TopologyLimits,
+    outside: &OutsideSettings,
+    kafka_brokers: bool,
 ) -> Vec<Problem> {
     let options = ValidateOptions {
         limits: Some(limits),
         streams_only: true,
+        postgres_url_required: outside.postgres_url.is_none(),
+        kafka_brokers,
     };
     validate_topology_with(doc, &RegistryCheck(registry), options)
 }

@@ -1,0 +1,38 @@
+//! Kafka topics as a topology's sources and sinks, through librdkafka (the
+//! `rdkafka` crate, its bundled library).
+//!
+//! - [`KafkaSource`] (`source.rs`): every partition of one topic, assigned
+//!   by hand (no consumer-group rebalancing), read `read_committed`. Its
+//!   position is the next offset of each partition
+//!   (`Position::Splits`), kept in Weir's checkpoint: recovery seeks to it
+//!   whatever the group's committed offsets say; those are written back
+//!   after each checkpoint only for lag tools. Event time is the least of
+//!   the partitions' highest timestamps, idle partitions skipped.
+//!   librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`),
+//!   so a slow topology stops the fetching instead of buffering.
+//! - [`KafkaSink`] (`sink.rs`): exactly-once by default: a checkpoint's
+//!   output is part of Weir's durable commit, then published in one Kafka
+//!   transaction together with a progress marker (topology, sink, lineage,
+//!   checkpoint id) in a compacted topic. At recovery the sink fences its
+//!   previous producer (`init_transactions` aborts what it left open),
+//!   reads its last marker `read_committed`, and publishes the restored
+//!   checkpoint's output again only when the marker is older. Or
+//!   `delivery: at-least-once`: an idempotent producer, no transactions.
+//! - `format.rs`: records ↔ events (`json`, `text`, `bytes`; key,
+//!   timestamp and headers mapping). `config.rs`: librdkafka settings
+//!   from the document. `bind.rs`: [`bind_kafka`], the document's `kafka:`
+//!   endpoints bound for `weir run` and the server alike. `fault.rs`:
+//!   crash points for the crash tests (`WEIR_FAULT`).
+
+mod bind;
+mod config;
+mod fault;
+mod format;
+mod sink;
+mod source;
+
+pub use bind::{KafkaBindError, bind_kafka, has_kafka, kafka_dead_letters};
+pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
+pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
+pub use sink::{KafkaSink, Marker};
+pub use source::KafkaSource;

@@ -1,0 +1,430 @@
+//! [`KafkaSource`]: every partition of one topic, as one source.
+//!
+//! Partitions are assigned by hand (all of them; no group rebalancing)
+//! and read `read_committed`, so output that an exactly-once producer
+//! aborted is never read. The position is the next offset of each
+//! partition that returned a record (`Position::Splits`); a restore
+//! assigns from it, and partitions it does not name start where `start`
+//! says. After a checkpoint is durable, its offsets are committed to the
+//! consumer group (`weir.<topology>.<source>` unless `properties` set
+//! `group.id`) for lag tools only: Weir never reads them back.
+//!
+//! Bounded (`weir run`): the input ends when every partition reached its
+//! end as it was when reading began. Following (the server): it never
+//! ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use weir_engine::{DeadLetter, DeadLetterFn, Position, Pull, Source};
+use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
+use weir_types::{Event, now_ms};
+
+use super::config::{
+    KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
+};
+use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
+
+/// How long one pull waits for a record before saying `Idle`.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+/// A partition idle this long does not hold back event time, by default.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// librdkafka's prefetch per consumer, KiB: when the topology is slower
+/// than the topic, fetching stops at this much (backpressure).
+const PREFETCH_KIB: &str = "16384";
+/// Least time between two warnings about the same broker error.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Dead letters shared between the engine and the sources that write
+/// unreadable records there.
+pub(crate) type SharedDeadLetters = Arc<Mutex<DeadLetterFn>>;
+
+/// What one partition has shown of event time.
+#[derive(Debug, Clone, Copy)]
+struct PartitionTime {
+    highest: i64,
+    last_record: Instant,
+}
+
+/// A Kafka topic as a source. Created by [`bind_kafka`](super::bind_kafka).
+pub struct KafkaSource {
+    /// `source `name``, for messages.
+    what: String,
+    topic: String,
+    brokers: String,
+    consumer: WeirConsumer,
+    partitions: Vec<i32>,
+    start: KafkaStart,
+    format: RecordFormat,
+    on_error: ErrorPolicyDoc,
+    dead_letters: Option<SharedDeadLetters>,
+    /// The next offset of each partition that returned a record, or that a
+    /// restore named.
+    next: BTreeMap<u32, u64>,
+    times: BTreeMap<u32, PartitionTime>,
+    idle_timeout: Duration,
+    /// Bounded: the partitions that have not reached their end yet.
+    unfinished: Option<BTreeSet<i32>>,
+    assigned: bool,
+    last_warning: Option<Instant>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl KafkaSource {
+    /// Connects to `brokers` and finds the topic's partitions (an error
+    /// when the topic does not exist or the brokers do not answer).
+    pub(crate) fn connect(
+        what: String,
+        group: &str,
+        doc: &KafkaSourceDoc,
+        brokers: &str,
+        bounded: bool,
+        dead_letters: Option<SharedDeadLetters>,
+    ) -> Result<KafkaSource, KafkaError> {
+        let mut config = base_config(brokers, &BTreeMap::new())?;
+        config
+            .set("group.id", group)
+            .set("queued.max.messages.kbytes", PREFETCH_KIB)
+            .set("auto.offset.reset", "earliest");
+        for (name, value) in &doc.properties {
+            if let Some(text) = weir_topology::property_text(value) {
+                config.set(name, text);
+            }
+        }
+        // What the connector's guarantees rest on comes last.
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed");
+        let consumer: WeirConsumer = config
+            .create_with_context(QuietContext::default())
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        let partitions = partitions_of(&consumer, brokers, &doc.topic)?;
+        tracing::info!(
+            kafka.topic = %doc.topic,
+            partitions = partitions.len(),
+            "{what} reads a Kafka topic"
+        );
+        Ok(KafkaSource {
+            what,
+            topic: doc.topic.clone(),
+            brokers: brokers.to_string(),
+            consumer,
+            unfinished: bounded.then(|| partitions.iter().copied().collect()),
+            partitions,
+            start: doc
+                .start
+                .clone()
+                .unwrap_or(KafkaStart::Edge(KafkaEdge::Earliest)),
+            format: RecordFormat::of_source(doc),
+            on_error: doc.on_error.unwrap_or(ErrorPolicyDoc::DeadLetter),
+            dead_letters,
+            next: BTreeMap::new(),
+            times: BTreeMap::new(),
+            idle_timeout: doc
+                .idle_timeout_ms
+                .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
+            assigned: false,
+            last_warning: None,
+        })
+    }
+
+    /// The topic's partitions.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// Where each partition is read from: the restored offset, or `start`.
+    fn assignment(&self) -> Result<TopicPartitionList, String> {
+        let mut list = TopicPartitionList::new();
+        let mut by_time = TopicPartitionList::new();
+        for &p in &self.partitions {
+            let offset = match (self.next.get(&(p as u32)), &self.start) {
+                (Some(&next), _) => Offset::Offset(next as i64),
+                (None, KafkaStart::Edge(KafkaEdge::Earliest)) => Offset::Beginning,
+                (None, KafkaStart::Edge(KafkaEdge::Latest)) => Offset::Offset(self.end_of(p)?),
+                (None, KafkaStart::Offsets { offsets }) => offsets
+                    .get(&(p as u32))
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o as i64)),
+                (None, KafkaStart::Timestamp { timestamp }) => {
+                    by_time
+                        .add_partition_offset(&self.topic, p, Offset::Offset(*timestamp))
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+            };
+            list.add_partition_offset(&self.topic, p, offset)
+                .map_err(|e| e.to_string())?;
+        }
+        if by_time.count() > 0 {
+            let found = self
+                .consumer
+                .offsets_for_times(by_time, LOOKUP_TIMEOUT)
+                .map_err(|e| {
+                    format!(
+                        "{}: cannot look up the offsets of `start: {{timestamp}}` on {}: {e}",
+                        self.what, self.brokers
+                    )
+                })?;
+            for e in found.elements() {
+                // No record at or after the time: the partition's end.
+                let offset = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+                    _ => Offset::Offset(self.end_of(e.partition())?),
+                };
+                list.add_partition_offset(&self.topic, e.partition(), offset)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// The end (high watermark) of partition `p` now.
+    fn end_of(&self, p: i32) -> Result<i64, String> {
+        self.consumer
+            .fetch_watermarks(&self.topic, p, LOOKUP_TIMEOUT)
+            .map(|(_, high)| high)
+            .map_err(|e| {
+                format!(
+                    "{}: cannot find the end of partition {p} on {}: {e}",
+                    self.what, self.brokers
+                )
+            })
+    }
+
+    fn assign(&mut self) -> Result<(), String> {
+        let list = self.assignment()?;
+        // Where `latest` or a time resolved to is part of the position from
+        // now on, so a restore does not skip what came in meanwhile.
+        for e in list.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.next.entry(e.partition() as u32).or_insert(o as u64);
+            }
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| format!("{}: cannot assign partitions: {e}", self.what))?;
+        self.assigned = true;
+        Ok(())
+    }
+
+    /// The event of a record, or what its policy says when it cannot be
+    /// read: `Ok(None)` skips it.
+    fn event_of(&self, msg: &BorrowedMessage<'_>) -> Result<Option<Event>, String> {
+        let record = RecordIn {
+            key: msg.key(),
+            value: msg.payload(),
+            timestamp: msg.timestamp().to_millis(),
+        };
+        let mut event = match self.format.to_event(record, now_ms()) {
+            Ok(e) => e,
+            Err(reason) => return self.unreadable(msg, reason).map(|()| None),
+        };
+        if self.format.headers
+            && let Some(headers) = msg.headers()
+        {
+            for h in headers.iter() {
+                event
+                    .headers
+                    .push((h.key.to_string(), h.value.unwrap_or_default().to_vec()));
+            }
+        }
+        Ok(Some(event))
+    }
+
+    /// A record `format` cannot read: dead-lettered (with its topic,
+    /// partition and offset in headers), skipped, or an error.
+    fn unreadable(&self, msg: &BorrowedMessage<'_>, reason: String) -> Result<(), String> {
+        let at = format!(
+            "record at partition {} offset {} of topic `{}`",
+            msg.partition(),
+            msg.offset(),
+            self.topic
+        );
+        match self.on_error {
+            ErrorPolicyDoc::Fail => Err(format!(
+                "{}: {at}: {reason} (set `on_error: dead-letter` or `skip` to go past such records)",
+                self.what
+            )),
+            ErrorPolicyDoc::Skip => {
+                tracing::warn!(kafka.topic = %self.topic, "{}: skipped {at}: {reason}", self.what);
+                Ok(())
+            }
+            ErrorPolicyDoc::DeadLetter => {
+                let Some(letters) = &self.dead_letters else {
+                    return Err(format!(
+                        "{}: {at}: {reason}, and no dead-letter output is bound",
+                        self.what
+                    ));
+                };
+                let mut headers = vec![
+                    (HEADER_TOPIC.to_string(), self.topic.clone().into_bytes()),
+                    (
+                        HEADER_PARTITION.to_string(),
+                        msg.partition().to_string().into_bytes(),
+                    ),
+                    (
+                        HEADER_OFFSET.to_string(),
+                        msg.offset().to_string().into_bytes(),
+                    ),
+                ];
+                if let Some(h) = msg.headers() {
+                    headers.extend(
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())),
+                    );
+                }
+                let letter = DeadLetter {
+                    operator: self.what.clone(),
+                    error: reason,
+                    failed_at: now_ms(),
+                    event: Event {
+                        key: msg.key().map(<[u8]>::to_vec),
+                        value: msg.payload().unwrap_or_default().to_vec(),
+                        timestamp: msg.timestamp().to_millis().unwrap_or_else(now_ms),
+                        headers,
+                    },
+                };
+                let mut write = letters
+                    .lock()
+                    .map_err(|_| "the dead-letter output's lock is poisoned".to_string())?;
+                (*write)(&letter)
+            }
+        }
+    }
+
+    /// Logs a broker error the client retries by itself, at most every
+    /// [`WARN_EVERY`].
+    fn transient(&mut self, error: &RdError) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+        {
+            self.last_warning = Some(now);
+            tracing::warn!(
+                kafka.topic = %self.topic,
+                kafka.brokers = %self.brokers,
+                "{}: {error} (librdkafka retries)",
+                self.what
+            );
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        match position {
+            Position::Splits(offsets) => {
+                self.next = offsets.clone();
+                self.assigned = false;
+                Ok(())
+            }
+            Position::Count(0) => Ok(()),
+            Position::Count(n) => Err(format!(
+                "{}: the checkpoint recorded {n} events read, not Kafka offsets: the source was \
+                 not a Kafka topic then; start the topology without its checkpoint",
+                self.what
+            )),
+        }
+    }
+
+    fn pull(&mut self) -> Result<Pull, String> {
+        if !self.assigned {
+            self.assign()?;
+        }
+        loop {
+            if self.unfinished.as_ref().is_some_and(BTreeSet::is_empty) {
+                return Ok(Pull::End);
+            }
+            let read = match self.consumer.poll(POLL_WAIT) {
+                None => return Ok(Pull::Idle),
+                Some(Ok(msg)) => {
+                    let event = self.event_of(&msg)?;
+                    Ok((msg.partition() as u32, msg.offset() as u64 + 1, event))
+                }
+                Some(Err(e)) => Err(e),
+            };
+            match read {
+                Ok((partition, next, event)) => {
+                    self.next.insert(partition, next);
+                    let Some(event) = event else { continue };
+                    let now = Instant::now();
+                    let time = self.times.entry(partition).or_insert(PartitionTime {
+                        highest: i64::MIN,
+                        last_record: now,
+                    });
+                    time.highest = time.highest.max(event.timestamp);
+                    time.last_record = now;
+                    return Ok(Pull::Event(event));
+                }
+                Err(RdError::PartitionEOF(p)) => {
+                    if let Some(unfinished) = &mut self.unfinished {
+                        unfinished.remove(&p);
+                    }
+                }
+                Err(e)
+                    if e.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    return Err(format!(
+                        "{}: topic `{}` is gone from {}: {e}",
+                        self.what, self.topic, self.brokers
+                    ));
+                }
+                Err(e) => {
+                    self.transient(&e);
+                    return Ok(Pull::Idle);
+                }
+            }
+        }
+    }
+
+    fn position(&self) -> Option<Position> {
+        Some(Position::Splits(self.next.clone()))
+    }
+
+    fn event_time(&self) -> Option<i64> {
+        let now = Instant::now();
+        self.times
+            .values()
+            .filter(|t| now.duration_since(t.last_record) < self.idle_timeout)
+            .map(|t| t.highest)
+            .min()
+    }
+
+    fn committed(&mut self, position: &Position) -> Result<(), String> {
+        let Position::Splits(offsets) = position else {
+            return Ok(());
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (&p, &next) in offsets {
+            list.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
+                .map_err(|e| e.to_string())?;
+        }
+        // Only for lag tools: a failure is logged, never fatal.
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            self.transient(&e);
+        }
+        Ok(())
+    }
+}
