@@ -42,6 +42,7 @@ use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
 pub use topologies::{
     DesiredState, Phase, RestartPolicy, RunState, Topologies, TopologiesError, TopologyRecord,
+    TopologySettings,
 };
 
 /// Largest module upload by default.
@@ -188,11 +189,13 @@ impl ControlPlane {
             &config.data_dir,
             registry.clone(),
             streams.clone(),
-            ExecOptions::default(),
-            config.topology_limits,
-            config.restart,
-            config.outside.clone(),
-            config.kafka_brokers.clone(),
+            TopologySettings {
+                options: ExecOptions::default(),
+                limits: config.topology_limits,
+                restart: config.restart,
+                outside: config.outside.clone(),
+                kafka_brokers: config.kafka_brokers.clone(),
+            },
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
         Ok(Arc::new(ControlPlane {

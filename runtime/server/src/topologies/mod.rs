@@ -140,22 +140,34 @@ fn engine_err(topology: &str) -> impl Fn(EngineError) -> TopologiesError + '_ {
     }
 }
 
+/// The server settings topologies run with.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    pub options: ExecOptions,
+    pub limits: TopologyLimits,
+    pub restart: RestartPolicy,
+    /// Where sinks outside Weir go by default (`--postgres-url`).
+    pub outside: OutsideSettings,
+    /// Default Kafka brokers (`--kafka-brokers`).
+    pub kafka_brokers: Option<String>,
+}
+
 impl Topologies {
     /// Opens the topologies of `data_dir` and starts their supervisor
     /// (which acts only on topologies started later).
-    // One argument per server setting it needs (limits, restart, Kafka,
-    // PostgreSQL); folding them into a struct is left to one change.
-    #[allow(clippy::too_many_arguments)]
     pub fn open(
         data_dir: &Path,
         registry: Arc<ModuleRegistry>,
         streams: Arc<StreamStore>,
-        options: ExecOptions,
-        limits: TopologyLimits,
-        restart: RestartPolicy,
-        outside: OutsideSettings,
-        kafka_brokers: Option<String>,
+        settings: TopologySettings,
     ) -> Result<Arc<Self>, TopologiesError> {
+        let TopologySettings {
+            options,
+            limits,
+            restart,
+            outside,
+            kafka_brokers,
+        } = settings;
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
         let topologies = Arc::new(Topologies {
