@@ -67,7 +67,7 @@ fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
         .add(
             Method::POST,
             "/v1/modules/{name}",
-            post(modules::push).layer(DefaultBodyLimit::max(max_module_bytes)),
+            limited(post(modules::push), max_module_bytes),
         )
         .add(Method::GET, "/v1/modules/{name}", get(modules::inspect))
         .add(
@@ -84,12 +84,12 @@ fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
         .add(
             Method::POST,
             "/v1/topologies/validate",
-            post(topologies::validate).layer(DefaultBodyLimit::max(max_document_bytes)),
+            limited(post(topologies::validate), max_document_bytes),
         )
         .add(
             Method::PUT,
             "/v1/topologies/{name}",
-            put(topologies::apply).layer(DefaultBodyLimit::max(max_document_bytes)),
+            limited(put(topologies::apply), max_document_bytes),
         )
         .add(
             Method::GET,
@@ -251,6 +251,49 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             res
         }
+    }
+}
+
+/// Most bytes of an over-limit upload read (and dropped) before its 413,
+/// so a client that writes the whole body before reading (most do) sees
+/// the answer rather than a reset; a bigger announced body is answered at
+/// once.
+const OVERSIZED_DRAIN_BYTES: u64 = 16 << 20;
+
+/// How long reading an over-limit upload may take before the 413 is sent
+/// regardless.
+const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// `route` with a body limit of `max` bytes. A request that announces more
+/// is refused before the handler runs, with `Connection: close`, after
+/// reading at most [`OVERSIZED_DRAIN_BYTES`] of it.
+fn limited(route: MethodRouter<Plane>, max: usize) -> MethodRouter<Plane> {
+    route
+        .layer(DefaultBodyLimit::max(max))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            refuse_oversized(max, req, next)
+        }))
+}
+
+async fn refuse_oversized(max: usize, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if n > max as u64 => {
+            if n <= OVERSIZED_DRAIN_BYTES {
+                let reading = drain(req.into_body(), n as usize);
+                let _ = tokio::time::timeout(OVERSIZED_DRAIN_TIME, reading).await;
+            }
+            // `errors_as_json` gives it the API's error shape and message.
+            let mut res = StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            res
+        }
+        _ => next.run(req).await,
     }
 }
 
