@@ -26,6 +26,8 @@ pub struct InstanceMetrics {
     pub blocked_nanos: AtomicU64,
     pub watermark: AtomicI64,
     latency: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
+    /// Sum of every batch's processing time, in µs.
+    latency_sum_micros: AtomicU64,
     /// Counters the operator itself keeps (`context.counter-add`).
     guest: Mutex<BTreeMap<String, u64>>,
 }
@@ -41,6 +43,7 @@ impl Default for InstanceMetrics {
             blocked_nanos: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             latency: Default::default(),
+            latency_sum_micros: AtomicU64::new(0),
             guest: Mutex::new(BTreeMap::new()),
         }
     }
@@ -59,6 +62,9 @@ pub struct MetricsSnapshot {
     /// Batches by processing latency, bucket `i` counting those up to
     /// `LATENCY_BUCKETS_MICROS[i]` µs (the last: slower than every bound).
     pub latency_buckets: Vec<u64>,
+    /// Sum of the processing time of every batch counted in
+    /// `latency_buckets`.
+    pub latency_sum: Duration,
     /// The operator's own counters, by name.
     pub guest_counters: BTreeMap<String, u64>,
 }
@@ -75,6 +81,7 @@ impl InstanceMetrics {
             .position(|&bound| micros <= bound)
             .unwrap_or(LATENCY_BUCKETS_MICROS.len());
         self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Adds what the guest counted.
@@ -103,6 +110,7 @@ impl InstanceMetrics {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            latency_sum: Duration::from_micros(self.latency_sum_micros.load(Ordering::Relaxed)),
             guest_counters: self.guest.lock().map(|g| g.clone()).unwrap_or_default(),
         }
     }

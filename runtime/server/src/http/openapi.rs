@@ -90,8 +90,8 @@ pub fn document() -> Value {
             &[("200", "Up", Some(json!({ "type": "object" })))], &[]) },
         "/metrics": { "get": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: operator counters and batch-latency histograms, newest checkpoint per topology, stream sizes",
-            "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+            "summary": "Metrics for Prometheus: topology phases and restarts, operator and guest counters, batch-latency histograms, newest checkpoint per topology, stream sizes; at most 10,000 series per family",
+            "responses": { "200": { "description": "OpenMetrics text format", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } }
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
