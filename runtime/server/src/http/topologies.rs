@@ -304,7 +304,7 @@ pub(super) async fn metrics(
         Ok(Json(json!({
             "topology": name,
             "state": s.state,
-            "taken_at": crate::now_ms(),
+            "taken_at": weir_types::now_ms(),
             "chains": weir_engine::operator_chains(&s.record.doc),
             "latency_bounds_us": LATENCY_BUCKETS_MICROS,
             "instances": instances,
