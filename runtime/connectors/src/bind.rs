@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
+use weir_io::{CheckpointRef, Position, Pull, Sink, Source};
 use weir_types::{Batch, Event};
 
 use crate::Stream;

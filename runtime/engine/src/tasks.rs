@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use weir_io::{DeadLetter, Position, Pull, Sink, Source};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
 use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
@@ -28,9 +29,8 @@ use weir_wasm::{OperatorInstance, TimeDomain};
 use crate::align::{Aligner, InputTracker};
 use crate::call::process_isolated;
 use crate::error::{EngineError, state_error};
-use crate::io::{Position, Pull, Sink, Source};
 use crate::metrics::InstanceMetrics;
-use crate::policy::{DeadLetter, DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
+use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
 use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
 use crate::routes::Outputs;
 

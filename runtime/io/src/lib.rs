@@ -1,7 +1,9 @@
-//! What a topology reads and writes: [`Source`] and [`Sink`], the two
-//! traits connectors implement, the [`Position`] a checkpoint records for
-//! a source and the [`CheckpointRef`] an exactly-once sink publishes
-//! under, and adapters for plain iterators and closures.
+//! weir-io: what a topology reads and writes. [`Source`] and [`Sink`],
+//! the two traits connectors implement, the [`Position`] a checkpoint
+//! records for a source, the [`CheckpointRef`] an exactly-once sink
+//! publishes under, [`DeadLetter`]s, the [`Bindings`] a run is given, and
+//! adapters for plain iterators and closures. Connectors depend on this
+//! crate, not on the engine.
 //!
 //! A source's position is either the number of events pulled from its
 //! start (files, embedded streams: the engine counts them) or the next
@@ -13,7 +15,7 @@
 //! ([`Sink::recover`]): by cutting what followed (files, streams) or by a
 //! progress record kept in the target itself (Kafka, PostgreSQL).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use weir_types::{Batch, Event};
@@ -230,6 +232,50 @@ impl<F: FnMut(&Batch) -> Result<(), String> + Send> Sink for F {
 /// A sink from any closure.
 pub fn fn_sink(f: impl FnMut(&Batch) -> Result<(), String> + Send + 'static) -> Box<dyn Sink> {
     Box::new(f)
+}
+
+/// What the topology's sources read and its sinks write.
+#[derive(Default)]
+pub struct Bindings {
+    pub sources: HashMap<String, Box<dyn Source>>,
+    pub sinks: HashMap<String, Box<dyn Sink>>,
+    /// Dead letters are written as they come (at-least-once).
+    pub dead_letter: Option<DeadLetterFn>,
+}
+
+/// Where dead letters go.
+pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
+
+/// An event an operator failed on, under `on_error: dead-letter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub operator: String,
+    pub error: String,
+    /// Wall clock when it failed, ms since the Unix epoch.
+    pub failed_at: i64,
+    pub event: Event,
+}
+
+impl DeadLetter {
+    /// The failed event as a one-event batch, carrying the failure in
+    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
+    /// letters are written to streams and files.
+    pub fn to_batch(&self) -> Batch {
+        let mut event = self.event.clone();
+        event
+            .headers
+            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
+        event
+            .headers
+            .push(("weir.error".into(), self.error.clone().into_bytes()));
+        event.headers.push((
+            "weir.failed_at".into(),
+            self.failed_at.to_string().into_bytes(),
+        ));
+        let mut batch = Batch::default();
+        batch.push_event(&event);
+        batch
+    }
 }
 
 #[cfg(test)]
