@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use weir_io::{DeadLetter, Position, Pull, Sink, Source};
+use weir_io::{DeadLetter, Next, Position, Sink, Source};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
 use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
@@ -521,14 +521,17 @@ impl SourceTask {
         let mut done = false;
         let started = Instant::now();
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
-            match self.source.pull().map_err(|m| self.source_error(m))? {
-                Pull::Event(event) => {
-                    self.count += 1;
-                    self.max_ts = self.max_ts.max(event.timestamp);
-                    batch.push_event(&event);
-                }
-                Pull::Idle => break,
-                Pull::End => {
+            let room = batch_size - batch.len();
+            let pulled = self
+                .source
+                .pull_batch(&mut batch, room)
+                .map_err(|m| self.source_error(m))?;
+            self.count += pulled.events as u64;
+            self.max_ts = self.max_ts.max(pulled.highest_ts);
+            match pulled.next {
+                Next::More => {}
+                Next::Idle => break,
+                Next::End => {
                     done = true;
                     break;
                 }

@@ -30,6 +30,35 @@ pub enum Pull {
     End,
 }
 
+/// What one [`Source::pull_batch`] appended, and what comes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub events: usize,
+    /// The highest timestamp among them (`i64::MIN` for none).
+    pub highest_ts: i64,
+    pub next: Next,
+}
+
+impl Pulled {
+    /// Appends `event` to `batch` and counts it.
+    pub fn add(&mut self, batch: &mut Batch, event: &Event) {
+        batch.push_event(event);
+        self.events += 1;
+        self.highest_ts = self.highest_ts.max(event.timestamp);
+    }
+}
+
+/// What a source has after a [`Source::pull_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Maybe more at once: ask again.
+    More,
+    /// Nothing now (an unbounded source caught up).
+    Idle,
+    /// The input is over.
+    End,
+}
+
 /// Where a source is in its input, as a checkpoint records it (in the
 /// checkpoint's JSON metadata: a number for `Count`, an object for
 /// `Splits`).
@@ -126,6 +155,31 @@ pub trait Source: Send {
     /// The next event, `Idle` or `End`. An unbounded source may wait a
     /// little (tens of ms) for an event before saying `Idle`.
     fn pull(&mut self) -> Result<Pull, String>;
+    /// Appends up to `max` events to `batch` (the engine builds one batch
+    /// per call), saying what comes next. The default pulls one event at
+    /// a time; a source that reads in bulk (a stream's segment, a Kafka
+    /// fetch) hands out what it holds at once.
+    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+        let mut pulled = Pulled {
+            events: 0,
+            highest_ts: i64::MIN,
+            next: Next::More,
+        };
+        while pulled.events < max {
+            match self.pull()? {
+                Pull::Event(event) => pulled.add(batch, &event),
+                Pull::Idle => {
+                    pulled.next = Next::Idle;
+                    break;
+                }
+                Pull::End => {
+                    pulled.next = Next::End;
+                    break;
+                }
+            }
+        }
+        Ok(pulled)
+    }
     /// Where the source is after the events it returned so far. `None`
     /// (the default): the engine counts events ([`Position::Count`]).
     fn position(&self) -> Option<Position> {
@@ -281,6 +335,46 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(n: i64) -> Box<dyn Source> {
+        iter_source((0..n).map(|i| {
+            Ok(Event {
+                timestamp: 100 - i,
+                ..Event::default()
+            })
+        }))
+    }
+
+    #[test]
+    fn a_batch_pull_stops_at_its_limit_and_reports_the_highest_time() {
+        let mut source = events(5);
+        let mut batch = Batch::default();
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (3, 100));
+        assert_eq!(pulled.next, Next::More);
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (2, 97));
+        assert_eq!(pulled.next, Next::End);
+        assert_eq!(batch.len(), 5);
+    }
+
+    #[test]
+    fn a_batch_pull_ends_early_when_the_source_is_idle() {
+        struct Trickle(u32);
+        impl Source for Trickle {
+            fn pull(&mut self) -> Result<Pull, String> {
+                self.0 += 1;
+                Ok(if self.0 % 2 == 1 {
+                    Pull::Event(Event::default())
+                } else {
+                    Pull::Idle
+                })
+            }
+        }
+        let mut batch = Batch::default();
+        let pulled = Trickle(0).pull_batch(&mut batch, 10).unwrap();
+        assert_eq!((pulled.events, pulled.next), (1, Next::Idle));
+    }
 
     #[test]
     fn a_counting_position_reads_back_from_the_number_older_checkpoints_hold() {
