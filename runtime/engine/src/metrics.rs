@@ -1,16 +1,21 @@
 //! Per-instance metrics of a running topology: plain atomics that tasks
 //! bump and anyone may snapshot while the topology runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use weir_wasm::GuestLog;
 
 /// Upper bounds (µs) of the batch-latency histogram buckets; the last
 /// bucket counts everything slower.
 pub const LATENCY_BUCKETS_MICROS: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
+
+/// Log lines an instance keeps for readers (the newest).
+pub const RECENT_GUEST_LOGS: usize = 50;
 
 /// Counters of one operator instance.
 #[derive(Debug)]
@@ -30,6 +35,8 @@ pub struct InstanceMetrics {
     latency_sum_micros: AtomicU64,
     /// Counters the operator itself keeps (`context.counter-add`).
     guest: Mutex<BTreeMap<String, u64>>,
+    /// The newest [`RECENT_GUEST_LOGS`] lines the operator logged.
+    logs: Mutex<VecDeque<GuestLog>>,
 }
 
 impl Default for InstanceMetrics {
@@ -45,6 +52,7 @@ impl Default for InstanceMetrics {
             latency: Default::default(),
             latency_sum_micros: AtomicU64::new(0),
             guest: Mutex::new(BTreeMap::new()),
+            logs: Mutex::new(VecDeque::new()),
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct MetricsSnapshot {
     pub latency_sum: Duration,
     /// The operator's own counters, by name.
     pub guest_counters: BTreeMap<String, u64>,
+    /// The newest lines the operator logged, oldest first.
+    pub recent_logs: Vec<GuestLog>,
 }
 
 impl InstanceMetrics {
@@ -96,6 +106,22 @@ impl InstanceMetrics {
         }
     }
 
+    /// Keeps what the guest logged, dropping the oldest past
+    /// [`RECENT_GUEST_LOGS`].
+    pub(crate) fn add_logs(&self, lines: Vec<GuestLog>) {
+        if lines.is_empty() {
+            return;
+        }
+        if let Ok(mut logs) = self.logs.lock() {
+            for line in lines {
+                if logs.len() == RECENT_GUEST_LOGS {
+                    logs.pop_front();
+                }
+                logs.push_back(line);
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             events_in: self.events_in.load(Ordering::Relaxed),
@@ -112,6 +138,11 @@ impl InstanceMetrics {
                 .collect(),
             latency_sum: Duration::from_micros(self.latency_sum_micros.load(Ordering::Relaxed)),
             guest_counters: self.guest.lock().map(|g| g.clone()).unwrap_or_default(),
+            recent_logs: self
+                .logs
+                .lock()
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -143,5 +174,29 @@ impl MetricsRegistry {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> GuestLog {
+        GuestLog {
+            level: "info",
+            message: format!("line {i}"),
+            at_ms: i as i64,
+        }
+    }
+
+    #[test]
+    fn an_instance_keeps_only_its_newest_log_lines() {
+        let m = InstanceMetrics::default();
+        m.add_logs((0..30).map(line).collect());
+        m.add_logs((30..RECENT_GUEST_LOGS + 10).map(line).collect());
+        let kept = m.snapshot().recent_logs;
+        assert_eq!(kept.len(), RECENT_GUEST_LOGS);
+        assert_eq!(kept[0], line(10));
+        assert_eq!(kept[RECENT_GUEST_LOGS - 1], line(RECENT_GUEST_LOGS + 9));
     }
 }

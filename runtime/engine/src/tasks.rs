@@ -146,6 +146,7 @@ fn run_chain(
         let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
+        op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
             op.handle(Failure::Event(failed), dead)?;
         }
@@ -179,6 +180,7 @@ fn fire_timers(
         while let Some(timers) = rounds.next(&op.name, op.instance.state_mut())? {
             let fired = fire_isolated(&mut op.instance, &timers, watermark, now_ms())?;
             op.metrics.add_guest(op.instance.take_counters());
+            op.metrics.add_logs(op.instance.take_logs());
             for failed in fired.failed {
                 op.handle(Failure::Timer(failed), dead)?;
             }

@@ -185,6 +185,10 @@ pub fn document() -> Value {
                 &[("400", "Bad name, limit, or an offset out of range"), AUTH, ("404", "No such stream (a read never creates one)")]),
         },
     });
+    let guest_log = json!({ "type": "object", "properties": {
+        "level": { "type": "string", "enum": ["trace", "debug", "info", "warn", "error"] },
+        "message": { "type": "string" },
+        "at": { "type": "integer", "description": "Wall clock, ms since the Unix epoch" } } });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -232,8 +236,11 @@ pub fn document() -> Value {
                         "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
                         "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
                         "latency_counts": { "type": "array", "items": { "type": "integer" } },
-                        "counters": { "type": "object", "description": "The operator's own counters" } } } },
+                        "counters": { "type": "object", "description": "The operator's own counters" },
+                        "logs": { "type": "array", "description": "The newest lines the operator logged (at most 50, at most 16 per call), oldest first",
+                            "items": schema_ref("GuestLog") } } } },
                     "last_checkpoint": schema_ref("Checkpoint") } },
+                "GuestLog": guest_log,
                 "Savepoint": { "type": "object", "properties": {
                     "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
                 "StreamInfo": { "type": "object", "properties": {

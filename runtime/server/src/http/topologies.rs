@@ -298,6 +298,11 @@ pub(super) async fn metrics(
                 out["instance"] = json!(instance);
                 out["watermark"] = json!((m.watermark != i64::MIN).then_some(m.watermark));
                 out["latency_counts"] = json!(m.latency_buckets);
+                out["logs"] = m
+                    .recent_logs
+                    .iter()
+                    .map(|l| json!({ "level": l.level, "message": l.message, "at": l.at_ms }))
+                    .collect();
                 out
             })
             .collect();
