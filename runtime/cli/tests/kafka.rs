@@ -653,4 +653,28 @@ fn killed_servers_and_a_restarted_broker_leave_every_count_once() {
         let s = srv.client().get("/v1/topologies/wc");
         (s.body["state"] == "running").then_some(())
     });
+    // Status shows each partition's position and lag (none left: every
+    // line is counted), what the source read and the sink's transactions.
+    let status = eventually("every partition caught up in status", || {
+        let s = srv.client().get("/v1/topologies/wc");
+        let source = s.body["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "lines")?
+            .clone();
+        let splits = source["splits"].as_array()?;
+        (splits.len() == 4 && splits.iter().all(|p| p["lag"] == 0)).then_some(s)
+    });
+    let endpoints = status.body["endpoints"].as_array().unwrap();
+    let sink = endpoints.iter().find(|e| e["name"] == "out").unwrap();
+    assert!(
+        sink["counters"]["transactions_committed"].as_u64().unwrap() > 0,
+        "{}",
+        status.text
+    );
+    let metrics = srv.client().get("/metrics").text;
+    assert!(
+        metrics.contains(r#"weir_source_split_lag{topology="wc",endpoint="lines",split="3"} 0"#),
+        "{metrics}"
+    );
 }

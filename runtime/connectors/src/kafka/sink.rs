@@ -18,7 +18,7 @@
 //! writes each batch as it comes and waits for its acknowledgement; a
 //! crash may write some output twice.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -29,7 +29,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir_io::{CheckpointRef, Sink};
+use weir_io::{CheckpointRef, EndpointStats, Sink};
 use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
@@ -117,6 +117,8 @@ pub struct KafkaSink {
     /// Transactions committed and aborted by this sink instance.
     commits: u64,
     aborts: u64,
+    /// `records_out`, `transactions_committed`, `transactions_aborted`.
+    stats: Arc<EndpointStats>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -131,6 +133,12 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
+    /// Its live figures: `records_out`, `transactions_committed`,
+    /// `transactions_aborted`.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
     /// A producer for `doc`'s topic (checked to exist); exactly-once ones
     /// also get their progress topic (created when missing).
     pub(crate) fn connect(
@@ -202,6 +210,7 @@ impl KafkaSink {
             fault: Fault::from_env(),
             commits: 0,
             aborts: 0,
+            stats: Arc::default(),
         })
     }
 
@@ -301,10 +310,13 @@ impl KafkaSink {
         match sent {
             Ok(()) => {
                 self.commits += 1;
+                self.stats.add("transactions_committed", 1);
+                self.stats.add("records_out", batch.len() as u64);
                 Ok(())
             }
             Err(reason) => {
                 self.aborts += 1;
+                self.stats.add("transactions_aborted", 1);
                 if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
                     // The producer is unusable (fenced, fatal): the
                     // restart makes a new one.
@@ -428,7 +440,10 @@ impl Sink for KafkaSink {
                 "{}: a record was not delivered to topic `{}`: {reason}",
                 self.what, self.topic
             )),
-            None => Ok(()),
+            None => {
+                self.stats.add("records_out", batch.len() as u64);
+                Ok(())
+            }
         }
     }
 

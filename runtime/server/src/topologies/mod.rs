@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
-use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
+use weir_engine::{
+    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateValue,
+};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
@@ -85,6 +87,10 @@ pub struct TopologyStatus {
     pub busy: Option<&'static str>,
     /// `(operator, instance, metrics)` while it runs.
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
+    /// `(source or sink, its figures)` while it runs, for those that keep
+    /// them (stream and Kafka sources: position and end per split; Kafka
+    /// sinks: records and transactions).
+    pub endpoints: Vec<(String, EndpointSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
     /// Interval checkpoints the current run skipped because nothing had
@@ -303,6 +309,7 @@ impl Topologies {
             state: Phase::Stopped,
             busy: None,
             operators: Vec::new(),
+            endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
             restart: RestartStatus {
@@ -322,15 +329,21 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner
-                    .lease()
-                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
+                owner.lease().map(|job| {
+                    (
+                        job.metrics(),
+                        job.endpoints(),
+                        job.checkpoints(),
+                        job.skipped_checkpoints(),
+                    )
+                })
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped)) => {
+            Some((metrics, endpoints, checkpoints, skipped)) => {
                 status.operators = metrics;
+                status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
             }
