@@ -54,6 +54,7 @@
 
 mod checkpoints;
 mod compare;
+mod kafka;
 mod languages;
 mod native;
 mod postgres;
@@ -378,6 +379,8 @@ enum Workload {
     Languages,
     /// W2 upserting its totals into PostgreSQL.
     Postgres,
+    /// W1 and W2 Kafka → Kafka against streams, and latency through Kafka.
+    Kafka,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -462,6 +465,7 @@ fn main() -> Result<()> {
         }
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
+        Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
     }
     report::write_json(args.json.as_deref())
 }
