@@ -512,8 +512,13 @@ fn missing_topics_and_silent_brokers_are_clear_errors_not_panics() {
     assert_eq!(a.status, 422, "{}", a.text);
     assert!(a.text.contains("sources[0].kafka.brokers"), "{}", a.text);
     drop(srv);
-    // With brokers, a start whose topic is missing is refused, naming it.
-    let srv = Server::start(data.path(), &["--kafka-brokers", &brokers], &[]);
+    // With brokers, a start whose topic is missing is refused, naming it,
+    // and retried with backoff.
+    let srv = Server::start(
+        data.path(),
+        &["--kafka-brokers", &brokers, "--restart-backoff-ms", "200"],
+        &[],
+    );
     let http = srv.client();
     assert_eq!(
         http.put_topology("wc", &word_count_doc("wc", 200)).status,
@@ -527,11 +532,16 @@ fn missing_topics_and_silent_brokers_are_clear_errors_not_panics() {
         "{}",
         a.text
     );
-    // Once the topics exist it starts.
+    assert!(a.text.contains("started again with backoff"), "{}", a.text);
+    let status = http.get("/v1/topologies/wc");
+    assert_eq!(status.body["state"], "restarting", "{}", status.text);
+    // Once the topics exist it starts by itself.
     topic(&brokers, "lines", 2);
     topic(&brokers, "counts", 1);
-    let a = http.post_json("/v1/topologies/wc/start", &json!({}));
-    assert_eq!(a.status, 200, "{}", a.text);
+    eventually("the topology started by its retries", || {
+        let s = http.get("/v1/topologies/wc");
+        (s.body["state"] == "running").then_some(())
+    });
 }
 
 /// How one run of `weir serve` in the crash test ends.

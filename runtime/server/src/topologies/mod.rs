@@ -425,14 +425,19 @@ impl Topologies {
             }
             Err(e) => {
                 record.last_error = Some(e.to_string());
-                if by == StartedBy::Supervisor {
+                // A user's start that failed for a cause waiting may fix
+                // (brokers down, a topic not created yet, an I/O error) is
+                // kept: the topology restarts with backoff, as after a
+                // failure while running.
+                let keep = by == StartedBy::Supervisor || e.recoverable();
+                if keep {
                     record.desired = DesiredState::Running;
                 }
                 let _ = self.records.write(&record);
-                match by {
+                match keep {
                     // The phase goes back to what it was.
-                    StartedBy::User => drop(claim),
-                    StartedBy::Supervisor => {
+                    false => drop(claim),
+                    true => {
                         let policy = self.restart.with(record.doc.restart.as_ref());
                         let retry =
                             self.after_failure(owner, &policy, &e.to_string(), e.recoverable());
