@@ -166,14 +166,20 @@ pub fn document() -> Value {
         "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
             &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
         "/v1/streams/{name}/events": {
-            "post": op("produce", "Append events (a JSON array or JSON lines); answered once they are on disk", vec![name()],
+            "post": op("produce", "Append events (a JSON array or JSON lines); answered once they are on disk. With producer and sequence the batch is idempotent: a retry of a stored batch answers its offsets and stores nothing",
+                vec![name(),
+                     query_param("producer", "string", "Producer id (1-128 of A-Z a-z 0-9 _ . -), with sequence"),
+                     query_param("sequence", "integer", "The batch's number, increasing per producer; a retry sends the same number and body")],
                 Some(json!({ "required": true, "content": {
                     "application/json": { "schema": { "type": "array", "items": schema_ref("Event") } },
                     "application/x-ndjson": { "schema": { "type": "string" } } } })),
                 &[("200", "Appended", Some(json!({ "type": "object", "properties": {
                     "stream": { "type": "string" }, "count": { "type": "integer" },
-                    "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" } } })))],
-                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit"),
+                    "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" },
+                    "duplicate": { "type": "boolean", "description": "Only with a producer: the batch was stored before, nothing was written now" } } })))],
+                &[("400", "Bad name, producer or sequence, or a malformed event (details.at says which)"), AUTH,
+                  ("409", "The producer's sequence was stored with different events, or is older than the 5 kept: nothing was stored"),
+                  ("413", "Body over the limit"),
                   ("422", "An event the stream cannot store (a header name over 65535 bytes, over 65535 headers, over 64 MiB): details.index says which; nothing was written"),
                   ("507", "The disk is full or under --min-free-bytes: nothing was stored")]),
             "get": op("consume", "Read events from an offset; with Accept: text/event-stream, follow the tail (one SSE event per event, id = offset; Last-Event-ID resumes)",
