@@ -22,6 +22,7 @@ mod call;
 mod checkpoint;
 mod error;
 mod executor;
+pub mod fault;
 mod io;
 mod job;
 mod metrics;
@@ -36,7 +37,7 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
 pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use io::{

@@ -221,7 +221,9 @@ pub fn document() -> Value {
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
-                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
+                        "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },

@@ -90,6 +90,10 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// Checkpoints of the current run whose commit failed and that were
+    /// aborted (their changes went into the next): in all, in a row now,
+    /// and why the last one failed.
+    pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
 }
 
@@ -305,6 +309,7 @@ impl Topologies {
             operators: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -322,17 +327,23 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner
-                    .lease()
-                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
+                owner.lease().map(|job| {
+                    (
+                        job.metrics(),
+                        job.checkpoints(),
+                        job.skipped_checkpoints(),
+                        job.failed_checkpoints(),
+                    )
+                })
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped)) => {
+            Some((metrics, checkpoints, skipped, failed)) => {
                 status.operators = metrics;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.failed_checkpoints = failed;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
