@@ -342,6 +342,8 @@ pub struct Stream {
     queue: Mutex<Queue>,
     /// Woken when a group commit finished.
     committed: Condvar,
+    /// Group commits written (one fsync each).
+    groups: AtomicU64,
 }
 
 impl std::fmt::Debug for Stream {
@@ -634,6 +636,7 @@ impl Stream {
             end: AtomicU64::new(end),
             queue: Mutex::new(Queue::default()),
             committed: Condvar::new(),
+            groups: AtomicU64::new(0),
         })
     }
 
@@ -650,6 +653,12 @@ impl Stream {
             bytes: inner.segments.iter().map(|s| s.bytes).sum(),
             segments: inner.segments.len(),
         }
+    }
+
+    /// Group commits this process wrote to the stream (one write and one
+    /// fsync each, for one or more appends).
+    pub fn group_commits(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
     }
 
     /// Offset the next append gets.
@@ -938,6 +947,7 @@ impl Stream {
             let _ = file.set_len(at);
             return Err((what(), source));
         }
+        self.groups.fetch_add(1, Ordering::Relaxed);
         Ok(rolled.then_some((path, at)))
     }
 
