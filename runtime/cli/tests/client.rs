@@ -298,17 +298,18 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         "{err}"
     );
 
-    // A healthy start prints its status, guest counters included.
+    // A healthy start prints its status, guest counters included; what
+    // the guest logged (on an event it refuses) is kept for the API.
     std::fs::write(
         &events,
-        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":\"bad\"}\n{\"key\":\"k\",\"value\":2}\n",
     )
     .unwrap();
     ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
     let doc2 = dir.path().join("t2.yaml");
     std::fs::write(
         &doc2,
-        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
     )
     .unwrap();
     ok(srv.cli(
@@ -320,6 +321,15 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         status.contains("forwarded=2").then_some(status)
     });
     assert!(status.contains("COUNTERS"), "{status}");
+    let snapshot = srv.client().get("/v1/topologies/t2/metrics");
+    let logs = &snapshot.body["instances"][0]["logs"];
+    assert_eq!(logs[0]["level"], "info", "{}", snapshot.text);
+    assert_eq!(
+        logs[0]["message"], "refusing a bad event",
+        "{}",
+        snapshot.text
+    );
+    assert!(logs[0]["at"].as_i64().unwrap() > 0, "{}", snapshot.text);
     srv.stop();
 }
 

@@ -28,9 +28,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use weir_types::{Batch, Event, is_safe_name};
+use weir_types::{Batch, Event, is_safe_name, now_ms};
 
 use crate::record::{
     self, Bad, Entry, FRAME_BYTES, Format, MAX_PRODUCER_ID_BYTES, MAX_RECORD_BYTES, Mark,
@@ -353,13 +353,6 @@ impl std::fmt::Debug for Stream {
             .field("end", &self.end)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether the damaged record at the start of `rest` is the last thing in
@@ -952,7 +945,7 @@ impl Stream {
     }
 
     fn enforce_retention(&self, inner: &mut Inner) -> Result<(), StreamError> {
-        let now = now_ms();
+        let now = weir_types::now_ms();
         while inner.segments.len() > 1 {
             let total: u64 = inner.segments.iter().map(|s| s.bytes).sum();
             let oldest = &inner.segments[0];

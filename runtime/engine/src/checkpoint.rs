@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weir_io::fault::{self, FaultPoint};
+use weir_io::{CheckpointRef, Sink};
 use weir_state::{StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
-use crate::fault::{self, FaultPoint};
-use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
@@ -633,7 +633,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::Position;
+    use weir_io::Position;
 
     fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
         Restored {

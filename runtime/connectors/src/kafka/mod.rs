@@ -22,7 +22,7 @@
 //!   timestamp and headers mapping). `config.rs`: librdkafka settings
 //!   from the document. `bind.rs`: [`bind_kafka`], the document's `kafka:`
 //!   endpoints bound for `weir run` and the server alike. Crash points
-//!   for the crash tests go through `weir_engine::fault`.
+//!   for the crash tests go through `weir_io::fault`.
 
 mod bind;
 mod config;

@@ -29,13 +29,13 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir_engine::{CheckpointRef, Sink};
+use weir_io::{CheckpointRef, Sink};
 use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
 use super::config::{KafkaError, lookup_consumer, partitions_of};
 use super::format::RecordFormat;
-use weir_engine::fault::{self, FaultPoint};
+use weir_io::fault::{self, FaultPoint};
 
 /// How long a transaction step (init, commit, abort) or a flush may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);

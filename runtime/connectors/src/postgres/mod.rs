@@ -30,11 +30,11 @@ use std::error::Error as StdError;
 
 use postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement, Transaction};
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::{PostgresModeDoc, PostgresSinkDoc};
 use weir_types::{Batch, EventRef};
 
-use weir_engine::fault::{self, FaultPoint};
+use weir_io::fault::{self, FaultPoint};
 
 use crate::backoff::Backoff;
 use rows::{ColumnSource, Row, fold_by_key, map_event};
