@@ -32,6 +32,10 @@
 //! a throwaway PostgreSQL (Debian's `postgresql`) through the exactly-once
 //! sink, checkpoints every 200 ms and every 1 s: row updates/s.
 //!
+//! `produce [--events N] [--rounds R]`: appends to an embedded stream from
+//! 8 threads, plain against idempotent (`?producer=&sequence=`), and from
+//! one thread: events/s and appends per fsync (group commit).
+//!
 //! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
 //! Go, JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
@@ -58,6 +62,7 @@ mod kafka;
 mod languages;
 mod native;
 mod postgres;
+mod produce;
 mod report;
 mod stats;
 mod topology;
@@ -381,6 +386,8 @@ enum Workload {
     Postgres,
     /// W1 and W2 Kafka → Kafka against streams, and latency through Kafka.
     Kafka,
+    /// Appends to an embedded stream: plain against idempotent.
+    Produce,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -466,6 +473,7 @@ fn main() -> Result<()> {
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
+        Workload::Produce => produce::run(events, rounds)?,
     }
     report::write_json(args.json.as_deref())
 }

@@ -143,6 +143,18 @@ impl Job {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Checkpoints of this run whose commit failed and that were aborted
+    /// (their changes went into the next one): in all, in a row now, and
+    /// why the last one failed.
+    pub fn failed_checkpoints(&self) -> (u64, u64, Option<String>) {
+        let failed = &self.launched.failed;
+        (
+            failed.total.load(std::sync::atomic::Ordering::Relaxed),
+            failed.in_a_row.load(std::sync::atomic::Ordering::Relaxed),
+            failed.last_error.lock().ok().and_then(|e| e.clone()),
+        )
+    }
+
     /// Takes a checkpoint now and waits until it is durable.
     pub fn checkpoint(&self) -> Result<CheckpointInfo, EngineError> {
         self.request(None, false)

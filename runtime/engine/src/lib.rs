@@ -35,7 +35,7 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
 pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use job::Job;

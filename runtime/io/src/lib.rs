@@ -3,7 +3,9 @@
 //! records for a source, the [`CheckpointRef`] an exactly-once sink
 //! publishes under, [`DeadLetter`]s, the [`Bindings`] a run is given, and
 //! adapters for plain iterators and closures. Connectors depend on this
-//! crate, not on the engine.
+//! crate, not on the engine. [`fault`]: the fault points of the crash
+//! tests (`WEIR_FAULT`), shared by the engine's checkpoint coordinator and
+//! every sink.
 //!
 //! A source's position is either the number of events pulled from its
 //! start (files, embedded streams: the engine counts them) or the next
@@ -14,6 +16,8 @@
 //! the restored checkpoint's output is published exactly once
 //! ([`Sink::recover`]): by cutting what followed (files, streams) or by a
 //! progress record kept in the target itself (Kafka, PostgreSQL).
+
+pub mod fault;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

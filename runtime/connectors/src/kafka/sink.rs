@@ -34,8 +34,8 @@ use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
 use super::config::{KafkaError, lookup_consumer, partitions_of};
-use super::fault::{Fault, FaultPoint};
 use super::format::RecordFormat;
+use weir_io::fault::{self, FaultPoint};
 
 /// How long a transaction step (init, commit, abort) or a flush may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,7 +113,6 @@ pub struct KafkaSink {
     progress: Option<Progress>,
     /// `init_transactions` done (exactly-once).
     ready: bool,
-    fault: Option<Fault>,
     /// Transactions committed and aborted by this sink instance.
     commits: u64,
     aborts: u64,
@@ -207,7 +206,6 @@ impl KafkaSink {
             format: RecordFormat::of_sink(doc),
             progress,
             ready: false,
-            fault: Fault::from_env(),
             commits: 0,
             aborts: 0,
             stats: Arc::default(),
@@ -215,10 +213,10 @@ impl KafkaSink {
     }
 
     fn fault(&mut self, point: FaultPoint) {
-        if let Some(fault) = &mut self.fault {
+        if fault::is_armed(point) {
             // What the crash interrupts must be in the broker already.
             let _ = self.producer.flush(TRANSACTION_TIMEOUT);
-            fault.reach(point);
+            let _ = fault::reach(point);
         }
     }
 
@@ -455,7 +453,6 @@ impl Sink for KafkaSink {
         if batch.is_empty() {
             return Ok(());
         }
-        self.fault(FaultPoint::AfterCommitBeforePublish);
         self.transaction(batch, Some(at))
     }
 

@@ -104,6 +104,11 @@ fn status_json(s: &TopologyStatus) -> Value {
         "endpoints": endpoints_json(&s.endpoints),
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         "skipped_checkpoints": s.skipped_checkpoints,
+        "failed_checkpoints": {
+            "total": s.failed_checkpoints.0,
+            "in_a_row": s.failed_checkpoints.1,
+            "last_error": s.failed_checkpoints.2,
+        },
     })
 }
 

@@ -96,6 +96,10 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// Checkpoints of the current run whose commit failed and that were
+    /// aborted (their changes went into the next): in all, in a row now,
+    /// and why the last one failed.
+    pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
 }
 
@@ -312,6 +316,7 @@ impl Topologies {
             endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -335,17 +340,19 @@ impl Topologies {
                         job.endpoints(),
                         job.checkpoints(),
                         job.skipped_checkpoints(),
+                        job.failed_checkpoints(),
                     )
                 })
             }
             None => None,
         };
         match lease {
-            Some((metrics, endpoints, checkpoints, skipped)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed)) => {
                 status.operators = metrics;
                 status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.failed_checkpoints = failed;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
