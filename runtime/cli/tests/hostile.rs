@@ -471,3 +471,45 @@ fn a_compile_bomb_is_refused_before_compiling() {
     assert_eq!(files_under(&dir.path().join("cache")), 1);
     still_up(&http);
 }
+
+// Item 5: a module within every shape limit may still cost minutes and
+// gigabytes to compile: the compile runs in a child process the server
+// limits in memory and kills at its deadline, and a deleted version's
+// compiled artifact leaves the cache.
+#[test]
+fn a_compile_over_its_memory_or_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = guest_bytes("filter");
+    let srv = Server::start(dir.path(), &["--compile-memory-bytes", "8388608"], &[]);
+    let http = srv.client();
+    let a = http.push("filter", &filter);
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.code(), "compile_limit");
+    assert!(
+        a.text.contains("8388608 bytes") && a.text.contains("--compile-memory-bytes"),
+        "{}",
+        a.text
+    );
+    still_up(&http);
+    drop(srv);
+    let srv = Server::start(dir.path(), &["--compile-timeout-ms", "1"], &[]);
+    let http = srv.client();
+    let a = http.push("filter", &filter);
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.code(), "compile_limit");
+    assert!(a.text.contains("--compile-timeout-ms"), "{}", a.text);
+    assert_eq!(files_under(&dir.path().join("cache")), 0);
+    assert_eq!(http.get("/v1/modules").body["modules"], json!([]));
+    still_up(&http);
+    drop(srv);
+    // Under the default limits it compiles (in the child) and is cached;
+    // deleting the version removes the artifact.
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    assert_eq!(http.push("filter", &filter).status, 201);
+    assert_eq!(files_under(&dir.path().join("cache")), 1);
+    let a = http.request("DELETE", "/v1/modules/filter/versions/1", None, &[]);
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(files_under(&dir.path().join("cache")), 0);
+    still_up(&http);
+}

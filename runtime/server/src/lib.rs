@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
 use weir_topology::TopologyLimits;
-use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
+use weir_wasm::{CompileSandbox, HostConfig, ShapeLimits, WasmHost};
 
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
 pub use topologies::{
@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub max_followers: usize,
     /// What an uploaded module's code may hold (checked before compiling).
     pub shape: ShapeLimits,
+    /// Compile uploads in a child process with these memory and time
+    /// limits (`weir serve` always does); `None` compiles in this process.
+    pub compile: Option<CompileSandbox>,
     /// Restart strategy of topologies whose document sets none.
     pub restart: RestartPolicy,
     /// Produce is refused (507) while the data directory's disk has less
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             shape: ShapeLimits::default(),
+            compile: None,
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
             outside: OutsideSettings::default(),
@@ -178,6 +182,7 @@ impl ControlPlane {
             max_module_bytes: config.max_module_bytes,
             shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
+            compile: config.compile.clone(),
             ..HostConfig::default()
         })?);
         let streams = Arc::new(StreamStore::open(

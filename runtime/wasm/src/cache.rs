@@ -64,6 +64,18 @@ impl PrecompileCache {
         }
     }
 
+    /// Removes the artifact of `digest`, if there is one.
+    pub(crate) fn remove(&self, digest: &str) {
+        let path = self.path(digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a precompiled artifact")
+            }
+        }
+    }
+
     /// Stores `artifact` for `digest` (atomically: a reader sees the whole
     /// file or none).
     pub(crate) fn put(&self, digest: &str, artifact: &[u8]) -> Result<(), ModuleError> {

@@ -7,7 +7,9 @@
 //! - [`WasmHost::load`] validates bytes as an operator component (Wasm, a
 //!   component not a core module, within size, importing only what the
 //!   world offers, exporting its handler) and compiles it once, through an
-//!   on-disk cache of precompiled artifacts keyed by digest and engine.
+//!   on-disk cache of precompiled artifacts keyed by digest and engine;
+//!   with a [`CompileSandbox`] the compile runs in a child process bounded
+//!   in memory and time (`child.rs`).
 //! - [`OperatorInstance`] is one running instance in its own `Store`: memory
 //!   and table caps, a time budget per call, no ambient capabilities. It
 //!   turns a [`weir_types::Batch`] into one `process` call, passing the value
@@ -22,6 +24,7 @@
 //! state (the engine and state crates).
 
 mod cache;
+mod child;
 mod error;
 mod host;
 mod instance;
@@ -33,6 +36,10 @@ mod state;
 mod stderr;
 mod trap;
 
+pub use child::{
+    CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, EXIT_INVALID,
+    serve_compile_request,
+};
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;
 pub use instance::{CallOutcome, EventFailure, FiredTimer, OperatorInstance};
