@@ -513,3 +513,38 @@ fn a_compile_over_its_memory_or_time_is_refused() {
     assert_eq!(files_under(&dir.path().join("cache")), 0);
     still_up(&http);
 }
+
+// Item 11: a 70 KB URL got a 414 with an empty body (hyper answers it
+// before the router); every answer has the JSON error shape.
+#[test]
+fn requests_hyper_refuses_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let wait = Duration::from_secs(20);
+    let long = format!(
+        "GET /v1/streams/{}/events HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(600_000)
+    );
+    let garbage = "GET /\u{1}\u{2} NOT-HTTP\r\n\r\n".to_string();
+    for (request, status, code) in [
+        (long, "414", "uri_too_long"),
+        (huge_header, "431", "headers_too_large"),
+        (garbage, "400", "bad_request"),
+    ] {
+        let answer = raw(&srv.url, request.as_bytes(), wait);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer:?}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 20);
+    }
+    still_up(&srv.client());
+}

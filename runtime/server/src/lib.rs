@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
 use weir_topology::TopologyLimits;
-use weir_wasm::{CompileSandbox, HostConfig, ShapeLimits, WasmHost};
+use weir_wasm::{CompileSandbox, HostConfig, HostSecret, ShapeLimits, WasmHost};
 
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
 pub use topologies::{
@@ -45,6 +45,9 @@ pub use topologies::{
     TopologySettings,
 };
 
+/// The host secret's file in the data directory (see
+/// [`weir_wasm::HostSecret`]).
+pub const SECRET_FILE: &str = "secret";
 /// Largest module upload by default.
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
 /// Largest body of any other request by default.
@@ -146,6 +149,11 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create the data directory {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot set up the Wasm host: {0}")]
     Host(#[from] weir_wasm::ModuleError),
     #[error("cannot open the streams in the data directory: {0}")]
@@ -178,7 +186,13 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens (or creates) the data directory. Starts nothing.
     pub fn open(config: ServerConfig) -> Result<Arc<ControlPlane>, ServerError> {
+        fsutil::create_private_dir(&config.data_dir).map_err(|e| ServerError::DataDir {
+            dir: config.data_dir.clone(),
+            source: e,
+        })?;
+        let secret = HostSecret::load_or_create(&config.data_dir.join(SECRET_FILE))?;
         let host = Arc::new(WasmHost::new(HostConfig {
+            secret,
             max_module_bytes: config.max_module_bytes,
             shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
@@ -248,7 +262,7 @@ pub async fn serve(
     on_bound(bound);
     let app = http::router(plane.clone());
     let closing = plane.clone();
-    let result = axum::serve(listener, app)
+    let result = axum::serve(http::wire::JsonListener(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutdown requested: no longer accepting connections");

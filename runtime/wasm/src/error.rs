@@ -60,6 +60,8 @@ pub enum ModuleError {
     CompileMemory { limit: u64 },
     #[error("the compiler process failed: {reason}")]
     CompileProcess { reason: String },
+    #[error("host secret: {0}")]
+    Secret(String),
     #[error("precompile cache: {0}")]
     Cache(String),
     #[error("engine setup failed: {0}")]

@@ -31,6 +31,7 @@ mod instance;
 mod limits;
 mod loader;
 mod producers;
+mod secret;
 mod shape;
 mod state;
 mod stderr;
@@ -49,6 +50,7 @@ pub use limits::{
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
 pub use producers::source_language;
+pub use secret::HostSecret;
 pub use shape::{
     DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_FUNCTION_BODY_BYTES, DEFAULT_MAX_FUNCTION_LOCALS,
     DEFAULT_MAX_FUNCTIONS, ShapeLimits,

@@ -19,6 +19,8 @@ use crate::child::{CompileSandbox, compile_in_child};
 use crate::host::HostState;
 use crate::instance::ticks;
 use crate::limits::{DEFAULT_MAX_MODULE_BYTES, EPOCH_TICK, SandboxLimits};
+use crate::secret::HostSecret;
+use crate::secret::RandomSeed;
 use crate::shape::{ShapeLimits, check_shape};
 use crate::state::MemoryState;
 use crate::{ModuleError, WIT_VERSION};
@@ -35,6 +37,9 @@ pub struct HostConfig {
     /// Compile in a child process under these limits; `None` compiles in
     /// this process (local runs, tests).
     pub compile: Option<CompileSandbox>,
+    /// Key of the cache's MACs and of guests' random seeds (a server's is
+    /// kept in its data directory).
+    pub secret: HostSecret,
 }
 
 impl Default for HostConfig {
@@ -45,6 +50,7 @@ impl Default for HostConfig {
             shape: ShapeLimits::default(),
             cache_dir: None,
             compile: None,
+            secret: HostSecret::fixed(),
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct OperatorModule {
     pub(crate) pre: OperatorPre<HostState>,
     pub(crate) engine: Engine,
     pub(crate) limits: SandboxLimits,
+    /// Keys the random seeds of its instances.
+    pub(crate) secret: HostSecret,
     info: Arc<ModuleInfo>,
 }
 
@@ -188,7 +196,7 @@ impl WasmHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ModuleError::Engine(e.to_string()))?;
         let cache = match &config.cache_dir {
-            Some(dir) => Some(PrecompileCache::new(dir, &engine)?),
+            Some(dir) => Some(PrecompileCache::new(dir, &engine, config.secret.clone())?),
             None => None,
         };
         let ticker = EpochTicker::start(engine.clone());
@@ -285,6 +293,12 @@ impl WasmHost {
             &self.engine,
             HostState::new(
                 Arc::from("load-check"),
+                RandomSeed::of(
+                    &self.config.secret,
+                    "",
+                    "load-check",
+                    KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+                ),
                 limits,
                 Box::new(MemoryState::new()),
                 KeyGroupRange::all(DEFAULT_KEY_GROUPS),
@@ -385,6 +399,7 @@ impl WasmHost {
             pre,
             engine: self.engine.clone(),
             limits: self.config.limits,
+            secret: self.config.secret.clone(),
             info: Arc::new(ModuleInfo {
                 digest,
                 size: bytes.len(),
