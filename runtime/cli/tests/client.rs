@@ -284,7 +284,7 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
     let doc = dir.path().join("t.yaml");
     std::fs::write(
         &doc,
-        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out, input: p }]\n",
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key }\nsinks: [{ name: out, stream: out, input: p }]\n",
     )
     .unwrap();
     let out = srv.cli(
@@ -297,6 +297,8 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         err.contains("failed right after it started") && err.contains("poison event"),
         "{err}"
     );
+    // The failure names the event: its source, offset and key.
+    assert!(err.contains(r#"source `in` offset 0, key "k""#), "{err}");
 
     // A healthy start prints its status, guest counters included.
     std::fs::write(
@@ -308,7 +310,7 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
     let doc2 = dir.path().join("t2.yaml");
     std::fs::write(
         &doc2,
-        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key }\nsinks: [{ name: out, stream: out2, input: p }]\n",
     )
     .unwrap();
     ok(srv.cli(

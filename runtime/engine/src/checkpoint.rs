@@ -174,17 +174,24 @@ pub(crate) fn check_restore(
     declared: &HashMap<String, Vec<String>>,
 ) -> Result<(), EngineError> {
     let meta = &restored.meta;
+    let taken = if restored.from_savepoint {
+        match &meta.savepoint {
+            Some(name) => format!("savepoint `{name}`"),
+            None => "the savepoint".to_string(),
+        }
+    } else {
+        format!("checkpoint {}", meta.id)
+    };
     if meta.key_groups != groups {
-        return Err(EngineError::Restore(format!(
-            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
-            meta.id, meta.key_groups
+        return Err(EngineError::StateMismatch(format!(
+            "{taken} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
+            meta.key_groups
         )));
     }
     for (op, saved) in &meta.operators {
         let Some(now) = declared.get(op) else {
-            return Err(EngineError::Restore(format!(
-                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
-                meta.id
+            return Err(EngineError::StateMismatch(format!(
+                "{taken} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without it",
             )));
         };
         let missing: Vec<&String> = saved
@@ -193,8 +200,8 @@ pub(crate) fn check_restore(
             .filter(|s| !now.contains(s))
             .collect();
         if !missing.is_empty() {
-            return Err(EngineError::Restore(format!(
-                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
+            return Err(EngineError::StateMismatch(format!(
+                "operator `{op}`: {taken} holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names (or start without {taken})",
             )));
         }
     }
@@ -562,6 +569,8 @@ mod tests {
             err.to_string().contains("must keep the state names"),
             "{err}"
         );
+        // The user's to fix (an API answers 409), not a failed restore.
+        assert!(matches!(err, EngineError::StateMismatch(_)), "{err:?}");
     }
 
     fn at(position: u64, max_ts: i64) -> BTreeMap<String, SourceMeta> {

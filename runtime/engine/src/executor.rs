@@ -169,6 +169,9 @@ pub(crate) struct Launched {
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
+    /// Operator → the value states its module declared, to tell apart
+    /// what a state read that found nothing got wrong.
+    pub(crate) declared: HashMap<String, Vec<String>>,
     pub(crate) state: Option<StateConfig>,
 }
 
@@ -586,6 +589,7 @@ pub(crate) fn launch(
         source_counts.push((doc_source.name.clone(), read.clone()));
         let task = SourceTask {
             name: doc_source.name.clone(),
+            origin: Arc::from(doc_source.name.as_str()),
             source,
             count: start.position.count().unwrap_or(0),
             start: start.position,
@@ -658,6 +662,7 @@ pub(crate) fn launch(
         history,
         skipped,
         query_routes,
+        declared,
         state,
     })
 }

@@ -42,9 +42,9 @@ pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, 
 pub use io::{
     CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source,
 };
-pub use job::Job;
+pub use job::{Job, read_checkpointed_state};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
 pub use policy::{DeadLetter, DeadLetterFn};
-pub use protocol::StateValue;
+pub use protocol::{StateRead, StateValue};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

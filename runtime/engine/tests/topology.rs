@@ -255,6 +255,67 @@ sinks: [{ name: out, stream: out, input: risky }]
 }
 
 #[test]
+fn an_event_that_stops_the_run_is_named_by_source_offset_and_key() {
+    let modules = modules(&["identity", "poison-trap"]);
+    // Read straight from the source through a keyed route (each instance
+    // gets a part of every batch), and after an operator (no offset).
+    for (risky_input, named) in [
+        ("in", r#"source `in` offset 637, key "k37""#),
+        ("pass", r#"(key "k37"; on_error: fail)"#),
+    ] {
+        let doc = parse_topology(&format!(
+            r#"
+name: poison
+sources: [{{ name: in, stream: in }}]
+operators:
+  - {{ name: pass, module: identity, input: in }}
+  - {{ name: risky, module: poison-trap, input: {risky_input}, key_by: key, parallelism: 2 }}
+sinks: [{{ name: out, stream: out, input: risky }}, {{ name: copy, stream: copy, input: pass }}]
+"#
+        ))
+        .unwrap();
+        let events: Vec<Event> = (0..1_000)
+            .map(|i| Event {
+                key: Some(format!("k{}", i % 100).into_bytes()),
+                value: if i == 637 {
+                    br#""poison""#.to_vec()
+                } else {
+                    i.to_string().into_bytes()
+                },
+                timestamp: i,
+                headers: vec![],
+            })
+            .collect();
+        let (sink, _) = collector();
+        let (copy, _) = collector();
+        let err = run_topology(
+            &doc,
+            &modules,
+            Bindings {
+                sources: HashMap::from([(
+                    "in".to_string(),
+                    Box::new(source(events)) as Box<dyn Source>,
+                )]),
+                sinks: HashMap::from([
+                    ("out".to_string(), Box::new(sink) as Box<dyn Sink>),
+                    ("copy".to_string(), Box::new(copy) as Box<dyn Sink>),
+                ]),
+                dead_letter: None,
+            },
+            ExecOptions {
+                batch_size: 100,
+                ..ExecOptions::default()
+            },
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, EngineError::EventFailed { .. }), "{message}");
+        assert!(message.contains(named), "{message}");
+        assert!(message.contains("poison event"), "{message}");
+    }
+}
+
+#[test]
 fn a_slow_sink_bounds_what_the_source_reads() {
     let modules = modules(&["identity"]);
     let doc = parse_topology(

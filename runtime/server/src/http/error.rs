@@ -165,7 +165,9 @@ impl From<TopologiesError> for ApiError {
             T::SavepointExists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "savepoint_exists", message)
             }
-            T::NoCheckpoint(_) => ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message),
+            T::NoCheckpoint(_) | T::NoState(_) => {
+                ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message)
+            }
             T::Registry(inner) => inner.into(),
             T::Binding { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "binding_failed", message)
@@ -187,6 +189,10 @@ impl From<TopologiesError> for ApiError {
                 message,
             )
             .with_details(json!({ "operator": operator })),
+            T::Engine {
+                source: EngineError::StateMismatch(_),
+                ..
+            } => ApiError::new(StatusCode::CONFLICT, "state_mismatch", message),
             T::Engine {
                 source: EngineError::NotRunning(_),
                 ..

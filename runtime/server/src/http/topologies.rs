@@ -16,7 +16,7 @@ use weir_topology::Severity;
 
 use super::{ApiError, Plane, blocking, empty};
 use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
-use weir_engine::{CheckpointInfo, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateValue};
+use weir_engine::{CheckpointInfo, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateRead, StateValue};
 
 fn text_of(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
@@ -382,18 +382,46 @@ pub(super) async fn state(
         }
     };
     blocking(move || {
-        let value = plane
+        let shown = match std::str::from_utf8(&key) {
+            Ok(k) => format!("key `{k}`"),
+            Err(_) => format!("key (base64) {}", BASE64.encode(&key)),
+        };
+        let not_found = |code: &'static str, message: String| {
+            ApiError::new(StatusCode::NOT_FOUND, code, message)
+        };
+        let value = match plane
             .topologies
             .query_state(&name, &operator, &state, &key)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
+        {
+            StateRead::Found(value) => value,
+            StateRead::NoValue => {
+                return Err(not_found(
+                    "key_not_found",
+                    format!(
+                        "operator `{operator}` of topology `{name}` has no value in state `{state}` for {shown}: the key has not been seen (keys are what its key_by gives)"
+                    ),
+                ));
+            }
+            StateRead::UnknownState { declared } => {
+                return Err(not_found(
                     "state_not_found",
                     format!(
-                        "operator `{operator}` of topology `{name}` has no value in state `{state}` for this key"
+                        "operator `{operator}` of topology `{name}` has no state `{state}` for {shown} ({}; it declares the value state(s) {})",
+                        weir_topology::suggest_name(&state, declared.iter().map(String::as_str)),
+                        declared.join(", ")
                     ),
                 )
-            })?;
+                .with_details(json!({ "declared": declared })));
+            }
+            StateRead::Stateless => {
+                return Err(not_found(
+                    "stateless_operator",
+                    format!(
+                        "operator `{operator}` of topology `{name}` declares no value state and holds no map or list `{state}` for {shown}: it keeps no state by that name"
+                    ),
+                ));
+            }
+        };
         let mut out = json!({ "topology": name, "operator": operator, "state": state });
         match String::from_utf8(key) {
             Ok(k) => out["key"] = json!(k),

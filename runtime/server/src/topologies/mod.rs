@@ -26,6 +26,7 @@
 mod error;
 mod launch;
 mod lifecycle;
+mod probe;
 mod records;
 mod restart;
 mod savepoints;
@@ -38,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
-use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
+use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateRead};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
@@ -226,15 +227,25 @@ impl Topologies {
         records::parse(text)
     }
 
-    /// Every problem of `doc` on this server.
+    /// Every problem of `doc` on this server: the document's own and, when
+    /// it has none, what its operators say of their configs once
+    /// instantiated (`probe.rs`). Slow: call it off the async runtime.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(
+        let mut problems = records::validate(
             &self.registry,
             doc,
             self.limits,
             &self.outside,
             self.kafka_brokers.is_some(),
-        )
+        );
+        if !problems.iter().any(|p| p.severity == Severity::Error) {
+            problems.extend(probe::probe_operators(
+                &self.registry,
+                doc,
+                probe::PROBE_BUDGET,
+            ));
+        }
+        problems
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -538,15 +549,17 @@ impl Topologies {
         })
     }
 
-    /// State `state` of `key` in `operator`, read from the running
-    /// topology.
+    /// State `state` of `key` in `operator`: asked of the running
+    /// topology, or read from the last checkpoint of a stopped one. A miss
+    /// says what was wrong (the key, the state's name, a stateless
+    /// operator).
     pub fn query_state(
         &self,
         name: &str,
         operator: &str,
         state: &str,
         key: &[u8],
-    ) -> Result<Option<StateValue>, TopologiesError> {
+    ) -> Result<StateRead, TopologiesError> {
         let record = self.records.read(name)?;
         if !record.doc.operators.iter().any(|o| o.name == operator) {
             return Err(TopologiesError::NoSuchOperator {
@@ -558,14 +571,30 @@ impl Topologies {
                 ),
             });
         }
-        let owner = self
-            .existing_owner(name)
-            .ok_or_else(|| TopologiesError::NotRunning(name.to_string()))?;
-        let job = owner
-            .lease()
-            .ok_or_else(|| TopologiesError::NotRunning(name.to_string()))?;
-        job.query_state(operator, state, key)
-            .map_err(engine_err(name))
+        // It may start or stop meanwhile: a few rounds of "lease the job,
+        // else claim the stored state".
+        for _ in 0..3 {
+            let owner = self.owner(name);
+            if let Some(job) = owner.lease() {
+                return job
+                    .read_state(operator, state, key)
+                    .map_err(engine_err(name));
+            }
+            match owner.claim(Some(Step::Edit), "reading state") {
+                Ok(claim) => {
+                    let result =
+                        read_stopped_state(name, &self.records.dir_of(name), operator, state, key);
+                    claim.finish(None, |_| {});
+                    return result;
+                }
+                Err(ClaimError::Refused(Refusal::Running) | ClaimError::Retired) => continue,
+                Err(e) => return Err(refused(name, e)),
+            }
+        }
+        Err(TopologiesError::Busy {
+            topology: name.to_string(),
+            what: "changing phase (starting, stopping or restarting)".into(),
+        })
     }
 
     /// Deletes module version `name`@`version` unless a topology pins it
@@ -715,6 +744,25 @@ impl Topologies {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
+
+/// State `state` of `key` in `operator` of the stopped topology in `dir`,
+/// from its newest checkpoint (nothing is created when it has none).
+fn read_stopped_state(
+    name: &str,
+    dir: &Path,
+    operator: &str,
+    state: &str,
+    key: &[u8],
+) -> Result<StateRead, TopologiesError> {
+    let err = engine_err(name);
+    if !dir.join("state.redb").is_file() {
+        return Err(TopologiesError::NoState(name.to_string()));
+    }
+    let db = StateDb::open(dir).map_err(|e| err(e.into()))?;
+    weir_engine::read_checkpointed_state(&db, name, operator, state, key)
+        .map_err(err)?
+        .ok_or_else(|| TopologiesError::NoState(name.to_string()))
 }
 
 /// Exports the newest checkpoint of the stopped topology in `dir` to
