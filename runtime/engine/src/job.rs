@@ -59,6 +59,15 @@ impl Job {
         self.launched.metrics.snapshot()
     }
 
+    /// `(source, events read)` of every source in this run, now.
+    pub fn source_counts(&self) -> Vec<(String, u64)> {
+        self.launched
+            .source_counts
+            .iter()
+            .map(|(s, c)| (s.clone(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Whether every task has finished (input over, stopped or failed).
     pub fn is_finished(&self) -> bool {
         self.launched.handles.iter().all(|h| h.is_finished())

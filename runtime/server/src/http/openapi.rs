@@ -215,7 +215,9 @@ pub fn document() -> Value {
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
-                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "sources": { "type": "array", "description": "Events each source read in the current run, or in the last one once it stopped", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" }, "events_read": { "type": "integer" } } } } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },

@@ -84,7 +84,16 @@ fn status_json(s: &TopologyStatus) -> Value {
         "operators": operators,
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         "skipped_checkpoints": s.skipped_checkpoints,
+        "sources": sources_json(s),
     })
+}
+
+/// What each source read in the current run, or the last one once stopped.
+fn sources_json(s: &TopologyStatus) -> Vec<Value> {
+    s.sources
+        .iter()
+        .map(|(name, read)| json!({ "name": name, "events_read": read }))
+        .collect()
 }
 
 fn checkpoint_json(c: &CheckpointInfo) -> Value {
@@ -172,7 +181,9 @@ pub(super) async fn list(State(plane): State<Plane>) -> Result<Json<Value>, ApiE
                 "state": s.state,
                 "desired": s.record.desired,
                 "operators": s.record.doc.operators.len(),
-                "events_in": sum(&all, |m| m.events_in),
+                // What its sources read (each event once, however many
+                // operators it crosses), kept once the run stopped.
+                "events_in": s.sources.iter().map(|(_, n)| n).sum::<u64>(),
                 "events_from_sources": sum(&reads_source, |m| m.events_in),
                 "events_to_sinks": sum(&feeds_sink, |m| m.events_out),
                 "errors": sum(&all, |m| m.errors),

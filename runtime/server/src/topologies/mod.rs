@@ -91,6 +91,9 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// `(source, events read)` of the current run, or of the last one
+    /// once it stopped (in this process).
+    pub sources: Vec<(String, u64)>,
     pub restart: RestartStatus,
 }
 
@@ -316,6 +319,7 @@ impl Topologies {
             operators: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            sources: Vec::new(),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -333,19 +337,28 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner
-                    .lease()
-                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
+                owner.lease().map(|job| {
+                    (
+                        job.metrics(),
+                        job.checkpoints(),
+                        job.skipped_checkpoints(),
+                        job.source_counts(),
+                    )
+                })
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped)) => {
+            Some((metrics, checkpoints, skipped, sources)) => {
                 status.operators = metrics;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.sources = sources;
             }
-            None => status.last_checkpoint = self.history.of(name).into_iter().last(),
+            None => {
+                status.last_checkpoint = self.history.of(name).into_iter().last();
+                status.sources = self.history.sources_of(name);
+            }
         }
         Ok(status)
     }
@@ -497,7 +510,10 @@ impl Topologies {
                     .map(|(sp, r)| (sp, r.path.as_path())),
             );
             match &outcome {
-                Ok(report) => self.history.remember(name, report.checkpoints.clone()),
+                Ok(report) => {
+                    self.history.remember(name, report.checkpoints.clone());
+                    self.history.remember_sources(name, report.sources.clone());
+                }
                 Err(e) => {
                     record.last_error = Some(e.to_string());
                     if let Some(r) = &reserved {
