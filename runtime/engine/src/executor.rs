@@ -36,8 +36,8 @@ use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 
 use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
-    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, check_restore,
-    lineage_of, restore,
+    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, Summary, TaskInfo,
+    check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
 use crate::io::{CheckpointRef, Position, Sink, Source};
@@ -640,6 +640,7 @@ pub(crate) fn launch(
             lineage,
             committed_sources: restored_meta.map(|m| m.sources.clone()).unwrap_or_default(),
             skipped: skipped.clone(),
+            summary: Summary::new(std::time::Instant::now()),
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),
