@@ -96,10 +96,14 @@ fn quickstart_over_http() {
         metrics.contains("weir_stream_end_offset{stream=\"lines\"} 8"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("weir_operator_batch_seconds_bucket"),
-        "{metrics}"
-    );
+    for family in [
+        "weir_operator_batch_seconds_bucket",
+        "weir_operator_batch_seconds_sum",
+        "weir_metrics_series_dropped_total 0",
+    ] {
+        assert!(metrics.contains(family), "no {family} in {metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 
     // The JSON snapshot (what the web console polls): the same counts per
     // instance, the operators' chains, a latency histogram per instance.

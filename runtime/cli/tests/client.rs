@@ -374,17 +374,18 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
     // The failure names the event: its source, offset and key.
     assert!(err.contains(r#"source `in` offset 0, key "k""#), "{err}");
 
-    // A healthy start prints its status, guest counters included.
+    // A healthy start prints its status, guest counters included; what
+    // the guest logged (on an event it refuses) is kept for the API.
     std::fs::write(
         &events,
-        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":\"bad\"}\n{\"key\":\"k\",\"value\":2}\n",
     )
     .unwrap();
     ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
     let doc2 = dir.path().join("t2.yaml");
     std::fs::write(
         &doc2,
-        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
     )
     .unwrap();
     ok(srv.cli(
@@ -396,5 +397,25 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         status.contains("forwarded=2").then_some(status)
     });
     assert!(status.contains("COUNTERS"), "{status}");
+    let snapshot = srv.client().get("/v1/topologies/t2/metrics");
+    let logs = &snapshot.body["instances"][0]["logs"];
+    assert_eq!(logs[0]["level"], "info", "{}", snapshot.text);
+    assert_eq!(
+        logs[0]["message"], "refusing a bad event",
+        "{}",
+        snapshot.text
+    );
+    assert!(logs[0]["at"].as_i64().unwrap() > 0, "{}", snapshot.text);
+    // The guest's counter reaches /metrics too, as the README says.
+    let metrics = srv.client().get("/metrics").text;
+    let forwarded = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("weir_operator_guest_total{")
+                && l.contains("topology=\"t2\"")
+                && l.contains("counter=\"forwarded\"")
+        })
+        .unwrap_or_else(|| panic!("no guest counter in /metrics: {metrics}"));
+    assert!(forwarded.ends_with(" 2"), "{forwarded}");
     srv.stop();
 }

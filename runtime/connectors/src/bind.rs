@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
+use weir_io::{CheckpointRef, Next, Position, Pull, Pulled, Sink, Source};
 use weir_types::{Batch, Event};
 
 use crate::Stream;
@@ -71,14 +71,58 @@ impl Source for StreamSource {
         if let Some(e) = self.buffered.pop_front() {
             return Ok(Pull::Event(e));
         }
+        self.fill()?;
+        Ok(self.buffered.pop_front().map_or_else(
+            || {
+                if self.end.is_some_and(|end| self.next >= end) {
+                    Pull::End
+                } else {
+                    Pull::Idle
+                }
+            },
+            Pull::Event,
+        ))
+    }
+
+    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+        let mut pulled = Pulled {
+            events: 0,
+            highest_ts: i64::MIN,
+            next: Next::More,
+        };
+        if self.buffered.is_empty() {
+            self.fill()?;
+        }
+        while pulled.events < max {
+            let Some(event) = self.buffered.pop_front() else {
+                break;
+            };
+            pulled.add(batch, &event);
+        }
+        if self.buffered.is_empty() {
+            if self.end.is_some_and(|end| self.next >= end) {
+                pulled.next = Next::End;
+            } else if pulled.events == 0 {
+                pulled.next = Next::Idle;
+            }
+        }
+        Ok(pulled)
+    }
+}
+
+impl StreamSource {
+    /// Reads the next run of events into `buffered`: at once when the
+    /// stream has them, after waiting up to 50 ms for an append when it
+    /// does not (a following source), nothing at its end (a bounded one).
+    fn fill(&mut self) -> Result<(), String> {
         let end = match self.end {
-            Some(end) if self.next >= end => return Ok(Pull::End),
+            Some(end) if self.next >= end => return Ok(()),
             Some(end) => end,
             None => {
                 // Woken by an append; an idle source looks up (for
                 // barriers and stops) every 50 ms.
                 if !self.stream.wait_for(self.next, Duration::from_millis(50)) {
-                    return Ok(Pull::Idle);
+                    return Ok(());
                 }
                 u64::MAX
             }
@@ -90,7 +134,7 @@ impl Source for StreamSource {
             .map_err(|e| e.to_string())?;
         self.next = after;
         self.buffered.extend(events);
-        Ok(self.buffered.pop_front().map_or(Pull::Idle, Pull::Event))
+        Ok(())
     }
 }
 

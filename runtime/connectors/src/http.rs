@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::HttpSinkDoc;
 use weir_types::Batch;
 use weir_types::wire::format_event;

@@ -10,7 +10,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use weir_types::{Batch, Event, is_safe_name};
 
@@ -122,13 +122,6 @@ pub struct Stream {
     config: StreamConfig,
     inner: Mutex<Inner>,
     grew: Condvar,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether the damaged record at the start of `rest` is the last thing in
@@ -352,7 +345,7 @@ impl Stream {
     }
 
     fn enforce_retention(&self, inner: &mut Inner) -> Result<(), StreamError> {
-        let now = now_ms();
+        let now = weir_types::now_ms();
         while inner.segments.len() > 1 {
             let total: u64 = inner.segments.iter().map(|s| s.bytes).sum();
             let oldest = &inner.segments[0];

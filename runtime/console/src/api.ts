@@ -198,6 +198,15 @@ export interface InstanceMetrics {
   blocked_ms: number;
   latency_counts: number[];
   counters: Record<string, number>;
+  /** The newest lines the operator logged, oldest first. */
+  logs: GuestLog[];
+}
+
+export interface GuestLog {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+  /** Wall clock, ms since the Unix epoch. */
+  at: number;
 }
 
 export interface MetricsSnapshot {

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weir_io::{CheckpointRef, Sink};
 use weir_state::{StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
-use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
@@ -571,7 +571,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::Position;
+    use weir_io::Position;
 
     fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
         Restored {

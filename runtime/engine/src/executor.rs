@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use weir_io::{Bindings, CheckpointRef, Position, Sink, Source};
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
     ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
@@ -40,23 +41,13 @@ use crate::checkpoint::{
     check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
-use crate::io::{CheckpointRef, Position, Sink, Source};
 use crate::metrics::MetricsRegistry;
 use crate::plan::{Consumer, Plan, Producer, plan_topology};
-use crate::policy::{DeadLetterFn, DeadLetters};
+use crate::policy::DeadLetters;
 use crate::protocol::{Abort, AckLink, Control, Envelope};
 use crate::routes::{Outputs, Route};
 use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask, Task, run_to_end};
 use crate::tracker::SourceMeta;
-
-/// What the topology's sources read and its sinks write.
-#[derive(Default)]
-pub struct Bindings {
-    pub sources: HashMap<String, Box<dyn Source>>,
-    pub sinks: HashMap<String, Box<dyn Sink>>,
-    /// Dead letters are written as they come (at-least-once).
-    pub dead_letter: Option<DeadLetterFn>,
-}
 
 /// Where operator state lives when it is durable, and how it is
 /// checkpointed.

@@ -9,15 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
+use weir_io::Bindings;
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::TopologyDoc;
 use weir_types::KeyGroupRange;
 
 use crate::checkpoint::{CheckpointInfo, Request};
 use crate::error::EngineError;
-use crate::executor::{
-    Bindings, ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch,
-};
+use crate::executor::{ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
 use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateRead, StateValue, read_state};
 

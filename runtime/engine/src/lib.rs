@@ -22,7 +22,6 @@ mod call;
 mod checkpoint;
 mod error;
 mod executor;
-mod io;
 mod job;
 mod metrics;
 mod plan;
@@ -38,13 +37,13 @@ mod tracker;
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo};
 pub use error::EngineError;
-pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use io::{
-    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source,
-};
+pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use job::{Job, read_checkpointed_state};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
-pub use policy::{DeadLetter, DeadLetterFn};
 pub use protocol::{StateRead, StateValue};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
+pub use weir_io::{
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, Next, Position, Pull, Pulled, Sink, SinkFn,
+    Source, SourceIter, fn_sink, iter_source,
+};

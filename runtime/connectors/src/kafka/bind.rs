@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use weir_engine::{Bindings, DeadLetter, DeadLetterFn};
+use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::{ErrorPolicyDoc, KafkaFormat, TopologyDoc};
 
 use super::config::KafkaError;

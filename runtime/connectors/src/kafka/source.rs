@@ -22,7 +22,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_engine::{DeadLetter, DeadLetterFn, Position, Pull, Source};
+use weir_io::{DeadLetter, DeadLetterFn, Position, Pull, Source};
 use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
 use weir_types::{Event, now_ms};
 

@@ -30,7 +30,7 @@ use std::error::Error as StdError;
 
 use postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement, Transaction};
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::{PostgresModeDoc, PostgresSinkDoc};
 use weir_types::{Batch, EventRef};
 

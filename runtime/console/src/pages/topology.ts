@@ -203,6 +203,10 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
     const counts = mine.reduce<number[]>((acc, m) => m.latency_counts.map((c, i) => c + (acc[i] ?? 0)), []);
     const counters: Record<string, number> = {};
     for (const m of mine) for (const [k, v] of Object.entries(m.counters)) counters[k] = (counters[k] ?? 0) + v;
+    const logs = mine
+      .flatMap((m) => (m.logs ?? []).map((l) => ({ ...l, instance: m.instance })))
+      .sort((a, b) => a.at - b.at)
+      .slice(-50);
     fill(
       details,
       h('h2', { id: 'h-details' }, `${n.kind} `, h('code', {}, n.name), n.kind === 'operator' ? ` ×${n.parallelism}` : ''),
@@ -232,6 +236,14 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
               Object.keys(counters).length
                 ? table(['Counter', 'Value'], Object.entries(counters).map(([k, v]) => [k, num(v)]))
                 : h('p', { class: 'muted' }, 'The operator keeps none.'),
+              h('h3', {}, 'Recent logs'),
+              logs.length
+                ? table(
+                    ['Time', 'Instance', 'Level', 'Message'],
+                    logs.map((l) => [new Date(l.at).toISOString(), String(l.instance), l.level, l.message]),
+                    { id: 'logs' },
+                  )
+                : h('p', { class: 'muted' }, 'Nothing logged yet.'),
               h('p', {}, h('a', { href: `#/state?topology=${seg(name)}&operator=${seg(n.name)}` }, 'Look up its state')),
             ],
     );

@@ -16,6 +16,7 @@
 
 mod console;
 mod error;
+mod metrics;
 mod modules;
 mod observe;
 pub mod openapi;

@@ -90,8 +90,8 @@ pub fn document() -> Value {
             &[("200", "Up", Some(json!({ "type": "object" })))], &[]) },
         "/metrics": { "get": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: operator counters and batch-latency histograms, newest checkpoint per topology, stream sizes",
-            "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+            "summary": "Metrics for Prometheus: topology phases and restarts, operator and guest counters, batch-latency histograms, newest checkpoint per topology, stream sizes; at most 10,000 series per family",
+            "responses": { "200": { "description": "OpenMetrics text format", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } }
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
@@ -185,6 +185,10 @@ pub fn document() -> Value {
                 &[("400", "Bad name, limit, or an offset out of range"), AUTH, ("404", "No such stream (a read never creates one)")]),
         },
     });
+    let guest_log = json!({ "type": "object", "properties": {
+        "level": { "type": "string", "enum": ["trace", "debug", "info", "warn", "error"] },
+        "message": { "type": "string" },
+        "at": { "type": "integer", "description": "Wall clock, ms since the Unix epoch" } } });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -234,8 +238,11 @@ pub fn document() -> Value {
                         "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
                         "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
                         "latency_counts": { "type": "array", "items": { "type": "integer" } },
-                        "counters": { "type": "object", "description": "The operator's own counters" } } } },
+                        "counters": { "type": "object", "description": "The operator's own counters" },
+                        "logs": { "type": "array", "description": "The newest lines the operator logged (at most 50, at most 16 per call), oldest first",
+                            "items": schema_ref("GuestLog") } } } },
                     "last_checkpoint": schema_ref("Checkpoint") } },
+                "GuestLog": guest_log,
                 "Savepoint": { "type": "object", "properties": {
                     "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
                 "StreamInfo": { "type": "object", "properties": {

@@ -19,7 +19,9 @@ use weir_connectors::Stream;
 use weir_types::{Batch, Event, EventRef, wire};
 
 use super::{ApiError, FOLLOW_WAIT, Plane, blocking};
-use crate::{MAX_READ_EVENTS, now_ms};
+use weir_types::now_ms;
+
+use crate::MAX_READ_EVENTS;
 
 /// Events a read returns when no `limit` is given.
 const DEFAULT_READ_EVENTS: usize = 100;

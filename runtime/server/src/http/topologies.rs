@@ -309,13 +309,18 @@ pub(super) async fn metrics(
                 out["instance"] = json!(instance);
                 out["watermark"] = json!((m.watermark != i64::MIN).then_some(m.watermark));
                 out["latency_counts"] = json!(m.latency_buckets);
+                out["logs"] = m
+                    .recent_logs
+                    .iter()
+                    .map(|l| json!({ "level": l.level, "message": l.message, "at": l.at_ms }))
+                    .collect();
                 out
             })
             .collect();
         Ok(Json(json!({
             "topology": name,
             "state": s.state,
-            "taken_at": crate::now_ms(),
+            "taken_at": weir_types::now_ms(),
             "chains": weir_engine::operator_chains(&s.record.doc),
             "latency_bounds_us": LATENCY_BUCKETS_MICROS,
             "instances": instances,

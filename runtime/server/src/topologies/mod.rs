@@ -43,8 +43,8 @@ use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, Sta
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
-use crate::now_ms;
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
+use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;

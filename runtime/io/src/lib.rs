@@ -1,7 +1,9 @@
-//! What a topology reads and writes: [`Source`] and [`Sink`], the two
-//! traits connectors implement, the [`Position`] a checkpoint records for
-//! a source and the [`CheckpointRef`] an exactly-once sink publishes
-//! under, and adapters for plain iterators and closures.
+//! weir-io: what a topology reads and writes. [`Source`] and [`Sink`],
+//! the two traits connectors implement, the [`Position`] a checkpoint
+//! records for a source, the [`CheckpointRef`] an exactly-once sink
+//! publishes under, [`DeadLetter`]s, the [`Bindings`] a run is given, and
+//! adapters for plain iterators and closures. Connectors depend on this
+//! crate, not on the engine.
 //!
 //! A source's position is either the number of events pulled from its
 //! start (files, embedded streams: the engine counts them) or the next
@@ -13,7 +15,7 @@
 //! ([`Sink::recover`]): by cutting what followed (files, streams) or by a
 //! progress record kept in the target itself (Kafka, PostgreSQL).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use weir_types::{Batch, Event};
@@ -23,6 +25,35 @@ use weir_types::{Batch, Event};
 pub enum Pull {
     Event(Event),
     /// Nothing now (an unbounded source caught up): ask again soon.
+    Idle,
+    /// The input is over.
+    End,
+}
+
+/// What one [`Source::pull_batch`] appended, and what comes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub events: usize,
+    /// The highest timestamp among them (`i64::MIN` for none).
+    pub highest_ts: i64,
+    pub next: Next,
+}
+
+impl Pulled {
+    /// Appends `event` to `batch` and counts it.
+    pub fn add(&mut self, batch: &mut Batch, event: &Event) {
+        batch.push_event(event);
+        self.events += 1;
+        self.highest_ts = self.highest_ts.max(event.timestamp);
+    }
+}
+
+/// What a source has after a [`Source::pull_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Maybe more at once: ask again.
+    More,
+    /// Nothing now (an unbounded source caught up).
     Idle,
     /// The input is over.
     End,
@@ -124,6 +155,31 @@ pub trait Source: Send {
     /// The next event, `Idle` or `End`. An unbounded source may wait a
     /// little (tens of ms) for an event before saying `Idle`.
     fn pull(&mut self) -> Result<Pull, String>;
+    /// Appends up to `max` events to `batch` (the engine builds one batch
+    /// per call), saying what comes next. The default pulls one event at
+    /// a time; a source that reads in bulk (a stream's segment, a Kafka
+    /// fetch) hands out what it holds at once.
+    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+        let mut pulled = Pulled {
+            events: 0,
+            highest_ts: i64::MIN,
+            next: Next::More,
+        };
+        while pulled.events < max {
+            match self.pull()? {
+                Pull::Event(event) => pulled.add(batch, &event),
+                Pull::Idle => {
+                    pulled.next = Next::Idle;
+                    break;
+                }
+                Pull::End => {
+                    pulled.next = Next::End;
+                    break;
+                }
+            }
+        }
+        Ok(pulled)
+    }
     /// Where the source is after the events it returned so far. `None`
     /// (the default): the engine counts events ([`Position::Count`]).
     fn position(&self) -> Option<Position> {
@@ -232,9 +288,93 @@ pub fn fn_sink(f: impl FnMut(&Batch) -> Result<(), String> + Send + 'static) -> 
     Box::new(f)
 }
 
+/// What the topology's sources read and its sinks write.
+#[derive(Default)]
+pub struct Bindings {
+    pub sources: HashMap<String, Box<dyn Source>>,
+    pub sinks: HashMap<String, Box<dyn Sink>>,
+    /// Dead letters are written as they come (at-least-once).
+    pub dead_letter: Option<DeadLetterFn>,
+}
+
+/// Where dead letters go.
+pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
+
+/// An event an operator failed on, under `on_error: dead-letter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub operator: String,
+    pub error: String,
+    /// Wall clock when it failed, ms since the Unix epoch.
+    pub failed_at: i64,
+    pub event: Event,
+}
+
+impl DeadLetter {
+    /// The failed event as a one-event batch, carrying the failure in
+    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
+    /// letters are written to streams and files.
+    pub fn to_batch(&self) -> Batch {
+        let mut event = self.event.clone();
+        event
+            .headers
+            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
+        event
+            .headers
+            .push(("weir.error".into(), self.error.clone().into_bytes()));
+        event.headers.push((
+            "weir.failed_at".into(),
+            self.failed_at.to_string().into_bytes(),
+        ));
+        let mut batch = Batch::default();
+        batch.push_event(&event);
+        batch
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(n: i64) -> Box<dyn Source> {
+        iter_source((0..n).map(|i| {
+            Ok(Event {
+                timestamp: 100 - i,
+                ..Event::default()
+            })
+        }))
+    }
+
+    #[test]
+    fn a_batch_pull_stops_at_its_limit_and_reports_the_highest_time() {
+        let mut source = events(5);
+        let mut batch = Batch::default();
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (3, 100));
+        assert_eq!(pulled.next, Next::More);
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (2, 97));
+        assert_eq!(pulled.next, Next::End);
+        assert_eq!(batch.len(), 5);
+    }
+
+    #[test]
+    fn a_batch_pull_ends_early_when_the_source_is_idle() {
+        struct Trickle(u32);
+        impl Source for Trickle {
+            fn pull(&mut self) -> Result<Pull, String> {
+                self.0 += 1;
+                Ok(if self.0 % 2 == 1 {
+                    Pull::Event(Event::default())
+                } else {
+                    Pull::Idle
+                })
+            }
+        }
+        let mut batch = Batch::default();
+        let pulled = Trickle(0).pull_batch(&mut batch, 10).unwrap();
+        assert_eq!((pulled.events, pulled.next), (1, Next::Idle));
+    }
 
     #[test]
     fn a_counting_position_reads_back_from_the_number_older_checkpoints_hold() {
