@@ -10,7 +10,7 @@ use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIt
 use weir_fixtures::{guest_bytes, repo_root};
 use weir_topology::parse_topology;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
-use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
+use weir_wasm::{CallOutcome, HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
 
 fn host() -> WasmHost {
     // Compiled components are cached across tests (an 18 MB Python or
@@ -100,9 +100,8 @@ fn run(split: &str, count: &str) -> Vec<String> {
     run_chain(&[stage(split), keyed(count)])
 }
 
-/// Runs one batch through a fresh instance of `module`: the events it
-/// emitted (wire lines) and the indexes of the events that failed.
-fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
+/// What one batch through a fresh instance of `module` gave.
+fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
     let mut op = OperatorInstance::new(
         module,
         "op",
@@ -111,7 +110,13 @@ fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<St
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
     )
     .unwrap();
-    let out = op.process(&mut batch.clone(), i64::MIN, 0).unwrap();
+    op.process(&mut batch.clone(), i64::MIN, 0).unwrap()
+}
+
+/// Runs one batch through a fresh instance of `module`: the events it
+/// emitted (wire lines) and the indexes of the events that failed.
+fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
+    let out = call_once(module, config, batch);
     (
         out.events.iter().map(|e| wire::format_event(&e)).collect(),
         out.failures.iter().map(|f| f.index).collect(),
@@ -120,15 +125,7 @@ fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<St
 
 /// The failure messages of one batch through a fresh instance of `module`.
 fn failures_of(module: &OperatorModule, config: &str, batch: &Batch) -> Vec<String> {
-    let mut op = OperatorInstance::new(
-        module,
-        "op",
-        config,
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .unwrap();
-    let out = op.process(&mut batch.clone(), i64::MIN, 0).unwrap();
+    let out = call_once(module, config, batch);
     out.failures.into_iter().map(|f| f.message).collect()
 }
 

@@ -188,6 +188,22 @@ sinks: [{ name: out, stream: out, input: count }]
     assert_eq!(final_counts(&lines.lock().unwrap()), oracle);
 }
 
+/// `n` events keyed `k0`..`k99`, the one at `at` the poison-trap's poison.
+fn poisoned(n: i64, at: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            key: Some(format!("k{}", i % 100).into_bytes()),
+            value: if i == at {
+                br#""poison""#.to_vec()
+            } else {
+                i.to_string().into_bytes()
+            },
+            timestamp: i,
+            headers: vec![],
+        })
+        .collect()
+}
+
 #[test]
 fn one_poison_event_in_100k_is_dead_lettered_and_the_rest_processed() {
     let modules = modules(&["identity", "poison-trap"]);
@@ -202,18 +218,7 @@ sinks: [{ name: out, stream: out, input: risky }]
 "#,
     )
     .unwrap();
-    let events: Vec<Event> = (0..100_000)
-        .map(|i| Event {
-            key: Some(format!("k{}", i % 100).into_bytes()),
-            value: if i == 54_321 {
-                br#""poison""#.to_vec()
-            } else {
-                i.to_string().into_bytes()
-            },
-            timestamp: i,
-            headers: vec![],
-        })
-        .collect();
+    let events = poisoned(100_000, 54_321);
     let (sink, lines) = collector();
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let dead = letters.clone();
@@ -270,44 +275,17 @@ sources: [{{ name: in, stream: in }}]
 operators:
   - {{ name: pass, module: identity, input: in }}
   - {{ name: risky, module: poison-trap, input: {risky_input}, key_by: key, parallelism: 2 }}
-sinks: [{{ name: out, stream: out, input: risky }}, {{ name: copy, stream: copy, input: pass }}]
+sinks: [{{ name: out, stream: out, input: risky }}]
 "#
         ))
         .unwrap();
-        let events: Vec<Event> = (0..1_000)
-            .map(|i| Event {
-                key: Some(format!("k{}", i % 100).into_bytes()),
-                value: if i == 637 {
-                    br#""poison""#.to_vec()
-                } else {
-                    i.to_string().into_bytes()
-                },
-                timestamp: i,
-                headers: vec![],
-            })
-            .collect();
         let (sink, _) = collector();
-        let (copy, _) = collector();
-        let err = run_topology(
-            &doc,
-            &modules,
-            Bindings {
-                sources: HashMap::from([(
-                    "in".to_string(),
-                    Box::new(source(events)) as Box<dyn Source>,
-                )]),
-                sinks: HashMap::from([
-                    ("out".to_string(), Box::new(sink) as Box<dyn Sink>),
-                    ("copy".to_string(), Box::new(copy) as Box<dyn Sink>),
-                ]),
-                dead_letter: None,
-            },
-            ExecOptions {
-                batch_size: 100,
-                ..ExecOptions::default()
-            },
-        )
-        .unwrap_err();
+        let options = ExecOptions {
+            batch_size: 100,
+            ..ExecOptions::default()
+        };
+        let bindings = bind(source(poisoned(1_000, 637)), sink);
+        let err = run_topology(&doc, &modules, bindings, options).unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, EngineError::EventFailed { .. }), "{message}");
         assert!(message.contains(named), "{message}");

@@ -587,19 +587,36 @@ impl Topologies {
                 ),
             });
         }
-        // It may start or stop meanwhile: a few rounds of "lease the job,
-        // else claim the stored state".
+        self.on_job_or_stored(
+            name,
+            "reading state",
+            |job| {
+                job.read_state(operator, state, key)
+                    .map_err(engine_err(name))
+            },
+            || read_stopped_state(name, &self.records.dir_of(name), operator, state, key),
+        )
+    }
+
+    /// Runs `running` on `name`'s job when it runs, else `stopped` (on its
+    /// stored state) with the topology claimed for `what`, so that it
+    /// cannot start meanwhile. It may start or stop in between: a few
+    /// rounds of "lease the job, else claim the stored state".
+    fn on_job_or_stored<R>(
+        &self,
+        name: &str,
+        what: &'static str,
+        running: impl Fn(&weir_engine::Job) -> Result<R, TopologiesError>,
+        stopped: impl Fn() -> Result<R, TopologiesError>,
+    ) -> Result<R, TopologiesError> {
         for _ in 0..3 {
             let owner = self.owner(name);
             if let Some(job) = owner.lease() {
-                return job
-                    .read_state(operator, state, key)
-                    .map_err(engine_err(name));
+                return running(&job);
             }
-            match owner.claim(Some(Step::Edit), "reading state") {
+            match owner.claim(Some(Step::Edit), what) {
                 Ok(claim) => {
-                    let result =
-                        read_stopped_state(name, &self.records.dir_of(name), operator, state, key);
+                    let result = stopped();
                     claim.finish(None, |_| {});
                     return result;
                 }
@@ -646,28 +663,16 @@ impl Topologies {
         savepoint: &str,
         path: &Path,
     ) -> Result<(), TopologiesError> {
-        // It may start or stop meanwhile: a few rounds of "lease the job,
-        // else claim the stored state".
-        for _ in 0..3 {
-            let owner = self.owner(name);
-            if let Some(job) = owner.lease() {
-                job.savepoint(savepoint, path).map_err(engine_err(name))?;
-                return Ok(());
-            }
-            match owner.claim(Some(Step::Edit), "writing a savepoint") {
-                Ok(claim) => {
-                    let result = export_last_checkpoint(name, &self.records.dir_of(name), path);
-                    claim.finish(None, |_| {});
-                    return result;
-                }
-                Err(ClaimError::Refused(Refusal::Running) | ClaimError::Retired) => continue,
-                Err(e) => return Err(refused(name, e)),
-            }
-        }
-        Err(TopologiesError::Busy {
-            topology: name.to_string(),
-            what: "changing phase (starting, stopping or restarting)".into(),
-        })
+        self.on_job_or_stored(
+            name,
+            "writing a savepoint",
+            |job| {
+                job.savepoint(savepoint, path)
+                    .map(|_| ())
+                    .map_err(engine_err(name))
+            },
+            || export_last_checkpoint(name, &self.records.dir_of(name), path),
+        )
     }
 
     /// Starts every topology whose desired state is `running` (at boot).
