@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use weir_topology::{Problem, Severity, TopologyDoc};
-use weir_types::KeyGroupRange;
+use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange};
 use weir_wasm::{InstanceError, MemoryState, OperatorInstance, OperatorModule};
 
 use crate::registry::ModuleRegistry;
@@ -38,6 +38,11 @@ pub(super) fn probe_operators(
     doc: &TopologyDoc,
     budget: Duration,
 ) -> Vec<Problem> {
+    probe(registry, doc, budget).0
+}
+
+/// [`probe_operators`], and how many instances it made.
+fn probe(registry: &ModuleRegistry, doc: &TopologyDoc, budget: Duration) -> (Vec<Problem>, usize) {
     let deadline = Instant::now() + budget;
     let mut loaded: HashMap<String, OperatorModule> = HashMap::new();
     let mut outcomes: HashMap<(String, String), Outcome> = HashMap::new();
@@ -85,7 +90,7 @@ pub(super) fn probe_operators(
                 &o.name,
                 &key.1,
                 Box::new(MemoryState::new()),
-                KeyGroupRange::all(doc.key_groups.unwrap_or(1).max(1)),
+                KeyGroupRange::all(doc.key_groups.unwrap_or(DEFAULT_KEY_GROUPS).max(1)),
             )
             .map(|instance| instance.value_states().to_vec());
             outcomes.insert(key.clone(), outcome);
@@ -141,7 +146,7 @@ pub(super) fn probe_operators(
             severity: Severity::Warning,
         });
     }
-    problems
+    (problems, outcomes.len())
 }
 
 fn error(path: String, message: String) -> Problem {
@@ -149,5 +154,70 @@ fn error(path: String, message: String) -> Problem {
         path,
         message,
         severity: Severity::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weir_wasm::{HostConfig, WasmHost};
+
+    use super::*;
+
+    fn registry(dir: &std::path::Path) -> ModuleRegistry {
+        let host = Arc::new(WasmHost::new(HostConfig::default()).unwrap());
+        let registry = ModuleRegistry::open(dir, host).unwrap();
+        let filter = weir_fixtures::guest_bytes("filter");
+        registry.push("filter", &filter).unwrap();
+        registry
+    }
+
+    /// `n` filter operators, the odd ones with a config it rejects.
+    fn doc(n: usize) -> TopologyDoc {
+        let mut text = String::from("name: t\nsources: [{ name: s, stream: s }]\noperators:\n");
+        for i in 0..n {
+            let op = if i % 2 == 0 { "gt" } else { "nonsense" };
+            text.push_str(&format!(
+                "  - {{ name: f{i}, module: filter, input: s, config: {{ field: a, op: {op}, value: 1 }} }}\n"
+            ));
+        }
+        text.push_str("sinks: [{ name: o, stream: o, input: f0 }]\n");
+        weir_topology::parse_topology(&text).unwrap()
+    }
+
+    #[test]
+    fn each_rejected_config_is_an_error_at_its_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let (problems, instances) = probe(&registry(dir.path()), &doc(4), PROBE_BUDGET);
+        // Two distinct configs of one module version: two instances.
+        assert_eq!(instances, 2);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["operators[1].config", "operators[3].config"],
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| p.severity == Severity::Error));
+        assert!(
+            problems[1]
+                .message
+                .contains("operator `f3` rejects its config")
+        );
+    }
+
+    #[test]
+    fn what_the_budget_leaves_unchecked_is_one_warning_naming_a_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let problems = probe_operators(&registry(dir.path()), &doc(8), Duration::ZERO);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].severity, Severity::Warning);
+        assert!(
+            problems[0]
+                .message
+                .contains("f0, f1, f2, f3, f4 and 3 more were not checked"),
+            "{}",
+            problems[0].message
+        );
     }
 }
