@@ -52,6 +52,8 @@ pub enum EngineError {
     /// user's to fix, not a failure of the run.
     #[error("the state to restore does not fit the topology: {0}")]
     StateMismatch(String),
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
     #[error("{0}")]
     NotRunning(String),
     #[error("a task stopped unexpectedly: {0}")]

@@ -37,8 +37,8 @@ use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 
 use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
-    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, Summary, TaskInfo,
-    check_restore, lineage_of, restore,
+    Carried, CheckpointConfig, CheckpointInfo, Coordinator, FailedCheckpoints, Request, Restored,
+    Summary, TaskInfo, check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
 use crate::metrics::MetricsRegistry;
@@ -157,6 +157,8 @@ pub(crate) struct Launched {
     pub(crate) history: Arc<Mutex<Vec<CheckpointInfo>>>,
     /// Interval checkpoints skipped because nothing had changed.
     pub(crate) skipped: Arc<AtomicU64>,
+    /// Checkpoints aborted because their commit failed.
+    pub(crate) failed: Arc<FailedCheckpoints>,
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
@@ -610,6 +612,7 @@ pub(crate) fn launch(
 
     let history = Arc::new(Mutex::new(Vec::new()));
     let skipped = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(FailedCheckpoints::default());
     let mut requests = None;
     if let (Some(s), Some(config)) = (&state, checkpoints) {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
@@ -631,6 +634,8 @@ pub(crate) fn launch(
             lineage,
             committed_sources: restored_meta.map(|m| m.sources.clone()).unwrap_or_default(),
             skipped: skipped.clone(),
+            failed: failed.clone(),
+            carried: Carried::default(),
             summary: Summary::new(std::time::Instant::now()),
         };
         handles.push(spawn(
@@ -653,6 +658,7 @@ pub(crate) fn launch(
         requests,
         history,
         skipped,
+        failed,
         query_routes,
         declared,
         state,

@@ -35,7 +35,7 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
 pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use job::{Job, read_checkpointed_state};
@@ -44,6 +44,6 @@ pub use plan::operator_chains;
 pub use protocol::{StateRead, StateValue};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
 pub use weir_io::{
-    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, Next, Position, Pull, Pulled, Sink, SinkFn,
-    Source, SourceIter, fn_sink, iter_source,
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
+    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SplitStats, fn_sink, iter_source,
 };

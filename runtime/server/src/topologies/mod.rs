@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
-use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateRead};
+use weir_engine::{
+    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateRead,
+};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
@@ -86,6 +88,10 @@ pub struct TopologyStatus {
     pub busy: Option<&'static str>,
     /// `(operator, instance, metrics)` while it runs.
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
+    /// `(source or sink, its figures)` while it runs, for those that keep
+    /// them (stream and Kafka sources: position and end per split; Kafka
+    /// sinks: records and transactions).
+    pub endpoints: Vec<(String, EndpointSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
     /// Interval checkpoints the current run skipped because nothing had
@@ -94,6 +100,10 @@ pub struct TopologyStatus {
     /// `(source, events read)` of the current run, or of the last one
     /// once it stopped (in this process).
     pub sources: Vec<(String, u64)>,
+    /// Checkpoints of the current run whose commit failed and that were
+    /// aborted (their changes went into the next): in all, in a row now,
+    /// and why the last one failed.
+    pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
 }
 
@@ -317,9 +327,11 @@ impl Topologies {
             state: Phase::Stopped,
             busy: None,
             operators: Vec::new(),
+            endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
             sources: Vec::new(),
+            failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -340,8 +352,10 @@ impl Topologies {
                 owner.lease().map(|job| {
                     (
                         job.metrics(),
+                        job.endpoints(),
                         job.checkpoints(),
                         job.skipped_checkpoints(),
+                        job.failed_checkpoints(),
                         job.source_counts(),
                     )
                 })
@@ -349,10 +363,12 @@ impl Topologies {
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped, sources)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed, sources)) => {
                 status.operators = metrics;
+                status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.failed_checkpoints = failed;
                 status.sources = sources;
             }
             None => {
@@ -436,14 +452,19 @@ impl Topologies {
             }
             Err(e) => {
                 record.last_error = Some(e.to_string());
-                if by == StartedBy::Supervisor {
+                // A user's start that failed for a cause waiting may fix
+                // (brokers down, a topic not created yet, an I/O error) is
+                // kept: the topology restarts with backoff, as after a
+                // failure while running.
+                let keep = by == StartedBy::Supervisor || e.recoverable();
+                if keep {
                     record.desired = DesiredState::Running;
                 }
                 let _ = self.records.write(&record);
-                match by {
+                match keep {
                     // The phase goes back to what it was.
-                    StartedBy::User => drop(claim),
-                    StartedBy::Supervisor => {
+                    false => drop(claim),
+                    true => {
                         let policy = self.restart.with(record.doc.restart.as_ref());
                         let retry =
                             self.after_failure(owner, &policy, &e.to_string(), e.recoverable());
