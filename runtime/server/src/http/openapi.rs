@@ -177,11 +177,11 @@ pub fn document() -> Value {
                 &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "The savepoint exists, or there is no checkpoint yet"), ("500", "The engine failed")]),
         },
         "/v1/topologies/{name}/operators/{operator}/state/{state}": { "get": op("getState",
-            "The state (value, map entries or list) one key has under one name in a running operator",
+            "The state (value, map entries or list) one key has under one name in an operator: of a running topology, or from the last checkpoint of a stopped one",
             vec![name(), path_param("operator", "Operator name"), path_param("state", "State name, as the operator declares it"),
                  query_param("key", "string", "The key as text"), query_param("key_b64", "string", "The key as base64")], None,
             &[("200", "The value (JSON when it is JSON, else value_b64)", Some(json!({ "type": "object" })))],
-            &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology, operator, or no value for the key"), ("409", "Not running")]) },
+            &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology or operator (operator_not_found), no such state (state_not_found), an operator that keeps no state (stateless_operator), or no value for the key (key_not_found)"), ("409", "Stopped before its first checkpoint")]) },
         "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
             &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
         "/v1/streams/{name}/events": {
@@ -271,6 +271,8 @@ pub fn document() -> Value {
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
                     "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "sources": { "type": "array", "description": "Events each source read in the current run, or in the last one once it stopped", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" }, "events_read": { "type": "integer" } } } },
                     "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
                         "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },
