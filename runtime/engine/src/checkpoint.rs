@@ -823,7 +823,7 @@ mod record_properties {
     use weir_types::Event;
 
     use super::*;
-    use crate::io::Position;
+    use weir_io::Position;
 
     fn meta() -> impl Strategy<Value = Meta> {
         let position = prop_oneof![
