@@ -951,31 +951,18 @@ mod record_properties {
             btree_map(".{1,10}", operator, 0..4),
             any::<bool>(),
         )
-            .prop_map(
-                |(
-                    id,
-                    topology,
-                    lineage,
-                    savepoint,
-                    created_at,
-                    key_groups,
-                    sources,
-                    sinks,
-                    operators,
-                    final_,
-                )| Meta {
-                    id,
-                    topology,
-                    lineage,
-                    savepoint,
-                    created_at,
-                    key_groups,
-                    sources,
-                    sinks,
-                    operators,
-                    final_,
-                },
-            )
+            .prop_map(|m| Meta {
+                id: m.0,
+                topology: m.1,
+                lineage: m.2,
+                savepoint: m.3,
+                created_at: m.4,
+                key_groups: m.5,
+                sources: m.6,
+                sinks: m.7,
+                operators: m.8,
+                final_: m.9,
+            })
     }
 
     fn batch() -> impl Strategy<Value = Vec<Event>> {
