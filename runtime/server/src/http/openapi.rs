@@ -156,7 +156,7 @@ pub fn document() -> Value {
         },
         "/v1/topologies/{name}/start": { "post": op("startTopology", "Start a topology, optionally from a savepoint", vec![name()], Some(savepoint_arg.clone()),
             &[("200", "Running", Some(schema_ref("TopologyStatus")))],
-            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running, or busy"), ("422", "A binding failed or an operator rejected its config"), ("500", "The engine failed")]) },
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running, or busy, or the savepoint's state does not fit the topology (state_mismatch)"), ("422", "A binding failed or an operator rejected its config"), ("500", "The engine failed")]) },
         "/v1/topologies/{name}/stop": { "post": op("stopTopology", "Stop a topology after a last checkpoint, optionally exported as a savepoint", vec![name()], Some(savepoint_arg),
             &[("200", "Stopped", Some(schema_ref("TopologyStatus")))],
             &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, busy, or the savepoint exists"), ("500", "The engine failed")]) },
