@@ -393,6 +393,16 @@ fn create_segment(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes an I/O error of stream `name` while doing `what`.
+fn io_error(name: &str, what: String) -> impl FnOnce(std::io::Error) -> StreamError {
+    let name = name.to_string();
+    move |source| StreamError::Io {
+        stream: name,
+        what,
+        source,
+    }
+}
+
 /// A segment read back at open; `cut` is set when its tail was torn.
 struct Scanned {
     segment: Segment,
@@ -408,14 +418,7 @@ fn scan(
     last: bool,
     producers: &mut Producers,
 ) -> Result<Scanned, StreamError> {
-    let io = |what: String| {
-        let name = name.to_string();
-        move |source| StreamError::Io {
-            stream: name,
-            what,
-            source,
-        }
-    };
+    let io = |what: String| io_error(name, what);
     let bytes = std::fs::read(path).map_err(io(format!("cannot read {}", path.display())))?;
     let format = Format::of(&bytes);
     let mut segment = Segment::new(base, path.to_path_buf(), format);
@@ -563,14 +566,7 @@ impl Stream {
         config: StreamConfig,
         handles: Arc<Handles>,
     ) -> Result<Stream, StreamError> {
-        let io = |what: String| {
-            let name = name.to_string();
-            move |source| StreamError::Io {
-                stream: name,
-                what,
-                source,
-            }
-        };
+        let io = |what: String| io_error(name, what);
         std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let mut bases: Vec<u64> = std::fs::read_dir(&dir)
             .map_err(io(format!("cannot list {}", dir.display())))?
