@@ -58,6 +58,7 @@
 
 mod checkpoints;
 mod compare;
+mod kafka;
 mod languages;
 mod native;
 mod postgres;
@@ -383,6 +384,8 @@ enum Workload {
     Languages,
     /// W2 upserting its totals into PostgreSQL.
     Postgres,
+    /// W1 and W2 Kafka → Kafka against streams, and latency through Kafka.
+    Kafka,
     /// Appends to an embedded stream: plain against idempotent.
     Produce,
 }
@@ -469,6 +472,7 @@ fn main() -> Result<()> {
         }
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
+        Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
         Workload::Produce => produce::run(events, rounds)?,
     }
     report::write_json(args.json.as_deref())

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_io::{CheckpointRef, Next, Position, Pull, Pulled, Sink, Source};
+use weir_io::{CheckpointRef, EndpointStats, Next, Position, Pull, Pulled, Sink, Source};
 use weir_types::{Batch, Event};
 
 use crate::Stream;
@@ -25,6 +25,8 @@ pub struct StreamSource {
     end: Option<u64>,
     buffered: VecDeque<Event>,
     read_batch: usize,
+    /// Where it is in the stream and where the stream ends (split 0).
+    stats: Arc<EndpointStats>,
 }
 
 impl StreamSource {
@@ -37,6 +39,7 @@ impl StreamSource {
             end: Some(end),
             buffered: VecDeque::new(),
             read_batch: 1024,
+            stats: Arc::default(),
         }
     }
 
@@ -48,7 +51,20 @@ impl StreamSource {
             end: None,
             buffered: VecDeque::new(),
             read_batch: 1024,
+            stats: Arc::default(),
         }
+    }
+
+    /// Its live figures: split 0 is the stream, its position the next
+    /// offset handed to the engine.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
+    fn report(&self) {
+        let handed = self.next - self.buffered.len() as u64;
+        self.stats
+            .set_split(0, handed, Some(self.stream.end_offset()));
     }
 }
 
@@ -72,6 +88,7 @@ impl Source for StreamSource {
             return Ok(Pull::Event(e));
         }
         self.fill()?;
+        self.report();
         Ok(self.buffered.pop_front().map_or_else(
             || {
                 if self.end.is_some_and(|end| self.next >= end) {
@@ -106,6 +123,7 @@ impl Source for StreamSource {
                 pulled.next = Next::Idle;
             }
         }
+        self.report();
         Ok(pulled)
     }
 }
@@ -253,5 +271,27 @@ mod tests {
         assert!(bounded.seek(&Position::Count(9)).is_err());
         bounded.seek(&Position::Count(4)).unwrap();
         assert_eq!(bounded.pull().unwrap(), Pull::End);
+    }
+
+    #[test]
+    fn a_source_hands_out_batches_and_reports_its_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let stream = store.stream("in").unwrap();
+        stream.append(&batch(0..5)).unwrap();
+        let mut source = StreamSource::follow(stream.clone());
+        let stats = source.stats();
+        let mut out = Batch::default();
+        let pulled = source.pull_batch(&mut out, 3).unwrap();
+        assert_eq!((pulled.events, pulled.next), (3, Next::More));
+        assert_eq!(stats.snapshot().splits[&0].lag(), Some(2));
+        stream.append(&batch(5..7)).unwrap();
+        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        assert_eq!(pulled.events, 2, "what it had read before the append");
+        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        assert_eq!(pulled.events, 2);
+        assert_eq!(stats.snapshot().splits[&0].lag(), Some(0));
+        assert_eq!(source.pull_batch(&mut out, 10).unwrap().next, Next::Idle);
+        assert_eq!(out.len(), 7);
     }
 }

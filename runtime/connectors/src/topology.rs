@@ -84,6 +84,7 @@ pub fn bind_streams(
             SourceMode::Bounded => StreamSource::bounded(stream),
             SourceMode::Follow => StreamSource::follow(stream),
         };
+        bindings.stats.insert(source.name.clone(), read.stats());
         bindings.sources.insert(source.name.clone(), Box::new(read));
     }
     for sink in &doc.sinks {

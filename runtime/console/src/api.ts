@@ -216,7 +216,16 @@ export interface MetricsSnapshot {
   chains: string[][];
   latency_bounds_us: number[];
   instances: InstanceMetrics[];
+  /** Sources and sinks that keep live figures. */
+  endpoints: Endpoint[];
   last_checkpoint: Checkpoint | null;
+}
+
+export interface Endpoint {
+  name: string;
+  /** A stream is split 0; a Kafka topic has one split per partition. */
+  splits: { split: number; position: number; end: number | null; lag: number | null }[];
+  counters: Record<string, number>;
 }
 
 export interface ModuleVersion {

@@ -272,6 +272,13 @@ async function main() {
       return r !== first ? String(r) : null;
     });
     report.rates = { first, second: Number(second) };
+    // The source node shows how far its stream is ahead of it.
+    const lag = await until('the source lag on the graph', async () => {
+      const v = await page.getAttribute('#graph [data-node="lines"]', 'data-lag');
+      return v !== null && v !== '' ? v : null;
+    });
+    assert.ok(Number(lag) >= 0, `lag ${lag}`);
+    assert.match(await page.textContent('#graph [data-node="lines"]'), /lag \d/);
 
     // A node's instances, opened by keyboard.
     await page.focus('#graph [data-node="count"]');

@@ -3,13 +3,14 @@
 //! state of a key, stop (always with a last checkpoint when it has
 //! checkpoints, optionally exported as a savepoint).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use weir_io::Bindings;
+use weir_io::{Bindings, EndpointSnapshot, EndpointStats};
 use weir_state::KeyedState;
 use weir_topology::TopologyDoc;
 use weir_types::KeyGroupRange;
@@ -26,6 +27,8 @@ const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
 /// A running topology.
 pub struct Job {
     launched: Launched,
+    /// Live figures of the sources and sinks that keep them.
+    endpoints: BTreeMap<String, Arc<EndpointStats>>,
 }
 
 impl Job {
@@ -34,10 +37,11 @@ impl Job {
     pub fn start(
         doc: &TopologyDoc,
         modules: &Modules,
-        bindings: Bindings,
+        mut bindings: Bindings,
         options: ExecOptions,
         state: Option<StateConfig>,
     ) -> Result<Job, EngineError> {
+        let endpoints = std::mem::take(&mut bindings.stats);
         let launched = launch(
             doc,
             modules,
@@ -46,7 +50,10 @@ impl Job {
             state,
             Arc::new(MetricsRegistry::default()),
         )?;
-        Ok(Job { launched })
+        Ok(Job {
+            launched,
+            endpoints,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -56,6 +63,14 @@ impl Job {
     /// `(operator, instance, metrics)` of every instance, now.
     pub fn metrics(&self) -> Vec<(String, usize, MetricsSnapshot)> {
         self.launched.metrics.snapshot()
+    }
+
+    /// `(source or sink, its figures)` of every endpoint that keeps them.
+    pub fn endpoints(&self) -> Vec<(String, EndpointSnapshot)> {
+        self.endpoints
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.snapshot()))
+            .collect()
     }
 
     /// Whether every task has finished (input over, stopped or failed).

@@ -44,6 +44,6 @@ pub use plan::operator_chains;
 pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
 pub use weir_io::{
-    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, Next, Position, Pull, Pulled, Sink, SinkFn,
-    Source, SourceIter, fn_sink, iter_source,
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
+    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SplitStats, fn_sink, iter_source,
 };

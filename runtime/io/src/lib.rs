@@ -20,6 +20,7 @@
 pub mod fault;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use weir_types::{Batch, Event};
@@ -299,6 +300,75 @@ pub struct Bindings {
     pub sinks: HashMap<String, Box<dyn Sink>>,
     /// Dead letters are written as they come (at-least-once).
     pub dead_letter: Option<DeadLetterFn>,
+    /// Live figures of sources and sinks that keep them, by endpoint name.
+    pub stats: BTreeMap<String, Arc<EndpointStats>>,
+}
+
+/// Live figures of one source or sink, kept by its connector as it works
+/// and read from any thread while the topology runs (status, `/metrics`,
+/// the console): per split, where the source is and where its input ends
+/// (their difference is the lag); named counters (records in, transactions
+/// committed, ...).
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    splits: Mutex<BTreeMap<u32, SplitStats>>,
+    counters: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// One split of a source: the next offset it reads and the offset its
+/// input ends at, when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SplitStats {
+    pub position: u64,
+    pub end: Option<u64>,
+}
+
+impl SplitStats {
+    /// Records the source has yet to read, when its end is known.
+    pub fn lag(&self) -> Option<u64> {
+        self.end.map(|end| end.saturating_sub(self.position))
+    }
+}
+
+/// [`EndpointStats`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSnapshot {
+    pub splits: BTreeMap<u32, SplitStats>,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl EndpointStats {
+    /// Where split `split` is now; `end: None` keeps the end last known.
+    pub fn set_split(&self, split: u32, position: u64, end: Option<u64>) {
+        if let Ok(mut splits) = self.splits.lock() {
+            let s = splits.entry(split).or_default();
+            s.position = position;
+            if end.is_some() {
+                s.end = end;
+            }
+        }
+    }
+
+    /// Where split `split`'s input ends now (keeping its position).
+    pub fn set_end(&self, split: u32, end: u64) {
+        if let Ok(mut splits) = self.splits.lock() {
+            splits.entry(split).or_default().end = Some(end);
+        }
+    }
+
+    /// Adds `n` to counter `name`.
+    pub fn add(&self, name: &'static str, n: u64) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry(name).or_default() += n;
+        }
+    }
+
+    pub fn snapshot(&self) -> EndpointSnapshot {
+        EndpointSnapshot {
+            splits: self.splits.lock().map(|s| s.clone()).unwrap_or_default(),
+            counters: self.counters.lock().map(|c| c.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Where dead letters go.
@@ -378,6 +448,24 @@ mod tests {
         let mut batch = Batch::default();
         let pulled = Trickle(0).pull_batch(&mut batch, 10).unwrap();
         assert_eq!((pulled.events, pulled.next), (1, Next::Idle));
+    }
+
+    #[test]
+    fn a_split_keeps_its_last_known_end_and_reports_its_lag() {
+        let stats = EndpointStats::default();
+        stats.set_split(2, 10, Some(25));
+        stats.set_split(2, 20, None);
+        stats.add("records_in", 3);
+        stats.add("records_in", 4);
+        let snap = stats.snapshot();
+        assert_eq!(snap.splits[&2].lag(), Some(5));
+        assert_eq!(snap.counters["records_in"], 7);
+        stats.set_split(2, 30, None);
+        assert_eq!(
+            stats.snapshot().splits[&2].lag(),
+            Some(0),
+            "never below zero"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! writes each batch as it comes and waits for its acknowledgement; a
 //! crash may write some output twice.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -29,7 +29,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir_io::{CheckpointRef, Sink};
+use weir_io::{CheckpointRef, EndpointStats, Sink};
 use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
@@ -116,6 +116,8 @@ pub struct KafkaSink {
     /// Transactions committed and aborted by this sink instance.
     commits: u64,
     aborts: u64,
+    /// `records_out`, `transactions_committed`, `transactions_aborted`.
+    stats: Arc<EndpointStats>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -130,6 +132,12 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
+    /// Its live figures: `records_out`, `transactions_committed`,
+    /// `transactions_aborted`.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
     /// A producer for `doc`'s topic (checked to exist); exactly-once ones
     /// also get their progress topic (created when missing).
     pub(crate) fn connect(
@@ -200,6 +208,7 @@ impl KafkaSink {
             ready: false,
             commits: 0,
             aborts: 0,
+            stats: Arc::default(),
         })
     }
 
@@ -299,10 +308,13 @@ impl KafkaSink {
         match sent {
             Ok(()) => {
                 self.commits += 1;
+                self.stats.add("transactions_committed", 1);
+                self.stats.add("records_out", batch.len() as u64);
                 Ok(())
             }
             Err(reason) => {
                 self.aborts += 1;
+                self.stats.add("transactions_aborted", 1);
                 if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
                     // The producer is unusable (fenced, fatal): the
                     // restart makes a new one.
@@ -426,7 +438,10 @@ impl Sink for KafkaSink {
                 "{}: a record was not delivered to topic `{}`: {reason}",
                 self.what, self.topic
             )),
-            None => Ok(()),
+            None => {
+                self.stats.add("records_out", batch.len() as u64);
+                Ok(())
+            }
         }
     }
 

@@ -156,6 +156,13 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
       const o = old.get(n);
       if (view.node.kind !== 'operator') {
         view.box.setAttribute('class', 'box');
+        const ep = (snap?.endpoints ?? []).find((x) => x.name === n);
+        const lags = (ep?.splits ?? []).map((s) => s.lag).filter((l): l is number => l !== null);
+        const lag = lags.length ? lags.reduce((a, b) => a + b, 0) : null;
+        const counted = Object.entries(ep?.counters ?? {}).map(([k, v]) => `${k.replace(/_/g, ' ')} ${num(v)}`);
+        view.lines[1].textContent = lag === null ? '' : `lag ${num(lag)}${ep && ep.splits.length > 1 ? ` over ${ep.splits.length} splits` : ''}`;
+        view.lines[2].textContent = counted.slice(0, 2).join(' · ');
+        view.el.setAttribute('data-lag', lag === null ? '' : String(lag));
         continue;
       }
       const inRate = running ? perSecond((x) => x.events_in, t, o) : null;

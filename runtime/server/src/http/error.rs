@@ -167,7 +167,14 @@ impl From<TopologiesError> for ApiError {
             }
             T::NoCheckpoint(_) => ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message),
             T::Registry(inner) => inner.into(),
-            T::Binding { .. } => {
+            T::Binding { io, .. } => {
+                let message = if io {
+                    format!(
+                        "{message}; the topology is kept and started again with backoff until it binds (its status says when)"
+                    )
+                } else {
+                    message
+                };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "binding_failed", message)
             }
             T::Engine {

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use weir_connectors::StreamInfo;
-use weir_engine::{CheckpointInfo, LATENCY_BUCKETS_MICROS, MetricsSnapshot};
+use weir_engine::{CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot};
 
 use crate::ControlPlane;
 
@@ -38,6 +38,7 @@ struct TopologyRow {
     restarts: u64,
     running: bool,
     operators: Vec<(String, usize, MetricsSnapshot)>,
+    endpoints: Vec<(String, EndpointSnapshot)>,
     checkpoint: Option<CheckpointInfo>,
 }
 
@@ -64,8 +65,8 @@ impl Scrape {
                 } else {
                     None
                 };
-                let (operators, checkpoint) = status
-                    .map(|s| (s.operators, s.last_checkpoint))
+                let (operators, endpoints, checkpoint) = status
+                    .map(|s| (s.operators, s.endpoints, s.last_checkpoint))
                     .unwrap_or_default();
                 TopologyRow {
                     phase: owned.and_then(|(_, phase, _)| {
@@ -76,6 +77,7 @@ impl Scrape {
                     restarts: owned.map_or(0, |(_, _, r)| *r),
                     running: is_running,
                     operators,
+                    endpoints,
                     checkpoint,
                     name,
                 }
@@ -202,6 +204,21 @@ impl Scrape {
         })
     }
 
+    fn splits(&self) -> impl Iterator<Item = (Labels, &weir_engine::SplitStats)> {
+        self.topologies.iter().flat_map(|t| {
+            t.endpoints.iter().flat_map(move |(endpoint, e)| {
+                e.splits.iter().map(move |(split, s)| {
+                    let labels = vec![
+                        ("topology", t.name.clone()),
+                        ("endpoint", endpoint.clone()),
+                        ("split", split.to_string()),
+                    ];
+                    (labels, s)
+                })
+            })
+        })
+    }
+
     fn instance_counter(
         &self,
         f: &mut Families,
@@ -322,6 +339,33 @@ impl Collector for Scrape {
             self.instances()
                 .map(|(t, op, i, m)| (instance(t, op, i), Latency::of(m))),
         )?;
+        f.gauges(
+            "weir_source_split_position",
+            "Next offset a source hands to the engine, per split (a stream is split 0, a Kafka topic has one per partition).",
+            self.splits().map(|(l, s)| (l, s.position)),
+        )?;
+        f.gauges(
+            "weir_source_split_lag",
+            "Records of a split the source has yet to read (a Kafka partition: to its last stable offset).",
+            self.splits()
+                .filter_map(|(l, s)| Some((l, s.lag()?))),
+        )?;
+        f.counters(
+            "weir_connector_count",
+            "What a source or sink counted: records_in; records_out, transactions_committed, transactions_aborted.",
+            self.topologies.iter().flat_map(|t| {
+                t.endpoints.iter().flat_map(move |(endpoint, e)| {
+                    e.counters.iter().map(move |(counter, v)| {
+                        let labels = vec![
+                            ("topology", t.name.clone()),
+                            ("endpoint", endpoint.clone()),
+                            ("counter", counter.to_string()),
+                        ];
+                        (labels, *v)
+                    })
+                })
+            }),
+        )?;
         self.checkpoint_gauge(
             f,
             "weir_checkpoint_last_id",
@@ -410,10 +454,18 @@ mod tests {
                 restarts: 2,
                 running: true,
                 operators,
+                endpoints: vec![("in".into(), lagging())],
                 checkpoint: None,
             }],
             streams: Vec::new(),
         }
+    }
+
+    fn lagging() -> EndpointSnapshot {
+        let stats = weir_engine::EndpointStats::default();
+        stats.set_split(3, 40, Some(52));
+        stats.add("records_in", 40);
+        stats.snapshot()
     }
 
     #[test]
@@ -428,6 +480,8 @@ mod tests {
             format!("weir_operator_batch_seconds_bucket{{le=\"+Inf\",{labels}}} 4"),
             format!("weir_operator_events_in_total{{{labels}}} 7"),
             "weir_topology_restarts_total{topology=\"t\\\"1\\n\"} 2".to_string(),
+            r#"weir_source_split_lag{topology="t\"1\n",endpoint="in",split="3"} 12"#.to_string(),
+            r#"weir_connector_count_total{topology="t\"1\n",endpoint="in",counter="records_in"} 40"#.to_string(),
         ] {
             assert!(text.contains(&line), "no `{line}` in:\n{text}");
         }

@@ -191,6 +191,32 @@ pub fn document() -> Value {
                 &[("400", "Bad name, limit, or an offset out of range"), AUTH, ("404", "No such stream (a read never creates one)")]),
         },
     });
+    let endpoint = json!({ "type": "object", "description": "Live figures of a source or sink that keeps them",
+        "properties": {
+            "name": { "type": "string" },
+            "splits": { "type": "array", "description": "Per split (a stream is split 0, a Kafka topic has one per partition)", "items": { "type": "object", "properties": {
+                "split": { "type": "integer" },
+                "position": { "type": "integer", "description": "Next offset the source hands to the engine" },
+                "end": { "type": ["integer", "null"], "description": "Where the input ends now (a Kafka partition: its last stable offset), when known" },
+                "lag": { "type": ["integer", "null"], "description": "end − position" } } } },
+            "counters": { "type": "object", "description": "records_in; records_out, transactions_committed, transactions_aborted" } } });
+    let metrics_snapshot = json!({ "type": "object", "properties": {
+                    "topology": { "type": "string" }, "state": { "type": "string" },
+                    "taken_at": { "type": "integer", "description": "Wall clock of the snapshot, ms since the Unix epoch" },
+                    "chains": { "type": "array", "description": "Operator names per task, in data order", "items": { "type": "array", "items": { "type": "string" } } },
+                    "latency_bounds_us": { "type": "array", "description": "Upper bounds of the latency buckets, µs (a last bucket holds the rest)", "items": { "type": "integer" } },
+                    "instances": { "type": "array", "items": { "type": "object", "properties": {
+                        "operator": { "type": "string" }, "instance": { "type": "integer" },
+                        "events_in": { "type": "integer" }, "events_out": { "type": "integer" }, "errors": { "type": "integer" },
+                        "dead_lettered": { "type": "integer" }, "late": { "type": "integer" },
+                        "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
+                        "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
+                        "latency_counts": { "type": "array", "items": { "type": "integer" } },
+                        "counters": { "type": "object", "description": "The operator's own counters" },
+                        "logs": { "type": "array", "description": "The newest lines the operator logged (at most 50, at most 16 per call), oldest first",
+                            "items": schema_ref("GuestLog") } } } },
+                    "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
+                    "last_checkpoint": schema_ref("Checkpoint") } });
     let guest_log = json!({ "type": "object", "properties": {
         "level": { "type": "string", "enum": ["trace", "debug", "info", "warn", "error"] },
         "message": { "type": "string" },
@@ -226,28 +252,15 @@ pub fn document() -> Value {
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
                     "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
                         "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },
+                "Endpoint": endpoint,
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },
                     "rows": { "type": "integer" }, "bytes": { "type": "integer" }, "final": { "type": "boolean" } } },
-                "MetricsSnapshot": { "type": "object", "properties": {
-                    "topology": { "type": "string" }, "state": { "type": "string" },
-                    "taken_at": { "type": "integer", "description": "Wall clock of the snapshot, ms since the Unix epoch" },
-                    "chains": { "type": "array", "description": "Operator names per task, in data order", "items": { "type": "array", "items": { "type": "string" } } },
-                    "latency_bounds_us": { "type": "array", "description": "Upper bounds of the latency buckets, µs (a last bucket holds the rest)", "items": { "type": "integer" } },
-                    "instances": { "type": "array", "items": { "type": "object", "properties": {
-                        "operator": { "type": "string" }, "instance": { "type": "integer" },
-                        "events_in": { "type": "integer" }, "events_out": { "type": "integer" }, "errors": { "type": "integer" },
-                        "dead_lettered": { "type": "integer" }, "late": { "type": "integer" },
-                        "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
-                        "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
-                        "latency_counts": { "type": "array", "items": { "type": "integer" } },
-                        "counters": { "type": "object", "description": "The operator's own counters" },
-                        "logs": { "type": "array", "description": "The newest lines the operator logged (at most 50, at most 16 per call), oldest first",
-                            "items": schema_ref("GuestLog") } } } },
-                    "last_checkpoint": schema_ref("Checkpoint") } },
+                "MetricsSnapshot": metrics_snapshot,
                 "GuestLog": guest_log,
                 "Savepoint": { "type": "object", "properties": {
                     "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
