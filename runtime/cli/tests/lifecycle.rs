@@ -649,6 +649,7 @@ fn a_full_disk_refuses_produce_and_everything_resumes_when_space_returns() {
 
     // Space comes back: no restart of the process.
     std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
     let a = eventually("produce to resume", || {
         let a = http.produce("lines", &batch(99));
         (a.status == 200).then_some(a)
@@ -661,6 +662,12 @@ fn a_full_disk_refuses_produce_and_everything_resumes_when_space_returns() {
         assert_ne!(s.body["state"], "failed", "{}", s.text);
         (server::counts_of(&http.events("counts")) == expected).then_some(())
     });
+    // A figure for the closing note (`--nocapture`), not an assertion.
+    eprintln!(
+        "figure: from space freed to the output caught up: {} ms (tmpfs: {})",
+        freed.elapsed().as_millis(),
+        disk.mounted
+    );
     assert_counts_rise_by_one(&http, &expected);
 }
 
