@@ -839,6 +839,11 @@ fn kill_9_under_a_retrying_idempotent_client_loses_and_repeats_nothing() {
                 });
                 let s = http.get("/v1/topologies/word-count");
                 assert_eq!(s.body["restart"]["restarts"], 0, "{}", s.text);
+                let metrics = http.get("/metrics").text;
+                assert!(
+                    metrics.contains("weir_checkpoint_failed_total{topology=\"word-count\"} 2"),
+                    "{metrics}"
+                );
             }
             None => thread::sleep(Duration::from_millis(300 + (rng >> 33) % 600)),
         }
