@@ -91,6 +91,14 @@ enum Command {
         Languages: rust, c, js, python, go. The SDK is taken by path from a Weir checkout \
         (--weir, WEIR_CHECKOUT; default: the one this weir was built from).")]
     New(new::NewArgs),
+    /// `weir serve` runs itself with this to compile an upload in a child
+    /// process: the component on stdin, the artifact on stdout.
+    #[command(name = "compile-module", hide = true)]
+    CompileModule {
+        /// Data (heap) the process may use, bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 const CLIENT_HELP: &str = "The server is --server URL (WEIR_SERVER, default http://127.0.0.1:7070), with \
@@ -171,6 +179,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => Ok(finish(client::streams::consume(&client, args))),
         Command::State(c) => Ok(finish(client::state::run(&client, c))),
         Command::New(args) => new::run(args),
+        Command::CompileModule { memory_bytes } => Ok(serve::compile_child(memory_bytes)),
     };
     let result = outcome;
     match result {

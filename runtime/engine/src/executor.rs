@@ -287,8 +287,14 @@ fn create_instances(
                     }
                     None => Box::new(MemoryState::new()),
                 };
-                let instance =
-                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
+                let instance = OperatorInstance::in_topology(
+                    &doc.name,
+                    &modules[&o.module],
+                    &o.name,
+                    &config,
+                    op_state,
+                    range,
+                )?;
                 declared.insert(o.name.clone(), instance.value_states().to_vec());
                 ops.push(ChainOp {
                     name: o.name.clone(),

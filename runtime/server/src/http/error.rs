@@ -93,6 +93,9 @@ impl From<ModuleError> for ApiError {
             ModuleError::TooComplex { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "module_too_complex")
             }
+            ModuleError::CompileTimeout { .. } | ModuleError::CompileMemory { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "compile_limit")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())

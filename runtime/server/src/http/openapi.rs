@@ -24,6 +24,22 @@ fn query_param(name: &str, ty: &str, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": ty } })
 }
 
+/// A path parameter with its own schema.
+fn path_param_of(name: &str, description: &str, schema: Value) -> Value {
+    let mut param = path_param(name, description);
+    param["schema"] = schema;
+    param
+}
+
+/// A version number in a path: a positive u32.
+fn version_param() -> Value {
+    path_param_of(
+        "version",
+        "1, 2, ...",
+        json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX }),
+    )
+}
+
 /// One operation: its summary, parameters, request body, and answers as
 /// `(status, description, body schema)`; the error answers share the
 /// `Error` schema.
@@ -66,9 +82,10 @@ const AUTH: (&str, &str) = (
 /// The document.
 pub fn document() -> Value {
     let name = || {
-        path_param(
+        path_param_of(
             "name",
             "A name: 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$" }),
         )
     };
     let topology_body = json!({
@@ -101,11 +118,13 @@ pub fn document() -> Value {
         "/v1/modules/{name}": {
             "post": op("pushModule", "Upload a component as the next version of a module; identical bytes return the existing version",
                 vec![name()],
-                Some(json!({ "required": true, "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } })),
+                Some(json!({ "required": true, "content": {
+                    "application/wasm": { "schema": { "type": "string", "format": "binary" } },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })),
                 &[("201", "Stored as a new version", Some(schema_ref("ModuleVersion"))),
                   ("200", "The same bytes were already stored", Some(schema_ref("ModuleVersion")))],
                 &[("400", "Bad name or empty body"), AUTH, ("413", "Over the module size limit"),
-                  ("415", "Not application/wasm"), ("422", "Not Wasm, a core module, not the weir:operator world, or its start-up code fails"),
+                  ("415", "Neither application/wasm nor application/octet-stream"), ("422", "Not Wasm, a core module, not the weir:operator world, or its start-up code fails"),
                   ("503", "Other uploads are compiling and the line is full: retry")]),
             "get": op("inspectModule", "Every version of a module", vec![name()], None,
                 &[("200", "Versions", Some(json!({ "type": "object", "properties": {
@@ -113,10 +132,10 @@ pub fn document() -> Value {
                 &[("400", "Bad name"), AUTH, ("404", "No such module")]),
         },
         "/v1/modules/{name}/versions/{version}": {
-            "get": op("getModuleVersion", "One version of a module", vec![name(), path_param("version", "1, 2, ...")], None,
+            "get": op("getModuleVersion", "One version of a module", vec![name(), version_param()], None,
                 &[("200", "The version", Some(schema_ref("ModuleVersion")))],
                 &[("400", "Bad name or version"), AUTH, ("404", "No such module or version")]),
-            "delete": op("deleteModuleVersion", "Delete a version no topology uses", vec![name(), path_param("version", "1, 2, ...")], None,
+            "delete": op("deleteModuleVersion", "Delete a version no topology uses", vec![name(), version_param()], None,
                 &[("204", "Deleted", None)],
                 &[("400", "Bad name or version"), AUTH, ("404", "No such module or version"), ("409", "A topology uses it")]),
         },
