@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// postgres_url.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The bearer token clients must send (also WEIR_TOKEN).
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Listen on a non-loopback address without a token.
     #[arg(long)]
     insecure_bind: bool,
@@ -261,7 +264,8 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let token = args.token.clone();
     let config = config(args, token)?;
     let _lock = crate::datadir::lock(&config.data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

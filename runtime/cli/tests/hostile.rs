@@ -411,11 +411,20 @@ fn an_operator_rejecting_its_config_is_the_users_error() {
     let http = srv.client();
     assert_eq!(http.push("filter", &guest_bytes("filter")).status, 201);
     let doc = "name: picky\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: strict, module: filter, input: s, config: { field: a, op: nonsense, value: 1 } }\nsinks: [{ name: o, stream: o, input: strict }]\n";
-    assert_eq!(http.put_topology("picky", doc).status, 201);
-    let a = http.post_json("/v1/topologies/picky/start", &json!({}));
+    // Apply instantiates it with its config: a 422 naming the operator.
+    let a = http.put_topology("picky", doc);
     assert_eq!(a.status, 422, "{}", a.text);
-    assert_eq!(a.code(), "operator_config_rejected");
-    assert_eq!(a.body["error"]["details"]["operator"], "strict");
+    assert_eq!(a.code(), "invalid_topology");
+    let problem = &a.body["error"]["details"]["problems"][0];
+    assert_eq!(problem["path"], "operators[0].config", "{}", a.text);
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator `strict` rejects its config"),
+        "{}",
+        a.text
+    );
     still_up(&http);
 }
 

@@ -1228,6 +1228,16 @@ impl StreamStore {
     }
 }
 
+/// The `map_err` of an I/O call on stream `stream` doing `what`.
+fn io_error(stream: &str, what: String) -> impl FnOnce(std::io::Error) -> StreamError {
+    let stream = stream.to_string();
+    move |source| StreamError::Io {
+        stream,
+        what,
+        source,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,17 +248,24 @@ pub(crate) fn check_restore(
     declared: &HashMap<String, Vec<String>>,
 ) -> Result<(), EngineError> {
     let meta = &restored.meta;
+    let taken = if restored.from_savepoint {
+        match &meta.savepoint {
+            Some(name) => format!("savepoint `{name}`"),
+            None => "the savepoint".to_string(),
+        }
+    } else {
+        format!("checkpoint {}", meta.id)
+    };
     if meta.key_groups != groups {
-        return Err(EngineError::Restore(format!(
-            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
-            meta.id, meta.key_groups
+        return Err(EngineError::StateMismatch(format!(
+            "{taken} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
+            meta.key_groups
         )));
     }
     for (op, saved) in &meta.operators {
         let Some(now) = declared.get(op) else {
-            return Err(EngineError::Restore(format!(
-                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
-                meta.id
+            return Err(EngineError::StateMismatch(format!(
+                "{taken} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without it",
             )));
         };
         let missing: Vec<&String> = saved
@@ -267,8 +274,8 @@ pub(crate) fn check_restore(
             .filter(|s| !now.contains(s))
             .collect();
         if !missing.is_empty() {
-            return Err(EngineError::Restore(format!(
-                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
+            return Err(EngineError::StateMismatch(format!(
+                "operator `{op}`: {taken} holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names (or start without {taken})",
             )));
         }
     }
@@ -319,6 +326,54 @@ pub(crate) struct Coordinator {
     pub(crate) failed: Arc<FailedCheckpoints>,
     /// What aborted checkpoints left for the next one to commit.
     pub(crate) carried: Carried,
+    /// What the periodic info line sums up.
+    pub(crate) summary: Summary,
+}
+
+/// How often a running topology logs one info line about its checkpoints
+/// (each one alone is a debug line).
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Checkpoints taken and skipped since the last summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Summary {
+    since: Instant,
+    pub(crate) taken: u64,
+    pub(crate) skipped: u64,
+    /// Duration of the last one taken, and the longest, ms.
+    pub(crate) last_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) bytes: u64,
+}
+
+impl Summary {
+    pub(crate) fn new(now: Instant) -> Summary {
+        Summary {
+            since: now,
+            taken: 0,
+            skipped: 0,
+            last_ms: 0.0,
+            max_ms: 0.0,
+            bytes: 0,
+        }
+    }
+
+    fn took(&mut self, info: &CheckpointInfo) {
+        self.taken += 1;
+        self.last_ms = info.duration_ms;
+        self.max_ms = self.max_ms.max(info.duration_ms);
+        self.bytes += info.bytes;
+    }
+
+    /// The period's figures when [`SUMMARY_EVERY`] has passed at `now` and
+    /// anything happened (a new period starts either way).
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Summary> {
+        if now.duration_since(self.since) < SUMMARY_EVERY {
+            return None;
+        }
+        let done = std::mem::replace(self, Summary::new(now));
+        (done.taken + done.skipped > 0).then_some(done)
+    }
 }
 
 /// Whether a complete checkpoint would commit nothing the last one did
@@ -353,6 +408,17 @@ impl Coordinator {
         let mut queue: VecDeque<Request> = VecDeque::new();
         let mut next_due = self.config.interval.map(|i| Instant::now() + i);
         loop {
+            if let Some(s) = self.summary.due(Instant::now()) {
+                tracing::info!(
+                    topology = %self.topology,
+                    taken = s.taken,
+                    skipped = s.skipped,
+                    last_ms = s.last_ms,
+                    max_ms = s.max_ms,
+                    bytes = s.bytes,
+                    "checkpoints in the last {} s", SUMMARY_EVERY.as_secs()
+                );
+            }
             if self.abort.stopped() {
                 for r in queue.drain(..).chain(tracker.abandon()) {
                     let _ = r.reply.send(Err("the topology stopped".into()));
@@ -515,6 +581,7 @@ impl Coordinator {
             )
         {
             self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.summary.skipped += 1;
             tracing::trace!(topology = %self.topology, checkpoint = id, "checkpoint skipped: nothing changed");
             return Ok(());
         }
@@ -607,7 +674,9 @@ impl Coordinator {
             bytes: stats.bytes,
             final_,
         };
-        // Routine, every interval: debug (status and /metrics have them).
+        // Routine, every interval: debug (status and /metrics have them,
+        // and a line per minute sums them up).
+        self.summary.took(&info);
         tracing::debug!(
             topology = %self.topology,
             checkpoint = id,
@@ -693,6 +762,37 @@ mod tests {
             err.to_string().contains("must keep the state names"),
             "{err}"
         );
+        // The user's to fix (an API answers 409), not a failed restore.
+        assert!(matches!(err, EngineError::StateMismatch(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_summary_is_due_once_a_period_and_only_when_something_happened() {
+        let start = Instant::now();
+        let mut summary = Summary::new(start);
+        let info = |duration_ms: f64| CheckpointInfo {
+            id: 1,
+            savepoint: None,
+            started_at: 0,
+            duration_ms,
+            alignment_ms: 0.0,
+            commit_ms: 0.0,
+            rows: 1,
+            bytes: 100,
+            final_: false,
+        };
+        summary.took(&info(4.0));
+        summary.took(&info(2.0));
+        summary.skipped += 3;
+        assert_eq!(summary.due(start + SUMMARY_EVERY / 2), None);
+        let due = summary.due(start + SUMMARY_EVERY).expect("a period passed");
+        assert_eq!((due.taken, due.skipped, due.bytes), (2, 3, 200));
+        assert_eq!((due.last_ms, due.max_ms), (2.0, 4.0));
+        // A quiet period says nothing; the next one starts afresh.
+        assert_eq!(summary.due(start + SUMMARY_EVERY * 2), None);
+        summary.skipped += 1;
+        let due = summary.due(start + SUMMARY_EVERY * 3).expect("a skip");
+        assert_eq!((due.taken, due.skipped), (0, 1));
     }
 
     fn at(position: u64, max_ts: i64) -> BTreeMap<String, SourceMeta> {
@@ -851,31 +951,18 @@ mod record_properties {
             btree_map(".{1,10}", operator, 0..4),
             any::<bool>(),
         )
-            .prop_map(
-                |(
-                    id,
-                    topology,
-                    lineage,
-                    savepoint,
-                    created_at,
-                    key_groups,
-                    sources,
-                    sinks,
-                    operators,
-                    final_,
-                )| Meta {
-                    id,
-                    topology,
-                    lineage,
-                    savepoint,
-                    created_at,
-                    key_groups,
-                    sources,
-                    sinks,
-                    operators,
-                    final_,
-                },
-            )
+            .prop_map(|m| Meta {
+                id: m.0,
+                topology: m.1,
+                lineage: m.2,
+                savepoint: m.3,
+                created_at: m.4,
+                key_groups: m.5,
+                sources: m.6,
+                sinks: m.7,
+                operators: m.8,
+                final_: m.9,
+            })
     }
 
     fn batch() -> impl Strategy<Value = Vec<Event>> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use weir_types::{Batch, key_group_of};
 
 use crate::metrics::InstanceMetrics;
-use crate::protocol::{Envelope, Msg};
+use crate::protocol::{Envelope, Msg, Origin};
 
 /// How a producer's output reaches one consumer.
 #[derive(Debug, Clone)]
@@ -57,6 +57,12 @@ impl Outputs {
     /// Sends a batch along every route. `Err` means a consumer is gone (the
     /// topology is stopping).
     pub(crate) fn batch(&mut self, batch: Batch) -> Result<(), ()> {
+        self.batch_from(batch, None)
+    }
+
+    /// Sends a batch read by a source along every route, with its origin
+    /// (split with the batch when a route splits it by key).
+    pub(crate) fn batch_from(&mut self, batch: Batch, origin: Option<Origin>) -> Result<(), ()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -73,12 +79,12 @@ impl Outputs {
             match &route.kind {
                 RouteKind::Forward => {
                     let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], Msg::Batch(b))?;
+                    self.send(&route.targets[t], Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Rebalance => {
                     let t = self.next % route.targets.len();
                     self.next += 1;
-                    self.send(&route.targets[t], Msg::Batch(b))?;
+                    self.send(&route.targets[t], Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Keyed {
                     field,
@@ -86,7 +92,9 @@ impl Outputs {
                     owner,
                 } => {
                     let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                    for e in b.iter() {
+                    // Which events of `b` each part holds, for their origin.
+                    let mut picked: Vec<Vec<usize>> = vec![Vec::new(); route.targets.len()];
+                    for (i, e) in b.iter().enumerate() {
                         let rekeyed = field
                             .as_ref()
                             .map(|f| weir_types::wire::field_key(e.value, f));
@@ -98,6 +106,9 @@ impl Outputs {
                             Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
                             None => 0,
                         };
+                        if origin.is_some() {
+                            picked[t].push(i);
+                        }
                         let part = &mut parts[t];
                         let index = part.len() as u32;
                         part.headers.extend(
@@ -107,9 +118,10 @@ impl Outputs {
                         );
                         part.push(key, e.value, e.timestamp);
                     }
-                    for (t, part) in parts.into_iter().enumerate() {
+                    for (t, (part, picked)) in parts.into_iter().zip(picked).enumerate() {
                         if !part.is_empty() {
-                            self.send(&route.targets[t], Msg::Batch(part))?;
+                            let origin = origin.as_ref().map(|o| o.select(picked.into_iter()));
+                            self.send(&route.targets[t], Msg::Batch(part, origin))?;
                         }
                     }
                 }
@@ -162,7 +174,7 @@ mod tests {
     fn drain(rx: &Receiver<Envelope>) -> Vec<(usize, Vec<Option<Vec<u8>>>)> {
         rx.try_iter()
             .map(|e| match e.msg {
-                Msg::Batch(b) => (
+                Msg::Batch(b, _) => (
                     e.from,
                     b.iter().map(|ev| ev.key.map(<[u8]>::to_vec)).collect(),
                 ),

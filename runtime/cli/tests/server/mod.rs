@@ -82,8 +82,12 @@ impl Server {
         Http {
             base: self.url.clone(),
             token: self.token.clone(),
+            // A connection per request: a pooled one the server has just
+            // closed (after a refusal it answers with `Connection: close`)
+            // would fail the next request for a reason no test names.
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                .max_idle_connections(0)
                 .build()
                 .into(),
         }

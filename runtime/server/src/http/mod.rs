@@ -247,7 +247,7 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
             let message = if wrong {
                 "the bearer token is wrong: use the server's WEIR_TOKEN"
             } else {
-                "this server needs a token: send `Authorization: Bearer <token>` (weir --token, or WEIR_TOKEN)"
+                "this server needs a token: send `Authorization: Bearer <token>` (the client commands' --token, or WEIR_TOKEN)"
             };
             let mut res =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
