@@ -393,16 +393,6 @@ fn create_segment(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes an I/O error of stream `name` while doing `what`.
-fn io_error(name: &str, what: String) -> impl FnOnce(std::io::Error) -> StreamError {
-    let name = name.to_string();
-    move |source| StreamError::Io {
-        stream: name,
-        what,
-        source,
-    }
-}
-
 /// A segment read back at open; `cut` is set when its tail was torn.
 struct Scanned {
     segment: Segment,
