@@ -75,9 +75,9 @@ impl Source for StreamSource {
             Some(end) if self.next >= end => return Ok(Pull::End),
             Some(end) => end,
             None => {
-                // Woken by an append; an idle source looks up (for
-                // barriers and stops) every 50 ms.
-                if !self.stream.wait_for(self.next, Duration::from_millis(50)) {
+                // Never waits: a caught-up source says Idle and the engine
+                // pulls it again after a pause (it holds a pool worker).
+                if !self.stream.wait_for(self.next, Duration::ZERO) {
                     return Ok(Pull::Idle);
                 }
                 u64::MAX

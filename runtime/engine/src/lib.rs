@@ -12,13 +12,16 @@
 //! engine's file map in `runtime/README.md`. In short: vocabulary in
 //! `error.rs` and `protocol.rs`; decisions as plain values and state
 //! machines in `policy.rs`, `align.rs`, `plan.rs`, `tracker.rs`,
-//! `routes.rs`; tasks in `tasks.rs`; wiring and threads in `executor.rs`,
-//! `checkpoint.rs` (the coordinator) and `job.rs`.
+//! `routes.rs`, and the scheduler's ready queue in `sched.rs`; tasks in
+//! `tasks.rs`; the worker pool that runs them (`pool.rs`) and the channels
+//! between them (`chan.rs`); wiring in `executor.rs`, `checkpoint.rs` (the
+//! coordinator) and `job.rs`.
 //!
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
 mod align;
 mod call;
+mod chan;
 mod checkpoint;
 mod error;
 mod executor;
@@ -27,9 +30,11 @@ mod job;
 mod metrics;
 mod plan;
 mod policy;
+mod pool;
 mod protocol;
 mod routes;
 mod runner;
+mod sched;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -40,11 +45,13 @@ pub use checkpoint::{CheckpointConfig, CheckpointInfo};
 pub use error::EngineError;
 pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use io::{
-    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source,
+    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, SourceWaker, fn_sink,
+    iter_source,
 };
-pub use job::Job;
+pub use job::{Job, Usage};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
 pub use policy::{DeadLetter, DeadLetterFn};
+pub use pool::{PoolConfig, WorkerPool};
 pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};

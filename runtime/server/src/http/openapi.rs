@@ -215,7 +215,14 @@ pub fn document() -> Value {
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
-                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "usage": schema_ref("TopologyUsage") } },
+                "TopologyUsage": { "type": ["object", "null"], "description": "What the running topology costs the node; null while it does not run", "properties": {
+                    "cpu_seconds": { "type": "number", "description": "Worker time its tasks used since it started" },
+                    "cpu_share": { "type": "number", "description": "Its part (0 to 1) of the worker time all topologies used, over the window since the previous look (at least 1 s)" },
+                    "throttled": { "type": "integer", "description": "Slices after which one of its tasks was paused because its guest calls kept running long" },
+                    "wasm_memory_bytes": { "type": "integer", "description": "Linear memory of its operator instances" },
+                    "state_bytes": { "type": "integer", "description": "Keyed state its operators hold in memory" } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },

@@ -90,6 +90,8 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// What it costs the node while it runs (CPU, memory).
+    pub usage: Option<weir_engine::Usage>,
     pub restart: RestartStatus,
 }
 
@@ -305,6 +307,7 @@ impl Topologies {
             operators: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            usage: None,
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -322,17 +325,23 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner
-                    .lease()
-                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
+                owner.lease().map(|job| {
+                    (
+                        job.metrics(),
+                        job.checkpoints(),
+                        job.skipped_checkpoints(),
+                        job.usage(),
+                    )
+                })
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped)) => {
+            Some((metrics, checkpoints, skipped, usage)) => {
                 status.operators = metrics;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.usage = Some(usage);
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
