@@ -10,6 +10,12 @@
 //! durable commits, sinks that write as batches come, sources whose pull
 //! waits on a broker), so an fsync never holds a worker that runs guests.
 //!
+//! A guest call may still hold a worker for its whole budget (seconds).
+//! When every compute worker has been in one slice for longer than
+//! [`STALL`] while tasks wait, a watchdog adds a temporary worker (at most
+//! as many as there are workers), which ends once the queue is empty; and
+//! the task that ran long is throttled (`sched.rs`).
+//!
 //! A task never blocks: it returns [`Slice::Wait`] and is woken by a
 //! [`TaskWaker`] (a message in its inbox, space in a full output, a
 //! timer, a control message). Per topology a [`TaskGroup`] counts the
@@ -26,6 +32,13 @@ use std::time::{Duration, Instant};
 use crate::error::EngineError;
 use crate::protocol::Abort;
 use crate::sched::{Scheduler, Slice, Throttle};
+
+/// A worker in one slice for this long counts as stuck (a guest call
+/// running to its budget).
+pub(crate) const STALL: Duration = Duration::from_millis(200);
+
+/// How often the watchdog looks for stuck workers.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// Messages (chains, sinks) or batches (sources) one slice handles at most.
 pub(crate) const SLICE_BUDGET: usize = 64;
@@ -156,6 +169,11 @@ impl TaskGroup {
 struct LaneState {
     sched: Mutex<Scheduler<Pooled>>,
     ready: Condvar,
+    /// When each live worker's current slice began (ns since the pool
+    /// started, plus 1), 0 while it waits.
+    slices: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Temporary workers alive.
+    extra: AtomicU64,
 }
 
 #[derive(Default)]
@@ -174,6 +192,9 @@ struct Shared {
     shutdown: AtomicBool,
     /// Worker time spent in slices, ns, all lanes.
     busy_nanos: AtomicU64,
+    started: Instant,
+    /// Most temporary workers per lane.
+    max_extra: u64,
 }
 
 impl Shared {
@@ -249,8 +270,24 @@ impl Shared {
         }
     }
 
-    /// A worker of `lane`: runs slices until the pool shuts down.
-    fn work(&self, lane: usize) {
+    /// A worker of `lane`: runs slices until the pool shuts down (a
+    /// temporary one: until the queue is empty).
+    fn work(self: &Arc<Self>, lane: usize, temporary: bool) {
+        let state = &self.lanes[lane];
+        let slice_start = Arc::new(AtomicU64::new(0));
+        if let Ok(mut s) = state.slices.lock() {
+            s.push(slice_start.clone());
+        }
+        self.run_worker(lane, temporary, &slice_start);
+        if let Ok(mut s) = state.slices.lock() {
+            s.retain(|x| !Arc::ptr_eq(x, &slice_start));
+        }
+        if temporary {
+            state.extra.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn run_worker(&self, lane: usize, temporary: bool, slice_start: &AtomicU64) {
         let state = &self.lanes[lane];
         loop {
             let next = {
@@ -263,6 +300,9 @@ impl Shared {
                     }
                     if let Some(next) = s.next() {
                         break next;
+                    }
+                    if temporary {
+                        return;
                     }
                     s = match state.ready.wait(s) {
                         Ok(s) => s,
@@ -281,7 +321,10 @@ impl Shared {
             }
             task.paused_until = None;
             let started = Instant::now();
+            let since = started.saturating_duration_since(self.started);
+            slice_start.store(since.as_nanos() as u64 + 1, Ordering::Relaxed);
             let mut slice = task.run();
+            slice_start.store(0, Ordering::Relaxed);
             let took = started.elapsed();
             let nanos = took.as_nanos() as u64;
             self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -303,6 +346,46 @@ impl Shared {
                 .map(|mut s| s.finished(id, task, slice).0);
             // Dropped outside the lock: it closes channels, which wakes.
             drop(finished);
+        }
+    }
+}
+
+impl Shared {
+    /// The watchdog: every [`WATCH_EVERY`], a lane whose workers are all
+    /// stuck in long slices while tasks wait gets a temporary worker.
+    fn watch(self: &Arc<Self>) {
+        while !self.shutdown.load(Ordering::SeqCst) {
+            std::thread::sleep(WATCH_EVERY);
+            let now = Instant::now()
+                .saturating_duration_since(self.started)
+                .as_nanos() as u64;
+            let stall = STALL.as_nanos() as u64;
+            for (lane, state) in self.lanes.iter().enumerate() {
+                let all_stuck = state.slices.lock().is_ok_and(|s| {
+                    !s.is_empty()
+                        && s.iter().all(|t| {
+                            let t = t.load(Ordering::Relaxed);
+                            t != 0 && now.saturating_sub(t) > stall
+                        })
+                });
+                let waiting = state.sched.lock().map_or(0, |s| s.waiting());
+                if all_stuck && waiting > 0 && state.extra.load(Ordering::SeqCst) < self.max_extra {
+                    state.extra.fetch_add(1, Ordering::SeqCst);
+                    let shared = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("weir-worker-extra".into())
+                        .spawn(move || shared.work(lane, true));
+                    if let Err(e) = spawned {
+                        state.extra.fetch_sub(1, Ordering::SeqCst);
+                        tracing::warn!(error = %e, "cannot add a worker while others are stuck");
+                    } else {
+                        tracing::debug!(
+                            lane,
+                            "every worker is stuck in a long slice: a temporary worker added"
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -370,6 +453,8 @@ impl WorkerPool {
         let lane = || LaneState {
             sched: Mutex::new(Scheduler::default()),
             ready: Condvar::new(),
+            slices: Mutex::new(Vec::new()),
+            extra: AtomicU64::new(0),
         };
         let shared = Arc::new(Shared {
             lanes: [lane(), lane()],
@@ -378,6 +463,8 @@ impl WorkerPool {
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             busy_nanos: AtomicU64::new(0),
+            started: Instant::now(),
+            max_extra: config.workers as u64,
         });
         let start = |name: String, body: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -398,12 +485,14 @@ impl WorkerPool {
                 let s = shared.clone();
                 start(
                     format!("{prefix}-{i}"),
-                    Box::new(move || s.work(lane as usize)),
+                    Box::new(move || s.work(lane as usize, false)),
                 )?;
             }
         }
         let s = shared.clone();
         start("weir-timers".into(), Box::new(move || s.run_timers()))?;
+        let s = shared.clone();
+        start("weir-watchdog".into(), Box::new(move || s.watch()))?;
         Ok(WorkerPool {
             owner: Arc::new(Owner { shared, config }),
         })
@@ -450,9 +539,17 @@ impl WorkerPool {
             .sum()
     }
 
-    /// Threads the pool runs: its workers of both lanes and the timer.
+    /// Threads the pool runs: its workers of both lanes, temporary
+    /// workers, the timer and the watchdog.
     pub fn threads(&self) -> usize {
-        self.owner.config.workers + self.owner.config.blocking_workers + 1
+        let extra: u64 = self
+            .owner
+            .shared
+            .lanes
+            .iter()
+            .map(|l| l.extra.load(Ordering::Relaxed))
+            .sum();
+        self.owner.config.workers + self.owner.config.blocking_workers + 2 + extra as usize
     }
 
     /// A waker for a task about to be added on `lane` (its id is fixed
@@ -658,6 +755,57 @@ mod tests {
             }
             Ok(Slice::More)
         }
+    }
+
+    /// One slice spinning for `spin`, then over.
+    struct Stuck {
+        spin: Duration,
+    }
+
+    impl Task for Stuck {
+        fn run_slice(&mut self, _: usize) -> Result<Slice, EngineError> {
+            let until = Instant::now() + self.spin;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(Slice::Done)
+        }
+    }
+
+    #[test]
+    fn a_waiting_task_gets_a_temporary_worker_while_every_worker_is_stuck() {
+        let pool = pool(1);
+        let group = Arc::new(TaskGroup::default());
+        let abort = Arc::new(Abort::default());
+        let stuck = Stuck {
+            spin: Duration::from_secs(3),
+        };
+        pool.spawn(
+            &pool.waker(Lane::Compute),
+            "stuck".into(),
+            Box::new(stuck),
+            &group,
+            &abort,
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let (tx, rx) = channel();
+        let quick = Countdown { left: 1, done: tx };
+        pool.spawn(
+            &pool.waker(Lane::Compute),
+            "quick".into(),
+            Box::new(quick),
+            &group,
+            &abort,
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(2_500)).is_ok(),
+            "the quick task waited for the stuck one's slice to end"
+        );
+        group.wait();
+        assert!(
+            pool.threads() <= 1 + 1 + 2 + 1,
+            "at most one temporary worker"
+        );
     }
 
     #[test]

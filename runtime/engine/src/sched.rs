@@ -124,6 +124,11 @@ impl<T> Scheduler<T> {
         self.slots.insert(id, Slot::Idle(task));
     }
 
+    /// Tasks ready and waiting for a worker.
+    pub(crate) fn waiting(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Tasks not finished.
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
@@ -148,11 +153,15 @@ pub(crate) const LONG_SLICE: Duration = Duration::from_millis(20);
 /// Long slices in a row after which a task is throttled.
 pub(crate) const LONG_STREAK: u32 = 3;
 
+/// A slice this long is throttled at once (guest calls running to their
+/// budget: a slice is normally at most a few ms).
+pub(crate) const VERY_LONG_SLICE: Duration = Duration::from_millis(250);
+
 /// Slows a task whose slices keep running long (a guest using its whole
 /// call budget call after call): after [`LONG_STREAK`] long slices in a
-/// row, each further long slice is followed by a pause as long as the
-/// slice, so the task gets at most half of a worker and other tasks' turns
-/// come round.
+/// row, or one of [`VERY_LONG_SLICE`], each long slice is followed by a
+/// pause as long as the slice, so the task gets at most half of a worker
+/// and other tasks' turns come round.
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
     streak: u32,
@@ -167,7 +176,7 @@ impl Throttle {
             return None;
         }
         self.streak = self.streak.saturating_add(1);
-        (self.streak >= LONG_STREAK).then_some(took)
+        (self.streak >= LONG_STREAK || took >= VERY_LONG_SLICE).then_some(took)
     }
 }
 
@@ -302,5 +311,10 @@ mod tests {
             "a short one resets"
         );
         assert_eq!(t.after(long), None);
+        assert_eq!(
+            t.after(VERY_LONG_SLICE),
+            Some(VERY_LONG_SLICE),
+            "one very long slice is enough"
+        );
     }
 }
