@@ -25,7 +25,6 @@ mod chan;
 mod checkpoint;
 mod error;
 mod executor;
-mod io;
 mod job;
 mod metrics;
 mod plan;
@@ -41,17 +40,17 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
-pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use io::{
-    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, SourceWaker, fn_sink,
-    iter_source,
-};
+pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use job::{Job, Usage};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
-pub use policy::{DeadLetter, DeadLetterFn};
 pub use pool::{PoolConfig, WorkerPool};
 pub use protocol::StateValue;
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
+pub use weir_io::{
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
+    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SourceWaker, SplitStats, fn_sink,
+    iter_source,
+};

@@ -34,7 +34,7 @@ mod stderr;
 mod trap;
 
 pub use error::{InstanceError, ModuleError};
-pub use host::HostState;
+pub use host::{GuestLog, HostState, MAX_KEPT_LOGS_PER_CALL};
 pub use instance::{CallOutcome, EventFailure, FiredTimer, OperatorInstance};
 pub use limits::{
     DEFAULT_CALL_BUDGET, DEFAULT_INIT_BUDGET, DEFAULT_MAX_MODULE_BYTES, DEFAULT_MEMORY_BYTES,

@@ -38,12 +38,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
-use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
+use weir_engine::{
+    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateValue,
+};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
-use crate::now_ms;
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
+use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;
@@ -85,6 +87,10 @@ pub struct TopologyStatus {
     pub busy: Option<&'static str>,
     /// `(operator, instance, metrics)` while it runs.
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
+    /// `(source or sink, its figures)` while it runs, for those that keep
+    /// them (stream and Kafka sources: position and end per split; Kafka
+    /// sinks: records and transactions).
+    pub endpoints: Vec<(String, EndpointSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
     /// Interval checkpoints the current run skipped because nothing had
@@ -92,6 +98,10 @@ pub struct TopologyStatus {
     pub skipped_checkpoints: u64,
     /// What it costs the node while it runs (CPU, memory).
     pub usage: Option<weir_engine::Usage>,
+    /// Checkpoints of the current run whose commit failed and that were
+    /// aborted (their changes went into the next): in all, in a row now,
+    /// and why the last one failed.
+    pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
 }
 
@@ -305,9 +315,11 @@ impl Topologies {
             state: Phase::Stopped,
             busy: None,
             operators: Vec::new(),
+            endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
             usage: None,
+            failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -328,8 +340,10 @@ impl Topologies {
                 owner.lease().map(|job| {
                     (
                         job.metrics(),
+                        job.endpoints(),
                         job.checkpoints(),
                         job.skipped_checkpoints(),
+                        job.failed_checkpoints(),
                         job.usage(),
                     )
                 })
@@ -337,11 +351,13 @@ impl Topologies {
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped, usage)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed, usage)) => {
                 status.operators = metrics;
+                status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
                 status.usage = Some(usage);
+                status.failed_checkpoints = failed;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
@@ -421,14 +437,19 @@ impl Topologies {
             }
             Err(e) => {
                 record.last_error = Some(e.to_string());
-                if by == StartedBy::Supervisor {
+                // A user's start that failed for a cause waiting may fix
+                // (brokers down, a topic not created yet, an I/O error) is
+                // kept: the topology restarts with backoff, as after a
+                // failure while running.
+                let keep = by == StartedBy::Supervisor || e.recoverable();
+                if keep {
                     record.desired = DesiredState::Running;
                 }
                 let _ = self.records.write(&record);
-                match by {
+                match keep {
                     // The phase goes back to what it was.
-                    StartedBy::User => drop(claim),
-                    StartedBy::Supervisor => {
+                    false => drop(claim),
+                    true => {
                         let policy = self.restart.with(record.doc.restart.as_ref());
                         let retry =
                             self.after_failure(owner, &policy, &e.to_string(), e.recoverable());
