@@ -187,6 +187,36 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Applies topology `name` from `doc` (YAML) and starts it.
+    pub(crate) fn apply_and_start(&self, name: &str, doc: &str) -> Result<()> {
+        self.send(
+            "PUT",
+            &format!("/v1/topologies/{name}"),
+            doc.as_bytes(),
+            "application/yaml",
+        )?;
+        self.send(
+            "POST",
+            &format!("/v1/topologies/{name}/start"),
+            b"",
+            "application/json",
+        )?;
+        Ok(())
+    }
+
+    /// Appends JSON lines to `stream`.
+    pub(crate) fn produce(&self, stream: &str, lines: &[u8]) -> Result<()> {
+        self.send(
+            "POST",
+            &format!("/v1/streams/{stream}/events"),
+            lines,
+            "application/x-ndjson",
+        )?;
+        Ok(())
+    }
+}
+
 /// A read of a stream: only what the bench needs.
 #[derive(Deserialize)]
 struct Read<'a> {
@@ -231,18 +261,7 @@ fn api_round(
         .replace("@NAME@", &name)
         .replace("@IN@", &input)
         .replace("@OUT@", &output);
-    client.send(
-        "PUT",
-        &format!("/v1/topologies/{name}"),
-        doc.as_bytes(),
-        "application/yaml",
-    )?;
-    client.send(
-        "POST",
-        &format!("/v1/topologies/{name}/start"),
-        b"",
-        "application/json",
-    )?;
+    client.apply_and_start(&name, &doc)?;
     // Generated before the clock starts: the client's own JSON writing is
     // not the server's cost.
     let bodies = bodies(n);

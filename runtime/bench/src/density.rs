@@ -96,22 +96,6 @@ fn topology(name: &str, input: &str, output: &str) -> String {
     )
 }
 
-fn start(client: &Client, name: &str, doc: &str) -> Result<()> {
-    client.send(
-        "PUT",
-        &format!("/v1/topologies/{name}"),
-        doc.as_bytes(),
-        "application/yaml",
-    )?;
-    client.send(
-        "POST",
-        &format!("/v1/topologies/{name}/start"),
-        b"",
-        "application/json",
-    )?;
-    Ok(())
-}
-
 /// `n` lines of the sample text (repeated as needed).
 fn lines(sample: &[&str], n: usize, offset: usize) -> String {
     let mut out = String::new();
@@ -124,19 +108,13 @@ fn lines(sample: &[&str], n: usize, offset: usize) -> String {
 
 /// Time for the healthy topology `name` to count `text`.
 fn healthy_run(client: &Client, name: &str, text: &str) -> Result<Duration> {
-    start(
-        client,
+    client.apply_and_start(
         name,
         &topology(name, &format!("{name}-in"), &format!("{name}-out")),
     )?;
     let want = weir_fixtures::word_counts(text);
     let started = Instant::now();
-    client.send(
-        "POST",
-        &format!("/v1/streams/{name}-in/events"),
-        text.as_bytes(),
-        "application/x-ndjson",
-    )?;
+    client.produce(&format!("{name}-in"), text.as_bytes())?;
     wait_for(client, &format!("{name}-out"), &want)?;
     Ok(started.elapsed())
 }
@@ -161,19 +139,13 @@ pub fn run(n: usize) -> Result<()> {
     let mut expected = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("d{i}");
-        start(
-            &client,
+        client.apply_and_start(
             &name,
             &topology(&name, &format!("{name}-in"), &format!("{name}-out")),
         )?;
         let text = lines(&sample, LINES_EACH, i);
         expected.push(weir_fixtures::word_counts(&text));
-        client.send(
-            "POST",
-            &format!("/v1/streams/{name}-in/events"),
-            text.as_bytes(),
-            "application/x-ndjson",
-        )?;
+        client.produce(&format!("{name}-in"), text.as_bytes())?;
         if (i + 1) % 100 == 0 {
             println!(
                 "  {} topologies started, RSS {:.0} MiB, {} threads",
@@ -219,14 +191,9 @@ pub fn run(n: usize) -> Result<()> {
         let doc = format!(
             "name: {name}\nsources: [{{ name: in, stream: {name}-in }}]\noperators:\n  - {{ name: spin, module: endless-loop, input: in, on_error: skip }}\nsinks: [{{ name: out, stream: {name}-out, input: spin }}]\n"
         );
-        start(&client, &name, &doc)?;
+        client.apply_and_start(&name, &doc)?;
         let looping: String = (0..50).map(|_| "{\"value\":\"loop\"}\n").collect();
-        client.send(
-            "POST",
-            &format!("/v1/streams/{name}-in/events"),
-            looping.as_bytes(),
-            "application/x-ndjson",
-        )?;
+        client.produce(&format!("{name}-in"), looping.as_bytes())?;
     }
     // Long enough for the hostile tasks to be throttled.
     std::thread::sleep(Duration::from_secs(10));

@@ -40,6 +40,8 @@ struct TopologyRow {
     operators: Vec<(String, usize, MetricsSnapshot)>,
     endpoints: Vec<(String, EndpointSnapshot)>,
     checkpoint: Option<CheckpointInfo>,
+    /// What it costs the node, while it runs.
+    usage: Option<weir_engine::Usage>,
 }
 
 /// What the server runs, at one moment.
@@ -65,8 +67,8 @@ impl Scrape {
                 } else {
                     None
                 };
-                let (operators, endpoints, checkpoint) = status
-                    .map(|s| (s.operators, s.endpoints, s.last_checkpoint))
+                let (operators, endpoints, checkpoint, usage) = status
+                    .map(|s| (s.operators, s.endpoints, s.last_checkpoint, s.usage))
                     .unwrap_or_default();
                 TopologyRow {
                     phase: owned.and_then(|(_, phase, _)| {
@@ -79,6 +81,7 @@ impl Scrape {
                     operators,
                     endpoints,
                     checkpoint,
+                    usage,
                     name,
                 }
             })
@@ -291,6 +294,37 @@ impl Collector for Scrape {
                 .filter(|t| t.phase.is_some())
                 .map(|t| (topology(&t.name), t.restarts)),
         )?;
+        let usage = || {
+            self.topologies
+                .iter()
+                .filter_map(|t| Some((topology(&t.name), t.usage?)))
+        };
+        f.family(
+            "weir_topology_cpu_seconds",
+            "Worker time a running topology's tasks used since it started.",
+            MetricType::Counter,
+            usage().map(|(l, u)| (l, ConstCounter::new(u.cpu_seconds))),
+        )?;
+        f.gauges(
+            "weir_topology_cpu_share",
+            "A running topology's part (0 to 1) of the worker time all topologies used lately.",
+            usage().map(|(l, u)| (l, u.cpu_share)),
+        )?;
+        f.counters(
+            "weir_topology_throttled_slices",
+            "Slices after which a task of the topology was paused because its guest calls kept running long.",
+            usage().map(|(l, u)| (l, u.throttled)),
+        )?;
+        f.gauges(
+            "weir_topology_wasm_memory_bytes",
+            "Linear memory of a running topology's operator instances.",
+            usage().map(|(l, u)| (l, u.wasm_memory_bytes as i64)),
+        )?;
+        f.gauges(
+            "weir_topology_state_bytes",
+            "Keyed state a running topology's operators hold in memory.",
+            usage().map(|(l, u)| (l, u.state_bytes as i64)),
+        )?;
         self.instance_counter(
             f,
             "weir_operator_events_in",
@@ -456,6 +490,13 @@ mod tests {
                 operators,
                 endpoints: vec![("in".into(), lagging())],
                 checkpoint: None,
+                usage: Some(weir_engine::Usage {
+                    cpu_seconds: 1.5,
+                    cpu_share: 0.25,
+                    throttled: 3,
+                    wasm_memory_bytes: 1 << 20,
+                    state_bytes: 512,
+                }),
             }],
             streams: Vec::new(),
         }
@@ -482,6 +523,11 @@ mod tests {
             "weir_topology_restarts_total{topology=\"t\\\"1\\n\"} 2".to_string(),
             r#"weir_source_split_lag{topology="t\"1\n",endpoint="in",split="3"} 12"#.to_string(),
             r#"weir_connector_count_total{topology="t\"1\n",endpoint="in",counter="records_in"} 40"#.to_string(),
+            r#"weir_topology_cpu_seconds_total{topology="t\"1\n"} 1.5"#.to_string(),
+            r#"weir_topology_cpu_share{topology="t\"1\n"} 0.25"#.to_string(),
+            r#"weir_topology_throttled_slices_total{topology="t\"1\n"} 3"#.to_string(),
+            r#"weir_topology_wasm_memory_bytes{topology="t\"1\n"} 1048576"#.to_string(),
+            r#"weir_topology_state_bytes{topology="t\"1\n"} 512"#.to_string(),
         ] {
             assert!(text.contains(&line), "no `{line}` in:\n{text}");
         }
