@@ -39,7 +39,7 @@ use crate::align::{Aligner, InputTracker};
 use crate::chan::{Inbox, Outlet};
 use crate::checkpoint::{
     Carried, CheckpointConfig, CheckpointInfo, Coordinator, FailedCheckpoints, Request, Restored,
-    TaskInfo, check_restore, lineage_of, restore,
+    Summary, TaskInfo, check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
 use crate::metrics::{Footprint, MetricsRegistry};
@@ -175,6 +175,9 @@ pub(crate) struct Launched {
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<Outlet>)>,
+    /// Operator → the value states its module declared, to tell apart
+    /// what a state read that found nothing got wrong.
+    pub(crate) declared: HashMap<String, Vec<String>>,
     pub(crate) state: Option<StateConfig>,
 }
 
@@ -273,8 +276,14 @@ fn create_instances(
                     }
                     None => Box::new(MemoryState::new()),
                 };
-                let instance =
-                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
+                let instance = OperatorInstance::in_topology(
+                    &doc.name,
+                    &modules[&o.module],
+                    &o.name,
+                    &config,
+                    op_state,
+                    range,
+                )?;
                 declared.insert(o.name.clone(), instance.value_states().to_vec());
                 ops.push(ChainOp {
                     name: o.name.clone(),
@@ -596,6 +605,7 @@ pub(crate) fn launch(
         source_counts.push((doc_source.name.clone(), read.clone()));
         let task = SourceTask {
             name: doc_source.name.clone(),
+            origin: Arc::from(doc_source.name.as_str()),
             source,
             count: start.position.count().unwrap_or(0),
             start: start.position,
@@ -653,6 +663,7 @@ pub(crate) fn launch(
             skipped: skipped.clone(),
             failed: failed.clone(),
             carried: Carried::default(),
+            summary: Summary::new(std::time::Instant::now()),
         };
         spawn(
             &coordinator_waker,
@@ -683,6 +694,7 @@ pub(crate) fn launch(
         skipped,
         failed,
         query_routes,
+        declared,
         state,
     })
 }

@@ -18,7 +18,7 @@ use weir_types::{Batch, key_group_of};
 use crate::chan::{Outlet, Sent};
 use crate::metrics::InstanceMetrics;
 use crate::pool::TaskWaker;
-use crate::protocol::{Envelope, Msg};
+use crate::protocol::{Envelope, Msg, Origin};
 
 /// How a producer's output reaches one consumer.
 #[derive(Debug, Clone)]
@@ -116,6 +116,12 @@ impl Outputs {
     /// Sends a batch along every route. `Err` means a consumer is gone (the
     /// topology is stopping).
     pub(crate) fn batch(&mut self, batch: Batch) -> Result<(), ()> {
+        self.batch_from(batch, None)
+    }
+
+    /// Sends a batch read by a source along every route, with its origin
+    /// (split with the batch when a route splits it by key).
+    pub(crate) fn batch_from(&mut self, batch: Batch, origin: Option<Origin>) -> Result<(), ()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -132,12 +138,12 @@ impl Outputs {
             match &route.kind {
                 RouteKind::Forward => {
                     let t = self.index.min(route.targets.len() - 1);
-                    self.send(r, t, Msg::Batch(b))?;
+                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Rebalance => {
                     let t = self.next % route.targets.len();
                     self.next += 1;
-                    self.send(r, t, Msg::Batch(b))?;
+                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Keyed {
                     field,
@@ -145,7 +151,9 @@ impl Outputs {
                     owner,
                 } => {
                     let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                    for e in b.iter() {
+                    // Which events of `b` each part holds, for their origin.
+                    let mut picked: Vec<Vec<usize>> = vec![Vec::new(); route.targets.len()];
+                    for (i, e) in b.iter().enumerate() {
                         let rekeyed = field
                             .as_ref()
                             .map(|f| weir_types::wire::field_key(e.value, f));
@@ -157,6 +165,9 @@ impl Outputs {
                             Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
                             None => 0,
                         };
+                        if origin.is_some() {
+                            picked[t].push(i);
+                        }
                         let part = &mut parts[t];
                         let index = part.len() as u32;
                         part.headers.extend(
@@ -166,9 +177,10 @@ impl Outputs {
                         );
                         part.push(key, e.value, e.timestamp);
                     }
-                    for (t, part) in parts.into_iter().enumerate() {
+                    for (t, (part, picked)) in parts.into_iter().zip(picked).enumerate() {
                         if !part.is_empty() {
-                            self.send(r, t, Msg::Batch(part))?;
+                            let origin = origin.as_ref().map(|o| o.select(picked.into_iter()));
+                            self.send(r, t, Msg::Batch(part, origin))?;
                         }
                     }
                 }
@@ -217,7 +229,7 @@ mod tests {
         messages(rx)
             .into_iter()
             .map(|e| match e.msg {
-                Msg::Batch(b) => (
+                Msg::Batch(b, _) => (
                     e.from,
                     b.iter().map(|ev| ev.key.map(<[u8]>::to_vec)).collect(),
                 ),
@@ -339,7 +351,7 @@ mod tests {
             let e = rx.try_recv();
             let Ok(e) = e else { break };
             got.push(match e.msg {
-                Msg::Batch(b) => format!("{:?}", b.iter().next().unwrap().key),
+                Msg::Batch(b, _) => format!("{:?}", b.iter().next().unwrap().key),
                 Msg::Watermark(w) => format!("wm {w}"),
                 _ => "other".into(),
             });

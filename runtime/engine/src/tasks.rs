@@ -35,7 +35,9 @@ use crate::error::{EngineError, state_error};
 use crate::metrics::{Footprint, InstanceMetrics};
 use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
 use crate::pool::{Task, TaskWaker};
-use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
+use crate::protocol::{
+    Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Offsets, Origin, Query, read_state,
+};
 use crate::routes::Outputs;
 pub(crate) use crate::sched::Slice;
 
@@ -67,12 +69,19 @@ pub(crate) struct ChainOp {
 
 impl ChainOp {
     /// Applies the operator's policy to a failure: an error to stop the
-    /// run, else it was skipped or dead-lettered.
-    fn handle(&self, failure: Failure, dead: &DeadLetters) -> Result<(), EngineError> {
+    /// run (naming the event: its source and offset when `origin` says,
+    /// and its key), else it was skipped or dead-lettered.
+    fn handle(
+        &self,
+        failure: Failure,
+        dead: &DeadLetters,
+        origin: Option<&Origin>,
+    ) -> Result<(), EngineError> {
         InstanceMetrics::add(&self.metrics.errors, 1);
         match judge(self.policy, &self.name, failure) {
             Verdict::Stop(Failure::Event(f)) => Err(EngineError::EventFailed {
                 operator: self.name.clone(),
+                event: describe_event(&f.event, origin.map(|o| (o, f.index))),
                 message: f.message,
             }),
             Verdict::Stop(Failure::Timer(f)) => Err(EngineError::TimerFailed {
@@ -89,14 +98,43 @@ impl ChainOp {
     }
 }
 
+/// Longest key a failure message quotes, in characters.
+const QUOTED_KEY_CHARS: usize = 64;
+
+/// Which event failed, for a message: its source and offset (when it came
+/// straight from a source, at `index` of the batch from `origin`) and key.
+fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -> String {
+    let key = match &event.key {
+        None => "no key".to_string(),
+        Some(k) => {
+            let text = String::from_utf8_lossy(k);
+            let mut quoted: String = text.chars().take(QUOTED_KEY_CHARS).collect();
+            if text.chars().count() > QUOTED_KEY_CHARS {
+                quoted.push('…');
+            }
+            format!("key {quoted:?}")
+        }
+    };
+    match origin {
+        Some((o, index)) => match o.offset(index) {
+            Some(offset) => format!("source `{}` offset {offset}, {key}", o.source),
+            None => format!("source `{}`, {key}", o.source),
+        },
+        None => key,
+    }
+}
+
 /// Runs `batch` through `ops` from operator `from` on, applying each
 /// operator's late and error policies; returns the last operator's output.
+/// `origin`: where the batch was read, when it comes straight from a
+/// source (it names the events the first operator fails on).
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
     mut batch: Batch,
     watermark: i64,
     dead: &DeadLetters,
+    mut origin: Option<Origin>,
 ) -> Result<Batch, EngineError> {
     for op in ops.iter_mut().skip(from) {
         if batch.is_empty() {
@@ -108,6 +146,10 @@ fn run_chain(
         InstanceMetrics::add(&op.metrics.late, late as u64);
         if late > 0 && op.late != LatePolicyDoc::Keep {
             let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
+            origin = origin.map(|o| {
+                let kept = batch.timestamps.iter().enumerate();
+                o.select(kept.filter(|(_, t)| **t >= watermark).map(|(i, _)| i))
+            });
             for e in batch.iter() {
                 if e.timestamp >= watermark {
                     on_time.push_ref(&e);
@@ -134,10 +176,12 @@ fn run_chain(
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
-            op.handle(Failure::Event(failed), dead)?;
+            op.handle(Failure::Event(failed), dead, origin.as_ref())?;
         }
         InstanceMetrics::add(&op.metrics.events_out, isolated.events.len() as u64);
         batch = isolated.events;
+        // What the operator emitted was not read from the source.
+        origin = None;
     }
     Ok(batch)
 }
@@ -168,10 +212,10 @@ fn fire_timers(
             op.metrics.add_guest(op.instance.take_counters());
             op.metrics.add_logs(op.instance.take_logs());
             for failed in fired.failed {
-                op.handle(Failure::Timer(failed), dead)?;
+                op.handle(Failure::Timer(failed), dead, None)?;
             }
             InstanceMetrics::add(&op.metrics.events_out, fired.events.len() as u64);
-            let emitted = run_chain(rest, 0, fired.events, before, dead)?;
+            let emitted = run_chain(rest, 0, fired.events, before, dead, None)?;
             out.extend_from(&emitted);
         }
     }
@@ -390,8 +434,8 @@ impl ChainTask {
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         let from = envelope.from;
         match envelope.msg {
-            Msg::Batch(batch) => {
-                let out = run_chain(&mut self.ops, 0, batch, self.watermark, &self.dead)?;
+            Msg::Batch(batch, origin) => {
+                let out = run_chain(&mut self.ops, 0, batch, self.watermark, &self.dead, origin)?;
                 Ok(sent(self.outputs.batch(out)))
             }
             Msg::Watermark(wm) => {
@@ -506,6 +550,8 @@ impl Task for ChainTask {
 /// One source and where it starts.
 pub(crate) struct SourceTask {
     pub(crate) name: String,
+    /// The name again, shared by the origins of the batches it sends.
+    pub(crate) origin: Arc<str>,
     pub(crate) source: Box<dyn Source>,
     /// Where the run starts (restored from a checkpoint).
     pub(crate) start: Position,
@@ -652,6 +698,16 @@ impl SourceTask {
         let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
         let mut done = false;
         let started = Instant::now();
+        // A source that reports its own position (splits) has no single
+        // offset per event.
+        let origin = Origin {
+            source: self.origin.clone(),
+            offsets: self
+                .source
+                .position()
+                .is_none()
+                .then_some(Offsets::Run(self.count)),
+        };
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
             let room = batch_size - batch.len();
             let pulled = self
@@ -678,7 +734,7 @@ impl SourceTask {
         self.control
             .activity
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if self.outputs.batch(batch).is_err() {
+        if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }
         let wm = self.watermark_of(self.max_ts);
@@ -786,7 +842,7 @@ impl SinkTask {
     /// Handles one message.
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         match envelope.msg {
-            Msg::Batch(batch) => match &mut self.sink {
+            Msg::Batch(batch, _) => match &mut self.sink {
                 Some(sink) => sink.write(&batch).map_err(|message| EngineError::Sink {
                     sink: self.name.clone(),
                     message,
