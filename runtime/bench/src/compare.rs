@@ -75,18 +75,24 @@ fn weir_binary() -> Result<PathBuf> {
 
 /// A `weir serve` child on an ephemeral loopback port over a temporary
 /// data directory; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _data: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Result<Server> {
+        Server::start_with(&[])
+    }
+
+    /// A server with `extra` flags.
+    pub(crate) fn start_with(extra: &[&str]) -> Result<Server> {
         let data = tempfile::tempdir()?;
         let mut child = Command::new(weir_binary()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
+            .args(extra)
             .env_remove("WEIR_TOKEN")
             .env("WEIR_LOG", "warn")
             .stdout(Stdio::piped())
@@ -108,8 +114,12 @@ impl Server {
         })
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `VmHWM` (peak) or `VmRSS` (now) of the server, in MiB.
-    fn rss_mib(&self, field: &str) -> f64 {
+    pub(crate) fn rss_mib(&self, field: &str) -> f64 {
         status_mib(&format!("/proc/{}/status", self.child.id()), field)
     }
 }
@@ -124,13 +134,13 @@ impl Drop for Server {
 /// A blocking client that turns every non-2xx answer into an error
 /// naming the request and the server's message.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     base: String,
     agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(base: &str) -> Client {
+    pub(crate) fn new(base: &str) -> Client {
         Client {
             base: base.to_string(),
             agent: ureq::Agent::config_builder()
@@ -140,7 +150,13 @@ impl Client {
         }
     }
 
-    fn send(&self, method: &str, path: &str, body: &[u8], content_type: &str) -> Result<String> {
+    pub(crate) fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<String> {
         let url = format!("{}{path}", self.base);
         let res = match method {
             "GET" => self.agent.get(&url).call(),
@@ -168,6 +184,36 @@ impl Client {
             bail!("{method} {path}: {status} {text}");
         }
         Ok(text)
+    }
+}
+
+impl Client {
+    /// Applies topology `name` from `doc` (YAML) and starts it.
+    pub(crate) fn apply_and_start(&self, name: &str, doc: &str) -> Result<()> {
+        self.send(
+            "PUT",
+            &format!("/v1/topologies/{name}"),
+            doc.as_bytes(),
+            "application/yaml",
+        )?;
+        self.send(
+            "POST",
+            &format!("/v1/topologies/{name}/start"),
+            b"",
+            "application/json",
+        )?;
+        Ok(())
+    }
+
+    /// Appends JSON lines to `stream`.
+    pub(crate) fn produce(&self, stream: &str, lines: &[u8]) -> Result<()> {
+        self.send(
+            "POST",
+            &format!("/v1/streams/{stream}/events"),
+            lines,
+            "application/x-ndjson",
+        )?;
+        Ok(())
     }
 }
 
@@ -215,18 +261,7 @@ fn api_round(
         .replace("@NAME@", &name)
         .replace("@IN@", &input)
         .replace("@OUT@", &output);
-    client.send(
-        "PUT",
-        &format!("/v1/topologies/{name}"),
-        doc.as_bytes(),
-        "application/yaml",
-    )?;
-    client.send(
-        "POST",
-        &format!("/v1/topologies/{name}/start"),
-        b"",
-        "application/json",
-    )?;
+    client.apply_and_start(&name, &doc)?;
     // Generated before the clock starts: the client's own JSON writing is
     // not the server's cost.
     let bodies = bodies(n);

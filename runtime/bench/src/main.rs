@@ -40,6 +40,13 @@
 //! Go, JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
 //!
+//! `density [--topologies N]` (default 1,000): N copies of `split-words →
+//! word-count (parallelism 2)` on one `weir serve` (release build), each
+//! fed 200 lines and checked for its exact counts, then left idle: the
+//! server's RSS, threads and CPU while idle; then a healthy topology's
+//! time for 20,000 lines alone and next to two hostile topologies whose
+//! guest loops to its call budget on every batch.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -58,6 +65,7 @@
 
 mod checkpoints;
 mod compare;
+mod density;
 mod kafka;
 mod languages;
 mod native;
@@ -388,6 +396,9 @@ enum Workload {
     Kafka,
     /// Appends to an embedded stream: plain against idempotent.
     Produce,
+    /// Many small topologies on one `weir serve`: RSS, threads, idle CPU,
+    /// and a healthy topology's time next to hostile ones.
+    Density,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -424,6 +435,9 @@ struct Args {
     /// `fixed`: run `compare` instead.
     #[arg(long)]
     compare: bool,
+    /// `density`: topologies to start.
+    #[arg(long, default_value_t = 1_000)]
+    topologies: usize,
     /// `restore`: the directory `recovery` checkpointed into.
     #[arg(long, hide = true)]
     dir: Option<std::path::PathBuf>,
@@ -474,6 +488,7 @@ fn main() -> Result<()> {
         Workload::Postgres => postgres::run(events, rounds)?,
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
         Workload::Produce => produce::run(events, rounds)?,
+        Workload::Density => density::run(args.topologies)?,
     }
     report::write_json(args.json.as_deref())
 }

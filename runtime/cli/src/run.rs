@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// is compiled once; `none` disables the cache.
     #[arg(long, default_value = "weir-data/cache")]
     pub(crate) cache_dir: PathBuf,
+    /// With --topology: worker threads running its tasks [default: the
+    /// number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) workers: Option<u16>,
     /// With --module: the operator's name in logs and errors (default: the
     /// module file's name, `word_count` for word_count.wasm).
     #[arg(long)]
@@ -159,7 +163,15 @@ fn host(args: &RunArgs) -> Result<WasmHost> {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     match (&args.module, &args.topology) {
         (Some(module), _) => run_module(&args, module.clone()),
-        (None, Some(topology)) => crate::topology::run(&args, &host(&args)?, topology),
+        (None, Some(topology)) => {
+            if let Some(workers) = args.workers {
+                weir_engine::WorkerPool::configure_shared(weir_engine::PoolConfig {
+                    workers: usize::from(workers),
+                    ..weir_engine::PoolConfig::default()
+                })?;
+            }
+            crate::topology::run(&args, &host(&args)?, topology)
+        }
         (None, None) => bail!("give --module FILE or --topology FILE"),
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
+use weir_engine::{PoolConfig, WorkerPool};
 use weir_server::ServerConfig;
 use weir_topology::{RestartDoc, TopologyLimits};
 use weir_wasm::{
@@ -31,7 +32,7 @@ pub struct ServeArgs {
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, compile_memory_bytes, compile_timeout_ms, restart_attempts, restart_backoff_ms,
     /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
-    /// postgres_url.
+    /// postgres_url, workers, blocking_workers.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The bearer token clients must send (also WEIR_TOKEN).
@@ -119,6 +120,14 @@ pub struct ServeArgs {
     /// document names none.
     #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     kafka_brokers: Option<String>,
+    /// Worker threads running every topology's sources, operators and
+    /// sinks [default: the number of cores].
+    #[arg(long, env = "WEIR_WORKERS", value_name = "N")]
+    workers: Option<usize>,
+    /// Worker threads for work that waits on I/O (checkpoint commits,
+    /// sinks writing as they go, broker polls) [default: 2].
+    #[arg(long, env = "WEIR_BLOCKING_WORKERS", value_name = "N")]
+    blocking_workers: Option<usize>,
 }
 
 /// The config file.
@@ -151,6 +160,8 @@ struct FileConfig {
     min_free_bytes: Option<u64>,
     postgres_url: Option<String>,
     kafka_brokers: Option<String>,
+    workers: Option<usize>,
+    blocking_workers: Option<usize>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -173,7 +184,7 @@ fn read_token(path: &Path) -> Result<String> {
 }
 
 /// Flags and env (clap merged them) over the file over defaults.
-fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
+fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolConfig)> {
     let file = match &args.config {
         Some(p) => read_file(p)?,
         None => FileConfig::default(),
@@ -189,7 +200,15 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             args.$field.or(file.$field).unwrap_or($default)
         };
     }
-    Ok(ServerConfig {
+    let p = PoolConfig::default();
+    let pool = PoolConfig {
+        workers: pick!(workers, p.workers),
+        blocking_workers: pick!(blocking_workers, p.blocking_workers),
+    };
+    if pool.workers == 0 || pool.blocking_workers == 0 {
+        anyhow::bail!("--workers and --blocking-workers must be at least 1");
+    }
+    let server = ServerConfig {
         listen: pick!(listen, d.listen),
         data_dir: pick!(data_dir, d.data_dir),
         token: token.filter(|t| !t.is_empty()),
@@ -238,7 +257,8 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             postgres_url: args.postgres_url.or(file.postgres_url),
         },
         kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
-    })
+    };
+    Ok((server, pool))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -266,8 +286,9 @@ async fn shutdown_signal() {
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let token = args.token.clone();
-    let config = config(args, token)?;
+    let (config, pool) = config(args, token)?;
     let _lock = crate::datadir::lock(&config.data_dir)?;
+    WorkerPool::configure_shared(pool)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir-http")

@@ -10,9 +10,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir_io::{CheckpointRef, EndpointStats, Next, Position, Pull, Pulled, Sink, Source};
+use weir_io::{
+    CheckpointRef, EndpointStats, Next, Position, Pull, Pulled, Sink, Source, SourceWaker,
+};
 use weir_types::{Batch, Event};
 
 use crate::Stream;
@@ -27,6 +30,8 @@ pub struct StreamSource {
     read_batch: usize,
     /// Where it is in the stream and where the stream ends (split 0).
     stats: Arc<EndpointStats>,
+    /// A wake is registered with the stream and has not fired yet.
+    armed: Arc<AtomicBool>,
 }
 
 impl StreamSource {
@@ -40,6 +45,7 @@ impl StreamSource {
             buffered: VecDeque::new(),
             read_batch: 1024,
             stats: Arc::default(),
+            armed: Arc::default(),
         }
     }
 
@@ -52,6 +58,7 @@ impl StreamSource {
             buffered: VecDeque::new(),
             read_batch: 1024,
             stats: Arc::default(),
+            armed: Arc::default(),
         }
     }
 
@@ -101,6 +108,22 @@ impl Source for StreamSource {
         ))
     }
 
+    /// A following source is woken by the append that gives it an event.
+    fn wake_when_ready(&mut self, waker: &SourceWaker) -> bool {
+        if self.end.is_some() {
+            return false;
+        }
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            let armed = self.armed.clone();
+            let waker = waker.clone();
+            self.stream.wake_when_past(self.next, move || {
+                armed.store(false, Ordering::SeqCst);
+                waker.wake();
+            });
+        }
+        true
+    }
+
     fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
         let mut pulled = Pulled {
             events: 0,
@@ -130,16 +153,16 @@ impl Source for StreamSource {
 
 impl StreamSource {
     /// Reads the next run of events into `buffered`: at once when the
-    /// stream has them, after waiting up to 50 ms for an append when it
-    /// does not (a following source), nothing at its end (a bounded one).
+    /// stream has them, nothing when it does not (a following source that
+    /// caught up) or at its end (a bounded one). It never waits.
     fn fill(&mut self) -> Result<(), String> {
         let end = match self.end {
             Some(end) if self.next >= end => return Ok(()),
             Some(end) => end,
             None => {
-                // Woken by an append; an idle source looks up (for
-                // barriers and stops) every 50 ms.
-                if !self.stream.wait_for(self.next, Duration::from_millis(50)) {
+                // Never waits: a caught-up source says Idle and the engine
+                // pulls it again after a pause (it holds a pool worker).
+                if !self.stream.wait_for(self.next, Duration::ZERO) {
                     return Ok(());
                 }
                 u64::MAX
@@ -271,6 +294,26 @@ mod tests {
         assert!(bounded.seek(&Position::Count(9)).is_err());
         bounded.seek(&Position::Count(4)).unwrap();
         assert_eq!(bounded.pull().unwrap(), Pull::End);
+    }
+
+    #[test]
+    fn an_idle_following_source_is_woken_by_the_append_and_a_bounded_one_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let stream = store.stream("in").unwrap();
+        let mut source = StreamSource::follow(stream.clone());
+        assert_eq!(source.pull().unwrap(), Pull::Idle);
+        let woken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = woken.clone();
+        let waker = SourceWaker::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(source.wake_when_ready(&waker));
+        assert!(source.wake_when_ready(&waker), "asked twice, armed once");
+        stream.append(&batch(0..1)).unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(matches!(source.pull().unwrap(), Pull::Event(e) if e.value == b"0"));
+        assert!(!StreamSource::bounded(stream).wake_when_ready(&waker));
     }
 
     #[test]

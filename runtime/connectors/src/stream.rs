@@ -337,6 +337,9 @@ pub struct Stream {
     grew: Condvar,
     /// Woken when the stream grows, for async followers.
     grew_async: tokio::sync::Notify,
+    /// Called once when the stream grows, for followers that hold no
+    /// thread (sources on the engine's worker pool).
+    grew_callbacks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     /// The end offset, readable without the lock.
     end: AtomicU64,
     queue: Mutex<Queue>,
@@ -612,6 +615,7 @@ impl Stream {
             }),
             grew: Condvar::new(),
             grew_async: tokio::sync::Notify::new(),
+            grew_callbacks: Mutex::new(Vec::new()),
             end: AtomicU64::new(end),
             queue: Mutex::new(Queue::default()),
             committed: Condvar::new(),
@@ -824,6 +828,15 @@ impl Stream {
         if grown {
             self.grew.notify_all();
             self.grew_async.notify_waiters();
+            let callbacks = std::mem::take(
+                &mut *self
+                    .grew_callbacks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            for wake in callbacks {
+                wake();
+            }
         }
         let failed = |source: &std::io::Error, what: &str| StreamError::Io {
             stream: self.name.clone(),
@@ -1077,6 +1090,25 @@ impl Stream {
             .wait_timeout_while(inner, timeout, |_| self.end_offset() <= offset)
             .unwrap_or_else(|p| p.into_inner());
         self.end_offset() > offset
+    }
+
+    /// Calls `wake` once the stream holds an event at `offset`: now when it
+    /// does already, else from the append that stores it. For followers
+    /// that must not hold a thread waiting (a source on the engine's
+    /// worker pool).
+    pub fn wake_when_past(&self, offset: u64, wake: impl FnOnce() + Send + 'static) {
+        let mut callbacks = self
+            .grew_callbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock an append takes after it moved the end:
+        // either this sees the new end or that append sees `wake`.
+        if self.end_offset() > offset {
+            drop(callbacks);
+            wake();
+            return;
+        }
+        callbacks.push(Box::new(wake));
     }
 
     /// Waits (async) until the stream holds an event at `offset`; woken by
@@ -1447,6 +1479,28 @@ mod tests {
         assert!(s.wait_for(0, Duration::from_secs(10)));
         t.join().unwrap();
         assert_eq!(s.read(0, 10).unwrap().0.len(), 3);
+    }
+
+    #[test]
+    fn a_wake_waits_for_the_append_that_passes_its_offset_and_fires_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let s = store.stream("tail").unwrap();
+        let woken = Arc::new(AtomicU64::new(0));
+        let w = woken.clone();
+        s.wake_when_past(0, move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "nothing appended yet");
+        s.append(&batch(0, 2)).unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the append woke it");
+        s.append(&batch(2, 1)).unwrap();
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "once only");
+        let w = woken.clone();
+        s.wake_when_past(1, move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(woken.load(Ordering::SeqCst), 2, "already past: at once");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,13 @@ use weir_state::{StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
+use crate::pool::{Task, TaskWaker};
 use crate::protocol::{Abort, Ack, Control};
+use crate::sched::Slice;
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
-/// Longest an idle coordinator sleeps before it looks for requests.
+/// How often a busy topology's coordinator looks whether a state budget
+/// asked for a checkpoint.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Interval checkpoints in a row that may fail before the run fails, by
 /// default.
@@ -389,76 +392,113 @@ pub(crate) fn nothing_changed(
     state_rows == 0 && pending_outputs == 0 && last == now
 }
 
-impl Coordinator {
-    /// Runs until the input ended and the last checkpoint committed, the
-    /// run stopped, or it failed.
-    pub(crate) fn run(mut self) {
-        if let Err(e) = self.run_inner() {
-            self.abort.fail(e);
-        }
-    }
+/// The coordinator as a task on the pool's blocking workers (its commits
+/// wait on fsync): each slice takes what came in (acknowledgements,
+/// requests), starts a checkpoint that is due, commits a complete one,
+/// and asks to be woken at the next interval. It polls nothing while the
+/// topology is idle, and an interval in which nothing happened (no event
+/// read, no processing-time timer fired) is skipped without barriers.
+pub(crate) struct CoordinatorTask {
+    coordinator: Coordinator,
+    tracker: Tracker<Request>,
+    queue: VecDeque<Request>,
+    next_due: Option<Instant>,
+    waker: TaskWaker,
+    /// `Control::activity` when the last interval checkpoint started.
+    activity_at_trigger: Option<u64>,
+    /// `Control::activity` at the last slice: changed means the topology
+    /// is busy, and a checkpoint asked for by a state budget is looked
+    /// for every [`IDLE_WAIT`].
+    activity_seen: u64,
+}
 
-    fn run_inner(&mut self) -> Result<(), EngineError> {
-        let mut tracker: Tracker<Request> = Tracker::new(
+impl Coordinator {
+    /// The coordinator as a pool task woken by `waker`.
+    pub(crate) fn into_task(self, waker: TaskWaker) -> CoordinatorTask {
+        let tracker = Tracker::new(
             self.source_names.len(),
             self.tasks.len(),
             self.sinks.len(),
             self.last_id,
         );
-        let mut queue: VecDeque<Request> = VecDeque::new();
-        let mut next_due = self.config.interval.map(|i| Instant::now() + i);
-        loop {
-            if let Some(s) = self.summary.due(Instant::now()) {
-                tracing::info!(
-                    topology = %self.topology,
-                    taken = s.taken,
-                    skipped = s.skipped,
-                    last_ms = s.last_ms,
-                    max_ms = s.max_ms,
-                    bytes = s.bytes,
-                    "checkpoints in the last {} s", SUMMARY_EVERY.as_secs()
-                );
+        let next_due = self.config.interval.map(|i| Instant::now() + i);
+        // A run restored from a checkpoint starts where it stood: its first
+        // interval may be skipped when nothing happens.
+        let activity_at_trigger = (self.last_id > 0).then_some(0);
+        CoordinatorTask {
+            coordinator: self,
+            tracker,
+            queue: VecDeque::new(),
+            next_due,
+            waker,
+            activity_at_trigger,
+            activity_seen: 0,
+        }
+    }
+}
+
+impl Task for CoordinatorTask {
+    /// Runs until the input ended and the last checkpoint committed, the
+    /// run stopped, or it failed (the pool stops the run on its error).
+    fn run_slice(&mut self, _budget: usize) -> Result<Slice, EngineError> {
+        let c = &mut self.coordinator;
+        let tracker = &mut self.tracker;
+        let queue = &mut self.queue;
+        if let Some(s) = c.summary.due(Instant::now()) {
+            tracing::info!(
+                topology = %c.topology,
+                taken = s.taken,
+                skipped = s.skipped,
+                last_ms = s.last_ms,
+                max_ms = s.max_ms,
+                bytes = s.bytes,
+                "checkpoints in the last {} s", SUMMARY_EVERY.as_secs()
+            );
+        }
+        if c.abort.stopped() {
+            for r in queue.drain(..).chain(tracker.abandon()) {
+                let _ = r.reply.send(Err("the topology stopped".into()));
             }
-            if self.abort.stopped() {
-                for r in queue.drain(..).chain(tracker.abandon()) {
-                    let _ = r.reply.send(Err("the topology stopped".into()));
-                }
-                return Ok(());
-            }
-            while let Ok(r) = self.requests.try_recv() {
-                queue.push_back(r);
-            }
-            // Start a checkpoint when none is in flight and one is due.
-            if !tracker.in_flight() {
-                let due = next_due.is_some_and(|t| Instant::now() >= t);
-                let asked = self.db.take_checkpoint_request();
-                let request = queue.pop_front();
-                if request.is_some() || due || asked {
-                    if tracker.can_trigger() {
-                        let stop = request.as_ref().is_some_and(|r| r.stop);
-                        let id = tracker.trigger(request);
-                        if stop {
-                            self.control.stop_at.store(id, Ordering::SeqCst);
-                        }
-                        self.control.requested.store(id, Ordering::SeqCst);
-                        tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint triggered");
-                    } else if let Some(r) = request {
-                        queue.push_front(r);
+            return Ok(Slice::Done);
+        }
+        while let Ok(r) = c.requests.try_recv() {
+            queue.push_back(r);
+        }
+        let activity = c.control.activity.load(Ordering::SeqCst);
+        let busy = activity != self.activity_seen;
+        self.activity_seen = activity;
+        // Start a checkpoint when none is in flight and one is due.
+        if !tracker.in_flight() {
+            let due = self.next_due.is_some_and(|t| Instant::now() >= t);
+            let asked = c.db.take_checkpoint_request();
+            let request = queue.pop_front();
+            if request.is_some() || due || asked {
+                if request.is_none() && !asked && self.activity_at_trigger == Some(activity) {
+                    // Nothing read or fired since the last checkpoint
+                    // started: it would commit nothing (as `nothing_changed`
+                    // would find), so no barrier goes round.
+                    c.skipped.fetch_add(1, Ordering::Relaxed);
+                    c.summary.skipped += 1;
+                } else if tracker.can_trigger() {
+                    let stop = request.as_ref().is_some_and(|r| r.stop);
+                    let interval = request.is_none() && !asked;
+                    let id = tracker.trigger(request);
+                    if stop {
+                        c.control.stop_after(id);
                     }
-                    next_due = self.config.interval.map(|i| Instant::now() + i);
+                    if interval {
+                        self.activity_at_trigger = Some(activity);
+                    }
+                    c.control.request(id);
+                    tracing::debug!(topology = %c.topology, checkpoint = id, "checkpoint triggered");
+                } else if let Some(r) = request {
+                    queue.push_front(r);
                 }
+                self.next_due = c.config.interval.map(|i| Instant::now() + i);
             }
-            // Short waits while a checkpoint is in flight; an idle
-            // coordinator wakes seldom (requests wait at most IDLE_WAIT).
-            let wait = if tracker.in_flight() {
-                Duration::from_millis(20)
-            } else {
-                next_due.map_or(IDLE_WAIT, |t| {
-                    t.saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_millis(1), IDLE_WAIT)
-                })
-            };
-            match self.acks.recv_timeout(wait) {
+        }
+        loop {
+            let got = match c.acks.try_recv() {
                 Ok(ack) => {
                     let (id, who) = match &ack {
                         Ack::Source { id, source, .. } => (*id, format!("source {source}")),
@@ -468,26 +508,27 @@ impl Coordinator {
                     if !tracker.record(ack) {
                         tracing::warn!(checkpoint = id, from = %who, "stray checkpoint acknowledgement");
                     }
+                    true
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            }
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => return Ok(Slice::Done),
+            };
             if let Some(flight) = tracker.take_complete() {
                 let stop = flight.request.as_ref().is_some_and(|r| r.stop);
                 let id = flight.id;
-                self.commit(flight, false)?;
+                c.commit(flight, false)?;
                 tracker.committed(id);
                 if stop {
-                    return Ok(());
+                    return Ok(Slice::Done);
                 }
             }
             match tracker.take_final(queue.pop_front()) {
                 Ok(flight) => {
-                    self.commit(flight, true)?;
+                    c.commit(flight, true)?;
                     for r in queue.drain(..) {
                         let _ = r.reply.send(Err("the input ended; the run is over".into()));
                     }
-                    return Ok(());
+                    return Ok(Slice::Done);
                 }
                 Err(request) => {
                     if let Some(r) = request {
@@ -495,9 +536,23 @@ impl Coordinator {
                     }
                 }
             }
+            if !got {
+                break;
+            }
         }
+        // Acknowledgements, requests and a stop wake the task; the
+        // interval, and while busy a budget's request, need a timer.
+        if let Some(due) = self.next_due {
+            self.waker.wake_at(due);
+        }
+        if busy || (!queue.is_empty() && !tracker.in_flight()) {
+            self.waker.wake_after(IDLE_WAIT);
+        }
+        Ok(Slice::Wait)
     }
+}
 
+impl Coordinator {
     /// Commits a complete checkpoint, publishes its output, exports the
     /// savepoint it was asked for and answers the request.
     fn commit(&mut self, flight: InFlight<Request>, final_: bool) -> Result<(), EngineError> {
@@ -639,7 +694,7 @@ impl Coordinator {
                 self.config.retain,
             )
             .map_err(EngineError::State)?;
-        self.control.committed.store(id, Ordering::SeqCst);
+        self.control.mark_committed(id);
         self.failed.in_a_row.store(0, Ordering::Relaxed);
         self.committed_sources.clone_from(&meta.sources);
         if publish.iter().any(|(_, batch)| !batch.is_empty()) {

@@ -1,6 +1,7 @@
 //! The topology executor: validates a document, plans it (`plan.rs`),
 //! restores its newest checkpoint, and wires the plan into channels, task
-//! instances and threads. What each part does lives elsewhere: chains and
+//! instances, and adds the tasks to the worker pool (`pool.rs`). What each
+//! part does lives elsewhere: chains and
 //! routes in `plan.rs` and `routes.rs`, the tasks in `tasks.rs`, the error
 //! policy in `policy.rs`, checkpoints in `checkpoint.rs`.
 //!
@@ -21,9 +22,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weir_io::{Bindings, CheckpointRef, Position, Sink, Source};
@@ -36,17 +36,19 @@ use weir_types::KeyGroupRange;
 use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 
 use crate::align::{Aligner, InputTracker};
+use crate::chan::{Inbox, Outlet};
 use crate::checkpoint::{
     Carried, CheckpointConfig, CheckpointInfo, Coordinator, FailedCheckpoints, Request, Restored,
     Summary, TaskInfo, check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
-use crate::metrics::MetricsRegistry;
+use crate::metrics::{Footprint, MetricsRegistry};
 use crate::plan::{Consumer, Plan, Producer, plan_topology};
 use crate::policy::DeadLetters;
-use crate::protocol::{Abort, AckLink, Control, Envelope};
+use crate::pool::{Lane, Task, TaskGroup, TaskWaker, WorkerPool};
+use crate::protocol::{Abort, AckLink, Control};
 use crate::routes::{Outputs, Route};
-use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask, Task, run_to_end};
+use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask};
 use crate::tracker::SourceMeta;
 
 /// Where operator state lives when it is durable, and how it is
@@ -139,15 +141,26 @@ pub fn run_topology(
         options,
         None,
         Arc::new(MetricsRegistry::default()),
+        WorkerPool::shared(),
     )?
     .join()
 }
 
-/// A started topology: its threads and how to reach them.
+/// A started topology: its tasks and how to reach them.
 pub(crate) struct Launched {
     pub(crate) topology: String,
     pub(crate) key_groups: u16,
-    pub(crate) handles: Vec<JoinHandle<()>>,
+    /// Its tasks on the pool: the run is over when none is left.
+    pub(crate) group: Arc<TaskGroup>,
+    /// Keeps the pool's threads while the run lives.
+    pub(crate) pool: WorkerPool,
+    /// The checkpoint coordinator's task, woken by requests.
+    pub(crate) coordinator: Option<TaskWaker>,
+    /// What its operators hold in memory.
+    pub(crate) footprint: Arc<Footprint>,
+    /// `(when, its worker time, the pool's)` at the last CPU-share sample,
+    /// and that share.
+    pub(crate) cpu_window: Mutex<CpuWindow>,
     pub(crate) abort: Arc<Abort>,
     pub(crate) control: Arc<Control>,
     pub(crate) metrics: Arc<MetricsRegistry>,
@@ -161,23 +174,26 @@ pub(crate) struct Launched {
     pub(crate) failed: Arc<FailedCheckpoints>,
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
-    pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
+    pub(crate) query_routes: HashMap<String, (u16, Vec<Outlet>)>,
     /// Operator → the value states its module declared, to tell apart
     /// what a state read that found nothing got wrong.
     pub(crate) declared: HashMap<String, Vec<String>>,
     pub(crate) state: Option<StateConfig>,
 }
 
+/// The window a topology's CPU share is measured over.
+#[derive(Debug)]
+pub(crate) struct CpuWindow {
+    pub(crate) at: std::time::Instant,
+    pub(crate) own: u64,
+    pub(crate) pool: u64,
+    pub(crate) share: f64,
+}
+
 impl Launched {
-    /// Waits for every thread; the first error of the run, or its report.
-    pub(crate) fn join(mut self) -> Result<TopologyReport, EngineError> {
-        let handles = std::mem::take(&mut self.handles);
-        for h in handles {
-            if h.join().is_err() {
-                self.abort
-                    .fail(EngineError::Internal("a task panicked".into()));
-            }
-        }
+    /// Waits for every task; the first error of the run, or its report.
+    pub(crate) fn join(self) -> Result<TopologyReport, EngineError> {
+        self.group.wait();
         if let Some(error) = self.abort.error.lock().ok().and_then(|mut e| e.take()) {
             return Err(error);
         }
@@ -196,41 +212,11 @@ impl Launched {
 impl Drop for Launched {
     /// A run nobody waits for any more stops (without a last checkpoint).
     fn drop(&mut self) {
-        if !self.handles.is_empty() {
-            self.control
-                .stop_now
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !self.group.is_finished() {
+            self.control.stop_at_once();
             self.abort.stop();
         }
     }
-}
-
-/// Starts a thread named `name` running `body`; its error stops the run.
-fn spawn(
-    name: String,
-    abort: &Arc<Abort>,
-    body: impl FnOnce() -> Result<(), EngineError> + Send + 'static,
-) -> Result<JoinHandle<()>, EngineError> {
-    let abort = abort.clone();
-    let span_name = name.clone();
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let _span = tracing::info_span!("task", task = %span_name).entered();
-            if let Err(e) = body() {
-                abort.fail(e);
-            }
-        })
-        .map_err(|e| EngineError::Internal(format!("cannot start a task: {e}")))
-}
-
-/// Starts a thread that drives `task` to its end.
-fn spawn_task(
-    name: String,
-    abort: &Arc<Abort>,
-    task: impl Task + Send + 'static,
-) -> Result<JoinHandle<()>, EngineError> {
-    spawn(name, abort, move || run_to_end(task))
 }
 
 /// Checks `doc` against the provided modules: every error-level problem.
@@ -360,24 +346,27 @@ fn split_sinks(
 /// The channels into every consumer instance.
 struct Channels {
     /// Per chain, per instance.
-    chain_tx: Vec<Vec<SyncSender<Envelope>>>,
-    chain_rx: Vec<Vec<Receiver<Envelope>>>,
-    sink_tx: Vec<SyncSender<Envelope>>,
-    sink_rx: Vec<Receiver<Envelope>>,
+    chain_tx: Vec<Vec<Outlet>>,
+    chain_rx: Vec<Vec<Inbox>>,
+    sink_tx: Vec<Outlet>,
+    sink_rx: Vec<Inbox>,
 }
 
 impl Channels {
     fn new(plan: &Plan, capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         let (chain_tx, chain_rx) = plan
             .chains
             .iter()
-            .map(|c| (0..c.parallelism).map(|_| sync_channel(capacity)).unzip())
+            .map(|c| {
+                (0..c.parallelism)
+                    .map(|_| crate::chan::channel(capacity))
+                    .unzip()
+            })
             .unzip();
         let (sink_tx, sink_rx) = plan
             .sink_senders
             .iter()
-            .map(|_| sync_channel(capacity))
+            .map(|_| crate::chan::channel(capacity))
             .unzip();
         Channels {
             chain_tx,
@@ -401,19 +390,13 @@ impl Channels {
             })
             .collect();
         (0..producer.parallelism)
-            .map(|index| Outputs {
-                id: producer.first_id + index,
-                index,
-                routes: routes.clone(),
-                next: index,
-                metrics: None,
-            })
+            .map(|index| Outputs::new(producer.first_id + index, index, routes.clone()))
             .collect()
     }
 }
 
 /// Plans `doc`, restores its newest checkpoint (with checkpoints), and
-/// starts its threads.
+/// adds its tasks to `pool`.
 pub(crate) fn launch(
     doc: &TopologyDoc,
     modules: &Modules,
@@ -421,6 +404,7 @@ pub(crate) fn launch(
     options: ExecOptions,
     state: Option<StateConfig>,
     metrics: Arc<MetricsRegistry>,
+    pool: &WorkerPool,
 ) -> Result<Launched, EngineError> {
     validate(doc, modules)?;
     let plan = plan_topology(doc);
@@ -487,6 +471,8 @@ pub(crate) fn launch(
 
     let abort = Arc::new(Abort::default());
     let control = Arc::new(Control::default());
+    let group = Arc::new(TaskGroup::default());
+    let footprint = Arc::new(Footprint::default());
     let last_id = restored_meta.map_or(0, |m| m.id);
     control
         .requested
@@ -495,13 +481,18 @@ pub(crate) fn launch(
         .committed
         .store(last_id, std::sync::atomic::Ordering::SeqCst);
     let (ack_tx, ack_rx) = channel();
+    let coordinator_waker = pool.waker(Lane::Blocking);
     let link = |index: usize| {
         checkpoints.map(|_| AckLink {
             index,
             acks: ack_tx.clone(),
+            coordinator: coordinator_waker.clone(),
         })
     };
-    let mut handles = Vec::new();
+    let spawn = |waker: &TaskWaker, name: String, task: Box<dyn Task>| {
+        abort.tasks.add(waker.clone());
+        pool.spawn(waker, name, task, &group, &abort);
+    };
     let mut task_infos = Vec::new();
     let mut query_routes = HashMap::new();
     let chains = plan
@@ -533,6 +524,9 @@ pub(crate) fn launch(
         };
         let instances = instances.into_iter().zip(outputs).zip(rxs);
         for (inst, ((ops, mut out), rx)) in instances.enumerate() {
+            let waker = pool.waker(Lane::Compute);
+            rx.set_consumer(waker.clone());
+            out.waker = Some(waker.clone());
             out.metrics = ops.last().map(|o| o.metrics.clone());
             task_infos.push(TaskInfo {
                 operators: ops
@@ -548,15 +542,29 @@ pub(crate) fn launch(
                 outputs: out,
                 dead: dead.clone(),
                 abort: abort.clone(),
+                control: control.clone(),
                 watermark,
                 aligner: Aligner::new(),
                 checkpoints: link(task_infos.len() - 1),
+                waker: waker.clone(),
+                ending: false,
+                footprint: footprint.clone(),
+                reported: (0, 0),
             };
-            handles.push(spawn_task(format!("{}#{inst}", head.name), &abort, task)?);
+            spawn(&waker, format!("{}#{inst}", head.name), Box::new(task));
         }
     }
     drop(chain_tx);
     for (s, (sink, rx)) in task_sinks.into_iter().zip(sink_rx).enumerate() {
+        // A sink that writes as batches come waits on its target: it runs
+        // on the blocking workers.
+        let lane = if sink.is_some() {
+            Lane::Blocking
+        } else {
+            Lane::Compute
+        };
+        let waker = pool.waker(lane);
+        rx.set_consumer(waker.clone());
         let task = SinkTask {
             name: doc.sinks[s].name.clone(),
             sink,
@@ -566,16 +574,25 @@ pub(crate) fn launch(
             checkpoints: link(s),
             pending: weir_types::Batch::default(),
             aligner: Aligner::new(),
+            ending: false,
         };
-        handles.push(spawn_task(
+        spawn(
+            &waker,
             format!("sink-{}", doc.sinks[s].name),
-            &abort,
-            task,
-        )?);
+            Box::new(task),
+        );
     }
     let mut source_counts = Vec::new();
-    for (s, (source, out)) in sources.into_iter().zip(source_outputs).enumerate() {
+    for (s, (source, mut out)) in sources.into_iter().zip(source_outputs).enumerate() {
         let doc_source = &doc.sources[s];
+        let lane = if source.blocking() {
+            Lane::Blocking
+        } else {
+            Lane::Compute
+        };
+        let waker = pool.waker(lane);
+        out.waker = Some(waker.clone());
+        control.sources.add(waker.clone());
         let start = restored_meta
             .filter(|_| !checkpoints.is_some_and(|c| c.reset_sources))
             .and_then(|m| m.sources.get(&doc_source.name))
@@ -607,12 +624,15 @@ pub(crate) fn launch(
             injected: last_id,
             checkpoints: link(s),
             watermark: None,
+            waker: waker.clone(),
+            idle_pause: Duration::from_millis(1),
+            ending: false,
         };
-        handles.push(spawn_task(
+        spawn(
+            &waker,
             format!("source-{}", doc_source.name),
-            &abort,
-            task,
-        )?);
+            Box::new(task),
+        );
     }
     drop(ack_tx);
 
@@ -620,6 +640,7 @@ pub(crate) fn launch(
     let skipped = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(FailedCheckpoints::default());
     let mut requests = None;
+    let mut coordinator_task = None;
     if let (Some(s), Some(config)) = (&state, checkpoints) {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
         requests = Some(tx);
@@ -644,19 +665,26 @@ pub(crate) fn launch(
             carried: Carried::default(),
             summary: Summary::new(std::time::Instant::now()),
         };
-        handles.push(spawn(
+        spawn(
+            &coordinator_waker,
             format!("checkpoints-{}", doc.name),
-            &abort,
-            move || {
-                coordinator.run();
-                Ok(())
-            },
-        )?);
+            Box::new(coordinator.into_task(coordinator_waker.clone())),
+        );
+        coordinator_task = Some(coordinator_waker);
     }
     Ok(Launched {
         topology: doc.name.clone(),
         key_groups: groups,
-        handles,
+        group,
+        pool: pool.clone(),
+        coordinator: coordinator_task,
+        footprint,
+        cpu_window: Mutex::new(CpuWindow {
+            at: std::time::Instant::now(),
+            own: 0,
+            pool: pool.busy().as_nanos() as u64,
+            share: 0.0,
+        }),
         abort,
         control,
         metrics,

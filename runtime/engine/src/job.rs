@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
@@ -19,10 +18,28 @@ use crate::checkpoint::{CheckpointInfo, Request};
 use crate::error::EngineError;
 use crate::executor::{ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
+use crate::pool::WorkerPool;
 use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateRead, StateValue, read_state};
 
 /// How long a caller waits for a checkpoint before giving up.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
+
+/// What a running topology costs the node, now.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// Worker time its tasks used since it started, seconds.
+    pub cpu_seconds: f64,
+    /// Its part of the worker time all topologies used (0 to 1), over the
+    /// window since the previous sample (samples are at least 1 s apart).
+    pub cpu_share: f64,
+    /// Slices after which one of its tasks was paused for running long
+    /// (guest calls using their whole budget again and again).
+    pub throttled: u64,
+    /// Linear memory of its operator instances, bytes.
+    pub wasm_memory_bytes: u64,
+    /// Working sets of its operators' keyed state, bytes.
+    pub state_bytes: u64,
+}
 
 /// A running topology.
 pub struct Job {
@@ -37,6 +54,19 @@ impl Job {
     pub fn start(
         doc: &TopologyDoc,
         modules: &Modules,
+        bindings: Bindings,
+        options: ExecOptions,
+        state: Option<StateConfig>,
+    ) -> Result<Job, EngineError> {
+        Job::start_on(WorkerPool::shared(), doc, modules, bindings, options, state)
+    }
+
+    /// [`Job::start`] on a given worker pool (the process's shared pool by
+    /// default).
+    pub fn start_on(
+        pool: &WorkerPool,
+        doc: &TopologyDoc,
+        modules: &Modules,
         mut bindings: Bindings,
         options: ExecOptions,
         state: Option<StateConfig>,
@@ -49,6 +79,7 @@ impl Job {
             options,
             state,
             Arc::new(MetricsRegistry::default()),
+            pool,
         )?;
         Ok(Job {
             launched,
@@ -70,7 +101,7 @@ impl Job {
         self.launched
             .source_counts
             .iter()
-            .map(|(s, c)| (s.clone(), c.load(Ordering::Relaxed)))
+            .map(|(s, c)| (s.clone(), c.load(std::sync::atomic::Ordering::Relaxed)))
             .collect()
     }
 
@@ -84,7 +115,7 @@ impl Job {
 
     /// Whether every task has finished (input over, stopped or failed).
     pub fn is_finished(&self) -> bool {
-        self.launched.handles.iter().all(|h| h.is_finished())
+        self.launched.group.is_finished()
     }
 
     /// The first error of the run so far.
@@ -125,6 +156,9 @@ impl Job {
                 reply: tx,
             })
             .map_err(|_| self.not_running())?;
+        if let Some(c) = &self.launched.coordinator {
+            c.wake();
+        }
         rx.recv_timeout(CHECKPOINT_WAIT)
             .map_err(|_| {
                 EngineError::NotRunning(format!(
@@ -142,6 +176,47 @@ impl Job {
             self.launched.topology,
             self.error().map(|e| format!(": {e}")).unwrap_or_default()
         ))
+    }
+
+    /// What the topology costs the node: worker time and its share, throttled
+    /// slices, memory.
+    pub fn usage(&self) -> Usage {
+        let l = &self.launched;
+        let own = l
+            .group
+            .busy_nanos
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let pool = l.pool.busy().as_nanos() as u64;
+        let share = match l.cpu_window.lock() {
+            Ok(mut w) => {
+                if w.at.elapsed() >= Duration::from_secs(1) {
+                    let all = pool.saturating_sub(w.pool);
+                    w.share = if all == 0 {
+                        0.0
+                    } else {
+                        (own.saturating_sub(w.own) as f64 / all as f64).min(1.0)
+                    };
+                    w.at = std::time::Instant::now();
+                    w.own = own;
+                    w.pool = pool;
+                }
+                w.share
+            }
+            Err(_) => 0.0,
+        };
+        Usage {
+            cpu_seconds: own as f64 / 1e9,
+            cpu_share: share,
+            throttled: l.group.throttled.load(std::sync::atomic::Ordering::Relaxed),
+            wasm_memory_bytes: l
+                .footprint
+                .wasm_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            state_bytes: l
+                .footprint
+                .state_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Interval checkpoints skipped so far because nothing had changed
@@ -184,18 +259,18 @@ impl Job {
                 true,
             );
             if let Err(e) = last {
-                self.launched.control.stop_now.store(true, Ordering::SeqCst);
+                self.launched.control.stop_at_once();
                 self.launched.abort.fail(e);
             }
         } else if savepoint.is_some() {
             let topology = self.launched.topology.clone();
-            self.launched.control.stop_now.store(true, Ordering::SeqCst);
+            self.launched.control.stop_at_once();
             self.launched.join()?;
             return Err(EngineError::NotRunning(format!(
                 "topology `{topology}` has no checkpoints to write a savepoint from: it was stopped without one"
             )));
         } else {
-            self.launched.control.stop_now.store(true, Ordering::SeqCst);
+            self.launched.control.stop_at_once();
         }
         self.launched.join()
     }
@@ -232,13 +307,11 @@ impl Job {
                 key: key.to_vec(),
                 reply: tx,
             };
-            let sent = inputs[instance].send(Envelope {
+            let sent = inputs[instance].force_send(Envelope {
                 from: OUTSIDE,
                 msg: Msg::Query(query),
             });
-            if sent.is_ok()
-                && let Ok(answer) = rx.recv_timeout(Duration::from_secs(30))
-            {
+            if sent && let Ok(answer) = rx.recv_timeout(Duration::from_secs(30)) {
                 return answer.map_err(EngineError::NotRunning);
             }
         }

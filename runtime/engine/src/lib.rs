@@ -12,13 +12,16 @@
 //! engine's file map in `runtime/README.md`. In short: vocabulary in
 //! `error.rs` and `protocol.rs`; decisions as plain values and state
 //! machines in `policy.rs`, `align.rs`, `plan.rs`, `tracker.rs`,
-//! `routes.rs`; tasks in `tasks.rs`; wiring and threads in `executor.rs`,
-//! `checkpoint.rs` (the coordinator) and `job.rs`.
+//! `routes.rs`, and the scheduler's ready queue in `sched.rs`; tasks in
+//! `tasks.rs`; the worker pool that runs them (`pool.rs`) and the channels
+//! between them (`chan.rs`); wiring in `executor.rs`, `checkpoint.rs` (the
+//! coordinator) and `job.rs`.
 //!
 //! [`OperatorInstance`]: weir_wasm::OperatorInstance
 
 mod align;
 mod call;
+mod chan;
 mod checkpoint;
 mod error;
 mod executor;
@@ -26,9 +29,11 @@ mod job;
 mod metrics;
 mod plan;
 mod policy;
+mod pool;
 mod protocol;
 mod routes;
 mod runner;
+mod sched;
 mod tasks;
 #[cfg(test)]
 mod testing;
@@ -38,12 +43,14 @@ pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
 pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use job::{Job, read_checkpointed_state};
+pub use job::{Job, Usage, read_checkpointed_state};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
+pub use pool::{PoolConfig, WorkerPool};
 pub use protocol::{StateRead, StateValue};
 pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
 pub use weir_io::{
     Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
-    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SplitStats, fn_sink, iter_source,
+    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SourceWaker, SplitStats, fn_sink,
+    iter_source,
 };

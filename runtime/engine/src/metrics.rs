@@ -147,6 +147,36 @@ impl InstanceMetrics {
     }
 }
 
+/// What a topology holds in memory, kept up to date by its chain tasks
+/// (each adds the change in its own part at the end of a slice).
+#[derive(Debug, Default)]
+pub(crate) struct Footprint {
+    /// Linear memory of its operator instances, bytes.
+    pub(crate) wasm_bytes: AtomicU64,
+    /// Working sets of its operators' keyed state, bytes.
+    pub(crate) state_bytes: AtomicU64,
+}
+
+impl Footprint {
+    /// Replaces a task's part, `reported`, by `now`.
+    pub(crate) fn report(&self, reported: &mut (u64, u64), now: (u64, u64)) {
+        if *reported == now {
+            return;
+        }
+        for (total, old, new) in [
+            (&self.wasm_bytes, reported.0, now.0),
+            (&self.state_bytes, reported.1, now.1),
+        ] {
+            if new >= old {
+                total.fetch_add(new - old, Ordering::Relaxed);
+            } else {
+                total.fetch_sub(old - new, Ordering::Relaxed);
+            }
+        }
+        *reported = now;
+    }
+}
+
 /// The live metrics of a running topology: the executor registers every
 /// operator instance here before it starts, and anyone holding the
 /// registry can snapshot them while it runs.

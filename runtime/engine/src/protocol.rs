@@ -17,6 +17,7 @@ use weir_types::Batch;
 use weir_wasm::OperatorState;
 
 use crate::error::EngineError;
+use crate::pool::TaskWaker;
 
 /// What travels between task instances.
 pub(crate) enum Msg {
@@ -114,16 +115,45 @@ pub(crate) enum Ack {
 pub(crate) struct AckLink {
     pub(crate) index: usize,
     pub(crate) acks: Sender<Ack>,
+    /// The coordinator's task.
+    pub(crate) coordinator: TaskWaker,
 }
 
 impl AckLink {
     pub(crate) fn send(&self, ack: Ack) {
         // The coordinator is gone only when the run is stopping.
         let _ = self.acks.send(ack);
+        self.coordinator.wake();
     }
 }
 
-/// What the coordinator tells sources.
+/// Tasks to wake when something they poll changes.
+#[derive(Default)]
+pub(crate) struct Wakers(Mutex<Vec<TaskWaker>>);
+
+impl Wakers {
+    pub(crate) fn add(&self, waker: TaskWaker) {
+        if let Ok(mut w) = self.0.lock() {
+            w.push(waker);
+        }
+    }
+
+    pub(crate) fn wake_all(&self) {
+        let wakers = self.0.lock().map(|w| w.clone()).unwrap_or_default();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Wakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wakers")
+    }
+}
+
+/// What the coordinator tells sources. Change it through the methods,
+/// which wake the sources (they look at it only when they run).
 #[derive(Debug, Default)]
 pub(crate) struct Control {
     /// The newest checkpoint asked for: sources inject its barrier.
@@ -134,6 +164,36 @@ pub(crate) struct Control {
     pub(crate) stop_now: AtomicBool,
     /// The newest durable checkpoint: sources tell their connector.
     pub(crate) committed: AtomicU64,
+    /// Events read and processing-time timers fired, all tasks: unchanged
+    /// since a checkpoint means an interval checkpoint has nothing to take.
+    pub(crate) activity: AtomicU64,
+    /// The source tasks.
+    pub(crate) sources: Wakers,
+}
+
+impl Control {
+    /// Asks the sources for checkpoint `id`'s barrier.
+    pub(crate) fn request(&self, id: u64) {
+        self.requested.store(id, Ordering::SeqCst);
+        self.sources.wake_all();
+    }
+
+    /// Sources stop after checkpoint `id`'s barrier.
+    pub(crate) fn stop_after(&self, id: u64) {
+        self.stop_at.store(id, Ordering::SeqCst);
+    }
+
+    /// Sources stop now, without a checkpoint.
+    pub(crate) fn stop_at_once(&self) {
+        self.stop_now.store(true, Ordering::SeqCst);
+        self.sources.wake_all();
+    }
+
+    /// Checkpoint `id` is durable.
+    pub(crate) fn mark_committed(&self, id: u64) {
+        self.committed.store(id, Ordering::SeqCst);
+        self.sources.wake_all();
+    }
 }
 
 /// Shared stop flag and first error of a run.
@@ -141,6 +201,8 @@ pub(crate) struct Control {
 pub(crate) struct Abort {
     stopped: AtomicBool,
     pub(crate) error: Mutex<Option<EngineError>>,
+    /// Every task of the run, woken to see the stop.
+    pub(crate) tasks: Wakers,
 }
 
 impl Abort {
@@ -152,10 +214,12 @@ impl Abort {
             *slot = Some(error);
         }
         self.stopped.store(true, Ordering::SeqCst);
+        self.tasks.wake_all();
     }
     /// Stops every task without an error (the run was abandoned).
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        self.tasks.wake_all();
     }
     pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)

@@ -3,14 +3,21 @@
 //! group of the key, or of a JSON field that becomes the key), and the
 //! broadcast of watermarks, barriers and the end to every consumer
 //! instance.
+//!
+//! A send never blocks: what a full channel does not take waits in the
+//! producer's outbox, in order, and the producer reads nothing new until
+//! [`Outputs::flush`] has sent it all (backpressure); the channel wakes
+//! the producer when there is room.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use weir_types::{Batch, key_group_of};
 
+use crate::chan::{Outlet, Sent};
 use crate::metrics::InstanceMetrics;
+use crate::pool::TaskWaker;
 use crate::protocol::{Envelope, Msg, Origin};
 
 /// How a producer's output reaches one consumer.
@@ -32,7 +39,7 @@ pub(crate) enum RouteKind {
 #[derive(Clone)]
 pub(crate) struct Route {
     pub(crate) kind: RouteKind,
-    pub(crate) targets: Vec<SyncSender<Envelope>>,
+    pub(crate) targets: Vec<Outlet>,
 }
 
 /// The outputs of one producing task instance.
@@ -42,16 +49,68 @@ pub(crate) struct Outputs {
     pub(crate) routes: Vec<Route>,
     pub(crate) next: usize,
     pub(crate) metrics: Option<Arc<InstanceMetrics>>,
+    /// The producing task, woken when a full channel has room.
+    pub(crate) waker: Option<TaskWaker>,
+    /// `(route, target, message)` that full channels did not take yet.
+    pub(crate) outbox: VecDeque<(usize, usize, Envelope)>,
+    /// Since when the outbox has held something (backpressure time).
+    pub(crate) blocked_since: Option<Instant>,
 }
 
 impl Outputs {
-    fn send(&self, target: &SyncSender<Envelope>, msg: Msg) -> Result<(), ()> {
-        let start = Instant::now();
-        let result = target.send(Envelope { from: self.id, msg }).map_err(|_| ());
-        if let Some(m) = &self.metrics {
-            InstanceMetrics::add(&m.blocked_nanos, start.elapsed().as_nanos() as u64);
+    /// Outputs over `routes`, nothing sent yet.
+    pub(crate) fn new(id: usize, index: usize, routes: Vec<Route>) -> Self {
+        Outputs {
+            id,
+            index,
+            routes,
+            next: index,
+            metrics: None,
+            waker: None,
+            outbox: VecDeque::new(),
+            blocked_since: None,
         }
-        result
+    }
+
+    /// Sends to target `target` of route `route`, or queues the message
+    /// behind those already waiting. `Err`: the consumer is gone.
+    fn send(&mut self, route: usize, target: usize, msg: Msg) -> Result<(), ()> {
+        let envelope = Envelope { from: self.id, msg };
+        if !self.outbox.is_empty() {
+            self.outbox.push_back((route, target, envelope));
+            return Ok(());
+        }
+        match self.routes[route].targets[target].try_send(envelope, self.waker.as_ref()) {
+            Sent::Queued => Ok(()),
+            Sent::Full(envelope) => {
+                self.outbox.push_back((route, target, envelope));
+                self.blocked_since.get_or_insert_with(Instant::now);
+                Ok(())
+            }
+            Sent::Gone => Err(()),
+        }
+    }
+
+    /// Sends what waits in the outbox: `Ok(true)` once all of it is sent,
+    /// `Ok(false)` when a channel is still full (the task is woken when it
+    /// has room), `Err` when a consumer is gone.
+    pub(crate) fn flush(&mut self) -> Result<bool, ()> {
+        while let Some((route, target, envelope)) = self.outbox.pop_front() {
+            match self.routes[route].targets[target].try_send(envelope, self.waker.as_ref()) {
+                Sent::Queued => {}
+                Sent::Full(envelope) => {
+                    self.outbox.push_front((route, target, envelope));
+                    return Ok(false);
+                }
+                Sent::Gone => return Err(()),
+            }
+        }
+        if let Some(since) = self.blocked_since.take()
+            && let Some(m) = &self.metrics
+        {
+            InstanceMetrics::add(&m.blocked_nanos, since.elapsed().as_nanos() as u64);
+        }
+        Ok(true)
     }
 
     /// Sends a batch along every route. `Err` means a consumer is gone (the
@@ -79,12 +138,12 @@ impl Outputs {
             match &route.kind {
                 RouteKind::Forward => {
                     let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], Msg::Batch(b, origin.clone()))?;
+                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Rebalance => {
                     let t = self.next % route.targets.len();
                     self.next += 1;
-                    self.send(&route.targets[t], Msg::Batch(b, origin.clone()))?;
+                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
                 }
                 RouteKind::Keyed {
                     field,
@@ -121,7 +180,7 @@ impl Outputs {
                     for (t, (part, picked)) in parts.into_iter().zip(picked).enumerate() {
                         if !part.is_empty() {
                             let origin = origin.as_ref().map(|o| o.select(picked.into_iter()));
-                            self.send(&route.targets[t], Msg::Batch(part, origin))?;
+                            self.send(r, t, Msg::Batch(part, origin))?;
                         }
                     }
                 }
@@ -132,16 +191,14 @@ impl Outputs {
 
     /// Sends a watermark or the end to every consumer instance this
     /// producer feeds.
-    pub(crate) fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), ()> {
-        for route in &self.routes {
-            match route.kind {
-                RouteKind::Forward => {
-                    let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], make())?;
-                }
+    pub(crate) fn broadcast(&mut self, make: impl Fn() -> Msg) -> Result<(), ()> {
+        for r in 0..self.routes.len() {
+            let n = self.routes[r].targets.len();
+            match self.routes[r].kind {
+                RouteKind::Forward => self.send(r, self.index.min(n - 1), make())?,
                 _ => {
-                    for target in &route.targets {
-                        self.send(target, make())?;
+                    for t in 0..n {
+                        self.send(r, t, make())?;
                     }
                 }
             }
@@ -152,27 +209,25 @@ impl Outputs {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::{Receiver, sync_channel};
-
     use super::*;
+    use crate::chan::{Inbox, channel};
 
-    fn consumers(n: usize) -> (Vec<SyncSender<Envelope>>, Vec<Receiver<Envelope>>) {
-        (0..n).map(|_| sync_channel(64)).unzip()
+    fn consumers(n: usize) -> (Vec<Outlet>, Vec<Inbox>) {
+        (0..n).map(|_| channel(64)).unzip()
     }
 
-    fn outputs(index: usize, kind: RouteKind, targets: Vec<SyncSender<Envelope>>) -> Outputs {
-        Outputs {
-            id: 40 + index,
-            index,
-            routes: vec![Route { kind, targets }],
-            next: index,
-            metrics: None,
-        }
+    fn outputs(index: usize, kind: RouteKind, targets: Vec<Outlet>) -> Outputs {
+        Outputs::new(40 + index, index, vec![Route { kind, targets }])
+    }
+
+    fn messages(rx: &Inbox) -> Vec<Envelope> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
     /// `(sender, keys)` of each batch waiting at `rx`.
-    fn drain(rx: &Receiver<Envelope>) -> Vec<(usize, Vec<Option<Vec<u8>>>)> {
-        rx.try_iter()
+    fn drain(rx: &Inbox) -> Vec<(usize, Vec<Option<Vec<u8>>>)> {
+        messages(rx)
+            .into_iter()
             .map(|e| match e.msg {
                 Msg::Batch(b, _) => (
                     e.from,
@@ -266,9 +321,9 @@ mod tests {
             targets: fwd,
         });
         out.broadcast(|| Msg::Watermark(9)).unwrap();
-        assert!(rxs.iter().all(|rx| rx.try_iter().count() == 1));
-        assert_eq!(fwd_rx[0].try_iter().count(), 0);
-        assert_eq!(fwd_rx[1].try_iter().count(), 1);
+        assert!(rxs.iter().all(|rx| messages(rx).len() == 1));
+        assert_eq!(messages(&fwd_rx[0]).len(), 0);
+        assert_eq!(messages(&fwd_rx[1]).len(), 1);
     }
 
     #[test]
@@ -280,5 +335,31 @@ mod tests {
         drop(rxs);
         assert!(out.batch(batch(&[b"k"])).is_err());
         assert!(out.broadcast(|| Msg::End).is_err());
+    }
+
+    #[test]
+    fn what_a_full_channel_refuses_waits_in_order_until_flushed() {
+        let (tx, rx) = channel(1);
+        let mut out = outputs(0, RouteKind::Rebalance, vec![tx]);
+        out.batch(batch(&[b"a"])).unwrap();
+        out.batch(batch(&[b"b"])).unwrap();
+        out.broadcast(|| Msg::Watermark(5)).unwrap();
+        assert_eq!(out.outbox.len(), 2, "the channel took one");
+        assert_eq!(out.flush(), Ok(false), "still full");
+        let mut got = Vec::new();
+        loop {
+            let e = rx.try_recv();
+            let Ok(e) = e else { break };
+            got.push(match e.msg {
+                Msg::Batch(b, _) => format!("{:?}", b.iter().next().unwrap().key),
+                Msg::Watermark(w) => format!("wm {w}"),
+                _ => "other".into(),
+            });
+            out.flush().unwrap();
+        }
+        assert_eq!(got, ["Some([97])", "Some([98])", "wm 5"], "sent in order");
+        assert!(out.outbox.is_empty() && out.blocked_since.is_none());
+        drop(rx);
+        out.batch(batch(&[b"c"])).unwrap_err();
     }
 }

@@ -2,9 +2,12 @@
 //! instances, sinks. They talk by [`Msg`]s over bounded channels.
 //!
 //! Each task is a struct whose [`Task::run_slice`] does a bounded amount of
-//! work (a budget of messages or batches) and says whether there is more;
-//! today one thread per task drives it in a loop ([`run_to_end`]), and a
-//! worker pool could drive the same tasks without touching their logic.
+//! work (a budget of messages or batches, and at most [`SLICE_TIME`]) on
+//! the worker pool (`pool.rs`) and never blocks: with nothing to read, or
+//! output a full channel did not take (`routes.rs`), it says
+//! [`Slice::Wait`] and is woken by a message, room downstream, a timer
+//! (processing-time timers, a source's next look) or the coordinator. A
+//! task that ends sends its last messages before it says [`Slice::Done`].
 //!
 //! Checkpoint barriers ([`Msg::Barrier`]) are injected by sources when the
 //! coordinator asks (`Control::requested`). A task with several inputs
@@ -18,51 +21,34 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use weir_io::{DeadLetter, Next, Position, Sink, Source};
+use weir_io::{DeadLetter, Next, Position, Sink, Source, SourceWaker};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
 use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
 
 use crate::align::{Aligner, InputTracker};
 use crate::call::process_isolated;
+use crate::chan::{Inbox, RecvError};
 use crate::error::{EngineError, state_error};
-use crate::metrics::InstanceMetrics;
+use crate::metrics::{Footprint, InstanceMetrics};
 use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
+use crate::pool::{Task, TaskWaker};
 use crate::protocol::{
     Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Offsets, Origin, Query, read_state,
 };
 use crate::routes::Outputs;
+pub(crate) use crate::sched::Slice;
 
-/// How long a task waits for a message before it fires processing-time
-/// timers and ends its slice.
-const RECEIVE_WAIT: Duration = Duration::from_millis(50);
+/// A slice ends after this much work even with budget left, so other
+/// tasks get their turn (one guest call may still take its whole budget).
+const SLICE_TIME: Duration = Duration::from_millis(10);
 
-/// Messages (chains, sinks) or batches (sources) one slice handles at most.
-pub(crate) const SLICE_BUDGET: usize = 64;
-
-/// What a slice of work left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Slice {
-    /// Call again.
-    More,
-    /// The task is over.
-    Done,
-}
-
-/// A task that runs in slices.
-pub(crate) trait Task {
-    /// Does at most `budget` units of work.
-    fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError>;
-}
-
-/// Drives `task` slice after slice until it is over: one task per thread.
-pub(crate) fn run_to_end(mut task: impl Task) -> Result<(), EngineError> {
-    while task.run_slice(SLICE_BUDGET)? == Slice::More {}
-    Ok(())
-}
+/// The first pause before an idle source that cannot notify is pulled
+/// again; it doubles while the source stays idle, up to [`IDLE_PAUSE_MAX`].
+const IDLE_PAUSE_MIN: Duration = Duration::from_millis(1);
+const IDLE_PAUSE_MAX: Duration = Duration::from_millis(200);
 
 /// `Done` when a consumer is gone (the topology is stopping).
 fn sent(result: Result<(), ()>) -> Slice {
@@ -264,32 +250,148 @@ fn answer(ops: &mut [ChainOp], q: Query) {
 
 /// The next message for a task with inputs: a held one that is free
 /// again, else the next received that is not held back.
-fn receive(aligner: &mut Aligner, rx: &Receiver<Envelope>) -> Result<Envelope, RecvTimeoutError> {
+fn receive(aligner: &mut Aligner, rx: &Inbox) -> Result<Envelope, RecvError> {
     if let Some(e) = aligner.release() {
         return Ok(e);
     }
     loop {
-        if let Some(e) = aligner.offer(rx.recv_timeout(RECEIVE_WAIT)?) {
+        if let Some(e) = aligner.offer(rx.try_recv()?) {
             return Ok(e);
         }
     }
 }
 
+/// How a task that is ending sends its last messages: `Done` once they
+/// are all sent (or nobody is left to take them), else `Wait` for room.
+fn end(outputs: &mut Outputs) -> Slice {
+    match outputs.flush() {
+        Ok(false) => Slice::Wait,
+        Ok(true) | Err(()) => Slice::Done,
+    }
+}
+
+/// A task fed by channels (chains and sinks), as [`run_inputs`] drives it.
+trait Consumer {
+    fn abort(&self) -> &Abort;
+    /// Its aligner and inbox.
+    fn inputs(&mut self) -> (&mut Aligner, &Inbox);
+    /// Its outputs (`None`: a sink, which has none).
+    fn outputs(&mut self) -> Option<&mut Outputs>;
+    /// Whether it decided to end and is sending its last messages.
+    fn ending(&mut self) -> &mut bool;
+    fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError>;
+}
+
+/// One slice of a task fed by channels: sends what waits in its outbox,
+/// then handles messages until its inbox is empty (`Wait`), its budget
+/// or [`SLICE_TIME`] is used (`More`), output backs up (`Wait` until
+/// there is room) or it ends.
+fn run_inputs(task: &mut impl Consumer, budget: usize) -> Result<Slice, EngineError> {
+    let started = Instant::now();
+    let flushed = |task: &mut dyn Consumer| match task.outputs() {
+        None => Ok(true),
+        Some(out) => out.flush(),
+    };
+    if *task.ending() {
+        return Ok(task.outputs().map_or(Slice::Done, end));
+    }
+    for _ in 0..budget {
+        if task.abort().stopped() {
+            return Ok(Slice::Done);
+        }
+        match flushed(task) {
+            Err(()) => return Ok(Slice::Done),
+            Ok(false) => return Ok(Slice::Wait),
+            Ok(true) => {}
+        }
+        let (aligner, rx) = task.inputs();
+        let envelope = match receive(aligner, rx) {
+            Ok(e) => e,
+            Err(RecvError::Empty) => return Ok(Slice::Wait),
+            Err(RecvError::Closed) => return Ok(Slice::Done),
+        };
+        if task.handle(envelope)? == Slice::Done {
+            *task.ending() = true;
+            return Ok(task.outputs().map_or(Slice::Done, end));
+        }
+        if started.elapsed() >= SLICE_TIME {
+            break;
+        }
+    }
+    Ok(match flushed(task) {
+        Err(()) => Slice::Done,
+        Ok(false) => Slice::Wait,
+        Ok(true) => Slice::More,
+    })
+}
+
 /// One chain instance: its operators, inputs and outputs.
 pub(crate) struct ChainTask {
     pub(crate) ops: Vec<ChainOp>,
-    pub(crate) rx: Receiver<Envelope>,
+    pub(crate) rx: Inbox,
     pub(crate) inputs: InputTracker,
     pub(crate) outputs: Outputs,
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) abort: Arc<Abort>,
+    /// Where fired processing-time timers count as activity.
+    pub(crate) control: Arc<Control>,
     /// The task's watermark: restored from a checkpoint, else `i64::MIN`.
     pub(crate) watermark: i64,
     pub(crate) aligner: Aligner,
     pub(crate) checkpoints: Option<AckLink>,
+    /// Its own task, woken by the timer thread for processing-time timers.
+    pub(crate) waker: TaskWaker,
+    pub(crate) ending: bool,
+    /// The topology's memory, and this task's part of it as last reported.
+    pub(crate) footprint: Arc<Footprint>,
+    pub(crate) reported: (u64, u64),
+}
+
+impl Drop for ChainTask {
+    fn drop(&mut self) {
+        self.footprint.report(&mut self.reported, (0, 0));
+    }
 }
 
 impl ChainTask {
+    /// Fires the processing-time timers that are due and asks to be woken
+    /// when the next one is.
+    fn processing_timers(&mut self) -> Result<Slice, EngineError> {
+        let next = |ops: &mut [ChainOp]| {
+            ops.iter_mut()
+                .filter_map(|o| {
+                    o.instance
+                        .state_mut()
+                        .next_timer(TimeDomain::ProcessingTime)
+                })
+                .min()
+        };
+        let now = now_ms();
+        let Some(mut due) = next(&mut self.ops) else {
+            return Ok(Slice::More);
+        };
+        if due <= now {
+            let out = fire_timers(
+                &mut self.ops,
+                TimeDomain::ProcessingTime,
+                now,
+                self.watermark,
+                &self.dead,
+            )?;
+            self.control.activity.fetch_add(1, Ordering::Relaxed);
+            if self.outputs.batch(out).is_err() {
+                return Ok(Slice::Done);
+            }
+            match next(&mut self.ops) {
+                Some(t) => due = t,
+                None => return Ok(Slice::More),
+            }
+        }
+        let wait = u64::try_from(due.saturating_sub(now)).unwrap_or(0).max(1);
+        self.waker.wake_after(Duration::from_millis(wait));
+        Ok(Slice::More)
+    }
+
     /// Raises the watermark to the inputs' minimum, firing the event-time
     /// timers it passes.
     fn advance(&mut self) -> Result<Slice, EngineError> {
@@ -410,32 +512,38 @@ impl ChainTask {
     }
 }
 
+impl Consumer for ChainTask {
+    fn abort(&self) -> &Abort {
+        &self.abort
+    }
+    fn inputs(&mut self) -> (&mut Aligner, &Inbox) {
+        (&mut self.aligner, &self.rx)
+    }
+    fn outputs(&mut self) -> Option<&mut Outputs> {
+        Some(&mut self.outputs)
+    }
+    fn ending(&mut self) -> &mut bool {
+        &mut self.ending
+    }
+    fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        ChainTask::handle(self, envelope)
+    }
+}
+
 impl Task for ChainTask {
     fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
-        for _ in 0..budget {
-            if self.abort.stopped() {
-                return Ok(Slice::Done);
-            }
-            let envelope = match receive(&mut self.aligner, &self.rx) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Idle: processing-time timers, then yield.
-                    let out = fire_timers(
-                        &mut self.ops,
-                        TimeDomain::ProcessingTime,
-                        now_ms(),
-                        self.watermark,
-                        &self.dead,
-                    )?;
-                    return Ok(sent(self.outputs.batch(out)));
-                }
-                Err(RecvTimeoutError::Disconnected) => return Ok(Slice::Done),
-            };
-            if self.handle(envelope)? == Slice::Done {
-                return Ok(Slice::Done);
-            }
+        if !self.ending && !self.abort.stopped() && self.processing_timers()? == Slice::Done {
+            return Ok(Slice::Done);
         }
-        Ok(Slice::More)
+        let slice = run_inputs(self, budget);
+        let now = self.ops.iter_mut().fold((0, 0), |(wasm, state), op| {
+            (
+                wasm + op.instance.memory_bytes() as u64,
+                state + op.instance.state_mut().resident_bytes() as u64,
+            )
+        });
+        self.footprint.report(&mut self.reported, now);
+        slice
     }
 }
 
@@ -470,6 +578,12 @@ pub(crate) struct SourceTask {
     /// The last watermark sent; `None` before the first slice (which seeks
     /// to the restored position).
     pub(crate) watermark: Option<i64>,
+    /// Its own task: woken by the source when input comes, or by the
+    /// timer thread after [`SourceTask::idle_pause`].
+    pub(crate) waker: TaskWaker,
+    /// The pause before an idle source that cannot notify is pulled again.
+    pub(crate) idle_pause: Duration,
+    pub(crate) ending: bool,
 }
 
 impl SourceTask {
@@ -531,7 +645,22 @@ impl SourceTask {
             }
         }
         self.watermark = Some(watermark);
+        // Restored watermarks may fire timers: not an idle interval.
+        self.control.activity.fetch_add(1, Ordering::Relaxed);
         Ok(Slice::More)
+    }
+
+    /// The source has nothing now: it wakes the task when it has, or the
+    /// task looks again after a pause that grows while it stays idle.
+    fn sleep(&mut self) {
+        if self.source.wake_when_ready(&SourceWaker::new({
+            let waker = self.waker.clone();
+            move || waker.wake()
+        })) {
+            return;
+        }
+        self.waker.wake_after(self.idle_pause);
+        self.idle_pause = (self.idle_pause * 2).min(IDLE_PAUSE_MAX);
     }
 
     /// Injects the barrier of a newly requested checkpoint.
@@ -562,7 +691,8 @@ impl SourceTask {
         Slice::More
     }
 
-    /// Reads and sends one batch (and the watermark it raises).
+    /// Reads and sends one batch (and the watermark it raises); `Wait`
+    /// when the source had nothing.
     fn step(&mut self) -> Result<Slice, EngineError> {
         let batch_size = self.batch_size.max(1);
         let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
@@ -599,7 +729,11 @@ impl SourceTask {
             // A source of several splits: the least of its splits.
             self.max_ts = self.max_ts.max(reached);
         }
+        let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.control
+            .activity
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }
@@ -622,26 +756,56 @@ impl SourceTask {
             let _ = self.outputs.broadcast(|| Msg::End);
             return Ok(Slice::Done);
         }
-        Ok(Slice::More)
+        Ok(if idle { Slice::Wait } else { Slice::More })
+    }
+
+    /// Ends the task once its last messages are sent.
+    fn end(&mut self) -> Slice {
+        self.ending = true;
+        end(&mut self.outputs)
     }
 }
 
 impl Task for SourceTask {
     fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
-        if self.watermark.is_none() && self.start()? == Slice::Done {
-            return Ok(Slice::Done);
+        if self.ending {
+            return Ok(end(&mut self.outputs));
         }
+        if self.watermark.is_none() && self.start()? == Slice::Done {
+            return Ok(self.end());
+        }
+        let started = Instant::now();
         for _ in 0..budget {
             if self.abort.stopped() {
                 return Ok(Slice::Done);
             }
             if self.control.stop_now.load(Ordering::SeqCst) {
                 let _ = self.outputs.broadcast(|| Msg::Stop);
-                return Ok(Slice::Done);
+                return Ok(self.end());
+            }
+            match self.outputs.flush() {
+                Err(()) => return Ok(Slice::Done),
+                // Nothing new is read while output waits (backpressure).
+                Ok(false) => return Ok(Slice::Wait),
+                Ok(true) => {}
             }
             self.pass_on_commits();
-            if self.inject() == Slice::Done || self.step()? == Slice::Done {
-                return Ok(Slice::Done);
+            if self.inject() == Slice::Done {
+                return Ok(self.end());
+            }
+            match self.step()? {
+                Slice::Done => return Ok(self.end()),
+                Slice::Wait => {
+                    self.sleep();
+                    return Ok(match self.outputs.flush() {
+                        Err(()) => Slice::Done,
+                        Ok(_) => Slice::Wait,
+                    });
+                }
+                Slice::More => self.idle_pause = IDLE_PAUSE_MIN,
+            }
+            if started.elapsed() >= SLICE_TIME {
+                break;
             }
         }
         Ok(Slice::More)
@@ -654,13 +818,14 @@ pub(crate) struct SinkTask {
     /// Where batches go as they come; `None` when the coordinator publishes
     /// them once their checkpoint commits (exactly-once).
     pub(crate) sink: Option<Box<dyn Sink>>,
-    pub(crate) rx: Receiver<Envelope>,
+    pub(crate) rx: Inbox,
     pub(crate) inputs: InputTracker,
     pub(crate) abort: Arc<Abort>,
     pub(crate) checkpoints: Option<AckLink>,
     /// Output since the last barrier, for the coordinator (exactly-once).
     pub(crate) pending: Batch,
     pub(crate) aligner: Aligner,
+    pub(crate) ending: bool,
 }
 
 impl SinkTask {
@@ -711,21 +876,26 @@ impl SinkTask {
     }
 }
 
+impl Consumer for SinkTask {
+    fn abort(&self) -> &Abort {
+        &self.abort
+    }
+    fn inputs(&mut self) -> (&mut Aligner, &Inbox) {
+        (&mut self.aligner, &self.rx)
+    }
+    fn outputs(&mut self) -> Option<&mut Outputs> {
+        None
+    }
+    fn ending(&mut self) -> &mut bool {
+        &mut self.ending
+    }
+    fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        SinkTask::handle(self, envelope)
+    }
+}
+
 impl Task for SinkTask {
     fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
-        for _ in 0..budget {
-            if self.abort.stopped() {
-                return Ok(Slice::Done);
-            }
-            let envelope = match receive(&mut self.aligner, &self.rx) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => return Ok(Slice::More),
-                Err(RecvTimeoutError::Disconnected) => return Ok(Slice::Done),
-            };
-            if self.handle(envelope)? == Slice::Done {
-                return Ok(Slice::Done);
-            }
-        }
-        Ok(Slice::More)
+        run_inputs(self, budget)
     }
 }

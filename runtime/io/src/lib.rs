@@ -157,8 +157,9 @@ pub trait Source: Send {
         }
         Ok(())
     }
-    /// The next event, `Idle` or `End`. An unbounded source may wait a
-    /// little (tens of ms) for an event before saying `Idle`.
+    /// The next event, `Idle` or `End`. An unbounded source says `Idle`
+    /// at once when it has nothing (it is asked again when it wakes its
+    /// task, or after a pause: [`Source::wake_when_ready`]).
     fn pull(&mut self) -> Result<Pull, String>;
     /// Appends up to `max` events to `batch` (the engine builds one batch
     /// per call), saying what comes next. The default pulls one event at
@@ -197,12 +198,54 @@ pub trait Source: Send {
     fn event_time(&self) -> Option<i64> {
         None
     }
+    /// Called after a pull said `Idle`: a source that can tell when its
+    /// input grows (an append notification, a readable socket) keeps
+    /// `waker` and calls [`SourceWaker::wake`] then (once is enough, a
+    /// wake with nothing new is harmless), and returns true. The default
+    /// returns false: the engine pulls again after a pause that grows
+    /// from 1 ms to 200 ms while the source stays idle. Either way `pull`
+    /// itself should not wait: a waiting pull holds a worker thread that
+    /// other topologies' tasks need (see [`Source::blocking`]).
+    fn wake_when_ready(&mut self, waker: &SourceWaker) -> bool {
+        let _ = waker;
+        false
+    }
+    /// Whether `pull` waits on I/O (a broker poll with a timeout): such a
+    /// source runs on the pool's blocking workers, not on the workers
+    /// that run operators.
+    fn blocking(&self) -> bool {
+        false
+    }
     /// A checkpoint that recorded `position` for this source is durable.
-    /// Called on the source's own thread, between pulls; a Kafka source
+    /// Called on the source's task, between pulls; a Kafka source
     /// commits the offsets back to its group for lag tools.
     fn committed(&mut self, position: &Position) -> Result<(), String> {
         let _ = position;
         Ok(())
+    }
+}
+
+/// Wakes the task of a source that said `Idle` (see
+/// [`Source::wake_when_ready`]). Cheap to clone; may be called from any
+/// thread, any number of times.
+#[derive(Clone)]
+pub struct SourceWaker(Arc<dyn Fn() + Send + Sync>);
+
+impl SourceWaker {
+    /// A waker that calls `wake` (the engine wakes the source's task).
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        SourceWaker(Arc::new(wake))
+    }
+
+    /// The source may have events: its task pulls again soon.
+    pub fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for SourceWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceWaker")
     }
 }
 

@@ -182,6 +182,14 @@ pub trait OperatorState: Send + 'static {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError>;
+    /// The earliest timer of `domain` registered, if any: the engine asks
+    /// to be woken then (processing time) instead of polling.
+    fn next_timer(&mut self, domain: TimeDomain) -> Option<i64>;
+    /// Bytes of state the store holds in memory (its working set), for a
+    /// topology's footprint; 0 when it cannot tell.
+    fn resident_bytes(&self) -> usize {
+        0
+    }
     /// Makes everything applied so far durable, where the store can (the
     /// in-memory one has nothing to do).
     fn flush(&mut self) -> Result<(), StateStoreError> {
@@ -247,6 +255,9 @@ mod tests {
             _: i64,
         ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError> {
             Ok(Vec::new())
+        }
+        fn next_timer(&mut self, _: TimeDomain) -> Option<i64> {
+            None
         }
     }
 

@@ -635,6 +635,16 @@ impl OperatorState for KeyedState {
         Ok(due)
     }
 
+    fn resident_bytes(&self) -> usize {
+        self.cached_bytes()
+    }
+
+    fn next_timer(&mut self, domain: TimeDomain) -> Option<i64> {
+        self.timers[usize::from(domain_code(domain))]
+            .first()
+            .map(|(t, _)| *t)
+    }
+
     fn flush(&mut self) -> Result<(), StateStoreError> {
         KeyedState::flush(self).map_err(store_err)
     }

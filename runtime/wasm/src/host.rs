@@ -60,6 +60,8 @@ pub struct HostState {
     pub(crate) operator: Arc<str>,
     pub(crate) limits: SandboxLimits,
     pub(crate) limit_hit: Option<LimitHit>,
+    /// Linear memory the instance holds, bytes (what it grew to).
+    pub(crate) memory_bytes: usize,
     pub(crate) state: Box<dyn OperatorState>,
     pub(crate) pending: PendingWrites,
     /// Set when a write was refused for going over
@@ -147,6 +149,7 @@ impl HostState {
             operator,
             limits,
             limit_hit: None,
+            memory_bytes: 0,
             state,
             pending: PendingWrites::default(),
             host_bytes_over: false,
@@ -226,7 +229,7 @@ impl WasiView for HostState {
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -238,6 +241,7 @@ impl ResourceLimiter for HostState {
             });
             return Err(LimitExceeded.into());
         }
+        self.memory_bytes = self.memory_bytes.saturating_sub(current) + desired;
         Ok(true)
     }
 

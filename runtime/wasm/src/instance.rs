@@ -152,6 +152,13 @@ impl OperatorInstance {
         state_of(&mut self.live, &mut self.parked)
     }
 
+    /// Linear memory the live instance holds, bytes (0 while none is live).
+    pub fn memory_bytes(&self) -> usize {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().memory_bytes)
+    }
+
     /// Counters the guest added to since the last take.
     pub fn take_counters(&mut self) -> Vec<(String, u64)> {
         match &mut self.live {

@@ -412,6 +412,10 @@ impl OperatorState for MemoryState {
         let later = set.split_off(&(time.saturating_add(1), Vec::new()));
         Ok(std::mem::replace(set, later).into_iter().collect())
     }
+
+    fn next_timer(&mut self, domain: TimeDomain) -> Option<i64> {
+        self.timers(domain).first().map(|(t, _)| *t)
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,23 @@ impl Server {
     /// Starts `weir serve` on 127.0.0.1:0 over `data`, with `extra` flags
     /// and `env`, and waits for its ready line.
     pub fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        Server::launch(Command::new(env!("CARGO_BIN_EXE_weir")), data, extra, env)
+    }
+
+    /// [`Server::start`] with the open-files limit raised to `nofile` (or
+    /// the hard limit, if lower) first: a server with many topologies
+    /// holds a state file and stream segments for each.
+    pub fn start_raising_nofile(data: &Path, extra: &[&str], nofile: u64) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -n {nofile} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_weir"));
+        Server::launch(cmd, data, extra, &[])
+    }
+
+    fn launch(mut cmd: Command, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)

@@ -365,6 +365,11 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
+    /// Its pull polls the broker with a timeout.
+    fn blocking(&self) -> bool {
+        true
+    }
+
     fn seek(&mut self, position: &Position) -> Result<(), String> {
         match position {
             Position::Splits(offsets) => {

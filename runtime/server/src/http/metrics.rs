@@ -42,6 +42,8 @@ struct TopologyRow {
     checkpoint: Option<CheckpointInfo>,
     /// Checkpoints of the current run aborted because their commit failed.
     failed_checkpoints: u64,
+    /// What it costs the node, while it runs.
+    usage: Option<weir_engine::Usage>,
 }
 
 /// What the server runs, at one moment.
@@ -67,13 +69,14 @@ impl Scrape {
                 } else {
                     None
                 };
-                let (operators, endpoints, checkpoint, failed_checkpoints) = status
+                let (operators, endpoints, checkpoint, failed_checkpoints, usage) = status
                     .map(|s| {
                         (
                             s.operators,
                             s.endpoints,
                             s.last_checkpoint,
                             s.failed_checkpoints.0,
+                            s.usage,
                         )
                     })
                     .unwrap_or_default();
@@ -89,6 +92,7 @@ impl Scrape {
                     endpoints,
                     checkpoint,
                     failed_checkpoints,
+                    usage,
                     name,
                 }
             })
@@ -309,6 +313,37 @@ impl Collector for Scrape {
                 .filter(|t| t.running)
                 .map(|t| (topology(&t.name), t.failed_checkpoints)),
         )?;
+        let usage = || {
+            self.topologies
+                .iter()
+                .filter_map(|t| Some((topology(&t.name), t.usage?)))
+        };
+        f.family(
+            "weir_topology_cpu_seconds",
+            "Worker time a running topology's tasks used since it started.",
+            MetricType::Counter,
+            usage().map(|(l, u)| (l, ConstCounter::new(u.cpu_seconds))),
+        )?;
+        f.gauges(
+            "weir_topology_cpu_share",
+            "A running topology's part (0 to 1) of the worker time all topologies used lately.",
+            usage().map(|(l, u)| (l, u.cpu_share)),
+        )?;
+        f.counters(
+            "weir_topology_throttled_slices",
+            "Slices after which a task of the topology was paused because its guest calls kept running long.",
+            usage().map(|(l, u)| (l, u.throttled)),
+        )?;
+        f.gauges(
+            "weir_topology_wasm_memory_bytes",
+            "Linear memory of a running topology's operator instances.",
+            usage().map(|(l, u)| (l, u.wasm_memory_bytes as i64)),
+        )?;
+        f.gauges(
+            "weir_topology_state_bytes",
+            "Keyed state a running topology's operators hold in memory.",
+            usage().map(|(l, u)| (l, u.state_bytes as i64)),
+        )?;
         self.instance_counter(
             f,
             "weir_operator_events_in",
@@ -475,6 +510,13 @@ mod tests {
                 endpoints: vec![("in".into(), lagging())],
                 checkpoint: None,
                 failed_checkpoints: 1,
+                usage: Some(weir_engine::Usage {
+                    cpu_seconds: 1.5,
+                    cpu_share: 0.25,
+                    throttled: 3,
+                    wasm_memory_bytes: 1 << 20,
+                    state_bytes: 512,
+                }),
             }],
             streams: Vec::new(),
         }
@@ -502,6 +544,11 @@ mod tests {
             "weir_checkpoint_failed_total{topology=\"t\\\"1\\n\"} 1".to_string(),
             r#"weir_source_split_lag{topology="t\"1\n",endpoint="in",split="3"} 12"#.to_string(),
             r#"weir_connector_count_total{topology="t\"1\n",endpoint="in",counter="records_in"} 40"#.to_string(),
+            r#"weir_topology_cpu_seconds_total{topology="t\"1\n"} 1.5"#.to_string(),
+            r#"weir_topology_cpu_share{topology="t\"1\n"} 0.25"#.to_string(),
+            r#"weir_topology_throttled_slices_total{topology="t\"1\n"} 3"#.to_string(),
+            r#"weir_topology_wasm_memory_bytes{topology="t\"1\n"} 1048576"#.to_string(),
+            r#"weir_topology_state_bytes{topology="t\"1\n"} 512"#.to_string(),
         ] {
             assert!(text.contains(&line), "no `{line}` in:\n{text}");
         }

@@ -275,8 +275,15 @@ pub fn document() -> Value {
                         "name": { "type": "string" }, "events_read": { "type": "integer" } } } },
                     "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
-                        "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },
+                        "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } },
+                    "usage": schema_ref("TopologyUsage") } },
                 "Endpoint": endpoint,
+                "TopologyUsage": { "type": ["object", "null"], "description": "What the running topology costs the node; null while it does not run", "properties": {
+                    "cpu_seconds": { "type": "number", "description": "Worker time its tasks used since it started" },
+                    "cpu_share": { "type": "number", "description": "Its part (0 to 1) of the worker time all topologies used, over the window since the previous look (at least 1 s)" },
+                    "throttled": { "type": "integer", "description": "Slices after which one of its tasks was paused because its guest calls kept running long" },
+                    "wasm_memory_bytes": { "type": "integer", "description": "Linear memory of its operator instances" },
+                    "state_bytes": { "type": "integer", "description": "Keyed state its operators hold in memory" } } },
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },

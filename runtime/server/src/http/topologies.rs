@@ -105,6 +105,13 @@ fn status_json(s: &TopologyStatus) -> Value {
         "endpoints": endpoints_json(&s.endpoints),
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         "skipped_checkpoints": s.skipped_checkpoints,
+        "usage": s.usage.map(|u| json!({
+            "cpu_seconds": u.cpu_seconds,
+            "cpu_share": u.cpu_share,
+            "throttled": u.throttled,
+            "wasm_memory_bytes": u.wasm_memory_bytes,
+            "state_bytes": u.state_bytes,
+        })),
         "sources": sources_json(s),
         "failed_checkpoints": {
             "total": s.failed_checkpoints.0,

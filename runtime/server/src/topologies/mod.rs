@@ -97,6 +97,8 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// What it costs the node while it runs (CPU, memory).
+    pub usage: Option<weir_engine::Usage>,
     /// `(source, events read)` of the current run, or of the last one
     /// once it stopped (in this process).
     pub sources: Vec<(String, u64)>,
@@ -330,6 +332,7 @@ impl Topologies {
             endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            usage: None,
             sources: Vec::new(),
             failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
@@ -356,6 +359,7 @@ impl Topologies {
                         job.checkpoints(),
                         job.skipped_checkpoints(),
                         job.failed_checkpoints(),
+                        job.usage(),
                         job.source_counts(),
                     )
                 })
@@ -363,11 +367,12 @@ impl Topologies {
             None => None,
         };
         match lease {
-            Some((metrics, endpoints, checkpoints, skipped, failed, sources)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed, usage, sources)) => {
                 status.operators = metrics;
                 status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.usage = Some(usage);
                 status.failed_checkpoints = failed;
                 status.sources = sources;
             }
