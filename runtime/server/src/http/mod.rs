@@ -61,7 +61,7 @@ impl Routes {
     }
 }
 
-fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
+fn build(max_module_bytes: usize, max_document_bytes: usize, max_body_bytes: usize) -> Routes {
     let routes = Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -145,7 +145,7 @@ fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
         .add(
             Method::POST,
             "/v1/streams/{name}/events",
-            post(streams::produce),
+            limited(post(streams::produce), max_body_bytes),
         )
         .add(
             Method::GET,
@@ -157,7 +157,7 @@ fn build(max_module_bytes: usize, max_document_bytes: usize) -> Routes {
 /// Every `(method, path)` the API serves (paths in OpenAPI's `{param}`
 /// form), `/v1` and the unauthenticated ones alike.
 pub fn routes() -> Vec<(Method, &'static str)> {
-    let mut table = build(0, 0).table;
+    let mut table = build(0, 0, 0).table;
     table.push((Method::GET, "/healthz"));
     table.push((Method::GET, "/metrics"));
     table
@@ -166,9 +166,13 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 /// The API over `plane`.
 pub fn router(plane: Plane) -> Router {
     let config = &plane.config;
-    let v1 = build(config.max_module_bytes, config.max_document_bytes)
-        .router
-        .layer(middleware::from_fn_with_state(plane.clone(), require_token));
+    let v1 = build(
+        config.max_module_bytes,
+        config.max_document_bytes,
+        config.max_body_bytes,
+    )
+    .router
+    .layer(middleware::from_fn_with_state(plane.clone(), require_token));
     let metrics = Router::new()
         .route("/metrics", get(observe::metrics))
         .layer(middleware::from_fn_with_state(plane.clone(), require_token));
@@ -260,9 +264,9 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
 }
 
 /// Most bytes of an over-limit upload read (and dropped) before its 413,
-/// so a client that writes the whole body before reading (most do) sees
-/// the answer rather than a reset; a bigger announced body is answered at
-/// once.
+/// unless twice the route's limit is more: a client that writes the whole
+/// body before reading (most do) then sees the answer rather than a reset;
+/// a bigger announced body is answered at once.
 const OVERSIZED_DRAIN_BYTES: u64 = 16 << 20;
 
 /// How long reading an over-limit upload may take before the 413 is sent
@@ -271,7 +275,7 @@ const OVERSIZED_DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// `route` with a body limit of `max` bytes. A request that announces more
 /// is refused before the handler runs, with `Connection: close`, after
-/// reading at most [`OVERSIZED_DRAIN_BYTES`] of it.
+/// reading at most [`OVERSIZED_DRAIN_BYTES`] (or twice `max`) of it.
 fn limited(route: MethodRouter<Plane>, max: usize) -> MethodRouter<Plane> {
     route
         .layer(DefaultBodyLimit::max(max))
@@ -288,7 +292,7 @@ async fn refuse_oversized(max: usize, req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<u64>().ok());
     match announced {
         Some(n) if n > max as u64 => {
-            if n <= OVERSIZED_DRAIN_BYTES {
+            if n <= OVERSIZED_DRAIN_BYTES.max(2 * max as u64) {
                 let reading = drain(req.into_body(), n as usize);
                 let _ = tokio::time::timeout(OVERSIZED_DRAIN_TIME, reading).await;
             }
