@@ -42,6 +42,8 @@ struct TopologyRow {
     checkpoint: Option<CheckpointInfo>,
     /// What it costs the node, while it runs.
     usage: Option<weir_engine::Usage>,
+    /// Checkpoints of the current run aborted because their commit failed.
+    failed_checkpoints: u64,
 }
 
 /// What the server runs, at one moment.
@@ -67,8 +69,16 @@ impl Scrape {
                 } else {
                     None
                 };
-                let (operators, endpoints, checkpoint, usage) = status
-                    .map(|s| (s.operators, s.endpoints, s.last_checkpoint, s.usage))
+                let (operators, endpoints, checkpoint, failed_checkpoints, usage) = status
+                    .map(|s| {
+                        (
+                            s.operators,
+                            s.endpoints,
+                            s.last_checkpoint,
+                            s.failed_checkpoints.0,
+                            s.usage,
+                        )
+                    })
                     .unwrap_or_default();
                 TopologyRow {
                     phase: owned.and_then(|(_, phase, _)| {
@@ -82,6 +92,7 @@ impl Scrape {
                     endpoints,
                     checkpoint,
                     usage,
+                    failed_checkpoints,
                     name,
                 }
             })
@@ -325,6 +336,14 @@ impl Collector for Scrape {
             "Keyed state a running topology's operators hold in memory.",
             usage().map(|(l, u)| (l, u.state_bytes as i64)),
         )?;
+        f.counters(
+            "weir_checkpoint_failed",
+            "Checkpoints of a running topology's current run whose commit failed and that were aborted (their changes went into the next).",
+            self.topologies
+                .iter()
+                .filter(|t| t.running)
+                .map(|t| (topology(&t.name), t.failed_checkpoints)),
+        )?;
         self.instance_counter(
             f,
             "weir_operator_events_in",
@@ -497,6 +516,7 @@ mod tests {
                     wasm_memory_bytes: 1 << 20,
                     state_bytes: 512,
                 }),
+                failed_checkpoints: 1,
             }],
             streams: Vec::new(),
         }
@@ -521,6 +541,7 @@ mod tests {
             format!("weir_operator_batch_seconds_bucket{{le=\"+Inf\",{labels}}} 4"),
             format!("weir_operator_events_in_total{{{labels}}} 7"),
             "weir_topology_restarts_total{topology=\"t\\\"1\\n\"} 2".to_string(),
+            "weir_checkpoint_failed_total{topology=\"t\\\"1\\n\"} 1".to_string(),
             r#"weir_source_split_lag{topology="t\"1\n",endpoint="in",split="3"} 12"#.to_string(),
             r#"weir_connector_count_total{topology="t\"1\n",endpoint="in",counter="records_in"} 40"#.to_string(),
             r#"weir_topology_cpu_seconds_total{topology="t\"1\n"} 1.5"#.to_string(),
