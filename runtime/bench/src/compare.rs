@@ -188,6 +188,19 @@ impl Client {
 }
 
 impl Client {
+    /// Uploads the built guests `modules` under their own names.
+    pub(crate) fn push_guests(&self, modules: &[&str]) -> Result<()> {
+        for module in modules {
+            self.send(
+                "POST",
+                &format!("/v1/modules/{module}"),
+                &guest_bytes(module),
+                "application/wasm",
+            )?;
+        }
+        Ok(())
+    }
+
     /// Applies topology `name` from `doc` (YAML) and starts it.
     pub(crate) fn apply_and_start(&self, name: &str, doc: &str) -> Result<()> {
         self.send(
@@ -325,14 +338,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     let wanted = |w: &str| only.is_none_or(|o| o == w);
     let server = Server::start()?;
     let client = Client::new(&server.url);
-    for module in ["filter", "map", "keyed-sum"] {
-        client.send(
-            "POST",
-            &format!("/v1/modules/{module}"),
-            &guest_bytes(module),
-            "application/wasm",
-        )?;
-    }
+    client.push_guests(&["filter", "map", "keyed-sum"])?;
     let docs = [
         (
             "stateless",

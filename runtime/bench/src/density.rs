@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use weir_tests::guest_bytes;
 
 use crate::compare::{Client, Server};
 use crate::report::result;
@@ -123,14 +122,7 @@ pub fn run(n: usize) -> Result<()> {
     let server = Server::start_with(&[])?;
     let pid = server.pid();
     let client = Client::new(&server.url);
-    for module in ["split-words", "word-count", "endless-loop"] {
-        client.send(
-            "POST",
-            &format!("/v1/modules/{module}"),
-            &guest_bytes(module),
-            "application/wasm",
-        )?;
-    }
+    client.push_guests(&["split-words", "word-count", "endless-loop"])?;
     let sample = weir_fixtures::sample_lines();
     let sample: Vec<&str> = sample.lines().filter(|l| !l.trim().is_empty()).collect();
     let rss_empty = server.rss_mib("VmRSS:");
