@@ -47,4 +47,6 @@ pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, Metr
 pub use plan::operator_chains;
 pub use policy::{DeadLetter, DeadLetterFn};
 pub use protocol::StateValue;
-pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
+pub use runner::{
+    ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
+};

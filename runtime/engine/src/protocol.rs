@@ -20,7 +20,12 @@ use crate::io::Position;
 
 /// What travels between task instances.
 pub(crate) enum Msg {
-    Batch(Batch),
+    /// Events, and which of the consumer's inputs they arrive on (the
+    /// index in its document's `input` list).
+    Batch {
+        batch: Batch,
+        input: u32,
+    },
     Watermark(i64),
     /// Checkpoint barrier n.
     Barrier(u64),

@@ -33,6 +33,10 @@ pub(crate) enum RouteKind {
 pub(crate) struct Route {
     pub(crate) kind: RouteKind,
     pub(crate) targets: Vec<SyncSender<Envelope>>,
+    /// What the consumer reads: `(output, input)` pairs, output 0 the main
+    /// output and `k` the producer's side output `k - 1`, input the index
+    /// in the consumer's `input` list.
+    pub(crate) feeds: Vec<(usize, u32)>,
 }
 
 /// The outputs of one producing task instance.
@@ -54,63 +58,99 @@ impl Outputs {
         result
     }
 
-    /// Sends a batch along every route. `Err` means a consumer is gone (the
-    /// topology is stopping).
+    /// Sends a batch of the main output along every route that reads it.
+    /// `Err` means a consumer is gone (the topology is stopping).
     pub(crate) fn batch(&mut self, batch: Batch) -> Result<(), ()> {
-        if batch.is_empty() {
+        self.emit(batch, Vec::new())
+    }
+
+    /// Sends the main output `main` and the side outputs `side` (in
+    /// declaration order) along every route, each to the consumer input
+    /// that reads it. `Err` means a consumer is gone.
+    pub(crate) fn emit(&mut self, main: Batch, side: Vec<Batch>) -> Result<(), ()> {
+        let mut outputs: Vec<Option<Batch>> = std::iter::once(main)
+            .chain(side)
+            .map(|b| (!b.is_empty()).then_some(b))
+            .collect();
+        if outputs.iter().all(Option::is_none) {
             return Ok(());
         }
-        let routes = self.routes.clone();
-        let last = routes.len().saturating_sub(1);
-        let mut batch = Some(batch);
-        for (r, route) in routes.iter().enumerate() {
-            // The last route takes the batch itself; the others a copy.
-            let b = if r == last {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
-            match &route.kind {
-                RouteKind::Forward => {
-                    let t = self.index.min(route.targets.len() - 1);
-                    self.send(&route.targets[t], Msg::Batch(b))?;
+        // How many feeds still want each output: the last one takes the
+        // batch itself, the others a copy.
+        let mut uses = vec![0usize; outputs.len()];
+        for route in &self.routes {
+            for &(o, _) in &route.feeds {
+                if let Some(u) = uses.get_mut(o) {
+                    *u += 1;
                 }
-                RouteKind::Rebalance => {
-                    let t = self.next % route.targets.len();
-                    self.next += 1;
-                    self.send(&route.targets[t], Msg::Batch(b))?;
+            }
+        }
+        let routes = std::mem::take(&mut self.routes);
+        let mut result = Ok(());
+        'routes: for route in &routes {
+            for &(o, input) in &route.feeds {
+                let Some(slot) = outputs.get_mut(o) else {
+                    continue;
+                };
+                uses[o] -= 1;
+                let b = if uses[o] == 0 {
+                    slot.take()
+                } else {
+                    slot.clone()
+                };
+                let Some(b) = b else { continue };
+                if self.route(route, b, input).is_err() {
+                    result = Err(());
+                    break 'routes;
                 }
-                RouteKind::Keyed {
-                    field,
-                    groups,
-                    owner,
-                } => {
-                    let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                    for e in b.iter() {
-                        let rekeyed = field
-                            .as_ref()
-                            .map(|f| weir_types::wire::field_key(e.value, f));
-                        let key: Option<&[u8]> = match &rekeyed {
-                            Some(k) => k.as_deref(),
-                            None => e.key,
-                        };
-                        let t = match key {
-                            Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
-                            None => 0,
-                        };
-                        let part = &mut parts[t];
-                        let index = part.len() as u32;
-                        part.headers.extend(
-                            e.headers
-                                .iter()
-                                .map(|(_, n, v)| (index, n.clone(), v.clone())),
-                        );
-                        part.push(key, e.value, e.timestamp);
-                    }
-                    for (t, part) in parts.into_iter().enumerate() {
-                        if !part.is_empty() {
-                            self.send(&route.targets[t], Msg::Batch(part))?;
-                        }
+            }
+        }
+        self.routes = routes;
+        result
+    }
+
+    /// Sends `b` along `route` to its consumer's input `input`.
+    fn route(&mut self, route: &Route, b: Batch, input: u32) -> Result<(), ()> {
+        match &route.kind {
+            RouteKind::Forward => {
+                let t = self.index.min(route.targets.len() - 1);
+                self.send(&route.targets[t], Msg::Batch { batch: b, input })?;
+            }
+            RouteKind::Rebalance => {
+                let t = self.next % route.targets.len();
+                self.next += 1;
+                self.send(&route.targets[t], Msg::Batch { batch: b, input })?;
+            }
+            RouteKind::Keyed {
+                field,
+                groups,
+                owner,
+            } => {
+                let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
+                for e in b.iter() {
+                    let rekeyed = field
+                        .as_ref()
+                        .map(|f| weir_types::wire::field_key(e.value, f));
+                    let key: Option<&[u8]> = match &rekeyed {
+                        Some(k) => k.as_deref(),
+                        None => e.key,
+                    };
+                    let t = match key {
+                        Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
+                        None => 0,
+                    };
+                    let part = &mut parts[t];
+                    let index = part.len() as u32;
+                    part.headers.extend(
+                        e.headers
+                            .iter()
+                            .map(|(_, n, v)| (index, n.clone(), v.clone())),
+                    );
+                    part.push(key, e.value, e.timestamp);
+                }
+                for (t, part) in parts.into_iter().enumerate() {
+                    if !part.is_empty() {
+                        self.send(&route.targets[t], Msg::Batch { batch: part, input })?;
                     }
                 }
             }
@@ -152,7 +192,11 @@ mod tests {
         Outputs {
             id: 40 + index,
             index,
-            routes: vec![Route { kind, targets }],
+            routes: vec![Route {
+                kind,
+                targets,
+                feeds: vec![(0, 0)],
+            }],
             next: index,
             metrics: None,
         }
@@ -162,7 +206,7 @@ mod tests {
     fn drain(rx: &Receiver<Envelope>) -> Vec<(usize, Vec<Option<Vec<u8>>>)> {
         rx.try_iter()
             .map(|e| match e.msg {
-                Msg::Batch(b) => (
+                Msg::Batch { batch: b, .. } => (
                     e.from,
                     b.iter().map(|ev| ev.key.map(<[u8]>::to_vec)).collect(),
                 ),
@@ -252,11 +296,49 @@ mod tests {
         out.routes.push(Route {
             kind: RouteKind::Forward,
             targets: fwd,
+            feeds: vec![(0, 0)],
         });
         out.broadcast(|| Msg::Watermark(9)).unwrap();
         assert!(rxs.iter().all(|rx| rx.try_iter().count() == 1));
         assert_eq!(fwd_rx[0].try_iter().count(), 0);
         assert_eq!(fwd_rx[1].try_iter().count(), 1);
+    }
+
+    #[test]
+    fn side_outputs_reach_the_inputs_that_read_them_and_main_and_side_share_a_route() {
+        let (txs, rxs) = consumers(1);
+        let (sink_tx, sink_rx) = consumers(1);
+        let mut out = outputs(0, RouteKind::Forward, txs);
+        // The operator reads main as input 1 and side output 2 as input 0;
+        // a sink reads side output 1 only.
+        out.routes[0].feeds = vec![(0, 1), (2, 0)];
+        out.routes.push(Route {
+            kind: RouteKind::Rebalance,
+            targets: sink_tx,
+            feeds: vec![(1, 0)],
+        });
+        out.emit(
+            batch(&[b"main"]),
+            vec![batch(&[b"side1"]), batch(&[b"side2"])],
+        )
+        .unwrap();
+        let got: Vec<(u32, Vec<u8>)> = rxs[0]
+            .try_iter()
+            .map(|e| match e.msg {
+                Msg::Batch { batch, input } => {
+                    (input, batch.iter().next().unwrap().key.unwrap().to_vec())
+                }
+                _ => panic!("not a batch"),
+            })
+            .collect();
+        assert_eq!(got, vec![(1, b"main".to_vec()), (0, b"side2".to_vec())]);
+        let sunk = drain(&sink_rx[0]);
+        assert_eq!(sunk.len(), 1);
+        assert_eq!(sunk[0].1, vec![Some(b"side1".to_vec())]);
+        // An output nobody reads is dropped; nothing more was sent.
+        out.emit(Batch::default(), vec![Batch::default(), Batch::default()])
+            .unwrap();
+        assert_eq!(rxs[0].try_iter().count(), 0);
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The store data of one operator instance ([`HostState`]) and the host
 //! side of the contract's imports: state, timers, context. It also holds
 //! the resource limiter that enforces the instance's memory and table caps.
+//!
+//! The imports are the same in every contract version, so one body serves
+//! them all: [`Refusal`] is the version-neutral state error, and
+//! `contract_imports!` implements each version's generated host traits on
+//! top of the `HostState` methods.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +20,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use weir_types::KeyGroupRange;
 
-use crate::bindings::weir::operator::{context, state, timers, types};
 use crate::limits::{MAX_STATE_NAME_BYTES, SandboxLimits};
-use crate::state::{OperatorState, PendingWrites, StateOp};
+use crate::state::{OperatorState, PendingWrites, StateOp, TimeDomain};
 use crate::stderr::StderrTail;
 
 /// Why the limiter stopped a guest; read back after the trap to say so.
@@ -142,36 +146,36 @@ impl HostState {
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), state::StateError> {
+    fn check_key(&self, key: &[u8]) -> Result<(), Refusal> {
         let limit = self.limits.max_state_key_bytes;
         if key.len() > limit {
-            return Err(state::StateError::TooLarge(limit as u32));
+            return Err(Refusal::TooLarge(limit as u32));
         }
         if !self.owned.owns(key) {
-            return Err(state::StateError::KeyNotOwned);
+            return Err(Refusal::KeyNotOwned);
         }
         Ok(())
     }
 
-    fn check_value(&self, name: &str, bytes: usize) -> Result<(), state::StateError> {
+    fn check_value(&self, name: &str, bytes: usize) -> Result<(), Refusal> {
         let limit = self.limits.max_state_value_bytes;
         if bytes > limit || name.len() > limit {
-            return Err(state::StateError::TooLarge(limit as u32));
+            return Err(Refusal::TooLarge(limit as u32));
         }
         Ok(())
     }
 
-    fn record(&mut self, op: StateOp) -> Result<(), state::StateError> {
+    fn record(&mut self, op: StateOp) -> Result<(), Refusal> {
         let limit = self.limits.max_pending_writes;
         if self.pending.count() >= limit {
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "more than {limit} state writes in one call; split the work over more events"
             )));
         }
         if let Some((name, _)) = crate::state::target(&op)
             && name.len() > MAX_STATE_NAME_BYTES
         {
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "state name of {} bytes: a state name is at most {MAX_STATE_NAME_BYTES} bytes",
                 name.len()
             )));
@@ -183,7 +187,7 @@ impl HostState {
             // `OperatorInstance::finish_call`); until then each write is
             // refused, so host memory stays under the cap.
             self.host_bytes_over = true;
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "this call's state writes would hold {bytes} bytes, over the limit of {limit} bytes per call; the call fails"
             )));
         }
@@ -192,8 +196,20 @@ impl HostState {
     }
 }
 
-fn unavailable(err: crate::state::StateStoreError) -> state::StateError {
-    state::StateError::Unavailable(err.0)
+/// One entry of a map state: map key and value.
+type MapEntry = (Vec<u8>, Vec<u8>);
+
+/// Why the host refused a state or timer call, whatever the contract
+/// version; each version's `state-error` is made from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    KeyNotOwned,
+    TooLarge(u32),
+    Unavailable(String),
+}
+
+fn unavailable(err: crate::state::StateStoreError) -> Refusal {
+    Refusal::Unavailable(err.0)
 }
 
 impl WasiView for HostState {
@@ -253,17 +269,13 @@ impl ResourceLimiter for HostState {
     }
 }
 
-impl types::Host for HostState {}
-
-impl state::Host for HostState {
-    fn value_get(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
+/// The imports' work, version-neutral: each contract version's host traits
+/// call these (see `contract_imports!`).
+impl HostState {
+    fn value_get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
         self.pending
-            .value(self.state.as_mut(), &name, &key)
+            .value(self.state.as_mut(), name, key)
             .map_err(unavailable)
     }
 
@@ -272,7 +284,7 @@ impl state::Host for HostState {
         name: String,
         key: Vec<u8>,
         value: Option<Vec<u8>>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.as_ref().map_or(0, Vec::len))?;
         self.record(StateOp::SetValue { name, key, value })
@@ -280,13 +292,13 @@ impl state::Host for HostState {
 
     fn map_get(
         &mut self,
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
         self.pending
-            .map_entry(self.state.as_mut(), &name, &key, &map_key)
+            .map_entry(self.state.as_mut(), name, key, map_key)
             .map_err(unavailable)
     }
 
@@ -296,7 +308,7 @@ impl state::Host for HostState {
         key: Vec<u8>,
         map_key: Vec<u8>,
         value: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.len() + map_key.len())?;
         self.record(StateOp::MapPut {
@@ -307,47 +319,33 @@ impl state::Host for HostState {
         })
     }
 
-    fn map_remove(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    fn map_remove(&mut self, name: String, key: Vec<u8>, map_key: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.record(StateOp::MapRemove { name, key, map_key })
     }
 
-    fn map_entries(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
-        self.check_key(&key)?;
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<MapEntry>, Refusal> {
+        self.check_key(key)?;
         let map = self
             .pending
-            .map(self.state.as_mut(), &name, &key)
+            .map(self.state.as_mut(), name, key)
             .map_err(unavailable)?;
         Ok(map.into_iter().collect())
     }
 
-    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), state::StateError> {
+    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.record(StateOp::MapClear { name, key })
     }
 
-    fn list_get(&mut self, name: String, key: Vec<u8>) -> Result<Vec<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
+    fn list_get(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
         self.pending
-            .list(self.state.as_mut(), &name, &key)
+            .list(self.state.as_mut(), name, key)
             .map_err(unavailable)
     }
 
-    fn list_append(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-        item: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    fn list_append(&mut self, name: String, key: Vec<u8>, item: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, item.len())?;
         self.record(StateOp::ListAppend { name, key, item })
@@ -358,45 +356,28 @@ impl state::Host for HostState {
         name: String,
         key: Vec<u8>,
         items: Vec<Vec<u8>>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, items.iter().map(Vec::len).sum())?;
         self.record(StateOp::ListReplace { name, key, items })
     }
-}
 
-impl timers::Host for HostState {
-    fn register(
+    fn timer(
         &mut self,
-        domain: types::TimeDomain,
+        register: bool,
+        domain: TimeDomain,
         key: Vec<u8>,
         time: i64,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
-        self.record(StateOp::RegisterTimer {
-            domain: crate::contract_domain(domain),
-            key,
-            time,
+        self.record(if register {
+            StateOp::RegisterTimer { domain, key, time }
+        } else {
+            StateOp::DeleteTimer { domain, key, time }
         })
     }
 
-    fn delete(
-        &mut self,
-        domain: types::TimeDomain,
-        key: Vec<u8>,
-        time: i64,
-    ) -> Result<(), state::StateError> {
-        self.check_key(&key)?;
-        self.record(StateOp::DeleteTimer {
-            domain: crate::contract_domain(domain),
-            key,
-            time,
-        })
-    }
-}
-
-impl context::Host for HostState {
-    fn log(&mut self, level: context::LogLevel, message: String) {
+    fn log(&mut self, level: tracing::Level, message: &str) {
         let limit = self.limits.max_log_bytes;
         let mut end = message.len().min(limit);
         while !message.is_char_boundary(end) {
@@ -405,11 +386,11 @@ impl context::Host for HostState {
         let text = &message[..end];
         let operator = &*self.operator;
         match level {
-            context::LogLevel::Trace => tracing::trace!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Debug => tracing::debug!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Info => tracing::info!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Warn => tracing::warn!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Error => tracing::error!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::TRACE => tracing::trace!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::INFO => tracing::info!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::ERROR => tracing::error!(target: "weir::guest", operator, "{text}"),
         }
     }
 
@@ -419,8 +400,152 @@ impl context::Host for HostState {
             *c = c.saturating_add(delta);
         }
     }
-
-    fn operator_name(&mut self) -> String {
-        self.operator.to_string()
-    }
 }
+
+/// Implements the generated host traits of contract version `$v` (a module
+/// of [`crate::bindings`]) on [`HostState`]'s version-neutral methods.
+macro_rules! contract_imports {
+    ($v:ident) => {
+        const _: () = {
+            use crate::bindings::$v::weir::operator::{context, state, timers, types};
+
+            fn refused(r: Refusal) -> state::StateError {
+                match r {
+                    Refusal::KeyNotOwned => state::StateError::KeyNotOwned,
+                    Refusal::TooLarge(limit) => state::StateError::TooLarge(limit),
+                    Refusal::Unavailable(why) => state::StateError::Unavailable(why),
+                }
+            }
+
+            fn domain(d: types::TimeDomain) -> TimeDomain {
+                match d {
+                    types::TimeDomain::EventTime => TimeDomain::EventTime,
+                    types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+                }
+            }
+
+            impl types::Host for HostState {}
+
+            impl state::Host for HostState {
+                fn value_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Option<Vec<u8>>, state::StateError> {
+                    HostState::value_get(self, &name, &key).map_err(refused)
+                }
+                fn value_set(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    value: Option<Vec<u8>>,
+                ) -> Result<(), state::StateError> {
+                    HostState::value_set(self, name, key, value).map_err(refused)
+                }
+                fn map_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                ) -> Result<Option<Vec<u8>>, state::StateError> {
+                    HostState::map_get(self, &name, &key, &map_key).map_err(refused)
+                }
+                fn map_put(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                    value: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_put(self, name, key, map_key, value).map_err(refused)
+                }
+                fn map_remove(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_remove(self, name, key, map_key).map_err(refused)
+                }
+                fn map_entries(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
+                    HostState::map_entries(self, &name, &key).map_err(refused)
+                }
+                fn map_clear(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_clear(self, name, key).map_err(refused)
+                }
+                fn list_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Vec<Vec<u8>>, state::StateError> {
+                    HostState::list_get(self, &name, &key).map_err(refused)
+                }
+                fn list_append(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    item: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::list_append(self, name, key, item).map_err(refused)
+                }
+                fn list_replace(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    items: Vec<Vec<u8>>,
+                ) -> Result<(), state::StateError> {
+                    HostState::list_replace(self, name, key, items).map_err(refused)
+                }
+            }
+
+            impl timers::Host for HostState {
+                fn register(
+                    &mut self,
+                    d: types::TimeDomain,
+                    key: Vec<u8>,
+                    time: i64,
+                ) -> Result<(), state::StateError> {
+                    self.timer(true, domain(d), key, time).map_err(refused)
+                }
+                fn delete(
+                    &mut self,
+                    d: types::TimeDomain,
+                    key: Vec<u8>,
+                    time: i64,
+                ) -> Result<(), state::StateError> {
+                    self.timer(false, domain(d), key, time).map_err(refused)
+                }
+            }
+
+            impl context::Host for HostState {
+                fn log(&mut self, level: context::LogLevel, message: String) {
+                    let level = match level {
+                        context::LogLevel::Trace => tracing::Level::TRACE,
+                        context::LogLevel::Debug => tracing::Level::DEBUG,
+                        context::LogLevel::Info => tracing::Level::INFO,
+                        context::LogLevel::Warn => tracing::Level::WARN,
+                        context::LogLevel::Error => tracing::Level::ERROR,
+                    };
+                    HostState::log(self, level, &message);
+                }
+                fn counter_add(&mut self, name: String, delta: u64) {
+                    HostState::counter_add(self, name, delta);
+                }
+                fn operator_name(&mut self) -> String {
+                    self.operator.to_string()
+                }
+            }
+        };
+    };
+}
+
+contract_imports!(v0_1);
+contract_imports!(v0_2);

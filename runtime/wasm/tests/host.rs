@@ -442,6 +442,98 @@ fn malformed_output_is_rejected() {
         matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("cell 9999")),
         "{err}"
     );
+    // An event sent to a side output it never declared, and output
+    // indexes that do not match the events.
+    let err = op
+        .process(&mut batch(&[(Some("k"), "3")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("output 2") && reason.contains("declared 1 side outputs")),
+        "{err}"
+    );
+    let err = op
+        .process(&mut batch(&[(Some("k"), "4")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("2 output indexes for 1 emitted events")),
+        "{err}"
+    );
+}
+
+#[test]
+fn side_outputs_come_back_apart_from_the_main_output() {
+    let host = host();
+    let module = load(&host, "fraud-detector");
+    assert_eq!(module.contract_version(), "0.2.0");
+    assert_eq!(module.info().world, "weir:operator/operator@0.2.0");
+    let mut op = instance(
+        &module,
+        r#"{"max_count":1,"min_amount":10,"window_ms":100}"#,
+    );
+    assert_eq!(op.outputs(), ["alerts".to_string()]);
+    let mut input = batch(&[
+        (Some("c"), r#"{"amount":50}"#),
+        (Some("c"), r#"{"amount":5}"#),
+        (Some("c"), r#"{"amount":60}"#),
+    ]);
+    let out = op.process(&mut input, i64::MIN, 0).unwrap();
+    // Every transaction on the main output, the alert (two large ones
+    // within the window) on the side output alone.
+    assert_eq!(lines(&out.events).len(), 3);
+    assert_eq!(out.side.len(), 1);
+    assert_eq!(
+        lines(&out.side[0]),
+        vec![r#"{"key":"c","value":{"card":"c","count":2,"at":3},"timestamp":3}"#]
+    );
+}
+
+#[test]
+fn a_0_1_0_component_is_adapted_with_no_side_outputs() {
+    let host = host();
+    let module = load(&host, "c-filter");
+    assert_eq!(module.contract_version(), "0.1.0");
+    assert_eq!(module.info().world, "weir:operator/operator@0.1.0");
+    let mut op = instance(&module, r#"{"field":"n","op":"gt","value":1}"#);
+    assert!(op.outputs().is_empty() && op.ttls().is_empty());
+    let out = op
+        .process_from(
+            1,
+            &mut batch(&[(None, r#"{"n":1}"#), (None, r#"{"n":2}"#)]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"value":{"n":2},"timestamp":2}"#]
+    );
+    assert!(out.side.is_empty());
+}
+
+#[test]
+fn the_input_index_reaches_the_operator() {
+    let host = host();
+    let mut op = instance(&load(&host, "enrich"), "");
+    // Input 1 is profiles, anything else transactions: each lands in its
+    // own map state.
+    op.process_from(
+        1,
+        &mut batch(&[(Some("u"), r#"{"tier":"gold"}"#)]),
+        i64::MIN,
+        0,
+    )
+    .unwrap();
+    op.process_from(0, &mut batch(&[(Some("u"), r#"{"id":7}"#)]), i64::MIN, 0)
+        .unwrap();
+    let profiles = op.state_mut().map("profiles", b"u").unwrap();
+    let pending = op.state_mut().map("pending", b"u").unwrap();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    assert!(
+        String::from_utf8_lossy(profiles.values().next().unwrap()).contains("gold"),
+        "{profiles:?}"
+    );
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(String::from_utf8_lossy(pending.keys().next().unwrap()).contains("id"));
 }
 
 #[test]
