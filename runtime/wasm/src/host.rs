@@ -20,9 +20,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use weir_types::KeyGroupRange;
 
+use crate::instance::StateKind;
 use crate::limits::{MAX_STATE_NAME_BYTES, SandboxLimits};
 use crate::state::{OperatorState, PendingWrites, StateOp, TimeDomain};
 use crate::stderr::StderrTail;
+use crate::ttl::{Entry, TtlClock, TtlTable};
 
 /// Why the limiter stopped a guest; read back after the trap to say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,10 @@ pub struct HostState {
     /// The host's clock as the guest may see it: the current call's
     /// processing time (ms), so that a replayed call reads the same time.
     pub(crate) clock: CallClock,
+    /// The states the operator declared with a time to live, and the
+    /// current call's clocks for them (`ttl.rs`).
+    pub(crate) ttls: TtlTable,
+    pub(crate) ttl_clock: TtlClock,
 }
 
 /// WASI's wall and monotonic clocks, pinned to the processing time the host
@@ -143,6 +149,8 @@ impl HostState {
             table: ResourceTable::new(),
             stderr,
             clock,
+            ttls: TtlTable::default(),
+            ttl_clock: TtlClock::default(),
         }
     }
 
@@ -272,11 +280,46 @@ impl ResourceLimiter for HostState {
 /// The imports' work, version-neutral: each contract version's host traits
 /// call these (see `contract_imports!`).
 impl HostState {
+    /// `payload` as stored for state `name` of `kind`: stamped when the
+    /// state has a TTL.
+    fn stored(&self, kind: StateKind, name: &str, payload: Vec<u8>) -> Vec<u8> {
+        match self.ttls.get(kind, name) {
+            Some(ttl) => ttl.stamp(&self.ttl_clock, &payload),
+            None => payload,
+        }
+    }
+
     fn value_get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
         self.check_key(key)?;
-        self.pending
+        let stored = self
+            .pending
             .value(self.state.as_mut(), name, key)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::Value, name).cloned() else {
+            return Ok(stored);
+        };
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let (name, key) = (name.to_string(), key.to_vec());
+        match ttl.read(&self.ttl_clock, &bytes) {
+            Entry::Expired => {
+                self.record(StateOp::SetValue {
+                    name,
+                    key,
+                    value: None,
+                })?;
+                Ok(None)
+            }
+            Entry::Live(payload) => {
+                let payload = payload.to_vec();
+                if ttl.refresh_on_read() {
+                    let value = Some(ttl.stamp(&self.ttl_clock, &payload));
+                    self.record(StateOp::SetValue { name, key, value })?;
+                }
+                Ok(Some(payload))
+            }
+        }
     }
 
     fn value_set(
@@ -287,6 +330,7 @@ impl HostState {
     ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.as_ref().map_or(0, Vec::len))?;
+        let value = value.map(|v| self.stored(StateKind::Value, &name, v));
         self.record(StateOp::SetValue { name, key, value })
     }
 
@@ -297,9 +341,36 @@ impl HostState {
         map_key: &[u8],
     ) -> Result<Option<Vec<u8>>, Refusal> {
         self.check_key(key)?;
-        self.pending
+        let stored = self
+            .pending
             .map_entry(self.state.as_mut(), name, key, map_key)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::Map, name).cloned() else {
+            return Ok(stored);
+        };
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let (name, key, map_key) = (name.to_string(), key.to_vec(), map_key.to_vec());
+        match ttl.read(&self.ttl_clock, &bytes) {
+            Entry::Expired => {
+                self.record(StateOp::MapRemove { name, key, map_key })?;
+                Ok(None)
+            }
+            Entry::Live(payload) => {
+                let payload = payload.to_vec();
+                if ttl.refresh_on_read() {
+                    let value = ttl.stamp(&self.ttl_clock, &payload);
+                    self.record(StateOp::MapPut {
+                        name,
+                        key,
+                        map_key,
+                        value,
+                    })?;
+                }
+                Ok(Some(payload))
+            }
+        }
     }
 
     fn map_put(
@@ -311,6 +382,7 @@ impl HostState {
     ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.len() + map_key.len())?;
+        let value = self.stored(StateKind::Map, &name, value);
         self.record(StateOp::MapPut {
             name,
             key,
@@ -330,7 +402,32 @@ impl HostState {
             .pending
             .map(self.state.as_mut(), name, key)
             .map_err(unavailable)?;
-        Ok(map.into_iter().collect())
+        let Some(ttl) = self.ttls.get(StateKind::Map, name).cloned() else {
+            return Ok(map.into_iter().collect());
+        };
+        let mut live = Vec::with_capacity(map.len());
+        for (map_key, bytes) in map {
+            match ttl.read(&self.ttl_clock, &bytes) {
+                Entry::Expired => self.record(StateOp::MapRemove {
+                    name: name.to_string(),
+                    key: key.to_vec(),
+                    map_key,
+                })?,
+                Entry::Live(payload) => {
+                    let payload = payload.to_vec();
+                    if ttl.refresh_on_read() {
+                        self.record(StateOp::MapPut {
+                            name: name.to_string(),
+                            key: key.to_vec(),
+                            map_key: map_key.clone(),
+                            value: ttl.stamp(&self.ttl_clock, &payload),
+                        })?;
+                    }
+                    live.push((map_key, payload));
+                }
+            }
+        }
+        Ok(live)
     }
 
     fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), Refusal> {
@@ -340,14 +437,40 @@ impl HostState {
 
     fn list_get(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
         self.check_key(key)?;
-        self.pending
+        let items = self
+            .pending
             .list(self.state.as_mut(), name, key)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::List, name).cloned() else {
+            return Ok(items);
+        };
+        let mut live = Vec::with_capacity(items.len());
+        let mut kept = Vec::with_capacity(items.len());
+        for bytes in &items {
+            if let Entry::Live(payload) = ttl.read(&self.ttl_clock, bytes) {
+                live.push(payload.to_vec());
+                kept.push(if ttl.refresh_on_read() {
+                    ttl.stamp(&self.ttl_clock, payload)
+                } else {
+                    bytes.clone()
+                });
+            }
+        }
+        // Items expired, or all were restamped: the list is written back.
+        if kept.len() < items.len() || ttl.refresh_on_read() {
+            self.record(StateOp::ListReplace {
+                name: name.to_string(),
+                key: key.to_vec(),
+                items: kept,
+            })?;
+        }
+        Ok(live)
     }
 
     fn list_append(&mut self, name: String, key: Vec<u8>, item: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, item.len())?;
+        let item = self.stored(StateKind::List, &name, item);
         self.record(StateOp::ListAppend { name, key, item })
     }
 
@@ -359,6 +482,10 @@ impl HostState {
     ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, items.iter().map(Vec::len).sum())?;
+        let items = items
+            .into_iter()
+            .map(|i| self.stored(StateKind::List, &name, i))
+            .collect();
         self.record(StateOp::ListReplace { name, key, items })
     }
 

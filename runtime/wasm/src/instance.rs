@@ -25,6 +25,7 @@ use crate::host::{HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::{ContractPre, OperatorModule};
 use crate::state::{OperatorState, TimeDomain, ValueWrite};
+use crate::ttl::{Entry, TtlClock, TtlTable};
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -104,6 +105,13 @@ pub struct OperatorInstance {
     outputs: Vec<String>,
     /// Declared state TTLs (from `init`).
     ttls: Vec<StateTtl>,
+    /// The clocks of the call in progress, for TTLs.
+    call_clock: TtlClock,
+    /// TTL value-state cells of the call in progress that the host must
+    /// write itself unless the operator does: `(cell, None)` removes an
+    /// expired value, `(cell, Some(stamped))` restamps one read with
+    /// refresh-on-read.
+    cell_fixes: Vec<(usize, Option<Vec<u8>>)>,
     live: Option<Live>,
     /// The state store while no instance is live (after a trap).
     parked: Option<Box<dyn OperatorState>>,
@@ -146,6 +154,8 @@ impl OperatorInstance {
             value_states: Vec::new(),
             outputs: Vec::new(),
             ttls: Vec::new(),
+            call_clock: TtlClock::default(),
+            cell_fixes: Vec::new(),
             live: None,
             parked: Some(state),
             restarts: 0,
@@ -262,6 +272,7 @@ impl OperatorInstance {
                         message: reason,
                     });
                 }
+                store.data_mut().ttls = TtlTable::new(&self.ttls);
                 self.live = Some(Live { store, bindings });
                 Ok(())
             }
@@ -418,7 +429,9 @@ impl OperatorInstance {
     /// The live instance, its clock set to the call's processing time and
     /// its deadline one call budget away.
     fn prepare_call(&mut self, processing_time: i64) -> Result<&mut Live, InstanceError> {
+        let clock = self.call_clock;
         let live = self.live()?;
+        live.store.data_mut().ttl_clock = clock;
         live.store.data().clock.set(processing_time);
         live.store
             .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
@@ -453,6 +466,11 @@ impl OperatorInstance {
             (Vec::new(), Vec::new())
         } else {
             slot_keys(batch)
+        };
+        self.call_clock = TtlClock {
+            processing: processing_time,
+            watermark,
+            event: batch.timestamps.iter().copied().max().unwrap_or(i64::MIN),
         };
         let state = self.prefetch(&batch.keys, &slots)?;
         let mut input = ProcessInput {
@@ -519,6 +537,11 @@ impl OperatorInstance {
             fired.domains.push(crate::wit_domain(t.domain));
             fired.key_slots.push(slot);
         }
+        self.call_clock = TtlClock {
+            processing: processing_time,
+            watermark,
+            event: timers.iter().map(|t| t.time).max().unwrap_or(i64::MIN),
+        };
         let state = self.prefetch(&keys, &slots)?;
         let input = TimerInput {
             context: CallContext {
@@ -582,12 +605,20 @@ impl OperatorInstance {
         if self.value_states.is_empty() {
             return Ok(cells);
         }
+        self.cell_fixes.clear();
+        let ttls: Vec<Option<StateTtl>> = self
+            .value_states
+            .iter()
+            .map(|n| TtlTable::new(&self.ttls).get(StateKind::Value, n).cloned())
+            .collect();
         let Self {
             name,
             value_states,
             owned,
             live,
             parked,
+            call_clock,
+            cell_fixes,
             ..
         } = self;
         let state = state_of(live, parked);
@@ -603,9 +634,31 @@ impl OperatorInstance {
                     ),
                 });
             }
-            for state_name in value_states.iter() {
+            for (state_name, ttl) in value_states.iter().zip(&ttls) {
                 let before = cells.bytes.len();
                 match state.append_value(state_name, key, &mut cells.bytes) {
+                    Ok(true) if ttl.is_some() => {
+                        let ttl = ttl.as_ref().unwrap_or_else(|| unreachable!());
+                        let cell = cells.lens.len();
+                        let live = match ttl.read(call_clock, &cells.bytes[before..]) {
+                            Entry::Expired => None,
+                            Entry::Live(payload) => Some(payload.to_vec()),
+                        };
+                        cells.bytes.truncate(before);
+                        match live {
+                            None => {
+                                cells.lens.push(-1);
+                                cell_fixes.push((cell, None));
+                            }
+                            Some(payload) => {
+                                cells.lens.push(payload.len() as i32);
+                                if ttl.refresh_on_read() {
+                                    cell_fixes.push((cell, Some(ttl.stamp(call_clock, &payload))));
+                                }
+                                cells.bytes.extend_from_slice(&payload);
+                            }
+                        }
+                    }
                     Ok(true) => cells.lens.push((cells.bytes.len() - before) as i32),
                     Ok(false) => cells.lens.push(-1),
                     Err(e) => {
@@ -699,13 +752,46 @@ impl OperatorInstance {
             });
         }
         let limit = self.limits().max_state_value_bytes;
+        let fixes = std::mem::take(&mut self.cell_fixes);
+        let table = TtlTable::new(&self.ttls);
         let Self {
             value_states,
             live,
             parked,
+            call_clock,
             ..
         } = self;
-        let writes = value_writes(&state, value_states, keys, slots, limit).map_err(invalid)?;
+        let plain = value_writes(&state, value_states, keys, slots, limit).map_err(invalid)?;
+        // TTL value states: what the operator wrote is stored stamped, and
+        // cells it left alone get the host's own fix (removal of an expired
+        // value, or a refresh-on-read restamp).
+        let stamped: Vec<Option<Vec<u8>>> = plain
+            .iter()
+            .map(|w| {
+                let ttl = table.get(StateKind::Value, w.name)?;
+                w.value.map(|v| ttl.stamp(call_clock, v))
+            })
+            .collect();
+        let s = value_states.len();
+        let mut writes: Vec<ValueWrite<'_>> = plain
+            .into_iter()
+            .zip(&stamped)
+            .map(|(w, st)| ValueWrite {
+                value: st.as_deref().or(w.value),
+                ..w
+            })
+            .collect();
+        for (cell, value) in &fixes {
+            if state.cells.iter().any(|&c| c as usize == *cell) {
+                continue;
+            }
+            let (start, len) = slots[cell / s];
+            writes.push(ValueWrite {
+                name: &value_states[cell % s],
+                key: &keys[start..start + len],
+                value: value.as_deref(),
+            });
+        }
         if !ops.is_empty() || !writes.is_empty() {
             state_of(live, parked)
                 .apply(ops, &writes)

@@ -32,6 +32,7 @@ mod shape;
 mod state;
 mod stderr;
 mod trap;
+mod ttl;
 
 pub use error::{InstanceError, ModuleError};
 pub use host::HostState;

@@ -901,3 +901,99 @@ fn the_guest_clock_is_the_call_processing_time() {
         vec![r#"{"key":"k","value":1800000000123,"timestamp":1}"#]
     );
 }
+
+/// One keyed event `value` at time `ts`.
+fn at(key: &str, value: &str, ts: i64) -> Batch {
+    [Event {
+        key: Some(key.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        timestamp: ts,
+        headers: vec![],
+    }]
+    .into_iter()
+    .collect()
+}
+
+/// What the `ttl-state` guest saw, from its one output event.
+fn seen(out: &weir_wasm::CallOutcome) -> String {
+    let line = lines(&out.events).remove(0);
+    let start = line.find(r#""value":"#).unwrap() + 8;
+    let end = line.rfind(r#","timestamp""#).unwrap();
+    line[start..end].to_string()
+}
+
+#[test]
+fn processing_time_ttl_hides_expired_entries_at_once_and_removes_them() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    let mut op = instance(&module, r#"{"domain":"processing","ttl_ms":100}"#);
+    assert_eq!(op.ttls().len(), 3);
+    let out = op
+        .process(&mut at("k", r#""a""#, 1), i64::MIN, 1000)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    // 100 ms later: still there, all three kinds.
+    let out = op
+        .process(&mut at("k", r#""b""#, 2), i64::MIN, 1100)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+    // 101 ms after `b` was written: gone, though still in the store
+    // until this read removes it.
+    let out = op
+        .process(&mut at("k", r#""c""#, 3), i64::MIN, 1201)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    // The expired map entries and list items were removed; `c` is stored
+    // (stamped, which the operator never sees).
+    let map = op.state_mut().map("seen", b"k").unwrap();
+    assert_eq!(map.len(), 1, "{map:?}");
+    let list = op.state_mut().list("log", b"k").unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].ends_with(br#""c""#) && list[0].len() > 3);
+}
+
+#[test]
+fn event_time_ttl_expires_by_the_watermark_not_the_clock() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    let mut op = instance(&module, r#"{"domain":"event","ttl_ms":50}"#);
+    // Written at event time 1000 (no watermark yet).
+    op.process(&mut at("k", r#""a""#, 1000), i64::MIN, 0)
+        .unwrap();
+    // Hours of processing time later, watermark 1050: still live.
+    let out = op
+        .process(&mut at("k", r#""peek""#, 1060), 1050, 10_000_000)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+    // Watermark 1051: expired.
+    let out = op
+        .process(&mut at("k", r#""peek""#, 1070), 1051, 0)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    assert_eq!(op.state_mut().value("last", b"k").unwrap(), None);
+}
+
+#[test]
+fn refresh_on_read_keeps_an_entry_that_is_read_alive() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    for (refresh, expected) in [
+        (false, r#"{"last":null,"seen":0,"log":0}"#),
+        (true, r#"{"last":"a","seen":1,"log":1}"#),
+    ] {
+        let config =
+            format!(r#"{{"domain":"processing","ttl_ms":100,"refresh_on_read":{refresh}}}"#);
+        let mut op = instance(&module, &config);
+        op.process(&mut at("k", r#""a""#, 1), i64::MIN, 1000)
+            .unwrap();
+        let out = op
+            .process(&mut at("k", r#""peek""#, 2), i64::MIN, 1080)
+            .unwrap();
+        assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+        // 150 ms after the write, 70 after the read.
+        let out = op
+            .process(&mut at("k", r#""peek""#, 3), i64::MIN, 1150)
+            .unwrap();
+        assert_eq!(seen(&out), expected, "refresh_on_read: {refresh}");
+    }
+}
