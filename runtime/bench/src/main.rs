@@ -32,6 +32,10 @@
 //! a throwaway PostgreSQL (Debian's `postgresql`) through the exactly-once
 //! sink, checkpoints every 200 ms and every 1 s: row updates/s.
 //!
+//! `produce [--events N] [--rounds R]`: appends to an embedded stream from
+//! 8 threads, plain against idempotent (`?producer=&sequence=`), and from
+//! one thread: events/s and appends per fsync (group commit).
+//!
 //! `languages [--events N] [--rounds R]`: `word-count` in Rust, C,
 //! Go, JavaScript and Python: size, compile and instantiate time, events/s and
 //! the ratio to the Rust guest.
@@ -54,9 +58,11 @@
 
 mod checkpoints;
 mod compare;
+mod kafka;
 mod languages;
 mod native;
 mod postgres;
+mod produce;
 mod report;
 mod stats;
 mod topology;
@@ -378,6 +384,10 @@ enum Workload {
     Languages,
     /// W2 upserting its totals into PostgreSQL.
     Postgres,
+    /// W1 and W2 Kafka → Kafka against streams, and latency through Kafka.
+    Kafka,
+    /// Appends to an embedded stream: plain against idempotent.
+    Produce,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -462,6 +472,8 @@ fn main() -> Result<()> {
         }
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
+        Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
+        Workload::Produce => produce::run(events, rounds)?,
     }
     report::write_json(args.json.as_deref())
 }

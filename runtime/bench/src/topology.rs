@@ -242,6 +242,7 @@ pub fn latency(rate: u64, seconds: u64) -> Result<()> {
             sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
             sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             dead_letter: None,
+            ..Bindings::default()
         },
         ExecOptions {
             linger: Duration::from_millis(1),

@@ -86,6 +86,15 @@ fn quickstart_over_http() {
         .map(|o| o["events_in"].as_u64().unwrap())
         .sum();
     assert_eq!(count_in, words, "{}", status.text);
+    // The source says where it is in its stream: all read, no lag.
+    let lines = text.lines().count();
+    assert_eq!(
+        status.body["endpoints"],
+        json!([{ "name": "lines", "counters": {},
+                 "splits": [{ "split": 0, "position": lines, "end": lines, "lag": 0 }] }]),
+        "{}",
+        status.text
+    );
     let metrics = http.get("/metrics").text;
     assert!(
         metrics
@@ -96,10 +105,15 @@ fn quickstart_over_http() {
         metrics.contains("weir_stream_end_offset{stream=\"lines\"} 8"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("weir_operator_batch_seconds_bucket"),
-        "{metrics}"
-    );
+    for family in [
+        "weir_operator_batch_seconds_bucket",
+        "weir_operator_batch_seconds_sum",
+        "weir_metrics_series_dropped_total 0",
+        "weir_source_split_lag{topology=\"word-count\",endpoint=\"lines\",split=\"0\"} 0",
+    ] {
+        assert!(metrics.contains(family), "no {family} in {metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 
     // The JSON snapshot (what the web console polls): the same counts per
     // instance, the operators' chains, a latency histogram per instance.

@@ -298,17 +298,18 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         "{err}"
     );
 
-    // A healthy start prints its status, guest counters included.
+    // A healthy start prints its status, guest counters included; what
+    // the guest logged (on an event it refuses) is kept for the API.
     std::fs::write(
         &events,
-        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":2}\n",
+        "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":\"bad\"}\n{\"key\":\"k\",\"value\":2}\n",
     )
     .unwrap();
     ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
     let doc2 = dir.path().join("t2.yaml");
     std::fs::write(
         &doc2,
-        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
     )
     .unwrap();
     ok(srv.cli(
@@ -320,5 +321,83 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         status.contains("forwarded=2").then_some(status)
     });
     assert!(status.contains("COUNTERS"), "{status}");
+    let snapshot = srv.client().get("/v1/topologies/t2/metrics");
+    let logs = &snapshot.body["instances"][0]["logs"];
+    assert_eq!(logs[0]["level"], "info", "{}", snapshot.text);
+    assert_eq!(
+        logs[0]["message"], "refusing a bad event",
+        "{}",
+        snapshot.text
+    );
+    assert!(logs[0]["at"].as_i64().unwrap() > 0, "{}", snapshot.text);
     srv.stop();
+}
+
+/// `weir produce` retries a call that found no server, and its batches
+/// are idempotent: a second run with the same producer and sequences
+/// stores nothing again.
+#[test]
+fn produce_retries_until_the_server_is_up_and_a_resend_stores_nothing_twice() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let file = dir.path().join("events.jsonl");
+    let text: String = (0..30).map(|i| format!("{{\"value\":{i}}}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let produce = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.args(["produce", "s", file.to_str().unwrap(), "--batch", "10"])
+            .args(["--producer", "p1", "--json"])
+            .env("WEIR_SERVER", &url)
+            .env_remove("WEIR_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    // No server yet: the first call fails and is retried.
+    let early = produce().spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("WEIR_TOKEN")
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.contains("listening"), "{ready}");
+    let first = ok(early.wait_with_output().unwrap());
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (first["count"].as_u64(), first["next_offset"].as_u64()),
+        (Some(30), Some(30))
+    );
+    // The same producer and sequences again: answered, nothing stored.
+    let again = ok(produce().output().unwrap());
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["first_offset"], 0, "{again}");
+    let consumed = ok(Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["consume", "s"])
+        .env("WEIR_SERVER", &url)
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap());
+    assert_eq!(consumed.lines().count(), 30, "{consumed}");
+    let _ = serve.kill();
+    let _ = serve.wait();
 }

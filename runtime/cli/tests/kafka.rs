@@ -512,8 +512,13 @@ fn missing_topics_and_silent_brokers_are_clear_errors_not_panics() {
     assert_eq!(a.status, 422, "{}", a.text);
     assert!(a.text.contains("sources[0].kafka.brokers"), "{}", a.text);
     drop(srv);
-    // With brokers, a start whose topic is missing is refused, naming it.
-    let srv = Server::start(data.path(), &["--kafka-brokers", &brokers], &[]);
+    // With brokers, a start whose topic is missing is refused, naming it,
+    // and retried with backoff.
+    let srv = Server::start(
+        data.path(),
+        &["--kafka-brokers", &brokers, "--restart-backoff-ms", "200"],
+        &[],
+    );
     let http = srv.client();
     assert_eq!(
         http.put_topology("wc", &word_count_doc("wc", 200)).status,
@@ -527,11 +532,16 @@ fn missing_topics_and_silent_brokers_are_clear_errors_not_panics() {
         "{}",
         a.text
     );
-    // Once the topics exist it starts.
+    assert!(a.text.contains("started again with backoff"), "{}", a.text);
+    let status = http.get("/v1/topologies/wc");
+    assert_eq!(status.body["state"], "restarting", "{}", status.text);
+    // Once the topics exist it starts by itself.
     topic(&brokers, "lines", 2);
     topic(&brokers, "counts", 1);
-    let a = http.post_json("/v1/topologies/wc/start", &json!({}));
-    assert_eq!(a.status, 200, "{}", a.text);
+    eventually("the topology started by its retries", || {
+        let s = http.get("/v1/topologies/wc");
+        (s.body["state"] == "running").then_some(())
+    });
 }
 
 /// How one run of `weir serve` in the crash test ends.
@@ -653,4 +663,28 @@ fn killed_servers_and_a_restarted_broker_leave_every_count_once() {
         let s = srv.client().get("/v1/topologies/wc");
         (s.body["state"] == "running").then_some(())
     });
+    // Status shows each partition's position and lag (none left: every
+    // line is counted), what the source read and the sink's transactions.
+    let status = eventually("every partition caught up in status", || {
+        let s = srv.client().get("/v1/topologies/wc");
+        let source = s.body["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "lines")?
+            .clone();
+        let splits = source["splits"].as_array()?;
+        (splits.len() == 4 && splits.iter().all(|p| p["lag"] == 0)).then_some(s)
+    });
+    let endpoints = status.body["endpoints"].as_array().unwrap();
+    let sink = endpoints.iter().find(|e| e["name"] == "out").unwrap();
+    assert!(
+        sink["counters"]["transactions_committed"].as_u64().unwrap() > 0,
+        "{}",
+        status.text
+    );
+    let metrics = srv.client().get("/metrics").text;
+    assert!(
+        metrics.contains(r#"weir_source_split_lag{topology="wc",endpoint="lines",split="3"} 0"#),
+        "{metrics}"
+    );
 }

@@ -682,3 +682,189 @@ fn a_full_disk_refuses_produce_and_everything_resumes_when_space_returns() {
         assert_eq!(counts, want, "counts of {word}");
     }
 }
+
+/// Lines of 1–4 words from 300, as JSON lines (seeded).
+fn crash_lines(n: usize) -> Vec<String> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let words: Vec<String> = (0..1 + next() % 4)
+                .map(|_| format!("w{}", next() % 300))
+                .collect();
+            format!("{{\"value\":\"{}\"}}", words.join(" "))
+        })
+        .collect()
+}
+
+/// Posts one idempotent batch to whichever server is up now: its answer,
+/// or `None` when the call failed in a way a retry may fix (no server, a
+/// 5xx).
+fn post_batch(
+    agent: &ureq::Agent,
+    url: &str,
+    sequence: usize,
+    body: &str,
+) -> Option<serde_json::Value> {
+    let res = agent
+        .post(format!(
+            "{url}/v1/streams/lines/events?producer=crash-client&sequence={sequence}"
+        ))
+        .header("Content-Type", "application/x-ndjson")
+        .send(body.as_bytes());
+    let mut r = res.ok()?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    assert!(
+        status == 200 || status >= 500,
+        "batch {sequence}: {status} {text}"
+    );
+    (status == 200).then(|| serde_json::from_str(&text).unwrap())
+}
+
+/// kill -9 of `weir serve` while a client produces lines in idempotent
+/// batches and retries every failed call: the `lines` stream holds every
+/// line exactly once and the word counts are exactly the oracle's. Some
+/// rounds arm a fault point instead of the kill (an injected checkpoint
+/// commit error the topology rides out, a crash during a checkpoint
+/// commit, one after the commit and before the sink publishes).
+///
+/// CI size: 7 restarts, 24,000 lines. `WEIR_CRASH_BIG=1` runs the issue's
+/// size: 20 restarts, 200,000 lines.
+#[test]
+fn kill_9_under_a_retrying_idempotent_client_loses_and_repeats_nothing() {
+    let big = std::env::var_os("WEIR_CRASH_BIG").is_some();
+    let (lines, kills, per_batch) = if big {
+        (200_000, 20, 1000)
+    } else {
+        (24_000, 7, 200)
+    };
+    let all = crash_lines(lines);
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--restart-backoff-ms",
+        "50",
+        "--restart-max-backoff-ms",
+        "500",
+        "--restart-attempts",
+        "1000",
+    ];
+    let mut srv = Server::start(dir.path(), &flags, &[]);
+    {
+        let http = srv.client();
+        push(&http, "split-words");
+        push(&http, "word-count");
+        let doc = format!(
+            "{}\ncheckpoint: {{ interval_ms: 100, tolerable_failed_checkpoints: 3 }}\n",
+            word_count_yaml().trim_end()
+        );
+        assert_eq!(http.put_topology("word-count", &doc).status, 201);
+        let a = http.post_json("/v1/topologies/word-count/start", &json!({}));
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    let url = Arc::new(std::sync::Mutex::new(srv.url.clone()));
+    let client = {
+        let url = url.clone();
+        let batches: Vec<String> = all
+            .chunks(per_batch)
+            .map(|c| c.iter().map(|l| format!("{l}\n")).collect())
+            .collect();
+        thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            let mut retries = 0;
+            let mut send = |sequence: usize, body: &str| loop {
+                let at = url.lock().unwrap().clone();
+                if let Some(answer) = post_batch(&agent, &at, sequence, body) {
+                    return answer;
+                }
+                retries += 1;
+                thread::sleep(Duration::from_millis(30));
+            };
+            for (i, body) in batches.iter().enumerate() {
+                let answer = send(i + 1, body);
+                if i % 4 == 0 {
+                    // As a client whose answer was lost sends it again.
+                    let again = send(i + 1, body);
+                    assert_eq!(again["duplicate"], true, "{again}");
+                    assert_eq!(again["first_offset"], answer["first_offset"]);
+                }
+                thread::sleep(Duration::from_millis(if big { 5 } else { 25 }));
+            }
+            retries
+        })
+    };
+    // Fault points by round; the other rounds are a plain kill -9.
+    let faults = [
+        (1, "checkpoint-commit-error:2"),
+        (3, "checkpoint-commit:3"),
+        (5, "after-commit-before-publish:2"),
+    ];
+    let mut rng = 17u64;
+    for round in 0..kills {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let fault = faults.iter().find(|(r, _)| *r == round).map(|(_, f)| *f);
+        match fault {
+            Some(point) if !point.ends_with("-error:2") => {
+                // The armed point aborts the process by itself.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while srv.try_wait().is_none() {
+                    assert!(Instant::now() < deadline, "{point} was never reached");
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Some(_) => {
+                // Two commits fail and the run goes on: no restart.
+                let http = srv.client();
+                eventually("two aborted checkpoints", || {
+                    let s = http.get("/v1/topologies/word-count");
+                    assert_ne!(s.body["state"], "failed", "{}", s.text);
+                    (s.body["failed_checkpoints"]["total"] == 2).then_some(())
+                });
+                let s = http.get("/v1/topologies/word-count");
+                assert_eq!(s.body["restart"]["restarts"], 0, "{}", s.text);
+            }
+            None => thread::sleep(Duration::from_millis(300 + (rng >> 33) % 600)),
+        }
+        drop(srv);
+        let next = faults
+            .iter()
+            .find(|(r, _)| *r == round + 1)
+            .map(|(_, f)| *f);
+        let env: Vec<(&str, &str)> = next.map(|f| ("WEIR_FAULT", f)).into_iter().collect();
+        srv = Server::start(dir.path(), &flags, &env);
+        *url.lock().unwrap() = srv.url.clone();
+    }
+    let retries = client.join().unwrap();
+    let http = srv.client();
+    let stored = http.get("/v1/streams/lines/events?offset=0&limit=1");
+    assert_eq!(
+        stored.body["end_offset"], lines,
+        "every line once, after {retries} retried calls"
+    );
+    let expected = server::expected_counts(&(all.join("\n") + "\n"));
+    eventually("the oracle's word counts", || {
+        (server::counts_of(&http.events("counts")) == expected).then_some(())
+    });
+    // Exactly once: each word's counts rise by one, none repeated.
+    let mut seen = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for e in &http.events("counts") {
+        seen.entry(e["value"]["word"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["value"]["count"].as_u64().unwrap());
+    }
+    for (word, counts) in seen {
+        let want: Vec<u64> = (1..=expected[&word]).collect();
+        assert_eq!(counts, want, "counts of {word}");
+    }
+}

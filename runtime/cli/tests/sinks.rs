@@ -31,7 +31,7 @@ const CHUNKS: usize = 8;
 const LINES_PER_CHUNK: usize = 1_500;
 const TXNS_PER_CHUNK: usize = 600;
 const KILLS: usize = 5;
-const FAULTS: [&str; 2] = ["after-weir-commit", "before-postgres-commit"];
+const FAULTS: [&str; 2] = ["after-commit-before-publish", "before-postgres-commit"];
 
 fn topology(hook: &str) -> String {
     format!(

@@ -39,18 +39,6 @@ impl Backoff {
     }
 }
 
-/// Aborts the process at the named point when `WEIR_FAULT` names it: how
-/// the crash tests kill a sink between the Weir commit and its target's
-/// (`after-weir-commit`, `before-postgres-commit`). Does nothing otherwise.
-pub(crate) fn fault_point(name: &str) {
-    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let fault = FAULT.get_or_init(|| std::env::var("WEIR_FAULT").ok());
-    if fault.as_deref() == Some(name) {
-        tracing::error!(fault = name, "WEIR_FAULT: aborting here");
-        std::process::abort();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

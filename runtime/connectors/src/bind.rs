@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
+use weir_io::{CheckpointRef, EndpointStats, Next, Position, Pull, Pulled, Sink, Source};
 use weir_types::{Batch, Event};
 
 use crate::Stream;
@@ -25,6 +25,8 @@ pub struct StreamSource {
     end: Option<u64>,
     buffered: VecDeque<Event>,
     read_batch: usize,
+    /// Where it is in the stream and where the stream ends (split 0).
+    stats: Arc<EndpointStats>,
 }
 
 impl StreamSource {
@@ -37,6 +39,7 @@ impl StreamSource {
             end: Some(end),
             buffered: VecDeque::new(),
             read_batch: 1024,
+            stats: Arc::default(),
         }
     }
 
@@ -48,7 +51,20 @@ impl StreamSource {
             end: None,
             buffered: VecDeque::new(),
             read_batch: 1024,
+            stats: Arc::default(),
         }
+    }
+
+    /// Its live figures: split 0 is the stream, its position the next
+    /// offset handed to the engine.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
+    fn report(&self) {
+        let handed = self.next - self.buffered.len() as u64;
+        self.stats
+            .set_split(0, handed, Some(self.stream.end_offset()));
     }
 }
 
@@ -71,14 +87,60 @@ impl Source for StreamSource {
         if let Some(e) = self.buffered.pop_front() {
             return Ok(Pull::Event(e));
         }
+        self.fill()?;
+        self.report();
+        Ok(self.buffered.pop_front().map_or_else(
+            || {
+                if self.end.is_some_and(|end| self.next >= end) {
+                    Pull::End
+                } else {
+                    Pull::Idle
+                }
+            },
+            Pull::Event,
+        ))
+    }
+
+    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+        let mut pulled = Pulled {
+            events: 0,
+            highest_ts: i64::MIN,
+            next: Next::More,
+        };
+        if self.buffered.is_empty() {
+            self.fill()?;
+        }
+        while pulled.events < max {
+            let Some(event) = self.buffered.pop_front() else {
+                break;
+            };
+            pulled.add(batch, &event);
+        }
+        if self.buffered.is_empty() {
+            if self.end.is_some_and(|end| self.next >= end) {
+                pulled.next = Next::End;
+            } else if pulled.events == 0 {
+                pulled.next = Next::Idle;
+            }
+        }
+        self.report();
+        Ok(pulled)
+    }
+}
+
+impl StreamSource {
+    /// Reads the next run of events into `buffered`: at once when the
+    /// stream has them, after waiting up to 50 ms for an append when it
+    /// does not (a following source), nothing at its end (a bounded one).
+    fn fill(&mut self) -> Result<(), String> {
         let end = match self.end {
-            Some(end) if self.next >= end => return Ok(Pull::End),
+            Some(end) if self.next >= end => return Ok(()),
             Some(end) => end,
             None => {
                 // Woken by an append; an idle source looks up (for
                 // barriers and stops) every 50 ms.
                 if !self.stream.wait_for(self.next, Duration::from_millis(50)) {
-                    return Ok(Pull::Idle);
+                    return Ok(());
                 }
                 u64::MAX
             }
@@ -90,7 +152,7 @@ impl Source for StreamSource {
             .map_err(|e| e.to_string())?;
         self.next = after;
         self.buffered.extend(events);
-        Ok(self.buffered.pop_front().map_or(Pull::Idle, Pull::Event))
+        Ok(())
     }
 }
 
@@ -209,5 +271,27 @@ mod tests {
         assert!(bounded.seek(&Position::Count(9)).is_err());
         bounded.seek(&Position::Count(4)).unwrap();
         assert_eq!(bounded.pull().unwrap(), Pull::End);
+    }
+
+    #[test]
+    fn a_source_hands_out_batches_and_reports_its_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let stream = store.stream("in").unwrap();
+        stream.append(&batch(0..5)).unwrap();
+        let mut source = StreamSource::follow(stream.clone());
+        let stats = source.stats();
+        let mut out = Batch::default();
+        let pulled = source.pull_batch(&mut out, 3).unwrap();
+        assert_eq!((pulled.events, pulled.next), (3, Next::More));
+        assert_eq!(stats.snapshot().splits[&0].lag(), Some(2));
+        stream.append(&batch(5..7)).unwrap();
+        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        assert_eq!(pulled.events, 2, "what it had read before the append");
+        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        assert_eq!(pulled.events, 2);
+        assert_eq!(stats.snapshot().splits[&0].lag(), Some(0));
+        assert_eq!(source.pull_batch(&mut out, 10).unwrap().next, Next::Idle);
+        assert_eq!(out.len(), 7);
     }
 }

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use weir_engine::{CheckpointRef, Position, Pull, Sink, Source};
+use weir_io::{CheckpointRef, Position, Pull, Sink, Source};
 use weir_types::{Batch, wire};
 
 /// Events from a JSON-lines file (or any reader of lines).

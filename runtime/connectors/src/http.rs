@@ -17,12 +17,12 @@
 
 use std::time::Duration;
 
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::HttpSinkDoc;
 use weir_types::Batch;
 use weir_types::wire::format_event;
 
-use crate::backoff::{Backoff, fault_point};
+use crate::backoff::Backoff;
 
 /// The header that names a request's events.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -226,7 +226,6 @@ impl Sink for HttpSink {
         if batch.is_empty() {
             return Ok(());
         }
-        fault_point("after-weir-commit");
         self.post_all(&format!("{}-{}", at.lineage, at.id), batch)
     }
 

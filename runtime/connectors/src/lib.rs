@@ -55,8 +55,14 @@ pub use kafka::{
     KafkaError, KafkaSink, KafkaSource, Marker, bind_kafka, create_topic, has_kafka,
     kafka_dead_letters,
 };
-pub use record::{MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_RECORD_BYTES, RecordLimit};
-pub use stream::{Stream, StreamConfig, StreamError, StreamInfo, StreamStore};
+pub use record::{
+    MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_PRODUCER_ID_BYTES, MAX_RECORD_BYTES, ProducerBatch,
+    RecordLimit, batch_hash,
+};
+pub use stream::{
+    Appended, MAX_PRODUCERS_PER_STREAM, PRODUCER_BATCHES_KEPT, PRODUCER_EXPIRY, Stream,
+    StreamConfig, StreamError, StreamInfo, StreamStore,
+};
 pub use topology::{
     BindError, SourceMode, bind_streams, dead_letter_stream, dead_letter_writer, needs_streams,
 };

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use weir_engine::{Bindings, DeadLetter, DeadLetterFn};
+use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::TopologyDoc;
 
 use crate::{HttpSink, HttpSinkConfig, PgSink, PgSinkConfig};

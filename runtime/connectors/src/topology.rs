@@ -6,7 +6,7 @@
 //! caller binds its own inputs first (files, overrides) and lets the rest
 //! fall to streams.
 
-use weir_engine::{Bindings, DeadLetter, DeadLetterFn};
+use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc, TopologyDoc};
 
 use crate::{StreamError, StreamSink, StreamSource, StreamStore};
@@ -84,6 +84,7 @@ pub fn bind_streams(
             SourceMode::Bounded => StreamSource::bounded(stream),
             SourceMode::Follow => StreamSource::follow(stream),
         };
+        bindings.stats.insert(source.name.clone(), read.stats());
         bindings.sources.insert(source.name.clone(), Box::new(read));
     }
     for sink in &doc.sinks {
@@ -122,7 +123,7 @@ pub fn dead_letter_writer(store: &StreamStore, name: &str) -> Result<DeadLetterF
 mod tests {
     use super::*;
     use crate::StreamConfig;
-    use weir_engine::Source;
+    use weir_io::Source;
 
     fn doc(yaml: &str) -> TopologyDoc {
         weir_topology::parse_topology(yaml).unwrap()

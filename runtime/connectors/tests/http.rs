@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir_connectors::{Backoff, HttpSink, HttpSinkConfig, IDEMPOTENCY_HEADER};
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_fixtures::webhook::{Script, Webhook};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::HttpSinkDoc;
 use weir_types::{Batch, Event};
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir_connectors::{Backoff, PgSink, PgSinkConfig};
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_fixtures::postgres::PgServer;
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::PostgresSinkDoc;
 use weir_types::{Batch, Event};
 

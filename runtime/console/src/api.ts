@@ -198,6 +198,15 @@ export interface InstanceMetrics {
   blocked_ms: number;
   latency_counts: number[];
   counters: Record<string, number>;
+  /** The newest lines the operator logged, oldest first. */
+  logs: GuestLog[];
+}
+
+export interface GuestLog {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+  /** Wall clock, ms since the Unix epoch. */
+  at: number;
 }
 
 export interface MetricsSnapshot {
@@ -207,7 +216,16 @@ export interface MetricsSnapshot {
   chains: string[][];
   latency_bounds_us: number[];
   instances: InstanceMetrics[];
+  /** Sources and sinks that keep live figures. */
+  endpoints: Endpoint[];
   last_checkpoint: Checkpoint | null;
+}
+
+export interface Endpoint {
+  name: string;
+  /** A stream is split 0; a Kafka topic has one split per partition. */
+  splits: { split: number; position: number; end: number | null; lag: number | null }[];
+  counters: Record<string, number>;
 }
 
 export interface ModuleVersion {

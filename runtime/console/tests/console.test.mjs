@@ -272,6 +272,13 @@ async function main() {
       return r !== first ? String(r) : null;
     });
     report.rates = { first, second: Number(second) };
+    // The source node shows how far its stream is ahead of it.
+    const lag = await until('the source lag on the graph', async () => {
+      const v = await page.getAttribute('#graph [data-node="lines"]', 'data-lag');
+      return v !== null && v !== '' ? v : null;
+    });
+    assert.ok(Number(lag) >= 0, `lag ${lag}`);
+    assert.match(await page.textContent('#graph [data-node="lines"]'), /lag \d/);
 
     // A node's instances, opened by keyboard.
     await page.focus('#graph [data-node="count"]');
@@ -313,6 +320,20 @@ async function main() {
     assert.match(letter, /split/);
     assert.match(letter, /expects the value to be a JSON string/);
     await shot(page, '8-dead-letters');
+
+    // ---- a node's recent logs: an operator that logs the events it refuses ----
+    await api(url, 'POST', '/v1/modules/poison-trap', readFileSync(join(GUESTS, 'poison_trap.wasm')), { 'Content-Type': 'application/wasm' });
+    const noisy = 'name: noisy\nsources: [{ name: in, stream: noisy-in }]\noperators:\n  - { name: p, module: poison-trap, input: in, on_error: skip }\nsinks: [{ name: out, stream: noisy-out, input: p }]\n';
+    await api(url, 'PUT', '/v1/topologies/noisy', noisy, { 'Content-Type': 'application/yaml' });
+    await api(url, 'POST', '/v1/topologies/noisy/start');
+    await api(url, 'POST', '/v1/streams/noisy-in/events', JSON.stringify({ key: 'k', value: 'bad' }), { 'Content-Type': 'application/x-ndjson' });
+    await page.goto(url + '/#/topologies/noisy');
+    await page.waitForSelector('#graph [data-node="p"]', { timeout: WAIT_MS });
+    await page.focus('#graph [data-node="p"]');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#logs td:text("refusing a bad event")', { timeout: WAIT_MS });
+    await shot(page, '8b-operator-logs');
+    await api(url, 'POST', '/v1/topologies/noisy/stop');
 
     // ---- stop with a savepoint ----
     await page.goto(url + '/#/topologies/word-count');

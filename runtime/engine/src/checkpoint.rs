@@ -18,16 +18,84 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use weir_io::fault::{self, FaultPoint};
+use weir_io::{CheckpointRef, Sink};
 use weir_state::{StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
-use crate::io::{CheckpointRef, Sink};
 use crate::protocol::{Abort, Ack, Control};
 use crate::tracker::{InFlight, SourceMeta, Tracker};
 
 /// Longest an idle coordinator sleeps before it looks for requests.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Interval checkpoints in a row that may fail before the run fails, by
+/// default.
+pub const DEFAULT_TOLERABLE_FAILED_CHECKPOINTS: u32 = 3;
+/// Free bytes a checkpoint commit wants beyond what it writes: redb writes
+/// pages copy-on-write, so a commit needs room for new pages before old
+/// ones are freed.
+const COMMIT_SPACE_MARGIN: u64 = 4 << 20;
+
+/// Checkpoints that failed to commit and were aborted.
+#[derive(Debug, Default)]
+pub(crate) struct FailedCheckpoints {
+    pub(crate) total: AtomicU64,
+    pub(crate) in_a_row: AtomicU64,
+    /// Why the last one failed.
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+/// What an aborted checkpoint did not commit, carried into the next.
+#[derive(Default)]
+pub(crate) struct Carried {
+    /// State changes, as snapshots of the aborted checkpoints (oldest
+    /// first).
+    state: Vec<StateSnapshot>,
+    /// Output per sink (by index), oldest first.
+    outputs: BTreeMap<usize, Batch>,
+}
+
+/// The state changes of an aborted checkpoint (`older`) merged under those
+/// of the next one (`newer`): a row the newer changes write or remove, or
+/// that falls under a prefix they remove, is dropped from the older ones.
+pub(crate) fn merge_snapshots(
+    older: Vec<StateSnapshot>,
+    newer: Vec<StateSnapshot>,
+) -> Vec<StateSnapshot> {
+    use std::collections::HashSet;
+    use weir_state_contract::{RowTable, SnapshotRow};
+    if older.is_empty() {
+        return newer;
+    }
+    let mut touched: HashSet<(bool, &[u8])> = HashSet::new();
+    let mut prefixes: Vec<&[u8]> = Vec::new();
+    let newer_rows: Vec<Vec<SnapshotRow>> =
+        newer.into_iter().map(StateSnapshot::into_rows).collect();
+    for row in newer_rows.iter().flatten() {
+        match row {
+            SnapshotRow::Put(t, k, _) | SnapshotRow::Delete(t, k) => {
+                touched.insert((*t == RowTable::State, k.as_slice()));
+            }
+            SnapshotRow::DeletePrefix(p) => prefixes.push(p.as_slice()),
+        }
+    }
+    let overridden = |row: &SnapshotRow| match row {
+        SnapshotRow::Put(t, k, _) | SnapshotRow::Delete(t, k) => {
+            touched.contains(&(*t == RowTable::State, k.as_slice()))
+                || (*t == RowTable::State && prefixes.iter().any(|p| k.starts_with(p)))
+        }
+        SnapshotRow::DeletePrefix(q) => prefixes.iter().any(|p| q.starts_with(p)),
+    };
+    let kept: Vec<SnapshotRow> = older
+        .into_iter()
+        .flat_map(StateSnapshot::into_rows)
+        .filter(|row| !overridden(row))
+        .collect();
+    let mut out = vec![StateSnapshot::new(kept)];
+    out.extend(newer_rows.into_iter().map(StateSnapshot::new));
+    out
+}
 
 /// When to checkpoint and how many to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +108,11 @@ pub struct CheckpointConfig {
     /// highest timestamp) while operator state, timers and watermarks of
     /// the checkpoint are kept: "the same state, new input".
     pub reset_sources: bool,
+    /// Interval checkpoints in a row that may fail to commit (no space, an
+    /// I/O error before the durable commit) before the run fails. A failed
+    /// one is aborted: its state changes and output are carried into the
+    /// next, sources keep reading.
+    pub tolerable_failed: u32,
 }
 
 impl Default for CheckpointConfig {
@@ -48,6 +121,7 @@ impl Default for CheckpointConfig {
             interval: Some(Duration::from_secs(1)),
             retain: 3,
             reset_sources: false,
+            tolerable_failed: DEFAULT_TOLERABLE_FAILED_CHECKPOINTS,
         }
     }
 }
@@ -242,6 +316,9 @@ pub(crate) struct Coordinator {
     pub(crate) committed_sources: BTreeMap<String, SourceMeta>,
     /// Interval checkpoints skipped because nothing had changed.
     pub(crate) skipped: Arc<AtomicU64>,
+    pub(crate) failed: Arc<FailedCheckpoints>,
+    /// What aborted checkpoints left for the next one to commit.
+    pub(crate) carried: Carried,
 }
 
 /// Whether a complete checkpoint would commit nothing the last one did
@@ -399,10 +476,19 @@ impl Coordinator {
             }
             snapshots.extend(states.into_iter().map(|(_, s)| s));
         }
+        let carried = std::mem::take(&mut self.carried);
+        let snapshots = merge_snapshots(carried.state, snapshots);
+        let mut carried_outputs = carried.outputs;
         let mut pending_bytes = Vec::new();
         let mut publish = Vec::new();
         for (k, batch) in collected.sinks.into_iter().enumerate() {
-            let batch = batch.unwrap_or_default();
+            let batch = match carried_outputs.remove(&k) {
+                Some(mut older) => {
+                    older.extend_from(&batch.unwrap_or_default());
+                    older
+                }
+                None => batch.unwrap_or_default(),
+            };
             let (name, sink) = &mut self.sinks[k];
             if let Some(sink) = sink {
                 let base = sink.position().map_err(|message| EngineError::Sink {
@@ -435,6 +521,47 @@ impl Coordinator {
         let meta_bytes = serde_json::to_vec(&meta)
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
         tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
+        let _ = fault::reach(FaultPoint::CheckpointCommit);
+        // Refused before redb writes anything (a failed redb write makes
+        // the database unusable until it is reopened, i.e. a restart): an
+        // interval checkpoint is then aborted and its changes carried.
+        let wanted = 2
+            * (snapshots.iter().map(|s| s.bytes() as u64).sum::<u64>()
+                + pending_bytes
+                    .iter()
+                    .map(|(_, b)| b.len() as u64)
+                    .sum::<u64>()
+                + meta_bytes.len() as u64)
+            + COMMIT_SPACE_MARGIN;
+        let refused = fault::reach(FaultPoint::CheckpointCommitError)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match self.db.free_bytes() {
+                Ok(free) if free < wanted => Err(format!(
+                    "no space for the commit: {free} bytes free on the state database's disk, about {wanted} needed"
+                )),
+                _ => Ok(()),
+            });
+        if let Err(why) = refused {
+            let tolerable = !final_ && request.is_none();
+            let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
+            if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+                return Err(EngineError::Checkpoint(format!(
+                    "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
+                    in_a_row, self.config.tolerable_failed
+                )));
+            }
+            tracing::warn!(topology = %self.topology, checkpoint = id, failed_in_a_row = in_a_row, reason = %why, "checkpoint aborted; its changes go into the next one");
+            self.failed.in_a_row.store(in_a_row, Ordering::Relaxed);
+            self.failed.total.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.failed.last_error.lock() {
+                *last = Some(format!("checkpoint {id}: {why}"));
+            }
+            self.carried.state = snapshots;
+            for (k, batch) in publish {
+                self.carried.outputs.insert(k, batch);
+            }
+            return Ok(());
+        }
         let stats = self
             .db
             .commit_checkpoint(
@@ -446,7 +573,11 @@ impl Coordinator {
             )
             .map_err(EngineError::State)?;
         self.control.committed.store(id, Ordering::SeqCst);
+        self.failed.in_a_row.store(0, Ordering::Relaxed);
         self.committed_sources.clone_from(&meta.sources);
+        if publish.iter().any(|(_, batch)| !batch.is_empty()) {
+            let _ = fault::reach(FaultPoint::AfterCommitBeforePublish);
+        }
         let at = CheckpointRef {
             lineage: self.lineage.clone(),
             id,
@@ -502,7 +633,7 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::Position;
+    use weir_io::Position;
 
     fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
         Restored {
@@ -640,5 +771,44 @@ mod tests {
             serde_json::json!({"0": 4, "1": 6})
         );
         assert_eq!(serde_json::from_value::<Meta>(json).unwrap(), meta);
+    }
+
+    #[test]
+    fn an_aborted_checkpoints_changes_go_under_the_next_ones() {
+        use weir_state_contract::{RowTable as T, SnapshotRow as R};
+        let put = |k: &str, v: &str| R::Put(T::State, k.into(), v.into());
+        let older = vec![StateSnapshot::new(vec![
+            put("a", "1"),
+            put("m/x", "1"),
+            put("b", "1"),
+            R::Put(T::Timers, b"a".to_vec(), vec![]),
+            R::DeletePrefix(b"n/".to_vec()),
+        ])];
+        let newer = vec![StateSnapshot::new(vec![
+            put("a", "2"),
+            R::DeletePrefix(b"m/".to_vec()),
+            put("m/y", "2"),
+            R::Delete(T::Timers, b"a".to_vec()),
+        ])];
+        let merged: Vec<R> = merge_snapshots(older, newer)
+            .into_iter()
+            .flat_map(StateSnapshot::into_rows)
+            .collect();
+        // Older rows the newer ones rewrite, remove or wipe by prefix are
+        // gone; the rest stays, before the newer rows.
+        assert_eq!(
+            merged,
+            vec![
+                put("b", "1"),
+                R::DeletePrefix(b"n/".to_vec()),
+                put("a", "2"),
+                R::DeletePrefix(b"m/".to_vec()),
+                put("m/y", "2"),
+                R::Delete(T::Timers, b"a".to_vec()),
+            ]
+        );
+        // Nothing carried: the newer changes as they are.
+        let alone = merge_snapshots(Vec::new(), vec![StateSnapshot::new(vec![put("c", "1")])]);
+        assert_eq!(alone.len(), 1);
     }
 }

@@ -39,6 +39,8 @@ pub enum EngineError {
     State(#[from] weir_state::StateError),
     #[error("cannot restore the checkpoint: {0}")]
     Restore(String),
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
     #[error("{0}")]
     NotRunning(String),
     #[error("a task stopped unexpectedly: {0}")]

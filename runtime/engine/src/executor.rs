@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use weir_io::{Bindings, CheckpointRef, Position, Sink, Source};
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
     ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
@@ -36,27 +37,17 @@ use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 
 use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
-    CheckpointConfig, CheckpointInfo, Coordinator, Request, Restored, TaskInfo, check_restore,
-    lineage_of, restore,
+    Carried, CheckpointConfig, CheckpointInfo, Coordinator, FailedCheckpoints, Request, Restored,
+    TaskInfo, check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
-use crate::io::{CheckpointRef, Position, Sink, Source};
 use crate::metrics::MetricsRegistry;
 use crate::plan::{Consumer, Plan, Producer, plan_topology};
-use crate::policy::{DeadLetterFn, DeadLetters};
+use crate::policy::DeadLetters;
 use crate::protocol::{Abort, AckLink, Control, Envelope};
 use crate::routes::{Outputs, Route};
 use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask, Task, run_to_end};
 use crate::tracker::SourceMeta;
-
-/// What the topology's sources read and its sinks write.
-#[derive(Default)]
-pub struct Bindings {
-    pub sources: HashMap<String, Box<dyn Source>>,
-    pub sinks: HashMap<String, Box<dyn Sink>>,
-    /// Dead letters are written as they come (at-least-once).
-    pub dead_letter: Option<DeadLetterFn>,
-}
 
 /// Where operator state lives when it is durable, and how it is
 /// checkpointed.
@@ -166,6 +157,8 @@ pub(crate) struct Launched {
     pub(crate) history: Arc<Mutex<Vec<CheckpointInfo>>>,
     /// Interval checkpoints skipped because nothing had changed.
     pub(crate) skipped: Arc<AtomicU64>,
+    /// Checkpoints aborted because their commit failed.
+    pub(crate) failed: Arc<FailedCheckpoints>,
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
@@ -709,6 +702,7 @@ pub(crate) fn launch(
 
     let history = Arc::new(Mutex::new(Vec::new()));
     let skipped = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(FailedCheckpoints::default());
     let mut requests = None;
     if let (Some(s), Some(config)) = (&state, checkpoints) {
         let (tx, rx): (Sender<Request>, Receiver<Request>) = channel();
@@ -730,6 +724,8 @@ pub(crate) fn launch(
             lineage,
             committed_sources: restored_meta.map(|m| m.sources.clone()).unwrap_or_default(),
             skipped: skipped.clone(),
+            failed: failed.clone(),
+            carried: Carried::default(),
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),
@@ -751,6 +747,7 @@ pub(crate) fn launch(
         requests,
         history,
         skipped,
+        failed,
         query_routes,
         state,
     })

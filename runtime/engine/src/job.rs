@@ -3,21 +3,21 @@
 //! state of a key, stop (always with a last checkpoint when it has
 //! checkpoints, optionally exported as a savepoint).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
+use weir_io::{Bindings, EndpointSnapshot, EndpointStats};
 use weir_state::KeyedState;
 use weir_topology::TopologyDoc;
 use weir_types::KeyGroupRange;
 
 use crate::checkpoint::{CheckpointInfo, Request};
 use crate::error::EngineError;
-use crate::executor::{
-    Bindings, ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch,
-};
+use crate::executor::{ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
 use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateValue, read_state};
 
@@ -27,6 +27,8 @@ const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
 /// A running topology.
 pub struct Job {
     launched: Launched,
+    /// Live figures of the sources and sinks that keep them.
+    endpoints: BTreeMap<String, Arc<EndpointStats>>,
 }
 
 impl Job {
@@ -35,10 +37,11 @@ impl Job {
     pub fn start(
         doc: &TopologyDoc,
         modules: &Modules,
-        bindings: Bindings,
+        mut bindings: Bindings,
         options: ExecOptions,
         state: Option<StateConfig>,
     ) -> Result<Job, EngineError> {
+        let endpoints = std::mem::take(&mut bindings.stats);
         let launched = launch(
             doc,
             modules,
@@ -47,7 +50,10 @@ impl Job {
             state,
             Arc::new(MetricsRegistry::default()),
         )?;
-        Ok(Job { launched })
+        Ok(Job {
+            launched,
+            endpoints,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -57,6 +63,14 @@ impl Job {
     /// `(operator, instance, metrics)` of every instance, now.
     pub fn metrics(&self) -> Vec<(String, usize, MetricsSnapshot)> {
         self.launched.metrics.snapshot()
+    }
+
+    /// `(source or sink, its figures)` of every endpoint that keeps them.
+    pub fn endpoints(&self) -> Vec<(String, EndpointSnapshot)> {
+        self.endpoints
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.snapshot()))
+            .collect()
     }
 
     /// Whether every task has finished (input over, stopped or failed).
@@ -127,6 +141,18 @@ impl Job {
         self.launched
             .skipped
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checkpoints of this run whose commit failed and that were aborted
+    /// (their changes went into the next one): in all, in a row now, and
+    /// why the last one failed.
+    pub fn failed_checkpoints(&self) -> (u64, u64, Option<String>) {
+        let failed = &self.launched.failed;
+        (
+            failed.total.load(std::sync::atomic::Ordering::Relaxed),
+            failed.in_a_row.load(std::sync::atomic::Ordering::Relaxed),
+            failed.last_error.lock().ok().and_then(|e| e.clone()),
+        )
     }
 
     /// Takes a checkpoint now and waits until it is durable.

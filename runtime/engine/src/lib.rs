@@ -22,7 +22,6 @@ mod call;
 mod checkpoint;
 mod error;
 mod executor;
-mod io;
 mod job;
 mod metrics;
 mod plan;
@@ -36,17 +35,17 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo};
+pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
-pub use executor::{Bindings, ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use io::{
-    CheckpointRef, Position, Pull, Sink, SinkFn, Source, SourceIter, fn_sink, iter_source,
-};
+pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
 pub use job::Job;
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
-pub use policy::{DeadLetter, DeadLetterFn};
 pub use protocol::StateValue;
 pub use runner::{
     ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
+};
+pub use weir_io::{
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
+    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SplitStats, fn_sink, iter_source,
 };

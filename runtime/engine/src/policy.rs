@@ -14,6 +14,7 @@
 
 use std::sync::Mutex;
 
+use weir_io::{DeadLetter, DeadLetterFn};
 use weir_topology::ErrorPolicyDoc;
 use weir_types::{Batch, Event};
 use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, OperatorState, TimeDomain};
@@ -24,41 +25,6 @@ use crate::error::{EngineError, state_error};
 /// Most rounds of due timers fired per watermark advance or tick; timers
 /// still due after them fire at the next one.
 pub(crate) const MAX_TIMER_ROUNDS: usize = 1_000;
-
-/// Where dead letters go.
-pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
-
-/// An event an operator failed on, under `on_error: dead-letter`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub operator: String,
-    pub error: String,
-    /// Wall clock when it failed, ms since the Unix epoch.
-    pub failed_at: i64,
-    pub event: Event,
-}
-
-impl DeadLetter {
-    /// The failed event as a one-event batch, carrying the failure in
-    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
-    /// letters are written to streams and files.
-    pub fn to_batch(&self) -> Batch {
-        let mut event = self.event.clone();
-        event
-            .headers
-            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
-        event
-            .headers
-            .push(("weir.error".into(), self.error.clone().into_bytes()));
-        event.headers.push((
-            "weir.failed_at".into(),
-            self.failed_at.to_string().into_bytes(),
-        ));
-        let mut batch = Batch::default();
-        batch.push_event(&event);
-        batch
-    }
-}
 
 /// The dead-letter output of a run, if one is bound.
 pub(crate) struct DeadLetters(pub(crate) Option<Mutex<DeadLetterFn>>);

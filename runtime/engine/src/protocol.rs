@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use weir_io::Position;
 use weir_state::StateSnapshot;
 use weir_types::Batch;
 use weir_wasm::OperatorState;
 
 use crate::error::EngineError;
-use crate::io::Position;
 
 /// What travels between task instances.
 pub(crate) enum Msg {

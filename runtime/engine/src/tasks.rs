@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use weir_io::{DeadLetter, Next, Position, Sink, Source};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
 use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
@@ -28,9 +29,8 @@ use weir_wasm::{OperatorInstance, TimeDomain};
 use crate::align::{Aligner, InputTracker};
 use crate::call::process_isolated;
 use crate::error::{EngineError, state_error};
-use crate::io::{Position, Pull, Sink, Source};
 use crate::metrics::InstanceMetrics;
-use crate::policy::{DeadLetter, DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
+use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
 use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
 use crate::routes::Outputs;
 
@@ -169,6 +169,7 @@ fn run_chain(
         let isolated = process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
+        op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
             op.handle(Failure::Event(failed), dead)?;
         }
@@ -210,6 +211,7 @@ fn fire_timers(
         while let Some(timers) = rounds.next(&op.name, op.instance.state_mut())? {
             let fired = fire_isolated(&mut op.instance, &timers, watermark, now_ms())?;
             op.metrics.add_guest(op.instance.take_counters());
+            op.metrics.add_logs(op.instance.take_logs());
             for failed in fired.failed {
                 op.handle(Failure::Timer(failed), dead)?;
             }
@@ -562,14 +564,17 @@ impl SourceTask {
         let mut done = false;
         let started = Instant::now();
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
-            match self.source.pull().map_err(|m| self.source_error(m))? {
-                Pull::Event(event) => {
-                    self.count += 1;
-                    self.max_ts = self.max_ts.max(event.timestamp);
-                    batch.push_event(&event);
-                }
-                Pull::Idle => break,
-                Pull::End => {
+            let room = batch_size - batch.len();
+            let pulled = self
+                .source
+                .pull_batch(&mut batch, room)
+                .map_err(|m| self.source_error(m))?;
+            self.count += pulled.events as u64;
+            self.max_ts = self.max_ts.max(pulled.highest_ts);
+            match pulled.next {
+                Next::More => {}
+                Next::Idle => break,
+                Next::End => {
                     done = true;
                     break;
                 }

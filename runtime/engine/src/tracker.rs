@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use weir_io::Position;
 use weir_state::StateSnapshot;
 use weir_types::{Batch, now_ms};
 
-use crate::io::Position;
 use crate::protocol::{Ack, FINAL};
 
 /// A source's place in its input and the event time it had reached (its

@@ -118,6 +118,7 @@ fn word_count_over_a_million_words_matches_the_oracle_at_parallelism_1_and_2() {
                 )]),
                 sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
                 dead_letter: None,
+                ..Bindings::default()
             },
             ExecOptions::default(),
         )
@@ -230,6 +231,7 @@ sinks: [{ name: out, stream: out, input: risky }]
                 dead.lock().unwrap().push(l.clone());
                 Ok(())
             })),
+            ..Bindings::default()
         },
         ExecOptions::default(),
     )
@@ -494,6 +496,7 @@ fn late_events_are_counted_and_handled_by_policy() {
                     dead.lock().unwrap().push(l.clone());
                     Ok(())
                 })),
+                ..Bindings::default()
             },
             ExecOptions {
                 batch_size: 10,

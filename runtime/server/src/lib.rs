@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
@@ -60,13 +60,6 @@ pub const DEFAULT_MAX_READ_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_FOLLOWERS_PER_STREAM: usize = 64;
 /// Most followers (SSE) in all by default.
 pub const DEFAULT_MAX_FOLLOWERS: usize = 512;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Settings of the server (the binary fills them from flags, env and file).
 #[derive(Debug, Clone)]

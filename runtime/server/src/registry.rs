@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use weir_types::is_safe_name;
 use weir_wasm::{ModuleError, OperatorModule, WasmHost};
 
-use crate::now_ms;
+use weir_types::now_ms;
 
 /// One stored version of a module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

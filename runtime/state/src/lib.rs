@@ -79,6 +79,8 @@ pub(crate) struct Progress {
 pub struct StateDb {
     pub(crate) db: Arc<Database>,
     pub(crate) progress: Arc<Progress>,
+    /// The directory of `state.redb`, for its disk's free space.
+    dir: Arc<Path>,
 }
 
 impl StateDb {
@@ -101,7 +103,16 @@ impl StateDb {
         Ok(StateDb {
             db: Arc::new(db),
             progress: Arc::default(),
+            dir: data_dir.into(),
         })
+    }
+
+    /// Bytes an unprivileged writer may still use on the database's disk
+    /// (the checkpoint coordinator refuses a commit that would not fit:
+    /// redb cannot be written again after a failed write until reopened).
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let st = rustix::fs::statvfs(&*self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Replaces `<data_dir>/state.redb` by a copy of the savepoint at

@@ -232,6 +232,10 @@ pub struct SinkDoc {
 #[serde(deny_unknown_fields)]
 pub struct CheckpointDoc {
     pub interval_ms: u64,
+    /// Interval checkpoints in a row whose commit may fail (no space, an
+    /// I/O error) before the topology fails; default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerable_failed_checkpoints: Option<u32>,
 }
 
 /// Restart strategy of a topology: after a task fails, the server starts it

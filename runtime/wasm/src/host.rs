@@ -45,6 +45,21 @@ impl std::fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
+/// Most log lines of one call kept for [`GuestLog`] readers (all of them
+/// still go to the host's log).
+pub const MAX_KEPT_LOGS_PER_CALL: usize = 16;
+
+/// A line an operator logged, as kept for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLog {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// Cut at [`SandboxLimits::max_log_bytes`].
+    pub message: String,
+    /// Wall clock when it was logged, ms since the Unix epoch.
+    pub at_ms: i64,
+}
+
 /// Store data of one operator instance.
 pub struct HostState {
     pub(crate) operator: Arc<str>,
@@ -60,6 +75,9 @@ pub struct HostState {
     pub(crate) owned: KeyGroupRange,
     /// Counters the guest added to since they were last taken.
     pub(crate) counters: BTreeMap<String, u64>,
+    /// The first [`MAX_KEPT_LOGS_PER_CALL`] lines logged since they were
+    /// last taken.
+    pub(crate) logs: Vec<GuestLog>,
     /// WASI with nothing granted: no files, network, environment or args;
     /// clocks pinned to the call's processing time, randomness seeded.
     /// Served only because toolchains import it (Rust's std, Python, JS).
@@ -145,6 +163,7 @@ impl HostState {
             host_bytes_over: false,
             owned,
             counters: BTreeMap::new(),
+            logs: Vec::new(),
             wasi,
             table: ResourceTable::new(),
             stderr,
@@ -512,6 +531,19 @@ impl HostState {
         }
         let text = &message[..end];
         let operator = &*self.operator;
+        if self.logs.len() < MAX_KEPT_LOGS_PER_CALL {
+            self.logs.push(GuestLog {
+                level: match level {
+                    tracing::Level::TRACE => "trace",
+                    tracing::Level::DEBUG => "debug",
+                    tracing::Level::INFO => "info",
+                    tracing::Level::WARN => "warn",
+                    tracing::Level::ERROR => "error",
+                },
+                message: text.to_string(),
+                at_ms: weir_types::now_ms(),
+            });
+        }
         match level {
             tracing::Level::TRACE => tracing::trace!(target: "weir::guest", operator, "{text}"),
             tracing::Level::DEBUG => tracing::debug!(target: "weir::guest", operator, "{text}"),

@@ -21,7 +21,7 @@ use crate::bindings::v0_2::weir::operator::types::{
     self as wit, CallContext, CallOutput, EventBatch, FiredTimers, Header, OperatorSpec,
     ProcessInput, StateCells, StateChanges, TimerInput,
 };
-use crate::host::{HostState, LimitHit};
+use crate::host::{GuestLog, HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::{ContractPre, OperatorModule};
 use crate::state::{OperatorState, TimeDomain, ValueWrite};
@@ -213,6 +213,16 @@ impl OperatorInstance {
             Some(live) => std::mem::take(&mut live.store.data_mut().counters)
                 .into_iter()
                 .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Lines the guest logged since the last take (at most
+    /// [`MAX_KEPT_LOGS_PER_CALL`](crate::host::MAX_KEPT_LOGS_PER_CALL) a
+    /// call).
+    pub fn take_logs(&mut self) -> Vec<GuestLog> {
+        match &mut self.live {
+            Some(live) => std::mem::take(&mut live.store.data_mut().logs),
             None => Vec::new(),
         }
     }

@@ -35,7 +35,7 @@ mod trap;
 mod ttl;
 
 pub use error::{InstanceError, ModuleError};
-pub use host::HostState;
+pub use host::{GuestLog, HostState, MAX_KEPT_LOGS_PER_CALL};
 pub use instance::{
     CallOutcome, EventFailure, FiredTimer, OperatorInstance, StateKind, StateTtl, TtlRefresh,
 };

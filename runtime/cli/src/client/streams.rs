@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -21,6 +22,20 @@ pub struct ProduceArgs {
     /// Events per request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Producer id sent with each batch (idempotent produce: a batch the
+    /// server already stored is not stored twice when a call is retried).
+    /// Default: a new id per run.
+    #[arg(long)]
+    pub producer: Option<String>,
+    /// Sequence number of the first batch (then one more per batch); reuse
+    /// a run's --producer and --first-sequence to resend its batches without
+    /// storing any twice.
+    #[arg(long, default_value_t = 1)]
+    pub first_sequence: u64,
+    /// Retries of a call that failed for a reason that may pass (server
+    /// unreachable, 5xx, disk full), waiting 200 ms doubling up to 5 s.
+    #[arg(long, default_value_t = 8)]
+    pub retries: u32,
 }
 
 #[derive(Args)]
@@ -38,13 +53,51 @@ pub struct ConsumeArgs {
     pub limit: Option<u64>,
 }
 
-fn send(client: &Client, stream: &str, lines: &str) -> Result<Value, Failure> {
-    let (_, v) = client.call(
-        "POST",
-        &format!("/v1/streams/{}/events", encode(stream)),
-        Body::Bytes(lines.as_bytes(), "application/x-ndjson"),
-    )?;
-    Ok(v)
+/// Where a batch goes: the stream, the producer id and the batch's
+/// sequence number.
+struct Target<'a> {
+    stream: &'a str,
+    producer: &'a str,
+    sequence: u64,
+    retries: u32,
+}
+
+/// Sends one idempotent batch, retrying a failure that may pass; a retry
+/// of a batch the server stored answers its offsets, so nothing is stored
+/// twice.
+fn send(client: &Client, to: &Target<'_>, lines: &str) -> Result<Value, Failure> {
+    let path = format!(
+        "/v1/streams/{}/events?producer={}&sequence={}",
+        encode(to.stream),
+        encode(to.producer),
+        to.sequence
+    );
+    let mut wait = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        match client.call(
+            "POST",
+            &path,
+            Body::Bytes(lines.as_bytes(), "application/x-ndjson"),
+        ) {
+            Ok((_, v)) => return Ok(v),
+            Err(Failure::Unreachable(_) | Failure::Server(_)) if attempt < to.retries => {
+                attempt += 1;
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(f) => return Err(f),
+        }
+    }
+}
+
+/// A producer id no other run uses: the clock in nanoseconds and the
+/// process id.
+fn new_producer_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("weir-produce-{nanos:x}-{:x}", std::process::id())
 }
 
 /// Most bad lines a refused input lists.
@@ -128,6 +181,8 @@ pub fn produce(client: &Client, args: ProduceArgs) -> Outcome {
         Some(f) => Box::new(open(f)?),
         None => Box::new(BufReader::new(std::io::stdin())),
     };
+    let producer = args.producer.clone().unwrap_or_else(new_producer_id);
+    let mut sequence = args.first_sequence;
     let _p = Progress::start(format!("producing to {}", args.stream));
     let mut pending = String::new();
     let mut in_batch = 0;
@@ -142,7 +197,14 @@ pub fn produce(client: &Client, args: ProduceArgs) -> Outcome {
             return Ok(());
         }
         let first_line = done.lines_stored + 1;
-        let v = send(client, &args.stream, pending).map_err(|f| {
+        let to = Target {
+            stream: &args.stream,
+            producer: &producer,
+            sequence,
+            retries: args.retries,
+        };
+        sequence += 1;
+        let v = send(client, &to, pending).map_err(|f| {
             f.context(format!(
                 "{source} lines {first_line}–{last_line} (the server's line numbers count \
                  from {first_line}); {}",

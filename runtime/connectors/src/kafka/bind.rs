@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use weir_engine::{Bindings, DeadLetter, DeadLetterFn};
+use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::{ErrorPolicyDoc, KafkaFormat, TopologyDoc};
 
 use super::config::KafkaError;
@@ -74,6 +74,7 @@ pub fn bind_kafka(
             letters.clone(),
         )
         .map_err(|source| KafkaBindError { what, source })?;
+        bindings.stats.insert(source.name.clone(), read.stats());
         bindings.sources.insert(source.name.clone(), Box::new(read));
     }
     for sink in &doc.sinks {
@@ -85,6 +86,7 @@ pub fn bind_kafka(
         let brokers = brokers_of(&kafka.brokers, brokers, &what)?;
         let write = KafkaSink::connect(what.clone(), &doc.name, &sink.name, kafka, &brokers)
             .map_err(|source| KafkaBindError { what, source })?;
+        bindings.stats.insert(sink.name.clone(), write.stats());
         bindings.sinks.insert(sink.name.clone(), Box::new(write));
     }
     Ok(())

@@ -17,6 +17,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use weir_io::EndpointStats;
 use weir_topology::property_text;
 
 /// The progress topic of exactly-once sinks that name none.
@@ -72,10 +74,23 @@ impl KafkaError {
 
 /// The client context of Weir's consumers: librdkafka's errors go to
 /// `tracing` ([`ErrorLog`]), without the end-of-partition notices that
-/// reads ask for.
+/// reads ask for; with `ends`, the statistics librdkafka emits (when
+/// `statistics.interval.ms` is set) give each partition's last stable
+/// offset, the end a `read_committed` reader can reach.
 #[derive(Debug, Default)]
 pub(crate) struct QuietContext {
     errors: ErrorLog,
+    ends: Option<Arc<EndpointStats>>,
+}
+
+impl QuietContext {
+    /// A context that keeps partition ends in `stats`.
+    pub(crate) fn with_ends(stats: Arc<EndpointStats>) -> QuietContext {
+        QuietContext {
+            ends: Some(stats),
+            ..QuietContext::default()
+        }
+    }
 }
 
 impl ClientContext for QuietContext {
@@ -85,6 +100,22 @@ impl ClientContext for QuietContext {
 
     fn error(&self, error: RdError, reason: &str) {
         self.errors.report(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(ends) = &self.ends else { return };
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if let (Ok(split), Ok(end)) = (u32::try_from(p.partition), u64::try_from(end)) {
+                    ends.set_end(split, end);
+                }
+            }
+        }
     }
 }
 

@@ -21,12 +21,11 @@
 //! - `format.rs`: records ↔ events (`json`, `text`, `bytes`; key,
 //!   timestamp and headers mapping). `config.rs`: librdkafka settings
 //!   from the document. `bind.rs`: [`bind_kafka`], the document's `kafka:`
-//!   endpoints bound for `weir run` and the server alike. `fault.rs`:
-//!   crash points for the crash tests (`WEIR_FAULT`).
+//!   endpoints bound for `weir run` and the server alike. Crash points
+//!   for the crash tests go through `weir_io::fault`.
 
 mod bind;
 mod config;
-mod fault;
 mod format;
 mod sink;
 mod source;

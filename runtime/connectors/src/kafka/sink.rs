@@ -18,7 +18,7 @@
 //! writes each batch as it comes and waits for its acknowledgement; a
 //! crash may write some output twice.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -29,13 +29,13 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use weir_engine::{CheckpointRef, Sink};
+use weir_io::{CheckpointRef, EndpointStats, Sink};
 use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
 use super::config::{KafkaError, lookup_consumer, partitions_of};
-use super::fault::{Fault, FaultPoint};
 use super::format::RecordFormat;
+use weir_io::fault::{self, FaultPoint};
 
 /// How long a transaction step (init, commit, abort) or a flush may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -113,10 +113,11 @@ pub struct KafkaSink {
     progress: Option<Progress>,
     /// `init_transactions` done (exactly-once).
     ready: bool,
-    fault: Option<Fault>,
     /// Transactions committed and aborted by this sink instance.
     commits: u64,
     aborts: u64,
+    /// `records_out`, `transactions_committed`, `transactions_aborted`.
+    stats: Arc<EndpointStats>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -131,6 +132,12 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
+    /// Its live figures: `records_out`, `transactions_committed`,
+    /// `transactions_aborted`.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
     /// A producer for `doc`'s topic (checked to exist); exactly-once ones
     /// also get their progress topic (created when missing).
     pub(crate) fn connect(
@@ -199,17 +206,17 @@ impl KafkaSink {
             format: RecordFormat::of_sink(doc),
             progress,
             ready: false,
-            fault: Fault::from_env(),
             commits: 0,
             aborts: 0,
+            stats: Arc::default(),
         })
     }
 
     fn fault(&mut self, point: FaultPoint) {
-        if let Some(fault) = &mut self.fault {
+        if fault::is_armed(point) {
             // What the crash interrupts must be in the broker already.
             let _ = self.producer.flush(TRANSACTION_TIMEOUT);
-            fault.reach(point);
+            let _ = fault::reach(point);
         }
     }
 
@@ -301,10 +308,13 @@ impl KafkaSink {
         match sent {
             Ok(()) => {
                 self.commits += 1;
+                self.stats.add("transactions_committed", 1);
+                self.stats.add("records_out", batch.len() as u64);
                 Ok(())
             }
             Err(reason) => {
                 self.aborts += 1;
+                self.stats.add("transactions_aborted", 1);
                 if let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
                     // The producer is unusable (fenced, fatal): the
                     // restart makes a new one.
@@ -428,7 +438,10 @@ impl Sink for KafkaSink {
                 "{}: a record was not delivered to topic `{}`: {reason}",
                 self.what, self.topic
             )),
-            None => Ok(()),
+            None => {
+                self.stats.add("records_out", batch.len() as u64);
+                Ok(())
+            }
         }
     }
 
@@ -440,7 +453,6 @@ impl Sink for KafkaSink {
         if batch.is_empty() {
             return Ok(());
         }
-        self.fault(FaultPoint::AfterCommitBeforePublish);
         self.transaction(batch, Some(at))
     }
 

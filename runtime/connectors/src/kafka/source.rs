@@ -22,7 +22,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_engine::{DeadLetter, DeadLetterFn, Position, Pull, Source};
+use weir_io::{DeadLetter, DeadLetterFn, EndpointStats, Position, Pull, Source};
 use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
 use weir_types::{Event, now_ms};
 
@@ -73,7 +73,15 @@ pub struct KafkaSource {
     unfinished: Option<BTreeSet<i32>>,
     assigned: bool,
     last_warning: Option<Instant>,
+    /// Per partition: the next offset and the last known high watermark;
+    /// records read. Refreshed at most every [`STATS_EVERY`].
+    stats: Arc<EndpointStats>,
+    records_in: u64,
+    stats_at: Option<Instant>,
 }
+
+/// How often a source refreshes its [`EndpointStats`].
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,8 +120,13 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
+        let stats = Arc::<EndpointStats>::default();
         let consumer: WeirConsumer = config
-            .create_with_context(QuietContext::default())
+            .set(
+                "statistics.interval.ms",
+                STATS_EVERY.as_millis().to_string(),
+            )
+            .create_with_context(QuietContext::with_ends(stats.clone()))
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let partitions = partitions_of(&consumer, brokers, &doc.topic)?;
         tracing::info!(
@@ -142,7 +155,30 @@ impl KafkaSource {
                 .map_or(DEFAULT_IDLE_TIMEOUT, Duration::from_millis),
             assigned: false,
             last_warning: None,
+            stats,
+            records_in: 0,
+            stats_at: None,
         })
+    }
+
+    /// Its live figures: a split per partition (next offset, high
+    /// watermark), and `records_in`.
+    pub fn stats(&self) -> Arc<EndpointStats> {
+        self.stats.clone()
+    }
+
+    /// Publishes where each partition is (their ends come from the
+    /// consumer's statistics, see [`QuietContext`]).
+    fn report(&mut self) {
+        if self.stats_at.is_some_and(|at| at.elapsed() < STATS_EVERY) {
+            return;
+        }
+        self.stats_at = Some(Instant::now());
+        for (&split, &next) in &self.next {
+            self.stats.set_split(split, next, None);
+        }
+        self.stats
+            .add("records_in", std::mem::take(&mut self.records_in));
     }
 
     /// The topic's partitions.
@@ -349,6 +385,7 @@ impl Source for KafkaSource {
         if !self.assigned {
             self.assign()?;
         }
+        self.report();
         loop {
             if self.unfinished.as_ref().is_some_and(BTreeSet::is_empty) {
                 return Ok(Pull::End);
@@ -364,6 +401,7 @@ impl Source for KafkaSource {
             match read {
                 Ok((partition, next, event)) => {
                     self.next.insert(partition, next);
+                    self.records_in += 1;
                     let Some(event) = event else { continue };
                     let now = Instant::now();
                     let time = self.times.entry(partition).or_insert(PartitionTime {

@@ -30,11 +30,13 @@ use std::error::Error as StdError;
 
 use postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement, Transaction};
-use weir_engine::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
 use weir_topology::{PostgresModeDoc, PostgresSinkDoc};
 use weir_types::{Batch, EventRef};
 
-use crate::backoff::{Backoff, fault_point};
+use weir_io::fault::{self, FaultPoint};
+
+use crate::backoff::Backoff;
 use rows::{ColumnSource, Row, fold_by_key, map_event};
 use sql::TableSql;
 
@@ -315,7 +317,7 @@ impl PgSink {
         for (i, reason) in &refused {
             self.dead_letter(&events[*i], reason)?;
         }
-        fault_point("before-postgres-commit");
+        let _ = fault::reach(FaultPoint::BeforePostgresCommit);
         tx.commit().map_err(classify)?;
         if !refused.is_empty() {
             tracing::warn!(sink = %name, refused = refused.len(), "rows refused, dead-lettered");
@@ -521,9 +523,6 @@ impl Sink for PgSink {
     }
 
     fn publish(&mut self, at: &CheckpointRef, batch: &Batch) -> Result<(), String> {
-        if !batch.is_empty() {
-            fault_point("after-weir-commit");
-        }
         self.write_checkpoint(Some(at), batch)
     }
 

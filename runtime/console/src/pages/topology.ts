@@ -156,6 +156,13 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
       const o = old.get(n);
       if (view.node.kind !== 'operator') {
         view.box.setAttribute('class', 'box');
+        const ep = (snap?.endpoints ?? []).find((x) => x.name === n);
+        const lags = (ep?.splits ?? []).map((s) => s.lag).filter((l): l is number => l !== null);
+        const lag = lags.length ? lags.reduce((a, b) => a + b, 0) : null;
+        const counted = Object.entries(ep?.counters ?? {}).map(([k, v]) => `${k.replace(/_/g, ' ')} ${num(v)}`);
+        view.lines[1].textContent = lag === null ? '' : `lag ${num(lag)}${ep && ep.splits.length > 1 ? ` over ${ep.splits.length} splits` : ''}`;
+        view.lines[2].textContent = counted.slice(0, 2).join(' · ');
+        view.el.setAttribute('data-lag', lag === null ? '' : String(lag));
         continue;
       }
       const inRate = running ? perSecond((x) => x.events_in, t, o) : null;
@@ -203,6 +210,10 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
     const counts = mine.reduce<number[]>((acc, m) => m.latency_counts.map((c, i) => c + (acc[i] ?? 0)), []);
     const counters: Record<string, number> = {};
     for (const m of mine) for (const [k, v] of Object.entries(m.counters)) counters[k] = (counters[k] ?? 0) + v;
+    const logs = mine
+      .flatMap((m) => (m.logs ?? []).map((l) => ({ ...l, instance: m.instance })))
+      .sort((a, b) => a.at - b.at)
+      .slice(-50);
     fill(
       details,
       h('h2', { id: 'h-details' }, `${n.kind} `, h('code', {}, n.name), n.kind === 'operator' ? ` ×${n.parallelism}` : ''),
@@ -232,6 +243,14 @@ export async function topology(main: HTMLElement, params: { rest: string[] }, si
               Object.keys(counters).length
                 ? table(['Counter', 'Value'], Object.entries(counters).map(([k, v]) => [k, num(v)]))
                 : h('p', { class: 'muted' }, 'The operator keeps none.'),
+              h('h3', {}, 'Recent logs'),
+              logs.length
+                ? table(
+                    ['Time', 'Instance', 'Level', 'Message'],
+                    logs.map((l) => [new Date(l.at).toISOString(), String(l.instance), l.level, l.message]),
+                    { id: 'logs' },
+                  )
+                : h('p', { class: 'muted' }, 'Nothing logged yet.'),
               h('p', {}, h('a', { href: `#/state?topology=${seg(name)}&operator=${seg(n.name)}` }, 'Look up its state')),
             ],
     );

@@ -167,7 +167,14 @@ impl From<TopologiesError> for ApiError {
             }
             T::NoCheckpoint(_) => ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message),
             T::Registry(inner) => inner.into(),
-            T::Binding { .. } => {
+            T::Binding { io, .. } => {
+                let message = if io {
+                    format!(
+                        "{message}; the topology is kept and started again with backoff until it binds (its status says when)"
+                    )
+                } else {
+                    message
+                };
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "binding_failed", message)
             }
             T::Engine {
@@ -218,6 +225,12 @@ impl From<StreamError> for ApiError {
                 e.to_string(),
             )
             .with_details(json!({ "index": index })),
+            StreamError::BadProducer(_) => ApiError::bad_request("bad_producer", e.to_string()),
+            StreamError::SequenceConflict { last, sequence, .. } => {
+                let details = json!({ "sequence": sequence, "last_sequence": last });
+                ApiError::new(StatusCode::CONFLICT, "sequence_conflict", e.to_string())
+                    .with_details(details)
+            }
             StreamError::Io { source, .. } if crate::disk::is_disk_full(source) => ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "disk_full",

@@ -16,6 +16,7 @@
 
 mod console;
 mod error;
+mod metrics;
 mod modules;
 mod observe;
 pub mod openapi;
@@ -460,5 +461,44 @@ mod tests {
         assert_eq!(body["modules"], serde_json::json!([]));
         let (status, _) = call(app(dir.path(), Some("t")), get("/healthz")).await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_produce_answers_a_retry_with_its_offsets_and_a_reuse_with_409() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), None);
+        let post = |uri: &str, body: &str| {
+            Request::post(uri)
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let uri = "/v1/streams/s/events?producer=p1&sequence=7";
+        let body = "{\"value\":1}\n{\"value\":2}\n";
+        let (status, first) = call(app.clone(), post(uri, body)).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(
+            (
+                &first["first_offset"],
+                &first["next_offset"],
+                &first["duplicate"]
+            ),
+            (&Value::from(0), &Value::from(2), &Value::from(false))
+        );
+        let (status, again) = call(app.clone(), post(uri, body)).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["first_offset"], 0);
+        assert_eq!(again["next_offset"], 2);
+        let (status, other) = call(app.clone(), post(uri, "{\"value\":3}")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{other}");
+        assert_eq!(other["error"]["code"], "sequence_conflict");
+        assert_eq!(other["error"]["details"]["last_sequence"], 7);
+        let (status, half) =
+            call(app.clone(), post("/v1/streams/s/events?producer=p1", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{half}");
+        assert_eq!(half["error"]["code"], "bad_producer");
+        // Nothing but the first batch was stored.
+        let (_, read) = call(app, get("/v1/streams/s/events")).await;
+        assert_eq!(read["end_offset"], 2, "{read}");
     }
 }

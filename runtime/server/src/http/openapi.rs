@@ -90,8 +90,8 @@ pub fn document() -> Value {
             &[("200", "Up", Some(json!({ "type": "object" })))], &[]) },
         "/metrics": { "get": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: operator counters and batch-latency histograms, newest checkpoint per topology, stream sizes",
-            "responses": { "200": { "description": "Prometheus text format", "content": { "text/plain": { "schema": { "type": "string" } } } } }
+            "summary": "Metrics for Prometheus: topology phases and restarts, operator and guest counters, batch-latency histograms, newest checkpoint per topology, stream sizes; at most 10,000 series per family",
+            "responses": { "200": { "description": "OpenMetrics text format", "content": { "application/openmetrics-text": { "schema": { "type": "string" } } } } }
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
@@ -166,14 +166,20 @@ pub fn document() -> Value {
         "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
             &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
         "/v1/streams/{name}/events": {
-            "post": op("produce", "Append events (a JSON array or JSON lines); answered once they are on disk", vec![name()],
+            "post": op("produce", "Append events (a JSON array or JSON lines); answered once they are on disk. With producer and sequence the batch is idempotent: a retry of a stored batch answers its offsets and stores nothing",
+                vec![name(),
+                     query_param("producer", "string", "Producer id (1-128 of A-Z a-z 0-9 _ . -), with sequence"),
+                     query_param("sequence", "integer", "The batch's number, increasing per producer; a retry sends the same number and body")],
                 Some(json!({ "required": true, "content": {
                     "application/json": { "schema": { "type": "array", "items": schema_ref("Event") } },
                     "application/x-ndjson": { "schema": { "type": "string" } } } })),
                 &[("200", "Appended", Some(json!({ "type": "object", "properties": {
                     "stream": { "type": "string" }, "count": { "type": "integer" },
-                    "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" } } })))],
-                &[("400", "Bad name or a malformed event (details.at says which)"), AUTH, ("413", "Body over the limit"),
+                    "first_offset": { "type": "integer" }, "next_offset": { "type": "integer" },
+                    "duplicate": { "type": "boolean", "description": "Only with a producer: the batch was stored before, nothing was written now" } } })))],
+                &[("400", "Bad name, producer or sequence, or a malformed event (details.at says which)"), AUTH,
+                  ("409", "The producer's sequence was stored with different events, or is older than the 5 kept: nothing was stored"),
+                  ("413", "Body over the limit"),
                   ("422", "An event the stream cannot store (a header name over 65535 bytes, over 65535 headers, over 64 MiB): details.index says which; nothing was written"),
                   ("507", "The disk is full or under --min-free-bytes: nothing was stored")]),
             "get": op("consume", "Read events from an offset; with Accept: text/event-stream, follow the tail (one SSE event per event, id = offset; Last-Event-ID resumes)",
@@ -185,6 +191,36 @@ pub fn document() -> Value {
                 &[("400", "Bad name, limit, or an offset out of range"), AUTH, ("404", "No such stream (a read never creates one)")]),
         },
     });
+    let endpoint = json!({ "type": "object", "description": "Live figures of a source or sink that keeps them",
+        "properties": {
+            "name": { "type": "string" },
+            "splits": { "type": "array", "description": "Per split (a stream is split 0, a Kafka topic has one per partition)", "items": { "type": "object", "properties": {
+                "split": { "type": "integer" },
+                "position": { "type": "integer", "description": "Next offset the source hands to the engine" },
+                "end": { "type": ["integer", "null"], "description": "Where the input ends now (a Kafka partition: its last stable offset), when known" },
+                "lag": { "type": ["integer", "null"], "description": "end − position" } } } },
+            "counters": { "type": "object", "description": "records_in; records_out, transactions_committed, transactions_aborted" } } });
+    let metrics_snapshot = json!({ "type": "object", "properties": {
+                    "topology": { "type": "string" }, "state": { "type": "string" },
+                    "taken_at": { "type": "integer", "description": "Wall clock of the snapshot, ms since the Unix epoch" },
+                    "chains": { "type": "array", "description": "Operator names per task, in data order", "items": { "type": "array", "items": { "type": "string" } } },
+                    "latency_bounds_us": { "type": "array", "description": "Upper bounds of the latency buckets, µs (a last bucket holds the rest)", "items": { "type": "integer" } },
+                    "instances": { "type": "array", "items": { "type": "object", "properties": {
+                        "operator": { "type": "string" }, "instance": { "type": "integer" },
+                        "events_in": { "type": "integer" }, "events_out": { "type": "integer" }, "errors": { "type": "integer" },
+                        "dead_lettered": { "type": "integer" }, "late": { "type": "integer" },
+                        "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
+                        "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
+                        "latency_counts": { "type": "array", "items": { "type": "integer" } },
+                        "counters": { "type": "object", "description": "The operator's own counters" },
+                        "logs": { "type": "array", "description": "The newest lines the operator logged (at most 50, at most 16 per call), oldest first",
+                            "items": schema_ref("GuestLog") } } } },
+                    "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
+                    "last_checkpoint": schema_ref("Checkpoint") } });
+    let guest_log = json!({ "type": "object", "properties": {
+        "level": { "type": "string", "enum": ["trace", "debug", "info", "warn", "error"] },
+        "message": { "type": "string" },
+        "at": { "type": "integer", "description": "Wall clock, ms since the Unix epoch" } } });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -215,25 +251,17 @@ pub fn document() -> Value {
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
-                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" } } },
+                    "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
+                    "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
+                        "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },
+                "Endpoint": endpoint,
                 "Checkpoint": { "type": ["object", "null"], "properties": {
                     "id": { "type": "integer" }, "savepoint": { "type": ["string", "null"] }, "started_at": { "type": "integer" },
                     "duration_ms": { "type": "number" }, "alignment_ms": { "type": "number" }, "commit_ms": { "type": "number" },
                     "rows": { "type": "integer" }, "bytes": { "type": "integer" }, "final": { "type": "boolean" } } },
-                "MetricsSnapshot": { "type": "object", "properties": {
-                    "topology": { "type": "string" }, "state": { "type": "string" },
-                    "taken_at": { "type": "integer", "description": "Wall clock of the snapshot, ms since the Unix epoch" },
-                    "chains": { "type": "array", "description": "Operator names per task, in data order", "items": { "type": "array", "items": { "type": "string" } } },
-                    "latency_bounds_us": { "type": "array", "description": "Upper bounds of the latency buckets, µs (a last bucket holds the rest)", "items": { "type": "integer" } },
-                    "instances": { "type": "array", "items": { "type": "object", "properties": {
-                        "operator": { "type": "string" }, "instance": { "type": "integer" },
-                        "events_in": { "type": "integer" }, "events_out": { "type": "integer" }, "errors": { "type": "integer" },
-                        "dead_lettered": { "type": "integer" }, "late": { "type": "integer" },
-                        "watermark": { "type": ["integer", "null"], "description": "Event time, ms; null before the first" },
-                        "blocked_ms": { "type": "integer", "description": "Time spent blocked sending downstream" },
-                        "latency_counts": { "type": "array", "items": { "type": "integer" } },
-                        "counters": { "type": "object", "description": "The operator's own counters" } } } },
-                    "last_checkpoint": schema_ref("Checkpoint") } },
+                "MetricsSnapshot": metrics_snapshot,
+                "GuestLog": guest_log,
                 "Savepoint": { "type": "object", "properties": {
                     "topology": { "type": "string" }, "name": { "type": "string" }, "bytes": { "type": "integer" }, "created_at": { "type": "integer" } } },
                 "StreamInfo": { "type": "object", "properties": {

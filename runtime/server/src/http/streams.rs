@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use weir_connectors::Stream;
+use weir_connectors::{ProducerBatch, Stream, batch_hash};
 use weir_types::{Batch, Event, EventRef, wire};
 
 use super::{ApiError, FOLLOW_WAIT, Plane, blocking};
-use crate::{MAX_READ_EVENTS, now_ms};
+use weir_types::now_ms;
+
+use crate::MAX_READ_EVENTS;
 
 /// Events a read returns when no `limit` is given.
 const DEFAULT_READ_EVENTS: usize = 100;
@@ -51,12 +53,37 @@ fn parse_body(body: &[u8]) -> Result<Vec<Event>, ApiError> {
     }
 }
 
-/// `POST /v1/streams/{name}/events`: answered once the events are on disk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProduceQuery {
+    producer: Option<String>,
+    sequence: Option<u64>,
+}
+
+/// `POST /v1/streams/{name}/events[?producer=ID&sequence=N]`: answered
+/// once the events are on disk. With a producer and a sequence, a retry of
+/// a batch the stream holds answers its offsets (`"duplicate": true`) and
+/// stores nothing; the same sequence with other events is a 409.
 pub(super) async fn produce(
     State(plane): State<Plane>,
     Path(name): Path<String>,
+    Query(query): Query<ProduceQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let producer = match (query.producer, query.sequence) {
+        (None, None) => None,
+        (Some(producer), Some(sequence)) => Some(ProducerBatch {
+            producer,
+            sequence,
+            hash: batch_hash(&body),
+        }),
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_producer",
+                "give both producer=ID and sequence=N (an idempotent batch), or neither",
+            ));
+        }
+    };
     blocking(move || {
         let events = parse_body(&body)?;
         if events.is_empty() {
@@ -68,17 +95,18 @@ pub(super) async fn produce(
         plane.disk.check()?;
         let stream = plane.streams.stream(&name)?;
         let batch = batch_of(&events);
-        let range = stream.append(&batch)?;
-        Ok((
-            StatusCode::OK,
-            Json(json!({
-                "stream": name,
-                "count": events.len(),
-                "first_offset": range.start,
-                "next_offset": range.end,
-            })),
-        )
-            .into_response())
+        let mut answer = json!({ "stream": name, "count": events.len() });
+        let range = match &producer {
+            None => stream.append(&batch)?,
+            Some(p) => {
+                let appended = stream.append_idempotent(&batch, p)?;
+                answer["duplicate"] = json!(appended.duplicate);
+                appended.offsets
+            }
+        };
+        answer["first_offset"] = json!(range.start);
+        answer["next_offset"] = json!(range.end);
+        Ok((StatusCode::OK, Json(answer)).into_response())
     })
     .await
 }
@@ -325,13 +353,17 @@ fn follow(
             }
             let stream = f.stream.clone();
             let next = f.next;
+            // Woken by the append (no task, no thread while it waits); the
+            // timeout only lets it see a shutdown.
+            if tokio::time::timeout(FOLLOW_WAIT, stream.grown_past(next))
+                .await
+                .is_err()
+            {
+                continue;
+            }
             let max_bytes = f.plane.config.max_read_bytes;
             let read = tokio::task::spawn_blocking(move || {
-                if stream.wait_for(next, FOLLOW_WAIT) {
-                    stream.read_capped(next, 1000, max_bytes).map(Some)
-                } else {
-                    Ok(None)
-                }
+                stream.read_capped(next, 1000, max_bytes).map(Some)
             })
             .await;
             let read = match read {

@@ -16,7 +16,9 @@ use weir_topology::Severity;
 
 use super::{ApiError, Plane, blocking, empty};
 use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
-use weir_engine::{CheckpointInfo, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateValue};
+use weir_engine::{
+    CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateValue,
+};
 
 fn text_of(body: &Bytes) -> Result<&str, ApiError> {
     std::str::from_utf8(body).map_err(|_| {
@@ -53,6 +55,23 @@ fn counters_json(m: &MetricsSnapshot) -> Value {
     })
 }
 
+/// Sources' and sinks' live figures, as status and metrics give them.
+fn endpoints_json(endpoints: &[(String, EndpointSnapshot)]) -> Value {
+    endpoints
+        .iter()
+        .map(|(name, e)| {
+            let splits: Vec<Value> = e
+                .splits
+                .iter()
+                .map(|(split, s)| {
+                    json!({ "split": split, "position": s.position, "end": s.end, "lag": s.lag() })
+                })
+                .collect();
+            json!({ "name": name, "splits": splits, "counters": e.counters })
+        })
+        .collect()
+}
+
 fn status_json(s: &TopologyStatus) -> Value {
     let operators: Vec<Value> = s
         .operators
@@ -82,8 +101,14 @@ fn status_json(s: &TopologyStatus) -> Value {
             "failures": s.restart.failures.iter().map(|f| json!({ "at": f.at_ms, "cause": f.cause })).collect::<Vec<_>>(),
         },
         "operators": operators,
+        "endpoints": endpoints_json(&s.endpoints),
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         "skipped_checkpoints": s.skipped_checkpoints,
+        "failed_checkpoints": {
+            "total": s.failed_checkpoints.0,
+            "in_a_row": s.failed_checkpoints.1,
+            "last_error": s.failed_checkpoints.2,
+        },
     })
 }
 
@@ -298,16 +323,22 @@ pub(super) async fn metrics(
                 out["instance"] = json!(instance);
                 out["watermark"] = json!((m.watermark != i64::MIN).then_some(m.watermark));
                 out["latency_counts"] = json!(m.latency_buckets);
+                out["logs"] = m
+                    .recent_logs
+                    .iter()
+                    .map(|l| json!({ "level": l.level, "message": l.message, "at": l.at_ms }))
+                    .collect();
                 out
             })
             .collect();
         Ok(Json(json!({
             "topology": name,
             "state": s.state,
-            "taken_at": crate::now_ms(),
+            "taken_at": weir_types::now_ms(),
             "chains": weir_engine::operator_chains(&s.record.doc),
             "latency_bounds_us": LATENCY_BUCKETS_MICROS,
             "instances": instances,
+            "endpoints": endpoints_json(&s.endpoints),
             "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         })))
     })

@@ -12,7 +12,8 @@ use weir_connectors::{
     dead_letter_stream, dead_letter_writer,
 };
 use weir_engine::{
-    Bindings, CheckpointConfig, EngineError, ExecOptions, Job, Modules, StateConfig,
+    Bindings, CheckpointConfig, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, EngineError, ExecOptions,
+    Job, Modules, StateConfig,
 };
 use weir_state::{StateBudget, StateDb};
 
@@ -97,12 +98,17 @@ impl Launcher<'_> {
             .checkpoint
             .map(|c| Duration::from_millis(c.interval_ms))
             .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL);
+        let tolerable_failed = doc
+            .checkpoint
+            .and_then(|c| c.tolerable_failed_checkpoints)
+            .unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS);
         let state = StateConfig {
             db,
             budget: StateBudget::default(),
             checkpoints: Some(CheckpointConfig {
                 interval: Some(interval),
                 retain: RETAINED_CHECKPOINTS,
+                tolerable_failed,
                 ..CheckpointConfig::default()
             }),
         };

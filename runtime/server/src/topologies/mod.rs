@@ -38,12 +38,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
-use weir_engine::{CheckpointInfo, EngineError, ExecOptions, MetricsSnapshot, StateValue};
+use weir_engine::{
+    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateValue,
+};
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
 
-use crate::now_ms;
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
+use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;
@@ -85,11 +87,19 @@ pub struct TopologyStatus {
     pub busy: Option<&'static str>,
     /// `(operator, instance, metrics)` while it runs.
     pub operators: Vec<(String, usize, MetricsSnapshot)>,
+    /// `(source or sink, its figures)` while it runs, for those that keep
+    /// them (stream and Kafka sources: position and end per split; Kafka
+    /// sinks: records and transactions).
+    pub endpoints: Vec<(String, EndpointSnapshot)>,
     /// The newest checkpoint of its last or current run.
     pub last_checkpoint: Option<CheckpointInfo>,
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// Checkpoints of the current run whose commit failed and that were
+    /// aborted (their changes went into the next): in all, in a row now,
+    /// and why the last one failed.
+    pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
 }
 
@@ -303,8 +313,10 @@ impl Topologies {
             state: Phase::Stopped,
             busy: None,
             operators: Vec::new(),
+            endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
                 ..RestartStatus::default()
@@ -322,17 +334,25 @@ impl Topologies {
                     status.restart.restarts_total = track.restarts_total;
                     status.restart.failures = track.failures.iter().cloned().collect();
                 }
-                owner
-                    .lease()
-                    .map(|job| (job.metrics(), job.checkpoints(), job.skipped_checkpoints()))
+                owner.lease().map(|job| {
+                    (
+                        job.metrics(),
+                        job.endpoints(),
+                        job.checkpoints(),
+                        job.skipped_checkpoints(),
+                        job.failed_checkpoints(),
+                    )
+                })
             }
             None => None,
         };
         match lease {
-            Some((metrics, checkpoints, skipped)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed)) => {
                 status.operators = metrics;
+                status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
+                status.failed_checkpoints = failed;
             }
             None => status.last_checkpoint = self.history.of(name).into_iter().last(),
         }
@@ -412,14 +432,19 @@ impl Topologies {
             }
             Err(e) => {
                 record.last_error = Some(e.to_string());
-                if by == StartedBy::Supervisor {
+                // A user's start that failed for a cause waiting may fix
+                // (brokers down, a topic not created yet, an I/O error) is
+                // kept: the topology restarts with backoff, as after a
+                // failure while running.
+                let keep = by == StartedBy::Supervisor || e.recoverable();
+                if keep {
                     record.desired = DesiredState::Running;
                 }
                 let _ = self.records.write(&record);
-                match by {
+                match keep {
                     // The phase goes back to what it was.
-                    StartedBy::User => drop(claim),
-                    StartedBy::Supervisor => {
+                    false => drop(claim),
+                    true => {
                         let policy = self.restart.with(record.doc.restart.as_ref());
                         let retry =
                             self.after_failure(owner, &policy, &e.to_string(), e.recoverable());

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::error::engine_recoverable;
 use super::lifecycle::{Owner, Phase, Step};
 use super::{DesiredState, StartedBy, Topologies};
-use crate::now_ms;
+use weir_types::now_ms;
 
 /// How often the supervisor looks.
 const TICK: Duration = Duration::from_millis(50);

@@ -1,7 +1,11 @@
-//! What a topology reads and writes: [`Source`] and [`Sink`], the two
-//! traits connectors implement, the [`Position`] a checkpoint records for
-//! a source and the [`CheckpointRef`] an exactly-once sink publishes
-//! under, and adapters for plain iterators and closures.
+//! weir-io: what a topology reads and writes. [`Source`] and [`Sink`],
+//! the two traits connectors implement, the [`Position`] a checkpoint
+//! records for a source, the [`CheckpointRef`] an exactly-once sink
+//! publishes under, [`DeadLetter`]s, the [`Bindings`] a run is given, and
+//! adapters for plain iterators and closures. Connectors depend on this
+//! crate, not on the engine. [`fault`]: the fault points of the crash
+//! tests (`WEIR_FAULT`), shared by the engine's checkpoint coordinator and
+//! every sink.
 //!
 //! A source's position is either the number of events pulled from its
 //! start (files, embedded streams: the engine counts them) or the next
@@ -13,7 +17,10 @@
 //! ([`Sink::recover`]): by cutting what followed (files, streams) or by a
 //! progress record kept in the target itself (Kafka, PostgreSQL).
 
-use std::collections::BTreeMap;
+pub mod fault;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use weir_types::{Batch, Event};
@@ -23,6 +30,35 @@ use weir_types::{Batch, Event};
 pub enum Pull {
     Event(Event),
     /// Nothing now (an unbounded source caught up): ask again soon.
+    Idle,
+    /// The input is over.
+    End,
+}
+
+/// What one [`Source::pull_batch`] appended, and what comes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub events: usize,
+    /// The highest timestamp among them (`i64::MIN` for none).
+    pub highest_ts: i64,
+    pub next: Next,
+}
+
+impl Pulled {
+    /// Appends `event` to `batch` and counts it.
+    pub fn add(&mut self, batch: &mut Batch, event: &Event) {
+        batch.push_event(event);
+        self.events += 1;
+        self.highest_ts = self.highest_ts.max(event.timestamp);
+    }
+}
+
+/// What a source has after a [`Source::pull_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Maybe more at once: ask again.
+    More,
+    /// Nothing now (an unbounded source caught up).
     Idle,
     /// The input is over.
     End,
@@ -124,6 +160,31 @@ pub trait Source: Send {
     /// The next event, `Idle` or `End`. An unbounded source may wait a
     /// little (tens of ms) for an event before saying `Idle`.
     fn pull(&mut self) -> Result<Pull, String>;
+    /// Appends up to `max` events to `batch` (the engine builds one batch
+    /// per call), saying what comes next. The default pulls one event at
+    /// a time; a source that reads in bulk (a stream's segment, a Kafka
+    /// fetch) hands out what it holds at once.
+    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+        let mut pulled = Pulled {
+            events: 0,
+            highest_ts: i64::MIN,
+            next: Next::More,
+        };
+        while pulled.events < max {
+            match self.pull()? {
+                Pull::Event(event) => pulled.add(batch, &event),
+                Pull::Idle => {
+                    pulled.next = Next::Idle;
+                    break;
+                }
+                Pull::End => {
+                    pulled.next = Next::End;
+                    break;
+                }
+            }
+        }
+        Ok(pulled)
+    }
     /// Where the source is after the events it returned so far. `None`
     /// (the default): the engine counts events ([`Position::Count`]).
     fn position(&self) -> Option<Position> {
@@ -232,9 +293,180 @@ pub fn fn_sink(f: impl FnMut(&Batch) -> Result<(), String> + Send + 'static) -> 
     Box::new(f)
 }
 
+/// What the topology's sources read and its sinks write.
+#[derive(Default)]
+pub struct Bindings {
+    pub sources: HashMap<String, Box<dyn Source>>,
+    pub sinks: HashMap<String, Box<dyn Sink>>,
+    /// Dead letters are written as they come (at-least-once).
+    pub dead_letter: Option<DeadLetterFn>,
+    /// Live figures of sources and sinks that keep them, by endpoint name.
+    pub stats: BTreeMap<String, Arc<EndpointStats>>,
+}
+
+/// Live figures of one source or sink, kept by its connector as it works
+/// and read from any thread while the topology runs (status, `/metrics`,
+/// the console): per split, where the source is and where its input ends
+/// (their difference is the lag); named counters (records in, transactions
+/// committed, ...).
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    splits: Mutex<BTreeMap<u32, SplitStats>>,
+    counters: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// One split of a source: the next offset it reads and the offset its
+/// input ends at, when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SplitStats {
+    pub position: u64,
+    pub end: Option<u64>,
+}
+
+impl SplitStats {
+    /// Records the source has yet to read, when its end is known.
+    pub fn lag(&self) -> Option<u64> {
+        self.end.map(|end| end.saturating_sub(self.position))
+    }
+}
+
+/// [`EndpointStats`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSnapshot {
+    pub splits: BTreeMap<u32, SplitStats>,
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+impl EndpointStats {
+    /// Where split `split` is now; `end: None` keeps the end last known.
+    pub fn set_split(&self, split: u32, position: u64, end: Option<u64>) {
+        if let Ok(mut splits) = self.splits.lock() {
+            let s = splits.entry(split).or_default();
+            s.position = position;
+            if end.is_some() {
+                s.end = end;
+            }
+        }
+    }
+
+    /// Where split `split`'s input ends now (keeping its position).
+    pub fn set_end(&self, split: u32, end: u64) {
+        if let Ok(mut splits) = self.splits.lock() {
+            splits.entry(split).or_default().end = Some(end);
+        }
+    }
+
+    /// Adds `n` to counter `name`.
+    pub fn add(&self, name: &'static str, n: u64) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry(name).or_default() += n;
+        }
+    }
+
+    pub fn snapshot(&self) -> EndpointSnapshot {
+        EndpointSnapshot {
+            splits: self.splits.lock().map(|s| s.clone()).unwrap_or_default(),
+            counters: self.counters.lock().map(|c| c.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Where dead letters go.
+pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
+
+/// An event an operator failed on, under `on_error: dead-letter`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub operator: String,
+    pub error: String,
+    /// Wall clock when it failed, ms since the Unix epoch.
+    pub failed_at: i64,
+    pub event: Event,
+}
+
+impl DeadLetter {
+    /// The failed event as a one-event batch, carrying the failure in
+    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
+    /// letters are written to streams and files.
+    pub fn to_batch(&self) -> Batch {
+        let mut event = self.event.clone();
+        event
+            .headers
+            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
+        event
+            .headers
+            .push(("weir.error".into(), self.error.clone().into_bytes()));
+        event.headers.push((
+            "weir.failed_at".into(),
+            self.failed_at.to_string().into_bytes(),
+        ));
+        let mut batch = Batch::default();
+        batch.push_event(&event);
+        batch
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn events(n: i64) -> Box<dyn Source> {
+        iter_source((0..n).map(|i| {
+            Ok(Event {
+                timestamp: 100 - i,
+                ..Event::default()
+            })
+        }))
+    }
+
+    #[test]
+    fn a_batch_pull_stops_at_its_limit_and_reports_the_highest_time() {
+        let mut source = events(5);
+        let mut batch = Batch::default();
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (3, 100));
+        assert_eq!(pulled.next, Next::More);
+        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        assert_eq!((pulled.events, pulled.highest_ts), (2, 97));
+        assert_eq!(pulled.next, Next::End);
+        assert_eq!(batch.len(), 5);
+    }
+
+    #[test]
+    fn a_batch_pull_ends_early_when_the_source_is_idle() {
+        struct Trickle(u32);
+        impl Source for Trickle {
+            fn pull(&mut self) -> Result<Pull, String> {
+                self.0 += 1;
+                Ok(if self.0 % 2 == 1 {
+                    Pull::Event(Event::default())
+                } else {
+                    Pull::Idle
+                })
+            }
+        }
+        let mut batch = Batch::default();
+        let pulled = Trickle(0).pull_batch(&mut batch, 10).unwrap();
+        assert_eq!((pulled.events, pulled.next), (1, Next::Idle));
+    }
+
+    #[test]
+    fn a_split_keeps_its_last_known_end_and_reports_its_lag() {
+        let stats = EndpointStats::default();
+        stats.set_split(2, 10, Some(25));
+        stats.set_split(2, 20, None);
+        stats.add("records_in", 3);
+        stats.add("records_in", 4);
+        let snap = stats.snapshot();
+        assert_eq!(snap.splits[&2].lag(), Some(5));
+        assert_eq!(snap.counters["records_in"], 7);
+        stats.set_split(2, 30, None);
+        assert_eq!(
+            stats.snapshot().splits[&2].lag(),
+            Some(0),
+            "never below zero"
+        );
+    }
 
     #[test]
     fn a_counting_position_reads_back_from_the_number_older_checkpoints_hold() {
