@@ -276,6 +276,15 @@ def log(level, message):
     host_context.log(getattr(host_context.LogLevel, level.upper()), message)
 
 
+def _describe(e):
+    """An event's failure as the host reports it: an `EventError`'s own
+    message, any other exception with its type (`KeyError: 'amount'`)."""
+    if isinstance(e, EventError):
+        return str(e) or "EventError"
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def handler(operator_class):
     """The `Handler` class componentize-py exports for `operator_class`."""
 
@@ -302,7 +311,7 @@ def handler(operator_class):
                     call(ctx, arg)
                 except Exception as e:
                     ctx._roll_back(mark)
-                    errors.append(types.EventError(index=i, message=str(e) or type(e).__name__))
+                    errors.append(types.EventError(index=i, message=_describe(e)))
             return ctx._output(errors)
 
         def process(self, input):

@@ -4,6 +4,7 @@
 //! directory is refused instead of appending to its streams unseen.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,7 +32,11 @@ pub(crate) fn hold(dir: &Path) -> Result<()> {
 /// Creates `dir` if needed and locks it for this process (released when the
 /// returned file is dropped or the process ends, even by SIGKILL).
 pub(crate) fn lock(dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(dir)
+    // Owner only: it holds the host secret, state and events.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()

@@ -4,8 +4,9 @@
 //!   topology over JSON-lines files, locally, with no server;
 //! - `weir serve` (`serve.rs`): the REST API server (weir-server);
 //! - `weir new` (`new.rs`): a new operator project in any guest language;
-//! - `weir module | topology | savepoint | produce | consume | state`
-//!   (`client/`): a client of that API.
+//! - `weir module | topology | savepoint | stream | produce | consume |
+//!   state` (`client/`): a client of that API, each with its own
+//!   `--server`, `--token` and `--json`.
 
 mod client;
 mod datadir;
@@ -28,8 +29,6 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
-    #[command(flatten)]
-    client: client::ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,27 +60,67 @@ enum Command {
         cleanly: topologies drain and resume at the next start.")]
     Serve(Box<serve::ServeArgs>),
     /// Upload, list, inspect and delete operator modules.
-    #[command(subcommand, after_help = CLIENT_HELP_MODULE)]
-    Module(client::modules::ModuleCommand),
+    #[command(after_help = CLIENT_HELP_MODULE)]
+    Module {
+        #[command(subcommand)]
+        command: client::modules::ModuleCommand,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
     /// Apply, validate, list, inspect, start, stop and delete topologies.
-    #[command(subcommand, after_help = CLIENT_HELP_TOPOLOGY)]
-    Topology(client::topologies::TopologyCommand),
-    /// Write a named savepoint of a topology (running: a checkpoint now; stopped: its last one).
-    #[command(after_help = CLIENT_HELP)]
+    #[command(after_help = CLIENT_HELP_TOPOLOGY)]
+    Topology {
+        #[command(subcommand)]
+        command: client::topologies::TopologyCommand,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
+    /// Write a named savepoint of a topology (running: a checkpoint now;
+    /// stopped: its last one), or list savepoints (`weir savepoint ls`).
+    #[command(after_help = CLIENT_HELP_SAVEPOINT, args_conflicts_with_subcommands = true)]
     Savepoint {
-        topology: String,
+        #[command(subcommand)]
+        list: Option<client::listing::SavepointCommand>,
+        /// The topology.
+        topology: Option<String>,
         /// Savepoint name [default: sp-<time>].
         name: Option<String>,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
+    /// List streams (`weir stream ls`).
+    #[command(after_help = CLIENT_HELP)]
+    Stream {
+        #[command(subcommand)]
+        command: client::listing::StreamCommand,
+        #[command(flatten)]
+        client: client::ClientOpts,
     },
     /// Append events (JSON lines) to a stream from a file or stdin.
     #[command(after_help = CLIENT_HELP_PRODUCE)]
-    Produce(client::streams::ProduceArgs),
+    Produce {
+        #[command(flatten)]
+        args: client::streams::ProduceArgs,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
     /// Print a stream's events as JSON lines; --follow keeps reading.
     #[command(after_help = CLIENT_HELP_CONSUME)]
-    Consume(client::streams::ConsumeArgs),
-    /// Read an operator's keyed state.
-    #[command(subcommand, after_help = CLIENT_HELP_STATE)]
-    State(client::state::StateCommand),
+    Consume {
+        #[command(flatten)]
+        args: client::streams::ConsumeArgs,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
+    /// Read an operator's keyed state (of a running topology, or from the
+    /// last checkpoint of a stopped one).
+    #[command(after_help = CLIENT_HELP_STATE)]
+    State {
+        #[command(subcommand)]
+        command: client::state::StateCommand,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
     // ---- weir new (issue 23) ----
     /// Write a new operator project (sources, build.sh, sample events, README).
     #[command(after_help = "Examples:\n  \
@@ -91,12 +130,24 @@ enum Command {
         Languages: rust, c, js, python, go. The SDK is taken by path from a Weir checkout \
         (--weir, WEIR_CHECKOUT; default: the one this weir was built from).")]
     New(new::NewArgs),
+    /// `weir serve` runs itself with this to compile an upload in a child
+    /// process: the component on stdin, the artifact on stdout.
+    #[command(name = "compile-module", hide = true)]
+    CompileModule {
+        /// Data (heap) the process may use, bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 const CLIENT_HELP: &str = "The server is --server URL (WEIR_SERVER, default http://127.0.0.1:7070), with \
     --token (WEIR_TOKEN) when it needs one; --json prints the server's JSON.\n\n\
     Exit codes: 0 ok, 1 other failure, 2 invalid request (bad file, name, document or event), \
     3 not found, 4 conflict (running, in use, exists), 5 unauthorized, 6 server unreachable, 7 server error.";
+const CLIENT_HELP_SAVEPOINT: &str = "Examples:\n  \
+    weir savepoint word-count before-upgrade\n  weir savepoint ls word-count\n  weir savepoint ls\n\n\
+    The server is --server URL (WEIR_SERVER), --token (WEIR_TOKEN); --json for scripts. \
+    Exit codes: 0 ok, 1 other, 2 invalid, 3 not found, 4 conflict, 5 unauthorized, 6 unreachable, 7 server error.";
 const CLIENT_HELP_MODULE: &str = "Examples:\n  \
     weir module push target/guests/wasm32-wasip2/release/word_count.wasm --name word-count\n  \
     weir module ls\n  weir module inspect word-count\n  weir module rm word-count@1\n\n\
@@ -119,8 +170,9 @@ const CLIENT_HELP_CONSUME: &str = "Examples:\n  \
     Exit codes: 0 ok, 1 other, 2 offset out of range, 5 unauthorized, 6 unreachable, 7 server error.";
 const CLIENT_HELP_STATE: &str = "Examples:\n  \
     weir state get word-count count count the\n  weir state get t op s AAEC --b64\n\n\
-    Exit codes: 0 ok, 1 other, 2 invalid, 3 no such topology, operator or value, 4 not running, \
-    5 unauthorized, 6 unreachable, 7 server error.";
+    Exit codes: 0 ok, 1 other, 2 invalid, 3 no such topology, operator or state, a stateless \
+    operator, or no value for the key (the message says which), 4 stopped before its first \
+    checkpoint, 5 unauthorized, 6 unreachable, 7 server error.";
 
 /// `default` applies when `WEIR_LOG` is not set.
 fn init_tracing(format: LogFormat, default: &str) {
@@ -158,19 +210,44 @@ fn main() -> ExitCode {
         _ => "warn,weir::guest=info",
     };
     init_tracing(cli.log_format, default_filter);
-    let client = client::Client::new(&cli.client);
+    let client = client::Client::new;
     let outcome = match cli.command {
         Command::Run(args) => run::run(*args),
-        Command::Serve(args) => serve::run(*args, cli.client.token.clone()),
-        Command::Module(c) => Ok(finish(client::modules::run(&client, c))),
-        Command::Topology(c) => Ok(finish(client::topologies::run(&client, c))),
-        Command::Savepoint { topology, name } => Ok(finish(client::topologies::savepoint(
-            &client, &topology, name,
-        ))),
-        Command::Produce(args) => Ok(finish(client::streams::produce(&client, args))),
-        Command::Consume(args) => Ok(finish(client::streams::consume(&client, args))),
-        Command::State(c) => Ok(finish(client::state::run(&client, c))),
+        Command::Serve(args) => serve::run(*args),
+        Command::Module { command, client: c } => {
+            Ok(finish(client::modules::run(&client(&c), command)))
+        }
+        Command::Topology { command, client: c } => {
+            Ok(finish(client::topologies::run(&client(&c), command)))
+        }
+        Command::Savepoint {
+            list,
+            topology,
+            name,
+            client: c,
+        } => Ok(finish(match (list, topology) {
+            (Some(list), _) => client::listing::savepoints(&client(&c), list),
+            (None, Some(topology)) => client::topologies::savepoint(&client(&c), &topology, name),
+            (None, None) => Err(client::Failure::Invalid(
+                "give a topology (`weir savepoint TOPOLOGY [NAME]`), or list savepoints with \
+                 `weir savepoint ls [TOPOLOGY]`"
+                    .into(),
+            )),
+        })),
+        Command::Stream { command, client: c } => {
+            Ok(finish(client::listing::streams(&client(&c), command)))
+        }
+        Command::Produce { args, client: c } => {
+            Ok(finish(client::streams::produce(&client(&c), args)))
+        }
+        Command::Consume { args, client: c } => {
+            Ok(finish(client::streams::consume(&client(&c), args)))
+        }
+        Command::State { command, client: c } => {
+            Ok(finish(client::state::run(&client(&c), command)))
+        }
         Command::New(args) => new::run(args),
+        Command::CompileModule { memory_bytes } => Ok(serve::compile_child(memory_bytes)),
     };
     let result = outcome;
     match result {

@@ -5,13 +5,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 use weir_server::ServerConfig;
 use weir_topology::{RestartDoc, TopologyLimits};
-use weir_wasm::ShapeLimits;
+use weir_wasm::{
+    CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, ModuleError, ShapeLimits,
+};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -26,11 +29,14 @@ pub struct ServeArgs {
     /// max_module_bytes, max_body_bytes, max_document_bytes, max_operators,
     /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
-    /// max_code_bytes, restart_attempts, restart_backoff_ms,
+    /// max_code_bytes, compile_memory_bytes, compile_timeout_ms, restart_attempts, restart_backoff_ms,
     /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
     /// postgres_url.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The bearer token clients must send (also WEIR_TOKEN).
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Listen on a non-loopback address without a token.
     #[arg(long)]
     insecure_bind: bool,
@@ -82,6 +88,14 @@ pub struct ServeArgs {
     /// Most bytes of code in an uploaded module [default: 32 MiB].
     #[arg(long, env = "WEIR_MAX_CODE_BYTES")]
     max_code_bytes: Option<usize>,
+    /// Memory (heap and mappings) the child process compiling one upload
+    /// may use, bytes; over it the upload is refused [default: 2 GiB].
+    #[arg(long, env = "WEIR_COMPILE_MEMORY_BYTES")]
+    compile_memory_bytes: Option<u64>,
+    /// Time compiling one upload may take, ms; then the compiler is killed
+    /// and the upload refused [default: 120000].
+    #[arg(long, env = "WEIR_COMPILE_TIMEOUT_MS")]
+    compile_timeout_ms: Option<u64>,
     /// Restarts in a row of a failed topology before it is `failed`, for
     /// topologies whose document sets no `restart:` [default: 10].
     #[arg(long, env = "WEIR_RESTART_ATTEMPTS")]
@@ -129,6 +143,8 @@ struct FileConfig {
     max_function_locals: Option<u64>,
     max_functions: Option<usize>,
     max_code_bytes: Option<usize>,
+    compile_memory_bytes: Option<u64>,
+    compile_timeout_ms: Option<u64>,
     restart_attempts: Option<u32>,
     restart_backoff_ms: Option<u64>,
     restart_max_backoff_ms: Option<u64>,
@@ -198,6 +214,16 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<ServerConfig> {
             max_functions: pick!(max_functions, d.shape.max_functions),
             max_code_bytes: pick!(max_code_bytes, d.shape.max_code_bytes),
         },
+        compile: Some(CompileSandbox {
+            program: std::env::current_exe()
+                .context("cannot find this program to run its compiler")?,
+            args: vec!["compile-module".into()],
+            memory_bytes: pick!(compile_memory_bytes, DEFAULT_COMPILE_MEMORY_BYTES),
+            timeout: args
+                .compile_timeout_ms
+                .or(file.compile_timeout_ms)
+                .map_or(DEFAULT_COMPILE_TIMEOUT, Duration::from_millis),
+        }),
         restart: d.restart.with(Some(&RestartDoc {
             max_attempts: args.restart_attempts.or(file.restart_attempts),
             initial_backoff_ms: args.restart_backoff_ms.or(file.restart_backoff_ms),
@@ -238,7 +264,8 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let token = args.token.clone();
     let config = config(args, token)?;
     let _lock = crate::datadir::lock(&config.data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -262,4 +289,25 @@ pub fn run(args: ServeArgs, token: Option<String>) -> Result<ExitCode> {
         shutdown_signal(),
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `weir compile-module`: the compiler child of `weir serve` (see
+/// `weir_wasm::CompileSandbox`).
+pub fn compile_child(memory_bytes: u64) -> ExitCode {
+    let outcome = weir_wasm::serve_compile_request(
+        memory_bytes,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+    );
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ModuleError::Invalid(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(weir_wasm::EXIT_INVALID as u8)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -54,6 +54,21 @@ fn module_path(reference: &str, base: &Path, dirs: &[PathBuf]) -> Result<PathBuf
             }
         }
     }
+    // A near name among the modules the directories hold is most likely
+    // a typo.
+    let held: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| {
+            let file = e.ok()?.file_name().into_string().ok()?;
+            Some(file.strip_suffix(".wasm")?.replace('_', "-"))
+        })
+        .collect();
+    let near = weir_topology::suggest_name(name, held.iter().map(String::as_str));
+    if near.starts_with("did you mean") {
+        bail!("module {reference:?} not found: {near}");
+    }
     bail!(
         "module {reference:?} not found: give a path to a .wasm file, or a --module-dir holding {name}.wasm (searched: {})",
         if dirs.is_empty() {
@@ -131,19 +146,35 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
 
+    // Every module, each problem reported (not only the first).
     let mut modules = HashMap::new();
+    let mut missing = 0;
     for op in &doc.operators {
         if modules.contains_key(&op.module) {
             continue;
         }
-        let file = module_path(&op.module, &base, &args.module_dir)
-            .with_context(|| format!("operator `{}`", op.name))?;
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        let module = host
-            .load(&bytes)
-            .with_context(|| format!("operator `{}`: cannot load {}", op.name, file.display()))?;
-        modules.insert(op.module.clone(), module);
+        let loaded = module_path(&op.module, &base, &args.module_dir).and_then(|file| {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            host.load(&bytes)
+                .with_context(|| format!("cannot load {}", file.display()))
+        });
+        match loaded {
+            Ok(module) => {
+                modules.insert(op.module.clone(), module);
+            }
+            Err(e) => {
+                missing += 1;
+                eprintln!("error: operator `{}`: {e:#}", op.name);
+            }
+        }
+    }
+    if missing > 0 {
+        eprintln!(
+            "{}: {missing} module problem(s); nothing was run",
+            path.display()
+        );
+        return Ok(ExitCode::from(2));
     }
 
     let interval = args

@@ -444,7 +444,7 @@ fn bad_requests_get_clear_errors() {
             "/v1/topologies/word-count/operators/count/state/count?key=zzz-never".into(),
             None,
             404,
-            "state_not_found",
+            "key_not_found",
         ),
         (
             "malformed event JSON",
@@ -610,6 +610,153 @@ fn bad_requests_get_clear_errors() {
     let text = lines_jsonl();
     assert_eq!(http.produce("lines", &text).status, 200);
     wait_for_counts(&http, &expected_counts(&text));
+    srv.stop();
+}
+
+/// Problem `path`'s message in a validation answer (`problems` of
+/// validate, `error.details.problems` of apply).
+fn problem_at(answer: &server::Answer, path: &str) -> String {
+    let problems = match answer.body["problems"].as_array() {
+        Some(p) => p,
+        None => answer.body["error"]["details"]["problems"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no problems in {}", answer.text)),
+    };
+    problems
+        .iter()
+        .find(|p| p["path"] == path)
+        .and_then(|p| p["message"].as_str())
+        .unwrap_or_else(|| panic!("no problem at {path}: {}", answer.text))
+        .to_string()
+}
+
+#[test]
+fn operators_are_checked_before_they_start_and_state_reads_say_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    deploy(&http);
+    assert_eq!(
+        http.push("threshold-filter", &guest_bytes("filter")).status,
+        201
+    );
+    assert_eq!(
+        http.push("keyed-sum", &guest_bytes("keyed-sum")).status,
+        201
+    );
+    let validate = |doc: &str| {
+        http.request(
+            "POST",
+            "/v1/topologies/validate",
+            Some((doc.as_bytes(), "application/yaml")),
+            &[],
+        )
+    };
+
+    // A config the operator rejects: found by instantiating it, before
+    // anything is stored or started.
+    let typo = "name: th\nsources: [{ name: s, stream: pay }]\noperators:\n  - { name: big, module: threshold-filter, input: s, config: { feild: amount, op: gt, value: 50 } }\nsinks: [{ name: o, stream: big, input: big }]\n";
+    let v = validate(typo);
+    assert_eq!(v.status, 200, "{}", v.text);
+    assert_eq!(v.body["valid"], false, "{}", v.text);
+    let message = problem_at(&v, "operators[0].config");
+    assert!(
+        message.contains("operator `big` rejects its config") && message.contains("feild"),
+        "{message}"
+    );
+    let a = http.put_topology("th", typo);
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert!(problem_at(&a, "operators[0].config").contains("feild"));
+    assert_eq!(http.get("/v1/topologies/th").status, 404);
+    // The same config spelled right is fine.
+    let fixed = typo.replace("feild", "field");
+    let v = validate(&fixed);
+    assert_eq!(v.body["valid"], true, "{}", v.text);
+
+    // A stateful operator without key_by.
+    let unkeyed = word_count_yaml().replace("key_by: key, ", "");
+    assert_ne!(unkeyed, word_count_yaml());
+    let v = validate(&unkeyed);
+    let message = problem_at(&v, "operators[1].key_by");
+    assert!(
+        message.contains("keeps value state per key (count) but has no key_by"),
+        "{message}"
+    );
+
+    // A typo of an uploaded module's name.
+    let v = validate(&typo.replace("threshold-filter", "treshold-filter"));
+    let message = problem_at(&v, "operators[0].module");
+    assert!(
+        message.contains(r#"did you mean "threshold-filter""#),
+        "{message}"
+    );
+
+    // State reads tell a missing key, an unknown state name and a
+    // stateless operator apart.
+    let text = lines_jsonl();
+    assert_eq!(http.produce("lines", &text).status, 200);
+    let expected = expected_counts(&text);
+    wait_for_counts(&http, &expected);
+    let state = |op: &str, name: &str, key: &str| {
+        http.get(&format!(
+            "/v1/topologies/word-count/operators/{op}/state/{name}?key={key}"
+        ))
+    };
+    let a = state("count", "count", "the");
+    assert_eq!(a.body["value"], json!(expected["the"]), "{}", a.text);
+    let a = state("count", "count", "zzz-never");
+    assert_eq!((a.status, a.code()), (404, "key_not_found"), "{}", a.text);
+    let a = state("count", "cnt", "the");
+    assert_eq!((a.status, a.code()), (404, "state_not_found"), "{}", a.text);
+    assert!(a.text.contains(r#"did you mean \"count\""#), "{}", a.text);
+    let a = state("split", "count", "the");
+    assert_eq!(
+        (a.status, a.code()),
+        (404, "stateless_operator"),
+        "{}",
+        a.text
+    );
+    let cli = srv.cli(&["state", "get", "word-count", "count", "cnt", "the"], None);
+    assert_eq!(cli.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(stderr.contains("no state `cnt`"), "{stderr}");
+
+    // A stopped topology's state is read from its last checkpoint.
+    let a = http.post_json(
+        "/v1/topologies/word-count/stop",
+        &json!({ "savepoint": "counted" }),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = state("count", "count", "the");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["value"], json!(expected["the"]), "{}", a.text);
+    let a = state("count", "count", "zzz-never");
+    assert_eq!(a.code(), "key_not_found", "{}", a.text);
+    let cli = srv.cli(
+        &["state", "get", "word-count", "count", "count", "the"],
+        None,
+    );
+    assert_eq!(cli.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stdout).trim(),
+        expected["the"].to_string()
+    );
+
+    // A savepoint whose value states the new module does not declare: a
+    // 409 naming them, not a server error.
+    let swapped = word_count_yaml().replace("module: word-count", "module: keyed-sum");
+    let a = http.put_topology("word-count", &swapped);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.post_json(
+        "/v1/topologies/word-count/start",
+        &json!({ "savepoint": "counted" }),
+    );
+    assert_eq!((a.status, a.code()), (409, "state_mismatch"), "{}", a.text);
+    assert!(
+        a.text.contains(r#"holds value state [\"count\"]"#),
+        "{}",
+        a.text
+    );
     srv.stop();
 }
 

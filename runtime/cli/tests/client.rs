@@ -21,6 +21,13 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The EVENTS IN cell of `topology`'s row in `weir topology ls`.
+fn events_in(ls: &str, topology: &str) -> String {
+    let row = ls.lines().find(|l| l.starts_with(&format!("{topology} ")));
+    let cells: Vec<&str> = row.unwrap_or_default().split_whitespace().collect();
+    cells.last().unwrap_or(&"").to_string()
+}
+
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
@@ -102,6 +109,8 @@ fn quickstart_through_the_cli() {
     let followed = ok(srv.cli(&["consume", "counts", "--follow", "--limit", "5"], None));
     assert_eq!(followed.lines().count(), 5, "{followed}");
 
+    let ls = ok(srv.cli(&["topology", "ls"], None));
+    assert_eq!(events_in(&ls, "word-count"), sent.to_string(), "{ls}");
     let the = ok(srv.cli(
         &["state", "get", "word-count", "count", "count", "the"],
         None,
@@ -141,9 +150,74 @@ fn quickstart_through_the_cli() {
     // A stopped topology's savepoint comes from its last checkpoint.
     ok(srv.cli(&["savepoint", "word-count", "sp2"], None));
     assert_eq!(code(&srv.cli(&["savepoint", "word-count", "sp2"], None)), 4);
+    for args in [&["savepoint", "ls", "word-count"][..], &["savepoint", "ls"]] {
+        let listed = ok(srv.cli(args, None));
+        assert!(listed.starts_with("TOPOLOGY"), "{listed}");
+        assert!(listed.contains("sp1") && listed.contains("sp2"), "{listed}");
+    }
+    // EVENTS IN counts what the sources read, each event once, and keeps
+    // it once the topology stopped.
+    let ls = ok(srv.cli(&["topology", "ls"], None));
+    assert_eq!(events_in(&ls, "word-count"), sent.to_string(), "{ls}");
+    let streams = ok(srv.cli(&["stream", "ls"], None));
+    let lines_row = streams.lines().find(|l| l.starts_with("lines "));
+    let lines_row: Vec<&str> = lines_row.unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        lines_row.get(3),
+        Some(&sent.to_string().as_str()),
+        "{streams}"
+    );
+    assert!(streams.contains("counts"), "{streams}");
+
+    // validate counts errors and warnings apart (a source nothing reads
+    // is a warning).
+    let doc = dir.path().join("warned.yaml");
+    let warned = std::fs::read_to_string(&topology).unwrap().replace(
+        "sources:\n",
+        "sources:\n  - { name: spare, stream: spare }\n",
+    );
+    std::fs::write(&doc, &warned).unwrap();
+    let doc = doc.display().to_string();
+    let valid = ok(srv.cli(&["topology", "validate", &doc], None));
+    assert!(valid.contains("valid (1 warning(s))"), "{valid}");
+    std::fs::write(&doc, warned.replace("input: split", "input: nowhere")).unwrap();
+    let invalid = srv.cli(&["topology", "validate", &doc], None);
+    assert_eq!(code(&invalid), 2);
+    let err = String::from_utf8_lossy(&invalid.stderr);
+    // (`split`, read by nothing now, is a second warning.)
+    assert!(err.contains("1 error(s), 2 warning(s)"), "{err}");
     ok(srv.cli(&["topology", "rm", "word-count"], None));
     ok(srv.cli(&["module", "rm", "word-count@1"], None));
     srv.stop();
+}
+
+#[test]
+fn client_flags_belong_to_client_commands() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for command in ["serve", "run"] {
+        let text = help(&[command, "--help"]);
+        assert!(text.contains("Usage"), "{text}");
+        assert!(
+            !text.contains("--server") && !text.contains("--json"),
+            "{command}: {text}"
+        );
+    }
+    // serve keeps its own token (what clients must send).
+    assert!(help(&["serve", "--help"]).contains("--token"));
+    for command in ["module", "topology", "savepoint", "stream", "state"] {
+        let text = help(&[command, "--help"]);
+        assert!(
+            text.contains("--server") && text.contains("--token") && text.contains("--json"),
+            "{command}: {text}"
+        );
+    }
+    assert!(help(&["module", "ls", "--help"]).contains("--server"));
 }
 
 #[test]
@@ -284,7 +358,7 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
     let doc = dir.path().join("t.yaml");
     std::fs::write(
         &doc,
-        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in }\nsinks: [{ name: out, stream: out, input: p }]\n",
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key }\nsinks: [{ name: out, stream: out, input: p }]\n",
     )
     .unwrap();
     let out = srv.cli(
@@ -297,6 +371,8 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         err.contains("failed right after it started") && err.contains("poison event"),
         "{err}"
     );
+    // The failure names the event: its source, offset and key.
+    assert!(err.contains(r#"source `in` offset 0, key "k""#), "{err}");
 
     // A healthy start prints its status, guest counters included; what
     // the guest logged (on an event it refuses) is kept for the API.
@@ -309,7 +385,7 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
     let doc2 = dir.path().join("t2.yaml");
     std::fs::write(
         &doc2,
-        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
+        "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
     )
     .unwrap();
     ok(srv.cli(
@@ -330,6 +406,17 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
         snapshot.text
     );
     assert!(logs[0]["at"].as_i64().unwrap() > 0, "{}", snapshot.text);
+    // The guest's counter reaches /metrics too, as the README says.
+    let metrics = srv.client().get("/metrics").text;
+    let forwarded = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("weir_operator_guest_total{")
+                && l.contains("topology=\"t2\"")
+                && l.contains("counter=\"forwarded\"")
+        })
+        .unwrap_or_else(|| panic!("no guest counter in /metrics: {metrics}"));
+    assert!(forwarded.ends_with(" 2"), "{forwarded}");
     srv.stop();
 }
 

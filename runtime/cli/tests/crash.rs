@@ -164,10 +164,17 @@ fn killed_runs_resume_with_exactly_once_output() {
         // Half of the kills at a random moment, half as soon as a
         // checkpoint starts committing.
         let at_commit = kill % 2 == 1;
+        let random = Duration::from_millis(
+            rng.random_range(300..=full_run.as_millis().clamp(400, 4000) as u64),
+        );
+        // A kill at a commit waits for one however slow the machine is
+        // (the run restores, so a commit always comes before its end).
         let deadline = Instant::now()
-            + Duration::from_millis(
-                rng.random_range(300..=full_run.as_millis().clamp(400, 4000) as u64),
-            );
+            + if at_commit {
+                Duration::from_secs(60)
+            } else {
+                random
+            };
         let mut committing = None;
         loop {
             match logs.recv_timeout(Duration::from_millis(5)) {

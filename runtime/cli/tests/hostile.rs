@@ -411,11 +411,20 @@ fn an_operator_rejecting_its_config_is_the_users_error() {
     let http = srv.client();
     assert_eq!(http.push("filter", &guest_bytes("filter")).status, 201);
     let doc = "name: picky\nsources: [{ name: s, stream: s }]\noperators:\n  - { name: strict, module: filter, input: s, config: { field: a, op: nonsense, value: 1 } }\nsinks: [{ name: o, stream: o, input: strict }]\n";
-    assert_eq!(http.put_topology("picky", doc).status, 201);
-    let a = http.post_json("/v1/topologies/picky/start", &json!({}));
+    // Apply instantiates it with its config: a 422 naming the operator.
+    let a = http.put_topology("picky", doc);
     assert_eq!(a.status, 422, "{}", a.text);
-    assert_eq!(a.code(), "operator_config_rejected");
-    assert_eq!(a.body["error"]["details"]["operator"], "strict");
+    assert_eq!(a.code(), "invalid_topology");
+    let problem = &a.body["error"]["details"]["problems"][0];
+    assert_eq!(problem["path"], "operators[0].config", "{}", a.text);
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator `strict` rejects its config"),
+        "{}",
+        a.text
+    );
     still_up(&http);
 }
 
@@ -469,5 +478,375 @@ fn a_compile_bomb_is_refused_before_compiling() {
     assert_eq!(files_under(&dir.path().join("cache")), 0);
     assert_eq!(http.push("filter", &guest_bytes("filter")).status, 201);
     assert_eq!(files_under(&dir.path().join("cache")), 1);
+    still_up(&http);
+}
+
+// Item 5: a module within every shape limit may still cost minutes and
+// gigabytes to compile: the compile runs in a child process the server
+// limits in memory and kills at its deadline, and a deleted version's
+// compiled artifact leaves the cache.
+#[test]
+fn a_compile_over_its_memory_or_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let filter = guest_bytes("filter");
+    let srv = Server::start(dir.path(), &["--compile-memory-bytes", "8388608"], &[]);
+    let http = srv.client();
+    let a = http.push("filter", &filter);
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.code(), "compile_limit");
+    assert!(
+        a.text.contains("8388608 bytes") && a.text.contains("--compile-memory-bytes"),
+        "{}",
+        a.text
+    );
+    still_up(&http);
+    drop(srv);
+    let srv = Server::start(dir.path(), &["--compile-timeout-ms", "1"], &[]);
+    let http = srv.client();
+    let a = http.push("filter", &filter);
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.code(), "compile_limit");
+    assert!(a.text.contains("--compile-timeout-ms"), "{}", a.text);
+    assert_eq!(files_under(&dir.path().join("cache")), 0);
+    assert_eq!(http.get("/v1/modules").body["modules"], json!([]));
+    still_up(&http);
+    drop(srv);
+    // Under the default limits it compiles (in the child) and is cached;
+    // deleting the version removes the artifact.
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    assert_eq!(http.push("filter", &filter).status, 201);
+    assert_eq!(files_under(&dir.path().join("cache")), 1);
+    let a = http.request("DELETE", "/v1/modules/filter/versions/1", None, &[]);
+    assert_eq!(a.status, 204, "{}", a.text);
+    assert_eq!(files_under(&dir.path().join("cache")), 0);
+    still_up(&http);
+}
+
+// Item 11: a 70 KB URL got a 414 with an empty body (hyper answers it
+// before the router); every answer has the JSON error shape.
+#[test]
+fn requests_hyper_refuses_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let wait = Duration::from_secs(20);
+    let long = format!(
+        "GET /v1/streams/{}/events HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(600_000)
+    );
+    let garbage = "GET /\u{1}\u{2} NOT-HTTP\r\n\r\n".to_string();
+    for (request, status, code) in [
+        (long, "414", "uri_too_long"),
+        (huge_header, "431", "headers_too_large"),
+        (garbage, "400", "bad_request"),
+    ] {
+        let answer = raw(&srv.url, request.as_bytes(), wait);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer:?}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().len() > 20);
+    }
+    still_up(&srv.client());
+}
+
+/// Asks `/healthz` on a connection of its own, giving up after `limit`.
+fn healthz_within(url: &str, limit: Duration) -> bool {
+    let addr = url.trim_start_matches("http://");
+    let Ok(mut tcp) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(limit));
+    let _ = tcp.set_write_timeout(Some(limit));
+    if tcp
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+}
+
+/// Peak resident memory of process `pid` (VmHWM), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+/// What `weir serve` may keep in its data directory (its layout), checked
+/// after the hostile cases: paths relative to the data directory, each a
+/// problem when it matches no rule.
+fn outside_the_layout(data: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut dirs = vec![data.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(data)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let parts: Vec<&str> = rel.split('/').collect();
+            let name = *parts.last().unwrap();
+            if name.contains(".partial") || name.contains(".tmp") {
+                problems.push(format!("{rel}: a temporary file left behind"));
+                continue;
+            }
+            let fits = match parts.as_slice() {
+                [".lock" | "secret"] => true,
+                ["modules" | "streams" | "topologies" | "savepoints" | "cache"] => true,
+                ["modules", _module] => true,
+                ["modules", _, file] => {
+                    *file == "next"
+                        || file
+                            .strip_suffix(".wasm")
+                            .or_else(|| file.strip_suffix(".json"))
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                }
+                ["cache", file] => file.starts_with("sha256:") && file.ends_with(".cwasm"),
+                // The stream log's and topologies' own files (formats of
+                // their own crates): anything inside a named directory.
+                ["streams" | "topologies" | "savepoints", _, ..] => true,
+                ["state.redb"] => true,
+                _ => false,
+            };
+            if !fits {
+                problems.push(format!("{rel}: not part of the data directory's layout"));
+            }
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    problems
+}
+
+// The closing checks: one server takes a round of every kind of hostile
+// request while acknowledged events are written between them and
+// `/healthz` is probed; afterwards it is up, its peak RSS stayed under
+// the bound, its data directory holds only its layout (private, with a
+// private secret), and after a restart every acknowledged event reads
+// back unchanged.
+#[test]
+fn after_every_hostile_case_the_server_is_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Peak resident memory the server may reach over the whole round: the
+    /// cases that were fatal or grew it to 0.7-2.2 GB now stay small.
+    const RSS_BOUND: u64 = 256 << 20;
+    /// A `/healthz` probe answers within this (a liveness deadline: two
+    /// misses in a row fail the test).
+    const LIVENESS: Duration = Duration::from_secs(2);
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let srv = Server::start(&data, &[], &[]);
+    let http = srv.client();
+    // A running topology over the acknowledged stream, so its records,
+    // state and checkpoints are in the data directory too.
+    assert_eq!(http.push("filter", &guest_bytes("filter")).status, 201);
+    let doc = "name: pass\nsources: [{ name: s, stream: kept }]\noperators:\n  - { name: f, module: filter, input: s, config: { field: round, op: gt, value: -1 } }\nsinks: [{ name: o, stream: passed, input: f }]\n";
+    assert_eq!(http.put_topology("pass", doc).status, 201);
+    let a = http.post_json("/v1/topologies/pass/start", &json!({}));
+    assert!(a.status < 300, "{}", a.text);
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (url, stop) = (srv.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut probes, mut missed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                probes += 1;
+                if !healthz_within(&url, LIVENESS) && !healthz_within(&url, LIVENESS) {
+                    missed.push(probes);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (probes, missed)
+        })
+    };
+    // Acknowledged events, written between the cases.
+    let mut acked = 0u64;
+    let mut ack = |http: &Http, round: usize| {
+        let lines: String = (0..3)
+            .map(|i| {
+                json!({ "key": format!("k{round}"), "value": { "round": round, "i": i },
+                        "headers": { "h": format!("{round}-{i}") } })
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let a = http.produce("kept", &lines);
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_eq!(a.body["first_offset"], acked, "{}", a.text);
+        acked += 3;
+    };
+    type Case = Box<dyn Fn(&Http)>;
+    let cases: Vec<(&str, Case)> = vec![
+        (
+            "30,000-operator chain",
+            Box::new(|http| {
+                let a = validate(http, &chain(30_000, 1));
+                assert_eq!(a.body["valid"], false, "{}", a.text);
+            }),
+        ),
+        (
+            "250 unknown inputs",
+            Box::new(|http| {
+                let mut doc: Value = serde_json::from_str(&chain(250, 1)).unwrap();
+                for (i, op) in doc["operators"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .enumerate()
+                {
+                    op["input"] = json!(format!("ghost-{i}"));
+                }
+                let a = validate(http, &doc.to_string());
+                assert!(a.text.len() < 64 << 10, "{} bytes", a.text.len());
+            }),
+        ),
+        (
+            "100,000 levels of YAML",
+            Box::new(|http| {
+                let yaml = format!("name: deep\nsinks: {}", "[".repeat(100_000));
+                assert_eq!(http.put_topology("deep", &yaml).status, 400);
+            }),
+        ),
+        (
+            "a document over the limit",
+            Box::new(|http| {
+                let big = format!("name: big\n# {}\n", "x".repeat(5_000_000));
+                assert_eq!(http.put_topology("big", &big).status, 413);
+            }),
+        ),
+        (
+            "reads of missing streams",
+            Box::new(|http| {
+                for i in 0..50 {
+                    assert_eq!(
+                        http.get(&format!("/v1/streams/ghost-{i}/events")).status,
+                        404
+                    );
+                }
+            }),
+        ),
+        (
+            "an event the log cannot hold",
+            Box::new(|http| {
+                let bad = json!([{ "value": "x", "headers": { "h".repeat(65_536): "v" } }]);
+                assert_eq!(http.post_json("/v1/streams/kept/events", &bad).status, 422);
+            }),
+        ),
+        (
+            "a wrapping Last-Event-ID",
+            Box::new(|http| {
+                let a = http.request(
+                    "GET",
+                    "/v1/streams/kept/events",
+                    None,
+                    &[
+                        ("Accept", "text/event-stream"),
+                        ("Last-Event-ID", "18446744073709551615"),
+                    ],
+                );
+                assert_eq!(a.status, 400, "{}", a.text);
+            }),
+        ),
+        (
+            "a compile bomb and a forbidden import",
+            Box::new(|http| {
+                assert_eq!(http.push("bomb", &compile_bomb(2_000, 1 << 20)).status, 422);
+                assert_eq!(
+                    http.push("wrong", &guest_bytes("forbidden-import")).status,
+                    422
+                );
+            }),
+        ),
+        (
+            "a body over the limit",
+            Box::new(|http| {
+                let body = vec![b' '; 17 << 20];
+                let a = http.request(
+                    "POST",
+                    "/v1/streams/kept/events",
+                    Some((&body, "application/json")),
+                    &[],
+                );
+                assert_eq!(a.status, 413, "{}", a.text);
+            }),
+        ),
+    ];
+    for (round, (name, case)) in cases.iter().enumerate() {
+        ack(&http, round);
+        eprintln!("hostile round: {name}");
+        case(&srv.client());
+    }
+    // The 70 KB URL, on a connection of its own.
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    assert!(raw(&srv.url, long.as_bytes(), Duration::from_secs(20)).starts_with("HTTP/1.1 414"));
+    ack(&http, cases.len());
+    stop.store(true, Ordering::Relaxed);
+    let (probes, missed) = prober.join().unwrap();
+    assert!(
+        missed.is_empty(),
+        "/healthz missed its {LIVENESS:?} deadline twice in a row at probes {missed:?} of {probes}"
+    );
+    still_up(&http);
+    let peak = peak_rss(srv.pid());
+    eprintln!(
+        "weir serve peak RSS over the hostile round: {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak < RSS_BOUND,
+        "peak RSS {} MiB, over the bound of {} MiB",
+        peak >> 20,
+        RSS_BOUND >> 20
+    );
+    let before = http.events("kept");
+    assert_eq!(before.len() as u64, acked);
+    drop(http);
+    srv.stop();
+    let problems = outside_the_layout(&data);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("secret")), 0o600);
+    let srv = Server::start(&data, &[], &[]);
+    let http = srv.client();
+    let after = http.events("kept");
+    assert_eq!(
+        after, before,
+        "acknowledged events changed across a restart"
+    );
+    for (n, event) in after.iter().enumerate() {
+        let (round, i) = (n / 3, n % 3);
+        assert_eq!(event["offset"], n as u64);
+        assert_eq!(event["key"], format!("k{round}"));
+        assert_eq!(event["value"], json!({ "round": round, "i": i }));
+        assert_eq!(event["headers"]["h"], format!("{round}-{i}"));
+    }
     still_up(&http);
 }

@@ -490,34 +490,32 @@ fn a_topology_that_always_fails_ends_failed_with_every_cause() {
 /// A start the operator refuses (its config) is the user's error, answered
 /// at once; nothing is retried and the topology stays stopped.
 #[test]
-fn a_start_the_operator_refuses_is_a_422_and_leaves_it_stopped() {
+fn a_config_the_operator_refuses_is_a_422_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), &[], &[]);
     let http = srv.client();
     push(&http, "trap-window");
-    // A config the operator rejects: `until_ms` is missing.
+    // A config the operator rejects: `until_ms` is missing. Apply
+    // instantiates the operator with it, so nothing is stored or started.
     let doc = "
 name: badconf
 sources: [{ name: in, stream: in }]
 operators: [{ name: risky, module: trap-window, input: in, config: { from_ms: 1 } }]
 sinks: [{ name: out, stream: out, input: risky }]
 ";
-    assert_eq!(http.put_topology("badconf", doc).status, 201);
-    let a = http.post_json("/v1/topologies/badconf/start", &json!({}));
+    let a = http.put_topology("badconf", doc);
     assert_eq!(a.status, 422, "{}", a.text);
-    assert_eq!(a.code(), "operator_config_rejected", "{}", a.text);
-    let s = http.get("/v1/topologies/badconf");
-    assert_eq!(s.body["state"], "stopped", "{}", s.text);
+    assert_eq!(a.code(), "invalid_topology", "{}", a.text);
+    let problems = a.body["error"]["details"]["problems"].as_array().unwrap();
     assert!(
-        s.body["last_error"].as_str().unwrap().contains("until_ms"),
+        problems.iter().any(|p| p["path"] == "operators[0].config"
+            && p["message"].as_str().unwrap().contains("until_ms")),
         "{}",
-        s.text
+        a.text
     );
-    assert!(
-        s.body["restart"]["failures"].as_array().unwrap().is_empty(),
-        "{}",
-        s.text
-    );
+    assert_eq!(http.get("/v1/topologies/badconf").status, 404);
+    let a = http.post_json("/v1/topologies/badconf/start", &json!({}));
+    assert_eq!(a.status, 404, "{}", a.text);
 }
 
 /// A data directory on a small filesystem: a tmpfs mounted for the test

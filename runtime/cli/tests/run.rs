@@ -332,19 +332,34 @@ fn a_topology_with_a_dead_letter_file_and_bad_topologies() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in {err}");
     }
-    // A module that cannot be found says where it looked.
+    // Every module that cannot be found is named (where it looked, or the
+    // near name of a module there), and nothing runs: exit 2.
     std::fs::write(
         &topo,
-        "name: t\nsources: [{ name: in, file: in.jsonl }]\noperators: [{ name: o, module: nowhere, input: in }]\nsinks: [{ name: s, file: out.jsonl, input: o }]\n",
+        "name: t\nsources: [{ name: in, file: in.jsonl }]\noperators:\n  - { name: o, module: nowhere, input: in }\n  - { name: p, module: split-wrods, input: o }\nsinks: [{ name: s, file: out.jsonl, input: p }]\n",
     )
     .unwrap();
-    let out = weir(&["run", "--topology", topo.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("module \"nowhere\" not found"),
-        "{}",
-        stderr(&out)
+    let guests = guest_path("split-words");
+    let guests = guests.parent().unwrap().to_str().unwrap();
+    let out = weir(
+        &[
+            "run",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--module-dir",
+            guests,
+        ],
+        "",
     );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    for expected in [
+        "operator `o`: module \"nowhere\" not found",
+        "operator `p`: module \"split-wrods\" not found: did you mean \"split-words\"",
+        "2 module problem(s); nothing was run",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
 }
 
 #[test]

@@ -408,14 +408,7 @@ fn scan(
     last: bool,
     producers: &mut Producers,
 ) -> Result<Scanned, StreamError> {
-    let io = |what: String| {
-        let name = name.to_string();
-        move |source| StreamError::Io {
-            stream: name,
-            what,
-            source,
-        }
-    };
+    let io = |what: String| io_error(name, what);
     let bytes = std::fs::read(path).map_err(io(format!("cannot read {}", path.display())))?;
     let format = Format::of(&bytes);
     let mut segment = Segment::new(base, path.to_path_buf(), format);
@@ -563,14 +556,7 @@ impl Stream {
         config: StreamConfig,
         handles: Arc<Handles>,
     ) -> Result<Stream, StreamError> {
-        let io = |what: String| {
-            let name = name.to_string();
-            move |source| StreamError::Io {
-                stream: name,
-                what,
-                source,
-            }
-        };
+        let io = |what: String| io_error(name, what);
         std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let mut bases: Vec<u64> = std::fs::read_dir(&dir)
             .map_err(io(format!("cannot list {}", dir.display())))?
@@ -1216,6 +1202,16 @@ impl StreamStore {
             .collect();
         names.sort();
         names.iter().map(|n| Ok(self.stream(n)?.info())).collect()
+    }
+}
+
+/// The `map_err` of an I/O call on stream `stream` doing `what`.
+fn io_error(stream: &str, what: String) -> impl FnOnce(std::io::Error) -> StreamError {
+    let stream = stream.to_string();
+    move |source| StreamError::Io {
+        stream,
+        what,
+        source,
     }
 }
 

@@ -248,17 +248,24 @@ pub(crate) fn check_restore(
     declared: &HashMap<String, Vec<String>>,
 ) -> Result<(), EngineError> {
     let meta = &restored.meta;
+    let taken = if restored.from_savepoint {
+        match &meta.savepoint {
+            Some(name) => format!("savepoint `{name}`"),
+            None => "the savepoint".to_string(),
+        }
+    } else {
+        format!("checkpoint {}", meta.id)
+    };
     if meta.key_groups != groups {
-        return Err(EngineError::Restore(format!(
-            "checkpoint {} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
-            meta.id, meta.key_groups
+        return Err(EngineError::StateMismatch(format!(
+            "{taken} was taken with {} key groups and the topology has {groups}: key groups cannot change (parallelism can)",
+            meta.key_groups
         )));
     }
     for (op, saved) in &meta.operators {
         let Some(now) = declared.get(op) else {
-            return Err(EngineError::Restore(format!(
-                "checkpoint {} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without the checkpoint",
-                meta.id
+            return Err(EngineError::StateMismatch(format!(
+                "{taken} holds state of operator `{op}`, which the topology no longer has: keep the operator (same name), or start without it",
             )));
         };
         let missing: Vec<&String> = saved
@@ -267,8 +274,8 @@ pub(crate) fn check_restore(
             .filter(|s| !now.contains(s))
             .collect();
         if !missing.is_empty() {
-            return Err(EngineError::Restore(format!(
-                "operator `{op}`: the checkpoint holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names",
+            return Err(EngineError::StateMismatch(format!(
+                "operator `{op}`: {taken} holds value state {missing:?} but its module now declares {now:?}: a new module version must keep the state names (or start without {taken})",
             )));
         }
     }
@@ -319,6 +326,54 @@ pub(crate) struct Coordinator {
     pub(crate) failed: Arc<FailedCheckpoints>,
     /// What aborted checkpoints left for the next one to commit.
     pub(crate) carried: Carried,
+    /// What the periodic info line sums up.
+    pub(crate) summary: Summary,
+}
+
+/// How often a running topology logs one info line about its checkpoints
+/// (each one alone is a debug line).
+pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// Checkpoints taken and skipped since the last summary line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Summary {
+    since: Instant,
+    pub(crate) taken: u64,
+    pub(crate) skipped: u64,
+    /// Duration of the last one taken, and the longest, ms.
+    pub(crate) last_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) bytes: u64,
+}
+
+impl Summary {
+    pub(crate) fn new(now: Instant) -> Summary {
+        Summary {
+            since: now,
+            taken: 0,
+            skipped: 0,
+            last_ms: 0.0,
+            max_ms: 0.0,
+            bytes: 0,
+        }
+    }
+
+    fn took(&mut self, info: &CheckpointInfo) {
+        self.taken += 1;
+        self.last_ms = info.duration_ms;
+        self.max_ms = self.max_ms.max(info.duration_ms);
+        self.bytes += info.bytes;
+    }
+
+    /// The period's figures when [`SUMMARY_EVERY`] has passed at `now` and
+    /// anything happened (a new period starts either way).
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Summary> {
+        if now.duration_since(self.since) < SUMMARY_EVERY {
+            return None;
+        }
+        let done = std::mem::replace(self, Summary::new(now));
+        (done.taken + done.skipped > 0).then_some(done)
+    }
 }
 
 /// Whether a complete checkpoint would commit nothing the last one did
@@ -353,6 +408,17 @@ impl Coordinator {
         let mut queue: VecDeque<Request> = VecDeque::new();
         let mut next_due = self.config.interval.map(|i| Instant::now() + i);
         loop {
+            if let Some(s) = self.summary.due(Instant::now()) {
+                tracing::info!(
+                    topology = %self.topology,
+                    taken = s.taken,
+                    skipped = s.skipped,
+                    last_ms = s.last_ms,
+                    max_ms = s.max_ms,
+                    bytes = s.bytes,
+                    "checkpoints in the last {} s", SUMMARY_EVERY.as_secs()
+                );
+            }
             if self.abort.stopped() {
                 for r in queue.drain(..).chain(tracker.abandon()) {
                     let _ = r.reply.send(Err("the topology stopped".into()));
@@ -515,6 +581,7 @@ impl Coordinator {
             )
         {
             self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.summary.skipped += 1;
             tracing::trace!(topology = %self.topology, checkpoint = id, "checkpoint skipped: nothing changed");
             return Ok(());
         }
@@ -607,7 +674,9 @@ impl Coordinator {
             bytes: stats.bytes,
             final_,
         };
-        // Routine, every interval: debug (status and /metrics have them).
+        // Routine, every interval: debug (status and /metrics have them,
+        // and a line per minute sums them up).
+        self.summary.took(&info);
         tracing::debug!(
             topology = %self.topology,
             checkpoint = id,
@@ -693,6 +762,37 @@ mod tests {
             err.to_string().contains("must keep the state names"),
             "{err}"
         );
+        // The user's to fix (an API answers 409), not a failed restore.
+        assert!(matches!(err, EngineError::StateMismatch(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_summary_is_due_once_a_period_and_only_when_something_happened() {
+        let start = Instant::now();
+        let mut summary = Summary::new(start);
+        let info = |duration_ms: f64| CheckpointInfo {
+            id: 1,
+            savepoint: None,
+            started_at: 0,
+            duration_ms,
+            alignment_ms: 0.0,
+            commit_ms: 0.0,
+            rows: 1,
+            bytes: 100,
+            final_: false,
+        };
+        summary.took(&info(4.0));
+        summary.took(&info(2.0));
+        summary.skipped += 3;
+        assert_eq!(summary.due(start + SUMMARY_EVERY / 2), None);
+        let due = summary.due(start + SUMMARY_EVERY).expect("a period passed");
+        assert_eq!((due.taken, due.skipped, due.bytes), (2, 3, 200));
+        assert_eq!((due.last_ms, due.max_ms), (2.0, 4.0));
+        // A quiet period says nothing; the next one starts afresh.
+        assert_eq!(summary.due(start + SUMMARY_EVERY * 2), None);
+        summary.skipped += 1;
+        let due = summary.due(start + SUMMARY_EVERY * 3).expect("a skip");
+        assert_eq!((due.taken, due.skipped), (0, 1));
     }
 
     fn at(position: u64, max_ts: i64) -> BTreeMap<String, SourceMeta> {
@@ -810,5 +910,134 @@ mod tests {
         // Nothing carried: the newer changes as they are.
         let alone = merge_snapshots(Vec::new(), vec![StateSnapshot::new(vec![put("c", "1")])]);
         assert_eq!(alone.len(), 1);
+    }
+}
+
+/// Property tests of checkpoint records as recovery reads them: whatever
+/// metadata and pending output were committed come back from [`restore`]
+/// unchanged, and damaged or arbitrary records are errors, never panics.
+#[cfg(test)]
+mod record_properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use weir_types::Event;
+
+    use super::*;
+    use weir_io::Position;
+
+    fn meta() -> impl Strategy<Value = Meta> {
+        let position = prop_oneof![
+            any::<u64>().prop_map(Position::Count),
+            btree_map(any::<u32>(), any::<u64>(), 0..4).prop_map(Position::Splits),
+        ];
+        let source =
+            (position, any::<i64>()).prop_map(|(position, max_ts)| SourceMeta { position, max_ts });
+        let operator = (any::<i64>(), any::<u32>(), vec(".{1,8}", 0..3)).prop_map(
+            |(watermark, parallelism, value_states)| OperatorMeta {
+                watermark,
+                parallelism,
+                value_states,
+            },
+        );
+        (
+            any::<u64>(),
+            ".{0,16}",
+            "[0-9a-f-]{0,24}",
+            prop::option::of(".{0,12}"),
+            any::<i64>(),
+            any::<u16>(),
+            btree_map(".{1,10}", source, 0..4),
+            btree_map(".{1,10}", any::<u64>(), 0..4),
+            btree_map(".{1,10}", operator, 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|m| Meta {
+                id: m.0,
+                topology: m.1,
+                lineage: m.2,
+                savepoint: m.3,
+                created_at: m.4,
+                key_groups: m.5,
+                sources: m.6,
+                sinks: m.7,
+                operators: m.8,
+                final_: m.9,
+            })
+    }
+
+    fn batch() -> impl Strategy<Value = Vec<Event>> {
+        let event = (
+            prop::option::of(vec(any::<u8>(), 0..16)),
+            vec(any::<u8>(), 0..32),
+            any::<i64>(),
+            vec((".{1,8}", vec(any::<u8>(), 0..8)), 0..3),
+        )
+            .prop_map(|(key, value, timestamp, headers)| Event {
+                key,
+                value,
+                timestamp,
+                headers,
+            });
+        vec(event, 0..6)
+    }
+
+    /// Commits one checkpoint of `meta` and `pending` output, reopens the
+    /// database and restores from it.
+    fn commit_and_restore(
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
+    ) -> Result<Option<Restored>, EngineError> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        db.commit_checkpoint(1, Vec::new(), meta, pending, 2)
+            .unwrap();
+        drop(db);
+        let db = StateDb::open(dir.path()).unwrap();
+        restore(&db)
+    }
+
+    proptest! {
+        // Each case commits to a real database: few cases, small inputs.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn a_restored_checkpoint_is_what_was_committed(
+            meta in meta(),
+            outputs in btree_map("[a-z]{1,8}", batch(), 0..3),
+        ) {
+            let pending: Vec<(String, Vec<u8>)> = outputs
+                .iter()
+                .map(|(sink, events)| {
+                    let mut bytes = Vec::new();
+                    events.iter().cloned().collect::<Batch>().encode(&mut bytes);
+                    (sink.clone(), bytes)
+                })
+                .collect();
+            let bytes = serde_json::to_vec(&meta).unwrap();
+            let restored = commit_and_restore(&bytes, &pending).unwrap().unwrap();
+            prop_assert_eq!(&restored.meta, &meta);
+            prop_assert!(!restored.from_savepoint);
+            let back: BTreeMap<String, Vec<Event>> = restored
+                .pending
+                .iter()
+                .map(|(sink, batch)| (sink.clone(), batch.iter().map(|e| e.to_event()).collect()))
+                .collect();
+            prop_assert_eq!(back, outputs);
+        }
+
+        #[test]
+        fn a_damaged_or_arbitrary_record_is_an_error_not_a_panic(
+            meta in meta(),
+            flips in vec((any::<prop::sample::Index>(), 1u8..), 1..4),
+            junk in vec(any::<u8>(), 0..96),
+        ) {
+            let mut bytes = serde_json::to_vec(&meta).unwrap();
+            for (at, mask) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= mask;
+            }
+            let _ = commit_and_restore(&bytes, &[("out".to_string(), junk.clone())]);
+            let _ = commit_and_restore(&junk, &[]);
+        }
     }
 }

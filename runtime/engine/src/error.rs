@@ -16,8 +16,16 @@ pub enum EngineError {
     NoDeadLetter,
     #[error(transparent)]
     Instance(#[from] InstanceError),
-    #[error("operator `{operator}` failed on an event (on_error: fail): {message}")]
-    EventFailed { operator: String, message: String },
+    #[error(
+        "operator `{operator}` failed on an event ({event}; on_error: fail): {message}; use on_error: skip or dead-letter to go on past failing events"
+    )]
+    EventFailed {
+        operator: String,
+        /// Which event: its source and offset when it came straight from
+        /// a source, and its key.
+        event: String,
+        message: String,
+    },
     #[error(
         "operator `{operator}` failed in a timer at {time} (on_error: fail): {message}; use on_error: skip or dead-letter to go on past failing timers"
     )]
@@ -39,6 +47,11 @@ pub enum EngineError {
     State(#[from] weir_state::StateError),
     #[error("cannot restore the checkpoint: {0}")]
     Restore(String),
+    /// The checkpoint or savepoint is sound but does not fit the topology
+    /// (an operator gone, value states renamed, other key groups): the
+    /// user's to fix, not a failure of the run.
+    #[error("the state to restore does not fit the topology: {0}")]
+    StateMismatch(String),
     #[error("checkpoint failed: {0}")]
     Checkpoint(String),
     #[error("{0}")]

@@ -38,7 +38,7 @@ use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
 use crate::align::{Aligner, InputTracker};
 use crate::checkpoint::{
     Carried, CheckpointConfig, CheckpointInfo, Coordinator, FailedCheckpoints, Request, Restored,
-    TaskInfo, check_restore, lineage_of, restore,
+    Summary, TaskInfo, check_restore, lineage_of, restore,
 };
 use crate::error::EngineError;
 use crate::metrics::MetricsRegistry;
@@ -162,6 +162,9 @@ pub(crate) struct Launched {
     /// Operator → (parallelism, input channel of each instance of its
     /// chain), for state queries.
     pub(crate) query_routes: HashMap<String, (u16, Vec<SyncSender<Envelope>>)>,
+    /// Operator → the value states its module declared, to tell apart
+    /// what a state read that found nothing got wrong.
+    pub(crate) declared: HashMap<String, Vec<String>>,
     pub(crate) state: Option<StateConfig>,
 }
 
@@ -287,8 +290,14 @@ fn create_instances(
                     }
                     None => Box::new(MemoryState::new()),
                 };
-                let instance =
-                    OperatorInstance::new(&modules[&o.module], &o.name, &config, op_state, range)?;
+                let instance = OperatorInstance::in_topology(
+                    &doc.name,
+                    &modules[&o.module],
+                    &o.name,
+                    &config,
+                    op_state,
+                    range,
+                )?;
                 declared.insert(o.name.clone(), instance.value_states().to_vec());
                 ops.push(ChainOp {
                     name: o.name.clone(),
@@ -673,6 +682,7 @@ pub(crate) fn launch(
         source_counts.push((doc_source.name.clone(), read.clone()));
         let task = SourceTask {
             name: doc_source.name.clone(),
+            origin: Arc::from(doc_source.name.as_str()),
             source,
             count: start.position.count().unwrap_or(0),
             start: start.position,
@@ -726,6 +736,7 @@ pub(crate) fn launch(
             skipped: skipped.clone(),
             failed: failed.clone(),
             carried: Carried::default(),
+            summary: Summary::new(std::time::Instant::now()),
         };
         handles.push(spawn(
             format!("checkpoints-{}", doc.name),
@@ -749,6 +760,7 @@ pub(crate) fn launch(
         skipped,
         failed,
         query_routes,
+        declared,
         state,
     })
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use weir_io::{Bindings, EndpointSnapshot, EndpointStats};
-use weir_state::KeyedState;
+use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::TopologyDoc;
 use weir_types::KeyGroupRange;
 
@@ -19,7 +19,7 @@ use crate::checkpoint::{CheckpointInfo, Request};
 use crate::error::EngineError;
 use crate::executor::{ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
-use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateValue, read_state};
+use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateRead, StateValue, read_state};
 
 /// How long a caller waits for a checkpoint before giving up.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
@@ -63,6 +63,15 @@ impl Job {
     /// `(operator, instance, metrics)` of every instance, now.
     pub fn metrics(&self) -> Vec<(String, usize, MetricsSnapshot)> {
         self.launched.metrics.snapshot()
+    }
+
+    /// `(source, events read)` of every source in this run, now.
+    pub fn source_counts(&self) -> Vec<(String, u64)> {
+        self.launched
+            .source_counts
+            .iter()
+            .map(|(s, c)| (s.clone(), c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// `(source or sink, its figures)` of every endpoint that keeps them.
@@ -244,4 +253,49 @@ impl Job {
             None => Err(self.not_running()),
         }
     }
+
+    /// State `name` of `key` in operator `operator`, as [`Job::query_state`]
+    /// reads it, a miss told apart (no value for the key, no such state,
+    /// a stateless operator) by the value states the operator declared.
+    pub fn read_state(
+        &self,
+        operator: &str,
+        name: &str,
+        key: &[u8],
+    ) -> Result<StateRead, EngineError> {
+        let found = self.query_state(operator, name, key)?;
+        let declared = self
+            .launched
+            .declared
+            .get(operator)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(StateRead::of(found, name, declared))
+    }
+}
+
+/// State `name` of `key` in operator `operator` of the stopped topology
+/// `topology` whose state database is `db`, as its newest checkpoint holds
+/// it; `None` when it has no checkpoint. Only reads: nothing may run on
+/// `db` meanwhile.
+pub fn read_checkpointed_state(
+    db: &StateDb,
+    topology: &str,
+    operator: &str,
+    name: &str,
+    key: &[u8],
+) -> Result<Option<StateRead>, EngineError> {
+    let Some(restored) = crate::checkpoint::restore(db)? else {
+        return Ok(None);
+    };
+    let meta = &restored.meta;
+    let declared = meta
+        .operators
+        .get(operator)
+        .map(|o| o.value_states.clone())
+        .unwrap_or_default();
+    let range = KeyGroupRange::all(meta.key_groups);
+    let mut state = KeyedState::open(db, topology, operator, range, StateBudget::default())?;
+    let found = read_state(&mut state, name, key).map_err(EngineError::NotRunning)?;
+    Ok(Some(StateRead::of(found, name, &declared)))
 }

@@ -38,10 +38,10 @@ pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
 pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
-pub use job::Job;
+pub use job::{Job, read_checkpointed_state};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
-pub use protocol::StateValue;
+pub use protocol::{StateRead, StateValue};
 pub use runner::{
     ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
 };

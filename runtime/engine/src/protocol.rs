@@ -6,9 +6,9 @@
 //! logic, so every other module can use it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir_io::Position;
@@ -20,11 +20,13 @@ use crate::error::EngineError;
 
 /// What travels between task instances.
 pub(crate) enum Msg {
-    /// Events, and which of the consumer's inputs they arrive on (the
-    /// index in its document's `input` list).
+    /// Events, which of the consumer's inputs they arrive on (the index in
+    /// its document's `input` list), and where they were read when they
+    /// come straight from a source.
     Batch {
         batch: Batch,
         input: u32,
+        origin: Option<Origin>,
     },
     Watermark(i64),
     /// Checkpoint barrier n.
@@ -34,6 +36,46 @@ pub(crate) enum Msg {
     Stop,
     /// A read of an operator's state, from outside the topology.
     Query(Query),
+}
+
+/// Where the events of a batch sent by a source were read: the source and,
+/// for a source that counts its events, each event's offset (its place in
+/// the source's input), so that a failure can name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) source: Arc<str>,
+    pub(crate) offsets: Option<Offsets>,
+}
+
+/// The offsets of a batch's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Offsets {
+    /// Consecutive, from this one.
+    Run(u64),
+    /// One per event (a part of a batch split by key).
+    Each(Vec<u64>),
+}
+
+impl Origin {
+    /// The offset of the batch's event `index`, when known.
+    pub(crate) fn offset(&self, index: usize) -> Option<u64> {
+        match self.offsets.as_ref()? {
+            Offsets::Run(first) => Some(first + index as u64),
+            Offsets::Each(each) => each.get(index).copied(),
+        }
+    }
+
+    /// The origin of the events at `kept` (indexes of this batch, in
+    /// order), as a batch of their own.
+    pub(crate) fn select(&self, kept: impl Iterator<Item = usize>) -> Origin {
+        Origin {
+            source: self.source.clone(),
+            offsets: self
+                .offsets
+                .as_ref()
+                .map(|_| Offsets::Each(kept.filter_map(|i| self.offset(i)).collect())),
+        }
+    }
 }
 
 /// A message and the id of the task instance that sent it.
@@ -134,6 +176,37 @@ pub enum StateValue {
     List(Vec<Vec<u8>>),
 }
 
+/// What a read of one state of one key found, told apart so that a user
+/// learns whether the name, the operator or the key was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateRead {
+    /// The key's state under that name.
+    Found(StateValue),
+    /// The operator declares this value state; the key has no value in it.
+    NoValue,
+    /// The operator declares other value states (`declared`), and holds
+    /// no map or list under this name for the key.
+    UnknownState { declared: Vec<String> },
+    /// The operator declares no value state at all, and holds no map or
+    /// list under this name for the key.
+    Stateless,
+}
+
+impl StateRead {
+    /// What reading `name` found (`found`), told apart by the value states
+    /// the operator declares.
+    pub(crate) fn of(found: Option<StateValue>, name: &str, declared: &[String]) -> StateRead {
+        match found {
+            Some(v) => StateRead::Found(v),
+            None if declared.iter().any(|d| d == name) => StateRead::NoValue,
+            None if declared.is_empty() => StateRead::Stateless,
+            None => StateRead::UnknownState {
+                declared: declared.to_vec(),
+            },
+        }
+    }
+}
+
 /// A read of state `state` of `key` in operator `operator`.
 pub(crate) struct Query {
     pub(crate) operator: String,
@@ -158,4 +231,25 @@ pub(crate) fn read_state(
     }
     let list = state.list(name, key).map_err(|e| e.0)?;
     Ok((!list.is_empty()).then_some(StateValue::List(list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_miss_says_whether_the_key_the_name_or_the_operator_was_wrong() {
+        let declared = vec!["count".to_string()];
+        let value = StateValue::Value(b"3".to_vec());
+        assert_eq!(
+            StateRead::of(Some(value.clone()), "count", &declared),
+            StateRead::Found(value)
+        );
+        assert_eq!(StateRead::of(None, "count", &declared), StateRead::NoValue);
+        assert_eq!(
+            StateRead::of(None, "cnt", &declared),
+            StateRead::UnknownState { declared }
+        );
+        assert_eq!(StateRead::of(None, "count", &[]), StateRead::Stateless);
+    }
 }

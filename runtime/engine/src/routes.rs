@@ -11,7 +11,7 @@ use std::time::Instant;
 use weir_types::{Batch, key_group_of};
 
 use crate::metrics::InstanceMetrics;
-use crate::protocol::{Envelope, Msg};
+use crate::protocol::{Envelope, Msg, Origin};
 
 /// How a producer's output reaches one consumer.
 #[derive(Debug, Clone)]
@@ -60,14 +60,32 @@ impl Outputs {
 
     /// Sends a batch of the main output along every route that reads it.
     /// `Err` means a consumer is gone (the topology is stopping).
+    #[cfg(test)]
     pub(crate) fn batch(&mut self, batch: Batch) -> Result<(), ()> {
-        self.emit(batch, Vec::new())
+        self.emit_from(batch, Vec::new(), None)
+    }
+
+    /// Sends a batch read by a source along every route, with its origin
+    /// (split with the batch when a route splits it by key).
+    pub(crate) fn batch_from(&mut self, batch: Batch, origin: Option<Origin>) -> Result<(), ()> {
+        self.emit_from(batch, Vec::new(), origin)
     }
 
     /// Sends the main output `main` and the side outputs `side` (in
     /// declaration order) along every route, each to the consumer input
     /// that reads it. `Err` means a consumer is gone.
     pub(crate) fn emit(&mut self, main: Batch, side: Vec<Batch>) -> Result<(), ()> {
+        self.emit_from(main, side, None)
+    }
+
+    /// [`Outputs::emit`], with the origin of the main output when it was
+    /// read by a source (side outputs come from operators only).
+    fn emit_from(
+        &mut self,
+        main: Batch,
+        side: Vec<Batch>,
+        origin: Option<Origin>,
+    ) -> Result<(), ()> {
         let mut outputs: Vec<Option<Batch>> = std::iter::once(main)
             .chain(side)
             .map(|b| (!b.is_empty()).then_some(b))
@@ -99,7 +117,8 @@ impl Outputs {
                     slot.clone()
                 };
                 let Some(b) = b else { continue };
-                if self.route(route, b, input).is_err() {
+                let origin = if o == 0 { origin.as_ref() } else { None };
+                if self.route(route, b, input, origin).is_err() {
                     result = Err(());
                     break 'routes;
                 }
@@ -110,16 +129,36 @@ impl Outputs {
     }
 
     /// Sends `b` along `route` to its consumer's input `input`.
-    fn route(&mut self, route: &Route, b: Batch, input: u32) -> Result<(), ()> {
+    fn route(
+        &mut self,
+        route: &Route,
+        b: Batch,
+        input: u32,
+        origin: Option<&Origin>,
+    ) -> Result<(), ()> {
         match &route.kind {
             RouteKind::Forward => {
                 let t = self.index.min(route.targets.len() - 1);
-                self.send(&route.targets[t], Msg::Batch { batch: b, input })?;
+                self.send(
+                    &route.targets[t],
+                    Msg::Batch {
+                        batch: b,
+                        input,
+                        origin: origin.cloned(),
+                    },
+                )?;
             }
             RouteKind::Rebalance => {
                 let t = self.next % route.targets.len();
                 self.next += 1;
-                self.send(&route.targets[t], Msg::Batch { batch: b, input })?;
+                self.send(
+                    &route.targets[t],
+                    Msg::Batch {
+                        batch: b,
+                        input,
+                        origin: origin.cloned(),
+                    },
+                )?;
             }
             RouteKind::Keyed {
                 field,
@@ -127,7 +166,9 @@ impl Outputs {
                 owner,
             } => {
                 let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                for e in b.iter() {
+                // Which events of `b` each part holds, for their origin.
+                let mut picked: Vec<Vec<usize>> = vec![Vec::new(); route.targets.len()];
+                for (i, e) in b.iter().enumerate() {
                     let rekeyed = field
                         .as_ref()
                         .map(|f| weir_types::wire::field_key(e.value, f));
@@ -139,6 +180,9 @@ impl Outputs {
                         Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
                         None => 0,
                     };
+                    if origin.is_some() {
+                        picked[t].push(i);
+                    }
                     let part = &mut parts[t];
                     let index = part.len() as u32;
                     part.headers.extend(
@@ -148,9 +192,15 @@ impl Outputs {
                     );
                     part.push(key, e.value, e.timestamp);
                 }
-                for (t, part) in parts.into_iter().enumerate() {
+                for (t, (part, picked)) in parts.into_iter().zip(picked).enumerate() {
                     if !part.is_empty() {
-                        self.send(&route.targets[t], Msg::Batch { batch: part, input })?;
+                        let origin = origin.map(|o| o.select(picked.into_iter()));
+                        let msg = Msg::Batch {
+                            batch: part,
+                            input,
+                            origin,
+                        };
+                        self.send(&route.targets[t], msg)?;
                     }
                 }
             }
@@ -325,7 +375,7 @@ mod tests {
         let got: Vec<(u32, Vec<u8>)> = rxs[0]
             .try_iter()
             .map(|e| match e.msg {
-                Msg::Batch { batch, input } => {
+                Msg::Batch { batch, input, .. } => {
                     (input, batch.iter().next().unwrap().key.unwrap().to_vec())
                 }
                 _ => panic!("not a batch"),

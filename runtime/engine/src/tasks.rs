@@ -31,7 +31,9 @@ use crate::call::process_isolated;
 use crate::error::{EngineError, state_error};
 use crate::metrics::InstanceMetrics;
 use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
-use crate::protocol::{Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Query, read_state};
+use crate::protocol::{
+    Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Offsets, Origin, Query, read_state,
+};
 use crate::routes::Outputs;
 
 /// How long a task waits for a message before it fires processing-time
@@ -81,12 +83,19 @@ pub(crate) struct ChainOp {
 
 impl ChainOp {
     /// Applies the operator's policy to a failure: an error to stop the
-    /// run, else it was skipped or dead-lettered.
-    fn handle(&self, failure: Failure, dead: &DeadLetters) -> Result<(), EngineError> {
+    /// run (naming the event: its source and offset when `origin` says,
+    /// and its key), else it was skipped or dead-lettered.
+    fn handle(
+        &self,
+        failure: Failure,
+        dead: &DeadLetters,
+        origin: Option<&Origin>,
+    ) -> Result<(), EngineError> {
         InstanceMetrics::add(&self.metrics.errors, 1);
         match judge(self.policy, &self.name, failure) {
             Verdict::Stop(Failure::Event(f)) => Err(EngineError::EventFailed {
                 operator: self.name.clone(),
+                event: describe_event(&f.event, origin.map(|o| (o, f.index))),
                 message: f.message,
             }),
             Verdict::Stop(Failure::Timer(f)) => Err(EngineError::TimerFailed {
@@ -120,10 +129,38 @@ impl Emitted {
     }
 }
 
+/// Longest key a failure message quotes, in characters.
+const QUOTED_KEY_CHARS: usize = 64;
+
+/// Which event failed, for a message: its source and offset (when it came
+/// straight from a source, at `index` of the batch from `origin`) and key.
+fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -> String {
+    let key = match &event.key {
+        None => "no key".to_string(),
+        Some(k) => {
+            let text = String::from_utf8_lossy(k);
+            let mut quoted: String = text.chars().take(QUOTED_KEY_CHARS).collect();
+            if text.chars().count() > QUOTED_KEY_CHARS {
+                quoted.push('…');
+            }
+            format!("key {quoted:?}")
+        }
+    };
+    match origin {
+        Some((o, index)) => match o.offset(index) {
+            Some(offset) => format!("source `{}` offset {offset}, {key}", o.source),
+            None => format!("source `{}`, {key}", o.source),
+        },
+        None => key,
+    }
+}
+
 /// Runs `batch`, which arrived on the chain's input `input`, through `ops`
 /// from operator `from` on, applying each operator's late and error
 /// policies; returns the last operator's output. Only the first operator
-/// sees `input`; the others have one input each.
+/// sees `input`; the others have one input each. `origin`: where the batch
+/// was read, when it comes straight from a source (it names the events the
+/// first operator fails on).
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
@@ -131,6 +168,7 @@ fn run_chain(
     mut batch: Batch,
     watermark: i64,
     dead: &DeadLetters,
+    mut origin: Option<Origin>,
 ) -> Result<Emitted, EngineError> {
     let last = ops.len().saturating_sub(1);
     let mut side = Vec::new();
@@ -145,6 +183,10 @@ fn run_chain(
         InstanceMetrics::add(&op.metrics.late, late as u64);
         if late > 0 && op.late != LatePolicyDoc::Keep {
             let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
+            origin = origin.map(|o| {
+                let kept = batch.timestamps.iter().enumerate();
+                o.select(kept.filter(|(_, t)| **t >= watermark).map(|(i, _)| i))
+            });
             for e in batch.iter() {
                 if e.timestamp >= watermark {
                     on_time.push_ref(&e);
@@ -171,7 +213,7 @@ fn run_chain(
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
-            op.handle(Failure::Event(failed), dead)?;
+            op.handle(Failure::Event(failed), dead, origin.as_ref())?;
         }
         let side_events: usize = isolated.side.iter().map(Batch::len).sum();
         InstanceMetrics::add(
@@ -182,6 +224,8 @@ fn run_chain(
             side = isolated.side;
         }
         batch = isolated.events;
+        // What the operator emitted was not read from the source.
+        origin = None;
     }
     Ok(Emitted { main: batch, side })
 }
@@ -213,7 +257,7 @@ fn fire_timers(
             op.metrics.add_guest(op.instance.take_counters());
             op.metrics.add_logs(op.instance.take_logs());
             for failed in fired.failed {
-                op.handle(Failure::Timer(failed), dead)?;
+                op.handle(Failure::Timer(failed), dead, None)?;
             }
             let side_events: usize = fired.side.iter().map(Batch::len).sum();
             InstanceMetrics::add(
@@ -226,7 +270,7 @@ fn fire_timers(
                     side: fired.side,
                 });
             } else {
-                out.extend(run_chain(rest, 0, 0, fired.events, before, dead)?);
+                out.extend(run_chain(rest, 0, 0, fired.events, before, dead, None)?);
             }
         }
     }
@@ -329,8 +373,20 @@ impl ChainTask {
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         let from = envelope.from;
         match envelope.msg {
-            Msg::Batch { batch, input } => {
-                let out = run_chain(&mut self.ops, 0, input, batch, self.watermark, &self.dead)?;
+            Msg::Batch {
+                batch,
+                input,
+                origin,
+            } => {
+                let out = run_chain(
+                    &mut self.ops,
+                    0,
+                    input,
+                    batch,
+                    self.watermark,
+                    &self.dead,
+                    origin,
+                )?;
                 Ok(sent(self.outputs.emit(out.main, out.side)))
             }
             Msg::Watermark(wm) => {
@@ -439,6 +495,8 @@ impl Task for ChainTask {
 /// One source and where it starts.
 pub(crate) struct SourceTask {
     pub(crate) name: String,
+    /// The name again, shared by the origins of the batches it sends.
+    pub(crate) origin: Arc<str>,
     pub(crate) source: Box<dyn Source>,
     /// Where the run starts (restored from a checkpoint).
     pub(crate) start: Position,
@@ -563,6 +621,16 @@ impl SourceTask {
         let mut batch = Batch::with_capacity(batch_size, batch_size * 128);
         let mut done = false;
         let started = Instant::now();
+        // A source that reports its own position (splits) has no single
+        // offset per event.
+        let origin = Origin {
+            source: self.origin.clone(),
+            offsets: self
+                .source
+                .position()
+                .is_none()
+                .then_some(Offsets::Run(self.count)),
+        };
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
             let room = batch_size - batch.len();
             let pulled = self
@@ -585,7 +653,7 @@ impl SourceTask {
             self.max_ts = self.max_ts.max(reached);
         }
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if self.outputs.batch(batch).is_err() {
+        if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }
         let wm = self.watermark_of(self.max_ts);

@@ -10,7 +10,7 @@ use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIt
 use weir_fixtures::{guest_bytes, repo_root};
 use weir_topology::parse_topology;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
-use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
+use weir_wasm::{CallOutcome, HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmHost};
 
 fn host() -> WasmHost {
     // Compiled components are cached across tests (an 18 MB Python or
@@ -100,9 +100,8 @@ fn run(split: &str, count: &str) -> Vec<String> {
     run_chain(&[stage(split), keyed(count)])
 }
 
-/// Runs one batch through a fresh instance of `module`: the events it
-/// emitted (wire lines) and the indexes of the events that failed.
-fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
+/// What one batch through a fresh instance of `module` gave.
+fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
     let mut op = OperatorInstance::new(
         module,
         "op",
@@ -111,11 +110,54 @@ fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<St
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
     )
     .unwrap();
-    let out = op.process(&mut batch.clone(), i64::MIN, 0).unwrap();
+    op.process(&mut batch.clone(), i64::MIN, 0).unwrap()
+}
+
+/// Runs one batch through a fresh instance of `module`: the events it
+/// emitted (wire lines) and the indexes of the events that failed.
+fn process_once(module: &OperatorModule, config: &str, batch: &Batch) -> (Vec<String>, Vec<usize>) {
+    let out = call_once(module, config, batch);
     (
         out.events.iter().map(|e| wire::format_event(&e)).collect(),
         out.failures.iter().map(|f| f.index).collect(),
     )
+}
+
+/// The failure messages of one batch through a fresh instance of `module`.
+fn failures_of(module: &OperatorModule, config: &str, batch: &Batch) -> Vec<String> {
+    let out = call_once(module, config, batch);
+    out.failures.into_iter().map(|f| f.message).collect()
+}
+
+#[test]
+fn guest_errors_say_what_the_event_lacks_and_keep_python_exception_types() {
+    let host = host();
+    let event = |key: &[u8], value: &str| Event {
+        key: Some(key.to_vec()),
+        value: value.as_bytes().to_vec(),
+        timestamp: 1,
+        headers: vec![],
+    };
+    // Rust: a transaction without `amount` is valid JSON lacking a field.
+    let fraud = host.load(&guest_bytes("fraud-detector")).unwrap();
+    let config = r#"{"max_count": 3, "min_amount": 10, "window_ms": 1000}"#;
+    let batch: Batch = [event(b"c1", r#"{"card":"c1"}"#)].into_iter().collect();
+    let failures = failures_of(&fraud, config, &batch);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("the event lacks field `amount`")
+            && !failures[0].contains("invalid JSON"),
+        "{failures:?}"
+    );
+    // Python: an exception that is not an EventError keeps its type.
+    let python = host.load(&guest_bytes("python-word-count")).unwrap();
+    let batch: Batch = [event(&[0xff, 0xfe], "1")].into_iter().collect();
+    let failures = failures_of(&python, "{}", &batch);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].starts_with("UnicodeDecodeError: "),
+        "{failures:?}"
+    );
 }
 
 fn batch_of(values: &[&str]) -> Batch {

@@ -189,6 +189,22 @@ sinks: [{ name: out, stream: out, input: count }]
     assert_eq!(final_counts(&lines.lock().unwrap()), oracle);
 }
 
+/// `n` events keyed `k0`..`k99`, the one at `at` the poison-trap's poison.
+fn poisoned(n: i64, at: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            key: Some(format!("k{}", i % 100).into_bytes()),
+            value: if i == at {
+                br#""poison""#.to_vec()
+            } else {
+                i.to_string().into_bytes()
+            },
+            timestamp: i,
+            headers: vec![],
+        })
+        .collect()
+}
+
 #[test]
 fn one_poison_event_in_100k_is_dead_lettered_and_the_rest_processed() {
     let modules = modules(&["identity", "poison-trap"]);
@@ -203,18 +219,7 @@ sinks: [{ name: out, stream: out, input: risky }]
 "#,
     )
     .unwrap();
-    let events: Vec<Event> = (0..100_000)
-        .map(|i| Event {
-            key: Some(format!("k{}", i % 100).into_bytes()),
-            value: if i == 54_321 {
-                br#""poison""#.to_vec()
-            } else {
-                i.to_string().into_bytes()
-            },
-            timestamp: i,
-            headers: vec![],
-        })
-        .collect();
+    let events = poisoned(100_000, 54_321);
     let (sink, lines) = collector();
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let dead = letters.clone();
@@ -254,6 +259,40 @@ sinks: [{ name: out, stream: out, input: risky }]
         .map(|(_, _, m)| m.dead_lettered)
         .sum();
     assert_eq!(dead_lettered, 1);
+}
+
+#[test]
+fn an_event_that_stops_the_run_is_named_by_source_offset_and_key() {
+    let modules = modules(&["identity", "poison-trap"]);
+    // Read straight from the source through a keyed route (each instance
+    // gets a part of every batch), and after an operator (no offset).
+    for (risky_input, named) in [
+        ("in", r#"source `in` offset 637, key "k37""#),
+        ("pass", r#"(key "k37"; on_error: fail)"#),
+    ] {
+        let doc = parse_topology(&format!(
+            r#"
+name: poison
+sources: [{{ name: in, stream: in }}]
+operators:
+  - {{ name: pass, module: identity, input: in }}
+  - {{ name: risky, module: poison-trap, input: {risky_input}, key_by: key, parallelism: 2 }}
+sinks: [{{ name: out, stream: out, input: risky }}]
+"#
+        ))
+        .unwrap();
+        let (sink, _) = collector();
+        let options = ExecOptions {
+            batch_size: 100,
+            ..ExecOptions::default()
+        };
+        let bindings = bind(source(poisoned(1_000, 637)), sink);
+        let err = run_topology(&doc, &modules, bindings, options).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, EngineError::EventFailed { .. }), "{message}");
+        assert!(message.contains(named), "{message}");
+        assert!(message.contains("poison event"), "{message}");
+    }
 }
 
 #[test]

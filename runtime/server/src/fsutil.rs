@@ -1,7 +1,19 @@
-//! Small file helpers shared by the registry and the topology store.
+//! Small file helpers shared by the registry, the topology store and the
+//! control plane.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+
+/// Creates `dir` (and its missing parents) readable by its owner only
+/// (0700): it holds the host secret, state and events. An existing
+/// directory keeps its mode.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 /// Writes `bytes` to `path` through `<path>.partial`, synced, then renamed
 /// over it, so a reader sees the old contents or the new, never a part.

@@ -37,7 +37,7 @@ use std::time::Duration;
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
 use weir_topology::TopologyLimits;
-use weir_wasm::{HostConfig, ShapeLimits, WasmHost};
+use weir_wasm::{CompileSandbox, HostConfig, HostSecret, ShapeLimits, WasmHost};
 
 pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
 pub use topologies::{
@@ -45,6 +45,9 @@ pub use topologies::{
     TopologySettings,
 };
 
+/// The host secret's file in the data directory (see
+/// [`weir_wasm::HostSecret`]).
+pub const SECRET_FILE: &str = "secret";
 /// Largest module upload by default.
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
 /// Largest body of any other request by default.
@@ -85,6 +88,9 @@ pub struct ServerConfig {
     pub max_followers: usize,
     /// What an uploaded module's code may hold (checked before compiling).
     pub shape: ShapeLimits,
+    /// Compile uploads in a child process with these memory and time
+    /// limits (`weir serve` always does); `None` compiles in this process.
+    pub compile: Option<CompileSandbox>,
     /// Restart strategy of topologies whose document sets none.
     pub restart: RestartPolicy,
     /// Produce is refused (507) while the data directory's disk has less
@@ -114,6 +120,7 @@ impl Default for ServerConfig {
             max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
             max_followers: DEFAULT_MAX_FOLLOWERS,
             shape: ShapeLimits::default(),
+            compile: None,
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
             outside: OutsideSettings::default(),
@@ -133,6 +140,11 @@ pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
         source: std::io::Error,
     },
     #[error("cannot set up the Wasm host: {0}")]
@@ -167,10 +179,17 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens (or creates) the data directory. Starts nothing.
     pub fn open(config: ServerConfig) -> Result<Arc<ControlPlane>, ServerError> {
+        fsutil::create_private_dir(&config.data_dir).map_err(|e| ServerError::DataDir {
+            dir: config.data_dir.clone(),
+            source: e,
+        })?;
+        let secret = HostSecret::load_or_create(&config.data_dir.join(SECRET_FILE))?;
         let host = Arc::new(WasmHost::new(HostConfig {
+            secret,
             max_module_bytes: config.max_module_bytes,
             shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
+            compile: config.compile.clone(),
             ..HostConfig::default()
         })?);
         let streams = Arc::new(StreamStore::open(
@@ -236,7 +255,7 @@ pub async fn serve(
     on_bound(bound);
     let app = http::router(plane.clone());
     let closing = plane.clone();
-    let result = axum::serve(listener, app)
+    let result = axum::serve(http::wire::JsonListener(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutdown requested: no longer accepting connections");

@@ -10,8 +10,12 @@
 //!
 //! Compiling is the one costly thing an upload makes the server do, and
 //! wasmtime cannot interrupt a compile once started: its size is bounded by
-//! the body limit, and here the number of uploads compiling at once (half
-//! the cores, at least one) and waiting for a turn ([`CompileGate`]).
+//! the body limit and the module's shape, its memory and time by the Wasm
+//! host's compile sandbox (a child process), and here the number of uploads
+//! compiling at once (half the cores, at least one) and waiting for a turn
+//! ([`CompileGate`]). Deleting a version drops its compiled module from
+//! memory and its artifact from the cache, unless another version has the
+//! same bytes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -498,6 +502,17 @@ impl ModuleRegistry {
                 path.display()
             )))?;
         }
+        let shared = self.names()?.into_iter().any(|other| {
+            self.versions(&other)
+                .is_ok_and(|vs| vs.iter().any(|v| v.digest == meta.digest))
+        });
+        if !shared {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&meta.digest);
+            self.host.forget(&meta.digest);
+        }
         tracing::info!(
             module.name = name,
             module.version = version,
@@ -617,6 +632,33 @@ mod tests {
         // A fresh registry over the same directory sees the same.
         let again = registry(dir.path());
         assert_eq!(again.versions("ops").unwrap(), vec![v1, v3]);
+    }
+
+    #[test]
+    fn a_deleted_version_leaves_memory_and_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(
+            WasmHost::new(HostConfig {
+                cache_dir: Some(dir.path().join("cache")),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let reg = ModuleRegistry::open(dir.path(), host).unwrap();
+        let bytes = weir_fixtures::guest_bytes("split-words");
+        let Pushed::Created(a) = reg.push("a", &bytes).unwrap() else {
+            panic!("first push creates")
+        };
+        reg.push("b", &bytes).unwrap();
+        let cached = || std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+        assert_eq!(cached(), 1);
+        // Another name still has the bytes: the compiled module stays.
+        reg.delete("a", 1, |_| None).unwrap();
+        assert_eq!(cached(), 1);
+        assert!(reg.loaded.lock().unwrap().contains_key(&a.digest));
+        reg.delete("b", 1, |_| None).unwrap();
+        assert_eq!(cached(), 0);
+        assert!(reg.loaded.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -621,3 +621,58 @@ mod budget_tests {
         );
     }
 }
+
+/// Property tests of the record framing (CRC-32 | metadata) and of a
+/// checkpoint's round trip through redb.
+#[cfg(test)]
+mod record_properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::StateDb;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_record_parses_to_the_metadata_it_framed(meta in vec(any::<u8>(), 0..512)) {
+            prop_assert_eq!(parse_record(&record(&meta)), Ok(meta));
+        }
+
+        #[test]
+        fn garbage_is_no_panic_and_a_flipped_bit_is_caught(
+            garbage in vec(any::<u8>(), 0..64),
+            meta in vec(any::<u8>(), 0..256),
+            bit in any::<prop::sample::Index>(),
+        ) {
+            let _ = parse_record(&garbage);
+            let mut framed = record(&meta);
+            let i = bit.index(framed.len() * 8);
+            framed[i / 8] ^= 1 << (i % 8);
+            prop_assert!(parse_record(&framed).is_err());
+        }
+    }
+
+    proptest! {
+        // Each case commits to a real database: few cases.
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn a_committed_checkpoint_reads_back_as_committed(
+            meta in vec(any::<u8>(), 0..2048),
+            pending in btree_map("[a-z]{1,8}", vec(any::<u8>(), 0..512), 0..4),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let pending: Vec<(String, Vec<u8>)> = pending.into_iter().collect();
+            let db = StateDb::open(dir.path()).unwrap();
+            db.commit_checkpoint(7, Vec::new(), &meta, &pending, 2).unwrap();
+            drop(db);
+            let back = StateDb::open(dir.path()).unwrap().latest_checkpoint().unwrap().unwrap();
+            prop_assert_eq!(back.id, 7);
+            prop_assert_eq!(back.meta, meta);
+            prop_assert_eq!(back.pending, pending);
+            prop_assert!(!back.from_savepoint);
+        }
+    }
+}

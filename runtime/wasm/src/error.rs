@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-/// A module could not be loaded. Every variant but `Cache` is the
-/// uploader's fault.
+/// A module could not be loaded. Every variant but `Cache`, `Engine` and
+/// `CompileProcess` is the uploader's fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModuleError {
@@ -50,6 +50,18 @@ pub enum ModuleError {
         "the component cannot be instantiated ({reason}): its start-up code trapped, ran past the init budget, or outgrew the memory cap"
     )]
     Instantiate { reason: String },
+    #[error(
+        "compiling the component took longer than {limit:?} and was stopped: the module is too costly to compile; split the operator, or raise the server's --compile-timeout-ms"
+    )]
+    CompileTimeout { limit: Duration },
+    #[error(
+        "compiling the component needed more than {limit} bytes of memory and was stopped: the module is too costly to compile; split the operator, or raise the server's --compile-memory-bytes"
+    )]
+    CompileMemory { limit: u64 },
+    #[error("the compiler process failed: {reason}")]
+    CompileProcess { reason: String },
+    #[error("host secret: {0}")]
+    Secret(String),
     #[error("precompile cache: {0}")]
     Cache(String),
     #[error("engine setup failed: {0}")]

@@ -22,6 +22,7 @@ use weir_types::KeyGroupRange;
 
 use crate::instance::StateKind;
 use crate::limits::{MAX_STATE_NAME_BYTES, SandboxLimits};
+use crate::secret::RandomSeed;
 use crate::state::{OperatorState, PendingWrites, StateOp, TimeDomain};
 use crate::stderr::StderrTail;
 use crate::ttl::{Entry, TtlClock, TtlTable};
@@ -135,24 +136,22 @@ impl HostMonotonicClock for CallClock {
 impl HostState {
     pub(crate) fn new(
         operator: Arc<str>,
+        seed: RandomSeed,
         limits: SandboxLimits,
         state: Box<dyn OperatorState>,
         owned: KeyGroupRange,
     ) -> Self {
         let stderr = StderrTail::default();
         let clock = CallClock::default();
-        // Randomness is seeded from the operator's name: an instance draws
-        // the same numbers each time it starts, so runs replay alike.
-        let seed = operator.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let mut insecure_seed = [0u8; 16];
+        insecure_seed.copy_from_slice(&seed.insecure[..16]);
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
             .wall_clock(clock.clone())
             .monotonic_clock(clock.clone())
-            .secure_random(StdRng::seed_from_u64(seed))
-            .insecure_random(StdRng::seed_from_u64(seed.rotate_left(17)))
-            .insecure_random_seed(u128::from(seed))
+            .secure_random(StdRng::from_seed(seed.secure))
+            .insecure_random(StdRng::from_seed(seed.insecure))
+            .insecure_random_seed(u128::from_le_bytes(insecure_seed))
             .build();
         HostState {
             operator,

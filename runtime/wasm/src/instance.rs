@@ -24,6 +24,7 @@ use crate::bindings::v0_2::weir::operator::types::{
 use crate::host::{GuestLog, HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
 use crate::loader::{ContractPre, OperatorModule};
+use crate::secret::RandomSeed;
 use crate::state::{OperatorState, TimeDomain, ValueWrite};
 use crate::ttl::{Entry, TtlClock, TtlTable};
 
@@ -99,6 +100,8 @@ pub struct OperatorInstance {
     module: OperatorModule,
     config: String,
     owned: KeyGroupRange,
+    /// Seeds of its random sources, the same at every re-instantiation.
+    seed: RandomSeed,
     /// Declared value states, in cell order (from `init`).
     value_states: Vec<String>,
     /// Declared side outputs, in output order (from `init`).
@@ -134,7 +137,8 @@ pub(crate) fn ticks(budget: Duration) -> u64 {
 
 impl OperatorInstance {
     /// Instantiates `module` as operator `name` with its `config` (JSON
-    /// text) and calls its `init`.
+    /// text) and calls its `init`; as [`Self::in_topology`] outside any
+    /// topology.
     pub fn new(
         module: &OperatorModule,
         name: &str,
@@ -142,7 +146,23 @@ impl OperatorInstance {
         state: Box<dyn OperatorState>,
         owned: KeyGroupRange,
     ) -> Result<Self, InstanceError> {
+        Self::in_topology("", module, name, config, state, owned)
+    }
+
+    /// Instantiates `module` as operator `name` of topology `topology`
+    /// owning the key groups `owned`, and calls its `init`. Its random
+    /// source is seeded from the host secret, the topology, the operator
+    /// and `owned`.
+    pub fn in_topology(
+        topology: &str,
+        module: &OperatorModule,
+        name: &str,
+        config: &str,
+        state: Box<dyn OperatorState>,
+        owned: KeyGroupRange,
+    ) -> Result<Self, InstanceError> {
         let mut instance = OperatorInstance {
+            seed: RandomSeed::of(&module.secret, topology, name, owned),
             name: Arc::from(name),
             module: module.clone(),
             config: if config.trim().is_empty() {
@@ -235,7 +255,7 @@ impl OperatorInstance {
         let limits = self.limits();
         let mut store = Store::new(
             &self.module.engine,
-            HostState::new(self.name.clone(), limits, state, self.owned),
+            HostState::new(self.name.clone(), self.seed, limits, state, self.owned),
         );
         store.limiter(|s| s);
         store.data().clock.set(weir_types::now_ms());

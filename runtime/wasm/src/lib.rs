@@ -7,7 +7,9 @@
 //! - [`WasmHost::load`] validates bytes as an operator component (Wasm, a
 //!   component not a core module, within size, importing only what the
 //!   world offers, exporting its handler) and compiles it once, through an
-//!   on-disk cache of precompiled artifacts keyed by digest and engine.
+//!   on-disk cache of precompiled artifacts keyed by digest and engine;
+//!   with a [`CompileSandbox`] the compile runs in a child process bounded
+//!   in memory and time (`child.rs`).
 //! - [`OperatorInstance`] is one running instance in its own `Store`: memory
 //!   and table caps, a time budget per call, no ambient capabilities. It
 //!   turns a [`weir_types::Batch`] into one `process` call, passing the value
@@ -22,18 +24,24 @@
 //! state (the engine and state crates).
 
 mod cache;
+mod child;
 mod error;
 mod host;
 mod instance;
 mod limits;
 mod loader;
 mod producers;
+mod secret;
 mod shape;
 mod state;
 mod stderr;
 mod trap;
 mod ttl;
 
+pub use child::{
+    CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, EXIT_INVALID,
+    serve_compile_request,
+};
 pub use error::{InstanceError, ModuleError};
 pub use host::{GuestLog, HostState, MAX_KEPT_LOGS_PER_CALL};
 pub use instance::{
@@ -45,6 +53,7 @@ pub use limits::{
 };
 pub use loader::{HostConfig, ModuleInfo, OperatorModule, WasmHost};
 pub use producers::source_language;
+pub use secret::HostSecret;
 pub use shape::{
     DEFAULT_MAX_CODE_BYTES, DEFAULT_MAX_FUNCTION_BODY_BYTES, DEFAULT_MAX_FUNCTION_LOCALS,
     DEFAULT_MAX_FUNCTIONS, ShapeLimits,

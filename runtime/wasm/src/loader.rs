@@ -15,9 +15,12 @@ use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange};
 use crate::ModuleError;
 use crate::bindings::{v0_1, v0_2};
 use crate::cache::PrecompileCache;
+use crate::child::{CompileSandbox, compile_in_child};
 use crate::host::HostState;
 use crate::instance::ticks;
 use crate::limits::{DEFAULT_MAX_MODULE_BYTES, EPOCH_TICK, SandboxLimits};
+use crate::secret::HostSecret;
+use crate::secret::RandomSeed;
 use crate::shape::{ShapeLimits, check_shape};
 use crate::state::MemoryState;
 
@@ -30,6 +33,12 @@ pub struct HostConfig {
     pub shape: ShapeLimits,
     /// Where precompiled artifacts are kept; `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
+    /// Compile in a child process under these limits; `None` compiles in
+    /// this process (local runs, tests).
+    pub compile: Option<CompileSandbox>,
+    /// Key of the cache's MACs and of guests' random seeds (a server's is
+    /// kept in its data directory).
+    pub secret: HostSecret,
 }
 
 impl Default for HostConfig {
@@ -39,6 +48,8 @@ impl Default for HostConfig {
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             shape: ShapeLimits::default(),
             cache_dir: None,
+            compile: None,
+            secret: HostSecret::fixed(),
         }
     }
 }
@@ -120,6 +131,8 @@ pub struct OperatorModule {
     pub(crate) pre: ContractPre,
     pub(crate) engine: Engine,
     pub(crate) limits: SandboxLimits,
+    /// Keys the random seeds of its instances.
+    pub(crate) secret: HostSecret,
     info: Arc<ModuleInfo>,
 }
 
@@ -170,20 +183,27 @@ pub fn digest_of(bytes: &[u8]) -> String {
     out
 }
 
+/// The engine settings of every host, and of the compiler child: an
+/// artifact loads only into an engine configured alike.
+pub(crate) fn engine_config() -> Config {
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true)
+        .wasm_component_model(true)
+        .wasm_memory64(false)
+        .wasm_multi_memory(false)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // `WEIR_PERF_MAP=1` writes /tmp/perf-<pid>.map so that `perf report`
+    // names the guests' compiled functions instead of `[JIT]` addresses.
+    if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    wasm
+}
+
 impl WasmHost {
     pub fn new(config: HostConfig) -> Result<Self, ModuleError> {
-        let mut wasm = Config::new();
-        wasm.epoch_interruption(true)
-            .wasm_component_model(true)
-            .wasm_memory64(false)
-            .wasm_multi_memory(false)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        // `WEIR_PERF_MAP=1` writes /tmp/perf-<pid>.map so that `perf report`
-        // names the guests' compiled functions instead of `[JIT]` addresses.
-        if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wasm).map_err(|e| ModuleError::Engine(e.to_string()))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| ModuleError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         // Every version's imports, each under its own versioned names.
         v0_1::Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -193,7 +213,7 @@ impl WasmHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ModuleError::Engine(e.to_string()))?;
         let cache = match &config.cache_dir {
-            Some(dir) => Some(PrecompileCache::new(dir, &engine)?),
+            Some(dir) => Some(PrecompileCache::new(dir, &engine, config.secret.clone())?),
             None => None,
         };
         let ticker = EpochTicker::start(engine.clone());
@@ -251,9 +271,32 @@ impl WasmHost {
         {
             return Ok((component, false));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let Some(sandbox) = &self.config.compile else {
+            let component = Component::new(&self.engine, bytes)
+                .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+            return Ok((component, true));
+        };
+        let artifact = compile_in_child(sandbox, bytes)?;
+        // SAFETY: the artifact is what `Engine::precompile_component` wrote
+        // in the child this host ran (its own program, with the engine
+        // settings of `engine_config`), read back whole from its stdout;
+        // wasmtime checks its header against this engine before use. Users
+        // never supply artifacts.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+                ModuleError::CompileProcess {
+                    reason: format!("its artifact does not load: {e:#}"),
+                }
+            })?;
         Ok((component, true))
+    }
+
+    /// Forgets the compiled artifact of `digest` (its module was deleted).
+    pub fn forget(&self, digest: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(digest);
+        }
     }
 
     /// Instantiates the component once in a throwaway store (under the
@@ -272,6 +315,12 @@ impl WasmHost {
             &self.engine,
             HostState::new(
                 Arc::from("load-check"),
+                RandomSeed::of(
+                    &self.config.secret,
+                    "",
+                    "load-check",
+                    KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+                ),
                 limits,
                 Box::new(MemoryState::new()),
                 KeyGroupRange::all(DEFAULT_KEY_GROUPS),
@@ -397,6 +446,7 @@ impl WasmHost {
             pre,
             engine: self.engine.clone(),
             limits: self.config.limits,
+            secret: self.config.secret.clone(),
             info: Arc::new(ModuleInfo {
                 digest,
                 size: bytes.len(),

@@ -691,11 +691,11 @@ fn cached_artifact(dir: &std::path::Path) -> (std::path::PathBuf, u64, Vec<u8>) 
     (path, inode, bytes)
 }
 
-/// Whether `artifact` starts with the SHA-256 of the rest, as the cache
-/// writes it.
-fn checksum_holds(artifact: &[u8]) -> bool {
+/// Whether `artifact` starts with a 32-byte MAC that is not the plain
+/// SHA-256 of the rest (which anyone could compute for a planted file).
+fn keyed_mac_leads(artifact: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
-    artifact.len() > 32 && Sha256::digest(&artifact[32..]).as_slice() == &artifact[..32]
+    artifact.len() > 32 && Sha256::digest(&artifact[32..]).as_slice() != &artifact[..32]
 }
 
 #[test]
@@ -712,7 +712,7 @@ fn precompile_cache_is_hit_and_a_corrupted_artifact_is_rewritten() {
         path.to_string_lossy()
             .contains(&first.info().digest["sha256:".len()..])
     );
-    assert!(checksum_holds(&artifact));
+    assert!(keyed_mac_leads(&artifact));
 
     // A new host (a restarted server) loads from the cache: the file is
     // neither rewritten nor changed.
@@ -725,7 +725,7 @@ fn precompile_cache_is_hit_and_a_corrupted_artifact_is_rewritten() {
     op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
         .unwrap();
 
-    // Flip a byte in place: the checksum catches it, the module is
+    // Flip a byte in place: the MAC catches it, the module is
     // recompiled and the artifact written afresh.
     let mut damaged = artifact.clone();
     let mid = damaged.len() / 2;
@@ -736,7 +736,7 @@ fn precompile_cache_is_hit_and_a_corrupted_artifact_is_rewritten() {
     let (_, rewritten, repaired) = cached_artifact(dir.path());
     assert_ne!(rewritten, written, "the damaged artifact must be replaced");
     assert_ne!(repaired, damaged);
-    assert!(checksum_holds(&repaired));
+    assert!(keyed_mac_leads(&repaired));
     let mut op = instance(&again, "");
     op.process(&mut batch(&[(Some("a"), r#""a""#)]), i64::MIN, 0)
         .unwrap();

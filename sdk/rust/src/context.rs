@@ -378,9 +378,9 @@ impl<'a> Context<'a> {
         timestamp: i64,
     ) -> Result<(), Error> {
         self.target = self.side_output(output)?;
-        self.emit(key, value, timestamp);
+        let result = self.emit(key, value, timestamp);
         self.target = 0;
-        Ok(())
+        result
     }
 
     /// Emits an event whose value is `value` as JSON to side output
@@ -421,13 +421,16 @@ impl<'a> Context<'a> {
         self.call.processing_time
     }
 
-    /// Emits an event.
-    pub fn emit(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64) {
+    /// Emits an event. Every way to emit returns `Result<(), Error>`, so
+    /// each reads the same in `process` (`ctx.emit(..)?;`); this one never
+    /// fails.
+    pub fn emit(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Result<(), Error> {
         self.output.push_key(key);
         self.output.timestamps.push(timestamp);
         self.output.value_lens.push(value.len() as u32);
         self.output.values.extend_from_slice(value);
         self.output.tag(self.target);
+        Ok(())
     }
 
     /// Emits an event whose value is `value` serialised as JSON, written
@@ -438,7 +441,10 @@ impl<'a> Context<'a> {
         value: &T,
         timestamp: i64,
     ) -> Result<(), Error> {
-        self.emit_written(key, timestamp, |out| Ok(serde_json::to_writer(out, value)?))
+        self.emit_written(key, timestamp, |out| {
+            serde_json::to_writer(out, value)
+                .map_err(|e| Error::new(format!("the output cannot be written as JSON: {e}")))
+        })
     }
 
     /// Emits an event whose value `write` appends to the output buffer;
@@ -469,7 +475,7 @@ impl<'a> Context<'a> {
         value: &[u8],
         timestamp: i64,
         headers: &[(&str, &[u8])],
-    ) {
+    ) -> Result<(), Error> {
         let index = self.output.timestamps.len() as u32;
         self.output
             .headers
@@ -478,14 +484,14 @@ impl<'a> Context<'a> {
                 name: name.to_string(),
                 value: value.to_vec(),
             }));
-        self.emit(key, value, timestamp);
+        self.emit(key, value, timestamp)
     }
 
     /// Emits `value` in place of `event`'s value, keeping its key,
     /// timestamp and headers (a map over values).
-    pub fn emit_like(&mut self, event: &Event<'_>, value: &[u8]) {
+    pub fn emit_like(&mut self, event: &Event<'_>, value: &[u8]) -> Result<(), Error> {
         self.copy_headers(event, self.output.timestamps.len() as u32);
-        self.emit(event.key, value, event.timestamp);
+        self.emit(event.key, value, event.timestamp)
     }
 
     /// Like [`Context::emit_like`], with the new value written by `write`
@@ -505,9 +511,9 @@ impl<'a> Context<'a> {
     }
 
     /// Emits `event` unchanged, headers included.
-    pub fn forward(&mut self, event: &Event<'_>) {
+    pub fn forward(&mut self, event: &Event<'_>) -> Result<(), Error> {
         self.copy_headers(event, self.output.timestamps.len() as u32);
-        self.emit(event.key, event.value, event.timestamp);
+        self.emit(event.key, event.value, event.timestamp)
     }
 
     /// Gives emitted event `index` `event`'s headers.

@@ -17,7 +17,12 @@ fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Error> {
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    Ok(serde_json::to_vec(value)?)
+    serde_json::to_vec(value).map_err(|e| cannot_store(&e))
+}
+
+/// A state value or key `serde_json` cannot write.
+fn cannot_store(e: &serde_json::Error) -> Error {
+    Error::new(format!("the state value cannot be written as JSON: {e}"))
 }
 
 /// How a value state's values are stored, chosen per state when it is
@@ -62,7 +67,7 @@ fn encode_value<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
     match encoding {
-        Encoding::Json => serde_json::to_writer(out, value)?,
+        Encoding::Json => serde_json::to_writer(out, value).map_err(|e| cannot_store(&e))?,
         Encoding::Compact => {
             out.push(COMPACT_TAG);
             postcard::to_io(value, out).map_err(|e| {

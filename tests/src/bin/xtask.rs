@@ -8,7 +8,12 @@
 //!   target if missing, and the Python ones with componentize-py (installed
 //!   into `target/py-venv` from PyPI on first use).
 //! - `test`: `guests` and `kafka`, then every workspace test (nextest
-//!   when installed).
+//!   when installed), then `api-fuzz`.
+//! - `api-fuzz`: schemathesis (installed into `target/api-fuzz-venv` from
+//!   PyPI on first use) against a live `weir serve`'s `/v1/openapi.json`,
+//!   bounded in examples and time: no answer may be a 5xx, and every
+//!   answer must match the status, content type and schema the document
+//!   gives it. `test` runs it after the workspace tests.
 //! - `kafka`: copies the Apache Kafka broker the Kafka tests start
 //!   (`tests/kafka/pom.xml`) with its dependencies into `target/kafka/libs`
 //!   through Maven, once (skipped when the jars are there).
@@ -39,6 +44,18 @@ const GUEST_TARGET: &str = "wasm32-wasip2";
 const GUEST_WORKSPACES: &[&str] = &["guest-examples/rust", "tests/fixtures"];
 /// componentize-py, pinned: it turns Python guests into components.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// schemathesis, pinned: it fuzzes the API from its OpenAPI document;
+/// with hypothesis pinned below the versions that parse a whole module to
+/// describe a lambda, which CPython 3.11.7's `ast.parse` fails with
+/// "AST constructor recursion depth mismatch" (a SystemError that ends the
+/// run).
+const API_FUZZ_PACKAGES: &[&str] = &["schemathesis==4.32.5", "hypothesis==6.131.0"];
+/// The checks schemathesis makes of every answer.
+const API_FUZZ_CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
+/// Time schemathesis may take over its phases (coverage, fuzzing,
+/// stateful), seconds; and examples per operation in each.
+const API_FUZZ_SECONDS: &str = "60";
+const API_FUZZ_EXAMPLES: &str = "25";
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -932,7 +949,74 @@ fn test(extra: &[String]) -> Result<()> {
     if console {
         console_test()?;
     }
-    Ok(())
+    api_fuzz()
+}
+
+/// schemathesis against a live `weir serve` holding a module, a topology
+/// and a stream (so that reads and links find something), bounded by
+/// [`API_FUZZ_SECONDS`] and [`API_FUZZ_EXAMPLES`].
+fn api_fuzz() -> Result<()> {
+    let root = repo_root();
+    let venv = root.join("target/api-fuzz-venv");
+    let tool = venv.join("bin/schemathesis");
+    // What is installed, so that changed pins install again.
+    let stamp = venv.join("weir-pins");
+    let pins = API_FUZZ_PACKAGES.join(" ");
+    if !tool.exists() || std::fs::read_to_string(&stamp).ok().as_deref() != Some(pins.as_str()) {
+        eprintln!("xtask: installing {pins} into {} (PyPI)", venv.display());
+        if !venv.join("bin/pip").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .args(API_FUZZ_PACKAGES))?;
+        std::fs::write(&stamp, &pins)?;
+    }
+    // The test build's `weir` (a no-op after `cargo test`).
+    run(cargo()
+        .current_dir(&root)
+        .args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    let weir = root.join("target/debug/weir");
+    let data = root.join("target/api-fuzz/weir-data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)
+            .with_context(|| format!("cannot clear {}", data.display()))?;
+    }
+    let (mut server, url) = start_server(&weir, &data, "127.0.0.1:0")?
+        .context("weir serve could not start (see its error above)")?;
+    let outcome = (|| {
+        let guests = guest_dir();
+        for (name, file) in [("split-words", "split_words"), ("word-count", "word_count")] {
+            let path = guests.join(format!("{file}.wasm"));
+            let path = path.to_string_lossy();
+            weir_cli(&weir, &url, &["module", "push", &path, "--name", name])?;
+        }
+        let topology = root.join("guest-examples/topologies/word-count.yaml");
+        weir_cli(
+            &weir,
+            &url,
+            &["topology", "apply", &topology.to_string_lossy()],
+        )?;
+        let lines = root.join("guest-examples/data/lines.jsonl");
+        weir_cli(&weir, &url, &["produce", "lines", &lines.to_string_lossy()])?;
+        let started = std::time::Instant::now();
+        // Its example database goes beside the data, not into the tree.
+        let result = run(Command::new(&tool)
+            .current_dir(root.join("target/api-fuzz"))
+            .args(["run", &format!("{url}/v1/openapi.json")])
+            .args(["--checks", API_FUZZ_CHECKS])
+            .args(["--max-examples", API_FUZZ_EXAMPLES])
+            .args(["--max-time", API_FUZZ_SECONDS])
+            .args(["--request-timeout", "20", "--workers", "2", "--no-color"]));
+        eprintln!(
+            "xtask: schemathesis took {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        result
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    outcome
 }
 
 /// Runs the `weir` CLI against `server`, returning its stdout.
@@ -1349,6 +1433,7 @@ fn main() -> ExitCode {
         Some("guests") => build_guests(),
         Some("test") => test(&args[1..]),
         Some("kafka") => fetch_kafka(),
+        Some("api-fuzz") => api_fuzz(),
         Some("demo") => demo(),
         Some("bench") => bench(),
         Some("console") => build_console(),
@@ -1359,7 +1444,7 @@ fn main() -> ExitCode {
         Some("build-go") => build_go_cli(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <guests | test [nextest/test args] | kafka | demo | bench | console | console-test | build-c DIR OUT | build-js FILE OUT | build-go DIR OUT>"
+                "usage: cargo xtask <guests | test [nextest/test args] | api-fuzz | kafka | demo | bench | console | console-test | build-c DIR OUT | build-js FILE OUT | build-go DIR OUT>"
             );
             return ExitCode::from(2);
         }

@@ -63,7 +63,7 @@ impl Operator for Enrich {
             let profile = valid.map_or("null", |(_, p)| p.as_str());
             let out = format!("{{\"txn\":{txn},\"profile\":{profile}}}");
             for _ in 0..*n {
-                ctx.emit(Some(&key), out.as_bytes(), *t);
+                ctx.emit(Some(&key), out.as_bytes(), *t)?;
             }
             self.pending.remove(ctx, &(*t, txn.clone()))?;
         }

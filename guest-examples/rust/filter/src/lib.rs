@@ -69,7 +69,7 @@ impl Operator for Filter {
             Op::Ne => !equal(&field, wanted),
         };
         if pass {
-            ctx.forward(&event);
+            ctx.forward(&event)?;
         }
         Ok(())
     }

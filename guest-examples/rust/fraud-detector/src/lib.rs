@@ -60,7 +60,7 @@ impl Operator for FraudDetector {
             .key_str()
             .ok_or_else(|| Error::new("fraud-detector needs events keyed by card (UTF-8)"))?;
         let txn: Transaction = event.json()?;
-        ctx.forward(&event);
+        ctx.forward(&event)?;
         if txn.amount <= self.config.min_amount {
             return Ok(());
         }

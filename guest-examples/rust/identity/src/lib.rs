@@ -13,7 +13,7 @@ impl Operator for Identity {
     }
 
     fn process(&mut self, ctx: &mut Context, event: Event) -> Result<(), Error> {
-        ctx.forward(&event);
+        ctx.forward(&event)?;
         Ok(())
     }
 }

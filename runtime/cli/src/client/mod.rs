@@ -5,6 +5,7 @@
 //! with `--json`; progress (uploads, waits) on stderr when it is a terminal.
 //! Exit codes are [`Failure`]'s.
 
+pub mod listing;
 pub mod modules;
 pub mod state;
 pub mod streams;
@@ -20,7 +21,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-/// Where the server is and how to talk to it (every client command).
+/// Where the server is and how to talk to it: flattened into each client
+/// command (global within it, so `weir module --json ls` and `weir module
+/// ls --json` both work), and not offered by `run` or `serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
     /// The server's URL.

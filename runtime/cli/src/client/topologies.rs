@@ -237,15 +237,26 @@ pub fn run(client: &Client, command: TopologyCommand) -> Outcome {
                     ));
                 }
             }
+            let count = |severity: &str| {
+                problems
+                    .iter()
+                    .filter(|p| p["severity"] == severity)
+                    .count()
+            };
+            let (errors, warnings) = (count("error"), count("warning"));
             if v["valid"] != json!(true) {
                 return Err(Failure::Invalid(format!(
-                    "{}: {} problem(s)",
+                    "{}: {errors} error(s), {warnings} warning(s)",
                     file.display(),
-                    problems.len()
                 )));
             }
             if !client.json {
-                out(&format!("{}: valid\n", file.display()));
+                let noted = if warnings > 0 {
+                    format!(" ({warnings} warning(s))")
+                } else {
+                    String::new()
+                };
+                out(&format!("{}: valid{noted}\n", file.display()));
             }
         }
         TopologyCommand::Ls => {

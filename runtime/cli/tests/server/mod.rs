@@ -68,6 +68,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, when the server has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
@@ -77,8 +82,12 @@ impl Server {
         Http {
             base: self.url.clone(),
             token: self.token.clone(),
+            // A connection per request: a pooled one the server has just
+            // closed (after a refusal it answers with `Connection: close`)
+            // would fail the next request for a reason no test names.
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                .max_idle_connections(0)
                 .build()
                 .into(),
         }

@@ -93,6 +93,9 @@ impl From<ModuleError> for ApiError {
             ModuleError::TooComplex { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "module_too_complex")
             }
+            ModuleError::CompileTimeout { .. } | ModuleError::CompileMemory { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "compile_limit")
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -165,7 +168,9 @@ impl From<TopologiesError> for ApiError {
             T::SavepointExists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "savepoint_exists", message)
             }
-            T::NoCheckpoint(_) => ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message),
+            T::NoCheckpoint(_) | T::NoState(_) => {
+                ApiError::new(StatusCode::CONFLICT, "no_checkpoint", message)
+            }
             T::Registry(inner) => inner.into(),
             T::Binding { io, .. } => {
                 let message = if io {
@@ -194,6 +199,10 @@ impl From<TopologiesError> for ApiError {
                 message,
             )
             .with_details(json!({ "operator": operator })),
+            T::Engine {
+                source: EngineError::StateMismatch(_),
+                ..
+            } => ApiError::new(StatusCode::CONFLICT, "state_mismatch", message),
             T::Engine {
                 source: EngineError::NotRunning(_),
                 ..

@@ -8,6 +8,9 @@
 //!   request, calls the control plane (on the blocking pool when it does
 //!   I/O or compiles) and shapes the JSON answer.
 //! - `openapi.rs`: the OpenAPI document, checked against [`routes`].
+//! - `wire.rs`: the connections it is served on; hyper's own answers to
+//!   requests it cannot parse (a URL over 64 KiB, huge headers) get the
+//!   JSON error shape too.
 //! - `console.rs`: the web console's files at `/` (embedded at build
 //!   time), outside the API and its token: the page calls `/v1` itself.
 //! - Auth: with a token configured, every `/v1` call (and `/metrics`
@@ -22,6 +25,7 @@ mod observe;
 pub mod openapi;
 mod streams;
 mod topologies;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,7 +247,7 @@ async fn require_token(State(plane): State<Plane>, req: Request, next: Next) -> 
             let message = if wrong {
                 "the bearer token is wrong: use the server's WEIR_TOKEN"
             } else {
-                "this server needs a token: send `Authorization: Bearer <token>` (weir --token, or WEIR_TOKEN)"
+                "this server needs a token: send `Authorization: Bearer <token>` (the client commands' --token, or WEIR_TOKEN)"
             };
             let mut res =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();

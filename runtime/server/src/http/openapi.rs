@@ -24,6 +24,22 @@ fn query_param(name: &str, ty: &str, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": ty } })
 }
 
+/// A path parameter with its own schema.
+fn path_param_of(name: &str, description: &str, schema: Value) -> Value {
+    let mut param = path_param(name, description);
+    param["schema"] = schema;
+    param
+}
+
+/// A version number in a path: a positive u32.
+fn version_param() -> Value {
+    path_param_of(
+        "version",
+        "1, 2, ...",
+        json!({ "type": "integer", "minimum": 1, "maximum": u32::MAX }),
+    )
+}
+
 /// One operation: its summary, parameters, request body, and answers as
 /// `(status, description, body schema)`; the error answers share the
 /// `Error` schema.
@@ -66,9 +82,10 @@ const AUTH: (&str, &str) = (
 /// The document.
 pub fn document() -> Value {
     let name = || {
-        path_param(
+        path_param_of(
             "name",
             "A name: 1-128 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$" }),
         )
     };
     let topology_body = json!({
@@ -101,11 +118,13 @@ pub fn document() -> Value {
         "/v1/modules/{name}": {
             "post": op("pushModule", "Upload a component as the next version of a module; identical bytes return the existing version",
                 vec![name()],
-                Some(json!({ "required": true, "content": { "application/wasm": { "schema": { "type": "string", "format": "binary" } } } })),
+                Some(json!({ "required": true, "content": {
+                    "application/wasm": { "schema": { "type": "string", "format": "binary" } },
+                    "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })),
                 &[("201", "Stored as a new version", Some(schema_ref("ModuleVersion"))),
                   ("200", "The same bytes were already stored", Some(schema_ref("ModuleVersion")))],
                 &[("400", "Bad name or empty body"), AUTH, ("413", "Over the module size limit"),
-                  ("415", "Not application/wasm"), ("422", "Not Wasm, a core module, not the weir:operator world, or its start-up code fails"),
+                  ("415", "Neither application/wasm nor application/octet-stream"), ("422", "Not Wasm, a core module, not the weir:operator world, or its start-up code fails"),
                   ("503", "Other uploads are compiling and the line is full: retry")]),
             "get": op("inspectModule", "Every version of a module", vec![name()], None,
                 &[("200", "Versions", Some(json!({ "type": "object", "properties": {
@@ -113,10 +132,10 @@ pub fn document() -> Value {
                 &[("400", "Bad name"), AUTH, ("404", "No such module")]),
         },
         "/v1/modules/{name}/versions/{version}": {
-            "get": op("getModuleVersion", "One version of a module", vec![name(), path_param("version", "1, 2, ...")], None,
+            "get": op("getModuleVersion", "One version of a module", vec![name(), version_param()], None,
                 &[("200", "The version", Some(schema_ref("ModuleVersion")))],
                 &[("400", "Bad name or version"), AUTH, ("404", "No such module or version")]),
-            "delete": op("deleteModuleVersion", "Delete a version no topology uses", vec![name(), path_param("version", "1, 2, ...")], None,
+            "delete": op("deleteModuleVersion", "Delete a version no topology uses", vec![name(), version_param()], None,
                 &[("204", "Deleted", None)],
                 &[("400", "Bad name or version"), AUTH, ("404", "No such module or version"), ("409", "A topology uses it")]),
         },
@@ -137,7 +156,7 @@ pub fn document() -> Value {
         },
         "/v1/topologies/{name}/start": { "post": op("startTopology", "Start a topology, optionally from a savepoint", vec![name()], Some(savepoint_arg.clone()),
             &[("200", "Running", Some(schema_ref("TopologyStatus")))],
-            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running, or busy"), ("422", "A binding failed or an operator rejected its config"), ("500", "The engine failed")]) },
+            &[("400", "Bad name or body"), AUTH, ("404", "No such topology or savepoint"), ("409", "Already running, or busy, or the savepoint's state does not fit the topology (state_mismatch)"), ("422", "A binding failed or an operator rejected its config"), ("500", "The engine failed")]) },
         "/v1/topologies/{name}/stop": { "post": op("stopTopology", "Stop a topology after a last checkpoint, optionally exported as a savepoint", vec![name()], Some(savepoint_arg),
             &[("200", "Stopped", Some(schema_ref("TopologyStatus")))],
             &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "Not running, busy, or the savepoint exists"), ("500", "The engine failed")]) },
@@ -158,11 +177,11 @@ pub fn document() -> Value {
                 &[("400", "Bad name or body"), AUTH, ("404", "No such topology"), ("409", "The savepoint exists, or there is no checkpoint yet"), ("500", "The engine failed")]),
         },
         "/v1/topologies/{name}/operators/{operator}/state/{state}": { "get": op("getState",
-            "The state (value, map entries or list) one key has under one name in a running operator",
+            "The state (value, map entries or list) one key has under one name in an operator: of a running topology, or from the last checkpoint of a stopped one",
             vec![name(), path_param("operator", "Operator name"), path_param("state", "State name, as the operator declares it"),
                  query_param("key", "string", "The key as text"), query_param("key_b64", "string", "The key as base64")], None,
             &[("200", "The value (JSON when it is JSON, else value_b64)", Some(json!({ "type": "object" })))],
-            &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology, operator, or no value for the key"), ("409", "Not running")]) },
+            &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology or operator (operator_not_found), no such state (state_not_found), an operator that keeps no state (stateless_operator), or no value for the key (key_not_found)"), ("409", "Stopped before its first checkpoint")]) },
         "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
             &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
         "/v1/streams/{name}/events": {
@@ -252,6 +271,8 @@ pub fn document() -> Value {
                     "modules": { "type": "object" }, "operators": { "type": "array" },
                     "last_error": { "type": ["string", "null"] }, "last_checkpoint": schema_ref("Checkpoint"),
                     "skipped_checkpoints": { "type": "integer", "description": "Interval checkpoints this run skipped because nothing had changed since the last one" },
+                    "sources": { "type": "array", "description": "Events each source read in the current run, or in the last one once it stopped", "items": { "type": "object", "properties": {
+                        "name": { "type": "string" }, "events_read": { "type": "integer" } } } },
                     "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
                         "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } } } },

@@ -17,7 +17,8 @@ use weir_topology::Severity;
 use super::{ApiError, Plane, blocking, empty};
 use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
 use weir_engine::{
-    CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateValue,
+    CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateRead,
+    StateValue,
 };
 
 fn text_of(body: &Bytes) -> Result<&str, ApiError> {
@@ -104,12 +105,21 @@ fn status_json(s: &TopologyStatus) -> Value {
         "endpoints": endpoints_json(&s.endpoints),
         "last_checkpoint": s.last_checkpoint.as_ref().map(checkpoint_json),
         "skipped_checkpoints": s.skipped_checkpoints,
+        "sources": sources_json(s),
         "failed_checkpoints": {
             "total": s.failed_checkpoints.0,
             "in_a_row": s.failed_checkpoints.1,
             "last_error": s.failed_checkpoints.2,
         },
     })
+}
+
+/// What each source read in the current run, or the last one once stopped.
+fn sources_json(s: &TopologyStatus) -> Vec<Value> {
+    s.sources
+        .iter()
+        .map(|(name, read)| json!({ "name": name, "events_read": read }))
+        .collect()
 }
 
 fn checkpoint_json(c: &CheckpointInfo) -> Value {
@@ -197,7 +207,9 @@ pub(super) async fn list(State(plane): State<Plane>) -> Result<Json<Value>, ApiE
                 "state": s.state,
                 "desired": s.record.desired,
                 "operators": s.record.doc.operators.len(),
-                "events_in": sum(&all, |m| m.events_in),
+                // What its sources read (each event once, however many
+                // operators it crosses), kept once the run stopped.
+                "events_in": s.sources.iter().map(|(_, n)| n).sum::<u64>(),
                 "events_from_sources": sum(&reads_source, |m| m.events_in),
                 "events_to_sinks": sum(&feeds_sink, |m| m.events_out),
                 "errors": sum(&all, |m| m.errors),
@@ -413,18 +425,46 @@ pub(super) async fn state(
         }
     };
     blocking(move || {
-        let value = plane
+        let shown = match std::str::from_utf8(&key) {
+            Ok(k) => format!("key `{k}`"),
+            Err(_) => format!("key (base64) {}", BASE64.encode(&key)),
+        };
+        let not_found = |code: &'static str, message: String| {
+            ApiError::new(StatusCode::NOT_FOUND, code, message)
+        };
+        let value = match plane
             .topologies
             .query_state(&name, &operator, &state, &key)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
+        {
+            StateRead::Found(value) => value,
+            StateRead::NoValue => {
+                return Err(not_found(
+                    "key_not_found",
+                    format!(
+                        "operator `{operator}` of topology `{name}` has no value in state `{state}` for {shown}: the key has not been seen (keys are what its key_by gives)"
+                    ),
+                ));
+            }
+            StateRead::UnknownState { declared } => {
+                return Err(not_found(
                     "state_not_found",
                     format!(
-                        "operator `{operator}` of topology `{name}` has no value in state `{state}` for this key"
+                        "operator `{operator}` of topology `{name}` has no state `{state}` for {shown} ({}; it declares the value state(s) {})",
+                        weir_topology::suggest_name(&state, declared.iter().map(String::as_str)),
+                        declared.join(", ")
                     ),
                 )
-            })?;
+                .with_details(json!({ "declared": declared })));
+            }
+            StateRead::Stateless => {
+                return Err(not_found(
+                    "stateless_operator",
+                    format!(
+                        "operator `{operator}` of topology `{name}` declares no value state and holds no map or list `{state}` for {shown}: it keeps no state by that name"
+                    ),
+                ));
+            }
+        };
         let mut out = json!({ "topology": name, "operator": operator, "state": state });
         match String::from_utf8(key) {
             Ok(k) => out["key"] = json!(k),

@@ -45,6 +45,10 @@ pub enum TopologiesError {
     SavepointExists { topology: String, name: String },
     #[error("topology `{0}` has no checkpoint to write a savepoint from: start it first")]
     NoCheckpoint(String),
+    #[error(
+        "topology `{0}` is stopped and has no checkpoint to read state from: start it (state is read from the running topology, or from the last checkpoint of a stopped one)"
+    )]
+    NoState(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("topology `{topology}`: {source}")]
@@ -87,6 +91,7 @@ pub(crate) fn engine_recoverable(e: &EngineError) -> bool {
             | EngineError::Unbound { .. }
             | EngineError::NoDeadLetter
             | EngineError::Restore(_)
+            | EngineError::StateMismatch(_)
             | EngineError::Instance(weir_wasm::InstanceError::Init { .. })
     )
 }

@@ -26,6 +26,7 @@
 mod error;
 mod launch;
 mod lifecycle;
+mod probe;
 mod records;
 mod restart;
 mod savepoints;
@@ -39,7 +40,7 @@ use std::time::Instant;
 
 use weir_connectors::{OutsideSettings, StreamStore};
 use weir_engine::{
-    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateValue,
+    CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateRead,
 };
 use weir_state::StateDb;
 use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
@@ -96,6 +97,9 @@ pub struct TopologyStatus {
     /// Interval checkpoints the current run skipped because nothing had
     /// changed (an idle topology commits nothing).
     pub skipped_checkpoints: u64,
+    /// `(source, events read)` of the current run, or of the last one
+    /// once it stopped (in this process).
+    pub sources: Vec<(String, u64)>,
     /// Checkpoints of the current run whose commit failed and that were
     /// aborted (their changes went into the next): in all, in a row now,
     /// and why the last one failed.
@@ -236,15 +240,25 @@ impl Topologies {
         records::parse(text)
     }
 
-    /// Every problem of `doc` on this server.
+    /// Every problem of `doc` on this server: the document's own and, when
+    /// it has none, what its operators say of their configs once
+    /// instantiated (`probe.rs`). Slow: call it off the async runtime.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
-        records::validate(
+        let mut problems = records::validate(
             &self.registry,
             doc,
             self.limits,
             &self.outside,
             self.kafka_brokers.is_some(),
-        )
+        );
+        if !problems.iter().any(|p| p.severity == Severity::Error) {
+            problems.extend(probe::probe_operators(
+                &self.registry,
+                doc,
+                probe::PROBE_BUDGET,
+            ));
+        }
+        problems
     }
 
     /// Creates or replaces the stopped topology `name` with `doc`; returns
@@ -316,6 +330,7 @@ impl Topologies {
             endpoints: Vec::new(),
             last_checkpoint: None,
             skipped_checkpoints: 0,
+            sources: Vec::new(),
             failed_checkpoints: (0, 0, None),
             restart: RestartStatus {
                 max_attempts: policy.max_attempts,
@@ -341,20 +356,25 @@ impl Topologies {
                         job.checkpoints(),
                         job.skipped_checkpoints(),
                         job.failed_checkpoints(),
+                        job.source_counts(),
                     )
                 })
             }
             None => None,
         };
         match lease {
-            Some((metrics, endpoints, checkpoints, skipped, failed)) => {
+            Some((metrics, endpoints, checkpoints, skipped, failed, sources)) => {
                 status.operators = metrics;
                 status.endpoints = endpoints;
                 status.last_checkpoint = checkpoints.into_iter().last();
                 status.skipped_checkpoints = skipped;
                 status.failed_checkpoints = failed;
+                status.sources = sources;
             }
-            None => status.last_checkpoint = self.history.of(name).into_iter().last(),
+            None => {
+                status.last_checkpoint = self.history.of(name).into_iter().last();
+                status.sources = self.history.sources_of(name);
+            }
         }
         Ok(status)
     }
@@ -511,7 +531,10 @@ impl Topologies {
                     .map(|(sp, r)| (sp, r.path.as_path())),
             );
             match &outcome {
-                Ok(report) => self.history.remember(name, report.checkpoints.clone()),
+                Ok(report) => {
+                    self.history.remember(name, report.checkpoints.clone());
+                    self.history.remember_sources(name, report.sources.clone());
+                }
                 Err(e) => {
                     record.last_error = Some(e.to_string());
                     if let Some(r) = &reserved {
@@ -563,15 +586,17 @@ impl Topologies {
         })
     }
 
-    /// State `state` of `key` in `operator`, read from the running
-    /// topology.
+    /// State `state` of `key` in `operator`: asked of the running
+    /// topology, or read from the last checkpoint of a stopped one. A miss
+    /// says what was wrong (the key, the state's name, a stateless
+    /// operator).
     pub fn query_state(
         &self,
         name: &str,
         operator: &str,
         state: &str,
         key: &[u8],
-    ) -> Result<Option<StateValue>, TopologiesError> {
+    ) -> Result<StateRead, TopologiesError> {
         let record = self.records.read(name)?;
         if !record.doc.operators.iter().any(|o| o.name == operator) {
             return Err(TopologiesError::NoSuchOperator {
@@ -583,14 +608,47 @@ impl Topologies {
                 ),
             });
         }
-        let owner = self
-            .existing_owner(name)
-            .ok_or_else(|| TopologiesError::NotRunning(name.to_string()))?;
-        let job = owner
-            .lease()
-            .ok_or_else(|| TopologiesError::NotRunning(name.to_string()))?;
-        job.query_state(operator, state, key)
-            .map_err(engine_err(name))
+        self.on_job_or_stored(
+            name,
+            "reading state",
+            |job| {
+                job.read_state(operator, state, key)
+                    .map_err(engine_err(name))
+            },
+            || read_stopped_state(name, &self.records.dir_of(name), operator, state, key),
+        )
+    }
+
+    /// Runs `running` on `name`'s job when it runs, else `stopped` (on its
+    /// stored state) with the topology claimed for `what`, so that it
+    /// cannot start meanwhile. It may start or stop in between: a few
+    /// rounds of "lease the job, else claim the stored state".
+    fn on_job_or_stored<R>(
+        &self,
+        name: &str,
+        what: &'static str,
+        running: impl Fn(&weir_engine::Job) -> Result<R, TopologiesError>,
+        stopped: impl Fn() -> Result<R, TopologiesError>,
+    ) -> Result<R, TopologiesError> {
+        for _ in 0..3 {
+            let owner = self.owner(name);
+            if let Some(job) = owner.lease() {
+                return running(&job);
+            }
+            match owner.claim(Some(Step::Edit), what) {
+                Ok(claim) => {
+                    let result = stopped();
+                    claim.finish(None, |_| {});
+                    return result;
+                }
+                Err(ClaimError::Refused(Refusal::Running) | ClaimError::Retired) => continue,
+                Err(e) => return Err(refused(name, e)),
+            }
+        }
+        Err(TopologiesError::Busy {
+            topology: name.to_string(),
+            what: "changing phase (starting, stopping or restarting)".into(),
+        })
     }
 
     /// Deletes module version `name`@`version` unless a topology pins it
@@ -626,28 +684,16 @@ impl Topologies {
         savepoint: &str,
         path: &Path,
     ) -> Result<(), TopologiesError> {
-        // It may start or stop meanwhile: a few rounds of "lease the job,
-        // else claim the stored state".
-        for _ in 0..3 {
-            let owner = self.owner(name);
-            if let Some(job) = owner.lease() {
-                job.savepoint(savepoint, path).map_err(engine_err(name))?;
-                return Ok(());
-            }
-            match owner.claim(Some(Step::Edit), "writing a savepoint") {
-                Ok(claim) => {
-                    let result = export_last_checkpoint(name, &self.records.dir_of(name), path);
-                    claim.finish(None, |_| {});
-                    return result;
-                }
-                Err(ClaimError::Refused(Refusal::Running) | ClaimError::Retired) => continue,
-                Err(e) => return Err(refused(name, e)),
-            }
-        }
-        Err(TopologiesError::Busy {
-            topology: name.to_string(),
-            what: "changing phase (starting, stopping or restarting)".into(),
-        })
+        self.on_job_or_stored(
+            name,
+            "writing a savepoint",
+            |job| {
+                job.savepoint(savepoint, path)
+                    .map(|_| ())
+                    .map_err(engine_err(name))
+            },
+            || export_last_checkpoint(name, &self.records.dir_of(name), path),
+        )
     }
 
     /// Starts every topology whose desired state is `running` (at boot).
@@ -740,6 +786,25 @@ impl Topologies {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
+
+/// State `state` of `key` in `operator` of the stopped topology in `dir`,
+/// from its newest checkpoint (nothing is created when it has none).
+fn read_stopped_state(
+    name: &str,
+    dir: &Path,
+    operator: &str,
+    state: &str,
+    key: &[u8],
+) -> Result<StateRead, TopologiesError> {
+    let err = engine_err(name);
+    if !dir.join("state.redb").is_file() {
+        return Err(TopologiesError::NoState(name.to_string()));
+    }
+    let db = StateDb::open(dir).map_err(|e| err(e.into()))?;
+    weir_engine::read_checkpointed_state(&db, name, operator, state, key)
+        .map_err(err)?
+        .ok_or_else(|| TopologiesError::NoState(name.to_string()))
 }
 
 /// Exports the newest checkpoint of the stopped topology in `dir` to

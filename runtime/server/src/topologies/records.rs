@@ -83,10 +83,20 @@ struct RegistryCheck<'a>(&'a ModuleRegistry);
 
 impl ModuleCheck for RegistryCheck<'_> {
     fn check(&self, module: &str) -> Result<(), String> {
-        self.0
-            .resolve(module)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        match self.0.resolve(module) {
+            Ok(_) => Ok(()),
+            // A near name is most likely a typo of an uploaded module.
+            Err(RegistryError::NoSuchModule(name)) => {
+                let names = self.0.names().unwrap_or_default();
+                let near = weir_topology::suggest_name(&name, names.iter().map(String::as_str));
+                if near.starts_with("did you mean") {
+                    Err(format!("no module named `{name}`: {near}"))
+                } else {
+                    Err(RegistryError::NoSuchModule(name).to_string())
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

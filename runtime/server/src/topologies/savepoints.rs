@@ -154,6 +154,8 @@ impl Savepoints {
 #[derive(Debug, Default)]
 pub(super) struct History {
     runs: Mutex<HashMap<String, Vec<CheckpointInfo>>>,
+    /// `(source, events read)` of each topology's last run that stopped.
+    sources: Mutex<HashMap<String, Vec<(String, u64)>>>,
 }
 
 impl History {
@@ -180,5 +182,26 @@ impl History {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// What the sources of `name`'s run read, once it stopped.
+    pub fn remember_sources(&self, name: &str, sources: Vec<(String, u64)>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), sources);
+    }
+
+    pub fn sources_of(&self, name: &str) -> Vec<(String, u64)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 }
