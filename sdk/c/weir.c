@@ -322,6 +322,22 @@ void weir_buf_printf(weir_buf *b, const char *format, ...) {
     b->len += (size_t)n;
 }
 
+/* Writes `n` in decimal ending at `end`; returns where the digits start. */
+static char *u64_digits(uint64_t n, char *end) {
+    char *p = end;
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    return p;
+}
+
+void weir_buf_u64(weir_buf *b, uint64_t n) {
+    char text[20];
+    char *start = u64_digits(n, text + sizeof text);
+    weir_buf_put(b, start, (size_t)(text + sizeof text - start));
+}
+
 void weir_buf_json_str(weir_buf *b, weir_str text) {
     static const char hex[] = "0123456789abcdef";
     weir_buf_put(b, "\"", 1);
@@ -948,23 +964,44 @@ weir_err weir_value_get_json(weir_ctx *ctx, weir_value_state state, weir_json **
     return err ? weir_errorf("value state holds invalid JSON: %s", err) : WEIR_OK;
 }
 
+/* `raw` as a JSON unsigned integer when it is plain digits that fit u64
+ * (no sign, fraction, exponent or leading zero): most counters. */
+static bool plain_u64(weir_bytes raw, uint64_t *out) {
+    if (raw.len == 0 || raw.len > 19 || (raw.len > 1 && raw.ptr[0] == '0')) return false;
+    uint64_t n = 0;
+    for (size_t i = 0; i < raw.len; i++) {
+        uint8_t c = raw.ptr[i];
+        if (c < '0' || c > '9') return false;
+        n = n * 10 + (uint64_t)(c - '0');
+    }
+    *out = n;
+    return true;
+}
+
 weir_err weir_value_get_u64(weir_ctx *ctx, weir_value_state state, uint64_t fallback, uint64_t *out) {
-    weir_json *v;
-    weir_err err = weir_value_get_json(ctx, state, &v);
+    weir_bytes raw;
+    bool present;
+    weir_err err = weir_value_get(ctx, state, &raw, &present);
     if (err) return err;
-    if (!v) {
+    if (!present) {
         *out = fallback;
         return WEIR_OK;
     }
+    if (plain_u64(raw, out)) return WEIR_OK;
+    /* Anything else (whitespace, 20 digits, not a number): the parser
+     * decides, with its messages. */
+    weir_json *v;
+    err = weir_value_get_json(ctx, state, &v);
+    if (err) return err;
     if (v->kind != WEIR_JSON_UINT) return "value state does not hold an unsigned integer";
     *out = v->as.uint;
     return WEIR_OK;
 }
 
 weir_err weir_value_set_u64(weir_ctx *ctx, weir_value_state state, uint64_t value) {
-    char text[24];
-    int n = snprintf(text, sizeof text, "%llu", (unsigned long long)value);
-    weir_bytes raw = {(const uint8_t *)text, (size_t)n};
+    char text[20];
+    char *start = u64_digits(value, text + sizeof text);
+    weir_bytes raw = {(const uint8_t *)start, (size_t)(text + sizeof text - start)};
     return weir_value_set(ctx, state, raw);
 }
 

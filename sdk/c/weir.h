@@ -81,6 +81,8 @@ weir_buf *weir_buf_new(void);
 void weir_buf_put(weir_buf *b, const void *bytes, size_t len);
 void weir_buf_puts(weir_buf *b, const char *s);
 void weir_buf_printf(weir_buf *b, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Appends `n` in decimal (what printf's %llu writes, without its cost). */
+void weir_buf_u64(weir_buf *b, uint64_t n);
 /* Appends text as a JSON string, quoted and escaped as serde_json does. */
 void weir_buf_json_str(weir_buf *b, weir_str text);
 weir_bytes weir_buf_bytes(const weir_buf *b);

@@ -22,7 +22,9 @@ weir_err weir_process(weir_ctx *ctx, const weir_event *event) {
     weir_buf *out = weir_buf_new();
     weir_buf_puts(out, "{\"word\":");
     weir_buf_json_str(out, word);
-    weir_buf_printf(out, ",\"count\":%llu}", (unsigned long long)n);
+    weir_buf_puts(out, ",\"count\":");
+    weir_buf_u64(out, n);
+    weir_buf_puts(out, "}");
     weir_emit(ctx, &event->key, weir_buf_bytes(out), event->timestamp);
     return WEIR_OK;
 }

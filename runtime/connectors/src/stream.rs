@@ -1002,10 +1002,23 @@ impl Stream {
             if events.len() >= max || bytes_read >= max_bytes {
                 break;
             }
-            let file = self
-                .handles
-                .get(&path)
-                .map_err(self.io(format!("cannot open {}", path.display())))?;
+            let file = match self.handles.get(&path) {
+                Ok(file) => file,
+                // Retention dropped the segment since the read was planned:
+                // the offset is before the start now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && events.is_empty() => {
+                    let info = self.info();
+                    return Err(StreamError::OffsetOutOfRange {
+                        stream: self.name.clone(),
+                        offset: from,
+                        start: info.start_offset,
+                        end: info.end_offset,
+                    });
+                }
+                Err(e) => {
+                    return Err(self.io(format!("cannot open {}", path.display()))(e));
+                }
+            };
             let mut reader = BufReader::with_capacity(
                 256 << 10,
                 At {

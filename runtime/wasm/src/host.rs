@@ -707,3 +707,46 @@ macro_rules! contract_imports {
 
 contract_imports!(v0_1);
 contract_imports!(v0_2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryState;
+
+    fn host() -> HostState {
+        let seed = RandomSeed {
+            secure: [0; 32],
+            insecure: [0; 32],
+        };
+        HostState::new(
+            "op".into(),
+            seed,
+            SandboxLimits::default(),
+            Box::new(MemoryState::new()),
+            KeyGroupRange::for_instance(0, 1, 128),
+        )
+    }
+
+    fn set(name: String) -> StateOp {
+        StateOp::SetValue {
+            name,
+            key: b"k".to_vec(),
+            value: Some(b"1".to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_state_name_over_its_bound_is_refused_before_it_is_kept() {
+        let mut host = host();
+        let err = host
+            .record(set("n".repeat(MAX_STATE_NAME_BYTES + 1)))
+            .unwrap_err();
+        let Refusal::Unavailable(message) = err else {
+            panic!("{err:?}");
+        };
+        assert!(message.contains("at most 1024 bytes"), "{message}");
+        assert_eq!(host.pending.count(), 0);
+        host.record(set("n".repeat(MAX_STATE_NAME_BYTES))).unwrap();
+        assert_eq!(host.pending.count(), 1);
+    }
+}

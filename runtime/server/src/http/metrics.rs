@@ -40,6 +40,8 @@ struct TopologyRow {
     operators: Vec<(String, usize, MetricsSnapshot)>,
     endpoints: Vec<(String, EndpointSnapshot)>,
     checkpoint: Option<CheckpointInfo>,
+    /// Checkpoints of the current run aborted because their commit failed.
+    failed_checkpoints: u64,
 }
 
 /// What the server runs, at one moment.
@@ -65,8 +67,15 @@ impl Scrape {
                 } else {
                     None
                 };
-                let (operators, endpoints, checkpoint) = status
-                    .map(|s| (s.operators, s.endpoints, s.last_checkpoint))
+                let (operators, endpoints, checkpoint, failed_checkpoints) = status
+                    .map(|s| {
+                        (
+                            s.operators,
+                            s.endpoints,
+                            s.last_checkpoint,
+                            s.failed_checkpoints.0,
+                        )
+                    })
                     .unwrap_or_default();
                 TopologyRow {
                     phase: owned.and_then(|(_, phase, _)| {
@@ -79,6 +88,7 @@ impl Scrape {
                     operators,
                     endpoints,
                     checkpoint,
+                    failed_checkpoints,
                     name,
                 }
             })
@@ -291,6 +301,14 @@ impl Collector for Scrape {
                 .filter(|t| t.phase.is_some())
                 .map(|t| (topology(&t.name), t.restarts)),
         )?;
+        f.counters(
+            "weir_checkpoint_failed",
+            "Checkpoints of a running topology's current run whose commit failed and that were aborted (their changes went into the next).",
+            self.topologies
+                .iter()
+                .filter(|t| t.running)
+                .map(|t| (topology(&t.name), t.failed_checkpoints)),
+        )?;
         self.instance_counter(
             f,
             "weir_operator_events_in",
@@ -456,6 +474,7 @@ mod tests {
                 operators,
                 endpoints: vec![("in".into(), lagging())],
                 checkpoint: None,
+                failed_checkpoints: 1,
             }],
             streams: Vec::new(),
         }
@@ -480,6 +499,7 @@ mod tests {
             format!("weir_operator_batch_seconds_bucket{{le=\"+Inf\",{labels}}} 4"),
             format!("weir_operator_events_in_total{{{labels}}} 7"),
             "weir_topology_restarts_total{topology=\"t\\\"1\\n\"} 2".to_string(),
+            "weir_checkpoint_failed_total{topology=\"t\\\"1\\n\"} 1".to_string(),
             r#"weir_source_split_lag{topology="t\"1\n",endpoint="in",split="3"} 12"#.to_string(),
             r#"weir_connector_count_total{topology="t\"1\n",endpoint="in",counter="records_in"} 40"#.to_string(),
         ] {
