@@ -31,7 +31,7 @@ operators:
       config: { max_count: 2, min_amount: 50, window_ms: 1000 } }
 sinks:
   - { name: counts, file: counts.jsonl, input: count }
-  - { name: alerts, file: alerts.jsonl, input: fraud }
+  - { name: alerts, file: alerts.jsonl, input: fraud.alerts }
 ";
 
 /// Writes the inputs and the topology into `dir`: lines of 1–6 words from

@@ -61,8 +61,8 @@ sinks:
       mode: append
       columns: {{ word: key, count: {{ from: $.count, type: bigint }}, at: timestamp }}
       create_table: true
-  - {{ name: hook, input: fraud, http: {{ url: "{hook}", headers: {{ X-Weir-Test: "1" }} }} }}
-  - {{ name: alerts, input: fraud, stream: alerts }}
+  - {{ name: hook, input: fraud.alerts, http: {{ url: "{hook}", headers: {{ X-Weir-Test: "1" }} }} }}
+  - {{ name: alerts, input: fraud.alerts, stream: alerts }}
 "#
     )
 }

@@ -18,19 +18,34 @@ pub struct FailedEvent {
 /// What a call produced once failures are isolated.
 #[derive(Debug, Default)]
 pub struct Isolated {
+    /// Main output.
     pub events: Batch,
+    /// Each declared side output's events, in declaration order.
+    pub side: Vec<Batch>,
     pub failed: Vec<FailedEvent>,
 }
 
-/// Processes `batch`, isolating failing events. Only an error that is not
-/// the guest's fault (the state store) is returned as an error.
+/// Appends side outputs `from` to `into`, output by output.
+pub(crate) fn extend_side(into: &mut Vec<Batch>, from: &[Batch]) {
+    if into.len() < from.len() {
+        into.resize_with(from.len(), Batch::default);
+    }
+    for (to, part) in into.iter_mut().zip(from) {
+        to.extend_from(part);
+    }
+}
+
+/// Processes `batch`, which came from the operator's input `input`,
+/// isolating failing events. Only an error that is not the guest's fault
+/// (the state store) is returned as an error.
 pub fn process_isolated(
     instance: &mut OperatorInstance,
+    input: u32,
     batch: &mut Batch,
     watermark: i64,
     now: i64,
 ) -> Result<Isolated, InstanceError> {
-    match instance.process(batch, watermark, now) {
+    match instance.process_from(input, batch, watermark, now) {
         Ok(outcome) => {
             let failed = if outcome.failures.is_empty() {
                 Vec::new()
@@ -48,12 +63,14 @@ pub fn process_isolated(
             };
             Ok(Isolated {
                 events: outcome.events,
+                side: outcome.side,
                 failed,
             })
         }
         Err(e) if !e.is_guest_fault() => Err(e),
         Err(e) if batch.len() == 1 => Ok(Isolated {
             events: Batch::default(),
+            side: Vec::new(),
             failed: vec![FailedEvent {
                 index: 0,
                 event: batch
@@ -71,10 +88,11 @@ pub fn process_isolated(
             for (i, event) in events.iter().enumerate() {
                 let mut one = Batch::with_capacity(1, event.value.len());
                 one.push_event(event);
-                let result = process_isolated(instance, &mut one, watermark, now)?;
+                let result = process_isolated(instance, input, &mut one, watermark, now)?;
                 for ev in result.events.iter() {
                     out.events.push_ref(&ev);
                 }
+                extend_side(&mut out.side, &result.side);
                 out.failed.extend(result.failed.into_iter().map(|mut f| {
                     f.index = i;
                     f

@@ -376,8 +376,10 @@ impl Channels {
         }
     }
 
-    /// The outputs of each instance of `producer`.
-    fn outputs(&self, producer: &Producer) -> Vec<Outputs> {
+    /// The outputs of each instance of `producer`, whose side outputs are
+    /// `declared` (in output order; none for a source). Feeds of side
+    /// outputs not declared were refused before ([`check_side_outputs`]).
+    fn outputs(&self, producer: &Producer, declared: &[String]) -> Vec<Outputs> {
         let routes: Vec<Route> = producer
             .routes
             .iter()
@@ -387,11 +389,83 @@ impl Channels {
                     Consumer::Chain(c) => self.chain_tx[c].clone(),
                     Consumer::Sink(s) => vec![self.sink_tx[s].clone()],
                 },
+                feeds: r
+                    .feeds
+                    .iter()
+                    .filter_map(|f| {
+                        let output = match &f.output {
+                            None => 0,
+                            Some(name) => declared.iter().position(|d| d == name)? + 1,
+                        };
+                        Some((output, f.input))
+                    })
+                    .collect(),
             })
             .collect();
         (0..producer.parallelism)
             .map(|index| Outputs::new(producer.first_id + index, index, routes.clone()))
             .collect()
+    }
+}
+
+/// Checks that every side output a document reads (`fraud.alerts`) is one
+/// its operator declared at `init` (`outputs`: operator → declared side
+/// outputs). Validating a document cannot know this, since an operator
+/// declares its outputs when it starts (they may depend on its config);
+/// so it is checked here, once every instance is made and before any
+/// thread starts, with the document path of each bad input.
+fn check_side_outputs(
+    doc: &TopologyDoc,
+    outputs: &HashMap<String, (Vec<String>, &'static str)>,
+) -> Result<(), EngineError> {
+    let mut problems = Vec::new();
+    let readers = doc
+        .operators
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (format!("operators[{i}].input"), &o.input))
+        .chain(
+            doc.sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("sinks[{i}].input"), &s.input)),
+        );
+    for (path, inputs) in readers {
+        let names = inputs.names();
+        for (j, name) in names.iter().enumerate() {
+            let r = doc.resolve_input(name);
+            let Some(output) = r.output else { continue };
+            let Some((declared, version)) = outputs.get(r.node) else {
+                continue;
+            };
+            if declared.iter().any(|d| d == output) {
+                continue;
+            }
+            let at = match inputs {
+                weir_topology::Inputs::One(_) => path.clone(),
+                weir_topology::Inputs::Many(_) => format!("{path}[{j}]"),
+            };
+            let has = if declared.is_empty() {
+                format!(
+                    "it declares no side outputs (its module is built for weir:operator@{version})"
+                )
+            } else {
+                format!("it declares {declared:?}")
+            };
+            problems.push(Problem {
+                path: at,
+                message: format!(
+                    "operator {:?} has no side output {output:?}: {has}; read one it declares, or its main output {:?}",
+                    r.node, r.node
+                ),
+                severity: Severity::Error,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(problems))
     }
 }
 
@@ -413,20 +487,8 @@ pub(crate) fn launch(
     let source_outputs: Vec<Outputs> = plan
         .sources
         .iter()
-        .flat_map(|p| channels.outputs(p))
+        .flat_map(|p| channels.outputs(p, &[]))
         .collect();
-    let chain_outputs: Vec<Vec<Outputs>> = plan
-        .chains
-        .iter()
-        .map(|c| channels.outputs(&c.output))
-        .collect();
-    let Channels {
-        chain_tx,
-        chain_rx,
-        sink_tx,
-        sink_rx,
-    } = channels;
-    drop(sink_tx);
 
     let sources: Vec<Box<dyn Source>> = doc
         .sources
@@ -456,6 +518,38 @@ pub(crate) fn launch(
         tracing::info!(topology = %doc.name, checkpoint = r.meta.id, "restoring from checkpoint");
     }
     let (chain_ops, declared) = create_instances(doc, &plan, modules, state.as_ref(), &metrics)?;
+    // Every operator's declared side outputs (instance 0 speaks for all).
+    let side_outputs: HashMap<String, (Vec<String>, &'static str)> = chain_ops
+        .iter()
+        .filter_map(|instances| instances.first())
+        .flatten()
+        .map(|op| {
+            let i = &op.instance;
+            (
+                op.name.clone(),
+                (i.outputs().to_vec(), i.contract_version()),
+            )
+        })
+        .collect();
+    check_side_outputs(doc, &side_outputs)?;
+    let chain_outputs: Vec<Vec<Outputs>> = plan
+        .chains
+        .iter()
+        .map(|c| {
+            let last = &doc.operators[c.operators[c.operators.len() - 1]].name;
+            let declared = side_outputs
+                .get(last)
+                .map_or(&[][..], |(d, _)| d.as_slice());
+            channels.outputs(&c.output, declared)
+        })
+        .collect();
+    let Channels {
+        chain_tx,
+        chain_rx,
+        sink_tx,
+        sink_rx,
+    } = channels;
+    drop(sink_tx);
     if let Some(r) = &restored {
         check_restore(r, groups, &declared)?;
     }

@@ -48,7 +48,9 @@ pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, Metr
 pub use plan::operator_chains;
 pub use pool::{PoolConfig, WorkerPool};
 pub use protocol::{StateRead, StateValue};
-pub use runner::{ErrorPolicy, RunError, RunOptions, RunReport, SkippedInput, run_operator};
+pub use runner::{
+    ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
+};
 pub use weir_io::{
     Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
     Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SourceWaker, SplitStats, fn_sink,

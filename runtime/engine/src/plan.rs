@@ -14,6 +14,12 @@
 //! - Producers get ids in order: sources first, then each chain's
 //!   instances; consumers learn the ids they read from, for watermarks,
 //!   alignment and the end.
+//! - A consumer may read a producer's main output and side outputs
+//!   (`fraud`, `fraud.alerts`): that is one route with several
+//!   [`Feed`]s, each naming the output and the consumer's input index, so
+//!   the consumer hears each producer instance once. An operator whose side
+//!   outputs are read ends its chain (side outputs leave a chain from its
+//!   last operator only).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +38,22 @@ pub(crate) enum Consumer {
     Sink(usize),
 }
 
+/// One output of a producer that a consumer reads, and as which input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Feed {
+    /// `None`: the main output; `Some(name)`: side output `name`.
+    pub(crate) output: Option<String>,
+    /// The index of this output in the consumer's `input` list.
+    pub(crate) input: u32,
+}
+
 /// One route of a producer's output.
 #[derive(Debug, Clone)]
 pub(crate) struct RoutePlan {
     pub(crate) consumer: Consumer,
     pub(crate) kind: RouteKind,
+    /// What the consumer reads of the producer (at least one).
+    pub(crate) feeds: Vec<Feed>,
 }
 
 /// A source or chain, as a producer: instance i has id `first_id + i`.
@@ -108,29 +125,45 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
         .collect();
     let parallelism = |i: usize| doc.operators[i].parallelism.unwrap_or(1).max(1) as usize;
 
-    // Who reads each name.
-    let mut readers: HashMap<&str, Vec<Consumer>> = HashMap::new();
-    for (i, o) in doc.operators.iter().enumerate() {
-        for input in o.input.names() {
+    // Who reads each node, which of its outputs, as which input.
+    let mut readers: HashMap<&str, Vec<(Consumer, Feed)>> = HashMap::new();
+    let consumers = doc
+        .operators
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (Consumer::Chain(i), &o.input))
+        .chain(
+            doc.sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Consumer::Sink(i), &s.input)),
+        );
+    for (consumer, inputs) in consumers {
+        for (j, input) in inputs.names().into_iter().enumerate() {
+            let r = doc.resolve_input(input);
+            let feed = Feed {
+                output: r.output.map(str::to_string),
+                input: j as u32,
+            };
             // Chain(i) holds the operator index until chains are known.
-            readers.entry(input).or_default().push(Consumer::Chain(i));
+            readers.entry(r.node).or_default().push((consumer, feed));
         }
     }
-    for (i, s) in doc.sinks.iter().enumerate() {
-        for input in s.input.names() {
-            readers.entry(input).or_default().push(Consumer::Sink(i));
-        }
-    }
-    // An operator joins its input's chain when it is that operator's only
-    // reader, reads nothing else, has its parallelism and is not keyed.
+    // An operator joins its input's chain when it is the only reader of
+    // that operator (side outputs included), reads only its main output
+    // and nothing else, has its parallelism and is not keyed.
     let chained_into = |i: usize| -> Option<usize> {
         let o = &doc.operators[i];
         let inputs = o.input.names();
         if inputs.len() != 1 || o.key_by.is_some() {
             return None;
         }
-        let &up = op_index.get(inputs[0])?;
-        let only_reader = readers.get(inputs[0]).is_some_and(|r| r.len() == 1);
+        let input = doc.resolve_input(inputs[0]);
+        if input.output.is_some() {
+            return None;
+        }
+        let &up = op_index.get(input.node)?;
+        let only_reader = readers.get(input.node).is_some_and(|r| r.len() == 1);
         (only_reader && parallelism(up) == parallelism(i)).then_some(up)
     };
     let mut chain_ops: Vec<Vec<usize>> = Vec::new();
@@ -141,7 +174,7 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
         }
         let mut chain = vec![i];
         let mut last = i;
-        while let Some(&Consumer::Chain(next)) = readers
+        while let Some(&(Consumer::Chain(next), _)) = readers
             .get(doc.operators[last].name.as_str())
             .filter(|r| r.len() == 1)
             .and_then(|r| r.first())
@@ -168,17 +201,13 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
     // The routes of the producer of `name`, with `producer_parallelism`
     // instances; registers its instances with their consumers.
     let mut producer = |name: &str, producer_parallelism: usize| -> Producer {
-        let routes: Vec<RoutePlan> = readers
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter_map(|&reader| match reader {
-                Consumer::Sink(s) => Some(RoutePlan {
-                    consumer: Consumer::Sink(s),
-                    kind: RouteKind::Rebalance,
-                }),
+        // One route per consumer, whatever it reads of this producer.
+        let mut routes: Vec<RoutePlan> = Vec::new();
+        for (reader, feed) in readers.get(name).into_iter().flatten() {
+            let (consumer, kind) = match *reader {
+                Consumer::Sink(s) => (Consumer::Sink(s), RouteKind::Rebalance),
                 // Operators chained behind another are fed by it.
-                Consumer::Chain(op) if chain_ops[chain_of[op]][0] != op => None,
+                Consumer::Chain(op) if chain_ops[chain_of[op]][0] != op => continue,
                 Consumer::Chain(op) => {
                     let c = chain_of[op];
                     let p = chain_parallelism[c];
@@ -194,13 +223,18 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
                         None if p == producer_parallelism => RouteKind::Forward,
                         None => RouteKind::Rebalance,
                     };
-                    Some(RoutePlan {
-                        consumer: Consumer::Chain(c),
-                        kind,
-                    })
+                    (Consumer::Chain(c), kind)
                 }
-            })
-            .collect();
+            };
+            match routes.iter_mut().find(|r| r.consumer == consumer) {
+                Some(route) => route.feeds.push(feed.clone()),
+                None => routes.push(RoutePlan {
+                    consumer,
+                    kind,
+                    feeds: vec![feed.clone()],
+                }),
+            }
+        }
         let first_id = next_id;
         next_id += producer_parallelism;
         for index in 0..producer_parallelism {

@@ -122,6 +122,8 @@ pub(crate) fn judge(policy: ErrorPolicyDoc, operator: &str, failure: Failure) ->
 #[derive(Debug, Default)]
 pub(crate) struct FiredTimers {
     pub(crate) events: Batch,
+    /// Each declared side output's events, in declaration order.
+    pub(crate) side: Vec<Batch>,
     pub(crate) failed: Vec<FailedTimer>,
 }
 
@@ -137,6 +139,7 @@ pub(crate) fn fire_isolated(
     match instance.on_timer(timers, watermark, now) {
         Ok(outcome) => Ok(FiredTimers {
             events: outcome.events,
+            side: outcome.side,
             failed: outcome
                 .failures
                 .into_iter()
@@ -151,6 +154,7 @@ pub(crate) fn fire_isolated(
         Err(e) if !e.is_guest_fault() => Err(e),
         Err(e) if timers.len() == 1 => Ok(FiredTimers {
             events: Batch::default(),
+            side: Vec::new(),
             failed: vec![FailedTimer {
                 timer: timers[0].clone(),
                 message: e.to_string(),
@@ -163,6 +167,7 @@ pub(crate) fn fire_isolated(
                 match instance.on_timer(std::slice::from_ref(timer), watermark, now) {
                     Ok(one) => {
                         out.events.extend_from(&one.events);
+                        crate::call::extend_side(&mut out.side, &one.side);
                         out.failed
                             .extend(one.failures.into_iter().map(|f| FailedTimer {
                                 timer: timer.clone(),

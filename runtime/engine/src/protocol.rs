@@ -21,9 +21,14 @@ use crate::pool::TaskWaker;
 
 /// What travels between task instances.
 pub(crate) enum Msg {
-    /// Events, with where they were read when they come straight from a
-    /// source.
-    Batch(Batch, Option<Origin>),
+    /// Events, which of the consumer's inputs they arrive on (the index in
+    /// its document's `input` list), and where they were read when they
+    /// come straight from a source.
+    Batch {
+        batch: Batch,
+        input: u32,
+        origin: Option<Origin>,
+    },
     Watermark(i64),
     /// Checkpoint barrier n.
     Barrier(u64),

@@ -40,6 +40,10 @@ pub(crate) enum RouteKind {
 pub(crate) struct Route {
     pub(crate) kind: RouteKind,
     pub(crate) targets: Vec<Outlet>,
+    /// What the consumer reads: `(output, input)` pairs, output 0 the main
+    /// output and `k` the producer's side output `k - 1`, input the index
+    /// in the consumer's `input` list.
+    pub(crate) feeds: Vec<(usize, u32)>,
 }
 
 /// The outputs of one producing task instance.
@@ -113,78 +117,131 @@ impl Outputs {
         Ok(true)
     }
 
-    /// Sends a batch along every route. `Err` means a consumer is gone (the
-    /// topology is stopping).
+    /// Sends a batch of the main output along every route that reads it.
+    /// `Err` means a consumer is gone (the topology is stopping).
+    #[cfg(test)]
     pub(crate) fn batch(&mut self, batch: Batch) -> Result<(), ()> {
-        self.batch_from(batch, None)
+        self.emit_from(batch, Vec::new(), None)
     }
 
     /// Sends a batch read by a source along every route, with its origin
     /// (split with the batch when a route splits it by key).
     pub(crate) fn batch_from(&mut self, batch: Batch, origin: Option<Origin>) -> Result<(), ()> {
-        if batch.is_empty() {
+        self.emit_from(batch, Vec::new(), origin)
+    }
+
+    /// Sends the main output `main` and the side outputs `side` (in
+    /// declaration order) along every route, each to the consumer input
+    /// that reads it. `Err` means a consumer is gone.
+    pub(crate) fn emit(&mut self, main: Batch, side: Vec<Batch>) -> Result<(), ()> {
+        self.emit_from(main, side, None)
+    }
+
+    /// [`Outputs::emit`], with the origin of the main output when it was
+    /// read by a source (side outputs come from operators only).
+    fn emit_from(
+        &mut self,
+        main: Batch,
+        side: Vec<Batch>,
+        origin: Option<Origin>,
+    ) -> Result<(), ()> {
+        let mut outputs: Vec<Option<Batch>> = std::iter::once(main)
+            .chain(side)
+            .map(|b| (!b.is_empty()).then_some(b))
+            .collect();
+        if outputs.iter().all(Option::is_none) {
             return Ok(());
         }
-        let routes = self.routes.clone();
-        let last = routes.len().saturating_sub(1);
-        let mut batch = Some(batch);
-        for (r, route) in routes.iter().enumerate() {
-            // The last route takes the batch itself; the others a copy.
-            let b = if r == last {
-                batch.take().unwrap_or_default()
-            } else {
-                batch.clone().unwrap_or_default()
-            };
-            match &route.kind {
-                RouteKind::Forward => {
-                    let t = self.index.min(route.targets.len() - 1);
-                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
-                }
-                RouteKind::Rebalance => {
-                    let t = self.next % route.targets.len();
-                    self.next += 1;
-                    self.send(r, t, Msg::Batch(b, origin.clone()))?;
-                }
-                RouteKind::Keyed {
-                    field,
-                    groups,
-                    owner,
-                } => {
-                    let mut parts: Vec<Batch> = vec![Batch::default(); route.targets.len()];
-                    // Which events of `b` each part holds, for their origin.
-                    let mut picked: Vec<Vec<usize>> = vec![Vec::new(); route.targets.len()];
-                    for (i, e) in b.iter().enumerate() {
-                        let rekeyed = field
-                            .as_ref()
-                            .map(|f| weir_types::wire::field_key(e.value, f));
-                        let key: Option<&[u8]> = match &rekeyed {
-                            Some(k) => k.as_deref(),
-                            None => e.key,
-                        };
-                        let t = match key {
-                            Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
-                            None => 0,
-                        };
-                        if origin.is_some() {
-                            picked[t].push(i);
-                        }
-                        let part = &mut parts[t];
-                        let index = part.len() as u32;
-                        part.headers.extend(
-                            e.headers
-                                .iter()
-                                .map(|(_, n, v)| (index, n.clone(), v.clone())),
-                        );
-                        part.push(key, e.value, e.timestamp);
-                    }
-                    for (t, (part, picked)) in parts.into_iter().zip(picked).enumerate() {
-                        if !part.is_empty() {
-                            let origin = origin.as_ref().map(|o| o.select(picked.into_iter()));
-                            self.send(r, t, Msg::Batch(part, origin))?;
-                        }
-                    }
+        // How many feeds still want each output: the last one takes the
+        // batch itself, the others a copy.
+        let mut uses = vec![0usize; outputs.len()];
+        for route in &self.routes {
+            for &(o, _) in &route.feeds {
+                if let Some(u) = uses.get_mut(o) {
+                    *u += 1;
                 }
             }
+        }
+        for r in 0..self.routes.len() {
+            for f in 0..self.routes[r].feeds.len() {
+                let (o, input) = self.routes[r].feeds[f];
+                let Some(slot) = outputs.get_mut(o) else {
+                    continue;
+                };
+                uses[o] -= 1;
+                let b = if uses[o] == 0 {
+                    slot.take()
+                } else {
+                    slot.clone()
+                };
+                let Some(b) = b else { continue };
+                let origin = if o == 0 { origin.as_ref() } else { None };
+                self.route(r, b, input, origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `b` along route `r` to its consumer's input `input`.
+    fn route(&mut self, r: usize, b: Batch, input: u32, origin: Option<&Origin>) -> Result<(), ()> {
+        let route = &self.routes[r];
+        let n = route.targets.len();
+        let sends: Vec<(usize, Batch, Option<Origin>)> = match &route.kind {
+            RouteKind::Forward => vec![(self.index.min(n - 1), b, origin.cloned())],
+            RouteKind::Rebalance => vec![(self.next % n, b, origin.cloned())],
+            RouteKind::Keyed {
+                field,
+                groups,
+                owner,
+            } => {
+                let mut parts: Vec<Batch> = vec![Batch::default(); n];
+                // Which events of `b` each part holds, for their origin.
+                let mut picked: Vec<Vec<usize>> = vec![Vec::new(); n];
+                for (i, e) in b.iter().enumerate() {
+                    let rekeyed = field
+                        .as_ref()
+                        .map(|f| weir_types::wire::field_key(e.value, f));
+                    let key: Option<&[u8]> = match &rekeyed {
+                        Some(k) => k.as_deref(),
+                        None => e.key,
+                    };
+                    let t = match key {
+                        Some(k) => owner[key_group_of(k, *groups).0 as usize] as usize,
+                        None => 0,
+                    };
+                    if origin.is_some() {
+                        picked[t].push(i);
+                    }
+                    let part = &mut parts[t];
+                    let index = part.len() as u32;
+                    part.headers.extend(
+                        e.headers
+                            .iter()
+                            .map(|(_, n, v)| (index, n.clone(), v.clone())),
+                    );
+                    part.push(key, e.value, e.timestamp);
+                }
+                parts
+                    .into_iter()
+                    .zip(picked)
+                    .enumerate()
+                    .filter(|(_, (part, _))| !part.is_empty())
+                    .map(|(t, (part, picked))| {
+                        (t, part, origin.map(|o| o.select(picked.into_iter())))
+                    })
+                    .collect()
+            }
+        };
+        if matches!(route.kind, RouteKind::Rebalance) {
+            self.next += 1;
+        }
+        for (t, batch, origin) in sends {
+            let msg = Msg::Batch {
+                batch,
+                input,
+                origin,
+            };
+            self.send(r, t, msg)?;
         }
         Ok(())
     }
@@ -217,7 +274,15 @@ mod tests {
     }
 
     fn outputs(index: usize, kind: RouteKind, targets: Vec<Outlet>) -> Outputs {
-        Outputs::new(40 + index, index, vec![Route { kind, targets }])
+        Outputs::new(
+            40 + index,
+            index,
+            vec![Route {
+                kind,
+                targets,
+                feeds: vec![(0, 0)],
+            }],
+        )
     }
 
     fn messages(rx: &Inbox) -> Vec<Envelope> {
@@ -229,7 +294,7 @@ mod tests {
         messages(rx)
             .into_iter()
             .map(|e| match e.msg {
-                Msg::Batch(b, _) => (
+                Msg::Batch { batch: b, .. } => (
                     e.from,
                     b.iter().map(|ev| ev.key.map(<[u8]>::to_vec)).collect(),
                 ),
@@ -319,11 +384,49 @@ mod tests {
         out.routes.push(Route {
             kind: RouteKind::Forward,
             targets: fwd,
+            feeds: vec![(0, 0)],
         });
         out.broadcast(|| Msg::Watermark(9)).unwrap();
         assert!(rxs.iter().all(|rx| messages(rx).len() == 1));
         assert_eq!(messages(&fwd_rx[0]).len(), 0);
         assert_eq!(messages(&fwd_rx[1]).len(), 1);
+    }
+
+    #[test]
+    fn side_outputs_reach_the_inputs_that_read_them_and_main_and_side_share_a_route() {
+        let (txs, rxs) = consumers(1);
+        let (sink_tx, sink_rx) = consumers(1);
+        let mut out = outputs(0, RouteKind::Forward, txs);
+        // The operator reads main as input 1 and side output 2 as input 0;
+        // a sink reads side output 1 only.
+        out.routes[0].feeds = vec![(0, 1), (2, 0)];
+        out.routes.push(Route {
+            kind: RouteKind::Rebalance,
+            targets: sink_tx,
+            feeds: vec![(1, 0)],
+        });
+        out.emit(
+            batch(&[b"main"]),
+            vec![batch(&[b"side1"]), batch(&[b"side2"])],
+        )
+        .unwrap();
+        let got: Vec<(u32, Vec<u8>)> = messages(&rxs[0])
+            .into_iter()
+            .map(|e| match e.msg {
+                Msg::Batch { batch, input, .. } => {
+                    (input, batch.iter().next().unwrap().key.unwrap().to_vec())
+                }
+                _ => panic!("not a batch"),
+            })
+            .collect();
+        assert_eq!(got, vec![(1, b"main".to_vec()), (0, b"side2".to_vec())]);
+        let sunk = drain(&sink_rx[0]);
+        assert_eq!(sunk.len(), 1);
+        assert_eq!(sunk[0].1, vec![Some(b"side1".to_vec())]);
+        // An output nobody reads is dropped; nothing more was sent.
+        out.emit(Batch::default(), vec![Batch::default(), Batch::default()])
+            .unwrap();
+        assert_eq!(messages(&rxs[0]).len(), 0);
     }
 
     #[test]
@@ -351,7 +454,7 @@ mod tests {
             let e = rx.try_recv();
             let Ok(e) = e else { break };
             got.push(match e.msg {
-                Msg::Batch(b, _) => format!("{:?}", b.iter().next().unwrap().key),
+                Msg::Batch { batch: b, .. } => format!("{:?}", b.iter().next().unwrap().key),
                 Msg::Watermark(w) => format!("wm {w}"),
                 _ => "other".into(),
             });

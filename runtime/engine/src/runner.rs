@@ -1,6 +1,8 @@
 //! The single-operator runner (`weir run --module`): batches, watermark,
 //! timers, and the same error and timer policy as topologies
-//! (`policy.rs`).
+//! (`policy.rs`). It has one output: events an operator sends to a side
+//! output come out there too, after the call's main output, each with a
+//! header [`SIDE_OUTPUT_HEADER`] naming its side output.
 
 use weir_topology::ErrorPolicyDoc;
 use weir_types::{Batch, Event, now_ms};
@@ -8,6 +10,10 @@ use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, TimeDomain};
 
 use crate::call::process_isolated;
 use crate::policy::{Failure, TimerRounds, Verdict, fire_isolated, judge};
+
+/// The header that marks an event of a side output in the runner's output;
+/// its value is the side output's name.
+pub const SIDE_OUTPUT_HEADER: &str = "weir-output";
 
 /// What happens to an input the operator fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +106,30 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
         (self.sink)(events).map_err(RunError::Sink)
     }
 
+    /// Emits a call's main output, then each side output's events tagged
+    /// with [`SIDE_OUTPUT_HEADER`].
+    fn emit_all(&mut self, main: &Batch, side: &[Batch]) -> Result<(), RunError> {
+        self.emit(main)?;
+        for (k, part) in side.iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let name = self.instance.outputs().get(k).cloned().unwrap_or_default();
+            let mut tagged = Batch::with_capacity(part.len(), part.values.len());
+            for e in part.iter() {
+                let index = tagged.len() as u32;
+                tagged.push_ref(&e);
+                tagged.headers.push((
+                    index,
+                    SIDE_OUTPUT_HEADER.to_string(),
+                    name.as_bytes().to_vec(),
+                ));
+            }
+            self.emit(&tagged)?;
+        }
+        Ok(())
+    }
+
     /// Applies the policy to a failure. The runner has no dead-letter
     /// output (its policy has no such choice), so only stop and skip occur.
     fn fail(&mut self, failure: Failure) -> Result<(), RunError> {
@@ -134,8 +164,8 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
     /// failing events are isolated ([`process_isolated`]) and subject to
     /// the policy one by one.
     fn process(&mut self, batch: &mut Batch, first: u64) -> Result<(), RunError> {
-        let isolated = process_isolated(self.instance, batch, self.watermark, now_ms())?;
-        self.emit(&isolated.events)?;
+        let isolated = process_isolated(self.instance, 0, batch, self.watermark, now_ms())?;
+        self.emit_all(&isolated.events, &isolated.side)?;
         for mut f in isolated.failed {
             f.index += first as usize;
             self.fail(Failure::Event(f))?;
@@ -147,7 +177,7 @@ impl<S: FnMut(&Batch) -> Result<(), String>> Runner<'_, S> {
     fn fire(&mut self, timers: &[FiredTimer]) -> Result<(), RunError> {
         self.report.timers_fired += timers.len() as u64;
         let fired = fire_isolated(self.instance, timers, self.watermark, now_ms())?;
-        self.emit(&fired.events)?;
+        self.emit_all(&fired.events, &fired.side)?;
         for f in fired.failed {
             self.fail(Failure::Timer(f))?;
         }

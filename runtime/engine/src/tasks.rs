@@ -98,6 +98,23 @@ impl ChainOp {
     }
 }
 
+/// What a chain emits: its last operator's main output and side outputs
+/// (in declaration order). Side outputs of the operators before the last
+/// are read by nobody (the plan ends a chain at an operator whose side
+/// outputs are read), so they are dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Emitted {
+    pub(crate) main: Batch,
+    pub(crate) side: Vec<Batch>,
+}
+
+impl Emitted {
+    fn extend(&mut self, other: Emitted) {
+        self.main.extend_from(&other.main);
+        crate::call::extend_side(&mut self.side, &other.side);
+    }
+}
+
 /// Longest key a failure message quotes, in characters.
 const QUOTED_KEY_CHARS: usize = 64;
 
@@ -124,22 +141,28 @@ fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -
     }
 }
 
-/// Runs `batch` through `ops` from operator `from` on, applying each
-/// operator's late and error policies; returns the last operator's output.
-/// `origin`: where the batch was read, when it comes straight from a
-/// source (it names the events the first operator fails on).
+/// Runs `batch`, which arrived on the chain's input `input`, through `ops`
+/// from operator `from` on, applying each operator's late and error
+/// policies; returns the last operator's output. Only the first operator
+/// sees `input`; the others have one input each. `origin`: where the batch
+/// was read, when it comes straight from a source (it names the events the
+/// first operator fails on).
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
+    input: u32,
     mut batch: Batch,
     watermark: i64,
     dead: &DeadLetters,
     mut origin: Option<Origin>,
-) -> Result<Batch, EngineError> {
-    for op in ops.iter_mut().skip(from) {
+) -> Result<Emitted, EngineError> {
+    let last = ops.len().saturating_sub(1);
+    let mut side = Vec::new();
+    for (k, op) in ops.iter_mut().enumerate().skip(from) {
         if batch.is_empty() {
             break;
         }
+        let input = if k == from { input } else { 0 };
         let start = Instant::now();
         InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
         let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
@@ -171,19 +194,26 @@ fn run_chain(
                 continue;
             }
         }
-        let isolated = process_isolated(&mut op.instance, &mut batch, watermark, now_ms())?;
+        let isolated = process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?;
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
             op.handle(Failure::Event(failed), dead, origin.as_ref())?;
         }
-        InstanceMetrics::add(&op.metrics.events_out, isolated.events.len() as u64);
+        let side_events: usize = isolated.side.iter().map(Batch::len).sum();
+        InstanceMetrics::add(
+            &op.metrics.events_out,
+            (isolated.events.len() + side_events) as u64,
+        );
+        if k == last {
+            side = isolated.side;
+        }
         batch = isolated.events;
         // What the operator emitted was not read from the source.
         origin = None;
     }
-    Ok(batch)
+    Ok(Emitted { main: batch, side })
 }
 
 /// Fires the due timers of every operator of the chain, in chain order
@@ -197,12 +227,13 @@ fn fire_timers(
     upto: i64,
     before: i64,
     dead: &DeadLetters,
-) -> Result<Batch, EngineError> {
+) -> Result<Emitted, EngineError> {
     let watermark = match domain {
         TimeDomain::EventTime => upto,
         TimeDomain::ProcessingTime => before,
     };
-    let mut out = Batch::default();
+    let mut out = Emitted::default();
+    let last = ops.len().saturating_sub(1);
     for k in 0..ops.len() {
         let (head, rest) = ops.split_at_mut(k + 1);
         let op = &mut head[k];
@@ -214,9 +245,19 @@ fn fire_timers(
             for failed in fired.failed {
                 op.handle(Failure::Timer(failed), dead, None)?;
             }
-            InstanceMetrics::add(&op.metrics.events_out, fired.events.len() as u64);
-            let emitted = run_chain(rest, 0, fired.events, before, dead, None)?;
-            out.extend_from(&emitted);
+            let side_events: usize = fired.side.iter().map(Batch::len).sum();
+            InstanceMetrics::add(
+                &op.metrics.events_out,
+                (fired.events.len() + side_events) as u64,
+            );
+            if k == last {
+                out.extend(Emitted {
+                    main: fired.events,
+                    side: fired.side,
+                });
+            } else {
+                out.extend(run_chain(rest, 0, 0, fired.events, before, dead, None)?);
+            }
         }
     }
     Ok(out)
@@ -379,7 +420,7 @@ impl ChainTask {
                 &self.dead,
             )?;
             self.control.activity.fetch_add(1, Ordering::Relaxed);
-            if self.outputs.batch(out).is_err() {
+            if self.outputs.emit(out.main, out.side).is_err() {
                 return Ok(Slice::Done);
             }
             match next(&mut self.ops) {
@@ -410,7 +451,7 @@ impl ChainTask {
             before,
             &self.dead,
         )?;
-        Ok(sent(self.outputs.batch(out).and_then(|()| {
+        Ok(sent(self.outputs.emit(out.main, out.side).and_then(|()| {
             self.outputs.broadcast(|| Msg::Watermark(new))
         })))
     }
@@ -434,9 +475,21 @@ impl ChainTask {
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         let from = envelope.from;
         match envelope.msg {
-            Msg::Batch(batch, origin) => {
-                let out = run_chain(&mut self.ops, 0, batch, self.watermark, &self.dead, origin)?;
-                Ok(sent(self.outputs.batch(out)))
+            Msg::Batch {
+                batch,
+                input,
+                origin,
+            } => {
+                let out = run_chain(
+                    &mut self.ops,
+                    0,
+                    input,
+                    batch,
+                    self.watermark,
+                    &self.dead,
+                    origin,
+                )?;
+                Ok(sent(self.outputs.emit(out.main, out.side)))
             }
             Msg::Watermark(wm) => {
                 self.inputs.advance(from, wm);
@@ -481,7 +534,7 @@ impl ChainTask {
             self.watermark,
             &self.dead,
         )?;
-        if self.outputs.batch(out).is_err() {
+        if self.outputs.emit(out.main, out.side).is_err() {
             return Ok(());
         }
         match &self.checkpoints {
@@ -842,7 +895,7 @@ impl SinkTask {
     /// Handles one message.
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         match envelope.msg {
-            Msg::Batch(batch, _) => match &mut self.sink {
+            Msg::Batch { batch, .. } => match &mut self.sink {
                 Some(sink) => sink.write(&batch).map_err(|message| EngineError::Sink {
                     sink: self.name.clone(),
                     message,

@@ -780,3 +780,323 @@ fn an_idle_topology_skips_interval_checkpoints_until_input_comes() {
     job.stop(None).unwrap();
     assert!(!out.0.lock().unwrap().is_empty());
 }
+
+/// A source that reads `all` up to `pause`, waits there until `go` is set
+/// (so the test can take a checkpoint), then reads on and fails at `crash`:
+/// the run dies with work done after its last checkpoint.
+struct Crashing {
+    all: Arc<Vec<Event>>,
+    next: usize,
+    pause: usize,
+    crash: usize,
+    go: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Source for Crashing {
+    fn seek(&mut self, position: &Position) -> Result<(), String> {
+        self.next = position.count()? as usize;
+        Ok(())
+    }
+    fn pull(&mut self) -> Result<Pull, String> {
+        if self.next == self.pause && !self.go.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(2));
+            return Ok(Pull::Idle);
+        }
+        if self.next >= self.crash {
+            return Err("crashed (test)".into());
+        }
+        self.next += 1;
+        Ok(Pull::Event(self.all[self.next - 1].clone()))
+    }
+}
+
+fn gated(all: &Arc<Vec<Event>>, ends: bool) -> Box<dyn Source> {
+    Box::new(Gated {
+        all: all.clone(),
+        next: 0,
+        limit: usize::MAX,
+        ends,
+    })
+}
+
+/// Keyless events from `(timestamp, value)` pairs.
+fn timed(pairs: &[(i64, String)]) -> Arc<Vec<Event>> {
+    Arc::new(
+        pairs
+            .iter()
+            .map(|(t, v)| Event {
+                key: None,
+                value: v.clone().into_bytes(),
+                timestamp: *t,
+                headers: vec![],
+            })
+            .collect(),
+    )
+}
+
+/// Runs `doc` with `first` sources until its crashing source pauses, takes
+/// a checkpoint, lets it crash, then runs it again to the end with `second`
+/// sources from the same state: what the sinks hold then.
+fn crash_and_restore(
+    doc: &weir_topology::TopologyDoc,
+    mods: &Modules,
+    first: Vec<(&str, Box<dyn Source>)>,
+    second: Vec<(&str, Box<dyn Source>)>,
+    go: &Arc<std::sync::atomic::AtomicBool>,
+    sinks: &[(&str, &Lines)],
+    wait_for: (&str, u64),
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let bind = |sources: Vec<(&str, Box<dyn Source>)>| Bindings {
+        sources: sources
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect(),
+        sinks: sinks
+            .iter()
+            .map(|(n, l)| (n.to_string(), Box::new((*l).clone()) as Box<dyn Sink>))
+            .collect(),
+        ..Bindings::default()
+    };
+    let job = Job::start(
+        doc,
+        mods,
+        bind(first),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (op, n) = wait_for;
+    while job
+        .metrics()
+        .iter()
+        .filter(|(o, _, _)| o == op)
+        .map(|(_, _, m)| m.events_in)
+        .sum::<u64>()
+        < n
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let taken = job.checkpoint().unwrap();
+    assert!(!taken.final_);
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = job.wait().expect_err("the source crashes the run");
+    assert!(err.to_string().contains("crashed"), "{err}");
+    let job = Job::start(
+        doc,
+        mods,
+        bind(second),
+        ExecOptions::default(),
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    job.wait().unwrap();
+}
+
+fn sorted(lines: &Lines) -> Vec<String> {
+    let mut got = lines.0.lock().unwrap().clone();
+    got.sort();
+    got
+}
+
+#[test]
+fn an_event_time_join_through_a_crash_and_restore_equals_its_oracle() {
+    let input = weir_fixtures::join::join_input(1500, 5, 25);
+    let expected = weir_fixtures::join::enrich_oracle_lines(&input);
+    let (tx, profiles) = (timed(&input.transactions), timed(&input.profiles));
+    let doc = parse_topology(
+        "name: join\nsources:\n  - { name: tx, stream: tx, watermark: { max_out_of_orderness_ms: 25 } }\n  - { name: profiles, stream: profiles, watermark: { max_out_of_orderness_ms: 25 } }\noperators:\n  - { name: enrich, module: enrich, input: [tx, profiles], key_by: { field: user }, parallelism: 3 }\nsinks: [{ name: out, stream: out, input: enrich }]\n",
+    )
+    .unwrap();
+    let mods = modules(&[("enrich", "enrich")]);
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out = Lines::default();
+    let crashing = Box::new(Crashing {
+        all: tx.clone(),
+        next: 0,
+        pause: 600,
+        crash: 1100,
+        go: go.clone(),
+    });
+    crash_and_restore(
+        &doc,
+        &mods,
+        vec![("tx", crashing), ("profiles", gated(&profiles, false))],
+        vec![
+            ("tx", gated(&tx, true)),
+            ("profiles", gated(&profiles, true)),
+        ],
+        &go,
+        &[("out", &out)],
+        ("enrich", 600),
+    );
+    let got = sorted(&out);
+    assert_eq!(got.len(), expected.len(), "lost or repeated joins");
+    assert!(got == expected, "output differs from the oracle");
+}
+
+#[test]
+fn side_outputs_are_exactly_once_on_both_outputs_through_a_crash() {
+    let input = weir_fixtures::join::join_input(2000, 4, 20);
+    let events = timed(&input.transactions);
+    let doc = parse_topology(
+        "name: fraud\nsources: [{ name: in, stream: in, watermark: { max_out_of_orderness_ms: 20 } }]\noperators:\n  - { name: fraud, module: fraud-detector, input: in, key_by: { field: user }, parallelism: 2, config: { max_count: 2, min_amount: 600, window_ms: 120 } }\nsinks:\n  - { name: all, stream: all, input: fraud }\n  - { name: alerts, stream: alerts, input: fraud.alerts }\n",
+    )
+    .unwrap();
+    let mods = modules(&[("fraud-detector", "fraud-detector")]);
+    // The uninterrupted run.
+    let (all, alerts) = (Lines::default(), Lines::default());
+    run_topology(
+        &doc,
+        &mods,
+        Bindings {
+            sources: HashMap::from([("in".to_string(), gated(&events, true))]),
+            sinks: HashMap::from([
+                ("all".to_string(), Box::new(all.clone()) as Box<dyn Sink>),
+                (
+                    "alerts".to_string(),
+                    Box::new(alerts.clone()) as Box<dyn Sink>,
+                ),
+            ]),
+            ..Bindings::default()
+        },
+        ExecOptions::default(),
+    )
+    .unwrap();
+    let (expected_all, expected_alerts) = (sorted(&all), sorted(&alerts));
+    assert_eq!(
+        expected_all.len(),
+        2000,
+        "every transaction on the main output"
+    );
+    assert!(
+        expected_alerts.len() > 20,
+        "{} alerts",
+        expected_alerts.len()
+    );
+
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (all, alerts) = (Lines::default(), Lines::default());
+    let crashing = Box::new(Crashing {
+        all: events.clone(),
+        next: 0,
+        pause: 800,
+        crash: 1500,
+        go: go.clone(),
+    });
+    crash_and_restore(
+        &doc,
+        &mods,
+        vec![("in", crashing)],
+        vec![("in", gated(&events, true))],
+        &go,
+        &[("all", &all), ("alerts", &alerts)],
+        ("fraud", 800),
+    );
+    assert_eq!(sorted(&all), expected_all, "main output");
+    assert_eq!(sorted(&alerts), expected_alerts, "side output");
+}
+
+#[test]
+fn event_time_ttl_holds_through_savepoints_and_expired_state_is_not_restored() {
+    let event = |key: &str, value: &str, ts: i64| Event {
+        key: Some(key.as_bytes().to_vec()),
+        value: format!("\"{value}\"").into_bytes(),
+        timestamp: ts,
+        headers: vec![],
+    };
+    let events = Arc::new(vec![
+        event("old", "a", 1000),
+        event("new", "n", 1010),
+        // After the first savepoint: `old` is still live (watermark 1009),
+        event("old", "peek", 1050),
+        // then the watermark passes 1000 + 100 and `old` has expired.
+        event("x", "x", 5000),
+        event("old", "peek", 5010),
+    ]);
+    let doc = parse_topology(
+        "name: ttl\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: ttl, module: ttl-state, input: in, key_by: key, config: { domain: event, ttl_ms: 100 } }\nsinks: [{ name: out, stream: out, input: ttl }]\n",
+    )
+    .unwrap();
+    let mods = modules(&[("ttl-state", "ttl-state")]);
+    // One event per batch: each is processed under the watermark of the
+    // ones before it, whatever the timing.
+    let options = ExecOptions {
+        batch_size: 1,
+        ..ExecOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let wait_in = |job: &Job, n: u64| {
+        let start = Instant::now();
+        while job
+            .metrics()
+            .iter()
+            .map(|(_, _, m)| m.events_in)
+            .sum::<u64>()
+            < n
+        {
+            assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let first = dir.path().join("first.redb");
+    let job = Job::start(
+        &doc,
+        &mods,
+        bindings(&events, 2, false, &out),
+        options,
+        Some(durable(&dir.path().join("a"))),
+    )
+    .unwrap();
+    wait_in(&job, 2);
+    job.stop(Some(("first", &first))).unwrap();
+
+    let second = dir.path().join("second.redb");
+    let job = Job::start(
+        &doc,
+        &mods,
+        bindings(&events, 5, false, &out),
+        options,
+        Some(from_savepoint(&dir.path().join("b"), &first)),
+    )
+    .unwrap();
+    wait_in(&job, 3);
+    job.stop(Some(("second", &second))).unwrap();
+
+    let mut got = out.0.lock().unwrap().clone();
+    got.sort();
+    let line = |key: &str, seen: &str, ts: i64| {
+        format!(r#"{{"key":"{key}","value":{seen},"timestamp":{ts}}}"#)
+    };
+    let mut expected = vec![
+        line("old", r#"{"last":null,"seen":0,"log":0}"#, 1000),
+        line("new", r#"{"last":null,"seen":0,"log":0}"#, 1010),
+        line("old", r#"{"last":"a","seen":1,"log":1}"#, 1050),
+        line("x", r#"{"last":null,"seen":0,"log":0}"#, 5000),
+        line("old", r#"{"last":null,"seen":0,"log":0}"#, 5010),
+    ];
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // The expired entries of `old` were removed in a checkpoint commit:
+    // the second savepoint does not hold them; `new`'s are still there.
+    // (A run over no input, to read the state the savepoint restored.)
+    let job = Job::start(
+        &doc,
+        &mods,
+        bindings(&Arc::new(Vec::new()), 0, true, &Lines::default()),
+        options,
+        Some(from_savepoint(&dir.path().join("c"), &second)),
+    )
+    .unwrap();
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let state = |key: &str| job.query_state("ttl", "last", key.as_bytes()).unwrap();
+    assert_eq!(state("old"), None);
+    assert!(state("new").is_some());
+    job.wait().unwrap();
+}

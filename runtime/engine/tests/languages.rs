@@ -488,8 +488,8 @@ fn c_and_js_guests_built_against_a_wrong_wit_are_refused_at_load() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("does not export `weir:operator/handler@0.1.0`")
-                && err.contains("weir:operator/handler@0.2.0"),
+            err.contains("does not export a handler this host serves")
+                && err.contains("weir:operator/handler@0.9.0"),
             "{lang}: {err}"
         );
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use weir_engine::{ErrorPolicy, RunError, RunOptions, run_operator};
+use weir_engine::{ErrorPolicy, RunError, RunOptions, SIDE_OUTPUT_HEADER, run_operator};
 use weir_fixtures::guest_bytes;
 use weir_types::{Batch, DEFAULT_KEY_GROUPS, Event, KeyGroupRange, wire};
 use weir_wasm::{HostConfig, MemoryState, OperatorInstance, WasmHost};
@@ -24,6 +24,34 @@ fn instance(host: &WasmHost, guest: &str, config: &str) -> OperatorInstance {
 fn collect(out: &mut Vec<String>) -> impl FnMut(&Batch) -> Result<(), String> + '_ {
     |batch| {
         out.extend(batch.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    }
+}
+
+/// Collects the events of side output `output` (marked by the runner's
+/// header, which is left out), and counts the main output's.
+fn collect_side<'a>(
+    out: &'a mut Vec<String>,
+    main: &'a mut usize,
+    output: &'a str,
+) -> impl FnMut(&Batch) -> Result<(), String> + 'a {
+    move |batch| {
+        for e in batch.iter() {
+            let on = e
+                .headers
+                .iter()
+                .find(|(_, n, _)| n == SIDE_OUTPUT_HEADER)
+                .map(|(_, _, v)| v.as_slice());
+            match on {
+                None => *main += 1,
+                Some(name) if name == output.as_bytes() => {
+                    let mut plain = Batch::default();
+                    plain.push(e.key, e.value, e.timestamp);
+                    out.extend(plain.iter().map(|p| wire::format_event(&p)));
+                }
+                Some(other) => return Err(format!("unexpected output {other:?}")),
+            }
+        }
         Ok(())
     }
 }
@@ -92,10 +120,11 @@ fn fraud_detector_matches_its_oracle_with_out_of_order_events() {
     for batch_size in [1, 7, 1024] {
         let mut op = instance(&host, "fraud-detector", config);
         let mut out = Vec::new();
+        let mut main = 0;
         let report = run_operator(
             &mut op,
             events.clone(),
-            collect(&mut out),
+            collect_side(&mut out, &mut main, "alerts"),
             RunOptions {
                 batch_size,
                 on_error: ErrorPolicy::Fail,
@@ -104,6 +133,11 @@ fn fraud_detector_matches_its_oracle_with_out_of_order_events() {
         )
         .unwrap();
         assert_eq!(out, expected, "batch size {batch_size}");
+        assert_eq!(
+            main,
+            events.len(),
+            "every transaction goes on, on the main output"
+        );
         assert!(report.timers_fired > 0);
         // Every timer fired by the end of input, so eviction emptied the maps.
         for card in 0..12 {

@@ -481,7 +481,7 @@ fn fraud_detector_in_a_topology_matches_at_parallelism_1_and_3() {
     let events = amounts(6000, 40);
     let topology = |p: u16| {
         format!(
-            "name: f\nsources: [{{ name: in, stream: in, watermark: {{ max_out_of_orderness_ms: 40 }} }}]\noperators:\n  - {{ name: fraud, module: fraud-detector, input: in, key_by: {{ field: card }}, parallelism: {p}, config: {{ max_count: 5, min_amount: 60, window_ms: 300 }} }}\nsinks: [{{ name: out, stream: out, input: fraud }}]\n"
+            "name: f\nsources: [{{ name: in, stream: in, watermark: {{ max_out_of_orderness_ms: 40 }} }}]\noperators:\n  - {{ name: fraud, module: fraud-detector, input: in, key_by: {{ field: card }}, parallelism: {p}, config: {{ max_count: 5, min_amount: 60, window_ms: 300 }} }}\nsinks: [{{ name: out, stream: out, input: fraud.alerts }}]\n"
         )
     };
     let one = run_sorted(&topology(1), &modules, events.clone());
@@ -593,4 +593,143 @@ fn guest_counters_reach_the_metrics() {
         "{metrics:?}"
     );
     assert_eq!(metrics.late, 1);
+}
+
+/// `(timestamp, value)` pairs as keyless events (the topology keys them by
+/// their `user` field).
+fn timed_events(timed: &[(i64, String)]) -> Vec<Event> {
+    timed
+        .iter()
+        .map(|(t, v)| Event {
+            key: None,
+            value: v.clone().into_bytes(),
+            timestamp: *t,
+            headers: vec![],
+        })
+        .collect()
+}
+
+fn join_topology(parallelism: u16, jitter: i64) -> String {
+    format!(
+        "name: join\nsources:\n  - {{ name: tx, stream: tx, watermark: {{ max_out_of_orderness_ms: {jitter} }} }}\n  - {{ name: profiles, stream: profiles, watermark: {{ max_out_of_orderness_ms: {jitter} }} }}\noperators:\n  - {{ name: enrich, module: enrich, input: [tx, profiles], key_by: {{ field: user }}, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: enrich }}]\n"
+    )
+}
+
+#[test]
+fn an_event_time_join_of_two_inputs_matches_its_oracle_at_parallelism_1_and_3() {
+    let modules = modules(&["enrich"]);
+    let input = weir_fixtures::join::join_input(1500, 5, 25);
+    let expected = weir_fixtures::join::enrich_oracle_lines(&input);
+    for p in [1, 3] {
+        let (sink, lines) = collector();
+        let bindings = Bindings {
+            sources: HashMap::from([
+                (
+                    "tx".to_string(),
+                    Box::new(source(timed_events(&input.transactions))) as Box<dyn Source>,
+                ),
+                (
+                    "profiles".to_string(),
+                    Box::new(source(timed_events(&input.profiles))) as Box<dyn Source>,
+                ),
+            ]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        };
+        let options = ExecOptions {
+            batch_size: 64,
+            ..ExecOptions::default()
+        };
+        run_topology(
+            &parse_topology(&join_topology(p, 25)).unwrap(),
+            &modules,
+            bindings,
+            options,
+        )
+        .unwrap();
+        let mut got = lines.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got.len(), expected.len(), "parallelism {p}");
+        assert!(
+            got == expected,
+            "parallelism {p}: output differs from the oracle"
+        );
+    }
+}
+
+#[test]
+fn a_0_1_0_component_and_a_0_2_0_component_run_in_one_topology() {
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let c_split = host.load(&guest_bytes("c-split-words")).unwrap();
+    let rust_count = host.load(&guest_bytes("word-count")).unwrap();
+    assert_eq!(c_split.contract_version(), "0.1.0");
+    assert_eq!(rust_count.contract_version(), "0.2.0");
+    let rust_split = host.load(&guest_bytes("split-words")).unwrap();
+    let (events, _) = text_lines(200, 5);
+    let doc = "name: mixed\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: split, module: split, input: in }\n  - { name: count, module: count, input: split, key_by: key, parallelism: 2 }\nsinks: [{ name: out, stream: out, input: count }]\n";
+    let run = |split: &weir_wasm::OperatorModule| {
+        let modules: Modules = HashMap::from([
+            ("split".to_string(), split.clone()),
+            ("count".to_string(), rust_count.clone()),
+        ]);
+        run_sorted(doc, &modules, events.clone())
+    };
+    let mixed = run(&c_split);
+    assert!(!mixed.is_empty());
+    assert_eq!(
+        mixed,
+        run(&rust_split),
+        "the adapted 0.1.0 component differs"
+    );
+}
+
+#[test]
+fn reading_a_side_output_that_was_not_declared_is_refused_with_its_path() {
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let modules: Modules = HashMap::from([
+        (
+            "fraud-detector".to_string(),
+            host.load(&guest_bytes("fraud-detector")).unwrap(),
+        ),
+        (
+            "c-filter".to_string(),
+            host.load(&guest_bytes("c-filter")).unwrap(),
+        ),
+    ]);
+    let doc = "name: bad\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: fraud, module: fraud-detector, input: in, key_by: key, config: { max_count: 1, min_amount: 1, window_ms: 10 } }\n  - { name: old, module: c-filter, input: in, config: { field: n, op: gt, value: 1 } }\nsinks:\n  - { name: out, stream: out, input: [fraud.alerts, fraud.nope] }\n  - { name: out2, stream: out2, input: old.alerts }\n";
+    let (sink, _) = collector();
+    let (sink2, _) = collector();
+    let bindings = Bindings {
+        sources: HashMap::from([(
+            "in".to_string(),
+            Box::new(source(Vec::new())) as Box<dyn Source>,
+        )]),
+        sinks: HashMap::from([
+            ("out".to_string(), Box::new(sink) as Box<dyn Sink>),
+            ("out2".to_string(), Box::new(sink2) as Box<dyn Sink>),
+        ]),
+        ..Bindings::default()
+    };
+    let err = run_topology(
+        &parse_topology(doc).unwrap(),
+        &modules,
+        bindings,
+        ExecOptions::default(),
+    )
+    .unwrap_err();
+    let EngineError::Invalid(problems) = &err else {
+        panic!("not a validation error: {err}");
+    };
+    let found: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "sinks[0].input[1]");
+    assert!(
+        found[0].1.contains("no side output \"nope\"") && found[0].1.contains("[\"alerts\"]"),
+        "{found:?}"
+    );
+    assert_eq!(found[1].0, "sinks[1].input");
+    assert!(found[1].1.contains("weir:operator@0.1.0"), "{found:?}");
 }

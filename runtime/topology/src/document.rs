@@ -158,6 +158,45 @@ impl Inputs {
     }
 }
 
+/// What an input name refers to: a node's main output, or side output
+/// `output` of operator `node` (written `node.output` in a document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRef<'a> {
+    pub node: &'a str,
+    pub output: Option<&'a str>,
+}
+
+impl TopologyDoc {
+    /// What input `name` refers to. A name that is a source, operator or
+    /// sink is that node's (main) output; otherwise `a.b` where `a` is an
+    /// operator is side output `b` of `a` (the last `.` splits, since names
+    /// may hold dots and side output names may not). Anything else is left
+    /// whole, for validation to report as unknown.
+    pub fn resolve_input<'a>(&'a self, name: &'a str) -> InputRef<'a> {
+        let whole = InputRef {
+            node: name,
+            output: None,
+        };
+        let is_node = self.sources.iter().any(|s| s.name == name)
+            || self.operators.iter().any(|o| o.name == name)
+            || self.sinks.iter().any(|s| s.name == name);
+        if is_node {
+            return whole;
+        }
+        match name.rsplit_once('.') {
+            Some((node, output))
+                if !output.is_empty() && self.operators.iter().any(|o| o.name == node) =>
+            {
+                InputRef {
+                    node,
+                    output: Some(output),
+                }
+            }
+            _ => whole,
+        }
+    }
+}
+
 /// What happens to an event an operator fails on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

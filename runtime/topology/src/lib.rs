@@ -21,8 +21,8 @@ mod validate;
 
 pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc, SinkDoc,
-    SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
+    CheckpointDoc, ErrorPolicyDoc, InputRef, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc,
+    SinkDoc, SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use kafka::{
     KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,

@@ -325,6 +325,24 @@ pub fn validate_topology_with(
             if !seen.insert(*input) {
                 report.error(at.clone(), format!("input {input:?} is listed twice"));
             }
+            let resolved = doc.resolve_input(input);
+            if let Some(output) = resolved.output {
+                // Side output `output` of an operator: which outputs exist
+                // is known once the operator's module declares them at
+                // init, and checked then (the engine, before it starts).
+                if !output
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    report.error(
+                        at,
+                        format!("{input:?}: side output {output:?} is not a valid side output name (A-Z a-z 0-9 _ -)"),
+                    );
+                } else {
+                    read.insert(resolved.node.to_string());
+                }
+                continue;
+            }
             match names.get(input) {
                 None => {
                     let hint = if report.lists_more_errors() {
@@ -621,7 +639,7 @@ fn cycles(doc: &TopologyDoc) -> Vec<Vec<usize>> {
     let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); doc.operators.len()];
     for (i, o) in doc.operators.iter().enumerate() {
         for input in o.input.names() {
-            if let Some(&from) = index.get(input) {
+            if let Some(&from) = index.get(doc.resolve_input(input).node) {
                 feeds[from].push(i);
             }
         }

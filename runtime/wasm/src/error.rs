@@ -35,7 +35,7 @@ pub enum ModuleError {
     #[error("the component's imports do not match the weir:operator@{wit} world: {reason}")]
     ImportMismatch { wit: &'static str, reason: String },
     #[error(
-        "the component does not export `weir:operator/handler@{wit}` (it exports: {found}); implement the `operator` world of Weir's wit/"
+        "the component does not export a handler this host serves ({wit}; it exports: {found}); implement the `operator` world of Weir's wit/ (wit/0.2.0 for new operators)"
     )]
     MissingExport { wit: &'static str, found: String },
     #[error(

@@ -1,6 +1,11 @@
 //! The store data of one operator instance ([`HostState`]) and the host
 //! side of the contract's imports: state, timers, context. It also holds
 //! the resource limiter that enforces the instance's memory and table caps.
+//!
+//! The imports are the same in every contract version, so one body serves
+//! them all: [`Refusal`] is the version-neutral state error, and
+//! `contract_imports!` implements each version's generated host traits on
+//! top of the `HostState` methods.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +20,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 use weir_types::KeyGroupRange;
 
-use crate::bindings::weir::operator::{context, state, timers, types};
+use crate::instance::StateKind;
 use crate::limits::{MAX_STATE_NAME_BYTES, SandboxLimits};
 use crate::secret::RandomSeed;
-use crate::state::{OperatorState, PendingWrites, StateOp};
+use crate::state::{OperatorState, PendingWrites, StateOp, TimeDomain};
 use crate::stderr::StderrTail;
+use crate::ttl::{Entry, TtlClock, TtlTable};
 
 /// Why the limiter stopped a guest; read back after the trap to say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,10 @@ pub struct HostState {
     /// The host's clock as the guest may see it: the current call's
     /// processing time (ms), so that a replayed call reads the same time.
     pub(crate) clock: CallClock,
+    /// The states the operator declared with a time to live, and the
+    /// current call's clocks for them (`ttl.rs`).
+    pub(crate) ttls: TtlTable,
+    pub(crate) ttl_clock: TtlClock,
 }
 
 /// WASI's wall and monotonic clocks, pinned to the processing time the host
@@ -160,39 +170,41 @@ impl HostState {
             table: ResourceTable::new(),
             stderr,
             clock,
+            ttls: TtlTable::default(),
+            ttl_clock: TtlClock::default(),
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), state::StateError> {
+    fn check_key(&self, key: &[u8]) -> Result<(), Refusal> {
         let limit = self.limits.max_state_key_bytes;
         if key.len() > limit {
-            return Err(state::StateError::TooLarge(limit as u32));
+            return Err(Refusal::TooLarge(limit as u32));
         }
         if !self.owned.owns(key) {
-            return Err(state::StateError::KeyNotOwned);
+            return Err(Refusal::KeyNotOwned);
         }
         Ok(())
     }
 
-    fn check_value(&self, name: &str, bytes: usize) -> Result<(), state::StateError> {
+    fn check_value(&self, name: &str, bytes: usize) -> Result<(), Refusal> {
         let limit = self.limits.max_state_value_bytes;
         if bytes > limit || name.len() > limit {
-            return Err(state::StateError::TooLarge(limit as u32));
+            return Err(Refusal::TooLarge(limit as u32));
         }
         Ok(())
     }
 
-    fn record(&mut self, op: StateOp) -> Result<(), state::StateError> {
+    fn record(&mut self, op: StateOp) -> Result<(), Refusal> {
         let limit = self.limits.max_pending_writes;
         if self.pending.count() >= limit {
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "more than {limit} state writes in one call; split the work over more events"
             )));
         }
         if let Some((name, _)) = crate::state::target(&op)
             && name.len() > MAX_STATE_NAME_BYTES
         {
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "state name of {} bytes: a state name is at most {MAX_STATE_NAME_BYTES} bytes",
                 name.len()
             )));
@@ -204,7 +216,7 @@ impl HostState {
             // `OperatorInstance::finish_call`); until then each write is
             // refused, so host memory stays under the cap.
             self.host_bytes_over = true;
-            return Err(state::StateError::Unavailable(format!(
+            return Err(Refusal::Unavailable(format!(
                 "this call's state writes would hold {bytes} bytes, over the limit of {limit} bytes per call; the call fails"
             )));
         }
@@ -213,8 +225,20 @@ impl HostState {
     }
 }
 
-fn unavailable(err: crate::state::StateStoreError) -> state::StateError {
-    state::StateError::Unavailable(err.0)
+/// One entry of a map state: map key and value.
+type MapEntry = (Vec<u8>, Vec<u8>);
+
+/// Why the host refused a state or timer call, whatever the contract
+/// version; each version's `state-error` is made from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    KeyNotOwned,
+    TooLarge(u32),
+    Unavailable(String),
+}
+
+fn unavailable(err: crate::state::StateStoreError) -> Refusal {
+    Refusal::Unavailable(err.0)
 }
 
 impl WasiView for HostState {
@@ -275,18 +299,49 @@ impl ResourceLimiter for HostState {
     }
 }
 
-impl types::Host for HostState {}
+/// The imports' work, version-neutral: each contract version's host traits
+/// call these (see `contract_imports!`).
+impl HostState {
+    /// `payload` as stored for state `name` of `kind`: stamped when the
+    /// state has a TTL.
+    fn stored(&self, kind: StateKind, name: &str, payload: Vec<u8>) -> Vec<u8> {
+        match self.ttls.get(kind, name) {
+            Some(ttl) => ttl.stamp(&self.ttl_clock, &payload),
+            None => payload,
+        }
+    }
 
-impl state::Host for HostState {
-    fn value_get(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
-        self.pending
-            .value(self.state.as_mut(), &name, &key)
-            .map_err(unavailable)
+    fn value_get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
+        let stored = self
+            .pending
+            .value(self.state.as_mut(), name, key)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::Value, name).cloned() else {
+            return Ok(stored);
+        };
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let (name, key) = (name.to_string(), key.to_vec());
+        match ttl.read(&self.ttl_clock, &bytes) {
+            Entry::Expired => {
+                self.record(StateOp::SetValue {
+                    name,
+                    key,
+                    value: None,
+                })?;
+                Ok(None)
+            }
+            Entry::Live(payload) => {
+                let payload = payload.to_vec();
+                if ttl.refresh_on_read() {
+                    let value = Some(ttl.stamp(&self.ttl_clock, &payload));
+                    self.record(StateOp::SetValue { name, key, value })?;
+                }
+                Ok(Some(payload))
+            }
+        }
     }
 
     fn value_set(
@@ -294,22 +349,50 @@ impl state::Host for HostState {
         name: String,
         key: Vec<u8>,
         value: Option<Vec<u8>>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.as_ref().map_or(0, Vec::len))?;
+        let value = value.map(|v| self.stored(StateKind::Value, &name, v));
         self.record(StateOp::SetValue { name, key, value })
     }
 
     fn map_get(
         &mut self,
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
-        self.pending
-            .map_entry(self.state.as_mut(), &name, &key, &map_key)
-            .map_err(unavailable)
+        name: &str,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
+        let stored = self
+            .pending
+            .map_entry(self.state.as_mut(), name, key, map_key)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::Map, name).cloned() else {
+            return Ok(stored);
+        };
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let (name, key, map_key) = (name.to_string(), key.to_vec(), map_key.to_vec());
+        match ttl.read(&self.ttl_clock, &bytes) {
+            Entry::Expired => {
+                self.record(StateOp::MapRemove { name, key, map_key })?;
+                Ok(None)
+            }
+            Entry::Live(payload) => {
+                let payload = payload.to_vec();
+                if ttl.refresh_on_read() {
+                    let value = ttl.stamp(&self.ttl_clock, &payload);
+                    self.record(StateOp::MapPut {
+                        name,
+                        key,
+                        map_key,
+                        value,
+                    })?;
+                }
+                Ok(Some(payload))
+            }
+        }
     }
 
     fn map_put(
@@ -318,9 +401,10 @@ impl state::Host for HostState {
         key: Vec<u8>,
         map_key: Vec<u8>,
         value: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, value.len() + map_key.len())?;
+        let value = self.stored(StateKind::Map, &name, value);
         self.record(StateOp::MapPut {
             name,
             key,
@@ -329,49 +413,86 @@ impl state::Host for HostState {
         })
     }
 
-    fn map_remove(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-        map_key: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    fn map_remove(&mut self, name: String, key: Vec<u8>, map_key: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.record(StateOp::MapRemove { name, key, map_key })
     }
 
-    fn map_entries(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
-        self.check_key(&key)?;
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<MapEntry>, Refusal> {
+        self.check_key(key)?;
         let map = self
             .pending
-            .map(self.state.as_mut(), &name, &key)
+            .map(self.state.as_mut(), name, key)
             .map_err(unavailable)?;
-        Ok(map.into_iter().collect())
+        let Some(ttl) = self.ttls.get(StateKind::Map, name).cloned() else {
+            return Ok(map.into_iter().collect());
+        };
+        let mut live = Vec::with_capacity(map.len());
+        for (map_key, bytes) in map {
+            match ttl.read(&self.ttl_clock, &bytes) {
+                Entry::Expired => self.record(StateOp::MapRemove {
+                    name: name.to_string(),
+                    key: key.to_vec(),
+                    map_key,
+                })?,
+                Entry::Live(payload) => {
+                    let payload = payload.to_vec();
+                    if ttl.refresh_on_read() {
+                        self.record(StateOp::MapPut {
+                            name: name.to_string(),
+                            key: key.to_vec(),
+                            map_key: map_key.clone(),
+                            value: ttl.stamp(&self.ttl_clock, &payload),
+                        })?;
+                    }
+                    live.push((map_key, payload));
+                }
+            }
+        }
+        Ok(live)
     }
 
-    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), state::StateError> {
+    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.record(StateOp::MapClear { name, key })
     }
 
-    fn list_get(&mut self, name: String, key: Vec<u8>) -> Result<Vec<Vec<u8>>, state::StateError> {
-        self.check_key(&key)?;
-        self.pending
-            .list(self.state.as_mut(), &name, &key)
-            .map_err(unavailable)
+    fn list_get(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, Refusal> {
+        self.check_key(key)?;
+        let items = self
+            .pending
+            .list(self.state.as_mut(), name, key)
+            .map_err(unavailable)?;
+        let Some(ttl) = self.ttls.get(StateKind::List, name).cloned() else {
+            return Ok(items);
+        };
+        let mut live = Vec::with_capacity(items.len());
+        let mut kept = Vec::with_capacity(items.len());
+        for bytes in &items {
+            if let Entry::Live(payload) = ttl.read(&self.ttl_clock, bytes) {
+                live.push(payload.to_vec());
+                kept.push(if ttl.refresh_on_read() {
+                    ttl.stamp(&self.ttl_clock, payload)
+                } else {
+                    bytes.clone()
+                });
+            }
+        }
+        // Items expired, or all were restamped: the list is written back.
+        if kept.len() < items.len() || ttl.refresh_on_read() {
+            self.record(StateOp::ListReplace {
+                name: name.to_string(),
+                key: key.to_vec(),
+                items: kept,
+            })?;
+        }
+        Ok(live)
     }
 
-    fn list_append(
-        &mut self,
-        name: String,
-        key: Vec<u8>,
-        item: Vec<u8>,
-    ) -> Result<(), state::StateError> {
+    fn list_append(&mut self, name: String, key: Vec<u8>, item: Vec<u8>) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, item.len())?;
+        let item = self.stored(StateKind::List, &name, item);
         self.record(StateOp::ListAppend { name, key, item })
     }
 
@@ -380,45 +501,32 @@ impl state::Host for HostState {
         name: String,
         key: Vec<u8>,
         items: Vec<Vec<u8>>,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
         self.check_value(&name, items.iter().map(Vec::len).sum())?;
+        let items = items
+            .into_iter()
+            .map(|i| self.stored(StateKind::List, &name, i))
+            .collect();
         self.record(StateOp::ListReplace { name, key, items })
     }
-}
 
-impl timers::Host for HostState {
-    fn register(
+    fn timer(
         &mut self,
-        domain: types::TimeDomain,
+        register: bool,
+        domain: TimeDomain,
         key: Vec<u8>,
         time: i64,
-    ) -> Result<(), state::StateError> {
+    ) -> Result<(), Refusal> {
         self.check_key(&key)?;
-        self.record(StateOp::RegisterTimer {
-            domain: crate::contract_domain(domain),
-            key,
-            time,
+        self.record(if register {
+            StateOp::RegisterTimer { domain, key, time }
+        } else {
+            StateOp::DeleteTimer { domain, key, time }
         })
     }
 
-    fn delete(
-        &mut self,
-        domain: types::TimeDomain,
-        key: Vec<u8>,
-        time: i64,
-    ) -> Result<(), state::StateError> {
-        self.check_key(&key)?;
-        self.record(StateOp::DeleteTimer {
-            domain: crate::contract_domain(domain),
-            key,
-            time,
-        })
-    }
-}
-
-impl context::Host for HostState {
-    fn log(&mut self, level: context::LogLevel, message: String) {
+    fn log(&mut self, level: tracing::Level, message: &str) {
         let limit = self.limits.max_log_bytes;
         let mut end = message.len().min(limit);
         while !message.is_char_boundary(end) {
@@ -429,22 +537,22 @@ impl context::Host for HostState {
         if self.logs.len() < MAX_KEPT_LOGS_PER_CALL {
             self.logs.push(GuestLog {
                 level: match level {
-                    context::LogLevel::Trace => "trace",
-                    context::LogLevel::Debug => "debug",
-                    context::LogLevel::Info => "info",
-                    context::LogLevel::Warn => "warn",
-                    context::LogLevel::Error => "error",
+                    tracing::Level::TRACE => "trace",
+                    tracing::Level::DEBUG => "debug",
+                    tracing::Level::INFO => "info",
+                    tracing::Level::WARN => "warn",
+                    tracing::Level::ERROR => "error",
                 },
                 message: text.to_string(),
                 at_ms: weir_types::now_ms(),
             });
         }
         match level {
-            context::LogLevel::Trace => tracing::trace!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Debug => tracing::debug!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Info => tracing::info!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Warn => tracing::warn!(target: "weir::guest", operator, "{text}"),
-            context::LogLevel::Error => tracing::error!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::TRACE => tracing::trace!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::INFO => tracing::info!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::WARN => tracing::warn!(target: "weir::guest", operator, "{text}"),
+            tracing::Level::ERROR => tracing::error!(target: "weir::guest", operator, "{text}"),
         }
     }
 
@@ -454,11 +562,155 @@ impl context::Host for HostState {
             *c = c.saturating_add(delta);
         }
     }
-
-    fn operator_name(&mut self) -> String {
-        self.operator.to_string()
-    }
 }
+
+/// Implements the generated host traits of contract version `$v` (a module
+/// of [`crate::bindings`]) on [`HostState`]'s version-neutral methods.
+macro_rules! contract_imports {
+    ($v:ident) => {
+        const _: () = {
+            use crate::bindings::$v::weir::operator::{context, state, timers, types};
+
+            fn refused(r: Refusal) -> state::StateError {
+                match r {
+                    Refusal::KeyNotOwned => state::StateError::KeyNotOwned,
+                    Refusal::TooLarge(limit) => state::StateError::TooLarge(limit),
+                    Refusal::Unavailable(why) => state::StateError::Unavailable(why),
+                }
+            }
+
+            fn domain(d: types::TimeDomain) -> TimeDomain {
+                match d {
+                    types::TimeDomain::EventTime => TimeDomain::EventTime,
+                    types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+                }
+            }
+
+            impl types::Host for HostState {}
+
+            impl state::Host for HostState {
+                fn value_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Option<Vec<u8>>, state::StateError> {
+                    HostState::value_get(self, &name, &key).map_err(refused)
+                }
+                fn value_set(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    value: Option<Vec<u8>>,
+                ) -> Result<(), state::StateError> {
+                    HostState::value_set(self, name, key, value).map_err(refused)
+                }
+                fn map_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                ) -> Result<Option<Vec<u8>>, state::StateError> {
+                    HostState::map_get(self, &name, &key, &map_key).map_err(refused)
+                }
+                fn map_put(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                    value: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_put(self, name, key, map_key, value).map_err(refused)
+                }
+                fn map_remove(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    map_key: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_remove(self, name, key, map_key).map_err(refused)
+                }
+                fn map_entries(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, state::StateError> {
+                    HostState::map_entries(self, &name, &key).map_err(refused)
+                }
+                fn map_clear(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::map_clear(self, name, key).map_err(refused)
+                }
+                fn list_get(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                ) -> Result<Vec<Vec<u8>>, state::StateError> {
+                    HostState::list_get(self, &name, &key).map_err(refused)
+                }
+                fn list_append(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    item: Vec<u8>,
+                ) -> Result<(), state::StateError> {
+                    HostState::list_append(self, name, key, item).map_err(refused)
+                }
+                fn list_replace(
+                    &mut self,
+                    name: String,
+                    key: Vec<u8>,
+                    items: Vec<Vec<u8>>,
+                ) -> Result<(), state::StateError> {
+                    HostState::list_replace(self, name, key, items).map_err(refused)
+                }
+            }
+
+            impl timers::Host for HostState {
+                fn register(
+                    &mut self,
+                    d: types::TimeDomain,
+                    key: Vec<u8>,
+                    time: i64,
+                ) -> Result<(), state::StateError> {
+                    self.timer(true, domain(d), key, time).map_err(refused)
+                }
+                fn delete(
+                    &mut self,
+                    d: types::TimeDomain,
+                    key: Vec<u8>,
+                    time: i64,
+                ) -> Result<(), state::StateError> {
+                    self.timer(false, domain(d), key, time).map_err(refused)
+                }
+            }
+
+            impl context::Host for HostState {
+                fn log(&mut self, level: context::LogLevel, message: String) {
+                    let level = match level {
+                        context::LogLevel::Trace => tracing::Level::TRACE,
+                        context::LogLevel::Debug => tracing::Level::DEBUG,
+                        context::LogLevel::Info => tracing::Level::INFO,
+                        context::LogLevel::Warn => tracing::Level::WARN,
+                        context::LogLevel::Error => tracing::Level::ERROR,
+                    };
+                    HostState::log(self, level, &message);
+                }
+                fn counter_add(&mut self, name: String, delta: u64) {
+                    HostState::counter_add(self, name, delta);
+                }
+                fn operator_name(&mut self) -> String {
+                    self.operator.to_string()
+                }
+            }
+        };
+    };
+}
+
+contract_imports!(v0_1);
+contract_imports!(v0_2);
 
 #[cfg(test)]
 mod tests {
@@ -493,7 +745,7 @@ mod tests {
         let err = host
             .record(set("n".repeat(MAX_STATE_NAME_BYTES + 1)))
             .unwrap_err();
-        let state::StateError::Unavailable(message) = err else {
+        let Refusal::Unavailable(message) = err else {
             panic!("{err:?}");
         };
         assert!(message.contains("at most 1024 bytes"), "{message}");

@@ -1,5 +1,11 @@
 //! [`OperatorInstance`]: one sandboxed instance of an operator module, and
 //! the translation between Weir batches and the contract's calls.
+//!
+//! Calls are built in the newest contract's shapes (`bindings::v0_2`); a
+//! component built for an older version is adapted at the call
+//! ([`Contract`]): its buffers are moved, not copied, into the old records
+//! and back, it sees no input index, everything it emits goes to the main
+//! output, and it declares no side outputs and no state TTL.
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -9,16 +15,18 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use weir_types::{Batch, KeyGroupRange};
 
 use crate::InstanceError;
-use crate::bindings::Operator;
-use crate::bindings::weir::operator::types::{
-    CallContext, CallOutput, EventBatch, FiredTimers, Header, ProcessInput, StateCells,
-    StateChanges, TimerInput,
+use crate::bindings::v0_1;
+use crate::bindings::v0_2::Operator;
+use crate::bindings::v0_2::weir::operator::types::{
+    self as wit, CallContext, CallOutput, EventBatch, FiredTimers, Header, OperatorSpec,
+    ProcessInput, StateCells, StateChanges, TimerInput,
 };
 use crate::host::{GuestLog, HostState, LimitHit};
 use crate::limits::{EPOCH_TICK, SandboxLimits};
-use crate::loader::OperatorModule;
+use crate::loader::{ContractPre, OperatorModule};
 use crate::secret::RandomSeed;
 use crate::state::{OperatorState, TimeDomain, ValueWrite};
+use crate::ttl::{Entry, TtlClock, TtlTable};
 
 /// One input of a call that the operator reported as failed; the caller
 /// applies the error policy to it.
@@ -32,8 +40,38 @@ pub struct EventFailure {
 /// The result of a successful call.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CallOutcome {
+    /// What the call emitted to the main output.
     pub events: Batch,
+    /// What it emitted to each side output, in the order the operator
+    /// declared them ([`OperatorInstance::outputs`]); empty for an operator
+    /// that declared none.
+    pub side: Vec<Batch>,
     pub failures: Vec<EventFailure>,
+}
+
+/// When a TTL entry's time to live starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlRefresh {
+    OnWrite,
+    OnReadAndWrite,
+}
+
+/// The kind of state a TTL declaration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Value,
+    Map,
+    List,
+}
+
+/// A state whose entries expire, as the operator declared it at `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTtl {
+    pub kind: StateKind,
+    pub name: String,
+    pub ttl_ms: u64,
+    pub domain: TimeDomain,
+    pub refresh: TtlRefresh,
 }
 
 /// A timer that fired, to hand to `on-timer`.
@@ -44,9 +82,15 @@ pub struct FiredTimer {
     pub key: Vec<u8>,
 }
 
+/// A live instance's exports, by the contract version it was built for.
+enum Contract {
+    V0_1(v0_1::Operator),
+    V0_2(Operator),
+}
+
 struct Live {
     store: Store<HostState>,
-    bindings: Operator,
+    bindings: Contract,
 }
 
 /// A running operator instance. Calls are synchronous; run them off async
@@ -60,6 +104,17 @@ pub struct OperatorInstance {
     seed: RandomSeed,
     /// Declared value states, in cell order (from `init`).
     value_states: Vec<String>,
+    /// Declared side outputs, in output order (from `init`).
+    outputs: Vec<String>,
+    /// Declared state TTLs (from `init`).
+    ttls: Vec<StateTtl>,
+    /// The clocks of the call in progress, for TTLs.
+    call_clock: TtlClock,
+    /// TTL value-state cells of the call in progress that the host must
+    /// write itself unless the operator does: `(cell, None)` removes an
+    /// expired value, `(cell, Some(stamped))` restamps one read with
+    /// refresh-on-read.
+    cell_fixes: Vec<(usize, Option<Vec<u8>>)>,
     live: Option<Live>,
     /// The state store while no instance is live (after a trap).
     parked: Option<Box<dyn OperatorState>>,
@@ -117,6 +172,10 @@ impl OperatorInstance {
             },
             owned,
             value_states: Vec::new(),
+            outputs: Vec::new(),
+            ttls: Vec::new(),
+            call_clock: TtlClock::default(),
+            cell_fixes: Vec::new(),
             live: None,
             parked: Some(state),
             restarts: 0,
@@ -132,6 +191,22 @@ impl OperatorInstance {
     /// Names of the value states the operator declared at `init`.
     pub fn value_states(&self) -> &[String] {
         &self.value_states
+    }
+
+    /// Names of the side outputs the operator declared at `init`, in output
+    /// order (side output `k` of [`CallOutcome::side`] is `outputs()[k]`).
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// The state TTLs the operator declared at `init`.
+    pub fn ttls(&self) -> &[StateTtl] {
+        &self.ttls
+    }
+
+    /// The `weir:operator` version the operator's module was built for.
+    pub fn contract_version(&self) -> &'static str {
+        self.module.contract_version()
     }
 
     /// How many times the instance was re-created after a failure.
@@ -192,7 +267,11 @@ impl OperatorInstance {
         store.limiter(|s| s);
         store.data().clock.set(weir_types::now_ms());
         store.set_epoch_deadline(ticks(limits.init_budget));
-        let bindings = match self.module.pre.instantiate(&mut store) {
+        let instantiated = match &self.module.pre {
+            ContractPre::V0_1(pre) => pre.instantiate(&mut store).map(Contract::V0_1),
+            ContractPre::V0_2(pre) => pre.instantiate(&mut store).map(Contract::V0_2),
+        };
+        let bindings = match instantiated {
             Ok(b) => b,
             Err(err) => {
                 let error = self.classify(&err, &store, limits.init_budget);
@@ -206,12 +285,31 @@ impl OperatorInstance {
                 });
             }
         };
-        let init = bindings
-            .weir_operator_handler()
-            .call_init(&mut store, &self.config);
+        let init = match &bindings {
+            Contract::V0_1(b) => b
+                .weir_operator_handler()
+                .call_init(&mut store, &self.config)
+                .map(|r| {
+                    r.map(|spec| OperatorSpec {
+                        value_states: spec.value_states,
+                        outputs: Vec::new(),
+                        ttls: Vec::new(),
+                    })
+                }),
+            Contract::V0_2(b) => b
+                .weir_operator_handler()
+                .call_init(&mut store, &self.config),
+        };
         match init {
             Ok(Ok(spec)) => {
-                self.value_states = spec.value_states;
+                if let Err(reason) = self.accept_spec(spec) {
+                    self.parked = Some(store.into_data().state);
+                    return Err(InstanceError::Init {
+                        operator: self.operator(),
+                        message: reason,
+                    });
+                }
+                store.data_mut().ttls = TtlTable::new(&self.ttls);
                 self.live = Some(Live { store, bindings });
                 Ok(())
             }
@@ -228,6 +326,70 @@ impl OperatorInstance {
                 Err(error)
             }
         }
+    }
+
+    /// Takes what `init` declared, after checking it: side output names are
+    /// distinct, non-empty and free of `.` (a document reads them as
+    /// `operator.output`); a TTL is positive. A re-created instance must
+    /// declare what the first one did.
+    fn accept_spec(&mut self, spec: OperatorSpec) -> Result<(), String> {
+        const MAX_OUTPUTS: usize = 64;
+        if spec.outputs.len() > MAX_OUTPUTS {
+            return Err(format!(
+                "{} side outputs declared; an operator may declare at most {MAX_OUTPUTS}",
+                spec.outputs.len()
+            ));
+        }
+        for (i, name) in spec.outputs.iter().enumerate() {
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "side output {name:?} is not a valid name: use 1-128 of A-Z a-z 0-9 _ -"
+                ));
+            }
+            if spec.outputs[..i].contains(name) {
+                return Err(format!("side output {name:?} is declared twice"));
+            }
+        }
+        let mut ttls = Vec::with_capacity(spec.ttls.len());
+        for t in spec.ttls {
+            if t.ttl_ms == 0 {
+                return Err(format!(
+                    "state {:?} is declared with a TTL of 0 ms; give a positive time to live",
+                    t.name
+                ));
+            }
+            ttls.push(StateTtl {
+                kind: match t.kind {
+                    wit::StateKind::Value => StateKind::Value,
+                    wit::StateKind::Map => StateKind::Map,
+                    wit::StateKind::List => StateKind::List,
+                },
+                name: t.name,
+                ttl_ms: t.ttl_ms,
+                domain: match t.domain {
+                    wit::TimeDomain::EventTime => TimeDomain::EventTime,
+                    wit::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+                },
+                refresh: match t.refresh {
+                    wit::TtlRefresh::OnWrite => TtlRefresh::OnWrite,
+                    wit::TtlRefresh::OnReadAndWrite => TtlRefresh::OnReadAndWrite,
+                },
+            });
+        }
+        if self.restarts > 0
+            && (spec.outputs != self.outputs || spec.value_states != self.value_states)
+        {
+            return Err("the re-created instance declared other value states or side outputs than before; an operator's declarations must not change while it runs".into());
+        }
+        self.value_states = spec.value_states;
+        self.outputs = spec.outputs;
+        self.ttls = ttls;
+        Ok(())
     }
 
     fn classify(
@@ -304,18 +466,33 @@ impl OperatorInstance {
     /// The live instance, its clock set to the call's processing time and
     /// its deadline one call budget away.
     fn prepare_call(&mut self, processing_time: i64) -> Result<&mut Live, InstanceError> {
+        let clock = self.call_clock;
         let live = self.live()?;
+        live.store.data_mut().ttl_clock = clock;
         live.store.data().clock.set(processing_time);
         live.store
             .set_epoch_deadline(ticks(live.store.data().limits.call_budget));
         Ok(live)
     }
 
-    /// Processes `batch` in one `process` call. The batch's buffers are
-    /// lent to the call and given back unchanged.
-    #[tracing::instrument(skip_all, fields(operator = %self.name, events = batch.len()))]
+    /// Processes `batch` in one `process` call, as coming from the
+    /// operator's first (or only) input. The batch's buffers are lent to
+    /// the call and given back unchanged.
     pub fn process(
         &mut self,
+        batch: &mut Batch,
+        watermark: i64,
+        processing_time: i64,
+    ) -> Result<CallOutcome, InstanceError> {
+        self.process_from(0, batch, watermark, processing_time)
+    }
+
+    /// Processes `batch`, which came from the operator's input `input` (the
+    /// index in its document's `input` list), in one `process` call.
+    #[tracing::instrument(skip_all, fields(operator = %self.name, input, events = batch.len()))]
+    pub fn process_from(
+        &mut self,
+        input: u32,
         batch: &mut Batch,
         watermark: i64,
         processing_time: i64,
@@ -327,22 +504,46 @@ impl OperatorInstance {
         } else {
             slot_keys(batch)
         };
+        self.call_clock = TtlClock {
+            processing: processing_time,
+            watermark,
+            event: batch.timestamps.iter().copied().max().unwrap_or(i64::MIN),
+        };
         let state = self.prefetch(&batch.keys, &slots)?;
-        let input = ProcessInput {
+        let mut input = ProcessInput {
             context: CallContext {
                 watermark,
                 processing_time,
             },
+            input,
             events: lend(batch),
             key_slots,
             slot_count: slots.len() as u32,
             state,
         };
         let live = self.prepare_call(processing_time)?;
-        let result = live
-            .bindings
-            .weir_operator_handler()
-            .call_process(&mut live.store, &input);
+        let result = match &live.bindings {
+            Contract::V0_2(b) => b
+                .weir_operator_handler()
+                .call_process(&mut live.store, &input),
+            Contract::V0_1(b) => {
+                let old = v0_1::weir::operator::types::ProcessInput {
+                    context: old_context(&input.context),
+                    events: old_batch(std::mem::replace(&mut input.events, empty_batch())),
+                    key_slots: std::mem::take(&mut input.key_slots),
+                    slot_count: input.slot_count,
+                    state: v0_1::weir::operator::types::StateCells {
+                        lens: std::mem::take(&mut input.state.lens),
+                        bytes: std::mem::take(&mut input.state.bytes),
+                    },
+                };
+                let result = b
+                    .weir_operator_handler()
+                    .call_process(&mut live.store, &old);
+                input.events = new_batch(old.events);
+                result.map(|r| r.map(new_output))
+            }
+        };
         give_back(batch, input.events);
         self.finish_call(result, &batch.keys, &slots, n)
     }
@@ -373,6 +574,11 @@ impl OperatorInstance {
             fired.domains.push(crate::wit_domain(t.domain));
             fired.key_slots.push(slot);
         }
+        self.call_clock = TtlClock {
+            processing: processing_time,
+            watermark,
+            event: timers.iter().map(|t| t.time).max().unwrap_or(i64::MIN),
+        };
         let state = self.prefetch(&keys, &slots)?;
         let input = TimerInput {
             context: CallContext {
@@ -385,10 +591,40 @@ impl OperatorInstance {
             state,
         };
         let live = self.prepare_call(processing_time)?;
-        let result = live
-            .bindings
-            .weir_operator_handler()
-            .call_on_timer(&mut live.store, &input);
+        let result = match &live.bindings {
+            Contract::V0_2(b) => b
+                .weir_operator_handler()
+                .call_on_timer(&mut live.store, &input),
+            Contract::V0_1(b) => {
+                use v0_1::weir::operator::types as old;
+                let timers = old::TimerInput {
+                    context: old_context(&input.context),
+                    timers: old::FiredTimers {
+                        times: input.timers.times.clone(),
+                        domains: input
+                            .timers
+                            .domains
+                            .iter()
+                            .map(|d| match d {
+                                wit::TimeDomain::EventTime => old::TimeDomain::EventTime,
+                                wit::TimeDomain::ProcessingTime => old::TimeDomain::ProcessingTime,
+                            })
+                            .collect(),
+                        key_slots: input.timers.key_slots.clone(),
+                    },
+                    key_lens: input.key_lens.clone(),
+                    keys: input.keys.clone(),
+                    state: old::StateCells {
+                        lens: input.state.lens.clone(),
+                        bytes: input.state.bytes.clone(),
+                    },
+                };
+                let result = b
+                    .weir_operator_handler()
+                    .call_on_timer(&mut live.store, &timers);
+                result.map(|r| r.map(new_output))
+            }
+        };
         self.finish_call(result, &input.keys, &slots, timers.len())
     }
 
@@ -406,12 +642,20 @@ impl OperatorInstance {
         if self.value_states.is_empty() {
             return Ok(cells);
         }
+        self.cell_fixes.clear();
+        let ttls: Vec<Option<StateTtl>> = self
+            .value_states
+            .iter()
+            .map(|n| TtlTable::new(&self.ttls).get(StateKind::Value, n).cloned())
+            .collect();
         let Self {
             name,
             value_states,
             owned,
             live,
             parked,
+            call_clock,
+            cell_fixes,
             ..
         } = self;
         let state = state_of(live, parked);
@@ -427,9 +671,31 @@ impl OperatorInstance {
                     ),
                 });
             }
-            for state_name in value_states.iter() {
+            for (state_name, ttl) in value_states.iter().zip(&ttls) {
                 let before = cells.bytes.len();
                 match state.append_value(state_name, key, &mut cells.bytes) {
+                    Ok(true) if ttl.is_some() => {
+                        let ttl = ttl.as_ref().unwrap_or_else(|| unreachable!());
+                        let cell = cells.lens.len();
+                        let live = match ttl.read(call_clock, &cells.bytes[before..]) {
+                            Entry::Expired => None,
+                            Entry::Live(payload) => Some(payload.to_vec()),
+                        };
+                        cells.bytes.truncate(before);
+                        match live {
+                            None => {
+                                cells.lens.push(-1);
+                                cell_fixes.push((cell, None));
+                            }
+                            Some(payload) => {
+                                cells.lens.push(payload.len() as i32);
+                                if ttl.refresh_on_read() {
+                                    cell_fixes.push((cell, Some(ttl.stamp(call_clock, &payload))));
+                                }
+                                cells.bytes.extend_from_slice(&payload);
+                            }
+                        }
+                    }
                     Ok(true) => cells.lens.push((cells.bytes.len() - before) as i32),
                     Ok(false) => cells.lens.push(-1),
                     Err(e) => {
@@ -497,6 +763,7 @@ impl OperatorInstance {
             events,
             errors,
             state,
+            outputs,
         } = output;
         let ops = match &mut self.live {
             Some(live) => live.store.data_mut().pending.take(),
@@ -506,6 +773,8 @@ impl OperatorInstance {
         if let Err(e) = events.validate() {
             return Err(invalid(e.to_string()));
         }
+        let (events, side) =
+            split_outputs(events, &outputs, self.outputs.len()).map_err(invalid)?;
         let mut failures = Vec::with_capacity(errors.len());
         for e in errors {
             if e.index as usize >= inputs {
@@ -520,13 +789,46 @@ impl OperatorInstance {
             });
         }
         let limit = self.limits().max_state_value_bytes;
+        let fixes = std::mem::take(&mut self.cell_fixes);
+        let table = TtlTable::new(&self.ttls);
         let Self {
             value_states,
             live,
             parked,
+            call_clock,
             ..
         } = self;
-        let writes = value_writes(&state, value_states, keys, slots, limit).map_err(invalid)?;
+        let plain = value_writes(&state, value_states, keys, slots, limit).map_err(invalid)?;
+        // TTL value states: what the operator wrote is stored stamped, and
+        // cells it left alone get the host's own fix (removal of an expired
+        // value, or a refresh-on-read restamp).
+        let stamped: Vec<Option<Vec<u8>>> = plain
+            .iter()
+            .map(|w| {
+                let ttl = table.get(StateKind::Value, w.name)?;
+                w.value.map(|v| ttl.stamp(call_clock, v))
+            })
+            .collect();
+        let s = value_states.len();
+        let mut writes: Vec<ValueWrite<'_>> = plain
+            .into_iter()
+            .zip(&stamped)
+            .map(|(w, st)| ValueWrite {
+                value: st.as_deref().or(w.value),
+                ..w
+            })
+            .collect();
+        for (cell, value) in &fixes {
+            if state.cells.iter().any(|&c| c as usize == *cell) {
+                continue;
+            }
+            let (start, len) = slots[cell / s];
+            writes.push(ValueWrite {
+                name: &value_states[cell % s],
+                key: &keys[start..start + len],
+                value: value.as_deref(),
+            });
+        }
         if !ops.is_empty() || !writes.is_empty() {
             state_of(live, parked)
                 .apply(ops, &writes)
@@ -535,7 +837,135 @@ impl OperatorInstance {
                     message: e.0,
                 })?;
         }
-        Ok(CallOutcome { events, failures })
+        Ok(CallOutcome {
+            events,
+            side,
+            failures,
+        })
+    }
+}
+
+/// Splits what a call emitted by output: `outputs[i]` is event `i`'s
+/// output (0 main, `k` side output `k - 1`), or `outputs` is empty and
+/// everything is main output. Side outputs come back one batch each
+/// (`declared` of them, or none for an operator that declared none).
+fn split_outputs(
+    events: Batch,
+    outputs: &[u32],
+    declared: usize,
+) -> Result<(Batch, Vec<Batch>), String> {
+    if outputs.is_empty() {
+        let side = vec![Batch::default(); declared];
+        return Ok((events, side));
+    }
+    if outputs.len() != events.len() {
+        return Err(format!(
+            "{} output indexes for {} emitted events; give one per event, or none",
+            outputs.len(),
+            events.len()
+        ));
+    }
+    if let Some(&bad) = outputs.iter().find(|&&o| o as usize > declared) {
+        return Err(format!(
+            "an event emitted to output {bad}, but the operator declared {declared} side outputs"
+        ));
+    }
+    if outputs.iter().all(|&o| o == 0) {
+        return Ok((events, vec![Batch::default(); declared]));
+    }
+    let mut parts = vec![Batch::default(); declared + 1];
+    for (e, &o) in events.iter().zip(outputs) {
+        let part = &mut parts[o as usize];
+        let index = part.len() as u32;
+        part.headers.extend(
+            e.headers
+                .iter()
+                .map(|(_, n, v)| (index, n.clone(), v.clone())),
+        );
+        part.push(e.key, e.value, e.timestamp);
+    }
+    let main = parts.remove(0);
+    Ok((main, parts))
+}
+
+/// A call context in the 0.1.0 contract's shape.
+fn old_context(c: &CallContext) -> v0_1::weir::operator::types::CallContext {
+    v0_1::weir::operator::types::CallContext {
+        watermark: c.watermark,
+        processing_time: c.processing_time,
+    }
+}
+
+fn empty_batch() -> EventBatch {
+    EventBatch {
+        timestamps: Vec::new(),
+        key_lens: Vec::new(),
+        keys: Vec::new(),
+        value_lens: Vec::new(),
+        values: Vec::new(),
+        headers: Vec::new(),
+    }
+}
+
+/// A batch moved into the 0.1.0 contract's shape (only headers are
+/// rebuilt, and they are rare).
+fn old_batch(b: EventBatch) -> v0_1::weir::operator::types::EventBatch {
+    v0_1::weir::operator::types::EventBatch {
+        timestamps: b.timestamps,
+        key_lens: b.key_lens,
+        keys: b.keys,
+        value_lens: b.value_lens,
+        values: b.values,
+        headers: b
+            .headers
+            .into_iter()
+            .map(|h| v0_1::weir::operator::types::Header {
+                event: h.event,
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+    }
+}
+
+/// A 0.1.0 batch moved into the newest contract's shape.
+fn new_batch(b: v0_1::weir::operator::types::EventBatch) -> EventBatch {
+    EventBatch {
+        timestamps: b.timestamps,
+        key_lens: b.key_lens,
+        keys: b.keys,
+        value_lens: b.value_lens,
+        values: b.values,
+        headers: b
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                event: h.event,
+                name: h.name,
+                value: h.value,
+            })
+            .collect(),
+    }
+}
+
+/// A 0.1.0 call's output in the newest shape: everything to the main output.
+fn new_output(o: v0_1::weir::operator::types::CallOutput) -> CallOutput {
+    CallOutput {
+        events: new_batch(o.events),
+        errors: o
+            .errors
+            .into_iter()
+            .map(|e| wit::EventError {
+                index: e.index,
+                message: e.message,
+            })
+            .collect(),
+        state: StateChanges {
+            cells: o.state.cells,
+            lens: o.state.lens,
+            bytes: o.state.bytes,
+        },
+        outputs: Vec::new(),
     }
 }
 

@@ -36,6 +36,7 @@ mod shape;
 mod state;
 mod stderr;
 mod trap;
+mod ttl;
 
 pub use child::{
     CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, EXIT_INVALID,
@@ -43,7 +44,9 @@ pub use child::{
 };
 pub use error::{InstanceError, ModuleError};
 pub use host::{GuestLog, HostState, MAX_KEPT_LOGS_PER_CALL};
-pub use instance::{CallOutcome, EventFailure, FiredTimer, OperatorInstance};
+pub use instance::{
+    CallOutcome, EventFailure, FiredTimer, OperatorInstance, StateKind, StateTtl, TtlRefresh,
+};
 pub use limits::{
     DEFAULT_CALL_BUDGET, DEFAULT_INIT_BUDGET, DEFAULT_MAX_MODULE_BYTES, DEFAULT_MEMORY_BYTES,
     EPOCH_TICK, SandboxLimits,
@@ -58,31 +61,39 @@ pub use shape::{
 pub use state::{MemoryState, OperatorState, StateOp, StateStoreError, TimeDomain, ValueWrite};
 pub use weir_state_contract::{RowTable, SnapshotRow, StateSnapshot};
 
-/// Version of the `weir:operator` package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The newest version of the `weir:operator` package this host implements.
+pub const WIT_VERSION: &str = "0.2.0";
 
-/// The contract's bindings, generated from `wit/`.
+/// Every version of the `weir:operator` package this host serves, newest
+/// first. A component built for any of them loads; older ones are adapted
+/// to the newest (`instance.rs`), never rejected.
+pub const WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+
+/// The contract's bindings, one module per version, generated from `wit/`
+/// (0.1.0, the root) and `wit/0.2.0/`.
 pub mod bindings {
-    wasmtime::component::bindgen!({
-        world: "operator",
-        path: "../../wit",
-    });
-}
+    /// `weir:operator@0.1.0`: one input, one output, no state TTL.
+    pub mod v0_1 {
+        wasmtime::component::bindgen!({
+            world: "operator",
+            path: "../../wit",
+        });
+    }
 
-/// The contract's time domain as the WIT bindings spell it.
-pub(crate) fn wit_domain(domain: TimeDomain) -> bindings::weir::operator::types::TimeDomain {
-    use bindings::weir::operator::types::TimeDomain as Wit;
-    match domain {
-        TimeDomain::EventTime => Wit::EventTime,
-        TimeDomain::ProcessingTime => Wit::ProcessingTime,
+    /// `weir:operator@0.2.0`: the input index, side outputs, state TTL.
+    pub mod v0_2 {
+        wasmtime::component::bindgen!({
+            world: "operator",
+            path: "../../wit/0.2.0",
+        });
     }
 }
 
-/// A time domain from the WIT bindings, as the state contract spells it.
-pub(crate) fn contract_domain(domain: bindings::weir::operator::types::TimeDomain) -> TimeDomain {
-    use bindings::weir::operator::types::TimeDomain as Wit;
+/// The contract's time domain as the (newest) WIT bindings spell it.
+pub(crate) fn wit_domain(domain: TimeDomain) -> bindings::v0_2::weir::operator::types::TimeDomain {
+    use bindings::v0_2::weir::operator::types::TimeDomain as Wit;
     match domain {
-        Wit::EventTime => TimeDomain::EventTime,
-        Wit::ProcessingTime => TimeDomain::ProcessingTime,
+        TimeDomain::EventTime => Wit::EventTime,
+        TimeDomain::ProcessingTime => Wit::ProcessingTime,
     }
 }

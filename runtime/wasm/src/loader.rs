@@ -12,8 +12,8 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine, Store};
 use weir_types::{DEFAULT_KEY_GROUPS, KeyGroupRange};
 
-use crate::bindings::OperatorPre;
-use crate::bindings::weir::operator::types::{CallOutput, OperatorSpec, ProcessInput, TimerInput};
+use crate::ModuleError;
+use crate::bindings::{v0_1, v0_2};
 use crate::cache::PrecompileCache;
 use crate::child::{CompileSandbox, compile_in_child};
 use crate::host::HostState;
@@ -23,7 +23,6 @@ use crate::secret::HostSecret;
 use crate::secret::RandomSeed;
 use crate::shape::{ShapeLimits, check_shape};
 use crate::state::MemoryState;
-use crate::{ModuleError, WIT_VERSION};
 
 /// Settings of a [`WasmHost`].
 #[derive(Debug, Clone)]
@@ -116,10 +115,20 @@ pub struct ModuleInfo {
     pub exports: Vec<String>,
 }
 
+/// A module's instance-pre, by the contract version it was built for.
+#[derive(Clone)]
+pub(crate) enum ContractPre {
+    V0_1(v0_1::OperatorPre<HostState>),
+    V0_2(v0_2::OperatorPre<HostState>),
+}
+
+/// The handlers this host serves, newest first, for messages.
+const HANDLERS_SERVED: &str = "`weir:operator/handler@0.2.0` or `weir:operator/handler@0.1.0`";
+
 /// A validated, compiled operator component, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct OperatorModule {
-    pub(crate) pre: OperatorPre<HostState>,
+    pub(crate) pre: ContractPre,
     pub(crate) engine: Engine,
     pub(crate) limits: SandboxLimits,
     /// Keys the random seeds of its instances.
@@ -138,6 +147,14 @@ impl std::fmt::Debug for OperatorModule {
 impl OperatorModule {
     pub fn info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    /// The `weir:operator` version the component was built for.
+    pub fn contract_version(&self) -> &'static str {
+        match self.pre {
+            ContractPre::V0_1(_) => "0.1.0",
+            ContractPre::V0_2(_) => "0.2.0",
+        }
     }
 }
 
@@ -188,11 +205,11 @@ impl WasmHost {
         let engine =
             Engine::new(&engine_config()).map_err(|e| ModuleError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        crate::bindings::Operator::add_to_linker::<HostState, HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| ModuleError::Engine(e.to_string()))?;
+        // Every version's imports, each under its own versioned names.
+        v0_1::Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| ModuleError::Engine(e.to_string()))?;
+        v0_2::Operator::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| ModuleError::Engine(e.to_string()))?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ModuleError::Engine(e.to_string()))?;
         let cache = match &config.cache_dir {
@@ -284,10 +301,15 @@ impl WasmHost {
 
     /// Instantiates the component once in a throwaway store (under the
     /// init budget and the memory cap, with nothing granted) and checks
-    /// each handler function against the contract's types: a component
-    /// whose exports have the right names and the wrong types is refused
-    /// here, naming the function, rather than when a topology starts.
-    fn check_exports(&self, pre: &InstancePre<HostState>) -> Result<(), ModuleError> {
+    /// each handler function of contract version `wit` against the
+    /// contract's types: a component whose exports have the right names and
+    /// the wrong types is refused here, naming the function, rather than
+    /// when a topology starts.
+    fn check_exports(
+        &self,
+        pre: &InstancePre<HostState>,
+        wit: &'static str,
+    ) -> Result<(), ModuleError> {
         let limits = self.config.limits;
         let mut store = Store::new(
             &self.engine,
@@ -311,10 +333,10 @@ impl WasmHost {
             .map_err(|e| ModuleError::Instantiate {
                 reason: format!("{e:#}"),
             })?;
-        let handler_name = format!("weir:operator/handler@{WIT_VERSION}");
+        let handler_name = format!("weir:operator/handler@{wit}");
         let handler = instance.get_export_index(&mut store, None, &handler_name);
         let mismatch = |function: &'static str, reason: String| ModuleError::ExportMismatch {
-            wit: WIT_VERSION,
+            wit,
             function,
             reason,
         };
@@ -326,15 +348,31 @@ impl WasmHost {
         let init = index(&mut store, "init")?;
         let process = index(&mut store, "process")?;
         let on_timer = index(&mut store, "on-timer")?;
-        instance
-            .get_typed_func::<(&str,), (Result<OperatorSpec, String>,)>(&mut store, &init)
-            .map_err(|e| mismatch("init", format!("{e:#}")))?;
-        instance
-            .get_typed_func::<(ProcessInput,), (Result<CallOutput, String>,)>(&mut store, &process)
-            .map_err(|e| mismatch("process", format!("{e:#}")))?;
-        instance
-            .get_typed_func::<(TimerInput,), (Result<CallOutput, String>,)>(&mut store, &on_timer)
-            .map_err(|e| mismatch("on-timer", format!("{e:#}")))?;
+        macro_rules! check {
+            ($v:ident) => {{
+                use $v::weir::operator::types::{
+                    CallOutput, OperatorSpec, ProcessInput, TimerInput,
+                };
+                instance
+                    .get_typed_func::<(&str,), (Result<OperatorSpec, String>,)>(&mut store, &init)
+                    .map_err(|e| mismatch("init", format!("{e:#}")))?;
+                instance
+                    .get_typed_func::<(ProcessInput,), (Result<CallOutput, String>,)>(
+                        &mut store, &process,
+                    )
+                    .map_err(|e| mismatch("process", format!("{e:#}")))?;
+                instance
+                    .get_typed_func::<(TimerInput,), (Result<CallOutput, String>,)>(
+                        &mut store, &on_timer,
+                    )
+                    .map_err(|e| mismatch("on-timer", format!("{e:#}")))?;
+            }};
+        }
+        if wit == "0.1.0" {
+            check!(v0_1);
+        } else {
+            check!(v0_2);
+        }
         Ok(())
     }
 
@@ -362,32 +400,41 @@ impl WasmHost {
                 import: bad.clone(),
             });
         }
-        let handler = format!("weir:operator/handler@{WIT_VERSION}");
-        let has_handler = ty.exports(&self.engine).any(|(n, item)| {
-            n == handler && matches!(item.ty, ComponentItem::ComponentInstance(_))
+        // The newest handler version the component exports decides which
+        // contract it is served; older ones are adapted (`instance.rs`).
+        let wit = crate::WIT_VERSIONS.iter().copied().find(|v| {
+            let handler = format!("weir:operator/handler@{v}");
+            ty.exports(&self.engine).any(|(n, item)| {
+                n == handler && matches!(item.ty, ComponentItem::ComponentInstance(_))
+            })
         });
-        if !has_handler {
+        let Some(wit) = wit else {
             return Err(ModuleError::MissingExport {
-                wit: WIT_VERSION,
+                wit: HANDLERS_SERVED,
                 found: if exports.is_empty() {
                     "nothing".into()
                 } else {
                     exports.join(", ")
                 },
             });
-        }
+        };
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
                 .map_err(|e| ModuleError::ImportMismatch {
-                    wit: WIT_VERSION,
+                    wit,
                     reason: format!("{e:#}"),
                 })?;
-        self.check_exports(&instance_pre)?;
-        let pre = OperatorPre::new(instance_pre).map_err(|e| ModuleError::MissingExport {
-            wit: WIT_VERSION,
+        self.check_exports(&instance_pre, wit)?;
+        let missing = |e: wasmtime::Error| ModuleError::MissingExport {
+            wit: HANDLERS_SERVED,
             found: format!("{} ({e:#})", exports.join(", ")),
-        })?;
+        };
+        let pre = if wit == "0.1.0" {
+            ContractPre::V0_1(v0_1::OperatorPre::new(instance_pre).map_err(missing)?)
+        } else {
+            ContractPre::V0_2(v0_2::OperatorPre::new(instance_pre).map_err(missing)?)
+        };
         // Only a module that passed every check is cached.
         if let Some(cache) = self.cache.as_ref().filter(|_| fresh) {
             let artifact = component.serialize().map_err(|e| {
@@ -403,7 +450,7 @@ impl WasmHost {
             info: Arc::new(ModuleInfo {
                 digest,
                 size: bytes.len(),
-                world: format!("weir:operator/operator@{WIT_VERSION}"),
+                world: format!("weir:operator/operator@{wit}"),
                 imports,
                 exports,
             }),

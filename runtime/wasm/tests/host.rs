@@ -442,6 +442,98 @@ fn malformed_output_is_rejected() {
         matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("cell 9999")),
         "{err}"
     );
+    // An event sent to a side output it never declared, and output
+    // indexes that do not match the events.
+    let err = op
+        .process(&mut batch(&[(Some("k"), "3")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("output 2") && reason.contains("declared 1 side outputs")),
+        "{err}"
+    );
+    let err = op
+        .process(&mut batch(&[(Some("k"), "4")]), i64::MIN, 0)
+        .unwrap_err();
+    assert!(
+        matches!(&err, InstanceError::InvalidOutput { reason, .. } if reason.contains("2 output indexes for 1 emitted events")),
+        "{err}"
+    );
+}
+
+#[test]
+fn side_outputs_come_back_apart_from_the_main_output() {
+    let host = host();
+    let module = load(&host, "fraud-detector");
+    assert_eq!(module.contract_version(), "0.2.0");
+    assert_eq!(module.info().world, "weir:operator/operator@0.2.0");
+    let mut op = instance(
+        &module,
+        r#"{"max_count":1,"min_amount":10,"window_ms":100}"#,
+    );
+    assert_eq!(op.outputs(), ["alerts".to_string()]);
+    let mut input = batch(&[
+        (Some("c"), r#"{"amount":50}"#),
+        (Some("c"), r#"{"amount":5}"#),
+        (Some("c"), r#"{"amount":60}"#),
+    ]);
+    let out = op.process(&mut input, i64::MIN, 0).unwrap();
+    // Every transaction on the main output, the alert (two large ones
+    // within the window) on the side output alone.
+    assert_eq!(lines(&out.events).len(), 3);
+    assert_eq!(out.side.len(), 1);
+    assert_eq!(
+        lines(&out.side[0]),
+        vec![r#"{"key":"c","value":{"card":"c","count":2,"at":3},"timestamp":3}"#]
+    );
+}
+
+#[test]
+fn a_0_1_0_component_is_adapted_with_no_side_outputs() {
+    let host = host();
+    let module = load(&host, "c-filter");
+    assert_eq!(module.contract_version(), "0.1.0");
+    assert_eq!(module.info().world, "weir:operator/operator@0.1.0");
+    let mut op = instance(&module, r#"{"field":"n","op":"gt","value":1}"#);
+    assert!(op.outputs().is_empty() && op.ttls().is_empty());
+    let out = op
+        .process_from(
+            1,
+            &mut batch(&[(None, r#"{"n":1}"#), (None, r#"{"n":2}"#)]),
+            i64::MIN,
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        lines(&out.events),
+        vec![r#"{"value":{"n":2},"timestamp":2}"#]
+    );
+    assert!(out.side.is_empty());
+}
+
+#[test]
+fn the_input_index_reaches_the_operator() {
+    let host = host();
+    let mut op = instance(&load(&host, "enrich"), "");
+    // Input 1 is profiles, anything else transactions: each lands in its
+    // own map state.
+    op.process_from(
+        1,
+        &mut batch(&[(Some("u"), r#"{"tier":"gold"}"#)]),
+        i64::MIN,
+        0,
+    )
+    .unwrap();
+    op.process_from(0, &mut batch(&[(Some("u"), r#"{"id":7}"#)]), i64::MIN, 0)
+        .unwrap();
+    let profiles = op.state_mut().map("profiles", b"u").unwrap();
+    let pending = op.state_mut().map("pending", b"u").unwrap();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    assert!(
+        String::from_utf8_lossy(profiles.values().next().unwrap()).contains("gold"),
+        "{profiles:?}"
+    );
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(String::from_utf8_lossy(pending.keys().next().unwrap()).contains("id"));
 }
 
 #[test]
@@ -808,4 +900,100 @@ fn the_guest_clock_is_the_call_processing_time() {
         lines(&out.events),
         vec![r#"{"key":"k","value":1800000000123,"timestamp":1}"#]
     );
+}
+
+/// One keyed event `value` at time `ts`.
+fn at(key: &str, value: &str, ts: i64) -> Batch {
+    [Event {
+        key: Some(key.as_bytes().to_vec()),
+        value: value.as_bytes().to_vec(),
+        timestamp: ts,
+        headers: vec![],
+    }]
+    .into_iter()
+    .collect()
+}
+
+/// What the `ttl-state` guest saw, from its one output event.
+fn seen(out: &weir_wasm::CallOutcome) -> String {
+    let line = lines(&out.events).remove(0);
+    let start = line.find(r#""value":"#).unwrap() + 8;
+    let end = line.rfind(r#","timestamp""#).unwrap();
+    line[start..end].to_string()
+}
+
+#[test]
+fn processing_time_ttl_hides_expired_entries_at_once_and_removes_them() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    let mut op = instance(&module, r#"{"domain":"processing","ttl_ms":100}"#);
+    assert_eq!(op.ttls().len(), 3);
+    let out = op
+        .process(&mut at("k", r#""a""#, 1), i64::MIN, 1000)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    // 100 ms later: still there, all three kinds.
+    let out = op
+        .process(&mut at("k", r#""b""#, 2), i64::MIN, 1100)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+    // 101 ms after `b` was written: gone, though still in the store
+    // until this read removes it.
+    let out = op
+        .process(&mut at("k", r#""c""#, 3), i64::MIN, 1201)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    // The expired map entries and list items were removed; `c` is stored
+    // (stamped, which the operator never sees).
+    let map = op.state_mut().map("seen", b"k").unwrap();
+    assert_eq!(map.len(), 1, "{map:?}");
+    let list = op.state_mut().list("log", b"k").unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].ends_with(br#""c""#) && list[0].len() > 3);
+}
+
+#[test]
+fn event_time_ttl_expires_by_the_watermark_not_the_clock() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    let mut op = instance(&module, r#"{"domain":"event","ttl_ms":50}"#);
+    // Written at event time 1000 (no watermark yet).
+    op.process(&mut at("k", r#""a""#, 1000), i64::MIN, 0)
+        .unwrap();
+    // Hours of processing time later, watermark 1050: still live.
+    let out = op
+        .process(&mut at("k", r#""peek""#, 1060), 1050, 10_000_000)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+    // Watermark 1051: expired.
+    let out = op
+        .process(&mut at("k", r#""peek""#, 1070), 1051, 0)
+        .unwrap();
+    assert_eq!(seen(&out), r#"{"last":null,"seen":0,"log":0}"#);
+    assert_eq!(op.state_mut().value("last", b"k").unwrap(), None);
+}
+
+#[test]
+fn refresh_on_read_keeps_an_entry_that_is_read_alive() {
+    let host = host();
+    let module = load(&host, "ttl-state");
+    for (refresh, expected) in [
+        (false, r#"{"last":null,"seen":0,"log":0}"#),
+        (true, r#"{"last":"a","seen":1,"log":1}"#),
+    ] {
+        let config =
+            format!(r#"{{"domain":"processing","ttl_ms":100,"refresh_on_read":{refresh}}}"#);
+        let mut op = instance(&module, &config);
+        op.process(&mut at("k", r#""a""#, 1), i64::MIN, 1000)
+            .unwrap();
+        let out = op
+            .process(&mut at("k", r#""peek""#, 2), i64::MIN, 1080)
+            .unwrap();
+        assert_eq!(seen(&out), r#"{"last":"a","seen":1,"log":1}"#);
+        // 150 ms after the write, 70 after the read.
+        let out = op
+            .process(&mut at("k", r#""peek""#, 3), i64::MIN, 1150)
+            .unwrap();
+        assert_eq!(seen(&out), expected, "refresh_on_read: {refresh}");
+    }
 }

@@ -5,18 +5,101 @@ use serde::Serialize;
 
 use crate::bindings::weir::operator::timers;
 use crate::bindings::weir::operator::types::{
-    CallContext, CallOutput, EventBatch, EventError, Header, StateChanges,
+    CallContext, CallOutput, EventBatch, EventError, Header, StateChanges, StateKind, StateTtl,
+    TtlRefresh,
 };
 use crate::state::{Encoding, ListState, MapState, ValueState};
 use crate::{Error, Event, TimeDomain};
+
+/// How long a state's entries live ([`Setup::value_state_ttl`] and its
+/// map and list kin). An entry expires `ms` milliseconds after it was last
+/// written (or read, with [`Ttl::refresh_on_read`]): in processing time
+/// (the host's clock at each call) or in event time (the operator's
+/// watermark). An expired entry reads as absent at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    ms: u64,
+    domain: TimeDomain,
+    refresh: TtlRefresh,
+}
+
+impl Ttl {
+    /// Entries expire `ms` after their last write, on the host's clock.
+    pub fn processing_time(ms: u64) -> Self {
+        Ttl {
+            ms,
+            domain: TimeDomain::ProcessingTime,
+            refresh: TtlRefresh::OnWrite,
+        }
+    }
+
+    /// Entries expire once the watermark passes their last write's event
+    /// time (the event's timestamp, or the timer's time) plus `ms`.
+    pub fn event_time(ms: u64) -> Self {
+        Ttl {
+            ms,
+            domain: TimeDomain::EventTime,
+            refresh: TtlRefresh::OnWrite,
+        }
+    }
+
+    /// Reading an entry also restarts its time to live.
+    pub fn refresh_on_read(self) -> Self {
+        Ttl {
+            refresh: TtlRefresh::OnReadAndWrite,
+            ..self
+        }
+    }
+}
 
 /// Declares an operator's state while it starts ([`crate::Operator::init`]).
 #[derive(Debug, Default)]
 pub struct Setup {
     pub(crate) value_states: Vec<String>,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) ttls: Vec<StateTtl>,
 }
 
 impl Setup {
+    /// Declares side output `name`, written with [`Context::emit_to`]. A
+    /// topology reads it as `<operator>.<name>` (`input: fraud.alerts`);
+    /// the operator's own name stays its main output. Names are 1-128 of
+    /// `A-Z a-z 0-9 _ -`.
+    pub fn side_output(&mut self, name: &str) {
+        if !self.outputs.iter().any(|o| o == name) {
+            self.outputs.push(name.to_string());
+        }
+    }
+
+    fn ttl(&mut self, kind: StateKind, name: &str, ttl: Ttl) {
+        self.ttls.retain(|t| !(t.kind == kind && t.name == name));
+        self.ttls.push(StateTtl {
+            kind,
+            name: name.to_string(),
+            ttl_ms: ttl.ms,
+            domain: ttl.domain,
+            refresh: ttl.refresh,
+        });
+    }
+
+    /// Declares value state `name` whose values expire after `ttl`.
+    pub fn value_state_ttl<T>(&mut self, name: &str, ttl: Ttl) -> ValueState<T> {
+        self.ttl(StateKind::Value, name, ttl);
+        self.value_state(name)
+    }
+
+    /// Declares map state `name` whose entries expire one by one after `ttl`.
+    pub fn map_state_ttl<K, V>(&mut self, name: &str, ttl: Ttl) -> MapState<K, V> {
+        self.ttl(StateKind::Map, name, ttl);
+        self.map_state(name)
+    }
+
+    /// Declares list state `name` whose items expire one by one after `ttl`.
+    pub fn list_state_ttl<T>(&mut self, name: &str, ttl: Ttl) -> ListState<T> {
+        self.ttl(StateKind::List, name, ttl);
+        self.list_state(name)
+    }
+
     /// Declares value state `name`: one value of `T` per key. Its values for
     /// the keys of a batch travel with the batch, so reading and writing it
     /// costs no host call.
@@ -95,6 +178,9 @@ pub(crate) struct Output {
     value_lens: Vec<u32>,
     values: Vec<u8>,
     headers: Vec<Header>,
+    /// Output of each event (0 main, `k` side output `k - 1`); empty while
+    /// every event went to the main output.
+    outputs: Vec<u32>,
 }
 
 impl Output {
@@ -106,6 +192,17 @@ impl Output {
             value_lens: Vec::with_capacity(events),
             values: Vec::with_capacity(bytes),
             headers: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Records the output of the event just pushed.
+    fn tag(&mut self, output: u32) {
+        if output != 0 && self.outputs.is_empty() {
+            self.outputs.resize(self.timestamps.len() - 1, 0);
+        }
+        if !self.outputs.is_empty() {
+            self.outputs.push(output);
         }
     }
 
@@ -135,17 +232,19 @@ impl Output {
         self.keys.truncate(mark.keys);
         self.values.truncate(mark.values);
         self.headers.truncate(mark.headers);
+        self.outputs.truncate(mark.events);
     }
 
-    fn into_batch(self) -> EventBatch {
-        EventBatch {
+    fn into_batch(self) -> (EventBatch, Vec<u32>) {
+        let batch = EventBatch {
             timestamps: self.timestamps,
             key_lens: self.key_lens,
             keys: self.keys,
             value_lens: self.value_lens,
             values: self.values,
             headers: self.headers,
-        }
+        };
+        (batch, self.outputs)
     }
 }
 
@@ -169,6 +268,12 @@ pub struct Context<'a> {
     undo: Vec<(usize, Cell)>,
     pub(crate) output: Output,
     pub(crate) errors: Vec<EventError>,
+    /// The input the call's batch came from.
+    pub(crate) input: u32,
+    /// The declared side outputs, in output order.
+    side_outputs: &'a [String],
+    /// Where the event being emitted goes (0 main, `k` side output `k-1`).
+    target: u32,
 }
 
 impl<'a> Context<'a> {
@@ -178,6 +283,7 @@ impl<'a> Context<'a> {
         cells: Vec<Cell>,
         state_bytes: &'a [u8],
         expected_events: usize,
+        side_outputs: &'a [String],
     ) -> Self {
         Context {
             call,
@@ -191,6 +297,9 @@ impl<'a> Context<'a> {
             undo: Vec::new(),
             output: Output::with_capacity(expected_events, expected_events * 64),
             errors: Vec::new(),
+            input: 0,
+            side_outputs,
+            target: 0,
         }
     }
 
@@ -231,11 +340,63 @@ impl<'a> Context<'a> {
                 Cell::Original { .. } | Cell::Absent => {}
             }
         }
+        let (events, outputs) = self.output.into_batch();
         CallOutput {
-            events: self.output.into_batch(),
+            events,
             errors: self.errors,
             state: changes,
+            outputs,
         }
+    }
+
+    /// Which of the operator's inputs the current batch came from: the
+    /// index in its `input` list in the topology (0 for a single input,
+    /// and while a timer fires).
+    pub fn input(&self) -> u32 {
+        self.input
+    }
+
+    /// The output index of side output `name`, or an error naming the
+    /// declared ones.
+    fn side_output(&self, name: &str) -> Result<u32, Error> {
+        match self.side_outputs.iter().position(|o| o == name) {
+            Some(i) => Ok(i as u32 + 1),
+            None => Err(Error::new(format!(
+                "no side output {name:?}: declare it in init with setup.side_output({name:?}) (declared: {:?})",
+                self.side_outputs
+            ))),
+        }
+    }
+
+    /// Emits an event to side output `output` (declared in `init` with
+    /// [`Setup::side_output`]) instead of the main output.
+    pub fn emit_to(
+        &mut self,
+        output: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) -> Result<(), Error> {
+        self.target = self.side_output(output)?;
+        let result = self.emit(key, value, timestamp);
+        self.target = 0;
+        result
+    }
+
+    /// Emits an event whose value is `value` as JSON to side output
+    /// `output`.
+    pub fn emit_json_to<T: Serialize + ?Sized>(
+        &mut self,
+        output: &str,
+        key: Option<&[u8]>,
+        value: &T,
+        timestamp: i64,
+    ) -> Result<(), Error> {
+        self.target = self.side_output(output)?;
+        let result =
+            self.emit_written(key, timestamp, |out| Ok(serde_json::to_writer(out, value)?));
+        self.target = 0;
+        result
     }
 
     /// The key of the current event or timer, if it has one.
@@ -268,6 +429,7 @@ impl<'a> Context<'a> {
         self.output.timestamps.push(timestamp);
         self.output.value_lens.push(value.len() as u32);
         self.output.values.extend_from_slice(value);
+        self.output.tag(self.target);
         Ok(())
     }
 
@@ -302,6 +464,7 @@ impl<'a> Context<'a> {
         self.output.push_key(key);
         self.output.timestamps.push(timestamp);
         self.output.value_lens.push(len as u32);
+        self.output.tag(self.target);
         Ok(())
     }
 

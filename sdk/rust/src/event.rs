@@ -16,6 +16,9 @@ pub struct Event<'a> {
     pub value: &'a [u8],
     /// Event time, milliseconds since the Unix epoch.
     pub timestamp: i64,
+    /// Which of the operator's inputs the event came from: the index in the
+    /// operator's `input` list in the topology (0 for a single input).
+    pub input: u32,
     pub(crate) headers: &'a [Header],
 }
 

@@ -37,6 +37,13 @@
 //! written straight into the call's buffer with [`Context::emit_json`] or
 //! [`Context::emit_like_with`]; no `serde_json::Value` per event.
 //!
+//! Contract `weir:operator@0.2.0` adds three things an operator can use:
+//! the input a batch came from ([`Context::input`], [`Event::input`]) for
+//! joins and enrichment; named side outputs declared with
+//! [`Setup::side_output`] and written with [`Context::emit_to`]; and state
+//! whose entries expire, declared with a [`Ttl`] ([`Setup::value_state_ttl`],
+//! [`Setup::map_state_ttl`], [`Setup::list_state_ttl`]).
+//!
 //! Key types: [`Operator`], [`Setup`] (declare state in `init`), [`Context`]
 //! (per call), [`Event`] and [`Timer`] (inputs), [`ValueState`],
 //! [`MapState`], [`ListState`] (typed state), [`Error`]; event-time windows
@@ -50,21 +57,21 @@ mod runtime;
 mod state;
 pub mod window;
 
-/// Bindings generated from `wit/` (the `weir:operator` package). Authors do
+/// Bindings generated from `wit/0.2.0/` (the `weir:operator@0.2.0` package). Authors do
 /// not need them; they are public for the export macro and for the rare
 /// operator that wants the raw contract.
 #[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "operator",
-        path: "../../wit",
+        path: "../../wit/0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_weir_bindings",
         default_bindings_module: "weir_sdk::bindings",
     });
 }
 
-pub use context::{Context, Setup};
+pub use context::{Context, Setup, Ttl};
 pub use error::Error;
 pub use event::{Event, Timer};
 pub use state::{Encoding, ListState, MapState, ValueState};

@@ -13,6 +13,8 @@ use crate::{Event, Operator, Setup, Timer};
 pub struct Runtime<T> {
     operator: Option<T>,
     state_count: usize,
+    /// The side outputs declared at `init`, in output order.
+    outputs: Vec<String>,
 }
 
 impl<T> Default for Runtime<T> {
@@ -20,6 +22,7 @@ impl<T> Default for Runtime<T> {
         Runtime {
             operator: None,
             state_count: 0,
+            outputs: Vec::new(),
         }
     }
 }
@@ -94,8 +97,11 @@ impl<T: Operator> Runtime<T> {
         let mut setup = Setup::default();
         self.operator = Some(T::init(config, &mut setup)?);
         self.state_count = setup.value_states.len();
+        self.outputs = setup.outputs.clone();
         Ok(OperatorSpec {
             value_states: setup.value_states,
+            outputs: setup.outputs,
+            ttls: setup.ttls,
         })
     }
 
@@ -128,7 +134,9 @@ impl<T: Operator> Runtime<T> {
             cells,
             &input.state.bytes,
             n,
+            &self.outputs,
         );
+        ctx.input = input.input;
         let headers: &[Header] = &events.headers;
         let mut next_header = 0;
         let mut key_at = 0usize;
@@ -162,6 +170,7 @@ impl<T: Operator> Runtime<T> {
                 key,
                 value,
                 timestamp: events.timestamps[i],
+                input: input.input,
                 headers: &headers[first_header..next_header],
             };
             ctx.begin(key, slot, event.timestamp);
@@ -193,6 +202,7 @@ impl<T: Operator> Runtime<T> {
             cells,
             &input.state.bytes,
             n,
+            &self.outputs,
         );
         for i in 0..n {
             let slot = timers.key_slots[i] as usize;

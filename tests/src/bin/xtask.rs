@@ -432,14 +432,15 @@ fn wrong_wit(name: &str, from: &str, to: &str) -> Result<PathBuf> {
 /// The WIT changes of the wrong-WIT fixtures, each: name, WIT text
 /// replaced, its replacement, and the same change in the JavaScript
 /// sources (which name the version in their imports). `version` moves the
-/// package on (the handler export then has another name); `signature`
+/// package to a version the host has never served (the handler export then
+/// has a name it does not know); `signature`
 /// narrows `counter-add`'s delta (an import the host serves differently).
 const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
     (
         "version",
         "weir:operator@0.1.0",
-        "weir:operator@0.2.0",
-        ("@0.1.0'", "@0.2.0'"),
+        "weir:operator@0.9.0",
+        ("@0.1.0'", "@0.9.0'"),
     ),
     (
         "signature",

@@ -6,7 +6,9 @@
 //! number of such transactions at that time); the card's count is then the
 //! number recorded in `(t - window_ms, t]`, and when it exceeds `max_count`
 //! the operator emits `{"card": <key>, "count": <count>, "at": t}` keyed by
-//! the card. An event-time timer at `t + window_ms` evicts what has left
+//! the card to its side output `alerts` (read in a topology as
+//! `<operator>.alerts`). Every transaction goes on, unchanged, on the main
+//! output. An event-time timer at `t + window_ms` evicts what has left
 //! every window still to come.
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,7 @@ impl Operator for FraudDetector {
         if config.window_ms <= 0 {
             return Err("window_ms must be positive".into());
         }
+        setup.side_output("alerts");
         Ok(FraudDetector {
             config,
             large: setup.map_state("large"),
@@ -57,6 +60,7 @@ impl Operator for FraudDetector {
             .key_str()
             .ok_or_else(|| Error::new("fraud-detector needs events keyed by card (UTF-8)"))?;
         let txn: Transaction = event.json()?;
+        ctx.forward(&event)?;
         if txn.amount <= self.config.min_amount {
             return Ok(());
         }
@@ -72,7 +76,7 @@ impl Operator for FraudDetector {
             .map(|(_, n)| n)
             .sum();
         if count > self.config.max_count {
-            ctx.emit_json(event.key, &Alert { card, count, at: t }, t)?;
+            ctx.emit_json_to("alerts", event.key, &Alert { card, count, at: t }, t)?;
         }
         Ok(())
     }
