@@ -323,7 +323,7 @@ async function main() {
 
     // ---- a node's recent logs: an operator that logs the events it refuses ----
     await api(url, 'POST', '/v1/modules/poison-trap', readFileSync(join(GUESTS, 'poison_trap.wasm')), { 'Content-Type': 'application/wasm' });
-    const noisy = 'name: noisy\nsources: [{ name: in, stream: noisy-in }]\noperators:\n  - { name: p, module: poison-trap, input: in, on_error: skip }\nsinks: [{ name: out, stream: noisy-out, input: p }]\n';
+    const noisy = 'name: noisy\nsources: [{ name: in, stream: noisy-in }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key, on_error: skip }\nsinks: [{ name: out, stream: noisy-out, input: p }]\n';
     await api(url, 'PUT', '/v1/topologies/noisy', noisy, { 'Content-Type': 'application/yaml' });
     await api(url, 'POST', '/v1/topologies/noisy/start');
     await api(url, 'POST', '/v1/streams/noisy-in/events', JSON.stringify({ key: 'k', value: 'bad' }), { 'Content-Type': 'application/x-ndjson' });
