@@ -135,6 +135,9 @@ pub struct Topologies {
     outside: OutsideSettings,
     /// Brokers of `kafka:` endpoints that name none (`--kafka-brokers`).
     kafka_brokers: Option<String>,
+    /// A node of a cluster: inputs and outputs on this node's disk
+    /// (embedded streams) are refused.
+    cluster: bool,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -166,6 +169,8 @@ pub struct TopologySettings {
     pub outside: OutsideSettings,
     /// Default Kafka brokers (`--kafka-brokers`).
     pub kafka_brokers: Option<String>,
+    /// This server is a node of a cluster (`--cluster`).
+    pub cluster: bool,
 }
 
 impl Topologies {
@@ -183,6 +188,7 @@ impl Topologies {
             restart,
             outside,
             kafka_brokers,
+            cluster,
         } = settings;
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -198,6 +204,7 @@ impl Topologies {
             restart,
             outside,
             kafka_brokers,
+            cluster,
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -246,6 +253,21 @@ impl Topologies {
     /// it has none, what its operators say of their configs once
     /// instantiated (`probe.rs`). Slow: call it off the async runtime.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
+        let mut problems = self.validate_quickly(doc);
+        if !problems.iter().any(|p| p.severity == Severity::Error) {
+            problems.extend(probe::probe_operators(
+                &self.registry,
+                doc,
+                probe::PROBE_BUDGET,
+            ));
+        }
+        problems
+    }
+
+    /// The problems of `doc` short of instantiating its operators: the
+    /// document's own, its modules against the registry, and, on a
+    /// cluster's node, endpoints that live on one node's disk.
+    fn validate_quickly(&self, doc: &TopologyDoc) -> Vec<Problem> {
         let mut problems = records::validate(
             &self.registry,
             doc,
@@ -253,12 +275,8 @@ impl Topologies {
             &self.outside,
             self.kafka_brokers.is_some(),
         );
-        if !problems.iter().any(|p| p.severity == Severity::Error) {
-            problems.extend(probe::probe_operators(
-                &self.registry,
-                doc,
-                probe::PROBE_BUDGET,
-            ));
+        if self.cluster {
+            problems.extend(records::cluster_problems(doc));
         }
         problems
     }
@@ -270,6 +288,45 @@ impl Topologies {
         name: &str,
         doc: TopologyDoc,
     ) -> Result<(TopologyRecord, bool), TopologiesError> {
+        let problems = self.validate(&doc);
+        self.apply_checked(name, doc, problems, None)
+    }
+
+    /// The module versions `doc`'s references resolve to now (`name` →
+    /// `name@version`), as [`Topologies::apply`] would pin them.
+    pub fn resolve_pins(
+        &self,
+        doc: &TopologyDoc,
+    ) -> Result<std::collections::BTreeMap<String, String>, TopologiesError> {
+        let mut modules = std::collections::BTreeMap::new();
+        for op in &doc.operators {
+            let version = self.registry.resolve(&op.module)?;
+            modules.insert(op.module.clone(), version.reference());
+        }
+        Ok(modules)
+    }
+
+    /// [`Topologies::apply`] of a document a cluster's control topic
+    /// holds: pinned to the module versions the node that took the write
+    /// resolved (`modules`), and validated without instantiating the
+    /// operators again (that node did).
+    pub fn apply_pinned(
+        &self,
+        name: &str,
+        doc: TopologyDoc,
+        modules: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(TopologyRecord, bool), TopologiesError> {
+        let problems = self.validate_quickly(&doc);
+        self.apply_checked(name, doc, problems, Some(modules))
+    }
+
+    fn apply_checked(
+        &self,
+        name: &str,
+        doc: TopologyDoc,
+        problems: Vec<Problem>,
+        pinned: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(TopologyRecord, bool), TopologiesError> {
         check_name("topology", name)?;
         if doc.name != name {
             return Err(TopologiesError::NameMismatch {
@@ -277,29 +334,38 @@ impl Topologies {
                 path: name.to_string(),
             });
         }
-        let problems = self.validate(&doc);
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(TopologiesError::Invalid(problems));
         }
         self.with_claim(name, Some(Step::Apply), "applying", |_, claim| {
             let created = !self.records.exists(name);
-            let record = self
-                .pins
-                .pin_and_write(&self.registry, name, &doc, |modules| {
-                    let record = TopologyRecord {
-                        doc: doc.clone(),
-                        modules,
-                        desired: DesiredState::Stopped,
-                        updated_at: now_ms(),
-                        last_error: None,
-                    };
-                    self.records.write(&record)?;
-                    Ok(record)
-                })?;
+            let record =
+                self.pins
+                    .pin_and_write(&self.registry, name, &doc, pinned, |modules| {
+                        let record = TopologyRecord {
+                            doc: doc.clone(),
+                            modules,
+                            desired: DesiredState::Stopped,
+                            updated_at: now_ms(),
+                            last_error: None,
+                        };
+                        self.records.write(&record)?;
+                        Ok(record)
+                    })?;
             claim.finish(None, |slot| slot.restart.reset());
             tracing::info!(topology.name = name, created, "topology applied");
             Ok((record, created))
         })
+    }
+
+    /// The stored record of topology `name`.
+    pub fn record(&self, name: &str) -> Result<TopologyRecord, TopologiesError> {
+        self.records.read(name)
+    }
+
+    /// A topology that pins module version `reference` (`name@version`).
+    pub fn module_user(&self, reference: &str) -> Option<String> {
+        self.pins.user_of(reference)
     }
 
     /// Names of every topology, sorted.
