@@ -4,15 +4,22 @@
 //! through one node reach the others through the control topic, a write
 //! is read back at once on the node that took it, a node started later
 //! catches up, a chunked module arrives byte for byte, and hostile records
-//! in the control topic are reported without stopping any node. One broker
-//! serves the whole scenario (starting one takes seconds).
+//! in the control topic are reported without stopping any node, and a
+//! topology over a 4-partition topic is shared by two nodes through its
+//! consumer group with exactly-once output equal to the oracle. One
+//! broker serves the whole scenario (starting one takes seconds).
 
 mod server;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use rdkafka::Message;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use server::{Server, eventually};
 use weir_connectors::create_topic;
@@ -159,13 +166,18 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
             .count();
         (running == 2).then_some(())
     });
-    // It processes input (every node runs it whole for now).
+    // It processes input: its one partition is read by one of the nodes.
     produce_raw(&brokers, "cl-lines", &[(None, b"alpha beta gamma")]);
-    eventually("clt's output on node A", || {
-        let view = ca.get("/v1/topologies/clt");
-        let out: u64 = view.body["operators"]
-            .as_array()?
+    eventually("clt's output", || {
+        let out: u64 = [&ca, &cb]
             .iter()
+            .flat_map(|c| {
+                let view = c.get("/v1/topologies/clt");
+                view.body["operators"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .map(|o| o["events_out"].as_u64().unwrap_or(0))
             .sum();
         (out >= 3).then_some(())
@@ -260,4 +272,132 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
         let view = cluster_view(&a);
         (!view["members"].to_string().contains("\"c\"")).then_some(())
     });
+
+    // Tasks per partition: a 4-partition input shared by A and B through
+    // the topology's group, exactly-once output equal to the oracle.
+    create_topic(&brokers, "eo-lines", 4, &[]).unwrap();
+    create_topic(&brokers, "eo-words", 4, &[]).unwrap();
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!("w{} w{} w{}", i % 37, (i * 7) % 53, i % 5))
+        .collect();
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for line in &lines {
+        for word in line.split_whitespace() {
+            *oracle.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    let keyed = |from: usize, to: usize| -> Vec<(String, String)> {
+        (from..to)
+            .map(|i| (format!("k{i}"), lines[i].clone()))
+            .collect()
+    };
+    produce_keyed(&brokers, "eo-lines", &keyed(0, 200));
+    // B is away while A alone reads all four partitions.
+    b.stop();
+    // Checkpoints far apart: what A read is neither published nor
+    // committed to the source's group before B comes back, so only the
+    // hand-over at the revocation tells B where A's partitions stand.
+    let doc = topology_doc("eo", "eo-lines", "eo-words")
+        .replace(", delivery: at-least-once", "")
+        .replace("interval_ms: 200", "interval_ms: 600000");
+    // `ops@1` was deleted above: the upload is version 2 on every node.
+    let again = ca.push("ops", &module);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.body["version"], 2);
+    let put = ca.put_topology("eo", &doc);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/eo/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    let read_now = |client: &server::Http| -> u64 {
+        let status = client.get("/v1/topologies/eo");
+        status.body["sources"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x["events_read"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    eventually("A alone through the first half", || {
+        (read_now(&ca) >= 200).then_some(())
+    });
+    assert!(word_counts(&brokers, "eo-words").is_empty());
+    // B comes back: it catches up, joins eo's group, and two partitions
+    // move to it from A (A's offsets handed over first).
+    let b = node(dirs[1].path(), &brokers, "b");
+    let cb = b.client();
+    // Each node holds some of the four partitions, together all of them.
+    eventually("eo's partitions shared by A and B", || {
+        let view = cluster_view(&a);
+        let mut all = BTreeSet::new();
+        let mut holders = 0;
+        for m in view["members"].as_array()? {
+            let held: Vec<i64> = m["partitions"]["eo"]["eo-lines"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            holders += usize::from(!held.is_empty());
+            all.extend(held);
+        }
+        (holders == 2 && all == BTreeSet::from([0, 1, 2, 3])).then_some(())
+    });
+    produce_keyed(&brokers, "eo-lines", &keyed(200, 400));
+    // Each node's current run read part of the second half (their runs
+    // restarted on the new partitions), nothing twice.
+    eventually("the second half read by A and B", || {
+        let (on_a, on_b) = (read_now(&ca), read_now(&cb));
+        (on_a > 0 && on_b > 0 && on_a + on_b >= 200).then_some(())
+    });
+    // Stopping publishes each node's last output.
+    let stopped = cb.post_json("/v1/topologies/eo/stop", &json!({}));
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    eventually("eo stopped on A", || {
+        (state_of(&a, "eo") == "stopped").then_some(())
+    });
+    assert_eq!(word_counts(&brokers, "eo-words"), oracle);
+}
+/// Writes `(key, value)` records to `topic`.
+fn produce_keyed(brokers: &str, topic: &str, records: &[(String, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let record = BaseRecord::<str, str>::to(topic).key(key).payload(value);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// How often each key occurs in `topic` for a `read_committed` reader now.
+fn word_counts(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..4 {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut open: BTreeSet<i32> = (0..4).collect();
+    let mut counts = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                *counts.entry(key).or_insert(0) += 1;
+            }
+            Some(Err(RdError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "could not read {topic} to its end");
+    counts
 }

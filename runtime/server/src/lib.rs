@@ -301,7 +301,12 @@ pub async fn serve(
     let stopper = plane.clone();
     let _ = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || stopper.topologies.shutdown()),
+        tokio::task::spawn_blocking(move || {
+            stopper.topologies.shutdown();
+            if let Some(cluster) = stopper.cluster.get() {
+                cluster.leave_groups(&stopper);
+            }
+        }),
     )
     .await;
     result

@@ -6,10 +6,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use std::sync::Arc;
+
 use crate::ControlPlane;
 use crate::registry::digest_of;
 use crate::topologies::{DesiredState, TopologiesError};
 
+use super::Cluster;
 use super::keys::{DesiredEntry, Key, Manifest, Member, TopologyEntry, decode};
 
 /// Chunks of uploads whose manifest has not come yet, bounded in bytes:
@@ -81,7 +84,8 @@ pub(super) enum Applied {
 /// Applies one record. `max_module_bytes` bounds what a manifest may
 /// announce and what chunks may pile up.
 pub(super) fn apply(
-    plane: &ControlPlane,
+    plane: &Arc<ControlPlane>,
+    cluster: &Cluster,
     state: &mut ApplyState,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -192,7 +196,7 @@ pub(super) fn apply(
                     .map_err(|e| e.to_string())?;
             }
             match state.desired.get(&name) {
-                Some(&desired) => bring_to(plane, &name, desired),
+                Some(&desired) => bring_to(plane, cluster, &name, desired),
                 None => Ok(Applied::Nothing),
             }
         }
@@ -219,7 +223,7 @@ pub(super) fn apply(
             let entry: DesiredEntry = decode("desired", value)?;
             state.desired.insert(name.clone(), entry.desired);
             match plane.topologies.record(&name) {
-                Ok(_) => bring_to(plane, &name, entry.desired),
+                Ok(_) => bring_to(plane, cluster, &name, entry.desired),
                 // Its topology record comes later (compaction keeps the
                 // newest of each key, in the order they were written).
                 Err(TopologiesError::NotFound(_)) => Ok(Applied::Nothing),
@@ -244,23 +248,23 @@ pub(super) fn apply(
     }
 }
 
-/// Starts or stops topology `name` on this node to match `desired`.
-fn bring_to(plane: &ControlPlane, name: &str, desired: DesiredState) -> Result<Applied, String> {
-    let status = plane.topologies.status(name).map_err(|e| e.to_string())?;
+/// Starts or stops topology `name` on this node to match `desired`: a
+/// running one reads the partitions its group gives this node.
+fn bring_to(
+    plane: &Arc<ControlPlane>,
+    cluster: &Cluster,
+    name: &str,
+    desired: DesiredState,
+) -> Result<Applied, String> {
     match desired {
-        DesiredState::Running if !status.state.wants_running() => plane
-            .topologies
-            .start(name, None)
+        DesiredState::Running => cluster
+            .tasks
+            .run(plane, &cluster.name, &cluster.node, name)
             .map_err(|e| format!("topology `{name}` did not start on this node: {e}"))?,
-        DesiredState::Stopped
-            if status.state.wants_running() || status.record.desired == DesiredState::Running =>
-        {
-            plane
-                .topologies
-                .stop(name, None)
-                .map_err(|e| format!("topology `{name}` did not stop on this node: {e}"))?;
-        }
-        _ => {}
+        DesiredState::Stopped => cluster
+            .tasks
+            .stop(plane, name)
+            .map_err(|e| format!("topology `{name}` did not stop on this node: {e}"))?,
     }
     Ok(Applied::Nothing)
 }

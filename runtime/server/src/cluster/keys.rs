@@ -160,6 +160,10 @@ pub struct Member {
     pub every_ms: u64,
     /// The topologies it runs.
     pub running: Vec<String>,
+    /// Per running topology, the partitions it reads here (topic →
+    /// partitions).
+    #[serde(default)]
+    pub partitions: BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<i32>>>,
 }
 
 /// `value` as JSON of `T`, or what is wrong with it.

@@ -16,14 +16,18 @@
 //! - Each node appends a heartbeat (`member/<node>`) every few seconds:
 //!   its address, version, applied offset and the topologies it runs; a
 //!   clean shutdown deletes it.
+//! - `tasks.rs`: a running topology reads only the partitions of its
+//!   Kafka inputs that its consumer group (`weir.<cluster>.<topology>`)
+//!   gives this node; its job restarts on each change of assignment.
 //! - `keys.rs`: the records' keys and values.
 //!
-//! Not here yet: splitting a topology's partitions among the nodes (each
-//! node runs every running topology whole), changelog state, cluster-wide
-//! exactly-once, forwarded queries.
+//! Not here yet: keyed state that moves with its partitions (changelog
+//! topics), exactly-once across a node's crash (Kafka transactions with
+//! the input offsets), forwarded queries.
 
 mod apply;
 pub mod keys;
+mod tasks;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +154,8 @@ pub struct Cluster {
     applied_changed: Condvar,
     view: Mutex<View>,
     closing: AtomicBool,
+    /// The topologies' group members on this node.
+    tasks: tasks::Tasks,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -234,6 +240,7 @@ impl Cluster {
             applied_changed: Condvar::new(),
             view: Mutex::new(View::default()),
             closing: AtomicBool::new(false),
+            tasks: tasks::Tasks::default(),
         });
         let (me, on) = (cluster.clone(), plane.clone());
         std::thread::Builder::new()
@@ -295,6 +302,12 @@ impl Cluster {
             at: now_ms(),
             every_ms: self.heartbeat.as_millis() as u64,
             running: plane.topologies.running(),
+            partitions: plane
+                .topologies
+                .running()
+                .into_iter()
+                .filter_map(|t| Some((t.clone(), plane.topologies.share(&t)?.partitions)))
+                .collect(),
         };
         let key = Key::Member(self.node.clone()).text();
         if let Err(e) = self.log.append(&[(key, Some(encode(&member)))]) {
@@ -306,10 +319,17 @@ impl Cluster {
     /// leave).
     pub fn leave(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        self.tasks.quiet_all();
         let key = Key::Member(self.node.clone()).text();
         if let Err(e) = self.log.append(&[(key, None)]) {
             tracing::warn!(error = %e, "cannot delete this node's heartbeat");
         }
+    }
+
+    /// After the topologies stopped at shutdown: hands their offsets over
+    /// and leaves their groups.
+    pub fn leave_groups(&self, plane: &ControlPlane) {
+        self.tasks.leave_all(plane);
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {
@@ -344,13 +364,14 @@ impl Cluster {
     }
 
     /// The reader thread: applies every record in order until shutdown.
-    fn read_and_apply(&self, plane: &ControlPlane, reader: weir_connectors::ControlReader) {
+    fn read_and_apply(&self, plane: &Arc<ControlPlane>, reader: weir_connectors::ControlReader) {
         let mut state = ApplyState::default();
         while !self.closing.load(Ordering::SeqCst) {
             match reader.poll(Duration::from_millis(200)) {
                 ControlPoll::Record(record) => {
                     let outcome = apply::apply(
                         plane,
+                        self,
                         &mut state,
                         record.key.as_deref(),
                         record.value.as_deref(),
@@ -621,6 +642,7 @@ impl Cluster {
                     // to agree within a heartbeat or so.
                     "alive": now - m.at <= 3 * m.every_ms as i64,
                     "running": m.running,
+                    "partitions": m.partitions,
                     "this_node": m.node == self.node,
                 })
             })

@@ -61,6 +61,10 @@ use records::{Pins, Records, check_name};
 use restart::AfterFailure;
 use savepoints::{History, Savepoints};
 
+/// A job's source hand-overs, and whether it stopped after a last
+/// checkpoint.
+type Handoffs = (Vec<Arc<weir_connectors::Handoff>>, bool);
+
 /// Where a topology is now (its phase).
 pub type RunState = Phase;
 
@@ -138,6 +142,11 @@ pub struct Topologies {
     /// A node of a cluster: inputs and outputs on this node's disk
     /// (embedded streams) are refused.
     cluster: bool,
+    /// On a cluster's node: the partitions each topology reads here.
+    shares: Mutex<HashMap<String, weir_connectors::KafkaShare>>,
+    /// The hand-overs of each topology's current or last job's sources,
+    /// and whether that job stopped after a last checkpoint.
+    handoffs: Mutex<HashMap<String, Handoffs>>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -205,6 +214,8 @@ impl Topologies {
             outside,
             kafka_brokers,
             cluster,
+            shares: Mutex::new(HashMap::new()),
+            handoffs: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -358,6 +369,59 @@ impl Topologies {
         })
     }
 
+    /// Sets (or clears) the partitions topology `name` reads on this
+    /// cluster node from its next start on.
+    pub fn set_share(&self, name: &str, share: Option<weir_connectors::KafkaShare>) {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        match share {
+            Some(s) => shares.insert(name.to_string(), s),
+            None => shares.remove(name),
+        };
+    }
+
+    /// The partitions topology `name` reads on this cluster node.
+    pub fn share(&self, name: &str) -> Option<weir_connectors::KafkaShare> {
+        self.shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// After `name` stopped on this cluster node: commits its sources'
+    /// last positions to their groups, so the next owner of a partition
+    /// starts there. Only after a stop with a last checkpoint (otherwise
+    /// the next owner starts from the offsets committed before, and reads
+    /// again what this node read since).
+    pub fn hand_over(&self, name: &str) -> Result<(), String> {
+        let (handoffs, clean) = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        if !clean {
+            return Ok(());
+        }
+        for handoff in handoffs {
+            handoff.commit().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `name`'s job stopped after a last checkpoint: its sources' last
+    /// positions may be handed over.
+    fn stopped_cleanly(&self, name: &str) {
+        if let Some(entry) = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(name)
+        {
+            entry.1 = true;
+        }
+    }
+
     /// The stored record of topology `name`.
     pub fn record(&self, name: &str) -> Result<TopologyRecord, TopologiesError> {
         self.records.read(name)
@@ -484,16 +548,22 @@ impl Topologies {
     ) -> Result<(), TopologiesError> {
         let started = Instant::now();
         let mut record = self.records.read(name)?;
+        let share = self.share(name);
         let launcher = Launcher {
             registry: &self.registry,
             streams: &self.streams,
             options: self.options,
             outside: &self.outside,
             kafka_brokers: self.kafka_brokers.as_deref(),
+            share: share.as_ref(),
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)
-            .and_then(|job| {
+            .and_then(|(job, handoffs)| {
+                self.handoffs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), (handoffs, false));
                 record.desired = DesiredState::Running;
                 record.updated_at = now_ms();
                 record.last_error = None;
@@ -603,6 +673,7 @@ impl Topologies {
             );
             match &outcome {
                 Ok(report) => {
+                    self.stopped_cleanly(name);
                     self.history.remember(name, report.checkpoints.clone());
                     self.history.remember_sources(name, report.sources.clone());
                 }
@@ -810,11 +881,15 @@ impl Topologies {
                 continue;
             };
             match owner.reclaim(job).stop(None) {
-                Ok(report) => tracing::info!(
-                    topology.name = name,
-                    checkpoint = report.checkpoints.last().map(|c| c.id),
-                    "topology stopped for shutdown after a final checkpoint"
-                ),
+                Ok(report) => {
+                    tracing::info!(
+                        topology.name = name,
+                        checkpoint = report.checkpoints.last().map(|c| c.id),
+                        "topology stopped for shutdown after a final checkpoint"
+                    );
+                    self.stopped_cleanly(&name);
+                    self.history.remember(&name, report.checkpoints);
+                }
                 Err(e) => {
                     tracing::error!(topology.name = %name, error = %e, "topology failed while stopping")
                 }
