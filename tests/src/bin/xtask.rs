@@ -8,7 +8,9 @@
 //!   target if missing, and the Python ones with componentize-py (installed
 //!   into `target/py-venv` from PyPI on first use).
 //! - `test`: `guests` and `kafka`, then every workspace test (nextest
-//!   when installed), then `api-fuzz`.
+//!   when installed); up to three tests that fail are run once more and,
+//!   when they pass then, reported as flaky (`target/flaky-tests.txt`)
+//!   instead of failing the run; then `api-fuzz`.
 //! - `api-fuzz`: schemathesis (installed into `target/api-fuzz-venv` from
 //!   PyPI on first use) against a live `weir serve`'s `/v1/openapi.json`,
 //!   bounded in examples and time: no answer may be a 5xx, and every
@@ -941,15 +943,86 @@ fn test(extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(&root).env("WEIR_GUEST_DIR", guest_dir());
     if has_nextest() {
-        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        cmd.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--retries",
+            "1",
+        ]);
+        run(cmd.args(extra))?;
     } else {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
+        workspace_tests_with_one_retry(cmd.args(extra))?;
     }
-    run(cmd.args(extra))?;
     if console {
         console_test()?;
     }
     api_fuzz()
+}
+
+/// At most this many failed tests are run again; more is a breakage, not
+/// bad luck.
+const MAX_RETRIED_TESTS: usize = 3;
+
+/// Runs `cargo test` (`cmd`), echoing its output, and runs the tests that
+/// failed once more by exact name when there are at most
+/// [`MAX_RETRIED_TESTS`] of them. A test that passes on its retry is
+/// reported as flaky (on stderr and in `target/flaky-tests.txt`) and does
+/// not fail the run; one that fails twice does.
+fn workspace_tests_with_one_retry(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut failed = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout();
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            writeln!(stdout, "{line}")?;
+            if let Some(name) = failed_test(&line) {
+                failed.push(name.to_string());
+            }
+        }
+    }
+    let status = child.wait()?;
+    if status.success() {
+        return Ok(());
+    }
+    if failed.is_empty() || failed.len() > MAX_RETRIED_TESTS {
+        bail!(
+            "{cmd:?} failed with {status} ({} failed tests)",
+            failed.len()
+        );
+    }
+    failed.sort();
+    failed.dedup();
+    eprintln!(
+        "xtask: running the failed tests once more: {}",
+        failed.join(", ")
+    );
+    let mut again = cargo();
+    again
+        .current_dir(repo_root())
+        .env("WEIR_GUEST_DIR", guest_dir())
+        .args(["test", "--workspace", "--tests", "--", "--exact"])
+        .args(&failed);
+    run(&mut again).with_context(|| format!("failed twice: {}", failed.join(", ")))?;
+    let report = format!(
+        "flaky: failed once, then passed on a retry: {}\n",
+        failed.join(", ")
+    );
+    eprintln!("xtask: {report}");
+    std::fs::write(repo_root().join("target/flaky-tests.txt"), report)?;
+    Ok(())
+}
+
+/// The test a libtest output line reports as failed.
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
 }
 
 /// schemathesis against a live `weir serve` holding a module, a topology
@@ -1475,5 +1548,16 @@ mod tests {
                 "{path} is stale: run `cargo xtask unicode-tables`"
             );
         }
+    }
+
+    #[test]
+    fn only_failed_test_lines_name_a_test_to_retry() {
+        assert_eq!(
+            failed_test("test checkpoints::a_crash_keeps_state ... FAILED"),
+            Some("checkpoints::a_crash_keeps_state")
+        );
+        assert_eq!(failed_test("test a_crash_keeps_state ... ok"), None);
+        assert_eq!(failed_test("test result: FAILED. 1 passed; 1 failed"), None);
+        assert_eq!(failed_test("---- a_crash_keeps_state stdout ----"), None);
     }
 }
