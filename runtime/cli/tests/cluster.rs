@@ -188,6 +188,8 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     let hex = "00".repeat(32);
     let chunk_key = format!("module/evil/1/{hex}/0");
     let manifest_key = format!("module/evil/1/{hex}");
+    let cut_key = format!("module/cut/1/{}", "11".repeat(32));
+    let cut_manifest = json!({ "digest": format!("sha256:{}", "11".repeat(32)), "size": 10, "chunks": 2, "created_at": 0 }).to_string();
     let bad_manifest =
         json!({ "digest": format!("sha256:{hex}"), "size": 5, "chunks": 1, "created_at": 0 })
             .to_string();
@@ -202,6 +204,7 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
             (Some(chunk_key.as_bytes()), b"hello"),
             (Some(manifest_key.as_bytes()), bad_manifest.as_bytes()),
             (Some(b"member/a"), b"{\"node\": 5}"),
+            (Some(cut_key.as_bytes()), cut_manifest.as_bytes()),
         ],
     );
     // Both nodes keep going: a write after them is applied and answered.
@@ -213,13 +216,14 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     for server in [&a, &b] {
         let view = cluster_view(server);
         let problems = view["problems"].as_array().unwrap();
-        assert_eq!(problems.len(), 6, "{view}");
+        assert_eq!(problems.len(), 7, "{view}");
         let text = view["problems"].to_string();
         for says in [
             "not UTF-8",
             "unknown key",
             "topology record is not valid",
             "do not match the manifest",
+            "chunk 0 of 2 is missing",
         ] {
             assert!(text.contains(says), "missing {says:?} in {text}");
         }
