@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_io::{Bindings, CheckpointRef, Position, Sink, Source};
+use weir_io::{Bindings, CheckpointRef, FailureContext, Position, Sink, Source};
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
     ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
@@ -276,13 +276,9 @@ fn create_instances(
                     }
                     None => Box::new(MemoryState::new()),
                 };
+                let module = &modules[&o.module];
                 let instance = OperatorInstance::in_topology(
-                    &doc.name,
-                    &modules[&o.module],
-                    &o.name,
-                    &config,
-                    op_state,
-                    range,
+                    &doc.name, module, &o.name, &config, op_state, range,
                 )?;
                 declared.insert(o.name.clone(), instance.value_states().to_vec());
                 ops.push(ChainOp {
@@ -291,6 +287,13 @@ fn create_instances(
                     policy: o.on_error.unwrap_or_default(),
                     late: o.on_late.unwrap_or_default(),
                     metrics: metrics.register(&o.name, inst),
+                    context: FailureContext {
+                        topology: Some(doc.name.clone()),
+                        instance: u32::try_from(inst).ok(),
+                        module: Some(module.label().unwrap_or(&o.module).to_string()),
+                        digest: Some(module.info().digest.clone()),
+                        ..FailureContext::default()
+                    },
                 });
             }
             instances.push(ops);

@@ -52,7 +52,7 @@ pub use runner::{
     ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
 };
 pub use weir_io::{
-    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
-    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SourceWaker, SplitStats, fn_sink,
-    iter_source,
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats,
+    FailureContext, FailureKind, Next, Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter,
+    SourceWaker, SplitStats, fn_sink, iter_source,
 };

@@ -99,7 +99,13 @@ pub enum InstanceError {
         limit: usize,
     },
     #[error("operator `{operator}` trapped: {message}")]
-    Trap { operator: String, message: String },
+    Trap {
+        operator: String,
+        message: String,
+        /// The guest's frames at the trap, innermost first, demangled, as
+        /// its name section names them (empty for a module without one).
+        backtrace: Vec<String>,
+    },
     #[error(
         "operator `{operator}` handed the host over {limit} bytes of state writes in one call, and the call failed: write less per event, or give it fewer events per call"
     )]

@@ -16,6 +16,7 @@
 //! - `restart.rs`: the restart strategy (backoff, attempts, failures).
 //! - `launch.rs`: loading modules, binding streams and starting the job.
 //! - `savepoints.rs`: savepoints on disk and the checkpoint history.
+//! - `letters.rs`: reading the dead letters and replaying them.
 //! - `supervisor.rs`: the thread that notices a job that ended and
 //!   restarts it after its backoff.
 //!
@@ -25,6 +26,7 @@
 
 mod error;
 mod launch;
+mod letters;
 mod lifecycle;
 mod probe;
 mod records;
@@ -50,6 +52,7 @@ use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;
+pub use letters::{DeadLetterPage, MAX_DEAD_LETTERS_READ, MAX_DEAD_LETTERS_REPLAY, ReplayReport};
 pub use lifecycle::{Phase, Refusal, Step, transition};
 pub use records::{DesiredState, TopologyRecord};
 pub use restart::{Failure, KEPT_FAILURES, RestartPolicy};
