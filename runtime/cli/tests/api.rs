@@ -1132,3 +1132,111 @@ fn dead_letters_carry_their_context_and_replay_after_an_upgrade() {
     assert!(a.text.contains("writes no dead letters"), "{}", a.text);
     srv.stop();
 }
+
+/// An operator's own limits: over the server's maximum (set by a flag) is a
+/// 422 naming the path; a tighter output limit fails the operator that has
+/// it (its events dead-lettered as over-limit) while another operator in
+/// the same topology goes on; the limits that apply show in the status and
+/// change on an upgrade through a savepoint.
+#[test]
+fn operator_limits_are_bounded_enforced_per_operator_shown_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--operator-memory-mb", "128"], &[]);
+    let http = srv.client();
+    let a = http.push("identity", &guest_bytes("identity"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let doc = |narrow: &str| {
+        format!(
+            "name: lim\nsources: [{{ name: in, stream: lim-in }}]\noperators:\n  - {{ name: narrow, module: identity, input: in, on_error: dead-letter, limits: {{ {narrow} }} }}\n  - {{ name: wide, module: identity, input: in }}\nsinks:\n  - {{ name: n, stream: lim-narrow, input: narrow }}\n  - {{ name: w, stream: lim-wide, input: wide }}\n"
+        )
+    };
+    let a = http.put_topology("lim", &doc("memory_mb: 129"));
+    assert_eq!(
+        (a.status, a.code()),
+        (422, "invalid_topology"),
+        "{}",
+        a.text
+    );
+    let why = problem_at(&a, "operators[0].limits.memory_mb");
+    assert!(
+        why.contains("129 is over this server's maximum of 128")
+            && why.contains("--operator-memory-mb"),
+        "{why}"
+    );
+    let a = http.put_topology("lim", &doc("memory_mb: 64, max_output_bytes_per_call: 16"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let limits = &a.body["operator_limits"];
+    assert_eq!(
+        limits["narrow"],
+        json!({ "memory_mb": 64, "call_budget_ms": 2000, "max_state_value_bytes": 1 << 20, "max_output_bytes_per_call": 16 }),
+        "{}",
+        a.text
+    );
+    assert_eq!(limits["wide"]["memory_mb"], 128, "{}", a.text);
+    assert_eq!(
+        limits["wide"]["max_output_bytes_per_call"],
+        64 << 20,
+        "{}",
+        a.text
+    );
+    let a = http.post_json("/v1/topologies/lim/start", &json!({}));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let long = "x".repeat(40);
+    http.produce(
+        "lim-in",
+        &format!("{{\"key\":\"k\",\"value\":1}}\n{{\"key\":\"k\",\"value\":\"{long}\"}}\n"),
+    );
+    eventually("both events through the wide operator", || {
+        (http.events("lim-wide").len() == 2).then_some(())
+    });
+    let letter = eventually("the narrow operator's dead letter", || {
+        let a = http.get("/v1/topologies/lim/dead-letters");
+        a.body["dead_letters"].as_array()?.first().cloned()
+    });
+    assert_eq!(
+        (&letter["operator"], &letter["kind"]),
+        (&json!("narrow"), &json!("over-limit")),
+        "{letter}"
+    );
+    assert!(
+        letter["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 16 bytes"),
+        "{letter}"
+    );
+    let narrow: Vec<Value> = http
+        .events("lim-narrow")
+        .iter()
+        .map(|e| e["value"].clone())
+        .collect();
+    assert_eq!(narrow, [json!(1)]);
+
+    // Upgrade through a savepoint with a looser output limit: the long
+    // event now passes.
+    let a = http.post_json("/v1/topologies/lim/stop", &json!({ "savepoint": "sp" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.put_topology("lim", &doc("max_output_bytes_per_call: 1000"));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.post_json("/v1/topologies/lim/start", &json!({ "savepoint": "sp" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.get("/v1/topologies/lim");
+    assert_eq!(
+        a.body["operator_limits"]["narrow"]["max_output_bytes_per_call"], 1000,
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        a.body["operator_limits"]["narrow"]["memory_mb"], 128,
+        "{}",
+        a.text
+    );
+    http.produce(
+        "lim-in",
+        &format!("{{\"key\":\"k\",\"value\":\"{long}\"}}\n"),
+    );
+    eventually("the long event through the narrow operator", || {
+        (http.events("lim-narrow").len() == 2).then_some(())
+    });
+    srv.stop();
+}

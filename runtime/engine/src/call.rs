@@ -28,7 +28,9 @@ pub(crate) fn failure_of(e: &InstanceError) -> (FailureKind, Vec<String>) {
         InstanceError::MemoryLimit { .. } | InstanceError::TableLimit { .. } => {
             (FailureKind::MemoryCap, Vec::new())
         }
-        InstanceError::HostBytes { .. } => (FailureKind::OverLimit, Vec::new()),
+        InstanceError::HostBytes { .. } | InstanceError::OutputLimit { .. } => {
+            (FailureKind::OverLimit, Vec::new())
+        }
         InstanceError::InvalidOutput { .. } => (FailureKind::InvalidOutput, Vec::new()),
         _ => (FailureKind::GuestError, Vec::new()),
     }

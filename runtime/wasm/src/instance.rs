@@ -780,6 +780,21 @@ impl OperatorInstance {
         if let Err(e) = events.validate() {
             return Err(invalid(e.to_string()));
         }
+        let limit = self.limits().max_output_bytes_per_call;
+        let bytes = events.keys.len()
+            + events.values.len()
+            + events
+                .headers
+                .iter()
+                .map(|(_, name, value)| name.len() + value.len())
+                .sum::<usize>();
+        if bytes > limit {
+            return Err(InstanceError::OutputLimit {
+                operator: operator.clone(),
+                bytes,
+                limit,
+            });
+        }
         let (events, side) =
             split_outputs(events, &outputs, self.outputs.len()).map_err(invalid)?;
         let mut failures = Vec::with_capacity(errors.len());

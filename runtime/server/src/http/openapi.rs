@@ -292,6 +292,10 @@ pub fn document() -> Value {
                     "sources": { "type": "array", "description": "Events each source read in the current run, or in the last one once it stopped", "items": { "type": "object", "properties": {
                         "name": { "type": "string" }, "events_read": { "type": "integer" } } } },
                     "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
+                    "operator_limits": { "type": "object", "description": "Each operator's limits as its instances get them: its document's `limits`, else the server's",
+                        "additionalProperties": { "type": "object", "properties": {
+                            "memory_mb": { "type": "integer" }, "call_budget_ms": { "type": "integer" },
+                            "max_state_value_bytes": { "type": "integer" }, "max_output_bytes_per_call": { "type": "integer" } } } },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
                         "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } },
                     "usage": schema_ref("TopologyUsage") } },

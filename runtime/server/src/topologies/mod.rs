@@ -45,7 +45,7 @@ use weir_engine::{
     CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateRead,
 };
 use weir_state::StateDb;
-use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
+use weir_topology::{OperatorLimits, Problem, Severity, TopologyDoc, TopologyLimits};
 
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
 use weir_types::now_ms;
@@ -110,6 +110,9 @@ pub struct TopologyStatus {
     /// and why the last one failed.
     pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
+    /// Each operator's limits as they apply to its instances: its own
+    /// `limits`, else the server's.
+    pub operator_limits: Vec<(String, OperatorLimits)>,
 }
 
 /// How a start was asked for.
@@ -327,7 +330,14 @@ impl Topologies {
     pub fn status(&self, name: &str) -> Result<TopologyStatus, TopologiesError> {
         let record = self.records.read(name)?;
         let policy = self.restart.with(record.doc.restart.as_ref());
+        let operator_limits = record
+            .doc
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), self.limits.operator.with(o.limits.as_ref())))
+            .collect();
         let mut status = TopologyStatus {
+            operator_limits,
             record,
             state: Phase::Stopped,
             busy: None,
