@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
-use weir_topology::TopologyLimits;
-use weir_wasm::{CompileSandbox, HostConfig, HostSecret, ShapeLimits, WasmHost};
+use weir_topology::{OperatorLimits, TopologyLimits};
+use weir_wasm::{CompileSandbox, HostConfig, HostSecret, SandboxLimits, ShapeLimits, WasmHost};
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError};
 pub use registry::{ModuleRegistry, ModuleVersion, Prepared, Pushed, RegistryError};
@@ -85,8 +85,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest topology document (`PUT`, `validate`).
     pub max_document_bytes: usize,
-    /// How big a topology may be (operators, instances).
+    /// How big a topology may be (operators, instances). Its `operator`
+    /// maximum is set from `operator_limits` when the server opens.
     pub topology_limits: TopologyLimits,
+    /// The sandbox limits of every operator instance, and the most an
+    /// operator's own `limits` may raise them to.
+    pub operator_limits: SandboxLimits,
     /// Most bytes one read (or one step of a follow) returns.
     pub max_read_bytes: usize,
     pub max_followers_per_stream: usize,
@@ -112,6 +116,17 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
 }
 
+/// What an operator's own `limits` may go up to: the server's sandbox
+/// limits, in the document's units.
+pub fn operator_maximum(limits: &SandboxLimits) -> OperatorLimits {
+    OperatorLimits {
+        memory_mb: (limits.memory_bytes >> 20) as u64,
+        call_budget_ms: u64::try_from(limits.call_budget.as_millis()).unwrap_or(u64::MAX),
+        max_state_value_bytes: limits.max_state_value_bytes as u64,
+        max_output_bytes_per_call: limits.max_output_bytes_per_call as u64,
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -124,6 +139,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             topology_limits: TopologyLimits::default(),
+            operator_limits: SandboxLimits::default(),
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
             max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
             max_followers: DEFAULT_MAX_FOLLOWERS,
@@ -203,7 +219,7 @@ impl ControlPlane {
             shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
             compile: config.compile.clone(),
-            ..HostConfig::default()
+            limits: config.operator_limits,
         })?);
         let streams = Arc::new(StreamStore::open(
             &config.data_dir,
@@ -216,7 +232,10 @@ impl ControlPlane {
             streams.clone(),
             TopologySettings {
                 options: ExecOptions::default(),
-                limits: config.topology_limits,
+                limits: TopologyLimits {
+                    operator: operator_maximum(&config.operator_limits),
+                    ..config.topology_limits
+                },
                 restart: config.restart,
                 outside: config.outside.clone(),
                 kafka_brokers: config.kafka_brokers.clone(),

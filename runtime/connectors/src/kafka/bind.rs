@@ -199,6 +199,7 @@ mod tests {
             error: "bad".into(),
             failed_at: 0,
             event: weir_types::Event::default(),
+            context: weir_io::FailureContext::default(),
         };
         (bindings.dead_letter.as_mut().unwrap())(&letter("op")).unwrap();
         (*shared.lock().unwrap())(&letter("source `in`")).unwrap();

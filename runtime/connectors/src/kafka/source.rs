@@ -22,7 +22,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_io::{DeadLetter, DeadLetterFn, EndpointStats, Position, Pull, Source};
+use weir_io::{
+    DeadLetter, DeadLetterFn, EndpointStats, FailureContext, FailureKind, Position, Pull, Source,
+};
 use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
 use weir_types::{Event, now_ms};
 
@@ -394,6 +396,10 @@ impl KafkaSource {
                         value: msg.payload().unwrap_or_default().to_vec(),
                         timestamp: msg.timestamp().to_millis().unwrap_or_else(now_ms),
                         headers,
+                    },
+                    context: FailureContext {
+                        offset: u64::try_from(msg.offset()).ok(),
+                        ..FailureContext::of(FailureKind::Refused)
                     },
                 };
                 let mut write = letters

@@ -173,6 +173,7 @@ impl From<TopologiesError> for ApiError {
                 .with_details(json!({ "problems": list }))
             }
             T::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "topology_not_found", message),
+            T::BadRange { .. } => ApiError::bad_request("bad_range", message),
             T::NoSuchOperator { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "operator_not_found", message)
             }

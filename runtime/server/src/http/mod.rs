@@ -3,7 +3,8 @@
 //! - `error.rs`: [`ApiError`], the one place domain errors become statuses
 //!   and codes; responses that reach the client without a handler (no
 //!   route, a rejected body) are rewritten into the same JSON shape.
-//! - `modules.rs`, `topologies.rs`, `streams.rs` (with server-sent events),
+//! - `modules.rs`, `topologies.rs`, `letters.rs` (dead letters),
+//!   `streams.rs` (with server-sent events),
 //!   `observe.rs` (`/healthz`, `/metrics`): the handlers. Each parses the
 //!   request, calls the control plane (on the blocking pool when it does
 //!   I/O or compiles) and shapes the JSON answer.
@@ -22,6 +23,7 @@
 mod cluster;
 mod console;
 mod error;
+mod letters;
 mod metrics;
 mod modules;
 mod observe;
@@ -144,6 +146,16 @@ fn build(max_module_bytes: usize, max_document_bytes: usize, max_body_bytes: usi
             Method::GET,
             "/v1/topologies/{name}/operators/{operator}/state/{state}",
             get(topologies::state),
+        )
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}/dead-letters",
+            get(letters::list),
+        )
+        .add(
+            Method::POST,
+            "/v1/topologies/{name}/dead-letters/replay",
+            limited(post(letters::replay), max_document_bytes),
         )
         .add(Method::GET, "/v1/streams", get(streams::list))
         .add(

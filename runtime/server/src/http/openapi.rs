@@ -189,6 +189,24 @@ pub fn document() -> Value {
                  query_param("key", "string", "The key as text"), query_param("key_b64", "string", "The key as base64")], None,
             &[("200", "The value (JSON when it is JSON, else value_b64)", Some(json!({ "type": "object" })))],
             &[("400", "No key, or a bad one"), AUTH, ("404", "No such topology or operator (operator_not_found), no such state (state_not_found), an operator that keeps no state (stateless_operator), or no value for the key (key_not_found)"), ("409", "Stopped before its first checkpoint")]) },
+        "/v1/topologies/{name}/dead-letters": { "get": op("listDeadLetters",
+            "A topology's dead letters from an offset of its dead-letter stream, each with the failure's context: operator, instance, module and digest, source and offset, input, event time, kind (guest-error, trap, out-of-time, memory-cap, over-limit, invalid-output, late, refused), the message and, for a trap, the guest's backtrace",
+            vec![name(), query_param("offset", "integer", "First offset (default: the oldest held)"),
+                 query_param("limit", "integer", "Most letters (default 100, at most 1000)")], None,
+            &[("200", "Dead letters", Some(json!({ "type": "object", "properties": {
+                "stream": { "type": ["string", "null"], "description": "The dead-letter stream; null for a topology that writes no dead letters" }, "next_offset": { "type": "integer" },
+                "start_offset": { "type": "integer" }, "end_offset": { "type": "integer" },
+                "dead_letters": { "type": "array", "items": { "type": "object" } } } })))],
+            &[("400", "Bad name or limit, or an offset outside the letters (bad_range)"), AUTH, ("404", "No such topology")]) },
+        "/v1/topologies/{name}/dead-letters/replay": { "post": op("replayDeadLetters",
+            "Feed the dead letters at offsets from..to (to exclusive, at most 1000) back into the operators that failed on them, in the running topology (after an upgrade to a fixed module): what passes flows on; what fails again is reported and dead-lettered again",
+            vec![name()],
+            Some(json_body(json!({ "type": "object", "required": ["from", "to"], "properties": { "from": { "type": "integer", "minimum": 0 }, "to": { "type": "integer", "minimum": 0 } } }))),
+            &[("200", "What passed, failed again, or was skipped, by offset", Some(json!({ "type": "object", "properties": {
+                "passed": { "type": "array", "items": { "type": "integer" } },
+                "failed": { "type": "array", "items": { "type": "object" } },
+                "skipped": { "type": "array", "items": { "type": "object" } } } })))],
+            &[("400", "Bad name or body, or a range that is empty, too long, outside the letters or of a topology that writes none (bad_range)"), AUTH, ("404", "No such topology"), ("409", "Not running"), ("413", "Body over the limit"), ("500", "The engine failed")]) },
         "/v1/streams": { "get": op("listStreams", "Every stream with its offsets and size", vec![], None,
             &[("200", "Streams", Some(json!({ "type": "object", "properties": { "streams": { "type": "array", "items": schema_ref("StreamInfo") } } })))], &[AUTH]) },
         "/v1/streams/{name}/events": {
@@ -281,6 +299,10 @@ pub fn document() -> Value {
                     "sources": { "type": "array", "description": "Events each source read in the current run, or in the last one once it stopped", "items": { "type": "object", "properties": {
                         "name": { "type": "string" }, "events_read": { "type": "integer" } } } },
                     "endpoints": { "type": "array", "items": schema_ref("Endpoint") },
+                    "operator_limits": { "type": "object", "description": "Each operator's limits as its instances get them: its document's `limits`, else the server's",
+                        "additionalProperties": { "type": "object", "properties": {
+                            "memory_mb": { "type": "integer" }, "call_budget_ms": { "type": "integer" },
+                            "max_state_value_bytes": { "type": "integer" }, "max_output_bytes_per_call": { "type": "integer" } } } },
                     "failed_checkpoints": { "type": "object", "description": "Checkpoints of this run whose commit failed (no space, an I/O error) and were aborted, their changes carried into the next; the topology fails past checkpoint.tolerable_failed_checkpoints in a row (default 3)",
                         "properties": { "total": { "type": "integer" }, "in_a_row": { "type": "integer" }, "last_error": { "type": ["string", "null"] } } },
                     "usage": schema_ref("TopologyUsage") } },

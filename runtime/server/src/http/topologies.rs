@@ -113,6 +113,11 @@ fn status_json(s: &TopologyStatus) -> Value {
             "state_bytes": u.state_bytes,
         })),
         "sources": sources_json(s),
+        "operator_limits": s
+            .operator_limits
+            .iter()
+            .map(|(name, l)| (name.clone(), json!(l)))
+            .collect::<serde_json::Map<String, Value>>(),
         "failed_checkpoints": {
             "total": s.failed_checkpoints.0,
             "in_a_row": s.failed_checkpoints.1,

@@ -53,7 +53,9 @@ impl Launcher<'_> {
         let mut modules = Modules::new();
         for (reference, pinned) in &record.modules {
             let version = self.registry.resolve(pinned)?;
-            modules.insert(reference.clone(), self.registry.load(&version)?);
+            let label = format!("{}@{}", version.name, version.version);
+            let module = self.registry.load(&version)?.labelled(&label);
+            modules.insert(reference.clone(), module);
         }
         let mut bindings = Bindings::default();
         // Sinks outside Weir (PostgreSQL, HTTP), each with a writer to the

@@ -16,6 +16,7 @@
 //! - `restart.rs`: the restart strategy (backoff, attempts, failures).
 //! - `launch.rs`: loading modules, binding streams and starting the job.
 //! - `savepoints.rs`: savepoints on disk and the checkpoint history.
+//! - `letters.rs`: reading the dead letters and replaying them.
 //! - `supervisor.rs`: the thread that notices a job that ended and
 //!   restarts it after its backoff.
 //!
@@ -25,6 +26,7 @@
 
 mod error;
 mod launch;
+mod letters;
 mod lifecycle;
 mod probe;
 mod records;
@@ -43,13 +45,14 @@ use weir_engine::{
     CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateRead,
 };
 use weir_state::StateDb;
-use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
+use weir_topology::{OperatorLimits, Problem, Severity, TopologyDoc, TopologyLimits};
 
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
 use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;
+pub use letters::{DeadLetterPage, MAX_DEAD_LETTERS_READ, MAX_DEAD_LETTERS_REPLAY, ReplayReport};
 pub use lifecycle::{Phase, Refusal, Step, transition};
 pub use records::{DesiredState, TopologyRecord};
 pub use restart::{Failure, KEPT_FAILURES, RestartPolicy};
@@ -111,6 +114,9 @@ pub struct TopologyStatus {
     /// and why the last one failed.
     pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
+    /// Each operator's limits as they apply to its instances: its own
+    /// `limits`, else the server's.
+    pub operator_limits: Vec<(String, OperatorLimits)>,
 }
 
 /// How a start was asked for.
@@ -454,7 +460,14 @@ impl Topologies {
     pub fn status(&self, name: &str) -> Result<TopologyStatus, TopologiesError> {
         let record = self.records.read(name)?;
         let policy = self.restart.with(record.doc.restart.as_ref());
+        let operator_limits = record
+            .doc
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), self.limits.operator.with(o.limits.as_ref())))
+            .collect();
         let mut status = TopologyStatus {
+            operator_limits,
             record,
             state: Phase::Stopped,
             busy: None,
