@@ -246,6 +246,11 @@ fn concurrent_lifecycle_calls_never_fail_and_end_where_a_serial_order_would() {
             now != Model::Absent,
             "round {round}"
         );
+        assert_eq!(
+            topo_dir.exists(),
+            now != Model::Absent,
+            "round {round}: a deleted topology's directory came back"
+        );
         state = now;
     }
     assert!(

@@ -792,7 +792,9 @@ impl Topologies {
             }
             match owner.claim(Some(Step::Edit), what) {
                 Ok(claim) => {
-                    let result = stopped();
+                    // Deleted since the caller looked: answer 404 rather
+                    // than open (and so create) its state directory again.
+                    let result = self.records.read(name).and_then(|_| stopped());
                     claim.finish(None, |_| {});
                     return result;
                 }
