@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, compile_memory_bytes, compile_timeout_ms, restart_attempts, restart_backoff_ms,
     /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
-    /// postgres_url, workers, blocking_workers.
+    /// postgres_url, workers, blocking_workers, cluster, node_id,
+    /// cluster_chunk_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The bearer token clients must send (also WEIR_TOKEN).
@@ -141,6 +142,21 @@ pub struct ServeArgs {
     /// document names none.
     #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     kafka_brokers: Option<String>,
+    /// Be a node of cluster NAME: modules, topologies and their desired
+    /// state live in the Kafka topic `weir-cluster-NAME` on
+    /// --kafka-brokers (created when missing), and every node applies
+    /// them; any node's API takes writes.
+    #[arg(long, env = "WEIR_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+    /// This node's id in its cluster [default: one made at the first
+    /// start and kept in the data directory's `node-id`].
+    #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Module uploads are written to the control topic in records of at
+    /// most this many bytes (keep it under the broker's
+    /// `max.message.bytes`) [default: 524288].
+    #[arg(long, env = "WEIR_CLUSTER_CHUNK_BYTES", value_name = "BYTES")]
+    cluster_chunk_bytes: Option<usize>,
     /// Worker threads running every topology's sources, operators and
     /// sinks [default: the number of cores].
     #[arg(long, env = "WEIR_WORKERS", value_name = "N")]
@@ -187,6 +203,9 @@ struct FileConfig {
     kafka_brokers: Option<String>,
     workers: Option<usize>,
     blocking_workers: Option<usize>,
+    cluster: Option<String>,
+    node_id: Option<String>,
+    cluster_chunk_bytes: Option<usize>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -250,6 +269,22 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
     if pool.workers == 0 || pool.blocking_workers == 0 {
         anyhow::bail!("--workers and --blocking-workers must be at least 1");
     }
+    let kafka_brokers = args.kafka_brokers.or(file.kafka_brokers);
+    let cluster = match args.cluster.or(file.cluster) {
+        None => None,
+        Some(name) => Some(weir_server::ClusterConfig {
+            name,
+            brokers: kafka_brokers.clone().context(
+                "--cluster needs the brokers of its control topic: give --kafka-brokers HOST:PORT,… (WEIR_KAFKA_BROKERS)",
+            )?,
+            node_id: args.node_id.or(file.node_id),
+            chunk_bytes: args
+                .cluster_chunk_bytes
+                .or(file.cluster_chunk_bytes)
+                .unwrap_or(weir_server::cluster::DEFAULT_CHUNK_BYTES),
+            heartbeat: weir_server::cluster::DEFAULT_HEARTBEAT,
+        }),
+    };
     let server = ServerConfig {
         listen: pick!(listen, d.listen),
         data_dir: pick!(data_dir, d.data_dir),
@@ -314,7 +349,8 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
         outside: weir_connectors::OutsideSettings {
             postgres_url: args.postgres_url.or(file.postgres_url),
         },
-        kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
+        kafka_brokers,
+        cluster,
     };
     Ok((server, pool))
 }

@@ -8,6 +8,9 @@
 //!   (stopped, starting, running, restarting, stopping, failed); start/stop
 //!   through the engine's [`weir_engine::Job`] (checkpointed, exactly-once
 //!   stream sinks), restarts after failures with backoff.
+//! - [`cluster`]: a node of a cluster (`--cluster`): the control plane
+//!   in a Kafka topic every node applies in order through the same
+//!   registry and topology calls.
 //! - [`disk`]: the data directory's free space (produce answers 507 while
 //!   it is under `--min-free-bytes` or the disk is full).
 //! - [`http`]: the axum router: handlers, the error type and its JSON, bearer
@@ -20,6 +23,7 @@
 //! Not here: running operators (weir-engine), storing events (weir-connectors),
 //! the command line (the `weir` binary).
 
+pub mod cluster;
 pub mod disk;
 pub mod http;
 pub mod registry;
@@ -31,7 +35,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
@@ -39,7 +43,8 @@ use weir_engine::ExecOptions;
 use weir_topology::{OperatorLimits, TopologyLimits};
 use weir_wasm::{CompileSandbox, HostConfig, HostSecret, SandboxLimits, ShapeLimits, WasmHost};
 
-pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
+pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use registry::{ModuleRegistry, ModuleVersion, Prepared, Pushed, RegistryError};
 pub use topologies::{
     DesiredState, Phase, RestartPolicy, RunState, Topologies, TopologiesError, TopologyRecord,
     TopologySettings,
@@ -106,6 +111,9 @@ pub struct ServerConfig {
     /// Kafka brokers (`host:port,…`) of `kafka:` sources and sinks whose
     /// document names none.
     pub kafka_brokers: Option<String>,
+    /// Be a node of this cluster (`--cluster`); its control topic is on
+    /// the cluster config's brokers.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// What an operator's own `limits` may go up to: the server's sandbox
@@ -141,6 +149,7 @@ impl Default for ServerConfig {
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
             outside: OutsideSettings::default(),
             kafka_brokers: None,
+            cluster: None,
         }
     }
 }
@@ -171,6 +180,8 @@ pub enum ServerError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Topologies(#[from] TopologiesError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -190,6 +201,8 @@ pub struct ControlPlane {
     pub closing: AtomicBool,
     /// Followers (SSE) per stream now, against the caps.
     pub followers: Mutex<HashMap<String, usize>>,
+    /// This node's side of its cluster, once joined (`--cluster`).
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl ControlPlane {
@@ -226,6 +239,7 @@ impl ControlPlane {
                 restart: config.restart,
                 outside: config.outside.clone(),
                 kafka_brokers: config.kafka_brokers.clone(),
+                cluster: config.cluster.is_some(),
             },
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
@@ -238,6 +252,7 @@ impl ControlPlane {
             started_at: std::time::Instant::now(),
             closing: AtomicBool::new(false),
             followers: Mutex::new(HashMap::new()),
+            cluster: OnceLock::new(),
         }))
     }
 }
@@ -266,10 +281,25 @@ pub async fn serve(
             source,
         })?;
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
-    let resumer = plane.clone();
-    let resumed = tokio::task::spawn_blocking(move || resumer.topologies.resume())
-        .await
-        .unwrap_or(0);
+    let resumed = match plane.config.cluster.clone() {
+        // A cluster's node runs what the control topic says: joining
+        // applies it, starting what should run.
+        Some(cluster) => {
+            let joiner = plane.clone();
+            let joined = tokio::task::spawn_blocking(move || Cluster::join(&joiner, cluster))
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+            joined.announce(&plane, format!("http://{bound}"));
+            let _ = plane.cluster.set(joined);
+            plane.topologies.running().len()
+        }
+        None => {
+            let resumer = plane.clone();
+            tokio::task::spawn_blocking(move || resumer.topologies.resume())
+                .await
+                .unwrap_or(0)
+        }
+    };
     tracing::info!(listen = %bound, data_dir = %plane.config.data_dir.display(), resumed, "weir serve ready");
     on_bound(bound);
     let app = http::router(plane.clone());
@@ -282,11 +312,20 @@ pub async fn serve(
         })
         .await
         .map_err(ServerError::Serve);
+    if let Some(cluster) = plane.cluster.get() {
+        let leaving = cluster.clone();
+        let _ = tokio::task::spawn_blocking(move || leaving.leave()).await;
+    }
     tracing::info!("shutting down: stopping topologies");
     let stopper = plane.clone();
     let _ = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || stopper.topologies.shutdown()),
+        tokio::task::spawn_blocking(move || {
+            stopper.topologies.shutdown();
+            if let Some(cluster) = stopper.cluster.get() {
+                cluster.leave_groups(&stopper);
+            }
+        }),
     )
     .await;
     result
