@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{
-    Bindings, DeadLetter, EngineError, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter,
-    run_topology,
+    Bindings, DeadLetter, EngineError, ExecOptions, FailureKind, Modules, Sink, SinkFn, Source,
+    SourceIter, run_topology,
 };
 use weir_fixtures::guest_bytes;
 use weir_topology::parse_topology;
@@ -252,6 +252,25 @@ sinks: [{ name: out, stream: out, input: risky }]
         "{}",
         letters[0].error
     );
+    // Its context: a trap with the guest's frames, the module as the
+    // document names it (no registry here) and its digest, the instance
+    // that owns the key; no source offset (it came from `pass`).
+    let c = &letters[0].context;
+    assert_eq!(c.kind, FailureKind::Trap);
+    assert!(
+        c.backtrace.iter().any(|f| f.contains("PoisonTrap")),
+        "{:?}",
+        c.backtrace
+    );
+    assert_eq!(c.topology.as_deref(), Some("poison"));
+    assert_eq!(c.module.as_deref(), Some("poison-trap"));
+    assert!(
+        c.digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(matches!(c.instance, Some(0 | 1)), "{c:?}");
+    assert_eq!((c.source.as_deref(), c.offset), (None, None));
     let dead_lettered: u64 = report
         .operators
         .iter()
@@ -732,4 +751,54 @@ fn reading_a_side_output_that_was_not_declared_is_refused_with_its_path() {
     );
     assert_eq!(found[1].0, "sinks[1].input");
     assert!(found[1].1.contains("weir:operator@0.1.0"), "{found:?}");
+}
+
+/// An operator's own memory limit stops its instance at that size (not the
+/// server's), its event dead-lettered as a memory cap, while the operator
+/// beside it reading the same input goes on.
+#[test]
+fn an_operators_own_memory_limit_stops_it_alone() {
+    let modules = modules(&["identity", "memory-grower"]);
+    let doc = parse_topology(
+        r#"
+name: mem
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: tight, module: memory-grower, input: in, on_error: dead-letter, limits: { memory_mb: 8 } }
+  - { name: other, module: identity, input: in }
+sinks: [{ name: out, stream: out, input: other }, { name: grown, stream: grown, input: tight }]
+"#,
+    )
+    .unwrap();
+    let events = ["\"grow\"", "1"]
+        .iter()
+        .map(|v| Event {
+            value: v.as_bytes().to_vec(),
+            ..Event::default()
+        })
+        .collect();
+    let (out, passed) = collector();
+    let (grown, kept) = collector();
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let dead = letters.clone();
+    let mut bindings = bind(source(events), out);
+    bindings.sinks.insert("grown".into(), Box::new(grown));
+    bindings.dead_letter = Some(Box::new(move |l: &DeadLetter| {
+        dead.lock().unwrap().push(l.clone());
+        Ok(())
+    }));
+    run_topology(&doc, &modules, bindings, ExecOptions::default()).unwrap();
+    assert_eq!(passed.lock().unwrap().len(), 2);
+    assert_eq!(kept.lock().unwrap().len(), 1);
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].operator, "tight");
+    assert_eq!(letters[0].context.kind, FailureKind::MemoryCap);
+    assert!(
+        letters[0]
+            .error
+            .contains(&format!("limit of {} bytes", 8 << 20)),
+        "{}",
+        letters[0].error
+    );
 }
