@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{
-    Bindings, DeadLetter, EngineError, ExecOptions, FailureKind, Modules, Sink, SinkFn, Source,
-    SourceIter, run_topology,
+    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, FailureKind, Modules, Sink,
+    SinkFn, Source, SourceIter, run_topology,
 };
 use weir_fixtures::guest_bytes;
 use weir_topology::parse_topology;
@@ -45,6 +45,17 @@ fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
         Ok(())
     });
     (sink, lines)
+}
+
+/// A dead-letter output collecting the letters, and the letters.
+fn letter_collector() -> (DeadLetterFn, Arc<Mutex<Vec<DeadLetter>>>) {
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let dead = letters.clone();
+    let out: DeadLetterFn = Box::new(move |l: &DeadLetter| {
+        dead.lock().unwrap().push(l.clone());
+        Ok(())
+    });
+    (out, letters)
 }
 
 fn text_lines(lines: usize, words_per_line: usize) -> (Vec<Event>, BTreeMap<String, u64>) {
@@ -221,8 +232,7 @@ sinks: [{ name: out, stream: out, input: risky }]
     .unwrap();
     let events = poisoned(100_000, 54_321);
     let (sink, lines) = collector();
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let dead = letters.clone();
+    let (dead, letters) = letter_collector();
     let report = run_topology(
         &doc,
         &modules,
@@ -232,10 +242,7 @@ sinks: [{ name: out, stream: out, input: risky }]
                 Box::new(source(events)) as Box<dyn Source>,
             )]),
             sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
-            dead_letter: Some(Box::new(move |l: &DeadLetter| {
-                dead.lock().unwrap().push(l.clone());
-                Ok(())
-            })),
+            dead_letter: Some(dead),
             ..Bindings::default()
         },
         ExecOptions::default(),
@@ -539,8 +546,7 @@ fn late_events_are_counted_and_handled_by_policy() {
         ))
         .unwrap();
         let (sink, lines) = collector();
-        let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-        let dead = letters.clone();
+        let (dead, letters) = letter_collector();
         let report = run_topology(
             &doc,
             &modules,
@@ -550,10 +556,7 @@ fn late_events_are_counted_and_handled_by_policy() {
                     Box::new(source(events.clone())) as Box<dyn Source>,
                 )]),
                 sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
-                dead_letter: Some(Box::new(move |l: &DeadLetter| {
-                    dead.lock().unwrap().push(l.clone());
-                    Ok(())
-                })),
+                dead_letter: Some(dead),
                 ..Bindings::default()
             },
             ExecOptions {
@@ -779,14 +782,10 @@ sinks: [{ name: out, stream: out, input: other }, { name: grown, stream: grown, 
         .collect();
     let (out, passed) = collector();
     let (grown, kept) = collector();
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let dead = letters.clone();
+    let (dead, letters) = letter_collector();
     let mut bindings = bind(source(events), out);
     bindings.sinks.insert("grown".into(), Box::new(grown));
-    bindings.dead_letter = Some(Box::new(move |l: &DeadLetter| {
-        dead.lock().unwrap().push(l.clone());
-        Ok(())
-    }));
+    bindings.dead_letter = Some(dead);
     run_topology(&doc, &modules, bindings, ExecOptions::default()).unwrap();
     assert_eq!(passed.lock().unwrap().len(), 2);
     assert_eq!(kept.lock().unwrap().len(), 1);
