@@ -50,6 +50,11 @@ pub struct TestArgs {
     /// Events per call, as a topology would batch them.
     #[arg(long, default_value_t = 1024)]
     batch_size: usize,
+    /// How far the watermark trails the highest timestamp seen, ms (it
+    /// advances after each call; event-time timers fire as it passes
+    /// them, and all of them at the end of the input).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    max_out_of_orderness_ms: i64,
     /// Where compiled modules are cached, as for `weir run`; `none`
     /// disables the cache.
     #[arg(long, default_value = "weir-data/cache")]
@@ -127,7 +132,7 @@ fn test(args: &TestArgs, report: &mut String) -> Result<bool> {
     let options = RunOptions {
         batch_size: args.batch_size.max(1),
         on_error: ErrorPolicy::Fail,
-        ..RunOptions::default()
+        max_out_of_orderness_ms: args.max_out_of_orderness_ms,
     };
     let ran = run_operator(
         &mut instance,

@@ -811,3 +811,61 @@ fn weir_test_passes_and_fails_with_a_readable_diff() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("absent.jsonl"), "{}", stderr(&out));
 }
+
+/// Every Rust guest example with a `test/` directory (`input.jsonl`,
+/// `expected.jsonl`, and optionally `flags`: more `weir test` arguments,
+/// one a line) passes `weir test`, as a user's CI would run it.
+#[test]
+fn every_guest_example_passes_its_weir_test() {
+    let examples = repo_root().join("guest-examples/rust");
+    let mut tested = Vec::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path().join("test");
+        if !dir.is_dir() {
+            continue;
+        }
+        let name = dir
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let flags = std::fs::read_to_string(dir.join("flags")).unwrap_or_default();
+        let (input, expect) = (dir.join("input.jsonl"), dir.join("expected.jsonl"));
+        let module = module(&name);
+        let mut args = vec![
+            "test",
+            "--module",
+            &module,
+            "--input",
+            input.to_str().unwrap(),
+            "--expect",
+            expect.to_str().unwrap(),
+        ];
+        args.extend(flags.lines().filter(|l| !l.trim().is_empty()));
+        let out = weir(&args, "");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        tested.push(name);
+    }
+    tested.sort();
+    assert_eq!(
+        tested,
+        [
+            "filter",
+            "fraud-detector",
+            "identity",
+            "keyed-sum",
+            "map",
+            "split-words",
+            "window-sum",
+            "word-count"
+        ]
+    );
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::Duration;
 
 use weir_io::{Bindings, EndpointSnapshot, EndpointStats};
@@ -385,8 +385,11 @@ impl Job {
             }
             let again = match rx.recv_timeout(REPLAY_WAIT) {
                 Ok(answer) => answer.map_err(EngineError::NotRunning)?,
-                Err(_) if self.is_finished() => return Err(self.not_running()),
-                Err(_) => {
+                Err(RecvTimeoutError::Disconnected) => return Err(self.not_running()),
+                Err(RecvTimeoutError::Timeout) if self.is_finished() => {
+                    return Err(self.not_running());
+                }
+                Err(RecvTimeoutError::Timeout) => {
                     return Err(EngineError::NotRunning(format!(
                         "instance {instance} of operator `{operator}` did not answer the replay within {REPLAY_WAIT:?}: it is busy; replay fewer letters at once"
                     )));

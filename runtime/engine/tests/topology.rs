@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{
-    Bindings, DeadLetter, EngineError, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter,
-    run_topology,
+    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, FailureKind, Modules, Sink,
+    SinkFn, Source, SourceIter, run_topology,
 };
 use weir_fixtures::guest_bytes;
 use weir_topology::parse_topology;
@@ -45,6 +45,17 @@ fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
         Ok(())
     });
     (sink, lines)
+}
+
+/// A dead-letter output collecting the letters, and the letters.
+fn letter_collector() -> (DeadLetterFn, Arc<Mutex<Vec<DeadLetter>>>) {
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let dead = letters.clone();
+    let out: DeadLetterFn = Box::new(move |l: &DeadLetter| {
+        dead.lock().unwrap().push(l.clone());
+        Ok(())
+    });
+    (out, letters)
 }
 
 fn text_lines(lines: usize, words_per_line: usize) -> (Vec<Event>, BTreeMap<String, u64>) {
@@ -221,8 +232,7 @@ sinks: [{ name: out, stream: out, input: risky }]
     .unwrap();
     let events = poisoned(100_000, 54_321);
     let (sink, lines) = collector();
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let dead = letters.clone();
+    let (dead, letters) = letter_collector();
     let report = run_topology(
         &doc,
         &modules,
@@ -232,10 +242,7 @@ sinks: [{ name: out, stream: out, input: risky }]
                 Box::new(source(events)) as Box<dyn Source>,
             )]),
             sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
-            dead_letter: Some(Box::new(move |l: &DeadLetter| {
-                dead.lock().unwrap().push(l.clone());
-                Ok(())
-            })),
+            dead_letter: Some(dead),
             ..Bindings::default()
         },
         ExecOptions::default(),
@@ -252,6 +259,25 @@ sinks: [{ name: out, stream: out, input: risky }]
         "{}",
         letters[0].error
     );
+    // Its context: a trap with the guest's frames, the module as the
+    // document names it (no registry here) and its digest, the instance
+    // that owns the key; no source offset (it came from `pass`).
+    let c = &letters[0].context;
+    assert_eq!(c.kind, FailureKind::Trap);
+    assert!(
+        c.backtrace.iter().any(|f| f.contains("PoisonTrap")),
+        "{:?}",
+        c.backtrace
+    );
+    assert_eq!(c.topology.as_deref(), Some("poison"));
+    assert_eq!(c.module.as_deref(), Some("poison-trap"));
+    assert!(
+        c.digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    assert!(matches!(c.instance, Some(0 | 1)), "{c:?}");
+    assert_eq!((c.source.as_deref(), c.offset), (None, None));
     let dead_lettered: u64 = report
         .operators
         .iter()
@@ -520,8 +546,7 @@ fn late_events_are_counted_and_handled_by_policy() {
         ))
         .unwrap();
         let (sink, lines) = collector();
-        let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-        let dead = letters.clone();
+        let (dead, letters) = letter_collector();
         let report = run_topology(
             &doc,
             &modules,
@@ -531,10 +556,7 @@ fn late_events_are_counted_and_handled_by_policy() {
                     Box::new(source(events.clone())) as Box<dyn Source>,
                 )]),
                 sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
-                dead_letter: Some(Box::new(move |l: &DeadLetter| {
-                    dead.lock().unwrap().push(l.clone());
-                    Ok(())
-                })),
+                dead_letter: Some(dead),
                 ..Bindings::default()
             },
             ExecOptions {
@@ -732,4 +754,50 @@ fn reading_a_side_output_that_was_not_declared_is_refused_with_its_path() {
     );
     assert_eq!(found[1].0, "sinks[1].input");
     assert!(found[1].1.contains("weir:operator@0.1.0"), "{found:?}");
+}
+
+/// An operator's own memory limit stops its instance at that size (not the
+/// server's), its event dead-lettered as a memory cap, while the operator
+/// beside it reading the same input goes on.
+#[test]
+fn an_operators_own_memory_limit_stops_it_alone() {
+    let modules = modules(&["identity", "memory-grower"]);
+    let doc = parse_topology(
+        r#"
+name: mem
+sources: [{ name: in, stream: in }]
+operators:
+  - { name: tight, module: memory-grower, input: in, on_error: dead-letter, limits: { memory_mb: 8 } }
+  - { name: other, module: identity, input: in }
+sinks: [{ name: out, stream: out, input: other }, { name: grown, stream: grown, input: tight }]
+"#,
+    )
+    .unwrap();
+    let events = ["\"grow\"", "1"]
+        .iter()
+        .map(|v| Event {
+            value: v.as_bytes().to_vec(),
+            ..Event::default()
+        })
+        .collect();
+    let (out, passed) = collector();
+    let (grown, kept) = collector();
+    let (dead, letters) = letter_collector();
+    let mut bindings = bind(source(events), out);
+    bindings.sinks.insert("grown".into(), Box::new(grown));
+    bindings.dead_letter = Some(dead);
+    run_topology(&doc, &modules, bindings, ExecOptions::default()).unwrap();
+    assert_eq!(passed.lock().unwrap().len(), 2);
+    assert_eq!(kept.lock().unwrap().len(), 1);
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].operator, "tight");
+    assert_eq!(letters[0].context.kind, FailureKind::MemoryCap);
+    assert!(
+        letters[0]
+            .error
+            .contains(&format!("limit of {} bytes", 8 << 20)),
+        "{}",
+        letters[0].error
+    );
 }

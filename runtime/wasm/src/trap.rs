@@ -82,7 +82,8 @@ fn panic_of(stderr: &str) -> Option<String> {
 }
 
 /// Frames of the language runtime (Rust's std, core, alloc, panic
-/// machinery, WASI start-up glue) rather than of the operator.
+/// machinery, WASI start-up glue) or of Weir's SDK and the component's
+/// export glue, rather than of the operator.
 fn is_runtime_frame(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "std::",
@@ -99,6 +100,9 @@ fn is_runtime_frame(name: &str) -> bool {
         "__wasi",
         "wit_bindgen",
         "<wit_bindgen",
+        "weir_sdk::",
+        "<weir_sdk::",
+        "weir:operator/",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -115,6 +119,8 @@ mod tests {
             "_RNvNtNtNtNtCshXfaRvt2tfW_3std3sys3pal4wasi7helpers14abort_internal".to_string(),
             "_ZN3std9panicking20rust_panic_with_hook17h0123456789abcdefE".to_string(),
             "_ZN11poison_trap10PoisonTrap7process17h0123456789abcdefE".to_string(),
+            "weir_sdk::runtime::Runtime<T>::process".to_string(),
+            "weir:operator/handler@0.2.0#process".to_string(),
         ];
         let m = trap_message(
             "wasm trap: wasm `unreachable` instruction executed",
@@ -127,6 +133,7 @@ mod tests {
         );
         assert!(m.contains("in poison_trap::PoisonTrap::process"), "{m}");
         assert!(!m.contains("abort_internal") && !m.contains("std::"), "{m}");
+        assert!(!m.contains("Runtime<T>") && !m.contains("#process"), "{m}");
         assert!(!m.contains("RUST_BACKTRACE"), "{m}");
         assert!(!m.contains("17h0123456789abcdef"), "hash kept: {m}");
     }

@@ -174,10 +174,6 @@ impl Topologies {
             return Err(bad_range(name, "it has no dead letters yet".into()));
         };
         let record = self.records.read(name)?;
-        let owner = self.owner(name);
-        let Some(job) = owner.lease() else {
-            return Err(TopologiesError::NotRunning(name.to_string()));
-        };
         let mut letters = Vec::new();
         let mut at = from;
         while at < to {
@@ -189,6 +185,11 @@ impl Topologies {
             letters.extend((at..).zip(events.into_iter().map(DeadLetter::from_event)));
             at = next;
         }
+        // Leased for the engine calls only (a stop waits for the lease).
+        let owner = self.owner(name);
+        let Some(job) = owner.lease() else {
+            return Err(TopologiesError::NotRunning(name.to_string()));
+        };
         let mut report = ReplayReport {
             stream: stream_name,
             ..ReplayReport::default()
