@@ -1,7 +1,7 @@
 //! `weir new` end to end: the real binary writes a project, refuses to
 //! write over one, and every language's scaffold (built by `cargo xtask
 //! guests` with the project's own build.sh) runs its sample through
-//! `weir run` and prints exactly the project's `expected.jsonl`.
+//! `weir test` against the project's `expected.jsonl`.
 
 use std::process::{Command, Output};
 
@@ -76,32 +76,59 @@ fn weir_new_writes_a_project_and_never_over_another() {
 }
 
 #[test]
-fn every_scaffold_builds_and_prints_its_expected_output() {
+fn every_scaffold_builds_and_passes_its_weir_test() {
     let templates = repo_root().join("runtime/scaffold/templates/common");
     let input = templates.join("events.jsonl").display().to_string();
-    let expected = std::fs::read_to_string(templates.join("expected.jsonl")).unwrap();
-    assert_eq!(expected.lines().count(), 3);
+    let expect = templates.join("expected.jsonl");
+    assert_eq!(std::fs::read_to_string(&expect).unwrap().lines().count(), 3);
+    let expect = expect.display().to_string();
+    // A wrong expectation, so each pass below is known to be able to fail.
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong = tmp.path().join("wrong.jsonl");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&expect)
+            .unwrap()
+            .replace("AGAIN", "AGAIN!"),
+    )
+    .unwrap();
+    let wrong = wrong.display().to_string();
     // Compiled components are cached across runs (JavaScript and Python
     // ones take seconds to compile).
     let cache = repo_root().join("target/test-cache").display().to_string();
     for lang in weir_scaffold::Lang::ALL {
         let module = guest_path(&format!("scaffold-{}", lang.name()));
         let module = module.display().to_string();
-        let out = weir(&[
-            "run",
-            "--module",
-            &module,
-            "--input",
-            &input,
-            "--cache-dir",
-            &cache,
-        ]);
+        // What the project's README tells its author to run.
+        let test = |expect: &str| {
+            weir(&[
+                "test",
+                "--module",
+                &module,
+                "--input",
+                &input,
+                "--expect",
+                expect,
+                "--cache-dir",
+                &cache,
+            ])
+        };
+        let out = test(&expect);
         assert!(
             out.status.success(),
-            "{}: {}",
+            "{}: {}{}",
             lang.name(),
+            text(&out.stdout),
             text(&out.stderr)
         );
-        assert_eq!(text(&out.stdout), expected, "{}", lang.name());
+        let out = test(&wrong);
+        assert_eq!(out.status.code(), Some(1), "{}", lang.name());
+        assert!(
+            text(&out.stdout).contains("AGAIN!") || text(&out.stderr).contains("AGAIN!"),
+            "{}: the diff does not show the expected text: {}{}",
+            lang.name(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
 }
