@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, anyhow};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use weir_types::key_group_of;
 
 use crate::stats::median;
