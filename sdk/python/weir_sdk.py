@@ -7,8 +7,11 @@ the `weir:operator` contract (events and the value state of the batch's keys
 travel column by column): you see one event at a time, typed state stored as
 JSON (readable by operators in any language), and a `Context` to emit events.
 
-Build: `componentize-py -d <weir>/wit -w operator componentize app -p . -p <weir>/sdk/python -o op.wasm`
+Build: `componentize-py -d <weir>/wit -w operator componentize app -p . -p <site-packages> -o op.wasm`
+with this package installed (`pip install weir-sdk`).
 """
+
+__version__ = "0.1.0"
 
 import json
 

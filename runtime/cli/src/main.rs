@@ -10,6 +10,7 @@
 
 mod client;
 mod datadir;
+mod harness;
 mod new;
 mod run;
 mod serve;
@@ -130,6 +131,15 @@ enum Command {
         Languages: rust, c, js, python, go. The SDK is taken by path from a Weir checkout \
         (--weir, WEIR_CHECKOUT; default: the one this weir was built from).")]
     New(new::NewArgs),
+    /// Test one operator: run it over input events with state in memory and
+    /// compare what it emits with the expected events.
+    #[command(after_help = "Examples:\n  \
+        weir test --module my-op.wasm --input events.jsonl --expect expected.jsonl\n  \
+        weir test --module filter.wasm --input in.jsonl --expect out.jsonl --config field=amount --sort\n\n\
+        Both files are JSON lines of events; only the fields the expected file uses are compared \
+        (leave out `timestamp` to ignore it). Input events without a timestamp get 0. \
+        Exit 0: as expected; 1: a difference (printed) or the operator failed; 2: the test could not run.")]
+    Test(harness::TestArgs),
     /// `weir serve` runs itself with this to compile an upload in a child
     /// process: the component on stdin, the artifact on stdout.
     #[command(name = "compile-module", hide = true)]
@@ -247,6 +257,7 @@ fn main() -> ExitCode {
             Ok(finish(client::state::run(&client(&c), command)))
         }
         Command::New(args) => new::run(args),
+        Command::Test(args) => Ok(harness::run(&args)),
         Command::CompileModule { memory_bytes } => Ok(serve::compile_child(memory_bytes)),
     };
     let result = outcome;

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -133,7 +133,13 @@ pub(crate) enum OnError {
 }
 
 fn build_config(args: &RunArgs) -> Result<String> {
-    let mut config = match &args.config_json {
+    config_of(args.config_json.as_deref(), &args.config)
+}
+
+/// An operator's config: `json` (an object) with the `key=value` entries
+/// added (a value that parses as JSON is JSON, else text).
+pub fn config_of(json: Option<&str>, entries: &[String]) -> Result<String> {
+    let mut config = match json {
         Some(text) => match serde_json::from_str::<serde_json::Value>(text)
             .context("--config-json is not JSON")?
         {
@@ -142,7 +148,7 @@ fn build_config(args: &RunArgs) -> Result<String> {
         },
         None => serde_json::Map::new(),
     };
-    for entry in &args.config {
+    for entry in entries {
         let Some((key, value)) = entry.split_once('=') else {
             bail!("--config {entry:?} is not KEY=VALUE");
         };
@@ -154,8 +160,14 @@ fn build_config(args: &RunArgs) -> Result<String> {
 }
 
 fn host(args: &RunArgs) -> Result<WasmHost> {
+    cached_host(&args.cache_dir)
+}
+
+/// A host whose compiled modules are cached in `cache_dir` (`none`: not
+/// cached).
+pub fn cached_host(cache_dir: &Path) -> Result<WasmHost> {
     Ok(WasmHost::new(HostConfig {
-        cache_dir: (args.cache_dir.as_os_str() != "none").then(|| args.cache_dir.clone()),
+        cache_dir: (cache_dir.as_os_str() != "none").then(|| cache_dir.to_path_buf()),
         ..HostConfig::default()
     })?)
 }

@@ -12,9 +12,10 @@ use clap::Args;
 use serde::Deserialize;
 use weir_engine::{PoolConfig, WorkerPool};
 use weir_server::ServerConfig;
-use weir_topology::{RestartDoc, TopologyLimits};
+use weir_topology::{OperatorLimitsDoc, RestartDoc, TopologyLimits};
 use weir_wasm::{
-    CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, ModuleError, ShapeLimits,
+    CompileSandbox, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_COMPILE_TIMEOUT, ModuleError,
+    SandboxLimits, ShapeLimits,
 };
 
 #[derive(Args)]
@@ -28,11 +29,14 @@ pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, token, token_file,
     /// insecure_bind, metrics_public,
     /// max_module_bytes, max_body_bytes, max_document_bytes, max_operators,
-    /// max_instances, max_read_bytes, max_followers_per_stream, max_followers,
+    /// max_instances, operator_memory_mb, operator_call_budget_ms,
+    /// operator_max_state_value_bytes, operator_max_output_bytes_per_call,
+    /// max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, compile_memory_bytes, compile_timeout_ms, restart_attempts, restart_backoff_ms,
     /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
-    /// postgres_url, workers, blocking_workers.
+    /// postgres_url, workers, blocking_workers, cluster, node_id,
+    /// cluster_chunk_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// The bearer token clients must send (also WEIR_TOKEN).
@@ -66,6 +70,24 @@ pub struct ServeArgs {
     /// parallelism; each is a thread) [default: 1024].
     #[arg(long, env = "WEIR_MAX_INSTANCES")]
     max_instances: Option<usize>,
+    /// Linear memory of each operator instance, MiB, and the most an
+    /// operator's own `limits.memory_mb` may give it [default: 256].
+    #[arg(long, env = "WEIR_OPERATOR_MEMORY_MB")]
+    operator_memory_mb: Option<u64>,
+    /// Time one operator call may run, ms, and the most an operator's own
+    /// `limits.call_budget_ms` may give it [default: 2000].
+    #[arg(long, env = "WEIR_OPERATOR_CALL_BUDGET_MS")]
+    operator_call_budget_ms: Option<u64>,
+    /// Largest state value one write may store, bytes, and the most an
+    /// operator's own `limits.max_state_value_bytes` may allow
+    /// [default: 1 MiB].
+    #[arg(long, env = "WEIR_OPERATOR_MAX_STATE_VALUE_BYTES")]
+    operator_max_state_value_bytes: Option<u64>,
+    /// Bytes of events one operator call may emit, and the most an
+    /// operator's own `limits.max_output_bytes_per_call` may allow
+    /// [default: 64 MiB].
+    #[arg(long, env = "WEIR_OPERATOR_MAX_OUTPUT_BYTES_PER_CALL")]
+    operator_max_output_bytes_per_call: Option<u64>,
     /// Most bytes one read of a stream returns (at least one event)
     /// [default: 8 MiB].
     #[arg(long, env = "WEIR_MAX_READ_BYTES")]
@@ -120,6 +142,21 @@ pub struct ServeArgs {
     /// document names none.
     #[arg(long, env = "WEIR_KAFKA_BROKERS", value_name = "HOST:PORT,…")]
     kafka_brokers: Option<String>,
+    /// Be a node of cluster NAME: modules, topologies and their desired
+    /// state live in the Kafka topic `weir-cluster-NAME` on
+    /// --kafka-brokers (created when missing), and every node applies
+    /// them; any node's API takes writes.
+    #[arg(long, env = "WEIR_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+    /// This node's id in its cluster [default: one made at the first
+    /// start and kept in the data directory's `node-id`].
+    #[arg(long, env = "WEIR_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// Module uploads are written to the control topic in records of at
+    /// most this many bytes (keep it under the broker's
+    /// `max.message.bytes`) [default: 524288].
+    #[arg(long, env = "WEIR_CLUSTER_CHUNK_BYTES", value_name = "BYTES")]
+    cluster_chunk_bytes: Option<usize>,
     /// Worker threads running every topology's sources, operators and
     /// sinks [default: the number of cores].
     #[arg(long, env = "WEIR_WORKERS", value_name = "N")]
@@ -145,6 +182,10 @@ struct FileConfig {
     max_document_bytes: Option<usize>,
     max_operators: Option<usize>,
     max_instances: Option<usize>,
+    operator_memory_mb: Option<u64>,
+    operator_call_budget_ms: Option<u64>,
+    operator_max_state_value_bytes: Option<u64>,
+    operator_max_output_bytes_per_call: Option<u64>,
     max_read_bytes: Option<usize>,
     max_followers_per_stream: Option<usize>,
     max_followers: Option<usize>,
@@ -162,6 +203,9 @@ struct FileConfig {
     kafka_brokers: Option<String>,
     workers: Option<usize>,
     blocking_workers: Option<usize>,
+    cluster: Option<String>,
+    node_id: Option<String>,
+    cluster_chunk_bytes: Option<usize>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
@@ -181,6 +225,23 @@ fn read_token(path: &Path) -> Result<String> {
         path.display()
     );
     Ok(token)
+}
+
+/// The server's operator limits: `base` with those the flags or the file
+/// give, each at least 1.
+fn operator_limits(base: SandboxLimits, given: OperatorLimitsDoc) -> Result<SandboxLimits> {
+    let set = [
+        given.memory_mb,
+        given.call_budget_ms,
+        given.max_state_value_bytes,
+        given.max_output_bytes_per_call,
+    ];
+    if set.contains(&Some(0)) {
+        anyhow::bail!(
+            "--operator-memory-mb, --operator-call-budget-ms, --operator-max-state-value-bytes and --operator-max-output-bytes-per-call must be at least 1"
+        );
+    }
+    Ok(weir_engine::sandbox_limits(&given, base))
 }
 
 /// Flags and env (clap merged them) over the file over defaults.
@@ -208,6 +269,22 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
     if pool.workers == 0 || pool.blocking_workers == 0 {
         anyhow::bail!("--workers and --blocking-workers must be at least 1");
     }
+    let kafka_brokers = args.kafka_brokers.or(file.kafka_brokers);
+    let cluster = match args.cluster.or(file.cluster) {
+        None => None,
+        Some(name) => Some(weir_server::ClusterConfig {
+            name,
+            brokers: kafka_brokers.clone().context(
+                "--cluster needs the brokers of its control topic: give --kafka-brokers HOST:PORT,… (WEIR_KAFKA_BROKERS)",
+            )?,
+            node_id: args.node_id.or(file.node_id),
+            chunk_bytes: args
+                .cluster_chunk_bytes
+                .or(file.cluster_chunk_bytes)
+                .unwrap_or(weir_server::cluster::DEFAULT_CHUNK_BYTES),
+            heartbeat: weir_server::cluster::DEFAULT_HEARTBEAT,
+        }),
+    };
     let server = ServerConfig {
         listen: pick!(listen, d.listen),
         data_dir: pick!(data_dir, d.data_dir),
@@ -220,7 +297,23 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
         topology_limits: TopologyLimits {
             max_operators: pick!(max_operators, d.topology_limits.max_operators),
             max_instances: pick!(max_instances, d.topology_limits.max_instances),
+            ..d.topology_limits
         },
+        operator_limits: operator_limits(
+            d.operator_limits,
+            OperatorLimitsDoc {
+                memory_mb: args.operator_memory_mb.or(file.operator_memory_mb),
+                call_budget_ms: args
+                    .operator_call_budget_ms
+                    .or(file.operator_call_budget_ms),
+                max_state_value_bytes: args
+                    .operator_max_state_value_bytes
+                    .or(file.operator_max_state_value_bytes),
+                max_output_bytes_per_call: args
+                    .operator_max_output_bytes_per_call
+                    .or(file.operator_max_output_bytes_per_call),
+            },
+        )?,
         max_read_bytes: pick!(max_read_bytes, d.max_read_bytes),
         max_followers_per_stream: pick!(max_followers_per_stream, d.max_followers_per_stream),
         max_followers: pick!(max_followers, d.max_followers),
@@ -256,7 +349,8 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
         outside: weir_connectors::OutsideSettings {
             postgres_url: args.postgres_url.or(file.postgres_url),
         },
-        kafka_brokers: args.kafka_brokers.or(file.kafka_brokers),
+        kafka_brokers,
+        cluster,
     };
     Ok((server, pool))
 }

@@ -913,3 +913,330 @@ fn the_openapi_document_matches_the_routes() {
     assert!(checked >= 20, "{checked}");
     srv.stop();
 }
+
+/// Dead letters of topology `t` from a query.
+fn dead_letters(http: &server::Http, query: &str) -> server::Answer {
+    http.get(&format!("/v1/topologies/t/dead-letters{query}"))
+}
+
+/// Traps and a late event are dead-lettered with their context (a trap
+/// with the guest's backtrace by function name); after an upgrade to a new
+/// module version, a replay sends what now passes to the output and
+/// reports (and dead-letters again) what fails again; bad ranges, limits
+/// and a stopped or absent topology are clear 4xx errors.
+#[test]
+fn dead_letters_carry_their_context_and_replay_after_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &[], &[]);
+    let http = srv.client();
+    // Version 1 traps on every event (until 2100).
+    let a = http.push("m", &guest_bytes("trap-window"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let digest_v1 = a.body["digest"].as_str().unwrap().to_string();
+    let doc = |config: &str| {
+        format!(
+            "name: t\nsources: [{{ name: in, stream: t-in }}]\noperators:\n  - {{ name: p, module: m, input: in, key_by: key, on_error: dead-letter, on_late: dead-letter{config} }}\nsinks: [{{ name: out, stream: t-out, input: p }}]\n"
+        )
+    };
+    let a = http.put_topology("t", &doc(", config: { until_ms: 4102444800000 }"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    // Before any letter: an empty page; an absent topology: 404.
+    let a = dead_letters(&http, "");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["dead_letters"], json!([]));
+    let a = http.get("/v1/topologies/nope/dead-letters");
+    assert_eq!(
+        (a.status, a.code()),
+        (404, "topology_not_found"),
+        "{}",
+        a.text
+    );
+    let a = http.post_json("/v1/topologies/t/start", &json!({}));
+    assert_eq!(a.status, 200, "{}", a.text);
+    http.produce(
+        "t-in",
+        "{\"key\":\"a\",\"value\":\"x\",\"timestamp\":1000}\n{\"key\":\"b\",\"value\":\"bad\",\"timestamp\":100000}\n",
+    );
+    let h = &http;
+    let count = |n: usize| {
+        move || {
+            let a = dead_letters(h, "?offset=0&limit=10");
+            let list = a.body["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (list.len() == n).then_some(list)
+        }
+    };
+    eventually("two dead letters", count(2));
+    // Behind the watermark the second event raised: late.
+    http.produce(
+        "t-in",
+        "{\"key\":\"d\",\"value\":\"late\",\"timestamp\":1}\n",
+    );
+    let letters = eventually("three dead letters", count(3));
+    let trap = &letters[0];
+    assert_eq!(trap["kind"], "trap", "{trap}");
+    assert_eq!(
+        (&trap["topology"], &trap["operator"], &trap["instance"]),
+        (&json!("t"), &json!("p"), &json!(0))
+    );
+    assert_eq!(
+        (&trap["module"], &trap["digest"]),
+        (&json!("m@1"), &json!(digest_v1))
+    );
+    assert_eq!(
+        (&trap["source"], &trap["source_offset"]),
+        (&json!("in"), &json!(0))
+    );
+    assert_eq!(
+        (&trap["key"], &trap["event_time"], &trap["value"]),
+        (&json!("a"), &json!(1000), &json!("x"))
+    );
+    assert!(
+        trap["error"].as_str().unwrap().contains("trap window"),
+        "{trap}"
+    );
+    let frames: Vec<&str> = trap["backtrace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        frames.iter().any(|f| f.contains("TrapWindow")),
+        "the backtrace names the guest's function: {frames:?}"
+    );
+    assert!(trap["headers"].as_object().unwrap().is_empty(), "{trap}");
+    assert_eq!(letters[1]["source_offset"], 1);
+    let late = &letters[2];
+    assert_eq!(
+        (&late["kind"], &late["key"], &late["backtrace"]),
+        (&json!("late"), &json!("d"), &json!([]))
+    );
+    // Paging: one at a time.
+    let a = dead_letters(&http, "?offset=1&limit=1");
+    assert_eq!(a.body["dead_letters"][0]["offset"], 1, "{}", a.text);
+    assert_eq!(a.body["next_offset"], 2, "{}", a.text);
+    // Hostile reads and ranges.
+    for (query, code) in [
+        ("?limit=0", "bad_limit"),
+        ("?limit=5000", "bad_limit"),
+        ("?offset=99", "bad_range"),
+    ] {
+        let a = dead_letters(&http, query);
+        assert_eq!((a.status, a.code()), (400, code), "{query}: {}", a.text);
+    }
+    assert_eq!(dead_letters(&http, "?limit=x").status, 400);
+    let replay = |from: u64, to: u64| {
+        http.post_json(
+            "/v1/topologies/t/dead-letters/replay",
+            &json!({ "from": from, "to": to }),
+        )
+    };
+    for (from, to, says) in [
+        (2, 2, "is empty"),
+        (0, 5000, "over the 1000"),
+        (1, 9, "outside its dead letters"),
+    ] {
+        let a = replay(from, to);
+        assert_eq!(
+            (a.status, a.code()),
+            (400, "bad_range"),
+            "{from}..{to}: {}",
+            a.text
+        );
+        assert!(a.text.contains(says), "{from}..{to}: {}", a.text);
+    }
+    let a = http.post_json(
+        "/v1/topologies/t/dead-letters/replay",
+        &json!({ "from": 0 }),
+    );
+    assert_eq!((a.status, a.code()), (400, "invalid_json"), "{}", a.text);
+    let a = http.post_json(
+        "/v1/topologies/nope/dead-letters/replay",
+        &json!({ "from": 0, "to": 1 }),
+    );
+    assert_eq!(
+        (a.status, a.code()),
+        (404, "topology_not_found"),
+        "{}",
+        a.text
+    );
+
+    // The upgrade, through a savepoint, to version 2 (poison-trap: it
+    // forwards "x" and "late" but fails on "bad").
+    let a = http.post_json("/v1/topologies/t/stop", &json!({ "savepoint": "before" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = replay(0, 3);
+    assert_eq!(
+        (a.status, a.code()),
+        (409, "topology_not_running"),
+        "{}",
+        a.text
+    );
+    let a = http.push("m", &guest_bytes("poison-trap"));
+    assert_eq!(a.body["version"], 2, "{}", a.text);
+    assert_eq!(http.put_topology("t", &doc("")).status, 200);
+    let a = http.post_json("/v1/topologies/t/start", &json!({ "savepoint": "before" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = replay(0, 3);
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["passed"], json!([0, 2]), "{}", a.text);
+    let failed = &a.body["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{}", a.text);
+    assert_eq!(
+        (&failed[0]["offset"], &failed[0]["operator"]),
+        (&json!(1), &json!("p"))
+    );
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("bad event"),
+        "{}",
+        a.text
+    );
+    // What passed reaches the output.
+    let mut values = eventually("the replayed events' output", || {
+        let values: Vec<Value> = http
+            .events("t-out")
+            .iter()
+            .map(|e| e["value"].clone())
+            .collect();
+        (values.len() == 2).then_some(values)
+    });
+    values.sort_by_key(Value::to_string);
+    assert_eq!(values, [json!("late"), json!("x")]);
+    // What failed again is a new letter, of the new version.
+    let a = dead_letters(&http, "?offset=3");
+    let again = &a.body["dead_letters"][0];
+    assert_eq!(
+        (&again["kind"], &again["module"], &again["key"]),
+        (&json!("guest-error"), &json!("m@2"), &json!("b")),
+        "{}",
+        a.text
+    );
+    // A topology that writes no dead letters has none to read or replay.
+    let plain = "name: plain\nsources: [{ name: in, stream: t-in }]\noperators:\n  - { name: p, module: m, input: in, key_by: key }\nsinks: [{ name: out, stream: plain-out, input: p }]\n";
+    assert_eq!(http.put_topology("plain", plain).status, 201);
+    let a = http.get("/v1/topologies/plain/dead-letters");
+    assert_eq!(
+        (a.status, &a.body["stream"], &a.body["dead_letters"]),
+        (200, &Value::Null, &json!([])),
+        "{}",
+        a.text
+    );
+    let a = http.post_json(
+        "/v1/topologies/plain/dead-letters/replay",
+        &json!({ "from": 0, "to": 1 }),
+    );
+    assert_eq!((a.status, a.code()), (400, "bad_range"), "{}", a.text);
+    assert!(a.text.contains("writes no dead letters"), "{}", a.text);
+    srv.stop();
+}
+
+/// An operator's own limits: over the server's maximum (set by a flag) is a
+/// 422 naming the path; a tighter output limit fails the operator that has
+/// it (its events dead-lettered as over-limit) while another operator in
+/// the same topology goes on; the limits that apply show in the status and
+/// change on an upgrade through a savepoint.
+#[test]
+fn operator_limits_are_bounded_enforced_per_operator_shown_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), &["--operator-memory-mb", "128"], &[]);
+    let http = srv.client();
+    let a = http.push("identity", &guest_bytes("identity"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let doc = |narrow: &str| {
+        format!(
+            "name: lim\nsources: [{{ name: in, stream: lim-in }}]\noperators:\n  - {{ name: narrow, module: identity, input: in, on_error: dead-letter, limits: {{ {narrow} }} }}\n  - {{ name: wide, module: identity, input: in }}\nsinks:\n  - {{ name: n, stream: lim-narrow, input: narrow }}\n  - {{ name: w, stream: lim-wide, input: wide }}\n"
+        )
+    };
+    let a = http.put_topology("lim", &doc("memory_mb: 129"));
+    assert_eq!(
+        (a.status, a.code()),
+        (422, "invalid_topology"),
+        "{}",
+        a.text
+    );
+    let why = problem_at(&a, "operators[0].limits.memory_mb");
+    assert!(
+        why.contains("129 is over this server's maximum of 128")
+            && why.contains("--operator-memory-mb"),
+        "{why}"
+    );
+    let a = http.put_topology("lim", &doc("memory_mb: 64, max_output_bytes_per_call: 16"));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let limits = &a.body["operator_limits"];
+    assert_eq!(
+        limits["narrow"],
+        json!({ "memory_mb": 64, "call_budget_ms": 2000, "max_state_value_bytes": 1 << 20, "max_output_bytes_per_call": 16 }),
+        "{}",
+        a.text
+    );
+    assert_eq!(limits["wide"]["memory_mb"], 128, "{}", a.text);
+    assert_eq!(
+        limits["wide"]["max_output_bytes_per_call"],
+        64 << 20,
+        "{}",
+        a.text
+    );
+    let a = http.post_json("/v1/topologies/lim/start", &json!({}));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let long = "x".repeat(40);
+    http.produce(
+        "lim-in",
+        &format!("{{\"key\":\"k\",\"value\":1}}\n{{\"key\":\"k\",\"value\":\"{long}\"}}\n"),
+    );
+    eventually("both events through the wide operator", || {
+        (http.events("lim-wide").len() == 2).then_some(())
+    });
+    let letter = eventually("the narrow operator's dead letter", || {
+        let a = http.get("/v1/topologies/lim/dead-letters");
+        a.body["dead_letters"].as_array()?.first().cloned()
+    });
+    assert_eq!(
+        (&letter["operator"], &letter["kind"]),
+        (&json!("narrow"), &json!("over-limit")),
+        "{letter}"
+    );
+    assert!(
+        letter["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 16 bytes"),
+        "{letter}"
+    );
+    let narrow: Vec<Value> = http
+        .events("lim-narrow")
+        .iter()
+        .map(|e| e["value"].clone())
+        .collect();
+    assert_eq!(narrow, [json!(1)]);
+
+    // Upgrade through a savepoint with a looser output limit: the long
+    // event now passes.
+    let a = http.post_json("/v1/topologies/lim/stop", &json!({ "savepoint": "sp" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.put_topology("lim", &doc("max_output_bytes_per_call: 1000"));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.post_json("/v1/topologies/lim/start", &json!({ "savepoint": "sp" }));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = http.get("/v1/topologies/lim");
+    assert_eq!(
+        a.body["operator_limits"]["narrow"]["max_output_bytes_per_call"], 1000,
+        "{}",
+        a.text
+    );
+    assert_eq!(
+        a.body["operator_limits"]["narrow"]["memory_mb"], 128,
+        "{}",
+        a.text
+    );
+    http.produce(
+        "lim-in",
+        &format!("{{\"key\":\"k\",\"value\":\"{long}\"}}\n"),
+    );
+    eventually("the long event through the narrow operator", || {
+        (http.events("lim-narrow").len() == 2).then_some(())
+    });
+    srv.stop();
+}

@@ -717,3 +717,97 @@ fn key_by_keys_a_single_operator_run_by_a_field() {
         stderr(&out)
     );
 }
+
+/// `weir test`: passes (exit 0) when the operator emits the expected
+/// events (fields the expectation leaves out, here timestamps, are not
+/// compared), fails (exit 1) with a diff naming the event, expected and
+/// got, ignores order only with --sort, and cannot run (exit 2) without
+/// its files.
+#[test]
+fn weir_test_passes_and_fails_with_a_readable_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let input = file("in.jsonl", "{\"value\":\"b a\"}\n\n{\"value\":\"c\"}\n");
+    let ordered = file(
+        "ordered.jsonl",
+        "{\"key\":\"b\",\"value\":\"b\"}\n{\"key\":\"a\",\"value\":\"a\"}\n{\"key\":\"c\",\"value\":\"c\"}\n",
+    );
+    let shuffled = file(
+        "shuffled.jsonl",
+        "{\"key\":\"c\",\"value\":\"c\"}\n{\"key\":\"a\",\"value\":\"a\"}\n{\"key\":\"b\",\"value\":\"b\"}\n",
+    );
+    let wrong = file(
+        "wrong.jsonl",
+        "{\"key\":\"b\",\"value\":\"b\"}\n{\"key\":\"a\",\"value\":\"z\"}\n",
+    );
+    let split = module("split-words");
+    let test = |expect: &str, extra: &[&str]| {
+        let mut args = vec![
+            "test", "--module", &split, "--input", &input, "--expect", expect,
+        ];
+        args.extend_from_slice(extra);
+        weir(&args, "")
+    };
+    let out = test(&ordered, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("3 events as expected"),
+        "{}",
+        stdout(&out)
+    );
+    // Order matters unless --sort.
+    let out = test(&shuffled, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let out = test(&shuffled, &["--sort"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // A wrong value and a missing event: each named with what was expected.
+    let out = test(&wrong, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let diff = stdout(&out);
+    assert!(diff.contains("expected 2 events, got 3"), "{diff}");
+    assert!(
+        diff.contains("event 1:\n    - expected {\"key\":\"a\",\"value\":\"z\"}\n    + got      {\"key\":\"a\",\"value\":\"a\"}"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("event 2:\n    + extra    {\"key\":\"c\",\"value\":\"c\"}"),
+        "{diff}"
+    );
+    assert!(!diff.contains("event 0"), "{diff}");
+    let out = test(&wrong, &["--sort"]);
+    let diff = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{diff}");
+    assert!(
+        diff.contains("- missing  {\"key\":\"a\",\"value\":\"z\"}"),
+        "{diff}"
+    );
+    // An operator that fails fails the test, saying why.
+    let poison = file("poison.jsonl", "{\"key\":\"k\",\"value\":\"poison\"}\n");
+    let trap = module("poison-trap");
+    let out = weir(
+        &[
+            "test", "--module", &trap, "--input", &poison, "--expect", &ordered,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the operator failed") && stdout(&out).contains("poison event"),
+        "{}",
+        stdout(&out)
+    );
+    // A test that cannot run says why, apart from a failed one.
+    let out = test(&dir.path().join("absent.jsonl").display().to_string(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("absent.jsonl"), "{}", stderr(&out));
+}

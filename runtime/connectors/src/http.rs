@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, FailureContext, FailureKind, Sink};
 use weir_topology::HttpSinkDoc;
 use weir_types::Batch;
 use weir_types::wire::format_event;
@@ -201,6 +201,7 @@ impl HttpSink {
             error,
             failed_at: weir_types::now_ms(),
             event,
+            context: FailureContext::of(FailureKind::Refused),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! retry is exact), so that only the events that fail on their own are
 //! reported.
 
+use weir_io::FailureKind;
 use weir_types::{Batch, Event};
 use weir_wasm::{InstanceError, OperatorInstance};
 
@@ -13,6 +14,26 @@ pub struct FailedEvent {
     pub index: usize,
     pub event: Event,
     pub message: String,
+    pub kind: FailureKind,
+    /// The guest's frames when it trapped.
+    pub backtrace: Vec<String>,
+}
+
+/// Why a whole call failed, in a dead letter's words: its kind and, for a
+/// trap, the guest's backtrace.
+pub(crate) fn failure_of(e: &InstanceError) -> (FailureKind, Vec<String>) {
+    match e {
+        InstanceError::Trap { backtrace, .. } => (FailureKind::Trap, backtrace.clone()),
+        InstanceError::Budget { .. } => (FailureKind::OutOfTime, Vec::new()),
+        InstanceError::MemoryLimit { .. } | InstanceError::TableLimit { .. } => {
+            (FailureKind::MemoryCap, Vec::new())
+        }
+        InstanceError::HostBytes { .. } | InstanceError::OutputLimit { .. } => {
+            (FailureKind::OverLimit, Vec::new())
+        }
+        InstanceError::InvalidOutput { .. } => (FailureKind::InvalidOutput, Vec::new()),
+        _ => (FailureKind::GuestError, Vec::new()),
+    }
 }
 
 /// What a call produced once failures are isolated.
@@ -58,6 +79,8 @@ pub fn process_isolated(
                         index: f.index,
                         event: events[f.index].clone(),
                         message: f.message,
+                        kind: FailureKind::GuestError,
+                        backtrace: Vec::new(),
                     })
                     .collect()
             };
@@ -68,19 +91,24 @@ pub fn process_isolated(
             })
         }
         Err(e) if !e.is_guest_fault() => Err(e),
-        Err(e) if batch.len() == 1 => Ok(Isolated {
-            events: Batch::default(),
-            side: Vec::new(),
-            failed: vec![FailedEvent {
-                index: 0,
-                event: batch
-                    .iter()
-                    .next()
-                    .map(|e| e.to_event())
-                    .unwrap_or_default(),
-                message: e.to_string(),
-            }],
-        }),
+        Err(e) if batch.len() == 1 => {
+            let (kind, backtrace) = failure_of(&e);
+            Ok(Isolated {
+                events: Batch::default(),
+                side: Vec::new(),
+                failed: vec![FailedEvent {
+                    index: 0,
+                    event: batch
+                        .iter()
+                        .next()
+                        .map(|e| e.to_event())
+                        .unwrap_or_default(),
+                    message: e.to_string(),
+                    kind,
+                    backtrace,
+                }],
+            })
+        }
         Err(e) => {
             tracing::debug!(error = %e, events = batch.len(), "batch failed; retrying its events one by one");
             let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();

@@ -26,14 +26,14 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_io::{Bindings, CheckpointRef, Position, Sink, Source};
+use weir_io::{Bindings, CheckpointRef, FailureContext, Position, Sink, Source};
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::{
-    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, Problem, Severity, TopologyDoc, ValidateOptions,
-    validate_topology_with,
+    ErrorPolicyDoc, LatePolicyDoc, ModuleCheck, OperatorLimitsDoc, Problem, Severity, TopologyDoc,
+    ValidateOptions, validate_topology_with,
 };
 use weir_types::KeyGroupRange;
-use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState};
+use weir_wasm::{MemoryState, OperatorInstance, OperatorModule, OperatorState, SandboxLimits};
 
 use crate::align::{Aligner, InputTracker};
 use crate::chan::{Inbox, Outlet};
@@ -292,9 +292,16 @@ fn create_instances(
                     }
                     None => Box::new(MemoryState::new()),
                 };
+                let module = &modules[&o.module];
+                // An operator's own limits: a copy of the module with them.
+                let own = o.limits.as_ref().map(|l| {
+                    module
+                        .clone()
+                        .with_limits(sandbox_limits(l, *module.limits()))
+                });
                 let instance = OperatorInstance::in_topology(
                     &doc.name,
-                    &modules[&o.module],
+                    own.as_ref().unwrap_or(module),
                     &o.name,
                     &config,
                     op_state,
@@ -307,6 +314,13 @@ fn create_instances(
                     policy: o.on_error.unwrap_or_default(),
                     late: o.on_late.unwrap_or_default(),
                     metrics: metrics.register(&o.name, inst),
+                    context: FailureContext {
+                        topology: Some(doc.name.clone()),
+                        instance: u32::try_from(inst).ok(),
+                        module: Some(module.label().unwrap_or(&o.module).to_string()),
+                        digest: Some(module.info().digest.clone()),
+                        ..FailureContext::default()
+                    },
                 });
             }
             instances.push(ops);
@@ -314,6 +328,27 @@ fn create_instances(
         chain_ops.push(instances);
     }
     Ok((chain_ops, declared))
+}
+
+/// `base` with the limits an operator's document sets instead (also how
+/// the server's flags set its own).
+pub fn sandbox_limits(own: &OperatorLimitsDoc, base: SandboxLimits) -> SandboxLimits {
+    let bytes = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    SandboxLimits {
+        memory_bytes: own
+            .memory_mb
+            .map_or(base.memory_bytes, |mb| bytes(mb.saturating_mul(1 << 20))),
+        call_budget: own
+            .call_budget_ms
+            .map_or(base.call_budget, Duration::from_millis),
+        max_state_value_bytes: own
+            .max_state_value_bytes
+            .map_or(base.max_state_value_bytes, bytes),
+        max_output_bytes_per_call: own
+            .max_output_bytes_per_call
+            .map_or(base.max_output_bytes_per_call, bytes),
+        ..base
+    }
 }
 
 /// Splits the sinks between the coordinator (exactly-once sinks under
@@ -807,4 +842,34 @@ pub(crate) fn launch(
         declared,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operators_own_limits_replace_only_those_it_sets() {
+        let base = SandboxLimits::default();
+        let own = OperatorLimitsDoc {
+            memory_mb: Some(3),
+            call_budget_ms: Some(40),
+            ..OperatorLimitsDoc::default()
+        };
+        let limits = sandbox_limits(&own, base);
+        assert_eq!(limits.memory_bytes, 3 << 20);
+        assert_eq!(limits.call_budget, Duration::from_millis(40));
+        assert_eq!(limits.max_state_value_bytes, base.max_state_value_bytes);
+        assert_eq!(
+            limits.max_output_bytes_per_call,
+            base.max_output_bytes_per_call
+        );
+        assert_eq!(limits.init_budget, base.init_budget);
+        // A size past the address space saturates instead of wrapping.
+        let huge = OperatorLimitsDoc {
+            memory_mb: Some(u64::MAX),
+            ..OperatorLimitsDoc::default()
+        };
+        assert_eq!(sandbox_limits(&huge, base).memory_bytes, usize::MAX);
+    }
 }

@@ -1,7 +1,8 @@
 //! [`Job`]: a topology running in the background, and what can be asked of
 //! it while it runs: metrics, a checkpoint or savepoint now, the current
-//! state of a key, stop (always with a last checkpoint when it has
-//! checkpoints, optionally exported as a savepoint).
+//! state of a key, dead letters fed back into an operator ([`Job::replay`]),
+//! stop (always with a last checkpoint when it has checkpoints, optionally
+//! exported as a savepoint).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,14 +13,17 @@ use std::time::Duration;
 use weir_io::{Bindings, EndpointSnapshot, EndpointStats};
 use weir_state::{KeyedState, StateBudget, StateDb};
 use weir_topology::TopologyDoc;
-use weir_types::KeyGroupRange;
+use weir_types::{Batch, Event, KeyGroupRange};
 
 use crate::checkpoint::{CheckpointInfo, Request};
 use crate::error::EngineError;
 use crate::executor::{ExecOptions, Launched, Modules, StateConfig, TopologyReport, launch};
 use crate::metrics::{MetricsRegistry, MetricsSnapshot};
 use crate::pool::WorkerPool;
-use crate::protocol::{Envelope, Msg, OUTSIDE, Query, StateRead, StateValue, read_state};
+use crate::protocol::{Envelope, Msg, OUTSIDE, Query, Replay, StateRead, StateValue, read_state};
+
+/// How long a replay waits for an instance to answer.
+const REPLAY_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a caller waits for a checkpoint before giving up.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(600);
@@ -325,6 +329,74 @@ impl Job {
             }
             None => Err(self.not_running()),
         }
+    }
+
+    /// Feeds `events` (each with the input index it came on) back into
+    /// operator `operator` while the run goes on: each goes to the
+    /// instance that owns its key, skips the late-event policy, and what
+    /// it emits flows downstream as usual. Returns, per event in order,
+    /// the message it failed with again (`None`: it passed); an event that
+    /// fails again is also dead-lettered again. What replayed events emit
+    /// is as durable as the next checkpoint: a crash before it loses it
+    /// (the dead letters stay, so the replay can be repeated).
+    pub fn replay(
+        &self,
+        operator: &str,
+        events: &[(u32, Event)],
+    ) -> Result<Vec<Option<String>>, EngineError> {
+        let Some((parallelism, inputs)) = self.launched.query_routes.get(operator) else {
+            return Err(EngineError::NotRunning(format!(
+                "topology `{}` has no operator `{operator}`",
+                self.launched.topology
+            )));
+        };
+        if self.is_finished() {
+            return Err(self.not_running());
+        }
+        let groups = self.launched.key_groups;
+        // Events by (instance, input), their places in `events` kept.
+        let mut parts: BTreeMap<(usize, u32), (Batch, Vec<usize>)> = BTreeMap::new();
+        for (i, (input, event)) in events.iter().enumerate() {
+            let instance = match &event.key {
+                Some(key) => (0..*parallelism)
+                    .find(|&n| KeyGroupRange::for_instance(n, *parallelism, groups).owns(key))
+                    .unwrap_or(0) as usize,
+                None => 0,
+            };
+            let (batch, places) = parts.entry((instance, *input)).or_default();
+            batch.push_event(event);
+            places.push(i);
+        }
+        let mut out = vec![None; events.len()];
+        for ((instance, input), (batch, places)) in parts {
+            let (tx, rx) = channel();
+            let replay = Replay {
+                operator: operator.to_string(),
+                input,
+                batch,
+                reply: tx,
+            };
+            let sent = inputs[instance].force_send(Envelope {
+                from: OUTSIDE,
+                msg: Msg::Replay(Box::new(replay)),
+            });
+            if !sent {
+                return Err(self.not_running());
+            }
+            let again = match rx.recv_timeout(REPLAY_WAIT) {
+                Ok(answer) => answer.map_err(EngineError::NotRunning)?,
+                Err(_) if self.is_finished() => return Err(self.not_running()),
+                Err(_) => {
+                    return Err(EngineError::NotRunning(format!(
+                        "instance {instance} of operator `{operator}` did not answer the replay within {REPLAY_WAIT:?}: it is busy; replay fewer letters at once"
+                    )));
+                }
+            };
+            for (place, failed) in places.into_iter().zip(again) {
+                out[place] = failed;
+            }
+        }
+        Ok(out)
     }
 
     /// State `name` of `key` in operator `operator`, as [`Job::query_state`]

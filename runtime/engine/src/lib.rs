@@ -42,7 +42,9 @@ mod tracker;
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
 pub use error::EngineError;
-pub use executor::{ExecOptions, Modules, StateConfig, TopologyReport, run_topology};
+pub use executor::{
+    ExecOptions, Modules, StateConfig, TopologyReport, run_topology, sandbox_limits,
+};
 pub use job::{Job, Usage, read_checkpointed_state};
 pub use metrics::{InstanceMetrics, LATENCY_BUCKETS_MICROS, MetricsRegistry, MetricsSnapshot};
 pub use plan::operator_chains;
@@ -52,7 +54,7 @@ pub use runner::{
     ErrorPolicy, RunError, RunOptions, RunReport, SIDE_OUTPUT_HEADER, SkippedInput, run_operator,
 };
 pub use weir_io::{
-    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats, Next,
-    Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter, SourceWaker, SplitStats, fn_sink,
-    iter_source,
+    Bindings, CheckpointRef, DeadLetter, DeadLetterFn, EndpointSnapshot, EndpointStats,
+    FailureContext, FailureKind, Next, Position, Pull, Pulled, Sink, SinkFn, Source, SourceIter,
+    SourceWaker, SplitStats, fn_sink, iter_source,
 };

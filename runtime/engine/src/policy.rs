@@ -14,12 +14,12 @@
 
 use std::sync::Mutex;
 
-use weir_io::{DeadLetter, DeadLetterFn};
+use weir_io::{DeadLetter, DeadLetterFn, FailureContext, FailureKind};
 use weir_topology::ErrorPolicyDoc;
 use weir_types::{Batch, Event};
 use weir_wasm::{FiredTimer, InstanceError, OperatorInstance, OperatorState, TimeDomain};
 
-use crate::call::FailedEvent;
+use crate::call::{FailedEvent, failure_of};
 use crate::error::{EngineError, state_error};
 
 /// Most rounds of due timers fired per watermark advance or tick; timers
@@ -48,6 +48,8 @@ impl DeadLetters {
 pub(crate) struct FailedTimer {
     pub(crate) timer: FiredTimer,
     pub(crate) message: String,
+    pub(crate) kind: FailureKind,
+    pub(crate) backtrace: Vec<String>,
 }
 
 /// What an operator failed on.
@@ -60,10 +62,17 @@ pub(crate) enum Failure {
 impl Failure {
     /// The dead letter of this failure: the event, or for a timer an
     /// event with its key and time, an empty value and a `weir.timer`
-    /// header naming its time domain.
-    pub(crate) fn into_dead_letter(self, operator: &str, failed_at: i64) -> DeadLetter {
-        let (event, error) = match self {
-            Failure::Event(f) => (f.event, f.message),
+    /// header naming its time domain. `context`: what the failing task
+    /// knows of where it failed (topology, instance, module, source and
+    /// offset); the failure adds its kind and backtrace.
+    pub(crate) fn into_dead_letter(
+        self,
+        operator: &str,
+        failed_at: i64,
+        mut context: FailureContext,
+    ) -> DeadLetter {
+        let (event, error, kind, backtrace) = match self {
+            Failure::Event(f) => (f.event, f.message, f.kind, f.backtrace),
             Failure::Timer(f) => {
                 let domain = match f.timer.domain {
                     TimeDomain::EventTime => "event-time",
@@ -75,14 +84,17 @@ impl Failure {
                     timestamp: f.timer.time,
                     headers: vec![("weir.timer".into(), domain.as_bytes().to_vec())],
                 };
-                (event, f.message)
+                (event, f.message, f.kind, f.backtrace)
             }
         };
+        context.kind = kind;
+        context.backtrace = backtrace;
         DeadLetter {
             operator: operator.to_string(),
             error,
             failed_at,
             event,
+            context,
         }
     }
 }
@@ -147,19 +159,26 @@ pub(crate) fn fire_isolated(
                     Some(FailedTimer {
                         timer: timers.get(f.index)?.clone(),
                         message: f.message,
+                        kind: FailureKind::GuestError,
+                        backtrace: Vec::new(),
                     })
                 })
                 .collect(),
         }),
         Err(e) if !e.is_guest_fault() => Err(e),
-        Err(e) if timers.len() == 1 => Ok(FiredTimers {
-            events: Batch::default(),
-            side: Vec::new(),
-            failed: vec![FailedTimer {
-                timer: timers[0].clone(),
-                message: e.to_string(),
-            }],
-        }),
+        Err(e) if timers.len() == 1 => {
+            let (kind, backtrace) = failure_of(&e);
+            Ok(FiredTimers {
+                events: Batch::default(),
+                side: Vec::new(),
+                failed: vec![FailedTimer {
+                    timer: timers[0].clone(),
+                    message: e.to_string(),
+                    kind,
+                    backtrace,
+                }],
+            })
+        }
         Err(e) => {
             tracing::debug!(error = %e, timers = timers.len(), "timer call failed; retrying its timers one by one");
             let mut out = FiredTimers::default();
@@ -172,13 +191,20 @@ pub(crate) fn fire_isolated(
                             .extend(one.failures.into_iter().map(|f| FailedTimer {
                                 timer: timer.clone(),
                                 message: f.message,
+                                kind: FailureKind::GuestError,
+                                backtrace: Vec::new(),
                             }));
                     }
                     Err(e) if !e.is_guest_fault() => return Err(e),
-                    Err(e) => out.failed.push(FailedTimer {
-                        timer: timer.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => {
+                        let (kind, backtrace) = failure_of(&e);
+                        out.failed.push(FailedTimer {
+                            timer: timer.clone(),
+                            message: e.to_string(),
+                            kind,
+                            backtrace,
+                        });
+                    }
                 }
             }
             Ok(out)
@@ -250,6 +276,8 @@ mod tests {
                 headers: Vec::new(),
             },
             message: "bad".into(),
+            kind: FailureKind::GuestError,
+            backtrace: Vec::new(),
         })
     }
 
@@ -261,6 +289,8 @@ mod tests {
                 key: b"user-1".to_vec(),
             },
             message: "boom".into(),
+            kind: FailureKind::Trap,
+            backtrace: vec!["sessions::fire".into()],
         })
     }
 
@@ -284,18 +314,22 @@ mod tests {
 
     #[test]
     fn a_failed_timer_is_dead_lettered_with_its_key_time_and_domain() {
-        let letter = timer_failure().into_dead_letter("sessions", 99);
+        let letter = timer_failure().into_dead_letter("sessions", 99, FailureContext::default());
         assert_eq!(letter.operator, "sessions");
         assert_eq!(letter.error, "boom");
         assert_eq!(letter.failed_at, 99);
         assert_eq!(letter.event.key.as_deref(), Some(&b"user-1"[..]));
         assert_eq!(letter.event.timestamp, 40);
+        assert_eq!(letter.context.kind, FailureKind::Trap);
+        assert_eq!(letter.context.backtrace, ["sessions::fire"]);
         assert!(letter.event.value.is_empty());
         assert_eq!(
             letter.event.headers,
             vec![("weir.timer".to_string(), b"event-time".to_vec())]
         );
-        let event = event_failure().into_dead_letter("op", 1).event;
+        let event = event_failure()
+            .into_dead_letter("op", 1, FailureContext::default())
+            .event;
         assert_eq!(event.value, b"v");
         assert_eq!(event.timestamp, 5);
     }
@@ -304,12 +338,12 @@ mod tests {
     fn dead_letters_without_an_output_say_so() {
         let none = DeadLetters(None);
         let err = none
-            .send(event_failure().into_dead_letter("op", 0))
+            .send(event_failure().into_dead_letter("op", 0, FailureContext::default()))
             .unwrap_err();
         assert!(matches!(err, EngineError::NoDeadLetter), "{err}");
         let failing: DeadLetterFn = Box::new(|_| Err("disk full".into()));
         let err = DeadLetters(Some(Mutex::new(failing)))
-            .send(event_failure().into_dead_letter("op", 0))
+            .send(event_failure().into_dead_letter("op", 0, FailureContext::default()))
             .unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
     }

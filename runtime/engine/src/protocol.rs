@@ -1,8 +1,9 @@
 //! The vocabulary tasks, the coordinator and the [`Job`](crate::Job) speak:
 //! messages between tasks ([`Msg`] in an [`Envelope`]), checkpoint
 //! acknowledgements ([`Ack`]), what the coordinator tells sources
-//! ([`Control`]), the shared stop flag and first error ([`Abort`]), and
-//! state queries ([`Query`], [`StateValue`]). A leaf: it holds no task
+//! ([`Control`]), the shared stop flag and first error ([`Abort`]),
+//! state queries ([`Query`], [`StateValue`]) and dead-letter replays
+//! ([`Replay`]). A leaf: it holds no task
 //! logic, so every other module can use it.
 
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ pub(crate) enum Msg {
     Stop,
     /// A read of an operator's state, from outside the topology.
     Query(Query),
+    /// Dead letters fed back into an operator, from outside the topology.
+    Replay(Box<Replay>),
 }
 
 /// Where the events of a batch sent by a source were read: the source and,
@@ -277,6 +280,18 @@ pub(crate) struct Query {
     pub(crate) state: String,
     pub(crate) key: Vec<u8>,
     pub(crate) reply: Sender<Result<Option<StateValue>, String>>,
+}
+
+/// Events fed back into operator `operator` on its input `input` (dead
+/// letters replayed after a fix). They skip the late-event policy (they
+/// are late by nature) and what they emit flows on as usual; the reply
+/// says, per event of `batch` in order, the message it failed with again
+/// (`None`: it passed).
+pub(crate) struct Replay {
+    pub(crate) operator: String,
+    pub(crate) input: u32,
+    pub(crate) batch: Batch,
+    pub(crate) reply: Sender<Result<Vec<Option<String>>, String>>,
 }
 
 /// Reads state `name` of `key` from an instance's state: its value, else

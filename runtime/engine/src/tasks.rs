@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use weir_io::{DeadLetter, Next, Position, Sink, Source, SourceWaker};
+use weir_io::{DeadLetter, FailureContext, FailureKind, Next, Position, Sink, Source, SourceWaker};
 use weir_topology::{ErrorPolicyDoc, LatePolicyDoc};
 use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
@@ -36,7 +36,7 @@ use crate::metrics::{Footprint, InstanceMetrics};
 use crate::policy::{DeadLetters, Failure, TimerRounds, Verdict, fire_isolated, judge};
 use crate::pool::{Task, TaskWaker};
 use crate::protocol::{
-    Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Offsets, Origin, Query, read_state,
+    Abort, Ack, AckLink, Control, Envelope, FINAL, Msg, Offsets, Origin, Query, Replay, read_state,
 };
 use crate::routes::Outputs;
 pub(crate) use crate::sched::Slice;
@@ -65,20 +65,44 @@ pub(crate) struct ChainOp {
     pub(crate) policy: ErrorPolicyDoc,
     pub(crate) late: LatePolicyDoc,
     pub(crate) metrics: Arc<InstanceMetrics>,
+    /// What its dead letters say of where they failed: topology, instance,
+    /// module and digest (each letter adds its source, offset and input).
+    pub(crate) context: FailureContext,
 }
 
 impl ChainOp {
+    /// The context of a dead letter of this operator for an event that
+    /// came on `input`, at `index` of a batch read from `origin`.
+    fn letter_context(&self, input: u32, origin: Option<(&Origin, usize)>) -> FailureContext {
+        let mut context = self.context.clone();
+        context.input = input;
+        if let Some((o, index)) = origin {
+            context.source = Some(o.source.to_string());
+            context.offset = o.offset(index);
+        }
+        context
+    }
+
     /// Applies the operator's policy to a failure: an error to stop the
     /// run (naming the event: its source and offset when `origin` says,
-    /// and its key), else it was skipped or dead-lettered.
+    /// and its key), else it was skipped or dead-lettered. `input`: the
+    /// input a failed event came on. A replayed event's failure is always
+    /// dead-lettered again (the replay reports it; the run goes on).
     fn handle(
         &self,
         failure: Failure,
         dead: &DeadLetters,
         origin: Option<&Origin>,
+        input: u32,
+        replay: bool,
     ) -> Result<(), EngineError> {
         InstanceMetrics::add(&self.metrics.errors, 1);
-        match judge(self.policy, &self.name, failure) {
+        let policy = if replay {
+            ErrorPolicyDoc::DeadLetter
+        } else {
+            self.policy
+        };
+        match judge(policy, &self.name, failure) {
             Verdict::Stop(Failure::Event(f)) => Err(EngineError::EventFailed {
                 operator: self.name.clone(),
                 event: describe_event(&f.event, origin.map(|o| (o, f.index))),
@@ -92,7 +116,12 @@ impl ChainOp {
             Verdict::Skip(_) => Ok(()),
             Verdict::DeadLetter(failure) => {
                 InstanceMetrics::add(&self.metrics.dead_lettered, 1);
-                dead.send(failure.into_dead_letter(&self.name, now_ms()))
+                let at = match &failure {
+                    Failure::Event(f) => origin.map(|o| (o, f.index)),
+                    Failure::Timer(_) => None,
+                };
+                let context = self.letter_context(input, at);
+                dead.send(failure.into_dead_letter(&self.name, now_ms(), context))
             }
         }
     }
@@ -141,12 +170,22 @@ fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -
     }
 }
 
+/// How a batch came to a chain.
+enum Arrival<'a> {
+    /// From upstream; where it was read, when straight from a source.
+    Upstream(Option<Origin>),
+    /// Replayed from outside: the first operator's failures are told in
+    /// the slots, one per event of the batch.
+    Replay(&'a mut [Option<String>]),
+}
+
 /// Runs `batch`, which arrived on the chain's input `input`, through `ops`
 /// from operator `from` on, applying each operator's late and error
 /// policies; returns the last operator's output. Only the first operator
 /// sees `input`; the others have one input each. `origin`: where the batch
 /// was read, when it comes straight from a source (it names the events the
-/// first operator fails on).
+/// first operator fails on); for a replay, where the first operator's
+/// failures are told (the replayed events skip its late policy).
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
@@ -154,8 +193,12 @@ fn run_chain(
     mut batch: Batch,
     watermark: i64,
     dead: &DeadLetters,
-    mut origin: Option<Origin>,
+    arrival: Arrival<'_>,
 ) -> Result<Emitted, EngineError> {
+    let (mut origin, mut again) = match arrival {
+        Arrival::Upstream(origin) => (origin, None),
+        Arrival::Replay(slots) => (None, Some(slots)),
+    };
     let last = ops.len().saturating_sub(1);
     let mut side = Vec::new();
     for (k, op) in ops.iter_mut().enumerate().skip(from) {
@@ -163,21 +206,24 @@ fn run_chain(
             break;
         }
         let input = if k == from { input } else { 0 };
+        let replay = k == from && again.is_some();
         let start = Instant::now();
         InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
         let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
         InstanceMetrics::add(&op.metrics.late, late as u64);
-        if late > 0 && op.late != LatePolicyDoc::Keep {
+        if late > 0 && op.late != LatePolicyDoc::Keep && !replay {
             let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
-            origin = origin.map(|o| {
+            let read_from = origin.take();
+            origin = read_from.as_ref().map(|o| {
                 let kept = batch.timestamps.iter().enumerate();
                 o.select(kept.filter(|(_, t)| **t >= watermark).map(|(i, _)| i))
             });
-            for e in batch.iter() {
+            for (index, e) in batch.iter().enumerate() {
                 if e.timestamp >= watermark {
                     on_time.push_ref(&e);
                 } else if op.late == LatePolicyDoc::DeadLetter {
                     InstanceMetrics::add(&op.metrics.dead_lettered, 1);
+                    let at = read_from.as_ref().map(|o| (o, index));
                     dead.send(DeadLetter {
                         operator: op.name.clone(),
                         error: format!(
@@ -186,6 +232,10 @@ fn run_chain(
                         ),
                         failed_at: now_ms(),
                         event: e.to_event(),
+                        context: FailureContext {
+                            kind: FailureKind::Late,
+                            ..op.letter_context(input, at)
+                        },
                     })?;
                 }
             }
@@ -199,7 +249,11 @@ fn run_chain(
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
         for failed in isolated.failed {
-            op.handle(Failure::Event(failed), dead, origin.as_ref())?;
+            if replay && let Some(slot) = again.as_deref_mut().and_then(|s| s.get_mut(failed.index))
+            {
+                *slot = Some(failed.message.clone());
+            }
+            op.handle(Failure::Event(failed), dead, origin.as_ref(), input, replay)?;
         }
         let side_events: usize = isolated.side.iter().map(Batch::len).sum();
         InstanceMetrics::add(
@@ -243,7 +297,7 @@ fn fire_timers(
             op.metrics.add_guest(op.instance.take_counters());
             op.metrics.add_logs(op.instance.take_logs());
             for failed in fired.failed {
-                op.handle(Failure::Timer(failed), dead, None)?;
+                op.handle(Failure::Timer(failed), dead, None, 0, false)?;
             }
             let side_events: usize = fired.side.iter().map(Batch::len).sum();
             InstanceMetrics::add(
@@ -256,7 +310,15 @@ fn fire_timers(
                     side: fired.side,
                 });
             } else {
-                out.extend(run_chain(rest, 0, 0, fired.events, before, dead, None)?);
+                out.extend(run_chain(
+                    rest,
+                    0,
+                    0,
+                    fired.events,
+                    before,
+                    dead,
+                    Arrival::Upstream(None),
+                )?);
             }
         }
     }
@@ -471,6 +533,32 @@ impl ChainTask {
         Ok(sent(self.outputs.broadcast(|| Msg::Barrier(id))))
     }
 
+    /// Feeds replayed dead letters into their operator, emits what they
+    /// produce and replies which failed again.
+    fn replay(&mut self, r: Replay) -> Result<Slice, EngineError> {
+        let Some(k) = self.ops.iter().position(|o| o.name == r.operator) else {
+            let _ = r.reply.send(Err(format!(
+                "operator `{}` is not in this task",
+                r.operator
+            )));
+            return Ok(Slice::More);
+        };
+        let mut again = vec![None; r.batch.len()];
+        let out = run_chain(
+            &mut self.ops,
+            k,
+            r.input,
+            r.batch,
+            self.watermark,
+            &self.dead,
+            Arrival::Replay(&mut again),
+        )?;
+        // State may have changed: the next interval checkpoint is taken.
+        self.control.activity.fetch_add(1, Ordering::Relaxed);
+        let _ = r.reply.send(Ok(again));
+        Ok(sent(self.outputs.emit(out.main, out.side)))
+    }
+
     /// Handles one message.
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         let from = envelope.from;
@@ -487,10 +575,11 @@ impl ChainTask {
                     batch,
                     self.watermark,
                     &self.dead,
-                    origin,
+                    Arrival::Upstream(origin),
                 )?;
                 Ok(sent(self.outputs.emit(out.main, out.side)))
             }
+            Msg::Replay(r) => self.replay(*r),
             Msg::Watermark(wm) => {
                 self.inputs.advance(from, wm);
                 self.advance()
@@ -910,6 +999,9 @@ impl SinkTask {
             }
             Msg::Query(q) => {
                 let _ = q.reply.send(Err("a sink holds no state".into()));
+            }
+            Msg::Replay(r) => {
+                let _ = r.reply.send(Err("a sink runs no operator".into()));
             }
             Msg::End | Msg::Stop => {
                 let stop = matches!(envelope.msg, Msg::Stop);

@@ -417,35 +417,195 @@ impl EndpointStats {
 /// Where dead letters go.
 pub type DeadLetterFn = Box<dyn FnMut(&DeadLetter) -> Result<(), String> + Send>;
 
-/// An event an operator failed on, under `on_error: dead-letter`.
+/// An event an operator (or a connector) failed on, under `on_error:
+/// dead-letter`, with what is known of where and why it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub operator: String,
     pub error: String,
     /// Wall clock when it failed, ms since the Unix epoch.
     pub failed_at: i64,
+    /// The event as the operator received it (its timestamp is the event
+    /// time).
     pub event: Event,
+    pub context: FailureContext,
 }
+
+/// Why an event was dead-lettered, in a word a program can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The operator returned an error for the event.
+    #[default]
+    GuestError,
+    /// The guest trapped (a panic, an `unreachable`, a bad memory access).
+    Trap,
+    /// The call ran past its budget (time or fuel).
+    OutOfTime,
+    /// The guest grew its memory or a table past its cap.
+    MemoryCap,
+    /// The guest handed the host more than a limit allows (state write
+    /// bytes, output bytes).
+    OverLimit,
+    /// The guest returned a result the contract does not allow.
+    InvalidOutput,
+    /// The event came behind the watermark (`on_late: dead-letter`).
+    Late,
+    /// A connector refused it: a sink's target or a source's decoder.
+    Refused,
+}
+
+impl FailureKind {
+    /// Every kind, for parsing and documentation.
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::GuestError,
+        FailureKind::Trap,
+        FailureKind::OutOfTime,
+        FailureKind::MemoryCap,
+        FailureKind::OverLimit,
+        FailureKind::InvalidOutput,
+        FailureKind::Late,
+        FailureKind::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::GuestError => "guest-error",
+            FailureKind::Trap => "trap",
+            FailureKind::OutOfTime => "out-of-time",
+            FailureKind::MemoryCap => "memory-cap",
+            FailureKind::OverLimit => "over-limit",
+            FailureKind::InvalidOutput => "invalid-output",
+            FailureKind::Late => "late",
+            FailureKind::Refused => "refused",
+        }
+    }
+
+    /// The kind named `text` (as [`FailureKind::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<FailureKind> {
+        FailureKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// Where and why a dead letter failed, as far as the failing side knows
+/// it: a connector knows less than an operator task. Empty fields are
+/// unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FailureContext {
+    pub topology: Option<String>,
+    /// The operator instance (0-based) that failed on it.
+    pub instance: Option<u32>,
+    /// The module as `name@version` (or the reference the document used,
+    /// when the run has no registry), and the `sha256:` digest of its bytes.
+    pub module: Option<String>,
+    pub digest: Option<String>,
+    /// The source the event was read from and its offset there, when the
+    /// operator got it straight from a source.
+    pub source: Option<String>,
+    pub offset: Option<u64>,
+    /// Which of the operator's inputs it came on (the index in the
+    /// document's `input` list): where a replay feeds it back.
+    pub input: u32,
+    pub kind: FailureKind,
+    /// For a trap: the guest's call stack, innermost frame first, as the
+    /// module's name section names its functions (empty without one).
+    pub backtrace: Vec<String>,
+}
+
+impl FailureContext {
+    /// A context that knows only why.
+    pub fn of(kind: FailureKind) -> FailureContext {
+        FailureContext {
+            kind,
+            ..FailureContext::default()
+        }
+    }
+}
+
+/// The prefix of the headers a dead letter adds to its event.
+const LETTER_HEADER: &str = "weir.";
 
 impl DeadLetter {
     /// The failed event as a one-event batch, carrying the failure in
-    /// headers `weir.operator`, `weir.error` and `weir.failed_at`: how dead
-    /// letters are written to streams and files.
+    /// `weir.*` headers (`weir.operator`, `weir.error`, `weir.failed_at`,
+    /// `weir.kind`, `weir.input`, and when known `weir.topology`,
+    /// `weir.instance`, `weir.module`, `weir.digest`, `weir.source`,
+    /// `weir.offset`, `weir.backtrace` with one frame a line): how dead
+    /// letters are written to streams and files. [`DeadLetter::from_event`]
+    /// reads it back.
     pub fn to_batch(&self) -> Batch {
         let mut event = self.event.clone();
-        event
-            .headers
-            .push(("weir.operator".into(), self.operator.clone().into_bytes()));
-        event
-            .headers
-            .push(("weir.error".into(), self.error.clone().into_bytes()));
-        event.headers.push((
-            "weir.failed_at".into(),
-            self.failed_at.to_string().into_bytes(),
-        ));
+        let c = &self.context;
+        let mut put = |name: &str, value: String| {
+            event
+                .headers
+                .push((format!("{LETTER_HEADER}{name}"), value.into_bytes()));
+        };
+        put("operator", self.operator.clone());
+        put("error", self.error.clone());
+        put("failed_at", self.failed_at.to_string());
+        put("kind", c.kind.as_str().to_string());
+        put("input", c.input.to_string());
+        let known = [
+            ("topology", c.topology.clone()),
+            ("instance", c.instance.map(|i| i.to_string())),
+            ("module", c.module.clone()),
+            ("digest", c.digest.clone()),
+            ("source", c.source.clone()),
+            ("offset", c.offset.map(|o| o.to_string())),
+            (
+                "backtrace",
+                (!c.backtrace.is_empty()).then(|| c.backtrace.join("\n")),
+            ),
+        ];
+        for (name, value) in known {
+            if let Some(value) = value {
+                put(name, value);
+            }
+        }
         let mut batch = Batch::default();
         batch.push_event(&event);
         batch
+    }
+
+    /// The dead letter [`DeadLetter::to_batch`] wrote as `event`: its
+    /// `weir.*` headers taken off the event back into the letter. A field
+    /// that is missing or does not parse is left unknown (letters written
+    /// before a field existed read back without it).
+    pub fn from_event(mut event: Event) -> DeadLetter {
+        let mut letter = DeadLetter {
+            operator: String::new(),
+            error: String::new(),
+            failed_at: 0,
+            event: Event::default(),
+            context: FailureContext::default(),
+        };
+        let c = &mut letter.context;
+        event.headers.retain(|(name, value)| {
+            let Some(field) = name.strip_prefix(LETTER_HEADER) else {
+                return true;
+            };
+            let text = String::from_utf8_lossy(value).into_owned();
+            match field {
+                "operator" => letter.operator = text,
+                "error" => letter.error = text,
+                "failed_at" => letter.failed_at = text.parse().unwrap_or(0),
+                "kind" => c.kind = FailureKind::parse(&text).unwrap_or_default(),
+                "input" => c.input = text.parse().unwrap_or(0),
+                "topology" => c.topology = Some(text),
+                "instance" => c.instance = text.parse().ok(),
+                "module" => c.module = Some(text),
+                "digest" => c.digest = Some(text),
+                "source" => c.source = Some(text),
+                "offset" => c.offset = text.parse().ok(),
+                "backtrace" => c.backtrace = text.lines().map(str::to_string).collect(),
+                // A header of the event itself that happens to start so.
+                _ => return true,
+            }
+            false
+        });
+        letter.event = event;
+        letter
     }
 }
 
@@ -460,6 +620,47 @@ mod tests {
                 ..Event::default()
             })
         }))
+    }
+
+    #[test]
+    fn a_dead_letter_reads_back_from_the_event_it_is_written_as() {
+        let letter = DeadLetter {
+            operator: "score".into(),
+            error: "operator `score` trapped: boom".into(),
+            failed_at: 1_700,
+            event: Event {
+                key: Some(b"k".to_vec()),
+                value: b"{}".to_vec(),
+                timestamp: 42,
+                headers: vec![("weir.trace".into(), b"own".to_vec())],
+            },
+            context: FailureContext {
+                topology: Some("fraud".into()),
+                instance: Some(2),
+                module: Some("score@3".into()),
+                digest: Some("sha256:ab".into()),
+                source: Some("tx".into()),
+                offset: Some(17),
+                input: 1,
+                kind: FailureKind::Trap,
+                backtrace: vec!["score::Score::process".into(), "score::check".into()],
+            },
+        };
+        let batch = letter.to_batch();
+        let event = batch.iter().next().unwrap().to_event();
+        assert_eq!(DeadLetter::from_event(event), letter);
+        // Unknown fields stay unknown; a bad kind reads as the default.
+        let mut bare = Event::default();
+        bare.headers
+            .push(("weir.kind".into(), b"nonsense".to_vec()));
+        bare.headers.push(("weir.offset".into(), b"x".to_vec()));
+        let read = DeadLetter::from_event(bare);
+        assert_eq!(read.context.kind, FailureKind::GuestError);
+        assert_eq!(read.context.offset, None);
+        assert!(read.event.headers.is_empty());
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::parse(kind.as_str()), Some(kind));
+        }
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Lang {
                 ("build.sh", include_str!("../templates/c/build.sh")),
             ],
             Lang::Js => &[
+                ("package.json", include_str!("../templates/js/package.json")),
                 ("operator.js", include_str!("../templates/js/operator.js")),
                 ("build.sh", include_str!("../templates/js/build.sh")),
             ],
@@ -196,7 +197,12 @@ pub fn write_project(
         .files()
         .iter()
         .map(|(path, _)| *path)
-        .find(|p| *p != "build.sh" && !p.ends_with(".toml") && !p.ends_with(".mod"))
+        .find(|p| {
+            *p != "build.sh"
+                && !p.ends_with(".toml")
+                && !p.ends_with(".mod")
+                && !p.ends_with(".json")
+        })
         .unwrap_or("the source");
     let weir_text = weir.display().to_string();
     let render = |template: &str| {

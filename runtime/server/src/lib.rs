@@ -8,6 +8,9 @@
 //!   (stopped, starting, running, restarting, stopping, failed); start/stop
 //!   through the engine's [`weir_engine::Job`] (checkpointed, exactly-once
 //!   stream sinks), restarts after failures with backoff.
+//! - [`cluster`]: a node of a cluster (`--cluster`): the control plane
+//!   in a Kafka topic every node applies in order through the same
+//!   registry and topology calls.
 //! - [`disk`]: the data directory's free space (produce answers 507 while
 //!   it is under `--min-free-bytes` or the disk is full).
 //! - [`http`]: the axum router: handlers, the error type and its JSON, bearer
@@ -20,6 +23,7 @@
 //! Not here: running operators (weir-engine), storing events (weir-connectors),
 //! the command line (the `weir` binary).
 
+pub mod cluster;
 pub mod disk;
 pub mod http;
 pub mod registry;
@@ -31,15 +35,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use weir_connectors::{OutsideSettings, StreamConfig, StreamStore};
 use weir_engine::ExecOptions;
-use weir_topology::TopologyLimits;
-use weir_wasm::{CompileSandbox, HostConfig, HostSecret, ShapeLimits, WasmHost};
+use weir_topology::{OperatorLimits, TopologyLimits};
+use weir_wasm::{CompileSandbox, HostConfig, HostSecret, SandboxLimits, ShapeLimits, WasmHost};
 
-pub use registry::{ModuleRegistry, ModuleVersion, Pushed, RegistryError};
+pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use registry::{ModuleRegistry, ModuleVersion, Prepared, Pushed, RegistryError};
 pub use topologies::{
     DesiredState, Phase, RestartPolicy, RunState, Topologies, TopologiesError, TopologyRecord,
     TopologySettings,
@@ -80,8 +85,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest topology document (`PUT`, `validate`).
     pub max_document_bytes: usize,
-    /// How big a topology may be (operators, instances).
+    /// How big a topology may be (operators, instances). Its `operator`
+    /// maximum is set from `operator_limits` when the server opens.
     pub topology_limits: TopologyLimits,
+    /// The sandbox limits of every operator instance, and the most an
+    /// operator's own `limits` may raise them to.
+    pub operator_limits: SandboxLimits,
     /// Most bytes one read (or one step of a follow) returns.
     pub max_read_bytes: usize,
     pub max_followers_per_stream: usize,
@@ -102,6 +111,20 @@ pub struct ServerConfig {
     /// Kafka brokers (`host:port,…`) of `kafka:` sources and sinks whose
     /// document names none.
     pub kafka_brokers: Option<String>,
+    /// Be a node of this cluster (`--cluster`); its control topic is on
+    /// the cluster config's brokers.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// What an operator's own `limits` may go up to: the server's sandbox
+/// limits, in the document's units.
+pub fn operator_maximum(limits: &SandboxLimits) -> OperatorLimits {
+    OperatorLimits {
+        memory_mb: (limits.memory_bytes >> 20) as u64,
+        call_budget_ms: u64::try_from(limits.call_budget.as_millis()).unwrap_or(u64::MAX),
+        max_state_value_bytes: limits.max_state_value_bytes as u64,
+        max_output_bytes_per_call: limits.max_output_bytes_per_call as u64,
+    }
 }
 
 impl Default for ServerConfig {
@@ -116,6 +139,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
             topology_limits: TopologyLimits::default(),
+            operator_limits: SandboxLimits::default(),
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
             max_followers_per_stream: DEFAULT_MAX_FOLLOWERS_PER_STREAM,
             max_followers: DEFAULT_MAX_FOLLOWERS,
@@ -125,6 +149,7 @@ impl Default for ServerConfig {
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
             outside: OutsideSettings::default(),
             kafka_brokers: None,
+            cluster: None,
         }
     }
 }
@@ -155,6 +180,8 @@ pub enum ServerError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Topologies(#[from] TopologiesError),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -174,6 +201,8 @@ pub struct ControlPlane {
     pub closing: AtomicBool,
     /// Followers (SSE) per stream now, against the caps.
     pub followers: Mutex<HashMap<String, usize>>,
+    /// This node's side of its cluster, once joined (`--cluster`).
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl ControlPlane {
@@ -190,7 +219,7 @@ impl ControlPlane {
             shape: config.shape,
             cache_dir: Some(config.data_dir.join("cache")),
             compile: config.compile.clone(),
-            ..HostConfig::default()
+            limits: config.operator_limits,
         })?);
         let streams = Arc::new(StreamStore::open(
             &config.data_dir,
@@ -203,10 +232,14 @@ impl ControlPlane {
             streams.clone(),
             TopologySettings {
                 options: ExecOptions::default(),
-                limits: config.topology_limits,
+                limits: TopologyLimits {
+                    operator: operator_maximum(&config.operator_limits),
+                    ..config.topology_limits
+                },
                 restart: config.restart,
                 outside: config.outside.clone(),
                 kafka_brokers: config.kafka_brokers.clone(),
+                cluster: config.cluster.is_some(),
             },
         )?;
         let disk = disk::DiskSpace::new(&config.data_dir, config.min_free_bytes);
@@ -219,6 +252,7 @@ impl ControlPlane {
             started_at: std::time::Instant::now(),
             closing: AtomicBool::new(false),
             followers: Mutex::new(HashMap::new()),
+            cluster: OnceLock::new(),
         }))
     }
 }
@@ -247,10 +281,25 @@ pub async fn serve(
             source,
         })?;
     let bound = listener.local_addr().map_err(ServerError::Serve)?;
-    let resumer = plane.clone();
-    let resumed = tokio::task::spawn_blocking(move || resumer.topologies.resume())
-        .await
-        .unwrap_or(0);
+    let resumed = match plane.config.cluster.clone() {
+        // A cluster's node runs what the control topic says: joining
+        // applies it, starting what should run.
+        Some(cluster) => {
+            let joiner = plane.clone();
+            let joined = tokio::task::spawn_blocking(move || Cluster::join(&joiner, cluster))
+                .await
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e)))??;
+            joined.announce(&plane, format!("http://{bound}"));
+            let _ = plane.cluster.set(joined);
+            plane.topologies.running().len()
+        }
+        None => {
+            let resumer = plane.clone();
+            tokio::task::spawn_blocking(move || resumer.topologies.resume())
+                .await
+                .unwrap_or(0)
+        }
+    };
     tracing::info!(listen = %bound, data_dir = %plane.config.data_dir.display(), resumed, "weir serve ready");
     on_bound(bound);
     let app = http::router(plane.clone());
@@ -263,11 +312,20 @@ pub async fn serve(
         })
         .await
         .map_err(ServerError::Serve);
+    if let Some(cluster) = plane.cluster.get() {
+        let leaving = cluster.clone();
+        let _ = tokio::task::spawn_blocking(move || leaving.leave()).await;
+    }
     tracing::info!("shutting down: stopping topologies");
     let stopper = plane.clone();
     let _ = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || stopper.topologies.shutdown()),
+        tokio::task::spawn_blocking(move || {
+            stopper.topologies.shutdown();
+            if let Some(cluster) = stopper.cluster.get() {
+                cluster.leave_groups(&stopper);
+            }
+        }),
     )
     .await;
     result

@@ -87,6 +87,10 @@ pub enum RegistryError {
         "the server is busy compiling other uploads ({compiling} compiling, {waiting} waiting): retry the upload in a few seconds"
     )]
     Busy { compiling: usize, waiting: usize },
+    #[error(
+        "version {module} was taken meanwhile by other bytes ({digest}) through another node: upload again"
+    )]
+    VersionTaken { module: String, digest: String },
     #[error("module registry: {what}: {reason}")]
     Io { what: String, reason: String },
 }
@@ -216,6 +220,15 @@ impl std::fmt::Debug for ModuleRegistry {
     }
 }
 
+/// What an upload would do ([`ModuleRegistry::prepare`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// The same bytes are this version already.
+    Existing(ModuleVersion),
+    /// They would be stored as this version.
+    Next(u32),
+}
+
 /// What an upload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pushed {
@@ -268,15 +281,43 @@ impl ModuleRegistry {
     /// next version of `name`, unless the same bytes already are a version
     /// of it.
     pub fn push(&self, name: &str, bytes: &[u8]) -> Result<Pushed, RegistryError> {
+        self.push_placed(name, bytes, None)
+    }
+
+    /// What an upload of `bytes` as `name` would do, after validating and
+    /// compiling them (the compiled module is kept, so storing them later
+    /// does not compile again): the version that has these bytes already,
+    /// or the number the next version would get. A cluster node calls
+    /// this before writing an upload to the control topic.
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, RegistryError> {
         Self::check_name(name)?;
-        let digest = digest_of(bytes);
-        if let Some(existing) = self
-            .versions(name)
+        if let Some(existing) = self.with_digest(name, &digest_of(bytes)) {
+            return Ok(Prepared::Existing(existing));
+        }
+        self.compile(name, bytes)?;
+        let dir = self.dir.join(name);
+        Ok(Prepared::Next(self.next_version(&dir)?))
+    }
+
+    /// The version of `name` holding bytes of digest `digest`.
+    fn with_digest(&self, name: &str, digest: &str) -> Option<ModuleVersion> {
+        self.versions(name)
             .unwrap_or_default()
             .into_iter()
             .find(|v| v.digest == digest)
+    }
+
+    /// Validates and compiles `bytes` in a compile turn, or takes the
+    /// module compiled already.
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<OperatorModule, RegistryError> {
+        let digest = digest_of(bytes);
+        if let Some(m) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
         {
-            return Ok(Pushed::Existing(existing));
+            return Ok(m.clone());
         }
         // Validate and compile outside the write lock: it is the slow part.
         let turn = self.compiles.enter()?;
@@ -288,23 +329,63 @@ impl ModuleRegistry {
             compile_ms = started.elapsed().as_millis() as u64,
             "module compiled"
         );
-        let info = module.info().clone();
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        // Another upload of the same bytes may have won the race.
-        if let Some(existing) = self
-            .versions(name)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|v| v.digest == digest)
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// [`ModuleRegistry::push`], or, with `placed`, as exactly that version
+    /// (number, upload time) as a cluster's control topic says: the same
+    /// bytes as that version already are [`Pushed::Existing`], other bytes
+    /// under a number that is taken are [`RegistryError::VersionTaken`].
+    pub fn push_placed(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        placed: Option<(u32, i64)>,
+    ) -> Result<Pushed, RegistryError> {
+        Self::check_name(name)?;
+        let digest = digest_of(bytes);
+        if placed.is_none()
+            && let Some(existing) = self.with_digest(name, &digest)
         {
             return Ok(Pushed::Existing(existing));
         }
+        let module = self.compile(name, bytes)?;
+        let info = module.info().clone();
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.dir.join(name);
+        let version = match placed {
+            None => {
+                // Another upload of the same bytes may have won the race.
+                if let Some(existing) = self.with_digest(name, &digest) {
+                    return Ok(Pushed::Existing(existing));
+                }
+                self.next_version(&dir)?
+            }
+            Some((version, _)) => {
+                if let Some(taken) = self
+                    .versions(name)?
+                    .into_iter()
+                    .find(|v| v.version == version)
+                {
+                    if taken.digest == digest {
+                        return Ok(Pushed::Existing(taken));
+                    }
+                    return Err(RegistryError::VersionTaken {
+                        module: taken.reference(),
+                        digest: taken.digest,
+                    });
+                }
+                version
+            }
+        };
         std::fs::create_dir_all(&dir).map_err(RegistryError::io(format!(
             "cannot create {}",
             dir.display()
         )))?;
-        let version = self.next_version(&dir)?;
         let meta = ModuleVersion {
             name: name.to_string(),
             version,
@@ -313,7 +394,7 @@ impl ModuleRegistry {
             world: info.world.clone(),
             imports: info.imports.clone(),
             exports: info.exports.clone(),
-            created_at: now_ms(),
+            created_at: placed.map_or_else(now_ms, |(_, at)| at),
             language: weir_wasm::source_language(bytes).map(String::from),
         };
         write_atomically(&dir.join(format!("{version}.wasm")), bytes)?;
@@ -323,11 +404,8 @@ impl ModuleRegistry {
         })?;
         // The metadata is written last: it is what makes the version exist.
         write_atomically(&dir.join(format!("{version}.json")), &json)?;
-        write_atomically(&dir.join("next"), (version + 1).to_string().as_bytes())?;
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, module);
+        let next = self.next_version(&dir)?.max(version + 1);
+        write_atomically(&dir.join("next"), next.to_string().as_bytes())?;
         tracing::info!(module.name = name, module.version = version, module.digest = %meta.digest, "module stored");
         Ok(Pushed::Created(meta))
     }

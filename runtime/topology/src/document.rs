@@ -78,6 +78,100 @@ pub struct OperatorDoc {
     /// watermark (it is counted as late in every case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_late: Option<LatePolicyDoc>,
+    /// Its own sandbox limits, tighter (or, up to the server's maximum,
+    /// looser) than the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<OperatorLimitsDoc>,
+}
+
+/// An operator's own limits, per instance; each one left out is the
+/// server's, and none may be over the server's maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorLimitsDoc {
+    /// Linear memory an instance may grow to, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Time one call (a batch, or fired timers) may run, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_budget_ms: Option<u64>,
+    /// Largest state value (or map entry, or list) one write may store,
+    /// bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_state_value_bytes: Option<u64>,
+    /// Most bytes of events (keys, values, headers) one call may emit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes_per_call: Option<u64>,
+}
+
+/// Limits of an operator instance as they apply: the server's maximum
+/// ([`TopologyLimits::operator`](crate::TopologyLimits::operator)), or one
+/// operator's own over it ([`OperatorLimits::with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorLimits {
+    pub memory_mb: u64,
+    pub call_budget_ms: u64,
+    pub max_state_value_bytes: u64,
+    pub max_output_bytes_per_call: u64,
+}
+
+impl OperatorLimits {
+    /// No bound: what a local run checks against.
+    pub const UNBOUNDED: OperatorLimits = OperatorLimits {
+        memory_mb: u64::MAX,
+        call_budget_ms: u64::MAX,
+        max_state_value_bytes: u64::MAX,
+        max_output_bytes_per_call: u64::MAX,
+    };
+
+    /// These limits with the ones `own` sets instead.
+    pub fn with(self, own: Option<&OperatorLimitsDoc>) -> OperatorLimits {
+        let Some(own) = own else { return self };
+        OperatorLimits {
+            memory_mb: own.memory_mb.unwrap_or(self.memory_mb),
+            call_budget_ms: own.call_budget_ms.unwrap_or(self.call_budget_ms),
+            max_state_value_bytes: own
+                .max_state_value_bytes
+                .unwrap_or(self.max_state_value_bytes),
+            max_output_bytes_per_call: own
+                .max_output_bytes_per_call
+                .unwrap_or(self.max_output_bytes_per_call),
+        }
+    }
+
+    /// Each limit with its name in the document, the value `own` gives it
+    /// (if any), and the server flag that raises it.
+    pub fn fields(
+        &self,
+        own: &OperatorLimitsDoc,
+    ) -> [(&'static str, Option<u64>, u64, &'static str); 4] {
+        [
+            (
+                "memory_mb",
+                own.memory_mb,
+                self.memory_mb,
+                "--operator-memory-mb",
+            ),
+            (
+                "call_budget_ms",
+                own.call_budget_ms,
+                self.call_budget_ms,
+                "--operator-call-budget-ms",
+            ),
+            (
+                "max_state_value_bytes",
+                own.max_state_value_bytes,
+                self.max_state_value_bytes,
+                "--operator-max-state-value-bytes",
+            ),
+            (
+                "max_output_bytes_per_call",
+                own.max_output_bytes_per_call,
+                self.max_output_bytes_per_call,
+                "--operator-max-output-bytes-per-call",
+            ),
+        ]
+    }
 }
 
 /// What happens to a late event.

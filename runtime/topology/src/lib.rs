@@ -1,7 +1,7 @@
 //! weir-topology: the topology document and its validation.
 //!
 //! A topology names sources, operators (a module reference, config,
-//! parallelism, `key_by`, error policy) and sinks (streams, files, and
+//! parallelism, `key_by`, error policy, own sandbox limits) and sinks (streams, files, and
 //! outside Weir PostgreSQL tables and HTTP endpoints, `sinks.rs`); each operator and sink
 //! names its input or inputs. [`parse_topology`] reads JSON or YAML;
 //! [`validate_topology`] reports every problem at once, each with its path
@@ -21,8 +21,9 @@ mod validate;
 
 pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, InputRef, Inputs, KeyBy, LatePolicyDoc, OperatorDoc, RestartDoc,
-    SinkDoc, SourceDoc, TopologyDoc, WatermarkDoc, parse_topology,
+    CheckpointDoc, ErrorPolicyDoc, InputRef, Inputs, KeyBy, LatePolicyDoc, OperatorDoc,
+    OperatorLimits, OperatorLimitsDoc, RestartDoc, SinkDoc, SourceDoc, TopologyDoc, WatermarkDoc,
+    parse_topology,
 };
 pub use kafka::{
     KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,

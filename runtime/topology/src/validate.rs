@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::document::{Inputs, KeyBy, SinkDoc, TopologyDoc};
+use crate::document::{Inputs, KeyBy, OperatorLimits, SinkDoc, TopologyDoc};
 
 /// Highest parallelism of one operator (and never more than its key
 /// groups, since each instance owns at least one).
@@ -32,6 +32,10 @@ pub struct TopologyLimits {
     /// Most operator instances (the sum of every operator's parallelism):
     /// each instance is a thread.
     pub max_instances: usize,
+    /// The most an operator's own `limits` may give an instance (the
+    /// server's sandbox limits, also what an operator without its own
+    /// gets).
+    pub operator: OperatorLimits,
 }
 
 impl Default for TopologyLimits {
@@ -39,6 +43,7 @@ impl Default for TopologyLimits {
         TopologyLimits {
             max_operators: DEFAULT_MAX_OPERATORS,
             max_instances: DEFAULT_MAX_INSTANCES,
+            operator: OperatorLimits::UNBOUNDED,
         }
     }
 }
@@ -398,6 +403,26 @@ pub fn validate_topology_with(
         {
             report.error(format!("{path}.config"), "must be an object");
         }
+        if let Some(own) = &o.limits {
+            let max = options
+                .limits
+                .map_or(OperatorLimits::UNBOUNDED, |l| l.operator);
+            for (name, value, most, flag) in max.fields(own) {
+                match value {
+                    Some(0) => report.error(
+                        format!("{path}.limits.{name}"),
+                        "must be at least 1 (leave it out for the server's)",
+                    ),
+                    Some(v) if v > most => report.error(
+                        format!("{path}.limits.{name}"),
+                        format!(
+                            "{v} is over this server's maximum of {most}: lower it, or raise the server's {flag}"
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
     for (i, s) in doc.sinks.iter().enumerate() {
         let path = format!("sinks[{i}]");
@@ -696,7 +721,7 @@ fn cycles(doc: &TopologyDoc) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_topology;
+    use crate::{OperatorLimitsDoc, parse_topology};
 
     struct Known(&'static [&'static str]);
 
@@ -861,6 +886,7 @@ sinks: [{ name: out, stream: o, input: x }]
         let limits = TopologyLimits {
             max_operators: 10,
             max_instances: 20,
+            ..TopologyLimits::default()
         };
         let options = ValidateOptions {
             limits: Some(limits),
@@ -890,6 +916,49 @@ sinks: [{ name: out, stream: o, input: x }]
         doc.operators[1].parallelism = Some(1);
         let found = validate_topology_with(&doc, &(), options);
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn an_operators_own_limits_over_the_servers_maximum_are_refused_by_path() {
+        let options = ValidateOptions {
+            limits: Some(TopologyLimits {
+                operator: OperatorLimits {
+                    memory_mb: 64,
+                    call_budget_ms: 1_000,
+                    max_state_value_bytes: 1 << 20,
+                    max_output_bytes_per_call: 1 << 20,
+                },
+                ..TopologyLimits::default()
+            }),
+            ..ValidateOptions::default()
+        };
+        let mut doc = chain(2, false);
+        let own = |text: &str| Some(serde_json::from_str::<OperatorLimitsDoc>(text).unwrap());
+        doc.operators[0].limits = own(r#"{"memory_mb": 64, "call_budget_ms": 5}"#);
+        doc.operators[1].limits = own(r#"{"memory_mb": 65, "max_output_bytes_per_call": 0}"#);
+        let found = validate_topology_with(&doc, &(), options);
+        let paths: Vec<&str> = found.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "operators[1].limits.memory_mb",
+                "operators[1].limits.max_output_bytes_per_call"
+            ],
+            "{found:?}"
+        );
+        assert!(
+            found[0]
+                .message
+                .contains("65 is over this server's maximum of 64")
+                && found[0].message.contains("--operator-memory-mb"),
+            "{found:?}"
+        );
+        // Without server limits (a local run) only zero is refused.
+        let found = validate_topology(&doc, &());
+        assert_eq!(found.len(), 1, "{found:?}");
+        // An unknown limit is a parse error that names it.
+        let err = serde_json::from_str::<OperatorLimitsDoc>(r#"{"memory": 1}"#).unwrap_err();
+        assert!(err.to_string().contains("memory_mb"), "{err}");
     }
 
     #[test]

@@ -99,11 +99,25 @@ pub enum InstanceError {
         limit: usize,
     },
     #[error("operator `{operator}` trapped: {message}")]
-    Trap { operator: String, message: String },
+    Trap {
+        operator: String,
+        message: String,
+        /// The guest's frames at the trap, innermost first, demangled, as
+        /// its name section names them (empty for a module without one).
+        backtrace: Vec<String>,
+    },
     #[error(
         "operator `{operator}` handed the host over {limit} bytes of state writes in one call, and the call failed: write less per event, or give it fewer events per call"
     )]
     HostBytes { operator: String, limit: usize },
+    #[error(
+        "operator `{operator}` emitted {bytes} bytes of events in one call, over its limit of {limit} bytes, and the call failed: emit less per event, or raise the operator's `limits.max_output_bytes_per_call`"
+    )]
+    OutputLimit {
+        operator: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("operator `{operator}` failed the batch: {message}")]
     Failed { operator: String, message: String },
     #[error("operator `{operator}` returned an invalid result: {reason}")]

@@ -277,7 +277,9 @@ impl OperatorInstance {
                 let error = self.classify(&err, &store, limits.init_budget);
                 self.parked = Some(store.into_data().state);
                 return Err(match error {
-                    InstanceError::Trap { operator, message } => InstanceError::Instantiate {
+                    InstanceError::Trap {
+                        operator, message, ..
+                    } => InstanceError::Instantiate {
                         operator,
                         reason: message,
                     },
@@ -437,7 +439,11 @@ impl OperatorInstance {
             .unwrap_or_default();
         let printed = store.data().stderr.take();
         let message = crate::trap::trap_message(&trap, &frames, &printed);
-        InstanceError::Trap { operator, message }
+        InstanceError::Trap {
+            operator,
+            message,
+            backtrace: crate::trap::backtrace(&frames),
+        }
     }
 
     /// Throws the live instance away after a failure; the next call starts
@@ -748,6 +754,7 @@ impl OperatorInstance {
                     None => InstanceError::Trap {
                         operator,
                         message: format!("{err:?}"),
+                        backtrace: Vec::new(),
                     },
                 };
                 tracing::debug!(error = %error, "operator instance failed; it will be re-created");
@@ -772,6 +779,21 @@ impl OperatorInstance {
         let events = take_batch(events);
         if let Err(e) = events.validate() {
             return Err(invalid(e.to_string()));
+        }
+        let limit = self.limits().max_output_bytes_per_call;
+        let bytes = events.keys.len()
+            + events.values.len()
+            + events
+                .headers
+                .iter()
+                .map(|(_, name, value)| name.len() + value.len())
+                .sum::<usize>();
+        if bytes > limit {
+            return Err(InstanceError::OutputLimit {
+                operator: operator.clone(),
+                bytes,
+                limit,
+            });
         }
         let (events, side) =
             split_outputs(events, &outputs, self.outputs.len()).map_err(invalid)?;

@@ -8,6 +8,8 @@ pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
 /// Linear memory an instance may grow to.
 /// Default of [`SandboxLimits::max_call_host_bytes`].
 pub const DEFAULT_MAX_CALL_HOST_BYTES: usize = 64 << 20;
+/// Default of [`SandboxLimits::max_output_bytes_per_call`].
+pub const DEFAULT_MAX_OUTPUT_BYTES_PER_CALL: usize = 64 << 20;
 /// Longest state name (stored with a 16-bit length; kept short).
 pub const MAX_STATE_NAME_BYTES: usize = 1024;
 pub const DEFAULT_MEMORY_BYTES: usize = 256 << 20;
@@ -47,6 +49,9 @@ pub struct SandboxLimits {
     pub max_call_host_bytes: usize,
     /// Longest log line kept; the rest is cut.
     pub max_log_bytes: usize,
+    /// Bytes of events (keys, values, header names and values) one call
+    /// may emit; over it, the call fails.
+    pub max_output_bytes_per_call: usize,
 }
 
 impl Default for SandboxLimits {
@@ -64,6 +69,7 @@ impl Default for SandboxLimits {
             max_pending_writes: 1_000_000,
             max_call_host_bytes: DEFAULT_MAX_CALL_HOST_BYTES,
             max_log_bytes: 4096,
+            max_output_bytes_per_call: DEFAULT_MAX_OUTPUT_BYTES_PER_CALL,
         }
     }
 }

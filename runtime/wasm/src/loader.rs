@@ -134,6 +134,9 @@ pub struct OperatorModule {
     /// Keys the random seeds of its instances.
     pub(crate) secret: HostSecret,
     info: Arc<ModuleInfo>,
+    /// What the module is called where it was loaded from (the registry's
+    /// `name@version`), for dead letters; `None` when the caller gave none.
+    label: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for OperatorModule {
@@ -147,6 +150,29 @@ impl std::fmt::Debug for OperatorModule {
 impl OperatorModule {
     pub fn info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    /// The module called `label` (e.g. `name@version` in a registry).
+    pub fn labelled(mut self, label: &str) -> OperatorModule {
+        self.label = Some(Arc::from(label));
+        self
+    }
+
+    /// The label given with [`OperatorModule::labelled`].
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
+    /// The module with other sandbox limits for its instances (an
+    /// operator's own limits, within the server's).
+    pub fn with_limits(mut self, limits: SandboxLimits) -> OperatorModule {
+        self.limits = limits;
+        self
+    }
+
+    /// The sandbox limits its instances get.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
     }
 
     /// The `weir:operator` version the component was built for.
@@ -454,6 +480,7 @@ impl WasmHost {
                 imports,
                 exports,
             }),
+            label: None,
         })
     }
 }

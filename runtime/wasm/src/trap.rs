@@ -49,6 +49,20 @@ pub(crate) fn trap_message(trap: &str, frames: &[String], stderr: &str) -> Strin
     message
 }
 
+/// Most frames a trap's backtrace keeps (a deep recursion would otherwise
+/// make every dead letter of it huge).
+const BACKTRACE_FRAMES: usize = 64;
+
+/// The whole named call stack of a trap, innermost first, demangled, at
+/// most [`BACKTRACE_FRAMES`] frames: what a dead letter carries.
+pub(crate) fn backtrace(frames: &[String]) -> Vec<String> {
+    frames
+        .iter()
+        .take(BACKTRACE_FRAMES)
+        .map(|f| format!("{:#}", rustc_demangle::demangle(f)))
+        .collect()
+}
+
 /// `panicked at src/lib.rs:3:5: poison event` from Rust's panic output.
 fn panic_of(stderr: &str) -> Option<String> {
     let start = stderr.rfind("panicked at ")?;
@@ -115,6 +129,17 @@ mod tests {
         assert!(!m.contains("abort_internal") && !m.contains("std::"), "{m}");
         assert!(!m.contains("RUST_BACKTRACE"), "{m}");
         assert!(!m.contains("17h0123456789abcdef"), "hash kept: {m}");
+    }
+
+    #[test]
+    fn a_backtrace_keeps_every_frame_demangled_up_to_its_bound() {
+        let frames = vec![
+            "_ZN11poison_trap10PoisonTrap7process17h0123456789abcdefE".to_string();
+            BACKTRACE_FRAMES + 5
+        ];
+        let trace = backtrace(&frames);
+        assert_eq!(trace.len(), BACKTRACE_FRAMES);
+        assert_eq!(trace[0], "poison_trap::PoisonTrap::process");
     }
 
     #[test]

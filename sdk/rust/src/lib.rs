@@ -64,7 +64,7 @@ pub mod window;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "operator",
-        path: "../../wit/0.2.0",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_weir_bindings",
         default_bindings_module: "weir_sdk::bindings",

@@ -14,6 +14,7 @@ use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::{ErrorPolicyDoc, KafkaFormat, TopologyDoc};
 
 use super::config::KafkaError;
+use super::group::{Assignment, Handoff};
 use super::sink::KafkaSink;
 use super::source::{KafkaSource, SharedDeadLetters};
 use crate::SourceMode;
@@ -46,6 +47,15 @@ pub fn kafka_dead_letters(doc: &TopologyDoc) -> bool {
         })
 }
 
+/// What a cluster's node binds of a topology: the partitions its group
+/// gave it, by topic, and its id (exactly-once sinks get a
+/// `transactional.id` and a progress marker of their own per node).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaShare {
+    pub partitions: Assignment,
+    pub node: String,
+}
+
 /// Binds every `kafka:` source and sink of `doc` not in `bindings` yet.
 /// `brokers` stands in for a block that names none; `mode` says whether
 /// sources end at the end their partitions have now (`weir run`) or
@@ -56,6 +66,20 @@ pub fn bind_kafka(
     mode: SourceMode,
     bindings: &mut Bindings,
 ) -> Result<(), KafkaBindError> {
+    bind_kafka_shared(doc, brokers, mode, None, bindings).map(|_| ())
+}
+
+/// [`bind_kafka`] on a cluster's node when `share` is given: sources read
+/// only its partitions; answers their hand-overs.
+pub fn bind_kafka_shared(
+    doc: &TopologyDoc,
+    brokers: Option<&str>,
+    mode: SourceMode,
+    share: Option<&KafkaShare>,
+    bindings: &mut Bindings,
+) -> Result<Vec<Arc<Handoff>>, KafkaBindError> {
+    let empty = std::collections::BTreeSet::new();
+    let mut handoffs = Vec::new();
     let letters = shared_dead_letters(doc, bindings);
     for source in &doc.sources {
         let Some(kafka) = &source.kafka else { continue };
@@ -72,8 +96,10 @@ pub fn bind_kafka(
             &brokers,
             mode == SourceMode::Bounded,
             letters.clone(),
+            share.map(|s| s.partitions.get(&kafka.topic).unwrap_or(&empty)),
         )
         .map_err(|source| KafkaBindError { what, source })?;
+        handoffs.extend(read.handoff());
         bindings.stats.insert(source.name.clone(), read.stats());
         bindings.sources.insert(source.name.clone(), Box::new(read));
     }
@@ -84,12 +110,19 @@ pub fn bind_kafka(
         }
         let what = format!("sink `{}`", sink.name);
         let brokers = brokers_of(&kafka.brokers, brokers, &what)?;
-        let write = KafkaSink::connect(what.clone(), &doc.name, &sink.name, kafka, &brokers)
-            .map_err(|source| KafkaBindError { what, source })?;
+        let write = KafkaSink::connect(
+            what.clone(),
+            &doc.name,
+            &sink.name,
+            kafka,
+            &brokers,
+            share.map(|s| s.node.as_str()),
+        )
+        .map_err(|source| KafkaBindError { what, source })?;
         bindings.stats.insert(sink.name.clone(), write.stats());
         bindings.sinks.insert(sink.name.clone(), Box::new(write));
     }
-    Ok(())
+    Ok(handoffs)
 }
 
 fn brokers_of(
@@ -166,6 +199,7 @@ mod tests {
             error: "bad".into(),
             failed_at: 0,
             event: weir_types::Event::default(),
+            context: weir_io::FailureContext::default(),
         };
         (bindings.dead_letter.as_mut().unwrap())(&letter("op")).unwrap();
         (*shared.lock().unwrap())(&letter("source `in`")).unwrap();

@@ -21,17 +21,27 @@
 //! - `format.rs`: records ↔ events (`json`, `text`, `bytes`; key,
 //!   timestamp and headers mapping). `config.rs`: librdkafka settings
 //!   from the document. `bind.rs`: [`bind_kafka`], the document's `kafka:`
-//!   endpoints bound for `weir run` and the server alike. Crash points
+//!   endpoints bound for `weir run` and the server alike. `control.rs`:
+//!   [`ControlLog`], a cluster's compacted one-partition control topic
+//!   (`weir serve --cluster`). `group.rs`: [`GroupMember`], a node's
+//!   share of a topology's partitions through a consumer group, and
+//!   [`Handoff`], a stopped source's offsets handed to the next owner. Crash points
 //!   for the crash tests go through `weir_io::fault`.
 
 mod bind;
 mod config;
+mod control;
 mod format;
+mod group;
 mod sink;
 mod source;
 
-pub use bind::{KafkaBindError, bind_kafka, has_kafka, kafka_dead_letters};
+pub use bind::{
+    KafkaBindError, KafkaShare, bind_kafka, bind_kafka_shared, has_kafka, kafka_dead_letters,
+};
 pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
+pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
+pub use group::{Assignment, GroupMember, Handoff, OnAssignment};
 pub use sink::{KafkaSink, Marker};
 pub use source::KafkaSource;

@@ -146,6 +146,7 @@ impl KafkaSink {
         sink: &str,
         doc: &KafkaSinkDoc,
         brokers: &str,
+        node: Option<&str>,
     ) -> Result<KafkaSink, KafkaError> {
         let lookup = lookup_consumer(brokers, &Default::default())?;
         let partitions = partitions_of(&lookup, brokers, &doc.topic)?;
@@ -158,7 +159,10 @@ impl KafkaSink {
             super::config::ensure_progress_topic(&lookup, brokers, &topic)?;
             Some(Progress {
                 topic,
-                key: format!("{topology}/{sink}"),
+                key: match node {
+                    Some(node) => format!("{topology}/{sink}/{node}"),
+                    None => format!("{topology}/{sink}"),
+                },
                 topology: topology.to_string(),
                 sink: sink.to_string(),
             })
@@ -183,10 +187,14 @@ impl KafkaSink {
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true");
         if exactly_once {
-            let id = doc
+            let mut id = doc
                 .transactional_id
                 .clone()
                 .unwrap_or_else(|| format!("weir.{topology}.{sink}"));
+            // Each node of a cluster publishes its own partitions' output.
+            if let Some(node) = node {
+                id = format!("{id}.{node}");
+            }
             config.set("transactional.id", id);
         }
         let producer: ThreadedProducer<SinkContext> = config

@@ -22,7 +22,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_io::{DeadLetter, DeadLetterFn, EndpointStats, Position, Pull, Source};
+use weir_io::{
+    DeadLetter, DeadLetterFn, EndpointStats, FailureContext, FailureKind, Position, Pull, Source,
+};
 use weir_topology::{ErrorPolicyDoc, KafkaEdge, KafkaSourceDoc, KafkaStart};
 use weir_types::{Event, now_ms};
 
@@ -30,6 +32,7 @@ use super::config::{
     KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
 };
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
+use super::group::Handoff;
 
 /// How long one pull waits for a record before saying `Idle`.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -78,6 +81,11 @@ pub struct KafkaSource {
     stats: Arc<EndpointStats>,
     records_in: u64,
     stats_at: Option<Instant>,
+    /// On a cluster's node: the partitions the node holds are the only
+    /// ones read, each from the further of this node's checkpoint and
+    /// the group's committed offset, and the last reported position is
+    /// kept for the hand-over.
+    handoff: Option<Arc<Handoff>>,
 }
 
 /// How often a source refreshes its [`EndpointStats`].
@@ -103,6 +111,7 @@ impl KafkaSource {
         brokers: &str,
         bounded: bool,
         dead_letters: Option<SharedDeadLetters>,
+        owned: Option<&BTreeSet<i32>>,
     ) -> Result<KafkaSource, KafkaError> {
         let mut config = base_config(brokers, &BTreeMap::new())?;
         config
@@ -128,7 +137,18 @@ impl KafkaSource {
             )
             .create_with_context(QuietContext::with_ends(stats.clone()))
             .map_err(|e| KafkaError::Config(e.to_string()))?;
-        let partitions = partitions_of(&consumer, brokers, &doc.topic)?;
+        let mut partitions = partitions_of(&consumer, brokers, &doc.topic)?;
+        if let Some(owned) = owned {
+            partitions.retain(|p| owned.contains(p));
+        }
+        let handoff = owned.map(|_| {
+            Arc::new(Handoff {
+                brokers: brokers.to_string(),
+                group: group.to_string(),
+                topic: doc.topic.clone(),
+                last: Mutex::new(BTreeMap::new()),
+            })
+        });
         tracing::info!(
             kafka.topic = %doc.topic,
             partitions = partitions.len(),
@@ -158,7 +178,39 @@ impl KafkaSource {
             stats,
             records_in: 0,
             stats_at: None,
+            handoff,
         })
+    }
+
+    /// Its hand-over (on a cluster's node).
+    pub fn handoff(&self) -> Option<Arc<Handoff>> {
+        self.handoff.clone()
+    }
+
+    /// The group's committed offset of each partition read (on a
+    /// cluster's node: where the previous owner handed over).
+    fn group_offsets(&self) -> Result<BTreeMap<i32, i64>, String> {
+        let mut asked = TopicPartitionList::new();
+        for &p in &self.partitions {
+            asked.add_partition(&self.topic, p);
+        }
+        let have = self
+            .consumer
+            .committed_offsets(asked, LOOKUP_TIMEOUT)
+            .map_err(|e| {
+                format!(
+                    "{}: cannot read the committed offsets of its group on {}: {e}",
+                    self.what, self.brokers
+                )
+            })?;
+        Ok(have
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Its live figures: a split per partition (next offset, high
@@ -190,9 +242,17 @@ impl KafkaSource {
     fn assignment(&self) -> Result<TopicPartitionList, String> {
         let mut list = TopicPartitionList::new();
         let mut by_time = TopicPartitionList::new();
+        let handed = match self.handoff {
+            Some(_) => self.group_offsets()?,
+            None => BTreeMap::new(),
+        };
         for &p in &self.partitions {
-            let offset = match (self.next.get(&(p as u32)), &self.start) {
-                (Some(&next), _) => Offset::Offset(next as i64),
+            let next = match (self.next.get(&(p as u32)), handed.get(&p)) {
+                (Some(&mine), Some(&group)) => Some(mine.max(group as u64)),
+                (mine, group) => mine.copied().or(group.map(|&g| g as u64)),
+            };
+            let offset = match (next, &self.start) {
+                (Some(next), _) => Offset::Offset(next as i64),
                 (None, KafkaStart::Edge(KafkaEdge::Earliest)) => Offset::Beginning,
                 (None, KafkaStart::Edge(KafkaEdge::Latest)) => Offset::Offset(self.end_of(p)?),
                 (None, KafkaStart::Offsets { offsets }) => offsets
@@ -250,7 +310,8 @@ impl KafkaSource {
         // now on, so a restore does not skip what came in meanwhile.
         for e in list.elements() {
             if let Offset::Offset(o) = e.offset() {
-                self.next.entry(e.partition() as u32).or_insert(o as u64);
+                let next = self.next.entry(e.partition() as u32).or_insert(o as u64);
+                *next = (*next).max(o as u64);
             }
         }
         self.consumer
@@ -336,6 +397,10 @@ impl KafkaSource {
                         timestamp: msg.timestamp().to_millis().unwrap_or_else(now_ms),
                         headers,
                     },
+                    context: FailureContext {
+                        offset: u64::try_from(msg.offset()).ok(),
+                        ..FailureContext::of(FailureKind::Refused)
+                    },
                 };
                 let mut write = letters
                     .lock()
@@ -374,6 +439,11 @@ impl Source for KafkaSource {
         match position {
             Position::Splits(offsets) => {
                 self.next = offsets.clone();
+                if self.handoff.is_some() {
+                    // Partitions this node no longer holds are another's.
+                    let held: BTreeSet<u32> = self.partitions.iter().map(|&p| p as u32).collect();
+                    self.next.retain(|p, _| held.contains(p));
+                }
                 self.assigned = false;
                 Ok(())
             }
@@ -440,6 +510,9 @@ impl Source for KafkaSource {
     }
 
     fn position(&self) -> Option<Position> {
+        if let Some(handoff) = &self.handoff {
+            *handoff.last.lock().unwrap_or_else(|p| p.into_inner()) = self.next.clone();
+        }
         Some(Position::Splits(self.next.clone()))
     }
 

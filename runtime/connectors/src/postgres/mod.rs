@@ -30,7 +30,7 @@ use std::error::Error as StdError;
 
 use postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use postgres::{Client, NoTls, Statement, Transaction};
-use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, Sink};
+use weir_io::{CheckpointRef, DeadLetter, DeadLetterFn, FailureContext, FailureKind, Sink};
 use weir_topology::{PostgresModeDoc, PostgresSinkDoc};
 use weir_types::{Batch, EventRef};
 
@@ -340,6 +340,7 @@ impl PgSink {
             error,
             failed_at: weir_types::now_ms(),
             event: event.to_event(),
+            context: FailureContext::of(FailureKind::Refused),
         })
         .map_err(|e| {
             Failure::Fatal(format!(

@@ -1,11 +1,14 @@
 #!/bin/sh
 # Builds {{name}}.wasm with componentize-js 0.23.0 (npm install -g
 # @bytecodealliance/componentize-js@0.23.0; $COMPONENTIZE_JS names another
-# one): see {{weir}}/sdk/js/README.md. componentize-js reads only files
-# under this folder, so the SDK is copied into weir-sdk/ first.
+# one) from operator.js and the weir-sdk npm package in node_modules
+# (npm install weir-sdk, or the tarball `cargo xtask sdk-packages` builds
+# in {{weir}}/target/sdk-packages): see {{weir}}/sdk/js/README.md.
 set -eu
 cd "$(dirname "$0")"
-mkdir -p weir-sdk
-cp "{{weir}}/sdk/js/weir.js" "{{weir}}/sdk/js/weir_unicode.js" weir-sdk/
+if [ ! -f node_modules/weir-sdk/weir.js ]; then
+    echo "weir-sdk is not installed here: npm install weir-sdk (see README.md)" >&2
+    exit 1
+fi
 "${COMPONENTIZE_JS:-componentize-js}" operator.js --wit "{{weir}}/wit" --world-name operator \
     --disable http fetch-event -o {{name}}.wasm

@@ -122,7 +122,27 @@ impl From<RegistryError> for ApiError {
             RegistryError::Busy { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             }
+            RegistryError::VersionTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "version_taken", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError as C;
+        match e {
+            C::Refused(message) => ApiError::new(StatusCode::CONFLICT, "cluster_refused", message),
+            C::NotInCluster(_) => ApiError::bad_request("not_in_cluster", e.to_string()),
+            C::Registry(inner) => inner.into(),
+            C::Topologies(inner) => inner.into(),
+            _ => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -154,6 +174,7 @@ impl From<TopologiesError> for ApiError {
                 .with_details(json!({ "problems": list }))
             }
             T::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "topology_not_found", message),
+            T::BadRange { .. } => ApiError::bad_request("bad_range", message),
             T::NoSuchOperator { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "operator_not_found", message)
             }

@@ -3,10 +3,13 @@
 //! - `error.rs`: [`ApiError`], the one place domain errors become statuses
 //!   and codes; responses that reach the client without a handler (no
 //!   route, a rejected body) are rewritten into the same JSON shape.
-//! - `modules.rs`, `topologies.rs`, `streams.rs` (with server-sent events),
+//! - `modules.rs`, `topologies.rs`, `letters.rs` (dead letters),
+//!   `streams.rs` (with server-sent events),
 //!   `observe.rs` (`/healthz`, `/metrics`): the handlers. Each parses the
 //!   request, calls the control plane (on the blocking pool when it does
 //!   I/O or compiles) and shapes the JSON answer.
+//! - `cluster.rs`: `GET /v1/cluster`; writes of a cluster's node go
+//!   through [`crate::cluster::Cluster`] in the handlers above.
 //! - `openapi.rs`: the OpenAPI document, checked against [`routes`].
 //! - `wire.rs`: the connections it is served on; hyper's own answers to
 //!   requests it cannot parse (a URL over 64 KiB, huge headers) get the
@@ -17,8 +20,10 @@
 //!   unless `--metrics-public`) needs `Authorization: Bearer <token>`; a
 //!   refused call is answered at once, its body mostly unread.
 
+mod cluster;
 mod console;
 mod error;
+mod letters;
 mod metrics;
 mod modules;
 mod observe;
@@ -68,6 +73,7 @@ fn build(max_module_bytes: usize, max_document_bytes: usize, max_body_bytes: usi
     };
     routes
         .add(Method::GET, "/v1/openapi.json", get(openapi::handler))
+        .add(Method::GET, "/v1/cluster", get(cluster::status))
         .add(Method::GET, "/v1/modules", get(modules::list))
         .add(
             Method::POST,
@@ -140,6 +146,16 @@ fn build(max_module_bytes: usize, max_document_bytes: usize, max_body_bytes: usi
             Method::GET,
             "/v1/topologies/{name}/operators/{operator}/state/{state}",
             get(topologies::state),
+        )
+        .add(
+            Method::GET,
+            "/v1/topologies/{name}/dead-letters",
+            get(letters::list),
+        )
+        .add(
+            Method::POST,
+            "/v1/topologies/{name}/dead-letters/replay",
+            limited(post(letters::replay), max_document_bytes),
         )
         .add(Method::GET, "/v1/streams", get(streams::list))
         .add(
@@ -386,6 +402,35 @@ const FOLLOW_WAIT: Duration = Duration::from_millis(500);
 /// An empty body, for handlers that answer with a status alone.
 fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
+}
+
+/// The header that carries a cluster write's control offset.
+pub const CONTROL_OFFSET_HEADER: &str = "weir-control-offset";
+
+/// `value` with the control offset of the cluster write that made it,
+/// when there was one (`control_offset`).
+fn with_offset(mut value: serde_json::Value, offset: Option<i64>) -> serde_json::Value {
+    if let Some(offset) = offset {
+        value["control_offset"] = serde_json::json!(offset);
+    }
+    value
+}
+
+/// An empty answer to a cluster write: its control offset in a header.
+fn offset_only(status: StatusCode, offset: i64) -> Response {
+    let mut response = empty(status);
+    if let Ok(v) = HeaderValue::from_str(&offset.to_string()) {
+        response.headers_mut().insert(CONTROL_OFFSET_HEADER, v);
+    }
+    response
+}
+
+/// The error of a call a cluster's node does not take.
+fn not_in_cluster(what: &str) -> ApiError {
+    ApiError::bad_request(
+        "not_in_cluster",
+        format!("{what} is per node and not taken in cluster mode (--cluster)"),
+    )
 }
 
 #[cfg(test)]

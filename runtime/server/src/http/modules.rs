@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{ApiError, Plane, blocking, empty};
+use super::{ApiError, Plane, blocking, empty, offset_only, with_offset};
 use crate::registry::{ModuleVersion, Pushed};
 
 fn version_json(v: &ModuleVersion) -> Value {
@@ -46,11 +46,23 @@ pub(super) async fn push(
     if body.is_empty() {
         return Err(weir_wasm::ModuleError::Empty.into());
     }
-    let pushed =
-        blocking(move || plane.registry.push(&name, &body).map_err(ApiError::from)).await?;
+    let (pushed, offset) = blocking(move || match plane.cluster.get() {
+        Some(cluster) => {
+            let (pushed, offset) = cluster.push_module(&plane, &name, &body)?;
+            Ok((pushed, Some(offset)))
+        }
+        None => Ok((plane.registry.push(&name, &body)?, None)),
+    })
+    .await?;
     Ok(match pushed {
-        Pushed::Created(v) => (StatusCode::CREATED, Json(version_json(&v))).into_response(),
-        Pushed::Existing(v) => (StatusCode::OK, Json(version_json(&v))).into_response(),
+        Pushed::Created(v) => (
+            StatusCode::CREATED,
+            Json(with_offset(version_json(&v), offset)),
+        )
+            .into_response(),
+        Pushed::Existing(v) => {
+            (StatusCode::OK, Json(with_offset(version_json(&v), offset))).into_response()
+        }
     })
 }
 
@@ -109,9 +121,15 @@ pub(super) async fn delete_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let version = parse_version(&version)?;
-    blocking(move || {
-        plane.topologies.delete_module(&name, version)?;
-        Ok(empty(StatusCode::NO_CONTENT))
+    blocking(move || match plane.cluster.get() {
+        Some(cluster) => {
+            let (_, offset) = cluster.delete_module(&plane, &name, version)?;
+            Ok(offset_only(StatusCode::NO_CONTENT, offset))
+        }
+        None => {
+            plane.topologies.delete_module(&name, version)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
     })
     .await
 }

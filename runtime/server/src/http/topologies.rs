@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_topology::Severity;
 
-use super::{ApiError, Plane, blocking, empty};
-use crate::topologies::{SavepointInfo, Topologies, TopologyStatus};
+use super::{ApiError, Plane, blocking, empty, not_in_cluster, offset_only, with_offset};
+use crate::topologies::{DesiredState, SavepointInfo, Topologies, TopologyStatus};
 use weir_engine::{
     CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateRead,
     StateValue,
@@ -113,6 +113,11 @@ fn status_json(s: &TopologyStatus) -> Value {
             "state_bytes": u.state_bytes,
         })),
         "sources": sources_json(s),
+        "operator_limits": s
+            .operator_limits
+            .iter()
+            .map(|(name, l)| (name.clone(), json!(l)))
+            .collect::<serde_json::Map<String, Value>>(),
         "failed_checkpoints": {
             "total": s.failed_checkpoints.0,
             "in_a_row": s.failed_checkpoints.1,
@@ -156,14 +161,23 @@ pub(super) async fn apply(
 ) -> Result<Response, ApiError> {
     blocking(move || {
         let doc = Topologies::parse(text_of(&body)?)?;
-        let (record, created) = plane.topologies.apply(&name, doc)?;
+        let (record, created, offset) = match plane.cluster.get() {
+            Some(cluster) => {
+                let (record, created, offset) = cluster.apply_topology(&plane, &name, doc)?;
+                (record, created, Some(offset))
+            }
+            None => {
+                let (record, created) = plane.topologies.apply(&name, doc)?;
+                (record, created, None)
+            }
+        };
         let status = plane.topologies.status(&record.doc.name)?;
         let code = if created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
-        Ok((code, Json(status_json(&status))).into_response())
+        Ok((code, Json(with_offset(status_json(&status), offset))).into_response())
     })
     .await
 }
@@ -244,9 +258,15 @@ pub(super) async fn remove(
     State(plane): State<Plane>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    blocking(move || {
-        plane.topologies.delete(&name)?;
-        Ok(empty(StatusCode::NO_CONTENT))
+    blocking(move || match plane.cluster.get() {
+        Some(cluster) => {
+            let offset = cluster.delete_topology(&plane, &name)?;
+            Ok(offset_only(StatusCode::NO_CONTENT, offset))
+        }
+        None => {
+            plane.topologies.delete(&name)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
     })
     .await
 }
@@ -274,8 +294,20 @@ pub(super) async fn start(
 ) -> Result<Json<Value>, ApiError> {
     let arg: SavepointArg = optional_json(&body)?;
     blocking(move || {
-        plane.topologies.start(&name, arg.savepoint.as_deref())?;
-        Ok(Json(status_json(&plane.topologies.status(&name)?)))
+        let offset = match plane.cluster.get() {
+            Some(_) if arg.savepoint.is_some() => {
+                return Err(not_in_cluster("starting from a savepoint"));
+            }
+            Some(cluster) => Some(cluster.set_desired(&plane, &name, DesiredState::Running)?),
+            None => {
+                plane.topologies.start(&name, arg.savepoint.as_deref())?;
+                None
+            }
+        };
+        Ok(Json(with_offset(
+            status_json(&plane.topologies.status(&name)?),
+            offset,
+        )))
     })
     .await
 }
@@ -288,8 +320,20 @@ pub(super) async fn stop(
 ) -> Result<Json<Value>, ApiError> {
     let arg: SavepointArg = optional_json(&body)?;
     blocking(move || {
-        let savepoint = plane.topologies.stop(&name, arg.savepoint.as_deref())?;
-        let mut out = status_json(&plane.topologies.status(&name)?);
+        let (savepoint, offset) = match plane.cluster.get() {
+            Some(_) if arg.savepoint.is_some() => {
+                return Err(not_in_cluster("stopping with a savepoint"));
+            }
+            Some(cluster) => (
+                None,
+                Some(cluster.set_desired(&plane, &name, DesiredState::Stopped)?),
+            ),
+            None => (
+                plane.topologies.stop(&name, arg.savepoint.as_deref())?,
+                None,
+            ),
+        };
+        let mut out = with_offset(status_json(&plane.topologies.status(&name)?), offset);
         out["savepoint"] = savepoint
             .as_ref()
             .map(savepoint_json)

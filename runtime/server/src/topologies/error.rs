@@ -66,6 +66,8 @@ pub enum TopologiesError {
         /// a name that can never be bound.
         io: bool,
     },
+    #[error("topology `{topology}`: {message}")]
+    BadRange { topology: String, message: String },
     #[error("topology store: {what}: {reason}")]
     Io { what: String, reason: String },
 }

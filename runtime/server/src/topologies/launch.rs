@@ -7,9 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use weir_connectors::{
-    OutsideSettings, SourceMode, StreamStore, bind_kafka, bind_outside_sinks, bind_streams,
-    dead_letter_stream, dead_letter_writer,
+    Handoff, KafkaShare, OutsideSettings, SourceMode, StreamStore, bind_kafka_shared,
+    bind_outside_sinks, bind_streams, dead_letter_stream, dead_letter_writer,
 };
 use weir_engine::{
     Bindings, CheckpointConfig, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, EngineError, ExecOptions,
@@ -33,22 +35,27 @@ pub(super) struct Launcher<'a> {
     pub outside: &'a OutsideSettings,
     /// Brokers of `kafka:` endpoints that name none.
     pub kafka_brokers: Option<&'a str>,
+    /// On a cluster's node: the partitions it reads.
+    pub share: Option<&'a KafkaShare>,
 }
 
 impl Launcher<'_> {
-    /// Starts the job of `record`, its state in `dir`.
+    /// Starts the job of `record`, its state in `dir`; with the hand-overs
+    /// of its Kafka sources on a cluster's node.
     pub fn start_job(
         &self,
         record: &TopologyRecord,
         dir: &Path,
         savepoint: Option<&Path>,
-    ) -> Result<Job, TopologiesError> {
+    ) -> Result<(Job, Vec<Arc<Handoff>>), TopologiesError> {
         let doc = &record.doc;
         let topology = doc.name.clone();
         let mut modules = Modules::new();
         for (reference, pinned) in &record.modules {
             let version = self.registry.resolve(pinned)?;
-            modules.insert(reference.clone(), self.registry.load(&version)?);
+            let label = format!("{}@{}", version.name, version.version);
+            let module = self.registry.load(&version)?.labelled(&label);
+            modules.insert(reference.clone(), module);
         }
         let mut bindings = Bindings::default();
         // Sinks outside Weir (PostgreSQL, HTTP), each with a writer to the
@@ -77,13 +84,18 @@ impl Launcher<'_> {
         })?;
         // Kafka: a topic that is missing or brokers that do not answer may
         // come right, so the supervisor retries with backoff (`io: true`).
-        bind_kafka(doc, self.kafka_brokers, SourceMode::Follow, &mut bindings).map_err(|e| {
-            TopologiesError::Binding {
-                topology: topology.clone(),
-                io: e.source.recoverable(),
-                what: e.what,
-                reason: e.source.to_string(),
-            }
+        let handoffs = bind_kafka_shared(
+            doc,
+            self.kafka_brokers,
+            SourceMode::Follow,
+            self.share,
+            &mut bindings,
+        )
+        .map_err(|e| TopologiesError::Binding {
+            topology: topology.clone(),
+            io: e.source.recoverable(),
+            what: e.what,
+            reason: e.source.to_string(),
         })?;
         let engine_err = |source: EngineError| TopologiesError::Engine {
             topology: topology.clone(),
@@ -112,6 +124,8 @@ impl Launcher<'_> {
                 ..CheckpointConfig::default()
             }),
         };
-        Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)
+        Job::start(doc, &modules, bindings, self.options, Some(state))
+            .map(|job| (job, handoffs))
+            .map_err(engine_err)
     }
 }

@@ -16,6 +16,7 @@
 //! - `restart.rs`: the restart strategy (backoff, attempts, failures).
 //! - `launch.rs`: loading modules, binding streams and starting the job.
 //! - `savepoints.rs`: savepoints on disk and the checkpoint history.
+//! - `letters.rs`: reading the dead letters and replaying them.
 //! - `supervisor.rs`: the thread that notices a job that ended and
 //!   restarts it after its backoff.
 //!
@@ -25,6 +26,7 @@
 
 mod error;
 mod launch;
+mod letters;
 mod lifecycle;
 mod probe;
 mod records;
@@ -43,13 +45,14 @@ use weir_engine::{
     CheckpointInfo, EndpointSnapshot, EngineError, ExecOptions, MetricsSnapshot, StateRead,
 };
 use weir_state::StateDb;
-use weir_topology::{Problem, Severity, TopologyDoc, TopologyLimits};
+use weir_topology::{OperatorLimits, Problem, Severity, TopologyDoc, TopologyLimits};
 
 use crate::registry::{ModuleRegistry, ModuleVersion, RegistryError};
 use weir_types::now_ms;
 
 pub use error::TopologiesError;
 pub use launch::DEFAULT_CHECKPOINT_INTERVAL;
+pub use letters::{DeadLetterPage, MAX_DEAD_LETTERS_READ, MAX_DEAD_LETTERS_REPLAY, ReplayReport};
 pub use lifecycle::{Phase, Refusal, Step, transition};
 pub use records::{DesiredState, TopologyRecord};
 pub use restart::{Failure, KEPT_FAILURES, RestartPolicy};
@@ -60,6 +63,10 @@ use lifecycle::{Claim, ClaimError, Owner};
 use records::{Pins, Records, check_name};
 use restart::AfterFailure;
 use savepoints::{History, Savepoints};
+
+/// A job's source hand-overs, and whether it stopped after a last
+/// checkpoint.
+type Handoffs = (Vec<Arc<weir_connectors::Handoff>>, bool);
 
 /// Where a topology is now (its phase).
 pub type RunState = Phase;
@@ -107,6 +114,9 @@ pub struct TopologyStatus {
     /// and why the last one failed.
     pub failed_checkpoints: (u64, u64, Option<String>),
     pub restart: RestartStatus,
+    /// Each operator's limits as they apply to its instances: its own
+    /// `limits`, else the server's.
+    pub operator_limits: Vec<(String, OperatorLimits)>,
 }
 
 /// How a start was asked for.
@@ -135,6 +145,14 @@ pub struct Topologies {
     outside: OutsideSettings,
     /// Brokers of `kafka:` endpoints that name none (`--kafka-brokers`).
     kafka_brokers: Option<String>,
+    /// A node of a cluster: inputs and outputs on this node's disk
+    /// (embedded streams) are refused.
+    cluster: bool,
+    /// On a cluster's node: the partitions each topology reads here.
+    shares: Mutex<HashMap<String, weir_connectors::KafkaShare>>,
+    /// The hand-overs of each topology's current or last job's sources,
+    /// and whether that job stopped after a last checkpoint.
+    handoffs: Mutex<HashMap<String, Handoffs>>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -166,6 +184,8 @@ pub struct TopologySettings {
     pub outside: OutsideSettings,
     /// Default Kafka brokers (`--kafka-brokers`).
     pub kafka_brokers: Option<String>,
+    /// This server is a node of a cluster (`--cluster`).
+    pub cluster: bool,
 }
 
 impl Topologies {
@@ -183,6 +203,7 @@ impl Topologies {
             restart,
             outside,
             kafka_brokers,
+            cluster,
         } = settings;
         let records = Records::open(data_dir)?;
         let pins = Pins::load(&records);
@@ -198,6 +219,9 @@ impl Topologies {
             restart,
             outside,
             kafka_brokers,
+            cluster,
+            shares: Mutex::new(HashMap::new()),
+            handoffs: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
         });
@@ -246,6 +270,21 @@ impl Topologies {
     /// it has none, what its operators say of their configs once
     /// instantiated (`probe.rs`). Slow: call it off the async runtime.
     pub fn validate(&self, doc: &TopologyDoc) -> Vec<Problem> {
+        let mut problems = self.validate_quickly(doc);
+        if !problems.iter().any(|p| p.severity == Severity::Error) {
+            problems.extend(probe::probe_operators(
+                &self.registry,
+                doc,
+                probe::PROBE_BUDGET,
+            ));
+        }
+        problems
+    }
+
+    /// The problems of `doc` short of instantiating its operators: the
+    /// document's own, its modules against the registry, and, on a
+    /// cluster's node, endpoints that live on one node's disk.
+    fn validate_quickly(&self, doc: &TopologyDoc) -> Vec<Problem> {
         let mut problems = records::validate(
             &self.registry,
             doc,
@@ -253,12 +292,8 @@ impl Topologies {
             &self.outside,
             self.kafka_brokers.is_some(),
         );
-        if !problems.iter().any(|p| p.severity == Severity::Error) {
-            problems.extend(probe::probe_operators(
-                &self.registry,
-                doc,
-                probe::PROBE_BUDGET,
-            ));
+        if self.cluster {
+            problems.extend(records::cluster_problems(doc));
         }
         problems
     }
@@ -270,6 +305,45 @@ impl Topologies {
         name: &str,
         doc: TopologyDoc,
     ) -> Result<(TopologyRecord, bool), TopologiesError> {
+        let problems = self.validate(&doc);
+        self.apply_checked(name, doc, problems, None)
+    }
+
+    /// The module versions `doc`'s references resolve to now (`name` →
+    /// `name@version`), as [`Topologies::apply`] would pin them.
+    pub fn resolve_pins(
+        &self,
+        doc: &TopologyDoc,
+    ) -> Result<std::collections::BTreeMap<String, String>, TopologiesError> {
+        let mut modules = std::collections::BTreeMap::new();
+        for op in &doc.operators {
+            let version = self.registry.resolve(&op.module)?;
+            modules.insert(op.module.clone(), version.reference());
+        }
+        Ok(modules)
+    }
+
+    /// [`Topologies::apply`] of a document a cluster's control topic
+    /// holds: pinned to the module versions the node that took the write
+    /// resolved (`modules`), and validated without instantiating the
+    /// operators again (that node did).
+    pub fn apply_pinned(
+        &self,
+        name: &str,
+        doc: TopologyDoc,
+        modules: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(TopologyRecord, bool), TopologiesError> {
+        let problems = self.validate_quickly(&doc);
+        self.apply_checked(name, doc, problems, Some(modules))
+    }
+
+    fn apply_checked(
+        &self,
+        name: &str,
+        doc: TopologyDoc,
+        problems: Vec<Problem>,
+        pinned: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(TopologyRecord, bool), TopologiesError> {
         check_name("topology", name)?;
         if doc.name != name {
             return Err(TopologiesError::NameMismatch {
@@ -277,29 +351,91 @@ impl Topologies {
                 path: name.to_string(),
             });
         }
-        let problems = self.validate(&doc);
         if problems.iter().any(|p| p.severity == Severity::Error) {
             return Err(TopologiesError::Invalid(problems));
         }
         self.with_claim(name, Some(Step::Apply), "applying", |_, claim| {
             let created = !self.records.exists(name);
-            let record = self
-                .pins
-                .pin_and_write(&self.registry, name, &doc, |modules| {
-                    let record = TopologyRecord {
-                        doc: doc.clone(),
-                        modules,
-                        desired: DesiredState::Stopped,
-                        updated_at: now_ms(),
-                        last_error: None,
-                    };
-                    self.records.write(&record)?;
-                    Ok(record)
-                })?;
+            let record =
+                self.pins
+                    .pin_and_write(&self.registry, name, &doc, pinned, |modules| {
+                        let record = TopologyRecord {
+                            doc: doc.clone(),
+                            modules,
+                            desired: DesiredState::Stopped,
+                            updated_at: now_ms(),
+                            last_error: None,
+                        };
+                        self.records.write(&record)?;
+                        Ok(record)
+                    })?;
             claim.finish(None, |slot| slot.restart.reset());
             tracing::info!(topology.name = name, created, "topology applied");
             Ok((record, created))
         })
+    }
+
+    /// Sets (or clears) the partitions topology `name` reads on this
+    /// cluster node from its next start on.
+    pub fn set_share(&self, name: &str, share: Option<weir_connectors::KafkaShare>) {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        match share {
+            Some(s) => shares.insert(name.to_string(), s),
+            None => shares.remove(name),
+        };
+    }
+
+    /// The partitions topology `name` reads on this cluster node.
+    pub fn share(&self, name: &str) -> Option<weir_connectors::KafkaShare> {
+        self.shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// After `name` stopped on this cluster node: commits its sources'
+    /// last positions to their groups, so the next owner of a partition
+    /// starts there. Only after a stop with a last checkpoint (otherwise
+    /// the next owner starts from the offsets committed before, and reads
+    /// again what this node read since).
+    pub fn hand_over(&self, name: &str) -> Result<(), String> {
+        let (handoffs, clean) = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        if !clean {
+            return Ok(());
+        }
+        for handoff in handoffs {
+            handoff.commit().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `name`'s job stopped after a last checkpoint: its sources' last
+    /// positions may be handed over.
+    fn stopped_cleanly(&self, name: &str) {
+        if let Some(entry) = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(name)
+        {
+            entry.1 = true;
+        }
+    }
+
+    /// The stored record of topology `name`.
+    pub fn record(&self, name: &str) -> Result<TopologyRecord, TopologiesError> {
+        self.records.read(name)
+    }
+
+    /// A topology that pins module version `reference` (`name@version`).
+    pub fn module_user(&self, reference: &str) -> Option<String> {
+        self.pins.user_of(reference)
     }
 
     /// Names of every topology, sorted.
@@ -324,7 +460,14 @@ impl Topologies {
     pub fn status(&self, name: &str) -> Result<TopologyStatus, TopologiesError> {
         let record = self.records.read(name)?;
         let policy = self.restart.with(record.doc.restart.as_ref());
+        let operator_limits = record
+            .doc
+            .operators
+            .iter()
+            .map(|o| (o.name.clone(), self.limits.operator.with(o.limits.as_ref())))
+            .collect();
         let mut status = TopologyStatus {
+            operator_limits,
             record,
             state: Phase::Stopped,
             busy: None,
@@ -418,16 +561,22 @@ impl Topologies {
     ) -> Result<(), TopologiesError> {
         let started = Instant::now();
         let mut record = self.records.read(name)?;
+        let share = self.share(name);
         let launcher = Launcher {
             registry: &self.registry,
             streams: &self.streams,
             options: self.options,
             outside: &self.outside,
             kafka_brokers: self.kafka_brokers.as_deref(),
+            share: share.as_ref(),
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)
-            .and_then(|job| {
+            .and_then(|(job, handoffs)| {
+                self.handoffs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), (handoffs, false));
                 record.desired = DesiredState::Running;
                 record.updated_at = now_ms();
                 record.last_error = None;
@@ -537,6 +686,7 @@ impl Topologies {
             );
             match &outcome {
                 Ok(report) => {
+                    self.stopped_cleanly(name);
                     self.history.remember(name, report.checkpoints.clone());
                     self.history.remember_sources(name, report.sources.clone());
                 }
@@ -744,11 +894,15 @@ impl Topologies {
                 continue;
             };
             match owner.reclaim(job).stop(None) {
-                Ok(report) => tracing::info!(
-                    topology.name = name,
-                    checkpoint = report.checkpoints.last().map(|c| c.id),
-                    "topology stopped for shutdown after a final checkpoint"
-                ),
+                Ok(report) => {
+                    tracing::info!(
+                        topology.name = name,
+                        checkpoint = report.checkpoints.last().map(|c| c.id),
+                        "topology stopped for shutdown after a final checkpoint"
+                    );
+                    self.stopped_cleanly(&name);
+                    self.history.remember(&name, report.checkpoints);
+                }
                 Err(e) => {
                     tracing::error!(topology.name = %name, error = %e, "topology failed while stopping")
                 }

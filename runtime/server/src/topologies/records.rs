@@ -120,6 +120,34 @@ pub fn validate(
     validate_topology_with(doc, &RegistryCheck(registry), options)
 }
 
+/// What a cluster's node refuses in `doc`: embedded streams as sources or
+/// sinks (their events live on one node's disk, while the topology runs
+/// on every node).
+pub fn cluster_problems(doc: &TopologyDoc) -> Vec<Problem> {
+    let why = "an embedded stream lives on one node's disk, while a cluster runs its topologies \
+               on every node: in cluster mode (`--cluster`) read and write Kafka topics";
+    let mut problems = Vec::new();
+    for (i, source) in doc.sources.iter().enumerate() {
+        if source.stream.is_some() {
+            problems.push(Problem {
+                path: format!("sources[{i}].stream"),
+                message: format!("source `{}` reads a stream: {why}", source.name),
+                severity: weir_topology::Severity::Error,
+            });
+        }
+    }
+    for (i, sink) in doc.sinks.iter().enumerate() {
+        if sink.stream.is_some() {
+            problems.push(Problem {
+                path: format!("sinks[{i}].stream"),
+                message: format!("sink `{}` writes a stream: {why}", sink.name),
+                severity: weir_topology::Severity::Error,
+            });
+        }
+    }
+    problems
+}
+
 /// The records of one data directory, `<data>/topologies/`.
 #[derive(Debug)]
 pub(super) struct Records {
@@ -226,7 +254,8 @@ impl Pins {
         self.by_version.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Resolves the module references of `doc` and pins them to
+    /// Resolves the module references of `doc` (or takes the versions
+    /// `pinned` gives, each checked to exist) and pins them to
     /// `topology` (replacing its pins), then runs `write`; when `write`
     /// fails, the old pins come back. A concurrent module deletion waits.
     pub fn pin_and_write<T>(
@@ -234,12 +263,22 @@ impl Pins {
         registry: &ModuleRegistry,
         topology: &str,
         doc: &TopologyDoc,
+        pinned: Option<&BTreeMap<String, String>>,
         write: impl FnOnce(BTreeMap<String, String>) -> Result<T, TopologiesError>,
     ) -> Result<T, TopologiesError> {
         let mut map = self.lock();
         let mut modules = BTreeMap::new();
         for op in &doc.operators {
-            let version = registry.resolve(&op.module)?;
+            let reference = match pinned {
+                Some(pins) => pins.get(&op.module).ok_or_else(|| {
+                    RegistryError::BadReference(format!(
+                        "{} (the record pins no version for it)",
+                        op.module
+                    ))
+                })?,
+                None => &op.module,
+            };
+            let version = registry.resolve(reference)?;
             modules.insert(op.module.clone(), version.reference());
         }
         let old: Vec<String> = map
@@ -270,6 +309,13 @@ impl Pins {
             users.remove(topology);
             !users.is_empty()
         });
+    }
+
+    /// A topology that pins `reference` (`name@version`), if any.
+    pub fn user_of(&self, reference: &str) -> Option<String> {
+        self.lock()
+            .get(reference)
+            .and_then(|users| users.iter().next().cloned())
     }
 
     /// Drops every pin of `topology` (it was deleted).

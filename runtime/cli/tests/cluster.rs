@@ -1,0 +1,403 @@
+//! A cluster of `weir serve` processes (`--cluster`) over one real Apache
+//! Kafka broker (`weir_fixtures::kafka::KafkaBroker`; jars from `cargo
+//! xtask kafka`), each with its own data directory on loopback: writes
+//! through one node reach the others through the control topic, a write
+//! is read back at once on the node that took it, a node started later
+//! catches up, a chunked module arrives byte for byte, and hostile records
+//! in the control topic are reported without stopping any node, and a
+//! topology over a 4-partition topic is shared by two nodes through its
+//! consumer group with exactly-once output equal to the oracle. One
+//! broker serves the whole scenario (starting one takes seconds).
+
+mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use server::{Server, eventually};
+use weir_connectors::create_topic;
+use weir_fixtures::guest_bytes;
+use weir_fixtures::kafka::KafkaBroker;
+
+const CLUSTER: &str = "t1";
+const CONTROL_TOPIC: &str = "weir-cluster-t1";
+/// Small chunks, so a test module of a few hundred KiB is cut in many.
+const CHUNK_BYTES: &str = "16384";
+
+fn node(dir: &std::path::Path, brokers: &str, id: &str) -> Server {
+    Server::start(
+        dir,
+        &[
+            "--cluster",
+            CLUSTER,
+            "--kafka-brokers",
+            brokers,
+            "--cluster-chunk-bytes",
+            CHUNK_BYTES,
+            "--node-id",
+            id,
+        ],
+        &[],
+    )
+}
+
+/// Writes raw records (key, value) to `topic`; `None`: no key.
+fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, &[u8])]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+        if let Some(k) = key {
+            record = record.key(*k);
+        }
+        record = record.payload(*value);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+fn topology_doc(name: &str, input: &str, output: &str) -> String {
+    format!(
+        "name: {name}\n\
+         checkpoint: {{ interval_ms: 200 }}\n\
+         sources:\n\
+         \x20 - {{ name: lines, kafka: {{ topic: {input}, format: text }} }}\n\
+         operators:\n\
+         \x20 - {{ name: split, module: ops, input: lines }}\n\
+         sinks:\n\
+         \x20 - {{ name: out, kafka: {{ topic: {output}, delivery: at-least-once }}, input: split }}\n"
+    )
+}
+
+/// The node's `GET /v1/cluster`.
+fn cluster_view(server: &Server) -> Value {
+    let answer = server.client().get("/v1/cluster");
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body
+}
+
+fn state_of(server: &Server, topology: &str) -> String {
+    let answer = server.client().get(&format!("/v1/topologies/{topology}"));
+    answer.body["state"]
+        .as_str()
+        .unwrap_or("absent")
+        .to_string()
+}
+
+#[test]
+fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
+    let broker = KafkaBroker::start();
+    let brokers = broker.bootstrap();
+    create_topic(&brokers, "cl-lines", 1, &[]).unwrap();
+    create_topic(&brokers, "cl-words", 1, &[]).unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(dirs[0].path(), &brokers, "a");
+    let b = node(dirs[1].path(), &brokers, "b");
+    let (ca, cb) = (a.client(), b.client());
+
+    // A module through A: read back on A at once, with its control offset.
+    let module = guest_bytes("split-words");
+    assert!(
+        module.len() > 4 * CHUNK_BYTES.parse::<usize>().unwrap(),
+        "the test module must be cut into several chunks"
+    );
+    let pushed = ca.push("ops", &module);
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let offset = pushed.body["control_offset"].as_i64().unwrap();
+    assert!(offset > 0, "{}", pushed.text);
+    let on_a = ca.get("/v1/modules/ops/versions/1");
+    assert_eq!(on_a.status, 200, "{}", on_a.text);
+    // Identical bytes again: the existing version, nothing written.
+    let again = ca.push("ops", &module);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["version"], 1);
+
+    // On B: the same version, the same bytes on its disk.
+    let on_b = eventually("the module on node B", || {
+        let answer = cb.get("/v1/modules/ops/versions/1");
+        (answer.status == 200).then_some(answer.body)
+    });
+    assert_eq!(on_b["digest"], on_a.body["digest"]);
+    assert_eq!(on_b["created_at"], on_a.body["created_at"]);
+    let stored = std::fs::read(dirs[1].path().join("modules/ops/1.wasm")).unwrap();
+    assert!(stored == module, "node B's copy differs from the upload");
+
+    // Embedded streams are refused on a cluster's node, saying why.
+    let refused = cb.put_topology(
+        "local",
+        "name: local\nsources: [{ name: in, stream: lines }]\n\
+         operators: [{ name: split, module: ops, input: in }]\n\
+         sinks: [{ name: out, kafka: { topic: cl-words }, input: split }]\n",
+    );
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("one node's disk"), "{}", refused.text);
+
+    // A topology through B, read back on B at once, started through B.
+    let put = cb.put_topology("clt", &topology_doc("clt", "cl-lines", "cl-words"));
+    assert_eq!(put.status, 201, "{}", put.text);
+    assert!(put.body["control_offset"].as_i64().unwrap() > offset);
+    assert_eq!(put.body["modules"]["ops"], "ops@1");
+    let started = cb.post_json("/v1/topologies/clt/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    assert_eq!(started.body["state"], "running", "{}", started.text);
+    // Savepoints are per node: refused in cluster mode.
+    let sp = cb.post_json("/v1/topologies/clt/stop", &json!({ "savepoint": "x" }));
+    assert_eq!(sp.status, 400, "{}", sp.text);
+    assert_eq!(sp.code(), "not_in_cluster");
+    // A runs it too, and the members list says what each runs.
+    eventually("clt running on node A", || {
+        (state_of(&a, "clt") == "running").then_some(())
+    });
+    eventually("both members running clt", || {
+        let view = cluster_view(&a);
+        let members = view["members"].as_array()?.clone();
+        let running = members
+            .iter()
+            .filter(|m| m["alive"] == true && m["running"] == json!(["clt"]))
+            .count();
+        (running == 2).then_some(())
+    });
+    // It processes input: its one partition is read by one of the nodes.
+    produce_raw(&brokers, "cl-lines", &[(None, b"alpha beta gamma")]);
+    eventually("clt's output", || {
+        let out: u64 = [&ca, &cb]
+            .iter()
+            .flat_map(|c| {
+                let view = c.get("/v1/topologies/clt");
+                view.body["operators"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|o| o["events_out"].as_u64().unwrap_or(0))
+            .sum();
+        (out >= 3).then_some(())
+    });
+
+    // Hostile records straight into the control topic (the broker itself
+    // refuses records without a key in a compacted topic).
+    let hex = "00".repeat(32);
+    let chunk_key = format!("module/evil/1/{hex}/0");
+    let manifest_key = format!("module/evil/1/{hex}");
+    let bad_manifest =
+        json!({ "digest": format!("sha256:{hex}"), "size": 5, "chunks": 1, "created_at": 0 })
+            .to_string();
+    produce_raw(
+        &brokers,
+        CONTROL_TOPIC,
+        &[
+            (Some(b"\xff\xfe"), b"x"),
+            (Some(b"nonsense/key"), b"{}"),
+            (Some(b"topology/ghost"), b"{not json"),
+            (Some(b"desired/ghost"), b"[1,2]"),
+            (Some(chunk_key.as_bytes()), b"hello"),
+            (Some(manifest_key.as_bytes()), bad_manifest.as_bytes()),
+            (Some(b"member/a"), b"{\"node\": 5}"),
+        ],
+    );
+    // Both nodes keep going: a write after them is applied and answered.
+    let second = cb.push("ops2", &guest_bytes("word-count"));
+    assert_eq!(second.status, 201, "{}", second.text);
+    eventually("ops2 on node A", || {
+        (ca.get("/v1/modules/ops2").status == 200).then_some(())
+    });
+    for server in [&a, &b] {
+        let view = cluster_view(server);
+        let problems = view["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 6, "{view}");
+        let text = view["problems"].to_string();
+        for says in [
+            "not UTF-8",
+            "unknown key",
+            "topology record is not valid",
+            "do not match the manifest",
+        ] {
+            assert!(text.contains(says), "missing {says:?} in {text}");
+        }
+    }
+    assert_eq!(ca.get("/v1/modules/evil").status, 404);
+    assert_eq!(state_of(&a, "clt"), "running");
+
+    // A node started later catches up: the module byte for byte, the
+    // topology running, and the same hostile records reported.
+    let c = node(dirs[2].path(), &brokers, "c");
+    let cc = c.client();
+    assert_eq!(
+        cc.get("/v1/modules/ops/versions/1").body["digest"],
+        on_a.body["digest"]
+    );
+    let stored = std::fs::read(dirs[2].path().join("modules/ops/1.wasm")).unwrap();
+    assert!(stored == module, "node C's copy differs from the upload");
+    eventually("clt running on node C", || {
+        (state_of(&c, "clt") == "running").then_some(())
+    });
+    assert!(
+        cluster_view(&c)["applied_offset"].as_i64().unwrap()
+            >= second.body["control_offset"].as_i64().unwrap()
+    );
+
+    // Stop and delete through C reach A and B; an in-use module is refused.
+    let in_use = cc.request("DELETE", "/v1/modules/ops/versions/1", None, &[]);
+    assert_eq!(in_use.status, 409, "{}", in_use.text);
+    let stopped = cc.post_json("/v1/topologies/clt/stop", &json!({}));
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    assert_eq!(stopped.body["state"], "stopped");
+    let deleted = cc.request("DELETE", "/v1/topologies/clt", None, &[]);
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    assert_eq!(cc.get("/v1/topologies/clt").status, 404);
+    let gone = cc.request("DELETE", "/v1/modules/ops/versions/1", None, &[]);
+    assert_eq!(gone.status, 204, "{}", gone.text);
+    for server in [&a, &b] {
+        eventually("the topology and module gone on every node", || {
+            let client = server.client();
+            (client.get("/v1/topologies/clt").status == 404
+                && client.get("/v1/modules/ops/versions/1").status == 404)
+                .then_some(())
+        });
+    }
+    assert!(!dirs[0].path().join("modules/ops/1.wasm").exists());
+
+    // A clean stop removes the member from the others' view.
+    c.stop();
+    eventually("node c gone from the members", || {
+        let view = cluster_view(&a);
+        (!view["members"].to_string().contains("\"c\"")).then_some(())
+    });
+
+    // Tasks per partition: a 4-partition input shared by A and B through
+    // the topology's group, exactly-once output equal to the oracle.
+    create_topic(&brokers, "eo-lines", 4, &[]).unwrap();
+    create_topic(&brokers, "eo-words", 4, &[]).unwrap();
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!("w{} w{} w{}", i % 37, (i * 7) % 53, i % 5))
+        .collect();
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for line in &lines {
+        for word in line.split_whitespace() {
+            *oracle.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    let keyed = |from: usize, to: usize| -> Vec<(String, String)> {
+        (from..to)
+            .map(|i| (format!("k{i}"), lines[i].clone()))
+            .collect()
+    };
+    produce_keyed(&brokers, "eo-lines", &keyed(0, 200));
+    // B is away while A alone reads all four partitions.
+    b.stop();
+    // Checkpoints far apart: what A read is neither published nor
+    // committed to the source's group before B comes back, so only the
+    // hand-over at the revocation tells B where A's partitions stand.
+    let doc = topology_doc("eo", "eo-lines", "eo-words")
+        .replace(", delivery: at-least-once", "")
+        .replace("interval_ms: 200", "interval_ms: 600000");
+    // `ops@1` was deleted above: the upload is version 2 on every node.
+    let again = ca.push("ops", &module);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.body["version"], 2);
+    let put = ca.put_topology("eo", &doc);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/eo/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    let read_now = |client: &server::Http| -> u64 {
+        let status = client.get("/v1/topologies/eo");
+        status.body["sources"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|x| x["events_read"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    eventually("A alone through the first half", || {
+        (read_now(&ca) >= 200).then_some(())
+    });
+    assert!(word_counts(&brokers, "eo-words").is_empty());
+    // B comes back: it catches up, joins eo's group, and two partitions
+    // move to it from A (A's offsets handed over first).
+    let b = node(dirs[1].path(), &brokers, "b");
+    let cb = b.client();
+    // Each node holds some of the four partitions, together all of them.
+    eventually("eo's partitions shared by A and B", || {
+        let view = cluster_view(&a);
+        let mut all = BTreeSet::new();
+        let mut holders = 0;
+        for m in view["members"].as_array()? {
+            let held: Vec<i64> = m["partitions"]["eo"]["eo-lines"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            holders += usize::from(!held.is_empty());
+            all.extend(held);
+        }
+        (holders == 2 && all == BTreeSet::from([0, 1, 2, 3])).then_some(())
+    });
+    produce_keyed(&brokers, "eo-lines", &keyed(200, 400));
+    // Each node's current run read part of the second half (their runs
+    // restarted on the new partitions), nothing twice.
+    eventually("the second half read by A and B", || {
+        let (on_a, on_b) = (read_now(&ca), read_now(&cb));
+        (on_a > 0 && on_b > 0 && on_a + on_b >= 200).then_some(())
+    });
+    // Stopping publishes each node's last output.
+    let stopped = cb.post_json("/v1/topologies/eo/stop", &json!({}));
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    eventually("eo stopped on A", || {
+        (state_of(&a, "eo") == "stopped").then_some(())
+    });
+    assert_eq!(word_counts(&brokers, "eo-words"), oracle);
+}
+/// Writes `(key, value)` records to `topic`.
+fn produce_keyed(brokers: &str, topic: &str, records: &[(String, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let record = BaseRecord::<str, str>::to(topic).key(key).payload(value);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// How often each key occurs in `topic` for a `read_committed` reader now.
+fn word_counts(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..4 {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut open: BTreeSet<i32> = (0..4).collect();
+    let mut counts = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                *counts.entry(key).or_insert(0) += 1;
+            }
+            Some(Err(RdError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "could not read {topic} to its end");
+    counts
+}
