@@ -44,6 +44,19 @@ const ENTRY_OVERHEAD: usize = 128;
 /// The entries of one key's map state.
 type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// What a cached list costs in the working set.
+fn list_bytes(name: &str, key: &[u8], items: &[Vec<u8>]) -> usize {
+    ENTRY_OVERHEAD + name.len() + key.len() + items.iter().map(|i| i.len() + 4).sum::<usize>()
+}
+
+/// What a cached map costs in the working set.
+fn map_bytes(name: &str, key: &[u8], data: &MapEntries) -> usize {
+    ENTRY_OVERHEAD
+        + name.len()
+        + key.len()
+        + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+}
+
 fn domain_code(d: TimeDomain) -> u8 {
     match d {
         TimeDomain::EventTime => 0,
@@ -326,10 +339,7 @@ impl KeyedState {
                 Kind::List => {
                     if self.lists.get(name, key).is_none() {
                         let items = keys::decode_list(value).ok_or_else(|| damaged(row))?;
-                        let bytes = ENTRY_OVERHEAD
-                            + name.len()
-                            + key.len()
-                            + items.iter().map(|i| i.len() + 4).sum::<usize>();
+                        let bytes = list_bytes(name, key, &items);
                         self.lists
                             .insert_clean(&mut self.cached_bytes, name, key, items, bytes);
                     }
@@ -357,10 +367,7 @@ impl KeyedState {
         if self.maps.get(name, key).is_some() {
             return;
         }
-        let bytes = ENTRY_OVERHEAD
-            + name.len()
-            + key.len()
-            + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let bytes = map_bytes(name, key, &data);
         self.maps
             .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
     }
@@ -419,10 +426,7 @@ impl KeyedState {
                 data.insert(k.value()[prefix.len()..].to_vec(), v.value().to_vec());
             }
         }
-        let bytes = ENTRY_OVERHEAD
-            + name.len()
-            + key.len()
-            + data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let bytes = map_bytes(name, key, &data);
         self.maps
             .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
         Ok(())
@@ -443,10 +447,7 @@ impl KeyedState {
                 .ok_or_else(|| StateStoreError(format!("list state `{name}` is damaged")))?,
             None => Vec::new(),
         };
-        let bytes = ENTRY_OVERHEAD
-            + name.len()
-            + key.len()
-            + data.iter().map(|i| i.len() + 4).sum::<usize>();
+        let bytes = list_bytes(name, key, &data);
         self.lists
             .insert_clean(&mut self.cached_bytes, name, key, data, bytes);
         Ok(())
@@ -571,10 +572,7 @@ impl KeyedState {
                     }
                     _ => e.data.clear(),
                 }
-                let bytes = ENTRY_OVERHEAD
-                    + name.len()
-                    + key.len()
-                    + e.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                let bytes = map_bytes(name, key, &e.data);
                 Self::touched(
                     &mut self.cached_bytes,
                     &mut self.dirty_bytes,
@@ -599,10 +597,9 @@ impl KeyedState {
                     StateOp::ListReplace { items, .. } => e.data = items,
                     _ => {}
                 }
-                let bytes = ENTRY_OVERHEAD
-                    + name_len
-                    + key_len
-                    + e.data.iter().map(|i| i.len() + 4).sum::<usize>();
+                // `name` and `key` moved with the op: their lengths are
+                // added to the cost of the list under empty ones.
+                let bytes = list_bytes("", &[], &e.data) + name_len + key_len;
                 Self::touched(
                     &mut self.cached_bytes,
                     &mut self.dirty_bytes,
