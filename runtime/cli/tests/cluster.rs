@@ -6,7 +6,8 @@
 //! catches up, a chunked module arrives byte for byte, and hostile records
 //! in the control topic are reported without stopping any node, and a
 //! topology over a 4-partition topic is shared by two nodes through its
-//! consumer group with exactly-once output equal to the oracle. One
+//! consumer group with exactly-once output equal to the oracle, also
+//! when one of them joins mid-run and when one is killed. One
 //! broker serves the whole scenario (starting one takes seconds).
 
 mod server;
@@ -188,6 +189,8 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     let hex = "00".repeat(32);
     let chunk_key = format!("module/evil/1/{hex}/0");
     let manifest_key = format!("module/evil/1/{hex}");
+    let cut_key = format!("module/cut/1/{}", "11".repeat(32));
+    let cut_manifest = json!({ "digest": format!("sha256:{}", "11".repeat(32)), "size": 10, "chunks": 2, "created_at": 0 }).to_string();
     let bad_manifest =
         json!({ "digest": format!("sha256:{hex}"), "size": 5, "chunks": 1, "created_at": 0 })
             .to_string();
@@ -202,6 +205,7 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
             (Some(chunk_key.as_bytes()), b"hello"),
             (Some(manifest_key.as_bytes()), bad_manifest.as_bytes()),
             (Some(b"member/a"), b"{\"node\": 5}"),
+            (Some(cut_key.as_bytes()), cut_manifest.as_bytes()),
         ],
     );
     // Both nodes keep going: a write after them is applied and answered.
@@ -213,13 +217,14 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     for server in [&a, &b] {
         let view = cluster_view(server);
         let problems = view["problems"].as_array().unwrap();
-        assert_eq!(problems.len(), 6, "{view}");
+        assert_eq!(problems.len(), 7, "{view}");
         let text = view["problems"].to_string();
         for says in [
             "not UTF-8",
             "unknown key",
             "topology record is not valid",
             "do not match the manifest",
+            "chunk 0 of 2 is missing",
         ] {
             assert!(text.contains(says), "missing {says:?} in {text}");
         }
@@ -352,7 +357,54 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
         (state_of(&a, "eo") == "stopped").then_some(())
     });
     assert_eq!(word_counts(&brokers, "eo-words"), oracle);
+
+    // Kill -9 of a node: after the group's session timeout its partitions
+    // move to A, which reads them from where B's last hand-over left
+    // them (B published nothing since: its checkpoints are far apart).
+    let started = ca.post_json("/v1/topologies/eo/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    eventually("eo running on B again", || {
+        (state_of(&b, "eo") == "running").then_some(())
+    });
+    let more: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("m{i}"), format!("x{} y{}", i % 3, i % 11)))
+        .collect();
+    let mut total = oracle.clone();
+    for (_, line) in &more {
+        for word in line.split_whitespace() {
+            *total.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    produce_keyed(&brokers, "eo-lines", &more);
+    eventually("all four partitions on A", || {
+        let view = cluster_view(&a);
+        let mine = view["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node"] == "a")?["partitions"]["eo"]["eo-lines"]
+            .clone();
+        (mine == json!([0, 1, 2, 3])).then_some(())
+    });
+    eventually("A at the end of all four partitions", || {
+        let status = ca.get("/v1/topologies/eo");
+        let source = status.body["endpoints"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "lines")?
+            .clone();
+        let splits = source["splits"].as_array()?;
+        (splits.len() == 4 && splits.iter().all(|s| s["lag"] == 0)).then_some(())
+    });
+    let stopped = ca.post_json("/v1/topologies/eo/stop", &json!({}));
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    assert_eq!(word_counts(&brokers, "eo-words"), total);
 }
+
 /// Writes `(key, value)` records to `topic`.
 fn produce_keyed(brokers: &str, topic: &str, records: &[(String, String)]) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()

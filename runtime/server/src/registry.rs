@@ -740,6 +740,37 @@ mod tests {
     }
 
     #[test]
+    fn placed_versions_keep_their_number_and_refuse_other_bytes_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(dir.path());
+        let split = weir_fixtures::guest_bytes("split-words");
+        let count = weir_fixtures::guest_bytes("word-count");
+        // Prepared: the number the next version gets, nothing stored.
+        assert_eq!(reg.prepare("ops", &split).unwrap(), Prepared::Next(1));
+        assert!(reg.versions("ops").unwrap().is_empty());
+        // Placed at 3 (1 and 2 were deleted elsewhere): kept as 3, with
+        // the upload time it was given, and the next local one is 4.
+        let Pushed::Created(v3) = reg.push_placed("ops", &split, Some((3, 42))).unwrap() else {
+            panic!("a placed push creates")
+        };
+        assert_eq!((v3.version, v3.created_at), (3, 42));
+        assert_eq!(
+            reg.prepare("ops", &split).unwrap(),
+            Prepared::Existing(v3.clone())
+        );
+        assert_eq!(reg.prepare("ops", &count).unwrap(), Prepared::Next(4));
+        // The same record applied again: the existing version.
+        assert_eq!(
+            reg.push_placed("ops", &split, Some((3, 42))).unwrap(),
+            Pushed::Existing(v3.clone())
+        );
+        // Other bytes under a taken number: refused, nothing changed.
+        let err = reg.push_placed("ops", &count, Some((3, 43))).unwrap_err();
+        assert!(matches!(err, RegistryError::VersionTaken { .. }), "{err}");
+        assert_eq!(reg.versions("ops").unwrap(), vec![v3]);
+    }
+
+    #[test]
     fn bad_uploads_store_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let reg = registry(dir.path());

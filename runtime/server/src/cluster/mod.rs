@@ -100,8 +100,6 @@ pub enum ClusterError {
         "the write is in the control topic at offset {offset}, but this node has not applied it within {waited_s} s (it is applying earlier records): read it again later"
     )]
     NotApplied { offset: i64, waited_s: u64 },
-    #[error("{0}")]
-    NotInCluster(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]

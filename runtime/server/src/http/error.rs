@@ -135,7 +135,6 @@ impl From<crate::cluster::ClusterError> for ApiError {
         use crate::cluster::ClusterError as C;
         match e {
             C::Refused(message) => ApiError::new(StatusCode::CONFLICT, "cluster_refused", message),
-            C::NotInCluster(_) => ApiError::bad_request("not_in_cluster", e.to_string()),
             C::Registry(inner) => inner.into(),
             C::Topologies(inner) => inner.into(),
             _ => ApiError::new(
