@@ -22,6 +22,10 @@
 //! and a checkpoint every second vs W2 without, in the same run.
 //! `recovery [--keys N]`: the checkpoint of N dirty keys (1M by default)
 //! and the time to restore it and read every key back.
+//! `state-store [--keys N] [--rounds R]`: redb alone, with N rows shaped
+//! like keyed state: insert per row against cursor runs, value sizes, one
+//! table against eight, `Durability`, overwrites; range scan against point
+//! gets.
 //!
 //! `compare [--events N] [--rounds R] [--only stateless|keyed]` (also
 //! `fixed --compare`): W1 and W2 natively, in-process and
@@ -73,6 +77,7 @@ mod postgres;
 mod produce;
 mod report;
 mod stats;
+mod store;
 mod topology;
 mod workloads;
 
@@ -385,6 +390,8 @@ enum Workload {
     Checkpointed,
     /// The checkpoint of N dirty keys and the time to restore it.
     Recovery,
+    /// redb alone with rows shaped like keyed state: bulk writes and reads.
+    StateStore,
     /// The second half of `recovery`, run by it in a new process.
     #[value(hide = true)]
     Restore,
@@ -481,6 +488,7 @@ fn main() -> Result<()> {
             checkpoints::checkpointed(events, rounds)?;
         }
         Workload::Recovery => checkpoints::recovery(args.keys)?,
+        Workload::StateStore => store::run(args.keys, rounds)?,
         Workload::Restore => {
             checkpoints::restore(args.keys, &args.dir.context("restore needs --dir")?)?
         }

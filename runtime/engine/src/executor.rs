@@ -267,7 +267,23 @@ fn create_instances(
                     .unwrap_or_else(|| "{}".into());
                 let op_state: Box<dyn OperatorState> = match state {
                     Some(s) => {
-                        let keyed = KeyedState::open(&s.db, &doc.name, &o.name, range, s.budget)?;
+                        let mut keyed =
+                            KeyedState::open(&s.db, &doc.name, &o.name, range, s.budget)?;
+                        // Restored state back in memory in one sequential
+                        // read, before the first event (up to the budget).
+                        let started = std::time::Instant::now();
+                        let loaded = keyed.preload()?;
+                        if loaded.rows > 0 {
+                            tracing::info!(
+                                operator = %o.name,
+                                instance = inst,
+                                rows = loaded.rows,
+                                bytes = loaded.bytes,
+                                complete = loaded.complete,
+                                ms = started.elapsed().as_millis() as u64,
+                                "state preloaded"
+                            );
+                        }
                         if s.checkpoints.is_some() {
                             Box::new(keyed.checkpointed())
                         } else {

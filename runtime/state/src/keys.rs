@@ -42,6 +42,25 @@ pub(crate) fn state_row(scope: &[u8], group: u16, kind: Kind, name: &str, key: &
     out
 }
 
+/// A state row of a scope read back: its kind, name, key and, for a map
+/// entry, its map key (empty otherwise); `None` when it does not parse.
+pub(crate) fn parse_state_row(scope_len: usize, row: &[u8]) -> Option<(Kind, &str, &[u8], &[u8])> {
+    let rest = row.get(scope_len + 2..)?;
+    let kind = match *rest.first()? {
+        0 => Kind::Value,
+        1 => Kind::MapEntry,
+        2 => Kind::List,
+        _ => return None,
+    };
+    let name_len = usize::from(u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?));
+    let name = std::str::from_utf8(rest.get(3..3 + name_len)?).ok()?;
+    let rest = &rest[3 + name_len..];
+    let key_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let key = rest.get(4..4usize.checked_add(key_len)?)?;
+    let map_key = &rest[4 + key_len..];
+    (kind == Kind::MapEntry || map_key.is_empty()).then_some((kind, name, key, map_key))
+}
+
 /// The rows of one key group of a scope: `[start, end)`.
 pub(crate) fn group_range(scope: &[u8], group: u16) -> (Vec<u8>, Vec<u8>) {
     let mut start = scope.to_vec();
@@ -111,6 +130,37 @@ pub(crate) fn decode_list(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_rows_parse_back_and_garbage_does_not() {
+        let s = scope("topo", "op");
+        let row = state_row(&s, 9, Kind::Value, "count", b"k\x00y");
+        assert_eq!(
+            parse_state_row(s.len(), &row),
+            Some((Kind::Value, "count", &b"k\x00y"[..], &b""[..]))
+        );
+        let mut entry = state_row(&s, 9, Kind::MapEntry, "m", b"");
+        entry.extend_from_slice(b"mk");
+        assert_eq!(
+            parse_state_row(s.len(), &entry),
+            Some((Kind::MapEntry, "m", &b""[..], &b"mk"[..]))
+        );
+        // A value row with trailing bytes, a cut row, an unknown kind and
+        // a key length past the end are refused, not misread.
+        let mut longer = row.clone();
+        longer.push(0);
+        assert_eq!(parse_state_row(s.len(), &longer), None);
+        for cut in 0..row.len() {
+            assert_eq!(parse_state_row(s.len(), &row[..cut]), None, "cut at {cut}");
+        }
+        let mut kind = row.clone();
+        kind[s.len() + 2] = 7;
+        assert_eq!(parse_state_row(s.len(), &kind), None);
+        let mut huge = state_row(&s, 9, Kind::List, "l", b"k");
+        let at = s.len() + 2 + 1 + 2 + 1;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(parse_state_row(s.len(), &huge), None);
+    }
 
     #[test]
     fn timer_rows_sort_by_time_across_the_sign() {

@@ -8,7 +8,10 @@
 //! [`KeyedState::flush`] writes every dirty entry and timer change in **one
 //! durable redb commit** (`Durability::Immediate`, two-phase commit, since
 //! keys and values come from untrusted guests). A memory budget evicts clean
-//! entries, so state larger than memory works.
+//! entries, so state larger than memory works. [`KeyedState::preload`]
+//! reads an instance's key groups back in one range scan after a restart.
+//! Runs of rows are written through redb cursors, which splice a sorted
+//! run into the B-tree a leaf at a time (`checkpoint.rs`).
 //!
 //! Rows are keyed by topology, operator, **key group**, state kind and
 //! name, then key (see `keys.rs`), so the state of a key group is one
@@ -29,7 +32,7 @@ mod keyed;
 mod keys;
 
 pub use checkpoint::{Checkpoint, CommitStats, KeptCheckpoint, StateSnapshot};
-pub use keyed::{KeyedState, StateBudget};
+pub use keyed::{KeyedState, Preloaded, StateBudget};
 
 use std::path::Path;
 use std::sync::Arc;
