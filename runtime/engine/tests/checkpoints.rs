@@ -268,8 +268,23 @@ fn an_upgrade_keeps_state_and_a_renamed_state_is_refused() {
     )
     .unwrap();
     wait_for_input(&job, 500);
-    // A query while it runs sees the live count.
-    let live = count_of(&job.query_state("count", "count", b"w1").unwrap());
+    // A query while it runs sees the live count, once `w1` has reached
+    // the counter (the metrics above can run ahead of the split's output:
+    // its `events_in` moves before its batch is processed).
+    let start = Instant::now();
+    let live = loop {
+        if let Ok(state @ Some(_)) = job.query_state("count", "count", b"w1") {
+            let n = count_of(&state);
+            if n > 0 {
+                break n;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the live count of w1 never showed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert!(live > 0);
     assert!(matches!(
         job.query_state("nope", "count", b"w1"),
