@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use weir_io::fault::{self, FaultPoint};
 use weir_io::{CheckpointRef, Sink};
-use weir_state::{StateDb, StateSnapshot};
+use weir_state::{CommitFailed, StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
@@ -644,9 +644,10 @@ impl Coordinator {
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
         tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
         let _ = fault::reach(FaultPoint::CheckpointCommit);
-        // Refused before redb writes anything (a failed redb write makes
-        // the database unusable until it is reopened, i.e. a restart): an
-        // interval checkpoint is then aborted and its changes carried.
+        // Refused before redb writes anything when the disk cannot hold
+        // it (a failed redb commit costs a reopen of the database): an
+        // interval checkpoint is then aborted and its changes carried, as
+        // after a commit that fails inside redb.
         let wanted = 2
             * (snapshots.iter().map(|s| s.bytes() as u64).sum::<u64>()
                 + pending_bytes
@@ -665,35 +666,34 @@ impl Coordinator {
             });
         if let Err(why) = refused {
             let tolerable = !final_ && request.is_none();
-            let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
-            if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+            return self.abort(id, &why, tolerable, snapshots, publish);
+        }
+        let stats = match self.db.commit_checkpoint(
+            id,
+            snapshots,
+            &meta_bytes,
+            &pending_bytes,
+            self.config.retain,
+        ) {
+            Ok(stats) => stats,
+            // The database could not be reopened: nothing can be written
+            // in this run.
+            Err(CommitFailed {
+                error,
+                reopen: Some(reopen),
+                ..
+            }) => {
                 return Err(EngineError::Checkpoint(format!(
-                    "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
-                    in_a_row, self.config.tolerable_failed
+                    "checkpoint {id} could not be committed ({error}) and the state database could not be reopened after it ({reopen})"
                 )));
             }
-            tracing::warn!(topology = %self.topology, checkpoint = id, failed_in_a_row = in_a_row, reason = %why, "checkpoint aborted; its changes go into the next one");
-            self.failed.in_a_row.store(in_a_row, Ordering::Relaxed);
-            self.failed.total.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.failed.last_error.lock() {
-                *last = Some(format!("checkpoint {id}: {why}"));
+            Err(CommitFailed {
+                error, unwritten, ..
+            }) => {
+                let tolerable = !final_ && request.is_none();
+                return self.abort(id, &error.to_string(), tolerable, vec![unwritten], publish);
             }
-            self.carried.state = snapshots;
-            for (k, batch) in publish {
-                self.carried.outputs.insert(k, batch);
-            }
-            return Ok(());
-        }
-        let stats = self
-            .db
-            .commit_checkpoint(
-                id,
-                snapshots,
-                &meta_bytes,
-                &pending_bytes,
-                self.config.retain,
-            )
-            .map_err(EngineError::State)?;
+        };
         self.control.mark_committed(id);
         self.failed.in_a_row.store(0, Ordering::Relaxed);
         self.committed_sources.clone_from(&meta.sources);
@@ -749,6 +749,37 @@ impl Coordinator {
         }
         if let Some(r) = request {
             let _ = r.reply.send(Ok(info));
+        }
+        Ok(())
+    }
+    /// Aborts checkpoint `id`, whose commit failed (`why`): an interval
+    /// checkpoint's state changes and output go into the next one, up to
+    /// `checkpoint.tolerable_failed_checkpoints` in a row; past that, or
+    /// for a final or requested checkpoint, the run fails.
+    fn abort(
+        &mut self,
+        id: u64,
+        why: &str,
+        tolerable: bool,
+        snapshots: Vec<StateSnapshot>,
+        publish: Vec<(usize, Batch)>,
+    ) -> Result<(), EngineError> {
+        let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
+        if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
+                in_a_row, self.config.tolerable_failed
+            )));
+        }
+        tracing::warn!(topology = %self.topology, checkpoint = id, failed_in_a_row = in_a_row, reason = %why, "checkpoint aborted; its changes go into the next one");
+        self.failed.in_a_row.store(in_a_row, Ordering::Relaxed);
+        self.failed.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.failed.last_error.lock() {
+            *last = Some(format!("checkpoint {id}: {why}"));
+        }
+        self.carried.state = snapshots;
+        for (k, batch) in publish {
+            self.carried.outputs.insert(k, batch);
         }
         Ok(())
     }
