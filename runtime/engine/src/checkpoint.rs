@@ -473,10 +473,16 @@ impl Task for CoordinatorTask {
             let asked = c.db.take_checkpoint_request();
             let request = queue.pop_front();
             if request.is_some() || due || asked {
-                if request.is_none() && !asked && self.activity_at_trigger == Some(activity) {
+                let aborted = c.failed.in_a_row.load(Ordering::Relaxed) > 0;
+                if request.is_none()
+                    && !asked
+                    && !aborted
+                    && self.activity_at_trigger == Some(activity)
+                {
                     // Nothing read or fired since the last checkpoint
                     // started: it would commit nothing (as `nothing_changed`
-                    // would find), so no barrier goes round.
+                    // would find), so no barrier goes round. After an
+                    // aborted one, the next carries its changes: it goes.
                     c.skipped.fetch_add(1, Ordering::Relaxed);
                     c.summary.skipped += 1;
                 } else if tracker.can_trigger() {
