@@ -556,6 +556,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reopen_while_instances_hold_read_snapshots_serves_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db);
+        write(&mut s, "k", "1");
+        write(&mut s, "j", "1");
+        db.commit_checkpoint(1, vec![s.snapshot(1)], b"m1", &[], 3)
+            .unwrap();
+        // `r` reads through a snapshot of the database as first opened.
+        let mut r = open(&db);
+        assert_eq!(r.value("count", b"k").unwrap(), Some(b"1".to_vec()));
+        // Reopened through another clone while `r` holds a read snapshot
+        // (which must not keep the old database open).
+        db.clone().reopen().unwrap();
+        assert_eq!(r.value("count", b"j").unwrap(), Some(b"1".to_vec()));
+        write(&mut s, "k", "2");
+        db.commit_checkpoint(2, vec![s.snapshot(2)], b"m2", &[], 3)
+            .unwrap();
+        assert_eq!(db.latest_checkpoint().unwrap().unwrap().id, 2);
+        assert_eq!(open(&db).value("count", b"k").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
     fn commits_keep_the_newest_and_fall_back_past_a_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         {
