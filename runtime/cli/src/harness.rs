@@ -1,8 +1,10 @@
-//! `weir test`: the local test harness of one operator. It runs the
-//! module over an input file of events with state in memory (as `weir
-//! run --module` does), compares what it emits with an expected file, and
-//! prints a readable difference. Exit 0: as expected; 1: it differs (or
-//! the operator failed); 2: the test could not run (a file, the module).
+//! `weir test`: the local test harness of one operator or one topology.
+//! It runs the module over an input file of events with state in memory
+//! (as `weir run --module` does), or the topology over a file per source
+//! (as `weir run --topology` does, in a throwaway data directory),
+//! compares what comes out with an expected file (per sink), and prints a
+//! readable difference. Exit 0: as expected; 1: it differs (or the
+//! operator failed); 2: the test could not run (a file, the module).
 //!
 //! Both files are JSON lines of events (`{"key", "value", "timestamp",
 //! "headers"}`). Only the fields the expected file uses somewhere are
@@ -31,14 +33,29 @@ const DEFAULT_TIMESTAMP: i64 = 0;
 #[derive(Args)]
 pub struct TestArgs {
     /// The operator component (.wasm) under test.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "topology",
+        required_unless_present = "topology"
+    )]
+    module: Option<PathBuf>,
+    /// A topology document under test (YAML or JSON; modules as for `weir
+    /// run --topology`: paths to .wasm files or names in --module-dir).
     #[arg(long, value_name = "FILE")]
-    module: PathBuf,
-    /// Its input events, JSON lines.
-    #[arg(long, value_name = "FILE")]
-    input: PathBuf,
-    /// The events it must emit, JSON lines, in order (unless --sort).
-    #[arg(long, value_name = "FILE")]
-    expect: PathBuf,
+    topology: Option<PathBuf>,
+    /// With --topology: where modules named without a path are found.
+    /// Repeatable.
+    #[arg(long, value_name = "DIR", requires = "topology")]
+    module_dir: Vec<PathBuf>,
+    /// The input events, JSON lines: with --module one FILE; with
+    /// --topology SOURCE=FILE for each source.
+    #[arg(long, value_name = "FILE", required = true)]
+    input: Vec<String>,
+    /// The events expected, JSON lines, in order (unless --sort): with
+    /// --module one FILE; with --topology SINK=FILE for each sink checked.
+    #[arg(long, value_name = "FILE", required = true)]
+    expect: Vec<String>,
     /// A config entry `key=value`; the value is read as JSON when it parses,
     /// as text otherwise. Repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE")]
@@ -96,25 +113,128 @@ fn read_events(path: &Path) -> Result<Vec<(usize, String)>> {
     Ok(out)
 }
 
-/// `true` when the operator emitted what `args.expect` says; what it found
-/// goes to `report`.
-fn test(args: &TestArgs, report: &mut String) -> Result<bool> {
-    let config = crate::run::config_of(None, &args.config)?;
-    let input = read_events(&args.input)?;
-    let expected_lines = read_events(&args.expect)?;
-    let expected: Vec<Value> = expected_lines
+/// The one file a flag names with --module.
+fn one_file<'a>(flag: &str, values: &'a [String]) -> Result<&'a Path> {
+    match values {
+        [one] if !one.contains('=') || Path::new(one).exists() => Ok(Path::new(one)),
+        _ => anyhow::bail!(
+            "--{flag}: with --module give one file (NAME=FILE pairs are for --topology)"
+        ),
+    }
+}
+
+/// The expected events of `path`, as JSON.
+fn expected_events(path: &Path) -> Result<Vec<Value>> {
+    read_events(path)?
         .iter()
         .map(|(_, l)| serde_json::from_str(l))
         .collect::<Result<_, _>>()
-        .context("expected events")?;
-    let bytes = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read module {}", args.module.display()))?;
+        .with_context(|| format!("expected events in {}", path.display()))
+}
+
+/// `true` when what came out is what `args.expect` says; what it found
+/// goes to `report`.
+fn test(args: &TestArgs, report: &mut String) -> Result<bool> {
+    match (&args.module, &args.topology) {
+        (Some(module), _) => test_module(args, module, report),
+        (None, Some(topology)) => test_topology(args, topology, report),
+        (None, None) => anyhow::bail!("give --module or --topology"),
+    }
+}
+
+/// Runs the topology as `weir run --topology` would, each sink checked
+/// into a file of a throwaway directory, and compares each checked sink
+/// with its expected file.
+fn test_topology(args: &TestArgs, topology: &Path, report: &mut String) -> Result<bool> {
+    use clap::{Args as _, FromArgMatches};
+    let tmp = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let mut expected = Vec::new();
+    for entry in &args.expect {
+        let (sink, file) = entry
+            .split_once('=')
+            .with_context(|| format!("--expect {entry:?}: with --topology, give SINK=FILE"))?;
+        let events = expected_events(Path::new(file))?;
+        expected.push((
+            sink.to_string(),
+            tmp.path().join(format!("{sink}.jsonl")),
+            events,
+        ));
+    }
+    let mut argv: Vec<std::ffi::OsString> =
+        vec!["run".into(), "--topology".into(), topology.into()];
+    for input in &args.input {
+        argv.extend(["--input".into(), input.into()]);
+    }
+    for (sink, out, _) in &expected {
+        let mut pair = std::ffi::OsString::from(format!("{sink}="));
+        pair.push(out);
+        argv.extend(["--output".into(), pair]);
+    }
+    for dir in &args.module_dir {
+        argv.extend(["--module-dir".into(), dir.into()]);
+    }
+    argv.extend([
+        "--data-dir".into(),
+        tmp.path().join("data").into(),
+        "--cache-dir".into(),
+        args.cache_dir.clone().into(),
+        "--batch-size".into(),
+        args.batch_size.max(1).to_string().into(),
+        "--dead-letter".into(),
+        tmp.path().join("dead-letters.jsonl").into(),
+    ]);
+    let matches = crate::run::RunArgs::augment_args(clap::Command::new("run"))
+        .try_get_matches_from(argv)
+        .context("the topology run's arguments")?;
+    let run_args = crate::run::RunArgs::from_arg_matches(&matches)?;
+    let host = crate::run::cached_host(&args.cache_dir)?;
+    let ran = crate::topology::run(&run_args, &host, topology);
+    match ran {
+        Ok(code) if code == ExitCode::SUCCESS => {}
+        Ok(_) => {
+            writeln!(
+                report,
+                "FAIL {}: the topology failed (see above)",
+                topology.display()
+            )?;
+            return Ok(false);
+        }
+        Err(e) => {
+            writeln!(
+                report,
+                "FAIL {}: the topology failed: {e:#}",
+                topology.display()
+            )?;
+            return Ok(false);
+        }
+    }
+    let mut all = true;
+    for (sink, out, want) in &expected {
+        let got = if out.exists() {
+            read_events(out)?
+                .iter()
+                .map(|(_, l)| serde_json::from_str(l))
+                .collect::<Result<Vec<Value>, _>>()?
+        } else {
+            Vec::new()
+        };
+        let label = format!("{} sink `{sink}`", topology.display());
+        all &= compare(args, &label, want, &got, report)?;
+    }
+    Ok(all)
+}
+
+fn test_module(args: &TestArgs, module_path: &Path, report: &mut String) -> Result<bool> {
+    let config = crate::run::config_of(None, &args.config)?;
+    let input = read_events(one_file("input", &args.input)?)?;
+    let expected = expected_events(one_file("expect", &args.expect)?)?;
+    let bytes = std::fs::read(module_path)
+        .with_context(|| format!("cannot read module {}", module_path.display()))?;
     let host = crate::run::cached_host(&args.cache_dir)?;
     let module = host
         .load(&bytes)
-        .with_context(|| format!("cannot load {}", args.module.display()))?;
-    let name = args
-        .module
+        .with_context(|| format!("cannot load {}", module_path.display()))?;
+    let name = module_path
         .file_stem()
         .map_or("operator".into(), |s| s.to_string_lossy().into_owned());
     let mut instance = OperatorInstance::new(
@@ -150,30 +270,42 @@ fn test(args: &TestArgs, report: &mut String) -> Result<bool> {
         writeln!(
             report,
             "FAIL {}: the operator failed: {e}",
-            args.module.display()
+            module_path.display()
         )?;
         return Ok(false);
     }
-    let fields = compared_fields(&expected);
+    compare(
+        args,
+        &module_path.display().to_string(),
+        &expected,
+        &got,
+        report,
+    )
+}
+
+/// Compares what came out of `label` with what was expected; `true` when
+/// they agree. The finding goes to `report`.
+fn compare(
+    args: &TestArgs,
+    label: &str,
+    expected: &[Value],
+    got: &[Value],
+    report: &mut String,
+) -> Result<bool> {
+    let fields = compared_fields(expected);
     let got: Vec<Value> = got.iter().map(|e| project(e, &fields)).collect();
     let differences = if args.sort {
-        unordered_differences(&expected, &got)
+        unordered_differences(expected, &got)
     } else {
-        ordered_differences(&expected, &got)
+        ordered_differences(expected, &got)
     };
     if differences.is_empty() {
-        writeln!(
-            report,
-            "ok {}: {} events as expected",
-            args.module.display(),
-            got.len()
-        )?;
+        writeln!(report, "ok {label}: {} events as expected", got.len())?;
         return Ok(true);
     }
     writeln!(
         report,
-        "FAIL {}: expected {} events, got {}; {} difference(s){}:",
-        args.module.display(),
+        "FAIL {label}: expected {} events, got {}; {} difference(s){}:",
         expected.len(),
         got.len(),
         differences.len(),

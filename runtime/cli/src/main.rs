@@ -135,8 +135,10 @@ enum Command {
     /// compare what it emits with the expected events.
     #[command(after_help = "Examples:\n  \
         weir test --module my-op.wasm --input events.jsonl --expect expected.jsonl\n  \
-        weir test --module filter.wasm --input in.jsonl --expect out.jsonl --config field=amount --sort\n\n\
-        Both files are JSON lines of events; only the fields the expected file uses are compared \
+        weir test --module filter.wasm --input in.jsonl --expect out.jsonl --config field=amount --sort\n  \
+        weir test --topology join.yaml --module-dir ops --input tx=tx.jsonl --input profiles=p.jsonl --expect out=out.jsonl\n\n\
+        With --topology, each --input names a source and each --expect a sink; it runs as `weir run --topology` \
+        does, in a throwaway data directory. The files are JSON lines of events; only the fields the expected file uses are compared \
         (leave out `timestamp` to ignore it). Input events without a timestamp get 0. \
         Exit 0: as expected; 1: a difference (printed) or the operator failed; 2: the test could not run.")]
     Test(harness::TestArgs),

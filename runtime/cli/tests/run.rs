@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use weir_fixtures::{guest_path, repo_root, sample_lines, word_counts};
+use weir_fixtures::{guest_dir, guest_path, repo_root, sample_lines, word_counts};
 
 fn weir(args: &[&str], stdin: &str) -> Output {
     let cache = std::env::temp_dir().join("weir-cli-test-cache");
@@ -832,18 +832,42 @@ fn every_guest_example_passes_its_weir_test() {
             .to_string_lossy()
             .into_owned();
         let flags = std::fs::read_to_string(dir.join("flags")).unwrap_or_default();
+        let flags = flags.lines().filter(|l| !l.trim().is_empty());
         let (input, expect) = (dir.join("input.jsonl"), dir.join("expected.jsonl"));
         let module = module(&name);
-        let mut args = vec![
-            "test",
-            "--module",
-            &module,
-            "--input",
-            input.to_str().unwrap(),
-            "--expect",
-            expect.to_str().unwrap(),
-        ];
-        args.extend(flags.lines().filter(|l| !l.trim().is_empty()));
+        let topology = dir.join("topology.yaml");
+        let guests = guest_dir().display().to_string();
+        let args: Vec<String> = if topology.is_file() {
+            // A topology's test: its flags name SOURCE=FILE and SINK=FILE
+            // relative to the test directory.
+            let mut args = vec![
+                "test".to_string(),
+                "--topology".into(),
+                topology.display().to_string(),
+                "--module-dir".into(),
+                guests,
+            ];
+            args.extend(flags.map(|f| match f.split_once('=') {
+                Some((name, file)) => format!("{name}={}", dir.join(file).display()),
+                None => f.to_string(),
+            }));
+            args
+        } else {
+            let mut args: Vec<String> = [
+                "test",
+                "--module",
+                &module,
+                "--input",
+                input.to_str().unwrap(),
+                "--expect",
+                expect.to_str().unwrap(),
+            ]
+            .map(String::from)
+            .into();
+            args.extend(flags.map(String::from));
+            args
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = weir(&args, "");
         assert_eq!(
             out.status.code(),
@@ -858,6 +882,7 @@ fn every_guest_example_passes_its_weir_test() {
     assert_eq!(
         tested,
         [
+            "enrich",
             "filter",
             "fraud-detector",
             "identity",
@@ -867,5 +892,58 @@ fn every_guest_example_passes_its_weir_test() {
             "window-sum",
             "word-count"
         ]
+    );
+}
+
+#[test]
+fn weir_test_of_a_topology_compares_each_sink_with_its_expectation() {
+    let dir = repo_root().join("guest-examples/rust/enrich/test");
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = std::fs::read_to_string(dir.join("expected.jsonl")).unwrap();
+    let wrong = tmp.path().join("wrong.jsonl");
+    std::fs::write(&wrong, expected.replace("platinum", "gold")).unwrap();
+    let run = |expect: &std::path::Path| {
+        let pair = |name: &str, file: &std::path::Path| format!("{name}={}", file.display());
+        let args = [
+            "test".to_string(),
+            "--topology".into(),
+            dir.join("topology.yaml").display().to_string(),
+            "--module-dir".into(),
+            guest_dir().display().to_string(),
+            "--input".into(),
+            pair("tx", &dir.join("tx.jsonl")),
+            "--input".into(),
+            pair("profiles", &dir.join("profiles.jsonl")),
+            "--expect".into(),
+            pair("out", expect),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        weir(&args, "")
+    };
+    let out = run(&dir.join("expected.jsonl"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("sink `out`: 3 events as expected"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&wrong);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("sink `out`") && stdout(&out).contains("\"tier\":\"platinum\""),
+        "the diff names the sink and what came: {}",
+        stdout(&out)
     );
 }
