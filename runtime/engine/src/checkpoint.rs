@@ -701,23 +701,25 @@ impl Coordinator {
             self.config.retain,
         ) {
             Ok(stats) => stats,
-            // The database could not be reopened: nothing can be written
-            // in this run.
-            Err(CommitFailed {
-                error,
-                reopen: Some(reopen),
-                ..
-            }) => {
-                return Err(EngineError::Checkpoint(format!(
-                    "checkpoint {id} could not be committed ({error}) and the state database could not be reopened after it ({reopen})"
-                )));
-            }
-            Err(CommitFailed {
-                error, unwritten, ..
-            }) => {
-                let tolerable = !final_ && request.is_none();
-                return self.abort(id, &error.to_string(), tolerable, vec![unwritten], publish);
-            }
+            Err(failed) => match *failed {
+                // The database could not be reopened: nothing can be written
+                // in this run.
+                CommitFailed {
+                    error,
+                    reopen: Some(reopen),
+                    ..
+                } => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "checkpoint {id} could not be committed ({error}) and the state database could not be reopened after it ({reopen})"
+                    )));
+                }
+                CommitFailed {
+                    error, unwritten, ..
+                } => {
+                    let tolerable = !final_ && request.is_none();
+                    return self.abort(id, &error.to_string(), tolerable, vec![unwritten], publish);
+                }
+            },
         };
         self.control.mark_committed(id);
         self.failed.in_a_row.store(0, Ordering::Relaxed);

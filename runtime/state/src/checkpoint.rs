@@ -270,7 +270,7 @@ impl StateDb {
         meta: &[u8],
         pending: &[(String, Vec<u8>)],
         retain: usize,
-    ) -> Result<CommitStats, CommitFailed> {
+    ) -> Result<CommitStats, Box<CommitFailed>> {
         let started = Instant::now();
         let mut rows = 0;
         let mut state_bytes = 0;
@@ -294,11 +294,11 @@ impl StateDb {
             }
             Err(error) => {
                 tracing::warn!(checkpoint = id, %error, "checkpoint commit failed; reopening the state database");
-                Err(CommitFailed {
+                Err(Box::new(CommitFailed {
                     error,
                     unwritten: StateSnapshot::new(ops),
                     reopen: self.reopen().err(),
-                })
+                }))
             }
         }
     }
