@@ -1152,6 +1152,19 @@ fn event_time_ttl_holds_through_savepoints_and_expired_state_is_not_restored() {
     job.wait().unwrap();
 }
 
+/// A word count over `mods` with `count` at `parallelism`, its state in
+/// `state`.
+fn word_count(mods: &Modules, parallelism: u16, bindings: Bindings, state: StateConfig) -> Job {
+    Job::start(
+        &topology("word-count", parallelism),
+        mods,
+        bindings,
+        ExecOptions::default(),
+        Some(state),
+    )
+    .unwrap()
+}
+
 /// Runs the test `name` again in a child process under `WEIR_FAULT=fault`
 /// (read once per process; no other test's commit may meet the fault) and
 /// checks that it passed there. True in that child, which runs the test.
@@ -1185,14 +1198,12 @@ fn checkpoints_whose_redb_commit_fails_are_retried_without_stopping_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = Lines::default();
     let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
-    let job = Job::start(
-        &topology("word-count", 2),
+    let job = word_count(
         &mods,
+        2,
         bindings(&events, 1000, false, &out),
-        ExecOptions::default(),
-        Some(durable(dir.path())),
-    )
-    .unwrap();
+        durable(dir.path()),
+    );
     wait_for_input(&job, 1000);
     // Two interval commits fail inside redb; the database is reopened and
     // a later one commits what they held, in the same run.
@@ -1218,14 +1229,12 @@ fn checkpoints_whose_redb_commit_fails_are_retried_without_stopping_the_run() {
     job.stop(None).unwrap();
     // A new run restores the checkpoints written after the reopen: the
     // counts of the aborted ones are in them, and nothing is published twice.
-    let job = Job::start(
-        &topology("word-count", 2),
+    let job = word_count(
         &mods,
+        2,
         bindings(&events, usize::MAX, true, &out),
-        ExecOptions::default(),
-        Some(durable(dir.path())),
-    )
-    .unwrap();
+        durable(dir.path()),
+    );
     job.wait().unwrap();
     assert_eq!(sorted(&out), oracle(&events));
 }
@@ -1244,14 +1253,7 @@ fn redb_commit_failures_past_the_tolerated_number_fail_the_run_with_the_cause() 
     if let Some(c) = state.checkpoints.as_mut() {
         c.tolerable_failed = 1;
     }
-    let job = Job::start(
-        &topology("word-count", 1),
-        &mods,
-        bindings(&events, 300, false, &out),
-        ExecOptions::default(),
-        Some(state),
-    )
-    .unwrap();
+    let job = word_count(&mods, 1, bindings(&events, 300, false, &out), state);
     let err = job.wait().unwrap_err().to_string();
     assert!(
         err.contains("2 in a row failed, over the 1 tolerated")
