@@ -537,11 +537,6 @@ impl Task for CoordinatorTask {
                 let stop = flight.request.as_ref().is_some_and(|r| r.stop);
                 let id = flight.id;
                 c.commit(flight, false)?;
-                if c.failed.in_a_row.load(Ordering::Relaxed) > 0 {
-                    // Aborted: its changes are carried, so the next
-                    // interval is not idle even if nothing else happens.
-                    self.activity_at_trigger = None;
-                }
                 tracker.committed(id);
                 if stop {
                     return Ok(Slice::Done);
