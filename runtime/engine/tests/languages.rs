@@ -505,3 +505,90 @@ fn c_and_js_guests_built_against_a_wrong_wit_are_refused_at_load() {
         );
     }
 }
+
+/// `enrich` (two inputs keyed by `user`) at `parallelism` over `input`: the
+/// sink's wire lines, sorted (instances interleave their output).
+fn run_enrich(
+    module: &OperatorModule,
+    input: &weir_fixtures::join::JoinInput,
+    parallelism: u16,
+) -> Vec<String> {
+    let doc = parse_topology(&format!(
+        "name: join\nsources:\n  - {{ name: tx, stream: tx, watermark: {{ max_out_of_orderness_ms: 25 }} }}\n  - {{ name: profiles, stream: profiles, watermark: {{ max_out_of_orderness_ms: 25 }} }}\noperators:\n  - {{ name: enrich, module: enrich, input: [tx, profiles], key_by: {{ field: user }}, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: enrich }}]\n"
+    ))
+    .unwrap();
+    let events = |timed: &[(i64, String)]| -> SourceIter {
+        let events: Vec<Event> = timed
+            .iter()
+            .map(|(t, v)| Event {
+                key: None,
+                value: v.clone().into_bytes(),
+                timestamp: *t,
+                headers: vec![],
+            })
+            .collect();
+        Box::new(events.into_iter().map(Ok))
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    let sink: SinkFn = Box::new(move |b: &Batch| {
+        out.lock()
+            .unwrap()
+            .extend(b.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    });
+    run_topology(
+        &doc,
+        &Modules::from([("enrich".to_string(), module.clone())]),
+        Bindings {
+            sources: HashMap::from([
+                (
+                    "tx".to_string(),
+                    Box::new(events(&input.transactions)) as Box<dyn Source>,
+                ),
+                (
+                    "profiles".to_string(),
+                    Box::new(events(&input.profiles)) as Box<dyn Source>,
+                ),
+            ]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        ExecOptions {
+            batch_size: 16,
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
+    let mut got = lines.lock().unwrap().clone();
+    got.sort();
+    got
+}
+
+#[test]
+fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_and_3() {
+    let host = host();
+    let rust = host.load(&guest_bytes("enrich")).unwrap();
+    let python = host.load(&guest_bytes("python-enrich")).unwrap();
+    assert_eq!(python.contract_version(), "0.2.0");
+    // Out-of-order transactions and profiles, with non-ASCII text, so the
+    // join depends on both inputs being told apart and on the order of the
+    // pending transactions.
+    let mut input = weir_fixtures::join::join_input(300, 4, 25);
+    for (i, (_, v)) in input.transactions.iter_mut().enumerate().step_by(7) {
+        *v = v.replacen('}', &format!(",\"note\":\"caf\u{e9} {i} \u{1d49c}\"}}"), 1);
+    }
+    // A transaction seen twice is emitted twice.
+    let twice = input.transactions[10].clone();
+    input.transactions.insert(12, twice);
+    let oracle = weir_fixtures::join::enrich_oracle_lines(&input);
+    let enriched = oracle.iter().filter(|l| !l.contains("\"profile\":null"));
+    assert!(enriched.count() > oracle.len() / 2, "{oracle:?}");
+    for p in [1, 3] {
+        let expected = run_enrich(&rust, &input, p);
+        assert_eq!(expected, oracle, "Rust at parallelism {p}");
+        let got = run_enrich(&python, &input, p);
+        assert_eq!(got.len(), expected.len(), "parallelism {p}");
+        assert!(got == expected, "parallelism {p}: Python differs from Rust");
+    }
+}
