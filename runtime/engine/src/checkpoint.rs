@@ -395,9 +395,11 @@ pub(crate) fn nothing_changed(
 /// The coordinator as a task on the pool's blocking workers (its commits
 /// wait on fsync): each slice takes what came in (acknowledgements,
 /// requests), starts a checkpoint that is due, commits a complete one,
-/// and asks to be woken at the next interval. It polls nothing while the
-/// topology is idle, and an interval in which nothing happened (no event
-/// read, no processing-time timer fired) is skipped without barriers.
+/// and asks to be woken at the next interval. An interval in which nothing
+/// happened (no event read, no processing-time timer fired) is skipped
+/// without barriers, and the coordinator then parks: no interval wakes it
+/// until the next event or timer does (`Control::note_activity`), so an
+/// idle topology costs no wake-ups at all.
 pub(crate) struct CoordinatorTask {
     coordinator: Coordinator,
     tracker: Tracker<Request>,
@@ -467,18 +469,25 @@ impl Task for CoordinatorTask {
         let activity = c.control.activity.load(Ordering::SeqCst);
         let busy = activity != self.activity_seen;
         self.activity_seen = activity;
+        // Parked and woken by activity: the intervals start again.
+        if self.next_due.is_none() && !c.control.parked.load(Ordering::SeqCst) {
+            self.next_due = c.config.interval.map(|i| Instant::now() + i);
+        }
         // Start a checkpoint when none is in flight and one is due.
         if !tracker.in_flight() {
             let due = self.next_due.is_some_and(|t| Instant::now() >= t);
             let asked = c.db.take_checkpoint_request();
             let request = queue.pop_front();
             if request.is_some() || due || asked {
+                let mut parked = false;
                 if request.is_none() && !asked && self.activity_at_trigger == Some(activity) {
                     // Nothing read or fired since the last checkpoint
                     // started: it would commit nothing (as `nothing_changed`
-                    // would find), so no barrier goes round.
+                    // would find), so no barrier goes round, and no
+                    // interval wakes it until something is read or fires.
                     c.skipped.fetch_add(1, Ordering::Relaxed);
                     c.summary.skipped += 1;
+                    parked = c.control.park(activity);
                 } else if tracker.can_trigger() {
                     let stop = request.as_ref().is_some_and(|r| r.stop);
                     let interval = request.is_none() && !asked;
@@ -494,7 +503,11 @@ impl Task for CoordinatorTask {
                 } else if let Some(r) = request {
                     queue.push_front(r);
                 }
-                self.next_due = c.config.interval.map(|i| Instant::now() + i);
+                self.next_due = if parked {
+                    None
+                } else {
+                    c.config.interval.map(|i| Instant::now() + i)
+                };
             }
         }
         loop {
@@ -517,6 +530,11 @@ impl Task for CoordinatorTask {
                 let stop = flight.request.as_ref().is_some_and(|r| r.stop);
                 let id = flight.id;
                 c.commit(flight, false)?;
+                if c.failed.in_a_row.load(Ordering::Relaxed) > 0 {
+                    // Aborted: its changes are carried, so the next
+                    // interval is not idle even if nothing else happens.
+                    self.activity_at_trigger = None;
+                }
                 tracker.committed(id);
                 if stop {
                     return Ok(Slice::Done);

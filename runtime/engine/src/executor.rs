@@ -810,6 +810,7 @@ pub(crate) fn launch(
             carried: Carried::default(),
             summary: Summary::new(std::time::Instant::now()),
         };
+        control.coordinator.add(coordinator_waker.clone());
         spawn(
             &coordinator_waker,
             format!("checkpoints-{}", doc.name),

@@ -174,12 +174,44 @@ pub(crate) struct Control {
     pub(crate) committed: AtomicU64,
     /// Events read and processing-time timers fired, all tasks: unchanged
     /// since a checkpoint means an interval checkpoint has nothing to take.
+    /// Counted through [`Control::note_activity`].
     pub(crate) activity: AtomicU64,
     /// The source tasks.
     pub(crate) sources: Wakers,
+    /// The checkpoint coordinator (when checkpointing).
+    pub(crate) coordinator: Wakers,
+    /// The coordinator found an interval with nothing to take and waits
+    /// for activity instead of waking every interval: the next
+    /// [`Control::note_activity`] wakes it.
+    pub(crate) parked: AtomicBool,
 }
 
 impl Control {
+    /// Counts `n` events read or timers fired; the first activity after
+    /// the coordinator parked wakes it.
+    pub(crate) fn note_activity(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        // SeqCst on both sides (here and in `park`): either the coordinator
+        // sees this count after parking, or this sees it parked.
+        self.activity.fetch_add(n, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            self.coordinator.wake_all();
+        }
+    }
+
+    /// The coordinator parks while the activity count is still `seen`;
+    /// `false` (not parked) when activity came meanwhile.
+    pub(crate) fn park(&self, seen: u64) -> bool {
+        self.parked.store(true, Ordering::SeqCst);
+        if self.activity.load(Ordering::SeqCst) != seen {
+            self.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
     /// Asks the sources for checkpoint `id`'s barrier.
     pub(crate) fn request(&self, id: u64) {
         self.requested.store(id, Ordering::SeqCst);

@@ -481,7 +481,7 @@ impl ChainTask {
                 self.watermark,
                 &self.dead,
             )?;
-            self.control.activity.fetch_add(1, Ordering::Relaxed);
+            self.control.note_activity(1);
             if self.outputs.emit(out.main, out.side).is_err() {
                 return Ok(Slice::Done);
             }
@@ -554,7 +554,7 @@ impl ChainTask {
             Arrival::Replay(&mut again),
         )?;
         // State may have changed: the next interval checkpoint is taken.
-        self.control.activity.fetch_add(1, Ordering::Relaxed);
+        self.control.note_activity(1);
         let _ = r.reply.send(Ok(again));
         Ok(sent(self.outputs.emit(out.main, out.side)))
     }
@@ -788,7 +788,7 @@ impl SourceTask {
         }
         self.watermark = Some(watermark);
         // Restored watermarks may fire timers: not an idle interval.
-        self.control.activity.fetch_add(1, Ordering::Relaxed);
+        self.control.note_activity(1);
         Ok(Slice::More)
     }
 
@@ -873,9 +873,7 @@ impl SourceTask {
         }
         let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.control
-            .activity
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.control.note_activity(batch.len() as u64);
         if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }

@@ -760,36 +760,68 @@ fn a_fresh_start_publishes_under_a_new_lineage() {
 }
 
 #[test]
-fn an_idle_topology_skips_interval_checkpoints_until_input_comes() {
+fn an_idle_topology_skips_an_interval_then_sleeps_until_input_comes() {
     let events = Arc::new(lines(300));
     let dir = tempfile::tempdir().unwrap();
     let out = Lines::default();
     let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = Crashing {
+        all: events.clone(),
+        next: 0,
+        pause: 200,
+        crash: usize::MAX,
+        go: go.clone(),
+    };
     let job = Job::start(
         &topology("word-count", 1),
         &mods,
-        bindings(&events, 200, false, &out),
+        Bindings {
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
         ExecOptions::default(),
         Some(durable(dir.path())),
     )
     .unwrap();
     wait_for_input(&job, 200);
-    // Checkpoints every 50 ms: wait until one holds all 200 events and
-    // the next ones find nothing new.
+    // Checkpoints every 50 ms: once one holds all 200 events, the next
+    // interval finds nothing new and is skipped.
     let start = Instant::now();
-    while job.skipped_checkpoints() < 3 {
+    while job.skipped_checkpoints() == 0 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "no checkpoint was skipped while idle"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Then the coordinator sleeps: six intervals pass with no checkpoint
+    // and no further skip (a coordinator waking every interval would
+    // count them).
     let committed = job.checkpoints().len();
     let skipped = job.skipped_checkpoints();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(job.checkpoints().len(), committed, "an idle run committed");
-    assert!(job.skipped_checkpoints() > skipped);
+    assert_eq!(
+        job.skipped_checkpoints(),
+        skipped,
+        "the coordinator kept waking while nothing happened"
+    );
+    // Input wakes it: the rest is read and an interval checkpoint takes it,
+    // with nobody asking.
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for_input(&job, 300);
+    let start = Instant::now();
+    while job.checkpoints().len() == committed {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no checkpoint after the input came back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // One asked for is taken all the same.
+    let committed = job.checkpoints().len();
     job.checkpoint().unwrap();
     assert_eq!(job.checkpoints().len(), committed + 1);
     job.stop(None).unwrap();
@@ -798,7 +830,8 @@ fn an_idle_topology_skips_interval_checkpoints_until_input_comes() {
 
 /// A source that reads `all` up to `pause`, waits there until `go` is set
 /// (so the test can take a checkpoint), then reads on and fails at `crash`:
-/// the run dies with work done after its last checkpoint.
+/// the run dies with work done after its last checkpoint. Past the end of
+/// `all` (before `crash`) it is idle.
 struct Crashing {
     all: Arc<Vec<Event>>,
     next: usize,
@@ -819,6 +852,9 @@ impl Source for Crashing {
         }
         if self.next >= self.crash {
             return Err("crashed (test)".into());
+        }
+        if self.next >= self.all.len() {
+            return Ok(Pull::Idle);
         }
         self.next += 1;
         Ok(Pull::Event(self.all[self.next - 1].clone()))
