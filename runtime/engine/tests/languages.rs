@@ -22,6 +22,19 @@ fn host() -> WasmHost {
     .unwrap()
 }
 
+/// A sink collecting wire lines, and the lines.
+fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    let sink: SinkFn = Box::new(move |b: &Batch| {
+        out.lock()
+            .unwrap()
+            .extend(b.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    });
+    (sink, lines)
+}
+
 /// One operator of a chain: its module, its config (JSON) and whether
 /// its input is keyed by the event key.
 struct Stage<'a> {
@@ -73,14 +86,7 @@ fn run_chain(stages: &[Stage]) -> Vec<String> {
         std::fs::read_to_string(repo_root().join("guest-examples/data/lines.jsonl")).unwrap();
     let events = wire::parse_lines(&text, 0).unwrap();
     let source: SourceIter = Box::new(events.into_iter().map(Ok));
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = lines.clone();
-    let sink: SinkFn = Box::new(move |b: &Batch| {
-        out.lock()
-            .unwrap()
-            .extend(b.iter().map(|e| wire::format_event(&e)));
-        Ok(())
-    });
+    let (sink, lines) = collector();
     run_topology(
         &doc,
         &modules,
@@ -513,10 +519,7 @@ fn run_enrich(
     input: &weir_fixtures::join::JoinInput,
     parallelism: u16,
 ) -> Vec<String> {
-    let doc = parse_topology(&format!(
-        "name: join\nsources:\n  - {{ name: tx, stream: tx, watermark: {{ max_out_of_orderness_ms: 25 }} }}\n  - {{ name: profiles, stream: profiles, watermark: {{ max_out_of_orderness_ms: 25 }} }}\noperators:\n  - {{ name: enrich, module: enrich, input: [tx, profiles], key_by: {{ field: user }}, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: enrich }}]\n"
-    ))
-    .unwrap();
+    let doc = parse_topology(&weir_fixtures::join::enrich_topology(parallelism, 25)).unwrap();
     let events = |timed: &[(i64, String)]| -> SourceIter {
         let events: Vec<Event> = timed
             .iter()
@@ -529,14 +532,7 @@ fn run_enrich(
             .collect();
         Box::new(events.into_iter().map(Ok))
     };
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = lines.clone();
-    let sink: SinkFn = Box::new(move |b: &Batch| {
-        out.lock()
-            .unwrap()
-            .extend(b.iter().map(|e| wire::format_event(&e)));
-        Ok(())
-    });
+    let (sink, lines) = collector();
     run_topology(
         &doc,
         &Modules::from([("enrich".to_string(), module.clone())]),
