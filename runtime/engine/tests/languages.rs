@@ -588,3 +588,63 @@ fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_an
         assert!(got == expected, "parallelism {p}: Python differs from Rust");
     }
 }
+
+#[test]
+fn python_side_outputs_and_processing_time_ttl_reach_the_host() {
+    let host = host();
+    let module = host.load(&guest_bytes("python-large-amounts")).unwrap();
+    let mut op = OperatorInstance::new(
+        &module,
+        "large",
+        r#"{"limit": 100, "ttl_ms": 100}"#,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .unwrap();
+    assert_eq!(op.outputs(), ["alerts".to_string()]);
+    assert_eq!(op.ttls().len(), 1);
+    let keyed = |values: &[&str]| -> Batch {
+        values
+            .iter()
+            .map(|v| Event {
+                key: Some(b"k".to_vec()),
+                value: v.as_bytes().to_vec(),
+                timestamp: 7,
+                headers: vec![],
+            })
+            .collect()
+    };
+    let lines = |b: &Batch| -> Vec<String> { b.iter().map(|e| wire::format_event(&e)).collect() };
+    let line = |amount, seen| {
+        format!(r#"{{"key":"k","value":{{"amount":{amount},"seen":{seen}}},"timestamp":7}}"#)
+    };
+    let mut batch = keyed(&[
+        r#"{"amount":5}"#,
+        r#"{"amount":500}"#,
+        r#"{"amount":1,"to":"nowhere"}"#,
+    ]);
+    let out = op.process(&mut batch, i64::MIN, 1000).unwrap();
+    assert_eq!(lines(&out.events), vec![line(5, 1), line(500, 2)]);
+    assert_eq!(out.side.len(), 1);
+    assert_eq!(lines(&out.side[0]), vec![line(500, 2)]);
+    // The undeclared output fails that event alone, naming what exists;
+    // its state write is dropped with it.
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].index, 2);
+    let message = &out.failures[0].message;
+    assert!(
+        message.contains("'nowhere'") && message.contains("['alerts']"),
+        "{message}"
+    );
+    // 100 ms after the last write the count is still live; 101 ms after
+    // the next one it has expired.
+    let out = op
+        .process(&mut keyed(&[r#"{"amount":2}"#]), i64::MIN, 1100)
+        .unwrap();
+    assert_eq!(lines(&out.events), vec![line(2, 3)]);
+    assert!(out.side.iter().all(|b| b.is_empty()));
+    let out = op
+        .process(&mut keyed(&[r#"{"amount":3}"#]), i64::MIN, 1201)
+        .unwrap();
+    assert_eq!(lines(&out.events), vec![line(3, 1)]);
+}
