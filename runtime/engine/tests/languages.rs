@@ -106,16 +106,21 @@ fn run(split: &str, count: &str) -> Vec<String> {
     run_chain(&[stage(split), keyed(count)])
 }
 
-/// What one batch through a fresh instance of `module` gave.
-fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
-    let mut op = OperatorInstance::new(
+/// A fresh instance `op` of `module` with in-memory state and every key group.
+fn instance(module: &OperatorModule, config: &str) -> OperatorInstance {
+    OperatorInstance::new(
         module,
         "op",
         config,
         Box::new(MemoryState::new()),
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// What one batch through a fresh instance of `module` gave.
+fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
+    let mut op = instance(module, config);
     op.process(&mut batch.clone(), i64::MIN, 0).unwrap()
 }
 
@@ -213,14 +218,7 @@ fn a_go_guest_reaches_every_host_call_through_its_hand_written_abi() {
     use weir_wasm::{FiredTimer, TimeDomain};
     let host = host();
     let module = host.load(&guest_bytes("go-host-calls")).unwrap();
-    let mut op = OperatorInstance::new(
-        &module,
-        "op",
-        "{}",
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .unwrap();
+    let mut op = instance(&module, "{}");
     let event = |key: Option<&str>, value: &str, timestamp: i64| Event {
         key: key.map(|k| k.as_bytes().to_vec()),
         value: value.as_bytes().to_vec(),
@@ -593,14 +591,7 @@ fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_an
 fn python_side_outputs_and_processing_time_ttl_reach_the_host() {
     let host = host();
     let module = host.load(&guest_bytes("python-large-amounts")).unwrap();
-    let mut op = OperatorInstance::new(
-        &module,
-        "large",
-        r#"{"limit": 100, "ttl_ms": 100}"#,
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .unwrap();
+    let mut op = instance(&module, r#"{"limit": 100, "ttl_ms": 100}"#);
     assert_eq!(op.outputs(), ["alerts".to_string()]);
     assert_eq!(op.ttls().len(), 1);
     let keyed = |values: &[&str]| -> Batch {
