@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use weir_io::fault::{self, FaultPoint};
 use weir_io::{CheckpointRef, Sink};
-use weir_state::{StateDb, StateSnapshot};
+use weir_state::{CommitFailed, StateDb, StateSnapshot};
 use weir_types::{Batch, now_ms};
 
 use crate::error::EngineError;
@@ -480,11 +480,18 @@ impl Task for CoordinatorTask {
             let request = queue.pop_front();
             if request.is_some() || due || asked {
                 let mut parked = false;
-                if request.is_none() && !asked && self.activity_at_trigger == Some(activity) {
+                let aborted = c.failed.in_a_row.load(Ordering::Relaxed) > 0;
+                if request.is_none()
+                    && !asked
+                    && !aborted
+                    && self.activity_at_trigger == Some(activity)
+                {
                     // Nothing read or fired since the last checkpoint
                     // started: it would commit nothing (as `nothing_changed`
                     // would find), so no barrier goes round, and no
                     // interval wakes it until something is read or fires.
+                    // After an aborted one, the next carries its changes:
+                    // it goes.
                     c.skipped.fetch_add(1, Ordering::Relaxed);
                     c.summary.skipped += 1;
                     parked = c.control.park(activity);
@@ -662,9 +669,10 @@ impl Coordinator {
             .map_err(|e| EngineError::Internal(format!("checkpoint metadata: {e}")))?;
         tracing::debug!(topology = %self.topology, checkpoint = id, "checkpoint committing");
         let _ = fault::reach(FaultPoint::CheckpointCommit);
-        // Refused before redb writes anything (a failed redb write makes
-        // the database unusable until it is reopened, i.e. a restart): an
-        // interval checkpoint is then aborted and its changes carried.
+        // Refused before redb writes anything when the disk cannot hold
+        // it (a failed redb commit costs a reopen of the database): an
+        // interval checkpoint is then aborted and its changes carried, as
+        // after a commit that fails inside redb.
         let wanted = 2
             * (snapshots.iter().map(|s| s.bytes() as u64).sum::<u64>()
                 + pending_bytes
@@ -683,35 +691,36 @@ impl Coordinator {
             });
         if let Err(why) = refused {
             let tolerable = !final_ && request.is_none();
-            let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
-            if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
-                return Err(EngineError::Checkpoint(format!(
-                    "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
-                    in_a_row, self.config.tolerable_failed
-                )));
-            }
-            tracing::warn!(topology = %self.topology, checkpoint = id, failed_in_a_row = in_a_row, reason = %why, "checkpoint aborted; its changes go into the next one");
-            self.failed.in_a_row.store(in_a_row, Ordering::Relaxed);
-            self.failed.total.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.failed.last_error.lock() {
-                *last = Some(format!("checkpoint {id}: {why}"));
-            }
-            self.carried.state = snapshots;
-            for (k, batch) in publish {
-                self.carried.outputs.insert(k, batch);
-            }
-            return Ok(());
+            return self.abort(id, &why, tolerable, snapshots, publish);
         }
-        let stats = self
-            .db
-            .commit_checkpoint(
-                id,
-                snapshots,
-                &meta_bytes,
-                &pending_bytes,
-                self.config.retain,
-            )
-            .map_err(EngineError::State)?;
+        let stats = match self.db.commit_checkpoint(
+            id,
+            snapshots,
+            &meta_bytes,
+            &pending_bytes,
+            self.config.retain,
+        ) {
+            Ok(stats) => stats,
+            Err(failed) => match *failed {
+                // The database could not be reopened: nothing can be written
+                // in this run.
+                CommitFailed {
+                    error,
+                    reopen: Some(reopen),
+                    ..
+                } => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "checkpoint {id} could not be committed ({error}) and the state database could not be reopened after it ({reopen})"
+                    )));
+                }
+                CommitFailed {
+                    error, unwritten, ..
+                } => {
+                    let tolerable = !final_ && request.is_none();
+                    return self.abort(id, &error.to_string(), tolerable, vec![unwritten], publish);
+                }
+            },
+        };
         self.control.mark_committed(id);
         self.failed.in_a_row.store(0, Ordering::Relaxed);
         self.committed_sources.clone_from(&meta.sources);
@@ -767,6 +776,37 @@ impl Coordinator {
         }
         if let Some(r) = request {
             let _ = r.reply.send(Ok(info));
+        }
+        Ok(())
+    }
+    /// Aborts checkpoint `id`, whose commit failed (`why`): an interval
+    /// checkpoint's state changes and output go into the next one, up to
+    /// `checkpoint.tolerable_failed_checkpoints` in a row; past that, or
+    /// for a final or requested checkpoint, the run fails.
+    fn abort(
+        &mut self,
+        id: u64,
+        why: &str,
+        tolerable: bool,
+        snapshots: Vec<StateSnapshot>,
+        publish: Vec<(usize, Batch)>,
+    ) -> Result<(), EngineError> {
+        let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
+        if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
+                in_a_row, self.config.tolerable_failed
+            )));
+        }
+        tracing::warn!(topology = %self.topology, checkpoint = id, failed_in_a_row = in_a_row, reason = %why, "checkpoint aborted; its changes go into the next one");
+        self.failed.in_a_row.store(in_a_row, Ordering::Relaxed);
+        self.failed.total.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.failed.last_error.lock() {
+            *last = Some(format!("checkpoint {id}: {why}"));
+        }
+        self.carried.state = snapshots;
+        for (k, batch) in publish {
+            self.carried.outputs.insert(k, batch);
         }
         Ok(())
     }

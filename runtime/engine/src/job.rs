@@ -279,6 +279,13 @@ impl Job {
         self.launched.join()
     }
 
+    /// Calls `f` once the run is over (at once if it is): a task failed,
+    /// the input ended or it was stopped. `f` runs on the thread that saw
+    /// the end, so it must be quick (e.g. wake someone).
+    pub fn on_end(&self, f: impl FnOnce() + Send + 'static) {
+        self.launched.group.on_end(Box::new(f));
+    }
+
     /// Waits until the input is over (bounded sources) or the run fails.
     pub fn wait(self) -> Result<TopologyReport, EngineError> {
         self.launched.join()

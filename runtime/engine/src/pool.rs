@@ -120,11 +120,16 @@ impl Drop for Pooled {
     }
 }
 
+/// Called once, when a group's last task has ended.
+pub(crate) type OnEnd = Box<dyn FnOnce() + Send>;
+
 /// The live tasks of one topology and the worker time they used.
 #[derive(Default)]
 pub(crate) struct TaskGroup {
     live: Mutex<usize>,
     ended: Condvar,
+    /// What to call when the last task ends.
+    on_end: Mutex<Vec<OnEnd>>,
     /// Worker time spent in this group's slices, ns.
     pub(crate) busy_nanos: AtomicU64,
     /// Slices after which a task was paused for running long.
@@ -139,11 +144,41 @@ impl TaskGroup {
     }
 
     fn finish(&self) {
-        if let Ok(mut live) = self.live.lock() {
-            *live = live.saturating_sub(1);
-            if *live == 0 {
-                self.ended.notify_all();
+        let over = match self.live.lock() {
+            Ok(mut live) => {
+                *live = live.saturating_sub(1);
+                if *live == 0 {
+                    self.ended.notify_all();
+                }
+                *live == 0
             }
+            Err(_) => false,
+        };
+        if over {
+            let calls = self
+                .on_end
+                .lock()
+                .map(|mut c| std::mem::take(&mut *c))
+                .unwrap_or_default();
+            for call in calls {
+                call();
+            }
+        }
+    }
+
+    /// Calls `f` when every task of the group is over (at once if they are).
+    pub(crate) fn on_end(&self, f: OnEnd) {
+        // Under `live`'s lock: a last task ending meanwhile either finds
+        // `f` in the list or leaves `live` at 0 for this to see.
+        let Ok(live) = self.live.lock() else {
+            return f();
+        };
+        if *live == 0 {
+            drop(live);
+            return f();
+        }
+        if let Ok(mut calls) = self.on_end.lock() {
+            calls.push(f);
         }
     }
 
@@ -637,6 +672,34 @@ mod tests {
         assert_eq!(rx.try_iter().count(), 50);
         assert!(group.is_finished());
         assert!(group.busy_nanos.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn the_end_of_a_group_is_told_once_and_at_once_when_it_is_over() {
+        let pool = pool(1);
+        let group = Arc::new(TaskGroup::default());
+        let abort = Arc::new(Abort::default());
+        let w = pool.waker(Lane::Compute);
+        pool.spawn(
+            &w,
+            "sleeper".into(),
+            Box::new(Sleeper { slept: false }),
+            &group,
+            &abort,
+        );
+        let (tx, rx) = channel();
+        let told = tx.clone();
+        group.on_end(Box::new(move || told.send("first").unwrap()));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "told before its task ended"
+        );
+        w.wake();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("first"));
+        group.wait();
+        // Asked once it is over: told at once, and the first is not told again.
+        group.on_end(Box::new(move || tx.send("late").unwrap()));
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["late"]);
     }
 
     /// Waits once, then ends when woken.

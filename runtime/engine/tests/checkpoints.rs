@@ -1151,3 +1151,117 @@ fn event_time_ttl_holds_through_savepoints_and_expired_state_is_not_restored() {
     assert!(state("new").is_some());
     job.wait().unwrap();
 }
+
+/// A word count over `mods` with `count` at `parallelism`, its state in
+/// `state`.
+fn word_count(mods: &Modules, parallelism: u16, bindings: Bindings, state: StateConfig) -> Job {
+    Job::start(
+        &topology("word-count", parallelism),
+        mods,
+        bindings,
+        ExecOptions::default(),
+        Some(state),
+    )
+    .unwrap()
+}
+
+/// Runs the test `name` again in a child process under `WEIR_FAULT=fault`
+/// (read once per process; no other test's commit may meet the fault) and
+/// checks that it passed there. True in that child, which runs the test.
+fn under_fault(name: &str, fault: &str) -> bool {
+    if std::env::var("WEIR_FAULT").is_ok_and(|f| f == fault) {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("WEIR_FAULT", fault)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} under WEIR_FAULT={fault}:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+#[test]
+fn checkpoints_whose_redb_commit_fails_are_retried_without_stopping_the_run() {
+    let name = "checkpoints_whose_redb_commit_fails_are_retried_without_stopping_the_run";
+    if !under_fault(name, "checkpoint-redb-error:2") {
+        return;
+    }
+    let events = Arc::new(lines(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let job = word_count(
+        &mods,
+        2,
+        bindings(&events, 1000, false, &out),
+        durable(dir.path()),
+    );
+    wait_for_input(&job, 1000);
+    // Two interval commits fail inside redb; the database is reopened and
+    // a later one commits what they held, in the same run.
+    let start = Instant::now();
+    while job.failed_checkpoints().0 < 2 || job.checkpoints().is_empty() {
+        assert!(!job.is_finished(), "the run stopped");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}, {} committed",
+            job.failed_checkpoints(),
+            job.checkpoints().len()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (total, in_a_row, last) = job.failed_checkpoints();
+    assert_eq!((total, in_a_row), (2, 0), "{last:?}");
+    let last = last.unwrap();
+    assert!(
+        last.contains("injected by WEIR_FAULT=checkpoint-redb-error"),
+        "{last}"
+    );
+    assert!(!job.is_finished());
+    job.stop(None).unwrap();
+    // A new run restores the checkpoints written after the reopen: the
+    // counts of the aborted ones are in them, and nothing is published twice.
+    let job = word_count(
+        &mods,
+        2,
+        bindings(&events, usize::MAX, true, &out),
+        durable(dir.path()),
+    );
+    job.wait().unwrap();
+    assert_eq!(sorted(&out), oracle(&events));
+}
+
+#[test]
+fn redb_commit_failures_past_the_tolerated_number_fail_the_run_with_the_cause() {
+    let name = "redb_commit_failures_past_the_tolerated_number_fail_the_run_with_the_cause";
+    if !under_fault(name, "checkpoint-redb-error:2") {
+        return;
+    }
+    let events = Arc::new(lines(300));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
+    let mut state = durable(dir.path());
+    if let Some(c) = state.checkpoints.as_mut() {
+        c.tolerable_failed = 1;
+    }
+    let job = word_count(&mods, 1, bindings(&events, 300, false, &out), state);
+    let err = job.wait().unwrap_err().to_string();
+    assert!(
+        err.contains("2 in a row failed, over the 1 tolerated")
+            && err.contains("injected by WEIR_FAULT=checkpoint-redb-error"),
+        "{err}"
+    );
+    assert!(
+        out.0.lock().unwrap().is_empty(),
+        "a failed checkpoint published"
+    );
+}

@@ -13,8 +13,12 @@
 //! before the durable commit), `mid-publish` and `before-kafka-commit`
 //! (the Kafka sink: half the records / everything in the open
 //! transaction), `before-postgres-commit` (the PostgreSQL sink: rows
-//! written, transaction open). Error point: `checkpoint-commit-error` (a
-//! checkpoint commit fails as with EIO).
+//! written, transaction open). Error points: `checkpoint-commit-error` (a
+//! checkpoint commit is refused as with EIO, before redb writes anything)
+//! and `checkpoint-redb-error` (redb's own checkpoint commit fails: the
+//! state database's storage reports EIO from its first sync, so redb fails
+//! the commit and refuses every later write until the database is
+//! reopened, as after a real write error).
 
 use std::sync::Mutex;
 use std::sync::OnceLock;
@@ -26,18 +30,20 @@ pub enum FaultPoint {
     AfterCommitBeforePublish,
     CheckpointCommit,
     CheckpointCommitError,
+    CheckpointRedbError,
     MidPublish,
     BeforeKafkaCommit,
     BeforePostgresCommit,
 }
 
-const POINTS: [(&str, FaultPoint); 6] = [
+const POINTS: [(&str, FaultPoint); 7] = [
     (
         "after-commit-before-publish",
         FaultPoint::AfterCommitBeforePublish,
     ),
     ("checkpoint-commit", FaultPoint::CheckpointCommit),
     ("checkpoint-commit-error", FaultPoint::CheckpointCommitError),
+    ("checkpoint-redb-error", FaultPoint::CheckpointRedbError),
     ("mid-publish", FaultPoint::MidPublish),
     ("before-kafka-commit", FaultPoint::BeforeKafkaCommit),
     ("before-postgres-commit", FaultPoint::BeforePostgresCommit),
@@ -54,7 +60,10 @@ impl FaultPoint {
     /// Whether passing the point fails (an injected error) rather than
     /// aborting the process.
     fn injects_error(self) -> bool {
-        self == FaultPoint::CheckpointCommitError
+        matches!(
+            self,
+            FaultPoint::CheckpointCommitError | FaultPoint::CheckpointRedbError
+        )
     }
 }
 

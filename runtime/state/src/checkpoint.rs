@@ -155,6 +155,19 @@ pub(crate) fn put_sorted<'r>(
 /// Rows a savepoint export copies per cursor run.
 const EXPORT_CHUNK_ROWS: usize = 64 * 1024;
 
+/// A checkpoint commit that failed: nothing of it is durable.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct CommitFailed {
+    /// Why the commit failed.
+    pub error: StateError,
+    /// Its state changes, to go into the next checkpoint.
+    pub unwritten: StateSnapshot,
+    /// Why the database could not be reopened after it (it cannot be
+    /// written until the handle is opened anew), if so.
+    pub reopen: Option<StateError>,
+}
+
 /// A complete checkpoint as recovery reads it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -207,7 +220,7 @@ impl StateDb {
     /// Marks the newest checkpoint as imported from a savepoint and drops
     /// its pending output (published already, by the run that took it).
     pub(crate) fn mark_imported(&self) -> Result<(), StateError> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         {
             let records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
@@ -246,6 +259,10 @@ impl StateDb {
     /// Commits checkpoint `id` durably in one redb transaction: every
     /// instance's state changes, the metadata and the sinks' pending
     /// output. Keeps the newest `retain` checkpoints (at least one).
+    ///
+    /// When the commit fails, the database is reopened (redb refuses every
+    /// write after a failed commit) and the state changes come back in the
+    /// error, for the next checkpoint.
     pub fn commit_checkpoint(
         &self,
         id: u64,
@@ -253,27 +270,62 @@ impl StateDb {
         meta: &[u8],
         pending: &[(String, Vec<u8>)],
         retain: usize,
-    ) -> Result<CommitStats, StateError> {
+    ) -> Result<CommitStats, Box<CommitFailed>> {
         let started = Instant::now();
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let mut rows = 0;
+        let mut state_bytes = 0;
+        let mut ops = Vec::with_capacity(snapshots.iter().map(StateSnapshot::rows).sum());
+        for snapshot in snapshots {
+            rows += snapshot.rows();
+            state_bytes += snapshot.bytes() as u64;
+            ops.extend(snapshot.into_rows());
+        }
+        self.store.in_checkpoint(true);
+        let written = self.write_checkpoint(id, &mut ops, state_bytes, meta, pending, retain);
+        self.store.in_checkpoint(false);
+        match written {
+            Ok(bytes) => {
+                self.progress.committed.store(id, Ordering::Release);
+                Ok(CommitStats {
+                    rows,
+                    bytes,
+                    duration: started.elapsed(),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(checkpoint = id, %error, "checkpoint commit failed; reopening the state database");
+                Err(Box::new(CommitFailed {
+                    error,
+                    unwritten: StateSnapshot::new(ops),
+                    reopen: self.reopen().err(),
+                }))
+            }
+        }
+    }
+
+    /// The transaction of [`StateDb::commit_checkpoint`]; returns the
+    /// bytes written.
+    fn write_checkpoint(
+        &self,
+        id: u64,
+        ops: &mut [RowOp],
+        state_bytes: u64,
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
+        retain: usize,
+    ) -> Result<u64, StateError> {
+        let mut txn = self.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.set_two_phase_commit(true);
         // Before any table is opened: the database as the last checkpoint
         // left it, to fall back to if this one's record is damaged.
         let fallback = txn.persistent_savepoint().map_err(db_err)?;
-        let mut rows = 0;
-        let mut bytes = meta.len() as u64;
-        let mut ops = Vec::with_capacity(snapshots.iter().map(StateSnapshot::rows).sum());
-        for snapshot in snapshots {
-            rows += snapshot.rows();
-            bytes += snapshot.bytes() as u64;
-            ops.extend(snapshot.into_rows());
-        }
+        let mut bytes = meta.len() as u64 + state_bytes;
         // Written in key order (`write_rows` sorts): runs of new rows are
         // spliced into the B-tree a leaf at a time. Puts and deletes of
         // one state row never meet in a snapshot (one op per row); a
         // map's prefix delete sorts before the puts of its entries.
-        write_rows(&txn, &mut ops)?;
+        write_rows(&txn, ops)?;
         let mut stale_fallbacks = Vec::new();
         {
             let mut records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
@@ -317,12 +369,7 @@ impl StateDb {
             txn.delete_persistent_savepoint(savepoint).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        self.progress.committed.store(id, Ordering::Release);
-        Ok(CommitStats {
-            rows,
-            bytes,
-            duration: started.elapsed(),
-        })
+        Ok(bytes)
     }
 
     /// The newest complete checkpoint. A damaged record (checksum or
@@ -332,7 +379,7 @@ impl StateDb {
         loop {
             // The newest record: its id and metadata, or why it is damaged.
             let (id, parsed, fallback) = {
-                let txn = self.db.begin_read().map_err(db_err)?;
+                let txn = self.db()?.begin_read().map_err(db_err)?;
                 let records = match txn.open_table(CHECKPOINTS) {
                     Ok(t) => t,
                     Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -356,7 +403,7 @@ impl StateDb {
             };
             match parsed {
                 Ok(meta) => {
-                    let txn = self.db.begin_read().map_err(db_err)?;
+                    let txn = self.db()?.begin_read().map_err(db_err)?;
                     let outputs = txn.open_table(PENDING).map_err(db_err)?;
                     let mut pending = Vec::new();
                     for row in outputs.range((id, "")..(id + 1, "")).map_err(db_err)? {
@@ -385,7 +432,7 @@ impl StateDb {
                         %reason,
                         "checkpoint record is damaged; falling back to the checkpoint before it"
                     );
-                    let mut txn = self.db.begin_write().map_err(db_err)?;
+                    let mut txn = self.db()?.begin_write().map_err(db_err)?;
                     txn.set_durability(Durability::Immediate).map_err(db_err)?;
                     let savepoint = txn.get_persistent_savepoint(fallback).map_err(db_err)?;
                     txn.restore_savepoint(&savepoint).map_err(db_err)?;
@@ -399,7 +446,7 @@ impl StateDb {
     /// Every kept checkpoint, oldest first: its id and metadata, or why its
     /// record is damaged.
     pub fn checkpoints(&self) -> Result<Vec<KeptCheckpoint>, StateError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(db_err)?;
         let records = match txn.open_table(CHECKPOINTS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -429,7 +476,7 @@ impl StateDb {
         let partial = path.with_extension("partial");
         let _ = std::fs::remove_file(&partial);
         let out = Database::create(&partial).map_err(|e| err(e.to_string()))?;
-        let src = self.db.begin_read().map_err(db_err)?;
+        let src = self.db()?.begin_read().map_err(db_err)?;
         let mut txn = out.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         {
@@ -509,6 +556,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reopen_while_instances_hold_read_snapshots_serves_every_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db);
+        write(&mut s, "k", "1");
+        write(&mut s, "j", "1");
+        db.commit_checkpoint(1, vec![s.snapshot(1)], b"m1", &[], 3)
+            .unwrap();
+        // `r` reads through a snapshot of the database as first opened.
+        let mut r = open(&db);
+        assert_eq!(r.value("count", b"k").unwrap(), Some(b"1".to_vec()));
+        // Reopened through another clone while `r` holds a read snapshot
+        // (which must not keep the old database open).
+        db.clone().reopen().unwrap();
+        assert_eq!(r.value("count", b"j").unwrap(), Some(b"1".to_vec()));
+        write(&mut s, "k", "2");
+        db.commit_checkpoint(2, vec![s.snapshot(2)], b"m2", &[], 3)
+            .unwrap();
+        assert_eq!(db.latest_checkpoint().unwrap().unwrap().id, 2);
+        assert_eq!(open(&db).value("count", b"k").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
     fn commits_keep_the_newest_and_fall_back_past_a_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -537,7 +607,7 @@ mod tests {
         // Damage the newest record: recovery rolls back to checkpoint 3,
         // state included.
         {
-            let txn = db.db.begin_write().unwrap();
+            let txn = db.db().unwrap().begin_write().unwrap();
             txn.open_table(CHECKPOINTS)
                 .unwrap()
                 .insert(4, b"\x00\x00\x00\x00m4".as_slice())
@@ -767,7 +837,7 @@ mod record_properties {
             if sort {
                 puts.sort_by(|a, b| a.0.cmp(&b.0));
             }
-            let txn = db.db.begin_write().unwrap();
+            let txn = db.db().unwrap().begin_write().unwrap();
             {
                 let mut table = txn.open_table(STATE).unwrap();
                 for (k, v) in &before {
@@ -781,7 +851,7 @@ mod record_properties {
             for (k, v) in puts {
                 model.insert(k, v);
             }
-            let read = db.db.begin_read().unwrap();
+            let read = db.db().unwrap().begin_read().unwrap();
             let table = read.open_table(STATE).unwrap();
             let rows: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = table
                 .iter()

@@ -157,6 +157,8 @@ pub struct KeyedState {
     reader: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     /// The last committed checkpoint when `reader` was opened.
     reader_at: u64,
+    /// The database's generation when `reader` was opened.
+    reader_generation: u64,
     /// `(committed checkpoint, working set bytes)` after the last eviction
     /// pass that fell short of its target.
     evict_stalled: Option<(u64, usize)>,
@@ -204,7 +206,7 @@ impl KeyedState {
     ) -> Result<KeyedState, StateError> {
         let scope = keys::scope(topology, operator);
         let mut timers: [BTreeSet<(i64, Vec<u8>)>; 2] = Default::default();
-        let txn = db.db.begin_read().map_err(db_err)?;
+        let txn = db.db()?.begin_read().map_err(db_err)?;
         let table = txn.open_table(TIMERS).map_err(db_err)?;
         for group in owned.start..owned.end {
             let (start, end) = keys::group_range(&scope, group);
@@ -232,6 +234,7 @@ impl KeyedState {
             dirty_bytes: 0,
             reader: None,
             reader_at: 0,
+            reader_generation: db.generation(),
             evict_stalled: None,
             checkpointed: false,
             complete: false,
@@ -275,7 +278,7 @@ impl KeyedState {
         let mut complete = true;
         let started = std::time::Instant::now();
         {
-            let txn = self.db.db.begin_read().map_err(db_err)?;
+            let txn = self.db.db()?.begin_read().map_err(db_err)?;
             let table = txn.open_table(STATE).map_err(db_err)?;
             for row in table
                 .range::<&[u8]>(start.as_slice()..end.as_slice())
@@ -378,13 +381,21 @@ impl KeyedState {
 
     fn reader(&mut self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>, StateStoreError> {
         let committed = self.db.committed_checkpoint();
-        if self.reader_at < committed {
-            // Entries evicted since were committed after this snapshot.
+        let generation = self.db.generation();
+        if self.reader_at < committed || self.reader_generation != generation {
+            // Entries evicted since were committed after this snapshot, or
+            // the database was reopened (the old one reads nothing).
             self.reader = None;
         }
         if self.reader.is_none() {
             self.reader_at = committed;
-            let txn = self.db.db.begin_read().map_err(store_err)?;
+            self.reader_generation = generation;
+            let txn = self
+                .db
+                .db()
+                .map_err(store_err)?
+                .begin_read()
+                .map_err(store_err)?;
             self.reader = Some(txn.open_table(STATE).map_err(store_err)?);
         }
         Ok(self.reader.as_ref().expect("opened above"))
@@ -695,7 +706,7 @@ impl KeyedState {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.db.begin_write().map_err(db_err)?;
+        let mut txn = self.db.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.set_two_phase_commit(true);
         crate::checkpoint::write_rows(&txn, &mut ops)?;

@@ -23,6 +23,10 @@
 //! it), the engine's metadata and the sinks' pending output, in one durable
 //! commit; [`StateDb::latest_checkpoint`] reads it back at recovery, falling
 //! back past a damaged record (`checkpoint.rs`). One database per topology.
+//! A checkpoint commit that fails inside redb leaves the database
+//! unusable until it is reopened: the store reopens it in place for every
+//! clone of the handle (`store.rs`) and hands the commit's changes back
+//! ([`CommitFailed`]) for the next checkpoint.
 //!
 //! Not here: when to snapshot and commit (the engine's checkpoint
 //! coordinator decides).
@@ -30,8 +34,9 @@
 mod checkpoint;
 mod keyed;
 mod keys;
+mod store;
 
-pub use checkpoint::{Checkpoint, CommitStats, KeptCheckpoint, StateSnapshot};
+pub use checkpoint::{Checkpoint, CommitFailed, CommitStats, KeptCheckpoint, StateSnapshot};
 pub use keyed::{KeyedState, Preloaded, StateBudget};
 
 use std::path::Path;
@@ -39,6 +44,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use redb::{Database, TableDefinition};
+
+use store::Store;
 
 /// Values, map entries and lists, by the row keys of `keys.rs`.
 pub(crate) const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keyed_state_v1");
@@ -80,7 +87,7 @@ pub(crate) struct Progress {
 /// The state database of a topology (`<dir>/state.redb`).
 #[derive(Debug, Clone)]
 pub struct StateDb {
-    pub(crate) db: Arc<Database>,
+    store: Arc<Store>,
     pub(crate) progress: Arc<Progress>,
     /// The directory of `state.redb`, for its disk's free space.
     dir: Arc<Path>,
@@ -90,29 +97,40 @@ impl StateDb {
     /// Opens (or creates) `<data_dir>/state.redb`.
     pub fn open(data_dir: &Path) -> Result<StateDb, StateError> {
         let path = data_dir.join("state.redb");
-        let open_err = |reason: String| StateError::Open {
+        std::fs::create_dir_all(data_dir).map_err(|e| StateError::Open {
             path: path.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_err(e.to_string()))?;
-        let db = Database::builder()
-            .set_cache_size(REDB_CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| open_err(e.to_string()))?;
-        let txn = db.begin_write().map_err(db_err)?;
-        txn.open_table(STATE).map_err(db_err)?;
-        txn.open_table(TIMERS).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
+            reason: e.to_string(),
+        })?;
         Ok(StateDb {
-            db: Arc::new(db),
+            store: Arc::new(Store::open(&path)?),
             progress: Arc::default(),
             dir: data_dir.into(),
         })
     }
 
+    /// The redb database, for one transaction's start (not to be kept: a
+    /// reopen after a failed commit waits for its holders).
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StateError> {
+        self.store.db()
+    }
+
+    /// Closes the database and opens it again, for every clone of this
+    /// handle: after a commit failed inside redb, which refuses every
+    /// write until then. Read snapshots of the old database are renewed
+    /// at their next use ([`StateDb::generation`]).
+    pub fn reopen(&self) -> Result<(), StateError> {
+        self.store.reopen()
+    }
+
+    /// How many times the database was reopened.
+    pub(crate) fn generation(&self) -> u64 {
+        self.store.generation()
+    }
+
     /// Bytes an unprivileged writer may still use on the database's disk
     /// (the checkpoint coordinator refuses a commit that would not fit:
-    /// redb cannot be written again after a failed write until reopened).
+    /// redb cannot be written again after a failed write until reopened,
+    /// see [`StateDb::reopen`]).
     pub fn free_bytes(&self) -> std::io::Result<u64> {
         let st = rustix::fs::statvfs(&*self.dir)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))

@@ -157,6 +157,8 @@ pub struct Topologies {
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
     closing: AtomicBool,
+    /// Wakes the supervisor: a job ended or a restart was scheduled.
+    bell: Arc<supervisor::Bell>,
 }
 
 impl std::fmt::Debug for Topologies {
@@ -224,6 +226,7 @@ impl Topologies {
             handoffs: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
+            bell: Arc::default(),
         });
         supervisor::spawn(&topologies);
         Ok(topologies)
@@ -590,6 +593,10 @@ impl Topologies {
             });
         match outcome {
             Ok(job) => {
+                // Its end (a failure, or sources that ended) wakes the
+                // supervisor, which otherwise looks only now and then.
+                let bell = self.bell.clone();
+                job.on_end(move || bell.ring());
                 claim.finish(Some(Step::Started), |slot| {
                     slot.job = Some(Arc::new(job));
                     if by == StartedBy::User {
@@ -623,6 +630,7 @@ impl Topologies {
                         let retry =
                             self.after_failure(owner, &policy, &e.to_string(), e.recoverable());
                         claim.finish(Some(Step::StartFailed { retry }), |_| {});
+                        self.bell.ring();
                         tracing::error!(topology.name = %name, error = %e, retry, "topology could not start");
                     }
                 }

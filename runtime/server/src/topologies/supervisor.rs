@@ -1,6 +1,8 @@
-//! The supervisor: one thread that looks at every topology a few times a
-//! second and acts when one needs it, each action on its own thread so a
-//! slow one never delays another topology.
+//! The supervisor: one thread that looks at every topology when rung (a
+//! job ended, a restart was scheduled), when a restart falls due, and once
+//! every [`IDLE_LOOK`] besides, and acts when one needs it, each action on
+//! its own thread so a slow one never delays another topology. Idle, it
+//! costs one look a second, whatever the number of topologies.
 //!
 //! - A running job that ended by itself (a task failed) is taken back,
 //!   its cause recorded, and the restart strategy decides: `restarting`
@@ -10,7 +12,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::error::engine_recoverable;
@@ -18,8 +20,40 @@ use super::lifecycle::{Owner, Phase, Step};
 use super::{DesiredState, StartedBy, Topologies};
 use weir_types::now_ms;
 
-/// How often the supervisor looks.
-const TICK: Duration = Duration::from_millis(50);
+/// How often the supervisor looks when nothing rings it.
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// The least time between two looks (a ring that comes while a topology
+/// is still busy is looked at again after this).
+const MIN_LOOK: Duration = Duration::from_millis(10);
+
+/// What wakes the supervisor before its next look.
+#[derive(Default)]
+pub(super) struct Bell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Bell {
+    /// Wakes the supervisor now.
+    pub(super) fn ring(&self) {
+        if let Ok(mut rung) = self.rung.lock() {
+            *rung = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits until rung or `timeout` passed.
+    fn wait(&self, timeout: Duration) {
+        let Ok(rung) = self.rung.lock() else {
+            return;
+        };
+        let (mut rung, _) = self
+            .cv
+            .wait_timeout_while(rung, timeout, |r| !*r)
+            .unwrap_or_else(|p| p.into_inner());
+        *rung = false;
+    }
+}
 
 /// A number in 0..1 that differs from call to call (restart jitter).
 pub(super) fn jitter() -> f64 {
@@ -54,8 +88,12 @@ pub(super) fn spawn(topologies: &Arc<Topologies>) {
     let spawned = std::thread::Builder::new()
         .name("weir-supervisor".into())
         .spawn(move || {
+            let mut wait = MIN_LOOK;
             loop {
-                std::thread::sleep(TICK);
+                let Some(bell) = weak.upgrade().map(|t| t.bell.clone()) else {
+                    return;
+                };
+                bell.wait(wait);
                 let Some(topologies) = weak.upgrade() else {
                     return;
                 };
@@ -68,7 +106,13 @@ pub(super) fn spawn(topologies: &Arc<Topologies>) {
                     .iter()
                     .map(|(n, o)| (n.clone(), o.clone()))
                     .collect();
+                // The next look: at the earliest restart due, at most
+                // IDLE_LOOK away, at least MIN_LOOK.
+                wait = IDLE_LOOK;
                 for (name, owner) in owners {
+                    if let Some(due) = owner.lock().restart.next_try {
+                        wait = wait.min(due.saturating_duration_since(now));
+                    }
                     let Some(need) = needs(&owner, now) else {
                         continue;
                     };
@@ -80,6 +124,7 @@ pub(super) fn spawn(topologies: &Arc<Topologies>) {
                             Needs::Restart => topologies.restart(&name, &owner),
                         });
                 }
+                wait = wait.max(MIN_LOOK);
             }
         });
     if let Err(e) = spawned {
@@ -112,6 +157,8 @@ impl Topologies {
         };
         let retry = self.after_failure(owner, &policy, &cause, recoverable);
         let phase = claim.finish(Some(Step::Ended { retry }), |_| {});
+        // Its restart (if any) is due at a time the supervisor must know.
+        self.bell.ring();
         let next_ms = owner.lock().restart.next_try_ms.map(|t| t - now_ms());
         tracing::warn!(topology.name = name, cause = %cause, ?phase, next_try_in_ms = next_ms, "topology failed");
     }
@@ -129,5 +176,33 @@ impl Topologies {
         tracing::info!(topology.name = name, attempt, "restarting topology");
         // A failure is recorded by `launch` itself.
         let _ = self.launch(name, owner, claim, None, StartedBy::Supervisor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_wakes_the_supervisor_before_its_look_is_due() {
+        let bell = Arc::new(Bell::default());
+        let ringer = bell.clone();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            ringer.ring();
+        });
+        bell.wait(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+        // Rung before the wait: not lost.
+        bell.ring();
+        let started = Instant::now();
+        bell.wait(Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Not rung: the wait lasts its timeout.
+        let started = Instant::now();
+        bell.wait(Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 }
