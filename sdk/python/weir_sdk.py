@@ -3,15 +3,17 @@
 Subclass `Operator`, implement `process(self, ctx, event)` (and `on_timer`
 if you register timers), and end your module with
 `Handler = weir_sdk.handler(MyOperator)`. The SDK hides the batch layout of
-the `weir:operator` contract (events and the value state of the batch's keys
-travel column by column): you see one event at a time, typed state stored as
-JSON (readable by operators in any language), and a `Context` to emit events.
+the `weir:operator@0.2.0` contract (events and the value state of the
+batch's keys travel column by column): you see one event at a time (and
+which input it came from), typed state stored as JSON (readable by
+operators in any language, optionally expiring), and a `Context` to emit
+events to the main output or to declared side outputs.
 
-Build: `componentize-py -d <weir>/wit -w operator componentize app -p . -p <site-packages> -o op.wasm`
+Build: `componentize-py -d <weir>/wit/0.2.0 -w operator componentize app -p . -p <site-packages> -o op.wasm`
 with this package installed (`pip install weir-sdk`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import json
 
@@ -24,7 +26,7 @@ from wit_world.imports import types
 
 __all__ = [
     "Context", "Event", "EventError", "ListState", "MapState", "Operator",
-    "Setup", "Timer", "ValueState", "dumps", "handler", "log",
+    "Setup", "Timer", "Ttl", "ValueState", "dumps", "handler", "log",
 ]
 
 NO_SLOT = 0xFFFFFFFF
@@ -42,13 +44,17 @@ class EventError(Exception):
 
 
 class Event:
-    __slots__ = ("key", "value", "timestamp", "headers")
+    """One input event. `input` is the index, in the operator's `input`
+    list in the topology, of the input it came from (0 with one input)."""
 
-    def __init__(self, key, value, timestamp, headers):
+    __slots__ = ("key", "value", "timestamp", "headers", "input")
+
+    def __init__(self, key, value, timestamp, headers, input=0):
         self.key = key
         self.value = value
         self.timestamp = timestamp
         self.headers = headers
+        self.input = input
 
     def json(self):
         try:
@@ -59,6 +65,14 @@ class Event:
     def key_str(self):
         return None if self.key is None else self.key.decode("utf-8", "strict")
 
+    def value_str(self):
+        """The value as text (usually its compact JSON), or an
+        `EventError` when it is not UTF-8."""
+        try:
+            return self.value.decode("utf-8", "strict")
+        except UnicodeDecodeError as e:
+            raise EventError(f"the event value is not UTF-8: {e}") from None
+
 
 class Timer:
     __slots__ = ("key", "time", "domain")
@@ -67,6 +81,33 @@ class Timer:
         self.key = key
         self.time = time
         self.domain = domain
+
+
+class Ttl:
+    """How long a state's entries live, given to `Setup.value_state` (and
+    `map_state`, `list_state`) as `ttl=`. An entry expires `ms` after it was
+    last written (or read too, with `refresh_on_read=True`): in processing
+    time (the host's clock) with `Ttl.processing_time(ms)`, in event time
+    (against the operator's watermark) with `Ttl.event_time(ms)`. An
+    expired entry reads as absent; map entries and list items expire one by
+    one."""
+
+    __slots__ = ("ms", "domain", "refresh_on_read")
+
+    def __init__(self, ms, domain, refresh_on_read=False):
+        if not isinstance(ms, int) or isinstance(ms, bool) or not 0 < ms < 2**64:
+            raise ValueError(f"a TTL is a whole number of milliseconds above 0, not {ms!r}")
+        self.ms = ms
+        self.domain = domain
+        self.refresh_on_read = refresh_on_read
+
+    @classmethod
+    def processing_time(cls, ms, refresh_on_read=False):
+        return cls(ms, types.TimeDomain.PROCESSING_TIME, refresh_on_read)
+
+    @classmethod
+    def event_time(cls, ms, refresh_on_read=False):
+        return cls(ms, types.TimeDomain.EVENT_TIME, refresh_on_read)
 
 
 class ValueState:
@@ -103,8 +144,13 @@ class MapState:
         host_state.map_remove(self._name, ctx._require_key(), dumps(map_key))
 
     def entries(self, ctx):
+        """Every entry of the key's map, ordered by the bytes of the map
+        keys' JSON (not by the keys' values: sort them if order matters)."""
         return [(json.loads(k), json.loads(v))
                 for k, v in host_state.map_entries(self._name, ctx._require_key())]
+
+    def clear(self, ctx):
+        host_state.map_clear(self._name, ctx._require_key())
 
 
 class ListState:
@@ -119,37 +165,78 @@ class ListState:
     def append(self, ctx, item):
         host_state.list_append(self._name, ctx._require_key(), dumps(item))
 
+    def replace(self, ctx, items):
+        """Replaces the whole list; an empty one clears it."""
+        host_state.list_replace(self._name, ctx._require_key(), [dumps(i) for i in items])
+
 
 class Setup:
-    """Declares an operator's state in `Operator.__init__`."""
+    """Declares an operator's state and side outputs in `Operator.__init__`.
+    Each state may be given `ttl=Ttl...` to make its entries expire."""
 
     def __init__(self):
         self.value_states = []
+        self.outputs = []
+        self.ttls = {}  # (kind, name) -> Ttl
 
-    def value_state(self, name):
+    def _ttl(self, kind, name, ttl):
+        if ttl is None:
+            self.ttls.pop((kind, name), None)
+        elif isinstance(ttl, Ttl):
+            self.ttls[(kind, name)] = ttl
+        else:
+            raise TypeError(f"the ttl of state {name!r} is {ttl!r}: give a Ttl.processing_time(ms) or Ttl.event_time(ms)")
+
+    def value_state(self, name, ttl=None):
+        self._ttl(types.StateKind.VALUE, name, ttl)
         if name not in self.value_states:
             self.value_states.append(name)
         return ValueState(self.value_states.index(name))
 
-    def map_state(self, name):
+    def map_state(self, name, ttl=None):
+        self._ttl(types.StateKind.MAP, name, ttl)
         return MapState(name)
 
-    def list_state(self, name):
+    def list_state(self, name, ttl=None):
+        self._ttl(types.StateKind.LIST, name, ttl)
         return ListState(name)
+
+    def side_output(self, name):
+        """Declares side output `name`, written with `ctx.emit_to(name, ...)`.
+        A topology reads it as `<operator>.<name>` (`input: fraud.alerts`);
+        the operator's own name stays its main output."""
+        if name not in self.outputs:
+            self.outputs.append(name)
+
+    def _spec(self):
+        return types.OperatorSpec(
+            value_states=self.value_states,
+            outputs=self.outputs,
+            ttls=[
+                types.StateTtl(
+                    kind=kind, name=name, ttl_ms=t.ms, domain=t.domain,
+                    refresh=types.TtlRefresh.ON_READ_AND_WRITE if t.refresh_on_read
+                    else types.TtlRefresh.ON_WRITE)
+                for (kind, name), t in self.ttls.items()
+            ],
+        )
 
 
 class Context:
     """What an operator can do while it handles one event or timer."""
 
-    def __init__(self, call, state_count, cells):
+    def __init__(self, call, state_count, cells, side_outputs, input=0):
         self._call = call
         self._state_count = state_count
         self._cells = cells  # list of bytes | None, slot-major
+        self._side_outputs = side_outputs
+        self._input = input
         self._written = {}
         self._undo = []
         self.key = None
         self.timestamp = 0
         self._slot = None
+        self._targets = []  # output of each emitted event; [] while all are main
         self._timestamps = []
         self._key_lens = []
         self._keys = bytearray()
@@ -165,8 +252,38 @@ class Context:
     def processing_time(self):
         return self._call.processing_time
 
+    @property
+    def input(self):
+        """Which of the operator's inputs the current batch came from: its
+        index in the topology's `input` list (0 with one input, and while a
+        timer fires)."""
+        return self._input
+
     def emit(self, key, value, timestamp=None, headers=()):
+        self._emit(0, key, value, timestamp, headers)
+
+    def emit_to(self, output, key, value, timestamp=None, headers=()):
+        """Emits to side output `output` (declared with
+        `setup.side_output(output)`) instead of the main output."""
+        self._emit(self._side_output(output), key, value, timestamp, headers)
+
+    def emit_json_to(self, output, key, value, timestamp=None):
+        self.emit_to(output, key, dumps(value), timestamp)
+
+    def _side_output(self, name):
+        try:
+            return self._side_outputs.index(name) + 1
+        except ValueError:
+            raise EventError(
+                f"no side output {name!r}: declare it in __init__ with setup.side_output({name!r})"
+                f" (declared: {self._side_outputs})") from None
+
+    def _emit(self, target, key, value, timestamp, headers):
         index = len(self._timestamps)
+        if target != 0 and not self._targets:
+            self._targets = [0] * index
+        if self._targets:
+            self._targets.append(target)
         for name, hv in headers:
             self._headers.append(types.Header(event=index, name=name, value=bytes(hv)))
         self._timestamps.append(self.timestamp if timestamp is None else timestamp)
@@ -218,6 +335,7 @@ class Context:
     def _roll_back(self, mark):
         events, keys, values, headers = mark
         del self._timestamps[events:]
+        del self._targets[events:]
         del self._key_lens[events:]
         del self._value_lens[events:]
         del self._keys[keys:]
@@ -246,6 +364,7 @@ class Context:
                 value_lens=self._value_lens, values=bytes(self._values), headers=self._headers),
             errors=errors,
             state=types.StateChanges(cells=cells, lens=lens, bytes=bytes(data)),
+            outputs=self._targets if any(self._targets) else [],
         )
 
 
@@ -294,6 +413,7 @@ def handler(operator_class):
     class Handler(exports.Handler):
         operator = None
         state_count = 0
+        outputs = []
 
         def init(self, config):
             setup = Setup()
@@ -303,7 +423,8 @@ def handler(operator_class):
             except Exception as e:  # the operator refused its config
                 raise Err(f"invalid config: {e}")
             Handler.state_count = len(setup.value_states)
-            return types.OperatorSpec(value_states=setup.value_states)
+            Handler.outputs = setup.outputs
+            return setup._spec()
 
         def _run(self, ctx, items, call):
             errors = []
@@ -325,17 +446,19 @@ def handler(operator_class):
             for h in ev.headers:
                 headers[h.event].append((h.name, h.value))
             slots = input.key_slots or [NO_SLOT] * len(ev.timestamps)
-            ctx = Context(input.context, Handler.state_count, _split(input.state.lens, input.state.bytes))
+            ctx = Context(input.context, Handler.state_count,
+                          _split(input.state.lens, input.state.bytes), Handler.outputs, input.input)
             items = [
                 (keys[i], None if slots[i] == NO_SLOT else slots[i], ev.timestamps[i],
-                 Event(keys[i], values[i], ev.timestamps[i], headers[i]))
+                 Event(keys[i], values[i], ev.timestamps[i], headers[i], input.input))
                 for i in range(len(ev.timestamps))
             ]
             return self._run(ctx, items, Handler.operator.process)
 
         def on_timer(self, input):
             slot_keys = _split(input.key_lens, input.keys)
-            ctx = Context(input.context, Handler.state_count, _split(input.state.lens, input.state.bytes))
+            ctx = Context(input.context, Handler.state_count,
+                          _split(input.state.lens, input.state.bytes), Handler.outputs)
             t = input.timers
             items = [
                 (slot_keys[t.key_slots[i]], t.key_slots[i], t.times[i],

@@ -22,6 +22,19 @@ fn host() -> WasmHost {
     .unwrap()
 }
 
+/// A sink collecting wire lines, and the lines.
+fn collector() -> (SinkFn, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let out = lines.clone();
+    let sink: SinkFn = Box::new(move |b: &Batch| {
+        out.lock()
+            .unwrap()
+            .extend(b.iter().map(|e| wire::format_event(&e)));
+        Ok(())
+    });
+    (sink, lines)
+}
+
 /// One operator of a chain: its module, its config (JSON) and whether
 /// its input is keyed by the event key.
 struct Stage<'a> {
@@ -73,14 +86,7 @@ fn run_chain(stages: &[Stage]) -> Vec<String> {
         std::fs::read_to_string(repo_root().join("guest-examples/data/lines.jsonl")).unwrap();
     let events = wire::parse_lines(&text, 0).unwrap();
     let source: SourceIter = Box::new(events.into_iter().map(Ok));
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let out = lines.clone();
-    let sink: SinkFn = Box::new(move |b: &Batch| {
-        out.lock()
-            .unwrap()
-            .extend(b.iter().map(|e| wire::format_event(&e)));
-        Ok(())
-    });
+    let (sink, lines) = collector();
     run_topology(
         &doc,
         &modules,
@@ -100,16 +106,21 @@ fn run(split: &str, count: &str) -> Vec<String> {
     run_chain(&[stage(split), keyed(count)])
 }
 
-/// What one batch through a fresh instance of `module` gave.
-fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
-    let mut op = OperatorInstance::new(
+/// A fresh instance `op` of `module` with in-memory state and every key group.
+fn instance(module: &OperatorModule, config: &str) -> OperatorInstance {
+    OperatorInstance::new(
         module,
         "op",
         config,
         Box::new(MemoryState::new()),
         KeyGroupRange::all(DEFAULT_KEY_GROUPS),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// What one batch through a fresh instance of `module` gave.
+fn call_once(module: &OperatorModule, config: &str, batch: &Batch) -> CallOutcome {
+    let mut op = instance(module, config);
     op.process(&mut batch.clone(), i64::MIN, 0).unwrap()
 }
 
@@ -207,14 +218,7 @@ fn a_go_guest_reaches_every_host_call_through_its_hand_written_abi() {
     use weir_wasm::{FiredTimer, TimeDomain};
     let host = host();
     let module = host.load(&guest_bytes("go-host-calls")).unwrap();
-    let mut op = OperatorInstance::new(
-        &module,
-        "op",
-        "{}",
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .unwrap();
+    let mut op = instance(&module, "{}");
     let event = |key: Option<&str>, value: &str, timestamp: i64| Event {
         key: key.map(|k| k.as_bytes().to_vec()),
         value: value.as_bytes().to_vec(),
@@ -504,4 +508,134 @@ fn c_and_js_guests_built_against_a_wrong_wit_are_refused_at_load() {
             "{lang}: {err}"
         );
     }
+}
+
+/// `enrich` (two inputs keyed by `user`) at `parallelism` over `input`: the
+/// sink's wire lines, sorted (instances interleave their output).
+fn run_enrich(
+    module: &OperatorModule,
+    input: &weir_fixtures::join::JoinInput,
+    parallelism: u16,
+) -> Vec<String> {
+    let doc = parse_topology(&weir_fixtures::join::enrich_topology(parallelism, 25)).unwrap();
+    let events = |timed: &[(i64, String)]| -> SourceIter {
+        let events: Vec<Event> = timed
+            .iter()
+            .map(|(t, v)| Event {
+                key: None,
+                value: v.clone().into_bytes(),
+                timestamp: *t,
+                headers: vec![],
+            })
+            .collect();
+        Box::new(events.into_iter().map(Ok))
+    };
+    let (sink, lines) = collector();
+    run_topology(
+        &doc,
+        &Modules::from([("enrich".to_string(), module.clone())]),
+        Bindings {
+            sources: HashMap::from([
+                (
+                    "tx".to_string(),
+                    Box::new(events(&input.transactions)) as Box<dyn Source>,
+                ),
+                (
+                    "profiles".to_string(),
+                    Box::new(events(&input.profiles)) as Box<dyn Source>,
+                ),
+            ]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        ExecOptions {
+            batch_size: 16,
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
+    let mut got = lines.lock().unwrap().clone();
+    got.sort();
+    got
+}
+
+#[test]
+fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_and_3() {
+    let host = host();
+    let rust = host.load(&guest_bytes("enrich")).unwrap();
+    let python = host.load(&guest_bytes("python-enrich")).unwrap();
+    assert_eq!(python.contract_version(), "0.2.0");
+    // Out-of-order transactions and profiles, with non-ASCII text, so the
+    // join depends on both inputs being told apart and on the order of the
+    // pending transactions.
+    let mut input = weir_fixtures::join::join_input(300, 4, 25);
+    for (i, (_, v)) in input.transactions.iter_mut().enumerate().step_by(7) {
+        *v = v.replacen('}', &format!(",\"note\":\"caf\u{e9} {i} \u{1d49c}\"}}"), 1);
+    }
+    // A transaction seen twice is emitted twice.
+    let twice = input.transactions[10].clone();
+    input.transactions.insert(12, twice);
+    let oracle = weir_fixtures::join::enrich_oracle_lines(&input);
+    let enriched = oracle.iter().filter(|l| !l.contains("\"profile\":null"));
+    assert!(enriched.count() > oracle.len() / 2, "{oracle:?}");
+    for p in [1, 3] {
+        let expected = run_enrich(&rust, &input, p);
+        assert_eq!(expected, oracle, "Rust at parallelism {p}");
+        let got = run_enrich(&python, &input, p);
+        assert_eq!(got.len(), expected.len(), "parallelism {p}");
+        assert!(got == expected, "parallelism {p}: Python differs from Rust");
+    }
+}
+
+#[test]
+fn python_side_outputs_and_processing_time_ttl_reach_the_host() {
+    let host = host();
+    let module = host.load(&guest_bytes("python-large-amounts")).unwrap();
+    let mut op = instance(&module, r#"{"limit": 100, "ttl_ms": 100}"#);
+    assert_eq!(op.outputs(), ["alerts".to_string()]);
+    assert_eq!(op.ttls().len(), 1);
+    let keyed = |values: &[&str]| -> Batch {
+        values
+            .iter()
+            .map(|v| Event {
+                key: Some(b"k".to_vec()),
+                value: v.as_bytes().to_vec(),
+                timestamp: 7,
+                headers: vec![],
+            })
+            .collect()
+    };
+    let lines = |b: &Batch| -> Vec<String> { b.iter().map(|e| wire::format_event(&e)).collect() };
+    let line = |amount, seen| {
+        format!(r#"{{"key":"k","value":{{"amount":{amount},"seen":{seen}}},"timestamp":7}}"#)
+    };
+    let mut batch = keyed(&[
+        r#"{"amount":5}"#,
+        r#"{"amount":500}"#,
+        r#"{"amount":1,"to":"nowhere"}"#,
+    ]);
+    let out = op.process(&mut batch, i64::MIN, 1000).unwrap();
+    assert_eq!(lines(&out.events), vec![line(5, 1), line(500, 2)]);
+    assert_eq!(out.side.len(), 1);
+    assert_eq!(lines(&out.side[0]), vec![line(500, 2)]);
+    // The undeclared output fails that event alone, naming what exists;
+    // its state write is dropped with it.
+    assert_eq!(out.failures.len(), 1);
+    assert_eq!(out.failures[0].index, 2);
+    let message = &out.failures[0].message;
+    assert!(
+        message.contains("'nowhere'") && message.contains("['alerts']"),
+        "{message}"
+    );
+    // 100 ms after the last write the count is still live; 101 ms after
+    // the next one it has expired.
+    let out = op
+        .process(&mut keyed(&[r#"{"amount":2}"#]), i64::MIN, 1100)
+        .unwrap();
+    assert_eq!(lines(&out.events), vec![line(2, 3)]);
+    assert!(out.side.iter().all(|b| b.is_empty()));
+    let out = op
+        .process(&mut keyed(&[r#"{"amount":3}"#]), i64::MIN, 1201)
+        .unwrap();
+    assert_eq!(lines(&out.events), vec![line(3, 1)]);
 }

@@ -631,12 +631,6 @@ fn timed_events(timed: &[(i64, String)]) -> Vec<Event> {
         .collect()
 }
 
-fn join_topology(parallelism: u16, jitter: i64) -> String {
-    format!(
-        "name: join\nsources:\n  - {{ name: tx, stream: tx, watermark: {{ max_out_of_orderness_ms: {jitter} }} }}\n  - {{ name: profiles, stream: profiles, watermark: {{ max_out_of_orderness_ms: {jitter} }} }}\noperators:\n  - {{ name: enrich, module: enrich, input: [tx, profiles], key_by: {{ field: user }}, parallelism: {parallelism} }}\nsinks: [{{ name: out, stream: out, input: enrich }}]\n"
-    )
-}
-
 #[test]
 fn an_event_time_join_of_two_inputs_matches_its_oracle_at_parallelism_1_and_3() {
     let modules = modules(&["enrich"]);
@@ -663,7 +657,7 @@ fn an_event_time_join_of_two_inputs_matches_its_oracle_at_parallelism_1_and_3() 
             ..ExecOptions::default()
         };
         run_topology(
-            &parse_topology(&join_topology(p, 25)).unwrap(),
+            &parse_topology(&weir_fixtures::join::enrich_topology(p, 25)).unwrap(),
             &modules,
             bindings,
             options,

@@ -156,7 +156,8 @@ fn build_python_guests() -> Result<()> {
     let out_dir = guest_dir();
     std::fs::create_dir_all(&out_dir)?;
     let sdk = root.join("sdk/python");
-    let wit = root.join("wit");
+    // The Python SDK speaks contract 0.2.0 (inputs, side outputs, TTL).
+    let wit = root.join("wit/0.2.0");
     let mut guests: Vec<_> = std::fs::read_dir(root.join("guest-examples/python"))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())

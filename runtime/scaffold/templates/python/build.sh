@@ -15,5 +15,5 @@ if [ -z "$sdk" ]; then
     echo "weir_sdk is not installed for ${PYTHON:-python3}: pip install weir-sdk (see README.md)" >&2
     exit 1
 fi
-"${COMPONENTIZE_PY:-componentize-py}" -d "{{weir}}/wit" -w operator componentize app \
+"${COMPONENTIZE_PY:-componentize-py}" -d "{{weir}}/wit/0.2.0" -w operator componentize app \
     -p . -p "$sdk" -o {{name}}.wasm
