@@ -34,6 +34,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// `out` ended with exit code `code` and its stdout says `says`.
+fn exits_saying(out: &Output, code: i32, says: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{}",
+        stdout(out),
+        stderr(out)
+    );
+    assert!(stdout(out).contains(says), "{}", stdout(out));
+}
+
 fn module(name: &str) -> String {
     guest_path(name).display().to_string()
 }
@@ -752,19 +764,7 @@ fn weir_test_passes_and_fails_with_a_readable_diff() {
         args.extend_from_slice(extra);
         weir(&args, "")
     };
-    let out = test(&ordered, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stdout(&out).contains("3 events as expected"),
-        "{}",
-        stdout(&out)
-    );
+    exits_saying(&test(&ordered, &[]), 0, "3 events as expected");
     // Order matters unless --sort.
     let out = test(&shuffled, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
@@ -920,18 +920,10 @@ fn weir_test_of_a_topology_compares_each_sink_with_its_expectation() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         weir(&args, "")
     };
-    let out = run(&dir.join("expected.jsonl"));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stdout(&out).contains("sink `out`: 3 events as expected"),
-        "{}",
-        stdout(&out)
+    exits_saying(
+        &run(&dir.join("expected.jsonl")),
+        0,
+        "sink `out`: 3 events as expected",
     );
     let out = run(&wrong);
     assert_eq!(
