@@ -593,17 +593,22 @@ impl Topologies {
             });
         match outcome {
             Ok(job) => {
-                // Its end (a failure, or sources that ended) wakes the
-                // supervisor, which otherwise looks only now and then.
-                let bell = self.bell.clone();
-                job.on_end(move || bell.ring());
+                let job = Arc::new(job);
+                let held = job.clone();
                 claim.finish(Some(Step::Started), |slot| {
-                    slot.job = Some(Arc::new(job));
+                    slot.job = Some(held);
                     if by == StartedBy::User {
                         slot.restart.reset();
                     }
                     slot.restart.on_running(Instant::now());
                 });
+                // Its end (a failure, or sources that ended) wakes the
+                // supervisor, which otherwise looks only now and then. Asked
+                // once the job is in its slot, so that a job which already
+                // ended is found there when the supervisor looks.
+                let bell = self.bell.clone();
+                job.on_end(move || bell.ring());
+                drop(job);
                 tracing::info!(
                     topology.name = name,
                     took_ms = started.elapsed().as_millis() as u64,
