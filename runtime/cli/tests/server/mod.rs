@@ -44,7 +44,10 @@ impl Server {
             .env_remove("WEIR_TOKEN")
             .env_remove("WEIR_LISTEN")
             .env_remove("WEIR_DATA_DIR")
-            .env("WEIR_LOG", "warn")
+            .env(
+                "WEIR_LOG",
+                std::env::var("TEST_WEIR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {

@@ -593,22 +593,24 @@ impl Topologies {
             });
         match outcome {
             Ok(job) => {
-                let job = Arc::new(job);
-                let held = job.clone();
+                // Its end (a failure, or sources that ended) wakes the
+                // supervisor, which otherwise looks only now and then.
+                let bell = self.bell.clone();
+                job.on_end(move || bell.ring());
                 claim.finish(Some(Step::Started), |slot| {
-                    slot.job = Some(held);
+                    slot.job = Some(Arc::new(job));
                     if by == StartedBy::User {
                         slot.restart.reset();
                     }
                     slot.restart.on_running(Instant::now());
                 });
-                // Its end (a failure, or sources that ended) wakes the
-                // supervisor, which otherwise looks only now and then. Asked
-                // once the job is in its slot, so that a job which already
-                // ended is found there when the supervisor looks.
-                let bell = self.bell.clone();
-                job.on_end(move || bell.ring());
-                drop(job);
+                // A job that ended before it was in its slot rang before
+                // the supervisor could find it there: ring again. (No copy
+                // of the job is kept here: a stop or a recovery waits until
+                // the slot's is the only one.)
+                if owner.lock().job.as_ref().is_some_and(|j| j.is_finished()) {
+                    self.bell.ring();
+                }
                 tracing::info!(
                     topology.name = name,
                     took_ms = started.elapsed().as_millis() as u64,
