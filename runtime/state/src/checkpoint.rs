@@ -286,6 +286,23 @@ impl StateDb {
         match written {
             Ok(bytes) => {
                 self.progress.committed.store(id, Ordering::Release);
+                if let Some(changelog) = self.changelog() {
+                    // After the local commit: the rows are durable here
+                    // whatever Kafka says; a failed write fails the
+                    // checkpoint, and the next one writes them again.
+                    let logged = changelog.committed(&ops).and_then(|offsets| {
+                        self.apply_changelog(None, &offsets, &[])
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(reason) = logged {
+                        tracing::warn!(checkpoint = id, %reason, "cannot write the checkpoint's changelog");
+                        return Err(Box::new(CommitFailed {
+                            error: StateError::Changelog(reason),
+                            unwritten: StateSnapshot::new(ops),
+                            reopen: None,
+                        }));
+                    }
+                }
                 Ok(CommitStats {
                     rows,
                     bytes,

@@ -20,14 +20,23 @@
 //!   Kafka inputs that its consumer group (`weir.<cluster>.<topology>`)
 //!   gives this node; its job restarts on each change of assignment.
 //! - `keys.rs`: the records' keys and values.
+//! - `query.rs`: a state query on any node, forwarded to the node that
+//!   holds the key's partition.
 //!
-//! Not here yet: keyed state that moves with its partitions (changelog
-//! topics), exactly-once across a node's crash (Kafka transactions with
-//! the input offsets), forwarded queries.
+//! - `changelog.rs`: keyed state that moves with its partitions: a
+//!   compacted changelog topic per operator that keeps state, written
+//!   after each checkpoint and read by the node that gets a partition.
+//!
+//! Not here yet: exactly-once across a node's crash (Kafka transactions with
+//! the input offsets).
 
 mod apply;
+pub(crate) mod changelog;
 pub mod keys;
+mod query;
 mod tasks;
+
+pub use query::{Forwarded, QueryRoute};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +109,20 @@ pub enum ClusterError {
         "the write is in the control topic at offset {offset}, but this node has not applied it within {waited_s} s (it is applying earlier records): read it again later"
     )]
     NotApplied { offset: i64, waited_s: u64 },
+    #[error(
+        "no node holds partition {partition} of {topic} for topology `{topology}` now (it is not running, or the partition is moving): ask again in a few seconds"
+    )]
+    NoOwner {
+        topology: String,
+        topic: String,
+        partition: i32,
+    },
+    #[error("cannot forward the query to node {node} at {address}: {reason}")]
+    Forward {
+        node: String,
+        address: String,
+        reason: String,
+    },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -154,6 +177,10 @@ pub struct Cluster {
     closing: AtomicBool,
     /// The topologies' group members on this node.
     tasks: tasks::Tasks,
+    /// The brokers of the control topic (and of topologies that name none).
+    brokers: String,
+    /// Input topics' partition counts, for routing state queries.
+    partition_counts: query::PartitionCounts,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -224,6 +251,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             name: config.name,
             node,
+            brokers: config.brokers.clone(),
             log,
             chunk_bytes: config.chunk_bytes,
             heartbeat: config.heartbeat,
@@ -239,6 +267,7 @@ impl Cluster {
             view: Mutex::new(View::default()),
             closing: AtomicBool::new(false),
             tasks: tasks::Tasks::default(),
+            partition_counts: query::PartitionCounts::default(),
         });
         let (me, on) = (cluster.clone(), plane.clone());
         std::thread::Builder::new()
