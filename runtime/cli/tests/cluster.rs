@@ -412,8 +412,9 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
 /// counts it restores from the changelog A wrote at its last checkpoint;
 /// every word's counts in the `read_committed` output are 1, 2, ..., n
 /// once each (a count restarted at 1 after the move, or counted twice,
-/// fails). A state query on either node answers for every word, from the
-/// node that holds it; a query marked forwarded is not forwarded again.
+/// fails). `GET /v1/cluster` shows each partition's holder and lag. A
+/// state query on either node answers for every word, from the node that
+/// holds it; a query marked forwarded is not forwarded again.
 fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std::path::Path) {
     let ca = a.client();
     create_topic(brokers, "wc-in", 4, &[]).unwrap();
@@ -492,6 +493,21 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
         }
     }
     assert_eq!(owner.len(), 4, "{view}");
+    // B's view has the same holder for each partition, and no lag once
+    // everything is read.
+    eventually("wc's assignment without lag on B", || {
+        let view = cluster_view(&b);
+        let wc = view["assignment"]["wc"]["wc-in"].as_object()?.clone();
+        let same = wc.iter().all(|(p, at)| {
+            Some(&at["node"]) == p.parse().ok().map(|p: i64| json!(owner[&p])).as_ref()
+        });
+        (wc.len() == 4 && same && wc.values().all(|at| at["lag"] == 0)).then_some(())
+    });
+    let lag = &cluster_view(a)["members"];
+    assert!(
+        lag.to_string().contains("\"lag\":{\"wc\":{\"wc-in\":"),
+        "{lag}"
+    );
     let mut forwarded = BTreeSet::new();
     for (word, n) in &oracle {
         let path = format!("/v1/topologies/wc/operators/count/state/count?key={word}");

@@ -112,11 +112,12 @@ pub fn document() -> Value {
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
-        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs) and the records this node could not apply", vec![], None,
+        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition, and the records this node could not apply", vec![], None,
             &[("200", "The cluster", Some(json!({ "type": "object", "properties": {
                 "cluster": { "type": "string" }, "topic": { "type": "string" }, "node": { "type": "string" },
                 "applied_offset": { "type": "integer" },
                 "members": { "type": "array", "items": { "type": "object" } },
+                "assignment": { "type": "object", "description": "topology → topic → partition → {node, lag}, from the alive members' heartbeats" },
                 "problems": { "type": "array", "items": { "type": "object" } } } })))],
             &[AUTH, ("409", "Not a cluster's node (not_in_cluster)")]) },
         "/v1/modules": { "get": op("listModules", "Every module with its latest version", vec![], None,
