@@ -414,7 +414,8 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
 /// once each (a count restarted at 1 after the move, or counted twice,
 /// fails). `GET /v1/cluster` shows each partition's holder and lag. A
 /// state query on either node answers for every word, from the node that
-/// holds it; a query marked forwarded is not forwarded again.
+/// holds it; a query marked forwarded is not forwarded again. Records not
+/// partitioned by their key are refused at the checkpoint, saying why.
 fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std::path::Path) {
     let ca = a.client();
     create_topic(brokers, "wc-in", 4, &[]).unwrap();
@@ -555,8 +556,53 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
         stray.text
     );
 
-    let stopped = cb.post_json("/v1/topologies/wc/stop", &json!({}));
-    assert_eq!(stopped.status, 200, "{}", stopped.text);
+    // Hostile: records the producer did not partition by their key (each
+    // one in the partition after its key's). A node that counts a key
+    // whose partition the other node holds refuses to checkpoint it, and
+    // says why, rather than write state another node owns.
+    create_topic(brokers, "wc-skew", 4, &[]).unwrap();
+    create_topic(brokers, "wcx-out", 4, &[]).unwrap();
+    let skewed = doc
+        .replace("name: wc\n", "name: wcx\n")
+        .replace("topic: wc-in", "topic: wc-skew")
+        .replace("topic: wc-out", "topic: wcx-out");
+    let put = ca.put_topology("wcx", &skewed);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/wcx/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    eventually("wcx's partitions shared by A and B", || {
+        let view = cluster_view(&b);
+        let at = view["assignment"]["wcx"]["wc-skew"].as_object()?.clone();
+        let holders: BTreeSet<String> = at.values().map(|e| e["node"].to_string()).collect();
+        (at.len() == 4 && holders.len() == 2).then_some(())
+    });
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (word, _) in oracle.iter().take(8) {
+        let p = (weir_connectors::partition_of(word.as_bytes(), 4) + 1) % 4;
+        let record = BaseRecord::<str, str>::to("wc-skew")
+            .partition(p as i32)
+            .key(word)
+            .payload(word);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    eventually("the misplaced keys refused", || {
+        [&ca, &cb]
+            .iter()
+            .any(|c| {
+                c.get("/v1/topologies/wcx")
+                    .text
+                    .contains("must be keyed like its Kafka input")
+            })
+            .then_some(())
+    });
+    for topology in ["wcx", "wc"] {
+        let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
+        assert_eq!(stopped.status, 200, "{}", stopped.text);
+    }
     b.stop();
 }
 

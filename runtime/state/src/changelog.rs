@@ -14,9 +14,10 @@
 //!   maps it to its partition (the input's partitioner), so the rows of
 //!   one partition are exactly the keys of that input partition.
 //! - [`Changelog`]: what [`StateDb::commit_checkpoint`] hands each
-//!   committed checkpoint's rows to, after the local commit; the offsets
-//!   it answers are recorded in `changelog_offsets_v1`, so a node that
-//!   gets a partition back reads only what was written since.
+//!   committed checkpoint's rows to, after the local commit (a failed
+//!   write undoes that commit); the offsets it answers are recorded in
+//!   `changelog_offsets_v1`, so a node that gets a partition back reads
+//!   only what was written since.
 //!
 //! Not here: Kafka (the server's cluster code and `weir-connectors` read
 //! and write the topics).
@@ -60,8 +61,8 @@ pub struct ChangelogOffset {
 
 /// Receives the rows of every committed checkpoint (a cluster node's
 /// changelog writer). Called on the checkpoint coordinator's thread after
-/// the local commit; an error fails that checkpoint (its changes go into
-/// the next one, which writes them again).
+/// the local commit; an error fails that checkpoint and undoes the local
+/// commit (its changes go into the next one, which writes them again).
 pub trait Changelog: Send + Sync + std::fmt::Debug {
     fn committed(
         &self,
@@ -395,6 +396,82 @@ mod tests {
         let err = batch.add(b"s\x00", Some(b"1")).unwrap_err();
         assert!(err.contains("not a state row"), "{err}");
         assert!(batch.is_empty());
+    }
+
+    /// A changelog that refuses every write, or takes them and says where
+    /// they ended.
+    #[derive(Debug)]
+    struct Log {
+        refuse: bool,
+        taken: std::sync::Mutex<Vec<ChangeRecord>>,
+    }
+
+    impl Changelog for Log {
+        fn committed(
+            &self,
+            rows: &[weir_state_contract::SnapshotRow],
+        ) -> Result<Vec<ChangelogOffset>, String> {
+            if self.refuse {
+                return Err("the brokers are away".into());
+            }
+            let records = change_records("topo", rows)?;
+            let mut taken = self.taken.lock().unwrap();
+            taken.extend(records);
+            Ok(vec![ChangelogOffset {
+                operator: "count".into(),
+                partition: 0,
+                next: taken.len() as u64,
+            }])
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_whose_changelog_fails_is_undone_here_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let put = |v: &[u8]| {
+            crate::StateSnapshot::new(vec![RowOp::Put(Table::State, value_row(b"a"), v.to_vec())])
+        };
+        let value = |db: &StateDb| {
+            let txn = db.db().unwrap().begin_read().unwrap();
+            let state = txn.open_table(crate::STATE).unwrap();
+            state
+                .get(value_row(b"a").as_slice())
+                .unwrap()
+                .map(|v| v.value().to_vec())
+        };
+        let log = std::sync::Arc::new(Log {
+            refuse: false,
+            taken: Default::default(),
+        });
+        db.set_changelog(Some(log.clone()));
+        db.commit_checkpoint(1, vec![put(b"1")], b"m1", &[], 3)
+            .unwrap();
+        assert_eq!(log.taken.lock().unwrap().len(), 1);
+        assert_eq!(db.changelog_offsets("count").unwrap()[&0], 1);
+        db.set_changelog(Some(std::sync::Arc::new(Log {
+            refuse: true,
+            taken: Default::default(),
+        })));
+        let failed = db
+            .commit_checkpoint(2, vec![put(b"2")], b"m2", &[], 3)
+            .unwrap_err();
+        assert!(failed.reopen.is_none());
+        assert!(
+            failed.error.to_string().contains("brokers are away"),
+            "{}",
+            failed.error
+        );
+        // Nothing of checkpoint 2 is here: the next one commits its rows.
+        assert_eq!(value(&db).as_deref(), Some(&b"1"[..]));
+        assert_eq!(db.latest_checkpoint().unwrap().unwrap().id, 1);
+        assert_eq!(failed.unwritten.rows(), 1);
+        db.set_changelog(Some(log.clone()));
+        db.commit_checkpoint(3, vec![put(b"3")], b"m3", &[], 3)
+            .unwrap();
+        assert_eq!(value(&db).as_deref(), Some(&b"3"[..]));
+        assert_eq!(db.latest_checkpoint().unwrap().unwrap().id, 3);
+        assert_eq!(log.taken.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -75,9 +75,9 @@ pub enum StateError {
     Open { path: String, reason: String },
     #[error("state database: {0}")]
     Db(String),
-    #[error(
-        "the changelog of a committed checkpoint could not be written ({0}): check the cluster's brokers"
-    )]
+    /// The reason says what to fix (the brokers, or how the operator is
+    /// keyed).
+    #[error("the changelog of a committed checkpoint could not be written: {0}")]
     Changelog(String),
     #[error(
         "checkpoint {id} is damaged ({reason}) and no earlier checkpoint is kept to fall back to: start from a savepoint, or remove the state to start afresh"
