@@ -12,16 +12,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError as RdError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{
-    ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config, create_topic, log_client_line,
-    lookup_consumer, partitions_of,
+    ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config, create_topic, lookup_consumer,
+    partitions_of, send_waiting,
 };
 
 /// How long one write may take before it is reported as failed.
@@ -93,15 +92,7 @@ struct WriterContext {
     errors: ErrorLog,
 }
 
-impl ClientContext for WriterContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        log_client_line(level, facility, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.errors.report(&error, reason);
-    }
-}
+super::config::logged_client_context!(WriterContext);
 
 impl ProducerContext for WriterContext {
     type DeliveryOpaque = Arc<Pending>;
@@ -246,22 +237,11 @@ impl ChangelogTopic {
             if let Some(v) = value {
                 record = record.payload(v.as_slice());
             }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => {
-                        let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
-                        state.waiting -= records.len() - i;
-                        drop(state);
-                        return Err(self.failed(format!("cannot write a record: {e}")));
-                    }
-                }
+            if let Err(e) = send_waiting(&self.producer, record) {
+                let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.waiting -= records.len() - i;
+                drop(state);
+                return Err(self.failed(format!("cannot write a record: {e}")));
             }
         }
         let deadline = Instant::now() + WRITE_TIMEOUT + Duration::from_secs(5);
