@@ -150,6 +150,11 @@ impl Client {
         }
     }
 
+    /// The server's base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     pub(crate) fn send(
         &self,
         method: &str,

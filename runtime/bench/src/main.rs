@@ -51,6 +51,12 @@
 //! time for 20,000 lines alone and next to two hostile topologies whose
 //! guest loops to its call budget on every batch.
 //!
+//! `visibility [--seconds S]` (release build): one event per produce call
+//! at 10 and 50 calls/s through `weir serve` into `keyed-sum` and an
+//! exactly-once stream; p50/p99/max from the produce call to its output
+//! read by a follower, with checkpoints when input goes quiet (the default)
+//! and on the 1 s interval only.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -80,6 +86,7 @@ mod stats;
 mod store;
 mod topology;
 mod workloads;
+mod visibility;
 
 use std::time::{Duration, Instant};
 
@@ -406,6 +413,9 @@ enum Workload {
     /// Many small topologies on one `weir serve`: RSS, threads, idle CPU,
     /// and a healthy topology's time next to hostile ones.
     Density,
+    /// How soon exactly-once output is readable through `weir serve` at
+    /// low load, with and without checkpoints when input goes quiet.
+    Visibility,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -497,6 +507,7 @@ fn main() -> Result<()> {
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
         Workload::Produce => produce::run(events, rounds)?,
         Workload::Density => density::run(args.topologies)?,
+        Workload::Visibility => visibility::run(args.seconds)?,
     }
     report::write_json(args.json.as_deref())
 }

@@ -32,6 +32,12 @@ use crate::tracker::{InFlight, SourceMeta, Tracker};
 /// How often a busy topology's coordinator looks whether a state budget
 /// asked for a checkpoint.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// How long input must be quiet, after new input, before a checkpoint is
+/// taken at once instead of at the next interval, by default.
+pub const DEFAULT_IDLE_COMMIT: Duration = Duration::from_millis(20);
+/// Least time between two checkpoints taken because input went quiet: a
+/// trickle of input with gaps costs at most this many commits a second.
+const IDLE_MIN_PAUSE: Duration = Duration::from_millis(100);
 /// Interval checkpoints in a row that may fail before the run fails, by
 /// default.
 pub const DEFAULT_TOLERABLE_FAILED_CHECKPOINTS: u32 = 3;
@@ -116,11 +122,17 @@ pub struct CheckpointConfig {
     /// one is aborted: its state changes and output are carried into the
     /// next, sources keep reading.
     pub tolerable_failed: u32,
+    /// After new input, once input has been quiet this long, a checkpoint
+    /// is taken at once rather than at the next interval, so exactly-once
+    /// output becomes visible soon after a burst ends (at most one such
+    /// checkpoint per 100 ms). `None`: on the interval only.
+    pub on_idle: Option<Duration>,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
+            on_idle: Some(DEFAULT_IDLE_COMMIT),
             interval: Some(Duration::from_secs(1)),
             retain: 3,
             reset_sources: false,
@@ -412,6 +424,56 @@ pub(crate) struct CoordinatorTask {
     /// is busy, and a checkpoint asked for by a state budget is looked
     /// for every [`IDLE_WAIT`].
     activity_seen: u64,
+    /// Checkpoints when input goes quiet (`CheckpointConfig::on_idle`).
+    idle: Option<IdleCommit>,
+}
+
+/// When input went quiet after new input, so that a checkpoint now
+/// publishes output sooner than the next interval would: new activity
+/// since the last checkpoint started, none for `quiet`, and at least
+/// [`IDLE_MIN_PAUSE`] since the last checkpoint started.
+#[derive(Debug)]
+struct IdleCommit {
+    quiet: Duration,
+    /// When the activity count was last seen to move.
+    moved_at: Instant,
+    /// When the last interval or idle checkpoint started.
+    last_started: Option<Instant>,
+}
+
+impl IdleCommit {
+    fn new(quiet: Duration, now: Instant) -> IdleCommit {
+        IdleCommit {
+            quiet,
+            moved_at: now,
+            last_started: None,
+        }
+    }
+
+    /// A look at the activity count at `now`: `moved` when it changed
+    /// since the last look.
+    fn observe(&mut self, moved: bool, now: Instant) {
+        if moved {
+            self.moved_at = now;
+        }
+    }
+
+    /// When a checkpoint is due because input went quiet; `None` when
+    /// nothing was read or fired since the last one started (`fresh`).
+    fn due_at(&self, fresh: bool) -> Option<Instant> {
+        if !fresh {
+            return None;
+        }
+        let quiet = self.moved_at + self.quiet;
+        Some(match self.last_started {
+            Some(t) => quiet.max(t + IDLE_MIN_PAUSE),
+            None => quiet,
+        })
+    }
+
+    fn started(&mut self, now: Instant) {
+        self.last_started = Some(now);
+    }
 }
 
 impl Coordinator {
@@ -427,6 +489,7 @@ impl Coordinator {
         // A run restored from a checkpoint starts where it stood: its first
         // interval may be skipped when nothing happens.
         let activity_at_trigger = (self.last_id > 0).then_some(0);
+        let idle = (self.config.on_idle).map(|quiet| IdleCommit::new(quiet, Instant::now()));
         CoordinatorTask {
             coordinator: self,
             tracker,
@@ -435,6 +498,7 @@ impl Coordinator {
             waker,
             activity_at_trigger,
             activity_seen: 0,
+            idle,
         }
     }
 }
@@ -466,19 +530,26 @@ impl Task for CoordinatorTask {
         while let Ok(r) = c.requests.try_recv() {
             queue.push_back(r);
         }
+        let now = Instant::now();
         let activity = c.control.activity.load(Ordering::SeqCst);
         let busy = activity != self.activity_seen;
         self.activity_seen = activity;
+        if let Some(idle) = &mut self.idle {
+            idle.observe(busy, now);
+        }
         // Parked and woken by activity: the intervals start again.
         if self.next_due.is_none() && !c.control.parked.load(Ordering::SeqCst) {
-            self.next_due = c.config.interval.map(|i| Instant::now() + i);
+            self.next_due = c.config.interval.map(|i| now + i);
         }
+        let fresh = activity != self.activity_at_trigger.unwrap_or(0);
         // Start a checkpoint when none is in flight and one is due.
         if !tracker.in_flight() {
-            let due = self.next_due.is_some_and(|t| Instant::now() >= t);
+            let due = self.next_due.is_some_and(|t| now >= t);
+            let quiet = (self.idle.as_ref()).and_then(|i| i.due_at(fresh));
+            let went_quiet = quiet.is_some_and(|t| now >= t);
             let asked = c.db.take_checkpoint_request();
             let request = queue.pop_front();
-            if request.is_some() || due || asked {
+            if request.is_some() || due || asked || went_quiet {
                 let mut parked = false;
                 let aborted = c.failed.in_a_row.load(Ordering::Relaxed) > 0;
                 if request.is_none()
@@ -504,6 +575,9 @@ impl Task for CoordinatorTask {
                     }
                     if interval {
                         self.activity_at_trigger = Some(activity);
+                        if let Some(idle) = &mut self.idle {
+                            idle.started(now);
+                        }
                     }
                     c.control.request(id);
                     tracing::debug!(topology = %c.topology, checkpoint = id, "checkpoint triggered");
@@ -513,7 +587,7 @@ impl Task for CoordinatorTask {
                 self.next_due = if parked {
                     None
                 } else {
-                    c.config.interval.map(|i| Instant::now() + i)
+                    c.config.interval.map(|i| now + i)
                 };
             }
         }
@@ -564,6 +638,22 @@ impl Task for CoordinatorTask {
         // interval, and while busy a budget's request, need a timer.
         if let Some(due) = self.next_due {
             self.waker.wake_at(due);
+        }
+        if let Some(idle) = &self.idle
+            && !tracker.in_flight()
+        {
+            let fresh = activity != self.activity_at_trigger.unwrap_or(0);
+            match idle.due_at(fresh) {
+                // New input: look again when it may have gone quiet.
+                Some(at) => self.waker.wake_at(at),
+                // Nothing new: the next event read or timer fired wakes
+                // the coordinator (or it came meanwhile: look at once).
+                None => {
+                    if !c.control.park(activity) {
+                        self.waker.wake();
+                    }
+                }
+            }
         }
         if busy || (!queue.is_empty() && !tracker.in_flight()) {
             self.waker.wake_after(IDLE_WAIT);
@@ -911,6 +1001,33 @@ mod tests {
                 max_ts,
             },
         )])
+    }
+
+    #[test]
+    fn a_checkpoint_is_due_once_new_input_went_quiet_and_not_before_the_pause() {
+        let start = Instant::now();
+        let quiet = Duration::from_millis(20);
+        let mut idle = IdleCommit::new(quiet, start);
+        // Nothing new since the last checkpoint: never due.
+        assert_eq!(idle.due_at(false), None);
+        // Input moves at 5 ms: due 20 ms after the last move seen.
+        idle.observe(true, start + Duration::from_millis(5));
+        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(25)));
+        // Still moving at 15 ms: the quiet period starts again.
+        idle.observe(true, start + Duration::from_millis(15));
+        idle.observe(false, start + Duration::from_millis(30));
+        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(35)));
+        // One taken at 35 ms: the next waits for the pause as well as quiet.
+        idle.started(start + Duration::from_millis(35));
+        idle.observe(true, start + Duration::from_millis(40));
+        assert_eq!(
+            idle.due_at(true),
+            Some(start + Duration::from_millis(35) + IDLE_MIN_PAUSE)
+        );
+        assert_eq!(idle.due_at(false), None);
+        // Input quiet long after the pause: due after the quiet alone.
+        idle.observe(true, start + Duration::from_millis(500));
+        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(520)));
     }
 
     #[test]
