@@ -85,8 +85,8 @@ mod report;
 mod stats;
 mod store;
 mod topology;
-mod workloads;
 mod visibility;
+mod workloads;
 
 use std::time::{Duration, Instant};
 
@@ -452,6 +452,10 @@ struct Args {
     /// `fixed`: run `compare` instead.
     #[arg(long)]
     compare: bool,
+    /// `compare`: the topologies' `checkpoint.idle_ms` (0: checkpoints on
+    /// the interval only); the server's default when not given.
+    #[arg(long)]
+    idle_ms: Option<u64>,
     /// `density`: topologies to start.
     #[arg(long, default_value_t = 1_000)]
     topologies: usize,
@@ -491,7 +495,7 @@ fn main() -> Result<()> {
             workloads::run(events, rounds, only)?;
         }
         Workload::Compare => {
-            compare::run(events, rounds, only)?;
+            compare::run(events, rounds, only, args.idle_ms)?;
         }
         Workload::Latency => topology::latency(args.rate, args.seconds)?,
         Workload::Checkpointed => {

@@ -48,7 +48,10 @@ pub fn run(seconds: u64) -> Result<()> {
     );
     let settings = [
         ("on idle (default)", "{ interval_ms: 1000 }"),
-        ("interval only (idle_ms: 0)", "{ interval_ms: 1000, idle_ms: 0 }"),
+        (
+            "interval only (idle_ms: 0)",
+            "{ interval_ms: 1000, idle_ms: 0 }",
+        ),
     ];
     for (round, rate) in RATES.iter().enumerate() {
         for (i, (label, checkpoint)) in settings.iter().enumerate() {
@@ -143,7 +146,12 @@ fn measure(client: &Client, name: &str, checkpoint: &str, rate: u64, n: u64) -> 
             latencies.push(at - t);
         }
     }
-    client.send("POST", &format!("/v1/topologies/{name}/stop"), b"", "application/json")?;
+    client.send(
+        "POST",
+        &format!("/v1/topologies/{name}/stop"),
+        b"",
+        "application/json",
+    )?;
     client.send("DELETE", &format!("/v1/topologies/{name}"), b"", "")?;
     if latencies.len() as u64 != n {
         bail!("{name}: {} outputs for {n} events", latencies.len());

@@ -32,12 +32,10 @@ use crate::tracker::{InFlight, SourceMeta, Tracker};
 /// How often a busy topology's coordinator looks whether a state budget
 /// asked for a checkpoint.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
-/// How long input must be quiet, after new input, before a checkpoint is
-/// taken at once instead of at the next interval, by default.
-pub const DEFAULT_IDLE_COMMIT: Duration = Duration::from_millis(20);
-/// Least time between two checkpoints taken because input went quiet: a
-/// trickle of input with gaps costs at most this many commits a second.
-const IDLE_MIN_PAUSE: Duration = Duration::from_millis(100);
+/// Least time between two checkpoints taken because the sources caught up
+/// with new input, by default: a trickle of input costs at most this many
+/// commits a second.
+pub const DEFAULT_IDLE_COMMIT: Duration = Duration::from_millis(100);
 /// Interval checkpoints in a row that may fail before the run fails, by
 /// default.
 pub const DEFAULT_TOLERABLE_FAILED_CHECKPOINTS: u32 = 3;
@@ -122,10 +120,11 @@ pub struct CheckpointConfig {
     /// one is aborted: its state changes and output are carried into the
     /// next, sources keep reading.
     pub tolerable_failed: u32,
-    /// After new input, once input has been quiet this long, a checkpoint
-    /// is taken at once rather than at the next interval, so exactly-once
-    /// output becomes visible soon after a burst ends (at most one such
-    /// checkpoint per 100 ms). `None`: on the interval only.
+    /// Once every source has read all there is and something new was read
+    /// since the last checkpoint, a checkpoint is taken at once rather than
+    /// at the next interval, so exactly-once output becomes visible soon
+    /// after input arrives; at most one such checkpoint per this long.
+    /// `None`: on the interval only.
     pub on_idle: Option<Duration>,
 }
 
@@ -411,7 +410,9 @@ pub(crate) fn nothing_changed(
 /// happened (no event read, no processing-time timer fired) is skipped
 /// without barriers, and the coordinator then parks: no interval wakes it
 /// until the next event or timer does (`Control::note_activity`), so an
-/// idle topology costs no wake-ups at all.
+/// idle topology costs no wake-ups at all. With `on_idle`, new input is
+/// checkpointed as soon as every source has caught up with it (woken by
+/// `Control::note_caught_up`), at most once per `on_idle`.
 pub(crate) struct CoordinatorTask {
     coordinator: Coordinator,
     tracker: Tracker<Request>,
@@ -424,50 +425,33 @@ pub(crate) struct CoordinatorTask {
     /// is busy, and a checkpoint asked for by a state budget is looked
     /// for every [`IDLE_WAIT`].
     activity_seen: u64,
-    /// Checkpoints when input goes quiet (`CheckpointConfig::on_idle`).
+    /// Checkpoints when the sources caught up (`CheckpointConfig::on_idle`).
     idle: Option<IdleCommit>,
 }
 
-/// When input went quiet after new input, so that a checkpoint now
-/// publishes output sooner than the next interval would: new activity
-/// since the last checkpoint started, none for `quiet`, and at least
-/// [`IDLE_MIN_PAUSE`] since the last checkpoint started.
+/// When to checkpoint because the sources caught up with new input, so
+/// that the checkpoint publishes output sooner than the next interval
+/// would: something was read or fired since the last checkpoint started,
+/// every source has read all there is, and at least `min_pause` passed
+/// since the last interval or idle checkpoint started.
 #[derive(Debug)]
 struct IdleCommit {
-    quiet: Duration,
-    /// When the activity count was last seen to move.
-    moved_at: Instant,
+    min_pause: Duration,
     /// When the last interval or idle checkpoint started.
     last_started: Option<Instant>,
 }
 
 impl IdleCommit {
-    fn new(quiet: Duration, now: Instant) -> IdleCommit {
-        IdleCommit {
-            quiet,
-            moved_at: now,
-            last_started: None,
-        }
-    }
-
-    /// A look at the activity count at `now`: `moved` when it changed
-    /// since the last look.
-    fn observe(&mut self, moved: bool, now: Instant) {
-        if moved {
-            self.moved_at = now;
-        }
-    }
-
-    /// When a checkpoint is due because input went quiet; `None` when
-    /// nothing was read or fired since the last one started (`fresh`).
-    fn due_at(&self, fresh: bool) -> Option<Instant> {
-        if !fresh {
+    /// When a checkpoint is due, at `now`, given `fresh` (activity since
+    /// the last one started) and `caught_up` (every source read all there
+    /// is); `None` while either is not so.
+    fn due_at(&self, fresh: bool, caught_up: bool, now: Instant) -> Option<Instant> {
+        if !(fresh && caught_up) {
             return None;
         }
-        let quiet = self.moved_at + self.quiet;
         Some(match self.last_started {
-            Some(t) => quiet.max(t + IDLE_MIN_PAUSE),
-            None => quiet,
+            Some(t) => (t + self.min_pause).max(now),
+            None => now,
         })
     }
 
@@ -489,7 +473,10 @@ impl Coordinator {
         // A run restored from a checkpoint starts where it stood: its first
         // interval may be skipped when nothing happens.
         let activity_at_trigger = (self.last_id > 0).then_some(0);
-        let idle = (self.config.on_idle).map(|quiet| IdleCommit::new(quiet, Instant::now()));
+        let idle = (self.config.on_idle).map(|min_pause| IdleCommit {
+            min_pause,
+            last_started: None,
+        });
         CoordinatorTask {
             coordinator: self,
             tracker,
@@ -534,9 +521,6 @@ impl Task for CoordinatorTask {
         let activity = c.control.activity.load(Ordering::SeqCst);
         let busy = activity != self.activity_seen;
         self.activity_seen = activity;
-        if let Some(idle) = &mut self.idle {
-            idle.observe(busy, now);
-        }
         // Parked and woken by activity: the intervals start again.
         if self.next_due.is_none() && !c.control.parked.load(Ordering::SeqCst) {
             self.next_due = c.config.interval.map(|i| now + i);
@@ -545,11 +529,13 @@ impl Task for CoordinatorTask {
         // Start a checkpoint when none is in flight and one is due.
         if !tracker.in_flight() {
             let due = self.next_due.is_some_and(|t| now >= t);
-            let quiet = (self.idle.as_ref()).and_then(|i| i.due_at(fresh));
-            let went_quiet = quiet.is_some_and(|t| now >= t);
+            let caught_up = c.control.caught_up.load(Ordering::SeqCst) >= c.source_names.len();
+            let idle_due = (self.idle.as_ref())
+                .and_then(|i| i.due_at(fresh, caught_up, now))
+                .is_some_and(|t| now >= t);
             let asked = c.db.take_checkpoint_request();
             let request = queue.pop_front();
-            if request.is_some() || due || asked || went_quiet {
+            if request.is_some() || due || asked || idle_due {
                 let mut parked = false;
                 let aborted = c.failed.in_a_row.load(Ordering::Relaxed) > 0;
                 if request.is_none()
@@ -643,17 +629,20 @@ impl Task for CoordinatorTask {
             && !tracker.in_flight()
         {
             let fresh = activity != self.activity_at_trigger.unwrap_or(0);
-            match idle.due_at(fresh) {
-                // New input: look again when it may have gone quiet.
-                Some(at) => self.waker.wake_at(at),
+            let sources = c.source_names.len();
+            if !fresh {
                 // Nothing new: the next event read or timer fired wakes
-                // the coordinator (or it came meanwhile: look at once).
-                None => {
-                    if !c.control.park(activity) {
-                        self.waker.wake();
-                    }
+                // the coordinator (or one came meanwhile: look at once).
+                if !c.control.park(activity) {
+                    self.waker.wake();
                 }
+            } else if c.control.await_caught_up(sources)
+                && let Some(at) = idle.due_at(true, true, Instant::now())
+            {
+                self.waker.wake_at(at);
             }
+            // Otherwise new input is being read: a source that catches up
+            // wakes the coordinator.
         }
         if busy || (!queue.is_empty() && !tracker.in_flight()) {
             self.waker.wake_after(IDLE_WAIT);
@@ -1004,30 +993,25 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_is_due_once_new_input_went_quiet_and_not_before_the_pause() {
+    fn an_idle_checkpoint_is_due_once_new_input_is_read_and_not_before_the_pause() {
         let start = Instant::now();
-        let quiet = Duration::from_millis(20);
-        let mut idle = IdleCommit::new(quiet, start);
-        // Nothing new since the last checkpoint: never due.
-        assert_eq!(idle.due_at(false), None);
-        // Input moves at 5 ms: due 20 ms after the last move seen.
-        idle.observe(true, start + Duration::from_millis(5));
-        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(25)));
-        // Still moving at 15 ms: the quiet period starts again.
-        idle.observe(true, start + Duration::from_millis(15));
-        idle.observe(false, start + Duration::from_millis(30));
-        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(35)));
-        // One taken at 35 ms: the next waits for the pause as well as quiet.
-        idle.started(start + Duration::from_millis(35));
-        idle.observe(true, start + Duration::from_millis(40));
-        assert_eq!(
-            idle.due_at(true),
-            Some(start + Duration::from_millis(35) + IDLE_MIN_PAUSE)
-        );
-        assert_eq!(idle.due_at(false), None);
-        // Input quiet long after the pause: due after the quiet alone.
-        idle.observe(true, start + Duration::from_millis(500));
-        assert_eq!(idle.due_at(true), Some(start + Duration::from_millis(520)));
+        let pause = Duration::from_millis(100);
+        let mut idle = IdleCommit {
+            min_pause: pause,
+            last_started: None,
+        };
+        // Nothing new, or sources still reading: never due.
+        assert_eq!(idle.due_at(false, true, start), None);
+        assert_eq!(idle.due_at(true, false, start), None);
+        // The first: at once.
+        assert_eq!(idle.due_at(true, true, start), Some(start));
+        // After one started at `start`: not before the pause.
+        idle.started(start);
+        let soon = start + Duration::from_millis(30);
+        assert_eq!(idle.due_at(true, true, soon), Some(start + pause));
+        let later = start + Duration::from_millis(400);
+        assert_eq!(idle.due_at(true, true, later), Some(later));
+        assert_eq!(idle.due_at(false, true, later), None);
     }
 
     #[test]

@@ -771,6 +771,7 @@ pub(crate) fn launch(
             watermark: None,
             waker: waker.clone(),
             idle_pause: Duration::from_millis(1),
+            caught_up: false,
             ending: false,
         };
         spawn(

@@ -726,6 +726,8 @@ pub(crate) struct SourceTask {
     /// The pause before an idle source that cannot notify is pulled again.
     pub(crate) idle_pause: Duration,
     pub(crate) ending: bool,
+    /// It read all there was at its last pull (told to `Control`).
+    pub(crate) caught_up: bool,
 }
 
 impl SourceTask {
@@ -874,6 +876,14 @@ impl SourceTask {
         let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.control.note_activity(batch.len() as u64);
+        // Caught up once a pull finds nothing (or the input ended), behind
+        // again when a batch comes: the coordinator checkpoints new input
+        // as soon as every source is caught up.
+        let caught_up = idle || done;
+        if caught_up != self.caught_up {
+            self.caught_up = caught_up;
+            self.control.note_caught_up(caught_up);
+        }
         if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }

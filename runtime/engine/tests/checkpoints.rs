@@ -829,9 +829,10 @@ fn an_idle_topology_skips_an_interval_then_sleeps_until_input_comes() {
 }
 
 #[test]
-fn output_is_published_once_input_goes_quiet_not_at_the_next_interval() {
-    // The interval is a minute: only a checkpoint taken because input went
-    // quiet can publish the exactly-once output within the test.
+fn output_is_published_once_the_sources_caught_up_not_at_the_next_interval() {
+    // The interval is a minute: only a checkpoint taken because the source
+    // caught up with its input can publish the exactly-once output within
+    // the test.
     let run = |on_idle: Option<Duration>| {
         let dir = tempfile::tempdir().unwrap();
         let out = Lines::default();
@@ -872,14 +873,27 @@ fn output_is_published_once_input_goes_quiet_not_at_the_next_interval() {
         }
     };
 
-    let (job, out, go, _dir) = run(Some(Duration::from_millis(20)));
+    let (job, out, go, _dir) = run(Some(Duration::from_millis(100)));
     wait_for_output(&out, 0, "the first 200 lines' counts were not published");
     wait_for_input(&job, 200);
     let first = published(&out);
+    // The checkpoint's record is kept just after its output is published.
+    let start = Instant::now();
+    while job.checkpoints().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no checkpoint recorded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let taken = job.checkpoints().len();
-    // Quiet and nothing new: no further checkpoint while idle.
+    // Caught up and nothing new: no further checkpoint while idle.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(job.checkpoints().len(), taken, "an idle run kept committing");
+    assert_eq!(
+        job.checkpoints().len(),
+        taken,
+        "an idle run kept committing"
+    );
     // The next burst is published the same way.
     go.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for_output(&out, first, "the last 100 lines' counts were not published");
@@ -889,7 +903,11 @@ fn output_is_published_once_input_goes_quiet_not_at_the_next_interval() {
     let (job, out, _go, _dir) = run(None);
     wait_for_input(&job, 200);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(published(&out), 0, "output was published before its interval");
+    assert_eq!(
+        published(&out),
+        0,
+        "output was published before its interval"
+    );
     job.stop(None).unwrap();
 }
 

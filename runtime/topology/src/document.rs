@@ -332,16 +332,18 @@ pub struct CheckpointDoc {
     /// I/O error) before the topology fails; default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerable_failed_checkpoints: Option<u32>,
-    /// After new input, once input has been quiet this many ms a checkpoint
-    /// is taken at once, so exactly-once output is visible without waiting
-    /// for the interval; default 20, 0 turns it off.
+    /// Once every source has read all there is and something new was read,
+    /// a checkpoint is taken at once (at most one per `idle_ms`), so
+    /// exactly-once output is visible without waiting for the interval;
+    /// default 100, 0 turns it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<u64>,
 }
 
 impl CheckpointDoc {
-    /// The quiet time after which a checkpoint is taken at once (`idle_ms`),
-    /// `None` when turned off; `default` when the document does not say.
+    /// The least time between checkpoints taken as soon as the sources
+    /// caught up (`idle_ms`), `None` when turned off; `default` when the
+    /// document does not say.
     pub fn on_idle(&self, default: Option<Duration>) -> Option<Duration> {
         match self.idle_ms {
             None => default,

@@ -122,7 +122,9 @@ impl Launcher<'_> {
                 interval: Some(interval),
                 retain: RETAINED_CHECKPOINTS,
                 tolerable_failed,
-                on_idle: doc.checkpoint.map_or(defaults.on_idle, |c| c.on_idle(defaults.on_idle)),
+                on_idle: doc
+                    .checkpoint
+                    .map_or(defaults.on_idle, |c| c.on_idle(defaults.on_idle)),
                 ..defaults
             }),
         };
