@@ -911,6 +911,62 @@ fn output_is_published_once_the_sources_caught_up_not_at_the_next_interval() {
     job.stop(None).unwrap();
 }
 
+#[test]
+fn idle_instances_are_unloaded_and_come_back_with_their_state() {
+    let events = Arc::new(lines(300));
+    let expected = oracle(&events);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = Crashing {
+        all: events.clone(),
+        next: 0,
+        pause: 200,
+        crash: usize::MAX,
+        go: go.clone(),
+    };
+    let job = Job::start(
+        &topology("word-count", 2),
+        &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
+        Bindings {
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        ExecOptions {
+            unload_idle: Some(Duration::from_millis(200)),
+            ..ExecOptions::default()
+        },
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    wait_for_input(&job, 200);
+    assert!(
+        job.usage().wasm_memory_bytes > 0,
+        "no instance was live while busy"
+    );
+    let start = Instant::now();
+    while job.usage().wasm_memory_bytes > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "idle instances still hold {} bytes of linear memory",
+            job.usage().wasm_memory_bytes
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest comes: new instances carry on from the counts kept.
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while sorted(&out) != expected {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "counts after the unload differ from the uninterrupted run's"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job.stop(None).unwrap();
+}
+
 /// A source that reads `all` up to `pause`, waits there until `go` is set
 /// (so the test can take a checkpoint), then reads on and fails at `crash`:
 /// the run dies with work done after its last checkpoint. Past the end of
