@@ -299,12 +299,13 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     produce_keyed(&brokers, "eo-lines", &keyed(0, 200));
     // B is away while A alone reads all four partitions.
     b.stop();
-    // Checkpoints far apart: what A read is neither published nor
-    // committed to the source's group before B comes back, so only the
-    // hand-over at the revocation tells B where A's partitions stand.
+    // Checkpoints far apart, none when the input goes quiet: what A read
+    // is neither published nor committed to the source's group before B
+    // comes back, so only the hand-over at the revocation tells B where
+    // A's partitions stand.
     let doc = topology_doc("eo", "eo-lines", "eo-words")
         .replace(", delivery: at-least-once", "")
-        .replace("interval_ms: 200", "interval_ms: 600000");
+        .replace("interval_ms: 200", "interval_ms: 600000, idle_ms: 0");
     // `ops@1` was deleted above: the upload is version 2 on every node.
     let again = ca.push("ops", &module);
     assert_eq!(again.status, 201, "{}", again.text);
