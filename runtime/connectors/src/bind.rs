@@ -124,7 +124,13 @@ impl Source for StreamSource {
         true
     }
 
-    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+    /// Hands out what it holds (it never waits, so `until` does not matter).
+    fn pull_batch(
+        &mut self,
+        batch: &mut Batch,
+        max: usize,
+        _until: std::time::Instant,
+    ) -> Result<Pulled, String> {
         let mut pulled = Pulled {
             events: 0,
             highest_ts: i64::MIN,
@@ -242,6 +248,11 @@ mod tests {
     use super::*;
     use crate::{StreamConfig, StreamStore};
 
+    /// A deadline that never comes in a test.
+    fn far() -> std::time::Instant {
+        std::time::Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
     fn batch(n: std::ops::Range<u32>) -> Batch {
         n.map(|i| Event {
             value: i.to_string().into_bytes(),
@@ -325,16 +336,19 @@ mod tests {
         let mut source = StreamSource::follow(stream.clone());
         let stats = source.stats();
         let mut out = Batch::default();
-        let pulled = source.pull_batch(&mut out, 3).unwrap();
+        let pulled = source.pull_batch(&mut out, 3, far()).unwrap();
         assert_eq!((pulled.events, pulled.next), (3, Next::More));
         assert_eq!(stats.snapshot().splits[&0].lag(), Some(2));
         stream.append(&batch(5..7)).unwrap();
-        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        let pulled = source.pull_batch(&mut out, 10, far()).unwrap();
         assert_eq!(pulled.events, 2, "what it had read before the append");
-        let pulled = source.pull_batch(&mut out, 10).unwrap();
+        let pulled = source.pull_batch(&mut out, 10, far()).unwrap();
         assert_eq!(pulled.events, 2);
         assert_eq!(stats.snapshot().splits[&0].lag(), Some(0));
-        assert_eq!(source.pull_batch(&mut out, 10).unwrap().next, Next::Idle);
+        assert_eq!(
+            source.pull_batch(&mut out, 10, far()).unwrap().next,
+            Next::Idle
+        );
         assert_eq!(out.len(), 7);
     }
 }

@@ -1028,7 +1028,7 @@ impl SourceTask {
             let room = batch_size - batch.len();
             let pulled = self
                 .source
-                .pull_batch(&mut batch, room)
+                .pull_batch(&mut batch, room, started + self.linger)
                 .map_err(|m| self.source_error(m))?;
             self.count += pulled.events as u64;
             self.max_ts = self.max_ts.max(pulled.highest_ts);

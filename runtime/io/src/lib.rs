@@ -162,16 +162,23 @@ pub trait Source: Send {
     /// task, or after a pause: [`Source::wake_when_ready`]).
     fn pull(&mut self) -> Result<Pull, String>;
     /// Appends up to `max` events to `batch` (the engine builds one batch
-    /// per call), saying what comes next. The default pulls one event at
-    /// a time; a source that reads in bulk (a stream's segment, a Kafka
-    /// fetch) hands out what it holds at once.
-    fn pull_batch(&mut self, batch: &mut Batch, max: usize) -> Result<Pulled, String> {
+    /// per call), saying what comes next; once it has one event it stops
+    /// at `until` (the engine's linger), so a source whose `pull` waits
+    /// for its next event does not hold a batch back for `max` of them.
+    /// The default pulls one event at a time; a source that reads in bulk
+    /// (a stream's segment, a Kafka fetch) hands out what it holds at once.
+    fn pull_batch(
+        &mut self,
+        batch: &mut Batch,
+        max: usize,
+        until: std::time::Instant,
+    ) -> Result<Pulled, String> {
         let mut pulled = Pulled {
             events: 0,
             highest_ts: i64::MIN,
             next: Next::More,
         };
-        while pulled.events < max {
+        while pulled.events < max && (pulled.events == 0 || std::time::Instant::now() < until) {
             match self.pull()? {
                 Pull::Event(event) => pulled.add(batch, &event),
                 Pull::Idle => {
@@ -612,6 +619,31 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A deadline that never comes in a test.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_batch_pull_from_a_waiting_source_stops_at_its_deadline() {
+        // A source whose pull waits 5 ms for each event: a batch of up to
+        // 1,000 stops at the deadline (20 ms) with a handful, not 1,000.
+        let mut paced = iter_source((0..).map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(Event::default())
+        }));
+        let mut batch = Batch::default();
+        let pulled = paced
+            .pull_batch(&mut batch, 1000, Instant::now() + Duration::from_millis(20))
+            .unwrap();
+        assert!((1..=10).contains(&pulled.events), "{}", pulled.events);
+        assert_eq!(pulled.next, Next::More);
+        // A deadline already past still gives one event.
+        let pulled = paced.pull_batch(&mut batch, 1000, Instant::now()).unwrap();
+        assert_eq!(pulled.events, 1);
+    }
 
     fn events(n: i64) -> Box<dyn Source> {
         iter_source((0..n).map(|i| {
@@ -667,10 +699,10 @@ mod tests {
     fn a_batch_pull_stops_at_its_limit_and_reports_the_highest_time() {
         let mut source = events(5);
         let mut batch = Batch::default();
-        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        let pulled = source.pull_batch(&mut batch, 3, far()).unwrap();
         assert_eq!((pulled.events, pulled.highest_ts), (3, 100));
         assert_eq!(pulled.next, Next::More);
-        let pulled = source.pull_batch(&mut batch, 3).unwrap();
+        let pulled = source.pull_batch(&mut batch, 3, far()).unwrap();
         assert_eq!((pulled.events, pulled.highest_ts), (2, 97));
         assert_eq!(pulled.next, Next::End);
         assert_eq!(batch.len(), 5);
@@ -690,7 +722,7 @@ mod tests {
             }
         }
         let mut batch = Batch::default();
-        let pulled = Trickle(0).pull_batch(&mut batch, 10).unwrap();
+        let pulled = Trickle(0).pull_batch(&mut batch, 10, far()).unwrap();
         assert_eq!((pulled.events, pulled.next), (1, Next::Idle));
     }
 
