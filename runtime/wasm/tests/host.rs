@@ -490,7 +490,8 @@ fn side_outputs_come_back_apart_from_the_main_output() {
 #[test]
 fn a_0_1_0_component_is_adapted_with_no_side_outputs() {
     let host = host();
-    let module = load(&host, "c-filter");
+    // Go's SDK speaks 0.1.0.
+    let module = load(&host, "go-filter");
     assert_eq!(module.contract_version(), "0.1.0");
     assert_eq!(module.info().world, "weir:operator/operator@0.1.0");
     let mut op = instance(&module, r#"{"field":"n","op":"gt","value":1}"#);
