@@ -608,6 +608,46 @@ fn side_outputs_and_processing_time_ttl_of_python_c_and_js_reach_the_host() {
     }
 }
 
+#[test]
+fn a_zero_ttl_and_0_1_0_side_outputs_fail_init_saying_why() {
+    let host = host();
+    for lang in ["python", "c", "js"] {
+        let module = host
+            .load(&guest_bytes(&format!("{lang}-large-amounts")))
+            .unwrap();
+        let err = OperatorInstance::new(
+            &module,
+            "op",
+            r#"{"ttl_ms": 0}"#,
+            Box::new(MemoryState::new()),
+            KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{lang}: a 0 ms TTL was accepted"))
+        .to_string();
+        assert!(err.contains("TTL") && err.contains('0'), "{lang}: {err}");
+    }
+    // The C SDK built against 0.1.0 (-DWEIR_CONTRACT_0_1) makes a 0.1.0
+    // component, which cannot carry a side output or a TTL: init says so
+    // rather than dropping them.
+    let module = host.load(&guest_bytes("c-large-amounts-0-1")).unwrap();
+    assert_eq!(module.contract_version(), "0.1.0");
+    let err = OperatorInstance::new(
+        &module,
+        "op",
+        "{}",
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    )
+    .err()
+    .expect("a 0.1.0 component declared a side output")
+    .to_string();
+    assert!(
+        err.contains("side outputs and state TTL need contract weir:operator@0.2.0"),
+        "{err}"
+    );
+}
+
 /// `large-amounts` (in `lang`) sends large amounts to side output
 /// `alerts`, fails an event naming an undeclared output, and counts a
 /// key's events in a value state that expires 100 ms after its last write.

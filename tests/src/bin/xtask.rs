@@ -482,9 +482,17 @@ const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
 /// them, in C and JavaScript): `c_counter.wasm` and `js_counter.wasm`
 /// against `wit/` (contract 0.1.0, so the SDKs' 0.1.0 shape is built and
 /// run), and `c_wrong_<change>.wasm`, `js_wrong_<change>.wasm`
-/// against each WIT of [`WRONG_WITS`], which the host must refuse.
+/// against each WIT of [`WRONG_WITS`], which the host must refuse; and
+/// `c_large_amounts_0_1.wasm`, the C `large-amounts` example against
+/// `wit/`, whose side output and TTL the 0.1.0 SDK must refuse at init.
 fn build_polyglot_fixtures() -> Result<()> {
     let root = repo_root();
+    let large = root.join("guest-examples/c/large-amounts");
+    let out = guest_dir().join("c_large_amounts_0_1.wasm");
+    if !up_to_date(&out, &[large.clone(), root.join("sdk/c"), root.join("wit")]) {
+        eprintln!("xtask: building fixture {}", out.display());
+        build_c_component(&root.join("wit"), Shape::V0_1, &c_sources(&large)?, &out)?;
+    }
     let rel = "tests/fixtures-polyglot/counter";
     let guest = root.join(rel);
     let c_sdk = root.join("sdk/c");
