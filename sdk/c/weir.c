@@ -1134,11 +1134,17 @@ static operator_list_u8_t host_bytes(weir_bytes b) {
     return out;
 }
 
-/* Copies host-owned bytes into event memory and frees them. */
-static weir_bytes take_bytes(operator_list_u8_t *list) {
+/* A copy of host-owned bytes in event memory. */
+static weir_bytes scratch_copy(const operator_list_u8_t *list) {
     uint8_t *p = scratch_alloc(list->len);
     if (list->len) memcpy(p, list->ptr, list->len);
     weir_bytes out = {p, list->len};
+    return out;
+}
+
+/* Copies host-owned bytes into event memory and frees them. */
+static weir_bytes take_bytes(operator_list_u8_t *list) {
+    weir_bytes out = scratch_copy(list);
     operator_list_u8_free(list);
     return out;
 }
@@ -1187,14 +1193,8 @@ weir_err weir_map_entries(weir_ctx *ctx, weir_map_state map, const weir_bytes **
     weir_bytes *ks = scratch_alloc(ret.len * sizeof *ks);
     weir_bytes *vs = scratch_alloc(ret.len * sizeof *vs);
     for (size_t i = 0; i < ret.len; i++) {
-        operator_list_u8_t *pair[2] = {&ret.ptr[i].f0, &ret.ptr[i].f1};
-        weir_bytes *dest[2] = {&ks[i], &vs[i]};
-        for (int j = 0; j < 2; j++) {
-            uint8_t *p = scratch_alloc(pair[j]->len);
-            if (pair[j]->len) memcpy(p, pair[j]->ptr, pair[j]->len);
-            dest[j]->ptr = p;
-            dest[j]->len = pair[j]->len;
-        }
+        ks[i] = scratch_copy(&ret.ptr[i].f0);
+        vs[i] = scratch_copy(&ret.ptr[i].f1);
     }
     *keys = ks;
     *values = vs;
@@ -1227,12 +1227,7 @@ weir_err weir_list_get(weir_ctx *ctx, weir_list_state list, const weir_bytes **i
     weir_operator_state_state_error_t e;
     if (!weir_operator_state_list_get(&name, &key, &ret, &e)) return state_error(&e);
     weir_bytes *out = scratch_alloc(ret.len * sizeof *out);
-    for (size_t i = 0; i < ret.len; i++) {
-        uint8_t *p = scratch_alloc(ret.ptr[i].len);
-        if (ret.ptr[i].len) memcpy(p, ret.ptr[i].ptr, ret.ptr[i].len);
-        out[i].ptr = p;
-        out[i].len = ret.ptr[i].len;
-    }
+    for (size_t i = 0; i < ret.len; i++) out[i] = scratch_copy(&ret.ptr[i]);
     *items = out;
     *count = ret.len;
     operator_list_list_u8_free(&ret);

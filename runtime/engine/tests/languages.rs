@@ -565,14 +565,7 @@ fn run_enrich(
 fn enrich_in_python_c_and_js_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_and_3() {
     let host = host();
     let rust = host.load(&guest_bytes("enrich")).unwrap();
-    let others: Vec<(&str, OperatorModule)> = ["python", "c", "js"]
-        .into_iter()
-        .map(|lang| {
-            let module = host.load(&guest_bytes(&format!("{lang}-enrich"))).unwrap();
-            assert_eq!(module.contract_version(), "0.2.0", "{lang}");
-            (lang, module)
-        })
-        .collect();
+    let others = in_each_sdk_on_0_2(&host, "enrich");
     // Out-of-order transactions and profiles, with non-ASCII text, so the
     // join depends on both inputs being told apart and on the order of the
     // pending transactions.
@@ -597,34 +590,47 @@ fn enrich_in_python_c_and_js_joins_two_inputs_as_rust_does_byte_for_byte_at_para
     }
 }
 
+/// The example `example` in Python, C and JavaScript, each checked to be
+/// a 0.2.0 component.
+fn in_each_sdk_on_0_2(host: &WasmHost, example: &str) -> Vec<(&'static str, OperatorModule)> {
+    ["python", "c", "js"]
+        .into_iter()
+        .map(|lang| {
+            let module = host
+                .load(&guest_bytes(&format!("{lang}-{example}")))
+                .unwrap();
+            assert_eq!(module.contract_version(), "0.2.0", "{lang}");
+            (lang, module)
+        })
+        .collect()
+}
+
 #[test]
 fn side_outputs_and_processing_time_ttl_of_python_c_and_js_reach_the_host() {
-    let host = host();
-    for lang in ["python", "c", "js"] {
-        let module = host
-            .load(&guest_bytes(&format!("{lang}-large-amounts")))
-            .unwrap();
+    for (lang, module) in in_each_sdk_on_0_2(&host(), "large-amounts") {
         side_outputs_and_ttl_reach_the_host(lang, &module);
+    }
+}
+
+/// Why an instance of `module` with `config` fails to start.
+fn init_error(module: &OperatorModule, config: &str) -> String {
+    match OperatorInstance::new(
+        module,
+        "op",
+        config,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    ) {
+        Ok(_) => panic!("{config} was accepted"),
+        Err(e) => e.to_string(),
     }
 }
 
 #[test]
 fn a_zero_ttl_and_0_1_0_side_outputs_fail_init_saying_why() {
     let host = host();
-    for lang in ["python", "c", "js"] {
-        let module = host
-            .load(&guest_bytes(&format!("{lang}-large-amounts")))
-            .unwrap();
-        let err = OperatorInstance::new(
-            &module,
-            "op",
-            r#"{"ttl_ms": 0}"#,
-            Box::new(MemoryState::new()),
-            KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{lang}: a 0 ms TTL was accepted"))
-        .to_string();
+    for (lang, module) in in_each_sdk_on_0_2(&host, "large-amounts") {
+        let err = init_error(&module, r#"{"ttl_ms": 0}"#);
         assert!(err.contains("TTL") && err.contains('0'), "{lang}: {err}");
     }
     // The C SDK built against 0.1.0 (-DWEIR_CONTRACT_0_1) makes a 0.1.0
@@ -632,16 +638,7 @@ fn a_zero_ttl_and_0_1_0_side_outputs_fail_init_saying_why() {
     // rather than dropping them.
     let module = host.load(&guest_bytes("c-large-amounts-0-1")).unwrap();
     assert_eq!(module.contract_version(), "0.1.0");
-    let err = OperatorInstance::new(
-        &module,
-        "op",
-        "{}",
-        Box::new(MemoryState::new()),
-        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
-    )
-    .err()
-    .expect("a 0.1.0 component declared a side output")
-    .to_string();
+    let err = init_error(&module, "{}");
     assert!(
         err.contains("side outputs and state TTL need contract weir:operator@0.2.0"),
         "{err}"
