@@ -448,6 +448,62 @@ pub(crate) struct ChainTask {
     /// The topology's memory, and this task's part of it as last reported.
     pub(crate) footprint: Arc<Footprint>,
     pub(crate) reported: (u64, u64),
+    /// Drops its operators' instances after this long without a message
+    /// or timer (`ExecOptions::unload_idle`).
+    pub(crate) idle: Option<IdleUnload>,
+}
+
+/// When a chain's instances are dropped for being idle: no message
+/// handled and no timer fired for `after`. Their state stays in the host;
+/// the next call instantiates them again (running `init`), as after a trap.
+pub(crate) struct IdleUnload {
+    pub(crate) after: Duration,
+    /// When the task last handled a message or fired a timer.
+    pub(crate) active_at: Instant,
+    /// A message or timer since the last slice ended.
+    pub(crate) touched: bool,
+    /// The wake-up asked for to look again (one at a time).
+    pub(crate) look_at: Option<Instant>,
+}
+
+impl IdleUnload {
+    pub(crate) fn new(after: Duration) -> IdleUnload {
+        IdleUnload {
+            after,
+            active_at: Instant::now(),
+            touched: false,
+            look_at: None,
+        }
+    }
+
+    /// At the end of a slice at `now` that left the task `waiting` with
+    /// instances `live`: whether to unload them now, and when to be woken
+    /// to look again (`None`: no new wake-up needed).
+    pub(crate) fn decide(
+        &mut self,
+        now: Instant,
+        waiting: bool,
+        live: bool,
+    ) -> (bool, Option<Instant>) {
+        if std::mem::take(&mut self.touched) {
+            self.active_at = now;
+        }
+        if self.look_at.is_some_and(|t| now >= t) {
+            self.look_at = None;
+        }
+        if !waiting || !live {
+            return (false, None);
+        }
+        let due = self.active_at + self.after;
+        if now >= due {
+            return (true, None);
+        }
+        if self.look_at.is_some() {
+            return (false, None);
+        }
+        self.look_at = Some(due);
+        (false, Some(due))
+    }
 }
 
 impl Drop for ChainTask {
@@ -482,6 +538,9 @@ impl ChainTask {
                 &self.dead,
             )?;
             self.control.note_activity(1);
+            if let Some(idle) = &mut self.idle {
+                idle.touched = true;
+            }
             if self.outputs.emit(out.main, out.side).is_err() {
                 return Ok(Slice::Done);
             }
@@ -561,6 +620,9 @@ impl ChainTask {
 
     /// Handles one message.
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        if let Some(idle) = &mut self.idle {
+            idle.touched = true;
+        }
         let from = envelope.from;
         match envelope.msg {
             Msg::Batch {
@@ -654,6 +716,32 @@ impl ChainTask {
     }
 }
 
+impl ChainTask {
+    /// Drops the operators' instances once the task has been idle for
+    /// `ExecOptions::unload_idle`, or asks to be woken when it will be.
+    fn unload_if_idle(&mut self, waiting: bool) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        let live = self.ops.iter().any(|op| op.instance.is_live());
+        match idle.decide(Instant::now(), waiting, live) {
+            (true, _) => {
+                for op in &mut self.ops {
+                    op.metrics.add_guest(op.instance.take_counters());
+                    op.metrics.add_logs(op.instance.take_logs());
+                    op.instance.unload();
+                }
+                tracing::debug!(
+                    operators = self.ops.len(),
+                    "idle: operator instances unloaded"
+                );
+            }
+            (false, Some(at)) => self.waker.wake_at(at),
+            (false, None) => {}
+        }
+    }
+}
+
 impl Consumer for ChainTask {
     fn abort(&self) -> &Abort {
         &self.abort
@@ -678,6 +766,7 @@ impl Task for ChainTask {
             return Ok(Slice::Done);
         }
         let slice = run_inputs(self, budget);
+        self.unload_if_idle(matches!(slice, Ok(Slice::Wait)));
         let now = self.ops.iter_mut().fold((0, 0), |(wasm, state), op| {
             (
                 wasm + op.instance.memory_bytes() as u64,
@@ -726,6 +815,8 @@ pub(crate) struct SourceTask {
     /// The pause before an idle source that cannot notify is pulled again.
     pub(crate) idle_pause: Duration,
     pub(crate) ending: bool,
+    /// It read all there was at its last pull (told to `Control`).
+    pub(crate) caught_up: bool,
 }
 
 impl SourceTask {
@@ -874,6 +965,14 @@ impl SourceTask {
         let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.control.note_activity(batch.len() as u64);
+        // Caught up once a pull finds nothing (or the input ended), behind
+        // again when a batch comes: the coordinator checkpoints new input
+        // as soon as every source is caught up.
+        let caught_up = idle || done;
+        if caught_up != self.caught_up {
+            self.caught_up = caught_up;
+            self.control.note_caught_up(caught_up);
+        }
         if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }
@@ -1040,5 +1139,32 @@ impl Consumer for SinkTask {
 impl Task for SinkTask {
     fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
         run_inputs(self, budget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_unloaded_only_after_a_whole_idle_period_and_one_look_is_asked_at_a_time() {
+        let after = Duration::from_millis(100);
+        let mut idle = IdleUnload::new(after);
+        let t0 = idle.active_at;
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Busy slices never unload nor ask for a look.
+        idle.touched = true;
+        assert_eq!(idle.decide(ms(10), false, true), (false, None));
+        // Waiting: one look at the end of the idle period, asked once.
+        assert_eq!(idle.decide(ms(20), true, true), (false, Some(ms(110))));
+        assert_eq!(idle.decide(ms(30), true, true), (false, None));
+        // A message at 50 ms moves the period; the look at 110 ms finds it
+        // not over and asks again.
+        idle.touched = true;
+        assert_eq!(idle.decide(ms(50), true, true), (false, None));
+        assert_eq!(idle.decide(ms(110), true, true), (false, Some(ms(150))));
+        assert_eq!(idle.decide(ms(150), true, true), (true, None));
+        // Nothing live: nothing to do.
+        assert_eq!(idle.decide(ms(400), true, false), (false, None));
     }
 }
