@@ -98,8 +98,7 @@ fn two_hundred_topologies_each_count_exactly_their_own_words_on_a_fixed_pool() {
     assert!(a.status < 300, "{}", a.text);
     eventually("the late line's counts", || {
         let counts = counts_of(&http.events("d7-out"));
-        (counts.get("arrival") == Some(&1) && counts.get(word) == Some(&(before + 1)))
-            .then_some(())
+        (counts.get("arrival") == Some(&1) && counts.get(word) == Some(&(before + 1))).then_some(())
     });
     srv.stop();
 }

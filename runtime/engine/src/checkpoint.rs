@@ -124,7 +124,8 @@ pub struct CheckpointConfig {
     /// since the last checkpoint, a checkpoint is taken at once rather than
     /// at the next interval, so exactly-once output becomes visible soon
     /// after input arrives; at most one such checkpoint per this long.
-    /// `None`: on the interval only.
+    /// `None`: on the interval only. Without an interval (on demand only)
+    /// no checkpoint is taken this way either.
     pub on_idle: Option<Duration>,
 }
 
@@ -473,7 +474,9 @@ impl Coordinator {
         // A run restored from a checkpoint starts where it stood: its first
         // interval may be skipped when nothing happens.
         let activity_at_trigger = (self.last_id > 0).then_some(0);
-        let idle = (self.config.on_idle).map(|min_pause| IdleCommit {
+        // Checkpoints on demand only (no interval) stay on demand only.
+        let on_idle = self.config.interval.and(self.config.on_idle);
+        let idle = on_idle.map(|min_pause| IdleCommit {
             min_pause,
             last_started: None,
         });

@@ -702,6 +702,7 @@ pub(crate) fn launch(
                 footprint: footprint.clone(),
                 reported: (0, 0),
                 idle: options.unload_idle.map(IdleUnload::new),
+                retries: std::collections::VecDeque::new(),
             };
             spawn(&waker, format!("{}#{inst}", head.name), Box::new(task));
         }

@@ -29,7 +29,7 @@ use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
 
 use crate::align::{Aligner, InputTracker};
-use crate::call::process_isolated;
+use crate::call::{process_isolated, process_or_defer};
 use crate::chan::{Inbox, RecvError};
 use crate::error::{EngineError, state_error};
 use crate::metrics::{Footprint, InstanceMetrics};
@@ -174,6 +174,10 @@ fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -
 enum Arrival<'a> {
     /// From upstream; where it was read, when straight from a source.
     Upstream(Option<Origin>),
+    /// One event of a batch that failed as a whole, retried on its own at
+    /// the operator it failed in (already counted in and found on time
+    /// there); where it was read, when straight from a source.
+    Retry(Option<Origin>),
     /// Replayed from outside: the first operator's failures are told in
     /// the slots, one per event of the batch.
     Replay(&'a mut [Option<String>]),
@@ -186,6 +190,12 @@ enum Arrival<'a> {
 /// was read, when it comes straight from a source (it names the events the
 /// first operator fails on); for a replay, where the first operator's
 /// failures are told (the replayed events skip its late policy).
+///
+/// With `retries`, a batch of several events that fails as a whole in an
+/// operator is not retried at once: its events go into `retries`, to be
+/// run one by one from that operator ([`Retry`]), and nothing is emitted
+/// for it now.
+#[allow(clippy::too_many_arguments)]
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
@@ -194,10 +204,12 @@ fn run_chain(
     watermark: i64,
     dead: &DeadLetters,
     arrival: Arrival<'_>,
+    mut retries: Option<&mut VecDeque<Retry>>,
 ) -> Result<Emitted, EngineError> {
-    let (mut origin, mut again) = match arrival {
-        Arrival::Upstream(origin) => (origin, None),
-        Arrival::Replay(slots) => (None, Some(slots)),
+    let (mut origin, mut again, retried) = match arrival {
+        Arrival::Upstream(origin) => (origin, None, false),
+        Arrival::Retry(origin) => (origin, None, true),
+        Arrival::Replay(slots) => (None, Some(slots), false),
     };
     let last = ops.len().saturating_sub(1);
     let mut side = Vec::new();
@@ -207,9 +219,14 @@ fn run_chain(
         }
         let input = if k == from { input } else { 0 };
         let replay = k == from && again.is_some();
+        let retry = k == from && retried;
         let start = Instant::now();
-        InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
-        let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
+        let late = if retry {
+            0
+        } else {
+            InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
+            batch.timestamps.iter().filter(|&&t| t < watermark).count()
+        };
         InstanceMetrics::add(&op.metrics.late, late as u64);
         if late > 0 && op.late != LatePolicyDoc::Keep && !replay {
             let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
@@ -244,7 +261,28 @@ fn run_chain(
                 continue;
             }
         }
-        let isolated = process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?;
+        let isolated = match retries.as_deref_mut() {
+            Some(queue) if !replay => {
+                match process_or_defer(&mut op.instance, input, &mut batch, watermark, now_ms())? {
+                    Some(isolated) => isolated,
+                    None => {
+                        op.metrics.record_batch(start.elapsed());
+                        for (index, event) in batch.iter().enumerate() {
+                            let mut one = Batch::with_capacity(1, event.value.len());
+                            one.push_ref(&event);
+                            queue.push_back(Retry {
+                                from: k,
+                                input,
+                                batch: one,
+                                origin: origin.as_ref().map(|o| o.select(std::iter::once(index))),
+                            });
+                        }
+                        return Ok(Emitted::default());
+                    }
+                }
+            }
+            _ => process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?,
+        };
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
@@ -318,6 +356,7 @@ fn fire_timers(
                     before,
                     dead,
                     Arrival::Upstream(None),
+                    None,
                 )?);
             }
         }
@@ -383,6 +422,11 @@ trait Consumer {
     /// Whether it decided to end and is sending its last messages.
     fn ending(&mut self) -> &mut bool;
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError>;
+    /// Retries one event of a failed batch, if any waits (before any new
+    /// message is taken).
+    fn retry_one(&mut self) -> Option<Result<Slice, EngineError>> {
+        None
+    }
 }
 
 /// One slice of a task fed by channels: sends what waits in its outbox,
@@ -407,13 +451,19 @@ fn run_inputs(task: &mut impl Consumer, budget: usize) -> Result<Slice, EngineEr
             Ok(false) => return Ok(Slice::Wait),
             Ok(true) => {}
         }
-        let (aligner, rx) = task.inputs();
-        let envelope = match receive(aligner, rx) {
-            Ok(e) => e,
-            Err(RecvError::Empty) => return Ok(Slice::Wait),
-            Err(RecvError::Closed) => return Ok(Slice::Done),
+        let handled = match task.retry_one() {
+            Some(retried) => retried?,
+            None => {
+                let (aligner, rx) = task.inputs();
+                let envelope = match receive(aligner, rx) {
+                    Ok(e) => e,
+                    Err(RecvError::Empty) => return Ok(Slice::Wait),
+                    Err(RecvError::Closed) => return Ok(Slice::Done),
+                };
+                task.handle(envelope)?
+            }
         };
-        if task.handle(envelope)? == Slice::Done {
+        if handled == Slice::Done {
             *task.ending() = true;
             return Ok(task.outputs().map_or(Slice::Done, end));
         }
@@ -451,6 +501,20 @@ pub(crate) struct ChainTask {
     /// Drops its operators' instances after this long without a message
     /// or timer (`ExecOptions::unload_idle`).
     pub(crate) idle: Option<IdleUnload>,
+    /// Events of failed batches still to retry one by one, in order.
+    pub(crate) retries: VecDeque<Retry>,
+}
+
+/// One event of a batch that failed as a whole in operator `from` of a
+/// chain, waiting to be retried on its own. A task retries one such event
+/// per turn of its loop (before any new message), so a batch of events
+/// that each run to the call budget takes many slices, not one, and the
+/// pool's throttle can slow the task between them.
+pub(crate) struct Retry {
+    from: usize,
+    input: u32,
+    batch: Batch,
+    origin: Option<Origin>,
 }
 
 /// When a chain's instances are dropped for being idle: no message
@@ -611,6 +675,7 @@ impl ChainTask {
             self.watermark,
             &self.dead,
             Arrival::Replay(&mut again),
+            None,
         )?;
         // State may have changed: the next interval checkpoint is taken.
         self.control.note_activity(1);
@@ -638,6 +703,7 @@ impl ChainTask {
                     self.watermark,
                     &self.dead,
                     Arrival::Upstream(origin),
+                    Some(&mut self.retries),
                 )?;
                 Ok(sent(self.outputs.emit(out.main, out.side)))
             }
@@ -757,6 +823,23 @@ impl Consumer for ChainTask {
     }
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         ChainTask::handle(self, envelope)
+    }
+    fn retry_one(&mut self) -> Option<Result<Slice, EngineError>> {
+        let r = self.retries.pop_front()?;
+        if let Some(idle) = &mut self.idle {
+            idle.touched = true;
+        }
+        let out = run_chain(
+            &mut self.ops,
+            r.from,
+            r.input,
+            r.batch,
+            self.watermark,
+            &self.dead,
+            Arrival::Retry(r.origin),
+            Some(&mut self.retries),
+        );
+        Some(out.map(|out| sent(self.outputs.emit(out.main, out.side))))
     }
 }
 
