@@ -766,10 +766,69 @@ weir_err weir_event_json(const weir_event *event, weir_json **value) {
 
 /* ---- Setup ---------------------------------------------------------------- */
 
+/* A state declared with a time to live. */
+typedef struct {
+    uint8_t kind; /* 0 value, 1 map, 2 list: the contract's state-kind */
+    const char *name;
+    weir_ttl ttl;
+} ttl_decl;
+
+enum { KIND_VALUE, KIND_MAP, KIND_LIST };
+
 struct weir_setup {
     const char **names;
     size_t len, cap;
+    char **outputs;
+    size_t outputs_len, outputs_cap;
+    ttl_decl *ttls;
+    size_t ttls_len, ttls_cap;
+    /* The first wrong declaration, reported by init. */
+    weir_err error;
 };
+
+/* The side outputs declared in weir_init: output k + 1 is side_outputs[k]. */
+static char **side_outputs;
+static size_t side_output_count;
+
+weir_ttl weir_ttl_processing_time(uint64_t ms) {
+    weir_ttl ttl = {ms, WEIR_PROCESSING_TIME, false};
+    return ttl;
+}
+
+weir_ttl weir_ttl_event_time(uint64_t ms) {
+    weir_ttl ttl = {ms, WEIR_EVENT_TIME, false};
+    return ttl;
+}
+
+static void setup_ttl(weir_setup *setup, uint8_t kind, const char *name, weir_ttl ttl) {
+    if (ttl.ms == 0 && !setup->error)
+        setup->error = weir_errorf("the TTL of state \"%s\" is 0 ms: give weir_ttl_processing_time(ms) or "
+                                   "weir_ttl_event_time(ms) a time above 0",
+                                   name);
+    if (ttl.domain != WEIR_EVENT_TIME && ttl.domain != WEIR_PROCESSING_TIME && !setup->error)
+        setup->error = weir_errorf("the TTL of state \"%s\" has no time domain: make it with "
+                                   "weir_ttl_processing_time or weir_ttl_event_time",
+                                   name);
+    for (size_t i = 0; i < setup->ttls_len; i++) {
+        if (setup->ttls[i].kind == kind && strcmp(setup->ttls[i].name, name) == 0) {
+            setup->ttls[i].ttl = ttl;
+            return;
+        }
+    }
+    reserve((void **)&setup->ttls, &setup->ttls_cap, setup->ttls_len + 1, sizeof *setup->ttls);
+    ttl_decl d = {kind, name, ttl};
+    setup->ttls[setup->ttls_len++] = d;
+}
+
+void weir_setup_side_output(weir_setup *setup, const char *name) {
+    for (size_t i = 0; i < setup->outputs_len; i++)
+        if (strcmp(setup->outputs[i], name) == 0) return;
+    reserve((void **)&setup->outputs, &setup->outputs_cap, setup->outputs_len + 1, sizeof *setup->outputs);
+    size_t n = strlen(name);
+    char *copy = xmalloc(n + 1);
+    memcpy(copy, name, n + 1);
+    setup->outputs[setup->outputs_len++] = copy;
+}
 
 weir_value_state weir_setup_value_state(weir_setup *setup, const char *name) {
     weir_value_state st;
@@ -795,6 +854,21 @@ weir_list_state weir_setup_list_state(weir_setup *setup, const char *name) {
     (void)setup;
     weir_list_state st = {name};
     return st;
+}
+
+weir_value_state weir_setup_value_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl) {
+    setup_ttl(setup, KIND_VALUE, name, ttl);
+    return weir_setup_value_state(setup, name);
+}
+
+weir_map_state weir_setup_map_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl) {
+    setup_ttl(setup, KIND_MAP, name, ttl);
+    return weir_setup_map_state(setup, name);
+}
+
+weir_list_state weir_setup_list_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl) {
+    setup_ttl(setup, KIND_LIST, name, ttl);
+    return weir_setup_list_state(setup, name);
 }
 
 /* ---- The context of one call ---------------------------------------------- */
@@ -824,14 +898,19 @@ struct weir_ctx {
     size_t write_len, write_cap;
     undo *undos;
     size_t undo_len, undo_cap;
+    /* The batch's input (0 for timers). */
+    uint32_t input;
     /* The event or timer being handled. */
     bool has_key;
     weir_bytes key;
     uint32_t slot;
-    /* Output, column by column. */
+    /* The output the next emitted event goes to (0: main). */
+    uint32_t target;
+    /* Output, column by column; `targets` holds each event's output. */
     int64_t *timestamps;
     int32_t *key_lens;
     uint32_t *value_lens;
+    uint32_t *targets;
     size_t events, events_cap;
     uint8_t *keys, *values;
     size_t keys_len, keys_cap, values_len, values_cap;
@@ -861,6 +940,8 @@ void weir_emit_with_headers(weir_ctx *ctx, const weir_bytes *key, weir_bytes val
     reserve((void **)&ctx->key_lens, &cap, need, sizeof *ctx->key_lens);
     cap = ctx->events_cap;
     reserve((void **)&ctx->value_lens, &cap, need, sizeof *ctx->value_lens);
+    cap = ctx->events_cap;
+    reserve((void **)&ctx->targets, &cap, need, sizeof *ctx->targets);
     ctx->events_cap = cap;
     for (size_t h = 0; h < header_count; h++) {
         reserve((void **)&ctx->headers, &ctx->headers_cap, ctx->headers_len + 1, sizeof *ctx->headers);
@@ -873,6 +954,7 @@ void weir_emit_with_headers(weir_ctx *ctx, const weir_bytes *key, weir_bytes val
         out->value.len = v.len;
     }
     ctx->timestamps[ctx->events] = timestamp;
+    ctx->targets[ctx->events] = ctx->target;
     if (key) {
         ctx->key_lens[ctx->events] = (int32_t)key->len;
         append_bytes(&ctx->keys, &ctx->keys_len, &ctx->keys_cap, key->ptr, key->len);
@@ -893,10 +975,33 @@ void weir_forward(weir_ctx *ctx, const weir_event *event) {
                            event->headers, event->header_count);
 }
 
+weir_err weir_emit_to(weir_ctx *ctx, const char *output, const weir_bytes *key, weir_bytes value, int64_t timestamp) {
+    for (size_t i = 0; i < side_output_count; i++) {
+        if (strcmp(side_outputs[i], output) == 0) {
+            ctx->target = (uint32_t)i + 1;
+            weir_emit(ctx, key, value, timestamp);
+            ctx->target = 0;
+            return WEIR_OK;
+        }
+    }
+    weir_buf *msg = weir_buf_new();
+    weir_buf_puts(msg, "no side output ");
+    weir_buf_json_str(msg, weir_str_of(output));
+    weir_buf_puts(msg, ": declare it in weir_init with weir_setup_side_output (declared: [");
+    for (size_t i = 0; i < side_output_count; i++) {
+        if (i) weir_buf_puts(msg, ", ");
+        weir_buf_json_str(msg, weir_str_of(side_outputs[i]));
+    }
+    weir_buf_put(msg, "])", 3);
+    return (weir_err)msg->ptr;
+}
+
 bool weir_ctx_key(const weir_ctx *ctx, weir_bytes *key) {
     if (ctx->has_key) *key = ctx->key;
     return ctx->has_key;
 }
+
+uint32_t weir_ctx_input(const weir_ctx *ctx) { return ctx->input; }
 
 int64_t weir_ctx_watermark(const weir_ctx *ctx) { return ctx->call.watermark; }
 int64_t weir_ctx_processing_time(const weir_ctx *ctx) { return ctx->call.processing_time; }
@@ -1029,11 +1134,17 @@ static operator_list_u8_t host_bytes(weir_bytes b) {
     return out;
 }
 
-/* Copies host-owned bytes into event memory and frees them. */
-static weir_bytes take_bytes(operator_list_u8_t *list) {
+/* A copy of host-owned bytes in event memory. */
+static weir_bytes scratch_copy(const operator_list_u8_t *list) {
     uint8_t *p = scratch_alloc(list->len);
     if (list->len) memcpy(p, list->ptr, list->len);
     weir_bytes out = {p, list->len};
+    return out;
+}
+
+/* Copies host-owned bytes into event memory and frees them. */
+static weir_bytes take_bytes(operator_list_u8_t *list) {
+    weir_bytes out = scratch_copy(list);
     operator_list_u8_free(list);
     return out;
 }
@@ -1071,6 +1182,35 @@ weir_err weir_map_remove(weir_ctx *ctx, weir_map_state map, weir_bytes map_key) 
     return weir_operator_state_map_remove(&name, &key, &mk, &e) ? WEIR_OK : state_error(&e);
 }
 
+weir_err weir_map_entries(weir_ctx *ctx, weir_map_state map, const weir_bytes **keys, const weir_bytes **values,
+                          size_t *count) {
+    if (!ctx->has_key) return NEEDS_KEY;
+    operator_string_t name = host_str(map.name);
+    operator_list_u8_t key = host_bytes(ctx->key);
+    operator_list_tuple2_list_u8_list_u8_t ret;
+    weir_operator_state_state_error_t e;
+    if (!weir_operator_state_map_entries(&name, &key, &ret, &e)) return state_error(&e);
+    weir_bytes *ks = scratch_alloc(ret.len * sizeof *ks);
+    weir_bytes *vs = scratch_alloc(ret.len * sizeof *vs);
+    for (size_t i = 0; i < ret.len; i++) {
+        ks[i] = scratch_copy(&ret.ptr[i].f0);
+        vs[i] = scratch_copy(&ret.ptr[i].f1);
+    }
+    *keys = ks;
+    *values = vs;
+    *count = ret.len;
+    operator_list_tuple2_list_u8_list_u8_free(&ret);
+    return WEIR_OK;
+}
+
+weir_err weir_map_clear(weir_ctx *ctx, weir_map_state map) {
+    if (!ctx->has_key) return NEEDS_KEY;
+    operator_string_t name = host_str(map.name);
+    operator_list_u8_t key = host_bytes(ctx->key);
+    weir_operator_state_state_error_t e;
+    return weir_operator_state_map_clear(&name, &key, &e) ? WEIR_OK : state_error(&e);
+}
+
 weir_err weir_list_append(weir_ctx *ctx, weir_list_state list, weir_bytes item) {
     if (!ctx->has_key) return NEEDS_KEY;
     operator_string_t name = host_str(list.name);
@@ -1087,12 +1227,7 @@ weir_err weir_list_get(weir_ctx *ctx, weir_list_state list, const weir_bytes **i
     weir_operator_state_state_error_t e;
     if (!weir_operator_state_list_get(&name, &key, &ret, &e)) return state_error(&e);
     weir_bytes *out = scratch_alloc(ret.len * sizeof *out);
-    for (size_t i = 0; i < ret.len; i++) {
-        uint8_t *p = scratch_alloc(ret.ptr[i].len);
-        if (ret.ptr[i].len) memcpy(p, ret.ptr[i].ptr, ret.ptr[i].len);
-        out[i].ptr = p;
-        out[i].len = ret.ptr[i].len;
-    }
+    for (size_t i = 0; i < ret.len; i++) out[i] = scratch_copy(&ret.ptr[i]);
     *items = out;
     *count = ret.len;
     operator_list_list_u8_free(&ret);
@@ -1153,12 +1288,23 @@ bool exports_weir_operator_handler_init(operator_string_t *config, exports_weir_
         scratch.permanent = false;
         return false;
     }
-    weir_setup setup = {NULL, 0, 0};
+    weir_setup setup;
+    memset(&setup, 0, sizeof setup);
     e = weir_init(parsed, &setup);
+    if (!e) e = setup.error;
+#ifdef WEIR_CONTRACT_0_1
+    if (!e && (setup.outputs_len || setup.ttls_len))
+        e = "side outputs and state TTL need contract weir:operator@0.2.0, and this operator is built against "
+            "0.1.0: build it against wit/0.2.0 (without WEIR_CONTRACT_0_1)";
+#endif
     scratch.permanent = false;
     if (e) {
         set_error(err, weir_errorf("invalid config: %s", e));
         scratch_free_all();
+        for (size_t i = 0; i < setup.outputs_len; i++) free(setup.outputs[i]);
+        free(setup.outputs);
+        free(setup.ttls);
+        free(setup.names);
         return false;
     }
     state_count = setup.len;
@@ -1167,6 +1313,28 @@ bool exports_weir_operator_handler_init(operator_string_t *config, exports_weir_
     for (size_t i = 0; i < setup.len; i++)
         copy_to_string(&ret->value_states.ptr[i], setup.names[i], strlen(setup.names[i]));
     free(setup.names);
+    /* The names stay for weir_emit_to; init runs once per instance. */
+    side_outputs = setup.outputs;
+    side_output_count = setup.outputs_len;
+#ifndef WEIR_CONTRACT_0_1
+    ret->outputs.len = setup.outputs_len;
+    ret->outputs.ptr = xmalloc(setup.outputs_len * sizeof *ret->outputs.ptr);
+    for (size_t i = 0; i < setup.outputs_len; i++)
+        copy_to_string(&ret->outputs.ptr[i], setup.outputs[i], strlen(setup.outputs[i]));
+    ret->ttls.len = setup.ttls_len;
+    ret->ttls.ptr = xmalloc(setup.ttls_len * sizeof *ret->ttls.ptr);
+    for (size_t i = 0; i < setup.ttls_len; i++) {
+        const ttl_decl *d = &setup.ttls[i];
+        weir_operator_types_state_ttl_t *out = &ret->ttls.ptr[i];
+        out->kind = d->kind;
+        copy_to_string(&out->name, d->name, strlen(d->name));
+        out->ttl_ms = d->ttl.ms;
+        out->domain = (uint8_t)d->ttl.domain;
+        out->refresh = d->ttl.refresh_on_read ? WEIR_OPERATOR_TYPES_TTL_REFRESH_ON_READ_AND_WRITE
+                                              : WEIR_OPERATOR_TYPES_TTL_REFRESH_ON_WRITE;
+    }
+#endif
+    free(setup.ttls);
     return true;
 }
 
@@ -1244,6 +1412,21 @@ static void ctx_finish(weir_ctx *ctx, exports_weir_operator_handler_call_output_
     ev->headers.len = ctx->headers_len;
     ret->errors.ptr = ctx->errors;
     ret->errors.len = ctx->errors_len;
+#ifndef WEIR_CONTRACT_0_1
+    /* An operator that sent everything to the main output says nothing. */
+    bool side = false;
+    for (size_t i = 0; i < ctx->events && !side; i++) side = ctx->targets[i] != 0;
+    if (side) {
+        ret->outputs.ptr = ctx->targets;
+        ret->outputs.len = ctx->events;
+    } else {
+        ret->outputs.ptr = NULL;
+        ret->outputs.len = 0;
+        free(ctx->targets);
+    }
+#else
+    free(ctx->targets);
+#endif
     size_t changed = 0, bytes = 0;
     for (size_t i = 0; i < ctx->cell_count; i++) {
         if (ctx->writes[i].len == -2) continue;
@@ -1296,6 +1479,9 @@ bool exports_weir_operator_handler_process(exports_weir_operator_handler_process
         goto done;
     }
     if (!ctx_begin_call(&ctx, input->context, &input->state, input->slot_count, err)) goto done;
+#ifndef WEIR_CONTRACT_0_1
+    ctx.input = input->input;
+#endif
     headers = xmalloc(ev->headers.len * sizeof *headers);
     for (size_t h = 0; h < ev->headers.len; h++) {
         headers[h].name.ptr = (const char *)ev->headers.ptr[h].name.ptr;
@@ -1318,6 +1504,7 @@ bool exports_weir_operator_handler_process(exports_weir_operator_handler_process
         event.value.len = ev->value_lens.ptr[i];
         value_at += event.value.len;
         event.timestamp = ev->timestamps.ptr[i];
+        event.input = ctx.input;
         size_t first_header = next_header;
         while (next_header < ev->headers.len && ev->headers.ptr[next_header].event == i) next_header++;
         event.headers = headers + first_header;

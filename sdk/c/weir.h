@@ -17,6 +17,12 @@
  * the SDK while handling an event (parsed JSON, buffers, lowercased text)
  * lives until that event is done; in weir_init it lives for good.
  *
+ * Contract 0.2.0 (the default) adds an event's input index (event->input),
+ * side outputs (weir_setup_side_output, weir_emit_to) and state time to
+ * live (weir_setup_*_state_ttl). Built with -DWEIR_CONTRACT_0_1 against the
+ * 0.1.0 WIT, the SDK makes a 0.1.0 component: every input is 0, and
+ * declaring a side output or a TTL fails weir_init, saying so.
+ *
  * Build: see README.md beside this file. */
 #ifndef WEIR_H
 #define WEIR_H
@@ -151,6 +157,9 @@ typedef struct {
     int64_t timestamp;
     const weir_header *headers;
     size_t header_count;
+    /* Which of the operator's inputs the event came from: its index in the
+     * operator's `input` list in the topology (0 with one input). */
+    uint32_t input;
 } weir_event;
 
 /* The key as UTF-8 text; false when there is no key or it is not UTF-8. */
@@ -186,6 +195,31 @@ weir_value_state weir_setup_value_state(weir_setup *setup, const char *name);
 weir_map_state weir_setup_map_state(weir_setup *setup, const char *name);
 weir_list_state weir_setup_list_state(weir_setup *setup, const char *name);
 
+/* A state's time to live: an entry expires `ms` milliseconds after it was
+ * last written (or read too, with refresh_on_read), in processing time (the
+ * host's clock at each call) or in event time (the operator's watermark
+ * against the event's timestamp or the timer's time). An expired entry
+ * reads as absent at once; map entries and list items expire one by one. */
+typedef struct {
+    uint64_t ms;
+    weir_time_domain domain;
+    bool refresh_on_read;
+} weir_ttl;
+
+weir_ttl weir_ttl_processing_time(uint64_t ms);
+weir_ttl weir_ttl_event_time(uint64_t ms);
+
+/* The same states, with entries that expire after `ttl` (ms above 0;
+ * otherwise weir_init fails, naming the state). */
+weir_value_state weir_setup_value_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl);
+weir_map_state weir_setup_map_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl);
+weir_list_state weir_setup_list_state_ttl(weir_setup *setup, const char *name, weir_ttl ttl);
+
+/* Declares side output `name` (copied), written with weir_emit_to. A
+ * topology reads it as `<operator>.<name>` (`input: fraud.alerts`); the
+ * operator's own name stays its main output. */
+void weir_setup_side_output(weir_setup *setup, const char *name);
+
 /* The current key's raw value: *present tells whether it is set. */
 weir_err weir_value_get(weir_ctx *ctx, weir_value_state state, weir_bytes *value, bool *present);
 /* Sets the current key's raw value (the bytes are copied). */
@@ -197,10 +231,16 @@ weir_err weir_value_set_u64(weir_ctx *ctx, weir_value_state state, uint64_t valu
 weir_err weir_value_get_json(weir_ctx *ctx, weir_value_state state, weir_json **out);
 
 /* Map state of the current key; keys and values are raw bytes (store
- * JSON to share them with other languages). */
+ * JSON to share them with other languages). Entries come ordered by their
+ * map key bytes. */
 weir_err weir_map_get(weir_ctx *ctx, weir_map_state map, weir_bytes map_key, weir_bytes *value, bool *present);
 weir_err weir_map_put(weir_ctx *ctx, weir_map_state map, weir_bytes map_key, weir_bytes value);
 weir_err weir_map_remove(weir_ctx *ctx, weir_map_state map, weir_bytes map_key);
+/* All entries of the current key's map: *count of them, entry i being
+ * (*keys)[i] -> (*values)[i], ordered by map key bytes. */
+weir_err weir_map_entries(weir_ctx *ctx, weir_map_state map, const weir_bytes **keys, const weir_bytes **values,
+                          size_t *count);
+weir_err weir_map_clear(weir_ctx *ctx, weir_map_state map);
 /* List state of the current key. */
 weir_err weir_list_append(weir_ctx *ctx, weir_list_state list, weir_bytes item);
 /* The items of the current key's list: *items points to *count of them. */
@@ -215,9 +255,16 @@ void weir_emit_with_headers(weir_ctx *ctx, const weir_bytes *key, weir_bytes val
                             const weir_header *headers, size_t header_count);
 /* Emits the event as it came: key, value, timestamp and headers. */
 void weir_forward(weir_ctx *ctx, const weir_event *event);
+/* Emits an event to side output `output` (declared in weir_init with
+ * weir_setup_side_output) instead of the main output; fails, naming the
+ * declared outputs, when there is no such output. */
+weir_err weir_emit_to(weir_ctx *ctx, const char *output, const weir_bytes *key, weir_bytes value, int64_t timestamp);
 
 /* The key of the event or timer being handled; false without one. */
 bool weir_ctx_key(const weir_ctx *ctx, weir_bytes *key);
+/* The input of the event being handled (see weir_event.input; 0 while a
+ * timer fires). */
+uint32_t weir_ctx_input(const weir_ctx *ctx);
 int64_t weir_ctx_watermark(const weir_ctx *ctx);
 int64_t weir_ctx_processing_time(const weir_ctx *ctx);
 

@@ -52,6 +52,9 @@ export class Event {
   /** Event time in milliseconds since the Unix epoch. */
   readonly timestamp: number;
   readonly headers: Array<[string, Bytes]>;
+  /** Which of the operator's inputs the event came from: its index in the
+   * operator's `input` list in the topology (0 with one input). */
+  readonly input: number;
   /** The value parsed with JSON.parse; throws EventError when it is not JSON. */
   json(): any;
   /** The key as text; undefined without a key or when it is not UTF-8. */
@@ -68,6 +71,24 @@ export class Timer {
   readonly domain: TimeDomain;
 }
 
+/** A state's time to live: entries expire `ms` after their last write (or
+ * read too, after `refreshOnRead()`), on the host's clock or against the
+ * operator's watermark. */
+export class Ttl {
+  readonly ms: number;
+  readonly domain: TimeDomain;
+  readonly refreshesOnRead: boolean;
+  static processingTime(ms: number): Ttl;
+  static eventTime(ms: number): Ttl;
+  /** The same TTL, restarted by reads as well as writes. */
+  refreshOnRead(): Ttl;
+}
+
+/** Options of a state declaration: `ttl` makes its entries expire. */
+export interface StateOptions {
+  ttl?: Ttl;
+}
+
 /** One JSON value per key; travels with each batch (no host call). */
 export class ValueState<T = any> {
   get(ctx: Context): T | undefined;
@@ -76,13 +97,14 @@ export class ValueState<T = any> {
   clear(ctx: Context): void;
 }
 
-/** Many `key -> value` entries (JSON) per key, through host calls. */
-export class MapState<T = any> {
-  get(ctx: Context, mapKey: string): T | undefined;
-  get(ctx: Context, mapKey: string, fallback: T): T;
-  put(ctx: Context, mapKey: string, value: T): void;
-  remove(ctx: Context, mapKey: string): void;
-  entries(ctx: Context): Array<[string, T]>;
+/** Many `key -> value` entries per key, through host calls; map keys and
+ * values are stored as JSON (entries come ordered by the JSON text's bytes). */
+export class MapState<T = any, K = any> {
+  get(ctx: Context, mapKey: K): T | undefined;
+  get(ctx: Context, mapKey: K, fallback: T): T;
+  put(ctx: Context, mapKey: K, value: T): void;
+  remove(ctx: Context, mapKey: K): void;
+  entries(ctx: Context): Array<[K, T]>;
 }
 
 /** A list of JSON values per key, through host calls. */
@@ -91,13 +113,16 @@ export class ListState<T = any> {
   append(ctx: Context, item: T): void;
 }
 
-/** Declares an operator's state in its constructor. */
+/** Declares an operator's state and side outputs in its constructor. */
 export class Setup {
   /** The config exactly as the topology gave it (JSON text). */
   readonly configText: string;
-  valueState<T = any>(name: string): ValueState<T>;
-  mapState<T = any>(name: string): MapState<T>;
-  listState<T = any>(name: string): ListState<T>;
+  valueState<T = any>(name: string, options?: StateOptions): ValueState<T>;
+  mapState<T = any, K = any>(name: string, options?: StateOptions): MapState<T, K>;
+  listState<T = any>(name: string, options?: StateOptions): ListState<T>;
+  /** Declares side output `name`, written with `ctx.emitTo(name, ...)`; a
+   * topology reads it as `<operator>.<name>`. */
+  sideOutput(name: string): void;
 }
 
 /** What an operator can do while it handles one event or timer. */
@@ -108,12 +133,20 @@ export class Context {
   readonly watermark: number;
   /** The host's processing time for this call (ms). */
   readonly processingTime: number;
+  /** Which of the operator's inputs the current batch came from (0 while a
+   * timer fires). */
+  readonly input: number;
   /** Emits an event; `timestamp` defaults to the input's. */
   emit(key: BytesLike | undefined, value: BytesLike, timestamp?: number, headers?: Array<[string, BytesLike]>): void;
   /** Emits `value` as compact JSON. */
   emitJson(key: BytesLike | undefined, value: unknown, timestamp?: number): void;
   /** Emits the event as it came. */
   forward(event: Event): void;
+  /** Emits to side output `output` (declared with `setup.sideOutput`);
+   * throws EventError, naming the declared outputs, when there is none. */
+  emitTo(output: string, key: BytesLike | undefined, value: BytesLike, timestamp?: number, headers?: Array<[string, BytesLike]>): void;
+  /** Emits `value` as compact JSON to side output `output`. */
+  emitJsonTo(output: string, key: BytesLike | undefined, value: unknown, timestamp?: number): void;
   registerTimer(time: number, domain?: TimeDomain): void;
   deleteTimer(time: number, domain?: TimeDomain): void;
 }

@@ -6,13 +6,23 @@
 // batch layout of the `weir:operator` contract (events and the value state
 // of the batch's keys travel column by column): you see one event at a
 // time, typed state stored as JSON (readable by operators in any
-// language), and a `Context` to emit events.
+// language), and a `Context` to emit events, to the main output or to
+// declared side outputs (`setup.sideOutput`, `ctx.emitTo`). `event.input`
+// says which of the operator's inputs an event came from; states may expire
+// (`setup.valueState(name, { ttl: Ttl.processingTime(ms) })`).
 //
-// Build with componentize-js: see README.md beside this file.
+// Build with componentize-js against `wit/0.2.0`: see README.md beside this
+// file. Built against `wit/` (0.1.0) with the imports below naming
+// `@0.1.0`, it makes a 0.1.0 component: inputs are all 0, and side outputs
+// and TTLs fail `init`.
 
-import * as hostContext from 'weir:operator/context@0.1.0';
-import * as hostState from 'weir:operator/state@0.1.0';
-import * as hostTimers from 'weir:operator/timers@0.1.0';
+import * as hostContext from 'weir:operator/context@0.2.0';
+import * as hostState from 'weir:operator/state@0.2.0';
+import * as hostTimers from 'weir:operator/timers@0.2.0';
+
+/** The contract the imports above name (rewritten with them). */
+const CONTRACT = 'weir:operator@0.2.0';
+const CONTRACT_0_1 = CONTRACT.endsWith('@0.1.0');
 
 import { CASED, CASE_IGNORABLE } from './weir_unicode.js';
 
@@ -266,7 +276,7 @@ export const json = {
 // ---- Events, timers, state -------------------------------------------------
 
 export class Event {
-  constructor(key, value, timestamp, headers, rawTimestamp) {
+  constructor(key, value, timestamp, headers, rawTimestamp, input = 0) {
     /** Uint8Array, or undefined for an event without a key. */
     this.key = key;
     /** Uint8Array: compact JSON on the wire, but any bytes may travel. */
@@ -275,6 +285,9 @@ export class Event {
     this.timestamp = timestamp;
     /** [name, Uint8Array] pairs. */
     this.headers = headers;
+    /** Which of the operator's inputs the event came from: its index in the
+     * operator's `input` list in the topology (0 with one input). */
+    this.input = input;
     this._raw = rawTimestamp;
   }
 
@@ -309,6 +322,36 @@ export class Timer {
     this.time = time;
     /** 'event-time' or 'processing-time'. */
     this.domain = domain;
+  }
+}
+
+/** A state's time to live: an entry expires `ms` milliseconds after it was
+ * last written (or read too, after `.refreshOnRead()`), in processing time
+ * (the host's clock at each call) or in event time (the operator's
+ * watermark against the event's timestamp or the timer's time). Give it to
+ * `setup.valueState`, `mapState` or `listState` as `{ ttl }`. */
+export class Ttl {
+  constructor(ms, domain, refreshOnRead = false) {
+    if (!Number.isSafeInteger(ms) || ms <= 0) {
+      throw new Error(`a TTL is a whole number of milliseconds above 0, not ${ms}`);
+    }
+    this.ms = ms;
+    /** 'event-time' or 'processing-time'. */
+    this.domain = domain;
+    this.refreshesOnRead = refreshOnRead;
+  }
+
+  static processingTime(ms) {
+    return new Ttl(ms, 'processing-time');
+  }
+
+  static eventTime(ms) {
+    return new Ttl(ms, 'event-time');
+  }
+
+  /** The same TTL, restarted by reads as well as writes. */
+  refreshOnRead() {
+    return new Ttl(this.ms, this.domain, true);
   }
 }
 
@@ -394,19 +437,63 @@ export class Setup {
     /** The config exactly as the topology gave it (JSON text). */
     this.configText = configText;
     this.valueStates = [];
+    this.outputs = [];
+    /** 'kind name' -> [kind, name, Ttl], in declaration order. */
+    this.ttls = new Map();
   }
 
-  valueState(name) {
+  _ttl(kind, name, options) {
+    const ttl = options?.ttl;
+    if (ttl === undefined || ttl === null) return;
+    if (!(ttl instanceof Ttl)) {
+      throw new Error(`the ttl of state '${name}' is ${ttl}: give Ttl.processingTime(ms) or Ttl.eventTime(ms)`);
+    }
+    this.ttls.set(`${kind} ${name}`, [kind, name, ttl]);
+  }
+
+  /** Value state `name`; `{ ttl }` makes its values expire. */
+  valueState(name, options = undefined) {
+    this._ttl('value', name, options);
     if (!this.valueStates.includes(name)) this.valueStates.push(name);
     return new ValueState(this.valueStates.indexOf(name));
   }
 
-  mapState(name) {
+  /** Map state `name`; `{ ttl }` makes its entries expire one by one. */
+  mapState(name, options = undefined) {
+    this._ttl('map', name, options);
     return new MapState(name);
   }
 
-  listState(name) {
+  /** List state `name`; `{ ttl }` makes its items expire one by one. */
+  listState(name, options = undefined) {
+    this._ttl('list', name, options);
     return new ListState(name);
+  }
+
+  /** Declares side output `name`, written with `ctx.emitTo(name, ...)`. A
+   * topology reads it as `<operator>.<name>` (`input: fraud.alerts`); the
+   * operator's own name stays its main output. */
+  sideOutput(name) {
+    if (!this.outputs.includes(name)) this.outputs.push(name);
+  }
+
+  _spec() {
+    if (CONTRACT_0_1) {
+      if (this.outputs.length > 0 || this.ttls.size > 0) {
+        throw new Error(
+          `side outputs and state TTL need contract weir:operator@0.2.0, and this operator is built against ${CONTRACT}: build it against wit/0.2.0`,
+        );
+      }
+      return { valueStates: this.valueStates };
+    }
+    const ttls = [...this.ttls.values()].map(([kind, name, ttl]) => ({
+      kind,
+      name,
+      ttlMs: BigInt(ttl.ms),
+      domain: ttl.domain,
+      refresh: ttl.refreshesOnRead ? 'on-read-and-write' : 'on-write',
+    }));
+    return { valueStates: this.valueStates, outputs: this.outputs, ttls };
   }
 }
 
@@ -442,10 +529,14 @@ function concat(chunks, total) {
 
 /** What an operator can do while it handles one event or timer. */
 export class Context {
-  constructor(call, stateCount, cells) {
+  constructor(call, stateCount, cells, sideOutputs = [], input = 0) {
     this._call = call;
     this._stateCount = stateCount;
     this._cells = cells;
+    this._sideOutputs = sideOutputs;
+    this._input = input;
+    // Output of each emitted event; empty while all went to the main one.
+    this._targets = [];
     this._written = new Map();
     this._undo = [];
     this._key = undefined;
@@ -474,10 +565,40 @@ export class Context {
     return Number(this._call.processingTime);
   }
 
+  /** Which of the operator's inputs the current batch came from: its index
+   * in the topology's `input` list (0 with one input, and while a timer
+   * fires). */
+  get input() {
+    return this._input;
+  }
+
+  /** Emits to side output `output` (declared with `setup.sideOutput`)
+   * instead of the main output. */
+  emitTo(output, key, value, timestamp = undefined, headers = []) {
+    const target = this._sideOutputs.indexOf(output) + 1;
+    if (target === 0) {
+      throw new EventError(
+        `no side output ${JSON.stringify(output)}: declare it in the constructor with setup.sideOutput(${JSON.stringify(output)}) (declared: ${JSON.stringify(this._sideOutputs)})`,
+      );
+    }
+    this._emit(target, key, value, timestamp, headers);
+  }
+
+  /** Emits `value` as JSON text to side output `output`. */
+  emitJsonTo(output, key, value, timestamp = undefined) {
+    this.emitTo(output, key, dumps(value), timestamp);
+  }
+
   /** Emits an event. `key`, `value`: Uint8Array or string (UTF-8);
    * `timestamp` defaults to the current event's; headers: [name, bytes]. */
   emit(key, value, timestamp = undefined, headers = []) {
+    this._emit(0, key, value, timestamp, headers);
+  }
+
+  _emit(target, key, value, timestamp, headers) {
     const index = this._timestamps.length;
+    if (target !== 0 && this._targets.length === 0) this._targets = new Array(index).fill(0);
+    if (this._targets.length > 0 || target !== 0) this._targets.push(target);
     for (const [name, v] of headers) this._headers.push({ event: index, name, value: bytes(v) });
     this._timestamps.push(timestamp === undefined ? this._timestamp : BigInt(Math.trunc(Number(timestamp))));
     if (key === undefined || key === null) {
@@ -552,6 +673,7 @@ export class Context {
 
   _rollBack([events, keys, keysLen, values, valuesLen, headers]) {
     this._timestamps.length = events;
+    if (this._targets.length > events) this._targets.length = events;
     this._keyLens.length = events;
     this._valueLens.length = events;
     this._keys.length = keys;
@@ -581,7 +703,7 @@ export class Context {
         total += raw.length;
       }
     }
-    return {
+    const output = {
       events: {
         timestamps: BigInt64Array.from(this._timestamps),
         keyLens: Int32Array.from(this._keyLens),
@@ -593,6 +715,12 @@ export class Context {
       errors,
       state: { cells: Uint32Array.from(cells), lens: Int32Array.from(lens), bytes: concat(chunks, total) },
     };
+    if (!CONTRACT_0_1) {
+      // Everything on the main output, or rolled back to it: say nothing.
+      const side = this._targets.some((t) => t !== 0);
+      output.outputs = Uint32Array.from(side ? this._targets : []);
+    }
+    return output;
   }
 }
 
@@ -628,6 +756,7 @@ function messageOf(e) {
 export function handler(OperatorClass) {
   let operator;
   let stateCount = 0;
+  let sideOutputs = [];
 
   function run(ctx, n, item, call) {
     const errors = [];
@@ -656,8 +785,15 @@ export function handler(OperatorClass) {
       } catch (e) {
         throw `invalid config: ${messageOf(e)}`;
       }
+      let spec;
+      try {
+        spec = setup._spec();
+      } catch (e) {
+        throw `invalid config: ${messageOf(e)}`;
+      }
       stateCount = setup.valueStates.length;
-      return { valueStates: setup.valueStates };
+      sideOutputs = setup.outputs;
+      return spec;
     },
 
     process(input) {
@@ -678,14 +814,15 @@ export function handler(OperatorClass) {
       check(cells.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
       const headers = Array.from({ length: n }, () => []);
       for (const h of ev.headers) headers[h.event].push([h.name, h.value]);
-      const ctx = new Context(input.context, stateCount, cells);
+      const from = input.input ?? 0;
+      const ctx = new Context(input.context, stateCount, cells, sideOutputs, from);
       return run(
         ctx,
         n,
         (i) => {
           const raw = ev.timestamps[i];
           const slot = slots.length === 0 ? NO_SLOT : slots[i];
-          return [keys[i], slot, raw, new Event(keys[i], values[i], Number(raw), headers[i], raw)];
+          return [keys[i], slot, raw, new Event(keys[i], values[i], Number(raw), headers[i], raw, from)];
         },
         (c, event) => operator.process(c, event),
       );
@@ -701,7 +838,7 @@ export function handler(OperatorClass) {
       } catch (e) {
         throw messageOf(e);
       }
-      const ctx = new Context(input.context, stateCount, cells);
+      const ctx = new Context(input.context, stateCount, cells, sideOutputs);
       return run(
         ctx,
         t.times.length,

@@ -122,6 +122,15 @@ enum Command {
         #[command(flatten)]
         client: client::ClientOpts,
     },
+    /// List a topology's dead letters with their context, or replay a
+    /// range of them after a fix.
+    #[command(after_help = CLIENT_HELP_DEAD_LETTER, alias = "dead-letters")]
+    DeadLetter {
+        #[command(subcommand)]
+        command: client::letters::LetterCommand,
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
     // ---- weir new (issue 23) ----
     /// Write a new operator project (sources, build.sh, sample events, README).
     #[command(after_help = "Examples:\n  \
@@ -185,6 +194,14 @@ const CLIENT_HELP_STATE: &str = "Examples:\n  \
     Exit codes: 0 ok, 1 other, 2 invalid, 3 no such topology, operator or state, a stateless \
     operator, or no value for the key (the message says which), 4 stopped before its first \
     checkpoint, 5 unauthorized, 6 unreachable, 7 server error.";
+
+const CLIENT_HELP_DEAD_LETTER: &str = "Examples:\n  \
+    weir dead-letter ls word-count\n  weir dead-letter ls word-count --offset 100 --limit 10\n  \
+    weir dead-letter replay word-count --from 0 --to 10\n\n\
+    A topology writes dead letters when an operator has `on_error: dead-letter` (or `on_late: dead-letter`). \
+    Replay feeds letters FROM..TO (TO excluded) back into the running topology, after an upgrade. \
+    Exit codes: 0 ok, 1 some replayed letters failed again (listed), 2 invalid range or limit, \
+    3 no such topology, 4 topology not running (replay), 5 unauthorized, 6 unreachable, 7 server error.";
 
 /// `default` applies when `WEIR_LOG` is not set.
 fn init_tracing(format: LogFormat, default: &str) {
@@ -257,6 +274,9 @@ fn main() -> ExitCode {
         }
         Command::State { command, client: c } => {
             Ok(finish(client::state::run(&client(&c), command)))
+        }
+        Command::DeadLetter { command, client: c } => {
+            Ok(finish(client::letters::run(&client(&c), command)))
         }
         Command::New(args) => new::run(args),
         Command::Test(args) => Ok(harness::run(&args)),

@@ -4,6 +4,7 @@
 
 mod server;
 
+use std::path::Path;
 use std::process::Output;
 
 use serde_json::Value;
@@ -30,6 +31,27 @@ fn events_in(ls: &str, topology: &str) -> String {
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
+}
+
+/// Pushes the `poison-trap` fixture (a trap on "poison", an event error on
+/// "bad") as module `poison-trap`.
+fn push_poison_trap(srv: &Server) {
+    let poison = guest_path("poison-trap").display().to_string();
+    ok(srv.cli(&["module", "push", &poison, "--name", "poison-trap"], None));
+}
+
+/// Produces `events` (JSON lines) into `stream`, then applies the topology
+/// `doc` with `--start`, through files in `dir`: what `apply` said.
+fn produce_then_start(srv: &Server, dir: &Path, stream: &str, events: &str, doc: &str) -> Output {
+    let file = dir.join(format!("{stream}.jsonl"));
+    std::fs::write(&file, events).unwrap();
+    ok(srv.cli(&["produce", stream, file.to_str().unwrap()], None));
+    let doc_file = dir.join(format!("{stream}.yaml"));
+    std::fs::write(&doc_file, doc).unwrap();
+    srv.cli(
+        &["topology", "apply", doc_file.to_str().unwrap(), "--start"],
+        None,
+    )
 }
 
 #[test]
@@ -350,20 +372,13 @@ fn a_local_run_is_refused_on_a_live_servers_data_dir() {
 fn start_reports_a_topology_that_fails_on_its_first_events() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(&dir.path().join("data"), &[], &[]);
-    let poison = guest_path("poison-trap").display().to_string();
-    ok(srv.cli(&["module", "push", &poison, "--name", "poison-trap"], None));
-    let events = dir.path().join("events.jsonl");
-    std::fs::write(&events, "{\"key\":\"k\",\"value\":\"poison\"}\n").unwrap();
-    ok(srv.cli(&["produce", "in", events.to_str().unwrap()], None));
-    let doc = dir.path().join("t.yaml");
-    std::fs::write(
-        &doc,
+    push_poison_trap(&srv);
+    let out = produce_then_start(
+        &srv,
+        dir.path(),
+        "in",
+        "{\"key\":\"k\",\"value\":\"poison\"}\n",
         "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key }\nsinks: [{ name: out, stream: out, input: p }]\n",
-    )
-    .unwrap();
-    let out = srv.cli(
-        &["topology", "apply", doc.to_str().unwrap(), "--start"],
-        None,
     );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(code(&out), 1, "{err}");
@@ -376,21 +391,12 @@ fn start_reports_a_topology_that_fails_on_its_first_events() {
 
     // A healthy start prints its status, guest counters included; what
     // the guest logged (on an event it refuses) is kept for the API.
-    std::fs::write(
-        &events,
+    ok(produce_then_start(
+        &srv,
+        dir.path(),
+        "in2",
         "{\"key\":\"k\",\"value\":1}\n{\"key\":\"k\",\"value\":\"bad\"}\n{\"key\":\"k\",\"value\":2}\n",
-    )
-    .unwrap();
-    ok(srv.cli(&["produce", "in2", events.to_str().unwrap()], None));
-    let doc2 = dir.path().join("t2.yaml");
-    std::fs::write(
-        &doc2,
         "name: t2\nsources: [{ name: in, stream: in2 }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key, on_error: skip }\nsinks: [{ name: out, stream: out2, input: p }]\n",
-    )
-    .unwrap();
-    ok(srv.cli(
-        &["topology", "apply", doc2.to_str().unwrap(), "--start"],
-        None,
     ));
     let status = eventually("the guest's counter in the status table", || {
         let status = ok(srv.cli(&["topology", "status", "t2"], None));
@@ -487,4 +493,96 @@ fn produce_retries_until_the_server_is_up_and_a_resend_stores_nothing_twice() {
     assert_eq!(consumed.lines().count(), 30, "{consumed}");
     let _ = serve.kill();
     let _ = serve.wait();
+}
+
+/// `weir dead-letter ls` lists a topology's dead letters (a trap, with
+/// the guest function in its backtrace under --json, and a guest error);
+/// `weir dead-letter replay` feeds a range back and exits 1 naming what
+/// failed again, which are dead letters anew; bad ranges, limits and
+/// names exit with their codes.
+#[test]
+fn dead_letters_are_listed_and_replayed_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(&dir.path().join("data"), &[], &[]);
+    push_poison_trap(&srv);
+    ok(produce_then_start(
+        &srv,
+        dir.path(),
+        "in",
+        "{\"key\":\"k\",\"value\":\"poison\"}\n{\"key\":\"b\",\"value\":\"bad\"}\n{\"key\":\"k\",\"value\":1}\n",
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: p, module: poison-trap, input: in, key_by: key, on_error: dead-letter }\nsinks: [{ name: out, stream: out, input: p }]\n",
+    ));
+    let rows = |ls: &str| ls.lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+    let ls = eventually("two dead letters in the table", || {
+        let ls = ok(srv.cli(&["dead-letter", "ls", "t"], None));
+        (rows(&ls).len() == 2).then_some(ls)
+    });
+    assert!(ls.starts_with("OFFSET"), "{ls}");
+    let listed = rows(&ls);
+    assert!(
+        listed[0].contains("trap") && listed[0].contains("p#0") && listed[0].contains(" k "),
+        "{ls}"
+    );
+    assert!(
+        listed[1].contains("guest-error") && listed[1].contains("bad event"),
+        "{ls}"
+    );
+    let json = ok(srv.cli(&["dead-letter", "ls", "t", "--json"], None));
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let frames = v["dead_letters"][0]["backtrace"].to_string();
+    assert!(frames.contains("PoisonTrap"), "{json}");
+    // One page of one: the rest is announced.
+    let page = ok(srv.cli(
+        &["dead-letter", "ls", "t", "--offset", "0", "--limit", "1"],
+        None,
+    ));
+    assert_eq!(rows(&page).len(), 2, "{page}");
+    assert!(page.contains("more from --offset 1 (up to 2)"), "{page}");
+
+    // Replayed with no fix, both fail again: exit 1, and two new letters.
+    let out = srv.cli(
+        &["dead-letter", "replay", "t", "--from", "0", "--to", "2"],
+        None,
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(code(&out), 1, "{said}{err}");
+    assert!(
+        said.contains("0 passed, 2 failed again, 0 skipped"),
+        "{said}"
+    );
+    assert!(
+        said.contains("failed again") && said.contains("p: "),
+        "{said}"
+    );
+    assert!(
+        err.contains("2 replayed dead letter(s) of t failed again"),
+        "{err}"
+    );
+    eventually("the letters that failed again", || {
+        let ls = ok(srv.cli(&["dead-letter", "ls", "t", "--offset", "2"], None));
+        (rows(&ls).len() == 2).then_some(ls)
+    });
+
+    for (args, exit) in [
+        (
+            &["dead-letter", "replay", "t", "--from", "1", "--to", "1"][..],
+            2,
+        ),
+        (&["dead-letter", "ls", "t", "--limit", "0"][..], 2),
+        (&["dead-letter", "ls", "nope"][..], 3),
+        (
+            &["dead-letter", "replay", "nope", "--from", "0", "--to", "1"][..],
+            3,
+        ),
+    ] {
+        let out = srv.cli(args, None);
+        assert_eq!(
+            code(&out),
+            exit,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    srv.stop();
 }

@@ -482,7 +482,9 @@ fn c_and_js_guests_built_against_a_wrong_wit_are_refused_at_load() {
     let host = host();
     for lang in ["c", "js"] {
         // The same source against the right WIT loads and runs.
+        // Built against wit/ (0.1.0): the SDKs still make 0.1.0 components.
         let module = host.load(&guest_bytes(&format!("{lang}-counter"))).unwrap();
+        assert_eq!(module.contract_version(), "0.1.0", "{lang}");
         let (events, failures) = process_once(&module, "{}", &batch_of(&[r#"{"a":1}"#, "2"]));
         assert_eq!(events.len(), 2, "{lang}: {events:?}");
         assert!(failures.is_empty(), "{lang}: {failures:?}");
@@ -560,11 +562,10 @@ fn run_enrich(
 }
 
 #[test]
-fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_and_3() {
+fn enrich_in_python_c_and_js_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_and_3() {
     let host = host();
     let rust = host.load(&guest_bytes("enrich")).unwrap();
-    let python = host.load(&guest_bytes("python-enrich")).unwrap();
-    assert_eq!(python.contract_version(), "0.2.0");
+    let others = in_each_sdk_on_0_2(&host, "enrich");
     // Out-of-order transactions and profiles, with non-ASCII text, so the
     // join depends on both inputs being told apart and on the order of the
     // pending transactions.
@@ -581,19 +582,76 @@ fn python_enrich_joins_two_inputs_as_rust_does_byte_for_byte_at_parallelism_1_an
     for p in [1, 3] {
         let expected = run_enrich(&rust, &input, p);
         assert_eq!(expected, oracle, "Rust at parallelism {p}");
-        let got = run_enrich(&python, &input, p);
-        assert_eq!(got.len(), expected.len(), "parallelism {p}");
-        assert!(got == expected, "parallelism {p}: Python differs from Rust");
+        for (lang, module) in &others {
+            let got = run_enrich(module, &input, p);
+            assert_eq!(got.len(), expected.len(), "{lang} at parallelism {p}");
+            assert!(got == expected, "parallelism {p}: {lang} differs from Rust");
+        }
+    }
+}
+
+/// The example `example` in Python, C and JavaScript, each checked to be
+/// a 0.2.0 component.
+fn in_each_sdk_on_0_2(host: &WasmHost, example: &str) -> Vec<(&'static str, OperatorModule)> {
+    ["python", "c", "js"]
+        .into_iter()
+        .map(|lang| {
+            let module = host
+                .load(&guest_bytes(&format!("{lang}-{example}")))
+                .unwrap();
+            assert_eq!(module.contract_version(), "0.2.0", "{lang}");
+            (lang, module)
+        })
+        .collect()
+}
+
+#[test]
+fn side_outputs_and_processing_time_ttl_of_python_c_and_js_reach_the_host() {
+    for (lang, module) in in_each_sdk_on_0_2(&host(), "large-amounts") {
+        side_outputs_and_ttl_reach_the_host(lang, &module);
+    }
+}
+
+/// Why an instance of `module` with `config` fails to start.
+fn init_error(module: &OperatorModule, config: &str) -> String {
+    match OperatorInstance::new(
+        module,
+        "op",
+        config,
+        Box::new(MemoryState::new()),
+        KeyGroupRange::all(DEFAULT_KEY_GROUPS),
+    ) {
+        Ok(_) => panic!("{config} was accepted"),
+        Err(e) => e.to_string(),
     }
 }
 
 #[test]
-fn python_side_outputs_and_processing_time_ttl_reach_the_host() {
+fn a_zero_ttl_and_0_1_0_side_outputs_fail_init_saying_why() {
     let host = host();
-    let module = host.load(&guest_bytes("python-large-amounts")).unwrap();
-    let mut op = instance(&module, r#"{"limit": 100, "ttl_ms": 100}"#);
-    assert_eq!(op.outputs(), ["alerts".to_string()]);
-    assert_eq!(op.ttls().len(), 1);
+    for (lang, module) in in_each_sdk_on_0_2(&host, "large-amounts") {
+        let err = init_error(&module, r#"{"ttl_ms": 0}"#);
+        assert!(err.contains("TTL") && err.contains('0'), "{lang}: {err}");
+    }
+    // The C SDK built against 0.1.0 (-DWEIR_CONTRACT_0_1) makes a 0.1.0
+    // component, which cannot carry a side output or a TTL: init says so
+    // rather than dropping them.
+    let module = host.load(&guest_bytes("c-large-amounts-0-1")).unwrap();
+    assert_eq!(module.contract_version(), "0.1.0");
+    let err = init_error(&module, "{}");
+    assert!(
+        err.contains("side outputs and state TTL need contract weir:operator@0.2.0"),
+        "{err}"
+    );
+}
+
+/// `large-amounts` (in `lang`) sends large amounts to side output
+/// `alerts`, fails an event naming an undeclared output, and counts a
+/// key's events in a value state that expires 100 ms after its last write.
+fn side_outputs_and_ttl_reach_the_host(lang: &str, module: &OperatorModule) {
+    let mut op = instance(module, r#"{"limit": 100, "ttl_ms": 100}"#);
+    assert_eq!(op.outputs(), ["alerts".to_string()], "{lang}");
+    assert_eq!(op.ttls().len(), 1, "{lang}");
     let keyed = |values: &[&str]| -> Batch {
         values
             .iter()
@@ -615,27 +673,31 @@ fn python_side_outputs_and_processing_time_ttl_reach_the_host() {
         r#"{"amount":1,"to":"nowhere"}"#,
     ]);
     let out = op.process(&mut batch, i64::MIN, 1000).unwrap();
-    assert_eq!(lines(&out.events), vec![line(5, 1), line(500, 2)]);
-    assert_eq!(out.side.len(), 1);
-    assert_eq!(lines(&out.side[0]), vec![line(500, 2)]);
-    // The undeclared output fails that event alone, naming what exists;
-    // its state write is dropped with it.
-    assert_eq!(out.failures.len(), 1);
-    assert_eq!(out.failures[0].index, 2);
+    assert_eq!(lines(&out.events), vec![line(5, 1), line(500, 2)], "{lang}");
+    assert_eq!(out.side.len(), 1, "{lang}");
+    assert_eq!(lines(&out.side[0]), vec![line(500, 2)], "{lang}");
+    // The undeclared output fails that event alone, naming what exists
+    // (quoted as each language quotes); its state write is dropped with it.
+    assert_eq!(out.failures.len(), 1, "{lang}");
+    assert_eq!(out.failures[0].index, 2, "{lang}");
     let message = &out.failures[0].message;
+    let (named, declared) = match lang {
+        "python" => ("'nowhere'", "['alerts']"),
+        _ => ("\"nowhere\"", "[\"alerts\"]"),
+    };
     assert!(
-        message.contains("'nowhere'") && message.contains("['alerts']"),
-        "{message}"
+        message.contains(named) && message.contains(declared),
+        "{lang}: {message}"
     );
     // 100 ms after the last write the count is still live; 101 ms after
     // the next one it has expired.
     let out = op
         .process(&mut keyed(&[r#"{"amount":2}"#]), i64::MIN, 1100)
         .unwrap();
-    assert_eq!(lines(&out.events), vec![line(2, 3)]);
-    assert!(out.side.iter().all(|b| b.is_empty()));
+    assert_eq!(lines(&out.events), vec![line(2, 3)], "{lang}");
+    assert!(out.side.iter().all(|b| b.is_empty()), "{lang}");
     let out = op
         .process(&mut keyed(&[r#"{"amount":3}"#]), i64::MIN, 1201)
         .unwrap();
-    assert_eq!(lines(&out.events), vec![line(3, 1)]);
+    assert_eq!(lines(&out.events), vec![line(3, 1)], "{lang}");
 }

@@ -676,9 +676,10 @@ fn an_event_time_join_of_two_inputs_matches_its_oracle_at_parallelism_1_and_3() 
 #[test]
 fn a_0_1_0_component_and_a_0_2_0_component_run_in_one_topology() {
     let host = WasmHost::new(HostConfig::default()).unwrap();
-    let c_split = host.load(&guest_bytes("c-split-words")).unwrap();
+    // Go's SDK speaks 0.1.0.
+    let go_split = host.load(&guest_bytes("go-split-words")).unwrap();
     let rust_count = host.load(&guest_bytes("word-count")).unwrap();
-    assert_eq!(c_split.contract_version(), "0.1.0");
+    assert_eq!(go_split.contract_version(), "0.1.0");
     assert_eq!(rust_count.contract_version(), "0.2.0");
     let rust_split = host.load(&guest_bytes("split-words")).unwrap();
     let (events, _) = text_lines(200, 5);
@@ -690,7 +691,7 @@ fn a_0_1_0_component_and_a_0_2_0_component_run_in_one_topology() {
         ]);
         run_sorted(doc, &modules, events.clone())
     };
-    let mixed = run(&c_split);
+    let mixed = run(&go_split);
     assert!(!mixed.is_empty());
     assert_eq!(
         mixed,
@@ -708,11 +709,11 @@ fn reading_a_side_output_that_was_not_declared_is_refused_with_its_path() {
             host.load(&guest_bytes("fraud-detector")).unwrap(),
         ),
         (
-            "c-filter".to_string(),
-            host.load(&guest_bytes("c-filter")).unwrap(),
+            "go-filter".to_string(),
+            host.load(&guest_bytes("go-filter")).unwrap(),
         ),
     ]);
-    let doc = "name: bad\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: fraud, module: fraud-detector, input: in, key_by: key, config: { max_count: 1, min_amount: 1, window_ms: 10 } }\n  - { name: old, module: c-filter, input: in, config: { field: n, op: gt, value: 1 } }\nsinks:\n  - { name: out, stream: out, input: [fraud.alerts, fraud.nope] }\n  - { name: out2, stream: out2, input: old.alerts }\n";
+    let doc = "name: bad\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: fraud, module: fraud-detector, input: in, key_by: key, config: { max_count: 1, min_amount: 1, window_ms: 10 } }\n  - { name: old, module: go-filter, input: in, config: { field: n, op: gt, value: 1 } }\nsinks:\n  - { name: out, stream: out, input: [fraud.alerts, fraud.nope] }\n  - { name: out2, stream: out2, input: old.alerts }\n";
     let (sink, _) = collector();
     let (sink2, _) = collector();
     let bindings = Bindings {

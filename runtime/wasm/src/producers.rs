@@ -7,7 +7,9 @@ use wasmparser::{KnownCustom, Parser, Payload};
 
 /// `(field, value, language)` marks, most telling first: a JavaScript or
 /// Python component also carries C and Rust marks (its interpreter, the
-/// WASI adapter), and a C one the adapter's Rust.
+/// WASI adapter), a C one the adapter's `rustc`, and a Rust one that keeps
+/// its core module's producers (built with `strip = "debuginfo"`)
+/// wasi-libc's C11; only Rust guests carry `wit-bindgen-rust`.
 const MARKS: &[(&str, &str, &str)] = &[
     ("language", "JavaScript", "JavaScript"),
     ("processed-by", "ComponentizeJS", "JavaScript"),
@@ -15,10 +17,10 @@ const MARKS: &[(&str, &str, &str)] = &[
     ("processed-by", "component-init-transform", "Python"),
     ("processed-by", "TinyGo", "Go"),
     ("language", "Go", "Go"),
+    ("processed-by", "wit-bindgen-rust", "Rust"),
     ("language", "C99", "C"),
     ("language", "C11", "C"),
     ("language", "C17", "C"),
-    ("processed-by", "wit-bindgen-rust", "Rust"),
 ];
 
 /// The language `bytes` (a component, or a core module) was written in,

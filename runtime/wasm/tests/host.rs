@@ -490,7 +490,8 @@ fn side_outputs_come_back_apart_from_the_main_output() {
 #[test]
 fn a_0_1_0_component_is_adapted_with_no_side_outputs() {
     let host = host();
-    let module = load(&host, "c-filter");
+    // Go's SDK speaks 0.1.0.
+    let module = load(&host, "go-filter");
     assert_eq!(module.contract_version(), "0.1.0");
     assert_eq!(module.info().world, "weir:operator/operator@0.1.0");
     let mut op = instance(&module, r#"{"field":"n","op":"gt","value":1}"#);
@@ -995,5 +996,50 @@ fn refresh_on_read_keeps_an_entry_that_is_read_alive() {
             .process(&mut at("k", r#""peek""#, 3), i64::MIN, 1150)
             .unwrap();
         assert_eq!(seen(&out), expected, "refresh_on_read: {refresh}");
+    }
+}
+
+/// The function names of every core module's `name` section in the
+/// component `bytes`.
+fn function_names(bytes: &[u8]) -> Vec<String> {
+    use wasmparser::{KnownCustom, Name, Parser, Payload};
+    let mut names = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::CustomSection(section)) = payload else {
+            continue;
+        };
+        let KnownCustom::Name(reader) = section.as_known() else {
+            continue;
+        };
+        for name in reader.flatten() {
+            if let Name::Function(map) = name {
+                names.extend(map.into_iter().flatten().map(|n| n.name.to_string()));
+            }
+        }
+    }
+    names
+}
+
+/// The Rust example guests keep their `name` section (`strip =
+/// "debuginfo"`), so a trap's backtrace in a dead letter names functions:
+/// the handler's export and the SDK's (LTO inlines an example's own small
+/// methods into them).
+#[test]
+fn rust_example_guests_keep_their_function_names() {
+    for guest in ["enrich", "fraud-detector"] {
+        let names = function_names(&guest_bytes(guest));
+        let demangled: Vec<String> = names
+            .iter()
+            .map(|n| format!("{:#}", rustc_demangle::demangle(n)))
+            .collect();
+        for function in [
+            "weir:operator/handler@0.2.0#process",
+            "weir_sdk::context::Context::register_timer",
+        ] {
+            assert!(
+                demangled.iter().any(|n| n == function),
+                "{guest}: no {function} among {demangled:?}"
+            );
+        }
     }
 }

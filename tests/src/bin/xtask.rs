@@ -247,10 +247,26 @@ fn generate_c_bindings(wit: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Compiles C `sources` against the bindings of `wit` into a core module
-/// with clang, then wraps it into a component with `wit-component` and
-/// the WASI preview1 reactor adapter (wasi-libc speaks preview1).
-fn build_c_component(wit: &Path, sources: &[PathBuf], out: &Path) -> Result<()> {
+/// The contract the C and JavaScript SDKs speak by default: `wit/0.2.0`.
+/// Guests built against `wit/` (0.1.0, and the wrong-WIT fixtures made
+/// from it) prove that the SDKs still serve a 0.1.0 host shape.
+const SDK_WIT: &str = "wit/0.2.0";
+
+/// The shape of the contract a C or JavaScript guest is built against:
+/// 0.1.0 has no input index, side outputs or TTL, so the C SDK is
+/// compiled without them (`WEIR_CONTRACT_0_1`) and the JavaScript SDK's
+/// imports name `@0.1.0`.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    V0_1,
+    V0_2,
+}
+
+/// Compiles C `sources` against the bindings of `wit` (of `shape`) into a
+/// core module with clang, then wraps it into a component with
+/// `wit-component` and the WASI preview1 reactor adapter (wasi-libc
+/// speaks preview1).
+fn build_c_component(wit: &Path, shape: Shape, sources: &[PathBuf], out: &Path) -> Result<()> {
     let root = repo_root();
     let scratch = root
         .join("target/c-build")
@@ -270,6 +286,7 @@ fn build_c_component(wit: &Path, sources: &[PathBuf], out: &Path) -> Result<()> 
             "-Werror",
             "-Wl,--strip-debug",
         ])
+        .args((shape == Shape::V0_1).then_some("-DWEIR_CONTRACT_0_1"))
         .arg("-I")
         .arg(&bindings)
         .arg("-I")
@@ -320,7 +337,7 @@ fn c_sources(guest: &Path) -> Result<Vec<PathBuf>> {
 /// newer than their sources, the SDK and the WIT.
 fn build_c_guests() -> Result<()> {
     let root = repo_root();
-    let wit = root.join("wit");
+    let wit = root.join(SDK_WIT);
     std::fs::create_dir_all(guest_dir())?;
     for guest in guests_in(&root.join("guest-examples/c"), "operator.c")? {
         let out = guest_output("c", &guest);
@@ -328,7 +345,7 @@ fn build_c_guests() -> Result<()> {
             continue;
         }
         eprintln!("xtask: building C guest {}", guest.display());
-        build_c_component(&wit, &c_sources(&guest)?, &out)?;
+        build_c_component(&wit, Shape::V0_2, &c_sources(&guest)?, &out)?;
     }
     Ok(())
 }
@@ -389,7 +406,7 @@ fn build_js_component(tool: &Path, wit: &Path, source: &Path, out: &Path) -> Res
 /// sources, the SDK and the WIT.
 fn build_js_guests() -> Result<()> {
     let root = repo_root();
-    let wit = root.join("wit");
+    let wit = root.join(SDK_WIT);
     std::fs::create_dir_all(guest_dir())?;
     let guests = guests_in(&root.join("guest-examples/js"), "operator.js")?;
     let mut tool = None;
@@ -435,6 +452,10 @@ fn wrong_wit(name: &str, from: &str, to: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The JavaScript sources' side of building against `wit/` (0.1.0): the
+/// SDK names its contract version in its imports (`…@0.2.0'`).
+const JS_TO_0_1: (&str, &str) = ("@0.2.0'", "@0.1.0'");
+
 /// The WIT changes of the wrong-WIT fixtures, each: name, WIT text
 /// replaced, its replacement, and the same change in the JavaScript
 /// sources (which name the version in their imports). `version` moves the
@@ -446,28 +467,37 @@ const WRONG_WITS: &[(&str, &str, &str, (&str, &str))] = &[
         "version",
         "weir:operator@0.1.0",
         "weir:operator@0.9.0",
-        ("@0.1.0'", "@0.9.0'"),
+        ("@0.2.0'", "@0.9.0'"),
     ),
     (
         "signature",
         "counter-add: func(name: string, delta: u64);",
         "counter-add: func(name: string, delta: u32);",
-        ("", ""),
+        JS_TO_0_1,
     ),
 ];
 
 /// The polyglot fixtures of `tests/fixtures-polyglot/counter` (an operator
 /// that counts its events through the host's `counter-add` and forwards
 /// them, in C and JavaScript): `c_counter.wasm` and `js_counter.wasm`
-/// against `wit/`, and `c_wrong_<change>.wasm`, `js_wrong_<change>.wasm`
-/// against each WIT of [`WRONG_WITS`], which the host must refuse.
+/// against `wit/` (contract 0.1.0, so the SDKs' 0.1.0 shape is built and
+/// run), and `c_wrong_<change>.wasm`, `js_wrong_<change>.wasm`
+/// against each WIT of [`WRONG_WITS`], which the host must refuse; and
+/// `c_large_amounts_0_1.wasm`, the C `large-amounts` example against
+/// `wit/`, whose side output and TTL the 0.1.0 SDK must refuse at init.
 fn build_polyglot_fixtures() -> Result<()> {
     let root = repo_root();
+    let large = root.join("guest-examples/c/large-amounts");
+    let out = guest_dir().join("c_large_amounts_0_1.wasm");
+    if !up_to_date(&out, &[large.clone(), root.join("sdk/c"), root.join("wit")]) {
+        eprintln!("xtask: building fixture {}", out.display());
+        build_c_component(&root.join("wit"), Shape::V0_1, &c_sources(&large)?, &out)?;
+    }
     let rel = "tests/fixtures-polyglot/counter";
     let guest = root.join(rel);
     let c_sdk = root.join("sdk/c");
     let js_sdk = root.join("sdk/js");
-    let mut builds = vec![("counter".to_string(), root.join("wit"), ("", ""))];
+    let mut builds = vec![("counter".to_string(), root.join("wit"), JS_TO_0_1)];
     for (name, from, to, js_change) in WRONG_WITS {
         builds.push((
             format!("wrong_{name}"),
@@ -479,7 +509,7 @@ fn build_polyglot_fixtures() -> Result<()> {
         let c_out = guest_dir().join(format!("c_{name}.wasm"));
         if !up_to_date(&c_out, &[guest.clone(), c_sdk.clone(), wit.clone()]) {
             eprintln!("xtask: building fixture {}", c_out.display());
-            build_c_component(&wit, &c_sources(&guest)?, &c_out)?;
+            build_c_component(&wit, Shape::V0_1, &c_sources(&guest)?, &c_out)?;
         }
         let js_out = guest_dir().join(format!("js_{name}.wasm"));
         if up_to_date(&js_out, &[guest.clone(), js_sdk.clone(), wit.clone()]) {
@@ -496,10 +526,7 @@ fn build_polyglot_fixtures() -> Result<()> {
                 if path.extension().is_none_or(|x| x != "js") {
                     continue;
                 }
-                let mut text = std::fs::read_to_string(&path)?;
-                if !js_from.is_empty() {
-                    text = text.replace(js_from, js_to);
-                }
+                let text = std::fs::read_to_string(&path)?.replace(js_from, js_to);
                 std::fs::write(
                     copy.join(sub).join(path.file_name().unwrap_or_default()),
                     text,
@@ -517,7 +544,7 @@ fn build_polyglot_fixtures() -> Result<()> {
 }
 
 /// `cargo xtask build-c DIR OUT`: one C operator (every `.c` in DIR)
-/// into the component OUT, against this checkout's `wit/` and `sdk/c`.
+/// into the component OUT, against this checkout's `wit/0.2.0` and `sdk/c`.
 fn build_c_cli(args: &[String]) -> Result<()> {
     let [dir, out] = args else {
         bail!("usage: cargo xtask build-c <dir with .c files> <out.wasm>");
@@ -528,21 +555,22 @@ fn build_c_cli(args: &[String]) -> Result<()> {
         bail!("no .c file in {}", dir.display());
     }
     build_c_component(
-        &repo_root().join("wit"),
+        &repo_root().join(SDK_WIT),
+        Shape::V0_2,
         &sources,
         &std::path::absolute(out)?,
     )
 }
 
 /// `cargo xtask build-js FILE OUT`: one JavaScript operator module into
-/// the component OUT, against this checkout's `wit/`.
+/// the component OUT, against this checkout's `wit/0.2.0`.
 fn build_js_cli(args: &[String]) -> Result<()> {
     let [file, out] = args else {
         bail!("usage: cargo xtask build-js <operator.js> <out.wasm>");
     };
     build_js_component(
         &js_tools()?,
-        &repo_root().join("wit"),
+        &repo_root().join(SDK_WIT),
         &std::path::absolute(file)?,
         &std::path::absolute(out)?,
     )

@@ -10,5 +10,5 @@ if [ ! -f node_modules/weir-sdk/weir.js ]; then
     echo "weir-sdk is not installed here: npm install weir-sdk (see README.md)" >&2
     exit 1
 fi
-"${COMPONENTIZE_JS:-componentize-js}" operator.js --wit "{{weir}}/wit" --world-name operator \
+"${COMPONENTIZE_JS:-componentize-js}" operator.js --wit "{{weir}}/wit/0.2.0" --world-name operator \
     --disable http fetch-event -o {{name}}.wasm
