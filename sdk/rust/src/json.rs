@@ -1,7 +1,9 @@
 //! Reading one field of a JSON object without building the object: the
-//! fast path behind [`crate::Event::json_field`]. The other fields are read
-//! past, checked as strictly as `serde_json::Value` would check them, so
-//! a value is an error here exactly when it would be one there.
+//! fast path behind the SDK's `Event::json_field`, and behind the host's
+//! `key_by: {field: …}` (`weir-types` compiles this same file). The other
+//! fields are read past, checked as strictly as `serde_json::Value` would
+//! check them, so a value is an error here exactly when it would be one
+//! there.
 
 use std::fmt;
 use std::marker::PhantomData;
