@@ -5,7 +5,7 @@
 //!
 //! Through the API a round is: apply and start a topology reading stream
 //! `<w>-in-<round>` and writing the exactly-once stream `<w>-out-<round>`
-//! (checkpoints every second, the server's default); then one thread
+//! (the server's checkpoint defaults, or `--idle-ms`); then one thread
 //! produces the N events as JSON lines in batches of 5,000 while the main
 //! thread pages through the output stream (10,000 events per read) until
 //! it has every expected event. The round's time runs from the first
@@ -148,6 +148,11 @@ impl Client {
                 .build()
                 .into(),
         }
+    }
+
+    /// The server's base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
     }
 
     pub(crate) fn send(
@@ -334,7 +339,12 @@ fn api_round(
 
 /// Runs W1 and W2 (`only` picks one) with `n` events: native and
 /// in-process as `fixed` does, then through a fresh `weir serve`.
-pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
+pub fn run(
+    n: u64,
+    rounds: usize,
+    only: Option<&str>,
+    idle_ms: Option<u64>,
+) -> Result<Vec<Figures>> {
     let wanted = |w: &str| only.is_none_or(|o| o == w);
     let server = Server::start()?;
     let client = Client::new(&server.url);
@@ -342,18 +352,23 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     let docs = [
         (
             "stateless",
-            "name: @NAME@\nsources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: @OUT@, input: m }]\n",
+            "name: @NAME@\n@CHECKPOINT@sources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: @OUT@, input: m }]\n",
         ),
         (
             "keyed",
-            "name: @NAME@\nsources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: @OUT@, input: agg }]\n",
+            "name: @NAME@\n@CHECKPOINT@sources: [{ name: in, stream: @IN@ }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: @OUT@, input: agg }]\n",
         ),
     ];
     let mut all = Vec::new();
+    // The server's checkpoint defaults, or `idle_ms` when given.
+    let checkpoint = idle_ms.map_or(String::new(), |ms| {
+        format!("checkpoint: {{ interval_ms: 1000, idle_ms: {ms} }}\n")
+    });
     for (workload, doc) in docs {
         if !wanted(workload) {
             continue;
         }
+        let doc = &doc.replace("@CHECKPOINT@", &checkpoint);
         // Native and in-process, as `fixed` measures them, in this run.
         let base = workloads::run(n, rounds, Some(workload))?
             .pop()

@@ -4,7 +4,9 @@
 //!    and started, each over its own input and output streams; 200 lines
 //!    go into each and every output is checked against its exact counts.
 //! 2. Left idle: the server's resident set (and its growth per topology),
-//!    its threads, and its CPU over 10 s with no event flowing.
+//!    its threads, and its CPU over 10 s with no event flowing. The server
+//!    unloads instances idle for 5 s (`WEIR_UNLOAD_IDLE_SECS` to change),
+//!    so by then the idle topologies hold no linear memory.
 //! 3. The hostile neighbour: a healthy topology's time for 20,000 lines
 //!    alone, then again while two topologies run a guest that loops until
 //!    its call budget stops it, batch after batch (`endless-loop`, errors
@@ -118,8 +120,15 @@ fn healthy_run(client: &Client, name: &str, text: &str) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// Seconds an idle instance lives on the bench's server: short, so the
+/// idle figures are those of unloaded instances (`WEIR_UNLOAD_IDLE_SECS`
+/// overrides it; 0 keeps every instance, as before idle unloading).
+const UNLOAD_IDLE_SECS: &str = "5";
+
 pub fn run(n: usize) -> Result<()> {
-    let server = Server::start_with(&[])?;
+    let unload = std::env::var("WEIR_UNLOAD_IDLE_SECS").unwrap_or(UNLOAD_IDLE_SECS.into());
+    println!("instances unloaded after {unload} s idle (--unload-idle-secs)");
+    let server = Server::start_with(&["--unload-idle-secs", &unload])?;
     let pid = server.pid();
     let client = Client::new(&server.url);
     client.push_guests(&["split-words", "word-count", "endless-loop"])?;
@@ -167,7 +176,7 @@ pub fn run(n: usize) -> Result<()> {
     let status: Value = serde_json::from_str(&client.send("GET", "/v1/topologies/d0", b"", "")?)?;
     let usage = status.get("usage").cloned().unwrap_or(json!(null));
     result(format!(
-        "RESULT workload=density topologies={n} setup_s={:.1} rss_mib={rss:.0} rss_empty_mib={rss_empty:.0} rss_per_topology_mib={:.3} threads={} threads_empty={threads_empty} idle_cpu_pct={idle_cpu_pct:.2} wasm_memory_bytes_one={} state_bytes_one={}",
+        "RESULT workload=density topologies={n} unload_idle_secs={unload} setup_s={:.1} rss_mib={rss:.0} rss_empty_mib={rss_empty:.0} rss_per_topology_mib={:.3} threads={} threads_empty={threads_empty} idle_cpu_pct={idle_cpu_pct:.2} wasm_memory_bytes_one={} state_bytes_one={}",
         setup.as_secs_f64(),
         (rss - rss_empty) / n.max(1) as f64,
         threads(pid),

@@ -51,6 +51,12 @@
 //! time for 20,000 lines alone and next to two hostile topologies whose
 //! guest loops to its call budget on every batch.
 //!
+//! `visibility [--seconds S]` (release build): one event per produce call
+//! at 10 and 50 calls/s through `weir serve` into `keyed-sum` and an
+//! exactly-once stream; p50/p99/max from the produce call to its output
+//! read by a follower, with checkpoints when input goes quiet (the default)
+//! and on the 1 s interval only.
+//!
 //! `host` measures the Wasm host alone (no engine, no I/O): for batches of
 //! 1, 64 and 1024 ~100-byte JSON events, events/s on one core of
 //! - `identity` (the guest forwards every event: the pure cost of crossing
@@ -79,6 +85,7 @@ mod report;
 mod stats;
 mod store;
 mod topology;
+mod visibility;
 mod workloads;
 
 use std::time::{Duration, Instant};
@@ -406,6 +413,9 @@ enum Workload {
     /// Many small topologies on one `weir serve`: RSS, threads, idle CPU,
     /// and a healthy topology's time next to hostile ones.
     Density,
+    /// How soon exactly-once output is readable through `weir serve` at
+    /// low load, with and without checkpoints when input goes quiet.
+    Visibility,
 }
 
 /// Measures Weir's Wasm operators against native Rust doing the same
@@ -442,6 +452,10 @@ struct Args {
     /// `fixed`: run `compare` instead.
     #[arg(long)]
     compare: bool,
+    /// `compare`: the topologies' `checkpoint.idle_ms` (0: checkpoints on
+    /// the interval only); the server's default when not given.
+    #[arg(long)]
+    idle_ms: Option<u64>,
     /// `density`: topologies to start.
     #[arg(long, default_value_t = 1_000)]
     topologies: usize,
@@ -481,7 +495,7 @@ fn main() -> Result<()> {
             workloads::run(events, rounds, only)?;
         }
         Workload::Compare => {
-            compare::run(events, rounds, only)?;
+            compare::run(events, rounds, only, args.idle_ms)?;
         }
         Workload::Latency => topology::latency(args.rate, args.seconds)?,
         Workload::Checkpointed => {
@@ -497,6 +511,7 @@ fn main() -> Result<()> {
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
         Workload::Produce => produce::run(events, rounds)?,
         Workload::Density => density::run(args.topologies)?,
+        Workload::Visibility => visibility::run(args.seconds)?,
     }
     report::write_json(args.json.as_deref())
 }

@@ -34,7 +34,7 @@ pub struct ServeArgs {
     /// max_read_bytes, max_followers_per_stream, max_followers,
     /// max_function_body_bytes, max_function_locals, max_functions,
     /// max_code_bytes, compile_memory_bytes, compile_timeout_ms, restart_attempts, restart_backoff_ms,
-    /// restart_max_backoff_ms, min_free_bytes, kafka_brokers,
+    /// restart_max_backoff_ms, min_free_bytes, unload_idle_secs, kafka_brokers,
     /// postgres_url, workers, blocking_workers, cluster, node_id,
     /// cluster_chunk_bytes.
     #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long, env = "WEIR_MIN_FREE_BYTES")]
     min_free_bytes: Option<u64>,
+    /// Seconds an operator instance may go without an event or timer
+    /// before it is dropped (its memory freed, its state kept; the next
+    /// event instantiates it again and runs `init`); 0: never [default: 60].
+    #[arg(long, env = "WEIR_UNLOAD_IDLE_SECS")]
+    unload_idle_secs: Option<u64>,
     /// The PostgreSQL URL of topologies' `postgres:` sinks that give none
     /// (`postgres://user:password@host:port/database`).
     #[arg(long, env = "WEIR_POSTGRES_URL", value_name = "URL")]
@@ -199,6 +204,7 @@ struct FileConfig {
     restart_backoff_ms: Option<u64>,
     restart_max_backoff_ms: Option<u64>,
     min_free_bytes: Option<u64>,
+    unload_idle_secs: Option<u64>,
     postgres_url: Option<String>,
     kafka_brokers: Option<String>,
     workers: Option<usize>,
@@ -346,6 +352,11 @@ fn config(args: ServeArgs, token: Option<String>) -> Result<(ServerConfig, PoolC
             .min_free_bytes
             .or(file.min_free_bytes)
             .unwrap_or(d.min_free_bytes),
+        unload_idle: match args.unload_idle_secs.or(file.unload_idle_secs) {
+            Some(0) => None,
+            Some(secs) => Some(std::time::Duration::from_secs(secs)),
+            None => d.unload_idle,
+        },
         outside: weir_connectors::OutsideSettings {
             postgres_url: args.postgres_url.or(file.postgres_url),
         },

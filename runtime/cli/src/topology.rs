@@ -195,13 +195,15 @@ pub fn run(args: &RunArgs, host: &WasmHost, path: &Path) -> Result<ExitCode> {
             Some(savepoint) => StateDb::open_from(&state_dir, savepoint)?,
             None => StateDb::open(&state_dir)?,
         };
+        let defaults = CheckpointConfig::default();
         Some(StateConfig {
             db,
             budget: StateBudget::default(),
             checkpoints: checkpointed.then(|| CheckpointConfig {
                 interval: interval.map(std::time::Duration::from_millis),
                 reset_sources: args.reset_sources,
-                ..CheckpointConfig::default()
+                on_idle: (doc.checkpoint).map_or(defaults.on_idle, |c| c.on_idle(defaults.on_idle)),
+                ..defaults
             }),
         })
     } else {

@@ -42,7 +42,11 @@ fn lines_of(i: usize, sample: &[&str]) -> String {
 #[test]
 fn two_hundred_topologies_each_count_exactly_their_own_words_on_a_fixed_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start_raising_nofile(dir.path(), &["--workers", "2"], 16_384);
+    let srv = Server::start_raising_nofile(
+        dir.path(),
+        &["--workers", "2", "--unload-idle-secs", "2"],
+        16_384,
+    );
     let http = srv.client();
     for module in ["split-words", "word-count"] {
         let a = http.push(module, &guest_bytes(module));
@@ -81,13 +85,20 @@ fn two_hundred_topologies_each_count_exactly_their_own_words_on_a_fixed_pool() {
     assert_eq!(status.status, 200, "{}", status.text);
     let usage = &status.body["usage"];
     assert!(usage["cpu_seconds"].as_f64().unwrap() > 0.0, "{usage}");
-    assert!(usage["wasm_memory_bytes"].as_u64().unwrap() > 0, "{usage}");
-    // One more line into one topology still flows while the others idle.
-    let a = http.produce("d7-in", "{\"value\": \"late arrival\"}\n");
+    // Idle for 2 s, its instances are unloaded: no linear memory held.
+    eventually("d7's idle instances unloaded", || {
+        let usage = http.get("/v1/topologies/d7").body["usage"].clone();
+        (usage["wasm_memory_bytes"].as_u64() == Some(0)).then_some(())
+    });
+    // One more line into one topology still flows while the others idle,
+    // and its new instances count on from the state kept.
+    let (word, before) = expected[7].iter().next().unwrap();
+    let line = format!("{{\"value\": \"late arrival {word}\"}}\n");
+    let a = http.produce("d7-in", &line);
     assert!(a.status < 300, "{}", a.text);
-    eventually("the late line's count", || {
+    eventually("the late line's counts", || {
         let counts = counts_of(&http.events("d7-out"));
-        (counts.get("arrival") == Some(&1)).then_some(())
+        (counts.get("arrival") == Some(&1) && counts.get(word) == Some(&(before + 1))).then_some(())
     });
     srv.stop();
 }

@@ -67,29 +67,7 @@ pub fn process_isolated(
     now: i64,
 ) -> Result<Isolated, InstanceError> {
     match instance.process_from(input, batch, watermark, now) {
-        Ok(outcome) => {
-            let failed = if outcome.failures.is_empty() {
-                Vec::new()
-            } else {
-                let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
-                outcome
-                    .failures
-                    .into_iter()
-                    .map(|f| FailedEvent {
-                        index: f.index,
-                        event: events[f.index].clone(),
-                        message: f.message,
-                        kind: FailureKind::GuestError,
-                        backtrace: Vec::new(),
-                    })
-                    .collect()
-            };
-            Ok(Isolated {
-                events: outcome.events,
-                side: outcome.side,
-                failed,
-            })
-        }
+        Ok(outcome) => Ok(isolated_of(outcome, batch)),
         Err(e) if !e.is_guest_fault() => Err(e),
         Err(e) if batch.len() == 1 => {
             let (kind, backtrace) = failure_of(&e);
@@ -127,6 +105,55 @@ pub fn process_isolated(
                 }));
             }
             Ok(out)
+        }
+    }
+}
+
+/// A call's outcome, its per-event failures named with their events.
+fn isolated_of(outcome: weir_wasm::CallOutcome, batch: &Batch) -> Isolated {
+    let failed = if outcome.failures.is_empty() {
+        Vec::new()
+    } else {
+        let events: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
+        outcome
+            .failures
+            .into_iter()
+            .map(|f| FailedEvent {
+                index: f.index,
+                event: events[f.index].clone(),
+                message: f.message,
+                kind: FailureKind::GuestError,
+                backtrace: Vec::new(),
+            })
+            .collect()
+    };
+    Isolated {
+        events: outcome.events,
+        side: outcome.side,
+        failed,
+    }
+}
+
+/// As [`process_isolated`], except that a batch of several events that
+/// fails as a whole is not retried here: `None` tells the caller to retry
+/// its events one by one, which a task spreads over slices so that events
+/// that each run to the call budget do not hold a worker all at once.
+pub(crate) fn process_or_defer(
+    instance: &mut OperatorInstance,
+    input: u32,
+    batch: &mut Batch,
+    watermark: i64,
+    now: i64,
+) -> Result<Option<Isolated>, InstanceError> {
+    if batch.len() <= 1 {
+        return process_isolated(instance, input, batch, watermark, now).map(Some);
+    }
+    match instance.process_from(input, batch, watermark, now) {
+        Ok(outcome) => Ok(Some(isolated_of(outcome, batch))),
+        Err(e) if !e.is_guest_fault() => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, events = batch.len(), "batch failed; its events will be retried one by one");
+            Ok(None)
         }
     }
 }

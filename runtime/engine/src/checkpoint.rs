@@ -32,6 +32,10 @@ use crate::tracker::{InFlight, SourceMeta, Tracker};
 /// How often a busy topology's coordinator looks whether a state budget
 /// asked for a checkpoint.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Least time between two checkpoints taken because the sources caught up
+/// with new input, by default: a trickle of input costs at most this many
+/// commits a second.
+pub const DEFAULT_IDLE_COMMIT: Duration = Duration::from_millis(100);
 /// Interval checkpoints in a row that may fail before the run fails, by
 /// default.
 pub const DEFAULT_TOLERABLE_FAILED_CHECKPOINTS: u32 = 3;
@@ -116,11 +120,19 @@ pub struct CheckpointConfig {
     /// one is aborted: its state changes and output are carried into the
     /// next, sources keep reading.
     pub tolerable_failed: u32,
+    /// Once every source has read all there is and something new was read
+    /// since the last checkpoint, a checkpoint is taken at once rather than
+    /// at the next interval, so exactly-once output becomes visible soon
+    /// after input arrives; at most one such checkpoint per this long.
+    /// `None`: on the interval only. Without an interval (on demand only)
+    /// no checkpoint is taken this way either.
+    pub on_idle: Option<Duration>,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
+            on_idle: Some(DEFAULT_IDLE_COMMIT),
             interval: Some(Duration::from_secs(1)),
             retain: 3,
             reset_sources: false,
@@ -399,7 +411,9 @@ pub(crate) fn nothing_changed(
 /// happened (no event read, no processing-time timer fired) is skipped
 /// without barriers, and the coordinator then parks: no interval wakes it
 /// until the next event or timer does (`Control::note_activity`), so an
-/// idle topology costs no wake-ups at all.
+/// idle topology costs no wake-ups at all. With `on_idle`, new input is
+/// checkpointed as soon as every source has caught up with it (woken by
+/// `Control::note_caught_up`), at most once per `on_idle`.
 pub(crate) struct CoordinatorTask {
     coordinator: Coordinator,
     tracker: Tracker<Request>,
@@ -412,6 +426,39 @@ pub(crate) struct CoordinatorTask {
     /// is busy, and a checkpoint asked for by a state budget is looked
     /// for every [`IDLE_WAIT`].
     activity_seen: u64,
+    /// Checkpoints when the sources caught up (`CheckpointConfig::on_idle`).
+    idle: Option<IdleCommit>,
+}
+
+/// When to checkpoint because the sources caught up with new input, so
+/// that the checkpoint publishes output sooner than the next interval
+/// would: something was read or fired since the last checkpoint started,
+/// every source has read all there is, and at least `min_pause` passed
+/// since the last interval or idle checkpoint started.
+#[derive(Debug)]
+struct IdleCommit {
+    min_pause: Duration,
+    /// When the last interval or idle checkpoint started.
+    last_started: Option<Instant>,
+}
+
+impl IdleCommit {
+    /// When a checkpoint is due, at `now`, given `fresh` (activity since
+    /// the last one started) and `caught_up` (every source read all there
+    /// is); `None` while either is not so.
+    fn due_at(&self, fresh: bool, caught_up: bool, now: Instant) -> Option<Instant> {
+        if !(fresh && caught_up) {
+            return None;
+        }
+        Some(match self.last_started {
+            Some(t) => (t + self.min_pause).max(now),
+            None => now,
+        })
+    }
+
+    fn started(&mut self, now: Instant) {
+        self.last_started = Some(now);
+    }
 }
 
 impl Coordinator {
@@ -427,6 +474,12 @@ impl Coordinator {
         // A run restored from a checkpoint starts where it stood: its first
         // interval may be skipped when nothing happens.
         let activity_at_trigger = (self.last_id > 0).then_some(0);
+        // Checkpoints on demand only (no interval) stay on demand only.
+        let on_idle = self.config.interval.and(self.config.on_idle);
+        let idle = on_idle.map(|min_pause| IdleCommit {
+            min_pause,
+            last_started: None,
+        });
         CoordinatorTask {
             coordinator: self,
             tracker,
@@ -435,6 +488,7 @@ impl Coordinator {
             waker,
             activity_at_trigger,
             activity_seen: 0,
+            idle,
         }
     }
 }
@@ -466,19 +520,25 @@ impl Task for CoordinatorTask {
         while let Ok(r) = c.requests.try_recv() {
             queue.push_back(r);
         }
+        let now = Instant::now();
         let activity = c.control.activity.load(Ordering::SeqCst);
         let busy = activity != self.activity_seen;
         self.activity_seen = activity;
         // Parked and woken by activity: the intervals start again.
         if self.next_due.is_none() && !c.control.parked.load(Ordering::SeqCst) {
-            self.next_due = c.config.interval.map(|i| Instant::now() + i);
+            self.next_due = c.config.interval.map(|i| now + i);
         }
+        let fresh = activity != self.activity_at_trigger.unwrap_or(0);
         // Start a checkpoint when none is in flight and one is due.
         if !tracker.in_flight() {
-            let due = self.next_due.is_some_and(|t| Instant::now() >= t);
+            let due = self.next_due.is_some_and(|t| now >= t);
+            let caught_up = c.control.caught_up.load(Ordering::SeqCst) >= c.source_names.len();
+            let idle_due = (self.idle.as_ref())
+                .and_then(|i| i.due_at(fresh, caught_up, now))
+                .is_some_and(|t| now >= t);
             let asked = c.db.take_checkpoint_request();
             let request = queue.pop_front();
-            if request.is_some() || due || asked {
+            if request.is_some() || due || asked || idle_due {
                 let mut parked = false;
                 let aborted = c.failed.in_a_row.load(Ordering::Relaxed) > 0;
                 if request.is_none()
@@ -504,6 +564,9 @@ impl Task for CoordinatorTask {
                     }
                     if interval {
                         self.activity_at_trigger = Some(activity);
+                        if let Some(idle) = &mut self.idle {
+                            idle.started(now);
+                        }
                     }
                     c.control.request(id);
                     tracing::debug!(topology = %c.topology, checkpoint = id, "checkpoint triggered");
@@ -513,7 +576,7 @@ impl Task for CoordinatorTask {
                 self.next_due = if parked {
                     None
                 } else {
-                    c.config.interval.map(|i| Instant::now() + i)
+                    c.config.interval.map(|i| now + i)
                 };
             }
         }
@@ -564,6 +627,25 @@ impl Task for CoordinatorTask {
         // interval, and while busy a budget's request, need a timer.
         if let Some(due) = self.next_due {
             self.waker.wake_at(due);
+        }
+        if let Some(idle) = &self.idle
+            && !tracker.in_flight()
+        {
+            let fresh = activity != self.activity_at_trigger.unwrap_or(0);
+            let sources = c.source_names.len();
+            if !fresh {
+                // Nothing new: the next event read or timer fired wakes
+                // the coordinator (or one came meanwhile: look at once).
+                if !c.control.park(activity) {
+                    self.waker.wake();
+                }
+            } else if c.control.await_caught_up(sources)
+                && let Some(at) = idle.due_at(true, true, Instant::now())
+            {
+                self.waker.wake_at(at);
+            }
+            // Otherwise new input is being read: a source that catches up
+            // wakes the coordinator.
         }
         if busy || (!queue.is_empty() && !tracker.in_flight()) {
             self.waker.wake_after(IDLE_WAIT);
@@ -911,6 +993,28 @@ mod tests {
                 max_ts,
             },
         )])
+    }
+
+    #[test]
+    fn an_idle_checkpoint_is_due_once_new_input_is_read_and_not_before_the_pause() {
+        let start = Instant::now();
+        let pause = Duration::from_millis(100);
+        let mut idle = IdleCommit {
+            min_pause: pause,
+            last_started: None,
+        };
+        // Nothing new, or sources still reading: never due.
+        assert_eq!(idle.due_at(false, true, start), None);
+        assert_eq!(idle.due_at(true, false, start), None);
+        // The first: at once.
+        assert_eq!(idle.due_at(true, true, start), Some(start));
+        // After one started at `start`: not before the pause.
+        idle.started(start);
+        let soon = start + Duration::from_millis(30);
+        assert_eq!(idle.due_at(true, true, soon), Some(start + pause));
+        let later = start + Duration::from_millis(400);
+        assert_eq!(idle.due_at(true, true, later), Some(later));
+        assert_eq!(idle.due_at(false, true, later), None);
     }
 
     #[test]

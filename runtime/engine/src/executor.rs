@@ -48,7 +48,7 @@ use crate::policy::DeadLetters;
 use crate::pool::{Lane, Task, TaskGroup, TaskWaker, WorkerPool};
 use crate::protocol::{Abort, AckLink, Control};
 use crate::routes::{Outputs, Route};
-use crate::tasks::{ChainOp, ChainTask, SinkTask, SourceTask};
+use crate::tasks::{ChainOp, ChainTask, IdleUnload, SinkTask, SourceTask};
 use crate::tracker::SourceMeta;
 
 /// Where operator state lives when it is durable, and how it is
@@ -74,6 +74,11 @@ pub struct ExecOptions {
     /// Longest a source holds a partial batch before sending it, so that a
     /// trickle of events still sees low latency.
     pub linger: Duration,
+    /// An operator instance that has had no message and no timer for this
+    /// long is dropped, freeing its linear memory; its state stays, and the
+    /// next event or timer instantiates it again, running `init` (as after
+    /// a trap). `None`: instances live as long as the run.
+    pub unload_idle: Option<Duration>,
 }
 
 impl Default for ExecOptions {
@@ -82,6 +87,7 @@ impl Default for ExecOptions {
             batch_size: 1024,
             channel_capacity: 8,
             linger: Duration::from_millis(2),
+            unload_idle: None,
         }
     }
 }
@@ -695,6 +701,8 @@ pub(crate) fn launch(
                 ending: false,
                 footprint: footprint.clone(),
                 reported: (0, 0),
+                idle: options.unload_idle.map(IdleUnload::new),
+                retries: std::collections::VecDeque::new(),
             };
             spawn(&waker, format!("{}#{inst}", head.name), Box::new(task));
         }
@@ -771,6 +779,7 @@ pub(crate) fn launch(
             watermark: None,
             waker: waker.clone(),
             idle_pause: Duration::from_millis(1),
+            caught_up: false,
             ending: false,
         };
         spawn(

@@ -7,7 +7,7 @@
 //! logic, so every other module can use it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -184,6 +184,11 @@ pub(crate) struct Control {
     /// for activity instead of waking every interval: the next
     /// [`Control::note_activity`] wakes it.
     pub(crate) parked: AtomicBool,
+    /// Sources that have read all there is for now (or ended).
+    pub(crate) caught_up: AtomicUsize,
+    /// The coordinator waits for the sources to catch up (to checkpoint
+    /// new input at once): the next source that catches up wakes it.
+    pub(crate) awaits_caught_up: AtomicBool,
 }
 
 impl Control {
@@ -210,6 +215,33 @@ impl Control {
             return false;
         }
         true
+    }
+
+    /// A source has read all there is for now (`true`), or has more again.
+    pub(crate) fn note_caught_up(&self, caught_up: bool) {
+        if !caught_up {
+            self.caught_up.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        // SeqCst on both sides, as for `park`: either the coordinator sees
+        // this count after asking, or this sees it asking.
+        self.caught_up.fetch_add(1, Ordering::SeqCst);
+        if self.awaits_caught_up.load(Ordering::SeqCst)
+            && self.awaits_caught_up.swap(false, Ordering::SeqCst)
+        {
+            self.coordinator.wake_all();
+        }
+    }
+
+    /// Whether all `sources` have caught up; if not, the next one that
+    /// catches up wakes the coordinator.
+    pub(crate) fn await_caught_up(&self, sources: usize) -> bool {
+        self.awaits_caught_up.store(true, Ordering::SeqCst);
+        if self.caught_up.load(Ordering::SeqCst) >= sources {
+            self.awaits_caught_up.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
     }
 
     /// Asks the sources for checkpoint `id`'s barrier.

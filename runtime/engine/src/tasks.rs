@@ -29,7 +29,7 @@ use weir_types::{Batch, now_ms};
 use weir_wasm::{OperatorInstance, TimeDomain};
 
 use crate::align::{Aligner, InputTracker};
-use crate::call::process_isolated;
+use crate::call::{process_isolated, process_or_defer};
 use crate::chan::{Inbox, RecvError};
 use crate::error::{EngineError, state_error};
 use crate::metrics::{Footprint, InstanceMetrics};
@@ -174,6 +174,10 @@ fn describe_event(event: &weir_types::Event, origin: Option<(&Origin, usize)>) -
 enum Arrival<'a> {
     /// From upstream; where it was read, when straight from a source.
     Upstream(Option<Origin>),
+    /// One event of a batch that failed as a whole, retried on its own at
+    /// the operator it failed in (already counted in and found on time
+    /// there); where it was read, when straight from a source.
+    Retry(Option<Origin>),
     /// Replayed from outside: the first operator's failures are told in
     /// the slots, one per event of the batch.
     Replay(&'a mut [Option<String>]),
@@ -186,6 +190,12 @@ enum Arrival<'a> {
 /// was read, when it comes straight from a source (it names the events the
 /// first operator fails on); for a replay, where the first operator's
 /// failures are told (the replayed events skip its late policy).
+///
+/// With `retries`, a batch of several events that fails as a whole in an
+/// operator is not retried at once: its events go into `retries`, to be
+/// run one by one from that operator ([`Retry`]), and nothing is emitted
+/// for it now.
+#[allow(clippy::too_many_arguments)]
 fn run_chain(
     ops: &mut [ChainOp],
     from: usize,
@@ -194,10 +204,12 @@ fn run_chain(
     watermark: i64,
     dead: &DeadLetters,
     arrival: Arrival<'_>,
+    mut retries: Option<&mut VecDeque<Retry>>,
 ) -> Result<Emitted, EngineError> {
-    let (mut origin, mut again) = match arrival {
-        Arrival::Upstream(origin) => (origin, None),
-        Arrival::Replay(slots) => (None, Some(slots)),
+    let (mut origin, mut again, retried) = match arrival {
+        Arrival::Upstream(origin) => (origin, None, false),
+        Arrival::Retry(origin) => (origin, None, true),
+        Arrival::Replay(slots) => (None, Some(slots), false),
     };
     let last = ops.len().saturating_sub(1);
     let mut side = Vec::new();
@@ -207,9 +219,14 @@ fn run_chain(
         }
         let input = if k == from { input } else { 0 };
         let replay = k == from && again.is_some();
+        let retry = k == from && retried;
         let start = Instant::now();
-        InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
-        let late = batch.timestamps.iter().filter(|&&t| t < watermark).count();
+        let late = if retry {
+            0
+        } else {
+            InstanceMetrics::add(&op.metrics.events_in, batch.len() as u64);
+            batch.timestamps.iter().filter(|&&t| t < watermark).count()
+        };
         InstanceMetrics::add(&op.metrics.late, late as u64);
         if late > 0 && op.late != LatePolicyDoc::Keep && !replay {
             let mut on_time = Batch::with_capacity(batch.len() - late, batch.values.len());
@@ -244,7 +261,28 @@ fn run_chain(
                 continue;
             }
         }
-        let isolated = process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?;
+        let isolated = match retries.as_deref_mut() {
+            Some(queue) if !replay => {
+                match process_or_defer(&mut op.instance, input, &mut batch, watermark, now_ms())? {
+                    Some(isolated) => isolated,
+                    None => {
+                        op.metrics.record_batch(start.elapsed());
+                        for (index, event) in batch.iter().enumerate() {
+                            let mut one = Batch::with_capacity(1, event.value.len());
+                            one.push_ref(&event);
+                            queue.push_back(Retry {
+                                from: k,
+                                input,
+                                batch: one,
+                                origin: origin.as_ref().map(|o| o.select(std::iter::once(index))),
+                            });
+                        }
+                        return Ok(Emitted::default());
+                    }
+                }
+            }
+            _ => process_isolated(&mut op.instance, input, &mut batch, watermark, now_ms())?,
+        };
         op.metrics.record_batch(start.elapsed());
         op.metrics.add_guest(op.instance.take_counters());
         op.metrics.add_logs(op.instance.take_logs());
@@ -318,6 +356,7 @@ fn fire_timers(
                     before,
                     dead,
                     Arrival::Upstream(None),
+                    None,
                 )?);
             }
         }
@@ -383,6 +422,11 @@ trait Consumer {
     /// Whether it decided to end and is sending its last messages.
     fn ending(&mut self) -> &mut bool;
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError>;
+    /// Retries one event of a failed batch, if any waits (before any new
+    /// message is taken).
+    fn retry_one(&mut self) -> Option<Result<Slice, EngineError>> {
+        None
+    }
 }
 
 /// One slice of a task fed by channels: sends what waits in its outbox,
@@ -407,13 +451,19 @@ fn run_inputs(task: &mut impl Consumer, budget: usize) -> Result<Slice, EngineEr
             Ok(false) => return Ok(Slice::Wait),
             Ok(true) => {}
         }
-        let (aligner, rx) = task.inputs();
-        let envelope = match receive(aligner, rx) {
-            Ok(e) => e,
-            Err(RecvError::Empty) => return Ok(Slice::Wait),
-            Err(RecvError::Closed) => return Ok(Slice::Done),
+        let handled = match task.retry_one() {
+            Some(retried) => retried?,
+            None => {
+                let (aligner, rx) = task.inputs();
+                let envelope = match receive(aligner, rx) {
+                    Ok(e) => e,
+                    Err(RecvError::Empty) => return Ok(Slice::Wait),
+                    Err(RecvError::Closed) => return Ok(Slice::Done),
+                };
+                task.handle(envelope)?
+            }
         };
-        if task.handle(envelope)? == Slice::Done {
+        if handled == Slice::Done {
             *task.ending() = true;
             return Ok(task.outputs().map_or(Slice::Done, end));
         }
@@ -448,6 +498,76 @@ pub(crate) struct ChainTask {
     /// The topology's memory, and this task's part of it as last reported.
     pub(crate) footprint: Arc<Footprint>,
     pub(crate) reported: (u64, u64),
+    /// Drops its operators' instances after this long without a message
+    /// or timer (`ExecOptions::unload_idle`).
+    pub(crate) idle: Option<IdleUnload>,
+    /// Events of failed batches still to retry one by one, in order.
+    pub(crate) retries: VecDeque<Retry>,
+}
+
+/// One event of a batch that failed as a whole in operator `from` of a
+/// chain, waiting to be retried on its own. A task retries one such event
+/// per turn of its loop (before any new message), so a batch of events
+/// that each run to the call budget takes many slices, not one, and the
+/// pool's throttle can slow the task between them.
+pub(crate) struct Retry {
+    from: usize,
+    input: u32,
+    batch: Batch,
+    origin: Option<Origin>,
+}
+
+/// When a chain's instances are dropped for being idle: no message
+/// handled and no timer fired for `after`. Their state stays in the host;
+/// the next call instantiates them again (running `init`), as after a trap.
+pub(crate) struct IdleUnload {
+    pub(crate) after: Duration,
+    /// When the task last handled a message or fired a timer.
+    pub(crate) active_at: Instant,
+    /// A message or timer since the last slice ended.
+    pub(crate) touched: bool,
+    /// The wake-up asked for to look again (one at a time).
+    pub(crate) look_at: Option<Instant>,
+}
+
+impl IdleUnload {
+    pub(crate) fn new(after: Duration) -> IdleUnload {
+        IdleUnload {
+            after,
+            active_at: Instant::now(),
+            touched: false,
+            look_at: None,
+        }
+    }
+
+    /// At the end of a slice at `now` that left the task `waiting` with
+    /// instances `live`: whether to unload them now, and when to be woken
+    /// to look again (`None`: no new wake-up needed).
+    pub(crate) fn decide(
+        &mut self,
+        now: Instant,
+        waiting: bool,
+        live: bool,
+    ) -> (bool, Option<Instant>) {
+        if std::mem::take(&mut self.touched) {
+            self.active_at = now;
+        }
+        if self.look_at.is_some_and(|t| now >= t) {
+            self.look_at = None;
+        }
+        if !waiting || !live {
+            return (false, None);
+        }
+        let due = self.active_at + self.after;
+        if now >= due {
+            return (true, None);
+        }
+        if self.look_at.is_some() {
+            return (false, None);
+        }
+        self.look_at = Some(due);
+        (false, Some(due))
+    }
 }
 
 impl Drop for ChainTask {
@@ -482,6 +602,9 @@ impl ChainTask {
                 &self.dead,
             )?;
             self.control.note_activity(1);
+            if let Some(idle) = &mut self.idle {
+                idle.touched = true;
+            }
             if self.outputs.emit(out.main, out.side).is_err() {
                 return Ok(Slice::Done);
             }
@@ -552,6 +675,7 @@ impl ChainTask {
             self.watermark,
             &self.dead,
             Arrival::Replay(&mut again),
+            None,
         )?;
         // State may have changed: the next interval checkpoint is taken.
         self.control.note_activity(1);
@@ -561,6 +685,9 @@ impl ChainTask {
 
     /// Handles one message.
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
+        if let Some(idle) = &mut self.idle {
+            idle.touched = true;
+        }
         let from = envelope.from;
         match envelope.msg {
             Msg::Batch {
@@ -576,6 +703,7 @@ impl ChainTask {
                     self.watermark,
                     &self.dead,
                     Arrival::Upstream(origin),
+                    Some(&mut self.retries),
                 )?;
                 Ok(sent(self.outputs.emit(out.main, out.side)))
             }
@@ -654,6 +782,32 @@ impl ChainTask {
     }
 }
 
+impl ChainTask {
+    /// Drops the operators' instances once the task has been idle for
+    /// `ExecOptions::unload_idle`, or asks to be woken when it will be.
+    fn unload_if_idle(&mut self, waiting: bool) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        let live = self.ops.iter().any(|op| op.instance.is_live());
+        match idle.decide(Instant::now(), waiting, live) {
+            (true, _) => {
+                for op in &mut self.ops {
+                    op.metrics.add_guest(op.instance.take_counters());
+                    op.metrics.add_logs(op.instance.take_logs());
+                    op.instance.unload();
+                }
+                tracing::debug!(
+                    operators = self.ops.len(),
+                    "idle: operator instances unloaded"
+                );
+            }
+            (false, Some(at)) => self.waker.wake_at(at),
+            (false, None) => {}
+        }
+    }
+}
+
 impl Consumer for ChainTask {
     fn abort(&self) -> &Abort {
         &self.abort
@@ -670,6 +824,23 @@ impl Consumer for ChainTask {
     fn handle(&mut self, envelope: Envelope) -> Result<Slice, EngineError> {
         ChainTask::handle(self, envelope)
     }
+    fn retry_one(&mut self) -> Option<Result<Slice, EngineError>> {
+        let r = self.retries.pop_front()?;
+        if let Some(idle) = &mut self.idle {
+            idle.touched = true;
+        }
+        let out = run_chain(
+            &mut self.ops,
+            r.from,
+            r.input,
+            r.batch,
+            self.watermark,
+            &self.dead,
+            Arrival::Retry(r.origin),
+            Some(&mut self.retries),
+        );
+        Some(out.map(|out| sent(self.outputs.emit(out.main, out.side))))
+    }
 }
 
 impl Task for ChainTask {
@@ -678,6 +849,7 @@ impl Task for ChainTask {
             return Ok(Slice::Done);
         }
         let slice = run_inputs(self, budget);
+        self.unload_if_idle(matches!(slice, Ok(Slice::Wait)));
         let now = self.ops.iter_mut().fold((0, 0), |(wasm, state), op| {
             (
                 wasm + op.instance.memory_bytes() as u64,
@@ -726,6 +898,8 @@ pub(crate) struct SourceTask {
     /// The pause before an idle source that cannot notify is pulled again.
     pub(crate) idle_pause: Duration,
     pub(crate) ending: bool,
+    /// It read all there was at its last pull (told to `Control`).
+    pub(crate) caught_up: bool,
 }
 
 impl SourceTask {
@@ -874,6 +1048,14 @@ impl SourceTask {
         let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.control.note_activity(batch.len() as u64);
+        // Caught up once a pull finds nothing (or the input ended), behind
+        // again when a batch comes: the coordinator checkpoints new input
+        // as soon as every source is caught up.
+        let caught_up = idle || done;
+        if caught_up != self.caught_up {
+            self.caught_up = caught_up;
+            self.control.note_caught_up(caught_up);
+        }
         if self.outputs.batch_from(batch, Some(origin)).is_err() {
             return Ok(Slice::Done);
         }
@@ -1040,5 +1222,32 @@ impl Consumer for SinkTask {
 impl Task for SinkTask {
     fn run_slice(&mut self, budget: usize) -> Result<Slice, EngineError> {
         run_inputs(self, budget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_are_unloaded_only_after_a_whole_idle_period_and_one_look_is_asked_at_a_time() {
+        let after = Duration::from_millis(100);
+        let mut idle = IdleUnload::new(after);
+        let t0 = idle.active_at;
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Busy slices never unload nor ask for a look.
+        idle.touched = true;
+        assert_eq!(idle.decide(ms(10), false, true), (false, None));
+        // Waiting: one look at the end of the idle period, asked once.
+        assert_eq!(idle.decide(ms(20), true, true), (false, Some(ms(110))));
+        assert_eq!(idle.decide(ms(30), true, true), (false, None));
+        // A message at 50 ms moves the period; the look at 110 ms finds it
+        // not over and asks again.
+        idle.touched = true;
+        assert_eq!(idle.decide(ms(50), true, true), (false, None));
+        assert_eq!(idle.decide(ms(110), true, true), (false, Some(ms(150))));
+        assert_eq!(idle.decide(ms(150), true, true), (true, None));
+        // Nothing live: nothing to do.
+        assert_eq!(idle.decide(ms(400), true, false), (false, None));
     }
 }

@@ -918,6 +918,145 @@ fn an_idle_topology_skips_an_interval_then_sleeps_until_input_comes() {
     assert!(!out.0.lock().unwrap().is_empty());
 }
 
+#[test]
+fn output_is_published_once_the_sources_caught_up_not_at_the_next_interval() {
+    // The interval is a minute: only a checkpoint taken because the source
+    // caught up with its input can publish the exactly-once output within
+    // the test.
+    let run = |on_idle: Option<Duration>| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Lines::default();
+        let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let source = Crashing {
+            all: Arc::new(lines(300)),
+            next: 0,
+            pause: 200,
+            crash: usize::MAX,
+            go: go.clone(),
+        };
+        let mut state = durable(dir.path());
+        state.checkpoints = Some(CheckpointConfig {
+            interval: Some(Duration::from_secs(60)),
+            on_idle,
+            ..CheckpointConfig::default()
+        });
+        let job = Job::start(
+            &topology("word-count", 2),
+            &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
+            Bindings {
+                sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+                sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+                ..Bindings::default()
+            },
+            ExecOptions::default(),
+            Some(state),
+        )
+        .unwrap();
+        (job, out, go, dir)
+    };
+    let published = |out: &Lines| out.0.lock().unwrap().len();
+    let wait_for_output = |out: &Lines, more_than: usize, what: &str| {
+        let start = Instant::now();
+        while published(out) <= more_than {
+            assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    let (job, out, go, _dir) = run(Some(Duration::from_millis(100)));
+    wait_for_output(&out, 0, "the first 200 lines' counts were not published");
+    wait_for_input(&job, 200);
+    let first = published(&out);
+    // The checkpoint's record is kept just after its output is published.
+    let start = Instant::now();
+    while job.checkpoints().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no checkpoint recorded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let taken = job.checkpoints().len();
+    // Caught up and nothing new: no further checkpoint while idle.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        job.checkpoints().len(),
+        taken,
+        "an idle run kept committing"
+    );
+    // The next burst is published the same way.
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for_output(&out, first, "the last 100 lines' counts were not published");
+    job.stop(None).unwrap();
+
+    // Turned off, the same input waits for the interval.
+    let (job, out, _go, _dir) = run(None);
+    wait_for_input(&job, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        published(&out),
+        0,
+        "output was published before its interval"
+    );
+    job.stop(None).unwrap();
+}
+
+#[test]
+fn idle_instances_are_unloaded_and_come_back_with_their_state() {
+    let events = Arc::new(lines(300));
+    let expected = oracle(&events);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Lines::default();
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = Crashing {
+        all: events.clone(),
+        next: 0,
+        pause: 200,
+        crash: usize::MAX,
+        go: go.clone(),
+    };
+    let job = Job::start(
+        &topology("word-count", 2),
+        &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
+        Bindings {
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        ExecOptions {
+            unload_idle: Some(Duration::from_millis(200)),
+            ..ExecOptions::default()
+        },
+        Some(durable(dir.path())),
+    )
+    .unwrap();
+    wait_for_input(&job, 200);
+    assert!(
+        job.usage().wasm_memory_bytes > 0,
+        "no instance was live while busy"
+    );
+    let start = Instant::now();
+    while job.usage().wasm_memory_bytes > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "idle instances still hold {} bytes of linear memory",
+            job.usage().wasm_memory_bytes
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest comes: new instances carry on from the counts kept.
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while sorted(&out) != expected {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "counts after the unload differ from the uninterrupted run's"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job.stop(None).unwrap();
+}
+
 /// A source that reads `all` up to `pause`, waits there until `go` is set
 /// (so the test can take a checkpoint), then reads on and fails at `crash`:
 /// the run dies with work done after its last checkpoint. Past the end of

@@ -795,3 +795,70 @@ sinks: [{ name: out, stream: out, input: other }, { name: grown, stream: grown, 
         letters[0].error
     );
 }
+
+#[test]
+fn a_batch_whose_events_each_run_out_of_time_is_retried_a_slice_at_a_time() {
+    // Eight events that each loop until the 60 ms call budget stops them,
+    // then two that pass, in one batch: the batch fails as a whole, and
+    // its events are retried one by one. Retried within one slice (as
+    // before) the task would hold its worker for ~540 ms and be throttled
+    // once; a slice per retry lets the pool's throttle slow it after each
+    // long slice, so other tasks get their turns between them.
+    // The host's epoch ticker, which ends calls at their budget, lives as
+    // long as the host: it is kept for the run.
+    let host = WasmHost::new(HostConfig::default()).unwrap();
+    let modules: Modules = [(
+        "endless-loop".to_string(),
+        host.load(&guest_bytes("endless-loop")).unwrap(),
+    )]
+    .into_iter()
+    .collect();
+    let doc = parse_topology(
+        "name: t\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: spin, module: endless-loop, input: in, on_error: skip, limits: { call_budget_ms: 60 } }\nsinks: [{ name: out, stream: out, input: spin }]\n",
+    )
+    .unwrap();
+    let event = |v: &str| Event {
+        key: None,
+        value: v.as_bytes().to_vec(),
+        timestamp: 0,
+        headers: vec![],
+    };
+    let mut events: Vec<Event> = (0..8).map(|_| event("\"loop\"")).collect();
+    events.extend([event("\"a\""), event("\"b\"")]);
+    let (sink, lines) = collector();
+    let job = weir_engine::Job::start(
+        &doc,
+        &modules,
+        bind(source(events), sink),
+        ExecOptions::default(),
+        None,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    while !job.is_finished() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the run did not end: {:?}",
+            job.metrics()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let throttled = job.usage().throttled;
+    let report = job.wait().unwrap();
+    let values: Vec<String> = lines.lock().unwrap().clone();
+    assert_eq!(
+        values.len(),
+        2,
+        "the two passing events, in order: {values:?}"
+    );
+    assert!(
+        values[0].contains("\"a\"") && values[1].contains("\"b\""),
+        "{values:?}"
+    );
+    let spin = &report.operators[0].2;
+    assert_eq!((spin.events_in, spin.errors), (10, 8), "{spin:?}");
+    assert!(
+        throttled >= 4,
+        "the retries ran in {throttled} throttled slices: they held the worker in one"
+    );
+}

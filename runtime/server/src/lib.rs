@@ -69,6 +69,10 @@ pub const DEFAULT_MAX_FOLLOWERS_PER_STREAM: usize = 64;
 /// Most followers (SSE) in all by default.
 pub const DEFAULT_MAX_FOLLOWERS: usize = 512;
 
+/// How long an operator instance may be idle before it is dropped, by
+/// default.
+pub const DEFAULT_UNLOAD_IDLE: Duration = Duration::from_secs(60);
+
 /// Settings of the server (the binary fills them from flags, env and file).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -105,6 +109,10 @@ pub struct ServerConfig {
     /// Produce is refused (507) while the data directory's disk has less
     /// free (0: only a full disk refuses).
     pub min_free_bytes: u64,
+    /// Operator instances idle (no event, no timer) this long are dropped
+    /// and instantiated again when input comes, their state kept: idle
+    /// topologies then hold no linear memory. `None`: never.
+    pub unload_idle: Option<Duration>,
     /// Sinks outside Weir: the PostgreSQL URL of `postgres:` sinks that
     /// give none (`--postgres-url`).
     pub outside: OutsideSettings,
@@ -147,6 +155,7 @@ impl Default for ServerConfig {
             compile: None,
             restart: RestartPolicy::default(),
             min_free_bytes: disk::DEFAULT_MIN_FREE_BYTES,
+            unload_idle: Some(DEFAULT_UNLOAD_IDLE),
             outside: OutsideSettings::default(),
             kafka_brokers: None,
             cluster: None,
@@ -231,7 +240,10 @@ impl ControlPlane {
             registry.clone(),
             streams.clone(),
             TopologySettings {
-                options: ExecOptions::default(),
+                options: ExecOptions {
+                    unload_idle: config.unload_idle,
+                    ..ExecOptions::default()
+                },
                 limits: TopologyLimits {
                     operator: operator_maximum(&config.operator_limits),
                     ..config.topology_limits

@@ -1,5 +1,7 @@
 //! The topology document, as users write it (JSON or YAML).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::TopologyError;
@@ -330,6 +332,25 @@ pub struct CheckpointDoc {
     /// I/O error) before the topology fails; default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerable_failed_checkpoints: Option<u32>,
+    /// Once every source has read all there is and something new was read,
+    /// a checkpoint is taken at once (at most one per `idle_ms`), so
+    /// exactly-once output is visible without waiting for the interval;
+    /// default 100, 0 turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
+}
+
+impl CheckpointDoc {
+    /// The least time between checkpoints taken as soon as the sources
+    /// caught up (`idle_ms`), `None` when turned off; `default` when the
+    /// document does not say.
+    pub fn on_idle(&self, default: Option<Duration>) -> Option<Duration> {
+        match self.idle_ms {
+            None => default,
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        }
+    }
 }
 
 /// Restart strategy of a topology: after a task fails, the server starts it

@@ -227,6 +227,21 @@ impl OperatorInstance {
         state_of(&mut self.live, &mut self.parked)
     }
 
+    /// Whether an instance is live (not yet started, unloaded, or thrown
+    /// away after a trap: the next call starts one).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Drops the live instance, its store and linear memory, keeping its
+    /// state: the next call instantiates it again and runs `init`, as after
+    /// a trap. Counters and logs not taken yet go with it: take them first.
+    pub fn unload(&mut self) {
+        if let Some(live) = self.live.take() {
+            self.parked = Some(live.store.into_data().state);
+        }
+    }
+
     /// Linear memory the live instance holds, bytes (0 while none is live).
     pub fn memory_bytes(&self) -> usize {
         self.live

@@ -1578,6 +1578,7 @@ const BENCH_RUNS: &[(&str, &[&str])] = &[
     ("compare", &["--rounds", "3"]),
     ("checkpointed", &["--rounds", "5"]),
     ("latency", &["--rate", "50000", "--seconds", "4"]),
+    ("visibility", &["--seconds", "10"]),
     ("recovery", &["--keys", "1000000"]),
     ("languages", &["--events", "200000", "--rounds", "3"]),
     ("host", &["--events", "200000", "--rounds", "5"]),

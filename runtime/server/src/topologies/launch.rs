@@ -114,6 +114,7 @@ impl Launcher<'_> {
             .checkpoint
             .and_then(|c| c.tolerable_failed_checkpoints)
             .unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS);
+        let defaults = CheckpointConfig::default();
         let state = StateConfig {
             db,
             budget: StateBudget::default(),
@@ -121,7 +122,10 @@ impl Launcher<'_> {
                 interval: Some(interval),
                 retain: RETAINED_CHECKPOINTS,
                 tolerable_failed,
-                ..CheckpointConfig::default()
+                on_idle: doc
+                    .checkpoint
+                    .map_or(defaults.on_idle, |c| c.on_idle(defaults.on_idle)),
+                ..defaults
             }),
         };
         Job::start(doc, &modules, bindings, self.options, Some(state))
