@@ -223,6 +223,18 @@ impl Client {
         Ok(())
     }
 
+    /// Stops topology `name` and deletes it.
+    pub(crate) fn stop_and_delete(&self, name: &str) -> Result<()> {
+        self.send(
+            "POST",
+            &format!("/v1/topologies/{name}/stop"),
+            b"",
+            "application/json",
+        )?;
+        self.send("DELETE", &format!("/v1/topologies/{name}"), b"", "")?;
+        Ok(())
+    }
+
     /// Appends JSON lines to `stream`.
     pub(crate) fn produce(&self, stream: &str, lines: &[u8]) -> Result<()> {
         self.send(
@@ -324,13 +336,7 @@ fn api_round(
     let produced = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
-    client.send(
-        "POST",
-        &format!("/v1/topologies/{name}/stop"),
-        b"",
-        "application/json",
-    )?;
-    client.send("DELETE", &format!("/v1/topologies/{name}"), b"", "")?;
+    client.stop_and_delete(&name)?;
     if read != expected {
         bail!("{name}: read {read} events, expected {expected}");
     }

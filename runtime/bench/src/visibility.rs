@@ -146,13 +146,7 @@ fn measure(client: &Client, name: &str, checkpoint: &str, rate: u64, n: u64) -> 
             latencies.push(at - t);
         }
     }
-    client.send(
-        "POST",
-        &format!("/v1/topologies/{name}/stop"),
-        b"",
-        "application/json",
-    )?;
-    client.send("DELETE", &format!("/v1/topologies/{name}"), b"", "")?;
+    client.stop_and_delete(name)?;
     if latencies.len() as u64 != n {
         bail!("{name}: {} outputs for {n} events", latencies.len());
     }

@@ -299,12 +299,13 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     produce_keyed(&brokers, "eo-lines", &keyed(0, 200));
     // B is away while A alone reads all four partitions.
     b.stop();
-    // Checkpoints far apart: what A read is neither published nor
-    // committed to the source's group before B comes back, so only the
-    // hand-over at the revocation tells B where A's partitions stand.
+    // Checkpoints far apart, none when the input goes quiet: what A read
+    // is neither published nor committed to the source's group before B
+    // comes back, so only the hand-over at the revocation tells B where
+    // A's partitions stand.
     let doc = topology_doc("eo", "eo-lines", "eo-words")
         .replace(", delivery: at-least-once", "")
-        .replace("interval_ms: 200", "interval_ms: 600000");
+        .replace("interval_ms: 200", "interval_ms: 600000, idle_ms: 0");
     // `ops@1` was deleted above: the upload is version 2 on every node.
     let again = ca.push("ops", &module);
     assert_eq!(again.status, 201, "{}", again.text);
@@ -403,6 +404,243 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     let stopped = ca.post_json("/v1/topologies/eo/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     assert_eq!(word_counts(&brokers, "eo-words"), total);
+
+    keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
+}
+
+/// A word count (state per word) over a 4-partition topic keyed by word:
+/// A alone counts the first half; B joins and takes two partitions, whose
+/// counts it restores from the changelog A wrote at its last checkpoint;
+/// every word's counts in the `read_committed` output are 1, 2, ..., n
+/// once each (a count restarted at 1 after the move, or counted twice,
+/// fails). `GET /v1/cluster` shows each partition's holder and lag. A
+/// state query on either node answers for every word, from the node that
+/// holds it; a query marked forwarded is not forwarded again. Records not
+/// partitioned by their key are refused at the checkpoint, saying why.
+fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std::path::Path) {
+    let ca = a.client();
+    create_topic(brokers, "wc-in", 4, &[]).unwrap();
+    create_topic(brokers, "wc-out", 4, &[]).unwrap();
+    let words: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            let w = format!("w{}", (i * 7) % 41);
+            (w.clone(), w)
+        })
+        .collect();
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for (w, _) in &words {
+        *oracle.entry(w.clone()).or_insert(0) += 1;
+    }
+    let pushed = ca.push("counter", &guest_bytes("word-count"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let doc = "name: wc\n\
+               checkpoint: { interval_ms: 300 }\n\
+               sources:\n\
+               \x20 - { name: words, kafka: { topic: wc-in, format: text } }\n\
+               operators:\n\
+               \x20 - { name: count, module: counter, input: words, key_by: key }\n\
+               sinks:\n\
+               \x20 - { name: out, kafka: { topic: wc-out }, input: count }\n";
+    let put = ca.put_topology("wc", doc);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    produce_keyed(brokers, "wc-in", &words[..300]);
+    eventually("A alone counted the first half", || {
+        (records_of(brokers, "wc-out").len() == 300).then_some(())
+    });
+    // B joins: two partitions and their counts move to it.
+    let b = node(b_dir, brokers, "b");
+    let cb = b.client();
+    eventually("wc's partitions shared by A and B", || {
+        let view = cluster_view(a);
+        let held = |node: &str| -> Option<usize> {
+            let m = view["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["node"] == node)?
+                .clone();
+            Some(m["partitions"]["wc"]["wc-in"].as_array()?.len())
+        };
+        (held("a")? > 0 && held("b")? > 0 && held("a")? + held("b")? == 4).then_some(())
+    });
+    produce_keyed(brokers, "wc-in", &words[300..]);
+    let out = eventually("both halves counted", || {
+        let out = records_of(brokers, "wc-out");
+        (out.len() >= 600).then_some(out)
+    });
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (word, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        assert_eq!(v["word"], json!(word), "{value}");
+        counts
+            .entry(word.clone())
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    for (word, n) in &oracle {
+        let mut seen = counts.remove(word).unwrap_or_default();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=*n).collect::<Vec<_>>(), "the counts of {word}");
+    }
+    assert!(counts.is_empty(), "words nobody wrote: {counts:?}");
+
+    // A state query on either node answers for every word, from the node
+    // that holds the word's partition (forwarded once).
+    let view = cluster_view(a);
+    let mut owner: BTreeMap<i64, String> = BTreeMap::new();
+    for m in view["members"].as_array().unwrap() {
+        for p in m["partitions"]["wc"]["wc-in"].as_array().unwrap() {
+            owner.insert(p.as_i64().unwrap(), m["node"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(owner.len(), 4, "{view}");
+    // B's view has the same holder for each partition, and no lag once
+    // everything is read.
+    eventually("wc's assignment without lag on B", || {
+        let view = cluster_view(&b);
+        let wc = view["assignment"]["wc"]["wc-in"].as_object()?.clone();
+        let same = wc.iter().all(|(p, at)| {
+            Some(&at["node"]) == p.parse().ok().map(|p: i64| json!(owner[&p])).as_ref()
+        });
+        (wc.len() == 4 && same && wc.values().all(|at| at["lag"] == 0)).then_some(())
+    });
+    let lag = &cluster_view(a)["members"];
+    assert!(
+        lag.to_string().contains("\"lag\":{\"wc\":{\"wc-in\":"),
+        "{lag}"
+    );
+    let mut forwarded = BTreeSet::new();
+    for (word, n) in &oracle {
+        let path = format!("/v1/topologies/wc/operators/count/state/count?key={word}");
+        let holder = &owner[&i64::from(weir_connectors::partition_of(word.as_bytes(), 4))];
+        for (asked, client) in [("a", &ca), ("b", &cb)] {
+            let answer = eventually("a node's view of the other's partitions", || {
+                let answer = client.get(&path);
+                (answer.status == 200).then_some(answer)
+            });
+            assert_eq!(
+                answer.body["value"],
+                json!(n),
+                "{word} on {asked}: {}",
+                answer.text
+            );
+            assert_eq!(
+                answer.body["node"],
+                json!(holder),
+                "{word} on {asked}: {}",
+                answer.text
+            );
+            if holder != asked {
+                forwarded.insert(asked);
+            }
+        }
+    }
+    assert_eq!(
+        forwarded,
+        BTreeSet::from(["a", "b"]),
+        "each node forwarded some"
+    );
+    // A forwarded query reaches only the holder: elsewhere it is refused,
+    // never forwarded again.
+    let (word, _) = oracle
+        .iter()
+        .find(|(w, _)| owner[&i64::from(weir_connectors::partition_of(w.as_bytes(), 4))] == "b")
+        .unwrap();
+    let stray = ca.get(&format!(
+        "/v1/topologies/wc/operators/count/state/count?key={word}&forwarded=1"
+    ));
+    assert_eq!(stray.status, 503, "{}", stray.text);
+    assert_eq!(
+        stray.body["error"]["code"], "partition_unowned",
+        "{}",
+        stray.text
+    );
+
+    // Hostile: records the producer did not partition by their key (each
+    // one in the partition after its key's). A node that counts a key
+    // whose partition the other node holds refuses to checkpoint it, and
+    // says why, rather than write state another node owns.
+    create_topic(brokers, "wc-skew", 4, &[]).unwrap();
+    create_topic(brokers, "wcx-out", 4, &[]).unwrap();
+    let skewed = doc
+        .replace("name: wc\n", "name: wcx\n")
+        .replace("topic: wc-in", "topic: wc-skew")
+        .replace("topic: wc-out", "topic: wcx-out");
+    let put = ca.put_topology("wcx", &skewed);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/wcx/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    eventually("wcx's partitions shared by A and B", || {
+        let view = cluster_view(&b);
+        let at = view["assignment"]["wcx"]["wc-skew"].as_object()?.clone();
+        let holders: BTreeSet<String> = at.values().map(|e| e["node"].to_string()).collect();
+        (at.len() == 4 && holders.len() == 2).then_some(())
+    });
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (word, _) in oracle.iter().take(8) {
+        let p = (weir_connectors::partition_of(word.as_bytes(), 4) + 1) % 4;
+        let record = BaseRecord::<str, str>::to("wc-skew")
+            .partition(p as i32)
+            .key(word)
+            .payload(word);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    eventually("the misplaced keys refused", || {
+        [&ca, &cb]
+            .iter()
+            .any(|c| {
+                c.get("/v1/topologies/wcx")
+                    .text
+                    .contains("must be keyed like its Kafka input")
+            })
+            .then_some(())
+    });
+    for topology in ["wcx", "wc"] {
+        let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
+        assert_eq!(stopped.status, 200, "{}", stopped.text);
+    }
+    b.stop();
+}
+
+/// Every `(key, value)` of `topic` (4 partitions) a `read_committed`
+/// reader sees now.
+fn records_of(brokers: &str, topic: &str) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..4 {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut open: BTreeSet<i32> = (0..4).collect();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
+            Some(Err(RdError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "could not read {topic} to its end");
+    out
 }
 
 /// Writes `(key, value)` records to `topic`.
@@ -421,35 +659,9 @@ fn produce_keyed(brokers: &str, topic: &str, records: &[(String, String)]) {
 
 /// How often each key occurs in `topic` for a `read_committed` reader now.
 fn word_counts(brokers: &str, topic: &str) -> BTreeMap<String, u64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "weir-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..4 {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut open: BTreeSet<i32> = (0..4).collect();
     let mut counts = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !open.is_empty() && std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                *counts.entry(key).or_insert(0) += 1;
-            }
-            Some(Err(RdError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            _ => {}
-        }
+    for (key, _) in records_of(brokers, topic) {
+        *counts.entry(key).or_insert(0) += 1;
     }
-    assert!(open.is_empty(), "could not read {topic} to its end");
     counts
 }

@@ -487,10 +487,11 @@ fn check_side_outputs(
                 .enumerate()
                 .map(|(i, s)| (format!("sinks[{i}].input"), &s.input)),
         );
+    let resolver = doc.inputs_resolver();
     for (path, inputs) in readers {
         let names = inputs.names();
         for (j, name) in names.iter().enumerate() {
-            let r = doc.resolve_input(name);
+            let r = resolver.resolve(name);
             let Some(output) = r.output else { continue };
             let Some((declared, version)) = outputs.get(r.node) else {
                 continue;

@@ -138,9 +138,10 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
                 .enumerate()
                 .map(|(i, s)| (Consumer::Sink(i), &s.input)),
         );
+    let resolver = doc.inputs_resolver();
     for (consumer, inputs) in consumers {
         for (j, input) in inputs.names().into_iter().enumerate() {
-            let r = doc.resolve_input(input);
+            let r = resolver.resolve(input);
             let feed = Feed {
                 output: r.output.map(str::to_string),
                 input: j as u32,
@@ -158,7 +159,7 @@ pub(crate) fn plan_topology(doc: &TopologyDoc) -> Plan {
         if inputs.len() != 1 || o.key_by.is_some() {
             return None;
         }
-        let input = doc.resolve_input(inputs[0]);
+        let input = resolver.resolve(inputs[0]);
         if input.output.is_some() {
             return None;
         }

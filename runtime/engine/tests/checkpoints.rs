@@ -851,30 +851,8 @@ fn a_fresh_start_publishes_under_a_new_lineage() {
 
 #[test]
 fn an_idle_topology_skips_an_interval_then_sleeps_until_input_comes() {
-    let events = Arc::new(lines(300));
     let dir = tempfile::tempdir().unwrap();
-    let out = Lines::default();
-    let mods = modules(&[("split-words", "split-words"), ("word-count", "word-count")]);
-    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source = Crashing {
-        all: events.clone(),
-        next: 0,
-        pause: 200,
-        crash: usize::MAX,
-        go: go.clone(),
-    };
-    let job = Job::start(
-        &topology("word-count", 1),
-        &mods,
-        Bindings {
-            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
-            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
-            ..Bindings::default()
-        },
-        ExecOptions::default(),
-        Some(durable(dir.path())),
-    )
-    .unwrap();
+    let (job, out, go) = paused_word_count(1, ExecOptions::default(), durable(dir.path()));
     wait_for_input(&job, 200);
     // Checkpoints every 50 ms: once one holds all 200 events, the next
     // interval finds nothing new and is skipped.
@@ -925,33 +903,13 @@ fn output_is_published_once_the_sources_caught_up_not_at_the_next_interval() {
     // the test.
     let run = |on_idle: Option<Duration>| {
         let dir = tempfile::tempdir().unwrap();
-        let out = Lines::default();
-        let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let source = Crashing {
-            all: Arc::new(lines(300)),
-            next: 0,
-            pause: 200,
-            crash: usize::MAX,
-            go: go.clone(),
-        };
         let mut state = durable(dir.path());
         state.checkpoints = Some(CheckpointConfig {
             interval: Some(Duration::from_secs(60)),
             on_idle,
             ..CheckpointConfig::default()
         });
-        let job = Job::start(
-            &topology("word-count", 2),
-            &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
-            Bindings {
-                sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
-                sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
-                ..Bindings::default()
-            },
-            ExecOptions::default(),
-            Some(state),
-        )
-        .unwrap();
+        let (job, out, go) = paused_word_count(2, ExecOptions::default(), state);
         (job, out, go, dir)
     };
     let published = |out: &Lines| out.0.lock().unwrap().len();
@@ -1003,33 +961,13 @@ fn output_is_published_once_the_sources_caught_up_not_at_the_next_interval() {
 
 #[test]
 fn idle_instances_are_unloaded_and_come_back_with_their_state() {
-    let events = Arc::new(lines(300));
-    let expected = oracle(&events);
+    let expected = oracle(&lines(300));
     let dir = tempfile::tempdir().unwrap();
-    let out = Lines::default();
-    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source = Crashing {
-        all: events.clone(),
-        next: 0,
-        pause: 200,
-        crash: usize::MAX,
-        go: go.clone(),
+    let options = ExecOptions {
+        unload_idle: Some(Duration::from_millis(200)),
+        ..ExecOptions::default()
     };
-    let job = Job::start(
-        &topology("word-count", 2),
-        &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
-        Bindings {
-            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
-            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
-            ..Bindings::default()
-        },
-        ExecOptions {
-            unload_idle: Some(Duration::from_millis(200)),
-            ..ExecOptions::default()
-        },
-        Some(durable(dir.path())),
-    )
-    .unwrap();
+    let (job, out, go) = paused_word_count(2, options, durable(dir.path()));
     wait_for_input(&job, 200);
     assert!(
         job.usage().wasm_memory_bytes > 0,
@@ -1055,6 +993,38 @@ fn idle_instances_are_unloaded_and_come_back_with_their_state() {
         std::thread::sleep(Duration::from_millis(20));
     }
     job.stop(None).unwrap();
+}
+
+/// Word count (`count` at `parallelism`) over `lines(300)`, read by a
+/// source that pauses after 200 lines until `go` is set and then idles
+/// past the end; its published output.
+fn paused_word_count(
+    parallelism: u16,
+    options: ExecOptions,
+    state: StateConfig,
+) -> (Job, Lines, Arc<std::sync::atomic::AtomicBool>) {
+    let out = Lines::default();
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = Crashing {
+        all: Arc::new(lines(300)),
+        next: 0,
+        pause: 200,
+        crash: usize::MAX,
+        go: go.clone(),
+    };
+    let job = Job::start(
+        &topology("word-count", parallelism),
+        &modules(&[("split-words", "split-words"), ("word-count", "word-count")]),
+        Bindings {
+            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sinks: HashMap::from([("out".to_string(), Box::new(out.clone()) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        options,
+        Some(state),
+    )
+    .unwrap();
+    (job, out, go)
 }
 
 /// A source that reads `all` up to `pause`, waits there until `go` is set

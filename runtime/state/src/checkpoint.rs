@@ -285,6 +285,31 @@ impl StateDb {
         self.store.in_checkpoint(false);
         match written {
             Ok(bytes) => {
+                if let Some(changelog) = self.changelog() {
+                    // After the local commit, so that the changelog never
+                    // holds what this database does not. A failed write
+                    // undoes the local commit: the checkpoint failed, and
+                    // the next one writes its changes again.
+                    let logged = changelog.committed(&ops).and_then(|offsets| {
+                        self.apply_changelog(None, &offsets, &[])
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(reason) = logged {
+                        tracing::warn!(checkpoint = id, %reason, "cannot write the checkpoint's changelog; undoing its local commit");
+                        let reopen = match self.undo_checkpoint(id) {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::error!(checkpoint = id, error = %e, "cannot undo the checkpoint's local commit");
+                                Some(e)
+                            }
+                        };
+                        return Err(Box::new(CommitFailed {
+                            error: StateError::Changelog(reason),
+                            unwritten: StateSnapshot::new(ops),
+                            reopen,
+                        }));
+                    }
+                }
                 self.progress.committed.store(id, Ordering::Release);
                 Ok(CommitStats {
                     rows,
@@ -370,6 +395,26 @@ impl StateDb {
         }
         txn.commit().map_err(db_err)?;
         Ok(bytes)
+    }
+
+    /// Rolls the database back to what it was before checkpoint `id`'s
+    /// commit (its fallback savepoint), which is the newest.
+    fn undo_checkpoint(&self, id: u64) -> Result<(), StateError> {
+        let fallback = {
+            let txn = self.db()?.begin_read().map_err(db_err)?;
+            txn.open_table(FALLBACKS)
+                .map_err(db_err)?
+                .get(id)
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .ok_or_else(|| StateError::Db(format!("checkpoint {id} has no fallback")))?
+        };
+        let mut txn = self.db()?.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let savepoint = txn.get_persistent_savepoint(fallback).map_err(db_err)?;
+        txn.restore_savepoint(&savepoint).map_err(db_err)?;
+        txn.delete_persistent_savepoint(fallback).map_err(db_err)?;
+        txn.commit().map_err(db_err)
     }
 
     /// The newest complete checkpoint. A damaged record (checksum or

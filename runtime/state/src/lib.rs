@@ -28,16 +28,24 @@
 //! clone of the handle (`store.rs`) and hands the commit's changes back
 //! ([`CommitFailed`]) for the next checkpoint.
 //!
+//! On a cluster's node each committed checkpoint's rows also go to the
+//! node's [`Changelog`] (compacted Kafka topics), and a node that takes a
+//! partition over writes the rows read back from it
+//! ([`StateDb::apply_changelog`], `changelog.rs`).
+//!
 //! Not here: when to snapshot and commit (the engine's checkpoint
 //! coordinator decides).
 
+mod changelog;
 mod checkpoint;
 mod keyed;
 mod keys;
 mod store;
 
+pub use changelog::{ChangeRecord, Changelog, ChangelogOffset, RestoreBatch, change_records};
 pub use checkpoint::{Checkpoint, CommitFailed, CommitStats, KeptCheckpoint, StateSnapshot};
 pub use keyed::{KeyedState, Preloaded, StateBudget};
+pub use weir_state_contract::SnapshotRow;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +75,10 @@ pub enum StateError {
     Open { path: String, reason: String },
     #[error("state database: {0}")]
     Db(String),
+    /// The reason says what to fix (the brokers, or how the operator is
+    /// keyed).
+    #[error("the changelog of a committed checkpoint could not be written: {0}")]
+    Changelog(String),
     #[error(
         "checkpoint {id} is damaged ({reason}) and no earlier checkpoint is kept to fall back to: start from a savepoint, or remove the state to start afresh"
     )]
@@ -91,6 +103,9 @@ pub struct StateDb {
     pub(crate) progress: Arc<Progress>,
     /// The directory of `state.redb`, for its disk's free space.
     dir: Arc<Path>,
+    /// Where committed checkpoints' rows go besides this database (a
+    /// cluster node's changelog topics), shared by every clone.
+    changelog: Arc<std::sync::RwLock<Option<Arc<dyn Changelog>>>>,
 }
 
 impl StateDb {
@@ -105,6 +120,7 @@ impl StateDb {
             store: Arc::new(Store::open(&path)?),
             progress: Arc::default(),
             dir: data_dir.into(),
+            changelog: Arc::default(),
         })
     }
 

@@ -269,20 +269,40 @@ impl TopologyDoc {
     /// may hold dots and side output names may not). Anything else is left
     /// whole, for validation to report as unknown.
     pub fn resolve_input<'a>(&'a self, name: &'a str) -> InputRef<'a> {
+        self.inputs_resolver().resolve(name)
+    }
+
+    /// Resolves many input names against this document's names, each in
+    /// constant time (a document may hold thousands of operators).
+    pub fn inputs_resolver(&self) -> InputResolver<'_> {
+        let nodes = (self.sources.iter().map(|s| s.name.as_str()))
+            .chain(self.operators.iter().map(|o| o.name.as_str()))
+            .chain(self.sinks.iter().map(|s| s.name.as_str()))
+            .collect();
+        let operators = self.operators.iter().map(|o| o.name.as_str()).collect();
+        InputResolver { nodes, operators }
+    }
+}
+
+/// The names of a document's sources, operators and sinks, for
+/// [`TopologyDoc::resolve_input`] over many inputs.
+pub struct InputResolver<'d> {
+    nodes: std::collections::HashSet<&'d str>,
+    operators: std::collections::HashSet<&'d str>,
+}
+
+impl<'d> InputResolver<'d> {
+    /// What `name` refers to, as [`TopologyDoc::resolve_input`] says.
+    pub fn resolve<'a>(&self, name: &'a str) -> InputRef<'a> {
         let whole = InputRef {
             node: name,
             output: None,
         };
-        let is_node = self.sources.iter().any(|s| s.name == name)
-            || self.operators.iter().any(|o| o.name == name)
-            || self.sinks.iter().any(|s| s.name == name);
-        if is_node {
+        if self.nodes.contains(name) {
             return whole;
         }
         match name.rsplit_once('.') {
-            Some((node, output))
-                if !output.is_empty() && self.operators.iter().any(|o| o.name == node) =>
-            {
+            Some((node, output)) if !output.is_empty() && self.operators.contains(node) => {
                 InputRef {
                     node,
                     output: Some(output),

@@ -316,6 +316,7 @@ pub fn validate_topology_with(
 
     // Inputs of operators and sinks.
     let mut read: BTreeSet<String> = BTreeSet::new();
+    let resolver = doc.inputs_resolver();
     let mut check_inputs = |report: &mut Report, path: String, inputs: &Inputs| {
         let list = inputs.names();
         if list.is_empty() {
@@ -330,7 +331,7 @@ pub fn validate_topology_with(
             if !seen.insert(*input) {
                 report.error(at.clone(), format!("input {input:?} is listed twice"));
             }
-            let resolved = doc.resolve_input(input);
+            let resolved = resolver.resolve(input);
             if let Some(output) = resolved.output {
                 // Side output `output` of an operator: which outputs exist
                 // is known once the operator's module declares them at
@@ -662,9 +663,10 @@ fn cycles(doc: &TopologyDoc) -> Vec<Vec<usize>> {
     }
     // Edges from an operator to the operators it feeds.
     let mut feeds: Vec<Vec<usize>> = vec![Vec::new(); doc.operators.len()];
+    let resolver = doc.inputs_resolver();
     for (i, o) in doc.operators.iter().enumerate() {
         for input in o.input.names() {
-            if let Some(&from) = index.get(doc.resolve_input(input).node) {
+            if let Some(&from) = index.get(resolver.resolve(input).node) {
                 feeds[from].push(i);
             }
         }

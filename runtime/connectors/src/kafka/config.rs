@@ -93,6 +93,47 @@ impl QuietContext {
     }
 }
 
+/// Sends `record` through `producer`, waiting while librdkafka's queue is
+/// full; any other refusal is answered.
+pub(crate) fn send_waiting<'a, K, P, C>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    mut record: rdkafka::producer::BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) -> Result<(), RdError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    C: rdkafka::producer::ProducerContext + 'static,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Implements `ClientContext` for a context type with an `errors:
+/// ErrorLog` field: librdkafka's log lines through `log_client_line`, its
+/// errors through the log (once per kind, see [`ErrorLog`]).
+macro_rules! logged_client_context {
+    ($context:ty) => {
+        impl rdkafka::ClientContext for $context {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+                $crate::kafka::config::log_client_line(level, facility, message);
+            }
+
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                self.errors.report(&error, reason);
+            }
+        }
+    };
+}
+pub(crate) use logged_client_context;
+
 impl ClientContext for QuietContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         log_client_line(level, facility, message);

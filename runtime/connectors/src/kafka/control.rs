@@ -11,17 +11,16 @@
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError as RdError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{
     ErrorLog, KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, create_topic,
-    log_client_line, partitions_of,
+    partitions_of, send_waiting,
 };
 
 /// How long one append may take before it is reported as failed.
@@ -53,15 +52,7 @@ struct ControlContext {
     errors: ErrorLog,
 }
 
-impl ClientContext for ControlContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        log_client_line(level, facility, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.errors.report(&error, reason);
-    }
-}
+super::config::logged_client_context!(ControlContext);
 
 impl ProducerContext for ControlContext {
     type DeliveryOpaque = Box<SyncSender<Result<i64, String>>>;
@@ -158,20 +149,8 @@ impl ControlLog {
             if let Some(v) = value {
                 record = record.payload(v.as_slice());
             }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => {
-                        return Err(failed(format!("cannot append record `{key}`: {e}")));
-                    }
-                }
-            }
+            send_waiting(&self.producer, record)
+                .map_err(|e| failed(format!("cannot append record `{key}`: {e}")))?;
             answers.push((key, rx));
         }
         let mut last = -1;

@@ -19,12 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::config::{ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config, log_client_line};
+use super::config::{ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config};
 
 /// Partitions by topic.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
@@ -50,15 +49,7 @@ fn assignment_of(list: &TopicPartitionList) -> Assignment {
     out
 }
 
-impl ClientContext for MemberContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        log_client_line(level, facility, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.errors.report(&error, reason);
-    }
-}
+super::config::logged_client_context!(MemberContext);
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -25,10 +25,13 @@
 //!   [`ControlLog`], a cluster's compacted one-partition control topic
 //!   (`weir serve --cluster`). `group.rs`: [`GroupMember`], a node's
 //!   share of a topology's partitions through a consumer group, and
-//!   [`Handoff`], a stopped source's offsets handed to the next owner. Crash points
+//!   [`Handoff`], a stopped source's offsets handed to the next owner.
+//!   `changelog.rs`: [`ChangelogTopic`], a keyed operator's compacted
+//!   changelog on a cluster, and Kafka's key partitioner. Crash points
 //!   for the crash tests go through `weir_io::fault`.
 
 mod bind;
+mod changelog;
 mod config;
 mod control;
 mod format;
@@ -39,6 +42,7 @@ mod source;
 pub use bind::{
     KafkaBindError, KafkaShare, bind_kafka, bind_kafka_shared, has_kafka, kafka_dead_letters,
 };
+pub use changelog::{ChangelogTopic, ChangelogWrite, murmur2, partition_of, topic_partitions};
 pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
 pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};

@@ -21,7 +21,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -68,15 +67,7 @@ struct SinkContext {
     errors: super::config::ErrorLog,
 }
 
-impl ClientContext for SinkContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        super::config::log_client_line(level, facility, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.errors.report(&error, reason);
-    }
-}
+super::config::logged_client_context!(SinkContext);
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();

@@ -164,6 +164,11 @@ pub struct Member {
     /// partitions).
     #[serde(default)]
     pub partitions: BTreeMap<String, BTreeMap<String, std::collections::BTreeSet<i32>>>,
+    /// Per running topology, per topic, per partition it reads here: the
+    /// records its source has yet to read (the partition's end when last
+    /// looked up, less the source's position).
+    #[serde(default)]
+    pub lag: BTreeMap<String, BTreeMap<String, BTreeMap<i32, u64>>>,
 }
 
 /// `value` as JSON of `T`, or what is wrong with it.

@@ -20,14 +20,23 @@
 //!   Kafka inputs that its consumer group (`weir.<cluster>.<topology>`)
 //!   gives this node; its job restarts on each change of assignment.
 //! - `keys.rs`: the records' keys and values.
+//! - `query.rs`: a state query on any node, forwarded to the node that
+//!   holds the key's partition.
 //!
-//! Not here yet: keyed state that moves with its partitions (changelog
-//! topics), exactly-once across a node's crash (Kafka transactions with
-//! the input offsets), forwarded queries.
+//! - `changelog.rs`: keyed state that moves with its partitions: a
+//!   compacted changelog topic per operator that keeps state, written
+//!   after each checkpoint and read by the node that gets a partition.
+//!
+//! Not here yet: exactly-once across a node's crash (Kafka transactions with
+//! the input offsets).
 
 mod apply;
+pub(crate) mod changelog;
 pub mod keys;
+mod query;
 mod tasks;
+
+pub use query::{Forwarded, QueryRoute};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,6 +109,20 @@ pub enum ClusterError {
         "the write is in the control topic at offset {offset}, but this node has not applied it within {waited_s} s (it is applying earlier records): read it again later"
     )]
     NotApplied { offset: i64, waited_s: u64 },
+    #[error(
+        "no node holds partition {partition} of {topic} for topology `{topology}` now (it is not running, or the partition is moving): ask again in a few seconds"
+    )]
+    NoOwner {
+        topology: String,
+        topic: String,
+        partition: i32,
+    },
+    #[error("cannot forward the query to node {node} at {address}: {reason}")]
+    Forward {
+        node: String,
+        address: String,
+        reason: String,
+    },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -154,6 +177,10 @@ pub struct Cluster {
     closing: AtomicBool,
     /// The topologies' group members on this node.
     tasks: tasks::Tasks,
+    /// The brokers of the control topic (and of topologies that name none).
+    brokers: String,
+    /// Input topics' partition counts, for routing state queries.
+    partition_counts: query::PartitionCounts,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -163,6 +190,50 @@ impl std::fmt::Debug for Cluster {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `member`'s last heartbeat is under three intervals old at
+/// `now` (by the sender's clock: nodes' clocks are assumed to agree within
+/// a heartbeat or so).
+fn alive(member: &Member, now: i64) -> bool {
+    now - member.at <= 3 * member.every_ms as i64
+}
+
+/// Per running topology of this node, per Kafka input topic, per
+/// partition read here: its consumer lag (the partition's end when the
+/// source last looked it up, less the source's position).
+fn lag_of(plane: &ControlPlane) -> BTreeMap<String, BTreeMap<String, BTreeMap<i32, u64>>> {
+    let mut out = BTreeMap::new();
+    for name in plane.topologies.running() {
+        let Ok(status) = plane.topologies.status(&name) else {
+            continue;
+        };
+        let topics: BTreeMap<&str, &str> = status
+            .record
+            .doc
+            .sources
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.kafka.as_ref()?.topic.as_str())))
+            .collect();
+        let mut of_topology: BTreeMap<String, BTreeMap<i32, u64>> = BTreeMap::new();
+        for (endpoint, figures) in &status.endpoints {
+            let Some(topic) = topics.get(endpoint.as_str()) else {
+                continue;
+            };
+            for (&partition, split) in &figures.splits {
+                if let Some(lag) = split.lag() {
+                    of_topology
+                        .entry(topic.to_string())
+                        .or_default()
+                        .insert(partition as i32, lag);
+                }
+            }
+        }
+        if !of_topology.is_empty() {
+            out.insert(name, of_topology);
+        }
+    }
+    out
 }
 
 /// This node's id: the one in `<data>/node-id`, or a new one kept there.
@@ -224,6 +295,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             name: config.name,
             node,
+            brokers: config.brokers.clone(),
             log,
             chunk_bytes: config.chunk_bytes,
             heartbeat: config.heartbeat,
@@ -239,6 +311,7 @@ impl Cluster {
             view: Mutex::new(View::default()),
             closing: AtomicBool::new(false),
             tasks: tasks::Tasks::default(),
+            partition_counts: query::PartitionCounts::default(),
         });
         let (me, on) = (cluster.clone(), plane.clone());
         std::thread::Builder::new()
@@ -306,6 +379,7 @@ impl Cluster {
                 .into_iter()
                 .filter_map(|t| Some((t.clone(), plane.topologies.share(&t)?.partitions)))
                 .collect(),
+            lag: lag_of(plane),
         };
         let key = Key::Member(self.node.clone()).text();
         if let Err(e) = self.log.append(&[(key, Some(encode(&member)))]) {
@@ -636,15 +710,35 @@ impl Cluster {
                     "applied_offset": m.applied_offset,
                     "started_at": m.started_at,
                     "heartbeat_at": m.at,
-                    // By the sender's clock: nodes' clocks are assumed
-                    // to agree within a heartbeat or so.
-                    "alive": now - m.at <= 3 * m.every_ms as i64,
+                    "alive": alive(m, now),
                     "running": m.running,
                     "partitions": m.partitions,
+                    "lag": m.lag,
                     "this_node": m.node == self.node,
                 })
             })
             .collect();
+        // Per topology, per topic, per partition: the node that holds it
+        // and its lag there, from the alive members' heartbeats.
+        let mut assignment: BTreeMap<&str, BTreeMap<&str, BTreeMap<i32, Value>>> = BTreeMap::new();
+        for m in view.members.values().filter(|m| alive(m, now)) {
+            for (topology, topics) in &m.partitions {
+                for (topic, partitions) in topics {
+                    let lag = m.lag.get(topology).and_then(|t| t.get(topic));
+                    for &p in partitions {
+                        assignment
+                            .entry(topology)
+                            .or_default()
+                            .entry(topic)
+                            .or_default()
+                            .insert(
+                                p,
+                                json!({ "node": m.node, "lag": lag.and_then(|l| l.get(&p)) }),
+                            );
+                    }
+                }
+            }
+        }
         let problems: Vec<Value> = view
             .problems
             .iter()
@@ -656,6 +750,7 @@ impl Cluster {
             "node": self.node,
             "applied_offset": applied,
             "members": members,
+            "assignment": assignment,
             "problems": problems,
         })
     }

@@ -135,6 +135,14 @@ impl From<crate::cluster::ClusterError> for ApiError {
         use crate::cluster::ClusterError as C;
         match e {
             C::Refused(message) => ApiError::new(StatusCode::CONFLICT, "cluster_refused", message),
+            C::NoOwner { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "partition_unowned",
+                e.to_string(),
+            ),
+            C::Forward { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "forward_failed", e.to_string())
+            }
             C::Registry(inner) => inner.into(),
             C::Topologies(inner) => inner.into(),
             _ => ApiError::new(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use weir_topology::Severity;
 
 use super::{ApiError, Plane, blocking, empty, not_in_cluster, offset_only, with_offset};
+use crate::cluster::QueryRoute;
 use crate::topologies::{DesiredState, SavepointInfo, Topologies, TopologyStatus};
 use weir_engine::{
     CheckpointInfo, EndpointSnapshot, LATENCY_BUCKETS_MICROS, MetricsSnapshot, StateRead,
@@ -460,9 +461,10 @@ fn bytes_json(bytes: &[u8]) -> Value {
 /// `key_b64=`).
 pub(super) async fn state(
     State(plane): State<Plane>,
+    OriginalUri(uri): OriginalUri,
     Path((name, operator, state)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let key = match (query.get("key"), query.get("key_b64")) {
         (Some(k), None) => k.clone().into_bytes(),
         (None, Some(b)) => BASE64.decode(b).map_err(|e| {
@@ -475,7 +477,29 @@ pub(super) async fn state(
             ));
         }
     };
+    let forwarded = query.contains_key("forwarded");
     blocking(move || {
+        // On a cluster's node: answered by the node that holds the key's
+        // partition (one hop), which names itself.
+        let node = match plane.cluster.get() {
+            None => None,
+            Some(cluster) if forwarded => {
+                cluster.check_owner(&plane, &name, &key)?;
+                Some(cluster.node.clone())
+            }
+            Some(cluster) => match cluster.route_state_query(&plane, &name, &key)? {
+                QueryRoute::Here => Some(cluster.node.clone()),
+                QueryRoute::There { node, address } => {
+                    let path = uri
+                        .path_and_query()
+                        .map_or_else(|| uri.path(), |p| p.as_str());
+                    let answer = cluster.forward(&plane, &node, &address, path)?;
+                    let status = StatusCode::from_u16(answer.status)
+                        .unwrap_or(StatusCode::BAD_GATEWAY);
+                    return Ok((status, Json(answer.body)).into_response());
+                }
+            },
+        };
         let shown = match std::str::from_utf8(&key) {
             Ok(k) => format!("key `{k}`"),
             Err(_) => format!("key (base64) {}", BASE64.encode(&key)),
@@ -517,6 +541,9 @@ pub(super) async fn state(
             }
         };
         let mut out = json!({ "topology": name, "operator": operator, "state": state });
+        if let Some(node) = node {
+            out["node"] = json!(node);
+        }
         match String::from_utf8(key) {
             Ok(k) => out["key"] = json!(k),
             Err(e) => out["key_b64"] = json!(BASE64.encode(e.as_bytes())),
@@ -542,7 +569,7 @@ pub(super) async fn state(
                 out["items"] = json!(items.iter().map(|i| bytes_json(i)).collect::<Vec<_>>());
             }
         }
-        Ok(Json(out))
+        Ok(Json(out).into_response())
     })
     .await
 }

@@ -106,6 +106,18 @@ impl Launcher<'_> {
             None => StateDb::open(dir),
         }
         .map_err(|e| engine_err(e.into()))?;
+        if let Some(share) = self.share {
+            // The held partitions' state from the changelogs, before the
+            // job reads anything.
+            crate::cluster::changelog::attach(doc, self.kafka_brokers, share, &db).map_err(
+                |reason| TopologiesError::Binding {
+                    topology: topology.clone(),
+                    io: true,
+                    what: "its state's changelogs".into(),
+                    reason,
+                },
+            )?;
+        }
         let interval = doc
             .checkpoint
             .map(|c| Duration::from_millis(c.interval_ms))

@@ -1,0 +1,268 @@
+//! Keyed state that moves with its partitions: each operator that keeps
+//! state has a compacted changelog topic,
+//! `weir.<topology>.<operator>.changelog`, partitioned like the
+//! topology's Kafka input (see `docs/cluster.md`, "State").
+//!
+//! - The partition of a state row is the input partition of its key:
+//!   Kafka's key partitioner ([`partition_of`], `murmur2_random`) over the
+//!   input's partition count. The engine's key groups (FNV, per instance
+//!   inside a node) are not involved: a node holds rows of every key
+//!   group, and the changelog partition is computed from each row's key.
+//!   So a keyed operator must be keyed like its input records (`key_by:
+//!   key` on records keyed by the producer's default partitioner, no
+//!   operator before it that changes the key): a row of a key whose
+//!   partition this node does not hold fails the checkpoint with a
+//!   message saying so (repartition topics are not built yet).
+//! - [`attach`], before a job starts on a node's partitions: for each
+//!   operator whose changelog exists, drops the timers of keys of
+//!   partitions the node does not hold (they must not fire here; the
+//!   partition's recorded offset goes with them, so it is read from the
+//!   start when it comes back) and reads each held partition
+//!   `read_committed` from the offset the local database recorded (from
+//!   the start without one) to its end, into the local database. Then
+//!   every committed checkpoint's rows go to the changelogs
+//!   ([`KafkaChangelog`]), after the local commit, and the offsets they
+//!   end at are recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use weir_connectors::{ChangelogTopic, ChangelogWrite, KafkaShare, partition_of, topic_partitions};
+use weir_state::{ChangelogOffset, RestoreBatch, SnapshotRow, StateDb, change_records};
+use weir_topology::TopologyDoc;
+
+/// Rows kept in memory during a restore before they are written.
+const RESTORE_BATCH_ROWS: usize = 50_000;
+
+/// The changelog topic of `operator` of `topology`.
+pub fn changelog_topic(topology: &str, operator: &str) -> String {
+    format!("weir.{topology}.{operator}.changelog")
+}
+
+/// How the rows of a topology map to changelog partitions on this node.
+#[derive(Debug, Clone)]
+struct Partitioning {
+    /// The input topic the changelogs are partitioned like.
+    input: String,
+    partitions: u32,
+    /// The input partitions this node holds.
+    held: BTreeSet<u32>,
+}
+
+/// Writes a topology's committed state rows to its operators' changelogs.
+#[derive(Debug)]
+pub(crate) struct KafkaChangelog {
+    topology: String,
+    brokers: String,
+    /// `Err`: why this topology's rows cannot go to changelogs.
+    partitioning: Result<Partitioning, String>,
+    /// Changelogs opened so far, by operator (one is created at its
+    /// operator's first state write).
+    logs: Mutex<BTreeMap<String, Arc<ChangelogTopic>>>,
+}
+
+impl KafkaChangelog {
+    fn log(&self, operator: &str, partitions: u32) -> Result<Arc<ChangelogTopic>, String> {
+        if let Some(log) = self
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(operator)
+        {
+            return Ok(log.clone());
+        }
+        let topic = changelog_topic(&self.topology, operator);
+        let log = ChangelogTopic::open(&self.brokers, &topic, partitions, true)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("changelog {topic} could not be created"))?;
+        let log = Arc::new(log);
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.to_string(), log.clone());
+        Ok(log)
+    }
+}
+
+impl weir_state::Changelog for KafkaChangelog {
+    fn committed(&self, rows: &[SnapshotRow]) -> Result<Vec<ChangelogOffset>, String> {
+        let records = change_records(&self.topology, rows)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let to = self.partitioning.as_ref().map_err(Clone::clone)?;
+        let mut writes: BTreeMap<String, Vec<ChangelogWrite>> = BTreeMap::new();
+        for r in records {
+            let p = partition_of(&r.state_key, to.partitions);
+            if !to.held.contains(&p) {
+                return Err(format!(
+                    "operator `{}` wrote the state of key {:?}, which belongs to partition {p} of \
+                     {}, a partition this node does not read: in a cluster an operator that keeps \
+                     state must be keyed like its Kafka input (`key_by: key` on records the \
+                     producer partitioned by that key, no operator before it that changes the \
+                     key); repartition topics are not built yet",
+                    r.operator,
+                    String::from_utf8_lossy(&r.state_key),
+                    to.input
+                ));
+            }
+            writes
+                .entry(r.operator)
+                .or_default()
+                .push((p, r.key, r.value));
+        }
+        let mut offsets = Vec::new();
+        for (operator, records) in writes {
+            let log = self.log(&operator, to.partitions)?;
+            let ends = log.write(records).map_err(|e| e.to_string())?;
+            offsets.extend(ends.into_iter().map(|(partition, next)| ChangelogOffset {
+                operator: operator.clone(),
+                partition,
+                next,
+            }));
+        }
+        Ok(offsets)
+    }
+}
+
+/// Before `doc`'s job starts on `share`: restores the held partitions of
+/// every existing changelog into `db` and makes committed checkpoints
+/// write to the changelogs. `brokers` stands in for sources that name
+/// none.
+pub(crate) fn attach(
+    doc: &TopologyDoc,
+    brokers: Option<&str>,
+    share: &KafkaShare,
+    db: &StateDb,
+) -> Result<(), String> {
+    let sources: Vec<_> = doc
+        .sources
+        .iter()
+        .filter_map(|s| s.kafka.as_ref())
+        .collect();
+    let Some(first) = sources.first() else {
+        db.set_changelog(None);
+        return Ok(());
+    };
+    let brokers = first
+        .brokers
+        .clone()
+        .or_else(|| brokers.map(str::to_string))
+        .ok_or("no Kafka brokers for the topology's changelogs: give --kafka-brokers")?;
+    let topics: BTreeSet<&str> = sources.iter().map(|k| k.topic.as_str()).collect();
+    let partitioning = if topics.len() == 1 {
+        let input = first.topic.clone();
+        let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
+        let held = share
+            .partitions
+            .get(&input)
+            .map(|ps| ps.iter().map(|&p| p as u32).collect())
+            .unwrap_or_default();
+        Ok(Partitioning {
+            input,
+            partitions,
+            held,
+        })
+    } else {
+        Err(format!(
+            "topology `{}` reads several Kafka topics ({}) and keeps state: in a cluster, state \
+             moves with the partitions of one input topic (co-partitioned inputs are not built \
+             yet)",
+            doc.name,
+            topics.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+    };
+    let changelog = KafkaChangelog {
+        topology: doc.name.clone(),
+        brokers: brokers.clone(),
+        partitioning: partitioning.clone(),
+        logs: Mutex::default(),
+    };
+    if let Ok(to) = &partitioning {
+        for operator in &doc.operators {
+            let topic = changelog_topic(&doc.name, &operator.name);
+            let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            restore(db, &doc.name, &operator.name, &log, to)?;
+            changelog
+                .logs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(operator.name.clone(), Arc::new(log));
+        }
+    }
+    db.set_changelog(Some(Arc::new(changelog)));
+    Ok(())
+}
+
+/// Reads the held partitions of `operator`'s changelog into `db`, each
+/// from the offset `db` recorded for it.
+fn restore(
+    db: &StateDb,
+    topology: &str,
+    operator: &str,
+    log: &ChangelogTopic,
+    to: &Partitioning,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let local = db.changelog_offsets(operator).map_err(|e| e.to_string())?;
+    let mut stale = BTreeSet::new();
+    let dropped = db
+        .drop_timers(topology, operator, &mut |key| {
+            let p = partition_of(key, to.partitions);
+            let held = to.held.contains(&p);
+            if !held {
+                stale.insert(p);
+            }
+            held
+        })
+        .map_err(|e| e.to_string())?;
+    let forget: Vec<(String, u32)> = stale
+        .into_iter()
+        .filter(|p| local.contains_key(p))
+        .map(|p| (operator.to_string(), p))
+        .collect();
+    let from: BTreeMap<u32, Option<u64>> = to
+        .held
+        .iter()
+        .map(|&p| (p, local.get(&p).copied()))
+        .collect();
+    let mut batch = RestoreBatch::new(topology, operator);
+    let mut rows = 0u64;
+    let ends = log
+        .read(&from, &mut |_, key, value| {
+            rows += 1;
+            batch.add(key, value)?;
+            if batch.len() >= RESTORE_BATCH_ROWS {
+                let full = std::mem::replace(&mut batch, RestoreBatch::new(topology, operator));
+                db.apply_changelog(Some(full), &[], &[])
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let offsets: Vec<ChangelogOffset> = ends
+        .into_iter()
+        .map(|(partition, next)| ChangelogOffset {
+            operator: operator.to_string(),
+            partition,
+            next,
+        })
+        .collect();
+    db.apply_changelog(Some(batch), &offsets, &forget)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        topology.name = topology,
+        operator,
+        kafka.topic = log.topic(),
+        partitions = ?to.held,
+        records = rows,
+        timers_dropped = dropped,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "restored state from the changelog"
+    );
+    Ok(())
+}
