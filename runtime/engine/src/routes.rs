@@ -189,12 +189,25 @@ impl Outputs {
         let sends: Vec<(usize, Batch, Option<Origin>)> = match &route.kind {
             RouteKind::Forward => vec![(self.index.min(n - 1), b, origin.cloned())],
             RouteKind::Rebalance => vec![(self.next % n, b, origin.cloned())],
+            // One consumer instance takes every event: only the keys can
+            // change, so the batch's other columns go on as they are.
+            RouteKind::Keyed { field, .. } if n == 1 => {
+                let b = match field {
+                    Some(f) => rekeyed(b, f),
+                    None => b,
+                };
+                vec![(0, b, origin.cloned())]
+            }
             RouteKind::Keyed {
                 field,
                 groups,
                 owner,
             } => {
-                let mut parts: Vec<Batch> = vec![Batch::default(); n];
+                // Room for an even share each, so that parts rarely grow.
+                let share = b.len() / n + b.len() / (4 * n) + 1;
+                let bytes = b.values.len() / n + b.values.len() / (4 * n);
+                let mut parts: Vec<Batch> =
+                    (0..n).map(|_| Batch::with_capacity(share, bytes)).collect();
                 // Which events of `b` each part holds, for their origin.
                 let mut picked: Vec<Vec<usize>> = vec![Vec::new(); n];
                 for (i, e) in b.iter().enumerate() {
@@ -262,6 +275,25 @@ impl Outputs {
         }
         Ok(())
     }
+}
+
+/// `b` with each event keyed by field `field` of its value (no key when
+/// the value has no such field), everything else kept.
+fn rekeyed(mut b: Batch, field: &str) -> Batch {
+    let mut key_lens = Vec::with_capacity(b.len());
+    let mut keys = Vec::with_capacity(b.keys.len().max(b.len() * 8));
+    for e in b.iter() {
+        match weir_types::wire::field_key(e.value, field) {
+            Some(k) => {
+                key_lens.push(k.len() as i32);
+                keys.extend_from_slice(&k);
+            }
+            None => key_lens.push(-1),
+        }
+    }
+    b.key_lens = key_lens;
+    b.keys = keys;
+    b
 }
 
 #[cfg(test)]
@@ -356,6 +388,59 @@ mod tests {
         let got = drain(&rxs[0]);
         assert_eq!(got[0].1, vec![Some(b"u0".to_vec()), Some(b"u1".to_vec())]);
         // The key's own cases: weir_types::wire::field_key's tests.
+    }
+
+    /// An event as a consumer got it: time, key, value, headers.
+    type Delivered = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    #[test]
+    fn a_field_key_by_keeps_values_headers_and_times_and_unkeys_what_lacks_the_field() {
+        for instances in [1, 3] {
+            let (txs, rxs) = consumers(instances);
+            let kind = RouteKind::Keyed {
+                field: Some("user".into()),
+                groups: 8,
+                owner: Arc::new((0..8).map(|g| g % instances as u16).collect()),
+            };
+            let mut out = outputs(0, kind, txs);
+            let mut b = batch(&[b"k0", b"k1", b"k2", b"k3"]);
+            b.push(Some(b"k4"), br#"{"other":1}"#, 4);
+            b.push(None, b"not json", 5);
+            b.headers.push((1, "h".into(), b"v".to_vec()));
+            let sent = b.clone();
+            out.batch(b).unwrap();
+            let mut got: Vec<Delivered> = Vec::new();
+            for rx in &rxs {
+                for e in messages(rx) {
+                    if let Msg::Batch { batch, .. } = e.msg {
+                        got.extend(batch.iter().map(|ev| {
+                            let headers = ev.headers.iter().map(|(_, n, v)| (n.clone(), v.clone()));
+                            (
+                                ev.timestamp,
+                                ev.key.map(<[u8]>::to_vec),
+                                ev.value.to_vec(),
+                                headers.collect(),
+                            )
+                        }));
+                    }
+                }
+            }
+            got.sort();
+            assert_eq!(got.len(), 6, "{instances} instances");
+            let sent: Vec<_> = sent.iter().collect();
+            for (i, (t, key, value, headers)) in got.into_iter().enumerate() {
+                let e = &sent[i];
+                assert_eq!((t, value.as_slice()), (e.timestamp, e.value));
+                let expected = (i < 4).then(|| format!("u{i}").into_bytes());
+                assert_eq!(key, expected, "event {i}, {instances} instances");
+                let want: Vec<(String, Vec<u8>)> = if i == 1 {
+                    vec![("h".into(), b"v".to_vec())]
+                } else {
+                    vec![]
+                };
+                assert_eq!(headers, want, "event {i}, {instances} instances");
+            }
+        }
     }
 
     #[test]

@@ -333,6 +333,96 @@ fn an_upgrade_keeps_state_and_a_renamed_state_is_refused() {
     assert_eq!(got, oracle(&events));
 }
 
+/// `n` orders `{"user": "u<k>", "amount": a}` over 40 users.
+fn orders(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            key: None,
+            value: format!(r#"{{"user":"u{}","amount":{}}}"#, i * 7 % 40, i % 13).into_bytes(),
+            timestamp: i as i64,
+            headers: vec![],
+        })
+        .collect()
+}
+
+/// `keyed-sum` over orders keyed by user, with `config` (YAML) if any.
+fn keyed_sum(config: &str) -> weir_topology::TopologyDoc {
+    parse_topology(&format!(
+        "name: ks\nsources: [{{ name: in, stream: in }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: {{ field: user }}, parallelism: 2{config} }}\nsinks: [{{ name: out, stream: out, input: sum }}]\n"
+    ))
+    .unwrap()
+}
+
+/// The first byte of user `u3`'s stored running sum.
+fn agg_of_u3(job: &Job) -> Option<u8> {
+    match job.query_state("sum", "agg", b"u3") {
+        Ok(Some(StateValue::Value(v))) => v.first().copied(),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_savepoint_of_json_state_restores_after_the_switch_to_the_compact_encoding() {
+    let events = Arc::new(orders(1000));
+    let expected = {
+        let out = Lines::default();
+        run_topology(
+            &keyed_sum(""),
+            &modules(&[("keyed-sum", "keyed-sum")]),
+            bindings(&events, usize::MAX, true, &out),
+            ExecOptions::default(),
+        )
+        .unwrap();
+        let mut lines = out.0.lock().unwrap().clone();
+        lines.sort();
+        lines
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("sp.redb");
+    let out = Lines::default();
+    let mods = modules(&[("keyed-sum", "keyed-sum")]);
+
+    // Before the switch: the running sums are stored as JSON.
+    let job = Job::start(
+        &keyed_sum(", config: { state_encoding: json }"),
+        &mods,
+        bindings(&events, 500, false, &out),
+        ExecOptions::default(),
+        Some(durable(&dir.path().join("json"))),
+    )
+    .unwrap();
+    let start = Instant::now();
+    while out.0.lock().unwrap().len() < 500 || agg_of_u3(&job).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first 500 updates never came"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(agg_of_u3(&job), Some(b'{'), "state is not JSON before");
+    job.stop(Some(("json", &sp))).unwrap();
+
+    // After it (the guest's default): the JSON sums read back, the counts
+    // go on from them, and what is written again is compact.
+    let job = Job::start(
+        &keyed_sum(""),
+        &mods,
+        bindings(&events, usize::MAX, true, &out),
+        ExecOptions::default(),
+        Some(from_savepoint(&dir.path().join("compact"), &sp)),
+    )
+    .unwrap();
+    while !job.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(agg_of_u3(&job), Some(0xC1), "state is not compact after");
+    job.wait().unwrap();
+    let mut got = out.0.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got.len(), expected.len(), "lost or duplicated output");
+    assert!(got == expected, "output differs from the uninterrupted run");
+}
+
 #[test]
 fn a_restart_resumes_from_the_last_checkpoint_and_queries_read_finished_state() {
     let events = Arc::new(lines(2000));

@@ -185,13 +185,23 @@ pub fn format_event(event: &EventRef<'_>) -> String {
 /// The key `key_by: {field: F}` gives an event: the text of field `F` of
 /// a JSON object value when it is a string, its JSON text otherwise;
 /// `None` when the value is not an object with that field.
+///
+/// Only that field is built; the others are read past as strictly as a
+/// whole `serde_json::Value` would read them (a value that is not JSON has
+/// no key), with no allocation: the per-event cost of keying by a field.
 pub fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value).ok()?;
-    Some(match map.get(field)? {
-        serde_json::Value::String(s) => s.clone().into_bytes(),
-        other => other.to_string().into_bytes(),
-    })
+    Some(
+        match json_field::field::<serde_json::Value>(value, field).ok()?? {
+            serde_json::Value::String(s) => s.into_bytes(),
+            other => other.to_string().into_bytes(),
+        },
+    )
 }
+
+/// The Rust SDK's one-field reader, compiled here too so that the host and
+/// the guests read a field by the same rules.
+#[path = "../../../sdk/rust/src/json.rs"]
+mod json_field;
 
 #[cfg(test)]
 mod tests {
@@ -214,6 +224,43 @@ mod tests {
         );
         assert_eq!(field_key(br#"{"user":"ann"}"#, "missing"), None);
         assert_eq!(field_key(b"[1,2]", "user"), None);
+    }
+
+    #[test]
+    fn field_keys_agree_with_reading_the_whole_object() {
+        // What keying did before it read one field: the whole object.
+        fn whole(value: &[u8], field: &str) -> Option<Vec<u8>> {
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(value).ok()?;
+            Some(match map.get(field)? {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                other => other.to_string().into_bytes(),
+            })
+        }
+        for text in [
+            r#"{"user":"u1","amount":3}"#,
+            r#"{"user":"a","user":"b"}"#,
+            r#"{"us\u0065r":"esc\"aped"}"#,
+            r#"{"user":1.50e2}"#,
+            r#"{"user":[1,{"b":2,"a":1}],"x":null}"#,
+            r#"{"x":"\ud83d\ude00","user":-0}"#,
+            r#"{"user":"u1"} trailing"#,
+            r#"{"user":"u1","x":"lone \ud800"}"#,
+            r#"{"user":"u1","x":1e999}"#,
+            r#"{"user":"u1","x":tru}"#,
+            r#"{"user":"u1""#,
+            r#""user""#,
+            "",
+        ] {
+            assert_eq!(
+                field_key(text.as_bytes(), "user"),
+                whole(text.as_bytes(), "user"),
+                "{text}"
+            );
+        }
+        let bad_utf8 = b"{\"user\":\"u1\",\"x\":\"\xff\"}";
+        assert_eq!(field_key(bad_utf8, "user"), None);
+        assert_eq!(whole(bad_utf8, "user"), None);
     }
 
     #[test]

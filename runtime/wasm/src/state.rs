@@ -388,11 +388,17 @@ impl OperatorState for MemoryState {
             let keys = self.values.get_mut(name).expect("inserted above");
             for w in &rest[..run] {
                 match w.value {
-                    Some(v) => {
-                        let slot = entry_in(keys, w.key);
-                        slot.clear();
-                        slot.extend_from_slice(v);
-                    }
+                    // One lookup for a key that has a value already (the
+                    // common case: a running aggregate), reusing its buffer.
+                    Some(v) => match keys.get_mut(w.key) {
+                        Some(slot) => {
+                            slot.clear();
+                            slot.extend_from_slice(v);
+                        }
+                        None => {
+                            keys.insert(w.key.to_vec(), v.to_vec());
+                        }
+                    },
                     None => {
                         keys.remove(w.key);
                     }

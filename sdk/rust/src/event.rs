@@ -49,7 +49,11 @@ impl<'a> Event<'a> {
     /// let order: Order = event.json()?;
     /// ```
     pub fn json<T: Deserialize<'a>>(&self) -> Result<T, Error> {
-        Ok(serde_json::from_slice(self.value)?)
+        // UTF-8 checked once for the whole value, not again per string.
+        Ok(match std::str::from_utf8(self.value) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(self.value)?,
+        })
     }
 
     /// Field `name` of the value, a JSON object, as `T` (which may borrow

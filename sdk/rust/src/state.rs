@@ -44,12 +44,27 @@ pub enum Encoding {
     Compact,
 }
 
+/// Reads `json` or `compact`, as an operator's config would name an
+/// encoding.
+impl std::str::FromStr for Encoding {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "json" => Ok(Encoding::Json),
+            "compact" => Ok(Encoding::Compact),
+            other => Err(format!(
+                "state encoding {other:?} is not known: use \"json\" or \"compact\""
+            )),
+        }
+    }
+}
+
 /// The first byte of a compact value: 0xC1 never occurs in UTF-8, so a
 /// compact value can never be mistaken for JSON text, nor JSON for one.
 const COMPACT_TAG: u8 = 0xC1;
 
 /// Decodes a value state's bytes in either encoding.
-fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     match bytes.split_first() {
         Some((&COMPACT_TAG, rest)) => postcard::from_bytes(rest).map_err(|e| {
             Error::new(format!(
@@ -61,7 +76,7 @@ fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 }
 
 /// Appends `value` to `out` in `encoding`.
-fn encode_value<T: Serialize>(
+pub(crate) fn encode_value<T: Serialize>(
     encoding: Encoding,
     value: &T,
     out: &mut Vec<u8>,
@@ -178,6 +193,14 @@ mod tests {
                 agg()
             );
         }
+    }
+
+    #[test]
+    fn encodings_are_named_json_and_compact() {
+        assert_eq!("json".parse(), Ok(Encoding::Json));
+        assert_eq!("compact".parse(), Ok(Encoding::Compact));
+        let err = "postcard".parse::<Encoding>().unwrap_err();
+        assert!(err.contains("\"postcard\" is not known"), "{err}");
     }
 
     #[test]

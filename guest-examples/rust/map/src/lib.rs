@@ -136,13 +136,24 @@ impl Operator for Map {
     fn process(&mut self, ctx: &mut Context, event: Event) -> Result<(), Error> {
         let (field, upper) = (self.field.as_str(), &mut self.upper);
         ctx.emit_like_with(&event, |out| {
-            let mut de = serde_json::Deserializer::from_slice(event.value);
-            Rewrite { field, upper, out }
-                .deserialize(&mut de)
-                .and_then(|()| de.end())
-                .map_err(|e| Error::new(format!("map expects a JSON object value: {e}")))
+            let rewrite = Rewrite { field, upper, out };
+            // Text checked as UTF-8 once reads without checking each string
+            // again; other bytes fail either way.
+            match std::str::from_utf8(event.value) {
+                Ok(text) => rewrite_with(rewrite, serde_json::Deserializer::from_str(text)),
+                Err(_) => rewrite_with(rewrite, serde_json::Deserializer::from_slice(event.value)),
+            }
+            .map_err(|e| Error::new(format!("map expects a JSON object value: {e}")))
         })
     }
+}
+
+fn rewrite_with<'de, R: serde_json::de::Read<'de>>(
+    rewrite: Rewrite<'_>,
+    mut de: serde_json::Deserializer<R>,
+) -> Result<(), serde_json::Error> {
+    rewrite.deserialize(&mut de)?;
+    de.end()
 }
 
 export_operator!(Map);

@@ -1,6 +1,9 @@
 //! `window-sum`: per key, the sum and count of a numeric field over
 //! tumbling event-time windows. Config: `size_ms` (default 1000), `field`
-//! (default `amount`), `allowed_lateness_ms` (default 0).
+//! (default `amount`), `allowed_lateness_ms` (default 0), `state_encoding`
+//! (`compact`, the default: the open windows in the SDK's compact
+//! encoding, read and written for every event; or `json`. Either reads
+//! what the other wrote, so a savepoint restores across a change).
 //!
 //! Each value is a JSON object whose `field` is a number (others are
 //! errors). When the watermark passes a window's end, it emits, keyed like
@@ -12,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_sdk::window::{Aggregate, WindowKind, WindowResult, Windows};
-use weir_sdk::{Context, Error, Event, Operator, Setup, Timer, export_operator};
+use weir_sdk::{Context, Encoding, Error, Event, Operator, Setup, Timer, export_operator};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +23,7 @@ struct Config {
     size_ms: Option<i64>,
     field: Option<String>,
     allowed_lateness_ms: Option<i64>,
+    state_encoding: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -88,9 +92,13 @@ impl Operator for WindowSum {
         let size_ms = config.size_ms.unwrap_or(1000);
         Ok(WindowSum {
             field: config.field.unwrap_or_else(|| "amount".into()),
-            windows: Windows::new(
+            windows: Windows::new_encoded(
                 setup,
                 "windows",
+                config
+                    .state_encoding
+                    .as_deref()
+                    .map_or(Ok(Encoding::Compact), str::parse)?,
                 WindowKind::Tumbling { size_ms },
                 config.allowed_lateness_ms.unwrap_or(0),
                 Sum,
