@@ -263,15 +263,6 @@ pub struct InputRef<'a> {
 }
 
 impl TopologyDoc {
-    /// What input `name` refers to. A name that is a source, operator or
-    /// sink is that node's (main) output; otherwise `a.b` where `a` is an
-    /// operator is side output `b` of `a` (the last `.` splits, since names
-    /// may hold dots and side output names may not). Anything else is left
-    /// whole, for validation to report as unknown.
-    pub fn resolve_input<'a>(&'a self, name: &'a str) -> InputRef<'a> {
-        self.inputs_resolver().resolve(name)
-    }
-
     /// Resolves many input names against this document's names, each in
     /// constant time (a document may hold thousands of operators).
     pub fn inputs_resolver(&self) -> InputResolver<'_> {
@@ -284,15 +275,19 @@ impl TopologyDoc {
     }
 }
 
-/// The names of a document's sources, operators and sinks, for
-/// [`TopologyDoc::resolve_input`] over many inputs.
+/// The names of a document's sources, operators and sinks, to resolve its
+/// inputs by.
 pub struct InputResolver<'d> {
     nodes: std::collections::HashSet<&'d str>,
     operators: std::collections::HashSet<&'d str>,
 }
 
 impl<'d> InputResolver<'d> {
-    /// What `name` refers to, as [`TopologyDoc::resolve_input`] says.
+    /// What input `name` refers to. A name that is a source, operator or
+    /// sink is that node's (main) output; otherwise `a.b` where `a` is an
+    /// operator is side output `b` of `a` (the last `.` splits, since names
+    /// may hold dots and side output names may not). Anything else is left
+    /// whole, for validation to report as unknown.
     pub fn resolve<'a>(&self, name: &'a str) -> InputRef<'a> {
         let whole = InputRef {
             node: name,
