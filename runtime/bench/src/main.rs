@@ -456,6 +456,14 @@ struct Args {
     /// the interval only); the server's default when not given.
     #[arg(long)]
     idle_ms: Option<u64>,
+    /// `compare`: the topologies' `checkpoint.interval_ms` (the server's
+    /// default when not given); `checkpointed`: the interval (1,000).
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// `compare`: concurrent producer connections (each sends every n-th
+    /// body of the round).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    producers: u64,
     /// `density`: topologies to start.
     #[arg(long, default_value_t = 1_000)]
     topologies: usize,
@@ -495,11 +503,22 @@ fn main() -> Result<()> {
             workloads::run(events, rounds, only)?;
         }
         Workload::Compare => {
-            compare::run(events, rounds, only, args.idle_ms)?;
+            compare::run(
+                events,
+                rounds,
+                only,
+                args.interval_ms,
+                args.idle_ms,
+                args.producers as usize,
+            )?;
         }
         Workload::Latency => topology::latency(args.rate, args.seconds)?,
         Workload::Checkpointed => {
-            checkpoints::checkpointed(events, rounds)?;
+            checkpoints::checkpointed(
+                events,
+                rounds,
+                Duration::from_millis(args.interval_ms.unwrap_or(1000)),
+            )?;
         }
         Workload::Recovery => checkpoints::recovery(args.keys)?,
         Workload::StateStore => store::run(args.keys, rounds)?,
