@@ -436,15 +436,8 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
     }
     let pushed = ca.push("counter", &guest_bytes("word-count"));
     assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let doc = "name: wc\n\
-               checkpoint: { interval_ms: 300 }\n\
-               sources:\n\
-               \x20 - { name: words, kafka: { topic: wc-in, format: text } }\n\
-               operators:\n\
-               \x20 - { name: count, module: counter, input: words, key_by: key }\n\
-               sinks:\n\
-               \x20 - { name: out, kafka: { topic: wc-out }, input: count }\n";
-    let put = ca.put_topology("wc", doc);
+    let doc = word_count_doc("wc", "wc-in", "wc-out", 300);
+    let put = ca.put_topology("wc", &doc);
     assert_eq!(put.status, 201, "{}", put.text);
     let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
@@ -472,21 +465,7 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
         let out = records_of(brokers, "wc-out");
         (out.len() >= 600).then_some(out)
     });
-    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (word, value) in &out {
-        let v: Value = serde_json::from_str(value).unwrap();
-        assert_eq!(v["word"], json!(word), "{value}");
-        counts
-            .entry(word.clone())
-            .or_default()
-            .push(v["count"].as_u64().unwrap());
-    }
-    for (word, n) in &oracle {
-        let mut seen = counts.remove(word).unwrap_or_default();
-        seen.sort_unstable();
-        assert_eq!(seen, (1..=*n).collect::<Vec<_>>(), "the counts of {word}");
-    }
-    assert!(counts.is_empty(), "words nobody wrote: {counts:?}");
+    assert_counts(&out, &oracle);
 
     // A state query on either node answers for every word, from the node
     // that holds the word's partition (forwarded once).
@@ -648,15 +627,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     let ca = a.client();
     let pushed = ca.push("counter", &guest_bytes("word-count"));
     assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let doc = "name: cr\n\
-               checkpoint: { interval_ms: 200 }\n\
-               sources:\n\
-               \x20 - { name: words, kafka: { topic: cr-in, format: text } }\n\
-               operators:\n\
-               \x20 - { name: count, module: counter, input: words, key_by: key }\n\
-               sinks:\n\
-               \x20 - { name: out, kafka: { topic: cr-out }, input: count }\n";
-    let put = ca.put_topology("cr", doc);
+    let put = ca.put_topology("cr", &word_count_doc("cr", "cr-in", "cr-out", 200));
     assert_eq!(put.status, 201, "{}", put.text);
     let b = member(dirs[1].path(), "b", &[]);
     let mut c = member(
@@ -715,20 +686,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
             let out = records_of_n(brokers, "cr-out", PARTITIONS);
             (out.len() as u64 >= total).then_some(out)
         });
-        let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (word, value) in &out {
-            let v: Value = serde_json::from_str(value).unwrap();
-            counts
-                .entry(word.clone())
-                .or_default()
-                .push(v["count"].as_u64().unwrap());
-        }
-        for (word, n) in oracle {
-            let mut seen = counts.remove(word).unwrap_or_default();
-            seen.sort_unstable();
-            assert_eq!(seen, (1..=*n).collect::<Vec<_>>(), "the counts of {word}");
-        }
-        assert!(counts.is_empty(), "words nobody wrote: {counts:?}");
+        assert_counts(&out, oracle);
     };
     exact(&oracle);
     // B starts again over its data directory, whose state is behind what
@@ -755,6 +713,42 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     drop((b, c));
     a.stop();
+}
+
+/// A word count (module `counter`, keyed by the record's key) from
+/// `input` to `output`, checkpointed every `interval_ms`.
+fn word_count_doc(name: &str, input: &str, output: &str, interval_ms: u64) -> String {
+    format!(
+        "name: {name}\n\
+         checkpoint: {{ interval_ms: {interval_ms} }}\n\
+         sources:\n\
+         \x20 - {{ name: words, kafka: {{ topic: {input}, format: text }} }}\n\
+         operators:\n\
+         \x20 - {{ name: count, module: counter, input: words, key_by: key }}\n\
+         sinks:\n\
+         \x20 - {{ name: out, kafka: {{ topic: {output} }}, input: count }}\n"
+    )
+}
+
+/// Each word's counts in a word count's output `out` are 1, 2, ..., n
+/// once each, n its count in `oracle` (a count restarted, skipped or
+/// repeated fails), and no other word is there.
+fn assert_counts(out: &[(String, String)], oracle: &BTreeMap<String, u64>) {
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (word, value) in out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        assert_eq!(v["word"], json!(word), "{value}");
+        counts
+            .entry(word.clone())
+            .or_default()
+            .push(v["count"].as_u64().unwrap());
+    }
+    for (word, n) in oracle {
+        let mut seen = counts.remove(word).unwrap_or_default();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=*n).collect::<Vec<_>>(), "the counts of {word}");
+    }
+    assert!(counts.is_empty(), "words nobody wrote: {counts:?}");
 }
 
 /// Every `(key, value)` of `topic` (4 partitions) a `read_committed`
