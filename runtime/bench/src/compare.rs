@@ -95,7 +95,11 @@ impl Server {
             .arg(data.path())
             .args(extra)
             .env_remove("WEIR_TOKEN")
-            .env("WEIR_LOG", "warn")
+            // `WEIR_BENCH_SERVER_LOG=info` to see what the servers do.
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_BENCH_SERVER_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
