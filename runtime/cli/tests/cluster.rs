@@ -605,7 +605,11 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     const PARTITIONS: i32 = 8;
     // A cluster of its own: a node that joins replays the control topic's
     // history (earlier topologies started and stopped), and C's fault
-    // must count only this scenario's transactions.
+    // must count only this scenario's transactions. Its topology has the
+    // name of cluster t1's word count (`wc`, over 4 partitions): the two
+    // clusters' changelogs, groups and transactional ids must not meet
+    // (a changelog named after the topology alone is refused here for
+    // its partition count, or restores the other cluster's counts).
     let member = |dir: &std::path::Path, id: &str, env: &[(&str, &str)]| {
         Server::start(
             dir,
@@ -627,7 +631,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     let ca = a.client();
     let pushed = ca.push("counter", &guest_bytes("word-count"));
     assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let put = ca.put_topology("cr", &word_count_doc("cr", "cr-in", "cr-out", 200));
+    let put = ca.put_topology("wc", &word_count_doc("wc", "cr-in", "cr-out", 200));
     assert_eq!(put.status, 201, "{}", put.text);
     let b = member(dirs[1].path(), "b", &[]);
     let mut c = member(
@@ -635,11 +639,11 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         "c",
         &[("WEIR_FAULT", "before-kafka-commit:6")],
     );
-    let started = ca.post_json("/v1/topologies/cr/start", &json!({}));
+    let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
     let holders = |view: &Value| -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
-        for (_, at) in view["assignment"]["cr"]["cr-in"]
+        for (_, at) in view["assignment"]["wc"]["cr-in"]
             .as_object()
             .into_iter()
             .flatten()
@@ -649,7 +653,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         }
         out
     };
-    eventually("cr's partitions on A, B and C", || {
+    eventually("wc's partitions on A, B and C", || {
         let held = holders(&cluster_view(&a));
         (held.len() == 3 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
@@ -676,7 +680,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
             assert!(killed.success());
         }
     }
-    eventually("all of cr's partitions on A", || {
+    eventually("all of wc's partitions on A", || {
         let held = holders(&cluster_view(&a));
         (held.get("a") == Some(&(PARTITIONS as usize))).then_some(())
     });
@@ -694,7 +698,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     // takes their state from the changelog, and the counts go on.
     drop(b);
     let b = member(dirs[1].path(), "b", &[]);
-    eventually("cr's partitions on A and B", || {
+    eventually("wc's partitions on A and B", || {
         let held = holders(&cluster_view(&b));
         (held.len() == 2 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
@@ -709,7 +713,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     }
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
-    let stopped = ca.post_json("/v1/topologies/cr/stop", &json!({}));
+    let stopped = ca.post_json("/v1/topologies/wc/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     drop((b, c));
     a.stop();

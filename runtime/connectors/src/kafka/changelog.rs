@@ -1,5 +1,5 @@
 //! A keyed operator's changelog topic on a cluster
-//! (`weir.<topology>.<operator>.changelog`, compacted, partitioned like
+//! (`weir.<cluster>.<topology>.<operator>.changelog`, compacted, partitioned like
 //! the topology's input): [`ChangelogTopic`] makes sure the topic exists
 //! with the right partition count and reads partitions from given offsets
 //! to their end, `read_committed` (the node's transactions write it:

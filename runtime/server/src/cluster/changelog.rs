@@ -1,7 +1,9 @@
 //! Keyed state that moves with its partitions: each operator that keeps
 //! state has a compacted changelog topic,
-//! `weir.<topology>.<operator>.changelog`, partitioned like the
-//! topology's Kafka input (see `docs/cluster.md`, "State").
+//! `weir.<cluster>.<topology>.<operator>.changelog` (named after the
+//! topology's consumer group, so two clusters on one broker never share
+//! state), partitioned like the topology's Kafka input (see
+//! `docs/cluster.md`, "State").
 //!
 //! - The partition of a state row is the input partition of its key:
 //!   Kafka's key partitioner ([`partition_of`], `murmur2_random`) over the
@@ -46,9 +48,10 @@ use weir_types::Batch;
 /// Rows kept in memory during a restore before they are written.
 const RESTORE_BATCH_ROWS: usize = 50_000;
 
-/// The changelog topic of `operator` of `topology`.
-pub fn changelog_topic(topology: &str, operator: &str) -> String {
-    format!("weir.{topology}.{operator}.changelog")
+/// The changelog topic of `operator` of the topology whose consumer group
+/// is `group` (`weir.<cluster>.<topology>`).
+pub fn changelog_topic(group: &str, operator: &str) -> String {
+    format!("{group}.{operator}.changelog")
 }
 
 /// How the rows of a topology map to changelog partitions on this node.
@@ -116,7 +119,7 @@ impl KafkaChangelog {
         {
             return Ok(log.clone());
         }
-        let topic = changelog_topic(&self.topology, operator);
+        let topic = changelog_topic(self.fence.group(), operator);
         let log = ChangelogTopic::open(&self.brokers, &topic, partitions, true)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("changelog {topic} could not be created"))?;
@@ -221,7 +224,7 @@ impl weir_state::Changelog for KafkaChangelog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .map(|op| (changelog_topic(&self.topology, op), op.clone()))
+            .map(|op| (changelog_topic(self.fence.group(), op), op.clone()))
             .collect();
         Ok(ends
             .into_iter()
@@ -317,7 +320,7 @@ pub(crate) fn attach(
     };
     if let Ok(to) = &partitioning {
         for operator in &doc.operators {
-            let topic = changelog_topic(&doc.name, &operator.name);
+            let topic = changelog_topic(share.fence.group(), &operator.name);
             let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
                 .map_err(|e| e.to_string())?
             else {
