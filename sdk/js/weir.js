@@ -291,11 +291,11 @@ function halvesOf(times) {
 }
 
 export class Event {
-  constructor(key, values, start, end, halves, at, headers, input = 0) {
+  constructor(key, values, start, end, halves, at, headers, input = 0, time = timeAt(halves, at)) {
     /** Uint8Array, or undefined for an event without a key. */
     this.key = key;
     /** Event time, milliseconds since the Unix epoch (a Number). */
-    this.timestamp = timeAt(halves, at);
+    this.timestamp = time;
     /** [name, Uint8Array] pairs. */
     this.headers = headers;
     /** Which of the operator's inputs the event came from: its index in the
@@ -406,8 +406,11 @@ export class ValueState {
     this._index = index;
   }
 
+  // get and set find the cell themselves: they run for most events, and a
+  // call costs more than their work in an interpreter.
   get(ctx, fallback = undefined) {
-    const cell = ctx._cell(this._index);
+    const slot = ctx._slot;
+    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
     const raw = ctx._written[cell];
     if (raw === null) return fallback;
     if (raw !== undefined) return JSON.parse(raw);
@@ -431,7 +434,11 @@ export class ValueState {
   }
 
   set(ctx, value) {
-    ctx._cellSet(this._index, stateText(value));
+    const slot = ctx._slot;
+    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
+    const raw = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : stateText(value);
+    ctx._undo.push(cell, ctx._written[cell]);
+    ctx._written[cell] = raw;
   }
 
   clear(ctx) {
@@ -664,6 +671,8 @@ export class Context {
     // (the 32-bit halves of the call's timestamps or timer times).
     this._halves = EMPTY_HALVES;
     this._at = 0;
+    // The time of item `_at` as a Number (event.timestamp).
+    this._time = 0;
     // Emitted events: timestamps as 32-bit halves (copied without making
     // BigInts), keys and values as strings or Uint8Arrays (see pack).
     this._events = 0;
@@ -728,7 +737,9 @@ export class Context {
 
   _emit(target, key, value, timestamp, headers, halves, at) {
     const index = this._events;
-    this._keys.push(key === undefined || key === null ? null : emittable(key, 'key'));
+    if (key === undefined || key === null) key = null;
+    else if (typeof key !== 'string' && !ArrayBuffer.isView(key)) emittable(key, 'key');
+    this._keys.push(key);
     this._values.push(value);
     if (target !== 0 && this._targets.length === 0) this._targets = new Array(index).fill(0);
     if (this._targets.length > 0) this._targets.push(target);
@@ -741,7 +752,9 @@ export class Context {
       grown.set(times);
       this._times = times = grown;
     }
-    if (timestamp === undefined) {
+    // The current event's own time (given back as event.timestamp, exact
+    // below 2^53) is copied as it came.
+    if (timestamp === undefined || (timestamp === this._time && timestamp <= MAX_SAFE && timestamp >= -MAX_SAFE)) {
       times[2 * index] = halves[2 * at];
       times[2 * index + 1] = halves[2 * at + 1];
     } else {
@@ -836,6 +849,7 @@ export class Context {
 }
 
 const EMPTY_HALVES = new Int32Array(2);
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 // ---- The operator and its handler ------------------------------------------
 
@@ -923,6 +937,7 @@ export function handler(OperatorClass) {
         }
       }
       const halves = halvesOf(ev.timestamps);
+      const slotted = slots.length !== 0;
       const keys = ev.keys;
       const values = ev.values;
       const from = ctx._input;
@@ -935,10 +950,12 @@ export function handler(OperatorClass) {
         const key = kl < 0 ? undefined : keys.subarray(keyAt, (keyAt += kl));
         const start = valueAt;
         valueAt += valueLens[i];
-        const event = new Event(key, values, start, valueAt, halves, i, headers === undefined ? NO_HEADERS : headers[i], from);
+        const time = halves[2 * i + 1] * 4294967296 + (halves[2 * i] >>> 0);
+        const event = new Event(key, values, start, valueAt, halves, i, headers === undefined ? NO_HEADERS : headers[i], from, time);
         ctx._key = key;
-        ctx._slot = slots.length === 0 ? NO_SLOT : slots[i];
+        ctx._slot = slotted ? slots[i] : NO_SLOT;
         ctx._at = i;
+        ctx._time = time;
         const events = ctx._events;
         const headersOut = ctx._headers.length;
         const undo = ctx._undo.length;
@@ -974,6 +991,7 @@ export function handler(OperatorClass) {
         ctx._key = key;
         ctx._slot = slot;
         ctx._at = i;
+        ctx._time = timeAt(halves, i);
         const events = ctx._events;
         const headersOut = ctx._headers.length;
         const undo = ctx._undo.length;
