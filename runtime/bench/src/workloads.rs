@@ -175,7 +175,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         modules.insert(name.to_string(), host.load(&guest_bytes(name))?);
     }
     println!(
-        "W1–W3: {n} events, warm-up + median of {rounds} rounds; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir uses a thread per task"
+        "W1–W3: {n} events, warm-up + median of {rounds} rounds; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir runs every task on its worker pool (a thread per core)"
     );
     println!(
         "{:<10} {:>9} {:>9} {:>20} {:>20} {:>8} {:>20} {:>8} {:>8}",
