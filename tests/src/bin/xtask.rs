@@ -1117,16 +1117,12 @@ fn build_scaffolds() -> Result<()> {
                 build.env("CARGO_TARGET_DIR", root.join("target/guests"));
             }
             Lang::C => {
-                // What the scaffold's build.sh should run once `weir new`
-                // points it at the package (a change to the templates in
-                // runtime/scaffold): the package's own build command, with
-                // jco from the JavaScript tools for the component step.
+                // The package's own build command, as a user who unpacked
+                // it runs it, with jco from the JavaScript tools for the
+                // component step.
                 let jco = js_tools()?.with_file_name("jco");
-                build = Command::new(packages.c_dir.join("bin/weir-c-build"));
                 build
-                    .current_dir(&dir)
-                    .arg(format!("{name}.wasm"))
-                    .arg("operator.c")
+                    .env("WEIR_C_BUILD", packages.c_dir.join("bin/weir-c-build"))
                     .env("JCO", jco);
             }
             _ => {}
