@@ -107,6 +107,19 @@ pub(crate) struct Scan<'a> {
     pub(crate) i: usize,
 }
 
+/// Which bytes a string's text runs over without a second look.
+static PLAIN: [bool; 256] = {
+    let mut plain = [true; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        plain[c] = false;
+        c += 1;
+    }
+    plain[b'"' as usize] = false;
+    plain[b'\\' as usize] = false;
+    plain
+};
+
 /// Deepest nesting the quick reading follows (serde_json allows 127).
 const MAX_DEPTH: u32 = 64;
 
@@ -137,34 +150,39 @@ impl<'a> Scan<'a> {
         self.i == self.b.len()
     }
 
+    /// Steps over bytes that need no second look inside a string (not
+    /// `"`, `\` or a control character): one table lookup each.
+    fn plain(&mut self) {
+        let (b, mut i) = (self.b, self.i);
+        while i < b.len() && PLAIN[b[i] as usize] {
+            i += 1;
+        }
+        self.i = i;
+    }
+
     /// An object key without escapes: its bytes between the quotes.
     pub(crate) fn key(&mut self) -> Option<&'a [u8]> {
         if self.next()? != b'"' {
             return None;
         }
         let (b, start) = (self.b, self.i);
-        loop {
-            match self.next()? {
-                b'"' => return Some(&b[start..self.i - 1]),
-                b'\\' => return None,
-                c if c < 0x20 => return None,
-                _ => {}
-            }
-        }
+        self.plain();
+        let end = self.i;
+        (self.next()? == b'"').then(|| &b[start..end])
     }
 
     /// A string (the opening quote already read) whose escapes, if any,
     /// are single characters (`\"`, `\n`, …).
     fn string(&mut self) -> Option<()> {
         loop {
+            self.plain();
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
                     _ => return None,
                 },
-                c if c < 0x20 => return None,
-                _ => {}
+                _ => return None,
             }
         }
     }
