@@ -18,13 +18,23 @@
 
 /* ---- Memory: per-event allocations ---------------------------------------- */
 
-/* Allocations made while an event is handled, freed when it is done;
- * during weir_init nothing is tracked, so the config lives for good. */
+/* Allocations made while an event is handled come from an arena that is
+ * reset when the event is done: a pointer bump each, no malloc or free per
+ * buffer. During weir_init they come from malloc and are never freed, so
+ * the config lives for good. */
+#define ARENA_CHUNK ((size_t)64 * 1024)
+/* Alignment of every arena allocation, malloc's. */
+#define ARENA_ALIGN ((size_t)16)
+
 static struct {
-    void **ptrs;
-    size_t len, cap;
+    uint8_t *chunk;
+    size_t used, cap;
+    /* Retired chunks and allocations too large for a chunk: freed at the
+     * next reset. */
+    void **big;
+    size_t big_len, big_cap;
     bool permanent;
-} scratch = {NULL, 0, 0, true};
+} scratch = {NULL, 0, 0, NULL, 0, 0, true};
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -47,18 +57,47 @@ static void reserve(void **ptr, size_t *cap, size_t need, size_t size) {
     *cap = n;
 }
 
+static void scratch_track(void *p) {
+    reserve((void **)&scratch.big, &scratch.big_cap, scratch.big_len + 1, sizeof(void *));
+    scratch.big[scratch.big_len++] = p;
+}
+
 static void *scratch_alloc(size_t n) {
-    void *p = xmalloc(n);
-    if (!scratch.permanent) {
-        reserve((void **)&scratch.ptrs, &scratch.cap, scratch.len + 1, sizeof(void *));
-        scratch.ptrs[scratch.len++] = p;
+    if (scratch.permanent) return xmalloc(n);
+    n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    if (n == 0) n = ARENA_ALIGN;
+    if (n > scratch.cap - scratch.used) {
+        if (n > ARENA_CHUNK / 4) {
+            void *p = xmalloc(n);
+            scratch_track(p);
+            return p;
+        }
+        if (scratch.chunk) scratch_track(scratch.chunk);
+        scratch.chunk = xmalloc(ARENA_CHUNK);
+        scratch.cap = ARENA_CHUNK;
+        scratch.used = 0;
     }
+    void *p = scratch.chunk + scratch.used;
+    scratch.used += n;
     return p;
 }
 
+/* Grows the arena allocation `p` of `old` bytes to `n` bytes in place when
+ * it is the arena's last one and the chunk has room; false otherwise. */
+static bool scratch_grow_in_place(void *p, size_t old, size_t n) {
+    if (scratch.permanent || !p || !scratch.chunk) return false;
+    old = (old + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    n = (n + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
+    if ((uint8_t *)p + old != scratch.chunk + scratch.used) return false;
+    if (n - old > scratch.cap - scratch.used) return false;
+    scratch.used += n - old;
+    return true;
+}
+
 static void scratch_free_all(void) {
-    for (size_t i = 0; i < scratch.len; i++) free(scratch.ptrs[i]);
-    scratch.len = 0;
+    for (size_t i = 0; i < scratch.big_len; i++) free(scratch.big[i]);
+    scratch.big_len = 0;
+    scratch.used = 0;
 }
 
 weir_err weir_errorf(const char *format, ...) {
@@ -290,11 +329,16 @@ weir_buf *weir_buf_new(void) {
     return b;
 }
 
-/* Grows into a new event allocation (the old one is freed with the event). */
+/* Grows in place at the arena's end, or into a new event allocation (the
+ * old one is freed with the event). */
 static void buf_reserve(weir_buf *b, size_t more) {
     if (b->len + more <= b->cap) return;
     size_t n = b->cap ? b->cap * 2 : 64;
     while (n < b->len + more) n *= 2;
+    if (scratch_grow_in_place(b->ptr, b->cap, n)) {
+        b->cap = n;
+        return;
+    }
     uint8_t *p = scratch_alloc(n);
     if (b->len) memcpy(p, b->ptr, b->len);
     b->ptr = p;
@@ -934,15 +978,17 @@ static void copy_to_string(operator_string_t *out, const void *bytes, size_t len
 
 void weir_emit_with_headers(weir_ctx *ctx, const weir_bytes *key, weir_bytes value, int64_t timestamp,
                             const weir_header *headers, size_t header_count) {
-    size_t need = ctx->events + 1, cap = ctx->events_cap;
-    reserve((void **)&ctx->timestamps, &cap, need, sizeof *ctx->timestamps);
-    cap = ctx->events_cap;
-    reserve((void **)&ctx->key_lens, &cap, need, sizeof *ctx->key_lens);
-    cap = ctx->events_cap;
-    reserve((void **)&ctx->value_lens, &cap, need, sizeof *ctx->value_lens);
-    cap = ctx->events_cap;
-    reserve((void **)&ctx->targets, &cap, need, sizeof *ctx->targets);
-    ctx->events_cap = cap;
+    if (ctx->events == ctx->events_cap) {
+        size_t need = ctx->events + 1, cap = ctx->events_cap;
+        reserve((void **)&ctx->timestamps, &cap, need, sizeof *ctx->timestamps);
+        cap = ctx->events_cap;
+        reserve((void **)&ctx->key_lens, &cap, need, sizeof *ctx->key_lens);
+        cap = ctx->events_cap;
+        reserve((void **)&ctx->value_lens, &cap, need, sizeof *ctx->value_lens);
+        cap = ctx->events_cap;
+        reserve((void **)&ctx->targets, &cap, need, sizeof *ctx->targets);
+        ctx->events_cap = cap;
+    }
     for (size_t h = 0; h < header_count; h++) {
         reserve((void **)&ctx->headers, &ctx->headers_cap, ctx->headers_len + 1, sizeof *ctx->headers);
         weir_operator_types_header_t *out = &ctx->headers[ctx->headers_len++];

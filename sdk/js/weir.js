@@ -275,20 +275,44 @@ export const json = {
 
 // ---- Events, timers, state -------------------------------------------------
 
+/** Headers of an event that has none (shared, so frozen). */
+const NO_HEADERS = Object.freeze([]);
+
+/** Event time of item `at` of a list<s64> seen as 32-bit halves, as a
+ * Number (correctly rounded past 2^53, as Number(bigint) is), without
+ * making a BigInt. */
+function timeAt(halves, at) {
+  return halves[2 * at + 1] * 4294967296 + (halves[2 * at] >>> 0);
+}
+
+/** The 32-bit halves of a BigInt64Array (little-endian: low half first). */
+function halvesOf(times) {
+  return new Int32Array(times.buffer, times.byteOffset, times.length * 2);
+}
+
 export class Event {
-  constructor(key, value, timestamp, headers, rawTimestamp, input = 0) {
+  constructor(key, values, start, end, halves, at, headers, input = 0, time = timeAt(halves, at)) {
     /** Uint8Array, or undefined for an event without a key. */
     this.key = key;
-    /** Uint8Array: compact JSON on the wire, but any bytes may travel. */
-    this.value = value;
     /** Event time, milliseconds since the Unix epoch (a Number). */
-    this.timestamp = timestamp;
+    this.timestamp = time;
     /** [name, Uint8Array] pairs. */
     this.headers = headers;
     /** Which of the operator's inputs the event came from: its index in the
      * operator's `input` list in the topology (0 with one input). */
     this.input = input;
-    this._raw = rawTimestamp;
+    // The value is cut from the batch when first read: many operators
+    // never read it. The exact timestamp stays in the batch's halves.
+    this._values = values;
+    this._start = start;
+    this._end = end;
+    this._halves = halves;
+    this._at = at;
+  }
+
+  /** Uint8Array: compact JSON on the wire, but any bytes may travel. */
+  get value() {
+    return this._values.subarray(this._start, this._end);
   }
 
   /** The value parsed with JSON.parse; throws EventError when it is not JSON. */
@@ -302,9 +326,12 @@ export class Event {
 
   /** The key as text, or undefined without a key or when it is not UTF-8. */
   keyStr() {
-    if (this.key === undefined) return undefined;
+    const key = this.key;
+    if (key === undefined) return undefined;
+    const ascii = asciiText(key);
+    if (ascii !== undefined) return ascii;
     try {
-      return strictDecoder.decode(this.key);
+      return strictDecoder.decode(key);
     } catch {
       return undefined;
     }
@@ -314,6 +341,14 @@ export class Event {
   valueStr() {
     return text(this.value);
   }
+}
+
+/** The text of `bytes` when they are short ASCII, else undefined: for
+ * keys, cheaper than a TextDecoder call. */
+function asciiText(bytes) {
+  if (bytes.length > 64) return undefined;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] >= 0x80) return undefined;
+  return String.fromCharCode.apply(null, bytes);
 }
 
 export class Timer {
@@ -359,19 +394,51 @@ function parseState(raw) {
   return JSON.parse(text(raw));
 }
 
+/** JSON text of a value to store (JSON.stringify's; '' for what it
+ * cannot write, as `dumps` does). */
+function stateText(value) {
+  return typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : (JSON.stringify(value) ?? '');
+}
+
 /** One JSON value per key; travels with each batch (no host call). */
 export class ValueState {
   constructor(index) {
     this._index = index;
   }
 
+  // get and set find the cell themselves: they run for most events, and a
+  // call costs more than their work in an interpreter.
   get(ctx, fallback = undefined) {
-    const raw = ctx._cellGet(this._index);
-    return raw === null ? fallback : parseState(raw);
+    const slot = ctx._slot;
+    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
+    const raw = ctx._written[cell];
+    if (raw === null) return fallback;
+    if (raw !== undefined) return JSON.parse(raw);
+    // As the call brought it: plain digits (most counters) without the
+    // decoder and the parser.
+    const n = ctx._cellLens[cell];
+    if (n < 0) return fallback;
+    const bytes = ctx._cellBytes;
+    const end = ctx._cellEnds[cell];
+    let k = end - n;
+    if (n > 0 && n <= 15 && (bytes[k] !== 48 || n === 1)) {
+      let v = 0;
+      for (; k < end; k++) {
+        const d = bytes[k] - 48;
+        if (d < 0 || d > 9) break;
+        v = v * 10 + d;
+      }
+      if (k === end) return v;
+    }
+    return parseState(bytes.subarray(end - n, end));
   }
 
   set(ctx, value) {
-    ctx._cellSet(this._index, dumps(value));
+    const slot = ctx._slot;
+    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
+    const raw = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : stateText(value);
+    ctx._undo.push(cell, ctx._written[cell]);
+    ctx._written[cell] = raw;
   }
 
   clear(ctx) {
@@ -499,17 +566,15 @@ export class Setup {
 
 // ---- The context ------------------------------------------------------------
 
-/** Splits packed bytes by lengths (negative: absent) into views. */
-function split(lens, data, what) {
-  const out = [];
+/** Where each packed piece ends (a negative length counts as none); throws
+ * when the lengths do not add up to the bytes sent. */
+function ends(lens, data, what) {
+  const out = new Uint32Array(lens.length);
   let at = 0;
-  for (const n of lens) {
-    if (n < 0) {
-      out.push(undefined);
-    } else {
-      out.push(data.subarray(at, at + n));
-      at += n;
-    }
+  for (let i = 0; i < lens.length; i++) {
+    const n = lens[i];
+    if (n > 0) at += n;
+    out[i] = at;
   }
   if (at !== data.length) {
     throw new Error(`malformed input from the host: ${what} lengths add up to ${at} bytes but ${data.length} were sent`);
@@ -527,28 +592,93 @@ function concat(chunks, total) {
   return out;
 }
 
+/** Packs emitted pieces (strings, to be UTF-8, or Uint8Arrays; null for
+ * no key) into their lengths (-1 for null) and bytes. A run of strings is
+ * encoded with one TextEncoder call: when it is ASCII (as many bytes as
+ * UTF-16 units), each string's length is its byte length. */
+function pack(parts) {
+  const n = parts.length;
+  const lens = new Int32Array(n);
+  const chunks = [];
+  let total = 0;
+  let i = 0;
+  while (i < n) {
+    const p = parts[i];
+    if (typeof p !== 'string') {
+      if (p === null) {
+        lens[i] = -1;
+      } else {
+        lens[i] = p.length;
+        chunks.push(p);
+        total += p.length;
+      }
+      i++;
+      continue;
+    }
+    let j = i;
+    let units = 0;
+    while (j < n && typeof parts[j] === 'string') units += parts[j++].length;
+    const run = encoder.encode(j - i === 1 ? p : parts.slice(i, j).join(''));
+    if (run.length === units) {
+      for (let k = i; k < j; k++) lens[k] = parts[k].length;
+      chunks.push(run);
+      total += run.length;
+    } else {
+      for (let k = i; k < j; k++) {
+        const data = encoder.encode(parts[k]);
+        lens[k] = data.length;
+        chunks.push(data);
+        total += data.length;
+      }
+    }
+    i = j;
+  }
+  return [lens, concat(chunks, total)];
+}
+
+/** A key or value to emit as it is kept until the call ends: a string or
+ * bytes (a Uint8Array, also one the bindings made in their own realm);
+ * anything else fails the event now, not the call later. */
+function emittable(v, what) {
+  if (typeof v === 'string' || ArrayBuffer.isView(v)) return v;
+  throw new EventError(`emit needs a string or a Uint8Array as the ${what}, not ${typeof v}`);
+}
+
+const EMPTY = Object.freeze([]);
+
 /** What an operator can do while it handles one event or timer. */
 export class Context {
   constructor(call, stateCount, cells, sideOutputs = [], input = 0) {
     this._call = call;
     this._stateCount = stateCount;
-    this._cells = cells;
+    // The call's value state cells, read in place (see ValueState.get).
+    this._cellLens = cells.lens;
+    this._cellBytes = cells.bytes;
+    this._cellEnds = ends(cells.lens, cells.bytes, 'state');
     this._sideOutputs = sideOutputs;
     this._input = input;
     // Output of each emitted event; empty while all went to the main one.
     this._targets = [];
-    this._written = new Map();
+    // Cell -> JSON text written in this call, or null when cleared;
+    // undefined while untouched.
+    this._written = new Array(cells.lens.length);
+    // Pairs (cell, what _written held) of every write of the call; a
+    // failing item undoes its own, from its mark on.
     this._undo = [];
     this._key = undefined;
     this._slot = NO_SLOT;
-    this._timestamp = 0n;
-    this._timestamps = [];
-    this._keyLens = [];
+    // The default timestamp of an emitted event: item `_at` of `_halves`
+    // (the 32-bit halves of the call's timestamps or timer times).
+    this._halves = EMPTY_HALVES;
+    this._at = 0;
+    // The time of item `_at` as a Number (event.timestamp).
+    this._time = 0;
+    // Emitted events: timestamps as 32-bit halves (copied without making
+    // BigInts), keys and values as strings or Uint8Arrays (see pack).
+    this._events = 0;
+    this._times = new Int32Array(64);
     this._keys = [];
-    this._keysLen = 0;
-    this._valueLens = [];
     this._values = [];
-    this._valuesLen = 0;
     this._headers = [];
   }
 
@@ -574,58 +704,71 @@ export class Context {
 
   /** Emits to side output `output` (declared with `setup.sideOutput`)
    * instead of the main output. */
-  emitTo(output, key, value, timestamp = undefined, headers = []) {
+  emitTo(output, key, value, timestamp = undefined, headers = EMPTY) {
     const target = this._sideOutputs.indexOf(output) + 1;
     if (target === 0) {
       throw new EventError(
         `no side output ${JSON.stringify(output)}: declare it in the constructor with setup.sideOutput(${JSON.stringify(output)}) (declared: ${JSON.stringify(this._sideOutputs)})`,
       );
     }
-    this._emit(target, key, value, timestamp, headers);
+    this._emit(target, key, emittable(value, 'value'), timestamp, headers, this._halves, this._at);
   }
 
   /** Emits `value` as JSON text to side output `output`. */
   emitJsonTo(output, key, value, timestamp = undefined) {
-    this.emitTo(output, key, dumps(value), timestamp);
+    this.emitTo(output, key, JSON.stringify(value) ?? '', timestamp);
   }
 
   /** Emits an event. `key`, `value`: Uint8Array or string (UTF-8);
    * `timestamp` defaults to the current event's; headers: [name, bytes]. */
-  emit(key, value, timestamp = undefined, headers = []) {
-    this._emit(0, key, value, timestamp, headers);
-  }
-
-  _emit(target, key, value, timestamp, headers) {
-    const index = this._timestamps.length;
-    if (target !== 0 && this._targets.length === 0) this._targets = new Array(index).fill(0);
-    if (this._targets.length > 0 || target !== 0) this._targets.push(target);
-    for (const [name, v] of headers) this._headers.push({ event: index, name, value: bytes(v) });
-    this._timestamps.push(timestamp === undefined ? this._timestamp : BigInt(Math.trunc(Number(timestamp))));
-    if (key === undefined || key === null) {
-      this._keyLens.push(-1);
-    } else {
-      const k = bytes(key);
-      this._keyLens.push(k.length);
-      this._keys.push(k);
-      this._keysLen += k.length;
-    }
-    const v = bytes(value);
-    this._valueLens.push(v.length);
-    this._values.push(v);
-    this._valuesLen += v.length;
+  emit(key, value, timestamp = undefined, headers = EMPTY) {
+    this._emit(0, key, emittable(value, 'value'), timestamp, headers, this._halves, this._at);
   }
 
   /** Emits `value` as JSON text (JSON.stringify). */
   emitJson(key, value, timestamp = undefined) {
-    this.emit(key, dumps(value), timestamp);
+    this._emit(0, key, JSON.stringify(value) ?? '', timestamp, EMPTY, this._halves, this._at);
   }
 
   /** Emits the event as it came: key, value, timestamp, headers. */
   forward(event) {
-    const saved = this._timestamp;
-    this._timestamp = event._raw;
-    this.emit(event.key, event.value, undefined, event.headers);
-    this._timestamp = saved;
+    this._emit(0, event.key, event.value, undefined, event.headers, event._halves, event._at);
+  }
+
+  _emit(target, key, value, timestamp, headers, halves, at) {
+    const index = this._events;
+    if (key === undefined || key === null) key = null;
+    else if (typeof key !== 'string' && !ArrayBuffer.isView(key)) emittable(key, 'key');
+    this._keys.push(key);
+    this._values.push(value);
+    if (target !== 0 && this._targets.length === 0) this._targets = new Array(index).fill(0);
+    if (this._targets.length > 0) this._targets.push(target);
+    for (let h = 0; h < headers.length; h++) {
+      this._headers.push({ event: index, name: headers[h][0], value: bytes(headers[h][1]) });
+    }
+    let times = this._times;
+    if (2 * index + 2 > times.length) {
+      const grown = new Int32Array(times.length * 2);
+      grown.set(times);
+      this._times = times = grown;
+    }
+    // The current event's own time (given back as event.timestamp, exact
+    // below 2^53) is copied as it came.
+    if (timestamp === undefined || (timestamp === this._time && timestamp <= MAX_SAFE && timestamp >= -MAX_SAFE)) {
+      times[2 * index] = halves[2 * at];
+      times[2 * index + 1] = halves[2 * at + 1];
+    } else {
+      const t = Math.trunc(Number(timestamp));
+      if (Number.isSafeInteger(t)) {
+        // Exact in doubles: the halves without a BigInt.
+        const high = Math.floor(t / 4294967296);
+        times[2 * index] = (t - high * 4294967296) | 0;
+        times[2 * index + 1] = high;
+      } else {
+        new BigInt64Array(times.buffer, 8 * index, 1)[0] = BigInt(t);
+      }
+    }
+    this._events = index + 1;
   }
 
   registerTimer(time, domain = 'event-time') {
@@ -646,74 +789,55 @@ export class Context {
   }
 
   _cell(index) {
-    this._requireKey();
-    if (this._slot === NO_SLOT) throw new EventError('this event has no key slot for value state');
+    if (this._slot === NO_SLOT) {
+      this._requireKey();
+      throw new EventError('this event has no key slot for value state');
+    }
     return this._slot * this._stateCount + index;
-  }
-
-  _cellGet(index) {
-    const cell = this._cell(index);
-    if (this._written.has(cell)) return this._written.get(cell);
-    return this._cells[cell] ?? null;
   }
 
   _cellSet(index, raw) {
     const cell = this._cell(index);
-    this._undo.push([cell, this._written.has(cell), this._written.get(cell)]);
-    this._written.set(cell, raw);
+    this._undo.push(cell, this._written[cell]);
+    this._written[cell] = raw;
   }
 
-  _begin(key, slot, timestamp) {
-    this._key = key;
-    this._slot = slot;
-    this._timestamp = timestamp;
-    this._undo = [];
-    return [this._timestamps.length, this._keys.length, this._keysLen, this._values.length, this._valuesLen, this._headers.length];
-  }
-
-  _rollBack([events, keys, keysLen, values, valuesLen, headers]) {
-    this._timestamps.length = events;
+  /** Drops what the failing item emitted and wrote since `events` events
+   * were out, `headers` headers and `undo` undo entries. */
+  _rollBack(events, headers, undo) {
+    this._events = events;
+    this._keys.length = events;
+    this._values.length = events;
     if (this._targets.length > events) this._targets.length = events;
-    this._keyLens.length = events;
-    this._valueLens.length = events;
-    this._keys.length = keys;
-    this._keysLen = keysLen;
-    this._values.length = values;
-    this._valuesLen = valuesLen;
     this._headers.length = headers;
-    for (const [cell, existed, old] of this._undo.reverse()) {
-      if (existed) this._written.set(cell, old);
-      else this._written.delete(cell);
-    }
-    this._undo = [];
+    for (let u = this._undo.length - 2; u >= undo; u -= 2) this._written[this._undo[u]] = this._undo[u + 1];
+    this._undo.length = undo;
   }
 
   _output(errors) {
-    const cells = [...this._written.keys()].sort((a, b) => a - b);
-    const lens = [];
-    const chunks = [];
-    let total = 0;
-    for (const cell of cells) {
-      const raw = this._written.get(cell);
-      if (raw === null) {
-        lens.push(-1);
-      } else {
-        lens.push(raw.length);
-        chunks.push(raw);
-        total += raw.length;
+    const cells = [];
+    const texts = [];
+    for (let c = 0; c < this._written.length; c++) {
+      const raw = this._written[c];
+      if (raw !== undefined) {
+        cells.push(c);
+        texts.push(raw);
       }
     }
+    const [keyLens, keys] = pack(this._keys);
+    const [valueLens, values] = pack(this._values);
+    const [stateLens, stateBytes] = pack(texts);
     const output = {
       events: {
-        timestamps: BigInt64Array.from(this._timestamps),
-        keyLens: Int32Array.from(this._keyLens),
-        keys: concat(this._keys, this._keysLen),
-        valueLens: Uint32Array.from(this._valueLens),
-        values: concat(this._values, this._valuesLen),
+        timestamps: new BigInt64Array(this._times.buffer.slice(0, 8 * this._events)),
+        keyLens,
+        keys,
+        valueLens: new Uint32Array(valueLens.buffer),
+        values,
         headers: this._headers,
       },
       errors,
-      state: { cells: Uint32Array.from(cells), lens: Int32Array.from(lens), bytes: concat(chunks, total) },
+      state: { cells: Uint32Array.from(cells), lens: stateLens, bytes: stateBytes },
     };
     if (!CONTRACT_0_1) {
       // Everything on the main output, or rolled back to it: say nothing.
@@ -723,6 +847,9 @@ export class Context {
     return output;
   }
 }
+
+const EMPTY_HALVES = new Int32Array(2);
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 
 // ---- The operator and its handler ------------------------------------------
 
@@ -758,21 +885,6 @@ export function handler(OperatorClass) {
   let stateCount = 0;
   let sideOutputs = [];
 
-  function run(ctx, n, item, call) {
-    const errors = [];
-    for (let i = 0; i < n; i++) {
-      const [key, slot, timestamp, arg] = item(i);
-      const mark = ctx._begin(key, slot, timestamp);
-      try {
-        call(ctx, arg);
-      } catch (e) {
-        ctx._rollBack(mark);
-        errors.push({ index: i, message: messageOf(e) });
-      }
-    }
-    return ctx._output(errors);
-  }
-
   function check(cond, message) {
     if (!cond) throw `malformed input from the host: ${message}`;
   }
@@ -796,59 +908,101 @@ export function handler(OperatorClass) {
       return spec;
     },
 
+    // One loop over the batch: no host call, and no object per event but
+    // the Event itself.
     process(input) {
       check(operator !== undefined, 'the operator was called before init');
       const ev = input.events;
       const n = ev.timestamps.length;
       const slots = input.keySlots;
-      check(ev.keyLens.length === n && ev.valueLens.length === n, 'batch columns differ in length');
+      const keyLens = ev.keyLens;
+      const valueLens = ev.valueLens;
+      check(keyLens.length === n && valueLens.length === n, 'batch columns differ in length');
       check(slots.length === 0 || slots.length === n, 'key slots differ in length from the batch');
-      let keys, values, cells;
+      let ctx;
       try {
-        keys = split(ev.keyLens, ev.keys, 'key');
-        values = split(Int32Array.from(ev.valueLens), ev.values, 'value');
-        cells = split(input.state.lens, input.state.bytes, 'state');
+        ends(keyLens, ev.keys, 'key');
+        ends(valueLens, ev.values, 'value');
+        ctx = new Context(input.context, stateCount, input.state, sideOutputs, input.input ?? 0);
       } catch (e) {
         throw messageOf(e);
       }
-      check(cells.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
-      const headers = Array.from({ length: n }, () => []);
-      for (const h of ev.headers) headers[h.event].push([h.name, h.value]);
-      const from = input.input ?? 0;
-      const ctx = new Context(input.context, stateCount, cells, sideOutputs, from);
-      return run(
-        ctx,
-        n,
-        (i) => {
-          const raw = ev.timestamps[i];
-          const slot = slots.length === 0 ? NO_SLOT : slots[i];
-          return [keys[i], slot, raw, new Event(keys[i], values[i], Number(raw), headers[i], raw, from)];
-        },
-        (c, event) => operator.process(c, event),
-      );
+      check(ctx._cellLens.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
+      let headers;
+      if (ev.headers.length > 0) {
+        headers = new Array(n).fill(NO_HEADERS);
+        for (const h of ev.headers) {
+          if (headers[h.event] === NO_HEADERS) headers[h.event] = [];
+          headers[h.event].push([h.name, h.value]);
+        }
+      }
+      const halves = halvesOf(ev.timestamps);
+      const slotted = slots.length !== 0;
+      const keys = ev.keys;
+      const values = ev.values;
+      const from = ctx._input;
+      const errors = [];
+      ctx._halves = halves;
+      let keyAt = 0;
+      let valueAt = 0;
+      for (let i = 0; i < n; i++) {
+        const kl = keyLens[i];
+        const key = kl < 0 ? undefined : keys.subarray(keyAt, (keyAt += kl));
+        const start = valueAt;
+        valueAt += valueLens[i];
+        const time = halves[2 * i + 1] * 4294967296 + (halves[2 * i] >>> 0);
+        const event = new Event(key, values, start, valueAt, halves, i, headers === undefined ? NO_HEADERS : headers[i], from, time);
+        ctx._key = key;
+        ctx._slot = slotted ? slots[i] : NO_SLOT;
+        ctx._at = i;
+        ctx._time = time;
+        const events = ctx._events;
+        const headersOut = ctx._headers.length;
+        const undo = ctx._undo.length;
+        try {
+          operator.process(ctx, event);
+        } catch (e) {
+          ctx._rollBack(events, headersOut, undo);
+          errors.push({ index: i, message: messageOf(e) });
+        }
+      }
+      return ctx._output(errors);
     },
 
     onTimer(input) {
       check(operator !== undefined, 'the operator was called before init');
       const t = input.timers;
-      let slotKeys, cells;
+      let ctx;
+      let keyEnds;
       try {
-        slotKeys = split(input.keyLens, input.keys, 'key');
-        cells = split(input.state.lens, input.state.bytes, 'state');
+        keyEnds = ends(input.keyLens, input.keys, 'key');
+        ctx = new Context(input.context, stateCount, input.state, sideOutputs);
       } catch (e) {
         throw messageOf(e);
       }
-      const ctx = new Context(input.context, stateCount, cells, sideOutputs);
-      return run(
-        ctx,
-        t.times.length,
-        (i) => {
-          const slot = t.keySlots[i];
-          check(slotKeys[slot] !== undefined, `timer ${i} has no key in slot ${slot}`);
-          return [slotKeys[slot], slot, t.times[i], new Timer(slotKeys[slot], Number(t.times[i]), t.domains[i])];
-        },
-        (c, timer) => operator.onTimer(c, timer),
-      );
+      const halves = halvesOf(t.times);
+      ctx._halves = halves;
+      const errors = [];
+      for (let i = 0; i < t.times.length; i++) {
+        const slot = t.keySlots[i];
+        const kl = input.keyLens[slot];
+        check(kl !== undefined && kl >= 0, `timer ${i} has no key in slot ${slot}`);
+        const key = input.keys.subarray(keyEnds[slot] - kl, keyEnds[slot]);
+        ctx._key = key;
+        ctx._slot = slot;
+        ctx._at = i;
+        ctx._time = timeAt(halves, i);
+        const events = ctx._events;
+        const headersOut = ctx._headers.length;
+        const undo = ctx._undo.length;
+        try {
+          operator.onTimer(ctx, new Timer(key, timeAt(halves, i), t.domains[i]));
+        } catch (e) {
+          ctx._rollBack(events, headersOut, undo);
+          errors.push({ index: i, message: messageOf(e) });
+        }
+      }
+      return ctx._output(errors);
     },
   };
 }

@@ -16,6 +16,7 @@ with this package installed (`pip install weir-sdk`).
 __version__ = "0.2.0"
 
 import json
+from itertools import accumulate, repeat
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -30,11 +31,48 @@ __all__ = [
 ]
 
 NO_SLOT = 0xFFFFFFFF
+# A dict miss, told apart from a stored None (a cleared value state).
+_UNSET = object()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _c_encoder():
+    """`json.dumps(value, separators=(",", ":"), ensure_ascii=False)` costs
+    a new JSONEncoder and C encoder per call (about four microseconds):
+    this is the C encoder made once, if this CPython has one with the
+    signature it is called with here and it writes what the Python one
+    does; else None."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        # No cycle markers: a cyclic value fails with RecursionError.
+        fast = make(None, _ENCODER.default, json.encoder.encode_basestring,
+                    None, ":", ",", False, False, True)
+        probe = {"a": [1, -2.5, 1e16, "\u00e9\n\"", None, True, {}], "b": {"c": []}}
+        if "".join(fast(probe, 0)) == _ENCODER.encode(probe):
+            return fast
+    except Exception:  # another CPython's signature: keep the Python encoder
+        pass
+    return None
+
+
+_FAST = _c_encoder()
+_encode_str = json.encoder.encode_basestring
 
 
 def dumps(value):
     """Compact JSON text, as Weir's Rust SDK writes it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    kind = type(value)
+    if kind is int:  # not bool, a subclass that JSON writes as true/false
+        return b"%d" % value
+    if kind is str:
+        return _encode_str(value).encode()
+    if _FAST is not None:
+        return "".join(_FAST(value, 0)).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class EventError(Exception):
@@ -72,6 +110,48 @@ class Event:
             return self.value.decode("utf-8", "strict")
         except UnicodeDecodeError as e:
             raise EventError(f"the event value is not UTF-8: {e}") from None
+
+
+class _Batch:
+    """What the events of one call share: their values, packed, and where
+    each ends; their headers (None when no event has any); their input."""
+
+    __slots__ = ("values", "value_lens", "value_ends", "headers", "input")
+
+    def __init__(self, values, value_lens, headers, input):
+        self.values = values
+        self.value_lens = value_lens
+        self.value_ends = _ends(value_lens)
+        self.headers = headers
+        self.input = input
+
+
+class _BatchEvent(Event):
+    """An event of a call: its value, headers and input are read from the
+    batch when asked for (word-count never cuts a value out)."""
+
+    __slots__ = ("_batch", "_i")
+
+    def __init__(self, key, timestamp, batch, i):
+        self.key = key
+        self.timestamp = timestamp
+        self._batch = batch
+        self._i = i
+
+    @property
+    def value(self):
+        batch, i = self._batch, self._i
+        end = batch.value_ends[i]
+        return batch.values[end - batch.value_lens[i]:end]
+
+    @property
+    def headers(self):
+        headers = self._batch.headers
+        return () if headers is None else headers[self._i]
+
+    @property
+    def input(self):
+        return self._batch.input
 
 
 class Timer:
@@ -116,12 +196,35 @@ class ValueState:
     def __init__(self, index):
         self._index = index
 
+    # get and set read the context's cells themselves: they run for most
+    # events, and a Python call costs more than their work.
     def get(self, ctx, default=None):
-        raw = ctx._cell_get(self._index)
-        return default if raw is None else json.loads(raw)
+        slot = ctx._slot
+        if slot == NO_SLOT:
+            ctx._require_key()
+        cell = slot * ctx._state_count + self._index
+        raw = ctx._written.get(cell, _UNSET)
+        if raw is _UNSET:
+            n = ctx._cell_lens[cell]
+            if n < 0:
+                return default
+            end = ctx._cell_ends[cell]
+            raw = ctx._cell_bytes[end - n:end]
+        elif raw is None:
+            return default
+        if raw.isdigit() and (raw[0] != 48 or len(raw) == 1):
+            return int(raw)
+        return json.loads(raw)
 
     def set(self, ctx, value):
-        ctx._cell_set(self._index, dumps(value))
+        slot = ctx._slot
+        if slot == NO_SLOT:
+            ctx._require_key()
+        cell = slot * ctx._state_count + self._index
+        raw = b"%d" % value if type(value) is int else dumps(value)
+        written = ctx._written
+        ctx._undo.append((cell, written.get(cell, _UNSET)))
+        written[cell] = raw
 
     def clear(self, ctx):
         ctx._cell_set(self._index, None)
@@ -228,20 +331,23 @@ class Context:
     def __init__(self, call, state_count, cells, side_outputs, input=0):
         self._call = call
         self._state_count = state_count
-        self._cells = cells  # list of bytes | None, slot-major
+        # The call's value state cells, slot-major, sliced on first read.
+        self._cell_lens = cells.lens
+        self._cell_ends = _ends(cells.lens)
+        self._cell_bytes = cells.bytes
         self._side_outputs = side_outputs
         self._input = input
-        self._written = {}
+        self._written = {}  # cell -> bytes, or None when cleared
+        # (cell, what _written held before) of every write in the call;
+        # a failing event undoes its own, from its mark on.
         self._undo = []
         self.key = None
         self.timestamp = 0
-        self._slot = None
+        self._slot = NO_SLOT
         self._targets = []  # output of each emitted event; [] while all are main
-        self._timestamps = []
-        self._key_lens = []
-        self._keys = bytearray()
-        self._value_lens = []
-        self._values = bytearray()
+        # Emitted events as (key or None, value, timestamp): one append per
+        # event; _output makes the columns with C-level calls.
+        self._out = []
         self._headers = []
 
     @property
@@ -260,7 +366,10 @@ class Context:
         return self._input
 
     def emit(self, key, value, timestamp=None, headers=()):
-        self._emit(0, key, value, timestamp, headers)
+        if headers or self._targets or type(value) is not bytes or not (key is None or type(key) is bytes):
+            self._emit(0, key, value, timestamp, headers)
+        else:
+            self._out.append((key, value, self.timestamp if timestamp is None else timestamp))
 
     def emit_to(self, output, key, value, timestamp=None, headers=()):
         """Emits to side output `output` (declared with
@@ -279,27 +388,31 @@ class Context:
                 f" (declared: {self._side_outputs})") from None
 
     def _emit(self, target, key, value, timestamp, headers):
-        index = len(self._timestamps)
+        # Bytes-like keys and values are copied now, so that a wrong type
+        # fails this event rather than the whole call at its end.
+        if type(value) is not bytes:
+            value = memoryview(value).tobytes()
+        if key is not None and type(key) is not bytes:
+            key = memoryview(key).tobytes()
+        index = len(self._out)
         if target != 0 and not self._targets:
             self._targets = [0] * index
         if self._targets:
             self._targets.append(target)
         for name, hv in headers:
             self._headers.append(types.Header(event=index, name=name, value=bytes(hv)))
-        self._timestamps.append(self.timestamp if timestamp is None else timestamp)
-        if key is None:
-            self._key_lens.append(-1)
-        else:
-            self._key_lens.append(len(key))
-            self._keys += key
-        self._value_lens.append(len(value))
-        self._values += value
+        self._out.append((key, value, self.timestamp if timestamp is None else timestamp))
 
     def emit_json(self, key, value, timestamp=None):
-        self.emit(key, dumps(value), timestamp)
+        # The common case without _emit's generality: the main output, no
+        # headers, bytes or no key.
+        if self._targets or not (key is None or type(key) is bytes):
+            self._emit(0, key, dumps(value), timestamp, ())
+        else:
+            self._out.append((key, dumps(value), self.timestamp if timestamp is None else timestamp))
 
     def forward(self, event):
-        self.emit(event.key, event.value, event.timestamp, event.headers)
+        self._emit(0, event.key, event.value, event.timestamp, event.headers)
 
     def register_timer(self, time, domain=types.TimeDomain.EVENT_TIME):
         host_timers.register(domain, self._require_key(), time)
@@ -313,43 +426,33 @@ class Context:
         return self.key
 
     def _cell(self, index):
-        if self._slot is None:
+        if self._slot == NO_SLOT:
             self._require_key()
         return self._slot * self._state_count + index
 
-    def _cell_get(self, index):
-        cell = self._cell(index)
-        if cell in self._written:
-            return self._written[cell]
-        return self._cells[cell]
-
     def _cell_set(self, index, raw):
         cell = self._cell(index)
-        self._undo.append((cell, cell in self._written, self._written.get(cell)))
+        self._undo.append((cell, self._written.get(cell, _UNSET)))
         self._written[cell] = raw
 
-    def _mark(self):
-        self._undo = []
-        return (len(self._timestamps), len(self._keys), len(self._values), len(self._headers))
-
-    def _roll_back(self, mark):
-        events, keys, values, headers = mark
-        del self._timestamps[events:]
+    def _roll_back(self, events, undo):
+        """Drops what the failing item emitted and wrote: emitted events
+        from `events` on (and their headers), writes from `undo` on."""
+        del self._out[events:]
         del self._targets[events:]
-        del self._key_lens[events:]
-        del self._value_lens[events:]
-        del self._keys[keys:]
-        del self._values[values:]
-        del self._headers[headers:]
-        for cell, existed, old in reversed(self._undo):
-            if existed:
-                self._written[cell] = old
+        headers = self._headers
+        while headers and headers[-1].event >= events:
+            headers.pop()
+        written = self._written
+        for cell, old in reversed(self._undo[undo:]):
+            if old is _UNSET:
+                del written[cell]
             else:
-                del self._written[cell]
-        self._undo = []
+                written[cell] = old
+        del self._undo[undo:]
 
     def _output(self, errors):
-        cells, lens, data = [], [], bytearray()
+        cells, lens, data = [], [], []
         for cell in sorted(self._written):
             raw = self._written[cell]
             cells.append(cell)
@@ -357,26 +460,33 @@ class Context:
                 lens.append(-1)
             else:
                 lens.append(len(raw))
-                data += raw
+                data.append(raw)
+        keys, values, timestamps = zip(*self._out) if self._out else ((), (), ())
+        if None in keys:
+            key_lens = [-1 if k is None else len(k) for k in keys]
+            keys = filter(None, keys)
+        else:
+            key_lens = list(map(len, keys))
         return types.CallOutput(
             events=types.EventBatch(
-                timestamps=self._timestamps, key_lens=self._key_lens, keys=bytes(self._keys),
-                value_lens=self._value_lens, values=bytes(self._values), headers=self._headers),
+                timestamps=list(timestamps), key_lens=key_lens, keys=b"".join(keys),
+                value_lens=list(map(len, values)), values=b"".join(values), headers=self._headers),
             errors=errors,
-            state=types.StateChanges(cells=cells, lens=lens, bytes=bytes(data)),
+            state=types.StateChanges(cells=cells, lens=lens, bytes=b"".join(data)),
             outputs=self._targets if any(self._targets) else [],
         )
 
 
+def _ends(lens):
+    """Where each packed piece ends (a negative length counts as none)."""
+    if lens and min(lens) < 0:
+        return list(accumulate(map(max, lens, repeat(0))))
+    return list(accumulate(lens))
+
+
 def _split(lens, data):
-    out, at = [], 0
-    for n in lens:
-        if n < 0:
-            out.append(None)
-        else:
-            out.append(data[at:at + n])
-            at += n
-    return out
+    """Packed bytes cut by lengths; None where a length is negative."""
+    return [None if n < 0 else data[end - n:end] for n, end in zip(lens, _ends(lens))]
 
 
 class Operator:
@@ -426,45 +536,50 @@ def handler(operator_class):
             Handler.outputs = setup.outputs
             return setup._spec()
 
-        def _run(self, ctx, items, call):
+        def process(self, input):
+            # One pass over the batch in Python: no host call per event, no
+            # per-event object but the Event itself.
+            ev = input.events
+            timestamps = ev.timestamps
+            keys = _split(ev.key_lens, ev.keys)
+            headers = None
+            if ev.headers:
+                headers = [()] * len(timestamps)
+                for h in ev.headers:
+                    if not headers[h.event]:
+                        headers[h.event] = []
+                    headers[h.event].append((h.name, h.value))
+            batch = _Batch(ev.values, ev.value_lens, headers, input.input)
+            slots = input.key_slots or repeat(NO_SLOT)
+            ctx = Context(input.context, Handler.state_count, input.state, Handler.outputs, input.input)
+            call = Handler.operator.process
+            emitted, undo = ctx._out, ctx._undo
             errors = []
-            for i, (key, slot, timestamp, arg) in enumerate(items):
+            for i, (key, timestamp, slot) in enumerate(zip(keys, timestamps, slots)):
                 ctx.key, ctx._slot, ctx.timestamp = key, slot, timestamp
-                mark = ctx._mark()
+                events, writes = len(emitted), len(undo)
                 try:
-                    call(ctx, arg)
+                    call(ctx, _BatchEvent(key, timestamp, batch, i))
                 except Exception as e:
-                    ctx._roll_back(mark)
+                    ctx._roll_back(events, writes)
                     errors.append(types.EventError(index=i, message=_describe(e)))
             return ctx._output(errors)
 
-        def process(self, input):
-            ev = input.events
-            keys = _split(ev.key_lens, ev.keys)
-            values = _split(ev.value_lens, ev.values)
-            headers = [[] for _ in ev.timestamps]
-            for h in ev.headers:
-                headers[h.event].append((h.name, h.value))
-            slots = input.key_slots or [NO_SLOT] * len(ev.timestamps)
-            ctx = Context(input.context, Handler.state_count,
-                          _split(input.state.lens, input.state.bytes), Handler.outputs, input.input)
-            items = [
-                (keys[i], None if slots[i] == NO_SLOT else slots[i], ev.timestamps[i],
-                 Event(keys[i], values[i], ev.timestamps[i], headers[i], input.input))
-                for i in range(len(ev.timestamps))
-            ]
-            return self._run(ctx, items, Handler.operator.process)
-
         def on_timer(self, input):
             slot_keys = _split(input.key_lens, input.keys)
-            ctx = Context(input.context, Handler.state_count,
-                          _split(input.state.lens, input.state.bytes), Handler.outputs)
+            ctx = Context(input.context, Handler.state_count, input.state, Handler.outputs)
+            call = Handler.operator.on_timer
             t = input.timers
-            items = [
-                (slot_keys[t.key_slots[i]], t.key_slots[i], t.times[i],
-                 Timer(slot_keys[t.key_slots[i]], t.times[i], t.domains[i]))
-                for i in range(len(t.times))
-            ]
-            return self._run(ctx, items, Handler.operator.on_timer)
+            errors = []
+            for i, (slot, time, domain) in enumerate(zip(t.key_slots, t.times, t.domains)):
+                key = slot_keys[slot]
+                ctx.key, ctx._slot, ctx.timestamp = key, slot, time
+                events, writes = len(ctx._out), len(ctx._undo)
+                try:
+                    call(ctx, Timer(key, time, domain))
+                except Exception as e:
+                    ctx._roll_back(events, writes)
+                    errors.append(types.EventError(index=i, message=_describe(e)))
+            return ctx._output(errors)
 
     return Handler

@@ -116,10 +116,11 @@ fn durable_state(dir: &std::path::Path) -> Result<StateConfig> {
 }
 
 /// W4: W2 with checkpoints every second vs without, `rounds` of each.
-pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
+pub fn checkpointed(n: u64, rounds: usize, interval: Duration) -> Result<CheckpointFigures> {
     let modules = modules()?;
     println!(
-        "W4: keyed (W2) over {n} events: state in memory, state in redb without checkpoints, state in redb with a checkpoint every 1 s; warm-up + median of {rounds} rounds, alternating (order rotated each round)"
+        "W4: keyed (W2) over {n} events: state in memory, state in redb without checkpoints, state in redb with a checkpoint every {} ms; warm-up + median of {rounds} rounds, alternating (order rotated each round)",
+        interval.as_millis()
     );
     let mut plain = Vec::new();
     let mut durable = Vec::new();
@@ -138,10 +139,7 @@ pub fn checkpointed(n: u64, rounds: usize) -> Result<CheckpointFigures> {
             let state = match variant {
                 0 => None,
                 1 => Some(durable_state(dir.path())?),
-                _ => Some(checkpointed_state(
-                    dir.path(),
-                    Some(Duration::from_secs(1)),
-                )?),
+                _ => Some(checkpointed_state(dir.path(), Some(interval))?),
             };
             let (t, out, checkpoints) = run(&modules, n, generate, state)?;
             if out != n {

@@ -20,6 +20,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -94,7 +95,11 @@ impl Server {
             .arg(data.path())
             .args(extra)
             .env_remove("WEIR_TOKEN")
-            .env("WEIR_LOG", "warn")
+            // `WEIR_BENCH_SERVER_LOG=info` to see what the servers do.
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_BENCH_SERVER_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -283,6 +288,7 @@ fn api_round(
     round: usize,
     n: u64,
     expected: u64,
+    producers: usize,
 ) -> Result<(Duration, Duration, u64)> {
     let name = format!("{workload}-{round}");
     let input = format!("{name}-in");
@@ -294,18 +300,22 @@ fn api_round(
     client.apply_and_start(&name, &doc)?;
     // Generated before the clock starts: the client's own JSON writing is
     // not the server's cost.
-    let bodies = bodies(n);
+    let bodies = Arc::new(bodies(n));
     let started = Instant::now();
-    let producer = {
-        let client = client.clone();
-        let path = format!("/v1/streams/{input}/events");
-        std::thread::spawn(move || -> Result<Duration> {
-            for body in &bodies {
-                client.send("POST", &path, body, "application/x-ndjson")?;
-            }
-            Ok(started.elapsed())
+    // `producers` connections, each sending every `producers`-th body.
+    let senders: Vec<_> = (0..producers)
+        .map(|first| {
+            let client = client.clone();
+            let bodies = Arc::clone(&bodies);
+            let path = format!("/v1/streams/{input}/events");
+            std::thread::spawn(move || -> Result<Duration> {
+                for body in bodies.iter().skip(first).step_by(producers) {
+                    client.send("POST", &path, body, "application/x-ndjson")?;
+                }
+                Ok(started.elapsed())
+            })
         })
-    };
+        .collect();
     let mut offset = 0;
     let mut read = 0u64;
     let mut progress = Instant::now();
@@ -321,7 +331,7 @@ fn api_round(
                     STALL.as_secs()
                 );
             }
-            if producer.is_finished() {
+            if senders.iter().all(|s| s.is_finished()) {
                 std::thread::sleep(Duration::from_millis(5));
             } else {
                 std::thread::sleep(Duration::from_millis(20));
@@ -333,9 +343,13 @@ fn api_round(
         progress = Instant::now();
     }
     let total = started.elapsed();
-    let produced = producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let mut produced = Duration::ZERO;
+    for sender in senders {
+        let done = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        produced = produced.max(done);
+    }
     client.stop_and_delete(&name)?;
     if read != expected {
         bail!("{name}: read {read} events, expected {expected}");
@@ -349,7 +363,9 @@ pub fn run(
     n: u64,
     rounds: usize,
     only: Option<&str>,
+    interval_ms: Option<u64>,
     idle_ms: Option<u64>,
+    producers: usize,
 ) -> Result<Vec<Figures>> {
     let wanted = |w: &str| only.is_none_or(|o| o == w);
     let server = Server::start()?;
@@ -366,10 +382,19 @@ pub fn run(
         ),
     ];
     let mut all = Vec::new();
-    // The server's checkpoint defaults, or `idle_ms` when given.
-    let checkpoint = idle_ms.map_or(String::new(), |ms| {
-        format!("checkpoint: {{ interval_ms: 1000, idle_ms: {ms} }}\n")
-    });
+    // The server's checkpoint defaults, or what is given.
+    let mut fields = Vec::new();
+    if let Some(ms) = interval_ms {
+        fields.push(format!("interval_ms: {ms}"));
+    }
+    if let Some(ms) = idle_ms {
+        fields.push(format!("idle_ms: {ms}"));
+    }
+    let checkpoint = if fields.is_empty() {
+        String::new()
+    } else {
+        format!("checkpoint: {{ {} }}\n", fields.join(", "))
+    };
     for (workload, doc) in docs {
         if !wanted(workload) {
             continue;
@@ -380,14 +405,18 @@ pub fn run(
             .pop()
             .context("fixed workload gave no figures")?;
         let expected = base.out;
-        println!("{workload} through weir serve ({}):", server.url);
+        println!(
+            "{workload} through weir serve ({}), {producers} producer connection(s):",
+            server.url
+        );
         let mut round = 0;
-        api_round(&client, workload, doc, round, n, expected)?;
+        api_round(&client, workload, doc, round, n, expected, producers)?;
         let mut totals = Vec::new();
         let mut produces = Vec::new();
         for _ in 0..rounds {
             round += 1;
-            let (total, produced, _) = api_round(&client, workload, doc, round, n, expected)?;
+            let (total, produced, _) =
+                api_round(&client, workload, doc, round, n, expected, producers)?;
             println!(
                 "  round {round}: {:.0} ev/s end to end, produce done after {:.2} s of {:.2} s; server RSS {:.0} MiB",
                 n as f64 / total.as_secs_f64(),

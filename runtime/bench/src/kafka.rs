@@ -51,7 +51,7 @@ fn modules() -> Result<Modules> {
     Ok(modules)
 }
 
-fn producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
+pub(crate) fn producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -59,7 +59,12 @@ fn producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
         .create()?)
 }
 
-fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], value: &[u8]) {
+pub(crate) fn send(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+) {
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(value);
     loop {
         match p.send(record) {
@@ -83,7 +88,7 @@ fn fill(brokers: &str, topic: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
-fn reader(brokers: &str, group: &str) -> Result<BaseConsumer> {
+pub(crate) fn reader(brokers: &str, group: &str) -> Result<BaseConsumer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)

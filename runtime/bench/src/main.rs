@@ -33,6 +33,11 @@
 //! through a real `weir serve` process over HTTP (produce → topology →
 //! consume); needs `cargo build --release -p weir` first.
 //!
+//! `cluster [--events N] [--keys K]`: W2 over a 6-partition Kafka topic
+//! through 1, 2 and 3 `weir serve --cluster` processes (one throwaway
+//! broker), then the failover time when one of 3 processes counting K
+//! keys is killed; needs `cargo build --release -p weir` first.
+//!
 //! `postgres [--events N] [--rounds R]`: W2 with its totals upserted into
 //! a throwaway PostgreSQL (Debian's `postgresql`) through the exactly-once
 //! sink, checkpoints every 200 ms and every 1 s: row updates/s.
@@ -75,6 +80,7 @@
 #![allow(clippy::print_stdout)]
 
 mod checkpoints;
+mod cluster;
 mod compare;
 mod density;
 mod kafka;
@@ -409,6 +415,9 @@ enum Workload {
     Postgres,
     /// W1 and W2 Kafka → Kafka against streams, and latency through Kafka.
     Kafka,
+    /// W2 through 1, 2 and 3 `weir serve --cluster` processes, and the
+    /// failover time when one is killed
+    Cluster,
     /// Appends to an embedded stream: plain against idempotent.
     Produce,
     /// Many small topologies on one `weir serve`: RSS, threads, idle CPU,
@@ -461,6 +470,14 @@ struct Args {
     /// the interval only); the server's default when not given.
     #[arg(long)]
     idle_ms: Option<u64>,
+    /// `compare`: the topologies' `checkpoint.interval_ms` (the server's
+    /// default when not given); `checkpointed`: the interval (1,000).
+    #[arg(long)]
+    interval_ms: Option<u64>,
+    /// `compare`: concurrent producer connections (each sends every n-th
+    /// body of the round).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    producers: u64,
     /// `density`: topologies to start.
     #[arg(long, default_value_t = 1_000)]
     topologies: usize,
@@ -500,11 +517,22 @@ fn main() -> Result<()> {
             workloads::run(events, rounds, only, args.parallelism as usize)?;
         }
         Workload::Compare => {
-            compare::run(events, rounds, only, args.idle_ms)?;
+            compare::run(
+                events,
+                rounds,
+                only,
+                args.interval_ms,
+                args.idle_ms,
+                args.producers as usize,
+            )?;
         }
         Workload::Latency => topology::latency(args.rate, args.seconds)?,
         Workload::Checkpointed => {
-            checkpoints::checkpointed(events, rounds)?;
+            checkpoints::checkpointed(
+                events,
+                rounds,
+                Duration::from_millis(args.interval_ms.unwrap_or(1000)),
+            )?;
         }
         Workload::Recovery => checkpoints::recovery(args.keys)?,
         Workload::StateStore => store::run(args.keys, rounds)?,
@@ -514,6 +542,7 @@ fn main() -> Result<()> {
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
+        Workload::Cluster => cluster::run(events, args.keys.min(10_000_000))?,
         Workload::Produce => produce::run(events, rounds)?,
         Workload::Density => density::run(args.topologies)?,
         Workload::Visibility => visibility::run(args.seconds)?,

@@ -266,7 +266,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>, parallelism: usize) -> Res
         modules.insert(name.to_string(), host.load(&guest_bytes(name))?);
     }
     println!(
-        "W1–W3: {n} events, warm-up + median of {rounds} rounds, operators at parallelism {parallelism}; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir runs its tasks on a pool of a worker per core"
+        "W1–W3: {n} events, warm-up + median of {rounds} rounds, operators at parallelism {parallelism}; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir runs every task on its worker pool (a thread per core)"
     );
     println!(
         "{:<10} {:>9} {:>9} {:>20} {:>20} {:>8} {:>20} {:>8} {:>8}",

@@ -51,11 +51,15 @@ pub use postgres::{PgSink, PgSinkConfig, PgSinkError};
 pub use bind::{StreamSink, StreamSource};
 pub use files::{FileSink, FileSource};
 pub use kafka::{
-    Assignment, ChangelogTopic, ChangelogWrite, ControlLog, ControlPoll, ControlReader,
-    ControlRecord, DEFAULT_PROGRESS_TOPIC, GroupMember, HEADER_OFFSET, HEADER_PARTITION,
-    HEADER_TOPIC, Handoff, KafkaBindError, KafkaError, KafkaShare, KafkaSink, KafkaSource, Marker,
-    OnAssignment, bind_kafka, bind_kafka_shared, create_topic, has_kafka, kafka_dead_letters,
-    murmur2, partition_of, topic_partitions,
+    Assignment, ChangelogTopic, ControlLog, ControlPoll, ControlReader, ControlRecord,
+    DEFAULT_PROGRESS_TOPIC, GroupMember, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC,
+    KafkaBindError, KafkaError, KafkaShare, KafkaSink, KafkaSource, Marker, OnAssignment,
+    bind_kafka, bind_kafka_shared, create_topic, has_kafka, kafka_dead_letters, murmur2,
+    partition_of, topic_partitions,
+};
+pub use kafka::{
+    ChangelogRecord, Failure, GroupFence, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer,
+    OutputTopic, Phase, Recovery, after_failure, failure_of,
 };
 pub use record::{
     MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_PRODUCER_ID_BYTES, MAX_RECORD_BYTES, ProducerBatch,

@@ -1041,6 +1041,8 @@ impl Stream {
             );
             let mut buf = Vec::new();
             let mut position = pos;
+            // Built once per segment: the message of a failed read.
+            let cannot_read = format!("cannot read {}", path.display());
             while at_offset < segment_end && events.len() < max && bytes_read < max_bytes {
                 let record_at = position;
                 let corrupt = || StreamError::Corrupt {
@@ -1051,7 +1053,7 @@ impl Stream {
                 buf.resize(FRAME_BYTES, 0);
                 reader
                     .read_exact(&mut buf)
-                    .map_err(self.io(format!("cannot read {}", path.display())))?;
+                    .map_err(|e| self.io(cannot_read.as_str())(e))?;
                 let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
                 if len > MAX_RECORD_BYTES {
                     return Err(corrupt());
@@ -1059,7 +1061,7 @@ impl Stream {
                 buf.resize(FRAME_BYTES + len, 0);
                 reader
                     .read_exact(&mut buf[FRAME_BYTES..])
-                    .map_err(self.io(format!("cannot read {}", path.display())))?;
+                    .map_err(|e| self.io(cannot_read.as_str())(e))?;
                 position += buf.len() as u64;
                 let (entry, _) = record::decode(&buf, format).map_err(|_: Bad| corrupt())?;
                 let Entry::Event(d) = entry else {

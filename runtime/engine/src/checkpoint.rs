@@ -194,6 +194,18 @@ pub(crate) struct OperatorMeta {
     pub(crate) value_states: Vec<String>,
 }
 
+/// The source positions a checkpoint's record (as handed to a
+/// [`weir_state::Changelog`]) holds: source name → position.
+pub fn checkpoint_positions(meta: &[u8]) -> Result<BTreeMap<String, weir_io::Position>, String> {
+    let meta: Meta = serde_json::from_slice(meta)
+        .map_err(|e| format!("a checkpoint record does not parse: {e}"))?;
+    Ok(meta
+        .sources
+        .into_iter()
+        .map(|(name, s)| (name, s.position))
+        .collect())
+}
+
 /// The checkpoint a run starts from.
 #[derive(Debug)]
 pub(crate) struct Restored {
@@ -790,6 +802,19 @@ impl Coordinator {
                         "checkpoint {id} could not be committed ({error}) and the state database could not be reopened after it ({reopen})"
                     )));
                 }
+                // The changelog (a cluster node's Kafka transaction) has
+                // the checkpoint and this database does not: carried into
+                // the next one its output would be published twice. The
+                // run starts again from what the changelog holds.
+                CommitFailed {
+                    error,
+                    committed_outside: true,
+                    ..
+                } => {
+                    return Err(EngineError::Checkpoint(format!(
+                        "checkpoint {id} is committed in the changelog but its local commit failed ({error}): the topology restarts from the changelog"
+                    )));
+                }
                 CommitFailed {
                     error, unwritten, ..
                 } => {
@@ -893,6 +918,23 @@ impl Coordinator {
 mod tests {
     use super::*;
     use weir_io::Position;
+
+    #[test]
+    fn a_checkpoint_record_gives_its_sources_positions() {
+        let mut meta = Meta::default();
+        let at = Position::Splits(BTreeMap::from([(0, 5), (3, 9)]));
+        meta.sources.insert(
+            "in".into(),
+            SourceMeta {
+                position: at.clone(),
+                max_ts: 1,
+            },
+        );
+        let positions = checkpoint_positions(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(positions, BTreeMap::from([("in".to_string(), at)]));
+        let err = checkpoint_positions(b"{").unwrap_err();
+        assert!(err.contains("does not parse"), "{err}");
+    }
 
     fn restored(key_groups: u16, operators: &[(&str, &[&str])]) -> Restored {
         Restored {

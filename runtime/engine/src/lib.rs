@@ -40,7 +40,9 @@ mod testing;
 mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
-pub use checkpoint::{CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS};
+pub use checkpoint::{
+    CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, checkpoint_positions,
+};
 pub use error::EngineError;
 pub use executor::{
     ExecOptions, Modules, StateConfig, TopologyReport, run_topology, sandbox_limits,

@@ -12,7 +12,9 @@
 //! output), `checkpoint-commit` (the coordinator, inside the commit step,
 //! before the durable commit), `mid-publish` and `before-kafka-commit`
 //! (the Kafka sink: half the records / everything in the open
-//! transaction), `before-postgres-commit` (the PostgreSQL sink: rows
+//! transaction; a cluster node's transaction passes `before-kafka-commit`
+//! too, with output, changelog records and offsets in it),
+//! `before-postgres-commit` (the PostgreSQL sink: rows
 //! written, transaction open). Error points: `checkpoint-commit-error` (a
 //! checkpoint commit is refused as with EIO, before redb writes anything)
 //! and `checkpoint-redb-error` (redb's own checkpoint commit fails: the

@@ -335,7 +335,7 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || {
             stopper.topologies.shutdown();
             if let Some(cluster) = stopper.cluster.get() {
-                cluster.leave_groups(&stopper);
+                cluster.leave_groups();
             }
         }),
     )

@@ -14,9 +14,14 @@
 //!   maps it to its partition (the input's partitioner), so the rows of
 //!   one partition are exactly the keys of that input partition.
 //! - [`Changelog`]: what [`StateDb::commit_checkpoint`] hands each
-//!   committed checkpoint's rows to, after the local commit (a failed
-//!   write undoes that commit); the offsets it answers are recorded in
-//!   `changelog_offsets_v1`, so a node that gets a partition back reads
+//!   checkpoint to (its rows, record and pending output) once it is
+//!   staged and before the local commit: the changelog commits it first
+//!   (a cluster node's Kafka transaction), and a refusal leaves nothing
+//!   of it here either. So the local database never holds what the
+//!   changelog lacks; it may lack the changelog's newest checkpoint (a
+//!   crash between the two commits), which a restore reads back. The
+//!   offsets the changelog answers are recorded in the same local commit
+//!   (`changelog_offsets_v1`), so a node that gets a partition back reads
 //!   only what was written since.
 //!
 //! Not here: Kafka (the server's cluster code and `weir-connectors` read
@@ -59,15 +64,42 @@ pub struct ChangelogOffset {
     pub next: u64,
 }
 
-/// Receives the rows of every committed checkpoint (a cluster node's
-/// changelog writer). Called on the checkpoint coordinator's thread after
-/// the local commit; an error fails that checkpoint and undoes the local
-/// commit (its changes go into the next one, which writes them again).
+/// Commits every checkpoint before this database does (a cluster node's
+/// Kafka transaction). Called on the checkpoint coordinator's thread with
+/// checkpoint `id`'s rows (in commit order), its record (`meta`, the
+/// engine's) and its sinks' pending output (sink name, encoded batch);
+/// answers where the changelog partitions it wrote end. An error means
+/// nothing of the checkpoint is committed there: the local commit does
+/// not happen either, and its changes go into the next checkpoint.
 pub trait Changelog: Send + Sync + std::fmt::Debug {
-    fn committed(
+    fn commit(
         &self,
+        id: u64,
         rows: &[weir_state_contract::SnapshotRow],
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
     ) -> Result<Vec<ChangelogOffset>, String>;
+}
+
+/// Records `offsets` and drops the recorded offsets of `forget`'s
+/// `(operator, partition)`s in `txn`.
+pub(crate) fn record_offsets(
+    txn: &redb::WriteTransaction,
+    offsets: &[ChangelogOffset],
+    forget: &[(String, u32)],
+) -> Result<(), StateError> {
+    let mut table = txn.open_table(CHANGELOG_OFFSETS).map_err(db_err)?;
+    for o in offsets {
+        table
+            .insert((o.operator.as_str(), o.partition), o.next)
+            .map_err(db_err)?;
+    }
+    for (operator, partition) in forget {
+        table
+            .remove((operator.as_str(), *partition))
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// The scope of a row: `(topology, operator, scope length)`.
@@ -256,19 +288,7 @@ impl StateDb {
             let mut ops: Vec<RowOp> = batch.rows.into_values().collect();
             write_rows(&txn, &mut ops)?;
         }
-        {
-            let mut table = txn.open_table(CHANGELOG_OFFSETS).map_err(db_err)?;
-            for o in offsets {
-                table
-                    .insert((o.operator.as_str(), o.partition), o.next)
-                    .map_err(db_err)?;
-            }
-            for (operator, partition) in forget {
-                table
-                    .remove((operator.as_str(), *partition))
-                    .map_err(db_err)?;
-            }
-        }
+        record_offsets(&txn, offsets, forget)?;
         txn.commit().map_err(db_err)
     }
 
@@ -399,18 +419,29 @@ mod tests {
     }
 
     /// A changelog that refuses every write, or takes them and says where
-    /// they ended.
+    /// they ended; it notes the newest checkpoint the database had
+    /// committed when each came.
     #[derive(Debug)]
     struct Log {
         refuse: bool,
         taken: std::sync::Mutex<Vec<ChangeRecord>>,
+        db: std::sync::Mutex<Option<StateDb>>,
+        local_then: std::sync::Mutex<Vec<(u64, Option<u64>)>>,
     }
 
     impl Changelog for Log {
-        fn committed(
+        fn commit(
             &self,
+            id: u64,
             rows: &[weir_state_contract::SnapshotRow],
+            meta: &[u8],
+            _pending: &[(String, Vec<u8>)],
         ) -> Result<Vec<ChangelogOffset>, String> {
+            assert_eq!(meta, format!("m{id}").as_bytes());
+            if let Some(db) = self.db.lock().unwrap().as_ref() {
+                let local = db.latest_checkpoint().unwrap().map(|c| c.id);
+                self.local_then.lock().unwrap().push((id, local));
+            }
             if self.refuse {
                 return Err("the brokers are away".into());
             }
@@ -426,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_whose_changelog_fails_is_undone_here_too() {
+    fn the_changelog_commits_first_and_a_refusal_commits_nothing_here() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         let put = |v: &[u8]| {
@@ -443,6 +474,8 @@ mod tests {
         let log = std::sync::Arc::new(Log {
             refuse: false,
             taken: Default::default(),
+            db: std::sync::Mutex::new(Some(db.clone())),
+            local_then: Default::default(),
         });
         db.set_changelog(Some(log.clone()));
         db.commit_checkpoint(1, vec![put(b"1")], b"m1", &[], 3)
@@ -452,6 +485,8 @@ mod tests {
         db.set_changelog(Some(std::sync::Arc::new(Log {
             refuse: true,
             taken: Default::default(),
+            db: Default::default(),
+            local_then: Default::default(),
         })));
         let failed = db
             .commit_checkpoint(2, vec![put(b"2")], b"m2", &[], 3)
@@ -472,6 +507,11 @@ mod tests {
         assert_eq!(value(&db).as_deref(), Some(&b"3"[..]));
         assert_eq!(db.latest_checkpoint().unwrap().unwrap().id, 3);
         assert_eq!(log.taken.lock().unwrap().len(), 2);
+        assert!(!failed.committed_outside);
+        // Each checkpoint reached the changelog before this database had
+        // it: a crash in between leaves the changelog ahead, never behind.
+        assert_eq!(*log.local_then.lock().unwrap(), [(1, None), (3, Some(1))]);
+        assert_eq!(db.changelog_offsets("count").unwrap()[&0], 2);
     }
 
     #[test]

@@ -152,10 +152,23 @@ pub(crate) fn put_sorted<'r>(
     Ok(())
 }
 
+/// Why [`StateDb::write_checkpoint`] committed nothing here.
+enum Unwritten {
+    /// The changelog refused the checkpoint; the local transaction was
+    /// dropped uncommitted.
+    Refused(StateError),
+    /// The local commit failed (after the changelog took the checkpoint
+    /// when `committed_outside`).
+    Failed {
+        error: StateError,
+        committed_outside: bool,
+    },
+}
+
 /// Rows a savepoint export copies per cursor run.
 const EXPORT_CHUNK_ROWS: usize = 64 * 1024;
 
-/// A checkpoint commit that failed: nothing of it is durable.
+/// A checkpoint commit that failed: nothing of it is durable here.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct CommitFailed {
@@ -166,6 +179,11 @@ pub struct CommitFailed {
     /// Why the database could not be reopened after it (it cannot be
     /// written until the handle is opened anew), if so.
     pub reopen: Option<StateError>,
+    /// The changelog ([`Changelog::commit`](crate::Changelog::commit))
+    /// committed the checkpoint before the local commit failed: it must
+    /// not go into the next one (its output would be published twice);
+    /// the run must start again from what the changelog holds.
+    pub committed_outside: bool,
 }
 
 /// A complete checkpoint as recovery reads it back.
@@ -285,31 +303,6 @@ impl StateDb {
         self.store.in_checkpoint(false);
         match written {
             Ok(bytes) => {
-                if let Some(changelog) = self.changelog() {
-                    // After the local commit, so that the changelog never
-                    // holds what this database does not. A failed write
-                    // undoes the local commit: the checkpoint failed, and
-                    // the next one writes its changes again.
-                    let logged = changelog.committed(&ops).and_then(|offsets| {
-                        self.apply_changelog(None, &offsets, &[])
-                            .map_err(|e| e.to_string())
-                    });
-                    if let Err(reason) = logged {
-                        tracing::warn!(checkpoint = id, %reason, "cannot write the checkpoint's changelog; undoing its local commit");
-                        let reopen = match self.undo_checkpoint(id) {
-                            Ok(()) => None,
-                            Err(e) => {
-                                tracing::error!(checkpoint = id, error = %e, "cannot undo the checkpoint's local commit");
-                                Some(e)
-                            }
-                        };
-                        return Err(Box::new(CommitFailed {
-                            error: StateError::Changelog(reason),
-                            unwritten: StateSnapshot::new(ops),
-                            reopen,
-                        }));
-                    }
-                }
                 self.progress.committed.store(id, Ordering::Release);
                 Ok(CommitStats {
                     rows,
@@ -317,19 +310,38 @@ impl StateDb {
                     duration: started.elapsed(),
                 })
             }
-            Err(error) => {
-                tracing::warn!(checkpoint = id, %error, "checkpoint commit failed; reopening the state database");
+            // The changelog refused the checkpoint: the local transaction
+            // was dropped before its commit, so the database is as it was
+            // and stays writable.
+            Err(Unwritten::Refused(error)) => {
+                tracing::warn!(checkpoint = id, %error, "the changelog refused the checkpoint; nothing of it is committed");
+                Err(Box::new(CommitFailed {
+                    error,
+                    unwritten: StateSnapshot::new(ops),
+                    reopen: None,
+                    committed_outside: false,
+                }))
+            }
+            Err(Unwritten::Failed {
+                error,
+                committed_outside,
+            }) => {
+                tracing::warn!(checkpoint = id, %error, committed_outside, "checkpoint commit failed; reopening the state database");
                 Err(Box::new(CommitFailed {
                     error,
                     unwritten: StateSnapshot::new(ops),
                     reopen: self.reopen().err(),
+                    committed_outside,
                 }))
             }
         }
     }
 
     /// The transaction of [`StateDb::commit_checkpoint`]; returns the
-    /// bytes written.
+    /// bytes written. With a changelog, the checkpoint is committed there
+    /// after everything is staged and before the local commit, so this
+    /// database never holds what the changelog does not (it may lack the
+    /// newest checkpoint the changelog holds: a restore reads it back).
     fn write_checkpoint(
         &self,
         id: u64,
@@ -338,19 +350,63 @@ impl StateDb {
         meta: &[u8],
         pending: &[(String, Vec<u8>)],
         retain: usize,
-    ) -> Result<u64, StateError> {
-        let mut txn = self.db()?.begin_write().map_err(db_err)?;
+    ) -> Result<u64, Unwritten> {
+        let local = |error| Unwritten::Failed {
+            error,
+            committed_outside: false,
+        };
+        let mut txn = self
+            .db()
+            .map_err(local)?
+            .begin_write()
+            .map_err(|e| local(db_err(e)))?;
+        self.stage_checkpoint(&mut txn, id, ops, meta, pending, retain)
+            .map_err(local)?;
+        let bytes = state_bytes
+            + meta.len() as u64
+            + pending.iter().map(|(_, o)| o.len() as u64).sum::<u64>();
+        let committed_outside = match self.changelog() {
+            Some(changelog) => {
+                let offsets = changelog
+                    .commit(id, ops, meta, pending)
+                    .map_err(|reason| Unwritten::Refused(StateError::Changelog(reason)))?;
+                crate::changelog::record_offsets(&txn, &offsets, &[]).map_err(|error| {
+                    Unwritten::Failed {
+                        error,
+                        committed_outside: true,
+                    }
+                })?;
+                true
+            }
+            None => false,
+        };
+        txn.commit().map_err(|e| Unwritten::Failed {
+            error: db_err(e),
+            committed_outside,
+        })?;
+        Ok(bytes)
+    }
+
+    /// Writes checkpoint `id` into `txn` (not committed).
+    fn stage_checkpoint(
+        &self,
+        txn: &mut redb::WriteTransaction,
+        id: u64,
+        ops: &mut [RowOp],
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
+        retain: usize,
+    ) -> Result<(), StateError> {
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.set_two_phase_commit(true);
         // Before any table is opened: the database as the last checkpoint
         // left it, to fall back to if this one's record is damaged.
         let fallback = txn.persistent_savepoint().map_err(db_err)?;
-        let mut bytes = meta.len() as u64 + state_bytes;
         // Written in key order (`write_rows` sorts): runs of new rows are
         // spliced into the B-tree a leaf at a time. Puts and deletes of
         // one state row never meet in a snapshot (one op per row); a
         // map's prefix delete sorts before the puts of its entries.
-        write_rows(&txn, ops)?;
+        write_rows(txn, ops)?;
         let mut stale_fallbacks = Vec::new();
         {
             let mut records = txn.open_table(CHECKPOINTS).map_err(db_err)?;
@@ -359,7 +415,6 @@ impl StateDb {
                 .map_err(db_err)?;
             let mut outputs = txn.open_table(PENDING).map_err(db_err)?;
             for (sink, output) in pending {
-                bytes += output.len() as u64;
                 outputs
                     .insert((id, sink.as_str()), output.as_slice())
                     .map_err(db_err)?;
@@ -393,28 +448,7 @@ impl StateDb {
         for (_, savepoint) in stale_fallbacks {
             txn.delete_persistent_savepoint(savepoint).map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)?;
-        Ok(bytes)
-    }
-
-    /// Rolls the database back to what it was before checkpoint `id`'s
-    /// commit (its fallback savepoint), which is the newest.
-    fn undo_checkpoint(&self, id: u64) -> Result<(), StateError> {
-        let fallback = {
-            let txn = self.db()?.begin_read().map_err(db_err)?;
-            txn.open_table(FALLBACKS)
-                .map_err(db_err)?
-                .get(id)
-                .map_err(db_err)?
-                .map(|v| v.value())
-                .ok_or_else(|| StateError::Db(format!("checkpoint {id} has no fallback")))?
-        };
-        let mut txn = self.db()?.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let savepoint = txn.get_persistent_savepoint(fallback).map_err(db_err)?;
-        txn.restore_savepoint(&savepoint).map_err(db_err)?;
-        txn.delete_persistent_savepoint(fallback).map_err(db_err)?;
-        txn.commit().map_err(db_err)
+        Ok(())
     }
 
     /// The newest complete checkpoint. A damaged record (checksum or

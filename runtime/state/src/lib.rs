@@ -28,10 +28,11 @@
 //! clone of the handle (`store.rs`) and hands the commit's changes back
 //! ([`CommitFailed`]) for the next checkpoint.
 //!
-//! On a cluster's node each committed checkpoint's rows also go to the
-//! node's [`Changelog`] (compacted Kafka topics), and a node that takes a
-//! partition over writes the rows read back from it
-//! ([`StateDb::apply_changelog`], `changelog.rs`).
+//! On a cluster's node each checkpoint is committed by the node's
+//! [`Changelog`] (a Kafka transaction: changelog topics, output, input
+//! offsets) before the local commit, and a node that takes a partition
+//! over writes the rows read back from it ([`StateDb::apply_changelog`],
+//! `changelog.rs`).
 //!
 //! Not here: when to snapshot and commit (the engine's checkpoint
 //! coordinator decides).
@@ -77,7 +78,7 @@ pub enum StateError {
     Db(String),
     /// The reason says what to fix (the brokers, or how the operator is
     /// keyed).
-    #[error("the changelog of a committed checkpoint could not be written: {0}")]
+    #[error("the changelog refused the checkpoint (nothing of it is committed): {0}")]
     Changelog(String),
     #[error(
         "checkpoint {id} is damaged ({reason}) and no earlier checkpoint is kept to fall back to: start from a savepoint, or remove the state to start afresh"

@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{Event, EventRef};
+use crate::{Batch, Event, EventRef};
 
 /// Why a line is not an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,11 +44,14 @@ pub enum WireError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireIn<'a> {
-    key: Option<String>,
-    key_b64: Option<String>,
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    key_b64: Option<Cow<'a, str>>,
     #[serde(borrow)]
     value: Option<&'a RawValue>,
-    value_b64: Option<String>,
+    #[serde(borrow)]
+    value_b64: Option<Cow<'a, str>>,
     timestamp: Option<i64>,
     headers: Option<BTreeMap<String, String>>,
     headers_b64: Option<BTreeMap<String, String>>,
@@ -56,6 +59,9 @@ struct WireIn<'a> {
 
 #[derive(Serialize)]
 struct WireOut<'a> {
+    /// Only in API reads, which number their events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,12 +86,21 @@ fn decode_b64(field: &str, text: &str) -> Result<Vec<u8>, WireError> {
 
 /// `raw` (valid JSON) without whitespace outside strings.
 pub fn compact_json(raw: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
+    compact(raw).into_owned()
+}
+
+/// [`compact_json`], borrowing `raw` when it holds no whitespace outside
+/// strings (what a client that writes compact JSON sends).
+fn compact(raw: &str) -> Cow<'_, [u8]> {
+    let bytes = raw.as_bytes();
     let mut in_string = false;
     let mut escaped = false;
-    for &b in raw.as_bytes() {
+    // Whitespace outside strings is dropped; the bytes between drops are
+    // copied a run at a time.
+    let mut out: Option<Vec<u8>> = None;
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         if in_string {
-            out.push(b);
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
@@ -93,30 +108,45 @@ pub fn compact_json(raw: &str) -> Vec<u8> {
             } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[run_start..i]);
+            run_start = i + 1;
+        } else if b == b'"' {
+            in_string = true;
         }
     }
-    out
+    match out {
+        None => Cow::Borrowed(bytes),
+        Some(mut out) => {
+            out.extend_from_slice(&bytes[run_start..]);
+            Cow::Owned(out)
+        }
+    }
 }
 
-/// Parses one event; `default_timestamp` applies when it has none.
-pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireError> {
+/// One event read from its wire text, borrowing from it where it can.
+struct Parsed<'a> {
+    key: Option<Cow<'a, [u8]>>,
+    value: Cow<'a, [u8]>,
+    timestamp: Option<i64>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+fn parse(text: &str) -> Result<Parsed<'_>, WireError> {
     let wire: WireIn<'_> =
         serde_json::from_str(text).map_err(|e| WireError::Json(e.to_string()))?;
     let key = match (wire.key, wire.key_b64) {
         (Some(_), Some(_)) => return Err(WireError::Both("key")),
-        (Some(k), None) => Some(k.into_bytes()),
-        (None, Some(b)) => Some(decode_b64("key_b64", &b)?),
+        (Some(Cow::Borrowed(k)), None) => Some(Cow::Borrowed(k.as_bytes())),
+        (Some(Cow::Owned(k)), None) => Some(Cow::Owned(k.into_bytes())),
+        (None, Some(b)) => Some(Cow::Owned(decode_b64("key_b64", &b)?)),
         (None, None) => None,
     };
     let value = match (wire.value, wire.value_b64) {
         (Some(_), Some(_)) => return Err(WireError::Both("value")),
-        (Some(raw), None) => compact_json(raw.get()),
-        (None, Some(b)) => decode_b64("value_b64", &b)?,
+        (Some(raw), None) => compact(raw.get()),
+        (None, Some(b)) => Cow::Owned(decode_b64("value_b64", &b)?),
         (None, None) => return Err(WireError::MissingValue),
     };
     let mut headers: Vec<(String, Vec<u8>)> = wire
@@ -129,12 +159,55 @@ pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireErro
         let value = decode_b64(&format!("headers_b64.{name}"), &b64)?;
         headers.push((name, value));
     }
-    Ok(Event {
+    Ok(Parsed {
         key,
         value,
-        timestamp: wire.timestamp.unwrap_or(default_timestamp),
+        timestamp: wire.timestamp,
         headers,
     })
+}
+
+/// Parses one event; `default_timestamp` applies when it has none.
+pub fn parse_event(text: &str, default_timestamp: i64) -> Result<Event, WireError> {
+    let p = parse(text)?;
+    Ok(Event {
+        key: p.key.map(Cow::into_owned),
+        value: p.value.into_owned(),
+        timestamp: p.timestamp.unwrap_or(default_timestamp),
+        headers: p.headers,
+    })
+}
+
+/// Parses one event straight into `batch`'s columns, with no owned
+/// [`Event`] in between (the produce path); `default_timestamp` applies
+/// when it has none. Nothing is added when the text is not an event.
+pub fn push_event(batch: &mut Batch, text: &str, default_timestamp: i64) -> Result<(), WireError> {
+    let p = parse(text)?;
+    let index = batch.len() as u32;
+    batch
+        .headers
+        .extend(p.headers.into_iter().map(|(n, v)| (index, n, v)));
+    batch.push(
+        p.key.as_deref(),
+        &p.value,
+        p.timestamp.unwrap_or(default_timestamp),
+    );
+    Ok(())
+}
+
+/// Parses JSON lines (blank lines skipped) into `batch`; errors carry the
+/// 1-based line, and a batch with an error is to be dropped whole.
+pub fn push_lines(
+    batch: &mut Batch,
+    text: &str,
+    default_timestamp: i64,
+) -> Result<(), (usize, WireError)> {
+    for (i, line) in text.lines().enumerate() {
+        if !line.trim().is_empty() {
+            push_event(batch, line, default_timestamp).map_err(|e| (i + 1, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses JSON lines (blank lines skipped); errors carry the 1-based line.
@@ -148,6 +221,16 @@ pub fn parse_lines(text: &str, default_timestamp: i64) -> Result<Vec<Event>, (us
 
 /// Writes one event as a line of compact JSON (no newline).
 pub fn format_event(event: &EventRef<'_>) -> String {
+    let mut out = Vec::with_capacity(event.value.len() + 64);
+    write_event(&mut out, None, event);
+    // Only JSON text and base64 are written: always UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends one event as compact JSON (no newline) to `out`, with an
+/// `"offset"` field first when `offset` is given; no allocation for an
+/// event whose key, value and headers are text.
+pub fn write_event(out: &mut Vec<u8>, offset: Option<u64>, event: &EventRef<'_>) {
     let key_text = event.key.map(std::str::from_utf8);
     let value_json = serde_json::from_slice::<&RawValue>(event.value).ok();
     let mut headers = BTreeMap::new();
@@ -162,7 +245,8 @@ pub fn format_event(event: &EventRef<'_>) -> String {
             }
         }
     }
-    let out = WireOut {
+    let wire = WireOut {
+        offset,
         key: match key_text {
             Some(Ok(k)) => Some(k),
             _ => None,
@@ -180,7 +264,11 @@ pub fn format_event(event: &EventRef<'_>) -> String {
         headers,
         headers_b64,
     };
-    serde_json::to_string(&out).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    // Writing into a Vec fails only if serialising fails, which these
+    // field types never do.
+    if let Err(e) = serde_json::to_writer(&mut *out, &wire) {
+        out.extend_from_slice(format!("{{\"error\":{:?}}}", e.to_string()).as_bytes());
+    }
 }
 
 /// The key `key_by: {field: F}` gives an event: the text of field `F` of
@@ -326,6 +414,44 @@ mod tests {
         let e = parse_event(line, 0).unwrap();
         let batch: Batch = vec![e].into_iter().collect();
         assert_eq!(format_event(&batch.iter().next().unwrap()), line);
+    }
+
+    #[test]
+    fn compact_values_are_borrowed_and_spaced_ones_rewritten() {
+        assert!(matches!(
+            compact(r#"{"a":"x y","b":[1,2]}"#),
+            Cow::Borrowed(_)
+        ));
+        let spaced = compact("{ \"a\" :\t\"x \\\" y\" ,\n\"b\": [1, 2] }\r");
+        assert!(matches!(spaced, Cow::Owned(_)));
+        assert_eq!(&*spaced, br#"{"a":"x \" y","b":[1,2]}"#);
+    }
+
+    #[test]
+    fn events_pushed_into_a_batch_equal_parsed_events() {
+        let lines = [
+            r#"{"key":"k\u00e9","value":{ "a" : 1 },"timestamp":5}"#,
+            r#"{"key_b64":"/w==","value_b64":"AAEC"}"#,
+            r#"{"value":"v","headers":{"a":"b"},"headers_b64":{"c":"AA=="}}"#,
+            r#"{"value":[ 1 , "two words" ]}"#,
+        ];
+        let text = lines.join("\n\n");
+        let mut pushed = Batch::default();
+        push_lines(&mut pushed, &text, 9).unwrap();
+        let parsed: Batch = parse_lines(&text, 9).unwrap().into_iter().collect();
+        assert_eq!(pushed.len(), 4);
+        for (a, b) in pushed.iter().zip(parsed.iter()) {
+            assert_eq!(a.to_event(), b.to_event());
+        }
+        // API reads number their events, first; the rest is format_event.
+        let mut out = Vec::new();
+        write_event(&mut out, Some(7), &pushed.iter().nth(2).unwrap());
+        let plain = format_event(&pushed.iter().nth(2).unwrap());
+        assert_eq!(out, format!("{{\"offset\":7,{}", &plain[1..]).into_bytes());
+        // A bad line names itself; what the batch holds is dropped whole.
+        let mut batch = Batch::default();
+        let err = push_lines(&mut batch, "{\"value\":1}\n{\"key\":\"k\"}", 0).unwrap_err();
+        assert_eq!(err, (2, WireError::MissingValue));
     }
 
     #[test]

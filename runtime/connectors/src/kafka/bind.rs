@@ -14,7 +14,7 @@ use weir_io::{Bindings, DeadLetter, DeadLetterFn};
 use weir_topology::{ErrorPolicyDoc, KafkaFormat, TopologyDoc};
 
 use super::config::KafkaError;
-use super::group::{Assignment, Handoff};
+use super::group::{Assignment, GroupFence};
 use super::sink::KafkaSink;
 use super::source::{KafkaSource, SharedDeadLetters};
 use crate::SourceMode;
@@ -48,12 +48,17 @@ pub fn kafka_dead_letters(doc: &TopologyDoc) -> bool {
 }
 
 /// What a cluster's node binds of a topology: the partitions its group
-/// gave it, by topic, and its id (exactly-once sinks get a
-/// `transactional.id` and a progress marker of their own per node).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// gave it, by topic, its id, and its membership in the group. Sources
+/// start at the offsets the group committed (the node's transactions
+/// commit them); exactly-once sinks publish through the node's
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaShare {
     pub partitions: Assignment,
     pub node: String,
+    /// The topology's group (`weir.<cluster>.<topology>`) and this node's
+    /// member in it.
+    pub fence: GroupFence,
 }
 
 /// Binds every `kafka:` source and sink of `doc` not in `bindings` yet.
@@ -66,20 +71,20 @@ pub fn bind_kafka(
     mode: SourceMode,
     bindings: &mut Bindings,
 ) -> Result<(), KafkaBindError> {
-    bind_kafka_shared(doc, brokers, mode, None, bindings).map(|_| ())
+    bind_kafka_shared(doc, brokers, mode, None, bindings)
 }
 
 /// [`bind_kafka`] on a cluster's node when `share` is given: sources read
-/// only its partitions; answers their hand-overs.
+/// only its partitions, from the offsets its group committed; exactly-once
+/// sinks leave their output to the node's transaction.
 pub fn bind_kafka_shared(
     doc: &TopologyDoc,
     brokers: Option<&str>,
     mode: SourceMode,
     share: Option<&KafkaShare>,
     bindings: &mut Bindings,
-) -> Result<Vec<Arc<Handoff>>, KafkaBindError> {
+) -> Result<(), KafkaBindError> {
     let empty = std::collections::BTreeSet::new();
-    let mut handoffs = Vec::new();
     let letters = shared_dead_letters(doc, bindings);
     for source in &doc.sources {
         let Some(kafka) = &source.kafka else { continue };
@@ -88,7 +93,10 @@ pub fn bind_kafka_shared(
         }
         let what = format!("source `{}`", source.name);
         let brokers = brokers_of(&kafka.brokers, brokers, &what)?;
-        let group = format!("weir.{}.{}", doc.name, source.name);
+        let group = match share {
+            Some(share) => share.fence.group().to_string(),
+            None => format!("weir.{}.{}", doc.name, source.name),
+        };
         let read = KafkaSource::connect(
             what.clone(),
             &group,
@@ -99,7 +107,6 @@ pub fn bind_kafka_shared(
             share.map(|s| s.partitions.get(&kafka.topic).unwrap_or(&empty)),
         )
         .map_err(|source| KafkaBindError { what, source })?;
-        handoffs.extend(read.handoff());
         bindings.stats.insert(source.name.clone(), read.stats());
         bindings.sources.insert(source.name.clone(), Box::new(read));
     }
@@ -116,13 +123,13 @@ pub fn bind_kafka_shared(
             &sink.name,
             kafka,
             &brokers,
-            share.map(|s| s.node.as_str()),
+            share.is_some(),
         )
         .map_err(|source| KafkaBindError { what, source })?;
         bindings.stats.insert(sink.name.clone(), write.stats());
         bindings.sinks.insert(sink.name.clone(), Box::new(write));
     }
-    Ok(handoffs)
+    Ok(())
 }
 
 fn brokers_of(

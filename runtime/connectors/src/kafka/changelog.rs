@@ -1,30 +1,23 @@
 //! A keyed operator's changelog topic on a cluster
-//! (`weir.<topology>.<operator>.changelog`, compacted, partitioned like
-//! the topology's input): [`ChangelogTopic`] writes records to the
-//! partitions it is told and answers where each partition ends after the
-//! write, and reads partitions from given offsets to their end,
-//! `read_committed`. [`partition_of`] is the partitioner of Kafka's
+//! (`weir.<cluster>.<topology>.<operator>.changelog`, compacted, partitioned like
+//! the topology's input): [`ChangelogTopic`] makes sure the topic exists
+//! with the right partition count and reads partitions from given offsets
+//! to their end, `read_committed` (the node's transactions write it:
+//! `txn.rs`). [`partition_of`] is the partitioner of Kafka's
 //! clients (and librdkafka's `murmur2_random` for keyed records), so a
 //! state key goes to the changelog partition of the input partition its
 //! records come from. What the records mean is `weir-state`'s business.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::config::{
-    ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config, create_topic, lookup_consumer,
-    partitions_of, send_waiting,
-};
+use super::config::{KafkaError, LOOKUP_TIMEOUT, create_topic, lookup_consumer, partitions_of};
 
-/// How long one write may take before it is reported as failed.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A restore that reads nothing for this long fails (the brokers are
 /// away).
 const READ_STALL: Duration = Duration::from_secs(60);
@@ -72,62 +65,15 @@ pub fn topic_partitions(brokers: &str, topic: &str) -> Result<u32, KafkaError> {
     Ok(partitions_of(&lookup, brokers, topic)?.len() as u32)
 }
 
-/// Writes waiting for their acknowledgement.
-#[derive(Default)]
-struct Pending {
-    state: Mutex<PendingState>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct PendingState {
-    waiting: usize,
-    /// Per partition, the highest offset acknowledged.
-    last: BTreeMap<i32, i64>,
-    error: Option<String>,
-}
-
-#[derive(Default)]
-struct WriterContext {
-    errors: ErrorLog,
-}
-
-super::config::logged_client_context!(WriterContext);
-
-impl ProducerContext for WriterContext {
-    type DeliveryOpaque = Arc<Pending>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Self::DeliveryOpaque) {
-        let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(m) => {
-                let last = state.last.entry(m.partition()).or_insert(-1);
-                *last = (*last).max(m.offset());
-            }
-            Err((e, _)) => {
-                state.error.get_or_insert_with(|| e.to_string());
-            }
-        }
-        state.waiting -= 1;
-        if state.waiting == 0 {
-            pending.done.notify_all();
-        }
-    }
-}
-
 /// What [`ChangelogTopic::read`] hands each record to: its partition,
 /// key and value (`None`: a tombstone); an error ends the read.
 pub type OnChangelogRecord<'a> = dyn FnMut(u32, &[u8], Option<&[u8]>) -> Result<(), String> + 'a;
-
-/// One record to write: partition, key and value (`None`: a tombstone).
-pub type ChangelogWrite = (u32, Vec<u8>, Option<Vec<u8>>);
 
 /// A keyed operator's changelog topic.
 pub struct ChangelogTopic {
     brokers: String,
     topic: String,
     partitions: u32,
-    producer: ThreadedProducer<WriterContext>,
 }
 
 impl std::fmt::Debug for ChangelogTopic {
@@ -176,18 +122,10 @@ impl ChangelogTopic {
             }
             Err(e) => return Err(e),
         }
-        let producer: ThreadedProducer<WriterContext> = base_config(brokers, &Default::default())?
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
-            .create_with_context(WriterContext::default())
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
         Ok(Some(ChangelogTopic {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             partitions,
-            producer,
         }))
     }
 
@@ -207,72 +145,9 @@ impl ChangelogTopic {
         }
     }
 
-    /// Writes `records` (in order within each partition: the producer is
-    /// idempotent) and waits for all of them; answers, per partition
-    /// written, the offset after its last record.
-    pub fn write(&self, records: Vec<ChangelogWrite>) -> Result<BTreeMap<u32, u64>, KafkaError> {
-        if records.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let pending = Arc::new(Pending::default());
-        pending
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waiting = records.len();
-        for (i, (partition, key, value)) in records.iter().enumerate() {
-            if *partition >= self.partitions {
-                let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.waiting -= records.len() - i;
-                drop(state);
-                return Err(self.failed(format!(
-                    "partition {partition} is not one of its {}",
-                    self.partitions
-                )));
-            }
-            let mut record =
-                BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, pending.clone())
-                    .partition(*partition as i32)
-                    .key(key.as_slice());
-            if let Some(v) = value {
-                record = record.payload(v.as_slice());
-            }
-            if let Err(e) = send_waiting(&self.producer, record) {
-                let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.waiting -= records.len() - i;
-                drop(state);
-                return Err(self.failed(format!("cannot write a record: {e}")));
-            }
-        }
-        let deadline = Instant::now() + WRITE_TIMEOUT + Duration::from_secs(5);
-        let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
-        while state.waiting > 0 {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.failed(format!(
-                    "{} records were not acknowledged within {} s: check the brokers",
-                    state.waiting,
-                    WRITE_TIMEOUT.as_secs()
-                )));
-            }
-            state = pending
-                .done
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        if let Some(e) = &state.error {
-            return Err(self.failed(format!("a record was not written: {e}")));
-        }
-        Ok(state
-            .last
-            .iter()
-            .map(|(&p, &o)| (p as u32, (o + 1) as u64))
-            .collect())
-    }
-
     /// Reads `from` (partition → the offset to start at, `None`: the
-    /// beginning) `read_committed` to the end each partition has now,
+    /// beginning) `read_committed` to the end each partition has now
+    /// (waiting for transactions open before that end to be ended),
     /// handing every record to `each` in offset order within its
     /// partition; answers where each partition ended (the next offset).
     /// A start past a partition's end (the topic was made anew) reads it
@@ -332,12 +207,38 @@ impl ChangelogTopic {
                     }
                 }
                 Some(Err(RdError::PartitionEOF(p))) => {
-                    open.remove(&p);
+                    // `read_committed` stops at the last stable offset: a
+                    // transaction still open there (a previous owner's,
+                    // killed inside it) is waited for until the broker
+                    // ends it, since records committed after it by later
+                    // owners are part of the state.
+                    let at = consumer
+                        .position()
+                        .ok()
+                        .and_then(|l| l.find_partition(&self.topic, p).map(|e| e.offset()));
+                    let reached = match (at, open.get(&p)) {
+                        (Some(Offset::Offset(at)), Some(&end)) => at >= end,
+                        _ => true,
+                    };
+                    if reached {
+                        open.remove(&p);
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!(kafka.topic = %self.topic, error = %e, "reading a changelog");
                 }
-                None => {}
+                None => {
+                    // Past an ended transaction's records and marker
+                    // without a record after them.
+                    if let Ok(at) = consumer.position() {
+                        open.retain(|&p, &mut end| {
+                            !matches!(
+                                at.find_partition(&self.topic, p).map(|e| e.offset()),
+                                Some(Offset::Offset(o)) if o >= end
+                            )
+                        });
+                    }
+                }
             }
             if last_read.elapsed() > READ_STALL {
                 return Err(self.failed(format!(

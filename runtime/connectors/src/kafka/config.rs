@@ -57,6 +57,15 @@ pub enum KafkaError {
     },
     #[error("invalid librdkafka setting: {0}")]
     Config(String),
+    #[error(
+        "the transaction of producer {id} on {brokers} failed ({reason}): nothing of it is \
+         visible; the checkpoint's changes go into the next one"
+    )]
+    Transaction {
+        id: String,
+        brokers: String,
+        reason: String,
+    },
 }
 
 impl KafkaError {

@@ -8,33 +8,95 @@
 //!   revoked the callback runs with what stays, and the revocation waits
 //!   for it, so the node stops reading them (and hands their offsets over)
 //!   before another node starts.
-//! - [`Handoff`]: a source's last checkpointed position, committed to its
-//!   offsets group (`weir.<topology>.<source>`) once the job that read it
-//!   has stopped after a final checkpoint: the next owner of a partition
-//!   starts there (`KafkaSource` takes the further of its own checkpoint
-//!   and the group's offset).
+//! - [`GroupFence`]: the member's current group metadata (member id and
+//!   generation) for the node's transactions, which commit the input
+//!   offsets to this group (`send_offsets_to_transaction`): the broker
+//!   refuses them from a member of an older generation, so a node the
+//!   group has moved on from (a zombie) cannot commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError as RdError;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
-use super::config::{ErrorLog, KafkaError, LOOKUP_TIMEOUT, base_config};
+use super::config::{ErrorLog, KafkaError, base_config};
 
 /// Partitions by topic.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
 
-/// What a member calls with its new assignment; it may take its time
-/// (a revocation waits for it).
-pub type OnAssignment = Box<dyn Fn(&Assignment) + Send + Sync>;
+/// What a member calls with its new assignment and its fence; it may
+/// take its time (a revocation waits for it).
+pub type OnAssignment = Box<dyn Fn(&Assignment, &GroupFence) + Send + Sync>;
 
-struct MemberContext {
+/// A handle on a node's membership in a topology's group, for the
+/// transactions that commit input offsets to the group: it answers the
+/// member's group metadata as it is at that moment (its generation).
+/// It does not keep the member alive: once the member left, it answers
+/// an error.
+#[derive(Clone)]
+pub struct GroupFence {
+    group: String,
+    consumer: Arc<OnceLock<Weak<BaseConsumer<MemberContext>>>>,
+}
+
+impl GroupFence {
+    /// The group (`weir.<cluster>.<topology>`).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// A fence of no member (it answers an error), for tests.
+    #[cfg(test)]
+    pub(crate) fn detached(group: &str) -> GroupFence {
+        GroupFence {
+            group: group.to_string(),
+            consumer: Arc::default(),
+        }
+    }
+
+    /// The member's group metadata now, for `send_offsets_to_transaction`.
+    pub fn metadata(&self) -> Result<ConsumerGroupMetadata, KafkaError> {
+        let left = || {
+            KafkaError::Config(format!(
+                "this node is no longer a member of group {}: it cannot commit the group's offsets",
+                self.group
+            ))
+        };
+        let consumer = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(left)?;
+        consumer.group_metadata().ok_or_else(left)
+    }
+}
+
+impl PartialEq for GroupFence {
+    /// The same membership.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.consumer, &other.consumer)
+    }
+}
+
+impl Eq for GroupFence {}
+
+impl std::fmt::Debug for GroupFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupFence")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct MemberContext {
     errors: ErrorLog,
     on_change: OnAssignment,
+    fence: GroupFence,
     /// Set when the node leaves: no assignment is passed on any more.
     leaving: Arc<AtomicBool>,
 }
@@ -65,7 +127,7 @@ impl ConsumerContext for MemberContext {
                     held.retain(|p| !partitions.contains(p));
                 }
             }
-            (self.on_change)(&now);
+            (self.on_change)(&now, &self.fence);
         }
     }
 
@@ -78,7 +140,7 @@ impl ConsumerContext for MemberContext {
             if let Err(e) = consumer.pause(&now) {
                 tracing::warn!(error = %e, "cannot pause the group member's partitions");
             }
-            (self.on_change)(&assignment_of(&now));
+            (self.on_change)(&assignment_of(&now), &self.fence);
         }
     }
 }
@@ -123,14 +185,23 @@ impl GroupMember {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
         let leaving = Arc::new(AtomicBool::new(false));
+        let fence = GroupFence {
+            group: group.to_string(),
+            consumer: Arc::default(),
+        };
         let context = MemberContext {
             errors: ErrorLog::default(),
             on_change,
+            fence: fence.clone(),
             leaving: leaving.clone(),
         };
-        let consumer: BaseConsumer<MemberContext> = config
-            .create_with_context(context)
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        let consumer: Arc<BaseConsumer<MemberContext>> = Arc::new(
+            config
+                .create_with_context(context)
+                .map_err(|e| KafkaError::Config(e.to_string()))?,
+        );
+        // Before anything is polled: the first assignment's fence works.
+        let _ = fence.consumer.set(Arc::downgrade(&consumer));
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
@@ -177,67 +248,5 @@ impl Drop for GroupMember {
     fn drop(&mut self) {
         self.leaving.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A source's positions as its last checkpoint recorded them, to commit to
-/// its offsets group when the job stopped after a final checkpoint.
-#[derive(Debug)]
-pub struct Handoff {
-    pub(crate) brokers: String,
-    pub(crate) group: String,
-    pub(crate) topic: String,
-    /// The position the source last reported (at its last barrier).
-    pub(crate) last: Mutex<BTreeMap<u32, u64>>,
-}
-
-impl Handoff {
-    /// Commits the last reported offsets to the group (synchronously),
-    /// each only where it is beyond what the group has.
-    pub fn commit(&self) -> Result<(), KafkaError> {
-        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if last.is_empty() {
-            return Ok(());
-        }
-        let mut config = base_config(&self.brokers, &BTreeMap::new())?;
-        config
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
-        let unreachable = |e: RdError| KafkaError::Unreachable {
-            brokers: self.brokers.clone(),
-            timeout_ms: LOOKUP_TIMEOUT.as_millis() as u64,
-            reason: e.to_string(),
-        };
-        let mut asked = TopicPartitionList::new();
-        for &p in last.keys() {
-            asked.add_partition(&self.topic, p as i32);
-        }
-        let have = consumer
-            .committed_offsets(asked, LOOKUP_TIMEOUT)
-            .map_err(unreachable)?;
-        let mut list = TopicPartitionList::new();
-        for (&p, &next) in &last {
-            let behind = match have
-                .find_partition(&self.topic, p as i32)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o < next as i64,
-                _ => true,
-            };
-            if behind {
-                list.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
-                    .map_err(|e| KafkaError::Config(e.to_string()))?;
-            }
-        }
-        if list.count() > 0 {
-            consumer
-                .commit(&list, CommitMode::Sync)
-                .map_err(unreachable)?;
-        }
-        tracing::debug!(kafka.topic = %self.topic, group = %self.group, partitions = list.count(), "handed over source offsets");
-        Ok(())
     }
 }

@@ -25,7 +25,9 @@
 //!   [`ControlLog`], a cluster's compacted one-partition control topic
 //!   (`weir serve --cluster`). `group.rs`: [`GroupMember`], a node's
 //!   share of a topology's partitions through a consumer group, and
-//!   [`Handoff`], a stopped source's offsets handed to the next owner.
+//!   [`GroupFence`], its generation for the node's transactions.
+//!   `txn.rs`: [`NodeProducer`], a node's one transaction per checkpoint
+//!   of a topology (sink output, changelog records, input offsets).
 //!   `changelog.rs`: [`ChangelogTopic`], a keyed operator's compacted
 //!   changelog on a cluster, and Kafka's key partitioner. Crash points
 //!   for the crash tests go through `weir_io::fault`.
@@ -38,14 +40,19 @@ mod format;
 mod group;
 mod sink;
 mod source;
+mod txn;
 
 pub use bind::{
     KafkaBindError, KafkaShare, bind_kafka, bind_kafka_shared, has_kafka, kafka_dead_letters,
 };
-pub use changelog::{ChangelogTopic, ChangelogWrite, murmur2, partition_of, topic_partitions};
+pub use changelog::{ChangelogTopic, murmur2, partition_of, topic_partitions};
 pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
 pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
-pub use group::{Assignment, GroupMember, Handoff, OnAssignment};
+pub use group::{Assignment, GroupFence, GroupMember, OnAssignment};
 pub use sink::{KafkaSink, Marker};
 pub use source::KafkaSource;
+pub use txn::{
+    ChangelogRecord, Failure, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer, OutputTopic,
+    Phase, Recovery, after_failure, failure_of,
+};

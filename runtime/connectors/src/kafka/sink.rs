@@ -17,13 +17,18 @@
 //! At-least-once (`delivery: at-least-once`): an idempotent producer
 //! writes each batch as it comes and waits for its acknowledgement; a
 //! crash may write some output twice.
+//!
+//! On a cluster's node an exactly-once sink publishes nothing itself: its
+//! checkpoint output goes into the node's transaction with the changelog
+//! records and the input offsets ([`NodeProducer`](super::NodeProducer)),
+//! through [`send_event`], the one place an event becomes a record.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -32,7 +37,7 @@ use weir_io::{CheckpointRef, EndpointStats, Sink};
 use weir_topology::{KafkaDelivery, KafkaSinkDoc, property_text};
 use weir_types::{Batch, EventRef};
 
-use super::config::{KafkaError, lookup_consumer, partitions_of};
+use super::config::{KafkaError, lookup_consumer, partitions_of, send_waiting};
 use super::format::RecordFormat;
 use weir_io::fault::{self, FaultPoint};
 
@@ -100,8 +105,11 @@ pub struct KafkaSink {
     brokers: String,
     producer: ThreadedProducer<SinkContext>,
     format: RecordFormat,
-    /// `Some` for exactly-once.
+    /// `Some` for exactly-once on its own.
     progress: Option<Progress>,
+    /// Exactly-once on a cluster's node: the node's transaction publishes
+    /// the checkpoint output, this sink nothing.
+    in_node_transaction: bool,
     /// `init_transactions` done (exactly-once).
     ready: bool,
     /// Transactions committed and aborted by this sink instance.
@@ -130,18 +138,21 @@ impl KafkaSink {
     }
 
     /// A producer for `doc`'s topic (checked to exist); exactly-once ones
-    /// also get their progress topic (created when missing).
+    /// also get their progress topic (created when missing), unless
+    /// `in_cluster`: then the node's transaction publishes their output.
     pub(crate) fn connect(
         what: String,
         topology: &str,
         sink: &str,
         doc: &KafkaSinkDoc,
         brokers: &str,
-        node: Option<&str>,
+        in_cluster: bool,
     ) -> Result<KafkaSink, KafkaError> {
         let lookup = lookup_consumer(brokers, &Default::default())?;
         let partitions = partitions_of(&lookup, brokers, &doc.topic)?;
-        let exactly_once = doc.delivery.unwrap_or_default() == KafkaDelivery::ExactlyOnce;
+        let eos = doc.delivery.unwrap_or_default() == KafkaDelivery::ExactlyOnce;
+        let in_node_transaction = eos && in_cluster;
+        let exactly_once = eos && !in_cluster;
         let progress = if exactly_once {
             let topic = doc
                 .progress_topic
@@ -150,10 +161,7 @@ impl KafkaSink {
             super::config::ensure_progress_topic(&lookup, brokers, &topic)?;
             Some(Progress {
                 topic,
-                key: match node {
-                    Some(node) => format!("{topology}/{sink}/{node}"),
-                    None => format!("{topology}/{sink}"),
-                },
+                key: format!("{topology}/{sink}"),
                 topology: topology.to_string(),
                 sink: sink.to_string(),
             })
@@ -178,14 +186,10 @@ impl KafkaSink {
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true");
         if exactly_once {
-            let mut id = doc
+            let id = doc
                 .transactional_id
                 .clone()
                 .unwrap_or_else(|| format!("weir.{topology}.{sink}"));
-            // Each node of a cluster publishes its own partitions' output.
-            if let Some(node) = node {
-                id = format!("{id}.{node}");
-            }
             config.set("transactional.id", id);
         }
         let producer: ThreadedProducer<SinkContext> = config
@@ -194,7 +198,8 @@ impl KafkaSink {
         tracing::info!(
             kafka.topic = %doc.topic,
             partitions = partitions.len(),
-            exactly_once,
+            exactly_once = eos,
+            in_node_transaction,
             "{what} writes a Kafka topic"
         );
         Ok(KafkaSink {
@@ -204,6 +209,7 @@ impl KafkaSink {
             producer,
             format: RecordFormat::of_sink(doc),
             progress,
+            in_node_transaction,
             ready: false,
             commits: 0,
             aborts: 0,
@@ -237,58 +243,15 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Queues one event as a record, waiting while the producer's queue is
-    /// full.
-    fn send(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: &[u8],
-        event: Option<&EventRef<'_>>,
-    ) -> Result<(), String> {
-        let value = match event {
-            Some(_) => self.format.record_value(value),
-            None => std::borrow::Cow::Borrowed(value),
-        };
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(e) = event {
-            if e.timestamp >= 0 {
-                record = record.timestamp(e.timestamp);
-            }
-            if self.format.headers && !e.headers.is_empty() {
-                let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
-                for (_, name, value) in e.headers {
-                    headers = headers.insert(Header {
-                        key: name.as_str(),
-                        value: Some(value.as_slice()),
-                    });
-                }
-                record = record.headers(headers);
-            }
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => {
-                    return Err(format!(
-                        "{}: cannot queue a record for topic `{topic}`: {e}",
-                        self.what
-                    ));
-                }
-            }
-        }
-    }
-
+    /// Queues `batch`'s events as records of the sink's topic.
     fn send_batch<'b>(&self, events: impl Iterator<Item = EventRef<'b>>) -> Result<(), String> {
         for e in events {
-            self.send(&self.topic, e.key, e.value, Some(&e))?;
+            send_event(&self.producer, &self.format, &self.topic, &e).map_err(|e| {
+                format!(
+                    "{}: cannot queue a record for topic `{}`: {e}",
+                    self.what, self.topic
+                )
+            })?;
         }
         Ok(())
     }
@@ -348,7 +311,15 @@ impl KafkaSink {
             _ => None,
         };
         if let Some((topic, key, value)) = marker {
-            self.send(&topic, Some(key.as_bytes()), &value, None)?;
+            let record = BaseRecord::<[u8], [u8]>::to(&topic)
+                .key(key.as_bytes())
+                .payload(&value);
+            send_waiting(&self.producer, record).map_err(|e| {
+                format!(
+                    "{}: cannot queue the progress marker for topic `{topic}`: {e}",
+                    self.what
+                )
+            })?;
             self.fault(FaultPoint::BeforeKafkaCommit);
         }
         Ok(())
@@ -409,10 +380,49 @@ impl KafkaSink {
     }
 }
 
+/// Queues event `e` as a record of `topic` in `format` (key, value,
+/// timestamp, headers), waiting while the producer's queue is full.
+pub(crate) fn send_event<C>(
+    producer: &ThreadedProducer<C>,
+    format: &RecordFormat,
+    topic: &str,
+    e: &EventRef<'_>,
+) -> Result<(), RdError>
+where
+    C: ProducerContext<DeliveryOpaque = ()> + 'static,
+{
+    let value = format.record_value(e.value);
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&*value);
+    if let Some(key) = e.key {
+        record = record.key(key);
+    }
+    if e.timestamp >= 0 {
+        record = record.timestamp(e.timestamp);
+    }
+    if format.headers && !e.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+        for (_, name, value) in e.headers {
+            headers = headers.insert(Header {
+                key: name.as_str(),
+                value: Some(value.as_slice()),
+            });
+        }
+        record = record.headers(headers);
+    }
+    send_waiting(producer, record)
+}
+
 impl Sink for KafkaSink {
     fn write(&mut self, batch: &Batch) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if self.in_node_transaction {
+            return Err(format!(
+                "{}: on a cluster's node an exactly-once Kafka sink publishes with the \
+                 topology's checkpoints: give the topology a `checkpoint` interval",
+                self.what
+            ));
         }
         if self.progress.is_some() {
             // Exactly-once without checkpoints: a transaction per batch.
@@ -445,11 +455,17 @@ impl Sink for KafkaSink {
     }
 
     fn exactly_once(&self) -> bool {
-        self.progress.is_some()
+        self.progress.is_some() || self.in_node_transaction
     }
 
     fn publish(&mut self, at: &CheckpointRef, batch: &Batch) -> Result<(), String> {
         if batch.is_empty() {
+            return Ok(());
+        }
+        if self.in_node_transaction {
+            // Committed already, in the node's transaction of checkpoint
+            // `at`, before Weir's own commit.
+            self.stats.add("records_out", batch.len() as u64);
             return Ok(());
         }
         self.transaction(batch, Some(at))
@@ -461,6 +477,12 @@ impl Sink for KafkaSink {
         _position: u64,
         pending: &Batch,
     ) -> Result<(), String> {
+        if self.in_node_transaction {
+            // The restored checkpoint's output was committed in Kafka with
+            // the checkpoint's input offsets before the checkpoint was
+            // committed here: publishing it again would repeat it.
+            return Ok(());
+        }
         if self.progress.is_none() {
             return self.write(pending);
         }

@@ -9,6 +9,12 @@
 //! consumer group (`weir.<topology>.<source>` unless `properties` set
 //! `group.id`) for lag tools only: Weir never reads them back.
 //!
+//! On a cluster's node it reads only the partitions the node holds, each
+//! from the further of the node's checkpoint and the offset the
+//! topology's group committed (in the transaction of the partition's
+//! last owner), and commits nothing itself: the node's transaction
+//! commits its offsets.
+//!
 //! Bounded (`weir run`): the input ends when every partition reached its
 //! end as it was when reading began. Following (the server): it never
 //! ends.
@@ -32,7 +38,6 @@ use super::config::{
     KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
 };
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
-use super::group::Handoff;
 
 /// How long one pull waits for a record before saying `Idle`.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -83,9 +88,8 @@ pub struct KafkaSource {
     stats_at: Option<Instant>,
     /// On a cluster's node: the partitions the node holds are the only
     /// ones read, each from the further of this node's checkpoint and
-    /// the group's committed offset, and the last reported position is
-    /// kept for the hand-over.
-    handoff: Option<Arc<Handoff>>,
+    /// the group's committed offset; nothing is committed here.
+    shared: bool,
 }
 
 /// How often a source refreshes its [`EndpointStats`].
@@ -141,14 +145,6 @@ impl KafkaSource {
         if let Some(owned) = owned {
             partitions.retain(|p| owned.contains(p));
         }
-        let handoff = owned.map(|_| {
-            Arc::new(Handoff {
-                brokers: brokers.to_string(),
-                group: group.to_string(),
-                topic: doc.topic.clone(),
-                last: Mutex::new(BTreeMap::new()),
-            })
-        });
         tracing::info!(
             kafka.topic = %doc.topic,
             partitions = partitions.len(),
@@ -178,13 +174,8 @@ impl KafkaSource {
             stats,
             records_in: 0,
             stats_at: None,
-            handoff,
+            shared: owned.is_some(),
         })
-    }
-
-    /// Its hand-over (on a cluster's node).
-    pub fn handoff(&self) -> Option<Arc<Handoff>> {
-        self.handoff.clone()
     }
 
     /// The group's committed offset of each partition read (on a
@@ -242,9 +233,9 @@ impl KafkaSource {
     fn assignment(&self) -> Result<TopicPartitionList, String> {
         let mut list = TopicPartitionList::new();
         let mut by_time = TopicPartitionList::new();
-        let handed = match self.handoff {
-            Some(_) => self.group_offsets()?,
-            None => BTreeMap::new(),
+        let handed = match self.shared {
+            true => self.group_offsets()?,
+            false => BTreeMap::new(),
         };
         for &p in &self.partitions {
             let next = match (self.next.get(&(p as u32)), handed.get(&p)) {
@@ -439,7 +430,7 @@ impl Source for KafkaSource {
         match position {
             Position::Splits(offsets) => {
                 self.next = offsets.clone();
-                if self.handoff.is_some() {
+                if self.shared {
                     // Partitions this node no longer holds are another's.
                     let held: BTreeSet<u32> = self.partitions.iter().map(|&p| p as u32).collect();
                     self.next.retain(|p, _| held.contains(p));
@@ -510,9 +501,6 @@ impl Source for KafkaSource {
     }
 
     fn position(&self) -> Option<Position> {
-        if let Some(handoff) = &self.handoff {
-            *handoff.last.lock().unwrap_or_else(|p| p.into_inner()) = self.next.clone();
-        }
         Some(Position::Splits(self.next.clone()))
     }
 
@@ -529,7 +517,7 @@ impl Source for KafkaSource {
         let Position::Splits(offsets) = position else {
             return Ok(());
         };
-        if offsets.is_empty() {
+        if offsets.is_empty() || self.shared {
             return Ok(());
         }
         let mut list = TopicPartitionList::new();

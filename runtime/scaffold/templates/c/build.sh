@@ -1,7 +1,8 @@
 #!/bin/sh
-# Builds {{name}}.wasm with the Weir checkout's xtask (clang-14 for
-# wasm32-wasi, the C SDK, wit-component): see {{weir}}/sdk/c/README.md.
+# Builds {{name}}.wasm with the C SDK package's weir-c-build (clang-14 for
+# wasm32-wasi, pkg-config, then wasm-tools or jco for the component step):
+# unpack weir-sdk-c-<version>.tar.gz and put its bin/ on your PATH, or set
+# WEIR_C_BUILD to that script; see {{weir}}/sdk/c/README.md.
 set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-cd "{{weir}}"
-cargo xtask build-c "$here" "$here/{{name}}.wasm"
+cd "$(dirname "$0")"
+"${WEIR_C_BUILD:-weir-c-build}" {{name}}.wasm operator.c

@@ -1,7 +1,9 @@
 //! Keyed state that moves with its partitions: each operator that keeps
 //! state has a compacted changelog topic,
-//! `weir.<topology>.<operator>.changelog`, partitioned like the
-//! topology's Kafka input (see `docs/cluster.md`, "State").
+//! `weir.<cluster>.<topology>.<operator>.changelog` (named after the
+//! topology's consumer group, so two clusters on one broker never share
+//! state), partitioned like the topology's Kafka input (see
+//! `docs/cluster.md`, "State").
 //!
 //! - The partition of a state row is the input partition of its key:
 //!   Kafka's key partitioner ([`partition_of`], `murmur2_random`) over the
@@ -19,24 +21,37 @@
 //!   partition's recorded offset goes with them, so it is read from the
 //!   start when it comes back) and reads each held partition
 //!   `read_committed` from the offset the local database recorded (from
-//!   the start without one) to its end, into the local database. Then
-//!   every committed checkpoint's rows go to the changelogs
-//!   ([`KafkaChangelog`]), after the local commit, and the offsets they
-//!   end at are recorded.
+//!   the start without one) to its end, into the local database.
+//! - [`KafkaChangelog`]: each checkpoint of the job is then one Kafka
+//!   transaction of the node's producer for the topology
+//!   (`weir.<cluster>.<topology>.<node>`, [`NodeProducer`]): the rows'
+//!   changelog records, the output of the exactly-once Kafka sinks, and
+//!   the sources' positions as offsets of the topology's group, sent with
+//!   the member's generation ([`GroupFence`]). It runs before the local
+//!   commit, so a crash at any point leaves the local database at or
+//!   behind Kafka: the next owner (this node or another) takes the state
+//!   from the changelog, the input from the group's offsets and the output
+//!   as committed, all three of one transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use weir_connectors::{ChangelogTopic, ChangelogWrite, KafkaShare, partition_of, topic_partitions};
+use weir_connectors::{
+    ChangelogTopic, GroupFence, KafkaShare, NodeCommit, NodeProducer, OutputTopic, partition_of,
+    topic_partitions,
+};
+use weir_engine::Position;
 use weir_state::{ChangelogOffset, RestoreBatch, SnapshotRow, StateDb, change_records};
-use weir_topology::TopologyDoc;
+use weir_topology::{KafkaDelivery, TopologyDoc};
+use weir_types::Batch;
 
 /// Rows kept in memory during a restore before they are written.
 const RESTORE_BATCH_ROWS: usize = 50_000;
 
-/// The changelog topic of `operator` of `topology`.
-pub fn changelog_topic(topology: &str, operator: &str) -> String {
-    format!("weir.{topology}.{operator}.changelog")
+/// The changelog topic of `operator` of the topology whose consumer group
+/// is `group` (`weir.<cluster>.<topology>`).
+pub fn changelog_topic(group: &str, operator: &str) -> String {
+    format!("{group}.{operator}.changelog")
 }
 
 /// How the rows of a topology map to changelog partitions on this node.
@@ -49,7 +64,8 @@ struct Partitioning {
     held: BTreeSet<u32>,
 }
 
-/// Writes a topology's committed state rows to its operators' changelogs.
+/// Commits each checkpoint of a topology's job on this node in one Kafka
+/// transaction: changelog records, exactly-once output, input offsets.
 #[derive(Debug)]
 pub(crate) struct KafkaChangelog {
     topology: String,
@@ -59,6 +75,38 @@ pub(crate) struct KafkaChangelog {
     /// Changelogs opened so far, by operator (one is created at its
     /// operator's first state write).
     logs: Mutex<BTreeMap<String, Arc<ChangelogTopic>>>,
+    /// Kafka source name → its topic.
+    inputs: BTreeMap<String, String>,
+    /// Exactly-once Kafka sink name → where its output goes.
+    outputs: BTreeMap<String, OutputTopic>,
+    producer: NodeProducer,
+    fence: GroupFence,
+}
+
+/// Per input topic and partition, the next offset to read, from the
+/// sources' positions (`inputs`: source name → topic). Sources that are
+/// not Kafka topics have none.
+fn input_offsets(
+    positions: &BTreeMap<String, Position>,
+    inputs: &BTreeMap<String, String>,
+) -> Result<BTreeMap<(String, i32), u64>, String> {
+    let mut out = BTreeMap::new();
+    for (source, position) in positions {
+        let (Some(topic), Position::Splits(splits)) = (inputs.get(source), position) else {
+            continue;
+        };
+        for (&p, &next) in splits {
+            if let Some(other) = out.insert((topic.clone(), p as i32), next)
+                && other != next
+            {
+                return Err(format!(
+                    "two sources read topic `{topic}` (partition {p} at offsets \
+                     {other} and {next}): in a cluster each input topic is read by one source"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl KafkaChangelog {
@@ -71,7 +119,7 @@ impl KafkaChangelog {
         {
             return Ok(log.clone());
         }
-        let topic = changelog_topic(&self.topology, operator);
+        let topic = changelog_topic(self.fence.group(), operator);
         let log = ChangelogTopic::open(&self.brokers, &topic, partitions, true)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("changelog {topic} could not be created"))?;
@@ -84,14 +132,20 @@ impl KafkaChangelog {
     }
 }
 
-impl weir_state::Changelog for KafkaChangelog {
-    fn committed(&self, rows: &[SnapshotRow]) -> Result<Vec<ChangelogOffset>, String> {
+/// A changelog record to write: topic, partition, key, value (`None`: a
+/// tombstone).
+type Record = (String, u32, Vec<u8>, Option<Vec<u8>>);
+
+impl KafkaChangelog {
+    /// The changelog records of `rows`.
+    fn changelog_records(&self, rows: &[SnapshotRow]) -> Result<Vec<Record>, String> {
         let records = change_records(&self.topology, rows)?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let to = self.partitioning.as_ref().map_err(Clone::clone)?;
-        let mut writes: BTreeMap<String, Vec<ChangelogWrite>> = BTreeMap::new();
+        let mut out = Vec::with_capacity(records.len());
+        let mut topics: BTreeMap<String, String> = BTreeMap::new();
         for r in records {
             let p = partition_of(&r.state_key, to.partitions);
             if !to.held.contains(&p) {
@@ -106,22 +160,82 @@ impl weir_state::Changelog for KafkaChangelog {
                     to.input
                 ));
             }
-            writes
-                .entry(r.operator)
-                .or_default()
-                .push((p, r.key, r.value));
+            let topic = match topics.get(&r.operator) {
+                Some(topic) => topic.clone(),
+                None => {
+                    // The topic exists before the transaction writes to it.
+                    let topic = self.log(&r.operator, to.partitions)?.topic().to_string();
+                    topics.insert(r.operator.clone(), topic.clone());
+                    topic
+                }
+            };
+            out.push((topic, p, r.key, r.value));
         }
-        let mut offsets = Vec::new();
-        for (operator, records) in writes {
-            let log = self.log(&operator, to.partitions)?;
-            let ends = log.write(records).map_err(|e| e.to_string())?;
-            offsets.extend(ends.into_iter().map(|(partition, next)| ChangelogOffset {
-                operator: operator.clone(),
-                partition,
-                next,
-            }));
+        Ok(out)
+    }
+}
+
+impl weir_state::Changelog for KafkaChangelog {
+    fn commit(
+        &self,
+        id: u64,
+        rows: &[SnapshotRow],
+        meta: &[u8],
+        pending: &[(String, Vec<u8>)],
+    ) -> Result<Vec<ChangelogOffset>, String> {
+        let changelog = self.changelog_records(rows)?;
+        let mut outputs: Vec<(&OutputTopic, Batch)> = Vec::new();
+        for (sink, bytes) in pending {
+            // Other exactly-once sinks publish after the local commit.
+            let Some(output) = self.outputs.get(sink) else {
+                continue;
+            };
+            let batch = Batch::decode(bytes).ok_or_else(|| {
+                format!("the pending output of sink `{sink}` of checkpoint {id} does not parse")
+            })?;
+            outputs.push((output, batch));
         }
-        Ok(offsets)
+        let positions = weir_engine::checkpoint_positions(meta)?;
+        let offsets = input_offsets(&positions, &self.inputs)?;
+        if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let commit = NodeCommit {
+            changelog: changelog
+                .iter()
+                .map(|(t, p, k, v)| (t.as_str(), *p, k.as_slice(), v.as_deref()))
+                .collect(),
+            outputs: outputs.iter().map(|(o, b)| (*o, b)).collect(),
+            offsets,
+        };
+        let ends = self
+            .producer
+            .commit(&commit, &self.fence)
+            .map_err(|e| e.to_string())?;
+        tracing::trace!(
+            topology.name = %self.topology,
+            checkpoint = id,
+            changelog = commit.changelog.len(),
+            offsets = commit.offsets.len(),
+            "checkpoint committed in Kafka"
+        );
+        let operators: BTreeMap<String, String> = self
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|op| (changelog_topic(self.fence.group(), op), op.clone()))
+            .collect();
+        Ok(ends
+            .into_iter()
+            .filter_map(|((topic, partition), next)| {
+                Some(ChangelogOffset {
+                    operator: operators.get(&topic)?.clone(),
+                    partition: partition as u32,
+                    next,
+                })
+            })
+            .collect())
     }
 }
 
@@ -172,15 +286,41 @@ pub(crate) fn attach(
             topics.into_iter().collect::<Vec<_>>().join(", ")
         ))
     };
+    let inputs = doc
+        .sources
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.kafka.as_ref()?.topic.clone())))
+        .collect();
+    let mut outputs = BTreeMap::new();
+    for sink in &doc.sinks {
+        let Some(kafka) = &sink.kafka else { continue };
+        if kafka.delivery.unwrap_or_default() != KafkaDelivery::ExactlyOnce {
+            continue;
+        }
+        if kafka.brokers.as_ref().is_some_and(|b| *b != brokers) {
+            return Err(format!(
+                "sink `{}` writes to brokers {} and the topology reads from {brokers}: in a \
+                 cluster an exactly-once Kafka sink commits in one transaction with the input \
+                 offsets, so it must use the input's brokers (or `delivery: at-least-once`)",
+                sink.name,
+                kafka.brokers.as_deref().unwrap_or_default()
+            ));
+        }
+        outputs.insert(sink.name.clone(), OutputTopic::of_sink(kafka));
+    }
     let changelog = KafkaChangelog {
         topology: doc.name.clone(),
         brokers: brokers.clone(),
         partitioning: partitioning.clone(),
         logs: Mutex::default(),
+        inputs,
+        outputs,
+        producer: NodeProducer::new(&brokers, &format!("{}.{}", share.fence.group(), share.node)),
+        fence: share.fence.clone(),
     };
     if let Ok(to) = &partitioning {
         for operator in &doc.operators {
-            let topic = changelog_topic(&doc.name, &operator.name);
+            let topic = changelog_topic(share.fence.group(), &operator.name);
             let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
                 .map_err(|e| e.to_string())?
             else {
@@ -265,4 +405,49 @@ fn restore(
         "restored state from the changelog"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_offsets_are_the_kafka_sources_positions_by_topic() {
+        let inputs = BTreeMap::from([
+            ("a".to_string(), "in".to_string()),
+            ("c".to_string(), "other".to_string()),
+        ]);
+        let positions = BTreeMap::from([
+            (
+                "a".to_string(),
+                Position::Splits(BTreeMap::from([(0, 5), (3, 7)])),
+            ),
+            ("c".to_string(), Position::Splits(BTreeMap::from([(2, 3)]))),
+            // Not a Kafka source: no offsets to commit.
+            ("gen".to_string(), Position::Count(9)),
+        ]);
+        assert_eq!(
+            input_offsets(&positions, &inputs).unwrap(),
+            BTreeMap::from([
+                (("in".to_string(), 0), 5),
+                (("in".to_string(), 3), 7),
+                (("other".to_string(), 2), 3),
+            ])
+        );
+        // Two sources of one topic at different offsets: one commit cannot
+        // hold both.
+        let inputs = BTreeMap::from([
+            ("a".to_string(), "in".to_string()),
+            ("b".to_string(), "in".to_string()),
+        ]);
+        let positions = BTreeMap::from([
+            ("a".to_string(), Position::Splits(BTreeMap::from([(0, 5)]))),
+            ("b".to_string(), Position::Splits(BTreeMap::from([(0, 6)]))),
+        ]);
+        let err = input_offsets(&positions, &inputs).unwrap_err();
+        assert!(
+            err.contains("each input topic is read by one source"),
+            "{err}"
+        );
+    }
 }

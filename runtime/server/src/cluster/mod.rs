@@ -25,10 +25,12 @@
 //!
 //! - `changelog.rs`: keyed state that moves with its partitions: a
 //!   compacted changelog topic per operator that keeps state, written
-//!   after each checkpoint and read by the node that gets a partition.
+//!   with each checkpoint and read by the node that gets a partition.
 //!
-//! Not here yet: exactly-once across a node's crash (Kafka transactions with
-//! the input offsets).
+//!   Each checkpoint of a topology on a node is one Kafka transaction
+//!   (its exactly-once sinks' output, its changelog records and its
+//!   input offsets, committed to the group with the member's generation)
+//!   before the local commit: exactly-once across a node's crash.
 
 mod apply;
 pub(crate) mod changelog;
@@ -398,10 +400,10 @@ impl Cluster {
         }
     }
 
-    /// After the topologies stopped at shutdown: hands their offsets over
-    /// and leaves their groups.
-    pub fn leave_groups(&self, plane: &ControlPlane) {
-        self.tasks.leave_all(plane);
+    /// After the topologies stopped at shutdown (their last checkpoints
+    /// committed their offsets): leaves their groups.
+    pub fn leave_groups(&self) {
+        self.tasks.leave_all();
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {

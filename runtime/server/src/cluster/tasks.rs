@@ -2,8 +2,8 @@
 //! group per topology, `weir.<cluster>.<topology>` (classic protocol,
 //! cooperative-sticky), one [`GroupMember`] per topology on each node.
 //! Each time the node's assignment changes, its job is stopped (a final
-//! checkpoint; the offsets of what it read are handed to the sources'
-//! groups) and started again on the new partitions; a revocation waits
+//! checkpoint, whose transaction commits the offsets of what it read to
+//! the group) and started again on the new partitions; a revocation waits
 //! for that, so another node starts a partition only after this one let
 //! it go.
 
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use weir_connectors::{Assignment, GroupMember, KafkaShare, OnAssignment};
+use weir_connectors::{Assignment, GroupFence, GroupMember, KafkaShare, OnAssignment};
 
 use crate::ControlPlane;
 
@@ -90,18 +90,20 @@ impl Tasks {
             node.to_string(),
             first.clone(),
         );
-        let on_change: OnAssignment = Box::new(move |assignment: &Assignment| {
-            let Some(plane) = weak.upgrade() else { return };
-            let outcome = reassign(&plane, &topology, &me, assignment);
-            if let Err(e) = &outcome {
-                tracing::error!(topology.name = %topology, error = %e, "cannot run the topology on its new partitions");
-            }
-            let mut slot = told.0.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(outcome);
-                told.1.notify_all();
-            }
-        });
+        let on_change: OnAssignment = Box::new(
+            move |assignment: &Assignment, fence: &GroupFence| {
+                let Some(plane) = weak.upgrade() else { return };
+                let outcome = reassign(&plane, &topology, &me, assignment, fence);
+                if let Err(e) = &outcome {
+                    tracing::error!(topology.name = %topology, error = %e, "cannot run the topology on its new partitions");
+                }
+                let mut slot = told.0.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(outcome);
+                    told.1.notify_all();
+                }
+            },
+        );
         let group = format!("weir.{cluster}.{name}");
         let member = GroupMember::join(&brokers, &group, &topics, SESSION_TIMEOUT, on_change)
             .map_err(|e| format!("cannot join group {group}: {e}"))?;
@@ -125,8 +127,8 @@ impl Tasks {
         slot.clone().unwrap_or(Ok(()))
     }
 
-    /// Stops topology `name` on this node and leaves its group, after
-    /// handing its sources' offsets over.
+    /// Stops topology `name` on this node (its last checkpoint commits
+    /// its offsets to the group) and leaves its group.
     pub fn stop(&self, plane: &ControlPlane, name: &str) -> Result<(), String> {
         let member = self.members().remove(name);
         if let Some(m) = &member {
@@ -144,9 +146,6 @@ impl Tasks {
         } else {
             Ok(())
         };
-        if let Err(e) = plane.topologies.hand_over(name) {
-            tracing::warn!(topology.name = name, error = %e, "cannot hand the source offsets over");
-        }
         if let Some(m) = member {
             m.leave();
         }
@@ -154,15 +153,12 @@ impl Tasks {
         outcome
     }
 
-    /// At shutdown, after the topologies stopped: hands every topology's
-    /// offsets over and leaves its group.
-    pub fn leave_all(&self, plane: &ControlPlane) {
+    /// At shutdown, after the topologies stopped (their last checkpoints
+    /// committed their offsets): leaves every group.
+    pub fn leave_all(&self) {
         let members: Vec<(String, GroupMember)> = self.members().drain().collect();
-        for (name, member) in members {
+        for (_, member) in members {
             member.quiet();
-            if let Err(e) = plane.topologies.hand_over(&name) {
-                tracing::warn!(topology.name = name, error = %e, "cannot hand the source offsets over");
-            }
             member.leave();
         }
     }
@@ -182,10 +178,12 @@ fn reassign(
     name: &str,
     node: &str,
     assignment: &Assignment,
+    fence: &GroupFence,
 ) -> Result<(), String> {
     let share = KafkaShare {
         partitions: assignment.clone(),
         node: node.to_string(),
+        fence: fence.clone(),
     };
     let running = plane
         .topologies
@@ -201,7 +199,6 @@ fn reassign(
             .topologies
             .stop(name, None)
             .map_err(|e| e.to_string())?;
-        plane.topologies.hand_over(name)?;
     }
     plane
         .topologies

@@ -26,8 +26,9 @@ use crate::MAX_READ_EVENTS;
 /// Events a read returns when no `limit` is given.
 const DEFAULT_READ_EVENTS: usize = 100;
 
-/// The events of a produce body: a JSON array, or JSON lines.
-fn parse_body(body: &[u8]) -> Result<Vec<Event>, ApiError> {
+/// The events of a produce body, a JSON array or JSON lines, read
+/// straight into a batch's columns.
+fn parse_body(body: &[u8]) -> Result<Batch, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         ApiError::bad_request("invalid_event", "the body is not UTF-8: send JSON events")
     })?;
@@ -36,6 +37,7 @@ fn parse_body(body: &[u8]) -> Result<Vec<Event>, ApiError> {
         ApiError::bad_request("invalid_event", format!("{at}: {e}"))
             .with_details(json!({ "at": at }))
     };
+    let mut batch = Batch::with_capacity(0, body.len());
     if text.trim_start().starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(
@@ -43,14 +45,14 @@ fn parse_body(body: &[u8]) -> Result<Vec<Event>, ApiError> {
                 format!("the body is not a JSON array of events: {e}"),
             )
         })?;
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| wire::parse_event(raw.get(), now).map_err(|e| bad(format!("[{i}]"), e)))
-            .collect()
+        for (i, raw) in items.iter().enumerate() {
+            wire::push_event(&mut batch, raw.get(), now).map_err(|e| bad(format!("[{i}]"), e))?;
+        }
     } else {
-        wire::parse_lines(text, now).map_err(|(line, e)| bad(format!("line {line}"), e))
+        wire::push_lines(&mut batch, text, now)
+            .map_err(|(line, e)| bad(format!("line {line}"), e))?;
     }
+    Ok(batch)
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,8 +87,8 @@ pub(super) async fn produce(
         }
     };
     blocking(move || {
-        let events = parse_body(&body)?;
-        if events.is_empty() {
+        let batch = parse_body(&body)?;
+        if batch.is_empty() {
             return Err(ApiError::bad_request(
                 "no_events",
                 "the body holds no events: send a JSON array or JSON lines of {\"key\"?, \"value\", \"timestamp\"?, \"headers\"?}",
@@ -94,8 +96,7 @@ pub(super) async fn produce(
         }
         plane.disk.check()?;
         let stream = plane.streams.stream(&name)?;
-        let batch = batch_of(&events);
-        let mut answer = json!({ "stream": name, "count": events.len() });
+        let mut answer = json!({ "stream": name, "count": batch.len() });
         let range = match &producer {
             None => stream.append(&batch)?,
             Some(p) => {
@@ -151,8 +152,9 @@ fn batch_of(events: &[Event]) -> Batch {
 
 /// One event as JSON with its offset first.
 fn event_json(offset: u64, e: &EventRef<'_>) -> String {
-    let text = wire::format_event(e);
-    format!("{{\"offset\":{offset},{}", &text[1..])
+    let mut out = Vec::with_capacity(e.value.len() + 80);
+    wire::write_event(&mut out, Some(offset), e);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
@@ -218,19 +220,23 @@ pub(super) async fn consume(
     let max_bytes = plane.config.max_read_bytes;
     blocking(move || {
         let (events, next) = stream.read_capped(from, limit, max_bytes)?;
-        let mut body = String::with_capacity(64 + events.len() * 64);
-        body.push_str(&format!(
-            "{{\"stream\":{},\"next_offset\":{next},\"end_offset\":{},\"events\":[",
-            serde_json::to_string(stream.name()).unwrap_or_default(),
-            stream.end_offset()
-        ));
-        for (i, e) in batch_of(&events).iter().enumerate() {
+        let batch = batch_of(&events);
+        let mut body = Vec::with_capacity(64 + batch.values.len() + batch.len() * 64);
+        body.extend_from_slice(
+            format!(
+                "{{\"stream\":{},\"next_offset\":{next},\"end_offset\":{},\"events\":[",
+                serde_json::to_string(stream.name()).unwrap_or_default(),
+                stream.end_offset()
+            )
+            .as_bytes(),
+        );
+        for (i, e) in batch.iter().enumerate() {
             if i > 0 {
-                body.push(',');
+                body.push(b',');
             }
-            body.push_str(&event_json(from + i as u64, &e));
+            wire::write_event(&mut body, Some(from + i as u64), &e);
         }
-        body.push_str("]}");
+        body.extend_from_slice(b"]}");
         let mut res = body.into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,

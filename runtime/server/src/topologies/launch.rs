@@ -7,11 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use weir_connectors::{
-    Handoff, KafkaShare, OutsideSettings, SourceMode, StreamStore, bind_kafka_shared,
-    bind_outside_sinks, bind_streams, dead_letter_stream, dead_letter_writer,
+    KafkaShare, OutsideSettings, SourceMode, StreamStore, bind_kafka_shared, bind_outside_sinks,
+    bind_streams, dead_letter_stream, dead_letter_writer,
 };
 use weir_engine::{
     Bindings, CheckpointConfig, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, EngineError, ExecOptions,
@@ -40,14 +38,13 @@ pub(super) struct Launcher<'a> {
 }
 
 impl Launcher<'_> {
-    /// Starts the job of `record`, its state in `dir`; with the hand-overs
-    /// of its Kafka sources on a cluster's node.
+    /// Starts the job of `record`, its state in `dir`.
     pub fn start_job(
         &self,
         record: &TopologyRecord,
         dir: &Path,
         savepoint: Option<&Path>,
-    ) -> Result<(Job, Vec<Arc<Handoff>>), TopologiesError> {
+    ) -> Result<Job, TopologiesError> {
         let doc = &record.doc;
         let topology = doc.name.clone();
         let mut modules = Modules::new();
@@ -84,7 +81,7 @@ impl Launcher<'_> {
         })?;
         // Kafka: a topic that is missing or brokers that do not answer may
         // come right, so the supervisor retries with backoff (`io: true`).
-        let handoffs = bind_kafka_shared(
+        bind_kafka_shared(
             doc,
             self.kafka_brokers,
             SourceMode::Follow,
@@ -140,8 +137,6 @@ impl Launcher<'_> {
                 ..defaults
             }),
         };
-        Job::start(doc, &modules, bindings, self.options, Some(state))
-            .map(|job| (job, handoffs))
-            .map_err(engine_err)
+        Job::start(doc, &modules, bindings, self.options, Some(state)).map_err(engine_err)
     }
 }

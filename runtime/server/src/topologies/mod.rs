@@ -64,10 +64,6 @@ use records::{Pins, Records, check_name};
 use restart::AfterFailure;
 use savepoints::{History, Savepoints};
 
-/// A job's source hand-overs, and whether it stopped after a last
-/// checkpoint.
-type Handoffs = (Vec<Arc<weir_connectors::Handoff>>, bool);
-
 /// Where a topology is now (its phase).
 pub type RunState = Phase;
 
@@ -150,9 +146,6 @@ pub struct Topologies {
     cluster: bool,
     /// On a cluster's node: the partitions each topology reads here.
     shares: Mutex<HashMap<String, weir_connectors::KafkaShare>>,
-    /// The hand-overs of each topology's current or last job's sources,
-    /// and whether that job stopped after a last checkpoint.
-    handoffs: Mutex<HashMap<String, Handoffs>>,
     /// One owner per topology; the map lock is held only to look up.
     owners: Mutex<HashMap<String, Arc<Owner>>>,
     /// Set at shutdown: nothing restarts any more.
@@ -223,7 +216,6 @@ impl Topologies {
             kafka_brokers,
             cluster,
             shares: Mutex::new(HashMap::new()),
-            handoffs: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             bell: Arc::default(),
@@ -397,40 +389,6 @@ impl Topologies {
             .cloned()
     }
 
-    /// After `name` stopped on this cluster node: commits its sources'
-    /// last positions to their groups, so the next owner of a partition
-    /// starts there. Only after a stop with a last checkpoint (otherwise
-    /// the next owner starts from the offsets committed before, and reads
-    /// again what this node read since).
-    pub fn hand_over(&self, name: &str) -> Result<(), String> {
-        let (handoffs, clean) = self
-            .handoffs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .unwrap_or_default();
-        if !clean {
-            return Ok(());
-        }
-        for handoff in handoffs {
-            handoff.commit().map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// `name`'s job stopped after a last checkpoint: its sources' last
-    /// positions may be handed over.
-    fn stopped_cleanly(&self, name: &str) {
-        if let Some(entry) = self
-            .handoffs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(name)
-        {
-            entry.1 = true;
-        }
-    }
-
     /// The stored record of topology `name`.
     pub fn record(&self, name: &str) -> Result<TopologyRecord, TopologiesError> {
         self.records.read(name)
@@ -575,11 +533,7 @@ impl Topologies {
         };
         let outcome = launcher
             .start_job(&record, &self.records.dir_of(name), from)
-            .and_then(|(job, handoffs)| {
-                self.handoffs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.to_string(), (handoffs, false));
+            .and_then(|job| {
                 record.desired = DesiredState::Running;
                 record.updated_at = now_ms();
                 record.last_error = None;
@@ -701,7 +655,6 @@ impl Topologies {
             );
             match &outcome {
                 Ok(report) => {
-                    self.stopped_cleanly(name);
                     self.history.remember(name, report.checkpoints.clone());
                     self.history.remember_sources(name, report.sources.clone());
                 }
@@ -917,7 +870,6 @@ impl Topologies {
                         checkpoint = report.checkpoints.last().map(|c| c.id),
                         "topology stopped for shutdown after a final checkpoint"
                     );
-                    self.stopped_cleanly(&name);
                     self.history.remember(&name, report.checkpoints);
                 }
                 Err(e) => {
