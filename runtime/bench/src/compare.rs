@@ -401,7 +401,7 @@ pub fn run(
         }
         let doc = &doc.replace("@CHECKPOINT@", &checkpoint);
         // Native and in-process, as `fixed` measures them, in this run.
-        let base = workloads::run(n, rounds, Some(workload))?
+        let base = workloads::run(n, rounds, Some(workload), 1)?
             .pop()
             .context("fixed workload gave no figures")?;
         let expected = base.out;

@@ -14,9 +14,10 @@
 //! p50/p99/p999 from source to sink through three operators at a steady
 //! rate (default 50,000 events/s for 4 s).
 //!
-//! `fixed [--events N] [--rounds R]` runs the fixed
+//! `fixed [--events N] [--rounds R] [--parallelism P]` runs the fixed
 //! workloads W1 stateless, W2 keyed, W3 window of `docs/benchmarks.md`
-//! (`--only stateless|keyed|window` for one).
+//! (`--only stateless|keyed|window` for one; `--parallelism 2` runs their
+//! operators twice over, against the same one-thread native baselines).
 //!
 //! `checkpointed [--events N] [--rounds R]` is W4: W2 with state in redb
 //! and a checkpoint every second vs W2 without, in the same run.
@@ -461,6 +462,10 @@ struct Args {
     /// `fixed`: run `compare` instead.
     #[arg(long)]
     compare: bool,
+    /// `fixed`: every operator's parallelism (1, as the workloads are
+    /// defined; 2 spreads their operators over both cores).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    parallelism: u64,
     /// `compare`: the topologies' `checkpoint.idle_ms` (0: checkpoints on
     /// the interval only); the server's default when not given.
     #[arg(long)]
@@ -509,7 +514,7 @@ fn main() -> Result<()> {
         }
         Workload::Topology => topology::throughput(events, rounds)?,
         Workload::Fixed => {
-            workloads::run(events, rounds, only)?;
+            workloads::run(events, rounds, only, args.parallelism as usize)?;
         }
         Workload::Compare => {
             compare::run(

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use weir_engine::{Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, run_topology};
+use weir_engine::{
+    Bindings, ExecOptions, Modules, Sink, SinkFn, Source, SourceIter, iter_source, run_topology,
+};
 use weir_tests::guest_bytes;
 use weir_topology::parse_topology;
 use weir_types::{Batch, Event};
@@ -29,7 +31,7 @@ fn modules(names: &[&str]) -> Result<Modules> {
 pub(crate) fn run_counted(
     doc: &str,
     modules: &Modules,
-    source: SourceIter,
+    source: Box<dyn Source>,
     options: ExecOptions,
 ) -> Result<(Duration, u64)> {
     let doc = parse_topology(doc)?;
@@ -44,7 +46,7 @@ pub(crate) fn run_counted(
         &doc,
         modules,
         Bindings {
-            sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
+            sources: HashMap::from([("in".to_string(), source)]),
             sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
             ..Bindings::default()
         },
@@ -127,7 +129,7 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
         let (t, o) = run_counted(
             stateless,
             &modules,
-            Box::new(input.clone().into_iter().map(Ok)),
+            iter_source(input.clone().into_iter().map(Ok)),
             ExecOptions::default(),
         )?;
         wasm.push(t);
@@ -165,7 +167,7 @@ pub fn throughput(n: u64, rounds: usize) -> Result<()> {
         let (t, o) = run_counted(
             keyed,
             &modules,
-            Box::new(input.clone().into_iter().map(Ok)),
+            iter_source(input.clone().into_iter().map(Ok)),
             ExecOptions::default(),
         )?;
         wasm.push(t);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
-use weir_engine::{ExecOptions, Modules, SourceIter};
+use weir_engine::{ExecOptions, Modules, Next, Pull, Pulled, Source};
 use weir_tests::guest_bytes;
 use weir_types::{Batch, Event};
 use weir_wasm::{HostConfig, WasmHost};
@@ -32,6 +32,84 @@ pub(crate) fn generate(i: u64) -> Event {
         value: value.into_bytes(),
         timestamp: ts,
         headers: vec![],
+    }
+}
+
+/// Appends event `i` to `batch`, its value written in place: the event
+/// of [`generate`] without its two `format!`s and three allocations. Both
+/// sides of W1–W3 make their input this way, so that the input costs
+/// little next to the work measured.
+pub(crate) fn push_generated(batch: &mut Batch, i: u64) {
+    let ts = BASE_TS + (i / 100) as i64;
+    let start = batch.values.len();
+    let v = &mut batch.values;
+    v.extend_from_slice(br#"{"user":"u"#);
+    push_decimal(v, (i * 7919) % 10_000);
+    v.extend_from_slice(br#"","amount":"#);
+    push_decimal(v, (i * 13) % 101);
+    v.extend_from_slice(br#","ts":"#);
+    push_decimal(v, ts as u64);
+    v.extend_from_slice(br#","region":"eu-west-1","note":"lorem-ipsum-dolor"}"#);
+    batch.value_lens.push((batch.values.len() - start) as u32);
+    batch.key_lens.push(-1);
+    batch.timestamps.push(ts);
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Events `next..end` of the W1–W3 input as a source that writes them
+/// straight into the engine's batches ([`push_generated`]).
+struct Generated {
+    next: u64,
+    end: u64,
+}
+
+impl Source for Generated {
+    fn pull(&mut self) -> Result<Pull, String> {
+        if self.next == self.end {
+            return Ok(Pull::End);
+        }
+        self.next += 1;
+        Ok(Pull::Event(generate(self.next - 1)))
+    }
+
+    // It never waits, so it fills the batch without looking at the clock.
+    fn pull_batch(
+        &mut self,
+        batch: &mut Batch,
+        max: usize,
+        _until: Instant,
+    ) -> Result<Pulled, String> {
+        let take = (max as u64).min(self.end - self.next);
+        for i in self.next..self.next + take {
+            push_generated(batch, i);
+        }
+        self.next += take;
+        Ok(Pulled {
+            events: take as usize,
+            highest_ts: match take {
+                0 => i64::MIN,
+                _ => BASE_TS + ((self.next - 1) / 100) as i64,
+            },
+            next: if self.next == self.end {
+                Next::End
+            } else {
+                Next::More
+            },
+        })
     }
 }
 
@@ -76,7 +154,7 @@ pub fn status_mib(status: &str, field: &str) -> f64 {
 }
 
 fn run_weir(doc: &str, modules: &Modules, n: u64) -> Result<(Duration, u64)> {
-    let source: SourceIter = Box::new((0..n).map(|i| Ok(generate(i))));
+    let source = Box::new(Generated { next: 0, end: n });
     crate::topology::run_counted(doc, modules, source, ExecOptions::default())
 }
 
@@ -87,7 +165,7 @@ fn run_native(n: u64, mut work: impl FnMut(&Batch) -> Result<u64>) -> Result<(Du
     let mut out = 0;
     let mut batch = Batch::with_capacity(1024, 1024 * 128);
     for i in 0..n {
-        batch.push_event(&generate(i));
+        push_generated(&mut batch, i);
         if batch.len() == 1024 || i + 1 == n {
             out += work(&batch)?;
             batch.clear();
@@ -166,8 +244,21 @@ fn measure<'a>(
     Ok(figures)
 }
 
-/// Runs W1–W3 with `n` events and `rounds` measured rounds.
-pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
+/// `doc` with every operator at `parallelism` (the documents name each
+/// operator as `{ name: …, module: … }`).
+fn at_parallelism(doc: &str, parallelism: usize) -> String {
+    if parallelism == 1 {
+        return doc.to_string();
+    }
+    doc.replace(
+        ", module:",
+        &format!(", parallelism: {parallelism}, module:"),
+    )
+}
+
+/// Runs W1–W3 with `n` events and `rounds` measured rounds, every
+/// operator at `parallelism`.
+pub fn run(n: u64, rounds: usize, only: Option<&str>, parallelism: usize) -> Result<Vec<Figures>> {
     let wanted = |w: &str| only.is_none_or(|o| o == w);
     let host = WasmHost::new(HostConfig::default())?;
     let mut modules = Modules::new();
@@ -175,7 +266,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         modules.insert(name.to_string(), host.load(&guest_bytes(name))?);
     }
     println!(
-        "W1–W3: {n} events, warm-up + median of {rounds} rounds; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir runs every task on its worker pool (a thread per core)"
+        "W1–W3: {n} events, warm-up + median of {rounds} rounds, operators at parallelism {parallelism}; native Rust in the same run (one thread): typed = the fastest plain Rust (typed serde, borrowed strings, one pass), generic = a serde_json::Value per event as the guests once did; weir runs every task on its worker pool (a thread per core)"
     );
     println!(
         "{:<10} {:>9} {:>9} {:>20} {:>20} {:>8} {:>20} {:>8} {:>8}",
@@ -193,7 +284,10 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
 
     // W1 stateless.
     if wanted("stateless") {
-        let w1 = "name: w1\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: out, input: m }]\n";
+        let w1 = at_parallelism(
+            "name: w1\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: f, module: filter, input: in, config: { field: amount, op: gt, value: 50 } }\n  - { name: m, module: map, input: f, config: { uppercase: user } }\nsinks: [{ name: out, stream: out, input: m }]\n",
+            parallelism,
+        );
         let expected_w1 = (0..n).filter(|i| (i * 13) % 101 > 50).count() as u64;
         let mut out = Batch::with_capacity(1024, 1024 * 128);
         all.push(measure(
@@ -201,7 +295,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             n,
             rounds,
             Some(expected_w1),
-            &mut || run_weir(w1, &modules, n),
+            &mut || run_weir(&w1, &modules, n),
             &mut || run_native(n, |b| native::w1_typed(b, &mut out)),
             &mut || {
                 run_native(n, |b| {
@@ -213,14 +307,17 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     }
     // W2 keyed: running (count, sum) per user.
     if wanted("keyed") {
-        let w2 = "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n";
+        let w2 = at_parallelism(
+            "name: w2\nsources: [{ name: in, stream: in }]\noperators:\n  - { name: agg, module: keyed-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: agg }]\n",
+            parallelism,
+        );
         let mut out = Batch::with_capacity(1024, 1024 * 64);
         all.push(measure(
             "keyed",
             n,
             rounds,
             Some(n),
-            &mut || run_weir(w2, &modules, n),
+            &mut || run_weir(&w2, &modules, n),
             &mut || {
                 let mut w2 = native::W2Typed::default();
                 run_native(n, |b| w2.process(b, &mut out))
@@ -234,7 +331,10 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
     // W3 window: 1 s tumbling sums and counts per user, watermark = max
     // event time − 200 ms.
     if wanted("window") {
-        let w3 = "name: w3\nsources: [{ name: in, stream: in, watermark: { max_out_of_orderness_ms: 199 } }]\noperators:\n  - { name: win, module: window-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: win }]\n";
+        let w3 = at_parallelism(
+            "name: w3\nsources: [{ name: in, stream: in, watermark: { max_out_of_orderness_ms: 199 } }]\noperators:\n  - { name: win, module: window-sum, input: in, key_by: { field: user } }\nsinks: [{ name: out, stream: out, input: win }]\n",
+            parallelism,
+        );
         let expected_w3 = {
             let span_ms = if n == 0 { 0 } else { (n - 1) / 100 + 1 };
             let windows = span_ms.div_ceil(1000);
@@ -260,7 +360,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
             n,
             rounds,
             Some(expected_w3),
-            &mut || run_weir(w3, &modules, n),
+            &mut || run_weir(&w3, &modules, n),
             &mut || {
                 let mut windows = native::W3Typed::default();
                 let mut fired = 0;
@@ -301,4 +401,53 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>) -> Result<Vec<Figures>> {
         ));
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_written_in_place_are_the_generated_events() {
+        let at = [
+            0,
+            1,
+            99,
+            100,
+            101,
+            9_999,
+            10_000,
+            123_456,
+            4_999_999,
+            u32::MAX as u64,
+        ];
+        let mut batch = Batch::default();
+        for &i in &at {
+            push_generated(&mut batch, i);
+        }
+        let expected: Batch = at.iter().map(|&i| generate(i)).collect();
+        assert_eq!(batch, expected);
+    }
+
+    #[test]
+    fn the_generated_source_hands_out_every_event_once_in_batches() {
+        let mut source = Generated {
+            next: 0,
+            end: 2_500,
+        };
+        let mut all = Batch::default();
+        let mut sizes = Vec::new();
+        loop {
+            let pulled = source.pull_batch(&mut all, 1024, Instant::now()).unwrap();
+            sizes.push(pulled.events);
+            assert_eq!(pulled.highest_ts, *all.timestamps.last().unwrap());
+            if pulled.next == Next::End {
+                break;
+            }
+        }
+        assert_eq!(sizes, [1024, 1024, 452]);
+        let expected: Batch = (0..2_500).map(generate).collect();
+        assert_eq!(all, expected);
+        assert!(matches!(source.pull(), Ok(Pull::End)));
+    }
 }

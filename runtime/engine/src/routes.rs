@@ -213,7 +213,7 @@ impl Outputs {
                 for (i, e) in b.iter().enumerate() {
                     let rekeyed = field
                         .as_ref()
-                        .map(|f| weir_types::wire::field_key(e.value, f));
+                        .map(|f| weir_types::wire::field_key_ref(e.value, f));
                     let key: Option<&[u8]> = match &rekeyed {
                         Some(k) => k.as_deref(),
                         None => e.key,
@@ -283,7 +283,7 @@ fn rekeyed(mut b: Batch, field: &str) -> Batch {
     let mut key_lens = Vec::with_capacity(b.len());
     let mut keys = Vec::with_capacity(b.keys.len().max(b.len() * 8));
     for e in b.iter() {
-        match weir_types::wire::field_key(e.value, field) {
+        match weir_types::wire::field_key_ref(e.value, field) {
             Some(k) => {
                 key_lens.push(k.len() as i32);
                 keys.extend_from_slice(&k);

@@ -279,12 +279,28 @@ pub fn write_event(out: &mut Vec<u8>, offset: Option<u64>, event: &EventRef<'_>)
 /// whole `serde_json::Value` would read them (a value that is not JSON has
 /// no key), with no allocation: the per-event cost of keying by a field.
 pub fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
-    Some(
+    field_key_ref(value, field).map(Cow::into_owned)
+}
+
+/// [`field_key`], borrowing the key from `value` when it is a string
+/// without escapes (the usual case: no copy, no allocation).
+pub fn field_key_ref<'a>(value: &'a [u8], field: &str) -> Option<Cow<'a, [u8]>> {
+    if let Ok(text) = std::str::from_utf8(value)
+        && let Some(found) = json_field::raw_field(text, field)
+    {
+        let raw = found?;
+        if let Some(inner) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+            && !inner.contains('\\')
+        {
+            return Some(Cow::Borrowed(inner.as_bytes()));
+        }
+    }
+    Some(Cow::Owned(
         match json_field::field::<serde_json::Value>(value, field).ok()?? {
             serde_json::Value::String(s) => s.into_bytes(),
             other => other.to_string().into_bytes(),
         },
-    )
+    ))
 }
 
 /// The Rust SDK's one-field reader, compiled here too so that the host and
@@ -312,6 +328,14 @@ mod tests {
             Some(br#"{"id":2}"#.to_vec())
         );
         assert_eq!(field_key(br#"{"user":"ann"}"#, "missing"), None);
+        assert!(matches!(
+            field_key_ref(br#"{"user":"ann","n":1}"#, "user"),
+            Some(Cow::Borrowed(b"ann"))
+        ));
+        assert!(matches!(
+            field_key_ref(br#"{"user":"a\"b"}"#, "user"),
+            Some(Cow::Owned(k)) if k == b"a\"b"
+        ));
         assert_eq!(field_key(b"[1,2]", "user"), None);
     }
 
@@ -328,7 +352,13 @@ mod tests {
         }
         for text in [
             r#"{"user":"u1","amount":3}"#,
+            r#"{"user":"u1","amount":3,"n":[{"a":-1.5},true,null,"x\ty"]}"#,
+            r#"{"user":"a\"b\\c"}"#,
             r#"{"user":"a","user":"b"}"#,
+            r#"{"user":"a","user":7}"#,
+            r#"{"user":12,"x":[]}"#,
+            r#"{"user":"u1","x":[1,]}"#,
+            r#"{"user":"u1","x":01}"#,
             r#"{"us\u0065r":"esc\"aped"}"#,
             r#"{"user":1.50e2}"#,
             r#"{"user":[1,{"b":2,"a":1}],"x":null}"#,

@@ -35,7 +35,9 @@
 //! [`Event::json`] into a struct that borrows from the batch (or
 //! [`Event::json_field`] for one field named in the config), and output
 //! written straight into the call's buffer with [`Context::emit_json`] or
-//! [`Context::emit_like_with`]; no `serde_json::Value` per event.
+//! [`Context::emit_like_with`]; no `serde_json::Value` per event. To
+//! rewrite an object (keep most members, change some), [`Members`] reads
+//! its members in one pass, each value as raw JSON text to copy.
 //!
 //! Contract `weir:operator@0.2.0` adds three things an operator can use:
 //! the input a batch came from ([`Context::input`], [`Event::input`]) for
@@ -53,6 +55,7 @@ mod context;
 mod error;
 mod event;
 mod json;
+mod object;
 mod runtime;
 mod state;
 pub mod window;
@@ -74,6 +77,7 @@ pub mod bindings {
 pub use context::{Context, Setup, Ttl};
 pub use error::Error;
 pub use event::{Event, Timer};
+pub use object::{Members, Object};
 pub use state::{Encoding, ListState, MapState, ValueState};
 
 pub use bindings::weir::operator::context::LogLevel;
