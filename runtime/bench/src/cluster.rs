@@ -31,7 +31,6 @@ use weir_fixtures::kafka::KafkaBroker;
 
 use crate::compare::{Client, Server};
 use crate::kafka::{producer, reader, send};
-use crate::workloads::generate;
 
 /// Partitions of every topic: 1, 2 and 3 processes each get a whole share.
 const PARTITIONS: i32 = 6;
@@ -256,9 +255,8 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
         &brokers,
         "w2-in",
         (0..n).map(|i| {
-            let e = generate(i);
-            let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap_or_default();
-            (v["user"].as_str().unwrap_or_default().to_string(), e.value)
+            let (user, value) = crate::event(i);
+            (user, value.into_bytes())
         }),
     )?;
     println!(

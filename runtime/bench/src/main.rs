@@ -106,10 +106,15 @@ use weir_wasm::{HostConfig, MemoryState, OperatorInstance, OperatorModule, WasmH
 
 const BATCH_SIZES: [usize; 3] = [1, 64, 1024];
 
+/// The user of event `i` is `u<this>`.
+pub(crate) fn user_number(i: u64) -> u64 {
+    (i * 7919) % 10_000
+}
+
 /// Event `i` of the benchmark input: ~100 bytes of JSON keyed by its user
 /// (10,000 users).
 pub(crate) fn event(i: u64) -> (String, String) {
-    let user = format!("u{}", (i * 7919) % 10_000);
+    let user = format!("u{}", user_number(i));
     let value = format!(
         r#"{{"user":"{user}","amount":{},"ts":{},"region":"eu-west-1","note":"lorem-ipsum-dolor"}}"#,
         (i * 13) % 101,

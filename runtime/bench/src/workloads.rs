@@ -20,17 +20,12 @@ use crate::stats::{median, spread};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
+/// Event `i` of the input, unkeyed: [`crate::event`]'s value.
 pub(crate) fn generate(i: u64) -> Event {
-    let user = format!("u{}", (i * 7919) % 10_000);
-    let ts = BASE_TS + (i / 100) as i64;
-    let value = format!(
-        r#"{{"user":"{user}","amount":{},"ts":{ts},"region":"eu-west-1","note":"lorem-ipsum-dolor"}}"#,
-        (i * 13) % 101
-    );
     Event {
         key: None,
-        value: value.into_bytes(),
-        timestamp: ts,
+        value: crate::event(i).1.into_bytes(),
+        timestamp: BASE_TS + (i / 100) as i64,
         headers: vec![],
     }
 }
@@ -44,7 +39,7 @@ pub(crate) fn push_generated(batch: &mut Batch, i: u64) {
     let start = batch.values.len();
     let v = &mut batch.values;
     v.extend_from_slice(br#"{"user":"u"#);
-    push_decimal(v, (i * 7919) % 10_000);
+    push_decimal(v, crate::user_number(i));
     v.extend_from_slice(br#"","amount":"#);
     push_decimal(v, (i * 13) % 101);
     v.extend_from_slice(br#","ts":"#);
@@ -345,7 +340,7 @@ pub fn run(n: u64, rounds: usize, only: Option<&str>, parallelism: usize) -> Res
                     let last = ((w + 1) * 100_000).min(n);
                     let mut users = std::collections::HashSet::new();
                     for i in first..last {
-                        users.insert((i * 7919) % 10_000);
+                        users.insert(crate::user_number(i));
                         if users.len() == 10_000 {
                             break;
                         }

@@ -979,6 +979,46 @@ impl Stream {
         max: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Event>, u64), StreamError> {
+        let mut events = Vec::new();
+        let next = self.read_each(from, max, max_bytes, |d| {
+            events.push(Event {
+                key: d.key.map(<[u8]>::to_vec),
+                value: d.value.to_vec(),
+                timestamp: d.timestamp,
+                headers: d.headers,
+            })
+        })?;
+        Ok((events, next))
+    }
+
+    /// [`Stream::read_capped`] into `batch`'s columns, with no [`Event`]
+    /// per record (what the API's reads format); the offset after the
+    /// last event read.
+    pub fn read_batch(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+        batch: &mut Batch,
+    ) -> Result<u64, StreamError> {
+        self.read_each(from, max, max_bytes, |d| {
+            let index = batch.len() as u32;
+            batch
+                .headers
+                .extend(d.headers.into_iter().map(|(n, v)| (index, n, v)));
+            batch.push(d.key, d.value, d.timestamp);
+        })
+    }
+
+    /// Hands each event from `from` on to `each`, up to `max` events or
+    /// `max_bytes` (at least one); the offset after the last one.
+    fn read_each(
+        &self,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(record::Decoded<'_>),
+    ) -> Result<u64, StreamError> {
         // What to read, under the lock; the reading itself, without it.
         let plan: Vec<(PathBuf, Format, u64, u64, u64)> = {
             let inner = self.lock();
@@ -1009,17 +1049,17 @@ impl Stream {
                 .collect()
         };
         let mut bytes_read = 0usize;
-        let mut events = Vec::new();
+        let mut read = 0usize;
         let mut offset = from;
         for (path, format, mut at_offset, pos, segment_end) in plan {
-            if events.len() >= max || bytes_read >= max_bytes {
+            if read >= max || bytes_read >= max_bytes {
                 break;
             }
             let file = match self.handles.get(&path) {
                 Ok(file) => file,
                 // Retention dropped the segment since the read was planned:
                 // the offset is before the start now.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && events.is_empty() => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && read == 0 => {
                     let info = self.info();
                     return Err(StreamError::OffsetOutOfRange {
                         stream: self.name.clone(),
@@ -1043,7 +1083,7 @@ impl Stream {
             let mut position = pos;
             // Built once per segment: the message of a failed read.
             let cannot_read = format!("cannot read {}", path.display());
-            while at_offset < segment_end && events.len() < max && bytes_read < max_bytes {
+            while at_offset < segment_end && read < max && bytes_read < max_bytes {
                 let record_at = position;
                 let corrupt = || StreamError::Corrupt {
                     stream: self.name.clone(),
@@ -1069,18 +1109,14 @@ impl Stream {
                 };
                 if at_offset >= offset {
                     bytes_read += buf.len();
-                    events.push(Event {
-                        key: d.key.map(<[u8]>::to_vec),
-                        value: d.value.to_vec(),
-                        timestamp: d.timestamp,
-                        headers: d.headers,
-                    });
+                    read += 1;
+                    each(d);
                     offset = at_offset + 1;
                 }
                 at_offset += 1;
             }
         }
-        Ok((events, offset))
+        Ok(offset)
     }
 
     /// Waits until the stream holds an event at `offset` (or `timeout`
@@ -1428,6 +1464,37 @@ mod tests {
         assert_eq!((events.len(), next), (1, 4));
         assert_eq!(events[0].value, vec![3u8; 1000]);
         assert_eq!(s.read(0, 10).unwrap().0.len(), 10);
+    }
+
+    #[test]
+    fn a_batch_read_holds_what_an_event_read_does_headers_and_caps_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StreamStore::open(dir.path(), StreamConfig::default()).unwrap();
+        let s = store.stream("t").unwrap();
+        let mut b = Batch::default();
+        for i in 0..6u8 {
+            let key = [b'k', i];
+            b.push(
+                (i % 2 == 0).then_some(&key[..]),
+                &vec![i; 600],
+                i64::from(i),
+            );
+            if i == 3 {
+                b.headers.push((3, "h".into(), b"v".to_vec()));
+            }
+        }
+        s.append(&b).unwrap();
+        let (events, next) = s.read_capped(1, 10, 2000).unwrap();
+        let mut batch = Batch::default();
+        assert_eq!(s.read_batch(1, 10, 2000, &mut batch).unwrap(), next);
+        assert_eq!(
+            batch.len(),
+            4,
+            "the byte cap stops the read before offset 5"
+        );
+        let read: Vec<Event> = batch.iter().map(|e| e.to_event()).collect();
+        assert_eq!(read, events);
+        assert_eq!(read[2].headers, vec![("h".to_string(), b"v".to_vec())]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use weir_connectors::{ProducerBatch, Stream, batch_hash};
-use weir_types::{Batch, Event, EventRef, wire};
+use weir_types::{Batch, EventRef, wire};
 
 use super::{ApiError, FOLLOW_WAIT, Plane, blocking};
 use weir_types::now_ms;
@@ -141,15 +141,6 @@ pub(super) struct ReadQuery {
     limit: Option<usize>,
 }
 
-/// Events in a batch, to format them.
-fn batch_of(events: &[Event]) -> Batch {
-    let mut batch = Batch::default();
-    for e in events {
-        batch.push_event(e);
-    }
-    batch
-}
-
 /// One event as JSON with its offset first.
 fn event_json(offset: u64, e: &EventRef<'_>) -> String {
     let mut out = Vec::with_capacity(e.value.len() + 80);
@@ -219,8 +210,8 @@ pub(super) async fn consume(
     }
     let max_bytes = plane.config.max_read_bytes;
     blocking(move || {
-        let (events, next) = stream.read_capped(from, limit, max_bytes)?;
-        let batch = batch_of(&events);
+        let mut batch = Batch::default();
+        let next = stream.read_batch(from, limit, max_bytes, &mut batch)?;
         let mut body = Vec::with_capacity(64 + batch.values.len() + batch.len() * 64);
         body.extend_from_slice(
             format!(
@@ -369,7 +360,10 @@ fn follow(
             }
             let max_bytes = f.plane.config.max_read_bytes;
             let read = tokio::task::spawn_blocking(move || {
-                stream.read_capped(next, 1000, max_bytes).map(Some)
+                let mut batch = Batch::default();
+                stream
+                    .read_batch(next, 1000, max_bytes, &mut batch)
+                    .map(|after| Some((batch, after)))
             })
             .await;
             let read = match read {
@@ -385,8 +379,8 @@ fn follow(
                     return None;
                 }
             };
-            if let Some((events, after)) = read {
-                for (i, e) in batch_of(&events).iter().enumerate() {
+            if let Some((batch, after)) = read {
+                for (i, e) in batch.iter().enumerate() {
                     let offset = f.next + i as u64;
                     f.pending.push_back((offset, event_json(offset, &e)));
                 }
