@@ -285,6 +285,10 @@ pub fn field_key(value: &[u8], field: &str) -> Option<Vec<u8>> {
 /// [`field_key`], borrowing the key from `value` when it is a string
 /// without escapes (the usual case: no copy, no allocation).
 pub fn field_key_ref<'a>(value: &'a [u8], field: &str) -> Option<Cow<'a, [u8]>> {
+    let key_text = |found: serde_json::Value| match found {
+        serde_json::Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
     if let Ok(text) = std::str::from_utf8(value)
         && let Some(found) = json_field::raw_field(text, field)
     {
@@ -294,13 +298,15 @@ pub fn field_key_ref<'a>(value: &'a [u8], field: &str) -> Option<Cow<'a, [u8]>> 
         {
             return Some(Cow::Borrowed(inner.as_bytes()));
         }
+        // The scan checked the whole value and found the field: only the
+        // field's own text is read again, not the event.
+        if let Ok(found) = serde_json::from_str(raw) {
+            return Some(Cow::Owned(key_text(found)));
+        }
     }
-    Some(Cow::Owned(
-        match json_field::field::<serde_json::Value>(value, field).ok()?? {
-            serde_json::Value::String(s) => s.into_bytes(),
-            other => other.to_string().into_bytes(),
-        },
-    ))
+    Some(Cow::Owned(key_text(
+        json_field::field::<serde_json::Value>(value, field).ok()??,
+    )))
 }
 
 /// The Rust SDK's one-field reader, compiled here too so that the host and
