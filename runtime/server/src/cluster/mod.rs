@@ -22,6 +22,9 @@
 //! - `keys.rs`: the records' keys and values.
 //! - `query.rs`: a state query on any node, forwarded to the node that
 //!   holds the key's partition.
+//! - `repartition.rs`: co-partitioned inputs (the group assigns the lead
+//!   topic, the other inputs follow its partition numbers) and the
+//!   repartition topics a re-keyed operator reads through.
 //!
 //! - `changelog.rs`: keyed state that moves with its partitions: a
 //!   compacted changelog topic per operator that keeps state, written
@@ -36,6 +39,7 @@ mod apply;
 pub(crate) mod changelog;
 pub mod keys;
 mod query;
+pub(crate) mod repartition;
 mod tasks;
 
 pub use query::{Forwarded, QueryRoute};
