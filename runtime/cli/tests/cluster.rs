@@ -713,8 +713,85 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     }
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
+
+    // A module upgrade through B while wc runs: every node restarts its
+    // job on `counter@2` from the state its last transaction committed,
+    // without a move of partitions. The counts go on from version 1's
+    // (1..n exactly), and every partition's new counts come from
+    // version 2, which marks its output.
+    let cb = b.client();
+    let pushed = cb.push("counter", &guest_bytes("word-count-v2"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let other_input = word_count_doc("wc", "cr-out", "cr-out", 200);
+    let refused = cb.put_topology("wc", &other_input);
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert_eq!(
+        refused.body["error"]["code"], "upgrade_refused",
+        "{}",
+        refused.text
+    );
+    let upgraded = cb.put_topology("wc", &word_count_doc("wc", "cr-in", "cr-out", 200));
+    assert_eq!(upgraded.status, 200, "{}", upgraded.text);
+    assert_eq!(
+        upgraded.body["modules"]["counter"], "counter@2",
+        "{}",
+        upgraded.text
+    );
+    for (node, client) in [("a", &ca), ("b", &cb)] {
+        eventually(&format!("wc running counter@2 on {node}"), || {
+            let t = client.get("/v1/topologies/wc").body;
+            (t["modules"]["counter"] == "counter@2" && t["state"] == "running").then_some(())
+        });
+    }
+    let before = oracle.clone();
+    let last: Vec<(String, String)> = (0..400)
+        .map(|i| {
+            let w = format!("c{}", (i * 11) % 97);
+            (w.clone(), w)
+        })
+        .collect();
+    for (w, _) in &last {
+        *oracle.entry(w.clone()).or_insert(0) += 1;
+    }
+    produce_keyed(brokers, "cr-in", &last);
+    let total: u64 = oracle.values().sum();
+    let out = eventually("every word counted after the upgrade", || {
+        let out = records_of_n(brokers, "cr-out", PARTITIONS);
+        (out.len() as u64 >= total).then_some(out)
+    });
+    assert_counts(&out, &oracle);
+    let mut upgraded_partitions = BTreeSet::new();
+    for (word, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        let new = v["count"].as_u64().unwrap() > before.get(word).copied().unwrap_or(0);
+        assert_eq!(
+            v["version"] == 2,
+            new,
+            "version 2 counted exactly the new events: {value}"
+        );
+        if new {
+            upgraded_partitions.insert(weir_connectors::partition_of(
+                word.as_bytes(),
+                PARTITIONS as u32,
+            ));
+        }
+    }
+    assert_eq!(
+        upgraded_partitions.len(),
+        PARTITIONS as usize,
+        "every partition upgraded"
+    );
+
     let stopped = ca.post_json("/v1/topologies/wc/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
+    // No node runs it now: a state query says so, and to ask again.
+    let unowned = cb.get("/v1/topologies/wc/operators/count/state/count?key=c1");
+    assert_eq!(unowned.status, 503, "{}", unowned.text);
+    assert_eq!(
+        unowned.body["error"]["code"], "partition_unowned",
+        "{}",
+        unowned.text
+    );
     drop((b, c));
     a.stop();
 }
