@@ -11,7 +11,12 @@
 //!   is killed with SIGKILL, and one more event per key for the first
 //!   1,000 keys is written: the time until all 1,000 new totals are
 //!   readable, each checked to be 2 (the killed node's keys restored from
-//!   their changelog, none counted twice or lost).
+//!   their changelog, none counted twice or lost);
+//! - **elastic**: events flow at a steady rate into a cluster that grows
+//!   from 1 process to 3 and shrinks back to 1 (the leaving ones stopped
+//!   with SIGTERM, as an operator would): every key's totals must be
+//!   exactly 1, 2, ..., n, and each step's time to a settled assignment
+//!   is reported.
 //!
 //! The processes and the broker share the machine's cores, so the scale
 //! figures say what the protocol costs here, not what more machines give.
@@ -158,9 +163,8 @@ fn views(servers: &[Server]) -> String {
         .join("\n")
 }
 
-/// W2 through `processes` processes: (seconds to the first result,
-/// seconds to the last).
-fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
+/// W2 through `processes` processes.
+fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<Round> {
     let cluster = format!("scale{processes}");
     let servers = nodes(brokers, &cluster, processes)?;
     let client = Client::new(&servers[0].url);
@@ -168,6 +172,7 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
     let output = format!("w2-out-{processes}");
     create_topic(brokers, &output, PARTITIONS, &[])?;
     let mut out = Committed::new(brokers, &output)?;
+    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
     let started = Instant::now();
     let name = format!("w2p{processes}");
     client.apply_and_start(&name, &doc(&name, "w2-in", &output))?;
@@ -178,7 +183,26 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
         .map_err(|e| e.context(views(&servers)))?
         .context("no output")?;
     let last = started.elapsed().as_secs_f64();
-    Ok((first.duration_since(started).as_secs_f64(), last))
+    let cpu = servers
+        .iter()
+        .zip(cpu_before)
+        .map(|(s, before)| (s.cpu_seconds() - before) / last)
+        .collect();
+    Ok(Round {
+        first: first.duration_since(started).as_secs_f64(),
+        last,
+        cpu,
+    })
+}
+
+/// One scale round's figures.
+struct Round {
+    /// Seconds from `start` to the first result readable.
+    first: f64,
+    /// Seconds from `start` to the last.
+    last: f64,
+    /// Each process's CPU use over the round, in cores.
+    cpu: Vec<f64>,
 }
 
 /// Kills one of 3 processes counting `keys` keys; seconds until the
@@ -263,15 +287,17 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
         "W2 (keyed-sum by user) over {n} events in a {PARTITIONS}-partition topic, exactly-once Kafka sink, checkpoints every 1 s; one broker and the processes on this machine"
     );
     println!(
-        "{:<10} {:>16} {:>16} {:>12}",
+        "{:<10} {:>16} {:>16} {:>12}  CPU per process (cores)",
         "processes", "first result s", "last result s", "ev/s"
     );
     for processes in 1..=3 {
-        let (first, last) = scale_round(&brokers, processes, n)?;
+        let Round { first, last, cpu } = scale_round(&brokers, processes, n)?;
         let rate = n as f64 / last;
-        println!("{processes:<10} {first:>16.2} {last:>16.2} {rate:>12.0}");
+        let cpu: Vec<String> = cpu.iter().map(|c| format!("{c:.2}")).collect();
+        let cpu = cpu.join(" ");
+        println!("{processes:<10} {first:>16.2} {last:>16.2} {rate:>12.0}  {cpu}");
         crate::report::result(format!(
-            "RESULT workload=cluster-w2 processes={processes} events={n} first_result_s={first:.2} last_result_s={last:.2} events_per_sec={rate:.0}"
+            "RESULT workload=cluster-w2 processes={processes} events={n} first_result_s={first:.2} last_result_s={last:.2} events_per_sec={rate:.0} cpu_cores=[{cpu}]"
         ));
     }
     println!("failover: 3 processes, {keys} keys, one killed with SIGKILL:");
@@ -283,6 +309,161 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
     crate::report::result(format!(
         "RESULT workload=cluster-failover keys={keys} probes={} seconds={took:.2}",
         PROBES.min(keys)
+    ));
+    elastic(&brokers)?;
+    Ok(())
+}
+
+/// Events per second the elastic run writes.
+const ELASTIC_RATE: u64 = 5_000;
+/// Distinct keys of the elastic run.
+const ELASTIC_KEYS: u64 = 2_000;
+/// How long each size of the elastic cluster runs.
+const ELASTIC_STEP: Duration = Duration::from_secs(10);
+
+/// How many input partitions of topology `name` each node holds, as
+/// `GET /v1/cluster` on `server` says (heartbeats, up to 3 s old).
+fn holders(server: &Server, name: &str, topic: &str) -> Result<BTreeMap<String, usize>> {
+    let text = Client::new(&server.url).send("GET", "/v1/cluster", b"", "")?;
+    let view: serde_json::Value = serde_json::from_str(&text)?;
+    let mut held = BTreeMap::new();
+    for at in view["assignment"][name][topic]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        let node = at["node"].as_str().unwrap_or("?").to_string();
+        *held.entry(node).or_insert(0) += 1;
+    }
+    Ok(held)
+}
+
+/// Waits until `nodes` nodes hold all partitions; the seconds it took.
+fn settle(server: &Server, name: &str, topic: &str, nodes: usize) -> Result<f64> {
+    let began = Instant::now();
+    loop {
+        let held = holders(server, name, topic)?;
+        if held.len() == nodes && held.values().sum::<usize>() == PARTITIONS as usize {
+            return Ok(began.elapsed().as_secs_f64());
+        }
+        if began.elapsed() > PHASE_LIMIT {
+            bail!("the partitions of {topic} did not settle on {nodes} node(s): {held:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Scale 1 → 3 → 1 while events flow: every key's totals exactly 1..n.
+fn elastic(brokers: &str) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    create_topic(brokers, "el-in", PARTITIONS, &[])?;
+    create_topic(brokers, "el-out", PARTITIONS, &[])?;
+    let mut servers = nodes(brokers, "elastic", 1)?;
+    let client = Client::new(&servers[0].url);
+    client.push_guests(&["keyed-sum"])?;
+    client.apply_and_start("el", &doc("el", "el-in", "el-out"))?;
+    settle(&servers[0], "el", "el-in", 1)?;
+    // A steady writer until told to stop; it answers how many events it
+    // wrote.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (brokers, stop) = (brokers.to_string(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let p = producer(&brokers)?;
+            let tick = Duration::from_millis(100);
+            let per_tick = ELASTIC_RATE / 10;
+            let mut written = 0u64;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                for _ in 0..per_tick {
+                    let key = format!("k{}", written % ELASTIC_KEYS);
+                    let value = format!(r#"{{"user":"{key}","amount":1}}"#);
+                    send(&p, "el-in", key.as_bytes(), value.as_bytes());
+                    written += 1;
+                }
+                next += tick;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            p.flush(Duration::from_secs(60))?;
+            Ok(written)
+        })
+    };
+    println!(
+        "elastic: {ELASTIC_RATE} events/s over {ELASTIC_KEYS} keys; the cluster grows from 1 process to 3 and back, {} s at each size:",
+        ELASTIC_STEP.as_secs()
+    );
+    std::thread::sleep(ELASTIC_STEP);
+    servers.extend(
+        (1..3)
+            .map(|i| {
+                Server::start_with(&[
+                    "--cluster",
+                    "elastic",
+                    "--kafka-brokers",
+                    brokers,
+                    "--node-id",
+                    &format!("elastic-n{i}"),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let grew = settle(&servers[0], "el", "el-in", 3)?;
+    println!("  1 → 3 processes: the partitions settled on 3 after {grew:.1} s");
+    std::thread::sleep(ELASTIC_STEP);
+    let began = Instant::now();
+    for leaving in servers.drain(1..).rev() {
+        let status = leaving.terminate()?;
+        if !status.success() {
+            bail!("a leaving process exited with {status}");
+        }
+    }
+    let stopped = began.elapsed().as_secs_f64();
+    let shrank = settle(&servers[0], "el", "el-in", 1)?;
+    println!(
+        "  3 → 1 processes: the two stopped in {stopped:.1} s (SIGTERM), the partitions settled on 1 after {shrank:.1} s more"
+    );
+    std::thread::sleep(ELASTIC_STEP);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+    // Every key's totals, read until each has as many as it got events.
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..written {
+        *expected
+            .entry(format!("k{}", i % ELASTIC_KEYS))
+            .or_default() += 1;
+    }
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut out = Committed::new(brokers, "el-out")?;
+    let mut bad = None;
+    out.until("every elastic total", |read, payload| {
+        match serde_json::from_slice::<Total>(payload) {
+            Ok(t) => counts.entry(t.key).or_default().push(t.count),
+            Err(e) => bad = Some(format!("not a keyed-sum total ({e})")),
+        }
+        bad.is_some() || read >= written
+    })
+    .map_err(|e| e.context(views(&servers)))?;
+    if let Some(bad) = bad {
+        bail!("elastic: {bad}");
+    }
+    for (key, n) in &expected {
+        let mut seen = counts.remove(key).unwrap_or_default();
+        seen.sort_unstable();
+        if seen != (1..=*n).collect::<Vec<_>>() {
+            bail!(
+                "elastic: the totals of {key} are not exactly 1..{n}: {} results, highest {:?}",
+                seen.len(),
+                seen.last()
+            );
+        }
+    }
+    println!("  {written} events, every key's totals exactly 1..n");
+    crate::report::result(format!(
+        "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} exact=true"
     ));
     Ok(())
 }
