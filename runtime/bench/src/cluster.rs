@@ -353,10 +353,66 @@ fn settle(server: &Server, name: &str, topic: &str, nodes: usize) -> Result<f64>
     }
 }
 
-/// Scale 1 → 3 → 1 while events flow: every key's totals exactly 1..n.
+/// The elastic run's steps, for the latency the reader sees.
+const STEPS: [&str; 3] = [
+    "1 process",
+    "growing to 3, then 3",
+    "shrinking to 1, then 1",
+];
+
+/// What the elastic run's reader saw: every key's totals, and per step
+/// the longest time from an event's write to its total being readable.
+struct Seen {
+    counts: BTreeMap<String, Vec<u64>>,
+    worst_ms: [i64; 3],
+}
+
+/// Reads `el-out` as it is committed until `target` (known once the
+/// writer ends) totals are in.
+fn watch(
+    brokers: &str,
+    step: &std::sync::atomic::AtomicUsize,
+    target: &std::sync::atomic::AtomicU64,
+) -> Result<Seen> {
+    use std::sync::atomic::Ordering;
+    let mut out = Committed::new(brokers, "el-out")?;
+    let mut seen = Seen {
+        counts: BTreeMap::new(),
+        worst_ms: [0; 3],
+    };
+    let mut idle_since = Instant::now();
+    while out.read < target.load(Ordering::SeqCst) {
+        if idle_since.elapsed() > PHASE_LIMIT {
+            bail!(
+                "elastic: no total for {} s ({} read)",
+                PHASE_LIMIT.as_secs(),
+                out.read
+            );
+        }
+        match out.consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                out.read += 1;
+                let total: Total = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .context("elastic: not a keyed-sum total")?;
+                seen.counts.entry(total.key).or_default().push(total.count);
+                if let Some(written) = m.timestamp().to_millis() {
+                    let i = step.load(Ordering::SeqCst).min(2);
+                    seen.worst_ms[i] = seen.worst_ms[i].max(weir_types::now_ms() - written);
+                }
+            }
+            Some(Err(RdError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => bail!("elastic: reading the output: {e}"),
+        }
+    }
+    Ok(seen)
+}
+
+/// Scale 1 → 3 → 1 while events flow: every key's totals exactly 1..n,
+/// and per step the longest wait for a total.
 fn elastic(brokers: &str) -> Result<()> {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     create_topic(brokers, "el-in", PARTITIONS, &[])?;
     create_topic(brokers, "el-out", PARTITIONS, &[])?;
@@ -365,6 +421,12 @@ fn elastic(brokers: &str) -> Result<()> {
     client.push_guests(&["keyed-sum"])?;
     client.apply_and_start("el", &doc("el", "el-in", "el-out"))?;
     settle(&servers[0], "el", "el-in", 1)?;
+    let step = Arc::new(AtomicUsize::new(0));
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let reader = {
+        let (brokers, step, target) = (brokers.to_string(), step.clone(), target.clone());
+        std::thread::spawn(move || watch(&brokers, &step, &target))
+    };
     // A steady writer until told to stop; it answers how many events it
     // wrote.
     let stop = Arc::new(AtomicBool::new(false));
@@ -395,6 +457,7 @@ fn elastic(brokers: &str) -> Result<()> {
         ELASTIC_STEP.as_secs()
     );
     std::thread::sleep(ELASTIC_STEP);
+    step.store(1, Ordering::SeqCst);
     servers.extend(
         (1..3)
             .map(|i| {
@@ -412,6 +475,7 @@ fn elastic(brokers: &str) -> Result<()> {
     let grew = settle(&servers[0], "el", "el-in", 3)?;
     println!("  1 → 3 processes: the partitions settled on 3 after {grew:.1} s");
     std::thread::sleep(ELASTIC_STEP);
+    step.store(2, Ordering::SeqCst);
     let began = Instant::now();
     for leaving in servers.drain(1..).rev() {
         let status = leaving.terminate()?;
@@ -429,31 +493,21 @@ fn elastic(brokers: &str) -> Result<()> {
     let written = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
-    // Every key's totals, read until each has as many as it got events.
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..written {
-        *expected
-            .entry(format!("k{}", i % ELASTIC_KEYS))
-            .or_default() += 1;
-    }
-    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut out = Committed::new(brokers, "el-out")?;
-    let mut bad = None;
-    out.until("every elastic total", |read, payload| {
-        match serde_json::from_slice::<Total>(payload) {
-            Ok(t) => counts.entry(t.key).or_default().push(t.count),
-            Err(e) => bad = Some(format!("not a keyed-sum total ({e})")),
-        }
-        bad.is_some() || read >= written
-    })
-    .map_err(|e| e.context(views(&servers)))?;
-    if let Some(bad) = bad {
-        bail!("elastic: {bad}");
-    }
-    for (key, n) in &expected {
-        let mut seen = counts.remove(key).unwrap_or_default();
+    target.store(written, Ordering::SeqCst);
+    let Seen {
+        mut counts,
+        worst_ms,
+    } = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader panicked"))?
+        .map_err(|e| e.context(views(&servers)))?;
+    // Key k<j> got events j, j + K, j + 2K, ... of the `written`.
+    for j in 0..ELASTIC_KEYS.min(written) {
+        let key = format!("k{j}");
+        let n = (written - j).div_ceil(ELASTIC_KEYS);
+        let mut seen = counts.remove(&key).unwrap_or_default();
         seen.sort_unstable();
-        if seen != (1..=*n).collect::<Vec<_>>() {
+        if seen != (1..=n).collect::<Vec<_>>() {
             bail!(
                 "elastic: the totals of {key} are not exactly 1..{n}: {} results, highest {:?}",
                 seen.len(),
@@ -461,9 +515,17 @@ fn elastic(brokers: &str) -> Result<()> {
             );
         }
     }
-    println!("  {written} events, every key's totals exactly 1..n");
+    if !counts.is_empty() {
+        bail!("elastic: totals of keys nobody wrote: {}", counts.len());
+    }
+    println!(
+        "  {written} events, every key's totals exactly 1..n; the longest wait from an event's write to its total readable:"
+    );
+    for (name, worst) in STEPS.iter().zip(worst_ms) {
+        println!("    {name:<24} {:.1} s", worst as f64 / 1000.0);
+    }
     crate::report::result(format!(
-        "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} exact=true"
+        "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} worst_wait_ms={worst_ms:?} exact=true"
     ));
     Ok(())
 }
