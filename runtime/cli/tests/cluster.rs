@@ -657,16 +657,8 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.len() == 3 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let words: Vec<(String, String)> = (0..3000)
-        .map(|i| {
-            let w = format!("c{}", (i * 13) % 97);
-            (w.clone(), w)
-        })
-        .collect();
     let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
-    for (w, _) in &words {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let words = words_of(3000, 13, &mut oracle);
     for (i, chunk) in words.chunks(100).enumerate() {
         produce_keyed(brokers, "cr-in", chunk);
         std::thread::sleep(Duration::from_millis(100));
@@ -702,15 +694,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&b));
         (held.len() == 2 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let more: Vec<(String, String)> = (0..1000)
-        .map(|i| {
-            let w = format!("c{}", (i * 7) % 97);
-            (w.clone(), w)
-        })
-        .collect();
-    for (w, _) in &more {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let more = words_of(1000, 7, &mut oracle);
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
 
@@ -744,15 +728,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         });
     }
     let before = oracle.clone();
-    let last: Vec<(String, String)> = (0..400)
-        .map(|i| {
-            let w = format!("c{}", (i * 11) % 97);
-            (w.clone(), w)
-        })
-        .collect();
-    for (w, _) in &last {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let last = words_of(400, 11, &mut oracle);
     produce_keyed(brokers, "cr-in", &last);
     let total: u64 = oracle.values().sum();
     let out = eventually("every word counted after the upgrade", || {
@@ -794,6 +770,18 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     );
     drop((b, c));
     a.stop();
+}
+
+/// `n` records of the 97 words `c0`..`c96`, each keyed by itself (the
+/// i-th is `c{(i * step) % 97}`), counted into `oracle`.
+fn words_of(n: u64, step: u64, oracle: &mut BTreeMap<String, u64>) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let w = format!("c{}", (i * step) % 97);
+            *oracle.entry(w.clone()).or_insert(0) += 1;
+            (w.clone(), w)
+        })
+        .collect()
 }
 
 /// A word count (module `counter`, keyed by the record's key) from
