@@ -676,6 +676,19 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.get("a") == Some(&(PARTITIONS as usize))).then_some(())
     });
+    // `weir cluster` shows the same: a row per partition, each on A.
+    let listed = a.cli(&["cluster"], None);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("wc "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), PARTITIONS as usize, "{text}");
+    for (p, row) in rows.iter().enumerate() {
+        assert_eq!(row[..4], ["wc", "cr-in", &p.to_string(), "a"], "{text}");
+    }
     let exact = |oracle: &BTreeMap<String, u64>| {
         let total: u64 = oracle.values().sum();
         let out = eventually("every word counted", || {
