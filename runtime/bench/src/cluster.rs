@@ -12,6 +12,12 @@
 //!   1,000 keys is written: the time until all 1,000 new totals are
 //!   readable, each checked to be 2 (the killed node's keys restored from
 //!   their changelog, none counted twice or lost);
+//! - **word count**: lines of text in an 8-partition topic counted per
+//!   word by 3 processes (`split-words`, then `word-count` keyed by the
+//!   word: every word goes through the repartition topic): the
+//!   `read_committed` output checked against the oracle (each word's
+//!   counts exactly 1..n), and a state query for sample words on every
+//!   node answering the oracle's count;
 //! - **elastic**: events flow at a steady rate into a cluster that grows
 //!   from 1 process to 3 and shrinks back to 1 (the leaving ones stopped
 //!   with SIGTERM, as an operator would): every key's totals must be
@@ -99,9 +105,14 @@ struct Committed {
 
 impl Committed {
     fn new(brokers: &str, topic: &str) -> Result<Committed> {
+        Committed::of(brokers, topic, PARTITIONS)
+    }
+
+    /// A reader of a topic of `partitions` partitions.
+    fn of(brokers: &str, topic: &str, partitions: i32) -> Result<Committed> {
         let consumer = reader(brokers, "weir-bench-cluster")?;
         let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..partitions {
             list.add_partition_offset(topic, p, Offset::Beginning)?;
         }
         consumer.assign(&list)?;
@@ -310,6 +321,7 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
         "RESULT workload=cluster-failover keys={keys} probes={} seconds={took:.2}",
         PROBES.min(keys)
     ));
+    word_count(&brokers, n.min(300_000))?;
     elastic(&brokers)?;
     Ok(())
 }
@@ -526,6 +538,124 @@ fn elastic(brokers: &str) -> Result<()> {
     }
     crate::report::result(format!(
         "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} worst_wait_ms={worst_ms:?} exact=true"
+    ));
+    Ok(())
+}
+
+/// Partitions of the word count's topics.
+const WC_PARTITIONS: i32 = 8;
+/// Distinct words of the word count.
+const WC_VOCABULARY: u64 = 10_000;
+/// Words per line.
+const WC_WORDS_PER_LINE: u64 = 8;
+/// Words whose count a state query asks on every node.
+const WC_QUERIES: u64 = 100;
+
+/// Word `j` of line `i`.
+fn wc_word(i: u64, j: u64) -> String {
+    format!(
+        "w{}",
+        (i * WC_WORDS_PER_LINE + j).wrapping_mul(7919) % WC_VOCABULARY
+    )
+}
+
+/// `lines` lines counted per word by 3 processes through a repartition
+/// topic: exact output, and state queries answered on every node.
+fn word_count(brokers: &str, lines: u64) -> Result<()> {
+    create_topic(brokers, "wc-lines", WC_PARTITIONS, &[])?;
+    create_topic(brokers, "wc-counts", WC_PARTITIONS, &[])?;
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    fill(
+        brokers,
+        "wc-lines",
+        (0..lines).map(|i| {
+            let words: Vec<String> = (0..WC_WORDS_PER_LINE).map(|j| wc_word(i, j)).collect();
+            for w in &words {
+                *oracle.entry(w.clone()).or_default() += 1;
+            }
+            (format!("line{i}"), words.join(" ").into_bytes())
+        }),
+    )?;
+    let words = lines * WC_WORDS_PER_LINE;
+    let servers = nodes(brokers, "wordcount", 3)?;
+    let client = Client::new(&servers[0].url);
+    client.push_guests(&["split-words", "word-count"])?;
+    let doc = "name: wc\ncheckpoint: { interval_ms: 1000 }\nsources: [{ name: lines, kafka: { topic: wc-lines, format: text } }]\noperators:\n  - { name: split, module: split-words, input: lines }\n  - { name: count, module: word-count, input: split, key_by: key }\nsinks: [{ name: out, input: count, kafka: { topic: wc-counts } }]\n";
+    let mut out = Committed::of(brokers, "wc-counts", WC_PARTITIONS)?;
+    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
+    let started = Instant::now();
+    client.apply_and_start("wc", doc)?;
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut bad = None;
+    out.until("every word counted", |read, payload| {
+        #[derive(Deserialize)]
+        struct Count {
+            word: String,
+            count: u64,
+        }
+        match serde_json::from_slice::<Count>(payload) {
+            Ok(c) => counts.entry(c.word).or_default().push(c.count),
+            Err(e) => bad = Some(format!("not a word count ({e})")),
+        }
+        bad.is_some() || read >= words
+    })
+    .map_err(|e| e.context(views(&servers)))?;
+    let took = started.elapsed().as_secs_f64();
+    let cpu: Vec<String> = servers
+        .iter()
+        .zip(cpu_before)
+        .map(|(s, before)| format!("{:.2}", (s.cpu_seconds() - before) / took))
+        .collect();
+    if let Some(bad) = bad {
+        bail!("word count: {bad}");
+    }
+    for (word, n) in &oracle {
+        let mut seen = counts.remove(word).unwrap_or_default();
+        seen.sort_unstable();
+        if seen != (1..=*n).collect::<Vec<_>>() {
+            bail!(
+                "word count: the counts of {word} are not exactly 1..{n}: {} results, highest {:?}",
+                seen.len(),
+                seen.last()
+            );
+        }
+    }
+    if !counts.is_empty() {
+        bail!("word count: words nobody wrote: {}", counts.len());
+    }
+    // State queries on every node, for words spread over the vocabulary.
+    let mut asked = 0;
+    for (word, n) in oracle
+        .iter()
+        .step_by((oracle.len() as u64 / WC_QUERIES).max(1) as usize)
+    {
+        for server in &servers {
+            let text = Client::new(&server.url).send(
+                "GET",
+                &format!("/v1/topologies/wc/operators/count/state/count?key={word}"),
+                b"",
+                "",
+            )?;
+            let answer: serde_json::Value = serde_json::from_str(&text)?;
+            if answer["value"] != serde_json::json!(n) {
+                bail!(
+                    "word count: a state query for {word} on {} answered {text}, not {n}",
+                    server.url
+                );
+            }
+            asked += 1;
+        }
+    }
+    println!(
+        "word count: {lines} lines ({words} words, {} distinct) in {WC_PARTITIONS} partitions, 3 processes, through the repartition topic: last count readable after {took:.1} s ({:.0} words/s), CPU per process {}; every count exact, {asked} state queries (each word on each node) answered the oracle's count",
+        oracle.len(),
+        words as f64 / took,
+        cpu.join(" ")
+    );
+    crate::report::result(format!(
+        "RESULT workload=cluster-word-count lines={lines} words={words} seconds={took:.2} words_per_sec={:.0} cpu_cores=[{}] exact=true queries={asked}",
+        words as f64 / took,
+        cpu.join(" ")
     ));
     Ok(())
 }
