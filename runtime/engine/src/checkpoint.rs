@@ -894,7 +894,12 @@ impl Coordinator {
         publish: Vec<(usize, Batch)>,
     ) -> Result<(), EngineError> {
         let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
-        if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+        if !tolerable {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint {id} could not be committed ({why}); it was a final or requested checkpoint, which must commit"
+            )));
+        }
+        if in_a_row > u64::from(self.config.tolerable_failed) {
             return Err(EngineError::Checkpoint(format!(
                 "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
                 in_a_row, self.config.tolerable_failed
