@@ -206,6 +206,19 @@ pub fn checkpoint_positions(meta: &[u8]) -> Result<BTreeMap<String, weir_io::Pos
         .collect())
 }
 
+/// The event time each source had reached at a checkpoint (its highest
+/// timestamp read; the watermark trails it), from its record as handed
+/// to a [`weir_state::Changelog`]: source name → event time.
+pub fn checkpoint_event_times(meta: &[u8]) -> Result<BTreeMap<String, i64>, String> {
+    let meta: Meta = serde_json::from_slice(meta)
+        .map_err(|e| format!("a checkpoint record does not parse: {e}"))?;
+    Ok(meta
+        .sources
+        .into_iter()
+        .map(|(name, s)| (name, s.max_ts))
+        .collect())
+}
+
 /// The checkpoint a run starts from.
 #[derive(Debug)]
 pub(crate) struct Restored {

@@ -26,6 +26,8 @@
 //! - `changelog.rs`: keyed state that moves with its partitions: a
 //!   compacted changelog topic per operator that keeps state, written
 //!   with each checkpoint and read by the node that gets a partition.
+//! - `standby.rs`: warm copies of other nodes' partitions (`standbys`),
+//!   kept from their changelogs, so a move restores only the tail.
 //!
 //!   Each checkpoint of a topology on a node is one Kafka transaction
 //!   (its exactly-once sinks' output, its changelog records and its
@@ -36,9 +38,11 @@ mod apply;
 pub(crate) mod changelog;
 pub mod keys;
 mod query;
+mod standby;
 mod tasks;
 
 pub use query::{Forwarded, QueryRoute};
+pub(crate) use standby::standby_problems;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,6 +187,8 @@ pub struct Cluster {
     brokers: String,
     /// Input topics' partition counts, for routing state queries.
     partition_counts: query::PartitionCounts,
+    /// This node's standby copies of other nodes' partitions.
+    standbys: standby::Standbys,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -314,6 +320,7 @@ impl Cluster {
             closing: AtomicBool::new(false),
             tasks: tasks::Tasks::default(),
             partition_counts: query::PartitionCounts::default(),
+            standbys: standby::Standbys::default(),
         });
         let (me, on) = (cluster.clone(), plane.clone());
         std::thread::Builder::new()
@@ -359,6 +366,21 @@ impl Cluster {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the cluster heartbeat");
         }
+        let (me, on) = (self.clone(), plane.clone());
+        let spawned = std::thread::Builder::new()
+            .name("weir-cluster-standby".into())
+            .spawn(move || {
+                while !me.closing.load(Ordering::SeqCst) {
+                    me.standbys.round(&me, &on);
+                    let until = Instant::now() + standby::STANDBY_EVERY;
+                    while Instant::now() < until && !me.closing.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the standby copies' thread");
+        }
     }
 
     fn beat(&self, plane: &ControlPlane) {
@@ -382,6 +404,7 @@ impl Cluster {
                 .filter_map(|t| Some((t.clone(), plane.topologies.share(&t)?.partitions)))
                 .collect(),
             lag: lag_of(plane),
+            standbys: self.standbys.lag(),
         };
         let key = Key::Member(self.node.clone()).text();
         if let Err(e) = self.log.append(&[(key, Some(encode(&member)))]) {
@@ -644,7 +667,15 @@ impl Cluster {
             }
             .into());
         }
-        let problems = plane.topologies.validate(&doc);
+        let mut problems = plane.topologies.validate(&doc);
+        let now = now_ms();
+        let live = self
+            .view()
+            .members
+            .values()
+            .filter(|m| alive(m, now))
+            .count();
+        problems.extend(standby::standby_problems(&doc, live.max(1), true));
         if problems
             .iter()
             .any(|p| p.severity == weir_topology::Severity::Error)
@@ -716,6 +747,7 @@ impl Cluster {
                     "running": m.running,
                     "partitions": m.partitions,
                     "lag": m.lag,
+                    "standbys": m.standbys,
                     "this_node": m.node == self.node,
                 })
             })

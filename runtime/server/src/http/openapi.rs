@@ -291,7 +291,8 @@ pub fn document() -> Value {
                 "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
                     "name": { "type": "string" }, "sources": { "type": "array" }, "operators": { "type": "array" },
                     "sinks": { "type": "array" }, "key_groups": { "type": "integer" }, "checkpoint": { "type": "object" },
-                    "dead_letter_stream": { "type": "string" } } },
+                    "dead_letter_stream": { "type": "string" },
+                    "cluster": { "type": "object", "description": "On a cluster: `standbys`, warm copies of each partition's state on other nodes (0 to the nodes less one)", "properties": { "standbys": { "type": "integer" } } } } },
                 "TopologyStatus": { "type": "object", "properties": {
                     "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),
