@@ -17,8 +17,7 @@ use rdkafka::error::KafkaError as RdError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::config::{
-    KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, create_topic,
-    lookup_consumer, partitions_of,
+    KafkaError, LOOKUP_TIMEOUT, create_topic, lookup_consumer, lookup_consumer_at, partitions_of,
 };
 
 /// A restore that reads nothing for this long fails (the brokers are
@@ -148,21 +147,6 @@ impl ChangelogTopic {
         }
     }
 
-    /// A consumer that looks up partitions' ends `read_uncommitted`: the
-    /// high watermark, past the records of open transactions (a
-    /// `read_committed` lookup answers the last stable offset, the start
-    /// of the first open transaction, and a restore would stop there).
-    fn end_lookup(&self) -> Result<WeirConsumer, KafkaError> {
-        let mut config = base_config(&self.brokers, &Default::default())?;
-        config
-            .set("group.id", "weir.lookup")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_uncommitted");
-        config
-            .create_with_context(QuietContext::default())
-            .map_err(|e| KafkaError::Config(e.to_string()))
-    }
-
     /// Reads `from` (partition → the offset to start at, `None`: the
     /// beginning) `read_committed` to the end each partition has now
     /// (its high watermark, so waiting for transactions open before that
@@ -177,7 +161,11 @@ impl ChangelogTopic {
         each: &mut OnChangelogRecord<'_>,
     ) -> Result<BTreeMap<u32, u64>, KafkaError> {
         let consumer = lookup_consumer(&self.brokers, &Default::default())?;
-        let ends_of = self.end_lookup()?;
+        // The ends are high watermarks, past the records of open
+        // transactions (a `read_committed` lookup answers the last stable
+        // offset, the start of the first open transaction: the restore
+        // would stop there instead of waiting).
+        let ends_of = lookup_consumer_at(&self.brokers, &Default::default(), "read_uncommitted")?;
         let unreachable = |e: RdError| KafkaError::Unreachable {
             brokers: self.brokers.clone(),
             timeout_ms: LOOKUP_TIMEOUT.as_millis() as u64,

@@ -246,8 +246,9 @@ impl weir_state::Changelog for KafkaChangelog {
         pending: &[(String, Vec<u8>)],
     ) -> Result<Vec<ChangelogOffset>, String> {
         let mut changelog = self.changelog_records(rows)?;
-        let (times, times_set) =
-            self.event_time_records(&weir_engine::checkpoint_event_times(meta)?);
+        let sources = weir_engine::checkpoint_sources(meta)?;
+        let times = sources.iter().map(|(s, (_, t))| (s.clone(), *t)).collect();
+        let (times, times_set) = self.event_time_records(&times);
         changelog.extend(times);
         let mut outputs: Vec<(&OutputTopic, Batch)> = Vec::new();
         for (sink, bytes) in pending {
@@ -260,7 +261,7 @@ impl weir_state::Changelog for KafkaChangelog {
             })?;
             outputs.push((output, batch));
         }
-        let positions = weir_engine::checkpoint_positions(meta)?;
+        let positions = sources.into_iter().map(|(s, (p, _))| (s, p)).collect();
         let offsets = input_offsets(&positions, &self.inputs)?;
         if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() {
             return Ok(Vec::new());
@@ -493,6 +494,20 @@ pub(super) fn read_changelog(
     Ok(write(batch, &offsets)?.then_some((records, ends)))
 }
 
+/// Where each of `partitions` of `operator`'s changelog is read from:
+/// the offset `db` recorded for it (`None`: from its beginning).
+pub(super) fn recorded_from(
+    db: &StateDb,
+    operator: &str,
+    partitions: &BTreeSet<u32>,
+) -> Result<BTreeMap<u32, Option<u64>>, String> {
+    let recorded = db.changelog_offsets(operator).map_err(|e| e.to_string())?;
+    Ok(partitions
+        .iter()
+        .map(|&p| (p, recorded.get(&p).copied()))
+        .collect())
+}
+
 /// Reads the held partitions of `operator`'s changelog into `db`, each
 /// from the offset `db` recorded for it.
 fn restore(
@@ -503,17 +518,12 @@ fn restore(
     to: &Partitioning,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let local = db.changelog_offsets(operator).map_err(|e| e.to_string())?;
     let (parked, back) = db
         .park_timers(topology, operator, &mut |key| {
             to.held.contains(&partition_of(key, to.partitions))
         })
         .map_err(|e| e.to_string())?;
-    let from: BTreeMap<u32, Option<u64>> = to
-        .held
-        .iter()
-        .map(|&p| (p, local.get(&p).copied()))
-        .collect();
+    let from = recorded_from(db, operator, &to.held)?;
     let read = read_changelog(
         log,
         operator,

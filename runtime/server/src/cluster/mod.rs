@@ -244,6 +244,15 @@ fn lag_of(plane: &ControlPlane) -> BTreeMap<String, BTreeMap<String, BTreeMap<i3
     out
 }
 
+/// The first `kafka:` source of `doc` when every `kafka:` source reads its
+/// topic (the one input topic state and queries are partitioned by);
+/// `None` without one, or with several input topics.
+fn single_input(doc: &TopologyDoc) -> Option<&weir_topology::KafkaSourceDoc> {
+    let mut kafka = doc.sources.iter().filter_map(|s| s.kafka.as_ref());
+    let first = kafka.next()?;
+    kafka.all(|k| k.topic == first.topic).then_some(first)
+}
+
 /// This node's id: the one in `<data>/node-id`, or a new one kept there.
 fn node_id(data_dir: &std::path::Path) -> Result<String, ClusterError> {
     let path = data_dir.join("node-id");

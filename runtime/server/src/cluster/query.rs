@@ -54,18 +54,9 @@ impl Cluster {
         key: &[u8],
     ) -> Result<Option<(String, i32)>, ClusterError> {
         let record = plane.topologies.record(name)?;
-        let kafka: Vec<_> = record
-            .doc
-            .sources
-            .iter()
-            .filter_map(|s| s.kafka.as_ref())
-            .collect();
-        let Some(first) = kafka.first() else {
+        let Some(first) = super::single_input(&record.doc) else {
             return Ok(None);
         };
-        if kafka.iter().any(|k| k.topic != first.topic) {
-            return Ok(None);
-        }
         let topic = first.topic.clone();
         let known = self
             .partition_counts

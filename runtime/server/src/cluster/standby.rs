@@ -37,8 +37,8 @@ use weir_connectors::{ChangelogTopic, topic_partitions};
 use weir_state::{RestoreBatch, StateDb};
 use weir_topology::{Problem, Severity, TopologyDoc};
 
-use super::changelog::{changelog_topic, read_changelog};
-use super::{Cluster, alive};
+use super::changelog::{changelog_topic, read_changelog, recorded_from};
+use super::{Cluster, alive, single_input};
 use crate::ControlPlane;
 
 /// How often a node brings its standby copies up to the changelogs' end.
@@ -194,16 +194,10 @@ impl Standbys {
         let Some(share) = plane.topologies.share(name) else {
             return Ok(None);
         };
-        let kafka: Vec<_> = record
-            .doc
-            .sources
-            .iter()
-            .filter_map(|s| s.kafka.as_ref())
-            .collect();
-        let Some(first) = kafka.first() else {
+        let Some(first) = single_input(&record.doc) else {
             return Ok(None);
         };
-        if standbys == 0 || kafka.iter().any(|k| k.topic != first.topic) {
+        if standbys == 0 {
             return Ok(None);
         }
         let brokers = first
@@ -261,14 +255,7 @@ impl Standbys {
             let Some(log) = self.log(target, &operator.name, partitions)? else {
                 continue;
             };
-            let recorded = db
-                .changelog_offsets(&operator.name)
-                .map_err(|e| e.to_string())?;
-            let from: BTreeMap<u32, Option<u64>> = target
-                .partitions
-                .iter()
-                .map(|&p| (p, recorded.get(&p).copied()))
-                .collect();
+            let from = recorded_from(&db, &operator.name, &target.partitions)?;
             let held_now = || -> bool {
                 let share = plane.topologies.share(&target.name);
                 let held = share.as_ref().and_then(|s| s.partitions.get(&target.input));
