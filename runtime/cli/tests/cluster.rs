@@ -831,16 +831,8 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.len() == 3 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let words: Vec<(String, String)> = (0..3000)
-        .map(|i| {
-            let w = format!("c{}", (i * 13) % 97);
-            (w.clone(), w)
-        })
-        .collect();
     let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
-    for (w, _) in &words {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let words = words_of(3000, 13, &mut oracle);
     for (i, chunk) in words.chunks(100).enumerate() {
         produce_keyed(brokers, "cr-in", chunk);
         std::thread::sleep(Duration::from_millis(100));
@@ -858,6 +850,19 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.get("a") == Some(&(PARTITIONS as usize))).then_some(())
     });
+    // `weir cluster` shows the same: a row per partition, each on A.
+    let listed = a.cli(&["cluster"], None);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("wc "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), PARTITIONS as usize, "{text}");
+    for (p, row) in rows.iter().enumerate() {
+        assert_eq!(row[..4], ["wc", "cr-in", &p.to_string(), "a"], "{text}");
+    }
     let exact = |oracle: &BTreeMap<String, u64>| {
         let total: u64 = oracle.values().sum();
         let out = eventually("every word counted", || {
@@ -876,15 +881,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&b));
         (held.len() == 2 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let more: Vec<(String, String)> = (0..1000)
-        .map(|i| {
-            let w = format!("c{}", (i * 7) % 97);
-            (w.clone(), w)
-        })
-        .collect();
-    for (w, _) in &more {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let more = words_of(1000, 7, &mut oracle);
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
     // Once the input stops, each partition has a standby copy on the node
@@ -911,10 +908,91 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         }
         (copies.len() == PARTITIONS as usize).then_some(())
     });
+
+    // A module upgrade through B while wc runs: every node restarts its
+    // job on `counter@2` from the state its last transaction committed,
+    // without a move of partitions. The counts go on from version 1's
+    // (1..n exactly), and every partition's new counts come from
+    // version 2, which marks its output.
+    let cb = b.client();
+    let pushed = cb.push("counter", &guest_bytes("word-count-v2"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let other_input = word_count_doc("wc", "cr-out", "cr-out", 200);
+    let refused = cb.put_topology("wc", &other_input);
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert_eq!(
+        refused.body["error"]["code"], "upgrade_refused",
+        "{}",
+        refused.text
+    );
+    let upgraded = cb.put_topology("wc", &doc);
+    assert_eq!(upgraded.status, 200, "{}", upgraded.text);
+    assert_eq!(
+        upgraded.body["modules"]["counter"], "counter@2",
+        "{}",
+        upgraded.text
+    );
+    for (node, client) in [("a", &ca), ("b", &cb)] {
+        eventually(&format!("wc running counter@2 on {node}"), || {
+            let t = client.get("/v1/topologies/wc").body;
+            (t["modules"]["counter"] == "counter@2" && t["state"] == "running").then_some(())
+        });
+    }
+    let before = oracle.clone();
+    let last = words_of(400, 11, &mut oracle);
+    produce_keyed(brokers, "cr-in", &last);
+    let total: u64 = oracle.values().sum();
+    let out = eventually("every word counted after the upgrade", || {
+        let out = records_of_n(brokers, "cr-out", PARTITIONS);
+        (out.len() as u64 >= total).then_some(out)
+    });
+    assert_counts(&out, &oracle);
+    let mut upgraded_partitions = BTreeSet::new();
+    for (word, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        let new = v["count"].as_u64().unwrap() > before.get(word).copied().unwrap_or(0);
+        assert_eq!(
+            v["version"] == 2,
+            new,
+            "version 2 counted exactly the new events: {value}"
+        );
+        if new {
+            upgraded_partitions.insert(weir_connectors::partition_of(
+                word.as_bytes(),
+                PARTITIONS as u32,
+            ));
+        }
+    }
+    assert_eq!(
+        upgraded_partitions.len(),
+        PARTITIONS as usize,
+        "every partition upgraded"
+    );
+
     let stopped = ca.post_json("/v1/topologies/wc/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
+    // No node runs it now: a state query says so, and to ask again.
+    let unowned = cb.get("/v1/topologies/wc/operators/count/state/count?key=c1");
+    assert_eq!(unowned.status, 503, "{}", unowned.text);
+    assert_eq!(
+        unowned.body["error"]["code"], "partition_unowned",
+        "{}",
+        unowned.text
+    );
     drop((b, c));
     a.stop();
+}
+
+/// `n` records of the 97 words `c0`..`c96`, each keyed by itself (the
+/// i-th is `c{(i * step) % 97}`), counted into `oracle`.
+fn words_of(n: u64, step: u64, oracle: &mut BTreeMap<String, u64>) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let w = format!("c{}", (i * step) % 97);
+            *oracle.entry(w.clone()).or_insert(0) += 1;
+            (w.clone(), w)
+        })
+        .collect()
 }
 
 /// A word count (module `counter`, keyed by the record's key) from

@@ -22,6 +22,8 @@
 //! - `keys.rs`: the records' keys and values.
 //! - `query.rs`: a state query on any node, forwarded to the node that
 //!   holds the key's partition.
+//! - `upgrade.rs`: a new document for a running topology (a module
+//!   upgrade) restarts each node's job on it from its committed state.
 //!
 //! - `changelog.rs`: keyed state that moves with its partitions: a
 //!   compacted changelog topic per operator that keeps state, written
@@ -40,6 +42,7 @@ pub mod keys;
 mod query;
 mod standby;
 mod tasks;
+mod upgrade;
 
 pub use query::{Forwarded, QueryRoute};
 pub(crate) use standby::standby_problems;
@@ -129,6 +132,8 @@ pub enum ClusterError {
         address: String,
         reason: String,
     },
+    #[error("topology `{topology}` runs and cannot take this document: {reason}")]
+    UpgradeRefused { topology: String, reason: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -662,7 +667,8 @@ impl Cluster {
     }
 
     /// `PUT /v1/topologies/{name}` on a node: validated here (operators
-    /// instantiated), its module references pinned here, then written.
+    /// instantiated), its module references pinned here, then written. A
+    /// running topology takes it as an upgrade (`upgrade.rs`).
     pub fn apply_topology(
         &self,
         plane: &ControlPlane,
@@ -692,8 +698,16 @@ impl Cluster {
             return Err(TopologiesError::Invalid(problems).into());
         }
         let created = match plane.topologies.status(name) {
+            // A running topology is upgraded in place on every node
+            // (`upgrade.rs`), unless what its group reads would change.
             Ok(s) if s.state.wants_running() || s.record.desired == DesiredState::Running => {
-                return Err(TopologiesError::Running(name.to_string()).into());
+                if let Some(reason) = upgrade::refusal(&s.record.doc, &doc) {
+                    return Err(ClusterError::UpgradeRefused {
+                        topology: name.to_string(),
+                        reason,
+                    });
+                }
+                false
             }
             Ok(_) => false,
             Err(TopologiesError::NotFound(_)) => true,

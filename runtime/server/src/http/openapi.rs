@@ -154,9 +154,9 @@ pub fn document() -> Value {
                 "valid": { "type": "boolean" }, "problems": { "type": "array", "items": schema_ref("Problem") } } })))],
             &[("400", "Not JSON or YAML of a topology"), AUTH]) },
         "/v1/topologies/{name}": {
-            "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions)", vec![name()], Some(topology_body),
+            "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions); on a cluster's node, a running one is upgraded: every node restarts its job on the new document from its committed state", vec![name()], Some(topology_body),
                 &[("201", "Created", Some(schema_ref("TopologyStatus"))), ("200", "Replaced", Some(schema_ref("TopologyStatus")))],
-                &[("400", "Not JSON or YAML, nested deeper than 64 levels, or the document's name differs"), AUTH, ("409", "It is running or busy"), ("413", "Document over --max-document-bytes"), ("422", "Not valid: details.problems lists the first 100 problems (then one counting the rest)")]),
+                &[("400", "Not JSON or YAML, nested deeper than 64 levels, or the document's name differs"), AUTH, ("409", "It is running (on a cluster's node: its Kafka inputs would change, upgrade_refused) or busy"), ("413", "Document over --max-document-bytes"), ("422", "Not valid: details.problems lists the first 100 problems (then one counting the rest)")]),
             "get": op("getTopology", "Document, state, per-operator metrics, last checkpoint", vec![name()], None,
                 &[("200", "The topology", Some(schema_ref("TopologyStatus")))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
             "delete": op("deleteTopology", "Delete a stopped topology with its state and savepoints", vec![name()], None,
