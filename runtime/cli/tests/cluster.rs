@@ -906,7 +906,15 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
                 copies.insert(p.clone());
             }
         }
-        (copies.len() == PARTITIONS as usize).then_some(())
+        // The same per partition: one copy, not on its holder.
+        let at = view["assignment"]["wc"]["cr-in"].as_object()?;
+        let each = at.values().all(|held| {
+            held["standbys"].as_array().is_some_and(|copies| {
+                copies.len() == 1 && copies[0]["node"] != held["node"] && copies[0]["lag"] == 0
+            })
+        });
+        (copies.len() == PARTITIONS as usize && at.len() == PARTITIONS as usize && each)
+            .then_some(())
     });
 
     // A module upgrade through B while wc runs: every node restarts its

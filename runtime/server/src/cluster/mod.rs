@@ -790,8 +790,25 @@ impl Cluster {
                             .or_default()
                             .insert(
                                 p,
-                                json!({ "node": m.node, "lag": lag.and_then(|l| l.get(&p)) }),
+                                json!({ "node": m.node, "lag": lag.and_then(|l| l.get(&p)), "standbys": [] }),
                             );
+                    }
+                }
+            }
+        }
+        // The nodes that keep a standby copy of each held partition.
+        for m in view.members.values().filter(|m| alive(m, now)) {
+            for (topology, copies) in &m.standbys {
+                let Some(topics) = assignment.get_mut(topology.as_str()) else {
+                    continue;
+                };
+                for held in topics.values_mut() {
+                    for (p, lag) in copies {
+                        if let Some(Value::Array(standbys)) =
+                            held.get_mut(p).and_then(|at| at.get_mut("standbys"))
+                        {
+                            standbys.push(json!({ "node": m.node, "lag": lag }));
+                        }
                     }
                 }
             }

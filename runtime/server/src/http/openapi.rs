@@ -112,7 +112,7 @@ pub fn document() -> Value {
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
-        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition, and the records this node could not apply", vec![], None,
+        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition and the nodes that keep a standby copy of it (with how many changelog records each copy was behind at its last look), and the records this node could not apply", vec![], None,
             &[("200", "The cluster", Some(json!({ "type": "object", "properties": {
                 "cluster": { "type": "string" }, "topic": { "type": "string" }, "node": { "type": "string" },
                 "applied_offset": { "type": "integer" },
