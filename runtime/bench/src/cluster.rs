@@ -53,9 +53,13 @@ const PROBES: u64 = 1_000;
 /// The longest any phase may take before the bench gives up.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
+/// W2 over `input`, whose records the bench keys by user: `key_by: key`
+/// reads them where they are (`key_by: {field: user}` would send every
+/// event through a repartition topic first); `standbys` copies of each
+/// partition.
 fn doc(name: &str, input: &str, output: &str, standbys: u32) -> String {
     format!(
-        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\ncluster: {{ standbys: {standbys} }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: {{ field: user }} }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
+        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\ncluster: {{ standbys: {standbys} }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: key }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
     )
 }
 
@@ -637,6 +641,27 @@ fn wc_word(i: u64, j: u64) -> String {
     )
 }
 
+/// The word count's state for `word`, asked of the node at `url`. The
+/// members' heartbeats may be a few seconds behind the assignment (the
+/// last node to join moved partitions just before): a query answered 503
+/// `partition_unowned` is asked again, as the answer says, for a while.
+fn state_query(url: &str, word: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Client::new(url).send(
+            "GET",
+            &format!("/v1/topologies/wc/operators/count/state/count?key={word}"),
+            b"",
+            "",
+        ) {
+            Err(e) if e.to_string().contains("partition_unowned") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// `lines` lines counted per word by 3 processes through a repartition
 /// topic: exact output, and state queries answered on every node.
 fn word_count(brokers: &str, lines: u64) -> Result<()> {
@@ -708,12 +733,7 @@ fn word_count(brokers: &str, lines: u64) -> Result<()> {
         .step_by((oracle.len() as u64 / WC_QUERIES).max(1) as usize)
     {
         for server in &servers {
-            let text = Client::new(&server.url).send(
-                "GET",
-                &format!("/v1/topologies/wc/operators/count/state/count?key={word}"),
-                b"",
-                "",
-            )?;
+            let text = state_query(&server.url, word)?;
             let answer: serde_json::Value = serde_json::from_str(&text)?;
             if answer["value"] != serde_json::json!(n) {
                 bail!(

@@ -410,7 +410,14 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     assert_eq!(word_counts(&brokers, "eo-words"), total);
 
-    keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
+    let b = keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
+    let started = std::time::Instant::now();
+    rekeyed_and_co_partitioned_state(&brokers, &a, &b);
+    eprintln!(
+        "repartition and co-partitioning scenario: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    b.stop();
     counts_stay_exact_when_nodes_die_mid_run(&brokers);
 }
 
@@ -423,7 +430,12 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
 /// state query on either node answers for every word, from the node that
 /// holds it; a query marked forwarded is not forwarded again. Records not
 /// partitioned by their key are refused at the checkpoint, saying why.
-fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std::path::Path) {
+/// Answers node B, still running.
+fn keyed_state_moves_with_its_partitions(
+    brokers: &str,
+    a: &Server,
+    b_dir: &std::path::Path,
+) -> Server {
     let ca = a.client();
     create_topic(brokers, "wc-in", 4, &[]).unwrap();
     create_topic(brokers, "wc-out", 4, &[]).unwrap();
@@ -609,7 +621,156 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
         let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
         assert_eq!(stopped.status, 200, "{}", stopped.text);
     }
-    b.stop();
+    b
+}
+
+/// Keyed state that is not keyed like the input, on A and B at once:
+/// `rp` counts words of lines keyed by line number (`split` re-keys each
+/// word by itself, so `count` reads through its repartition topic,
+/// `weir.t1.rp.count.repartition`), and `cp` counts words from two
+/// topics of four partitions each (co-partitioned: the node that holds
+/// partition p of one reads partition p of the other). Every word's
+/// counts in the `read_committed` output are 1, 2, ..., n once each,
+/// each node holds the same partition numbers of every input of a
+/// topology, a state query on either node answers the oracle's count,
+/// and the repartition records that were read are deleted. Hostile: a
+/// repartition topic left with another partition count, and inputs of
+/// unlike counts under keyed state, are refused at the start, saying
+/// what to do.
+fn rekeyed_and_co_partitioned_state(brokers: &str, a: &Server, b: &Server) {
+    let (ca, cb) = (a.client(), b.client());
+    for topic in ["rp-lines", "rp-out", "cp-a", "cp-b", "cp-out"] {
+        create_topic(brokers, topic, 4, &[]).unwrap();
+    }
+    create_topic(brokers, "cp-six", 6, &[]).unwrap();
+    create_topic(brokers, "weir.t1.rpx.count.repartition", 3, &[]).unwrap();
+    let rekeyed = |name: &str| {
+        format!(
+            "name: {name}\n\
+             checkpoint: {{ interval_ms: 200 }}\n\
+             sources:\n\
+             \x20 - {{ name: lines, kafka: {{ topic: rp-lines, format: text }} }}\n\
+             operators:\n\
+             \x20 - {{ name: split, module: ops, input: lines }}\n\
+             \x20 - {{ name: count, module: counter, input: split, key_by: key }}\n\
+             sinks:\n\
+             \x20 - {{ name: out, kafka: {{ topic: rp-out }}, input: count }}\n"
+        )
+    };
+    let co_partitioned = |name: &str, second: &str| {
+        format!(
+            "name: {name}\n\
+             checkpoint: {{ interval_ms: 200 }}\n\
+             sources:\n\
+             \x20 - {{ name: a, kafka: {{ topic: cp-a, format: text }} }}\n\
+             \x20 - {{ name: b, kafka: {{ topic: {second}, format: text }} }}\n\
+             operators:\n\
+             \x20 - {{ name: count, module: counter, input: [a, b], key_by: key }}\n\
+             sinks:\n\
+             \x20 - {{ name: out, kafka: {{ topic: cp-out }}, input: count }}\n"
+        )
+    };
+    // Hostile starts first: nothing of them runs.
+    for (name, doc, says) in [
+        ("rpx", rekeyed("rpx"), "repartition topic has 3 partitions"),
+        ("cpx", co_partitioned("cpx", "cp-six"), "`cp-six` has 6"),
+    ] {
+        let put = ca.put_topology(name, &doc);
+        assert_eq!(put.status, 201, "{}", put.text);
+        let refused = ca.post_json(&format!("/v1/topologies/{name}/start"), &json!({}));
+        assert_ne!(refused.status, 200, "{}", refused.text);
+        assert!(refused.text.contains(says), "{name}: {}", refused.text);
+    }
+    for (name, doc) in [("rp", rekeyed("rp")), ("cp", co_partitioned("cp", "cp-b"))] {
+        let put = ca.put_topology(name, &doc);
+        assert_eq!(put.status, 201, "{}", put.text);
+        let started = ca.post_json(&format!("/v1/topologies/{name}/start"), &json!({}));
+        assert_eq!(started.status, 200, "{}", started.text);
+    }
+    let repartition = "weir.t1.rp.count.repartition";
+    eventually("rp and cp shared by A and B, inputs co-partitioned", || {
+        let view = cluster_view(b);
+        let mut holders = BTreeSet::new();
+        for m in view["members"].as_array()? {
+            for (topology, lead, other) in [("rp", "rp-lines", repartition), ("cp", "cp-a", "cp-b")]
+            {
+                let held = &m["partitions"][topology];
+                if held[lead] != held[other] {
+                    return None;
+                }
+                if held[lead].as_array().is_some_and(|ps| !ps.is_empty()) {
+                    holders.insert((topology, m["node"].to_string()));
+                }
+            }
+        }
+        (holders.len() == 4).then_some(())
+    });
+    let lines: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("l{i}"),
+                format!("r{} r{} r{}", i % 23, (i * 5) % 31, i % 4),
+            )
+        })
+        .collect();
+    let words: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            let w = format!("p{}", (i * 11) % 29);
+            (w.clone(), w)
+        })
+        .collect();
+    let mut rp_oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, line) in &lines {
+        for word in line.split_whitespace() {
+            *rp_oracle.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    let mut cp_oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for (w, _) in &words {
+        *cp_oracle.entry(w.clone()).or_insert(0) += 1;
+    }
+    produce_keyed(brokers, "rp-lines", &lines);
+    produce_keyed(brokers, "cp-a", &words[..150]);
+    produce_keyed(brokers, "cp-b", &words[150..]);
+    for (topic, oracle) in [("rp-out", &rp_oracle), ("cp-out", &cp_oracle)] {
+        let total: u64 = oracle.values().sum();
+        let out = eventually("every word counted", || {
+            let out = records_of(brokers, topic);
+            (out.len() as u64 >= total).then_some(out)
+        });
+        assert_counts(&out, oracle);
+    }
+    // A state query on either node answers for every re-keyed word.
+    for (word, n) in &rp_oracle {
+        let path = format!("/v1/topologies/rp/operators/count/state/count?key={word}");
+        for client in [&ca, &cb] {
+            let answer = eventually("a word's count", || {
+                let answer = client.get(&path);
+                (answer.status == 200).then_some(answer)
+            });
+            assert_eq!(answer.body["value"], json!(n), "{word}: {}", answer.text);
+        }
+    }
+    // The repartition records read by committed checkpoints are deleted.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    eventually("the repartition topic purged", || {
+        let purged: i64 = (0..4)
+            .map(|p| {
+                reader
+                    .fetch_watermarks(repartition, p, Duration::from_secs(10))
+                    .unwrap()
+                    .0
+            })
+            .sum();
+        (purged > 0).then_some(())
+    });
+    for topology in ["rp", "cp"] {
+        let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
+        assert_eq!(stopped.status, 200, "{}", stopped.text);
+    }
 }
 
 /// Eight keys, two in each of four partitions.

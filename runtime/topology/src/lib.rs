@@ -27,7 +27,7 @@ pub use document::{
 };
 pub use kafka::{
     KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,
-    KafkaStart, MAX_KAFKA_PROPERTIES, property_text,
+    KafkaStart, MAX_KAFKA_PROPERTIES, MAX_TOPIC_NAME_BYTES, property_text,
 };
 pub use sinks::{
     ColumnDoc, HttpSinkDoc, MAX_HTTP_BATCH, PostgresModeDoc, PostgresSinkDoc, is_column_source,

@@ -10,11 +10,13 @@
 //!   input's partition count. The engine's key groups (FNV, per instance
 //!   inside a node) are not involved: a node holds rows of every key
 //!   group, and the changelog partition is computed from each row's key.
-//!   So a keyed operator must be keyed like its input records (`key_by:
-//!   key` on records keyed by the producer's default partitioner, no
-//!   operator before it that changes the key): a row of a key whose
-//!   partition this node does not hold fails the checkpoint with a
-//!   message saying so (repartition topics are not built yet).
+//!   The input is the topology's lead topic (its first `kafka:` source):
+//!   its other inputs are co-partitioned with it, and an operator keyed
+//!   otherwise than its input records reads through a repartition topic
+//!   of the lead's partition count (`repartition.rs`). Records a producer
+//!   did not partition by their key are the one way left to a row of a
+//!   key whose partition this node does not hold: that fails the
+//!   checkpoint with a message saying so.
 //! - [`attach`], before a job starts on a node's partitions: for each
 //!   operator whose changelog exists, parks the timers of keys of
 //!   partitions the node does not hold (they must not fire here) and
@@ -79,8 +81,7 @@ struct Partitioning {
 pub(crate) struct KafkaChangelog {
     topology: String,
     brokers: String,
-    /// `Err`: why this topology's rows cannot go to changelogs.
-    partitioning: Result<Partitioning, String>,
+    partitioning: Partitioning,
     /// Changelogs opened so far, by operator (one is created at its
     /// operator's first state write).
     logs: Mutex<BTreeMap<String, Arc<ChangelogTopic>>>,
@@ -158,7 +159,7 @@ impl KafkaChangelog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let to = self.partitioning.as_ref().map_err(Clone::clone)?;
+        let to = &self.partitioning;
         let mut out = Vec::with_capacity(records.len());
         let mut topics: BTreeMap<String, String> = BTreeMap::new();
         for r in records {
@@ -167,9 +168,10 @@ impl KafkaChangelog {
                 return Err(format!(
                     "operator `{}` wrote the state of key {:?}, which belongs to partition {p} of \
                      {}, a partition this node does not read: in a cluster an operator that keeps \
-                     state must be keyed like its Kafka input (`key_by: key` on records the \
-                     producer partitioned by that key, no operator before it that changes the \
-                     key); repartition topics are not built yet",
+                     state must be keyed like its Kafka input (`key_by: key` straight on a source \
+                     reads records as the producer partitioned them: write them with Kafka's \
+                     default partitioner, murmur2 of the key, or key the operator by a field, \
+                     which goes through a repartition topic)",
                     r.operator,
                     String::from_utf8_lossy(&r.state_key),
                     to.input
@@ -199,9 +201,7 @@ impl KafkaChangelog {
         &self,
         times: &BTreeMap<String, i64>,
     ) -> (Vec<Record>, Vec<(TimeSlot, i64)>) {
-        let Ok(to) = &self.partitioning else {
-            return (Vec::new(), Vec::new());
-        };
+        let to = &self.partitioning;
         let (mut records, mut set) = (Vec::new(), Vec::new());
         let logs: Vec<(String, String)> = self
             .logs
@@ -334,28 +334,18 @@ pub(crate) fn attach(
         .clone()
         .or_else(|| brokers.map(str::to_string))
         .ok_or("no Kafka brokers for the topology's changelogs: give --kafka-brokers")?;
-    let topics: BTreeSet<&str> = sources.iter().map(|k| k.topic.as_str()).collect();
-    let partitioning = if topics.len() == 1 {
-        let input = first.topic.clone();
-        let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
-        let held = share
-            .partitions
-            .get(&input)
-            .map(|ps| ps.iter().map(|&p| p as u32).collect())
-            .unwrap_or_default();
-        Ok(Partitioning {
-            input,
-            partitions,
-            held,
-        })
-    } else {
-        Err(format!(
-            "topology `{}` reads several Kafka topics ({}) and keeps state: in a cluster, state \
-             moves with the partitions of one input topic (co-partitioned inputs are not built \
-             yet)",
-            doc.name,
-            topics.into_iter().collect::<Vec<_>>().join(", ")
-        ))
+    // The lead input: the other inputs are co-partitioned with it.
+    let input = first.topic.clone();
+    let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
+    let held = share
+        .partitions
+        .get(&input)
+        .map(|ps| ps.iter().map(|&p| p as u32).collect())
+        .unwrap_or_default();
+    let partitioning = Partitioning {
+        input,
+        partitions,
+        held,
     };
     let inputs = doc
         .sources
@@ -390,32 +380,31 @@ pub(crate) fn attach(
         fence: share.fence.clone(),
         written_times: Mutex::default(),
     };
+    let to = &partitioning;
     let mut recorded = Vec::new();
-    if let Ok(to) = &partitioning {
-        // A standby's tailer waits while the held partitions are restored.
-        let _restoring = db.changelog_lock();
-        for operator in &doc.operators {
-            let topic = changelog_topic(share.fence.group(), &operator.name);
-            let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
-                .map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            restore(db, &doc.name, &operator.name, &log, to)?;
-            recorded.push(
-                db.changelog_event_times(&operator.name)
-                    .map_err(|e| e.to_string())?,
-            );
-            changelog
-                .logs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(operator.name.clone(), Arc::new(log));
-        }
+    // A standby's tailer waits while the held partitions are restored.
+    let restoring = db.changelog_lock();
+    for operator in &doc.operators {
+        let topic = changelog_topic(share.fence.group(), &operator.name);
+        let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        restore(db, &doc.name, &operator.name, &log, to)?;
+        recorded.push(
+            db.changelog_event_times(&operator.name)
+                .map_err(|e| e.to_string())?,
+        );
+        changelog
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.name.clone(), Arc::new(log));
     }
+    drop(restoring);
     db.set_changelog(Some(Arc::new(changelog)));
-    let held = partitioning.map(|to| to.held).unwrap_or_default();
-    let mut times = start_event_times(&held, &recorded);
+    let mut times = start_event_times(&partitioning.held, &recorded);
     times.retain(|source, _| doc.sources.iter().any(|s| &s.name == source));
     Ok(times)
 }

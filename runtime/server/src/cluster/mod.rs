@@ -22,6 +22,9 @@
 //! - `keys.rs`: the records' keys and values.
 //! - `query.rs`: a state query on any node, forwarded to the node that
 //!   holds the key's partition.
+//! - `repartition.rs`: co-partitioned inputs (the group assigns the lead
+//!   topic, the other inputs follow its partition numbers) and the
+//!   repartition topics a re-keyed operator reads through.
 //! - `upgrade.rs`: a new document for a running topology (a module
 //!   upgrade) restarts each node's job on it from its committed state.
 //!
@@ -40,6 +43,7 @@ mod apply;
 pub(crate) mod changelog;
 pub mod keys;
 mod query;
+pub(crate) mod repartition;
 mod standby;
 mod tasks;
 mod upgrade;
@@ -249,13 +253,12 @@ fn lag_of(plane: &ControlPlane) -> BTreeMap<String, BTreeMap<String, BTreeMap<i3
     out
 }
 
-/// The first `kafka:` source of `doc` when every `kafka:` source reads its
-/// topic (the one input topic state and queries are partitioned by);
-/// `None` without one, or with several input topics.
-fn single_input(doc: &TopologyDoc) -> Option<&weir_topology::KafkaSourceDoc> {
-    let mut kafka = doc.sources.iter().filter_map(|s| s.kafka.as_ref());
-    let first = kafka.next()?;
-    kafka.all(|k| k.topic == first.topic).then_some(first)
+/// The lead input of `doc`, its first `kafka:` source: its other inputs
+/// and its repartition topics are co-partitioned with it, so state,
+/// queries and standbys are partitioned by its topic; `None` when it
+/// reads no Kafka topic.
+fn lead_input(doc: &TopologyDoc) -> Option<&weir_topology::KafkaSourceDoc> {
+    doc.sources.iter().find_map(|s| s.kafka.as_ref())
 }
 
 /// This node's id: the one in `<data>/node-id`, or a new one kept there.

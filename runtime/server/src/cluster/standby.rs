@@ -38,7 +38,7 @@ use weir_state::{RestoreBatch, StateDb};
 use weir_topology::{Problem, Severity, TopologyDoc};
 
 use super::changelog::{changelog_topic, read_changelog, recorded_from};
-use super::{Cluster, alive, single_input};
+use super::{Cluster, alive, lead_input};
 use crate::ControlPlane;
 
 /// How often a node brings its standby copies up to the changelogs' end.
@@ -110,7 +110,7 @@ struct Target {
     name: String,
     doc: TopologyDoc,
     brokers: String,
-    /// The input topic the changelogs are partitioned like.
+    /// The lead input topic, which the changelogs are partitioned like.
     input: String,
     group: String,
     /// Partitions to keep a copy of (none of them held here).
@@ -194,7 +194,7 @@ impl Standbys {
         let Some(share) = plane.topologies.share(name) else {
             return Ok(None);
         };
-        let Some(first) = single_input(&record.doc) else {
+        let Some(first) = lead_input(&record.doc) else {
             return Ok(None);
         };
         if standbys == 0 {

@@ -10,7 +10,9 @@
 //! when its reader reaches it).
 //!
 //! Only what the group reads cannot change while it runs: the Kafka
-//! input topics and their brokers ([`refusal`]). An operator renamed or
+//! input topics and their brokers, the operators that read through
+//! repartition topics, and whether it keeps keyed state ([`refusal`]).
+//! An operator renamed or
 //! removed starts without its old state (state and changelogs are named
 //! after operators).
 
@@ -19,6 +21,7 @@ use std::collections::BTreeSet;
 
 use weir_topology::TopologyDoc;
 
+use super::repartition;
 use crate::ControlPlane;
 use crate::topologies::TopologiesError;
 
@@ -37,7 +40,7 @@ pub(super) fn refusal(old: &TopologyDoc, new: &TopologyDoc) -> Option<String> {
     };
     let (before, after) = (inputs(old), inputs(new));
     if before == after {
-        return None;
+        return layout_refusal(old, new);
     }
     let list = |set: &BTreeSet<(String, Option<String>)>| {
         set.iter()
@@ -50,6 +53,40 @@ pub(super) fn refusal(old: &TopologyDoc, new: &TopologyDoc) -> Option<String> {
         list(&before),
         list(&after)
     ))
+}
+
+/// Why `new` cannot replace `old` on the same inputs while it runs: the
+/// operators that read through repartition topics, and whether it keeps
+/// keyed state (which needs co-partitioned inputs), are settled when the
+/// topology starts on a node (`repartition.rs`).
+fn layout_refusal(old: &TopologyDoc, new: &TopologyDoc) -> Option<String> {
+    let cut = |doc: &TopologyDoc| -> (Vec<String>, bool) {
+        let names = doc
+            .operators
+            .iter()
+            .filter(|o| repartition::needs_repartition(doc, o))
+            .map(|o| o.name.clone())
+            .collect();
+        (names, doc.operators.iter().any(|o| o.key_by.is_some()))
+    };
+    let ((before, keyed_before), (after, keyed_after)) = (cut(old), cut(new));
+    if before == after && keyed_before == keyed_after {
+        return None;
+    }
+    if before != after {
+        return Some(format!(
+            "the operators that read through repartition topics would change from [{}] to [{}], \
+             and their topics are laid out when the topology starts: stop it, apply the \
+             document, and start it again",
+            before.join(", "),
+            after.join(", ")
+        ));
+    }
+    Some(
+        "it would start or stop keeping keyed state, which decides whether its inputs must be \
+         co-partitioned when it starts: stop it, apply the document, and start it again"
+            .into(),
+    )
 }
 
 /// Applies topology record `name` (`doc` pinned to `modules`) on this
@@ -124,6 +161,25 @@ mod tests {
             refusal(&doc(&["a", "b"], "m"), &doc(&["b", "a"], "m")),
             None
         );
+    }
+
+    #[test]
+    fn a_new_repartition_or_keyed_state_is_refused_while_it_runs() {
+        let plain = doc(&["in"], "m");
+        let keyed = |key_by: &str| {
+            let text = format!(
+                "name: t\nsources: [{{ name: s0, kafka: {{ topic: in }} }}]\n\
+                 operators: [{{ name: op, module: m, input: s0, key_by: {key_by} }}]\n\
+                 sinks: [{{ name: out, kafka: {{ topic: out }}, input: op }}]\n"
+            );
+            crate::topologies::Topologies::parse(&text).unwrap()
+        };
+        // `key_by: key` straight on the source: keyed, no repartition.
+        let why = refusal(&plain, &keyed("key")).unwrap();
+        assert!(why.contains("keyed state"), "{why}");
+        let why = refusal(&keyed("key"), &keyed("{field: user}")).unwrap();
+        assert!(why.contains("from [] to [op]"), "{why}");
+        assert_eq!(refusal(&keyed("{field: a}"), &keyed("{field: b}")), None);
     }
 
     #[test]
