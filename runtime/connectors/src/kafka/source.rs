@@ -551,8 +551,15 @@ impl Source for KafkaSource {
             list.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
                 .map_err(|e| e.to_string())?;
         }
-        // Only for lag tools: a failure is logged, never fatal.
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+        // Only for lag tools: a failure is logged, never fatal. A bounded
+        // source that read everything waits for it: the run ends after
+        // this checkpoint, and an asynchronous commit could be lost with
+        // the process.
+        let mode = match &self.unfinished {
+            Some(left) if left.is_empty() => CommitMode::Sync,
+            _ => CommitMode::Async,
+        };
+        if let Err(e) = self.consumer.commit(&list, mode) {
             self.transient(&e);
         }
         Ok(())
