@@ -7,11 +7,14 @@
 //!   the time from `start` to the last result readable `read_committed`,
 //!   and to the first one (joining the consumer group, assigning and
 //!   restoring come before any output);
-//! - **failover**: 3 processes count K distinct keys (one event each); one
-//!   is killed with SIGKILL, and one more event per key for the first
-//!   1,000 keys is written: the time until all 1,000 new totals are
-//!   readable, each checked to be 2 (the killed node's keys restored from
-//!   their changelog, none counted twice or lost);
+//! - **failover**: 3 processes count K distinct keys (one event each),
+//!   with S standby copies of each partition (`--standbys`, 0 by default;
+//!   the kill waits until every copy has caught up); one is killed with
+//!   SIGKILL, and one more event per key for the first 1,000 keys is
+//!   written: the time until all 1,000 new totals are readable, each
+//!   checked to be 2 (the killed node's keys restored from their
+//!   changelog, from a standby's copy where the new holder kept one, none
+//!   counted twice or lost);
 //! - **word count**: lines of text in an 8-partition topic counted per
 //!   word by 3 processes (`split-words`, then `word-count` keyed by the
 //!   word: every word goes through the repartition topic): the
@@ -52,10 +55,11 @@ const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
 /// W2 over `input`, whose records the bench keys by user: `key_by: key`
 /// reads them where they are (`key_by: {field: user}` would send every
-/// event through a repartition topic first).
-fn doc(name: &str, input: &str, output: &str) -> String {
+/// event through a repartition topic first); `standbys` copies of each
+/// partition.
+fn doc(name: &str, input: &str, output: &str, standbys: u32) -> String {
     format!(
-        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: key }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
+        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\ncluster: {{ standbys: {standbys} }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: key }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
     )
 }
 
@@ -189,7 +193,7 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<Round> {
     let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
     let started = Instant::now();
     let name = format!("w2p{processes}");
-    client.apply_and_start(&name, &doc(&name, "w2-in", &output))?;
+    client.apply_and_start(&name, &doc(&name, "w2-in", &output, 0))?;
     let first = out
         .until(&format!("W2 on {processes} process(es)"), |read, _| {
             read >= n
@@ -219,9 +223,51 @@ struct Round {
     cpu: Vec<f64>,
 }
 
-/// Kills one of 3 processes counting `keys` keys; seconds until the
-/// 1,000 probe keys' new totals are all readable, each checked.
-fn failover(brokers: &str, keys: u64) -> Result<f64> {
+/// How many members the cluster `client` belongs to has alive.
+fn members_alive(client: &Client) -> Result<usize> {
+    let view: serde_json::Value =
+        serde_json::from_str(&client.send("GET", "/v1/cluster", b"", "")?)?;
+    Ok(view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["alive"] == true)
+        .count())
+}
+
+/// Waits until the cluster `client` belongs to keeps `standbys` copies
+/// of each of topology `name`'s partitions, none behind its changelog.
+fn standbys_warm(client: &Client, name: &str, standbys: u32) -> Result<()> {
+    let deadline = Instant::now() + PHASE_LIMIT;
+    let want = PARTITIONS as usize * standbys as usize;
+    loop {
+        let text = client.send("GET", "/v1/cluster", b"", "")?;
+        let view: serde_json::Value = serde_json::from_str(&text)?;
+        let copies: Vec<u64> = view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["alive"] == true)
+            .filter_map(|m| m["standbys"][name].as_object())
+            .flat_map(|parts| parts.values().filter_map(serde_json::Value::as_u64))
+            .collect();
+        if copies.len() >= want && copies.iter().all(|&lag| lag == 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the standby copies did not catch up within {} s: {text}",
+                PHASE_LIMIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Kills one of 3 processes counting `keys` keys (with `standbys` copies
+/// of each partition); seconds until the 1,000 probe keys' new totals are
+/// all readable, each checked.
+fn failover(brokers: &str, keys: u64, standbys: u32) -> Result<f64> {
     create_topic(brokers, "fo-in", PARTITIONS, &[])?;
     create_topic(brokers, "fo-out", PARTITIONS, &[])?;
     let value = |k: u64| format!(r#"{{"user":"k{k}","amount":1}}"#).into_bytes();
@@ -235,7 +281,15 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     client.push_guests(&["keyed-sum"])?;
     let mut out = Committed::new(brokers, "fo-out")?;
     let started = Instant::now();
-    client.apply_and_start("fo", &doc("fo", "fo-in", "fo-out"))?;
+    // Every node is a member before the document asks for standbys.
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while members_alive(&client)? < 3 {
+        if Instant::now() > deadline {
+            bail!("the 3 processes did not all join: {}", views(&servers));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client.apply_and_start("fo", &doc("fo", "fo-in", "fo-out", standbys))?;
     out.until("counting every key once", |read, _| read >= keys)?;
     println!(
         "  {keys} keys counted by 3 processes in {:.1} s",
@@ -243,6 +297,15 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     );
     // Let a checkpoint after the last result commit the changelogs.
     std::thread::sleep(Duration::from_secs(2));
+    if standbys > 0 {
+        let waited = Instant::now();
+        standbys_warm(&client, "fo", standbys)?;
+        println!(
+            "  {standbys} standby cop{} of each partition caught up {:.1} s later",
+            if standbys == 1 { "y" } else { "ies" },
+            waited.elapsed().as_secs_f64()
+        );
+    }
     let killed = servers.remove(2);
     let pid = killed.pid();
     drop(killed);
@@ -284,10 +347,38 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     Ok(took)
 }
 
-/// Scale over `n` events, then the failover with `keys` keys.
-pub fn run(n: u64, keys: u64) -> Result<()> {
+/// Scale over `n` events, the failover with `keys` keys and `standbys`
+/// copies of each partition, the word count and the elastic run
+/// (`failover_only`: the failover alone).
+pub fn run(n: u64, keys: u64, standbys: u32, failover_only: bool) -> Result<()> {
     let broker = KafkaBroker::start();
     let brokers = broker.bootstrap();
+    if !failover_only {
+        scale(&brokers, n)?;
+    }
+    println!(
+        "failover: 3 processes, {keys} keys, {standbys} standby cop{} of each partition, one killed with SIGKILL:",
+        if standbys == 1 { "y" } else { "ies" }
+    );
+    let took = failover(&brokers, keys, standbys)?;
+    println!(
+        "  the {} probe keys' totals (each 2) readable {took:.1} s after the kill (the session timeout is 6 s)",
+        PROBES.min(keys)
+    );
+    crate::report::result(format!(
+        "RESULT workload=cluster-failover keys={keys} standbys={standbys} probes={} seconds={took:.2}",
+        PROBES.min(keys)
+    ));
+    if !failover_only {
+        word_count(&brokers, n.min(300_000))?;
+        elastic(&brokers)?;
+    }
+    Ok(())
+}
+
+/// W2 over `n` events through 1, 2 and 3 processes.
+fn scale(brokers: &str, n: u64) -> Result<()> {
+    let brokers = brokers.to_string();
     create_topic(&brokers, "w2-in", PARTITIONS, &[])?;
     fill(
         &brokers,
@@ -314,18 +405,6 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
             "RESULT workload=cluster-w2 processes={processes} events={n} first_result_s={first:.2} last_result_s={last:.2} events_per_sec={rate:.0} cpu_cores=[{cpu}]"
         ));
     }
-    println!("failover: 3 processes, {keys} keys, one killed with SIGKILL:");
-    let took = failover(&brokers, keys)?;
-    println!(
-        "  the {} probe keys' totals (each 2) readable {took:.1} s after the kill (the session timeout is 6 s)",
-        PROBES.min(keys)
-    );
-    crate::report::result(format!(
-        "RESULT workload=cluster-failover keys={keys} probes={} seconds={took:.2}",
-        PROBES.min(keys)
-    ));
-    word_count(&brokers, n.min(300_000))?;
-    elastic(&brokers)?;
     Ok(())
 }
 
@@ -434,7 +513,7 @@ fn elastic(brokers: &str) -> Result<()> {
     let mut servers = nodes(brokers, "elastic", 1)?;
     let client = Client::new(&servers[0].url);
     client.push_guests(&["keyed-sum"])?;
-    client.apply_and_start("el", &doc("el", "el-in", "el-out"))?;
+    client.apply_and_start("el", &doc("el", "el-in", "el-out", 0))?;
     settle(&servers[0], "el", "el-in", 1)?;
     let step = Arc::new(AtomicUsize::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));

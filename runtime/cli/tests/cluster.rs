@@ -9,8 +9,11 @@
 //! consumer group with exactly-once output equal to the oracle, also
 //! when one of them joins mid-run and when one is killed, and a word
 //! count on three nodes stays exact when two of them die mid-run (one
-//! inside a transaction). One broker serves the whole scenario (starting
-//! one takes seconds).
+//! inside a transaction), restoring from standby copies that catch up
+//! with the changelog; a tumbling window whose partition moves while it
+//! is open fires once with its total (timers and watermarks move with
+//! it). One broker serves the whole scenario (starting one takes
+//! seconds).
 
 mod server;
 
@@ -454,6 +457,25 @@ fn keyed_state_moves_with_its_partitions(
     let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
     produce_keyed(brokers, "wc-in", &words[..300]);
+    // Beside it, a tumbling-window count whose windows are open when B
+    // takes half its partitions.
+    let keys = window_keys();
+    let pushed = ca.push("windows", &guest_bytes("window-sum"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    create_topic(brokers, "win-in", 4, &[]).unwrap();
+    create_topic(brokers, "win-out", 4, &[]).unwrap();
+    let put = ca.put_topology("win", &window_doc("win", "win-in", "win-out"));
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/win/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    // Window [0, 10 s): three events per key; then one in [10 s, 20 s),
+    // whose time closes the first window (fired once, count 3).
+    produce_times(brokers, &keys, &[1_000, 2_000, 3_000]);
+    read_to_end(brokers, "win", &[&ca]);
+    produce_times(brokers, &keys, &[11_000]);
+    eventually("A alone fired the first windows", || {
+        (records_of(brokers, "win-out").len() == keys.len()).then_some(())
+    });
     eventually("A alone counted the first half", || {
         (records_of(brokers, "wc-out").len() == 300).then_some(())
     });
@@ -478,6 +500,7 @@ fn keyed_state_moves_with_its_partitions(
         (out.len() >= 600).then_some(out)
     });
     assert_counts(&out, &oracle);
+    windows_move_with_their_timers_and_watermarks(brokers, &keys, &ca, &cb);
 
     // A state query on either node answers for every word, from the node
     // that holds the word's partition (forwarded once).
@@ -594,7 +617,7 @@ fn keyed_state_moves_with_its_partitions(
             })
             .then_some(())
     });
-    for topology in ["wcx", "wc"] {
+    for topology in ["wcx", "wc", "win"] {
         let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
         assert_eq!(stopped.status, 200, "{}", stopped.text);
     }
@@ -750,6 +773,133 @@ fn rekeyed_and_co_partitioned_state(brokers: &str, a: &Server, b: &Server) {
     }
 }
 
+/// Eight keys, two in each of four partitions.
+fn window_keys() -> Vec<String> {
+    let mut per_partition = [0; 4];
+    let mut keys = Vec::new();
+    for k in 0.. {
+        let key = format!("s{k}");
+        let p = weir_connectors::partition_of(key.as_bytes(), 4) as usize;
+        if per_partition[p] < 2 {
+            per_partition[p] += 1;
+            keys.push(key);
+        }
+        if keys.len() == 8 {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+/// A tumbling-window count (`window-sum` as module `windows`, 10 s
+/// windows) over `input` keyed by the record's key, event time from the
+/// value's `ts`, to `output` (exactly-once).
+fn window_doc(name: &str, input: &str, output: &str) -> String {
+    format!(
+        "name: {name}\n\
+         checkpoint: {{ interval_ms: 200 }}\n\
+         sources:\n\
+         \x20 - {{ name: sales, kafka: {{ topic: {input}, format: json, timestamp: {{ field: ts }} }} }}\n\
+         operators:\n\
+         \x20 - {{ name: window, module: windows, input: sales, key_by: key, config: {{ size_ms: 10000 }} }}\n\
+         sinks:\n\
+         \x20 - {{ name: out, kafka: {{ topic: {output} }}, input: window }}\n"
+    )
+}
+
+/// Writes, for each event time of `times` in turn, one event per key to
+/// `win-in`.
+fn produce_times(brokers: &str, keys: &[String], times: &[i64]) {
+    let records: Vec<(String, String)> = times
+        .iter()
+        .flat_map(|t| {
+            keys.iter()
+                .map(move |k| (k.clone(), format!(r#"{{"amount":1,"ts":{t}}}"#)))
+        })
+        .collect();
+    produce_keyed(brokers, "win-in", &records);
+}
+
+/// Waits until topology `name`'s source `sales` has read every partition
+/// of `win-in` to its end now, on whichever node of `clients` holds it.
+fn read_to_end(brokers: &str, name: &str, clients: &[&server::Http]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let ends: Vec<i64> = (0..4)
+        .map(|p| {
+            consumer
+                .fetch_watermarks("win-in", p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect();
+    eventually("the window input read to its end", || {
+        let mut at = [0i64; 4];
+        for client in clients {
+            let status = client.get(&format!("/v1/topologies/{name}"));
+            let sales = status.body["endpoints"]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == "sales")?
+                .clone();
+            for split in sales["splits"].as_array()? {
+                let p = split["split"].as_u64()? as usize;
+                at[p] = at[p].max(split["position"].as_i64()?);
+            }
+        }
+        (at.iter().zip(&ends).all(|(at, end)| at >= end)).then_some(())
+    });
+}
+
+/// After B took two of `win`'s partitions (their open windows restored
+/// from the changelog): an event per key for the window that already
+/// fired must stay late on B too (its watermark starts where A's was, from
+/// the changelog), another per key goes into the open window; a later
+/// time closes it. Each key's windows fire once each, with the totals
+/// across the move: [0, 10 s) 3 and [10 s, 20 s) 2. (Without the
+/// watermark in the changelog, B counts the late events into a new first
+/// window that fires a second time; without timers, the open windows
+/// never fire on B.)
+fn windows_move_with_their_timers_and_watermarks(
+    brokers: &str,
+    keys: &[String],
+    ca: &server::Http,
+    cb: &server::Http,
+) {
+    eventually("win's partitions shared by A and B", || {
+        let view: Value = ca.get("/v1/cluster").body;
+        let at = view["assignment"]["win"]["win-in"].as_object()?.clone();
+        let holders: BTreeSet<String> = at.values().map(|e| e["node"].to_string()).collect();
+        (at.len() == 4 && holders.len() == 2).then_some(())
+    });
+    produce_times(brokers, keys, &[5_000, 11_500]);
+    read_to_end(brokers, "win", &[ca, cb]);
+    produce_times(brokers, keys, &[21_000]);
+    let out = eventually("the second windows fired", || {
+        let out = records_of(brokers, "win-out");
+        (out.len() >= 2 * keys.len()).then_some(out)
+    });
+    let mut fired: BTreeMap<String, Vec<(i64, i64, u64)>> = BTreeMap::new();
+    for (key, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        fired.entry(key.clone()).or_default().push((
+            v["start"].as_i64().unwrap(),
+            v["end"].as_i64().unwrap(),
+            v["count"].as_u64().unwrap(),
+        ));
+    }
+    let want: BTreeMap<String, Vec<(i64, i64, u64)>> = keys
+        .iter()
+        .map(|k| (k.clone(), vec![(0, 10_000, 3), (10_000, 20_000, 2)]))
+        .collect();
+    assert_eq!(
+        fired, want,
+        "each window once, with its total across the move"
+    );
+}
+
 /// Exactly-once across crashes, with state: a word count over an
 /// 8-partition topic on three nodes, while input flows. C dies inside a
 /// transaction (`WEIR_FAULT=before-kafka-commit:6`: its output, changelog
@@ -759,7 +909,11 @@ fn rekeyed_and_co_partitioned_state(brokers: &str, a: &Server, b: &Server) {
 /// committed, and reads on from the offsets committed with them: every
 /// word's counts in the `read_committed` output are 1, 2, ..., n once
 /// each. B then starts again over its data directory and takes
-/// partitions back; the counts go on exactly. (A changelog or offsets
+/// partitions back; the counts go on exactly. The topology keeps a
+/// standby copy of each partition (refused while A is alone), so the
+/// moves restore from those copies where the new holder kept one; once
+/// the input stops, every partition has its copy, caught up, on the node
+/// that does not hold it. (A changelog or offsets
 /// outside the transaction make the survivors count C's uncommitted
 /// input twice, or read it again: the check fails, tried.)
 fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
@@ -792,14 +946,34 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     let ca = a.client();
     let pushed = ca.push("counter", &guest_bytes("word-count"));
     assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let put = ca.put_topology("wc", &word_count_doc("wc", "cr-in", "cr-out", 200));
-    assert_eq!(put.status, 201, "{}", put.text);
+    // A standby copy of each partition on another node: refused while A
+    // is the cluster's only node.
+    let doc = word_count_doc("wc", "cr-in", "cr-out", 200)
+        .replace("checkpoint:", "cluster: { standbys: 1 }\ncheckpoint:");
+    let refused = ca.put_topology("wc", &doc);
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(
+        refused.text.contains("cluster.standbys") && refused.text.contains("1 live"),
+        "{}",
+        refused.text
+    );
     let b = member(dirs[1].path(), "b", &[]);
     let mut c = member(
         dirs[2].path(),
         "c",
         &[("WEIR_FAULT", "before-kafka-commit:6")],
     );
+    eventually("A sees three live members", || {
+        let view = cluster_view(&a);
+        let live = view["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["alive"] == true)
+            .count();
+        (live == 3).then_some(())
+    });
+    let put = ca.put_topology("wc", &doc);
+    assert_eq!(put.status, 201, "{}", put.text);
     let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
     let holders = |view: &Value| -> BTreeMap<String, usize> {
@@ -871,6 +1045,38 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     let more = words_of(1000, 7, &mut oracle);
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
+    // Once the input stops, each partition has a standby copy on the node
+    // that does not hold it, at the changelog's end.
+    eventually("wc's standby copies warm", || {
+        let view = cluster_view(&a);
+        let mut copies = BTreeSet::new();
+        for m in view["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["alive"] == true)
+        {
+            let held: BTreeSet<String> = m["partitions"]["wc"]["cr-in"]
+                .as_array()?
+                .iter()
+                .map(Value::to_string)
+                .collect();
+            for (p, lag) in m["standbys"]["wc"].as_object()? {
+                if held.contains(p) || *lag != json!(0) {
+                    return None;
+                }
+                copies.insert(p.clone());
+            }
+        }
+        // The same per partition: one copy, not on its holder.
+        let at = view["assignment"]["wc"]["cr-in"].as_object()?;
+        let each = at.values().all(|held| {
+            held["standbys"].as_array().is_some_and(|copies| {
+                copies.len() == 1 && copies[0]["node"] != held["node"] && copies[0]["lag"] == 0
+            })
+        });
+        (copies.len() == PARTITIONS as usize && at.len() == PARTITIONS as usize && each)
+            .then_some(())
+    });
 
     // A module upgrade through B while wc runs: every node restarts its
     // job on `counter@2` from the state its last transaction committed,
@@ -888,7 +1094,7 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         "{}",
         refused.text
     );
-    let upgraded = cb.put_topology("wc", &word_count_doc("wc", "cr-in", "cr-out", 200));
+    let upgraded = cb.put_topology("wc", &doc);
     assert_eq!(upgraded.status, 200, "{}", upgraded.text);
     assert_eq!(
         upgraded.body["modules"]["counter"], "counter@2",

@@ -21,9 +21,9 @@ mod validate;
 
 pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, InputRef, InputResolver, Inputs, KeyBy, LatePolicyDoc,
-    OperatorDoc, OperatorLimits, OperatorLimitsDoc, RestartDoc, SinkDoc, SourceDoc, TopologyDoc,
-    WatermarkDoc, parse_topology,
+    CheckpointDoc, ClusterDoc, ErrorPolicyDoc, InputRef, InputResolver, Inputs, KeyBy,
+    LatePolicyDoc, OperatorDoc, OperatorLimits, OperatorLimitsDoc, RestartDoc, SinkDoc, SourceDoc,
+    TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use kafka::{
     KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,

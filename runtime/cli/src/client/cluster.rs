@@ -1,6 +1,7 @@
 //! `weir cluster`: a cluster node's view (`GET /v1/cluster`) as tables:
-//! the members, who holds each input partition of each topology and its
-//! lag, and the control records the node could not apply.
+//! the members, who holds each input partition of each topology, its lag
+//! and its standby copies (`node:lag`), and the control records the node
+//! could not apply.
 
 use serde_json::Value;
 
@@ -59,12 +60,23 @@ fn render(v: &Value) -> String {
     for (topology, topics) in v["assignment"].as_object().into_iter().flatten() {
         for (topic, held) in topics.as_object().into_iter().flatten() {
             for (partition, at) in held.as_object().into_iter().flatten() {
+                let standbys: Vec<String> = at["standbys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| format!("{}:{}", cell(&s["node"]), cell(&s["lag"])))
+                    .collect();
                 partitions.push(vec![
                     topology.clone(),
                     topic.clone(),
                     partition.clone(),
                     cell(&at["node"]),
                     cell(&at["lag"]),
+                    if standbys.is_empty() {
+                        "-".to_string()
+                    } else {
+                        standbys.join(",")
+                    },
                 ]);
             }
         }
@@ -80,7 +92,7 @@ fn render(v: &Value) -> String {
     if !partitions.is_empty() {
         text.push('\n');
         text.push_str(&table(
-            &["TOPOLOGY", "TOPIC", "PARTITION", "NODE", "LAG"],
+            &["TOPOLOGY", "TOPIC", "PARTITION", "NODE", "LAG", "STANDBYS"],
             &partitions,
         ));
     }
@@ -113,7 +125,10 @@ mod tests {
                 { "node": "a", "address": "http://a", "version": "0.1.0", "applied_offset": 7, "alive": true, "running": ["wc"] },
                 { "node": "b", "address": "http://b", "version": "0.1.0", "applied_offset": 5, "alive": false, "running": [] }
             ],
-            "assignment": { "wc": { "in": { "10": { "node": "b", "lag": 3 }, "2": { "node": "a", "lag": null } } } },
+            "assignment": { "wc": { "in": {
+                "10": { "node": "b", "lag": 3, "standbys": [{ "node": "a", "lag": 0 }] },
+                "2": { "node": "a", "lag": null }
+            } } },
             "problems": [ { "offset": 4, "key": "nonsense", "error": "an unknown key" } ]
         });
         let text = render(&v);
@@ -131,7 +146,10 @@ mod tests {
             .collect();
         assert_eq!(
             partitions,
-            [["wc", "in", "2", "a", "-"], ["wc", "in", "10", "b", "3"]],
+            [
+                ["wc", "in", "2", "a", "-", "-"],
+                ["wc", "in", "10", "b", "3", "a:0"]
+            ],
             "in number order:\n{text}"
         );
         assert!(text.contains("1 control record(s) this node could not apply"));

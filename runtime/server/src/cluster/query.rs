@@ -56,15 +56,9 @@ impl Cluster {
         key: &[u8],
     ) -> Result<Option<(String, i32)>, ClusterError> {
         let record = plane.topologies.record(name)?;
-        let kafka: Vec<_> = record
-            .doc
-            .sources
-            .iter()
-            .filter_map(|s| s.kafka.as_ref())
-            .collect();
         // The lead input: the other inputs and the repartition topics
         // are co-partitioned with it (`repartition.rs`).
-        let Some(first) = kafka.first() else {
+        let Some(first) = super::lead_input(&record.doc) else {
             return Ok(None);
         };
         let topic = first.topic.clone();

@@ -112,7 +112,7 @@ pub fn document() -> Value {
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
-        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition, and the records this node could not apply", vec![], None,
+        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition and the nodes that keep a standby copy of it (with how many changelog records each copy was behind at its last look), and the records this node could not apply", vec![], None,
             &[("200", "The cluster", Some(json!({ "type": "object", "properties": {
                 "cluster": { "type": "string" }, "topic": { "type": "string" }, "node": { "type": "string" },
                 "applied_offset": { "type": "integer" },
@@ -291,7 +291,8 @@ pub fn document() -> Value {
                 "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
                     "name": { "type": "string" }, "sources": { "type": "array" }, "operators": { "type": "array" },
                     "sinks": { "type": "array" }, "key_groups": { "type": "integer" }, "checkpoint": { "type": "object" },
-                    "dead_letter_stream": { "type": "string" } } },
+                    "dead_letter_stream": { "type": "string" },
+                    "cluster": { "type": "object", "description": "On a cluster: `standbys`, warm copies of each partition's state on other nodes (0 to the nodes less one)", "properties": { "standbys": { "type": "integer" } } } } },
                 "TopologyStatus": { "type": "object", "properties": {
                     "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),

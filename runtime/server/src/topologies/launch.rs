@@ -123,14 +123,16 @@ impl Launcher<'_> {
         if let Some(share) = self.share {
             // The held partitions' state from the changelogs, before the
             // job reads anything.
-            crate::cluster::changelog::attach(doc, self.kafka_brokers, share, &db).map_err(
-                |reason| TopologiesError::Binding {
-                    topology: topology.clone(),
-                    io: true,
-                    what: "its state's changelogs".into(),
-                    reason,
-                },
-            )?;
+            // Watermarks start where the held partitions' event time was.
+            bindings.event_times =
+                crate::cluster::changelog::attach(doc, self.kafka_brokers, share, &db).map_err(
+                    |reason| TopologiesError::Binding {
+                        topology: topology.clone(),
+                        io: true,
+                        what: "its state's changelogs".into(),
+                        reason,
+                    },
+                )?;
         }
         let interval = doc
             .checkpoint
