@@ -588,30 +588,14 @@ fn elastic(brokers: &str) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
     target.store(written, Ordering::SeqCst);
-    let Seen {
-        mut counts,
-        worst_ms,
-    } = reader
+    let Seen { counts, worst_ms } = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the reader panicked"))?
         .map_err(|e| e.context(views(&servers)))?;
     // Key k<j> got events j, j + K, j + 2K, ... of the `written`.
-    for j in 0..ELASTIC_KEYS.min(written) {
-        let key = format!("k{j}");
-        let n = (written - j).div_ceil(ELASTIC_KEYS);
-        let mut seen = counts.remove(&key).unwrap_or_default();
-        seen.sort_unstable();
-        if seen != (1..=n).collect::<Vec<_>>() {
-            bail!(
-                "elastic: the totals of {key} are not exactly 1..{n}: {} results, highest {:?}",
-                seen.len(),
-                seen.last()
-            );
-        }
-    }
-    if !counts.is_empty() {
-        bail!("elastic: totals of keys nobody wrote: {}", counts.len());
-    }
+    let expected = (0..ELASTIC_KEYS.min(written))
+        .map(|j| (format!("k{j}"), (written - j).div_ceil(ELASTIC_KEYS)));
+    exact("elastic: the totals of", counts, expected)?;
     println!(
         "  {written} events, every key's totals exactly 1..n; the longest wait from an event's write to its total readable:"
     );
@@ -621,6 +605,31 @@ fn elastic(brokers: &str) -> Result<()> {
     crate::report::result(format!(
         "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} worst_wait_ms={worst_ms:?} exact=true"
     ));
+    Ok(())
+}
+
+/// Checks that each key's numbers in `seen` are exactly 1..n, n its
+/// number in `expected`, and that no other key is there; `what` starts
+/// the error.
+fn exact(
+    what: &str,
+    mut seen: BTreeMap<String, Vec<u64>>,
+    expected: impl Iterator<Item = (String, u64)>,
+) -> Result<()> {
+    for (key, n) in expected {
+        let mut got = seen.remove(&key).unwrap_or_default();
+        got.sort_unstable();
+        if got != (1..=n).collect::<Vec<_>>() {
+            bail!(
+                "{what} {key} are not exactly 1..{n}: {} results, highest {:?}",
+                got.len(),
+                got.last()
+            );
+        }
+    }
+    if !seen.is_empty() {
+        bail!("{what} {} keys nobody wrote", seen.len());
+    }
     Ok(())
 }
 
@@ -712,20 +721,11 @@ fn word_count(brokers: &str, lines: u64) -> Result<()> {
     if let Some(bad) = bad {
         bail!("word count: {bad}");
     }
-    for (word, n) in &oracle {
-        let mut seen = counts.remove(word).unwrap_or_default();
-        seen.sort_unstable();
-        if seen != (1..=*n).collect::<Vec<_>>() {
-            bail!(
-                "word count: the counts of {word} are not exactly 1..{n}: {} results, highest {:?}",
-                seen.len(),
-                seen.last()
-            );
-        }
-    }
-    if !counts.is_empty() {
-        bail!("word count: words nobody wrote: {}", counts.len());
-    }
+    exact(
+        "word count: the counts of",
+        counts,
+        oracle.iter().map(|(w, n)| (w.clone(), *n)),
+    )?;
     // State queries on every node, for words spread over the vocabulary.
     let mut asked = 0;
     for (word, n) in oracle
