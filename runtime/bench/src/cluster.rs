@@ -7,11 +7,25 @@
 //!   the time from `start` to the last result readable `read_committed`,
 //!   and to the first one (joining the consumer group, assigning and
 //!   restoring come before any output);
-//! - **failover**: 3 processes count K distinct keys (one event each); one
-//!   is killed with SIGKILL, and one more event per key for the first
-//!   1,000 keys is written: the time until all 1,000 new totals are
-//!   readable, each checked to be 2 (the killed node's keys restored from
-//!   their changelog, none counted twice or lost).
+//! - **failover**: 3 processes count K distinct keys (one event each),
+//!   with S standby copies of each partition (`--standbys`, 0 by default;
+//!   the kill waits until every copy has caught up); one is killed with
+//!   SIGKILL, and one more event per key for the first 1,000 keys is
+//!   written: the time until all 1,000 new totals are readable, each
+//!   checked to be 2 (the killed node's keys restored from their
+//!   changelog, from a standby's copy where the new holder kept one, none
+//!   counted twice or lost);
+//! - **word count**: lines of text in an 8-partition topic counted per
+//!   word by 3 processes (`split-words`, then `word-count` keyed by the
+//!   word: every word goes through the repartition topic): the
+//!   `read_committed` output checked against the oracle (each word's
+//!   counts exactly 1..n), and a state query for sample words on every
+//!   node answering the oracle's count;
+//! - **elastic**: events flow at a steady rate into a cluster that grows
+//!   from 1 process to 3 and shrinks back to 1 (the leaving ones stopped
+//!   with SIGTERM, as an operator would): every key's totals must be
+//!   exactly 1, 2, ..., n, and each step's time to a settled assignment
+//!   is reported.
 //!
 //! The processes and the broker share the machine's cores, so the scale
 //! figures say what the protocol costs here, not what more machines give.
@@ -39,9 +53,13 @@ const PROBES: u64 = 1_000;
 /// The longest any phase may take before the bench gives up.
 const PHASE_LIMIT: Duration = Duration::from_secs(120);
 
-fn doc(name: &str, input: &str, output: &str) -> String {
+/// W2 over `input`, whose records the bench keys by user: `key_by: key`
+/// reads them where they are (`key_by: {field: user}` would send every
+/// event through a repartition topic first); `standbys` copies of each
+/// partition.
+fn doc(name: &str, input: &str, output: &str, standbys: u32) -> String {
     format!(
-        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: {{ field: user }} }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
+        "name: {name}\ncheckpoint: {{ interval_ms: 1000 }}\ncluster: {{ standbys: {standbys} }}\nsources: [{{ name: in, kafka: {{ topic: {input} }} }}]\noperators:\n  - {{ name: sum, module: keyed-sum, input: in, key_by: key }}\nsinks: [{{ name: out, input: sum, kafka: {{ topic: {output} }} }}]\n"
     )
 }
 
@@ -94,9 +112,14 @@ struct Committed {
 
 impl Committed {
     fn new(brokers: &str, topic: &str) -> Result<Committed> {
+        Committed::of(brokers, topic, PARTITIONS)
+    }
+
+    /// A reader of a topic of `partitions` partitions.
+    fn of(brokers: &str, topic: &str, partitions: i32) -> Result<Committed> {
         let consumer = reader(brokers, "weir-bench-cluster")?;
         let mut list = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
+        for p in 0..partitions {
             list.add_partition_offset(topic, p, Offset::Beginning)?;
         }
         consumer.assign(&list)?;
@@ -158,9 +181,8 @@ fn views(servers: &[Server]) -> String {
         .join("\n")
 }
 
-/// W2 through `processes` processes: (seconds to the first result,
-/// seconds to the last).
-fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
+/// W2 through `processes` processes.
+fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<Round> {
     let cluster = format!("scale{processes}");
     let servers = nodes(brokers, &cluster, processes)?;
     let client = Client::new(&servers[0].url);
@@ -168,9 +190,10 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
     let output = format!("w2-out-{processes}");
     create_topic(brokers, &output, PARTITIONS, &[])?;
     let mut out = Committed::new(brokers, &output)?;
+    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
     let started = Instant::now();
     let name = format!("w2p{processes}");
-    client.apply_and_start(&name, &doc(&name, "w2-in", &output))?;
+    client.apply_and_start(&name, &doc(&name, "w2-in", &output, 0))?;
     let first = out
         .until(&format!("W2 on {processes} process(es)"), |read, _| {
             read >= n
@@ -178,12 +201,73 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<(f64, f64)> {
         .map_err(|e| e.context(views(&servers)))?
         .context("no output")?;
     let last = started.elapsed().as_secs_f64();
-    Ok((first.duration_since(started).as_secs_f64(), last))
+    let cpu = servers
+        .iter()
+        .zip(cpu_before)
+        .map(|(s, before)| (s.cpu_seconds() - before) / last)
+        .collect();
+    Ok(Round {
+        first: first.duration_since(started).as_secs_f64(),
+        last,
+        cpu,
+    })
 }
 
-/// Kills one of 3 processes counting `keys` keys; seconds until the
-/// 1,000 probe keys' new totals are all readable, each checked.
-fn failover(brokers: &str, keys: u64) -> Result<f64> {
+/// One scale round's figures.
+struct Round {
+    /// Seconds from `start` to the first result readable.
+    first: f64,
+    /// Seconds from `start` to the last.
+    last: f64,
+    /// Each process's CPU use over the round, in cores.
+    cpu: Vec<f64>,
+}
+
+/// How many members the cluster `client` belongs to has alive.
+fn members_alive(client: &Client) -> Result<usize> {
+    let view: serde_json::Value =
+        serde_json::from_str(&client.send("GET", "/v1/cluster", b"", "")?)?;
+    Ok(view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["alive"] == true)
+        .count())
+}
+
+/// Waits until the cluster `client` belongs to keeps `standbys` copies
+/// of each of topology `name`'s partitions, none behind its changelog.
+fn standbys_warm(client: &Client, name: &str, standbys: u32) -> Result<()> {
+    let deadline = Instant::now() + PHASE_LIMIT;
+    let want = PARTITIONS as usize * standbys as usize;
+    loop {
+        let text = client.send("GET", "/v1/cluster", b"", "")?;
+        let view: serde_json::Value = serde_json::from_str(&text)?;
+        let copies: Vec<u64> = view["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["alive"] == true)
+            .filter_map(|m| m["standbys"][name].as_object())
+            .flat_map(|parts| parts.values().filter_map(serde_json::Value::as_u64))
+            .collect();
+        if copies.len() >= want && copies.iter().all(|&lag| lag == 0) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the standby copies did not catch up within {} s: {text}",
+                PHASE_LIMIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Kills one of 3 processes counting `keys` keys (with `standbys` copies
+/// of each partition); seconds until the 1,000 probe keys' new totals are
+/// all readable, each checked.
+fn failover(brokers: &str, keys: u64, standbys: u32) -> Result<f64> {
     create_topic(brokers, "fo-in", PARTITIONS, &[])?;
     create_topic(brokers, "fo-out", PARTITIONS, &[])?;
     let value = |k: u64| format!(r#"{{"user":"k{k}","amount":1}}"#).into_bytes();
@@ -197,7 +281,15 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     client.push_guests(&["keyed-sum"])?;
     let mut out = Committed::new(brokers, "fo-out")?;
     let started = Instant::now();
-    client.apply_and_start("fo", &doc("fo", "fo-in", "fo-out"))?;
+    // Every node is a member before the document asks for standbys.
+    let deadline = Instant::now() + PHASE_LIMIT;
+    while members_alive(&client)? < 3 {
+        if Instant::now() > deadline {
+            bail!("the 3 processes did not all join: {}", views(&servers));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    client.apply_and_start("fo", &doc("fo", "fo-in", "fo-out", standbys))?;
     out.until("counting every key once", |read, _| read >= keys)?;
     println!(
         "  {keys} keys counted by 3 processes in {:.1} s",
@@ -205,6 +297,15 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     );
     // Let a checkpoint after the last result commit the changelogs.
     std::thread::sleep(Duration::from_secs(2));
+    if standbys > 0 {
+        let waited = Instant::now();
+        standbys_warm(&client, "fo", standbys)?;
+        println!(
+            "  {standbys} standby cop{} of each partition caught up {:.1} s later",
+            if standbys == 1 { "y" } else { "ies" },
+            waited.elapsed().as_secs_f64()
+        );
+    }
     let killed = servers.remove(2);
     let pid = killed.pid();
     drop(killed);
@@ -246,10 +347,38 @@ fn failover(brokers: &str, keys: u64) -> Result<f64> {
     Ok(took)
 }
 
-/// Scale over `n` events, then the failover with `keys` keys.
-pub fn run(n: u64, keys: u64) -> Result<()> {
+/// Scale over `n` events, the failover with `keys` keys and `standbys`
+/// copies of each partition, the word count and the elastic run
+/// (`failover_only`: the failover alone).
+pub fn run(n: u64, keys: u64, standbys: u32, failover_only: bool) -> Result<()> {
     let broker = KafkaBroker::start();
     let brokers = broker.bootstrap();
+    if !failover_only {
+        scale(&brokers, n)?;
+    }
+    println!(
+        "failover: 3 processes, {keys} keys, {standbys} standby cop{} of each partition, one killed with SIGKILL:",
+        if standbys == 1 { "y" } else { "ies" }
+    );
+    let took = failover(&brokers, keys, standbys)?;
+    println!(
+        "  the {} probe keys' totals (each 2) readable {took:.1} s after the kill (the session timeout is 6 s)",
+        PROBES.min(keys)
+    );
+    crate::report::result(format!(
+        "RESULT workload=cluster-failover keys={keys} standbys={standbys} probes={} seconds={took:.2}",
+        PROBES.min(keys)
+    ));
+    if !failover_only {
+        word_count(&brokers, n.min(300_000))?;
+        elastic(&brokers)?;
+    }
+    Ok(())
+}
+
+/// W2 over `n` events through 1, 2 and 3 processes.
+fn scale(brokers: &str, n: u64) -> Result<()> {
+    let brokers = brokers.to_string();
     create_topic(&brokers, "w2-in", PARTITIONS, &[])?;
     fill(
         &brokers,
@@ -263,26 +392,368 @@ pub fn run(n: u64, keys: u64) -> Result<()> {
         "W2 (keyed-sum by user) over {n} events in a {PARTITIONS}-partition topic, exactly-once Kafka sink, checkpoints every 1 s; one broker and the processes on this machine"
     );
     println!(
-        "{:<10} {:>16} {:>16} {:>12}",
+        "{:<10} {:>16} {:>16} {:>12}  CPU per process (cores)",
         "processes", "first result s", "last result s", "ev/s"
     );
     for processes in 1..=3 {
-        let (first, last) = scale_round(&brokers, processes, n)?;
+        let Round { first, last, cpu } = scale_round(&brokers, processes, n)?;
         let rate = n as f64 / last;
-        println!("{processes:<10} {first:>16.2} {last:>16.2} {rate:>12.0}");
+        let cpu: Vec<String> = cpu.iter().map(|c| format!("{c:.2}")).collect();
+        let cpu = cpu.join(" ");
+        println!("{processes:<10} {first:>16.2} {last:>16.2} {rate:>12.0}  {cpu}");
         crate::report::result(format!(
-            "RESULT workload=cluster-w2 processes={processes} events={n} first_result_s={first:.2} last_result_s={last:.2} events_per_sec={rate:.0}"
+            "RESULT workload=cluster-w2 processes={processes} events={n} first_result_s={first:.2} last_result_s={last:.2} events_per_sec={rate:.0} cpu_cores=[{cpu}]"
         ));
     }
-    println!("failover: 3 processes, {keys} keys, one killed with SIGKILL:");
-    let took = failover(&brokers, keys)?;
+    Ok(())
+}
+
+/// Events per second the elastic run writes.
+const ELASTIC_RATE: u64 = 5_000;
+/// Distinct keys of the elastic run.
+const ELASTIC_KEYS: u64 = 2_000;
+/// How long each size of the elastic cluster runs.
+const ELASTIC_STEP: Duration = Duration::from_secs(10);
+
+/// How many input partitions of topology `name` each node holds, as
+/// `GET /v1/cluster` on `server` says (heartbeats, up to 3 s old).
+fn holders(server: &Server, name: &str, topic: &str) -> Result<BTreeMap<String, usize>> {
+    let text = Client::new(&server.url).send("GET", "/v1/cluster", b"", "")?;
+    let view: serde_json::Value = serde_json::from_str(&text)?;
+    let mut held = BTreeMap::new();
+    for at in view["assignment"][name][topic]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        let node = at["node"].as_str().unwrap_or("?").to_string();
+        *held.entry(node).or_insert(0) += 1;
+    }
+    Ok(held)
+}
+
+/// Waits until `nodes` nodes hold all partitions; the seconds it took.
+fn settle(server: &Server, name: &str, topic: &str, nodes: usize) -> Result<f64> {
+    let began = Instant::now();
+    loop {
+        let held = holders(server, name, topic)?;
+        if held.len() == nodes && held.values().sum::<usize>() == PARTITIONS as usize {
+            return Ok(began.elapsed().as_secs_f64());
+        }
+        if began.elapsed() > PHASE_LIMIT {
+            bail!("the partitions of {topic} did not settle on {nodes} node(s): {held:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The elastic run's steps, for the latency the reader sees.
+const STEPS: [&str; 3] = [
+    "1 process",
+    "growing to 3, then 3",
+    "shrinking to 1, then 1",
+];
+
+/// What the elastic run's reader saw: every key's totals, and per step
+/// the longest time from an event's write to its total being readable.
+struct Seen {
+    counts: BTreeMap<String, Vec<u64>>,
+    worst_ms: [i64; 3],
+}
+
+/// Reads `el-out` as it is committed until `target` (known once the
+/// writer ends) totals are in.
+fn watch(
+    brokers: &str,
+    step: &std::sync::atomic::AtomicUsize,
+    target: &std::sync::atomic::AtomicU64,
+) -> Result<Seen> {
+    use std::sync::atomic::Ordering;
+    let mut out = Committed::new(brokers, "el-out")?;
+    let mut seen = Seen {
+        counts: BTreeMap::new(),
+        worst_ms: [0; 3],
+    };
+    let mut idle_since = Instant::now();
+    while out.read < target.load(Ordering::SeqCst) {
+        if idle_since.elapsed() > PHASE_LIMIT {
+            bail!(
+                "elastic: no total for {} s ({} read)",
+                PHASE_LIMIT.as_secs(),
+                out.read
+            );
+        }
+        match out.consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                out.read += 1;
+                let total: Total = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .context("elastic: not a keyed-sum total")?;
+                seen.counts.entry(total.key).or_default().push(total.count);
+                if let Some(written) = m.timestamp().to_millis() {
+                    let i = step.load(Ordering::SeqCst).min(2);
+                    seen.worst_ms[i] = seen.worst_ms[i].max(weir_types::now_ms() - written);
+                }
+            }
+            Some(Err(RdError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => bail!("elastic: reading the output: {e}"),
+        }
+    }
+    Ok(seen)
+}
+
+/// Scale 1 → 3 → 1 while events flow: every key's totals exactly 1..n,
+/// and per step the longest wait for a total.
+fn elastic(brokers: &str) -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    create_topic(brokers, "el-in", PARTITIONS, &[])?;
+    create_topic(brokers, "el-out", PARTITIONS, &[])?;
+    let mut servers = nodes(brokers, "elastic", 1)?;
+    let client = Client::new(&servers[0].url);
+    client.push_guests(&["keyed-sum"])?;
+    client.apply_and_start("el", &doc("el", "el-in", "el-out", 0))?;
+    settle(&servers[0], "el", "el-in", 1)?;
+    let step = Arc::new(AtomicUsize::new(0));
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let reader = {
+        let (brokers, step, target) = (brokers.to_string(), step.clone(), target.clone());
+        std::thread::spawn(move || watch(&brokers, &step, &target))
+    };
+    // A steady writer until told to stop; it answers how many events it
+    // wrote.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (brokers, stop) = (brokers.to_string(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let p = producer(&brokers)?;
+            let tick = Duration::from_millis(100);
+            let per_tick = ELASTIC_RATE / 10;
+            let mut written = 0u64;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                for _ in 0..per_tick {
+                    let key = format!("k{}", written % ELASTIC_KEYS);
+                    let value = format!(r#"{{"user":"{key}","amount":1}}"#);
+                    send(&p, "el-in", key.as_bytes(), value.as_bytes());
+                    written += 1;
+                }
+                next += tick;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            p.flush(Duration::from_secs(60))?;
+            Ok(written)
+        })
+    };
     println!(
-        "  the {} probe keys' totals (each 2) readable {took:.1} s after the kill (the session timeout is 6 s)",
-        PROBES.min(keys)
+        "elastic: {ELASTIC_RATE} events/s over {ELASTIC_KEYS} keys; the cluster grows from 1 process to 3 and back, {} s at each size:",
+        ELASTIC_STEP.as_secs()
+    );
+    std::thread::sleep(ELASTIC_STEP);
+    step.store(1, Ordering::SeqCst);
+    servers.extend(
+        (1..3)
+            .map(|i| {
+                Server::start_with(&[
+                    "--cluster",
+                    "elastic",
+                    "--kafka-brokers",
+                    brokers,
+                    "--node-id",
+                    &format!("elastic-n{i}"),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let grew = settle(&servers[0], "el", "el-in", 3)?;
+    println!("  1 → 3 processes: the partitions settled on 3 after {grew:.1} s");
+    std::thread::sleep(ELASTIC_STEP);
+    step.store(2, Ordering::SeqCst);
+    let began = Instant::now();
+    for leaving in servers.drain(1..).rev() {
+        let status = leaving.terminate()?;
+        if !status.success() {
+            bail!("a leaving process exited with {status}");
+        }
+    }
+    let stopped = began.elapsed().as_secs_f64();
+    let shrank = settle(&servers[0], "el", "el-in", 1)?;
+    println!(
+        "  3 → 1 processes: the two stopped in {stopped:.1} s (SIGTERM), the partitions settled on 1 after {shrank:.1} s more"
+    );
+    std::thread::sleep(ELASTIC_STEP);
+    stop.store(true, Ordering::SeqCst);
+    let written = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+    target.store(written, Ordering::SeqCst);
+    let Seen {
+        mut counts,
+        worst_ms,
+    } = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader panicked"))?
+        .map_err(|e| e.context(views(&servers)))?;
+    // Key k<j> got events j, j + K, j + 2K, ... of the `written`.
+    for j in 0..ELASTIC_KEYS.min(written) {
+        let key = format!("k{j}");
+        let n = (written - j).div_ceil(ELASTIC_KEYS);
+        let mut seen = counts.remove(&key).unwrap_or_default();
+        seen.sort_unstable();
+        if seen != (1..=n).collect::<Vec<_>>() {
+            bail!(
+                "elastic: the totals of {key} are not exactly 1..{n}: {} results, highest {:?}",
+                seen.len(),
+                seen.last()
+            );
+        }
+    }
+    if !counts.is_empty() {
+        bail!("elastic: totals of keys nobody wrote: {}", counts.len());
+    }
+    println!(
+        "  {written} events, every key's totals exactly 1..n; the longest wait from an event's write to its total readable:"
+    );
+    for (name, worst) in STEPS.iter().zip(worst_ms) {
+        println!("    {name:<24} {:.1} s", worst as f64 / 1000.0);
+    }
+    crate::report::result(format!(
+        "RESULT workload=cluster-elastic events={written} grow_settle_s={grew:.2} shrink_stop_s={stopped:.2} shrink_settle_s={shrank:.2} worst_wait_ms={worst_ms:?} exact=true"
+    ));
+    Ok(())
+}
+
+/// Partitions of the word count's topics.
+const WC_PARTITIONS: i32 = 8;
+/// Distinct words of the word count.
+const WC_VOCABULARY: u64 = 10_000;
+/// Words per line.
+const WC_WORDS_PER_LINE: u64 = 8;
+/// Words whose count a state query asks on every node.
+const WC_QUERIES: u64 = 100;
+
+/// Word `j` of line `i`.
+fn wc_word(i: u64, j: u64) -> String {
+    format!(
+        "w{}",
+        (i * WC_WORDS_PER_LINE + j).wrapping_mul(7919) % WC_VOCABULARY
+    )
+}
+
+/// The word count's state for `word`, asked of the node at `url`. The
+/// members' heartbeats may be a few seconds behind the assignment (the
+/// last node to join moved partitions just before): a query answered 503
+/// `partition_unowned` is asked again, as the answer says, for a while.
+fn state_query(url: &str, word: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match Client::new(url).send(
+            "GET",
+            &format!("/v1/topologies/wc/operators/count/state/count?key={word}"),
+            b"",
+            "",
+        ) {
+            Err(e) if e.to_string().contains("partition_unowned") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// `lines` lines counted per word by 3 processes through a repartition
+/// topic: exact output, and state queries answered on every node.
+fn word_count(brokers: &str, lines: u64) -> Result<()> {
+    create_topic(brokers, "wc-lines", WC_PARTITIONS, &[])?;
+    create_topic(brokers, "wc-counts", WC_PARTITIONS, &[])?;
+    let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
+    fill(
+        brokers,
+        "wc-lines",
+        (0..lines).map(|i| {
+            let words: Vec<String> = (0..WC_WORDS_PER_LINE).map(|j| wc_word(i, j)).collect();
+            for w in &words {
+                *oracle.entry(w.clone()).or_default() += 1;
+            }
+            (format!("line{i}"), words.join(" ").into_bytes())
+        }),
+    )?;
+    let words = lines * WC_WORDS_PER_LINE;
+    let servers = nodes(brokers, "wordcount", 3)?;
+    let client = Client::new(&servers[0].url);
+    client.push_guests(&["split-words", "word-count"])?;
+    let doc = "name: wc\ncheckpoint: { interval_ms: 1000 }\nsources: [{ name: lines, kafka: { topic: wc-lines, format: text } }]\noperators:\n  - { name: split, module: split-words, input: lines }\n  - { name: count, module: word-count, input: split, key_by: key }\nsinks: [{ name: out, input: count, kafka: { topic: wc-counts } }]\n";
+    let mut out = Committed::of(brokers, "wc-counts", WC_PARTITIONS)?;
+    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
+    let started = Instant::now();
+    client.apply_and_start("wc", doc)?;
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut bad = None;
+    out.until("every word counted", |read, payload| {
+        #[derive(Deserialize)]
+        struct Count {
+            word: String,
+            count: u64,
+        }
+        match serde_json::from_slice::<Count>(payload) {
+            Ok(c) => counts.entry(c.word).or_default().push(c.count),
+            Err(e) => bad = Some(format!("not a word count ({e})")),
+        }
+        bad.is_some() || read >= words
+    })
+    .map_err(|e| e.context(views(&servers)))?;
+    let took = started.elapsed().as_secs_f64();
+    let cpu: Vec<String> = servers
+        .iter()
+        .zip(cpu_before)
+        .map(|(s, before)| format!("{:.2}", (s.cpu_seconds() - before) / took))
+        .collect();
+    if let Some(bad) = bad {
+        bail!("word count: {bad}");
+    }
+    for (word, n) in &oracle {
+        let mut seen = counts.remove(word).unwrap_or_default();
+        seen.sort_unstable();
+        if seen != (1..=*n).collect::<Vec<_>>() {
+            bail!(
+                "word count: the counts of {word} are not exactly 1..{n}: {} results, highest {:?}",
+                seen.len(),
+                seen.last()
+            );
+        }
+    }
+    if !counts.is_empty() {
+        bail!("word count: words nobody wrote: {}", counts.len());
+    }
+    // State queries on every node, for words spread over the vocabulary.
+    let mut asked = 0;
+    for (word, n) in oracle
+        .iter()
+        .step_by((oracle.len() as u64 / WC_QUERIES).max(1) as usize)
+    {
+        for server in &servers {
+            let text = state_query(&server.url, word)?;
+            let answer: serde_json::Value = serde_json::from_str(&text)?;
+            if answer["value"] != serde_json::json!(n) {
+                bail!(
+                    "word count: a state query for {word} on {} answered {text}, not {n}",
+                    server.url
+                );
+            }
+            asked += 1;
+        }
+    }
+    println!(
+        "word count: {lines} lines ({words} words, {} distinct) in {WC_PARTITIONS} partitions, 3 processes, through the repartition topic: last count readable after {took:.1} s ({:.0} words/s), CPU per process {}; every count exact, {asked} state queries (each word on each node) answered the oracle's count",
+        oracle.len(),
+        words as f64 / took,
+        cpu.join(" ")
     );
     crate::report::result(format!(
-        "RESULT workload=cluster-failover keys={keys} probes={} seconds={took:.2}",
-        PROBES.min(keys)
+        "RESULT workload=cluster-word-count lines={lines} words={words} seconds={took:.2} words_per_sec={:.0} cpu_cores=[{}] exact=true queries={asked}",
+        words as f64 / took,
+        cpu.join(" ")
     ));
     Ok(())
 }

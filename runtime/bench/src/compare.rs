@@ -59,6 +59,10 @@ pub struct Figures {
     pub bench_peak_rss_mib: f64,
 }
 
+/// `sysconf(_SC_CLK_TCK)` on Linux: the unit of `/proc/<pid>/stat`'s
+/// CPU times.
+const CLOCK_TICKS: f64 = 100.0;
+
 /// The `weir` binary next to this one (`target/release/weir`).
 fn weir_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating weir-bench")?;
@@ -121,6 +125,36 @@ impl Server {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the server as an operator would (SIGTERM: its topologies
+    /// stop after a last checkpoint, a cluster node leaves its groups)
+    /// and waits for it to exit.
+    pub(crate) fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed: {sent}");
+        }
+        Ok(self.child.wait()?)
+    }
+
+    /// CPU seconds (user + system) the server has used so far.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 14th and 15th of the whole line, in clock ticks.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // After ')' the state is field 0, so utime is 11 and stime 12.
+        (ticks(11) + ticks(12)) / CLOCK_TICKS
     }
 
     /// `VmHWM` (peak) or `VmRSS` (now) of the server, in MiB.

@@ -33,10 +33,12 @@
 //! through a real `weir serve` process over HTTP (produce → topology →
 //! consume); needs `cargo build --release -p weir` first.
 //!
-//! `cluster [--events N] [--keys K]`: W2 over a 6-partition Kafka topic
-//! through 1, 2 and 3 `weir serve --cluster` processes (one throwaway
-//! broker), then the failover time when one of 3 processes counting K
-//! keys is killed; needs `cargo build --release -p weir` first.
+//! `cluster [--events N] [--keys K] [--standbys S] [--only failover]`: W2
+//! over a 6-partition Kafka topic through 1, 2 and 3 `weir serve
+//! --cluster` processes (one throwaway broker), then the failover time
+//! when one of 3 processes counting K keys (with S standbys per
+//! partition, 0 by default) is killed; `--only failover` skips W2;
+//! needs `cargo build --release -p weir` first.
 //!
 //! `postgres [--events N] [--rounds R]`: W2 with its totals upserted into
 //! a throwaway PostgreSQL (Debian's `postgresql`) through the exactly-once
@@ -461,6 +463,10 @@ struct Args {
     /// `recovery`: distinct keys.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
+    /// `cluster`: standby copies of each partition in the failover run
+    /// (0 to 2: it runs three processes).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2))]
+    standbys: u32,
     /// `host`: one batch size instead of 1, 64 and 1024.
     #[arg(long)]
     batch: Option<usize>,
@@ -547,7 +553,12 @@ fn main() -> Result<()> {
         Workload::Languages => languages::run(events, rounds)?,
         Workload::Postgres => postgres::run(events, rounds)?,
         Workload::Kafka => kafka::run(events, rounds, args.rate, args.seconds)?,
-        Workload::Cluster => cluster::run(events, args.keys.min(10_000_000))?,
+        Workload::Cluster => cluster::run(
+            events,
+            args.keys.min(10_000_000),
+            args.standbys,
+            args.only.as_deref() == Some("failover"),
+        )?,
         Workload::Produce => produce::run(events, rounds)?,
         Workload::Density => density::run(args.topologies)?,
         Workload::Visibility => visibility::run(args.seconds)?,

@@ -89,6 +89,13 @@ enum Command {
         #[command(flatten)]
         client: client::ClientOpts,
     },
+    /// A cluster node's view: members, who holds each input partition and
+    /// its lag, control records it could not apply.
+    #[command(after_help = CLIENT_HELP)]
+    Cluster {
+        #[command(flatten)]
+        client: client::ClientOpts,
+    },
     /// List streams (`weir stream ls`).
     #[command(after_help = CLIENT_HELP)]
     Stream {
@@ -263,6 +270,7 @@ fn main() -> ExitCode {
                     .into(),
             )),
         })),
+        Command::Cluster { client: c } => Ok(finish(client::cluster::status(&client(&c)))),
         Command::Stream { command, client: c } => {
             Ok(finish(client::listing::streams(&client(&c), command)))
         }

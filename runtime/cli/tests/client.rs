@@ -154,6 +154,10 @@ fn quickstart_through_the_cli() {
         4
     );
     assert_eq!(code(&srv.cli(&["module", "rm", "word-count@1"], None)), 4);
+    // A single server is no cluster's node: `weir cluster` says how to make one.
+    let single = srv.cli(&["cluster"], None);
+    assert_eq!(code(&single), 4);
+    assert!(String::from_utf8_lossy(&single.stderr).contains("--cluster NAME"));
     assert_eq!(
         code(&srv.cli(&["consume", "counts", "--from", "100000"], None)),
         2

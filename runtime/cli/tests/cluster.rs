@@ -9,8 +9,11 @@
 //! consumer group with exactly-once output equal to the oracle, also
 //! when one of them joins mid-run and when one is killed, and a word
 //! count on three nodes stays exact when two of them die mid-run (one
-//! inside a transaction). One broker serves the whole scenario (starting
-//! one takes seconds).
+//! inside a transaction), restoring from standby copies that catch up
+//! with the changelog; a tumbling window whose partition moves while it
+//! is open fires once with its total (timers and watermarks move with
+//! it). One broker serves the whole scenario (starting one takes
+//! seconds).
 
 mod server;
 
@@ -407,7 +410,14 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     assert_eq!(word_counts(&brokers, "eo-words"), total);
 
-    keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
+    let b = keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
+    let started = std::time::Instant::now();
+    rekeyed_and_co_partitioned_state(&brokers, &a, &b);
+    eprintln!(
+        "repartition and co-partitioning scenario: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    b.stop();
     counts_stay_exact_when_nodes_die_mid_run(&brokers);
 }
 
@@ -420,7 +430,12 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
 /// state query on either node answers for every word, from the node that
 /// holds it; a query marked forwarded is not forwarded again. Records not
 /// partitioned by their key are refused at the checkpoint, saying why.
-fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std::path::Path) {
+/// Answers node B, still running.
+fn keyed_state_moves_with_its_partitions(
+    brokers: &str,
+    a: &Server,
+    b_dir: &std::path::Path,
+) -> Server {
     let ca = a.client();
     create_topic(brokers, "wc-in", 4, &[]).unwrap();
     create_topic(brokers, "wc-out", 4, &[]).unwrap();
@@ -442,6 +457,25 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
     let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
     produce_keyed(brokers, "wc-in", &words[..300]);
+    // Beside it, a tumbling-window count whose windows are open when B
+    // takes half its partitions.
+    let keys = window_keys();
+    let pushed = ca.push("windows", &guest_bytes("window-sum"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    create_topic(brokers, "win-in", 4, &[]).unwrap();
+    create_topic(brokers, "win-out", 4, &[]).unwrap();
+    let put = ca.put_topology("win", &window_doc("win", "win-in", "win-out"));
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/win/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    // Window [0, 10 s): three events per key; then one in [10 s, 20 s),
+    // whose time closes the first window (fired once, count 3).
+    produce_times(brokers, &keys, &[1_000, 2_000, 3_000]);
+    read_to_end(brokers, "win", &[&ca]);
+    produce_times(brokers, &keys, &[11_000]);
+    eventually("A alone fired the first windows", || {
+        (records_of(brokers, "win-out").len() == keys.len()).then_some(())
+    });
     eventually("A alone counted the first half", || {
         (records_of(brokers, "wc-out").len() == 300).then_some(())
     });
@@ -466,6 +500,7 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
         (out.len() >= 600).then_some(out)
     });
     assert_counts(&out, &oracle);
+    windows_move_with_their_timers_and_watermarks(brokers, &keys, &ca, &cb);
 
     // A state query on either node answers for every word, from the node
     // that holds the word's partition (forwarded once).
@@ -582,11 +617,287 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
             })
             .then_some(())
     });
-    for topology in ["wcx", "wc"] {
+    for topology in ["wcx", "wc", "win"] {
         let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
         assert_eq!(stopped.status, 200, "{}", stopped.text);
     }
-    b.stop();
+    b
+}
+
+/// Keyed state that is not keyed like the input, on A and B at once:
+/// `rp` counts words of lines keyed by line number (`split` re-keys each
+/// word by itself, so `count` reads through its repartition topic,
+/// `weir.t1.rp.count.repartition`), and `cp` counts words from two
+/// topics of four partitions each (co-partitioned: the node that holds
+/// partition p of one reads partition p of the other). Every word's
+/// counts in the `read_committed` output are 1, 2, ..., n once each,
+/// each node holds the same partition numbers of every input of a
+/// topology, a state query on either node answers the oracle's count,
+/// and the repartition records that were read are deleted. Hostile: a
+/// repartition topic left with another partition count, and inputs of
+/// unlike counts under keyed state, are refused at the start, saying
+/// what to do.
+fn rekeyed_and_co_partitioned_state(brokers: &str, a: &Server, b: &Server) {
+    let (ca, cb) = (a.client(), b.client());
+    for topic in ["rp-lines", "rp-out", "cp-a", "cp-b", "cp-out"] {
+        create_topic(brokers, topic, 4, &[]).unwrap();
+    }
+    create_topic(brokers, "cp-six", 6, &[]).unwrap();
+    create_topic(brokers, "weir.t1.rpx.count.repartition", 3, &[]).unwrap();
+    let rekeyed = |name: &str| {
+        format!(
+            "name: {name}\n\
+             checkpoint: {{ interval_ms: 200 }}\n\
+             sources:\n\
+             \x20 - {{ name: lines, kafka: {{ topic: rp-lines, format: text }} }}\n\
+             operators:\n\
+             \x20 - {{ name: split, module: ops, input: lines }}\n\
+             \x20 - {{ name: count, module: counter, input: split, key_by: key }}\n\
+             sinks:\n\
+             \x20 - {{ name: out, kafka: {{ topic: rp-out }}, input: count }}\n"
+        )
+    };
+    let co_partitioned = |name: &str, second: &str| {
+        format!(
+            "name: {name}\n\
+             checkpoint: {{ interval_ms: 200 }}\n\
+             sources:\n\
+             \x20 - {{ name: a, kafka: {{ topic: cp-a, format: text }} }}\n\
+             \x20 - {{ name: b, kafka: {{ topic: {second}, format: text }} }}\n\
+             operators:\n\
+             \x20 - {{ name: count, module: counter, input: [a, b], key_by: key }}\n\
+             sinks:\n\
+             \x20 - {{ name: out, kafka: {{ topic: cp-out }}, input: count }}\n"
+        )
+    };
+    // Hostile starts first: nothing of them runs.
+    for (name, doc, says) in [
+        ("rpx", rekeyed("rpx"), "repartition topic has 3 partitions"),
+        ("cpx", co_partitioned("cpx", "cp-six"), "`cp-six` has 6"),
+    ] {
+        let put = ca.put_topology(name, &doc);
+        assert_eq!(put.status, 201, "{}", put.text);
+        let refused = ca.post_json(&format!("/v1/topologies/{name}/start"), &json!({}));
+        assert_ne!(refused.status, 200, "{}", refused.text);
+        assert!(refused.text.contains(says), "{name}: {}", refused.text);
+    }
+    for (name, doc) in [("rp", rekeyed("rp")), ("cp", co_partitioned("cp", "cp-b"))] {
+        let put = ca.put_topology(name, &doc);
+        assert_eq!(put.status, 201, "{}", put.text);
+        let started = ca.post_json(&format!("/v1/topologies/{name}/start"), &json!({}));
+        assert_eq!(started.status, 200, "{}", started.text);
+    }
+    let repartition = "weir.t1.rp.count.repartition";
+    eventually("rp and cp shared by A and B, inputs co-partitioned", || {
+        let view = cluster_view(b);
+        let mut holders = BTreeSet::new();
+        for m in view["members"].as_array()? {
+            for (topology, lead, other) in [("rp", "rp-lines", repartition), ("cp", "cp-a", "cp-b")]
+            {
+                let held = &m["partitions"][topology];
+                if held[lead] != held[other] {
+                    return None;
+                }
+                if held[lead].as_array().is_some_and(|ps| !ps.is_empty()) {
+                    holders.insert((topology, m["node"].to_string()));
+                }
+            }
+        }
+        (holders.len() == 4).then_some(())
+    });
+    let lines: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("l{i}"),
+                format!("r{} r{} r{}", i % 23, (i * 5) % 31, i % 4),
+            )
+        })
+        .collect();
+    let words: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            let w = format!("p{}", (i * 11) % 29);
+            (w.clone(), w)
+        })
+        .collect();
+    let mut rp_oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, line) in &lines {
+        for word in line.split_whitespace() {
+            *rp_oracle.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    let mut cp_oracle: BTreeMap<String, u64> = BTreeMap::new();
+    for (w, _) in &words {
+        *cp_oracle.entry(w.clone()).or_insert(0) += 1;
+    }
+    produce_keyed(brokers, "rp-lines", &lines);
+    produce_keyed(brokers, "cp-a", &words[..150]);
+    produce_keyed(brokers, "cp-b", &words[150..]);
+    for (topic, oracle) in [("rp-out", &rp_oracle), ("cp-out", &cp_oracle)] {
+        let total: u64 = oracle.values().sum();
+        let out = eventually("every word counted", || {
+            let out = records_of(brokers, topic);
+            (out.len() as u64 >= total).then_some(out)
+        });
+        assert_counts(&out, oracle);
+    }
+    // A state query on either node answers for every re-keyed word.
+    for (word, n) in &rp_oracle {
+        let path = format!("/v1/topologies/rp/operators/count/state/count?key={word}");
+        for client in [&ca, &cb] {
+            let answer = eventually("a word's count", || {
+                let answer = client.get(&path);
+                (answer.status == 200).then_some(answer)
+            });
+            assert_eq!(answer.body["value"], json!(n), "{word}: {}", answer.text);
+        }
+    }
+    // The repartition records read by committed checkpoints are deleted.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    eventually("the repartition topic purged", || {
+        let purged: i64 = (0..4)
+            .map(|p| {
+                reader
+                    .fetch_watermarks(repartition, p, Duration::from_secs(10))
+                    .unwrap()
+                    .0
+            })
+            .sum();
+        (purged > 0).then_some(())
+    });
+    for topology in ["rp", "cp"] {
+        let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
+        assert_eq!(stopped.status, 200, "{}", stopped.text);
+    }
+}
+
+/// Eight keys, two in each of four partitions.
+fn window_keys() -> Vec<String> {
+    let mut per_partition = [0; 4];
+    let mut keys = Vec::new();
+    for k in 0.. {
+        let key = format!("s{k}");
+        let p = weir_connectors::partition_of(key.as_bytes(), 4) as usize;
+        if per_partition[p] < 2 {
+            per_partition[p] += 1;
+            keys.push(key);
+        }
+        if keys.len() == 8 {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+/// A tumbling-window count (`window-sum` as module `windows`, 10 s
+/// windows) over `input` keyed by the record's key, event time from the
+/// value's `ts`, to `output` (exactly-once).
+fn window_doc(name: &str, input: &str, output: &str) -> String {
+    format!(
+        "name: {name}\n\
+         checkpoint: {{ interval_ms: 200 }}\n\
+         sources:\n\
+         \x20 - {{ name: sales, kafka: {{ topic: {input}, format: json, timestamp: {{ field: ts }} }} }}\n\
+         operators:\n\
+         \x20 - {{ name: window, module: windows, input: sales, key_by: key, config: {{ size_ms: 10000 }} }}\n\
+         sinks:\n\
+         \x20 - {{ name: out, kafka: {{ topic: {output} }}, input: window }}\n"
+    )
+}
+
+/// Writes, for each event time of `times` in turn, one event per key to
+/// `win-in`.
+fn produce_times(brokers: &str, keys: &[String], times: &[i64]) {
+    let records: Vec<(String, String)> = times
+        .iter()
+        .flat_map(|t| {
+            keys.iter()
+                .map(move |k| (k.clone(), format!(r#"{{"amount":1,"ts":{t}}}"#)))
+        })
+        .collect();
+    produce_keyed(brokers, "win-in", &records);
+}
+
+/// Waits until topology `name`'s source `sales` has read every partition
+/// of `win-in` to its end now, on whichever node of `clients` holds it.
+fn read_to_end(brokers: &str, name: &str, clients: &[&server::Http]) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let ends: Vec<i64> = (0..4)
+        .map(|p| {
+            consumer
+                .fetch_watermarks("win-in", p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect();
+    eventually("the window input read to its end", || {
+        let mut at = [0i64; 4];
+        for client in clients {
+            let status = client.get(&format!("/v1/topologies/{name}"));
+            let sales = status.body["endpoints"]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == "sales")?
+                .clone();
+            for split in sales["splits"].as_array()? {
+                let p = split["split"].as_u64()? as usize;
+                at[p] = at[p].max(split["position"].as_i64()?);
+            }
+        }
+        (at.iter().zip(&ends).all(|(at, end)| at >= end)).then_some(())
+    });
+}
+
+/// After B took two of `win`'s partitions (their open windows restored
+/// from the changelog): an event per key for the window that already
+/// fired must stay late on B too (its watermark starts where A's was, from
+/// the changelog), another per key goes into the open window; a later
+/// time closes it. Each key's windows fire once each, with the totals
+/// across the move: [0, 10 s) 3 and [10 s, 20 s) 2. (Without the
+/// watermark in the changelog, B counts the late events into a new first
+/// window that fires a second time; without timers, the open windows
+/// never fire on B.)
+fn windows_move_with_their_timers_and_watermarks(
+    brokers: &str,
+    keys: &[String],
+    ca: &server::Http,
+    cb: &server::Http,
+) {
+    eventually("win's partitions shared by A and B", || {
+        let view: Value = ca.get("/v1/cluster").body;
+        let at = view["assignment"]["win"]["win-in"].as_object()?.clone();
+        let holders: BTreeSet<String> = at.values().map(|e| e["node"].to_string()).collect();
+        (at.len() == 4 && holders.len() == 2).then_some(())
+    });
+    produce_times(brokers, keys, &[5_000, 11_500]);
+    read_to_end(brokers, "win", &[ca, cb]);
+    produce_times(brokers, keys, &[21_000]);
+    let out = eventually("the second windows fired", || {
+        let out = records_of(brokers, "win-out");
+        (out.len() >= 2 * keys.len()).then_some(out)
+    });
+    let mut fired: BTreeMap<String, Vec<(i64, i64, u64)>> = BTreeMap::new();
+    for (key, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        fired.entry(key.clone()).or_default().push((
+            v["start"].as_i64().unwrap(),
+            v["end"].as_i64().unwrap(),
+            v["count"].as_u64().unwrap(),
+        ));
+    }
+    let want: BTreeMap<String, Vec<(i64, i64, u64)>> = keys
+        .iter()
+        .map(|k| (k.clone(), vec![(0, 10_000, 3), (10_000, 20_000, 2)]))
+        .collect();
+    assert_eq!(
+        fired, want,
+        "each window once, with its total across the move"
+    );
 }
 
 /// Exactly-once across crashes, with state: a word count over an
@@ -598,7 +909,11 @@ fn keyed_state_moves_with_its_partitions(brokers: &str, a: &Server, b_dir: &std:
 /// committed, and reads on from the offsets committed with them: every
 /// word's counts in the `read_committed` output are 1, 2, ..., n once
 /// each. B then starts again over its data directory and takes
-/// partitions back; the counts go on exactly. (A changelog or offsets
+/// partitions back; the counts go on exactly. The topology keeps a
+/// standby copy of each partition (refused while A is alone), so the
+/// moves restore from those copies where the new holder kept one; once
+/// the input stops, every partition has its copy, caught up, on the node
+/// that does not hold it. (A changelog or offsets
 /// outside the transaction make the survivors count C's uncommitted
 /// input twice, or read it again: the check fails, tried.)
 fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
@@ -631,14 +946,34 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
     let ca = a.client();
     let pushed = ca.push("counter", &guest_bytes("word-count"));
     assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let put = ca.put_topology("wc", &word_count_doc("wc", "cr-in", "cr-out", 200));
-    assert_eq!(put.status, 201, "{}", put.text);
+    // A standby copy of each partition on another node: refused while A
+    // is the cluster's only node.
+    let doc = word_count_doc("wc", "cr-in", "cr-out", 200)
+        .replace("checkpoint:", "cluster: { standbys: 1 }\ncheckpoint:");
+    let refused = ca.put_topology("wc", &doc);
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(
+        refused.text.contains("cluster.standbys") && refused.text.contains("1 live"),
+        "{}",
+        refused.text
+    );
     let b = member(dirs[1].path(), "b", &[]);
     let mut c = member(
         dirs[2].path(),
         "c",
         &[("WEIR_FAULT", "before-kafka-commit:6")],
     );
+    eventually("A sees three live members", || {
+        let view = cluster_view(&a);
+        let live = view["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["alive"] == true)
+            .count();
+        (live == 3).then_some(())
+    });
+    let put = ca.put_topology("wc", &doc);
+    assert_eq!(put.status, 201, "{}", put.text);
     let started = ca.post_json("/v1/topologies/wc/start", &json!({}));
     assert_eq!(started.status, 200, "{}", started.text);
     let holders = |view: &Value| -> BTreeMap<String, usize> {
@@ -657,16 +992,8 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.len() == 3 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let words: Vec<(String, String)> = (0..3000)
-        .map(|i| {
-            let w = format!("c{}", (i * 13) % 97);
-            (w.clone(), w)
-        })
-        .collect();
     let mut oracle: BTreeMap<String, u64> = BTreeMap::new();
-    for (w, _) in &words {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let words = words_of(3000, 13, &mut oracle);
     for (i, chunk) in words.chunks(100).enumerate() {
         produce_keyed(brokers, "cr-in", chunk);
         std::thread::sleep(Duration::from_millis(100));
@@ -684,6 +1011,19 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&a));
         (held.get("a") == Some(&(PARTITIONS as usize))).then_some(())
     });
+    // `weir cluster` shows the same: a row per partition, each on A.
+    let listed = a.cli(&["cluster"], None);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("wc "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), PARTITIONS as usize, "{text}");
+    for (p, row) in rows.iter().enumerate() {
+        assert_eq!(row[..4], ["wc", "cr-in", &p.to_string(), "a"], "{text}");
+    }
     let exact = |oracle: &BTreeMap<String, u64>| {
         let total: u64 = oracle.values().sum();
         let out = eventually("every word counted", || {
@@ -702,21 +1042,126 @@ fn counts_stay_exact_when_nodes_die_mid_run(brokers: &str) {
         let held = holders(&cluster_view(&b));
         (held.len() == 2 && held.values().sum::<usize>() == PARTITIONS as usize).then_some(())
     });
-    let more: Vec<(String, String)> = (0..1000)
-        .map(|i| {
-            let w = format!("c{}", (i * 7) % 97);
-            (w.clone(), w)
-        })
-        .collect();
-    for (w, _) in &more {
-        *oracle.entry(w.clone()).or_insert(0) += 1;
-    }
+    let more = words_of(1000, 7, &mut oracle);
     produce_keyed(brokers, "cr-in", &more);
     exact(&oracle);
+    // Once the input stops, each partition has a standby copy on the node
+    // that does not hold it, at the changelog's end.
+    eventually("wc's standby copies warm", || {
+        let view = cluster_view(&a);
+        let mut copies = BTreeSet::new();
+        for m in view["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["alive"] == true)
+        {
+            let held: BTreeSet<String> = m["partitions"]["wc"]["cr-in"]
+                .as_array()?
+                .iter()
+                .map(Value::to_string)
+                .collect();
+            for (p, lag) in m["standbys"]["wc"].as_object()? {
+                if held.contains(p) || *lag != json!(0) {
+                    return None;
+                }
+                copies.insert(p.clone());
+            }
+        }
+        // The same per partition: one copy, not on its holder.
+        let at = view["assignment"]["wc"]["cr-in"].as_object()?;
+        let each = at.values().all(|held| {
+            held["standbys"].as_array().is_some_and(|copies| {
+                copies.len() == 1 && copies[0]["node"] != held["node"] && copies[0]["lag"] == 0
+            })
+        });
+        (copies.len() == PARTITIONS as usize && at.len() == PARTITIONS as usize && each)
+            .then_some(())
+    });
+
+    // A module upgrade through B while wc runs: every node restarts its
+    // job on `counter@2` from the state its last transaction committed,
+    // without a move of partitions. The counts go on from version 1's
+    // (1..n exactly), and every partition's new counts come from
+    // version 2, which marks its output.
+    let cb = b.client();
+    let pushed = cb.push("counter", &guest_bytes("word-count-v2"));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let other_input = word_count_doc("wc", "cr-out", "cr-out", 200);
+    let refused = cb.put_topology("wc", &other_input);
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert_eq!(
+        refused.body["error"]["code"], "upgrade_refused",
+        "{}",
+        refused.text
+    );
+    let upgraded = cb.put_topology("wc", &doc);
+    assert_eq!(upgraded.status, 200, "{}", upgraded.text);
+    assert_eq!(
+        upgraded.body["modules"]["counter"], "counter@2",
+        "{}",
+        upgraded.text
+    );
+    for (node, client) in [("a", &ca), ("b", &cb)] {
+        eventually(&format!("wc running counter@2 on {node}"), || {
+            let t = client.get("/v1/topologies/wc").body;
+            (t["modules"]["counter"] == "counter@2" && t["state"] == "running").then_some(())
+        });
+    }
+    let before = oracle.clone();
+    let last = words_of(400, 11, &mut oracle);
+    produce_keyed(brokers, "cr-in", &last);
+    let total: u64 = oracle.values().sum();
+    let out = eventually("every word counted after the upgrade", || {
+        let out = records_of_n(brokers, "cr-out", PARTITIONS);
+        (out.len() as u64 >= total).then_some(out)
+    });
+    assert_counts(&out, &oracle);
+    let mut upgraded_partitions = BTreeSet::new();
+    for (word, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        let new = v["count"].as_u64().unwrap() > before.get(word).copied().unwrap_or(0);
+        assert_eq!(
+            v["version"] == 2,
+            new,
+            "version 2 counted exactly the new events: {value}"
+        );
+        if new {
+            upgraded_partitions.insert(weir_connectors::partition_of(
+                word.as_bytes(),
+                PARTITIONS as u32,
+            ));
+        }
+    }
+    assert_eq!(
+        upgraded_partitions.len(),
+        PARTITIONS as usize,
+        "every partition upgraded"
+    );
+
     let stopped = ca.post_json("/v1/topologies/wc/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
+    // No node runs it now: a state query says so, and to ask again.
+    let unowned = cb.get("/v1/topologies/wc/operators/count/state/count?key=c1");
+    assert_eq!(unowned.status, 503, "{}", unowned.text);
+    assert_eq!(
+        unowned.body["error"]["code"], "partition_unowned",
+        "{}",
+        unowned.text
+    );
     drop((b, c));
     a.stop();
+}
+
+/// `n` records of the 97 words `c0`..`c96`, each keyed by itself (the
+/// i-th is `c{(i * step) % 97}`), counted into `oracle`.
+fn words_of(n: u64, step: u64, oracle: &mut BTreeMap<String, u64>) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let w = format!("c{}", (i * step) % 97);
+            *oracle.entry(w.clone()).or_insert(0) += 1;
+            (w.clone(), w)
+        })
+        .collect()
 }
 
 /// A word count (module `counter`, keyed by the record's key) from

@@ -137,7 +137,20 @@ impl Source for StreamSource {
             next: Next::More,
         };
         if self.buffered.is_empty() {
-            self.fill()?;
+            // Straight from the stream's files into the batch's columns.
+            if let Some(want) = self.want() {
+                let before = batch.len();
+                self.next = self
+                    .stream
+                    .read_batch(self.next, want.min(max), usize::MAX, batch)
+                    .map_err(|e| e.to_string())?;
+                pulled.events = batch.len() - before;
+                pulled.highest_ts = batch.timestamps[before..]
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(i64::MIN);
+            }
         }
         while pulled.events < max {
             let Some(event) = self.buffered.pop_front() else {
@@ -158,23 +171,31 @@ impl Source for StreamSource {
 }
 
 impl StreamSource {
-    /// Reads the next run of events into `buffered`: at once when the
-    /// stream has them, nothing when it does not (a following source that
-    /// caught up) or at its end (a bounded one). It never waits.
-    fn fill(&mut self) -> Result<(), String> {
+    /// How many events to read now: `None` at the end of a bounded
+    /// source, or when a following one has caught up. It never waits.
+    fn want(&self) -> Option<usize> {
         let end = match self.end {
-            Some(end) if self.next >= end => return Ok(()),
+            Some(end) if self.next >= end => return None,
             Some(end) => end,
             None => {
                 // Never waits: a caught-up source says Idle and the engine
                 // pulls it again after a pause (it holds a pool worker).
                 if !self.stream.wait_for(self.next, Duration::ZERO) {
-                    return Ok(());
+                    return None;
                 }
                 u64::MAX
             }
         };
-        let want = (end - self.next).min(self.read_batch as u64) as usize;
+        Some((end - self.next).min(self.read_batch as u64) as usize)
+    }
+
+    /// Reads the next run of events into `buffered`: at once when the
+    /// stream has them, nothing when it does not (a following source that
+    /// caught up) or at its end (a bounded one). It never waits.
+    fn fill(&mut self) -> Result<(), String> {
+        let Some(want) = self.want() else {
+            return Ok(());
+        };
         let (events, after) = self
             .stream
             .read(self.next, want)
@@ -256,6 +277,7 @@ mod tests {
     fn batch(n: std::ops::Range<u32>) -> Batch {
         n.map(|i| Event {
             value: i.to_string().into_bytes(),
+            timestamp: i64::from(i),
             ..Event::default()
         })
         .collect()
@@ -341,14 +363,18 @@ mod tests {
         assert_eq!(stats.snapshot().splits[&0].lag(), Some(2));
         stream.append(&batch(5..7)).unwrap();
         let pulled = source.pull_batch(&mut out, 10, far()).unwrap();
-        assert_eq!(pulled.events, 2, "what it had read before the append");
-        let pulled = source.pull_batch(&mut out, 10, far()).unwrap();
-        assert_eq!(pulled.events, 2);
+        assert_eq!(pulled.events, 4, "the rest and what was appended since");
+        assert_eq!(pulled.highest_ts, 6);
         assert_eq!(stats.snapshot().splits[&0].lag(), Some(0));
         assert_eq!(
             source.pull_batch(&mut out, 10, far()).unwrap().next,
             Next::Idle
         );
-        assert_eq!(out.len(), 7);
+        let values: Vec<&[u8]> = out.iter().map(|e| e.value).collect();
+        let expected: Vec<Vec<u8>> = (0..7).map(|i: u32| i.to_string().into_bytes()).collect();
+        assert_eq!(
+            values,
+            expected.iter().map(Vec::as_slice).collect::<Vec<_>>()
+        );
     }
 }

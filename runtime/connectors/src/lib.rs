@@ -59,7 +59,7 @@ pub use kafka::{
 };
 pub use kafka::{
     ChangelogRecord, Failure, GroupFence, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer,
-    OutputTopic, Phase, Recovery, after_failure, failure_of,
+    OutputTopic, Phase, Purger, Recovery, after_failure, ensure_repartition_topic, failure_of,
 };
 pub use record::{
     MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_PRODUCER_ID_BYTES, MAX_RECORD_BYTES, ProducerBatch,

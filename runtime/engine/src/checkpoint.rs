@@ -194,15 +194,18 @@ pub(crate) struct OperatorMeta {
     pub(crate) value_states: Vec<String>,
 }
 
-/// The source positions a checkpoint's record (as handed to a
-/// [`weir_state::Changelog`]) holds: source name → position.
-pub fn checkpoint_positions(meta: &[u8]) -> Result<BTreeMap<String, weir_io::Position>, String> {
+/// What a checkpoint's record (as handed to a [`weir_state::Changelog`])
+/// holds of each source: source name → its position and the event time
+/// it had reached (its highest timestamp read; its watermark trails it).
+pub fn checkpoint_sources(
+    meta: &[u8],
+) -> Result<BTreeMap<String, (weir_io::Position, i64)>, String> {
     let meta: Meta = serde_json::from_slice(meta)
         .map_err(|e| format!("a checkpoint record does not parse: {e}"))?;
     Ok(meta
         .sources
         .into_iter()
-        .map(|(name, s)| (name, s.position))
+        .map(|(name, s)| (name, (s.position, s.max_ts)))
         .collect())
 }
 
@@ -894,7 +897,12 @@ impl Coordinator {
         publish: Vec<(usize, Batch)>,
     ) -> Result<(), EngineError> {
         let in_a_row = self.failed.in_a_row.load(Ordering::Relaxed) + 1;
-        if !tolerable || in_a_row > u64::from(self.config.tolerable_failed) {
+        if !tolerable {
+            return Err(EngineError::Checkpoint(format!(
+                "checkpoint {id} could not be committed ({why}); it was a final or requested checkpoint, which must commit"
+            )));
+        }
+        if in_a_row > u64::from(self.config.tolerable_failed) {
             return Err(EngineError::Checkpoint(format!(
                 "checkpoint {id} could not be committed ({why}); {} in a row failed, over the {} tolerated (checkpoint.tolerable_failed_checkpoints)",
                 in_a_row, self.config.tolerable_failed
@@ -920,7 +928,7 @@ mod tests {
     use weir_io::Position;
 
     #[test]
-    fn a_checkpoint_record_gives_its_sources_positions() {
+    fn a_checkpoint_record_gives_its_sources_positions_and_event_times() {
         let mut meta = Meta::default();
         let at = Position::Splits(BTreeMap::from([(0, 5), (3, 9)]));
         meta.sources.insert(
@@ -930,9 +938,9 @@ mod tests {
                 max_ts: 1,
             },
         );
-        let positions = checkpoint_positions(&serde_json::to_vec(&meta).unwrap()).unwrap();
-        assert_eq!(positions, BTreeMap::from([("in".to_string(), at)]));
-        let err = checkpoint_positions(b"{").unwrap_err();
+        let sources = checkpoint_sources(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(sources, BTreeMap::from([("in".to_string(), (at, 1))]));
+        let err = checkpoint_sources(b"{").unwrap_err();
         assert!(err.contains("does not parse"), "{err}");
     }
 

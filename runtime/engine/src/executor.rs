@@ -755,6 +755,14 @@ pub(crate) fn launch(
                 position: Position::Count(0),
                 max_ts: i64::MIN,
             });
+        // Event time reached elsewhere (a cluster's changelog), never an
+        // end of input.
+        let reached = bindings
+            .event_times
+            .get(&doc_source.name)
+            .copied()
+            .filter(|&t| t != i64::MAX)
+            .unwrap_or(i64::MIN);
         let read = Arc::new(AtomicU64::new(0));
         source_counts.push((doc_source.name.clone(), read.clone()));
         let task = SourceTask {
@@ -763,7 +771,7 @@ pub(crate) fn launch(
             source,
             count: start.position.count().unwrap_or(0),
             start: start.position,
-            max_ts: start.max_ts,
+            max_ts: start.max_ts.max(reached),
             uncommitted: std::collections::VecDeque::new(),
             max_out_of_orderness_ms: doc_source
                 .watermark

@@ -41,7 +41,7 @@ mod tracker;
 
 pub use call::{FailedEvent, Isolated, process_isolated};
 pub use checkpoint::{
-    CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, checkpoint_positions,
+    CheckpointConfig, CheckpointInfo, DEFAULT_TOLERABLE_FAILED_CHECKPOINTS, checkpoint_sources,
 };
 pub use error::EngineError;
 pub use executor::{

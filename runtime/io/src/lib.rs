@@ -352,6 +352,12 @@ pub struct Bindings {
     pub dead_letter: Option<DeadLetterFn>,
     /// Live figures of sources and sinks that keep them, by endpoint name.
     pub stats: BTreeMap<String, Arc<EndpointStats>>,
+    /// Per source: event time it had reached elsewhere (its highest
+    /// timestamp read), which the run's watermark starts from when its own
+    /// checkpoint is behind: on a cluster's node, what the changelog says
+    /// of the partitions it took over. `i64::MAX` (an end of input) is
+    /// ignored.
+    pub event_times: BTreeMap<String, i64>,
 }
 
 /// Live figures of one source or sink, kept by its connector as it works

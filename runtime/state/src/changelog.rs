@@ -23,13 +23,27 @@
 //!   offsets the changelog answers are recorded in the same local commit
 //!   (`changelog_offsets_v1`), so a node that gets a partition back reads
 //!   only what was written since.
+//! - Each source's event time (the highest timestamp it read, which its
+//!   watermark trails) goes to the changelog too, as one compacted record
+//!   per source in every partition the node holds (tag `w`,
+//!   [`event_time_record`]), so a node that takes a partition over starts
+//!   its watermark where the old owner's was: late events stay late and
+//!   fired windows do not fire again. An end-of-input event time
+//!   (`i64::MAX`) is never written: on another node every later event
+//!   would be late.
+//! - Timers of keys of partitions the node does not hold are **parked**
+//!   (`parked_timers_v1`, [`StateDb::park_timers`]): they must not fire
+//!   here, yet they are part of the local copy, which stays valid from its
+//!   recorded offset; they are moved back when the partition comes back.
+//!   A standby's copy ([`RestoreBatch::standby`],
+//!   [`StateDb::apply_standby`]) writes its timers there directly.
 //!
 //! Not here: Kafka (the server's cluster code and `weir-connectors` read
 //! and write the topics).
 
 use std::collections::BTreeMap;
 
-use redb::{Durability, ReadableDatabase, TableDefinition};
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::checkpoint::{RowOp, Table, write_rows};
 use crate::{StateDb, StateError, TIMERS, db_err, keys};
@@ -38,10 +52,52 @@ use crate::{StateDb, StateError, TIMERS, db_err, keys};
 /// this database's rows reflect the changelog (the next offset to read).
 const CHANGELOG_OFFSETS: TableDefinition<(&str, u32), u64> =
     TableDefinition::new("changelog_offsets_v1");
+/// Per keyed operator, changelog partition and source: the event time the
+/// source had reached, as the changelog up to the recorded offset says.
+const CHANGELOG_EVENT_TIMES: TableDefinition<(&str, u32, &str), i64> =
+    TableDefinition::new("changelog_event_times_v1");
+/// Timers of keys of partitions this node does not hold now: rows as in
+/// `timers_v1`, which no instance loads, so they never fire here.
+const PARKED_TIMERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parked_timers_v1");
 
 const TAG_STATE: u8 = b's';
 const TAG_TIMER: u8 = b't';
 const TAG_PREFIX: u8 = b'p';
+const TAG_EVENT_TIME: u8 = b'w';
+
+/// The changelog record (key, value) saying that source `source` reached
+/// event time `reached` (its highest timestamp read; its watermark trails
+/// it): written to each partition the node holds. `None` for `i64::MIN`
+/// (nothing read yet) and for `i64::MAX`, an end of input: a node that
+/// took the partition over would find every later event late.
+pub fn event_time_record(source: &str, reached: i64) -> Option<(Vec<u8>, Vec<u8>)> {
+    if reached == i64::MIN || reached == i64::MAX || source.is_empty() {
+        return None;
+    }
+    let mut key = Vec::with_capacity(1 + source.len());
+    key.push(TAG_EVENT_TIME);
+    key.extend_from_slice(source.as_bytes());
+    Some((key, reached.to_be_bytes().to_vec()))
+}
+
+/// A source's event time read back from an event-time record's key (after
+/// its tag) and value; `None` for a tombstone.
+fn parse_event_time(name: &[u8], value: Option<&[u8]>) -> Result<Option<(String, i64)>, String> {
+    let source = std::str::from_utf8(name)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or("an event-time record of the changelog names no source")?;
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value.try_into().map_err(|_| {
+        format!(
+            "the event-time record of source `{source}` holds {} bytes, not 8",
+            value.len()
+        )
+    })?;
+    Ok(Some((source.to_string(), i64::from_be_bytes(bytes))))
+}
 
 /// One row of a checkpoint as a changelog record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,22 +137,15 @@ pub trait Changelog: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<ChangelogOffset>, String>;
 }
 
-/// Records `offsets` and drops the recorded offsets of `forget`'s
-/// `(operator, partition)`s in `txn`.
+/// Records `offsets` in `txn`.
 pub(crate) fn record_offsets(
     txn: &redb::WriteTransaction,
     offsets: &[ChangelogOffset],
-    forget: &[(String, u32)],
 ) -> Result<(), StateError> {
     let mut table = txn.open_table(CHANGELOG_OFFSETS).map_err(db_err)?;
     for o in offsets {
         table
             .insert((o.operator.as_str(), o.partition), o.next)
-            .map_err(db_err)?;
-    }
-    for (operator, partition) in forget {
-        table
-            .remove((operator.as_str(), *partition))
             .map_err(db_err)?;
     }
     Ok(())
@@ -155,37 +204,75 @@ pub fn change_records(topology: &str, rows: &[RowOp]) -> Result<Vec<ChangeRecord
 type Slot = (u8, Vec<u8>, u8);
 
 /// Rows read back from one operator's changelog, latest write of each
-/// row only, to apply in batches ([`StateDb::apply_changelog`]).
+/// row only, to apply in batches ([`StateDb::apply_changelog`],
+/// [`StateDb::apply_standby`]).
 #[derive(Debug)]
 pub struct RestoreBatch {
+    operator: String,
     scope: Vec<u8>,
     rows: BTreeMap<Slot, RowOp>,
+    /// `(partition, source)` → its event time (`None`: a tombstone).
+    event_times: BTreeMap<(u32, String), Option<i64>>,
+    /// A standby's copy: timers go to the parked ones.
+    parked: bool,
 }
 
 impl RestoreBatch {
+    /// Rows of partitions this node holds (timers where they fire).
     pub fn new(topology: &str, operator: &str) -> RestoreBatch {
         RestoreBatch {
+            operator: operator.to_string(),
             scope: keys::scope(topology, operator),
             rows: BTreeMap::new(),
+            event_times: BTreeMap::new(),
+            parked: false,
         }
     }
 
-    /// Rows waiting.
+    /// Rows of partitions this node keeps a standby copy of: their timers
+    /// are parked (they must not fire here).
+    pub fn standby(topology: &str, operator: &str) -> RestoreBatch {
+        RestoreBatch {
+            parked: true,
+            ..RestoreBatch::new(topology, operator)
+        }
+    }
+
+    /// Rows and event times waiting.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.event_times.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len() == 0
     }
 
-    /// Adds a record read from the changelog, over what came before it.
-    /// A record that is not one this module writes is refused (the topic
-    /// is not a changelog of this operator).
-    pub fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+    /// An empty batch like this one (same operator and kind).
+    pub fn emptied(&self) -> RestoreBatch {
+        RestoreBatch {
+            operator: self.operator.clone(),
+            scope: self.scope.clone(),
+            rows: BTreeMap::new(),
+            event_times: BTreeMap::new(),
+            parked: self.parked,
+        }
+    }
+
+    /// Adds a record read from `partition` of the changelog, over what
+    /// came before it. A record that is not one this module writes is
+    /// refused (the topic is not a changelog of this operator).
+    pub fn add(&mut self, partition: u32, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         let (&tag, rest) = key
             .split_first()
             .ok_or("a changelog record without a key")?;
+        if tag == TAG_EVENT_TIME {
+            let (source, time) = match parse_event_time(rest, value)? {
+                Some((source, time)) => (source, Some(time)),
+                None => (String::from_utf8_lossy(rest).into_owned(), None),
+            };
+            self.event_times.insert((partition, source), time);
+            return Ok(());
+        }
         let mut row = self.scope.clone();
         row.extend_from_slice(rest);
         let parses = match tag {
@@ -238,7 +325,102 @@ impl RestoreBatch {
     }
 }
 
+/// Writes `batch` in `txn`: rows where they go (a standby's timers to
+/// the parked ones), event times by operator, partition and source.
+fn write_batch(txn: &redb::WriteTransaction, batch: RestoreBatch) -> Result<(), StateError> {
+    let RestoreBatch {
+        operator,
+        rows,
+        event_times,
+        parked,
+        ..
+    } = batch;
+    let mut ops: Vec<RowOp> = rows.into_values().collect();
+    if parked {
+        let (timers, rest): (Vec<RowOp>, Vec<RowOp>) = ops.into_iter().partition(|op| {
+            matches!(
+                op,
+                RowOp::Put(Table::Timers, ..) | RowOp::Delete(Table::Timers, _)
+            )
+        });
+        ops = rest;
+        // The partition is not held here: a row of its timer still among
+        // the live ones (left by the job that held it, not parked yet) is
+        // older than this one and goes.
+        let mut parked = txn.open_table(PARKED_TIMERS).map_err(db_err)?;
+        let mut live = txn.open_table(TIMERS).map_err(db_err)?;
+        for op in timers {
+            let row = match &op {
+                RowOp::Put(_, row, _) | RowOp::Delete(_, row) | RowOp::DeletePrefix(row) => row,
+            };
+            live.remove(row.as_slice()).map_err(db_err)?;
+            match &op {
+                RowOp::Put(_, row, v) => parked.insert(row.as_slice(), v.as_slice()).map(drop),
+                _ => parked.remove(row.as_slice()).map(drop),
+            }
+            .map_err(db_err)?;
+        }
+    }
+    write_rows(txn, &mut ops)?;
+    if !event_times.is_empty() {
+        let mut table = txn.open_table(CHANGELOG_EVENT_TIMES).map_err(db_err)?;
+        for ((partition, source), time) in &event_times {
+            let key = (operator.as_str(), *partition, source.as_str());
+            match time {
+                Some(t) => table.insert(key, *t).map(drop),
+                None => table.remove(key).map(drop),
+            }
+            .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the rows of `from` whose key (parsed as a timer row of `scope`)
+/// `to_move` picks into `to`; answers how many moved.
+fn move_timers(
+    txn: &redb::WriteTransaction,
+    scope: &[u8],
+    from: TableDefinition<&[u8], &[u8]>,
+    to: TableDefinition<&[u8], &[u8]>,
+    to_move: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<usize, StateError> {
+    let end = keys::prefix_end(scope);
+    let mut source = txn.open_table(from).map_err(db_err)?;
+    let mut moving: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for entry in source
+        .range::<&[u8]>(scope..end.as_slice())
+        .map_err(db_err)?
+    {
+        let (row, value) = entry.map_err(db_err)?;
+        if let Some((_, _, key)) = keys::parse_timer_row(scope.len(), row.value())
+            && to_move(&key)
+        {
+            moving.push((row.value().to_vec(), value.value().to_vec()));
+        }
+    }
+    let mut target = txn.open_table(to).map_err(db_err)?;
+    for (row, value) in &moving {
+        source.remove(row.as_slice()).map_err(db_err)?;
+        target
+            .insert(row.as_slice(), value.as_slice())
+            .map_err(db_err)?;
+    }
+    Ok(moving.len())
+}
+
 impl StateDb {
+    /// Held by whoever writes changelog records into this database outside
+    /// checkpoints (a restore, a standby's tailer), shared by every handle
+    /// of the file: a standby's write never lands between the writes of a
+    /// restore of the same partition. Only those writers wait on it.
+    pub fn changelog_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.store
+            .changelog_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sets (or clears) where committed checkpoints' rows go besides this
     /// database, for every clone of this handle.
     pub fn set_changelog(&self, changelog: Option<std::sync::Arc<dyn Changelog>>) {
@@ -272,72 +454,104 @@ impl StateDb {
         Ok(out)
     }
 
-    /// Writes `batch`'s rows and records `offsets`, in one durable
-    /// commit; `forget` drops the recorded offsets of those
-    /// `(operator, partition)`s (their rows here are no longer a copy of
-    /// the log up to an offset).
+    /// The event times the changelog of `operator` holds here:
+    /// `(partition, source)` → the event time the source had reached.
+    pub fn changelog_event_times(
+        &self,
+        operator: &str,
+    ) -> Result<BTreeMap<(u32, String), i64>, StateError> {
+        let txn = self.db()?.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(CHANGELOG_EVENT_TIMES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = BTreeMap::new();
+        for entry in table.range((operator, 0, "")..).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let (op, partition, source) = k.value();
+            if op != operator {
+                break;
+            }
+            out.insert((partition, source.to_string()), v.value());
+        }
+        Ok(out)
+    }
+
+    /// Writes `batch` and records `offsets`, in one durable commit.
     pub fn apply_changelog(
         &self,
         batch: Option<RestoreBatch>,
         offsets: &[ChangelogOffset],
-        forget: &[(String, u32)],
     ) -> Result<(), StateError> {
         let mut txn = self.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         if let Some(batch) = batch {
-            let mut ops: Vec<RowOp> = batch.rows.into_values().collect();
-            write_rows(&txn, &mut ops)?;
+            write_batch(&txn, batch)?;
         }
-        record_offsets(&txn, offsets, forget)?;
+        record_offsets(&txn, offsets)?;
         txn.commit().map_err(db_err)
     }
 
-    /// Removes the timers of `operator` of `topology` whose key `keep`
-    /// refuses (keys of partitions another node owns now: their timers
-    /// must not fire here); answers how many went.
-    pub fn drop_timers(
+    /// A standby's write: `batch` (read from the recorded offsets `from`
+    /// of its operator's partitions: partition → offset, `None` for none)
+    /// and `offsets`, in one durable commit, only if the recorded offsets
+    /// are still `from` (checked in the same write transaction, which
+    /// redb orders with checkpoint commits). Answers whether it wrote: a
+    /// node's own checkpoint or restore of one of the partitions since
+    /// makes the batch stale, and it is dropped.
+    pub fn apply_standby(
+        &self,
+        batch: RestoreBatch,
+        from: &BTreeMap<u32, Option<u64>>,
+        offsets: &[ChangelogOffset],
+    ) -> Result<bool, StateError> {
+        let mut txn = self.db()?.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let same = {
+            let table = txn.open_table(CHANGELOG_OFFSETS).map_err(db_err)?;
+            let mut same = true;
+            for (&partition, &expected) in from {
+                let now = table
+                    .get((batch.operator.as_str(), partition))
+                    .map_err(db_err)?
+                    .map(|v| v.value());
+                same &= now == expected;
+            }
+            same
+        };
+        if !same {
+            txn.abort().map_err(db_err)?;
+            return Ok(false);
+        }
+        write_batch(&txn, batch)?;
+        record_offsets(&txn, offsets)?;
+        txn.commit().map_err(db_err)?;
+        Ok(true)
+    }
+
+    /// Parks the timers of `operator` of `topology` whose key `held`
+    /// refuses (keys of partitions another node holds now: they must not
+    /// fire here) and moves back the parked ones whose key it takes, in
+    /// one durable commit; answers how many were parked and moved back.
+    /// The rows stay a copy of the changelog up to the recorded offsets.
+    pub fn park_timers(
         &self,
         topology: &str,
         operator: &str,
-        keep: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<usize, StateError> {
+        held: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(usize, usize), StateError> {
         let scope = keys::scope(topology, operator);
-        let end = keys::prefix_end(&scope);
-        let doomed: Vec<Vec<u8>> = {
-            let txn = self.db()?.begin_read().map_err(db_err)?;
-            let table = match txn.open_table(TIMERS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
-                Err(e) => return Err(db_err(e)),
-            };
-            let mut doomed = Vec::new();
-            for entry in table
-                .range::<&[u8]>(scope.as_slice()..end.as_slice())
-                .map_err(db_err)?
-            {
-                let (row, _) = entry.map_err(db_err)?;
-                let row = row.value();
-                if let Some((_, _, key)) = keys::parse_timer_row(scope.len(), row)
-                    && !keep(&key)
-                {
-                    doomed.push(row.to_vec());
-                }
-            }
-            doomed
-        };
-        if doomed.is_empty() {
-            return Ok(0);
-        }
         let mut txn = self.db()?.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        {
-            let mut table = txn.open_table(TIMERS).map_err(db_err)?;
-            for row in &doomed {
-                table.remove(row.as_slice()).map_err(db_err)?;
-            }
+        let parked = move_timers(&txn, &scope, TIMERS, PARKED_TIMERS, &mut |k| !held(k))?;
+        let back = move_timers(&txn, &scope, PARKED_TIMERS, TIMERS, held)?;
+        if parked + back == 0 {
+            txn.abort().map_err(db_err)?;
+        } else {
+            txn.commit().map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)?;
-        Ok(doomed.len())
+        Ok((parked, back))
     }
 }
 
@@ -376,7 +590,7 @@ mod tests {
         assert_eq!(records[3].value, None);
         let mut batch = RestoreBatch::new("topo", "count");
         for r in &records {
-            batch.add(&r.key, r.value.as_deref()).unwrap();
+            batch.add(0, &r.key, r.value.as_deref()).unwrap();
         }
         let back: Vec<RowOp> = batch.rows.into_values().collect();
         assert_eq!(back, rows[..4].to_vec());
@@ -394,12 +608,18 @@ mod tests {
             k
         };
         let mut batch = RestoreBatch::new("topo", "count");
-        batch.add(&tag(b's', &value_row(b"a")), Some(b"1")).unwrap();
-        batch.add(&tag(b's', &value_row(b"a")), Some(b"2")).unwrap();
-        batch.add(&tag(b's', &value_row(b"b")), Some(b"1")).unwrap();
-        batch.add(&tag(b's', &value_row(b"b")), None).unwrap();
-        batch.add(&tag(b's', &entry), Some(b"x")).unwrap();
-        batch.add(&tag(b'p', &map), Some(b"")).unwrap();
+        batch
+            .add(0, &tag(b's', &value_row(b"a")), Some(b"1"))
+            .unwrap();
+        batch
+            .add(0, &tag(b's', &value_row(b"a")), Some(b"2"))
+            .unwrap();
+        batch
+            .add(0, &tag(b's', &value_row(b"b")), Some(b"1"))
+            .unwrap();
+        batch.add(0, &tag(b's', &value_row(b"b")), None).unwrap();
+        batch.add(0, &tag(b's', &entry), Some(b"x")).unwrap();
+        batch.add(0, &tag(b'p', &map), Some(b"")).unwrap();
         let rows: Vec<RowOp> = batch.rows.into_values().collect();
         assert_eq!(
             rows,
@@ -411,9 +631,9 @@ mod tests {
         );
         // Records that are not a changelog's are refused, not misread.
         let mut batch = RestoreBatch::new("topo", "count");
-        assert!(batch.add(b"", Some(b"1")).is_err());
-        assert!(batch.add(b"x\x00\x03", Some(b"1")).is_err());
-        let err = batch.add(b"s\x00", Some(b"1")).unwrap_err();
+        assert!(batch.add(0, b"", Some(b"1")).is_err());
+        assert!(batch.add(0, b"x\x00\x03", Some(b"1")).is_err());
+        let err = batch.add(0, b"s\x00", Some(b"1")).unwrap_err();
         assert!(err.contains("not a state row"), "{err}");
         assert!(batch.is_empty());
     }
@@ -514,27 +734,54 @@ mod tests {
         assert_eq!(db.changelog_offsets("count").unwrap()[&0], 2);
     }
 
+    /// The timer rows of `table` under scope `topo`/`count`, by key.
+    fn timer_keys(db: &StateDb, table: TableDefinition<&[u8], &[u8]>) -> Vec<Vec<u8>> {
+        let s = scope("topo", "count");
+        let txn = db.db().unwrap().begin_read().unwrap();
+        let Ok(table) = txn.open_table(table) else {
+            return Vec::new();
+        };
+        table
+            .iter()
+            .unwrap()
+            .map(|e| {
+                keys::parse_timer_row(s.len(), e.unwrap().0.value())
+                    .unwrap()
+                    .2
+            })
+            .collect()
+    }
+
+    fn record(tag: u8, row: &[u8]) -> Vec<u8> {
+        let s = scope("topo", "count");
+        let mut k = vec![tag];
+        k.extend_from_slice(&row[s.len()..]);
+        k
+    }
+
+    fn at(partition: u32, next: u64) -> ChangelogOffset {
+        ChangelogOffset {
+            operator: "count".into(),
+            partition,
+            next,
+        }
+    }
+
     #[test]
-    fn restored_rows_and_offsets_are_durable_and_foreign_timers_go() {
+    fn restored_rows_and_offsets_are_durable_and_foreign_timers_are_parked_until_they_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         assert!(db.changelog_offsets("count").unwrap().is_empty());
         let s = scope("topo", "count");
         let mut batch = RestoreBatch::new("topo", "count");
-        let mut k = vec![b's'];
-        k.extend_from_slice(&value_row(b"a")[s.len()..]);
-        batch.add(&k, Some(b"5")).unwrap();
+        batch
+            .add(0, &record(b's', &value_row(b"a")), Some(b"5"))
+            .unwrap();
         for key in [&b"mine"[..], b"theirs"] {
-            let mut t = vec![b't'];
-            t.extend_from_slice(&timer_row(&s, 1, 0, 10, key)[s.len()..]);
-            batch.add(&t, Some(b"")).unwrap();
+            let t = record(b't', &timer_row(&s, 1, 0, 10, key));
+            batch.add(0, &t, Some(b"")).unwrap();
         }
-        let at = |partition, next| ChangelogOffset {
-            operator: "count".into(),
-            partition,
-            next,
-        };
-        db.apply_changelog(Some(batch), &[at(0, 12), at(3, 4)], &[])
+        db.apply_changelog(Some(batch), &[at(0, 12), at(3, 4)])
             .unwrap();
         drop(db);
         let db = StateDb::open(dir.path()).unwrap();
@@ -554,21 +801,106 @@ mod tests {
             b"5"
         );
         drop((state, txn));
+        // Another node holds `theirs` now: its timer leaves the timers an
+        // instance loads, and the offsets stay (nothing is lost here).
+        let mine = |k: &[u8]| k == b"mine";
         assert_eq!(
-            db.drop_timers("topo", "count", &mut |k| k == b"mine")
+            db.park_timers("topo", "count", &mut |k| mine(k)).unwrap(),
+            (1, 0)
+        );
+        assert_eq!(timer_keys(&db, TIMERS), [b"mine".to_vec()]);
+        assert_eq!(timer_keys(&db, PARKED_TIMERS), [b"theirs".to_vec()]);
+        assert_eq!(
+            db.park_timers("topo", "count", &mut |k| mine(k)).unwrap(),
+            (0, 0)
+        );
+        assert_eq!(db.changelog_offsets("count").unwrap().len(), 2);
+        // It comes back: its timer with it, the other one parked.
+        assert_eq!(
+            db.park_timers("topo", "count", &mut |k| k == b"theirs")
                 .unwrap(),
-            1
+            (1, 1)
         );
+        assert_eq!(timer_keys(&db, TIMERS), [b"theirs".to_vec()]);
+        assert_eq!(timer_keys(&db, PARKED_TIMERS), [b"mine".to_vec()]);
+    }
+
+    #[test]
+    fn event_times_round_trip_per_partition_and_an_end_of_input_is_never_written() {
+        assert_eq!(event_time_record("in", i64::MAX), None);
+        assert_eq!(event_time_record("in", i64::MIN), None);
+        assert_eq!(event_time_record("", 5), None);
+        let (key, value) = event_time_record("in", -7).unwrap();
+        assert_eq!(key, b"win");
+        let mut batch = RestoreBatch::new("topo", "count");
+        batch.add(2, &key, Some(&value)).unwrap();
+        let (key, later) = event_time_record("in", 1_000).unwrap();
+        batch.add(2, &key, Some(&later)).unwrap();
+        batch.add(3, &key, Some(&value)).unwrap();
+        let (other, value) = event_time_record("other", 9).unwrap();
+        batch.add(3, &other, Some(&value)).unwrap();
+        batch.add(3, &other, None).unwrap();
+        // Not an event time: refused, not misread.
+        assert!(batch.add(1, b"w", Some(&later)).is_err());
+        let err = batch.add(1, &key, Some(b"1234")).unwrap_err();
+        assert!(err.contains("4 bytes, not 8"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let (_, old) = event_time_record("other", 3).unwrap();
+        let mut first = RestoreBatch::new("topo", "count");
+        first.add(3, &other, Some(&old)).unwrap();
+        db.apply_changelog(Some(first), &[]).unwrap();
+        db.apply_changelog(Some(batch), &[at(2, 5)]).unwrap();
         assert_eq!(
-            db.drop_timers("topo", "count", &mut |k| k == b"mine")
-                .unwrap(),
-            0
+            db.changelog_event_times("count").unwrap(),
+            BTreeMap::from([((2, "in".to_string()), 1_000), ((3, "in".to_string()), -7)])
         );
-        db.apply_changelog(None, &[], &[("count".into(), 3)])
-            .unwrap();
-        assert_eq!(
-            db.changelog_offsets("count").unwrap(),
-            BTreeMap::from([(0, 12)])
+        assert!(db.changelog_event_times("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_standby_writes_only_over_the_offsets_it_read_from_and_parks_its_timers() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        // The job's handle and the standby's share the open file.
+        let standby = StateDb::open(dir.path()).unwrap();
+        let s = scope("topo", "count");
+        let batch = |v: &[u8]| {
+            let mut b = RestoreBatch::standby("topo", "count");
+            b.add(1, &record(b's', &value_row(b"a")), Some(v)).unwrap();
+            let t = record(b't', &timer_row(&s, 1, 0, 10, b"a"));
+            b.add(1, &t, Some(b"")).unwrap();
+            b
+        };
+        // A row of the timer left among the live ones (by the job that
+        // held the partition) goes: the standby's copy is newer.
+        let mut left = RestoreBatch::new("topo", "count");
+        let t = record(b't', &timer_row(&s, 1, 0, 10, b"a"));
+        left.add(1, &t, Some(b"")).unwrap();
+        db.apply_changelog(Some(left), &[]).unwrap();
+        assert_eq!(timer_keys(&db, TIMERS), [b"a".to_vec()]);
+        let from = BTreeMap::from([(1, None)]);
+        assert!(
+            standby
+                .apply_standby(batch(b"1"), &from, &[at(1, 3)])
+                .unwrap()
         );
+        assert_eq!(db.changelog_offsets("count").unwrap()[&1], 3);
+        assert!(timer_keys(&db, TIMERS).is_empty());
+        assert_eq!(timer_keys(&db, PARKED_TIMERS), [b"a".to_vec()]);
+        // The node's own restore (or checkpoint) moved the offset since
+        // the standby read: its older batch is dropped.
+        db.apply_changelog(None, &[at(1, 9)]).unwrap();
+        let stale = BTreeMap::from([(1, Some(3))]);
+        assert!(
+            !standby
+                .apply_standby(batch(b"2"), &stale, &[at(1, 5)])
+                .unwrap()
+        );
+        assert_eq!(db.changelog_offsets("count").unwrap()[&1], 9);
+        let txn = db.db().unwrap().begin_read().unwrap();
+        let state = txn.open_table(crate::STATE).unwrap();
+        let value = state.get(value_row(b"a").as_slice()).unwrap().unwrap();
+        assert_eq!(value.value(), b"1");
     }
 }

@@ -370,7 +370,7 @@ impl StateDb {
                 let offsets = changelog
                     .commit(id, ops, meta, pending)
                     .map_err(|reason| Unwritten::Refused(StateError::Changelog(reason)))?;
-                crate::changelog::record_offsets(&txn, &offsets, &[]).map_err(|error| {
+                crate::changelog::record_offsets(&txn, &offsets).map_err(|error| {
                     Unwritten::Failed {
                         error,
                         committed_outside: true,

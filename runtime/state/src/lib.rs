@@ -43,7 +43,9 @@ mod keyed;
 mod keys;
 mod store;
 
-pub use changelog::{ChangeRecord, Changelog, ChangelogOffset, RestoreBatch, change_records};
+pub use changelog::{
+    ChangeRecord, Changelog, ChangelogOffset, RestoreBatch, change_records, event_time_record,
+};
 pub use checkpoint::{Checkpoint, CommitFailed, CommitStats, KeptCheckpoint, StateSnapshot};
 pub use keyed::{KeyedState, Preloaded, StateBudget};
 pub use weir_state_contract::SnapshotRow;
@@ -109,16 +111,82 @@ pub struct StateDb {
     changelog: Arc<std::sync::RwLock<Option<Arc<dyn Changelog>>>>,
 }
 
+/// One file's slot in [`OPEN_STORES`]: its store while a handle holds it.
+type StoreSlot = Arc<std::sync::Mutex<std::sync::Weak<Store>>>;
+
+/// The state databases this process has open, by file: redb refuses a
+/// second open of a file, and on a cluster's node a standby's tailer
+/// writes into the database the topology's job has open, so
+/// [`StateDb::open`] of an open file shares its store. Holds no database
+/// alive (an entry whose handles all went is dropped at the next open);
+/// the list's lock is held only to find a file's slot, the slot's across
+/// the open (a repair after a crash may take a while).
+static OPEN_STORES: std::sync::Mutex<Vec<(std::path::PathBuf, StoreSlot)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The store of `path` (`key`: its canonical form): the one this process
+/// has open, or a new one; `fresh`: refuse one that is open.
+fn shared_store(
+    path: &Path,
+    key: std::path::PathBuf,
+    fresh: bool,
+) -> Result<Arc<Store>, StateError> {
+    let slot = {
+        let mut open = OPEN_STORES.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, slot)| {
+            Arc::strong_count(slot) > 1
+                || slot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .strong_count()
+                    > 0
+        });
+        match open.iter().find(|(p, _)| *p == key) {
+            Some((_, slot)) => slot.clone(),
+            None => {
+                let slot = StoreSlot::default();
+                open.push((key, slot.clone()));
+                slot
+            }
+        }
+    };
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(store) = slot.upgrade() {
+        if fresh {
+            return Err(StateError::Open {
+                path: path.display().to_string(),
+                reason: "it is open in this process (stop what uses it first)".into(),
+            });
+        }
+        return Ok(store);
+    }
+    let store = Arc::new(Store::open(path)?);
+    *slot = Arc::downgrade(&store);
+    Ok(store)
+}
+
 impl StateDb {
-    /// Opens (or creates) `<data_dir>/state.redb`.
+    /// Opens (or creates) `<data_dir>/state.redb`; a file this process has
+    /// open already is shared (its checkpoint bookkeeping and changelog
+    /// are per handle set: each `open` starts its own).
     pub fn open(data_dir: &Path) -> Result<StateDb, StateError> {
         let path = data_dir.join("state.redb");
         std::fs::create_dir_all(data_dir).map_err(|e| StateError::Open {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
+        StateDb::open_store(data_dir, false)
+    }
+
+    /// [`StateDb::open`]; `fresh`: refuse a file this process has open.
+    fn open_store(data_dir: &Path, fresh: bool) -> Result<StateDb, StateError> {
+        let path = data_dir.join("state.redb");
+        let key = std::fs::canonicalize(data_dir)
+            .map(|d| d.join("state.redb"))
+            .unwrap_or_else(|_| path.clone());
+        let store = shared_store(&path, key, fresh)?;
         Ok(StateDb {
-            store: Arc::new(Store::open(&path)?),
+            store,
             progress: Arc::default(),
             dir: data_dir.into(),
             changelog: Arc::default(),
@@ -168,7 +236,7 @@ impl StateDb {
         let partial = data_dir.join("state.redb.partial");
         std::fs::copy(savepoint, &partial).map_err(|e| copy_err(e.to_string()))?;
         std::fs::rename(&partial, &path).map_err(|e| copy_err(e.to_string()))?;
-        let db = StateDb::open(data_dir)?;
+        let db = StateDb::open_store(data_dir, true)?;
         db.mark_imported()?;
         Ok(db)
     }

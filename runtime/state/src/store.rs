@@ -16,7 +16,7 @@
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
@@ -39,6 +39,8 @@ pub(crate) struct Store {
     generation: AtomicU64,
     /// Set while a checkpoint commit runs (where the fault point fails).
     in_checkpoint: Arc<AtomicBool>,
+    /// See [`StateDb::changelog_lock`](crate::StateDb::changelog_lock).
+    pub(crate) changelog_lock: Mutex<()>,
 }
 
 impl Store {
@@ -51,6 +53,7 @@ impl Store {
             current: RwLock::new(Some(Arc::new(db))),
             generation: AtomicU64::new(0),
             in_checkpoint,
+            changelog_lock: Mutex::new(()),
         })
     }
 

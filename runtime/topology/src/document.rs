@@ -33,6 +33,20 @@ pub struct TopologyDoc {
     /// take the server's defaults (`weir run` does not restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartDoc>,
+    /// How the topology runs on a cluster (`weir serve --cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterDoc>,
+}
+
+/// Cluster settings of a topology whose sources are Kafka topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterDoc {
+    /// Warm copies of each partition's state kept on other nodes (tailing
+    /// its changelog), so the node that takes a partition over restores
+    /// only the tail; default 0, at most the cluster's nodes less one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standbys: Option<u32>,
 }
 
 /// Where events come from: an embedded stream, a JSON-lines file or a

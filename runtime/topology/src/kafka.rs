@@ -68,6 +68,11 @@ pub struct KafkaSinkDoc {
     pub brokers: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<KafkaFormat>,
+    /// The record's key, which Kafka partitions by: the event's key
+    /// (`record`, default) or the text of a top-level field of the
+    /// event's JSON value (as `key_by: {field: NAME}` reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KafkaField>,
     /// Carry the event's headers into the record (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<bool>,
@@ -289,6 +294,11 @@ pub(crate) fn sink_problems(doc: &KafkaSinkDoc, default_brokers: bool) -> Vec<(S
     let mut problems = Vec::new();
     check_topic(&mut problems, "topic", &doc.topic);
     check_brokers(&mut problems, &doc.brokers, default_brokers);
+    if let Some(KafkaField::Field { field }) = &doc.key
+        && field.is_empty()
+    {
+        problems.push(("key".into(), "must name a field of the value".into()));
+    }
     if let Some(topic) = &doc.progress_topic {
         check_topic(&mut problems, "progress_topic", topic);
         if *topic == doc.topic {
@@ -484,13 +494,18 @@ mod tests {
         let bad = source("{topic: t, brokers: 'localhost'}");
         assert_eq!(source_problems(&bad, true)[0].0, "brokers");
         let sink: KafkaSinkDoc = serde_yaml_ng::from_str(
-            "{topic: out, progress_topic: out, properties: {transactional.id: x, linger.ms: 5}}",
+            "{topic: out, key: {field: ''}, progress_topic: out, \
+             properties: {transactional.id: x, linger.ms: 5}}",
         )
         .unwrap();
         let problems = sink_problems(&sink, true);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(problems[0].0, "progress_topic");
-        assert!(problems[1].1.contains("`transactional_id`"), "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems[0].0, "key");
+        assert_eq!(problems[1].0, "progress_topic");
+        assert!(problems[2].1.contains("`transactional_id`"), "{problems:?}");
+        let keyed: KafkaSinkDoc =
+            serde_yaml_ng::from_str("{topic: out, key: {field: word}}").unwrap();
+        assert!(sink_problems(&keyed, true).is_empty());
     }
 
     #[test]

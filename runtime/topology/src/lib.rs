@@ -21,13 +21,13 @@ mod validate;
 
 pub use depth::MAX_DOCUMENT_DEPTH;
 pub use document::{
-    CheckpointDoc, ErrorPolicyDoc, InputRef, InputResolver, Inputs, KeyBy, LatePolicyDoc,
-    OperatorDoc, OperatorLimits, OperatorLimitsDoc, RestartDoc, SinkDoc, SourceDoc, TopologyDoc,
-    WatermarkDoc, parse_topology,
+    CheckpointDoc, ClusterDoc, ErrorPolicyDoc, InputRef, InputResolver, Inputs, KeyBy,
+    LatePolicyDoc, OperatorDoc, OperatorLimits, OperatorLimitsDoc, RestartDoc, SinkDoc, SourceDoc,
+    TopologyDoc, WatermarkDoc, parse_topology,
 };
 pub use kafka::{
     KafkaDelivery, KafkaEdge, KafkaField, KafkaFormat, KafkaRecord, KafkaSinkDoc, KafkaSourceDoc,
-    KafkaStart, MAX_KAFKA_PROPERTIES, property_text,
+    KafkaStart, MAX_KAFKA_PROPERTIES, MAX_TOPIC_NAME_BYTES, property_text,
 };
 pub use sinks::{
     ColumnDoc, HttpSinkDoc, MAX_HTTP_BATCH, PostgresModeDoc, PostgresSinkDoc, is_column_source,

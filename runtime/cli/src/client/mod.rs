@@ -1,10 +1,12 @@
 //! The `weir` commands that drive a server over its REST API: `module`,
-//! `topology`, `savepoint`, `produce`, `consume`, `state`, `dead-letter`.
+//! `topology`, `savepoint`, `produce`, `consume`, `state`, `dead-letter`,
+//! `cluster`.
 //!
 //! Output: human-readable tables on stdout by default, the server's JSON
 //! with `--json`; progress (uploads, waits) on stderr when it is a terminal.
 //! Exit codes are [`Failure`]'s.
 
+pub mod cluster;
 pub mod letters;
 pub mod listing;
 pub mod modules;

@@ -16,7 +16,7 @@ use weir_topology::{ErrorPolicyDoc, KafkaFormat, TopologyDoc};
 use super::config::KafkaError;
 use super::group::{Assignment, GroupFence};
 use super::sink::KafkaSink;
-use super::source::{KafkaSource, SharedDeadLetters};
+use super::source::{KafkaSource, NodeRead, SharedDeadLetters};
 use crate::SourceMode;
 
 /// A `kafka:` source or sink of a topology could not be bound.
@@ -59,6 +59,9 @@ pub struct KafkaShare {
     /// The topology's group (`weir.<cluster>.<topology>`) and this node's
     /// member in it.
     pub fence: GroupFence,
+    /// Repartition topics among the inputs: the records a checkpoint's
+    /// transaction read past are deleted after it.
+    pub purge: std::collections::BTreeSet<String>,
 }
 
 /// Binds every `kafka:` source and sink of `doc` not in `bindings` yet.
@@ -104,7 +107,10 @@ pub fn bind_kafka_shared(
             &brokers,
             mode == SourceMode::Bounded,
             letters.clone(),
-            share.map(|s| s.partitions.get(&kafka.topic).unwrap_or(&empty)),
+            share.map(|s| NodeRead {
+                partitions: s.partitions.get(&kafka.topic).unwrap_or(&empty),
+                purge: s.purge.contains(&kafka.topic),
+            }),
         )
         .map_err(|source| KafkaBindError { what, source })?;
         bindings.stats.insert(source.name.clone(), read.stats());

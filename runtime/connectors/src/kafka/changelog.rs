@@ -16,7 +16,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::config::{KafkaError, LOOKUP_TIMEOUT, create_topic, lookup_consumer, partitions_of};
+use super::config::{
+    KafkaError, LOOKUP_TIMEOUT, create_topic, lookup_consumer, lookup_consumer_at, partitions_of,
+};
 
 /// A restore that reads nothing for this long fails (the brokers are
 /// away).
@@ -147,7 +149,8 @@ impl ChangelogTopic {
 
     /// Reads `from` (partition → the offset to start at, `None`: the
     /// beginning) `read_committed` to the end each partition has now
-    /// (waiting for transactions open before that end to be ended),
+    /// (its high watermark, so waiting for transactions open before that
+    /// end to be ended: records committed after them are part of it),
     /// handing every record to `each` in offset order within its
     /// partition; answers where each partition ended (the next offset).
     /// A start past a partition's end (the topic was made anew) reads it
@@ -158,6 +161,11 @@ impl ChangelogTopic {
         each: &mut OnChangelogRecord<'_>,
     ) -> Result<BTreeMap<u32, u64>, KafkaError> {
         let consumer = lookup_consumer(&self.brokers, &Default::default())?;
+        // The ends are high watermarks, past the records of open
+        // transactions (a `read_committed` lookup answers the last stable
+        // offset, the start of the first open transaction: the restore
+        // would stop there instead of waiting).
+        let ends_of = lookup_consumer_at(&self.brokers, &Default::default(), "read_uncommitted")?;
         let unreachable = |e: RdError| KafkaError::Unreachable {
             brokers: self.brokers.clone(),
             timeout_ms: LOOKUP_TIMEOUT.as_millis() as u64,
@@ -166,7 +174,7 @@ impl ChangelogTopic {
         let mut ends = BTreeMap::new();
         let mut list = TopicPartitionList::new();
         for (&p, &start) in from {
-            let (low, high) = consumer
+            let (low, high) = ends_of
                 .fetch_watermarks(&self.topic, p as i32, LOOKUP_TIMEOUT)
                 .map_err(unreachable)?;
             let start = match start {

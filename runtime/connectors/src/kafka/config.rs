@@ -300,10 +300,21 @@ pub(crate) fn partitions_of(
 }
 
 /// A consumer that only looks things up (metadata, watermarks) or reads
-/// by assignment, never committing.
+/// by assignment, never committing; `read_committed` (a partition's end
+/// is its last stable offset).
 pub(crate) fn lookup_consumer(
     brokers: &str,
     properties: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<WeirConsumer, KafkaError> {
+    lookup_consumer_at(brokers, properties, "read_committed")
+}
+
+/// [`lookup_consumer`] at `isolation` (`read_uncommitted`: a partition's
+/// end is its high watermark, past open transactions' records).
+pub(crate) fn lookup_consumer_at(
+    brokers: &str,
+    properties: &std::collections::BTreeMap<String, serde_json::Value>,
+    isolation: &str,
 ) -> Result<WeirConsumer, KafkaError> {
     let mut config = base_config(brokers, properties)?;
     config
@@ -311,7 +322,7 @@ pub(crate) fn lookup_consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", isolation);
     config
         .create_with_context(QuietContext::default())
         .map_err(|e| KafkaError::Config(e.to_string()))

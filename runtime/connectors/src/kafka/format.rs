@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use weir_topology::{KafkaField, KafkaFormat, KafkaSinkDoc, KafkaSourceDoc};
 use weir_types::Event;
-use weir_types::wire::{compact_json, field_key};
+use weir_types::wire::{compact_json, field_key, field_key_ref};
 
 /// Header of a dead-lettered record: the topic it was read from.
 pub const HEADER_TOPIC: &str = "kafka.topic";
@@ -26,8 +26,9 @@ pub const HEADER_OFFSET: &str = "kafka.offset";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordFormat {
     pub format: KafkaFormat,
-    /// The event key from this field of the JSON value instead of the
-    /// record key.
+    /// In, the event key from this field of the JSON value instead of the
+    /// record key; out, the record key from this field of the event's
+    /// value instead of the event key.
     pub key_field: Option<String>,
     /// The event time from this field of the JSON value instead of the
     /// record timestamp.
@@ -64,7 +65,7 @@ impl RecordFormat {
     pub fn of_sink(doc: &KafkaSinkDoc) -> RecordFormat {
         RecordFormat {
             format: doc.format.unwrap_or_default(),
-            key_field: None,
+            key_field: field_name(&doc.key),
             time_field: None,
             headers: doc.headers.unwrap_or(true),
         }
@@ -103,6 +104,15 @@ impl RecordFormat {
             timestamp,
             headers: Vec::new(),
         })
+    }
+
+    /// The record key of an event: its key, or the text of field
+    /// `key_field` of its value (none when the value has no such field).
+    pub fn record_key<'a>(&self, key: Option<&'a [u8]>, value: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+        match &self.key_field {
+            Some(field) => field_key_ref(value, field),
+            None => key.map(Cow::Borrowed),
+        }
     }
 
     /// The record value of an event value.
@@ -184,6 +194,25 @@ mod tests {
         let bytes = format(KafkaFormat::Bytes);
         assert_eq!(bytes.to_event(record(&[0xff]), 0).unwrap().value, [0xff]);
         assert_eq!(&*bytes.record_value(br#""x""#), br#""x""#);
+    }
+
+    #[test]
+    fn a_sink_keys_records_by_a_field_of_the_value_when_told() {
+        let by_key = format(KafkaFormat::Bytes);
+        assert_eq!(
+            by_key.record_key(Some(b"k"), br#"{"w":"x"}"#).as_deref(),
+            Some(&b"k"[..])
+        );
+        let by_field = RecordFormat {
+            key_field: Some("w".into()),
+            ..format(KafkaFormat::Bytes)
+        };
+        assert_eq!(
+            by_field.record_key(Some(b"k"), br#"{"w":"x"}"#).as_deref(),
+            Some(&b"x"[..])
+        );
+        // No such field: no key (Kafka spreads such records).
+        assert_eq!(by_field.record_key(Some(b"k"), br#"{"v":1}"#), None);
     }
 
     #[test]

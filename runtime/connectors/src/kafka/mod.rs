@@ -29,7 +29,10 @@
 //!   `txn.rs`: [`NodeProducer`], a node's one transaction per checkpoint
 //!   of a topology (sink output, changelog records, input offsets).
 //!   `changelog.rs`: [`ChangelogTopic`], a keyed operator's compacted
-//!   changelog on a cluster, and Kafka's key partitioner. Crash points
+//!   changelog on a cluster, and Kafka's key partitioner.
+//!   `repartition.rs`: a cluster's repartition topics
+//!   ([`ensure_repartition_topic`]) and the deletion of what committed
+//!   transactions read of them ([`Purger`]). Crash points
 //!   for the crash tests go through `weir_io::fault`.
 
 mod bind;
@@ -38,6 +41,7 @@ mod config;
 mod control;
 mod format;
 mod group;
+mod repartition;
 mod sink;
 mod source;
 mod txn;
@@ -50,6 +54,7 @@ pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
 pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
 pub use group::{Assignment, GroupFence, GroupMember, OnAssignment};
+pub use repartition::{Purger, ensure_repartition_topic};
 pub use sink::{KafkaSink, Marker};
 pub use source::KafkaSource;
 pub use txn::{

@@ -392,9 +392,10 @@ where
     C: ProducerContext<DeliveryOpaque = ()> + 'static,
 {
     let value = format.record_value(e.value);
+    let key = format.record_key(e.key, e.value);
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(&*value);
-    if let Some(key) = e.key {
-        record = record.key(key);
+    if let Some(key) = &key {
+        record = record.key(&**key);
     }
     if e.timestamp >= 0 {
         record = record.timestamp(e.timestamp);

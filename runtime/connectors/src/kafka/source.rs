@@ -15,6 +15,10 @@
 //! last owner), and commits nothing itself: the node's transaction
 //! commits its offsets.
 //!
+//! A cluster's repartition topic is read the same way; once a
+//! checkpoint committed, the records before its offsets are deleted
+//! (nobody reads them again).
+//!
 //! Bounded (`weir run`): the input ends when every partition reached its
 //! end as it was when reading began. Following (the server): it never
 //! ends.
@@ -38,6 +42,7 @@ use super::config::{
     KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
 };
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
+use super::repartition::Purger;
 
 /// How long one pull waits for a record before saying `Idle`.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -90,6 +95,18 @@ pub struct KafkaSource {
     /// ones read, each from the further of this node's checkpoint and
     /// the group's committed offset; nothing is committed here.
     shared: bool,
+    /// A repartition topic: what a committed checkpoint read is deleted.
+    purger: Option<Purger>,
+}
+
+/// What a cluster's node reads of a topic.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeRead<'a> {
+    /// The partitions the node holds.
+    pub partitions: &'a BTreeSet<i32>,
+    /// A repartition topic: the records a committed checkpoint read past
+    /// are deleted.
+    pub purge: bool,
 }
 
 /// How often a source refreshes its [`EndpointStats`].
@@ -115,7 +132,7 @@ impl KafkaSource {
         brokers: &str,
         bounded: bool,
         dead_letters: Option<SharedDeadLetters>,
-        owned: Option<&BTreeSet<i32>>,
+        share: Option<NodeRead<'_>>,
     ) -> Result<KafkaSource, KafkaError> {
         let mut config = base_config(brokers, &BTreeMap::new())?;
         config
@@ -142,8 +159,8 @@ impl KafkaSource {
             .create_with_context(QuietContext::with_ends(stats.clone()))
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let mut partitions = partitions_of(&consumer, brokers, &doc.topic)?;
-        if let Some(owned) = owned {
-            partitions.retain(|p| owned.contains(p));
+        if let Some(share) = &share {
+            partitions.retain(|p| share.partitions.contains(p));
         }
         tracing::info!(
             kafka.topic = %doc.topic,
@@ -174,7 +191,11 @@ impl KafkaSource {
             stats,
             records_in: 0,
             stats_at: None,
-            shared: owned.is_some(),
+            shared: share.is_some(),
+            purger: share
+                .is_some_and(|s| s.purge)
+                .then(|| Purger::new(brokers, &doc.topic))
+                .transpose()?,
         })
     }
 
@@ -517,6 +538,11 @@ impl Source for KafkaSource {
         let Position::Splits(offsets) = position else {
             return Ok(());
         };
+        if let Some(purger) = &mut self.purger {
+            // The checkpoint's transaction committed these offsets to the
+            // group: no owner of these partitions reads before them again.
+            purger.purge(offsets);
+        }
         if offsets.is_empty() || self.shared {
             return Ok(());
         }
@@ -525,8 +551,15 @@ impl Source for KafkaSource {
             list.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
                 .map_err(|e| e.to_string())?;
         }
-        // Only for lag tools: a failure is logged, never fatal.
-        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+        // Only for lag tools: a failure is logged, never fatal. A bounded
+        // source that read everything waits for it: the run ends after
+        // this checkpoint, and an asynchronous commit could be lost with
+        // the process.
+        let mode = match &self.unfinished {
+            Some(left) if left.is_empty() => CommitMode::Sync,
+            _ => CommitMode::Async,
+        };
+        if let Err(e) = self.consumer.commit(&list, mode) {
             self.transient(&e);
         }
         Ok(())

@@ -190,9 +190,7 @@ pub(super) fn apply(
                 .record(&name)
                 .is_ok_and(|r| r.doc == entry.doc && r.modules == entry.modules);
             if !same {
-                plane
-                    .topologies
-                    .apply_pinned(&name, entry.doc, &entry.modules)
+                super::upgrade::apply_record(plane, &name, entry.doc, &entry.modules)
                     .map_err(|e| e.to_string())?;
             }
             match state.desired.get(&name) {

@@ -10,18 +10,27 @@
 //!   input's partition count. The engine's key groups (FNV, per instance
 //!   inside a node) are not involved: a node holds rows of every key
 //!   group, and the changelog partition is computed from each row's key.
-//!   So a keyed operator must be keyed like its input records (`key_by:
-//!   key` on records keyed by the producer's default partitioner, no
-//!   operator before it that changes the key): a row of a key whose
-//!   partition this node does not hold fails the checkpoint with a
-//!   message saying so (repartition topics are not built yet).
+//!   The input is the topology's lead topic (its first `kafka:` source):
+//!   its other inputs are co-partitioned with it, and an operator keyed
+//!   otherwise than its input records reads through a repartition topic
+//!   of the lead's partition count (`repartition.rs`). Records a producer
+//!   did not partition by their key are the one way left to a row of a
+//!   key whose partition this node does not hold: that fails the
+//!   checkpoint with a message saying so.
 //! - [`attach`], before a job starts on a node's partitions: for each
-//!   operator whose changelog exists, drops the timers of keys of
-//!   partitions the node does not hold (they must not fire here; the
-//!   partition's recorded offset goes with them, so it is read from the
-//!   start when it comes back) and reads each held partition
-//!   `read_committed` from the offset the local database recorded (from
-//!   the start without one) to its end, into the local database.
+//!   operator whose changelog exists, parks the timers of keys of
+//!   partitions the node does not hold (they must not fire here) and
+//!   moves back those of partitions it holds again, then reads each held
+//!   partition `read_committed` from the offset the local database
+//!   recorded (from the start without one; a standby keeps that offset
+//!   close to the end, `standby.rs`) to its end, into the local database.
+//!   It answers the event time each source had reached on the held
+//!   partitions ([`start_event_times`]), where the job's watermarks start.
+//! - Each checkpoint also writes, per Kafka source and held partition, the
+//!   event time the source reached (when it moved since the last one this
+//!   job wrote), to every changelog of the topology: a node that takes the
+//!   partition over starts its watermark there, never from an end of
+//!   input.
 //! - [`KafkaChangelog`]: each checkpoint of the job is then one Kafka
 //!   transaction of the node's producer for the topology
 //!   (`weir.<cluster>.<topology>.<node>`, [`NodeProducer`]): the rows'
@@ -41,7 +50,9 @@ use weir_connectors::{
     topic_partitions,
 };
 use weir_engine::Position;
-use weir_state::{ChangelogOffset, RestoreBatch, SnapshotRow, StateDb, change_records};
+use weir_state::{
+    ChangelogOffset, RestoreBatch, SnapshotRow, StateDb, change_records, event_time_record,
+};
 use weir_topology::{KafkaDelivery, TopologyDoc};
 use weir_types::Batch;
 
@@ -70,8 +81,7 @@ struct Partitioning {
 pub(crate) struct KafkaChangelog {
     topology: String,
     brokers: String,
-    /// `Err`: why this topology's rows cannot go to changelogs.
-    partitioning: Result<Partitioning, String>,
+    partitioning: Partitioning,
     /// Changelogs opened so far, by operator (one is created at its
     /// operator's first state write).
     logs: Mutex<BTreeMap<String, Arc<ChangelogTopic>>>,
@@ -81,6 +91,9 @@ pub(crate) struct KafkaChangelog {
     outputs: BTreeMap<String, OutputTopic>,
     producer: NodeProducer,
     fence: GroupFence,
+    /// The event time this job last committed to each changelog
+    /// partition for each source.
+    written_times: Mutex<BTreeMap<TimeSlot, i64>>,
 }
 
 /// Per input topic and partition, the next offset to read, from the
@@ -136,6 +149,9 @@ impl KafkaChangelog {
 /// tombstone).
 type Record = (String, u32, Vec<u8>, Option<Vec<u8>>);
 
+/// Where an event-time record goes: operator, partition, source.
+type TimeSlot = (String, u32, String);
+
 impl KafkaChangelog {
     /// The changelog records of `rows`.
     fn changelog_records(&self, rows: &[SnapshotRow]) -> Result<Vec<Record>, String> {
@@ -143,7 +159,7 @@ impl KafkaChangelog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let to = self.partitioning.as_ref().map_err(Clone::clone)?;
+        let to = &self.partitioning;
         let mut out = Vec::with_capacity(records.len());
         let mut topics: BTreeMap<String, String> = BTreeMap::new();
         for r in records {
@@ -152,9 +168,10 @@ impl KafkaChangelog {
                 return Err(format!(
                     "operator `{}` wrote the state of key {:?}, which belongs to partition {p} of \
                      {}, a partition this node does not read: in a cluster an operator that keeps \
-                     state must be keyed like its Kafka input (`key_by: key` on records the \
-                     producer partitioned by that key, no operator before it that changes the \
-                     key); repartition topics are not built yet",
+                     state must be keyed like its Kafka input (`key_by: key` straight on a source \
+                     reads records as the producer partitioned them: write them with Kafka's \
+                     default partitioner, murmur2 of the key, or key the operator by a field, \
+                     which goes through a repartition topic)",
                     r.operator,
                     String::from_utf8_lossy(&r.state_key),
                     to.input
@@ -175,6 +192,51 @@ impl KafkaChangelog {
     }
 }
 
+impl KafkaChangelog {
+    /// The event-time records of a checkpoint whose sources reached
+    /// `times` (source → event time): per Kafka source, held partition
+    /// and open changelog, where it moved since this job last wrote it;
+    /// with the `(operator, partition, source)` each one sets.
+    fn event_time_records(
+        &self,
+        times: &BTreeMap<String, i64>,
+    ) -> (Vec<Record>, Vec<(TimeSlot, i64)>) {
+        let to = &self.partitioning;
+        let (mut records, mut set) = (Vec::new(), Vec::new());
+        let logs: Vec<(String, String)> = self
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(op, log)| (op.clone(), log.topic().to_string()))
+            .collect();
+        let written = self
+            .written_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (source, &reached) in times {
+            if !self.inputs.contains_key(source) {
+                continue;
+            }
+            let Some((key, value)) = event_time_record(source, reached) else {
+                continue;
+            };
+            for (operator, topic) in &logs {
+                for &p in &to.held {
+                    let slot = (operator.clone(), p, source.clone());
+                    if written.get(&slot) == Some(&reached) {
+                        continue;
+                    }
+                    records.push((topic.clone(), p, key.clone(), Some(value.clone())));
+                    set.push((slot, reached));
+                }
+            }
+        }
+        (records, set)
+    }
+}
+
 impl weir_state::Changelog for KafkaChangelog {
     fn commit(
         &self,
@@ -183,7 +245,11 @@ impl weir_state::Changelog for KafkaChangelog {
         meta: &[u8],
         pending: &[(String, Vec<u8>)],
     ) -> Result<Vec<ChangelogOffset>, String> {
-        let changelog = self.changelog_records(rows)?;
+        let mut changelog = self.changelog_records(rows)?;
+        let sources = weir_engine::checkpoint_sources(meta)?;
+        let times = sources.iter().map(|(s, (_, t))| (s.clone(), *t)).collect();
+        let (times, times_set) = self.event_time_records(&times);
+        changelog.extend(times);
         let mut outputs: Vec<(&OutputTopic, Batch)> = Vec::new();
         for (sink, bytes) in pending {
             // Other exactly-once sinks publish after the local commit.
@@ -195,7 +261,7 @@ impl weir_state::Changelog for KafkaChangelog {
             })?;
             outputs.push((output, batch));
         }
-        let positions = weir_engine::checkpoint_positions(meta)?;
+        let positions = sources.into_iter().map(|(s, (p, _))| (s, p)).collect();
         let offsets = input_offsets(&positions, &self.inputs)?;
         if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() {
             return Ok(Vec::new());
@@ -212,6 +278,10 @@ impl weir_state::Changelog for KafkaChangelog {
             .producer
             .commit(&commit, &self.fence)
             .map_err(|e| e.to_string())?;
+        self.written_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(times_set);
         tracing::trace!(
             topology.name = %self.topology,
             checkpoint = id,
@@ -241,14 +311,15 @@ impl weir_state::Changelog for KafkaChangelog {
 
 /// Before `doc`'s job starts on `share`: restores the held partitions of
 /// every existing changelog into `db` and makes committed checkpoints
-/// write to the changelogs. `brokers` stands in for sources that name
-/// none.
+/// write to the changelogs; answers the event time each Kafka source had
+/// reached on the held partitions (for `Bindings::event_times`).
+/// `brokers` stands in for sources that name none.
 pub(crate) fn attach(
     doc: &TopologyDoc,
     brokers: Option<&str>,
     share: &KafkaShare,
     db: &StateDb,
-) -> Result<(), String> {
+) -> Result<BTreeMap<String, i64>, String> {
     let sources: Vec<_> = doc
         .sources
         .iter()
@@ -256,35 +327,25 @@ pub(crate) fn attach(
         .collect();
     let Some(first) = sources.first() else {
         db.set_changelog(None);
-        return Ok(());
+        return Ok(BTreeMap::new());
     };
     let brokers = first
         .brokers
         .clone()
         .or_else(|| brokers.map(str::to_string))
         .ok_or("no Kafka brokers for the topology's changelogs: give --kafka-brokers")?;
-    let topics: BTreeSet<&str> = sources.iter().map(|k| k.topic.as_str()).collect();
-    let partitioning = if topics.len() == 1 {
-        let input = first.topic.clone();
-        let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
-        let held = share
-            .partitions
-            .get(&input)
-            .map(|ps| ps.iter().map(|&p| p as u32).collect())
-            .unwrap_or_default();
-        Ok(Partitioning {
-            input,
-            partitions,
-            held,
-        })
-    } else {
-        Err(format!(
-            "topology `{}` reads several Kafka topics ({}) and keeps state: in a cluster, state \
-             moves with the partitions of one input topic (co-partitioned inputs are not built \
-             yet)",
-            doc.name,
-            topics.into_iter().collect::<Vec<_>>().join(", ")
-        ))
+    // The lead input: the other inputs are co-partitioned with it.
+    let input = first.topic.clone();
+    let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
+    let held = share
+        .partitions
+        .get(&input)
+        .map(|ps| ps.iter().map(|&p| p as u32).collect())
+        .unwrap_or_default();
+    let partitioning = Partitioning {
+        input,
+        partitions,
+        held,
     };
     let inputs = doc
         .sources
@@ -317,25 +378,123 @@ pub(crate) fn attach(
         outputs,
         producer: NodeProducer::new(&brokers, &format!("{}.{}", share.fence.group(), share.node)),
         fence: share.fence.clone(),
+        written_times: Mutex::default(),
     };
-    if let Ok(to) = &partitioning {
-        for operator in &doc.operators {
-            let topic = changelog_topic(share.fence.group(), &operator.name);
-            let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
-                .map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            restore(db, &doc.name, &operator.name, &log, to)?;
-            changelog
-                .logs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(operator.name.clone(), Arc::new(log));
-        }
+    let to = &partitioning;
+    let mut recorded = Vec::new();
+    // A standby's tailer waits while the held partitions are restored.
+    let restoring = db.changelog_lock();
+    for operator in &doc.operators {
+        let topic = changelog_topic(share.fence.group(), &operator.name);
+        let Some(log) = ChangelogTopic::open(&brokers, &topic, to.partitions, false)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        restore(db, &doc.name, &operator.name, &log, to)?;
+        recorded.push(
+            db.changelog_event_times(&operator.name)
+                .map_err(|e| e.to_string())?,
+        );
+        changelog
+            .logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(operator.name.clone(), Arc::new(log));
     }
+    drop(restoring);
     db.set_changelog(Some(Arc::new(changelog)));
-    Ok(())
+    let mut times = start_event_times(&partitioning.held, &recorded);
+    times.retain(|source, _| doc.sources.iter().any(|s| &s.name == source));
+    Ok(times)
+}
+
+/// Where each source's event time starts on a node holding `held`:
+/// the latest any changelog (`recorded`: per operator, `(partition,
+/// source)` → event time) says a source had reached on a held partition.
+/// Partitions held elsewhere say nothing here, and an end of input
+/// (`i64::MAX`) or nothing read (`i64::MIN`) is never a start.
+pub(crate) fn start_event_times(
+    held: &BTreeSet<u32>,
+    recorded: &[BTreeMap<(u32, String), i64>],
+) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = BTreeMap::new();
+    for ((partition, source), &time) in recorded.iter().flatten() {
+        if !held.contains(partition) || time == i64::MAX || time == i64::MIN {
+            continue;
+        }
+        let at = out.entry(source.clone()).or_insert(time);
+        *at = (*at).max(time);
+    }
+    out
+}
+
+/// What a [`read_changelog`] that went to the end read: its records and
+/// where each partition ended (the next offset).
+pub(super) type ReadTo = (u64, BTreeMap<u32, u64>);
+
+/// What [`read_changelog`] hands each batch to, with the offsets the
+/// partitions end at (empty but for the last batch); `false`: the batch
+/// is stale, the read stops.
+pub(super) type WriteBatch<'a> =
+    dyn FnMut(RestoreBatch, &[ChangelogOffset]) -> Result<bool, String> + 'a;
+
+/// Reads `from` (partition → the recorded offset to start at) of
+/// `operator`'s changelog `log` to the end each partition has now, in
+/// batches like `empty` of at most [`RESTORE_BATCH_ROWS`], handed to
+/// `write`. Answers the records read and where each partition ended, or
+/// `None` when `write` found a batch stale.
+pub(super) fn read_changelog(
+    log: &ChangelogTopic,
+    operator: &str,
+    from: &BTreeMap<u32, Option<u64>>,
+    empty: &RestoreBatch,
+    write: &mut WriteBatch<'_>,
+) -> Result<Option<ReadTo>, String> {
+    const STALE: &str = "a newer copy of the partition was written meanwhile";
+    let mut batch = empty.emptied();
+    let mut records = 0u64;
+    let mut stale = false;
+    let read = log.read(from, &mut |partition, key, value| {
+        records += 1;
+        batch.add(partition, key, value)?;
+        if batch.len() >= RESTORE_BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, empty.emptied());
+            if !write(full, &[])? {
+                stale = true;
+                return Err(STALE.into());
+            }
+        }
+        Ok(())
+    });
+    let ends = match read {
+        Ok(ends) => ends,
+        Err(_) if stale => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let offsets: Vec<ChangelogOffset> = ends
+        .iter()
+        .map(|(&partition, &next)| ChangelogOffset {
+            operator: operator.to_string(),
+            partition,
+            next,
+        })
+        .collect();
+    Ok(write(batch, &offsets)?.then_some((records, ends)))
+}
+
+/// Where each of `partitions` of `operator`'s changelog is read from:
+/// the offset `db` recorded for it (`None`: from its beginning).
+pub(super) fn recorded_from(
+    db: &StateDb,
+    operator: &str,
+    partitions: &BTreeSet<u32>,
+) -> Result<BTreeMap<u32, Option<u64>>, String> {
+    let recorded = db.changelog_offsets(operator).map_err(|e| e.to_string())?;
+    Ok(partitions
+        .iter()
+        .map(|&p| (p, recorded.get(&p).copied()))
+        .collect())
 }
 
 /// Reads the held partitions of `operator`'s changelog into `db`, each
@@ -348,59 +507,32 @@ fn restore(
     to: &Partitioning,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let local = db.changelog_offsets(operator).map_err(|e| e.to_string())?;
-    let mut stale = BTreeSet::new();
-    let dropped = db
-        .drop_timers(topology, operator, &mut |key| {
-            let p = partition_of(key, to.partitions);
-            let held = to.held.contains(&p);
-            if !held {
-                stale.insert(p);
-            }
-            held
+    let (parked, back) = db
+        .park_timers(topology, operator, &mut |key| {
+            to.held.contains(&partition_of(key, to.partitions))
         })
         .map_err(|e| e.to_string())?;
-    let forget: Vec<(String, u32)> = stale
-        .into_iter()
-        .filter(|p| local.contains_key(p))
-        .map(|p| (operator.to_string(), p))
-        .collect();
-    let from: BTreeMap<u32, Option<u64>> = to
-        .held
-        .iter()
-        .map(|&p| (p, local.get(&p).copied()))
-        .collect();
-    let mut batch = RestoreBatch::new(topology, operator);
-    let mut rows = 0u64;
-    let ends = log
-        .read(&from, &mut |_, key, value| {
-            rows += 1;
-            batch.add(key, value)?;
-            if batch.len() >= RESTORE_BATCH_ROWS {
-                let full = std::mem::replace(&mut batch, RestoreBatch::new(topology, operator));
-                db.apply_changelog(Some(full), &[], &[])
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    let offsets: Vec<ChangelogOffset> = ends
-        .into_iter()
-        .map(|(partition, next)| ChangelogOffset {
-            operator: operator.to_string(),
-            partition,
-            next,
-        })
-        .collect();
-    db.apply_changelog(Some(batch), &offsets, &forget)
-        .map_err(|e| e.to_string())?;
+    let from = recorded_from(db, operator, &to.held)?;
+    let read = read_changelog(
+        log,
+        operator,
+        &from,
+        &RestoreBatch::new(topology, operator),
+        &mut |batch, offsets| {
+            db.apply_changelog(Some(batch), offsets)
+                .map_err(|e| e.to_string())?;
+            Ok(true)
+        },
+    )?;
     tracing::info!(
         topology.name = topology,
         operator,
         kafka.topic = log.topic(),
         partitions = ?to.held,
-        records = rows,
-        timers_dropped = dropped,
+        from = ?from,
+        records = read.map_or(0, |(records, _)| records),
+        timers_parked = parked,
+        timers_back = back,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
     );
@@ -449,5 +581,29 @@ mod tests {
             err.contains("each input topic is read by one source"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_node_starts_from_the_latest_event_time_of_the_partitions_it_holds() {
+        let of = |entries: &[(u32, &str, i64)]| -> BTreeMap<(u32, String), i64> {
+            entries
+                .iter()
+                .map(|&(p, s, t)| ((p, s.to_string()), t))
+                .collect()
+        };
+        let count = of(&[(0, "in", 10), (1, "in", 30), (2, "in", 99), (1, "other", 5)]);
+        // A second operator's changelog saw partition 0 further.
+        let sum = of(&[(0, "in", 20), (3, "in", i64::MAX), (1, "gone", i64::MIN)]);
+        let held = BTreeSet::from([0, 1, 3]);
+        assert_eq!(
+            start_event_times(&held, &[count.clone(), sum]),
+            BTreeMap::from([("in".to_string(), 30), ("other".to_string(), 5)])
+        );
+        // Partition 2 (the furthest) is another node's: it says nothing.
+        assert_eq!(
+            start_event_times(&BTreeSet::from([0]), &[count]),
+            BTreeMap::from([("in".to_string(), 10)])
+        );
+        assert!(start_event_times(&held, &[]).is_empty());
     }
 }

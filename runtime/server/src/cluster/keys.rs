@@ -169,6 +169,10 @@ pub struct Member {
     /// looked up, less the source's position).
     #[serde(default)]
     pub lag: BTreeMap<String, BTreeMap<String, BTreeMap<i32, u64>>>,
+    /// Per running topology, the partitions it keeps a standby copy of
+    /// and how many changelog records each was behind at its last look.
+    #[serde(default)]
+    pub standbys: BTreeMap<String, BTreeMap<i32, u64>>,
 }
 
 /// `value` as JSON of `T`, or what is wrong with it.

@@ -22,10 +22,17 @@
 //! - `keys.rs`: the records' keys and values.
 //! - `query.rs`: a state query on any node, forwarded to the node that
 //!   holds the key's partition.
+//! - `repartition.rs`: co-partitioned inputs (the group assigns the lead
+//!   topic, the other inputs follow its partition numbers) and the
+//!   repartition topics a re-keyed operator reads through.
+//! - `upgrade.rs`: a new document for a running topology (a module
+//!   upgrade) restarts each node's job on it from its committed state.
 //!
 //! - `changelog.rs`: keyed state that moves with its partitions: a
 //!   compacted changelog topic per operator that keeps state, written
 //!   with each checkpoint and read by the node that gets a partition.
+//! - `standby.rs`: warm copies of other nodes' partitions (`standbys`),
+//!   kept from their changelogs, so a move restores only the tail.
 //!
 //!   Each checkpoint of a topology on a node is one Kafka transaction
 //!   (its exactly-once sinks' output, its changelog records and its
@@ -36,9 +43,13 @@ mod apply;
 pub(crate) mod changelog;
 pub mod keys;
 mod query;
+pub(crate) mod repartition;
+mod standby;
 mod tasks;
+mod upgrade;
 
 pub use query::{Forwarded, QueryRoute};
+pub(crate) use standby::standby_problems;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,6 +136,8 @@ pub enum ClusterError {
         address: String,
         reason: String,
     },
+    #[error("topology `{topology}` runs and cannot take this document: {reason}")]
+    UpgradeRefused { topology: String, reason: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -183,6 +196,8 @@ pub struct Cluster {
     brokers: String,
     /// Input topics' partition counts, for routing state queries.
     partition_counts: query::PartitionCounts,
+    /// This node's standby copies of other nodes' partitions.
+    standbys: standby::Standbys,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -236,6 +251,14 @@ fn lag_of(plane: &ControlPlane) -> BTreeMap<String, BTreeMap<String, BTreeMap<i3
         }
     }
     out
+}
+
+/// The lead input of `doc`, its first `kafka:` source: its other inputs
+/// and its repartition topics are co-partitioned with it, so state,
+/// queries and standbys are partitioned by its topic; `None` when it
+/// reads no Kafka topic.
+fn lead_input(doc: &TopologyDoc) -> Option<&weir_topology::KafkaSourceDoc> {
+    doc.sources.iter().find_map(|s| s.kafka.as_ref())
 }
 
 /// This node's id: the one in `<data>/node-id`, or a new one kept there.
@@ -314,6 +337,7 @@ impl Cluster {
             closing: AtomicBool::new(false),
             tasks: tasks::Tasks::default(),
             partition_counts: query::PartitionCounts::default(),
+            standbys: standby::Standbys::default(),
         });
         let (me, on) = (cluster.clone(), plane.clone());
         std::thread::Builder::new()
@@ -359,6 +383,21 @@ impl Cluster {
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the cluster heartbeat");
         }
+        let (me, on) = (self.clone(), plane.clone());
+        let spawned = std::thread::Builder::new()
+            .name("weir-cluster-standby".into())
+            .spawn(move || {
+                while !me.closing.load(Ordering::SeqCst) {
+                    me.standbys.round(&me, &on);
+                    let until = Instant::now() + standby::STANDBY_EVERY;
+                    while Instant::now() < until && !me.closing.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the standby copies' thread");
+        }
     }
 
     fn beat(&self, plane: &ControlPlane) {
@@ -382,6 +421,7 @@ impl Cluster {
                 .filter_map(|t| Some((t.clone(), plane.topologies.share(&t)?.partitions)))
                 .collect(),
             lag: lag_of(plane),
+            standbys: self.standbys.lag(),
         };
         let key = Key::Member(self.node.clone()).text();
         if let Err(e) = self.log.append(&[(key, Some(encode(&member)))]) {
@@ -630,7 +670,8 @@ impl Cluster {
     }
 
     /// `PUT /v1/topologies/{name}` on a node: validated here (operators
-    /// instantiated), its module references pinned here, then written.
+    /// instantiated), its module references pinned here, then written. A
+    /// running topology takes it as an upgrade (`upgrade.rs`).
     pub fn apply_topology(
         &self,
         plane: &ControlPlane,
@@ -644,7 +685,15 @@ impl Cluster {
             }
             .into());
         }
-        let problems = plane.topologies.validate(&doc);
+        let mut problems = plane.topologies.validate(&doc);
+        let now = now_ms();
+        let live = self
+            .view()
+            .members
+            .values()
+            .filter(|m| alive(m, now))
+            .count();
+        problems.extend(standby::standby_problems(&doc, live.max(1), true));
         if problems
             .iter()
             .any(|p| p.severity == weir_topology::Severity::Error)
@@ -652,8 +701,16 @@ impl Cluster {
             return Err(TopologiesError::Invalid(problems).into());
         }
         let created = match plane.topologies.status(name) {
+            // A running topology is upgraded in place on every node
+            // (`upgrade.rs`), unless what its group reads would change.
             Ok(s) if s.state.wants_running() || s.record.desired == DesiredState::Running => {
-                return Err(TopologiesError::Running(name.to_string()).into());
+                if let Some(reason) = upgrade::refusal(&s.record.doc, &doc) {
+                    return Err(ClusterError::UpgradeRefused {
+                        topology: name.to_string(),
+                        reason,
+                    });
+                }
+                false
             }
             Ok(_) => false,
             Err(TopologiesError::NotFound(_)) => true,
@@ -716,6 +773,7 @@ impl Cluster {
                     "running": m.running,
                     "partitions": m.partitions,
                     "lag": m.lag,
+                    "standbys": m.standbys,
                     "this_node": m.node == self.node,
                 })
             })
@@ -735,8 +793,25 @@ impl Cluster {
                             .or_default()
                             .insert(
                                 p,
-                                json!({ "node": m.node, "lag": lag.and_then(|l| l.get(&p)) }),
+                                json!({ "node": m.node, "lag": lag.and_then(|l| l.get(&p)), "standbys": [] }),
                             );
+                    }
+                }
+            }
+        }
+        // The nodes that keep a standby copy of each held partition.
+        for m in view.members.values().filter(|m| alive(m, now)) {
+            for (topology, copies) in &m.standbys {
+                let Some(topics) = assignment.get_mut(topology.as_str()) else {
+                    continue;
+                };
+                for held in topics.values_mut() {
+                    for (p, lag) in copies {
+                        if let Some(Value::Array(standbys)) =
+                            held.get_mut(p).and_then(|at| at.get_mut("standbys"))
+                        {
+                            standbys.push(json!({ "node": m.node, "lag": lag }));
+                        }
                     }
                 }
             }

@@ -7,8 +7,10 @@
 //! asking node forwards the request there once (marked `forwarded=1`, so
 //! it is never forwarded again); the owner checks against its own current
 //! assignment, which is the truth where a heartbeat may be a few seconds
-//! old, and answers, naming itself (`node`). A topology without exactly
-//! one Kafka input topic is answered where it is asked.
+//! old, and answers, naming itself (`node`). A topology without a Kafka
+//! input is answered where it is asked. Keyed state is partitioned like
+//! the topology's lead input (its first `kafka:` source's topic), which
+//! its other inputs and repartition topics are co-partitioned with.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,8 +47,8 @@ pub struct Forwarded {
 pub(super) struct PartitionCounts(Mutex<HashMap<String, u32>>);
 
 impl Cluster {
-    /// The input topic of topology `name` and the partition of `key` in
-    /// it; `None` when the topology has not exactly one Kafka input topic.
+    /// The lead input topic of topology `name` and the partition of `key`
+    /// in it; `None` when the topology reads no Kafka topic.
     fn key_partition(
         &self,
         plane: &ControlPlane,
@@ -54,18 +56,11 @@ impl Cluster {
         key: &[u8],
     ) -> Result<Option<(String, i32)>, ClusterError> {
         let record = plane.topologies.record(name)?;
-        let kafka: Vec<_> = record
-            .doc
-            .sources
-            .iter()
-            .filter_map(|s| s.kafka.as_ref())
-            .collect();
-        let Some(first) = kafka.first() else {
+        // The lead input: the other inputs and the repartition topics
+        // are co-partitioned with it (`repartition.rs`).
+        let Some(first) = super::lead_input(&record.doc) else {
             return Ok(None);
         };
-        if kafka.iter().any(|k| k.topic != first.topic) {
-            return Ok(None);
-        }
         let topic = first.topic.clone();
         let known = self
             .partition_counts

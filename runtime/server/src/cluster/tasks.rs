@@ -1,18 +1,22 @@
 //! Which partitions of a running topology this node reads: one consumer
 //! group per topology, `weir.<cluster>.<topology>` (classic protocol,
-//! cooperative-sticky), one [`GroupMember`] per topology on each node.
+//! cooperative-sticky), one [`GroupMember`] per topology on each node,
+//! subscribed to the topology's lead input topic; the node reads the same
+//! partition numbers of its other inputs and repartition topics
+//! (`repartition.rs`), so co-partitioned inputs share a task.
 //! Each time the node's assignment changes, its job is stopped (a final
 //! checkpoint, whose transaction commits the offsets of what it read to
 //! the group) and started again on the new partitions; a revocation waits
 //! for that, so another node starts a partition only after this one let
 //! it go.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use weir_connectors::{Assignment, GroupFence, GroupMember, KafkaShare, OnAssignment};
 
+use super::repartition;
 use crate::ControlPlane;
 
 /// `session.timeout.ms` of the members: a node that goes away loses its
@@ -80,9 +84,13 @@ impl Tasks {
             .clone()
             .or_else(|| plane.config.kafka_brokers.clone())
             .ok_or("no Kafka brokers for the topology's group: give --kafka-brokers")?;
-        let mut topics: Vec<String> = sources.iter().map(|k| k.topic.clone()).collect();
-        topics.sort();
-        topics.dedup();
+        let group = format!("weir.{cluster}.{name}");
+        // Co-partitioned inputs and repartition topics: the group assigns
+        // the lead topic's partitions, the others follow them.
+        let rewritten = repartition::rewrite(&record.doc, &group)?;
+        let layout = repartition::prepare(&record.doc, &rewritten, &brokers)?;
+        let purge: BTreeSet<String> = rewritten.topics.into_values().collect();
+        let lead = vec![layout.lead.clone()];
         let first: First = Arc::default();
         let (weak, topology, me, told) = (
             Arc::downgrade(plane),
@@ -93,7 +101,13 @@ impl Tasks {
         let on_change: OnAssignment = Box::new(
             move |assignment: &Assignment, fence: &GroupFence| {
                 let Some(plane) = weak.upgrade() else { return };
-                let outcome = reassign(&plane, &topology, &me, assignment, fence);
+                let share = KafkaShare {
+                    partitions: layout.expand(assignment),
+                    node: me.clone(),
+                    fence: fence.clone(),
+                    purge: purge.clone(),
+                };
+                let outcome = reassign(&plane, &topology, share);
                 if let Err(e) = &outcome {
                     tracing::error!(topology.name = %topology, error = %e, "cannot run the topology on its new partitions");
                 }
@@ -104,8 +118,7 @@ impl Tasks {
                 }
             },
         );
-        let group = format!("weir.{cluster}.{name}");
-        let member = GroupMember::join(&brokers, &group, &topics, SESSION_TIMEOUT, on_change)
+        let member = GroupMember::join(&brokers, &group, &lead, SESSION_TIMEOUT, on_change)
             .map_err(|e| format!("cannot join group {group}: {e}"))?;
         self.members().insert(name.to_string(), member);
         let deadline = Instant::now() + FIRST_ASSIGNMENT_WAIT;
@@ -172,19 +185,8 @@ impl Tasks {
     }
 }
 
-/// Restarts `name` on `assignment` (unless it already runs on it).
-fn reassign(
-    plane: &ControlPlane,
-    name: &str,
-    node: &str,
-    assignment: &Assignment,
-    fence: &GroupFence,
-) -> Result<(), String> {
-    let share = KafkaShare {
-        partitions: assignment.clone(),
-        node: node.to_string(),
-        fence: fence.clone(),
-    };
+/// Restarts `name` on `share` (unless it already runs on it).
+fn reassign(plane: &ControlPlane, name: &str, share: KafkaShare) -> Result<(), String> {
     let running = plane
         .topologies
         .status(name)
@@ -192,7 +194,7 @@ fn reassign(
     if running && plane.topologies.share(name).as_ref() == Some(&share) {
         return Ok(());
     }
-    tracing::info!(topology.name = name, partitions = ?assignment, "the topology's partitions on this node changed");
+    tracing::info!(topology.name = name, partitions = ?share.partitions, "the topology's partitions on this node changed");
     plane.topologies.set_share(name, Some(share));
     if running {
         plane

@@ -143,6 +143,9 @@ impl From<crate::cluster::ClusterError> for ApiError {
             C::Forward { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "forward_failed", e.to_string())
             }
+            C::UpgradeRefused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "upgrade_refused", e.to_string())
+            }
             C::Registry(inner) => inner.into(),
             C::Topologies(inner) => inner.into(),
             _ => ApiError::new(

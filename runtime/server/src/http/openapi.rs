@@ -112,7 +112,7 @@ pub fn document() -> Value {
         } },
         "/v1/openapi.json": { "get": op("openapi", "This document", vec![], None,
             &[("200", "The OpenAPI document", Some(json!({ "type": "object" })))], &[AUTH]) },
-        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition, and the records this node could not apply", vec![], None,
+        "/v1/cluster": { "get": op("cluster", "A cluster node's view (--cluster): the control topic, the offset this node applied, the members (address, version, applied offset, heartbeat, what each runs, the partitions each reads and their lag), per topology the holder and lag of each input partition and the nodes that keep a standby copy of it (with how many changelog records each copy was behind at its last look), and the records this node could not apply", vec![], None,
             &[("200", "The cluster", Some(json!({ "type": "object", "properties": {
                 "cluster": { "type": "string" }, "topic": { "type": "string" }, "node": { "type": "string" },
                 "applied_offset": { "type": "integer" },
@@ -154,9 +154,9 @@ pub fn document() -> Value {
                 "valid": { "type": "boolean" }, "problems": { "type": "array", "items": schema_ref("Problem") } } })))],
             &[("400", "Not JSON or YAML of a topology"), AUTH]) },
         "/v1/topologies/{name}": {
-            "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions)", vec![name()], Some(topology_body),
+            "put": op("applyTopology", "Create or replace a stopped topology (module references are pinned to versions); on a cluster's node, a running one is upgraded: every node restarts its job on the new document from its committed state", vec![name()], Some(topology_body),
                 &[("201", "Created", Some(schema_ref("TopologyStatus"))), ("200", "Replaced", Some(schema_ref("TopologyStatus")))],
-                &[("400", "Not JSON or YAML, nested deeper than 64 levels, or the document's name differs"), AUTH, ("409", "It is running or busy"), ("413", "Document over --max-document-bytes"), ("422", "Not valid: details.problems lists the first 100 problems (then one counting the rest)")]),
+                &[("400", "Not JSON or YAML, nested deeper than 64 levels, or the document's name differs"), AUTH, ("409", "It is running (on a cluster's node: its Kafka inputs would change, upgrade_refused) or busy"), ("413", "Document over --max-document-bytes"), ("422", "Not valid: details.problems lists the first 100 problems (then one counting the rest)")]),
             "get": op("getTopology", "Document, state, per-operator metrics, last checkpoint", vec![name()], None,
                 &[("200", "The topology", Some(schema_ref("TopologyStatus")))], &[("400", "Bad name"), AUTH, ("404", "No such topology")]),
             "delete": op("deleteTopology", "Delete a stopped topology with its state and savepoints", vec![name()], None,
@@ -291,7 +291,8 @@ pub fn document() -> Value {
                 "TopologyDocument": { "type": "object", "required": ["name"], "properties": {
                     "name": { "type": "string" }, "sources": { "type": "array" }, "operators": { "type": "array" },
                     "sinks": { "type": "array" }, "key_groups": { "type": "integer" }, "checkpoint": { "type": "object" },
-                    "dead_letter_stream": { "type": "string" } } },
+                    "dead_letter_stream": { "type": "string" },
+                    "cluster": { "type": "object", "description": "On a cluster: `standbys`, warm copies of each partition's state on other nodes (0 to the nodes less one)", "properties": { "standbys": { "type": "integer" } } } } },
                 "TopologyStatus": { "type": "object", "properties": {
                     "name": { "type": "string" }, "state": { "enum": ["running", "stopped", "failed"] },
                     "desired": { "enum": ["running", "stopped"] }, "document": schema_ref("TopologyDocument"),

@@ -145,7 +145,9 @@ pub(super) struct ReadQuery {
 fn event_json(offset: u64, e: &EventRef<'_>) -> String {
     let mut out = Vec::with_capacity(e.value.len() + 80);
     wire::write_event(&mut out, Some(offset), e);
-    String::from_utf8_lossy(&out).into_owned()
+    // JSON text is UTF-8: no copy, except of a value that was not.
+    String::from_utf8(out)
+        .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned())
 }
 
 fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {

@@ -2,7 +2,8 @@
 //! streams bound (`weir_connectors::bind_streams`) and its Kafka topics
 //! (`weir_connectors::bind_kafka`), its state opened (from a
 //! savepoint when given), checkpointed at its interval. The job restores
-//! its newest checkpoint itself. Slow work: called with no lock held.
+//! its newest checkpoint itself. On a cluster's node the document is
+//! first cut at its repartition topics (`cluster/repartition.rs`). Slow work: called with no lock held.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,7 +46,23 @@ impl Launcher<'_> {
         dir: &Path,
         savepoint: Option<&Path>,
     ) -> Result<Job, TopologiesError> {
-        let doc = &record.doc;
+        let rewritten;
+        let doc = match self.share {
+            // A cluster's node runs the document cut at its repartition
+            // topics (made by the group's member before it joined).
+            Some(share) => {
+                rewritten = crate::cluster::repartition::rewrite(&record.doc, share.fence.group())
+                    .map_err(|reason| TopologiesError::Binding {
+                        topology: record.doc.name.clone(),
+                        io: false,
+                        what: "its repartition topics".into(),
+                        reason,
+                    })?
+                    .doc;
+                &rewritten
+            }
+            None => &record.doc,
+        };
         let topology = doc.name.clone();
         let mut modules = Modules::new();
         for (reference, pinned) in &record.modules {
@@ -106,14 +123,16 @@ impl Launcher<'_> {
         if let Some(share) = self.share {
             // The held partitions' state from the changelogs, before the
             // job reads anything.
-            crate::cluster::changelog::attach(doc, self.kafka_brokers, share, &db).map_err(
-                |reason| TopologiesError::Binding {
-                    topology: topology.clone(),
-                    io: true,
-                    what: "its state's changelogs".into(),
-                    reason,
-                },
-            )?;
+            // Watermarks start where the held partitions' event time was.
+            bindings.event_times =
+                crate::cluster::changelog::attach(doc, self.kafka_brokers, share, &db).map_err(
+                    |reason| TopologiesError::Binding {
+                        topology: topology.clone(),
+                        io: true,
+                        what: "its state's changelogs".into(),
+                        reason,
+                    },
+                )?;
         }
         let interval = doc
             .checkpoint

@@ -35,7 +35,7 @@ mod savepoints;
 mod supervisor;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -289,6 +289,8 @@ impl Topologies {
         );
         if self.cluster {
             problems.extend(records::cluster_problems(doc));
+        } else {
+            problems.extend(crate::cluster::standby_problems(doc, 1, false));
         }
         problems
     }
@@ -387,6 +389,11 @@ impl Topologies {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// The directory of topology `name`'s record and state database.
+    pub(crate) fn state_dir(&self, name: &str) -> PathBuf {
+        self.records.dir_of(name)
     }
 
     /// The stored record of topology `name`.

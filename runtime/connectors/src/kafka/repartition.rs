@@ -1,0 +1,182 @@
+//! A cluster's repartition topics
+//! (`weir.<cluster>.<topology>.<operator>.repartition`): where a keyed
+//! operator's input goes when an operator before it changed the key, so
+//! that each key's records reach the node that holds the key's partition
+//! (see `docs/cluster.md`, "Repartition topics").
+//!
+//! - [`ensure_repartition_topic`]: the topic exists with the partition
+//!   count of the topology's input (created when missing; kept until
+//!   purged, `retention.ms=-1`, since what no node has read yet must not
+//!   expire); one with another count is refused, saying how to fix it.
+//! - [`Purger`]: once a node's transaction committed the group's offsets
+//!   past records of a repartition topic, nobody reads them again: they
+//!   are deleted (`DeleteRecords`) up to those offsets.
+//!
+//! The records themselves are written by the node's transaction (the
+//! topology's internal exactly-once sink, `txn.rs`) and read by an
+//! internal source like any input (`source.rs`).
+
+use std::collections::BTreeMap;
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::config::{
+    KafkaError, LOOKUP_TIMEOUT, block_on, create_topic, lookup_consumer, partitions_of,
+};
+
+/// Makes sure repartition topic `topic` exists on `brokers` with
+/// `partitions` partitions (those of the topology's input): creates it
+/// when missing; refuses one with another count.
+pub fn ensure_repartition_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), KafkaError> {
+    let lookup = lookup_consumer(brokers, &Default::default())?;
+    match partitions_of(&lookup, brokers, topic) {
+        Ok(found) if found.len() == partitions as usize => Ok(()),
+        Ok(found) => Err(KafkaError::Topic {
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+            reason: wrong_count(found.len(), partitions),
+        }),
+        Err(KafkaError::NoSuchTopic { .. }) => {
+            create_topic(
+                brokers,
+                topic,
+                partitions as i32,
+                &[("cleanup.policy", "delete"), ("retention.ms", "-1")],
+            )?;
+            tracing::info!(
+                kafka.topic = topic,
+                partitions,
+                "created a repartition topic"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a repartition topic with `found` partitions cannot serve an input
+/// of `wanted`.
+fn wrong_count(found: usize, wanted: u32) -> String {
+    format!(
+        "this repartition topic has {found} partitions and the topology's input {wanted}: a \
+         key's records must land in the partition number its state lives in, so it needs \
+         {wanted}; stop the topology, delete the topic (Weir creates it again with {wanted} \
+         partitions) and start it again"
+    )
+}
+
+/// Deletes the records of a repartition topic that a committed
+/// transaction read past.
+pub struct Purger {
+    topic: String,
+    admin: AdminClient<DefaultClientContext>,
+    /// Per partition, the offset records were last deleted up to.
+    done: BTreeMap<u32, u64>,
+}
+
+impl std::fmt::Debug for Purger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Purger")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Purger {
+    pub fn new(brokers: &str, topic: &str) -> Result<Purger, KafkaError> {
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("log.connection.close", "false")
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        Ok(Purger {
+            topic: topic.to_string(),
+            admin,
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// Deletes, in each partition of `committed` (partition → the next
+    /// offset to read, committed to the group), the records before it.
+    /// Partitions already purged that far are skipped. A failure is
+    /// logged: the next commit tries again.
+    pub fn purge(&mut self, committed: &BTreeMap<u32, u64>) {
+        let due = due(&self.done, committed);
+        if due.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (&p, &next) in &due {
+            if let Err(e) =
+                list.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
+            {
+                tracing::warn!(kafka.topic = %self.topic, error = %e, "cannot purge a repartition topic");
+                return;
+            }
+        }
+        let options = AdminOptions::new()
+            .operation_timeout(Some(LOOKUP_TIMEOUT))
+            .request_timeout(Some(LOOKUP_TIMEOUT));
+        match block_on(self.admin.delete_records(&list, &options)) {
+            Ok(result) => {
+                for e in result.elements() {
+                    match e.error() {
+                        Ok(()) => {
+                            if let Some(&next) = due.get(&(e.partition() as u32)) {
+                                self.done.insert(e.partition() as u32, next);
+                            }
+                        }
+                        Err(err) => tracing::warn!(
+                            kafka.topic = %self.topic,
+                            partition = e.partition(),
+                            error = %err,
+                            "cannot purge a repartition topic's committed records"
+                        ),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                kafka.topic = %self.topic,
+                error = %e,
+                "cannot purge a repartition topic's committed records"
+            ),
+        }
+    }
+}
+
+/// The partitions of `committed` whose offset is past the one `done`
+/// purged up to.
+fn due(done: &BTreeMap<u32, u64>, committed: &BTreeMap<u32, u64>) -> BTreeMap<u32, u64> {
+    committed
+        .iter()
+        .filter(|(p, next)| done.get(p).is_none_or(|d| d < next))
+        .map(|(&p, &next)| (p, next))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_partitions_read_further_are_purged_again() {
+        let done = BTreeMap::from([(0, 10), (1, 5)]);
+        let committed = BTreeMap::from([(0, 10), (1, 7), (2, 3)]);
+        assert_eq!(due(&done, &committed), BTreeMap::from([(1, 7), (2, 3)]));
+        assert!(due(&committed, &committed).is_empty());
+    }
+
+    #[test]
+    fn a_wrong_partition_count_says_how_to_fix_it() {
+        let why = wrong_count(3, 4);
+        assert!(why.contains("has 3 partitions"), "{why}");
+        assert!(why.contains("delete the topic"), "{why}");
+    }
+}
