@@ -290,29 +290,70 @@ function halvesOf(times) {
   return new Int32Array(times.buffer, times.byteOffset, times.length * 2);
 }
 
+/** What the events of one call share: the packed keys (and their text,
+ * decoded once when first asked for), the packed values and where each
+ * ends, the timestamps as 32-bit halves, the headers (undefined when no
+ * event has any) and the input. An event is then four fields: in an
+ * interpreter each field stored per event costs. */
+class CallBatch {
+  constructor(keys, keyEnds, keyLens, values, valueEnds, valueLens, halves, headers, input) {
+    this.keys = keys;
+    this.keyEnds = keyEnds;
+    this.keyLens = keyLens;
+    this.values = values;
+    this.valueEnds = valueEnds;
+    this.valueLens = valueLens;
+    this.halves = halves;
+    this.headers = headers;
+    this.input = input;
+    // The keys' text when they are all ASCII (a key's text is then the
+    // same range of it), null when not; undefined until asked for.
+    this._keyText = undefined;
+  }
+
+  keyText() {
+    if (this._keyText === undefined) {
+      let t = null;
+      try {
+        t = strictDecoder.decode(this.keys);
+      } catch {
+        // Some key is not UTF-8: each key is decoded alone.
+      }
+      this._keyText = t !== null && t.length === this.keys.length ? t : null;
+    }
+    return this._keyText;
+  }
+}
+
 export class Event {
-  constructor(key, values, start, end, halves, at, headers, input = 0, time = timeAt(halves, at)) {
+  constructor(key, time, batch, at) {
     /** Uint8Array, or undefined for an event without a key. */
     this.key = key;
     /** Event time, milliseconds since the Unix epoch (a Number). */
     this.timestamp = time;
-    /** [name, Uint8Array] pairs. */
-    this.headers = headers;
-    /** Which of the operator's inputs the event came from: its index in the
-     * operator's `input` list in the topology (0 with one input). */
-    this.input = input;
-    // The value is cut from the batch when first read: many operators
-    // never read it. The exact timestamp stays in the batch's halves.
-    this._values = values;
-    this._start = start;
-    this._end = end;
-    this._halves = halves;
+    // The rest is read from the batch when asked for: many operators
+    // never read the value. The exact timestamp stays in its halves.
+    this._batch = batch;
     this._at = at;
   }
 
   /** Uint8Array: compact JSON on the wire, but any bytes may travel. */
   get value() {
-    return this._values.subarray(this._start, this._end);
+    const b = this._batch;
+    const end = b.valueEnds[this._at];
+    return b.values.subarray(end - b.valueLens[this._at], end);
+  }
+
+  /** [name, Uint8Array] pairs. */
+  get headers() {
+    const h = this._batch.headers;
+    return h === undefined ? NO_HEADERS : h[this._at];
+  }
+
+  /** Which of the operator's inputs the event came from: its index in the
+   * operator's `input` list in the topology (0 with one input). */
+  get input() {
+    return this._batch.input;
   }
 
   /** The value parsed with JSON.parse; throws EventError when it is not JSON. */
@@ -328,6 +369,13 @@ export class Event {
   keyStr() {
     const key = this.key;
     if (key === undefined) return undefined;
+    const b = this._batch;
+    const all = b._keyText === undefined ? b.keyText() : b._keyText;
+    if (all !== null) {
+      const at = this._at;
+      const end = b.keyEnds[at];
+      return all.substring(end - b.keyLens[at], end);
+    }
     const ascii = asciiText(key);
     if (ascii !== undefined) return ascii;
     try {
@@ -408,18 +456,17 @@ export class ValueState {
 
   // get and set find the cell themselves: they run for most events, and a
   // call costs more than their work in an interpreter.
-  get(ctx, fallback = undefined) {
-    const slot = ctx._slot;
-    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
-    const raw = ctx._written[cell];
+  get(_ctx, fallback) {
+    const cell = curSlot === NO_SLOT ? cellOf(this._index) : curSlot * curStateCount + this._index;
+    const raw = curWritten[cell];
     if (raw === null) return fallback;
     if (raw !== undefined) return JSON.parse(raw);
     // As the call brought it: plain digits (most counters) without the
     // decoder and the parser.
-    const n = ctx._cellLens[cell];
+    const n = curCellLens[cell];
     if (n < 0) return fallback;
-    const bytes = ctx._cellBytes;
-    const end = ctx._cellEnds[cell];
+    const bytes = curCellBytes;
+    const end = curCellEnds[cell];
     let k = end - n;
     if (n > 0 && n <= 15 && (bytes[k] !== 48 || n === 1)) {
       let v = 0;
@@ -433,16 +480,16 @@ export class ValueState {
     return parseState(bytes.subarray(end - n, end));
   }
 
-  set(ctx, value) {
-    const slot = ctx._slot;
-    const cell = slot === NO_SLOT ? ctx._cell(this._index) : slot * ctx._stateCount + this._index;
-    const raw = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : stateText(value);
-    ctx._undo.push(cell, ctx._written[cell]);
-    ctx._written[cell] = raw;
+  set(_ctx, value) {
+    const cell = curSlot === NO_SLOT ? cellOf(this._index) : curSlot * curStateCount + this._index;
+    const raw = typeof value === 'number' && isSafeInteger(value) ? toText(value) : stateText(value);
+    curUndo[curUndoLen++] = cell;
+    curUndo[curUndoLen++] = curWritten[cell];
+    curWritten[cell] = raw;
   }
 
-  clear(ctx) {
-    ctx._cellSet(this._index, null);
+  clear(_ctx) {
+    cellSet(this._index, null);
   }
 }
 
@@ -647,44 +694,82 @@ function emittable(v, what) {
 const EMPTY = Object.freeze([]);
 
 /** What an operator can do while it handles one event or timer. */
+// The state of the call being handled lives in the module's bindings, not
+// in the Context's properties: StarlingMonkey's interpreter looks every
+// property up by name (a profile of word-count spends more time in
+// property lookups than in any other engine function), while a module
+// binding is read from its slot. One call runs at a time per instance.
+/** The key of the event or timer being handled (Uint8Array or undefined). */
+let curKey;
+/** Its key slot (NO_SLOT without one). */
+let curSlot = NO_SLOT;
+/** Its index in the call: the default timestamp of what it emits is item
+ * `curAt` of `curHalves`, the 32-bit halves of the call's timestamps or
+ * timer times; `curTime` is that time as a Number (event.timestamp). */
+let curAt = 0;
+let curTime = 0;
+let curHalves;
+/** Value state: the number of declared states, the call's cells (read in
+ * place, see ValueState.get), and what the call wrote: cell -> JSON text,
+ * null when cleared, undefined while untouched. */
+let curStateCount = 0;
+let curCellLens;
+let curCellBytes;
+let curCellEnds;
+let curWritten;
+/** Pairs (cell, what curWritten held) of every write of the call; a
+ * failing item undoes its own, from its mark on. */
+let curUndo;
+let curUndoLen = 0;
+/** Emitted events: how many, timestamps as 32-bit halves (copied without
+ * making BigInts), keys and values as strings or Uint8Arrays (see pack),
+ * headers, and the output of each (empty while all went to the main one). */
+let curEvents = 0;
+let curTimes;
+let curKeys;
+let curValues;
+let curHeaders;
+let curTargets;
+/** Whether some emitted event went to a side output (curTargets filled). */
+let curSide = false;
+let curTimesCap = 0;
+
+const jsonStringify = JSON.stringify;
+const isView = ArrayBuffer.isView;
+const isSafeInteger = Number.isSafeInteger;
+const toText = String;
+
 export class Context {
   constructor(call, stateCount, cells, sideOutputs = [], input = 0) {
     this._call = call;
-    this._stateCount = stateCount;
-    // The call's value state cells, read in place (see ValueState.get).
-    this._cellLens = cells.lens;
-    this._cellBytes = cells.bytes;
-    this._cellEnds = ends(cells.lens, cells.bytes, 'state');
     this._sideOutputs = sideOutputs;
     this._input = input;
-    // Output of each emitted event; empty while all went to the main one.
-    this._targets = [];
-    // Cell -> JSON text written in this call, or null when cleared;
-    // undefined while untouched.
-    this._written = new Array(cells.lens.length);
-    // Pairs (cell, what _written held) of every write of the call; a
-    // failing item undoes its own, from its mark on.
-    this._undo = [];
-    this._key = undefined;
-    this._slot = NO_SLOT;
-    // The default timestamp of an emitted event: item `_at` of `_halves`
-    // (the 32-bit halves of the call's timestamps or timer times).
-    this._halves = EMPTY_HALVES;
-    this._at = 0;
-    // The time of item `_at` as a Number (event.timestamp).
-    this._time = 0;
-    // Emitted events: timestamps as 32-bit halves (copied without making
-    // BigInts), keys and values as strings or Uint8Arrays (see pack).
-    this._events = 0;
-    this._times = new Int32Array(64);
-    this._keys = [];
-    this._values = [];
-    this._headers = [];
+    curStateCount = stateCount;
+    curCellLens = cells.lens;
+    curCellBytes = cells.bytes;
+    curCellEnds = ends(cells.lens, cells.bytes, 'state');
+    // Dense (no holes: reading a hole looks at the prototypes).
+    curWritten = new Array(cells.lens.length).fill(undefined);
+    curUndo = [];
+    curUndoLen = 0;
+    curKey = undefined;
+    curSlot = NO_SLOT;
+    curHalves = EMPTY_HALVES;
+    curAt = 0;
+    curTime = 0;
+    curEvents = 0;
+    curTimes = new Int32Array(64);
+    curTimesCap = 32;
+    curKeys = [];
+    curValues = [];
+    curHeaders = [];
+    curTargets = [];
+    curSide = false;
   }
 
   /** The key of the event or timer being handled (Uint8Array or undefined). */
   get key() {
-    return this._key;
+    return curKey;
   }
 
   get watermark() {
@@ -711,7 +796,7 @@ export class Context {
         `no side output ${JSON.stringify(output)}: declare it in the constructor with setup.sideOutput(${JSON.stringify(output)}) (declared: ${JSON.stringify(this._sideOutputs)})`,
       );
     }
-    this._emit(target, key, emittable(value, 'value'), timestamp, headers, this._halves, this._at);
+    emitOne(target, key, emittable(value, 'value'), timestamp, headers, curHalves, curAt);
   }
 
   /** Emits `value` as JSON text to side output `output`. */
@@ -721,54 +806,18 @@ export class Context {
 
   /** Emits an event. `key`, `value`: Uint8Array or string (UTF-8);
    * `timestamp` defaults to the current event's; headers: [name, bytes]. */
-  emit(key, value, timestamp = undefined, headers = EMPTY) {
-    this._emit(0, key, emittable(value, 'value'), timestamp, headers, this._halves, this._at);
+  emit(key, value, timestamp, headers) {
+    emitOne(0, key, emittable(value, 'value'), timestamp, headers === undefined ? EMPTY : headers, curHalves, curAt);
   }
 
   /** Emits `value` as JSON text (JSON.stringify). */
-  emitJson(key, value, timestamp = undefined) {
-    this._emit(0, key, JSON.stringify(value) ?? '', timestamp, EMPTY, this._halves, this._at);
+  emitJson(key, value, timestamp) {
+    emitOne(0, key, jsonStringify(value) ?? '', timestamp, EMPTY, curHalves, curAt);
   }
 
   /** Emits the event as it came: key, value, timestamp, headers. */
   forward(event) {
-    this._emit(0, event.key, event.value, undefined, event.headers, event._halves, event._at);
-  }
-
-  _emit(target, key, value, timestamp, headers, halves, at) {
-    const index = this._events;
-    if (key === undefined || key === null) key = null;
-    else if (typeof key !== 'string' && !ArrayBuffer.isView(key)) emittable(key, 'key');
-    this._keys.push(key);
-    this._values.push(value);
-    if (target !== 0 && this._targets.length === 0) this._targets = new Array(index).fill(0);
-    if (this._targets.length > 0) this._targets.push(target);
-    for (let h = 0; h < headers.length; h++) {
-      this._headers.push({ event: index, name: headers[h][0], value: bytes(headers[h][1]) });
-    }
-    let times = this._times;
-    if (2 * index + 2 > times.length) {
-      const grown = new Int32Array(times.length * 2);
-      grown.set(times);
-      this._times = times = grown;
-    }
-    // The current event's own time (given back as event.timestamp, exact
-    // below 2^53) is copied as it came.
-    if (timestamp === undefined || (timestamp === this._time && timestamp <= MAX_SAFE && timestamp >= -MAX_SAFE)) {
-      times[2 * index] = halves[2 * at];
-      times[2 * index + 1] = halves[2 * at + 1];
-    } else {
-      const t = Math.trunc(Number(timestamp));
-      if (Number.isSafeInteger(t)) {
-        // Exact in doubles: the halves without a BigInt.
-        const high = Math.floor(t / 4294967296);
-        times[2 * index] = (t - high * 4294967296) | 0;
-        times[2 * index + 1] = high;
-      } else {
-        new BigInt64Array(times.buffer, 8 * index, 1)[0] = BigInt(t);
-      }
-    }
-    this._events = index + 1;
+    emitOne(0, event.key, event.value, undefined, event.headers, event._batch.halves, event._at);
   }
 
   registerTimer(time, domain = 'event-time') {
@@ -780,72 +829,126 @@ export class Context {
   }
 
   _requireKey() {
-    if (this._key === undefined) {
-      throw new EventError(
-        "state needs a keyed event, and this one has no key: key the operator's input (key_by)",
-      );
-    }
-    return this._key;
+    return requireKey();
   }
+}
 
-  _cell(index) {
-    if (this._slot === NO_SLOT) {
-      this._requireKey();
-      throw new EventError('this event has no key slot for value state');
-    }
-    return this._slot * this._stateCount + index;
+function requireKey() {
+  if (curKey === undefined) {
+    throw new EventError("state needs a keyed event, and this one has no key: key the operator's input (key_by)");
   }
+  return curKey;
+}
 
-  _cellSet(index, raw) {
-    const cell = this._cell(index);
-    this._undo.push(cell, this._written[cell]);
-    this._written[cell] = raw;
+/** The cell of value state `index` for the current key. */
+function cellOf(index) {
+  if (curSlot === NO_SLOT) {
+    requireKey();
+    throw new EventError('this event has no key slot for value state');
   }
+  return curSlot * curStateCount + index;
+}
 
-  /** Drops what the failing item emitted and wrote since `events` events
-   * were out, `headers` headers and `undo` undo entries. */
-  _rollBack(events, headers, undo) {
-    this._events = events;
-    this._keys.length = events;
-    this._values.length = events;
-    if (this._targets.length > events) this._targets.length = events;
-    this._headers.length = headers;
-    for (let u = this._undo.length - 2; u >= undo; u -= 2) this._written[this._undo[u]] = this._undo[u + 1];
-    this._undo.length = undo;
-  }
+function cellSet(index, raw) {
+  const cell = cellOf(index);
+  curUndo[curUndoLen++] = cell;
+  curUndo[curUndoLen++] = curWritten[cell];
+  curWritten[cell] = raw;
+}
 
-  _output(errors) {
-    const cells = [];
-    const texts = [];
-    for (let c = 0; c < this._written.length; c++) {
-      const raw = this._written[c];
-      if (raw !== undefined) {
-        cells.push(c);
-        texts.push(raw);
-      }
-    }
-    const [keyLens, keys] = pack(this._keys);
-    const [valueLens, values] = pack(this._values);
-    const [stateLens, stateBytes] = pack(texts);
-    const output = {
-      events: {
-        timestamps: new BigInt64Array(this._times.buffer.slice(0, 8 * this._events)),
-        keyLens,
-        keys,
-        valueLens: new Uint32Array(valueLens.buffer),
-        values,
-        headers: this._headers,
-      },
-      errors,
-      state: { cells: Uint32Array.from(cells), lens: stateLens, bytes: stateBytes },
-    };
-    if (!CONTRACT_0_1) {
-      // Everything on the main output, or rolled back to it: say nothing.
-      const side = this._targets.some((t) => t !== 0);
-      output.outputs = Uint32Array.from(side ? this._targets : []);
-    }
-    return output;
+function emitOne(target, key, value, timestamp, headers, halves, at) {
+  const index = curEvents;
+  // The event's own key (the usual case) needs no check.
+  if (key !== curKey || key === undefined) {
+    if (key === undefined || key === null) key = null;
+    else if (typeof key !== 'string' && !isView(key)) emittable(key, 'key');
   }
+  curKeys[index] = key;
+  curValues[index] = value;
+  if (target !== 0 && !curSide) {
+    curTargets = new Array(index).fill(0);
+    curSide = true;
+  }
+  if (curSide) curTargets[index] = target;
+  if (headers !== EMPTY) {
+    for (let h = 0; h < headers.length; h++) {
+      curHeaders.push({ event: index, name: headers[h][0], value: bytes(headers[h][1]) });
+    }
+  }
+  let times = curTimes;
+  if (index >= curTimesCap) {
+    const grown = new Int32Array(times.length * 2);
+    grown.set(times);
+    curTimes = times = grown;
+    curTimesCap = grown.length / 2;
+  }
+  // The current event's own time (given back as event.timestamp, exact
+  // below 2^53) is copied as it came.
+  if (timestamp === undefined || (timestamp === curTime && timestamp <= MAX_SAFE && timestamp >= -MAX_SAFE)) {
+    times[2 * index] = halves[2 * at];
+    times[2 * index + 1] = halves[2 * at + 1];
+  } else {
+    const t = Math.trunc(Number(timestamp));
+    if (isSafeInteger(t)) {
+      // Exact in doubles: the halves without a BigInt.
+      const high = Math.floor(t / 4294967296);
+      times[2 * index] = (t - high * 4294967296) | 0;
+      times[2 * index + 1] = high;
+    } else {
+      new BigInt64Array(times.buffer, 8 * index, 1)[0] = BigInt(t);
+    }
+  }
+  curEvents = index + 1;
+}
+
+/** Drops what the failing item emitted and wrote since `events` events
+ * were out, `headers` headers and `undo` undo entries. */
+function rollBack(events, headers, undo) {
+  curEvents = events;
+  curKeys.length = events;
+  curValues.length = events;
+  if (curTargets.length > events) curTargets.length = events;
+  curHeaders.length = headers;
+  for (let u = curUndoLen - 2; u >= undo; u -= 2) curWritten[curUndo[u]] = curUndo[u + 1];
+  curUndo.length = undo;
+  curUndoLen = undo;
+}
+
+/** The call's output, from what it emitted and wrote. */
+function callOutput(errors) {
+  const cells = [];
+  const texts = [];
+  for (let c = 0; c < curWritten.length; c++) {
+    const raw = curWritten[c];
+    if (raw !== undefined) {
+      cells.push(c);
+      texts.push(raw);
+    }
+  }
+  const [keyLens, keys] = pack(curKeys);
+  const [valueLens, values] = pack(curValues);
+  const [stateLens, stateBytes] = pack(texts);
+  const output = {
+    events: {
+      timestamps: new BigInt64Array(curTimes.buffer.slice(0, 8 * curEvents)),
+      keyLens,
+      keys,
+      valueLens: new Uint32Array(valueLens.buffer),
+      values,
+      headers: curHeaders,
+    },
+    errors,
+    state: { cells: Uint32Array.from(cells), lens: stateLens, bytes: stateBytes },
+  };
+  if (!CONTRACT_0_1) {
+    // Everything on the main output, or rolled back to it: say nothing.
+    const side = curSide && curTargets.some((t) => t !== 0);
+    output.outputs = Uint32Array.from(side ? curTargets : []);
+  }
+  // Let the call's buffers go.
+  curWritten = curUndo = curKeys = curValues = curHeaders = curTargets = curTimes = undefined;
+  curCellLens = curCellBytes = curCellEnds = curKey = undefined;
+  return output;
 }
 
 const EMPTY_HALVES = new Int32Array(2);
@@ -920,14 +1023,16 @@ export function handler(OperatorClass) {
       check(keyLens.length === n && valueLens.length === n, 'batch columns differ in length');
       check(slots.length === 0 || slots.length === n, 'key slots differ in length from the batch');
       let ctx;
+      let keyEnds;
+      let valueEnds;
       try {
-        ends(keyLens, ev.keys, 'key');
-        ends(valueLens, ev.values, 'value');
+        keyEnds = ends(keyLens, ev.keys, 'key');
+        valueEnds = ends(valueLens, ev.values, 'value');
         ctx = new Context(input.context, stateCount, input.state, sideOutputs, input.input ?? 0);
       } catch (e) {
         throw messageOf(e);
       }
-      check(ctx._cellLens.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
+      check(curCellLens.length === input.slotCount * stateCount, 'state cells differ from slots × value states');
       let headers;
       if (ev.headers.length > 0) {
         headers = new Array(n).fill(NO_HEADERS);
@@ -940,33 +1045,31 @@ export function handler(OperatorClass) {
       const slotted = slots.length !== 0;
       const keys = ev.keys;
       const values = ev.values;
-      const from = ctx._input;
+      const batch = new CallBatch(keys, keyEnds, keyLens, values, valueEnds, valueLens, halves, headers, ctx._input);
       const errors = [];
-      ctx._halves = halves;
+      curHalves = halves;
+      const op = operator;
       let keyAt = 0;
-      let valueAt = 0;
       for (let i = 0; i < n; i++) {
         const kl = keyLens[i];
         const key = kl < 0 ? undefined : keys.subarray(keyAt, (keyAt += kl));
-        const start = valueAt;
-        valueAt += valueLens[i];
         const time = halves[2 * i + 1] * 4294967296 + (halves[2 * i] >>> 0);
-        const event = new Event(key, values, start, valueAt, halves, i, headers === undefined ? NO_HEADERS : headers[i], from, time);
-        ctx._key = key;
-        ctx._slot = slotted ? slots[i] : NO_SLOT;
-        ctx._at = i;
-        ctx._time = time;
-        const events = ctx._events;
-        const headersOut = ctx._headers.length;
-        const undo = ctx._undo.length;
+        const event = new Event(key, time, batch, i);
+        curKey = key;
+        curSlot = slotted ? slots[i] : NO_SLOT;
+        curAt = i;
+        curTime = time;
+        const events = curEvents;
+        const headersOut = curHeaders.length;
+        const undo = curUndoLen;
         try {
-          operator.process(ctx, event);
+          op.process(ctx, event);
         } catch (e) {
-          ctx._rollBack(events, headersOut, undo);
+          rollBack(events, headersOut, undo);
           errors.push({ index: i, message: messageOf(e) });
         }
       }
-      return ctx._output(errors);
+      return callOutput(errors);
     },
 
     onTimer(input) {
@@ -981,28 +1084,28 @@ export function handler(OperatorClass) {
         throw messageOf(e);
       }
       const halves = halvesOf(t.times);
-      ctx._halves = halves;
+      curHalves = halves;
       const errors = [];
       for (let i = 0; i < t.times.length; i++) {
         const slot = t.keySlots[i];
         const kl = input.keyLens[slot];
         check(kl !== undefined && kl >= 0, `timer ${i} has no key in slot ${slot}`);
         const key = input.keys.subarray(keyEnds[slot] - kl, keyEnds[slot]);
-        ctx._key = key;
-        ctx._slot = slot;
-        ctx._at = i;
-        ctx._time = timeAt(halves, i);
-        const events = ctx._events;
-        const headersOut = ctx._headers.length;
-        const undo = ctx._undo.length;
+        curKey = key;
+        curSlot = slot;
+        curAt = i;
+        curTime = timeAt(halves, i);
+        const events = curEvents;
+        const headersOut = curHeaders.length;
+        const undo = curUndoLen;
         try {
           operator.onTimer(ctx, new Timer(key, timeAt(halves, i), t.domains[i]));
         } catch (e) {
-          ctx._rollBack(events, headersOut, undo);
+          rollBack(events, headersOut, undo);
           errors.push({ index: i, message: messageOf(e) });
         }
       }
-      return ctx._output(errors);
+      return callOutput(errors);
     },
   };
 }

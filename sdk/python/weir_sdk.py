@@ -16,7 +16,7 @@ with this package installed (`pip install weir-sdk`).
 __version__ = "0.2.0"
 
 import json
-from itertools import accumulate, repeat
+from itertools import accumulate, count, repeat
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 NO_SLOT = 0xFFFFFFFF
-# A dict miss, told apart from a stored None (a cleared value state).
-_UNSET = object()
+# A value state cell not yet cut out of the call's bytes.
+_LAZY = object()
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -101,7 +101,9 @@ class Event:
             raise EventError(f"invalid JSON: {e}") from None
 
     def key_str(self):
-        return None if self.key is None else self.key.decode("utf-8", "strict")
+        key = self.key
+        # decode() without arguments: UTF-8, strict, and no argument parsing.
+        return None if key is None else key.decode()
 
     def value_str(self):
         """The value as text (usually its compact JSON), or an
@@ -128,15 +130,11 @@ class _Batch:
 
 class _BatchEvent(Event):
     """An event of a call: its value, headers and input are read from the
-    batch when asked for (word-count never cuts a value out)."""
+    batch when asked for (word-count never cuts a value out). Made with
+    `object.__new__` and its slots set in the batch loop: a Python
+    `__init__` costs a frame per event."""
 
     __slots__ = ("_batch", "_i")
-
-    def __init__(self, key, timestamp, batch, i):
-        self.key = key
-        self.timestamp = timestamp
-        self._batch = batch
-        self._i = i
 
     @property
     def value(self):
@@ -203,8 +201,8 @@ class ValueState:
         if slot == NO_SLOT:
             ctx._require_key()
         cell = slot * ctx._state_count + self._index
-        raw = ctx._written.get(cell, _UNSET)
-        if raw is _UNSET:
+        raw = ctx._cells[cell]
+        if raw is _LAZY:
             n = ctx._cell_lens[cell]
             if n < 0:
                 return default
@@ -222,9 +220,10 @@ class ValueState:
             ctx._require_key()
         cell = slot * ctx._state_count + self._index
         raw = b"%d" % value if type(value) is int else dumps(value)
-        written = ctx._written
-        ctx._undo.append((cell, written.get(cell, _UNSET)))
-        written[cell] = raw
+        cells = ctx._cells
+        undo = ctx._undo
+        undo += (cell, cells[cell])
+        cells[cell] = raw
 
     def clear(self, ctx):
         ctx._cell_set(self._index, None)
@@ -331,20 +330,25 @@ class Context:
     def __init__(self, call, state_count, cells, side_outputs, input=0):
         self._call = call
         self._state_count = state_count
-        # The call's value state cells, slot-major, sliced on first read.
+        # The value state cells of the call, slot-major: each one's JSON
+        # bytes, None when cleared, _LAZY until read or written (then cut
+        # from the call's bytes: lens, ends, bytes).
+        self._cells = [_LAZY] * len(cells.lens)
         self._cell_lens = cells.lens
         self._cell_ends = _ends(cells.lens)
         self._cell_bytes = cells.bytes
         self._side_outputs = side_outputs
         self._input = input
-        self._written = {}  # cell -> bytes, or None when cleared
-        # (cell, what _written held before) of every write in the call;
+        # cell, what it held before, for every write in the call (flat);
         # a failing event undoes its own, from its mark on.
         self._undo = []
         self.key = None
         self.timestamp = 0
         self._slot = NO_SLOT
-        self._targets = []  # output of each emitted event; [] while all are main
+        # The output of each emitted event, kept from the first one sent to
+        # a side output on (_side); until then all went to the main one.
+        self._targets = []
+        self._side = False
         # Emitted events as (key or None, value, timestamp): one append per
         # event; _output makes the columns with C-level calls.
         self._out = []
@@ -366,7 +370,7 @@ class Context:
         return self._input
 
     def emit(self, key, value, timestamp=None, headers=()):
-        if headers or self._targets or type(value) is not bytes or not (key is None or type(key) is bytes):
+        if headers or self._side or type(value) is not bytes or not (key is None or type(key) is bytes):
             self._emit(0, key, value, timestamp, headers)
         else:
             self._out.append((key, value, self.timestamp if timestamp is None else timestamp))
@@ -395,9 +399,11 @@ class Context:
         if key is not None and type(key) is not bytes:
             key = memoryview(key).tobytes()
         index = len(self._out)
-        if target != 0 and not self._targets:
+        if target != 0 and not self._side:
+            # Even when it is the call's first event (index 0).
             self._targets = [0] * index
-        if self._targets:
+            self._side = True
+        if self._side:
             self._targets.append(target)
         for name, hv in headers:
             self._headers.append(types.Header(event=index, name=name, value=bytes(hv)))
@@ -405,9 +411,12 @@ class Context:
 
     def emit_json(self, key, value, timestamp=None):
         # The common case without _emit's generality: the main output, no
-        # headers, bytes or no key.
-        if self._targets or not (key is None or type(key) is bytes):
+        # headers, bytes or no key; a dict's text is kept as str and
+        # encoded with the call's other texts in _output.
+        if self._side or not (key is None or type(key) is bytes):
             self._emit(0, key, dumps(value), timestamp, ())
+        elif type(value) is dict and _FAST is not None:
+            self._out.append((key, "".join(_FAST(value, 0)), self.timestamp if timestamp is None else timestamp))
         else:
             self._out.append((key, dumps(value), self.timestamp if timestamp is None else timestamp))
 
@@ -432,8 +441,8 @@ class Context:
 
     def _cell_set(self, index, raw):
         cell = self._cell(index)
-        self._undo.append((cell, self._written.get(cell, _UNSET)))
-        self._written[cell] = raw
+        self._undo += (cell, self._cells[cell])
+        self._cells[cell] = raw
 
     def _roll_back(self, events, undo):
         """Drops what the failing item emitted and wrote: emitted events
@@ -443,25 +452,23 @@ class Context:
         headers = self._headers
         while headers and headers[-1].event >= events:
             headers.pop()
-        written = self._written
-        for cell, old in reversed(self._undo[undo:]):
-            if old is _UNSET:
-                del written[cell]
-            else:
-                written[cell] = old
-        del self._undo[undo:]
+        cells, log = self._cells, self._undo
+        for at in range(len(log) - 2, undo - 1, -2):
+            cells[log[at]] = log[at + 1]
+        del log[undo:]
 
     def _output(self, errors):
-        cells, lens, data = [], [], []
-        for cell in sorted(self._written):
-            raw = self._written[cell]
-            cells.append(cell)
-            if raw is None:
-                lens.append(-1)
-            else:
-                lens.append(len(raw))
-                data.append(raw)
+        # Every cell written (and not rolled back), once, with its last value.
+        cells = sorted(set(self._undo[::2]))
+        raws = list(map(self._cells.__getitem__, cells))
+        if None in raws:
+            lens = [-1 if raw is None else len(raw) for raw in raws]
+            raws = filter(None, raws)
+        else:
+            lens = list(map(len, raws))
+        data = raws
         keys, values, timestamps = zip(*self._out) if self._out else ((), (), ())
+        values = _utf8(values)
         if None in keys:
             key_lens = [-1 if k is None else len(k) for k in keys]
             keys = filter(None, keys)
@@ -470,11 +477,38 @@ class Context:
         return types.CallOutput(
             events=types.EventBatch(
                 timestamps=list(timestamps), key_lens=key_lens, keys=b"".join(keys),
-                value_lens=list(map(len, values)), values=b"".join(values), headers=self._headers),
+                value_lens=values.lens if type(values) is _Packed else list(map(len, values)),
+                values=values.data if type(values) is _Packed else b"".join(values),
+                headers=self._headers),
             errors=errors,
             state=types.StateChanges(cells=cells, lens=lens, bytes=b"".join(data)),
             outputs=self._targets if any(self._targets) else [],
         )
+
+
+def _utf8(values):
+    """Emitted values as bytes: emit_json keeps JSON text as str, encoded
+    here in one call when all of them are ASCII (then a text's length is
+    its byte length)."""
+    kinds = set(map(type, values))
+    if str not in kinds:
+        return values
+    if len(kinds) == 1:
+        text = "".join(values)
+        data = text.encode()
+        if len(data) == len(text):
+            return _Packed(data, list(map(len, values)))
+    return [v.encode() if type(v) is str else v for v in values]
+
+
+class _Packed:
+    """Values already joined, with their byte lengths."""
+
+    __slots__ = ("data", "lens")
+
+    def __init__(self, data, lens):
+        self.data = data
+        self.lens = lens
 
 
 def _ends(lens):
@@ -555,11 +589,14 @@ def handler(operator_class):
             call = Handler.operator.process
             emitted, undo = ctx._out, ctx._undo
             errors = []
-            for i, (key, timestamp, slot) in enumerate(zip(keys, timestamps, slots)):
+            new = object.__new__
+            for i, key, timestamp, slot in zip(count(), keys, timestamps, slots):
                 ctx.key, ctx._slot, ctx.timestamp = key, slot, timestamp
+                event = new(_BatchEvent)
+                event.key, event.timestamp, event._batch, event._i = key, timestamp, batch, i
                 events, writes = len(emitted), len(undo)
                 try:
-                    call(ctx, _BatchEvent(key, timestamp, batch, i))
+                    call(ctx, event)
                 except Exception as e:
                     ctx._roll_back(events, writes)
                     errors.append(types.EventError(index=i, message=_describe(e)))
