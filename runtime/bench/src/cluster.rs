@@ -190,7 +190,10 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<Round> {
     let output = format!("w2-out-{processes}");
     create_topic(brokers, &output, PARTITIONS, &[])?;
     let mut out = Committed::new(brokers, &output)?;
-    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
+    let cpu_before = servers
+        .iter()
+        .map(Server::cpu_seconds)
+        .collect::<Result<Vec<f64>>>()?;
     let started = Instant::now();
     let name = format!("w2p{processes}");
     client.apply_and_start(&name, &doc(&name, "w2-in", &output, 0))?;
@@ -204,8 +207,8 @@ fn scale_round(brokers: &str, processes: usize, n: u64) -> Result<Round> {
     let cpu = servers
         .iter()
         .zip(cpu_before)
-        .map(|(s, before)| (s.cpu_seconds() - before) / last)
-        .collect();
+        .map(|(s, before)| Ok((s.cpu_seconds()? - before) / last))
+        .collect::<Result<_>>()?;
     Ok(Round {
         first: first.duration_since(started).as_secs_f64(),
         last,
@@ -694,7 +697,10 @@ fn word_count(brokers: &str, lines: u64) -> Result<()> {
     client.push_guests(&["split-words", "word-count"])?;
     let doc = "name: wc\ncheckpoint: { interval_ms: 1000 }\nsources: [{ name: lines, kafka: { topic: wc-lines, format: text } }]\noperators:\n  - { name: split, module: split-words, input: lines }\n  - { name: count, module: word-count, input: split, key_by: key }\nsinks: [{ name: out, input: count, kafka: { topic: wc-counts } }]\n";
     let mut out = Committed::of(brokers, "wc-counts", WC_PARTITIONS)?;
-    let cpu_before: Vec<f64> = servers.iter().map(Server::cpu_seconds).collect();
+    let cpu_before = servers
+        .iter()
+        .map(Server::cpu_seconds)
+        .collect::<Result<Vec<f64>>>()?;
     let started = Instant::now();
     client.apply_and_start("wc", doc)?;
     let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -716,8 +722,8 @@ fn word_count(brokers: &str, lines: u64) -> Result<()> {
     let cpu: Vec<String> = servers
         .iter()
         .zip(cpu_before)
-        .map(|(s, before)| format!("{:.2}", (s.cpu_seconds() - before) / took))
-        .collect();
+        .map(|(s, before)| Ok(format!("{:.2}", (s.cpu_seconds()? - before) / took)))
+        .collect::<Result<_>>()?;
     if let Some(bad) = bad {
         bail!("word count: {bad}");
     }

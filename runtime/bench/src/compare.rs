@@ -59,10 +59,6 @@ pub struct Figures {
     pub bench_peak_rss_mib: f64,
 }
 
-/// `sysconf(_SC_CLK_TCK)` on Linux: the unit of `/proc/<pid>/stat`'s
-/// CPU times.
-const CLOCK_TICKS: f64 = 100.0;
-
 /// The `weir` binary next to this one (`target/release/weir`).
 fn weir_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating weir-bench")?;
@@ -140,21 +136,8 @@ impl Server {
     }
 
     /// CPU seconds (user + system) the server has used so far.
-    pub(crate) fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command's closing parenthesis; utime and stime
-        // are the 14th and 15th of the whole line, in clock ticks.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // After ')' the state is field 0, so utime is 11 and stime 12.
-        (ticks(11) + ticks(12)) / CLOCK_TICKS
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
+        workloads::cpu_seconds(self.child.id())
     }
 
     /// `VmHWM` (peak) or `VmRSS` (now) of the server, in MiB.

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::compare::{Client, Server};
 use crate::report::result;
+use crate::workloads::cpu_seconds;
 
 /// Lines produced into each topology.
 const LINES_EACH: usize = 200;
@@ -77,18 +78,6 @@ fn threads(pid: u32) -> u64 {
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// CPU time (user + system) of a process so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
 }
 
 fn topology(name: &str, input: &str, output: &str) -> String {
@@ -166,12 +155,11 @@ pub fn run(n: usize) -> Result<()> {
     );
     // Let the last checkpoints commit, then measure an idle interval.
     std::thread::sleep(Duration::from_secs(5));
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let before = cpu_ticks(pid)?;
+    let before = cpu_seconds(pid)?;
     let idle = Duration::from_secs(10);
     std::thread::sleep(idle);
-    let after = cpu_ticks(pid)?;
-    let idle_cpu_pct = (after - before) as f64 / ticks_per_sec / idle.as_secs_f64() * 100.0;
+    let after = cpu_seconds(pid)?;
+    let idle_cpu_pct = (after - before) / idle.as_secs_f64() * 100.0;
     let rss = server.rss_mib("VmRSS:");
     let status: Value = serde_json::from_str(&client.send("GET", "/v1/topologies/d0", b"", "")?)?;
     let usage = status.get("usage").cloned().unwrap_or(json!(null));

@@ -134,6 +134,26 @@ pub fn peak_rss_mib() -> f64 {
     status_mib("/proc/self/status", "VmHWM:")
 }
 
+/// CPU time (user + system) process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    /// `sysconf(_SC_CLK_TCK)` (USER_HZ) on Linux: the unit of the times.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        bail!("/proc/{pid}/stat has no command name");
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize, what: &str| -> Result<u64> {
+        match fields.get(i).map(|f| f.parse::<u64>()) {
+            Some(Ok(n)) => Ok(n),
+            _ => bail!("/proc/{pid}/stat has no {what}"),
+        }
+    };
+    Ok((ticks(11, "utime")? + ticks(12, "stime")?) as f64 / TICKS_PER_SECOND)
+}
+
 /// A `kB` line (`field`, e.g. `VmHWM:`) of a `/proc/<pid>/status` file, in
 /// MiB; 0 when it cannot be read.
 pub fn status_mib(status: &str, field: &str) -> f64 {
