@@ -104,8 +104,12 @@ impl Cluster {
             return Ok(QueryRoute::Here);
         }
         let view = self.view();
+        // Only a member whose heartbeat is recent: a killed node's last
+        // heartbeat still lists the partitions it held.
+        let now = weir_types::now_ms();
         let owner = view.members.values().find(|m| {
             m.node != self.node
+                && super::alive(m, now)
                 && m.partitions
                     .get(name)
                     .and_then(|t| t.get(&topic))
