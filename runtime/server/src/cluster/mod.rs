@@ -821,6 +821,19 @@ impl Cluster {
             .iter()
             .map(|p| json!({ "offset": p.offset, "key": p.key, "error": p.error, "at": p.at }))
             .collect();
+        // How this node's jobs followed their assignments: started on one,
+        // or moved while they ran.
+        let moves: BTreeMap<String, Value> = self
+            .tasks
+            .moves()
+            .into_iter()
+            .map(|(t, m)| {
+                (
+                    t,
+                    json!({ "job_starts": m.starts, "while_running": m.live }),
+                )
+            })
+            .collect();
         json!({
             "cluster": self.name,
             "topic": self.log.topic(),
@@ -829,6 +842,7 @@ impl Cluster {
             "members": members,
             "assignment": assignment,
             "problems": problems,
+            "moves": moves,
         })
     }
 }
