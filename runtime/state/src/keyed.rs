@@ -721,9 +721,9 @@ impl KeyedState {
             // but its timer never fires here.
             StateOp::RegisterTimer { domain, key, time } => {
                 let d = domain_code(domain);
-                if !holds(&self.held, &key) {
-                    self.timer_changes.push((true, d, time, key));
-                } else if self.timers[usize::from(d)].insert((time, key.clone())) {
+                if !holds(&self.held, &key)
+                    || self.timers[usize::from(d)].insert((time, key.clone()))
+                {
                     self.timer_changes.push((true, d, time, key));
                 }
             }
