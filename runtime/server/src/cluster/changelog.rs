@@ -449,17 +449,19 @@ pub(crate) fn attach(
 /// lead input in `added` (the node holds them from now on, with those
 /// `share` owns) from every existing changelog into `db`, and moves the
 /// held keys to them; answers, per input topic, the event time its
-/// source had reached on the added partitions (their floor).
+/// source had reached on the added partitions (their floor), and the
+/// changelog records read.
 pub(crate) fn take_over(
     doc: &TopologyDoc,
     brokers: &str,
     share: &KafkaShare,
     db: &StateDb,
     added: &BTreeSet<u32>,
-) -> Result<BTreeMap<String, i64>, String> {
+) -> Result<(BTreeMap<String, i64>, u64), String> {
     let mut to = Partitioning::of(doc, brokers, share)?;
     to.held.extend(added);
     let mut recorded = Vec::new();
+    let mut records = 0;
     {
         let _restoring = db.changelog_lock();
         for operator in &doc.operators {
@@ -469,7 +471,7 @@ pub(crate) fn take_over(
             else {
                 continue;
             };
-            restore(db, &doc.name, &operator.name, &log, &to, added)?;
+            records += restore(db, &doc.name, &operator.name, &log, &to, added)?;
             recorded.push(
                 db.changelog_event_times(&operator.name)
                     .map_err(|e| e.to_string())?,
@@ -479,11 +481,12 @@ pub(crate) fn take_over(
     // Instances see the keys at their next state call: after the rows.
     db.set_held_keys(Some(to.key_test()));
     let times = start_event_times(added, &recorded);
-    Ok(doc
+    let floors = doc
         .sources
         .iter()
         .filter_map(|s| Some((s.kafka.as_ref()?.topic.clone(), *times.get(&s.name)?)))
-        .collect())
+        .collect();
+    Ok((floors, records))
 }
 
 /// While `doc`'s job runs: the node no longer holds the lead input's
@@ -590,23 +593,24 @@ pub(super) fn recorded_from(
 }
 
 /// Parks the timers of partitions not in `to.held` (and moves back those
-/// in it), then reads partitions `read` of `operator`'s changelog into
-/// `db`, each from the offset `db` recorded for it.
+/// in it), then reads `partitions` of `operator`'s changelog into
+/// `db`, each from the offset `db` recorded for it; answers the records
+/// read.
 fn restore(
     db: &StateDb,
     topology: &str,
     operator: &str,
     log: &ChangelogTopic,
     to: &Partitioning,
-    read: &BTreeSet<u32>,
-) -> Result<(), String> {
+    partitions: &BTreeSet<u32>,
+) -> Result<u64, String> {
     let started = std::time::Instant::now();
     let (parked, back) = db
         .park_timers(topology, operator, &mut |key| {
             to.held.contains(&partition_of(key, to.partitions))
         })
         .map_err(|e| e.to_string())?;
-    let from = recorded_from(db, operator, read)?;
+    let from = recorded_from(db, operator, partitions)?;
     let records = read_changelog(
         log,
         operator,
@@ -617,20 +621,21 @@ fn restore(
                 .map_err(|e| e.to_string())?;
             Ok(true)
         },
-    )?;
+    )?
+    .map_or(0, |(records, _)| records);
     tracing::info!(
         topology.name = topology,
         operator,
         kafka.topic = log.topic(),
-        partitions = ?read,
+        partitions = ?partitions,
         from = ?from,
-        records = records.map_or(0, |(records, _)| records),
+        records,
         timers_parked = parked,
         timers_back = back,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
     );
-    Ok(())
+    Ok(records)
 }
 
 #[cfg(test)]

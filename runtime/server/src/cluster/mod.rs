@@ -828,10 +828,13 @@ impl Cluster {
             .moves()
             .into_iter()
             .map(|(t, m)| {
-                (
-                    t,
-                    json!({ "job_starts": m.starts, "while_running": m.live }),
-                )
+                let moved = json!({
+                    "job_starts": m.starts,
+                    "while_running": m.live,
+                    "restored_records": m.restored_records,
+                    "take_over_ms": m.take_over_ms,
+                });
+                (t, moved)
             })
             .collect();
         json!({

@@ -49,6 +49,10 @@ pub(super) struct Moves {
     pub starts: u64,
     /// Changes of assignment made while the job ran on.
     pub live: u64,
+    /// Of those: changelog records restored for partitions taken over,
+    /// and the time from the change to the sources reading them.
+    pub restored_records: u64,
+    pub take_over_ms: u64,
 }
 
 /// The outcome of the first start on an assignment.
@@ -249,14 +253,21 @@ fn reassign(
     if running && let Some(current) = current {
         let started = Instant::now();
         match move_live(plane, name, &current, &share, brokers) {
-            Ok(()) => {
+            Ok(restored) => {
                 tracing::info!(
                     topology.name = name,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "the running job moved to its new partitions"
                 );
                 plane.topologies.set_share(name, Some(share));
-                count(|m| m.live += 1);
+                let took = started.elapsed().as_millis() as u64;
+                let mut moves = moves.lock().unwrap_or_else(|p| p.into_inner());
+                let m = moves.entry(name.to_string()).or_default();
+                m.live += 1;
+                if let Some(records) = restored {
+                    m.restored_records += records;
+                    m.take_over_ms += took;
+                }
                 return Ok(());
             }
             Err(e) => tracing::warn!(
@@ -293,14 +304,15 @@ fn common(a: &Assignment, b: &Assignment) -> Assignment {
 
 /// Moves `name`'s running job from the partitions of `from` to those of
 /// `to` (see the module doc): first it lets go of those it loses, then
-/// takes those it gains.
+/// takes those it gains; answers the changelog records restored when it
+/// gained any.
 fn move_live(
     plane: &ControlPlane,
     name: &str,
     from: &KafkaShare,
     to: &KafkaShare,
     brokers: &str,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let record = plane.topologies.record(name).map_err(|e| e.to_string())?;
     let doc = repartition::rewrite(&record.doc, to.fence.group())?.doc;
     let lead = doc
@@ -340,7 +352,7 @@ fn move_live(
             .difference(&lead_of(&kept))
             .copied()
             .collect();
-        let floors = changelog::take_over(&doc, brokers, to, &db, &added)?;
+        let (floors, records) = changelog::take_over(&doc, brokers, to, &db, &added)?;
         live.set_owned(to.partitions.clone());
         let epoch = live.set_reads(to.partitions.clone(), floors);
         if !live.wait_read(epoch, READ_CHANGE_WAIT) {
@@ -349,6 +361,7 @@ fn move_live(
                 READ_CHANGE_WAIT.as_secs()
             ));
         }
+        return Ok(Some(records));
     }
-    Ok(())
+    Ok(None)
 }
