@@ -249,11 +249,13 @@ impl KafkaChangelog {
             .iter()
             .map(|(op, log)| (op.clone(), log.topic().to_string()))
             .collect();
-        let written = self
-            .written_times
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let written = {
+            let mut written = self.written_times.lock().unwrap_or_else(|p| p.into_inner());
+            // A partition let go forgets what this job wrote to it: if it
+            // comes back, its last owner may have written since.
+            written.retain(|(_, p, _), _| held.contains(p));
+            written.clone()
+        };
         for (source, &reached) in times {
             if !self.inputs.contains_key(source) {
                 continue;

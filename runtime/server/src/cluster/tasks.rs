@@ -243,13 +243,6 @@ fn reassign(
         return Ok(());
     }
     tracing::info!(topology.name = name, partitions = ?share.partitions, "the topology's partitions on this node changed");
-    let count = |f: fn(&mut Moves)| {
-        f(moves
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default());
-    };
     if running && let Some(current) = current {
         let started = Instant::now();
         match move_live(plane, name, &current, &share, brokers) {
@@ -261,13 +254,13 @@ fn reassign(
                 );
                 plane.topologies.set_share(name, Some(share));
                 let took = started.elapsed().as_millis() as u64;
-                let mut moves = moves.lock().unwrap_or_else(|p| p.into_inner());
-                let m = moves.entry(name.to_string()).or_default();
-                m.live += 1;
-                if let Some(records) = restored {
-                    m.restored_records += records;
-                    m.take_over_ms += took;
-                }
+                note(moves, name, |m| {
+                    m.live += 1;
+                    if let Some(records) = restored {
+                        m.restored_records += records;
+                        m.take_over_ms += took;
+                    }
+                });
                 return Ok(());
             }
             Err(e) => tracing::warn!(
@@ -285,11 +278,22 @@ fn reassign(
             .map_err(|e| e.to_string())?;
     }
     share.live.reset(share.partitions.clone());
-    count(|m| m.starts += 1);
+    note(moves, name, |m| m.starts += 1);
     plane
         .topologies
         .start(name, None)
         .map_err(|e| e.to_string())
+}
+
+/// Applies `change` to topology `name`'s [`Moves`].
+fn note(moves: &Mutex<HashMap<String, Moves>>, name: &str, change: impl FnOnce(&mut Moves)) {
+    change(
+        moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default(),
+    );
 }
 
 /// The partitions of each topic in both.
