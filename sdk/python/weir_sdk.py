@@ -17,6 +17,7 @@ __version__ = "0.2.0"
 
 import json
 from itertools import accumulate, count, repeat
+from sys import getrefcount
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -590,10 +591,25 @@ def handler(operator_class):
             emitted, undo = ctx._out, ctx._undo
             errors = []
             new = object.__new__
+            # One event object serves every event that the operator does
+            # not keep: when its reference count after a call is the one
+            # it had when made, nothing else holds it, and it is reused
+            # (a new one costs an allocation and a free in the guest).
+            # The count is read at one place only, where the first event,
+            # fresh, gives the count of an event held by nothing else.
+            event = new(_BatchEvent)
+            event._batch = batch
+            unshared = 0
             for i, key, timestamp, slot in zip(count(), keys, timestamps, slots):
+                refs = getrefcount(event)
+                if refs != unshared:
+                    if unshared:
+                        event = new(_BatchEvent)
+                        event._batch = batch
+                    else:
+                        unshared = refs
                 ctx.key, ctx._slot, ctx.timestamp = key, slot, timestamp
-                event = new(_BatchEvent)
-                event.key, event.timestamp, event._batch, event._i = key, timestamp, batch, i
+                event.key, event.timestamp, event._i = key, timestamp, i
                 events, writes = len(emitted), len(undo)
                 try:
                     call(ctx, event)
