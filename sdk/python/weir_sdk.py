@@ -122,14 +122,16 @@ class Event:
 
 class _Batch:
     """What the events of one call share: their values, packed, and where
-    each ends; their headers (None when no event has any); their input."""
+    each ends (None until a value is read: word-count reads none, and
+    the ends of a batch are a thousand integers to make); their headers
+    (None when no event has any); their input."""
 
     __slots__ = ("values", "value_lens", "value_ends", "headers", "input")
 
     def __init__(self, values, value_lens, headers, input):
         self.values = values
         self.value_lens = value_lens
-        self.value_ends = _ends(value_lens)
+        self.value_ends = None
         self.headers = headers
         self.input = input
 
@@ -145,7 +147,10 @@ class _BatchEvent(Event):
     @property
     def value(self):
         batch, i = self._batch, self._i
-        end = batch.value_ends[i]
+        ends = batch.value_ends
+        if ends is None:
+            ends = batch.value_ends = _ends(batch.value_lens)
+        end = ends[i]
         return batch.values[end - batch.value_lens[i]:end]
 
     @property
