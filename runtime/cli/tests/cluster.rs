@@ -350,12 +350,16 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
         (holders == 2 && all == BTreeSet::from([0, 1, 2, 3])).then_some(())
     });
     produce_keyed(&brokers, "eo-lines", &keyed(200, 400));
-    // Each node's current run read part of the second half (their runs
-    // restarted on the new partitions), nothing twice.
+    // Each node read part of the second half. A's run went on through the
+    // move (its count still holds the first half): only the two
+    // partitions moved, the job was not restarted.
     eventually("the second half read by A and B", || {
         let (on_a, on_b) = (read_now(&ca), read_now(&cb));
-        (on_a > 0 && on_b > 0 && on_a + on_b >= 200).then_some(())
+        (on_a > 200 && on_b > 0 && on_a + on_b >= 400).then_some(())
     });
+    let moves = cluster_view(&a)["moves"]["eo"].clone();
+    assert_eq!(moves["job_starts"], 1, "{moves}");
+    assert!(moves["while_running"].as_u64() >= Some(1), "{moves}");
     // Stopping publishes each node's last output.
     let stopped = cb.post_json("/v1/topologies/eo/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
@@ -395,6 +399,12 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
             .find(|m| m["node"] == "a")?["partitions"]["eo"]["eo-lines"]
             .clone();
         (mine == json!([0, 1, 2, 3])).then_some(())
+    });
+    // B's partitions joined A's running job (started twice, by the
+    // user): it was not restarted for them.
+    eventually("A's job took B's partitions while it ran", || {
+        let moves = cluster_view(&a)["moves"]["eo"].clone();
+        (moves["job_starts"] == 2 && moves["while_running"].as_u64() >= Some(2)).then_some(())
     });
     eventually("A at the end of all four partitions", || {
         let status = ca.get("/v1/topologies/eo");

@@ -53,9 +53,9 @@ pub use files::{FileSink, FileSource};
 pub use kafka::{
     Assignment, ChangelogTopic, ControlLog, ControlPoll, ControlReader, ControlRecord,
     DEFAULT_PROGRESS_TOPIC, GroupMember, HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC,
-    KafkaBindError, KafkaError, KafkaShare, KafkaSink, KafkaSource, Marker, OnAssignment,
-    bind_kafka, bind_kafka_shared, create_topic, has_kafka, kafka_dead_letters, murmur2,
-    partition_of, topic_partitions,
+    KafkaBindError, KafkaError, KafkaShare, KafkaSink, KafkaSource, LiveShare, Marker,
+    OnAssignment, bind_kafka, bind_kafka_shared, create_topic, has_kafka, kafka_dead_letters,
+    murmur2, partition_of, topic_partitions,
 };
 pub use kafka::{
     ChangelogRecord, Failure, GroupFence, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer,

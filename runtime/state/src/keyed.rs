@@ -10,6 +10,7 @@ use weir_state_contract::{OperatorState, StateOp, StateStoreError, TimeDomain, V
 use weir_types::{KeyGroupRange, key_group_of};
 
 use crate::checkpoint::{RowOp, StateSnapshot, Table};
+use crate::held::{KeyTest, holds};
 use crate::keys::{self, Kind};
 use crate::{STATE, StateDb, StateError, TIMERS, db_err};
 
@@ -121,6 +122,20 @@ impl<T> Cache<T> {
             by_key.retain(|_, e| keep(e));
         }
     }
+    /// Drops the clean entries of keys `drop` names; answers their bytes.
+    fn drop_clean(&mut self, drop: &dyn Fn(&[u8]) -> bool) -> usize {
+        let mut freed = 0;
+        for by_key in self.0.values_mut() {
+            by_key.retain(|key, e| {
+                let gone = !e.dirty && drop(key);
+                if gone {
+                    freed += e.bytes;
+                }
+                !gone
+            });
+        }
+        freed
+    }
     /// Every dirty entry, with its name and key.
     fn dirty_mut(&mut self) -> impl Iterator<Item = (&str, &[u8], &mut Entry<T>)> {
         self.0.iter_mut().flat_map(|(name, by_key)| {
@@ -134,6 +149,34 @@ impl<T> Cache<T> {
 
 fn store_err(e: impl std::fmt::Display) -> StateStoreError {
     StateStoreError(e.to_string())
+}
+
+/// Adds to `timers` (by domain code) the timer rows of `scope` in the key
+/// groups `owned` whose key `take` accepts.
+fn load_timers(
+    db: &StateDb,
+    scope: &[u8],
+    owned: KeyGroupRange,
+    timers: &mut [BTreeSet<(i64, Vec<u8>)>; 2],
+    take: &dyn Fn(&[u8]) -> bool,
+) -> Result<(), StateError> {
+    let txn = db.db()?.begin_read().map_err(db_err)?;
+    let table = txn.open_table(TIMERS).map_err(db_err)?;
+    for group in owned.start..owned.end {
+        let (start, end) = keys::group_range(scope, group);
+        for row in table
+            .range::<&[u8]>(start.as_slice()..end.as_slice())
+            .map_err(db_err)?
+        {
+            let (k, _) = row.map_err(db_err)?;
+            if let Some((domain, time, key)) = keys::parse_timer_row(scope.len(), k.value())
+                && take(&key)
+            {
+                timers[usize::from(domain.min(1))].insert((time, key));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The keyed state of one operator instance.
@@ -169,6 +212,13 @@ pub struct KeyedState {
     /// (a [`KeyedState::preload`] that fit, and nothing evicted since):
     /// then a miss is an absent entry, answered without a lookup.
     complete: bool,
+    /// The keys this node holds (see `held.rs`) as of `held_epoch`: only
+    /// their timers are in `timers`.
+    held: Option<KeyTest>,
+    held_epoch: u64,
+    /// A failure to bring memory in line with a change of held keys, seen
+    /// where no error could be returned: the next fallible call fails.
+    held_failed: Option<String>,
 }
 
 /// What [`KeyedState::preload`] read.
@@ -206,20 +256,8 @@ impl KeyedState {
     ) -> Result<KeyedState, StateError> {
         let scope = keys::scope(topology, operator);
         let mut timers: [BTreeSet<(i64, Vec<u8>)>; 2] = Default::default();
-        let txn = db.db()?.begin_read().map_err(db_err)?;
-        let table = txn.open_table(TIMERS).map_err(db_err)?;
-        for group in owned.start..owned.end {
-            let (start, end) = keys::group_range(&scope, group);
-            for row in table
-                .range::<&[u8]>(start.as_slice()..end.as_slice())
-                .map_err(db_err)?
-            {
-                let (k, _) = row.map_err(db_err)?;
-                if let Some((domain, time, key)) = keys::parse_timer_row(scope.len(), k.value()) {
-                    timers[usize::from(domain.min(1))].insert((time, key));
-                }
-            }
-        }
+        let (held_epoch, held) = db.held_keys().current();
+        load_timers(db, &scope, owned, &mut timers, &|key| holds(&held, key))?;
         Ok(KeyedState {
             db: db.clone(),
             scope,
@@ -238,7 +276,61 @@ impl KeyedState {
             evict_stalled: None,
             checkpointed: false,
             complete: false,
+            held,
+            held_epoch,
+            held_failed: None,
         })
+    }
+
+    /// Brings memory in line with the keys the node holds, when that
+    /// changed since the last call (partitions moved while the job runs):
+    /// timers of keys it no longer holds leave memory (their rows stay: the
+    /// changelog gave them to the partition's new owner); for keys it
+    /// gained, whose rows a restore just wrote, clean cached entries are
+    /// dropped, the read snapshot renewed and their timers loaded.
+    fn follow_held(&mut self) -> Result<(), StateStoreError> {
+        if let Some(failed) = &self.held_failed {
+            return Err(StateStoreError(failed.clone()));
+        }
+        self.sync_held().map_err(|e| {
+            let failed = format!("cannot take over the state of keys that moved to this node: {e}");
+            self.held_failed = Some(failed.clone());
+            StateStoreError(failed)
+        })
+    }
+
+    fn sync_held(&mut self) -> Result<(), StateError> {
+        if self.db.held_keys().epoch() == self.held_epoch {
+            return Ok(());
+        }
+        let (epoch, now) = self.db.held_keys().current();
+        let before = std::mem::replace(&mut self.held, now.clone());
+        self.held_epoch = epoch;
+        for set in &mut self.timers {
+            set.retain(|(_, key)| holds(&now, key));
+        }
+        if before.is_none() {
+            // Every key was held: none is gained.
+            return Ok(());
+        }
+        let gained = |key: &[u8]| holds(&now, key) && !holds(&before, key);
+        let freed = self.values.drop_clean(&gained)
+            + self.maps.drop_clean(&gained)
+            + self.lists.drop_clean(&gained);
+        self.cached_bytes -= freed.min(self.cached_bytes);
+        self.reader = None;
+        let mut found: [BTreeSet<(i64, Vec<u8>)>; 2] = Default::default();
+        load_timers(&self.db, &self.scope, self.owned, &mut found, &gained)?;
+        for (set, more) in self.timers.iter_mut().zip(found) {
+            set.extend(more);
+        }
+        if self.complete {
+            // The gained keys' rows are in redb only: read them in, as a
+            // start would.
+            self.complete = false;
+            self.preload()?;
+        }
+        Ok(())
     }
 
     /// From now on changes reach redb only in checkpoints: a flush writes
@@ -402,6 +494,7 @@ impl KeyedState {
     }
 
     fn load_value(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        self.follow_held()?;
         if self.values.get(name, key).is_some() {
             return Ok(());
         }
@@ -421,6 +514,7 @@ impl KeyedState {
     }
 
     fn load_map(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        self.follow_held()?;
         if self.maps.get(name, key).is_some() {
             return Ok(());
         }
@@ -444,6 +538,7 @@ impl KeyedState {
     }
 
     fn load_list(&mut self, name: &str, key: &[u8]) -> Result<(), StateStoreError> {
+        self.follow_held()?;
         if self.lists.get(name, key).is_some() {
             return Ok(());
         }
@@ -621,15 +716,22 @@ impl KeyedState {
                 e.dirty = true;
                 e.bytes = bytes;
             }
+            // A key this node no longer holds (an event read before its
+            // partition moved): the change is written, for the new owner,
+            // but its timer never fires here.
             StateOp::RegisterTimer { domain, key, time } => {
                 let d = domain_code(domain);
-                if self.timers[usize::from(d)].insert((time, key.clone())) {
+                if !holds(&self.held, &key)
+                    || self.timers[usize::from(d)].insert((time, key.clone()))
+                {
                     self.timer_changes.push((true, d, time, key));
                 }
             }
             StateOp::DeleteTimer { domain, key, time } => {
                 let d = domain_code(domain);
-                if self.timers[usize::from(d)].remove(&(time, key.clone())) {
+                if self.timers[usize::from(d)].remove(&(time, key.clone()))
+                    || !holds(&self.held, &key)
+                {
                     self.timer_changes.push((false, d, time, key));
                 }
             }
@@ -788,6 +890,7 @@ impl OperatorState for KeyedState {
         ops: Vec<StateOp>,
         values: &[ValueWrite<'_>],
     ) -> Result<(), StateStoreError> {
+        self.follow_held()?;
         for op in ops {
             self.apply_op(op)?;
         }
@@ -812,6 +915,7 @@ impl OperatorState for KeyedState {
         domain: TimeDomain,
         time: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StateStoreError> {
+        self.follow_held()?;
         let d = domain_code(domain);
         let set = &mut self.timers[usize::from(d)];
         let later = set.split_off(&(time.saturating_add(1), Vec::new()));
@@ -827,6 +931,8 @@ impl OperatorState for KeyedState {
     }
 
     fn next_timer(&mut self, domain: TimeDomain) -> Option<i64> {
+        // A failure here shows at the next fallible call.
+        let _ = self.follow_held();
         self.timers[usize::from(domain_code(domain))]
             .first()
             .map(|(t, _)| *t)
@@ -843,6 +949,8 @@ impl OperatorState for KeyedState {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn open(db: &StateDb, range: KeyGroupRange) -> KeyedState {
@@ -1073,5 +1181,72 @@ mod tests {
                 Some(b"3".to_vec())
             );
         }
+    }
+
+    fn timer(key: &[u8], time: i64) -> StateOp {
+        StateOp::RegisterTimer {
+            domain: TimeDomain::EventTime,
+            key: key.to_vec(),
+            time,
+        }
+    }
+
+    fn held(keys: &'static [&'static [u8]]) -> Option<KeyTest> {
+        Some(Arc::new(move |k: &[u8]| keys.contains(&k)))
+    }
+
+    #[test]
+    fn a_timer_of_a_key_no_longer_held_stays_in_redb_and_never_fires_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = open(&db, KeyGroupRange::all(128));
+        s.apply(vec![timer(b"a", 1), timer(b"b", 2)], &[]).unwrap();
+        s.flush().unwrap();
+        // Partition of `b` moved away while the job runs.
+        db.set_held_keys(held(&[b"a"]));
+        assert_eq!(s.next_timer(TimeDomain::EventTime), Some(1));
+        // An event of `b` read before the move still registers its timer,
+        // for the new owner, but not here.
+        s.apply(vec![timer(b"b", 3)], &[]).unwrap();
+        let due = s.take_due_timers(TimeDomain::EventTime, i64::MAX).unwrap();
+        assert_eq!(due, vec![(1, b"a".to_vec())]);
+        assert_eq!(s.next_timer(TimeDomain::EventTime), None);
+        s.flush().unwrap();
+        // The rows of `b` are all in redb: an instance holding every key
+        // finds both (and `a`'s fired timer gone).
+        db.set_held_keys(None);
+        let mut all = open(&db, KeyGroupRange::all(128));
+        let rows = all
+            .take_due_timers(TimeDomain::EventTime, i64::MAX)
+            .unwrap();
+        assert_eq!(rows, vec![(2, b"b".to_vec()), (3, b"b".to_vec())]);
+    }
+
+    #[test]
+    fn keys_gained_while_running_read_what_was_restored_not_what_was_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        db.set_held_keys(held(&[b"a"]));
+        let mut s = open(&db, KeyGroupRange::all(128)).checkpointed();
+        assert!(s.preload().unwrap().complete);
+        // Known absent while `b` was another node's.
+        assert_eq!(s.value("n", b"b").unwrap(), None);
+        // A restore writes `b`'s rows from its changelog (here through a
+        // second instance of the same database).
+        let mut restore = open(&db, KeyGroupRange::all(128));
+        restore
+            .apply(vec![timer(b"b", 7)], &[set("n", b"b", b"5")])
+            .unwrap();
+        restore.flush().unwrap();
+        assert_eq!(
+            s.value("n", b"b").unwrap(),
+            None,
+            "nothing changes before the move"
+        );
+        db.set_held_keys(held(&[b"a", b"b"]));
+        assert_eq!(s.value("n", b"b").unwrap(), Some(b"5".to_vec()));
+        assert_eq!(s.next_timer(TimeDomain::EventTime), Some(7));
+        let due = s.take_due_timers(TimeDomain::EventTime, i64::MAX).unwrap();
+        assert_eq!(due, vec![(7, b"b".to_vec())]);
     }
 }

@@ -39,6 +39,7 @@
 
 mod changelog;
 mod checkpoint;
+mod held;
 mod keyed;
 mod keys;
 mod store;
@@ -47,6 +48,7 @@ pub use changelog::{
     ChangeRecord, Changelog, ChangelogOffset, RestoreBatch, change_records, event_time_record,
 };
 pub use checkpoint::{Checkpoint, CommitFailed, CommitStats, KeptCheckpoint, StateSnapshot};
+pub use held::KeyTest;
 pub use keyed::{KeyedState, Preloaded, StateBudget};
 pub use weir_state_contract::SnapshotRow;
 
@@ -210,6 +212,18 @@ impl StateDb {
     /// How many times the database was reopened.
     pub(crate) fn generation(&self) -> u64 {
         self.store.generation()
+    }
+
+    /// Sets which keys this node holds now, for every handle of the file
+    /// (`None`: all of them). Running instances see it at their next
+    /// state call (see `held.rs`).
+    pub fn set_held_keys(&self, test: Option<KeyTest>) {
+        self.store.held.set(test);
+    }
+
+    /// The keys this node holds, for the instances.
+    pub(crate) fn held_keys(&self) -> &held::HeldKeys {
+        &self.store.held
     }
 
     /// Bytes an unprivileged writer may still use on the database's disk

@@ -41,6 +41,8 @@ pub(crate) struct Store {
     in_checkpoint: Arc<AtomicBool>,
     /// See [`StateDb::changelog_lock`](crate::StateDb::changelog_lock).
     pub(crate) changelog_lock: Mutex<()>,
+    /// See [`StateDb::set_held_keys`](crate::StateDb::set_held_keys).
+    pub(crate) held: crate::held::HeldKeys,
 }
 
 impl Store {
@@ -54,6 +56,7 @@ impl Store {
             generation: AtomicU64::new(0),
             in_checkpoint,
             changelog_lock: Mutex::new(()),
+            held: crate::held::HeldKeys::default(),
         })
     }
 

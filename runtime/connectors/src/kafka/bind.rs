@@ -62,6 +62,9 @@ pub struct KafkaShare {
     /// Repartition topics among the inputs: the records a checkpoint's
     /// transaction read past are deleted after it.
     pub purge: std::collections::BTreeSet<String>,
+    /// What the running job reads and commits, changed while it runs; the
+    /// same for every share of one group membership.
+    pub live: std::sync::Arc<super::LiveShare>,
 }
 
 /// Binds every `kafka:` source and sink of `doc` not in `bindings` yet.
@@ -87,7 +90,6 @@ pub fn bind_kafka_shared(
     share: Option<&KafkaShare>,
     bindings: &mut Bindings,
 ) -> Result<(), KafkaBindError> {
-    let empty = std::collections::BTreeSet::new();
     let letters = shared_dead_letters(doc, bindings);
     for source in &doc.sources {
         let Some(kafka) = &source.kafka else { continue };
@@ -108,7 +110,7 @@ pub fn bind_kafka_shared(
             mode == SourceMode::Bounded,
             letters.clone(),
             share.map(|s| NodeRead {
-                partitions: s.partitions.get(&kafka.topic).unwrap_or(&empty),
+                live: &s.live,
                 purge: s.purge.contains(&kafka.topic),
             }),
         )

@@ -28,6 +28,8 @@
 //!   [`GroupFence`], its generation for the node's transactions.
 //!   `txn.rs`: [`NodeProducer`], a node's one transaction per checkpoint
 //!   of a topology (sink output, changelog records, input offsets).
+//!   `live.rs`: [`LiveShare`], the partitions a node's running job reads
+//!   and commits, changed without stopping it.
 //!   `changelog.rs`: [`ChangelogTopic`], a keyed operator's compacted
 //!   changelog on a cluster, and Kafka's key partitioner.
 //!   `repartition.rs`: a cluster's repartition topics
@@ -41,6 +43,7 @@ mod config;
 mod control;
 mod format;
 mod group;
+mod live;
 mod repartition;
 mod sink;
 mod source;
@@ -54,6 +57,7 @@ pub use config::{DEFAULT_PROGRESS_TOPIC, KafkaError, create_topic};
 pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
 pub use group::{Assignment, GroupFence, GroupMember, OnAssignment};
+pub use live::LiveShare;
 pub use repartition::{Purger, ensure_repartition_topic};
 pub use sink::{KafkaSink, Marker};
 pub use source::KafkaSource;

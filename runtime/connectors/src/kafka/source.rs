@@ -13,7 +13,11 @@
 //! from the further of the node's checkpoint and the offset the
 //! topology's group committed (in the transaction of the partition's
 //! last owner), and commits nothing itself: the node's transaction
-//! commits its offsets.
+//! commits its offsets. The node changes those partitions while the job
+//! runs ([`LiveShare`]): at its next pull the source assigns its consumer
+//! the new set, keeping the position of each partition it let go, and
+//! its event time does not fall below the floor that came with the
+//! partitions it took.
 //!
 //! A cluster's repartition topic is read the same way; once a
 //! checkpoint committed, the records before its offsets are deleted
@@ -42,6 +46,7 @@ use super::config::{
     KafkaError, LOOKUP_TIMEOUT, QuietContext, WeirConsumer, base_config, partitions_of,
 };
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
+use super::live::LiveShare;
 use super::repartition::Purger;
 
 /// How long one pull waits for a record before saying `Idle`.
@@ -97,13 +102,27 @@ pub struct KafkaSource {
     shared: bool,
     /// A repartition topic: what a committed checkpoint read is deleted.
     purger: Option<Purger>,
+    /// On a cluster's node: the share it follows, its id there and the
+    /// epoch it read as of.
+    live: Option<(Arc<LiveShare>, u64, u64)>,
+    /// The least event time it reports (partitions taken over from
+    /// another node came with it); `i64::MIN`: none.
+    floor: i64,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some((share, id, _)) = &self.live {
+            share.unregister(*id);
+        }
+    }
 }
 
 /// What a cluster's node reads of a topic.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NodeRead<'a> {
-    /// The partitions the node holds.
-    pub partitions: &'a BTreeSet<i32>,
+    /// The partitions the node holds, changed while the job runs.
+    pub live: &'a Arc<LiveShare>,
     /// A repartition topic: the records a committed checkpoint read past
     /// are deleted.
     pub purge: bool,
@@ -159,9 +178,13 @@ impl KafkaSource {
             .create_with_context(QuietContext::with_ends(stats.clone()))
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let mut partitions = partitions_of(&consumer, brokers, &doc.topic)?;
-        if let Some(share) = &share {
-            partitions.retain(|p| share.partitions.contains(p));
-        }
+        let mut floor = i64::MIN;
+        let live = share.map(|s| {
+            let (id, reads) = s.live.register(&doc.topic);
+            partitions.retain(|p| reads.partitions.contains(p));
+            floor = reads.floor;
+            (s.live.clone(), id, reads.epoch)
+        });
         tracing::info!(
             kafka.topic = %doc.topic,
             partitions = partitions.len(),
@@ -196,7 +219,46 @@ impl KafkaSource {
                 .is_some_and(|s| s.purge)
                 .then(|| Purger::new(brokers, &doc.topic))
                 .transpose()?,
+            live,
+            floor,
         })
+    }
+
+    /// On a cluster's node, when the node changed what its job reads:
+    /// assigns the new partitions (each from where the group says its
+    /// last owner got to) and keeps reading the others from where it is;
+    /// the position of a partition let go stays, so the next checkpoint
+    /// commits how far it got.
+    fn follow_live(&mut self) -> Result<(), String> {
+        let Some((share, id, seen)) = &self.live else {
+            return Ok(());
+        };
+        if share.epoch() == *seen {
+            return Ok(());
+        }
+        let (share, id) = (share.clone(), *id);
+        let reads = share.reads_of(&self.topic);
+        if reads.partitions != self.partitions {
+            tracing::info!(
+                kafka.topic = %self.topic,
+                from = ?self.partitions,
+                to = ?reads.partitions,
+                "{} reads other partitions now",
+                self.what
+            );
+            self.times
+                .retain(|p, _| reads.partitions.contains(&(*p as i32)));
+            self.partitions = reads.partitions;
+            if self.assigned {
+                self.assign()?;
+            }
+        }
+        self.floor = self.floor.max(reads.floor);
+        share.applied(id, reads.epoch);
+        if let Some(live) = &mut self.live {
+            live.2 = reads.epoch;
+        }
+        Ok(())
     }
 
     /// The group's committed offset of each partition read (on a
@@ -469,6 +531,7 @@ impl Source for KafkaSource {
     }
 
     fn pull(&mut self) -> Result<Pull, String> {
+        self.follow_live()?;
         if !self.assigned {
             self.assign()?;
         }
@@ -527,11 +590,16 @@ impl Source for KafkaSource {
 
     fn event_time(&self) -> Option<i64> {
         let now = Instant::now();
-        self.times
+        let least = self
+            .times
             .values()
             .filter(|t| now.duration_since(t.last_record) < self.idle_timeout)
             .map(|t| t.highest)
-            .min()
+            .min();
+        match least {
+            Some(t) => Some(t.max(self.floor)),
+            None => (self.floor > i64::MIN).then_some(self.floor),
+        }
     }
 
     fn committed(&mut self, position: &Position) -> Result<(), String> {

@@ -46,12 +46,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use weir_connectors::{
-    ChangelogTopic, GroupFence, KafkaShare, NodeCommit, NodeProducer, OutputTopic, partition_of,
-    topic_partitions,
+    ChangelogTopic, GroupFence, KafkaShare, LiveShare, NodeCommit, NodeProducer, OutputTopic,
+    partition_of, topic_partitions,
 };
 use weir_engine::Position;
 use weir_state::{
-    ChangelogOffset, RestoreBatch, SnapshotRow, StateDb, change_records, event_time_record,
+    ChangelogOffset, KeyTest, RestoreBatch, SnapshotRow, StateDb, change_records, event_time_record,
 };
 use weir_topology::{KafkaDelivery, TopologyDoc};
 use weir_types::Batch;
@@ -71,8 +71,43 @@ struct Partitioning {
     /// The input topic the changelogs are partitioned like.
     input: String,
     partitions: u32,
-    /// The input partitions this node holds.
+    /// The input partitions this node holds (as of the job's start, or of
+    /// the last change while it ran).
     held: BTreeSet<u32>,
+}
+
+impl Partitioning {
+    /// Of `doc`'s lead input on `brokers`, held as `share` says now.
+    fn of(doc: &TopologyDoc, brokers: &str, share: &KafkaShare) -> Result<Partitioning, String> {
+        let input = doc
+            .sources
+            .iter()
+            .find_map(|s| s.kafka.as_ref())
+            .ok_or_else(|| format!("topology `{}` reads no Kafka topic", doc.name))?
+            .topic
+            .clone();
+        let partitions = topic_partitions(brokers, &input).map_err(|e| e.to_string())?;
+        let held = held_of(&share.live.owned(), &input);
+        Ok(Partitioning {
+            input,
+            partitions,
+            held,
+        })
+    }
+
+    /// Whether a state key belongs to a held partition.
+    fn key_test(&self) -> KeyTest {
+        let (held, partitions) = (self.held.clone(), self.partitions);
+        Arc::new(move |key: &[u8]| held.contains(&partition_of(key, partitions)))
+    }
+}
+
+/// The partitions of `topic` in `assignment`.
+fn held_of(assignment: &weir_connectors::Assignment, topic: &str) -> BTreeSet<u32> {
+    assignment
+        .get(topic)
+        .map(|ps| ps.iter().map(|&p| p as u32).collect())
+        .unwrap_or_default()
 }
 
 /// Commits each checkpoint of a topology's job on this node in one Kafka
@@ -81,7 +116,10 @@ struct Partitioning {
 pub(crate) struct KafkaChangelog {
     topology: String,
     brokers: String,
+    /// The lead input and its partition count (`held` is not used: the
+    /// held partitions are `live`'s owned ones at each commit).
     partitioning: Partitioning,
+    live: Arc<LiveShare>,
     /// Changelogs opened so far, by operator (one is created at its
     /// operator's first state write).
     logs: Mutex<BTreeMap<String, Arc<ChangelogTopic>>>,
@@ -160,11 +198,12 @@ impl KafkaChangelog {
             return Ok(Vec::new());
         }
         let to = &self.partitioning;
+        let held = held_of(&self.live.owned(), &to.input);
         let mut out = Vec::with_capacity(records.len());
         let mut topics: BTreeMap<String, String> = BTreeMap::new();
         for r in records {
             let p = partition_of(&r.state_key, to.partitions);
-            if !to.held.contains(&p) {
+            if !held.contains(&p) {
                 return Err(format!(
                     "operator `{}` wrote the state of key {:?}, which belongs to partition {p} of \
                      {}, a partition this node does not read: in a cluster an operator that keeps \
@@ -201,7 +240,7 @@ impl KafkaChangelog {
         &self,
         times: &BTreeMap<String, i64>,
     ) -> (Vec<Record>, Vec<(TimeSlot, i64)>) {
-        let to = &self.partitioning;
+        let held = held_of(&self.live.owned(), &self.partitioning.input);
         let (mut records, mut set) = (Vec::new(), Vec::new());
         let logs: Vec<(String, String)> = self
             .logs
@@ -223,7 +262,7 @@ impl KafkaChangelog {
                 continue;
             };
             for (operator, topic) in &logs {
-                for &p in &to.held {
+                for &p in &held {
                     let slot = (operator.clone(), p, source.clone());
                     if written.get(&slot) == Some(&reached) {
                         continue;
@@ -262,7 +301,12 @@ impl weir_state::Changelog for KafkaChangelog {
             outputs.push((output, batch));
         }
         let positions = sources.into_iter().map(|(s, (p, _))| (s, p)).collect();
-        let offsets = input_offsets(&positions, &self.inputs)?;
+        let mut offsets = input_offsets(&positions, &self.inputs)?;
+        // A source keeps the position of a partition it let go: committed
+        // by the checkpoint after its last read, never again (its new
+        // owner commits it from then on).
+        let owned = self.live.owned();
+        offsets.retain(|(topic, p), _| owned.get(topic).is_some_and(|ps| ps.contains(p)));
         if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() {
             return Ok(Vec::new());
         }
@@ -335,18 +379,9 @@ pub(crate) fn attach(
         .or_else(|| brokers.map(str::to_string))
         .ok_or("no Kafka brokers for the topology's changelogs: give --kafka-brokers")?;
     // The lead input: the other inputs are co-partitioned with it.
-    let input = first.topic.clone();
-    let partitions = topic_partitions(&brokers, &input).map_err(|e| e.to_string())?;
-    let held = share
-        .partitions
-        .get(&input)
-        .map(|ps| ps.iter().map(|&p| p as u32).collect())
-        .unwrap_or_default();
-    let partitioning = Partitioning {
-        input,
-        partitions,
-        held,
-    };
+    let partitioning = Partitioning::of(doc, &brokers, share)?;
+    // Only the held keys' timers are loaded, and fire.
+    db.set_held_keys(Some(partitioning.key_test()));
     let inputs = doc
         .sources
         .iter()
@@ -373,6 +408,7 @@ pub(crate) fn attach(
         topology: doc.name.clone(),
         brokers: brokers.clone(),
         partitioning: partitioning.clone(),
+        live: share.live.clone(),
         logs: Mutex::default(),
         inputs,
         outputs,
@@ -391,7 +427,7 @@ pub(crate) fn attach(
         else {
             continue;
         };
-        restore(db, &doc.name, &operator.name, &log, to)?;
+        restore(db, &doc.name, &operator.name, &log, to, &to.held)?;
         recorded.push(
             db.changelog_event_times(&operator.name)
                 .map_err(|e| e.to_string())?,
@@ -407,6 +443,65 @@ pub(crate) fn attach(
     let mut times = start_event_times(&partitioning.held, &recorded);
     times.retain(|source, _| doc.sources.iter().any(|s| &s.name == source));
     Ok(times)
+}
+
+/// While `doc`'s job runs on this node: restores the partitions of the
+/// lead input in `added` (the node holds them from now on, with those
+/// `share` owns) from every existing changelog into `db`, and moves the
+/// held keys to them; answers, per input topic, the event time its
+/// source had reached on the added partitions (their floor), and the
+/// changelog records read.
+pub(crate) fn take_over(
+    doc: &TopologyDoc,
+    brokers: &str,
+    share: &KafkaShare,
+    db: &StateDb,
+    added: &BTreeSet<u32>,
+) -> Result<(BTreeMap<String, i64>, u64), String> {
+    let mut to = Partitioning::of(doc, brokers, share)?;
+    to.held.extend(added);
+    let mut recorded = Vec::new();
+    let mut records = 0;
+    {
+        let _restoring = db.changelog_lock();
+        for operator in &doc.operators {
+            let topic = changelog_topic(share.fence.group(), &operator.name);
+            let Some(log) = ChangelogTopic::open(brokers, &topic, to.partitions, false)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            records += restore(db, &doc.name, &operator.name, &log, &to, added)?;
+            recorded.push(
+                db.changelog_event_times(&operator.name)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    // Instances see the keys at their next state call: after the rows.
+    db.set_held_keys(Some(to.key_test()));
+    let times = start_event_times(added, &recorded);
+    let floors = doc
+        .sources
+        .iter()
+        .filter_map(|s| Some((s.kafka.as_ref()?.topic.clone(), *times.get(&s.name)?)))
+        .collect();
+    Ok((floors, records))
+}
+
+/// While `doc`'s job runs: the node no longer holds the lead input's
+/// partitions outside `kept` (their timers stop firing here).
+pub(crate) fn let_go(
+    doc: &TopologyDoc,
+    brokers: &str,
+    share: &KafkaShare,
+    db: &StateDb,
+    kept: &BTreeSet<u32>,
+) -> Result<(), String> {
+    let mut to = Partitioning::of(doc, brokers, share)?;
+    to.held = kept.clone();
+    db.set_held_keys(Some(to.key_test()));
+    Ok(())
 }
 
 /// Where each source's event time starts on a node holding `held`:
@@ -497,23 +592,26 @@ pub(super) fn recorded_from(
         .collect())
 }
 
-/// Reads the held partitions of `operator`'s changelog into `db`, each
-/// from the offset `db` recorded for it.
+/// Parks the timers of partitions not in `to.held` (and moves back those
+/// in it), then reads `partitions` of `operator`'s changelog into
+/// `db`, each from the offset `db` recorded for it; answers the records
+/// read.
 fn restore(
     db: &StateDb,
     topology: &str,
     operator: &str,
     log: &ChangelogTopic,
     to: &Partitioning,
-) -> Result<(), String> {
+    partitions: &BTreeSet<u32>,
+) -> Result<u64, String> {
     let started = std::time::Instant::now();
     let (parked, back) = db
         .park_timers(topology, operator, &mut |key| {
             to.held.contains(&partition_of(key, to.partitions))
         })
         .map_err(|e| e.to_string())?;
-    let from = recorded_from(db, operator, &to.held)?;
-    let read = read_changelog(
+    let from = recorded_from(db, operator, partitions)?;
+    let records = read_changelog(
         log,
         operator,
         &from,
@@ -523,20 +621,21 @@ fn restore(
                 .map_err(|e| e.to_string())?;
             Ok(true)
         },
-    )?;
+    )?
+    .map_or(0, |(records, _)| records);
     tracing::info!(
         topology.name = topology,
         operator,
         kafka.topic = log.topic(),
-        partitions = ?to.held,
+        partitions = ?partitions,
         from = ?from,
-        records = read.map_or(0, |(records, _)| records),
+        records,
         timers_parked = parked,
         timers_back = back,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "restored state from the changelog"
     );
-    Ok(())
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -821,6 +821,22 @@ impl Cluster {
             .iter()
             .map(|p| json!({ "offset": p.offset, "key": p.key, "error": p.error, "at": p.at }))
             .collect();
+        // How this node's jobs followed their assignments: started on one,
+        // or moved while they ran.
+        let moves: BTreeMap<String, Value> = self
+            .tasks
+            .moves()
+            .into_iter()
+            .map(|(t, m)| {
+                let moved = json!({
+                    "job_starts": m.starts,
+                    "while_running": m.live,
+                    "restored_records": m.restored_records,
+                    "take_over_ms": m.take_over_ms,
+                });
+                (t, moved)
+            })
+            .collect();
         json!({
             "cluster": self.name,
             "topic": self.log.topic(),
@@ -829,6 +845,7 @@ impl Cluster {
             "members": members,
             "assignment": assignment,
             "problems": problems,
+            "moves": moves,
         })
     }
 }

@@ -4,19 +4,33 @@
 //! subscribed to the topology's lead input topic; the node reads the same
 //! partition numbers of its other inputs and repartition topics
 //! (`repartition.rs`), so co-partitioned inputs share a task.
-//! Each time the node's assignment changes, its job is stopped (a final
-//! checkpoint, whose transaction commits the offsets of what it read to
-//! the group) and started again on the new partitions; a revocation waits
-//! for that, so another node starts a partition only after this one let
-//! it go.
+//! A change of assignment moves only the partitions that move, while the
+//! job runs on the others ([`move_live`], with the connectors'
+//! `LiveShare`):
+//! - **revoked** partitions: their keys' timers stop firing here, the
+//!   sources stop reading them, then a checkpoint is taken, whose
+//!   transaction commits how far they were read (and their last state
+//!   changes) to the group; only then does the revocation return, so
+//!   another node starts a partition only after this one let it go, and
+//!   from exactly there;
+//! - **assigned** partitions: their state is restored from the
+//!   changelogs into the running job's database, their keys become held
+//!   (instances load their timers and drop what they cached of them),
+//!   and the sources start reading them where the group's offsets say,
+//!   their event time not below what the last owner had reached.
+//!
+//! When that cannot be done (the job is not running, or a step fails), the
+//! job is stopped (a final checkpoint commits what it read) and started
+//! again on the new partitions, as a first start is.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use weir_connectors::{Assignment, GroupFence, GroupMember, KafkaShare, OnAssignment};
+use weir_connectors::{Assignment, GroupFence, GroupMember, KafkaShare, LiveShare, OnAssignment};
+use weir_state::StateDb;
 
-use super::repartition;
+use super::{changelog, repartition};
 use crate::ControlPlane;
 
 /// `session.timeout.ms` of the members: a node that goes away loses its
@@ -24,6 +38,22 @@ use crate::ControlPlane;
 pub const SESSION_TIMEOUT: Duration = Duration::from_millis(6000);
 /// How long a start waits for the group's first assignment.
 const FIRST_ASSIGNMENT_WAIT: Duration = Duration::from_secs(60);
+/// How long a change of partitions waits for the running job's sources
+/// to read the new set (they look at every pull, at least every 200 ms).
+const READ_CHANGE_WAIT: Duration = Duration::from_secs(20);
+
+/// How a node's job of one topology followed its assignments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Moves {
+    /// Job starts on an assignment (the first one included).
+    pub starts: u64,
+    /// Changes of assignment made while the job ran on.
+    pub live: u64,
+    /// Of those: changelog records restored for partitions taken over,
+    /// and the time from the change to the sources reading them.
+    pub restored_records: u64,
+    pub take_over_ms: u64,
+}
 
 /// The outcome of the first start on an assignment.
 type First = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
@@ -32,6 +62,7 @@ type First = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
 #[derive(Default)]
 pub(super) struct Tasks {
     members: Mutex<HashMap<String, GroupMember>>,
+    moves: Arc<Mutex<HashMap<String, Moves>>>,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -43,6 +74,11 @@ impl std::fmt::Debug for Tasks {
 impl Tasks {
     fn members(&self) -> MutexGuard<'_, HashMap<String, GroupMember>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How each topology's job followed its assignments on this node.
+    pub fn moves(&self) -> HashMap<String, Moves> {
+        self.moves.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs topology `name` on the partitions its group gives this node:
@@ -92,12 +128,15 @@ impl Tasks {
         let purge: BTreeSet<String> = rewritten.topics.into_values().collect();
         let lead = vec![layout.lead.clone()];
         let first: First = Arc::default();
-        let (weak, topology, me, told) = (
+        let (weak, topology, me, told, moves, at) = (
             Arc::downgrade(plane),
             name.to_string(),
             node.to_string(),
             first.clone(),
+            self.moves.clone(),
+            brokers.clone(),
         );
+        let live = LiveShare::new(Assignment::new());
         let on_change: OnAssignment = Box::new(
             move |assignment: &Assignment, fence: &GroupFence| {
                 let Some(plane) = weak.upgrade() else { return };
@@ -106,8 +145,9 @@ impl Tasks {
                     node: me.clone(),
                     fence: fence.clone(),
                     purge: purge.clone(),
+                    live: live.clone(),
                 };
-                let outcome = reassign(&plane, &topology, share);
+                let outcome = reassign(&plane, &topology, share, &at, &moves);
                 if let Err(e) = &outcome {
                     tracing::error!(topology.name = %topology, error = %e, "cannot run the topology on its new partitions");
                 }
@@ -185,25 +225,143 @@ impl Tasks {
     }
 }
 
-/// Restarts `name` on `share` (unless it already runs on it).
-fn reassign(plane: &ControlPlane, name: &str, share: KafkaShare) -> Result<(), String> {
+/// Runs `name` on `share`: moves the running job's partitions while it
+/// runs, or (re)starts it on them.
+fn reassign(
+    plane: &ControlPlane,
+    name: &str,
+    share: KafkaShare,
+    brokers: &str,
+    moves: &Mutex<HashMap<String, Moves>>,
+) -> Result<(), String> {
     let running = plane
         .topologies
         .status(name)
         .is_ok_and(|s| s.state.wants_running());
-    if running && plane.topologies.share(name).as_ref() == Some(&share) {
+    let current = plane.topologies.share(name);
+    if running && current.as_ref() == Some(&share) {
         return Ok(());
     }
     tracing::info!(topology.name = name, partitions = ?share.partitions, "the topology's partitions on this node changed");
-    plane.topologies.set_share(name, Some(share));
+    let count = |f: fn(&mut Moves)| {
+        f(moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default());
+    };
+    if running && let Some(current) = current {
+        let started = Instant::now();
+        match move_live(plane, name, &current, &share, brokers) {
+            Ok(restored) => {
+                tracing::info!(
+                    topology.name = name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "the running job moved to its new partitions"
+                );
+                plane.topologies.set_share(name, Some(share));
+                let took = started.elapsed().as_millis() as u64;
+                let mut moves = moves.lock().unwrap_or_else(|p| p.into_inner());
+                let m = moves.entry(name.to_string()).or_default();
+                m.live += 1;
+                if let Some(records) = restored {
+                    m.restored_records += records;
+                    m.take_over_ms += took;
+                }
+                return Ok(());
+            }
+            Err(e) => tracing::warn!(
+                topology.name = name,
+                error = %e,
+                "cannot move the running job's partitions: restarting it on the new ones"
+            ),
+        }
+    }
+    plane.topologies.set_share(name, Some(share.clone()));
     if running {
         plane
             .topologies
             .stop(name, None)
             .map_err(|e| e.to_string())?;
     }
+    share.live.reset(share.partitions.clone());
+    count(|m| m.starts += 1);
     plane
         .topologies
         .start(name, None)
         .map_err(|e| e.to_string())
+}
+
+/// The partitions of each topic in both.
+fn common(a: &Assignment, b: &Assignment) -> Assignment {
+    a.iter()
+        .filter_map(|(topic, ps)| {
+            let both: BTreeSet<i32> = ps.intersection(b.get(topic)?).copied().collect();
+            (!both.is_empty()).then(|| (topic.clone(), both))
+        })
+        .collect()
+}
+
+/// Moves `name`'s running job from the partitions of `from` to those of
+/// `to` (see the module doc): first it lets go of those it loses, then
+/// takes those it gains; answers the changelog records restored when it
+/// gained any.
+fn move_live(
+    plane: &ControlPlane,
+    name: &str,
+    from: &KafkaShare,
+    to: &KafkaShare,
+    brokers: &str,
+) -> Result<Option<u64>, String> {
+    let record = plane.topologies.record(name).map_err(|e| e.to_string())?;
+    let doc = repartition::rewrite(&record.doc, to.fence.group())?.doc;
+    let lead = doc
+        .sources
+        .iter()
+        .find_map(|s| s.kafka.as_ref())
+        .ok_or("the topology reads no Kafka topic")?
+        .topic
+        .clone();
+    let lead_of = |a: &Assignment| -> BTreeSet<u32> {
+        a.get(&lead)
+            .map(|ps| ps.iter().map(|&p| p as u32).collect())
+            .unwrap_or_default()
+    };
+    // The running job's database (this handle shares its file's store).
+    let db = StateDb::open(&plane.topologies.state_dir(name)).map_err(|e| e.to_string())?;
+    let live = &to.live;
+    let kept = common(&from.partitions, &to.partitions);
+    if kept != from.partitions {
+        changelog::let_go(&doc, brokers, to, &db, &lead_of(&kept))?;
+        let epoch = live.set_reads(kept.clone(), BTreeMap::new());
+        if !live.wait_read(epoch, READ_CHANGE_WAIT) {
+            return Err(format!(
+                "its sources did not stop reading the revoked partitions within {} s",
+                READ_CHANGE_WAIT.as_secs()
+            ));
+        }
+        // Its transaction commits how far they were read.
+        plane
+            .topologies
+            .checkpoint_now(name)
+            .map_err(|e| e.to_string())?;
+        live.set_owned(kept.clone());
+    }
+    if kept != to.partitions {
+        let added: BTreeSet<u32> = lead_of(&to.partitions)
+            .difference(&lead_of(&kept))
+            .copied()
+            .collect();
+        let (floors, records) = changelog::take_over(&doc, brokers, to, &db, &added)?;
+        live.set_owned(to.partitions.clone());
+        let epoch = live.set_reads(to.partitions.clone(), floors);
+        if !live.wait_read(epoch, READ_CHANGE_WAIT) {
+            return Err(format!(
+                "its sources did not start reading the assigned partitions within {} s",
+                READ_CHANGE_WAIT.as_secs()
+            ));
+        }
+        return Ok(Some(records));
+    }
+    Ok(None)
 }

@@ -795,6 +795,15 @@ impl Topologies {
         Ok(self.savepoints.list(name))
     }
 
+    /// Takes a checkpoint of running topology `name` now and waits until
+    /// it is durable (a cluster node lets partitions go after one).
+    pub fn checkpoint_now(&self, name: &str) -> Result<CheckpointInfo, TopologiesError> {
+        match self.owner(name).lease() {
+            Some(job) => job.checkpoint().map_err(engine_err(name)),
+            None => Err(TopologiesError::NotRunning(name.to_string())),
+        }
+    }
+
     /// Writes savepoint `savepoint` of `name`: of a running topology
     /// through a checkpoint taken now; of a stopped one, its last
     /// checkpoint. Only this call waits for it.
