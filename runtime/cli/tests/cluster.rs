@@ -406,16 +406,7 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
         let moves = cluster_view(&a)["moves"]["eo"].clone();
         (moves["job_starts"] == 2 && moves["while_running"].as_u64() >= Some(2)).then_some(())
     });
-    eventually("A at the end of all four partitions", || {
-        let status = ca.get("/v1/topologies/eo");
-        let source = status.body["endpoints"]
-            .as_array()?
-            .iter()
-            .find(|e| e["name"] == "lines")?
-            .clone();
-        let splits = source["splits"].as_array()?;
-        (splits.len() == 4 && splits.iter().all(|s| s["lag"] == 0)).then_some(())
-    });
+    read_to_end(&brokers, ("eo-lines", 4), ("eo", "lines"), &[&ca]);
     let stopped = ca.post_json("/v1/topologies/eo/stop", &json!({}));
     assert_eq!(stopped.status, 200, "{}", stopped.text);
     assert_eq!(word_counts(&brokers, "eo-words"), total);
@@ -481,7 +472,7 @@ fn keyed_state_moves_with_its_partitions(
     // Window [0, 10 s): three events per key; then one in [10 s, 20 s),
     // whose time closes the first window (fired once, count 3).
     produce_times(brokers, &keys, &[1_000, 2_000, 3_000]);
-    read_to_end(brokers, "win", &[&ca]);
+    read_to_end(brokers, ("win-in", 4), ("win", "sales"), &[&ca]);
     produce_times(brokers, &keys, &[11_000]);
     eventually("A alone fired the first windows", || {
         (records_of(brokers, "win-out").len() == keys.len()).then_some(())
@@ -830,29 +821,35 @@ fn produce_times(brokers: &str, keys: &[String], times: &[i64]) {
     produce_keyed(brokers, "win-in", &records);
 }
 
-/// Waits until topology `name`'s source `sales` has read every partition
-/// of `win-in` to its end now, on whichever node of `clients` holds it.
-fn read_to_end(brokers: &str, name: &str, clients: &[&server::Http]) {
+/// Waits until topology `name`'s source `source` has read every partition
+/// of `topic` (`partitions` of them) to its end now, on whichever node of
+/// `clients` holds it.
+fn read_to_end(
+    brokers: &str,
+    (topic, partitions): (&str, i32),
+    (name, source): (&str, &str),
+    clients: &[&server::Http],
+) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
-    let ends: Vec<i64> = (0..4)
+    let ends: Vec<i64> = (0..partitions)
         .map(|p| {
             consumer
-                .fetch_watermarks("win-in", p, Duration::from_secs(10))
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .unwrap()
                 .1
         })
         .collect();
-    eventually("the window input read to its end", || {
-        let mut at = [0i64; 4];
+    eventually(&format!("{topic} read to its end"), || {
+        let mut at = vec![0i64; partitions as usize];
         for client in clients {
             let status = client.get(&format!("/v1/topologies/{name}"));
             let sales = status.body["endpoints"]
                 .as_array()?
                 .iter()
-                .find(|e| e["name"] == "sales")?
+                .find(|e| e["name"] == source)?
                 .clone();
             for split in sales["splits"].as_array()? {
                 let p = split["split"].as_u64()? as usize;
@@ -885,7 +882,7 @@ fn windows_move_with_their_timers_and_watermarks(
         (at.len() == 4 && holders.len() == 2).then_some(())
     });
     produce_times(brokers, keys, &[5_000, 11_500]);
-    read_to_end(brokers, "win", &[ca, cb]);
+    read_to_end(brokers, ("win-in", 4), ("win", "sales"), &[ca, cb]);
     produce_times(brokers, keys, &[21_000]);
     let out = eventually("the second windows fired", || {
         let out = records_of(brokers, "win-out");

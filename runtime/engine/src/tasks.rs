@@ -1024,6 +1024,7 @@ impl SourceTask {
                 .is_none()
                 .then_some(Offsets::Run(self.count)),
         };
+        let mut highest = i64::MIN;
         while batch.len() < batch_size && (batch.is_empty() || started.elapsed() < self.linger) {
             let room = batch_size - batch.len();
             let pulled = self
@@ -1031,7 +1032,7 @@ impl SourceTask {
                 .pull_batch(&mut batch, room, started + self.linger)
                 .map_err(|m| self.source_error(m))?;
             self.count += pulled.events as u64;
-            self.max_ts = self.max_ts.max(pulled.highest_ts);
+            highest = highest.max(pulled.highest_ts);
             match pulled.next {
                 Next::More => {}
                 Next::Idle => break,
@@ -1041,10 +1042,11 @@ impl SourceTask {
                 }
             }
         }
-        if let Some(reached) = self.source.event_time() {
-            // A source of several splits: the least of its splits.
-            self.max_ts = self.max_ts.max(reached);
-        }
+        // A source of several splits answers the least of its splits'
+        // highest timestamps: a split that lags holds the watermark back
+        // (its events are not late because another split is ahead).
+        let reached = self.source.event_time().unwrap_or(highest);
+        self.max_ts = self.max_ts.max(reached);
         let idle = batch.is_empty() && !done;
         self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.control.note_activity(batch.len() as u64);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_engine::{
-    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, FailureKind, Modules, Sink,
+    Bindings, DeadLetter, DeadLetterFn, EngineError, ExecOptions, FailureKind, Modules, Pull, Sink,
     SinkFn, Source, SourceIter, run_topology,
 };
 use weir_fixtures::guest_bytes;
@@ -518,6 +518,85 @@ fn fraud_detector_in_a_topology_matches_at_parallelism_1_and_3() {
     );
     let three = run_sorted(&topology(3), &modules, events);
     assert_eq!(one, three);
+}
+
+/// Two splits of one source, read in turn (an idle pull between turns):
+/// its event time is the least of the splits' highest timestamps, as a
+/// Kafka topic's partitions say it.
+struct TwoSplits {
+    /// `None`: an idle pull.
+    queue: std::collections::VecDeque<Option<(usize, Event)>>,
+    highest: [i64; 2],
+}
+
+impl Source for TwoSplits {
+    fn pull(&mut self) -> Result<Pull, String> {
+        match self.queue.pop_front() {
+            None => Ok(Pull::End),
+            Some(None) => Ok(Pull::Idle),
+            Some(Some((split, event))) => {
+                self.highest[split] = self.highest[split].max(event.timestamp);
+                Ok(Pull::Event(event))
+            }
+        }
+    }
+
+    fn event_time(&self) -> Option<i64> {
+        self.highest.iter().copied().min()
+    }
+}
+
+#[test]
+fn a_split_that_lags_holds_the_watermark_back_instead_of_turning_late() {
+    let modules = modules(&["identity"]);
+    let at = |split: usize, ts: i64| {
+        Some((
+            split,
+            Event {
+                key: Some(format!("s{split}").into_bytes()),
+                value: ts.to_string().into_bytes(),
+                timestamp: ts,
+                headers: vec![],
+            },
+        ))
+    };
+    // Split 0 is far ahead; split 1's events come later and older. Each
+    // batch ends at an idle pull, so the watermark moves in between.
+    let queue = [at(0, 100_000), None, at(1, 5_000), None, at(1, 6_000), None]
+        .into_iter()
+        .collect();
+    let doc = parse_topology(
+        "name: lag
+sources: [{ name: in, stream: in }]
+operators: [{ name: id, module: identity, input: in, on_late: drop }]
+sinks: [{ name: out, stream: out, input: id }]
+",
+    )
+    .unwrap();
+    let (sink, lines) = collector();
+    let report = run_topology(
+        &doc,
+        &modules,
+        Bindings {
+            sources: HashMap::from([(
+                "in".to_string(),
+                Box::new(TwoSplits {
+                    queue,
+                    highest: [i64::MIN; 2],
+                }) as Box<dyn Source>,
+            )]),
+            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
+            ..Bindings::default()
+        },
+        ExecOptions {
+            batch_size: 10,
+            ..ExecOptions::default()
+        },
+    )
+    .unwrap();
+    // Split 1's events are on time: the watermark waited for it.
+    assert_eq!(report.operators[0].2.late, 0);
+    assert_eq!(lines.lock().unwrap().len(), 3);
 }
 
 #[test]

@@ -405,10 +405,21 @@ impl EndpointStats {
         }
     }
 
-    /// Where split `split`'s input ends now (keeping its position).
+    /// Where split `split`'s input ends now (keeping its position), if
+    /// the split is one the endpoint reports ([`EndpointStats::set_split`]).
     pub fn set_end(&self, split: u32, end: u64) {
+        if let Ok(mut splits) = self.splits.lock()
+            && let Some(s) = splits.get_mut(&split)
+        {
+            s.end = Some(end);
+        }
+    }
+
+    /// Forgets split `split` (the endpoint no longer reads it, or reads it
+    /// again from elsewhere: its old figures would mislead).
+    pub fn remove_split(&self, split: u32) {
         if let Ok(mut splits) = self.splits.lock() {
-            splits.entry(split).or_default().end = Some(end);
+            splits.remove(&split);
         }
     }
 

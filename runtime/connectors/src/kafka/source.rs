@@ -248,7 +248,14 @@ impl KafkaSource {
             );
             self.times
                 .retain(|p, _| reads.partitions.contains(&(*p as i32)));
+            // Figures of partitions let go, or taken again, are stale.
+            for &p in self.partitions.iter().chain(&reads.partitions) {
+                if self.partitions.contains(&p) != reads.partitions.contains(&p) {
+                    self.stats.remove_split(p as u32);
+                }
+            }
             self.partitions = reads.partitions;
+            self.stats_at = None;
             if self.assigned {
                 self.assign()?;
             }
@@ -300,8 +307,11 @@ impl KafkaSource {
             return;
         }
         self.stats_at = Some(Instant::now());
-        for (&split, &next) in &self.next {
-            self.stats.set_split(split, next, None);
+        // Only the partitions read: `next` keeps those let go too.
+        for &p in &self.partitions {
+            if let Some(&next) = self.next.get(&(p as u32)) {
+                self.stats.set_split(p as u32, next, None);
+            }
         }
         self.stats
             .add("records_in", std::mem::take(&mut self.records_in));
@@ -392,6 +402,16 @@ impl KafkaSource {
             .assign(&list)
             .map_err(|e| format!("{}: cannot assign partitions: {e}", self.what))?;
         self.assigned = true;
+        // A partition holds event time back from its assignment until it
+        // reads past it or stays idle for `idle_timeout`: its first
+        // records are not late because another partition is ahead.
+        let now = Instant::now();
+        for &p in &self.partitions {
+            self.times.entry(p as u32).or_insert(PartitionTime {
+                highest: i64::MIN,
+                last_record: now,
+            });
+        }
         Ok(())
     }
 
