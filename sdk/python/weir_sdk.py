@@ -17,6 +17,7 @@ __version__ = "0.2.0"
 
 import json
 from itertools import accumulate, count, repeat
+from sys import getrefcount
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -38,27 +39,34 @@ _LAZY = object()
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+def _python_encoder(value, _indent):
+    return (_ENCODER.encode(value),)
+
+
 def _c_encoder():
     """`json.dumps(value, separators=(",", ":"), ensure_ascii=False)` costs
     a new JSONEncoder and C encoder per call (about four microseconds):
     this is the C encoder made once, if this CPython has one with the
-    signature it is called with here and it writes what the Python one
-    does; else None."""
+    signature it is called with here, that answers a 1-tuple of the text
+    (CPython 3.12 on) and writes what the Python one does; else the Python
+    encoder with the same answer."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return None
+        return _python_encoder
     try:
         # No cycle markers: a cyclic value fails with RecursionError.
         fast = make(None, _ENCODER.default, json.encoder.encode_basestring,
                     None, ":", ",", False, False, True)
         probe = {"a": [1, -2.5, 1e16, "\u00e9\n\"", None, True, {}], "b": {"c": []}}
-        if "".join(fast(probe, 0)) == _ENCODER.encode(probe):
+        text = fast(probe, 0)
+        if type(text) is tuple and text == (_ENCODER.encode(probe),):
             return fast
     except Exception:  # another CPython's signature: keep the Python encoder
         pass
-    return None
+    return _python_encoder
 
 
+# _FAST(value, 0)[0] is the compact JSON text of value.
 _FAST = _c_encoder()
 _encode_str = json.encoder.encode_basestring
 
@@ -70,9 +78,7 @@ def dumps(value):
         return b"%d" % value
     if kind is str:
         return _encode_str(value).encode()
-    if _FAST is not None:
-        return "".join(_FAST(value, 0)).encode()
-    return _ENCODER.encode(value).encode()
+    return _FAST(value, 0)[0].encode()
 
 
 class EventError(Exception):
@@ -116,14 +122,16 @@ class Event:
 
 class _Batch:
     """What the events of one call share: their values, packed, and where
-    each ends; their headers (None when no event has any); their input."""
+    each ends (None until a value is read: word-count reads none, and
+    the ends of a batch are a thousand integers to make); their headers
+    (None when no event has any); their input."""
 
     __slots__ = ("values", "value_lens", "value_ends", "headers", "input")
 
     def __init__(self, values, value_lens, headers, input):
         self.values = values
         self.value_lens = value_lens
-        self.value_ends = _ends(value_lens)
+        self.value_ends = None
         self.headers = headers
         self.input = input
 
@@ -139,7 +147,10 @@ class _BatchEvent(Event):
     @property
     def value(self):
         batch, i = self._batch, self._i
-        end = batch.value_ends[i]
+        ends = batch.value_ends
+        if ends is None:
+            ends = batch.value_ends = _ends(batch.value_lens)
+        end = ends[i]
         return batch.values[end - batch.value_lens[i]:end]
 
     @property
@@ -195,19 +206,18 @@ class ValueState:
         self._index = index
 
     # get and set read the context's cells themselves: they run for most
-    # events, and a Python call costs more than their work.
+    # events, and a Python call costs more than their work. An event
+    # without a key has slot NO_SLOT, whose cell is past the end of the
+    # cells: the IndexError is where such an event is told it needs a key.
     def get(self, ctx, default=None):
-        slot = ctx._slot
-        if slot == NO_SLOT:
+        cell = ctx._slot * ctx._state_count + self._index
+        try:
+            raw = ctx._cells[cell]
+        except IndexError:
             ctx._require_key()
-        cell = slot * ctx._state_count + self._index
-        raw = ctx._cells[cell]
+            raise
         if raw is _LAZY:
-            n = ctx._cell_lens[cell]
-            if n < 0:
-                return default
-            end = ctx._cell_ends[cell]
-            raw = ctx._cell_bytes[end - n:end]
+            raw = ctx._cell_bytes[ctx._cell_starts[cell]:ctx._cell_ends[cell]]
         elif raw is None:
             return default
         if raw.isdigit() and (raw[0] != 48 or len(raw) == 1):
@@ -215,14 +225,16 @@ class ValueState:
         return json.loads(raw)
 
     def set(self, ctx, value):
-        slot = ctx._slot
-        if slot == NO_SLOT:
-            ctx._require_key()
-        cell = slot * ctx._state_count + self._index
-        raw = b"%d" % value if type(value) is int else dumps(value)
+        cell = ctx._slot * ctx._state_count + self._index
         cells = ctx._cells
+        try:
+            old = cells[cell]
+        except IndexError:
+            ctx._require_key()
+            raise
+        raw = b"%d" % value if type(value) is int else dumps(value)
         undo = ctx._undo
-        undo += (cell, cells[cell])
+        undo += (cell, old)
         cells[cell] = raw
 
     def clear(self, ctx):
@@ -331,11 +343,15 @@ class Context:
         self._call = call
         self._state_count = state_count
         # The value state cells of the call, slot-major: each one's JSON
-        # bytes, None when cleared, _LAZY until read or written (then cut
-        # from the call's bytes: lens, ends, bytes).
-        self._cells = [_LAZY] * len(cells.lens)
-        self._cell_lens = cells.lens
-        self._cell_ends = _ends(cells.lens)
+        # bytes, None when absent or cleared, _LAZY until read or written
+        # (then cut from the call's bytes, from start to end).
+        lens = cells.lens
+        if lens and min(lens) < 0:
+            self._cells = [None if n < 0 else _LAZY for n in lens]
+        else:
+            self._cells = [_LAZY] * len(lens)
+        self._cell_ends = _ends(lens)
+        self._cell_starts = [0, *self._cell_ends]
         self._cell_bytes = cells.bytes
         self._side_outputs = side_outputs
         self._input = input
@@ -410,13 +426,13 @@ class Context:
         self._out.append((key, value, self.timestamp if timestamp is None else timestamp))
 
     def emit_json(self, key, value, timestamp=None):
-        # The common case without _emit's generality: the main output, no
-        # headers, bytes or no key; a dict's text is kept as str and
+        # The common case without _emit's generality: a dict, the main
+        # output, no headers, bytes or no key; its text is kept as str and
         # encoded with the call's other texts in _output.
-        if self._side or not (key is None or type(key) is bytes):
+        if type(value) is dict and (type(key) is bytes or key is None) and not self._side:
+            self._out.append((key, _FAST(value, 0)[0], self.timestamp if timestamp is None else timestamp))
+        elif self._side or not (key is None or type(key) is bytes):
             self._emit(0, key, dumps(value), timestamp, ())
-        elif type(value) is dict and _FAST is not None:
-            self._out.append((key, "".join(_FAST(value, 0)), self.timestamp if timestamp is None else timestamp))
         else:
             self._out.append((key, dumps(value), self.timestamp if timestamp is None else timestamp))
 
@@ -520,7 +536,9 @@ def _ends(lens):
 
 def _split(lens, data):
     """Packed bytes cut by lengths; None where a length is negative."""
-    return [None if n < 0 else data[end - n:end] for n, end in zip(lens, _ends(lens))]
+    if lens and min(lens) < 0:
+        return [None if n < 0 else data[end - n:end] for n, end in zip(lens, _ends(lens))]
+    return [data[end - n:end] for n, end in zip(lens, accumulate(lens))]
 
 
 class Operator:
@@ -590,10 +608,25 @@ def handler(operator_class):
             emitted, undo = ctx._out, ctx._undo
             errors = []
             new = object.__new__
+            # One event object serves every event that the operator does
+            # not keep: when its reference count after a call is the one
+            # it had when made, nothing else holds it, and it is reused
+            # (a new one costs an allocation and a free in the guest).
+            # The count is read at one place only, where the first event,
+            # fresh, gives the count of an event held by nothing else.
+            event = new(_BatchEvent)
+            event._batch = batch
+            unshared = 0
             for i, key, timestamp, slot in zip(count(), keys, timestamps, slots):
+                refs = getrefcount(event)
+                if refs != unshared:
+                    if unshared:
+                        event = new(_BatchEvent)
+                        event._batch = batch
+                    else:
+                        unshared = refs
                 ctx.key, ctx._slot, ctx.timestamp = key, slot, timestamp
-                event = new(_BatchEvent)
-                event.key, event.timestamp, event._batch, event._i = key, timestamp, batch, i
+                event.key, event.timestamp, event._i = key, timestamp, i
                 events, writes = len(emitted), len(undo)
                 try:
                     call(ctx, event)
