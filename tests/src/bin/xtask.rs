@@ -1215,11 +1215,22 @@ fn test(extra: &[String]) -> Result<()> {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
         workspace_tests_with_one_retry(cmd.args(extra))?;
     }
+    python_sdk_test()?;
     if console {
         check_js_sdk_types()?;
         console_test()?;
     }
     api_fuzz()
+}
+
+/// The Python SDK's batch layer on a native CPython, with componentize-py's
+/// bindings from the venv `build_guests` made (about a second).
+fn python_sdk_test() -> Result<()> {
+    let root = repo_root();
+    run(Command::new(root.join("target/py-venv/bin/python"))
+        .current_dir(&root)
+        .arg("sdk/python/tests/test_batch.py"))
+    .context("the Python SDK's batch-layer test (sdk/python/tests/test_batch.py) failed")
 }
 
 /// Type-checks the JavaScript scaffold (`// @ts-check`, importing the
