@@ -26,7 +26,7 @@ fn source(events: Vec<Event>) -> SourceIter {
 }
 
 /// Bindings of the source `in` and the sink `out`, nothing else.
-fn bind(source: SourceIter, sink: SinkFn) -> Bindings {
+fn bind(source: impl Source + 'static, sink: SinkFn) -> Bindings {
     Bindings {
         sources: HashMap::from([("in".to_string(), Box::new(source) as Box<dyn Source>)]),
         sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
@@ -566,28 +566,18 @@ fn a_split_that_lags_holds_the_watermark_back_instead_of_turning_late() {
         .into_iter()
         .collect();
     let doc = parse_topology(
-        "name: lag
-sources: [{ name: in, stream: in }]
-operators: [{ name: id, module: identity, input: in, on_late: drop }]
-sinks: [{ name: out, stream: out, input: id }]
-",
+        "name: lag\nsources: [{ name: in, stream: in }]\noperators: [{ name: id, module: identity, input: in, on_late: drop }]\nsinks: [{ name: out, stream: out, input: id }]\n",
     )
     .unwrap();
     let (sink, lines) = collector();
+    let splits = TwoSplits {
+        queue,
+        highest: [i64::MIN; 2],
+    };
     let report = run_topology(
         &doc,
         &modules,
-        Bindings {
-            sources: HashMap::from([(
-                "in".to_string(),
-                Box::new(TwoSplits {
-                    queue,
-                    highest: [i64::MIN; 2],
-                }) as Box<dyn Source>,
-            )]),
-            sinks: HashMap::from([("out".to_string(), Box::new(sink) as Box<dyn Sink>)]),
-            ..Bindings::default()
-        },
+        bind(splits, sink),
         ExecOptions {
             batch_size: 10,
             ..ExecOptions::default()
