@@ -414,8 +414,9 @@ fn a_cluster_shares_modules_and_topologies_through_its_control_topic() {
     let b = keyed_state_moves_with_its_partitions(&brokers, &a, dirs[1].path());
     let started = std::time::Instant::now();
     rekeyed_and_co_partitioned_state(&brokers, &a, &b);
+    event_time_crosses_a_repartition_topic_per_task(&brokers, &a, &b);
     eprintln!(
-        "repartition and co-partitioning scenario: {:.1} s",
+        "repartition and co-partitioning scenarios: {:.1} s",
         started.elapsed().as_secs_f64()
     );
     b.stop();
@@ -772,6 +773,125 @@ fn rekeyed_and_co_partitioned_state(brokers: &str, a: &Server, b: &Server) {
         let stopped = cb.post_json(&format!("/v1/topologies/{topology}/stop"), &json!({}));
         assert_eq!(stopped.status, 200, "{}", stopped.text);
     }
+}
+
+/// Event time through a repartition topic, on A and B at once: `rw` sums
+/// sales per user in 10 s windows (`key_by: {field: user}`, so through
+/// `weir.t1.rw.window.repartition`). A's partitions are 100 s ahead
+/// when B's first sales come, at 5 s: each task's event time crosses the
+/// topic in the marks its node writes with each checkpoint, and the
+/// window's watermark is the least of them, so B's sales are on time and
+/// every user's two windows fire once, with their counts. (Taken from
+/// the records' timestamps, the watermark is at 100 s when B's sales are
+/// read: they are late and dropped, and the first windows never fire.)
+fn event_time_crosses_a_repartition_topic_per_task(brokers: &str, a: &Server, b: &Server) {
+    let (ca, cb) = (a.client(), b.client());
+    for topic in ["rw-in", "rw-out"] {
+        create_topic(brokers, topic, 4, &[]).unwrap();
+    }
+    let doc = "name: rw\n\
+               checkpoint: { interval_ms: 200 }\n\
+               sources:\n\
+               \x20 - { name: sales, kafka: { topic: rw-in, format: json, timestamp: { field: ts }, idle_timeout_ms: 600000 } }\n\
+               operators:\n\
+               \x20 - { name: window, module: windows, input: sales, key_by: { field: user }, config: { size_ms: 10000 } }\n\
+               sinks:\n\
+               \x20 - { name: out, kafka: { topic: rw-out }, input: window }\n";
+    let put = ca.put_topology("rw", doc);
+    assert_eq!(put.status, 201, "{}", put.text);
+    let started = ca.post_json("/v1/topologies/rw/start", &json!({}));
+    assert_eq!(started.status, 200, "{}", started.text);
+    let on_a: BTreeSet<u32> = eventually("rw's partitions shared by A and B", || {
+        let view = cluster_view(a);
+        let at = view["assignment"]["rw"]["rw-in"].as_object()?.clone();
+        let mine: BTreeSet<u32> = at
+            .iter()
+            .filter(|(_, e)| e["node"] == "a")
+            .filter_map(|(p, _)| p.parse().ok())
+            .collect();
+        (at.len() == 4 && mine.len() == 2).then_some(mine)
+    });
+    let (keys_a, keys_b): (Vec<String>, Vec<String>) = window_keys()
+        .into_iter()
+        .partition(|k| on_a.contains(&weir_connectors::partition_of(k.as_bytes(), 4)));
+    let users = ["u0", "u1", "u2"];
+    let sales = |keys: &[String], ts: i64| -> Vec<(String, String)> {
+        keys.iter()
+            .flat_map(|k| {
+                users.iter().map(move |u| {
+                    (
+                        k.clone(),
+                        format!(r#"{{"user":"{u}","amount":1,"ts":{ts}}}"#),
+                    )
+                })
+            })
+            .collect()
+    };
+    let repartition = "weir.t1.rw.window.repartition";
+    produce_keyed(brokers, "rw-in", &sales(&keys_a, 100_000));
+    // A's sales reach the window before B's: through the repartition
+    // topic (its marks have no key) into the window's instances.
+    let written = keys_a.len() * users.len();
+    eventually("A's sales in the repartition topic", || {
+        let keyed = records_of(brokers, repartition)
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .count();
+        (keyed >= written).then_some(())
+    });
+    let window = |what: &str| -> u64 {
+        [&ca, &cb]
+            .iter()
+            .flat_map(|c| {
+                let status = c.get("/v1/topologies/rw");
+                status.body["operators"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| o["name"] == "window")
+                    .filter_map(|o| o[what].as_u64())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    eventually("A's sales in the window", || {
+        (window("events_in") >= written as u64).then_some(())
+    });
+    produce_keyed(brokers, "rw-in", &sales(&keys_b, 5_000));
+    // Every partition moves on to 300 s: both windows of each user close.
+    let closing: Vec<(String, String)> = window_keys()
+        .into_iter()
+        .map(|k| (k, r#"{"user":"close","amount":1,"ts":300000}"#.to_string()))
+        .collect();
+    produce_keyed(brokers, "rw-in", &closing);
+    let out = eventually("both windows of every user fired", || {
+        let out = records_of(brokers, "rw-out");
+        (out.len() >= 2 * users.len()).then_some(out)
+    });
+    let mut fired: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for (key, value) in &out {
+        let v: Value = serde_json::from_str(value).unwrap();
+        fired
+            .entry(key.clone())
+            .or_default()
+            .push((v["start"].as_i64().unwrap(), v["count"].as_u64().unwrap()));
+    }
+    for windows in fired.values_mut() {
+        windows.sort();
+    }
+    let want: BTreeMap<String, Vec<(i64, u64)>> = users
+        .iter()
+        .map(|u| {
+            (
+                u.to_string(),
+                vec![(0, keys_b.len() as u64), (100_000, keys_a.len() as u64)],
+            )
+        })
+        .collect();
+    assert_eq!(fired, want, "each user's windows once, none late");
+    assert_eq!(window("late"), 0, "no sale was behind the watermark");
+    let stopped = cb.post_json("/v1/topologies/rw/stop", &json!({}));
+    assert_eq!(stopped.status, 200, "{}", stopped.text);
 }
 
 /// Eight keys, two in each of four partitions.

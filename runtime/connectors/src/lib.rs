@@ -58,8 +58,9 @@ pub use kafka::{
     murmur2, partition_of, topic_partitions,
 };
 pub use kafka::{
-    ChangelogRecord, Failure, GroupFence, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer,
-    OutputTopic, Phase, Purger, Recovery, after_failure, ensure_repartition_topic, failure_of,
+    ChangelogRecord, EVENT_TIME_MARK, Failure, GroupFence, MarkRecord, NODE_TRANSACTION_TIMEOUT,
+    NodeCommit, NodeProducer, OutputTopic, Phase, Purger, Recovery, after_failure,
+    ensure_repartition_topic, event_time_mark, failure_of,
 };
 pub use record::{
     MAX_HEADER_NAME_BYTES, MAX_HEADERS, MAX_PRODUCER_ID_BYTES, MAX_RECORD_BYTES, ProducerBatch,

@@ -58,10 +58,10 @@ pub use control::{ControlLog, ControlPoll, ControlReader, ControlRecord};
 pub use format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC};
 pub use group::{Assignment, GroupFence, GroupMember, OnAssignment};
 pub use live::LiveShare;
-pub use repartition::{Purger, ensure_repartition_topic};
+pub use repartition::{EVENT_TIME_MARK, Purger, ensure_repartition_topic, event_time_mark};
 pub use sink::{KafkaSink, Marker};
 pub use source::KafkaSource;
 pub use txn::{
-    ChangelogRecord, Failure, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer, OutputTopic,
-    Phase, Recovery, after_failure, failure_of,
+    ChangelogRecord, Failure, MarkRecord, NODE_TRANSACTION_TIMEOUT, NodeCommit, NodeProducer,
+    OutputTopic, Phase, Recovery, after_failure, failure_of,
 };

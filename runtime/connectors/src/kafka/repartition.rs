@@ -12,11 +12,23 @@
 //!   past records of a repartition topic, nobody reads them again: they
 //!   are deleted (`DeleteRecords`) up to those offsets.
 //!
+//! - **Event-time marks** ([`EVENT_TIME_MARK`]): records of several
+//!   upstream tasks (one per input partition, on whichever nodes) meet in
+//!   each partition of a repartition topic, so its reader cannot take
+//!   event time from the records' timestamps (a task that lags would see
+//!   its records turn late). With each checkpoint that moved its event
+//!   time, a node writes to every partition, in the same transaction and
+//!   after its records, one mark: the tasks it runs (header) and the event
+//!   time its upstream sources reached (8 bytes, big-endian). The reader
+//!   keeps the latest mark of each task in each partition it reads and
+//!   reports the least of them ([`event_time_mark`] and
+//!   [`parse_event_time_mark`]).
+//!
 //! The records themselves are written by the node's transaction (the
 //! topology's internal exactly-once sink, `txn.rs`) and read by an
 //! internal source like any input (`source.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -26,6 +38,37 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::config::{
     KafkaError, LOOKUP_TIMEOUT, block_on, create_topic, lookup_consumer, partitions_of,
 };
+
+/// The header naming an event-time mark's tasks (a record of a
+/// repartition topic that carries no event).
+pub const EVENT_TIME_MARK: &str = "weir.event-time-mark";
+
+/// A mark's header value (the tasks, in decimal, comma-separated) and
+/// payload (the event time).
+pub fn event_time_mark(tasks: &BTreeSet<u32>, time: i64) -> (Vec<u8>, [u8; 8]) {
+    let list: Vec<String> = tasks.iter().map(u32::to_string).collect();
+    (list.join(",").into_bytes(), time.to_be_bytes())
+}
+
+/// The tasks and event time of a mark, when they parse and every task is
+/// below `tasks` (the topic's partition count); `None` otherwise.
+pub(crate) fn parse_event_time_mark(
+    header: &[u8],
+    payload: &[u8],
+    tasks: u32,
+) -> Option<(Vec<u32>, i64)> {
+    let time = i64::from_be_bytes(payload.try_into().ok()?);
+    let text = std::str::from_utf8(header).ok()?;
+    let mut out = Vec::new();
+    for t in text.split(',').filter(|t| !t.is_empty()) {
+        let t: u32 = t.parse().ok()?;
+        if t >= tasks {
+            return None;
+        }
+        out.push(t);
+    }
+    Some((out, time))
+}
 
 /// Makes sure repartition topic `topic` exists on `brokers` with
 /// `partitions` partitions (those of the topology's input): creates it

@@ -21,7 +21,9 @@
 //!
 //! A cluster's repartition topic is read the same way; once a
 //! checkpoint committed, the records before its offsets are deleted
-//! (nobody reads them again).
+//! (nobody reads them again). Its event time comes from the upstream
+//! tasks' event-time marks, not from its records' timestamps
+//! ([`TaskMarks`]).
 //!
 //! Bounded (`weir run`): the input ends when every partition reached its
 //! end as it was when reading began. Following (the server): it never
@@ -47,7 +49,7 @@ use super::config::{
 };
 use super::format::{HEADER_OFFSET, HEADER_PARTITION, HEADER_TOPIC, RecordFormat, RecordIn};
 use super::live::LiveShare;
-use super::repartition::Purger;
+use super::repartition::{EVENT_TIME_MARK, Purger, parse_event_time_mark};
 
 /// How long one pull waits for a record before saying `Idle`.
 const POLL_WAIT: Duration = Duration::from_millis(20);
@@ -68,6 +70,72 @@ pub(crate) type SharedDeadLetters = Arc<Mutex<DeadLetterFn>>;
 struct PartitionTime {
     highest: i64,
     last_record: Instant,
+}
+
+/// A repartition topic's event time: per partition read and upstream
+/// task, the latest event-time mark (see `repartition.rs`). A task that
+/// has not marked a partition holds its event time back from the
+/// partition's assignment until `idle_timeout` passes without a mark.
+#[derive(Debug)]
+struct TaskMarks {
+    /// How many upstream tasks there are: the topic's partition count.
+    tasks: u32,
+    latest: BTreeMap<(u32, u32), PartitionTime>,
+}
+
+impl TaskMarks {
+    /// Every task of each of `partitions` counts from now on.
+    fn seed(&mut self, partitions: &[i32]) {
+        let now = Instant::now();
+        for &p in partitions {
+            for task in 0..self.tasks {
+                self.latest
+                    .entry((p as u32, task))
+                    .or_insert(PartitionTime {
+                        highest: i64::MIN,
+                        last_record: now,
+                    });
+            }
+        }
+    }
+
+    /// A mark read from `partition`; `false` when it does not parse.
+    fn apply(&mut self, partition: u32, header: &[u8], payload: &[u8]) -> bool {
+        let Some((tasks, time)) = parse_event_time_mark(header, payload, self.tasks) else {
+            return false;
+        };
+        let now = Instant::now();
+        for task in tasks {
+            let at = self
+                .latest
+                .entry((partition, task))
+                .or_insert(PartitionTime {
+                    highest: i64::MIN,
+                    last_record: now,
+                });
+            at.highest = at.highest.max(time);
+            at.last_record = now;
+        }
+        true
+    }
+
+    /// The least event time of the tasks marked within `idle_timeout`.
+    fn least(&self, idle_timeout: Duration) -> Option<i64> {
+        let now = Instant::now();
+        self.latest
+            .values()
+            .filter(|t| now.duration_since(t.last_record) < idle_timeout)
+            .map(|t| t.highest)
+            .min()
+    }
+}
+
+/// The tasks header of an event-time mark, when `msg` is one.
+fn mark_header<'m>(msg: &'m BorrowedMessage<'_>) -> Option<&'m [u8]> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == EVENT_TIME_MARK)
+        .map(|h| h.value.unwrap_or_default())
 }
 
 /// A Kafka topic as a source. Created by [`bind_kafka`](super::bind_kafka).
@@ -108,6 +176,8 @@ pub struct KafkaSource {
     /// The least event time it reports (partitions taken over from
     /// another node came with it); `i64::MIN`: none.
     floor: i64,
+    /// A repartition topic: its event time from the upstream tasks' marks.
+    marks: Option<TaskMarks>,
 }
 
 impl Drop for KafkaSource {
@@ -178,6 +248,7 @@ impl KafkaSource {
             .create_with_context(QuietContext::with_ends(stats.clone()))
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         let mut partitions = partitions_of(&consumer, brokers, &doc.topic)?;
+        let tasks = partitions.len() as u32;
         let mut floor = i64::MIN;
         let live = share.map(|s| {
             let (id, reads) = s.live.register(&doc.topic);
@@ -221,6 +292,10 @@ impl KafkaSource {
                 .transpose()?,
             live,
             floor,
+            marks: share.is_some_and(|s| s.purge).then(|| TaskMarks {
+                tasks,
+                latest: BTreeMap::new(),
+            }),
         })
     }
 
@@ -248,6 +323,11 @@ impl KafkaSource {
             );
             self.times
                 .retain(|p, _| reads.partitions.contains(&(*p as i32)));
+            if let Some(marks) = &mut self.marks {
+                marks
+                    .latest
+                    .retain(|(p, _), _| reads.partitions.contains(&(*p as i32)));
+            }
             // Figures of partitions let go, or taken again, are stale.
             for &p in self.partitions.iter().chain(&reads.partitions) {
                 if self.partitions.contains(&p) != reads.partitions.contains(&p) {
@@ -412,6 +492,9 @@ impl KafkaSource {
                 last_record: now,
             });
         }
+        if let Some(marks) = &mut self.marks {
+            marks.seed(&self.partitions);
+        }
         Ok(())
     }
 
@@ -563,6 +646,22 @@ impl Source for KafkaSource {
             let read = match self.consumer.poll(POLL_WAIT) {
                 None => return Ok(Pull::Idle),
                 Some(Ok(msg)) => {
+                    if let Some(marks) = &mut self.marks
+                        && let Some(header) = mark_header(&msg)
+                    {
+                        let partition = msg.partition() as u32;
+                        if !marks.apply(partition, header, msg.payload().unwrap_or_default()) {
+                            tracing::warn!(
+                                kafka.topic = %self.topic,
+                                kafka.partition = partition,
+                                kafka.offset = msg.offset(),
+                                "{}: skipped an event-time mark that does not parse",
+                                self.what
+                            );
+                        }
+                        self.next.insert(partition, msg.offset() as u64 + 1);
+                        continue;
+                    }
                     let event = self.event_of(&msg)?;
                     Ok((msg.partition() as u32, msg.offset() as u64 + 1, event))
                 }
@@ -610,12 +709,15 @@ impl Source for KafkaSource {
 
     fn event_time(&self) -> Option<i64> {
         let now = Instant::now();
-        let least = self
-            .times
-            .values()
-            .filter(|t| now.duration_since(t.last_record) < self.idle_timeout)
-            .map(|t| t.highest)
-            .min();
+        let least = match &self.marks {
+            Some(marks) => marks.least(self.idle_timeout),
+            None => self
+                .times
+                .values()
+                .filter(|t| now.duration_since(t.last_record) < self.idle_timeout)
+                .map(|t| t.highest)
+                .min(),
+        };
         match least {
             Some(t) => Some(t.max(self.floor)),
             None => (self.floor > i64::MIN).then_some(self.floor),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_io::fault::{self, FaultPoint};
@@ -32,6 +32,7 @@ use weir_types::Batch;
 use super::config::{ErrorLog, KafkaError, send_waiting};
 use super::format::RecordFormat;
 use super::group::GroupFence;
+use super::repartition::EVENT_TIME_MARK;
 use super::sink::send_event;
 
 /// How long a transaction may stay open before the broker aborts it: a
@@ -129,11 +130,17 @@ impl OutputTopic {
 /// tombstone).
 pub type ChangelogRecord<'a> = (&'a str, u32, &'a [u8], Option<&'a [u8]>);
 
+/// One event-time mark of a repartition topic: topic, partition, the
+/// tasks (header value) and the event time (see `repartition.rs`).
+pub type MarkRecord<'a> = (&'a str, u32, &'a [u8], i64);
+
 /// What one checkpoint commits in Kafka.
 #[derive(Debug, Default)]
 pub struct NodeCommit<'a> {
     pub changelog: Vec<ChangelogRecord<'a>>,
     pub outputs: Vec<(&'a OutputTopic, &'a Batch)>,
+    /// Written after the outputs, so each follows the records it covers.
+    pub marks: Vec<MarkRecord<'a>>,
     /// Input topic and partition → the next offset to read.
     pub offsets: BTreeMap<(String, i32), u64>,
 }
@@ -343,6 +350,20 @@ impl NodeProducer {
                     output.topic
                 )))?;
             }
+        }
+        for &(topic, partition, tasks, time) in &commit.marks {
+            let payload = time.to_be_bytes();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: EVENT_TIME_MARK,
+                value: Some(tasks),
+            });
+            let record = BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(partition as i32)
+                .payload(&payload[..])
+                .headers(headers);
+            send_waiting(producer, record).map_err(step(format!(
+                "cannot queue an event-time mark for topic `{topic}`"
+            )))?;
         }
         if !commit.offsets.is_empty() {
             let mut list = TopicPartitionList::new();

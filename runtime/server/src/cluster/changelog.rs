@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use weir_connectors::{
     ChangelogTopic, GroupFence, KafkaShare, LiveShare, NodeCommit, NodeProducer, OutputTopic,
-    partition_of, topic_partitions,
+    event_time_mark, partition_of, topic_partitions,
 };
 use weir_engine::Position;
 use weir_state::{
@@ -132,6 +132,20 @@ pub(crate) struct KafkaChangelog {
     /// The event time this job last committed to each changelog
     /// partition for each source.
     written_times: Mutex<BTreeMap<TimeSlot, i64>>,
+    /// Each repartition topic it writes and the sources upstream of it
+    /// (their event time marks the topic).
+    marked: Vec<(String, BTreeSet<String>)>,
+    /// The last mark committed to each repartition topic: the event time
+    /// and the tasks.
+    written_marks: Mutex<BTreeMap<String, (i64, BTreeSet<u32>)>>,
+}
+
+/// An event-time mark to write: topic, the tasks (header value), time.
+type Mark = (String, Vec<u8>, i64);
+
+/// Each source's event time, from a checkpoint's sources.
+fn times_of(sources: &BTreeMap<String, (Position, i64)>) -> BTreeMap<String, i64> {
+    sources.iter().map(|(s, (_, t))| (s.clone(), *t)).collect()
 }
 
 /// Per input topic and partition, the next offset to read, from the
@@ -278,6 +292,36 @@ impl KafkaChangelog {
     }
 }
 
+impl KafkaChangelog {
+    /// The event-time marks of a checkpoint whose sources reached `times`:
+    /// per repartition topic, when the least event time its upstream
+    /// sources reached (those that read something) or the tasks this node
+    /// runs changed since the last committed mark; with what each sets.
+    fn marks(&self, times: &BTreeMap<String, i64>) -> Vec<(Mark, BTreeSet<u32>)> {
+        let tasks = held_of(&self.live.owned(), &self.partitioning.input);
+        let written = self
+            .written_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = Vec::new();
+        for (topic, upstream) in &self.marked {
+            let reached = upstream
+                .iter()
+                .filter_map(|s| times.get(s).copied())
+                .filter(|&t| t != i64::MIN && t != i64::MAX)
+                .min();
+            let Some(reached) = reached else { continue };
+            if written.get(topic) == Some(&(reached, tasks.clone())) {
+                continue;
+            }
+            let (header, _) = event_time_mark(&tasks, reached);
+            out.push(((topic.clone(), header, reached), tasks.clone()));
+        }
+        out
+    }
+}
+
 impl weir_state::Changelog for KafkaChangelog {
     fn commit(
         &self,
@@ -288,8 +332,7 @@ impl weir_state::Changelog for KafkaChangelog {
     ) -> Result<Vec<ChangelogOffset>, String> {
         let mut changelog = self.changelog_records(rows)?;
         let sources = weir_engine::checkpoint_sources(meta)?;
-        let times = sources.iter().map(|(s, (_, t))| (s.clone(), *t)).collect();
-        let (times, times_set) = self.event_time_records(&times);
+        let (times, times_set) = self.event_time_records(&times_of(&sources));
         changelog.extend(times);
         let mut outputs: Vec<(&OutputTopic, Batch)> = Vec::new();
         for (sink, bytes) in pending {
@@ -302,6 +345,7 @@ impl weir_state::Changelog for KafkaChangelog {
             })?;
             outputs.push((output, batch));
         }
+        let marks = self.marks(&times_of(&sources));
         let positions = sources.into_iter().map(|(s, (p, _))| (s, p)).collect();
         let mut offsets = input_offsets(&positions, &self.inputs)?;
         // A source keeps the position of a partition it let go: committed
@@ -309,7 +353,7 @@ impl weir_state::Changelog for KafkaChangelog {
         // owner commits it from then on).
         let owned = self.live.owned();
         offsets.retain(|(topic, p), _| owned.get(topic).is_some_and(|ps| ps.contains(p)));
-        if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() {
+        if changelog.is_empty() && outputs.is_empty() && offsets.is_empty() && marks.is_empty() {
             return Ok(Vec::new());
         }
         let commit = NodeCommit {
@@ -318,6 +362,15 @@ impl weir_state::Changelog for KafkaChangelog {
                 .map(|(t, p, k, v)| (t.as_str(), *p, k.as_slice(), v.as_deref()))
                 .collect(),
             outputs: outputs.iter().map(|(o, b)| (*o, b)).collect(),
+            // Every partition of each topic: each holds records of every
+            // task.
+            marks: marks
+                .iter()
+                .flat_map(|((topic, header, time), _)| {
+                    (0..self.partitioning.partitions)
+                        .map(move |q| (topic.as_str(), q, header.as_slice(), *time))
+                })
+                .collect(),
             offsets,
         };
         let ends = self
@@ -328,6 +381,14 @@ impl weir_state::Changelog for KafkaChangelog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(times_set);
+        self.written_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                marks
+                    .iter()
+                    .map(|((topic, _, time), tasks)| (topic.clone(), (*time, tasks.clone()))),
+            );
         tracing::trace!(
             topology.name = %self.topology,
             checkpoint = id,
@@ -417,6 +478,8 @@ pub(crate) fn attach(
         producer: NodeProducer::new(&brokers, &format!("{}.{}", share.fence.group(), share.node)),
         fence: share.fence.clone(),
         written_times: Mutex::default(),
+        marked: super::repartition::marked_topics(doc),
+        written_marks: Mutex::default(),
     };
     let to = &partitioning;
     let mut recorded = Vec::new();

@@ -164,7 +164,13 @@ pub fn rewrite(doc: &TopologyDoc, group: &str) -> Result<Rewritten, String> {
                 key: None,
                 timestamp: None,
                 headers: Some(true),
-                idle_timeout_ms: None,
+                // Marks idle as long as the most patient source's
+                // partitions.
+                idle_timeout_ms: doc
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.kafka.as_ref()?.idle_timeout_ms)
+                    .max(),
                 on_error: None,
                 properties: BTreeMap::new(),
             }),
@@ -174,6 +180,38 @@ pub fn rewrite(doc: &TopologyDoc, group: &str) -> Result<Rewritten, String> {
         topics.insert(op.name.clone(), topic);
     }
     Ok(Rewritten { doc: out, topics })
+}
+
+/// The repartition topics `doc` (a [`rewrite`]n document) writes, each
+/// with the sources upstream of its internal sink: the event time those
+/// reached is what a node marks the topic with (see the connectors'
+/// `repartition.rs`, "Event-time marks"). Walks the graph with a work
+/// list, not recursion.
+pub fn marked_topics(doc: &TopologyDoc) -> Vec<(String, BTreeSet<String>)> {
+    let resolver = doc.inputs_resolver();
+    let sources: BTreeSet<&str> = doc.sources.iter().map(|s| s.name.as_str()).collect();
+    let operators: BTreeMap<&str, &OperatorDoc> =
+        doc.operators.iter().map(|o| (o.name.as_str(), o)).collect();
+    let mut out = Vec::new();
+    for sink in doc.sinks.iter().filter(|s| s.name.starts_with(SINK_PREFIX)) {
+        let Some(kafka) = &sink.kafka else { continue };
+        let mut upstream = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&str> = sink.input.names();
+        while let Some(name) = todo.pop() {
+            let node = resolver.resolve(name).node;
+            if !seen.insert(node) {
+                continue;
+            }
+            if sources.contains(node) {
+                upstream.insert(node.to_string());
+            } else if let Some(op) = operators.get(node) {
+                todo.extend(op.input.names());
+            }
+        }
+        out.push((kafka.topic.clone(), upstream));
+    }
+    out
 }
 
 /// How a topology's input topics map to tasks.
