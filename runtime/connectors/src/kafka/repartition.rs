@@ -222,4 +222,22 @@ mod tests {
         assert!(why.contains("has 3 partitions"), "{why}");
         assert!(why.contains("delete the topic"), "{why}");
     }
+
+    #[test]
+    fn a_mark_round_trips_and_a_hostile_one_is_refused() {
+        let (header, payload) = event_time_mark(&BTreeSet::from([0, 3]), 12_345);
+        assert_eq!(header, b"0,3");
+        assert_eq!(
+            parse_event_time_mark(&header, &payload, 4),
+            Some((vec![0, 3], 12_345))
+        );
+        // A task past the partition count, a short payload, not a number.
+        assert_eq!(parse_event_time_mark(&header, &payload, 3), None);
+        assert_eq!(parse_event_time_mark(&header, &payload[..7], 4), None);
+        assert_eq!(parse_event_time_mark(b"0,x", &payload, 4), None);
+        assert_eq!(
+            parse_event_time_mark(b"", &payload, 4),
+            Some((vec![], 12_345))
+        );
+    }
 }

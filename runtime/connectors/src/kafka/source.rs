@@ -755,3 +755,45 @@ impl Source for KafkaSource {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::kafka::repartition::event_time_mark;
+
+    #[test]
+    fn a_repartition_topics_event_time_is_the_least_tasks_mark() {
+        let mut marks = TaskMarks {
+            tasks: 2,
+            latest: BTreeMap::new(),
+        };
+        marks.seed(&[0, 1]);
+        let wait = Duration::from_secs(60);
+        // No task marked yet: nothing moves.
+        assert_eq!(marks.least(wait), Some(i64::MIN));
+        let (both, ahead) = event_time_mark(&BTreeSet::from([0, 1]), 100_000);
+        assert!(marks.apply(0, &both, &ahead));
+        // Partition 1 has no mark of either task yet.
+        assert_eq!(marks.least(wait), Some(i64::MIN));
+        assert!(marks.apply(1, &both, &ahead));
+        assert_eq!(marks.least(wait), Some(100_000));
+        // Task 1 lags in partition 1: it holds the event time back.
+        let (one, behind) = event_time_mark(&BTreeSet::from([1]), 5_000);
+        assert!(marks.apply(1, &one, &behind));
+        assert_eq!(marks.least(wait), Some(100_000), "a mark never goes back");
+        let mut fresh = TaskMarks {
+            tasks: 2,
+            latest: BTreeMap::new(),
+        };
+        fresh.seed(&[0]);
+        assert!(fresh.apply(0, &one, &behind));
+        let (task0, _) = event_time_mark(&BTreeSet::from([0]), 100_000);
+        assert!(fresh.apply(0, &task0, &ahead));
+        assert_eq!(fresh.least(wait), Some(5_000));
+        // Idle tasks do not count; a hostile mark is refused.
+        assert_eq!(fresh.least(Duration::ZERO), None);
+        assert!(!fresh.apply(0, b"7", &ahead));
+    }
+}
