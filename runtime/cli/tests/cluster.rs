@@ -864,10 +864,27 @@ fn event_time_crosses_a_repartition_topic_per_task(brokers: &str, a: &Server, b:
         .map(|k| (k, r#"{"user":"close","amount":1,"ts":300000}"#.to_string()))
         .collect();
     produce_keyed(brokers, "rw-in", &closing);
-    let out = eventually("both windows of every user fired", || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let out = loop {
         let out = records_of(brokers, "rw-out");
-        (out.len() >= 2 * users.len()).then_some(out)
-    });
+        if out.len() >= 2 * users.len() {
+            break out;
+        }
+        if std::time::Instant::now() > deadline {
+            let status = |c: &server::Http| {
+                let s = c.get("/v1/topologies/rw").body;
+                json!({ "operators": s["operators"], "endpoints": s["endpoints"], "state": s["state"] })
+            };
+            panic!(
+                "both windows of every user did not fire within 60 s; output {out:?}; A holds {on_a:?}; \
+                 A: {}; B: {}; repartition topic: {:?}",
+                status(&ca),
+                status(&cb),
+                records_of(brokers, repartition)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut fired: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for (key, value) in &out {
         let v: Value = serde_json::from_str(value).unwrap();

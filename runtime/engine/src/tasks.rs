@@ -636,6 +636,11 @@ impl ChainTask {
             before,
             &self.dead,
         )?;
+        // Timers it passed may have changed state and emitted output: the
+        // next interval checkpoint is taken, even when no event came (a
+        // watermark that moves without events: an idle partition left
+        // out, a repartition topic's event-time marks).
+        self.control.note_activity(1);
         Ok(sent(self.outputs.emit(out.main, out.side).and_then(|()| {
             self.outputs.broadcast(|| Msg::Watermark(new))
         })))
