@@ -79,10 +79,7 @@ struct Partitioning {
 impl Partitioning {
     /// Of `doc`'s lead input on `brokers`, held as `share` says now.
     fn of(doc: &TopologyDoc, brokers: &str, share: &KafkaShare) -> Result<Partitioning, String> {
-        let input = doc
-            .sources
-            .iter()
-            .find_map(|s| s.kafka.as_ref())
+        let input = super::lead_input(doc)
             .ok_or_else(|| format!("topology `{}` reads no Kafka topic", doc.name))?
             .topic
             .clone();
@@ -103,7 +100,7 @@ impl Partitioning {
 }
 
 /// The partitions of `topic` in `assignment`.
-fn held_of(assignment: &weir_connectors::Assignment, topic: &str) -> BTreeSet<u32> {
+pub(super) fn held_of(assignment: &weir_connectors::Assignment, topic: &str) -> BTreeSet<u32> {
     assignment
         .get(topic)
         .map(|ps| ps.iter().map(|&p| p as u32).collect())
@@ -175,6 +172,12 @@ fn input_offsets(
 }
 
 impl KafkaChangelog {
+    /// The lead input's partitions this node owns now (they change while
+    /// the job runs, see `tasks.rs`).
+    fn held(&self) -> BTreeSet<u32> {
+        held_of(&self.live.owned(), &self.partitioning.input)
+    }
+
     fn log(&self, operator: &str, partitions: u32) -> Result<Arc<ChangelogTopic>, String> {
         if let Some(log) = self
             .logs
@@ -212,7 +215,7 @@ impl KafkaChangelog {
             return Ok(Vec::new());
         }
         let to = &self.partitioning;
-        let held = held_of(&self.live.owned(), &to.input);
+        let held = self.held();
         let mut out = Vec::with_capacity(records.len());
         let mut topics: BTreeMap<String, String> = BTreeMap::new();
         for r in records {
@@ -254,7 +257,7 @@ impl KafkaChangelog {
         &self,
         times: &BTreeMap<String, i64>,
     ) -> (Vec<Record>, Vec<(TimeSlot, i64)>) {
-        let held = held_of(&self.live.owned(), &self.partitioning.input);
+        let held = self.held();
         let (mut records, mut set) = (Vec::new(), Vec::new());
         let logs: Vec<(String, String)> = self
             .logs
@@ -298,7 +301,7 @@ impl KafkaChangelog {
     /// sources reached (those that read something) or the tasks this node
     /// runs changed since the last committed mark; with what each sets.
     fn marks(&self, times: &BTreeMap<String, i64>) -> Vec<(Mark, BTreeSet<u32>)> {
-        let tasks = held_of(&self.live.owned(), &self.partitioning.input);
+        let tasks = self.held();
         let written = self
             .written_marks
             .lock()

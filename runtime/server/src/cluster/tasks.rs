@@ -319,18 +319,10 @@ fn move_live(
 ) -> Result<Option<u64>, String> {
     let record = plane.topologies.record(name).map_err(|e| e.to_string())?;
     let doc = repartition::rewrite(&record.doc, to.fence.group())?.doc;
-    let lead = doc
-        .sources
-        .iter()
-        .find_map(|s| s.kafka.as_ref())
+    let lead = &super::lead_input(&doc)
         .ok_or("the topology reads no Kafka topic")?
-        .topic
-        .clone();
-    let lead_of = |a: &Assignment| -> BTreeSet<u32> {
-        a.get(&lead)
-            .map(|ps| ps.iter().map(|&p| p as u32).collect())
-            .unwrap_or_default()
-    };
+        .topic;
+    let lead_of = |a: &Assignment| changelog::held_of(a, lead);
     // The running job's database (this handle shares its file's store).
     let db = StateDb::open(&plane.topologies.state_dir(name)).map_err(|e| e.to_string())?;
     let live = &to.live;
