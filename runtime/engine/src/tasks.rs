@@ -310,7 +310,7 @@ fn run_chain(
 
 /// Fires the due timers of every operator of the chain, in chain order
 /// (what a timer emits goes through the operators after it); returns the
-/// chain's output. Timers see the new watermark `upto` (event time); what
+/// chain's output and how many timers fired. Timers see the new watermark `upto` (event time); what
 /// they emit travels ahead of it, so the operators after them still see
 /// `before`, as a downstream task would.
 fn fire_timers(
@@ -319,18 +319,20 @@ fn fire_timers(
     upto: i64,
     before: i64,
     dead: &DeadLetters,
-) -> Result<Emitted, EngineError> {
+) -> Result<(Emitted, u64), EngineError> {
     let watermark = match domain {
         TimeDomain::EventTime => upto,
         TimeDomain::ProcessingTime => before,
     };
     let mut out = Emitted::default();
+    let mut count = 0u64;
     let last = ops.len().saturating_sub(1);
     for k in 0..ops.len() {
         let (head, rest) = ops.split_at_mut(k + 1);
         let op = &mut head[k];
         let mut rounds = TimerRounds::new(domain, upto);
         while let Some(timers) = rounds.next(&op.name, op.instance.state_mut())? {
+            count += timers.len() as u64;
             let fired = fire_isolated(&mut op.instance, &timers, watermark, now_ms())?;
             op.metrics.add_guest(op.instance.take_counters());
             op.metrics.add_logs(op.instance.take_logs());
@@ -361,7 +363,7 @@ fn fire_timers(
             }
         }
     }
-    Ok(out)
+    Ok((out, count))
 }
 
 /// The takes of every operator's state for checkpoint `id`.
@@ -594,7 +596,7 @@ impl ChainTask {
             return Ok(Slice::More);
         };
         if due <= now {
-            let out = fire_timers(
+            let (out, _) = fire_timers(
                 &mut self.ops,
                 TimeDomain::ProcessingTime,
                 now,
@@ -629,18 +631,18 @@ impl ChainTask {
         for op in &self.ops {
             op.metrics.watermark.store(new, Ordering::Relaxed);
         }
-        let out = fire_timers(
+        let (out, fired) = fire_timers(
             &mut self.ops,
             TimeDomain::EventTime,
             new,
             before,
             &self.dead,
         )?;
-        // Timers it passed may have changed state and emitted output: the
+        // Timers that fired may have changed state and emitted output: the
         // next interval checkpoint is taken, even when no event came (a
         // watermark that moves without events: an idle partition left
         // out, a repartition topic's event-time marks).
-        self.control.note_activity(1);
+        self.control.note_activity(fired);
         Ok(sent(self.outputs.emit(out.main, out.side).and_then(|()| {
             self.outputs.broadcast(|| Msg::Watermark(new))
         })))
@@ -749,7 +751,7 @@ impl ChainTask {
     /// Every input ended: fires every event-time timer, makes the state
     /// durable (a last checkpoint acknowledgement, or a flush), ends.
     fn finish(&mut self) -> Result<(), EngineError> {
-        let out = fire_timers(
+        let (out, _) = fire_timers(
             &mut self.ops,
             TimeDomain::EventTime,
             i64::MAX,
